@@ -1,0 +1,215 @@
+/* cmd_bench.c — `smedjan bench`: how fast this machine trains and decodes.
+ *
+ * Builds a fresh model (preset or custom shape, as in `train`) and a
+ * dataset of uniformly random tokens written to a temporary file (removed
+ * afterwards), then measures, each after untimed warm-up calls:
+ *   train    --steps timed smj_trainer_step calls; the MEDIAN step time
+ *            gives train tok/s = B*T / median, and achieved GFLOP/s =
+ *            smj_config_flops_per_token(cfg, T) * tok/s;
+ *   forward  the same count of smj_model_forward calls with targets
+ *            (median), giving forward tok/s;
+ *   decode   a session fed one token at a time for --decode-tokens tokens
+ *            with greedy sampling, giving decode tok/s.
+ * It also reports the training memory estimate and the peak RSS
+ * (getrusage). The readable block goes to stderr; stdout gets one JSON line
+ * for scripts:
+ *   {"preset":..,"B":..,"T":..,"threads":..,"train_tok_s":..,"fwd_tok_s":..,
+ *    "decode_tok_s":..,"gflops":..,"peak_rss_mb":..}
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include "cli.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Writes n random tokens below vocab to a new temp file; its path goes to
+ * path (size cap). 0 or 1. */
+static int write_random_dataset(const char *cmd, smj_ctx *ctx, int vocab, int64_t n, char *path,
+                                size_t cap) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, cap, "%s/smedjan-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) return cli_error(cmd, "cannot create a temporary file in %s", tmp ? tmp : "/tmp");
+    close(fd);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids) {
+        unlink(path);
+        return cli_error(cmd, "out of memory");
+    }
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (int64_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+        ids[i] = (int32_t)(x % (uint64_t)vocab);
+    }
+    smj_status s = smj_dataset_write(ctx, path, ids, n, vocab);
+    free(ids);
+    if (s != SMJ_OK) {
+        unlink(path);
+        return cli_lib_error(cmd, ctx, s, "cannot write the benchmark dataset");
+    }
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    cli_model_flags mf = CLI_MODEL_FLAGS_DEFAULTS;
+    cli_compute cc = CLI_COMPUTE_DEFAULTS;
+    int B = 8, T = 256, steps = 10, warmup = 2, decode = 128, vocab = 8192;
+    cli_flag flags[] = {
+        CLI_MODEL_FLAGS(mf),
+        FLAG_INT("batch-size", &B, 1, 65536, "batch (default 8)"),
+        FLAG_INT("seq-len", &T, 2, 1 << 20, "sequence length (default 256)"),
+        FLAG_INT("steps", &steps, 1, 100000, "timed training steps and forward passes (default 10)"),
+        FLAG_INT("warmup", &warmup, 0, 100000, "untimed calls before timing (default 2)"),
+        FLAG_INT("decode-tokens", &decode, 0, 1 << 20, "tokens decoded one at a time, 0 = skip (default 128)"),
+        FLAG_INT("vocab-size", &vocab, 259, 1 << 22, "vocabulary of the random model (default 8192)"),
+        CLI_COMPUTE_FLAGS(cc),
+    };
+    cli_command c = {"bench", "bench [--size tiny] [--batch-size 8 --seq-len 256] [--steps 10]",
+                     "Measures training, forward and decoding throughput of a random model on\n"
+                     "random tokens. Prints a summary to stderr and one JSON line to stdout.",
+                     NULL, flags, CLI_NFLAGS(flags)};
+    int rc = cli_parse(&c, argc, argv);
+    if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+
+    smj_ctx *ctx = NULL;
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    smj_dataset *ds = NULL;
+    smj_session *sess = NULL;
+    int32_t *in = NULL, *tg = NULL;
+    double *times = NULL;
+    float *scratch = NULL;
+    char ds_path[4096] = "";
+    smj_model_config cfg;
+    if ((rc = cli_make_ctx(c.name, &cc, &ctx))) goto done;
+    if ((rc = cli_build_config(c.name, ctx, &c, &mf, vocab, T, &cfg))) goto done;
+    smj_status s = smj_model_create(ctx, &cfg, 1, &m);
+    if (s != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot create the model");
+        goto done;
+    }
+    smj_optim_options o;
+    smj_optim_defaults(&o);
+    o.total_steps = warmup + steps;
+    o.warmup_steps = 0;
+    if ((s = smj_trainer_create(m, &o, &t)) != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot create the trainer");
+        goto done;
+    }
+    int64_t n_tok = (int64_t)B * T * 4 + 1;
+    if ((rc = write_random_dataset(c.name, ctx, vocab, n_tok, ds_path, sizeof ds_path))) {
+        ds_path[0] = 0;
+        goto done;
+    }
+    if ((s = smj_dataset_open(ctx, ds_path, &ds)) != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot open the benchmark dataset");
+        goto done;
+    }
+    times = malloc((size_t)steps * sizeof *times);
+    in = malloc((size_t)B * T * sizeof *in);
+    tg = malloc((size_t)B * T * sizeof *tg);
+    scratch = malloc((size_t)vocab * sizeof *scratch);
+    if (!times || !in || !tg || !scratch) {
+        rc = cli_error(c.name, "out of memory");
+        goto done;
+    }
+    cli_print_config(stderr, &cfg);
+    fprintf(stderr, "bench: batch %d x seq %d, %d warm-up + %d timed steps, %d threads (%s)\n", B,
+            T, warmup, steps, smj_ctx_threads(ctx), smj_ctx_backend_name(ctx));
+
+    /* Training steps. */
+    for (int i = 0; i < warmup + steps; i++) {
+        smj_step_stats st;
+        double t0 = cli_now();
+        if ((s = smj_trainer_step(t, ds, B, T, 1, &st)) != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "training step failed");
+            goto done;
+        }
+        if (i >= warmup) times[i - warmup] = cli_now() - t0;
+    }
+    double train_tok_s = (double)B * T / median(times, steps);
+
+    /* Forward passes with targets (loss, no backward). */
+    int64_t pos = 0;
+    if ((s = smj_dataset_next_batch(ctx, ds, B, T, &pos, NULL, in, tg)) != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot read a batch");
+        goto done;
+    }
+    for (int i = 0; i < warmup + steps; i++) {
+        float loss;
+        double t0 = cli_now();
+        if ((s = smj_model_forward(m, in, tg, B, T, &loss)) != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "forward pass failed");
+            goto done;
+        }
+        if (i >= warmup) times[i - warmup] = cli_now() - t0;
+    }
+    double fwd_tok_s = (double)B * T / median(times, steps);
+
+    /* Greedy decoding, one token per call. */
+    double decode_tok_s = 0;
+    if (decode > 0) {
+        int len = decode < cfg.max_seq_len ? decode : cfg.max_seq_len;
+        if ((s = smj_session_create(m, len, &sess)) != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "cannot create a session");
+            goto done;
+        }
+        smj_sampler_options so;
+        smj_sampler_defaults(&so);
+        so.temperature = 0;
+        uint64_t rng = 1;
+        int32_t id = in[0];
+        const float *logits = NULL;
+        double t0 = cli_now();
+        for (int i = 0; i < len; i++) {
+            if ((s = smj_session_feed(sess, &id, 1, &logits)) != SMJ_OK) {
+                rc = cli_lib_error(c.name, ctx, s, "decoding failed");
+                goto done;
+            }
+            id = smj_sample(logits, vocab, &so, NULL, 0, &rng, scratch);
+        }
+        double dt = cli_now() - t0;
+        decode_tok_s = dt > 0 ? (double)len / dt : 0;
+    }
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss_mb = (double)ru.ru_maxrss / 1024.0;
+    double gflops = smj_config_flops_per_token(&cfg, T) * train_tok_s / 1e9;
+    char b1[32], b2[32], b3[32], b4[32];
+    fprintf(stderr,
+            "  train     %s tok/s (median step %.1f ms), %.1f GFLOP/s\n"
+            "  forward   %s tok/s\n"
+            "  decode    %s tok/s\n"
+            "  memory    ~%s estimated, %.0f MiB peak RSS\n",
+            cli_fmt_count(b1, sizeof b1, (int64_t)train_tok_s), 1e3 * B * T / train_tok_s, gflops,
+            cli_fmt_count(b2, sizeof b2, (int64_t)fwd_tok_s),
+            cli_fmt_count(b3, sizeof b3, (int64_t)decode_tok_s),
+            cli_fmt_bytes(b4, sizeof b4, (double)smj_config_train_memory(&cfg, B, T)), rss_mb);
+    printf("{\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,\"train_tok_s\":%.1f,"
+           "\"fwd_tok_s\":%.1f,\"decode_tok_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
+           mf.size, B, T, smj_ctx_threads(ctx), train_tok_s, fwd_tok_s, decode_tok_s, gflops,
+           rss_mb);
+done:
+    if (ds_path[0]) unlink(ds_path);
+    smj_session_free(sess);
+    free(scratch);
+    free(tg);
+    free(in);
+    free(times);
+    smj_dataset_free(ds);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_ctx_free(ctx);
+    return rc;
+}

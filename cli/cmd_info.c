@@ -1,0 +1,129 @@
+/* cmd_info.c — inspecting models without running them: `info` and `sizes`.
+ *
+ * info: reads the config stored in a model checkpoint or a training state
+ *   (smj_checkpoint_read_config), prints it with the parameter count and
+ *   memory estimates, then loads the weights (smj_model_load accepts both
+ *   kinds of file) to list every tensor's name and shape. Because the
+ *   config is read first, a file whose weights are damaged still shows its
+ *   config before the load error.
+ *
+ * sizes: one table row per library preset (smj_config_preset_name(i) until
+ *   NULL) with its shape, parameter count and training memory at (B, T).
+ */
+#include <string.h>
+#include <sys/stat.h>
+#include "cli.h"
+
+int cmd_info(int argc, char **argv) {
+    const char *path = NULL;
+    int B = 8, T = 0;
+    cli_compute cc = CLI_COMPUTE_DEFAULTS;
+    cli_flag flags[] = {
+        FLAG_STR("checkpoint", &path, "FILE", "model checkpoint or training state (required)"),
+        FLAG_INT("batch-size", &B, 1, 65536, "batch for the training-memory estimate (default 8)"),
+        FLAG_INT("seq-len", &T, 1, 1 << 20, "sequence length for the estimate (default: context)"),
+        CLI_COMPUTE_FLAGS(cc),
+    };
+    cli_command c = {"info", "info --checkpoint FILE",
+                     "Shows the config, size and tensors of a model checkpoint or training state.",
+                     NULL, flags, CLI_NFLAGS(flags)};
+    int rc = cli_parse(&c, argc, argv);
+    if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+    if (!path) return cli_usage(c.name, "--checkpoint is required");
+
+    smj_ctx *ctx = NULL;
+    smj_model *m = NULL;
+    if ((rc = cli_make_ctx(c.name, &cc, &ctx))) return rc;
+    smj_model_config cfg;
+    int is_state = 0;
+    smj_status s = smj_checkpoint_read_config(ctx, path, &cfg, &is_state);
+    if (s != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot read --checkpoint");
+        goto done;
+    }
+    if (T == 0) T = cfg.max_seq_len;
+    struct stat st;
+    char b1[32], b2[32], b3[32];
+    int64_t params = smj_config_num_params(&cfg);
+    printf("file:            %s (%s, %s)\n", path, is_state ? "training state" : "model checkpoint",
+           cli_fmt_bytes(b1, sizeof b1, stat(path, &st) == 0 ? (double)st.st_size : 0));
+    printf("parameters:      %s (%s)\n", cli_fmt_count(b1, sizeof b1, params),
+           cli_fmt_params(b2, sizeof b2, params));
+    printf("vocab_size:      %d\n", cfg.vocab_size);
+    printf("dim:             %d\n", cfg.dim);
+    printf("n_layers:        %d\n", cfg.n_layers);
+    printf("n_heads:         %d\n", cfg.n_heads);
+    printf("n_kv_heads:      %d\n", cfg.n_kv_heads);
+    printf("head_dim:        %d\n", cfg.head_dim);
+    printf("ffn_hidden:      %d\n", cfg.ffn_hidden);
+    printf("max_seq_len:     %d\n", cfg.max_seq_len);
+    printf("rope_theta:      %g\n", (double)cfg.rope_theta);
+    printf("norm_eps:        %g\n", (double)cfg.norm_eps);
+    printf("tied_embeddings: %s\n", cfg.tied_embeddings ? "yes" : "no");
+    printf("qk_norm:         %s\n", cfg.qk_norm ? "yes" : "no");
+    printf("memory:          %s weights (fp32); training at B=%d T=%d ~%s\n",
+           cli_fmt_bytes(b1, sizeof b1, (double)params * 4), B, T,
+           cli_fmt_bytes(b3, sizeof b3, (double)smj_config_train_memory(&cfg, B, T)));
+    fflush(stdout);
+
+    s = smj_model_load(ctx, path, &m);
+    if (s != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot load the weights");
+        goto done;
+    }
+    int n = smj_model_num_tensors(m);
+    printf("tensors (%d):\n", n);
+    for (int i = 0; i < n; i++) {
+        smj_tensor_view v;
+        if (smj_model_tensor(m, i, &v) != SMJ_OK) continue;
+        char shape[96] = "";
+        size_t o = 0;
+        for (int d = 0; d < v.ndim && o < sizeof shape; d++)
+            o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%lld", d ? ", " : "",
+                                  (long long)v.shape[d]);
+        printf("  %-48s [%s]\n", v.name, shape);
+    }
+done:
+    smj_model_free(m);
+    smj_ctx_free(ctx);
+    return rc;
+}
+
+int cmd_sizes(int argc, char **argv) {
+    int vocab = 8192, B = 8, T = 256;
+    cli_flag flags[] = {
+        FLAG_INT("vocab-size", &vocab, 259, 1 << 22, "vocabulary to size the embeddings for (default 8192)"),
+        FLAG_INT("batch-size", &B, 1, 65536, "batch for the training-memory column (default 8)"),
+        FLAG_INT("seq-len", &T, 1, 1 << 20, "sequence length for the memory column (default 256)"),
+    };
+    cli_command c = {"sizes", "sizes [--vocab-size N] [--batch-size B] [--seq-len T]",
+                     "Lists the model presets (--size of `smedjan train`) with their shapes,\n"
+                     "parameter counts and estimated training memory.",
+                     NULL, flags, CLI_NFLAGS(flags)};
+    int rc = cli_parse(&c, argc, argv);
+    if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+    smj_ctx *ctx = smj_ctx_create(NULL);
+    if (!ctx) return cli_error(c.name, "out of memory");
+    printf("%-8s %6s %6s %6s %8s %8s %8s %10s %12s\n", "preset", "dim", "layers", "heads",
+           "kv-heads", "ffn", "context", "params", "train mem");
+    for (int i = 0; smj_config_preset_name(i); i++) {
+        const char *name = smj_config_preset_name(i);
+        smj_model_config cfg;
+        smj_status s = smj_config_preset(ctx, name, vocab, &cfg);
+        if (s != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, name);
+            break;
+        }
+        char p[32], mem[32];
+        printf("%-8s %6d %6d %6d %8d %8d %8d %10s %12s\n", name, cfg.dim, cfg.n_layers,
+               cfg.n_heads, cfg.n_kv_heads, cfg.ffn_hidden, cfg.max_seq_len,
+               cli_fmt_params(p, sizeof p, smj_config_num_params(&cfg)),
+               cli_fmt_bytes(mem, sizeof mem, (double)smj_config_train_memory(&cfg, B, T)));
+    }
+    if (rc == 0)
+        printf("\nvocab %d; training memory at batch %d x seq %d (params, grads, AdamW moments,\n"
+               "activations). Use --size custom --dim --layers --heads for other shapes.\n",
+               vocab, B, T);
+    smj_ctx_free(ctx);
+    return rc;
+}

@@ -1,0 +1,84 @@
+/* model_flags.c — turning --size and the shape flags into a model config.
+ *
+ * Rules (shared by `train` and `bench`):
+ *  - --size NAME starts from the library preset NAME; any shape flag given
+ *    alongside overrides that one field.
+ *  - --size custom starts from the "tiny" preset (for rope theta, norm eps
+ *    and the like) and requires --dim, --layers and --heads.
+ *  - When --dim or --heads change and --head-dim is not given, head_dim
+ *    becomes dim/heads; when --heads changes and --kv-heads is not given,
+ *    kv_heads becomes heads; when --dim or --ffn-mult change, the SwiGLU
+ *    width is recomputed with smj_config_ffn_hidden.
+ *  - max_seq_len is --max-seq when given, else the preset's (custom: the
+ *    training --seq-len), raised to the training --seq-len when shorter.
+ * The result is checked with smj_config_validate, whose message names the
+ * offending field.
+ */
+#include <string.h>
+#include "cli.h"
+
+static const char *const shape_flags[] = {"dim",    "layers",     "heads", "kv-heads",
+                                          "head-dim", "ffn-mult", "qk-norm", "untied",
+                                          "rope-theta", "max-seq"};
+
+int cli_shape_flags_seen(const cli_command *c) {
+    for (size_t i = 0; i < sizeof shape_flags / sizeof shape_flags[0]; i++)
+        if (cli_seen(c, shape_flags[i])) return 1;
+    return 0;
+}
+
+int cli_build_config(const char *cmd, smj_ctx *ctx, const cli_command *c,
+                     const cli_model_flags *mf, int vocab, int T, smj_model_config *cfg) {
+    int custom = strcmp(mf->size, "custom") == 0;
+    smj_status s = smj_config_preset(ctx, custom ? "tiny" : mf->size, vocab, cfg);
+    if (s != SMJ_OK) return cli_usage(cmd, "--size: %s", smj_ctx_error(ctx));
+    if (custom) {
+        const char *missing = !cli_seen(c, "dim")      ? "--dim"
+                              : !cli_seen(c, "layers") ? "--layers"
+                              : !cli_seen(c, "heads")  ? "--heads"
+                                                       : NULL;
+        if (missing) return cli_usage(cmd, "--size custom needs %s", missing);
+    }
+    int dim_changed = cli_seen(c, "dim"), heads_changed = cli_seen(c, "heads");
+    if (dim_changed) cfg->dim = mf->dim;
+    if (cli_seen(c, "layers")) cfg->n_layers = mf->layers;
+    if (heads_changed) {
+        cfg->n_heads = mf->heads;
+        if (!cli_seen(c, "kv-heads")) cfg->n_kv_heads = mf->heads;
+    }
+    if (cli_seen(c, "kv-heads")) cfg->n_kv_heads = mf->kv_heads;
+    if (cli_seen(c, "head-dim")) {
+        cfg->head_dim = mf->head_dim;
+    } else if (dim_changed || heads_changed) {
+        if (cfg->dim % cfg->n_heads != 0)
+            return cli_usage(cmd, "--dim %d is not divisible by --heads %d (or give --head-dim)",
+                             cfg->dim, cfg->n_heads);
+        cfg->head_dim = cfg->dim / cfg->n_heads;
+    }
+    if (dim_changed || cli_seen(c, "ffn-mult"))
+        cfg->ffn_hidden = smj_config_ffn_hidden(cfg->dim, mf->ffn_mult > 0 ? mf->ffn_mult : 1.0f);
+    if (cli_seen(c, "qk-norm")) cfg->qk_norm = 1;
+    if (cli_seen(c, "untied")) cfg->tied_embeddings = 0;
+    if (cli_seen(c, "rope-theta")) cfg->rope_theta = mf->rope_theta;
+    if (cli_seen(c, "max-seq")) {
+        cfg->max_seq_len = mf->max_seq;
+        if (T > cfg->max_seq_len)
+            return cli_usage(cmd, "--seq-len %d exceeds --max-seq %d", T, cfg->max_seq_len);
+    } else if (custom || cfg->max_seq_len < T) {
+        cfg->max_seq_len = T;
+    }
+    s = smj_config_validate(ctx, cfg);
+    if (s != SMJ_OK) return cli_usage(cmd, "invalid model shape: %s", smj_ctx_error(ctx));
+    return 0;
+}
+
+void cli_print_config(FILE *f, const smj_model_config *cfg) {
+    char p[32];
+    fprintf(f,
+            "model: %s parameters | dim %d | layers %d | heads %d (kv %d, head dim %d) | "
+            "ffn %d | vocab %d | context %d%s%s\n",
+            cli_fmt_params(p, sizeof p, smj_config_num_params(cfg)), cfg->dim, cfg->n_layers,
+            cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->ffn_hidden, cfg->vocab_size,
+            cfg->max_seq_len, cfg->tied_embeddings ? "" : " | untied head",
+            cfg->qk_norm ? " | qk-norm" : "");
+}

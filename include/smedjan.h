@@ -1,0 +1,281 @@
+/* smedjan.h — the public interface of libsmedjan.
+ *
+ * smedjan trains and runs decoder-only language models from raw text with no
+ * framework underneath. This header is all a program needs: the `smedjan`
+ * CLI is written against it and nothing else.
+ *
+ * Conventions
+ *  - Every object is an opaque handle made by smj_X_create/open/load and freed
+ *    by smj_X_free; free(NULL) is allowed.
+ *  - Every call that can fail returns smj_status. The human-readable reason
+ *    (naming the file, tensor or flag) is in smj_ctx_error(ctx) until the next
+ *    failing call on the same context.
+ *  - The library never exits, aborts, prints or keeps global state. Threads,
+ *    the compute backend and the error buffer live in a smj_ctx.
+ *  - Token ids are int32. Sizes are int64 where they can exceed 2^31.
+ *  - Shapes: B batch, T time, C model width, V vocabulary.
+ */
+#ifndef SMEDJAN_H
+#define SMEDJAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SMJ_VERSION_STRING "0.1.0"
+
+typedef enum {
+    SMJ_OK = 0,
+    SMJ_ERR_INVALID,     /* a bad argument or flag value */
+    SMJ_ERR_NOMEM,       /* an allocation failed */
+    SMJ_ERR_IO,          /* open/read/write/rename failed */
+    SMJ_ERR_FORMAT,      /* a file is corrupt, truncated or of the wrong kind */
+    SMJ_ERR_UNSUPPORTED, /* valid, but not something this build can do */
+    SMJ_ERR_NONFINITE,   /* a loss or gradient was NaN or Inf */
+    SMJ_ERR_DIVERGED     /* too many consecutive non-finite steps */
+} smj_status;
+
+const char *smj_status_str(smj_status s);
+
+/* ---------------------------------------------------------------- context */
+
+typedef enum { SMJ_BACKEND_CPU = 0, SMJ_BACKEND_REF = 1 } smj_backend_kind;
+
+typedef struct {
+    int threads;              /* 0 = all cores (OpenMP's default) */
+    smj_backend_kind backend; /* CPU (optimized) or REF (scalar reference) */
+} smj_ctx_options;
+
+typedef struct smj_ctx smj_ctx;
+
+/* opts may be NULL (defaults). Returns NULL only when out of memory. */
+smj_ctx *smj_ctx_create(const smj_ctx_options *opts);
+void smj_ctx_free(smj_ctx *ctx);
+const char *smj_ctx_error(const smj_ctx *ctx);
+const char *smj_ctx_backend_name(const smj_ctx *ctx);
+int smj_ctx_threads(const smj_ctx *ctx);
+/* Memory the library allocates on behalf of the caller (encode results,
+ * decoded text) is released with smj_free. */
+void smj_free(void *p);
+
+/* --------------------------------------------------------------- tokenizer */
+
+typedef struct smj_tokenizer smj_tokenizer;
+
+typedef enum { SMJ_TOKEN_PAD = 0, SMJ_TOKEN_BOS = 1, SMJ_TOKEN_EOS = 2 } smj_special;
+
+typedef struct {
+    int vocab_size; /* total ids: 256 bytes + merges + special tokens */
+    int verbose;    /* unused by the library; reserved */
+} smj_tokenizer_train_options;
+
+/* Byte-level BPE trained on text[0..n) with GPT-2 pre-tokenization. */
+smj_status smj_tokenizer_train(smj_ctx *ctx, const uint8_t *text, size_t n,
+                               const smj_tokenizer_train_options *opts, smj_tokenizer **out);
+smj_status smj_tokenizer_load(smj_ctx *ctx, const char *path, smj_tokenizer **out);
+smj_status smj_tokenizer_save(smj_ctx *ctx, const smj_tokenizer *tok, const char *path);
+void smj_tokenizer_free(smj_tokenizer *tok);
+int smj_tokenizer_vocab_size(const smj_tokenizer *tok);
+int smj_tokenizer_special_id(const smj_tokenizer *tok, smj_special which);
+/* Encodes text (any bytes; special-token text is NOT interpreted) into a new
+ * array *ids of *n_ids tokens, released with smj_free. */
+smj_status smj_tokenizer_encode(smj_ctx *ctx, const smj_tokenizer *tok, const uint8_t *text,
+                                size_t n, int32_t **ids, size_t *n_ids);
+/* The bytes of one token (special tokens decode to nothing). *len gets the
+ * length; returns NULL for an id out of range. */
+const uint8_t *smj_tokenizer_token_bytes(const smj_tokenizer *tok, int32_t id, size_t *len);
+/* Decodes ids into a new NUL-terminated buffer *text (*len bytes, without the
+ * NUL), released with smj_free. */
+smj_status smj_tokenizer_decode(smj_ctx *ctx, const smj_tokenizer *tok, const int32_t *ids,
+                                size_t n_ids, uint8_t **text, size_t *len);
+
+/* ----------------------------------------------------------------- dataset */
+
+/* A token file written by smj_dataset_write and memory-mapped for reading. */
+typedef struct smj_dataset smj_dataset;
+
+/* Writes ids atomically (temp file + rename). vocab_size decides the token
+ * width (2 bytes when it fits, else 4). */
+smj_status smj_dataset_write(smj_ctx *ctx, const char *path, const int32_t *ids, int64_t n,
+                             int vocab_size);
+smj_status smj_dataset_open(smj_ctx *ctx, const char *path, smj_dataset **out);
+void smj_dataset_free(smj_dataset *ds);
+int64_t smj_dataset_num_tokens(const smj_dataset *ds);
+int smj_dataset_vocab_size(const smj_dataset *ds);
+int32_t smj_dataset_token(const smj_dataset *ds, int64_t i);
+/* Fills inputs/targets [B, T] with B consecutive windows of T+1 tokens
+ * starting at *pos, then advances *pos by B*T (wrapping at the end; a wrap
+ * increments *epoch when epoch is not NULL). Needs num_tokens >= T+1. */
+smj_status smj_dataset_next_batch(smj_ctx *ctx, const smj_dataset *ds, int B, int T,
+                                  int64_t *pos, int64_t *epoch, int32_t *inputs, int32_t *targets);
+
+/* ------------------------------------------------------------------- model */
+
+typedef struct {
+    int vocab_size;  /* V */
+    int dim;         /* C */
+    int n_layers;    /* L */
+    int n_heads;     /* NH, query heads */
+    int n_kv_heads;  /* NKV, key/value heads; NH % NKV == 0 (GQA) */
+    int head_dim;    /* HS; need not equal C/NH */
+    int ffn_hidden;  /* H, SwiGLU hidden width */
+    int max_seq_len; /* longest T the RoPE tables cover */
+    float rope_theta;
+    float norm_eps;
+    int tied_embeddings; /* LM head shares the token embedding */
+    int qk_norm;         /* Qwen3-style RMSNorm on each q and k head */
+} smj_model_config;
+
+/* Fills *cfg from a preset name ("tiny", "small", "medium", "large", "xl").
+ * Returns SMJ_ERR_INVALID (with the list of names) for an unknown one. */
+smj_status smj_config_preset(smj_ctx *ctx, const char *name, int vocab_size, smj_model_config *cfg);
+/* Name of preset i (NULL past the end) — for listing. */
+const char *smj_config_preset_name(int i);
+/* The Llama-family hidden width for dim and ffn_mult (rounded up to 256). */
+int smj_config_ffn_hidden(int dim, float ffn_mult);
+smj_status smj_config_validate(smj_ctx *ctx, const smj_model_config *cfg);
+int64_t smj_config_num_params(const smj_model_config *cfg);
+/* Training flops per token: 6*N + 12*L*T*C (N = parameters). */
+double smj_config_flops_per_token(const smj_model_config *cfg, int T);
+/* Estimated bytes for training at (B, T): params, grads, AdamW moments and
+ * activations. */
+int64_t smj_config_train_memory(const smj_model_config *cfg, int B, int T);
+
+typedef struct smj_model smj_model;
+
+/* A new model with weights drawn from N(0, 0.02) (norm weights 1). */
+smj_status smj_model_create(smj_ctx *ctx, const smj_model_config *cfg, uint64_t seed,
+                            smj_model **out);
+/* Loads a model checkpoint (or the weights of a training-state file). */
+smj_status smj_model_load(smj_ctx *ctx, const char *path, smj_model **out);
+/* Writes a model checkpoint atomically. */
+smj_status smj_model_save(smj_model *m, const char *path);
+void smj_model_free(smj_model *m);
+const smj_model_config *smj_model_get_config(const smj_model *m);
+int64_t smj_model_num_params(const smj_model *m);
+
+/* Named parameter tensors (HF naming, e.g. "model.layers.0.self_attn.q_proj.weight"). */
+int smj_model_num_tensors(const smj_model *m);
+typedef struct {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+    int64_t numel;
+    float *data; /* host pointer to fp32 values (CPU backends) */
+    float *grad; /* host pointer to the gradient, NULL before the first backward */
+} smj_tensor_view;
+smj_status smj_model_tensor(smj_model *m, int i, smj_tensor_view *view);
+
+/* Forward pass over inputs [B, T]. When targets [B, T] is not NULL, *loss
+ * gets the mean cross-entropy over targets >= 0 (targets < 0 are ignored).
+ * Logits of the last forward are at smj_model_logits. */
+smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B,
+                             int T, float *loss);
+/* Logits [B, T, V] of the last forward (valid until the next call). */
+const float *smj_model_logits(const smj_model *m);
+/* Backward of the last forward (which must have had targets); ADDS into the
+ * gradients (call smj_model_zero_grad first). loss_scale multiplies dL. */
+smj_status smj_model_backward(smj_model *m, float loss_scale);
+smj_status smj_model_zero_grad(smj_model *m);
+
+/* --------------------------------------------------------------- inference */
+
+typedef struct {
+    float temperature;        /* 0 = greedy */
+    int top_k;                /* 0 = off */
+    float top_p;              /* 1 = off */
+    float min_p;              /* 0 = off */
+    float repetition_penalty; /* 1 = off */
+    uint64_t seed;
+} smj_sampler_options;
+
+void smj_sampler_defaults(smj_sampler_options *o);
+
+typedef struct smj_session smj_session;
+
+/* A decoding session with a KV cache of up to max_len positions. */
+smj_status smj_session_create(smj_model *m, int max_len, smj_session **out);
+void smj_session_free(smj_session *s);
+void smj_session_reset(smj_session *s);
+int smj_session_length(const smj_session *s);
+/* Feeds n tokens (a prompt chunk or one sampled token) through the model,
+ * appending to the cache. *logits (may be NULL) gets the [V] logits after the
+ * last token, valid until the next call. */
+smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const float **logits);
+/* Samples one id from logits [V]; history (may be NULL) feeds the repetition
+ * penalty. rng_state is the caller's (seed it with opts->seed). */
+int32_t smj_sample(const float *logits, int V, const smj_sampler_options *opts,
+                   const int32_t *history, int n_history, uint64_t *rng_state, float *scratch);
+
+/* ---------------------------------------------------------------- training */
+
+typedef enum { SMJ_SCHED_COSINE = 0, SMJ_SCHED_CONSTANT, SMJ_SCHED_WSD, SMJ_SCHED_LINEAR } smj_schedule;
+
+typedef struct {
+    float lr;            /* peak learning rate */
+    float min_lr_ratio;  /* final lr = lr * ratio (cosine, linear, WSD) */
+    int warmup_steps;
+    int total_steps;
+    smj_schedule schedule;
+    float wsd_decay_frac; /* WSD: fraction of steps spent decaying */
+    float beta1, beta2, eps;
+    float weight_decay;  /* decoupled; never applied to 1-D tensors */
+    float grad_clip;     /* global-norm clip; 0 = off */
+    int skip_nonfinite;  /* skip steps with a NaN/Inf loss or gradient (default on) */
+    int max_bad_steps;   /* consecutive skipped steps before SMJ_ERR_DIVERGED */
+} smj_optim_options;
+
+void smj_optim_defaults(smj_optim_options *o);
+/* The learning rate at step (0-based). */
+float smj_lr_at(const smj_optim_options *o, int64_t step);
+
+typedef struct smj_trainer smj_trainer;
+
+typedef struct {
+    float loss;       /* mean over the micro-batches */
+    float grad_norm;  /* before clipping */
+    float lr;
+    int skipped;      /* 1 when this step was skipped as non-finite */
+    int64_t step;     /* steps taken so far, including this one */
+    int64_t bad_steps_total;
+} smj_step_stats;
+
+/* The trainer owns the AdamW moments, the step counter and the data cursor;
+ * the model stays the caller's and must outlive the trainer. */
+smj_status smj_trainer_create(smj_model *m, const smj_optim_options *o, smj_trainer **out);
+void smj_trainer_free(smj_trainer *t);
+/* One optimizer step over grad_accum micro-batches of [B, T] drawn from ds
+ * (the same update as one batch grad_accum times larger). */
+smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T, int grad_accum,
+                            smj_step_stats *stats);
+/* Mean loss over n_batches batches of ds from position 0 (no update). */
+smj_status smj_trainer_eval(smj_trainer *t, const smj_dataset *ds, int B, int T, int n_batches,
+                            float *loss);
+int64_t smj_trainer_step_count(const smj_trainer *t);
+/* Injects a NaN into the gradients of the next step (for tests of the skip). */
+void smj_trainer_debug_poison_next(smj_trainer *t);
+
+/* Free-form integers and floats a caller keeps with the training state
+ * (best validation loss, patience counter, ...). */
+typedef struct {
+    double best_val_loss;
+    int64_t patience_left;
+    int64_t user[6];
+} smj_trainer_extra;
+
+/* Saves weights, AdamW moments, step, data position, RNG and extra
+ * atomically; loading restores all of them into an existing trainer whose
+ * model has the same config (SMJ_ERR_FORMAT with the mismatch otherwise). */
+smj_status smj_trainer_save(smj_trainer *t, const char *path, const smj_trainer_extra *extra);
+smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra *extra);
+/* Reads only the model config stored in a checkpoint or training state. */
+smj_status smj_checkpoint_read_config(smj_ctx *ctx, const char *path, smj_model_config *cfg,
+                                      int *is_train_state);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SMEDJAN_H */

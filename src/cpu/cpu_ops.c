@@ -1,0 +1,312 @@
+/* cpu_ops.c — the "cpu" backend: the op table with OpenMP threads and loops
+ * written so gcc vectorizes them (-O3 -march=native); matmul is smj_sgemm
+ * (gemm.c). Every op here is checked against ref_impl.h by tests/test_ops.c.
+ *
+ * Parallel split: rows (N) for row-wise ops, (batch, kv-head) for attention so
+ * that GQA's shared dk/dv need no atomics, chunks for element-wise ops.
+ * Reductions that feed decisions (sumsq) use double and a fixed split, so
+ * results do not depend on scheduling: every op is deterministic for a given
+ * thread count.
+ */
+#include <math.h>
+#include <string.h>
+#include "../ops/ops.h"
+#include "gemm.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define OMP_FOR _Pragma("omp parallel for schedule(static) num_threads(nt)")
+
+static void cpu_matmul(int nt, float *C, const float *A, const float *B, int64_t M, int64_t N,
+                       int64_t K, int tA, int tB, int acc) {
+    smj_sgemm(nt, C, A, B, M, N, K, tA, tB, acc);
+}
+
+static void cpu_embedding_fwd(int nt, float *out, const int32_t *ids, const float *wte, int64_t N, int C) {
+    OMP_FOR
+    for (int64_t n = 0; n < N; n++) memcpy(out + n * C, wte + (int64_t)ids[n] * C, sizeof(float) * C);
+}
+
+/* Threads own disjoint column ranges, so repeated ids need no atomics and the
+ * sum order per element is the row order (deterministic). */
+static void cpu_embedding_bwd(int nt, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C) {
+    #pragma omp parallel num_threads(nt)
+    {
+        int nth = 1, me = 0;
+#ifdef _OPENMP
+        nth = omp_get_num_threads(); me = omp_get_thread_num();
+#endif
+        int c0 = (int)((int64_t)C * me / nth), c1 = (int)((int64_t)C * (me + 1) / nth);
+        for (int64_t n = 0; n < N; n++) {
+            float *d = dwte + (int64_t)ids[n] * C;
+            const float *s = dout + n * C;
+            for (int c = c0; c < c1; c++) d[c] += s[c];
+        }
+    }
+}
+
+static void cpu_rmsnorm_fwd(int nt, float *out, float *rstd, const float *x, const float *w, int64_t N,
+                            int C, float eps) {
+    OMP_FOR
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * C;
+        float ss = 0;
+        for (int c = 0; c < C; c++) ss += xr[c] * xr[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        rstd[n] = r;
+        float *o = out + n * C;
+        for (int c = 0; c < C; c++) o[c] = (xr[c] * r) * w[c];
+    }
+}
+
+/* dw is reduced per thread into private rows, then summed in thread order. */
+static void cpu_rmsnorm_bwd(int nt, float *dx, float *dw, const float *dout, const float *x,
+                            const float *w, const float *rstd, int64_t N, int C) {
+    float *part = calloc((size_t)nt * C, sizeof(float));
+    if (!part) return;
+    #pragma omp parallel num_threads(nt)
+    {
+        int me = 0, nth = 1;
+#ifdef _OPENMP
+        me = omp_get_thread_num(); nth = omp_get_num_threads();
+#endif
+        float *pw = part + (int64_t)me * C;
+        int64_t n0 = N * me / nth, n1 = N * (me + 1) / nth;
+        for (int64_t n = n0; n < n1; n++) {
+            const float *xr = x + n * C, *dy = dout + n * C;
+            float r = rstd[n], dot = 0;
+            for (int c = 0; c < C; c++) dot += w[c] * dy[c] * xr[c];
+            dot /= C;
+            float r3 = r * r * r * dot;
+            float *d = dx + n * C;
+            for (int c = 0; c < C; c++) {
+                d[c] = r * w[c] * dy[c] - r3 * xr[c];
+                pw[c] += dy[c] * xr[c] * r;
+            }
+        }
+    }
+    for (int i = 0; i < nt; i++)
+        for (int c = 0; c < C; c++) dw[c] += part[(int64_t)i * C + c];
+    free(part);
+}
+
+static void rope_apply(int nt, float *x, const float *cos, const float *sin, int B, int T, int NH,
+                       int HS, int pos0, float sgn) {
+    int h2 = HS / 2;
+    int64_t rows = (int64_t)B * T;
+    OMP_FOR
+    for (int64_t r = 0; r < rows; r++) {
+        int t = (int)(r % T);
+        const float *cr = cos + (int64_t)(pos0 + t) * h2, *sr = sin + (int64_t)(pos0 + t) * h2;
+        for (int h = 0; h < NH; h++) {
+            float *v = x + (r * NH + h) * HS;
+            for (int i = 0; i < h2; i++) {
+                float a = v[i], c = v[i + h2], si = sgn * sr[i];
+                v[i] = a * cr[i] - c * si;
+                v[i + h2] = c * cr[i] + a * si;
+            }
+        }
+    }
+}
+static void cpu_rope_fwd(int nt, float *x, const float *cos, const float *sin, int B, int T, int NH,
+                         int HS, int pos0) {
+    rope_apply(nt, x, cos, sin, B, T, NH, HS, pos0, 1.0f);
+}
+static void cpu_rope_bwd(int nt, float *dx, const float *cos, const float *sin, int B, int T, int NH,
+                         int HS, int pos0) {
+    rope_apply(nt, dx, cos, sin, B, T, NH, HS, pos0, -1.0f);
+}
+
+static inline float dotf(const float *a, const float *b, int n) {
+    float s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* One (b, h) pair per task; scores for a query row live in a per-thread
+ * buffer of Tk floats. */
+static void cpu_attention_fwd(int nt, float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS,
+                              int64_t kv_bstride, float scale) {
+    int grp = NH / NKV;
+    int64_t rs = (int64_t)NKV * HS;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *s = malloc(sizeof(float) * (size_t)Tk);
+        #pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                if (!s) continue;
+                const float *kb = k + b * kv_bstride + (int64_t)(h / grp) * HS;
+                const float *vb = v + b * kv_bstride + (int64_t)(h / grp) * HS;
+                for (int t = 0; t < Tq; t++) {
+                    const float *qr = q + (((int64_t)b * Tq + t) * NH + h) * HS;
+                    int last = Tk - Tq + t;
+                    float mx = -INFINITY;
+                    for (int j = 0; j <= last; j++) {
+                        s[j] = dotf(qr, kb + j * rs, HS) * scale;
+                        mx = s[j] > mx ? s[j] : mx;
+                    }
+                    float sum = 0;
+                    for (int j = 0; j <= last; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+                    float inv = 1.0f / sum;
+                    float *o = out + (((int64_t)b * Tq + t) * NH + h) * HS;
+                    for (int i = 0; i < HS; i++) o[i] = 0;
+                    for (int j = 0; j <= last; j++) {
+                        float p = s[j] * inv;
+                        const float *vr = vb + j * rs;
+                        for (int i = 0; i < HS; i++) o[i] += p * vr[i];
+                    }
+                    lse[((int64_t)b * NH + h) * Tq + t] = mx + logf(sum);
+                }
+            }
+        free(s);
+    }
+}
+
+/* One (b, kv head) pair per task: it owns dk/dv rows of that head, and walks
+ * the grp query heads that share them. */
+static void cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const float *dout,
+                              const float *out, const float *lse, const float *q, const float *k,
+                              const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
+    int grp = NH / NKV;
+    int64_t rs = (int64_t)NKV * HS;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *ds = malloc(sizeof(float) * (size_t)T);
+        #pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int b = 0; b < B; b++)
+            for (int kh = 0; kh < NKV; kh++) {
+                if (!ds) continue;
+                int64_t ko = (int64_t)b * T * rs + (int64_t)kh * HS;
+                for (int j = 0; j < T; j++) {
+                    memset(dk + ko + j * rs, 0, sizeof(float) * HS);
+                    memset(dv + ko + j * rs, 0, sizeof(float) * HS);
+                }
+                for (int h = kh * grp; h < (kh + 1) * grp; h++)
+                    for (int t = 0; t < T; t++) {
+                        int64_t qo = (((int64_t)b * T + t) * NH + h) * HS;
+                        const float *qr = q + qo, *dor = dout + qo;
+                        float L = lse[((int64_t)b * NH + h) * T + t];
+                        float D = dotf(dor, out + qo, HS);
+                        for (int j = 0; j <= t; j++) {
+                            float p = expf(dotf(qr, k + ko + j * rs, HS) * scale - L);
+                            float dp = dotf(dor, v + ko + j * rs, HS);
+                            ds[j] = p * (dp - D) * scale;
+                            float *dvr = dv + ko + j * rs;
+                            for (int i = 0; i < HS; i++) dvr[i] += p * dor[i];
+                        }
+                        float *dqr = dq + qo;
+                        for (int i = 0; i < HS; i++) dqr[i] = 0;
+                        for (int j = 0; j <= t; j++) {
+                            const float *kr = k + ko + j * rs;
+                            float *dkr = dk + ko + j * rs;
+                            float d = ds[j];
+                            for (int i = 0; i < HS; i++) { dqr[i] += d * kr[i]; dkr[i] += d * qr[i]; }
+                        }
+                    }
+            }
+        free(ds);
+    }
+}
+
+static void cpu_swiglu_fwd(int nt, float *out, const float *gate, const float *up, int64_t n) {
+    OMP_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+static void cpu_swiglu_bwd(int nt, float *dgate, float *dup, const float *dout, const float *gate,
+                           const float *up, int64_t n) {
+    OMP_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+        dup[i] = d * g * s;
+    }
+}
+
+static void cpu_add(int nt, float *out, const float *a, const float *b, int64_t n) {
+    OMP_FOR
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void cpu_xent_fwd(int nt, float *losses, float *lse, const float *logits, const int32_t *targets,
+                         int64_t N, int V) {
+    OMP_FOR
+    for (int64_t n = 0; n < N; n++) {
+        const float *l = logits + n * V;
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+        float s = 0;
+        for (int j = 0; j < V; j++) s += expf(l[j] - mx);
+        float z = mx + logf(s);
+        lse[n] = z;
+        losses[n] = targets[n] < 0 ? 0.0f : z - l[targets[n]];
+    }
+}
+
+static void cpu_xent_bwd(int nt, float *dlogits, const float *logits, const float *lse,
+                         const int32_t *targets, float dloss, int64_t N, int V) {
+    OMP_FOR
+    for (int64_t n = 0; n < N; n++) {
+        float *d = dlogits + n * V;
+        const float *l = logits + n * V;
+        int tg = targets[n];
+        if (tg < 0) { memset(d, 0, sizeof(float) * V); continue; }
+        float z = lse[n];
+        for (int j = 0; j < V; j++) d[j] = dloss * expf(l[j] - z);
+        d[tg] -= dloss;
+    }
+}
+
+static void cpu_adamw(int nt, float *p, float *m, float *v, const float *g, int64_t n, float lr,
+                      float b1, float b2, float eps, float wd, int64_t t) {
+    float bc1 = (float)(1.0 - pow(b1, (double)t)), bc2 = (float)(1.0 - pow(b2, (double)t));
+    float sbc2 = sqrtf(bc2);
+    OMP_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= lr * ((mi / bc1) / (sqrtf(vi) / sbc2 + eps) + wd * p[i]);
+    }
+}
+
+/* Fixed 64 chunks summed in order: the result does not depend on nt. */
+static double cpu_sumsq(int nt, const float *x, int64_t n) {
+    enum { CH = 64 };
+    double part[CH];
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int c = 0; c < CH; c++) {
+        int64_t i0 = n * c / CH, i1 = n * (c + 1) / CH;
+        double s = 0;
+        for (int64_t i = i0; i < i1; i++) s += (double)x[i] * x[i];
+        part[c] = s;
+    }
+    double s = 0;
+    for (int c = 0; c < CH; c++) s += part[c];
+    return s;
+}
+
+static void cpu_scale(int nt, float *x, float s, int64_t n) {
+    OMP_FOR
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void *host_alloc(size_t n) { return smj_alloc(n); }
+static void host_free(void *p) { smj_afree(p); }
+static void host_copy(void *d, const void *s, size_t n) { if (n) memcpy(d, s, n); }
+static void host_zero(void *p, size_t n) { if (n) memset(p, 0, n); }
+
+const smj_backend smj_backend_cpu = {
+    .name = "cpu",
+    .alloc = host_alloc, .free = host_free, .upload = host_copy, .download = host_copy, .zero = host_zero,
+#define SMJ_OP_SET(n) .n = cpu_##n,
+    SMJ_OPS(SMJ_OP_SET)
+#undef SMJ_OP_SET
+};

@@ -1,0 +1,80 @@
+/* sampler.c — turning logits into the next token.
+ *
+ * Order (as HF's generate applies them): repetition penalty (CTRL rule:
+ * positive logits divided, negative multiplied, once per distinct token in
+ * the history), temperature (0 = greedy argmax), softmax, then top-k, top-p
+ * (smallest set whose mass reaches p), min-p (drop tokens below
+ * min_p * p_max), renormalize and draw with the caller's RNG state.
+ */
+#include <math.h>
+#include <string.h>
+#include "../core/core.h"
+
+void smj_sampler_defaults(smj_sampler_options *o) {
+    o->temperature = 0.8f;
+    o->top_k = 40;
+    o->top_p = 0.95f;
+    o->min_p = 0.0f;
+    o->repetition_penalty = 1.0f;
+    o->seed = 1337;
+}
+
+typedef struct { float p; int32_t id; } cand;
+static int by_prob_desc(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int32_t smj_sample(const float *logits, int V, const smj_sampler_options *o, const int32_t *history,
+                   int n_history, uint64_t *rng_state, float *scratch) {
+    float *l = scratch;
+    memcpy(l, logits, sizeof(float) * (size_t)V);
+    if (o->repetition_penalty != 1.0f && history && n_history > 0) {
+        uint8_t *seen = calloc((size_t)V, 1);
+        for (int i = 0; seen && i < n_history; i++) {
+            int32_t id = history[i];
+            if (id < 0 || id >= V || seen[id]) continue;
+            seen[id] = 1;
+            l[id] = l[id] > 0 ? l[id] / o->repetition_penalty : l[id] * o->repetition_penalty;
+        }
+        free(seen);
+    }
+    int32_t best = 0;
+    for (int i = 1; i < V; i++) if (l[i] > l[best]) best = i;
+    if (o->temperature <= 0.0f) return best;
+    cand *c = malloc(sizeof(cand) * (size_t)V);
+    if (!c) return best;
+    double mx = l[best], sum = 0;
+    for (int i = 0; i < V; i++) {
+        c[i].p = (float)exp(((double)l[i] - mx) / o->temperature);
+        c[i].id = i;
+        sum += c[i].p;
+    }
+    qsort(c, (size_t)V, sizeof *c, by_prob_desc);
+    int n = V;
+    if (o->top_k > 0 && o->top_k < n) n = o->top_k;
+    if (o->top_p > 0 && o->top_p < 1) {
+        double cum = 0;
+        for (int i = 0; i < n; i++) {
+            cum += c[i].p / sum;
+            if (cum >= o->top_p) { n = i + 1; break; }
+        }
+    }
+    if (o->min_p > 0) {
+        float cut = o->min_p * c[0].p;
+        int k = 1;
+        while (k < n && c[k].p >= cut) k++;
+        n = k;
+    }
+    double mass = 0;
+    for (int i = 0; i < n; i++) mass += c[i].p;
+    double u = (double)(smj_splitmix64(rng_state) >> 11) * 0x1.0p-53 * mass, acc = 0;
+    int32_t pick = c[n - 1].id;
+    for (int i = 0; i < n; i++) {
+        acc += c[i].p;
+        if (u < acc) { pick = c[i].id; break; }
+    }
+    free(c);
+    return pick;
+}

@@ -1,0 +1,108 @@
+/* session.c — KV-cache decoding for one sequence (batch 1).
+ *
+ * The cache holds keys and values of every layer for up to max_len
+ * positions ([L, max_len, NKV*HS] each). smj_session_feed runs new tokens in
+ * chunks of up to CHUNK rows through the same block code training uses
+ * (smj_block_forward): the new keys/values are written straight into the
+ * cache rows, and attention reads all cached rows. Only the last row goes
+ * through the final norm and LM head.
+ */
+#include <math.h>
+#include <string.h>
+#include "../model/model.h"
+
+enum { CHUNK = 64 };
+
+struct smj_session {
+    smj_model *m;
+    int max_len, len;
+    float *kc, *vc;     /* [L, max_len, KD] */
+    float *mem;         /* scratch for one chunk */
+    smj_block_acts a;
+    float *x, *y, *lnf, *rstd, *logits; /* [CHUNK,C] x2, [C], [1], [V] */
+    int32_t *ids;       /* [CHUNK] on the backend */
+    float *host_logits; /* [V] */
+};
+
+smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
+    *out = NULL;
+    const smj_model_config *c = &m->cfg;
+    SMJ_CHECK(m->ctx, max_len >= 1 && max_len <= c->max_seq_len, SMJ_ERR_INVALID,
+              "session length %d must be in [1, %d] (the model's maximum sequence length)", max_len, c->max_seq_len);
+    smj_session *s = calloc(1, sizeof *s);
+    if (!s) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
+    s->m = m;
+    s->max_len = max_len;
+    int64_t C = c->dim, H = c->ffn_hidden, V = c->vocab_size, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, R = CHUNK;
+    size_t kvb = sizeof(float) * (size_t)c->n_layers * max_len * KD;
+    s->kc = m->be->alloc(kvb);
+    s->vc = m->be->alloc(kvb);
+    int64_t sizes[] = {R * C, R, R * QD, R * KD, R * c->n_heads, R * c->n_kv_heads, R * QD, R * QD,
+                       R * c->n_heads, R * C, R * C, R, 3 * R * H, R * C, R * C, R * C, C, 16, V, R};
+    int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    int64_t total = 0;
+    for (int i = 0; i < ns; i++) total += (sizes[i] + 15) & ~15LL;
+    s->mem = m->be->alloc(sizeof(float) * (size_t)total);
+    s->host_logits = malloc(sizeof(float) * (size_t)V);
+    if (!s->kc || !s->vc || !s->mem || !s->host_logits) {
+        smj_session_free(s);
+        SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for a KV cache of %d positions", max_len);
+    }
+    float *p[20];
+    int64_t off = 0;
+    for (int i = 0; i < ns; i++) { p[i] = s->mem + off; off += (sizes[i] + 15) & ~15LL; }
+    smj_block_acts *a = &s->a;
+    a->ln1 = p[0]; a->ln1_rstd = p[1]; a->q_pre = p[2]; a->k_pre = p[3]; a->q_rstd = p[4]; a->k_rstd = p[5];
+    a->q = p[6]; a->att = p[7]; a->lse = p[8]; a->res_mid = p[9]; a->ln2 = p[10]; a->ln2_rstd = p[11];
+    a->gate = p[12]; a->up = p[12] + R * H; a->hsw = p[12] + 2 * R * H; a->tmp = p[13];
+    s->x = p[14]; s->y = p[15]; s->lnf = p[16]; s->rstd = p[17]; s->logits = p[18]; s->ids = (int32_t *)p[19];
+    *out = s;
+    return SMJ_OK;
+}
+
+void smj_session_free(smj_session *s) {
+    if (!s) return;
+    const smj_backend *be = s->m->be;
+    be->free(s->kc); be->free(s->vc); be->free(s->mem);
+    free(s->host_logits);
+    free(s);
+}
+
+void smj_session_reset(smj_session *s) { s->len = 0; }
+int smj_session_length(const smj_session *s) { return s->len; }
+
+smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const float **logits) {
+    smj_model *m = s->m;
+    const smj_model_config *c = &m->cfg;
+    const smj_backend *be = m->be;
+    int nt = m->ctx->threads, C = c->dim, V = c->vocab_size;
+    int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
+    SMJ_CHECK(m->ctx, n >= 1, SMJ_ERR_INVALID, "nothing to feed");
+    SMJ_CHECK(m->ctx, s->len + n <= s->max_len, SMJ_ERR_INVALID,
+              "the context is full: %d + %d tokens exceed the session's %d positions", s->len, n, s->max_len);
+    for (int i = 0; i < n; i++)
+        SMJ_CHECK(m->ctx, ids[i] >= 0 && ids[i] < V, SMJ_ERR_INVALID, "token %d is outside the vocabulary (%d)", ids[i], V);
+    for (int done = 0; done < n;) {
+        int r = n - done < CHUNK ? n - done : CHUNK, pos = s->len;
+        be->upload(s->ids, ids + done, sizeof(int32_t) * (size_t)r);
+        be->embedding_fwd(nt, s->x, s->ids, smj_model_ptr(m, m->params, R_EMBED, -1), r, C);
+        for (int l = 0; l < c->n_layers; l++) {
+            float *kl = s->kc + (int64_t)l * s->max_len * KD, *vl = s->vc + (int64_t)l * s->max_len * KD;
+            s->a.k = kl + pos * KD;
+            s->a.v = vl + pos * KD;
+            smj_block_forward(m, l, &s->a, s->x, s->y, 1, r, pos, kl, vl, pos + r, 0);
+            float *t = s->x; s->x = s->y; s->y = t;
+        }
+        s->len += r;
+        done += r;
+        if (done == n) {
+            be->rmsnorm_fwd(nt, s->lnf, s->rstd, s->x + (int64_t)(r - 1) * C,
+                            smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, C, c->norm_eps);
+            be->matmul(nt, s->logits, s->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), 1, V, C, 0, 1, 0);
+            be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
+        }
+    }
+    if (logits) *logits = s->host_logits;
+    return SMJ_OK;
+}

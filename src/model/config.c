@@ -1,0 +1,79 @@
+/* config.c — model presets, validation and the size arithmetic (parameter
+ * count, flops per token, training memory) that `sizes`, `info` and `bench`
+ * print. All sizes in 64 bits. */
+#include <math.h>
+#include <string.h>
+#include "model.h"
+
+typedef struct { const char *name; int dim, layers, heads; } preset;
+/* tiny/small/medium are the shapes of the PyTorch CPU reference benchmark. */
+static const preset PRESETS[] = {
+    {"tiny", 128, 4, 4},    {"small", 256, 6, 4},   {"medium", 512, 12, 8},
+    {"large", 768, 12, 12}, {"xl", 1024, 24, 16},
+};
+#define N_PRESETS (int)(sizeof PRESETS / sizeof PRESETS[0])
+
+const char *smj_config_preset_name(int i) { return i >= 0 && i < N_PRESETS ? PRESETS[i].name : NULL; }
+
+/* Llama's rule: int(dim * mult) rounded up to a multiple of 256. */
+int smj_config_ffn_hidden(int dim, float ffn_mult) {
+    int h = (int)((double)dim * ffn_mult);
+    return (h + 255) / 256 * 256;
+}
+
+smj_status smj_config_preset(smj_ctx *ctx, const char *name, int vocab_size, smj_model_config *c) {
+    for (int i = 0; i < N_PRESETS; i++) {
+        if (strcmp(name, PRESETS[i].name) != 0) continue;
+        memset(c, 0, sizeof *c);
+        c->vocab_size = vocab_size;
+        c->dim = PRESETS[i].dim;
+        c->n_layers = PRESETS[i].layers;
+        c->n_heads = c->n_kv_heads = PRESETS[i].heads;
+        c->head_dim = c->dim / c->n_heads;
+        c->ffn_hidden = smj_config_ffn_hidden(c->dim, 2.67f);
+        c->max_seq_len = 1024;
+        c->rope_theta = 10000.0f;
+        c->norm_eps = 1e-5f;
+        c->tied_embeddings = 1;
+        c->qk_norm = 0;
+        return SMJ_OK;
+    }
+    SMJ_FAIL(ctx, SMJ_ERR_INVALID, "unknown model size '%s' (choose tiny, small, medium, large, xl or custom)", name);
+}
+
+smj_status smj_config_validate(smj_ctx *ctx, const smj_model_config *c) {
+#define REQ(cond, ...) SMJ_CHECK(ctx, cond, SMJ_ERR_INVALID, __VA_ARGS__)
+    REQ(c->vocab_size >= 2 && c->vocab_size <= (1 << 24), "vocab size %d out of range [2, 16777216]", c->vocab_size);
+    REQ(c->dim >= 1 && c->dim <= 65536, "dim %d out of range [1, 65536]", c->dim);
+    REQ(c->n_layers >= 1 && c->n_layers <= 1024, "layers %d out of range [1, 1024]", c->n_layers);
+    REQ(c->n_heads >= 1 && c->n_heads <= 1024, "heads %d out of range [1, 1024]", c->n_heads);
+    REQ(c->n_kv_heads >= 1 && c->n_heads % c->n_kv_heads == 0,
+        "kv heads %d must divide heads %d", c->n_kv_heads, c->n_heads);
+    REQ(c->head_dim >= 2 && c->head_dim % 2 == 0 && c->head_dim <= 1024,
+        "head dim %d must be even and in [2, 1024]", c->head_dim);
+    REQ(c->ffn_hidden >= 1 && c->ffn_hidden <= 1 << 20, "ffn hidden %d out of range", c->ffn_hidden);
+    REQ(c->max_seq_len >= 1 && c->max_seq_len <= 1 << 20, "max sequence length %d out of range", c->max_seq_len);
+    REQ(c->rope_theta > 0 && isfinite(c->rope_theta), "rope theta must be positive");
+    REQ(c->norm_eps > 0 && c->norm_eps < 1, "norm eps must be in (0, 1)");
+    REQ(c->tied_embeddings == 0 || c->tied_embeddings == 1, "tied must be 0 or 1");
+    REQ(c->qk_norm == 0 || c->qk_norm == 1, "qk_norm must be 0 or 1");
+#undef REQ
+    return SMJ_OK;
+}
+
+int64_t smj_config_num_params(const smj_model_config *c) {
+    int64_t C = c->dim, V = c->vocab_size, H = c->ffn_hidden, HS = c->head_dim;
+    int64_t layer = 2 * C + C * HS * (2 * c->n_heads + 2 * c->n_kv_heads) + 3 * C * H +
+                    (c->qk_norm ? 2 * HS : 0);
+    return V * C * (c->tied_embeddings ? 1 : 2) + c->n_layers * layer + C;
+}
+
+double smj_config_flops_per_token(const smj_model_config *c, int T) {
+    return 6.0 * (double)smj_config_num_params(c) + 12.0 * c->n_layers * (double)T * c->dim;
+}
+
+/* Parameters, gradients, two AdamW moments, plus the activation and backward
+ * buffers exactly as llama.c lays them out. */
+int64_t smj_config_train_memory(const smj_model_config *c, int B, int T) {
+    return 4 * (4 * smj_config_num_params(c) + smj_act_floats(c, B, T) + smj_bwd_floats(c, B, T));
+}

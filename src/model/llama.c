@@ -1,0 +1,457 @@
+/* llama.c — the dense Llama-family decoder: tensor table, forward, backward.
+ *
+ * Pre-norm blocks: x += Wo·attn(rope(qknorm(Wq·rms(x))), ...); x += Wd·(silu(Wg·rms(x)) * Wu·rms(x)).
+ * Optional Qwen3 QK-norm (RMSNorm over each head of q and k, before RoPE,
+ * weights [HS] shared by heads), GQA, tied or untied LM head, no biases.
+ * RoPE is HuggingFace's half-split rotation with cos/sin tables computed once
+ * per model in fp32 the way transformers computes them.
+ *
+ * Every computation goes through m->be (the op table), so the same code runs
+ * on every backend. Forward and backward sit side by side; the backward
+ * follows the accumulation rule of ops.h: parameter grads +=, activation
+ * grads written, except dres (the residual stream), which accumulates.
+ */
+#include <math.h>
+#include <string.h>
+#include "model.h"
+
+#define NT(m) ((m)->ctx->threads)
+
+/* ------------------------------------------------------------ the table */
+
+typedef struct { smj_role role; const char *fmt; int per_layer; } role_name;
+static const role_name ROLE_NAMES[R_COUNT] = {
+    {R_EMBED, "model.embed_tokens.weight", 0},
+    {R_ATTN_NORM, "model.layers.%d.input_layernorm.weight", 1},
+    {R_WQ, "model.layers.%d.self_attn.q_proj.weight", 1},
+    {R_WK, "model.layers.%d.self_attn.k_proj.weight", 1},
+    {R_WV, "model.layers.%d.self_attn.v_proj.weight", 1},
+    {R_WO, "model.layers.%d.self_attn.o_proj.weight", 1},
+    {R_Q_NORM, "model.layers.%d.self_attn.q_norm.weight", 1},
+    {R_K_NORM, "model.layers.%d.self_attn.k_norm.weight", 1},
+    {R_FFN_NORM, "model.layers.%d.post_attention_layernorm.weight", 1},
+    {R_WGATE, "model.layers.%d.mlp.gate_proj.weight", 1},
+    {R_WUP, "model.layers.%d.mlp.up_proj.weight", 1},
+    {R_WDOWN, "model.layers.%d.mlp.down_proj.weight", 1},
+    {R_FINAL_NORM, "model.norm.weight", 0},
+    {R_LM_HEAD, "lm_head.weight", 0},
+};
+
+/* Shape of (role) for cfg; ndim 0 when the model has no such tensor. */
+static int role_shape(const smj_model_config *c, smj_role r, int64_t shape[4]) {
+    int64_t C = c->dim, HS = c->head_dim, QD = (int64_t)c->n_heads * HS, KD = (int64_t)c->n_kv_heads * HS;
+    int64_t H = c->ffn_hidden, V = c->vocab_size;
+    switch (r) {
+    case R_EMBED: shape[0] = V; shape[1] = C; return 2;
+    case R_ATTN_NORM: case R_FFN_NORM: case R_FINAL_NORM: shape[0] = C; return 1;
+    case R_WQ: shape[0] = QD; shape[1] = C; return 2;
+    case R_WK: case R_WV: shape[0] = KD; shape[1] = C; return 2;
+    case R_WO: shape[0] = C; shape[1] = QD; return 2;
+    case R_Q_NORM: case R_K_NORM: if (!c->qk_norm) return 0; shape[0] = HS; return 1;
+    case R_WGATE: case R_WUP: shape[0] = H; shape[1] = C; return 2;
+    case R_WDOWN: shape[0] = C; shape[1] = H; return 2;
+    case R_LM_HEAD: if (c->tied_embeddings) return 0; shape[0] = V; shape[1] = C; return 2;
+    default: return 0;
+    }
+}
+
+/* Layer-major order: embedding, then each layer's tensors, then the final
+ * norm and head. The checkpoint format stores them in this order. */
+smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs_out,
+                                 int *n_out, int64_t *n_params) {
+    SMJ_TRY(smj_config_validate(ctx, c));
+    int cap = R_COUNT * (c->n_layers + 1), n = 0;
+    smj_tensor_spec *s = calloc((size_t)cap, sizeof *s);
+    if (!s) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory for the tensor table");
+    int64_t off = 0;
+    for (int pass = 0; pass < 3; pass++) {          /* 0: model-level head, 1: layers, 2: tail */
+        int l0 = pass == 1 ? 0 : -1, l1 = pass == 1 ? c->n_layers : 0;
+        for (int l = l0; l < l1; l++)
+            for (int r = 0; r < R_COUNT; r++) {
+                const role_name *rn = &ROLE_NAMES[r];
+                if (rn->per_layer != (pass == 1)) continue;
+                if (pass == 0 && r != R_EMBED) continue;
+                if (pass == 2 && r == R_EMBED) continue;
+                smj_tensor_spec *t = &s[n];
+                t->ndim = role_shape(c, (smj_role)r, t->shape);
+                if (!t->ndim) continue;
+                t->role = (smj_role)r;
+                t->layer = l;
+                snprintf(t->name, sizeof t->name, rn->fmt, l);
+                t->numel = 1;
+                for (int d = 0; d < t->ndim; d++) t->numel *= t->shape[d];
+                t->offset = off;
+                t->decay = t->ndim >= 2;
+                off += t->numel;
+                n++;
+            }
+    }
+    *specs_out = s;
+    *n_out = n;
+    *n_params = off;
+    return SMJ_OK;
+}
+
+float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer) {
+    if (role == R_LM_HEAD && m->cfg.tied_embeddings) role = R_EMBED;
+    int i = m->index[(int)role * (m->cfg.n_layers + 1) + (layer < 0 ? m->cfg.n_layers : layer)];
+    return i < 0 || !buf ? NULL : buf + m->specs[i].offset;
+}
+
+/* ------------------------------------------------------- model buffers */
+
+/* RoPE tables as transformers builds them: inv_freq = 1/theta^(2i/HS) in
+ * fp32, angle = float(pos) * inv_freq in fp32, then cos/sin. */
+static void rope_tables(const smj_model_config *c, float *cs, float *sn) {
+    int h2 = c->head_dim / 2;
+    for (int i = 0; i < h2; i++) {
+        float inv = (float)(1.0 / pow((double)c->rope_theta, (double)(float)(2 * i) / (float)c->head_dim));
+        for (int p = 0; p < c->max_seq_len; p++) {
+            float a = (float)p * inv;
+            cs[(int64_t)p * h2 + i] = cosf(a);
+            sn[(int64_t)p * h2 + i] = sinf(a);
+        }
+    }
+}
+
+smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model **out) {
+    *out = NULL;
+    smj_model *m = calloc(1, sizeof *m);
+    if (!m) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory");
+    m->ctx = ctx;
+    m->be = ctx->backend;
+    m->cfg = *cfg;
+    smj_status st = smj_model_build_specs(ctx, cfg, &m->specs, &m->n_tensors, &m->n_params);
+    if (st) { free(m); return st; }
+    int L1 = cfg->n_layers + 1;
+    m->index = malloc(sizeof(int) * (size_t)R_COUNT * L1);
+    m->params = m->be->alloc(sizeof(float) * (size_t)m->n_params);
+    size_t rope_n = (size_t)cfg->max_seq_len * (cfg->head_dim / 2);
+    float *cs = malloc(sizeof(float) * rope_n), *sn = malloc(sizeof(float) * rope_n);
+    m->rope_cos = m->be->alloc(sizeof(float) * rope_n);
+    m->rope_sin = m->be->alloc(sizeof(float) * rope_n);
+    if (!m->index || !m->params || !cs || !sn || !m->rope_cos || !m->rope_sin) {
+        free(cs); free(sn);
+        smj_model_free(m);
+        SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory for %lld parameters", (long long)m->n_params);
+    }
+    for (int i = 0; i < R_COUNT * L1; i++) m->index[i] = -1;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const smj_tensor_spec *t = &m->specs[i];
+        m->index[(int)t->role * L1 + (t->layer < 0 ? cfg->n_layers : t->layer)] = i;
+    }
+    rope_tables(cfg, cs, sn);
+    m->be->upload(m->rope_cos, cs, sizeof(float) * rope_n);
+    m->be->upload(m->rope_sin, sn, sizeof(float) * rope_n);
+    free(cs); free(sn);
+    *out = m;
+    return SMJ_OK;
+}
+
+smj_status smj_model_create(smj_ctx *ctx, const smj_model_config *cfg, uint64_t seed, smj_model **out) {
+    smj_model *m;
+    SMJ_TRY(smj_model_alloc(ctx, cfg, &m));
+    float *host = malloc(sizeof(float) * (size_t)m->n_params);
+    if (!host) { smj_model_free(m); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
+    smj_rng rng;
+    smj_rng_seed(&rng, seed);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const smj_tensor_spec *t = &m->specs[i];
+        float *p = host + t->offset;
+        for (int64_t j = 0; j < t->numel; j++) p[j] = t->ndim >= 2 ? 0.02f * smj_rng_normal(&rng) : 1.0f;
+    }
+    m->be->upload(m->params, host, sizeof(float) * (size_t)m->n_params);
+    free(host);
+    *out = m;
+    return SMJ_OK;
+}
+
+void smj_model_free(smj_model *m) {
+    if (!m) return;
+    const smj_backend *be = m->be;
+    be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
+    be->free(m->act_mem); be->free(m->bwd_mem);
+    free(m->blk); free(m->specs); free(m->index);
+    free(m);
+}
+
+const smj_model_config *smj_model_get_config(const smj_model *m) { return &m->cfg; }
+int64_t smj_model_num_params(const smj_model *m) { return m->n_params; }
+int smj_model_num_tensors(const smj_model *m) { return m->n_tensors; }
+
+smj_status smj_model_tensor(smj_model *m, int i, smj_tensor_view *v) {
+    if (i < 0 || i >= m->n_tensors) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "tensor index %d out of range", i);
+    const smj_tensor_spec *t = &m->specs[i];
+    memset(v, 0, sizeof *v);
+    v->name = t->name;
+    v->ndim = t->ndim;
+    memcpy(v->shape, t->shape, sizeof v->shape);
+    v->numel = t->numel;
+    v->data = m->params + t->offset;
+    v->grad = m->grads ? m->grads + t->offset : NULL;
+    return SMJ_OK;
+}
+
+smj_status smj_model_ensure_grads(smj_model *m) {
+    if (m->grads) return SMJ_OK;
+    m->grads = m->be->alloc(sizeof(float) * (size_t)m->n_params);
+    if (!m->grads) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for gradients");
+    return SMJ_OK;
+}
+
+smj_status smj_model_zero_grad(smj_model *m) {
+    SMJ_TRY(smj_model_ensure_grads(m));
+    m->be->zero(m->grads, sizeof(float) * (size_t)m->n_params);
+    return SMJ_OK;
+}
+
+/* ------------------------------------------------------- activations */
+
+/* Carves activation buffers from one allocation. With base == NULL it only
+ * counts; the same walk assigns the pointers, so size and layout agree. */
+typedef struct { float *base; int64_t off; } carver;
+static float *take(carver *cv, int64_t n) {
+    float *p = cv->base ? cv->base + cv->off : NULL;
+    cv->off += (n + 15) & ~(int64_t)15;
+    return p;
+}
+
+static void carve_acts(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, V = c->vocab_size;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    float *res = take(cv, (c->n_layers + 1) * N * C), *tmp = take(cv, N * C);
+    if (m) m->res = res;
+    for (int l = 0; l < c->n_layers; l++) {
+        smj_block_acts a = {0};
+        a.ln1 = take(cv, N * C); a.ln1_rstd = take(cv, N);
+        if (c->qk_norm) {
+            a.q_pre = take(cv, N * QD); a.k_pre = take(cv, N * KD);
+            a.q_rstd = take(cv, N * c->n_heads); a.k_rstd = take(cv, N * c->n_kv_heads);
+        }
+        a.q = take(cv, N * QD); a.k = take(cv, N * KD); a.v = take(cv, N * KD);
+        a.att = take(cv, N * QD); a.lse = take(cv, N * c->n_heads);
+        a.res_mid = take(cv, N * C);
+        a.ln2 = take(cv, N * C); a.ln2_rstd = take(cv, N);
+        a.gate = take(cv, N * H); a.up = take(cv, N * H); a.hsw = take(cv, N * H);
+        a.tmp = tmp;
+        if (m) m->blk[l] = a;
+    }
+    float *lnf = take(cv, N * C), *lnf_rstd = take(cv, N), *logits = take(cv, N * V);
+    float *losses = take(cv, N), *xlse = take(cv, N);
+    float *ids = take(cv, N), *tgts = take(cv, N);
+    if (m) {
+        m->lnf = lnf; m->lnf_rstd = lnf_rstd; m->logits = logits; m->losses = losses; m->xlse = xlse;
+        m->ids = (int32_t *)ids; m->tgts = (int32_t *)tgts;
+    }
+}
+
+static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    float *p[12];
+    int64_t sz[12] = {N * C, N * C, N * C, N * QD, N * QD, N * KD, N * KD, N * QD, N * KD, N * H, N * H, N * H};
+    for (int i = 0; i < 12; i++) p[i] = take(cv, sz[i]);
+    if (m) {
+        m->dres = p[0]; m->dtmp = p[1]; m->dln = p[2]; m->datt = p[3]; m->dq = p[4]; m->dk = p[5];
+        m->dv = p[6]; m->dqn = p[7]; m->dkn = p[8]; m->dh = p[9]; m->dgate = p[10]; m->dup = p[11];
+    }
+}
+
+int64_t smj_act_floats(const smj_model_config *c, int B, int T) {
+    carver cv = {0};
+    carve_acts(c, B, T, &cv, NULL);
+    return cv.off;
+}
+int64_t smj_bwd_floats(const smj_model_config *c, int B, int T) {
+    carver cv = {0};
+    carve_bwd(c, B, T, &cv, NULL);
+    return cv.off;
+}
+
+static smj_status ensure_acts(smj_model *m, int B, int T) {
+    if (m->act_mem && B * (int64_t)T <= (int64_t)m->act_B * m->act_T && B <= m->act_B) {
+        carver cv = {m->act_mem, 0};
+        carve_acts(&m->cfg, B, T, &cv, m);
+        return SMJ_OK;
+    }
+    m->be->free(m->act_mem);
+    m->be->free(m->bwd_mem);
+    m->bwd_mem = NULL;
+    free(m->blk);
+    m->blk = calloc((size_t)m->cfg.n_layers, sizeof *m->blk);
+    int64_t n = smj_act_floats(&m->cfg, B, T);
+    m->act_mem = m->be->alloc(sizeof(float) * (size_t)n);
+    if (!m->act_mem || !m->blk) {
+        m->act_B = m->act_T = 0;
+        SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for activations of batch %d x %d (%.1f MB)", B, T,
+                 n * 4.0 / 1e6);
+    }
+    m->act_B = B;
+    m->act_T = T;
+    carver cv = {m->act_mem, 0};
+    carve_acts(&m->cfg, B, T, &cv, m);
+    return SMJ_OK;
+}
+
+/* ------------------------------------------------------- forward */
+
+void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
+                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    int nt = NT(m), NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
+    int64_t N = (int64_t)B * T, QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
+    float *P = m->params;
+#define W(role) smj_model_ptr(m, P, role, l)
+    be->rmsnorm_fwd(nt, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
+    if (c->qk_norm) {
+        be->matmul(nt, a->q_pre, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
+        be->matmul(nt, a->k_pre, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+        be->rmsnorm_fwd(nt, a->q, a->q_rstd, a->q_pre, W(R_Q_NORM), N * NH, HS, c->norm_eps);
+        be->rmsnorm_fwd(nt, a->k, a->k_rstd, a->k_pre, W(R_K_NORM), N * NKV, HS, c->norm_eps);
+    } else {
+        be->matmul(nt, a->q, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
+        be->matmul(nt, a->k, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+    }
+    be->matmul(nt, a->v, a->ln1, W(R_WV), N, KD, C, 0, 1, 0);
+    be->rope_fwd(nt, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
+    be->rope_fwd(nt, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
+    be->attention_fwd(nt, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
+                      1.0f / sqrtf((float)HS));
+    be->matmul(nt, a->tmp, a->att, W(R_WO), N, C, QD, 0, 1, 0);
+    be->add(nt, a->res_mid, x, a->tmp, N * C);
+    be->rmsnorm_fwd(nt, a->ln2, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), N, C, c->norm_eps);
+    be->matmul(nt, a->gate, a->ln2, W(R_WGATE), N, H, C, 0, 1, 0);
+    be->matmul(nt, a->up, a->ln2, W(R_WUP), N, H, C, 0, 1, 0);
+    be->swiglu_fwd(nt, a->hsw, a->gate, a->up, N * H);
+    be->matmul(nt, a->tmp, a->hsw, W(R_WDOWN), N, C, H, 0, 1, 0);
+    be->add(nt, y, a->res_mid, a->tmp, N * C);
+#undef W
+}
+
+smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                             float *loss) {
+    const smj_model_config *c = &m->cfg;
+    SMJ_CHECK(m->ctx, B >= 1 && T >= 1, SMJ_ERR_INVALID, "batch %d x %d must be positive", B, T);
+    SMJ_CHECK(m->ctx, T <= c->max_seq_len, SMJ_ERR_INVALID,
+              "sequence length %d exceeds the model's maximum %d", T, c->max_seq_len);
+    int64_t N = (int64_t)B * T, n_valid = 0;
+    for (int64_t i = 0; i < N; i++) {
+        SMJ_CHECK(m->ctx, inputs[i] >= 0 && inputs[i] < c->vocab_size, SMJ_ERR_INVALID,
+                  "input token %d at position %lld is outside the vocabulary (%d)", inputs[i], (long long)i,
+                  c->vocab_size);
+        if (targets) {
+            SMJ_CHECK(m->ctx, targets[i] < c->vocab_size, SMJ_ERR_INVALID,
+                      "target token %d at position %lld is outside the vocabulary (%d)", targets[i],
+                      (long long)i, c->vocab_size);
+            n_valid += targets[i] >= 0;
+        }
+    }
+    SMJ_TRY(ensure_acts(m, B, T));
+    const smj_backend *be = m->be;
+    int nt = NT(m), C = c->dim, V = c->vocab_size;
+    be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
+    be->embedding_fwd(nt, m->res, m->ids, smj_model_ptr(m, m->params, R_EMBED, -1), N, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        smj_block_acts *a = &m->blk[l];
+        smj_block_forward(m, l, a, m->res + l * N * C, m->res + (l + 1) * N * C, B, T, 0, a->k, a->v, T,
+                          (int64_t)T * c->n_kv_heads * c->head_dim);
+    }
+    be->rmsnorm_fwd(nt, m->lnf, m->lnf_rstd, m->res + c->n_layers * N * C,
+                    smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
+    be->matmul(nt, m->logits, m->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, V, C, 0, 1, 0);
+    m->last_B = B;
+    m->last_T = T;
+    m->have_targets = targets != NULL;
+    m->n_valid = n_valid;
+    if (!targets) return SMJ_OK;
+    be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
+    be->xent_fwd(nt, m->losses, m->xlse, m->logits, m->tgts, N, V);
+    float *host = malloc(sizeof(float) * (size_t)N);
+    if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
+    be->download(host, m->losses, sizeof(float) * (size_t)N);
+    double s = 0;
+    for (int64_t i = 0; i < N; i++) s += host[i];
+    free(host);
+    if (loss) *loss = n_valid ? (float)(s / (double)n_valid) : 0.0f;
+    return SMJ_OK;
+}
+
+const float *smj_model_logits(const smj_model *m) { return m->logits; }
+
+/* ------------------------------------------------------- backward */
+
+static void block_backward(smj_model *m, int l, int B, int T) {
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    smj_block_acts *a = &m->blk[l];
+    int nt = NT(m), NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
+    int64_t N = (int64_t)B * T, QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
+    const float *x = m->res + l * N * C;
+    float *P = m->params, *G = m->grads;
+#define W(role) smj_model_ptr(m, P, role, l)
+#define DW(role) smj_model_ptr(m, G, role, l)
+    /* FFN: y = res_mid + Wd·hsw. dres holds dL/dy. */
+    be->matmul(nt, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
+    be->matmul(nt, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
+    be->swiglu_bwd(nt, m->dgate, m->dup, m->dh, a->gate, a->up, N * H);
+    be->matmul(nt, DW(R_WGATE), m->dgate, a->ln2, H, C, N, 1, 0, 1);
+    be->matmul(nt, DW(R_WUP), m->dup, a->ln2, H, C, N, 1, 0, 1);
+    be->matmul(nt, m->dln, m->dgate, W(R_WGATE), N, C, H, 0, 0, 0);
+    be->matmul(nt, m->dln, m->dup, W(R_WUP), N, C, H, 0, 0, 1);
+    be->rmsnorm_bwd(nt, m->dtmp, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C);
+    be->add(nt, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dres_mid */
+    /* attention: res_mid = x + Wo·att */
+    be->matmul(nt, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
+    be->matmul(nt, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
+    be->attention_bwd(nt, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
+                      HS, 1.0f / sqrtf((float)HS));
+    be->rope_bwd(nt, m->dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0);
+    be->rope_bwd(nt, m->dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0);
+    float *dq = m->dq, *dk = m->dk;
+    if (c->qk_norm) {
+        be->rmsnorm_bwd(nt, m->dqn, DW(R_Q_NORM), m->dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS);
+        be->rmsnorm_bwd(nt, m->dkn, DW(R_K_NORM), m->dk, a->k_pre, W(R_K_NORM), a->k_rstd, N * NKV, HS);
+        dq = m->dqn;
+        dk = m->dkn;
+    }
+    be->matmul(nt, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
+    be->matmul(nt, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
+    be->matmul(nt, DW(R_WV), m->dv, a->ln1, KD, C, N, 1, 0, 1);
+    be->matmul(nt, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
+    be->matmul(nt, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
+    be->matmul(nt, m->dln, m->dv, W(R_WV), N, C, KD, 0, 0, 1);
+    be->rmsnorm_bwd(nt, m->dtmp, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C);
+    be->add(nt, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dx */
+#undef W
+#undef DW
+}
+
+smj_status smj_model_backward(smj_model *m, float loss_scale) {
+    SMJ_CHECK(m->ctx, m->act_mem && m->have_targets, SMJ_ERR_INVALID,
+              "backward needs a forward with targets first");
+    SMJ_TRY(smj_model_ensure_grads(m));
+    const smj_model_config *c = &m->cfg;
+    int B = m->last_B, T = m->last_T;
+    if (!m->bwd_mem) {
+        m->bwd_mem = m->be->alloc(sizeof(float) * (size_t)smj_bwd_floats(c, m->act_B, m->act_T));
+        if (!m->bwd_mem) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the backward pass");
+    }
+    carver cv = {m->bwd_mem, 0};
+    carve_bwd(c, B, T, &cv, m);
+    const smj_backend *be = m->be;
+    int nt = NT(m), C = c->dim, V = c->vocab_size;
+    int64_t N = (int64_t)B * T;
+    float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
+    float *dlogits = m->logits; /* in place: logits are not needed after this */
+    be->xent_bwd(nt, dlogits, m->logits, m->xlse, m->tgts, dloss, N, V);
+    be->matmul(nt, smj_model_ptr(m, m->grads, R_LM_HEAD, -1), dlogits, m->lnf, V, C, N, 1, 0, 1);
+    be->matmul(nt, m->dln, dlogits, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, C, V, 0, 0, 0);
+    be->rmsnorm_bwd(nt, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1), m->dln,
+                    m->res + c->n_layers * N * C, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_rstd,
+                    N, C);
+    for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T);
+    be->embedding_bwd(nt, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
+    m->have_targets = 0; /* logits were consumed */
+    return SMJ_OK;
+}

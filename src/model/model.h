@@ -1,0 +1,96 @@
+/* model.h — the dense decoder model inside the library.
+ *
+ * A model is a table of tensor specs (built from the config by
+ * smj_model_build_specs) plus the forward/backward in llama.c. The table
+ * decides everything else: one contiguous buffer each for parameters and
+ * gradients (the trainer adds two for the AdamW moments), their byte layout
+ * in checkpoints, the names exported to other formats, and which tensors get
+ * weight decay. A new family (other mixers, MoE, GPT-2's LayerNorm/biases)
+ * is a new role list plus its own block functions, not a copied file.
+ *
+ * Names follow HuggingFace (model.layers.{i}.self_attn.q_proj.weight, ...)
+ * and linear weights are stored [out, in] as HF does, so import and export
+ * are copies.
+ */
+#ifndef SMJ_MODEL_H
+#define SMJ_MODEL_H
+
+#include "../ops/ops.h"
+
+/* Every kind of tensor a dense Llama-family model has. */
+typedef enum {
+    R_EMBED, R_ATTN_NORM, R_WQ, R_WK, R_WV, R_WO, R_Q_NORM, R_K_NORM, R_FFN_NORM,
+    R_WGATE, R_WUP, R_WDOWN, R_FINAL_NORM, R_LM_HEAD, R_COUNT
+} smj_role;
+
+typedef struct {
+    char name[96];
+    smj_role role;
+    int layer;        /* -1 for model-level tensors */
+    int ndim;
+    int64_t shape[4]; /* shape[ndim-1] innermost */
+    int64_t numel;
+    int64_t offset;   /* in floats from the start of the parameter buffer */
+    int decay;        /* AdamW weight decay applies (2-D tensors only) */
+} smj_tensor_spec;
+
+/* Saved activations of one block for the backward, all [N = B*T rows]. */
+typedef struct {
+    float *ln1, *ln1_rstd;         /* [N,C], [N] */
+    float *q_pre, *k_pre;          /* [N,NH*HS], [N,NKV*HS] before QK-norm (qk_norm only) */
+    float *q_rstd, *k_rstd;        /* [N*NH], [N*NKV] */
+    float *q, *k, *v;              /* [N,NH*HS], [N,NKV*HS] x2, after norm + RoPE */
+    float *att, *lse;              /* [N,NH*HS], [B,NH,T] */
+    float *res_mid;                /* [N,C] residual after attention */
+    float *ln2, *ln2_rstd;         /* [N,C], [N] */
+    float *gate, *up, *hsw;        /* [N,H] each; hsw = silu(gate) * up */
+    float *tmp;                    /* [N,C] scratch (shared by all blocks) */
+} smj_block_acts;
+
+struct smj_model {
+    smj_ctx *ctx;
+    const smj_backend *be;
+    smj_model_config cfg;
+    int n_tensors;
+    smj_tensor_spec *specs;
+    int *index;      /* [R_COUNT * (L+1)] spec index by (role, layer), -1 if absent */
+    int64_t n_params;
+    float *params;   /* [n_params] */
+    float *grads;    /* [n_params], allocated at the first backward */
+    float *rope_cos, *rope_sin; /* [max_seq_len, HS/2] */
+
+    /* activations for the largest (B, T) seen so far */
+    int act_B, act_T;
+    float *act_mem;
+    float *res;      /* [L+1, N, C] residual stream entering each block (+ final) */
+    smj_block_acts *blk;  /* [L] */
+    float *lnf, *lnf_rstd, *logits, *losses, *xlse; /* [N,C] [N] [N,V] [N] [N] */
+    int32_t *ids, *tgts;  /* [N] each, on the backend */
+    /* backward scratch */
+    float *bwd_mem;
+    float *dres, *dtmp, *dln, *datt, *dq, *dk, *dv, *dqn, *dkn, *dh, *dgate, *dup;
+    int last_B, last_T, have_targets;
+    int64_t n_valid; /* targets >= 0 in the last forward */
+};
+
+smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *cfg, smj_tensor_spec **specs,
+                                 int *n, int64_t *n_params);
+/* Allocates buffers for cfg (weights zero) — used by create and load. */
+smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model **out);
+/* Pointer to the tensor (role, layer) inside buf (params or grads); NULL if absent. */
+float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer);
+/* Allocates gradients if needed. */
+smj_status smj_model_ensure_grads(smj_model *m);
+
+/* One block's forward on rows [B, T] whose first query has absolute position
+ * pos0. a->k/a->v receive the new keys/values; kbase/vbase (batch stride
+ * kv_bstride) hold all Tk keys the queries attend to (Tk = pos0 + T for
+ * training and decoding alike). x [N,C] in, y [N,C] out. */
+void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
+                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
+
+/* Floats of the activation and backward-scratch buffers for (B, T). */
+int64_t smj_act_floats(const smj_model_config *c, int B, int T);
+int64_t smj_bwd_floats(const smj_model_config *c, int B, int T);
+
+#endif

@@ -1,0 +1,243 @@
+/* ref_impl.h — the scalar reference of every op, written once over an
+ * element type. Included by ref.c with REAL=float (the "ref" backend, the
+ * oracle the optimized backends are checked against) and by ref64.c with
+ * REAL=double (used by the finite-difference gradient checker).
+ *
+ * Deliberately plain: no SIMD, no threads, sums in double. Never optimize
+ * this file; its only job is to be obviously right.
+ */
+#ifndef REAL
+#error "define REAL and RP(name) before including ref_impl.h"
+#endif
+#include <math.h>
+#include <string.h>
+
+static void RP(matmul)(int nt, REAL *C, const REAL *A, const REAL *B, int64_t M, int64_t N,
+                       int64_t K, int tA, int tB, int acc) {
+    (void)nt;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double a = tA ? A[k * M + i] : A[i * K + k];
+                double b = tB ? B[j * K + k] : B[k * N + j];
+                s += a * b;
+            }
+            C[i * N + j] = (REAL)((acc ? (double)C[i * N + j] : 0.0) + s);
+        }
+}
+
+static void RP(embedding_fwd)(int nt, REAL *out, const int32_t *ids, const REAL *wte, int64_t N, int C) {
+    (void)nt;
+    for (int64_t n = 0; n < N; n++) memcpy(out + n * C, wte + (int64_t)ids[n] * C, sizeof(REAL) * C);
+}
+
+static void RP(embedding_bwd)(int nt, REAL *dwte, const int32_t *ids, const REAL *dout, int64_t N, int C) {
+    (void)nt;
+    for (int64_t n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) dwte[(int64_t)ids[n] * C + c] += dout[n * C + c];
+}
+
+static void RP(rmsnorm_fwd)(int nt, REAL *out, REAL *rstd, const REAL *x, const REAL *w, int64_t N,
+                            int C, float eps) {
+    (void)nt;
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *xr = x + n * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+        REAL r = (REAL)(1.0 / sqrt(ss / C + eps));
+        rstd[n] = r;
+        for (int c = 0; c < C; c++) out[n * C + c] = (REAL)(xr[c] * r) * w[c];
+    }
+}
+
+/* y_c = w_c x_c r, r = (mean x^2 + eps)^-1/2:
+ * dx_c = r (w_c dy_c) - r^3 x_c mean_j(w_j dy_j x_j);  dw_c += dy_c x_c r. */
+static void RP(rmsnorm_bwd)(int nt, REAL *dx, REAL *dw, const REAL *dout, const REAL *x,
+                            const REAL *w, const REAL *rstd, int64_t N, int C) {
+    (void)nt;
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *xr = x + n * C, *dy = dout + n * C;
+        double r = rstd[n], dot = 0;
+        for (int c = 0; c < C; c++) dot += (double)w[c] * dy[c] * xr[c];
+        dot /= C;
+        for (int c = 0; c < C; c++) {
+            dx[n * C + c] = (REAL)(r * w[c] * dy[c] - r * r * r * xr[c] * dot);
+            dw[c] += (REAL)(dy[c] * xr[c] * r);
+        }
+    }
+}
+
+static void RP(rope_apply)(REAL *x, const REAL *cos, const REAL *sin, int B, int T, int NH, int HS,
+                           int pos0, double sgn) {
+    int h2 = HS / 2;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++) {
+                REAL *v = x + (((int64_t)b * T + t) * NH + h) * HS;
+                const REAL *cr = cos + (int64_t)(pos0 + t) * h2, *sr = sin + (int64_t)(pos0 + t) * h2;
+                for (int i = 0; i < h2; i++) {
+                    double a = v[i], c = v[i + h2], co = cr[i], si = sgn * sr[i];
+                    v[i] = (REAL)(a * co - c * si);
+                    v[i + h2] = (REAL)(c * co + a * si);
+                }
+            }
+}
+static void RP(rope_fwd)(int nt, REAL *x, const REAL *cos, const REAL *sin, int B, int T, int NH,
+                         int HS, int pos0) {
+    (void)nt;
+    RP(rope_apply)(x, cos, sin, B, T, NH, HS, pos0, 1.0);
+}
+static void RP(rope_bwd)(int nt, REAL *dx, const REAL *cos, const REAL *sin, int B, int T, int NH,
+                         int HS, int pos0) {
+    (void)nt;
+    RP(rope_apply)(dx, cos, sin, B, T, NH, HS, pos0, -1.0);
+}
+
+static void RP(attention_fwd)(int nt, REAL *out, REAL *lse, const REAL *q, const REAL *k,
+                              const REAL *v, int B, int Tq, int Tk, int NH, int NKV, int HS,
+                              int64_t kv_bstride, float scale) {
+    (void)nt;
+    int grp = NH / NKV;
+    double *s = malloc(sizeof(double) * (size_t)Tk);
+    if (!s) return;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < Tq; t++) {
+                const REAL *qr = q + (((int64_t)b * Tq + t) * NH + h) * HS;
+                const REAL *kb = k + b * kv_bstride + (int64_t)(h / grp) * HS;
+                const REAL *vb = v + b * kv_bstride + (int64_t)(h / grp) * HS;
+                int last = Tk - Tq + t;
+                double mx = -INFINITY;
+                for (int j = 0; j <= last; j++) {
+                    double d = 0;
+                    for (int i = 0; i < HS; i++) d += (double)qr[i] * kb[(int64_t)j * NKV * HS + i];
+                    s[j] = d * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                double sum = 0;
+                for (int j = 0; j <= last; j++) sum += exp(s[j] - mx);
+                REAL *o = out + (((int64_t)b * Tq + t) * NH + h) * HS;
+                for (int i = 0; i < HS; i++) {
+                    double acc = 0;
+                    for (int j = 0; j <= last; j++) acc += exp(s[j] - mx) / sum * vb[(int64_t)j * NKV * HS + i];
+                    o[i] = (REAL)acc;
+                }
+                lse[((int64_t)b * NH + h) * Tq + t] = (REAL)(mx + log(sum));
+            }
+    free(s);
+}
+
+/* p_j = exp(s_j - lse); dp_j = dout.v_j; ds_j = p_j (dp_j - dout.out);
+ * dq = scale sum_j ds_j k_j; dk_j += scale ds_j q; dv_j += p_j dout. */
+static void RP(attention_bwd)(int nt, REAL *dq, REAL *dk, REAL *dv, const REAL *dout,
+                              const REAL *out, const REAL *lse, const REAL *q, const REAL *k,
+                              const REAL *v, int B, int T, int NH, int NKV, int HS, float scale) {
+    (void)nt;
+    int grp = NH / NKV;
+    int64_t kvn = (int64_t)B * T * NKV * HS, rs = (int64_t)NKV * HS;
+    double *dkd = calloc((size_t)kvn, sizeof(double)), *dvd = calloc((size_t)kvn, sizeof(double));
+    if (!dkd || !dvd) { free(dkd); free(dvd); return; }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                int64_t qo = (((int64_t)b * T + t) * NH + h) * HS;
+                int64_t ko = (int64_t)b * T * rs + (int64_t)(h / grp) * HS;
+                double D = 0, L = lse[((int64_t)b * NH + h) * T + t];
+                for (int i = 0; i < HS; i++) D += (double)dout[qo + i] * out[qo + i];
+                for (int i = 0; i < HS; i++) dq[qo + i] = 0;
+                double *dqa = calloc((size_t)HS, sizeof(double));
+                if (!dqa) continue;
+                for (int j = 0; j <= t; j++) {
+                    double sc = 0, dp = 0;
+                    for (int i = 0; i < HS; i++) {
+                        sc += (double)q[qo + i] * k[ko + j * rs + i];
+                        dp += (double)dout[qo + i] * v[ko + j * rs + i];
+                    }
+                    double p = exp(sc * scale - L), ds = p * (dp - D);
+                    for (int i = 0; i < HS; i++) {
+                        dqa[i] += scale * ds * k[ko + j * rs + i];
+                        dkd[ko + j * rs + i] += scale * ds * q[qo + i];
+                        dvd[ko + j * rs + i] += p * dout[qo + i];
+                    }
+                }
+                for (int i = 0; i < HS; i++) dq[qo + i] = (REAL)dqa[i];
+                free(dqa);
+            }
+    for (int64_t i = 0; i < kvn; i++) { dk[i] = (REAL)dkd[i]; dv[i] = (REAL)dvd[i]; }
+    free(dkd);
+    free(dvd);
+}
+
+static void RP(swiglu_fwd)(int nt, REAL *out, const REAL *gate, const REAL *up, int64_t n) {
+    (void)nt;
+    for (int64_t i = 0; i < n; i++) {
+        double g = gate[i];
+        out[i] = (REAL)(g / (1.0 + exp(-g)) * up[i]);
+    }
+}
+/* silu(g) = g s(g); silu'(g) = s(g) (1 + g (1 - s(g))). */
+static void RP(swiglu_bwd)(int nt, REAL *dgate, REAL *dup, const REAL *dout, const REAL *gate,
+                           const REAL *up, int64_t n) {
+    (void)nt;
+    for (int64_t i = 0; i < n; i++) {
+        double g = gate[i], s = 1.0 / (1.0 + exp(-g));
+        dgate[i] = (REAL)(dout[i] * up[i] * s * (1.0 + g * (1.0 - s)));
+        dup[i] = (REAL)(dout[i] * g * s);
+    }
+}
+
+static void RP(add)(int nt, REAL *out, const REAL *a, const REAL *b, int64_t n) {
+    (void)nt;
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void RP(xent_fwd)(int nt, REAL *losses, REAL *lse, const REAL *logits, const int32_t *targets,
+                         int64_t N, int V) {
+    (void)nt;
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *l = logits + n * V;
+        double mx = -INFINITY, s = 0;
+        for (int j = 0; j < V; j++) if (l[j] > mx) mx = l[j];
+        for (int j = 0; j < V; j++) s += exp(l[j] - mx);
+        double z = mx + log(s);
+        lse[n] = (REAL)z;
+        losses[n] = targets[n] < 0 ? 0 : (REAL)(z - l[targets[n]]);
+    }
+}
+
+static void RP(xent_bwd)(int nt, REAL *dlogits, const REAL *logits, const REAL *lse,
+                         const int32_t *targets, float dloss, int64_t N, int V) {
+    (void)nt;
+    for (int64_t n = 0; n < N; n++) {
+        for (int j = 0; j < V; j++) {
+            double p = targets[n] < 0 ? 0 : exp((double)logits[n * V + j] - lse[n]);
+            dlogits[n * V + j] = (REAL)(dloss * (p - (j == targets[n])));
+        }
+    }
+}
+
+static void RP(adamw)(int nt, REAL *p, REAL *m, REAL *v, const REAL *g, int64_t n, float lr,
+                      float b1, float b2, float eps, float wd, int64_t t) {
+    (void)nt;
+    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    for (int64_t i = 0; i < n; i++) {
+        double mi = b1 * (double)m[i] + (1.0 - b1) * g[i];
+        double vi = b2 * (double)v[i] + (1.0 - b2) * (double)g[i] * g[i];
+        m[i] = (REAL)mi;
+        v[i] = (REAL)vi;
+        p[i] = (REAL)(p[i] - lr * (mi / bc1 / (sqrt(vi / bc2) + eps) + wd * (double)p[i]));
+    }
+}
+
+static double RP(sumsq)(int nt, const REAL *x, int64_t n) {
+    (void)nt;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+static void RP(scale)(int nt, REAL *x, float s, int64_t n) {
+    (void)nt;
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+}

@@ -1,0 +1,249 @@
+/* trainer.c — AdamW training steps, evaluation, and the training state.
+ *
+ * One step: zero grads; for each of grad_accum micro-batches, forward and
+ * backward with dL scaled by 1/grad_accum (so the update equals one batch
+ * grad_accum times larger); global gradient norm in double; if the loss or
+ * the norm is non-finite the step is skipped (weights and moments untouched,
+ * counted; too many in a row is SMJ_ERR_DIVERGED); else clip to grad_clip
+ * (torch's rule: scale by clip / (norm + 1e-6) when that is < 1) and apply
+ * AdamW tensor by tensor, with weight decay only on tensors the model table
+ * marks (2-D ones).
+ *
+ * Everything that decides the next step — weights, moments, step count,
+ * AdamW's own step count, data cursor, RNG, bad-step counters — is saved by
+ * smj_trainer_save, so a resumed run continues bit-identically (for the same
+ * thread count: a few reductions split work by thread).
+ */
+#include <math.h>
+#include <string.h>
+#include "../io/checkpoint.h"
+#include "../model/model.h"
+
+struct smj_trainer {
+    smj_model *m;
+    smj_optim_options o;
+    float *adam_m, *adam_v;    /* [n_params] each, on the backend */
+    int64_t step, adam_t;      /* steps taken; updates applied */
+    int64_t data_pos, epoch;   /* training data cursor */
+    smj_rng rng;
+    int64_t bad_consec, bad_total;
+    int poison;
+    int32_t *inputs, *targets; /* [B*T] host batch */
+    int64_t batch_cap;
+};
+
+smj_status smj_trainer_create(smj_model *m, const smj_optim_options *o, smj_trainer **out) {
+    *out = NULL;
+    smj_ctx *ctx = m->ctx;
+    SMJ_CHECK(ctx, o->lr >= 0 && isfinite(o->lr), SMJ_ERR_INVALID, "learning rate must be >= 0");
+    SMJ_CHECK(ctx, o->beta1 >= 0 && o->beta1 < 1 && o->beta2 >= 0 && o->beta2 < 1, SMJ_ERR_INVALID,
+              "AdamW betas must be in [0, 1)");
+    SMJ_CHECK(ctx, o->warmup_steps >= 0 && o->total_steps >= 0, SMJ_ERR_INVALID, "steps must be >= 0");
+    SMJ_CHECK(ctx, o->grad_clip >= 0 && o->weight_decay >= 0, SMJ_ERR_INVALID,
+              "grad clip and weight decay must be >= 0");
+    smj_trainer *t = calloc(1, sizeof *t);
+    if (!t) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory");
+    t->m = m;
+    t->o = *o;
+    if (t->o.max_bad_steps < 1) t->o.max_bad_steps = 1;
+    size_t bytes = sizeof(float) * (size_t)m->n_params;
+    t->adam_m = m->be->alloc(bytes);
+    t->adam_v = m->be->alloc(bytes);
+    smj_status st = smj_model_ensure_grads(m);
+    if (!st && (!t->adam_m || !t->adam_v)) st = smj_set_error(ctx, SMJ_ERR_NOMEM, "out of memory for the optimizer state");
+    if (st) { smj_trainer_free(t); return st; }
+    smj_rng_seed(&t->rng, 0x5eedull);
+    *out = t;
+    return SMJ_OK;
+}
+
+void smj_trainer_free(smj_trainer *t) {
+    if (!t) return;
+    t->m->be->free(t->adam_m);
+    t->m->be->free(t->adam_v);
+    free(t->inputs);
+    free(t->targets);
+    free(t);
+}
+
+int64_t smj_trainer_step_count(const smj_trainer *t) { return t->step; }
+void smj_trainer_debug_poison_next(smj_trainer *t) { t->poison = 1; }
+
+static smj_status ensure_batch(smj_trainer *t, int B, int T) {
+    int64_t n = (int64_t)B * T;
+    if (n <= t->batch_cap) return SMJ_OK;
+    free(t->inputs);
+    free(t->targets);
+    t->inputs = malloc(sizeof(int32_t) * (size_t)n);
+    t->targets = malloc(sizeof(int32_t) * (size_t)n);
+    t->batch_cap = t->inputs && t->targets ? n : 0;
+    if (!t->batch_cap) SMJ_FAIL(t->m->ctx, SMJ_ERR_NOMEM, "out of memory for a %d x %d batch", B, T);
+    return SMJ_OK;
+}
+
+smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T, int grad_accum,
+                            smj_step_stats *stats) {
+    smj_model *m = t->m;
+    smj_ctx *ctx = m->ctx;
+    const smj_backend *be = m->be;
+    int nt = ctx->threads;
+    SMJ_CHECK(ctx, grad_accum >= 1, SMJ_ERR_INVALID, "grad accumulation must be >= 1");
+    SMJ_CHECK(ctx, smj_dataset_vocab_size(ds) <= m->cfg.vocab_size, SMJ_ERR_INVALID,
+              "the dataset's vocabulary (%d) is larger than the model's (%d)", smj_dataset_vocab_size(ds),
+              m->cfg.vocab_size);
+    SMJ_TRY(ensure_batch(t, B, T));
+    SMJ_TRY(smj_model_zero_grad(m));
+    double loss_sum = 0;
+    for (int a = 0; a < grad_accum; a++) {
+        float loss;
+        SMJ_TRY(smj_dataset_next_batch(ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets));
+        SMJ_TRY(smj_model_forward(m, t->inputs, t->targets, B, T, &loss));
+        SMJ_TRY(smj_model_backward(m, 1.0f / (float)grad_accum));
+        loss_sum += loss;
+    }
+    if (t->poison) {
+        float nan = NAN;
+        be->upload(m->grads, &nan, sizeof nan);
+        t->poison = 0;
+    }
+    float loss = (float)(loss_sum / grad_accum);
+    double norm = sqrt(be->sumsq(nt, m->grads, m->n_params));
+    float lr = smj_lr_at(&t->o, t->step);
+    t->step++;
+    smj_step_stats s = {loss, (float)norm, lr, 0, t->step, t->bad_total};
+    if (t->o.skip_nonfinite && (!isfinite(loss) || !isfinite(norm))) {
+        t->bad_consec++;
+        t->bad_total++;
+        s.skipped = 1;
+        s.bad_steps_total = t->bad_total;
+        if (stats) *stats = s;
+        if (t->bad_consec >= t->o.max_bad_steps)
+            SMJ_FAIL(ctx, SMJ_ERR_DIVERGED,
+                     "%lld consecutive steps had a non-finite loss or gradient (last at step %lld); "
+                     "try a lower --lr, a longer --warmup, a smaller --grad-clip, or check the data",
+                     (long long)t->bad_consec, (long long)t->step);
+        return SMJ_OK;
+    }
+    t->bad_consec = 0;
+    if (t->o.grad_clip > 0 && norm > t->o.grad_clip) {
+        float coef = (float)(t->o.grad_clip / (norm + 1e-6));
+        if (coef < 1.0f) be->scale(nt, m->grads, coef, m->n_params);
+    }
+    t->adam_t++;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const smj_tensor_spec *sp = &m->specs[i];
+        int64_t o = sp->offset;
+        be->adamw(nt, m->params + o, t->adam_m + o, t->adam_v + o, m->grads + o, sp->numel, lr, t->o.beta1,
+                  t->o.beta2, t->o.eps, sp->decay ? t->o.weight_decay : 0.0f, t->adam_t);
+    }
+    if (stats) *stats = s;
+    return SMJ_OK;
+}
+
+smj_status smj_trainer_eval(smj_trainer *t, const smj_dataset *ds, int B, int T, int n_batches, float *loss) {
+    SMJ_CHECK(t->m->ctx, n_batches >= 1, SMJ_ERR_INVALID, "need at least one evaluation batch");
+    SMJ_TRY(ensure_batch(t, B, T));
+    int64_t pos = 0, epoch = 0;
+    double sum = 0;
+    int n = 0;
+    for (; n < n_batches; n++) {
+        float l;
+        SMJ_TRY(smj_dataset_next_batch(t->m->ctx, ds, B, T, &pos, &epoch, t->inputs, t->targets));
+        if (epoch > 0 && n > 0) break; /* the whole set was seen; don't count windows twice */
+        SMJ_TRY(smj_model_forward(t->m, t->inputs, t->targets, B, T, &l));
+        sum += l;
+    }
+    *loss = (float)(sum / n);
+    return SMJ_OK;
+}
+
+/* ------------------------------------------------------- training state */
+
+smj_status smj_trainer_save(smj_trainer *t, const char *path, const smj_trainer_extra *x) {
+    smj_model *m = t->m;
+    smj_trainer_extra none = {0};
+    if (!x) x = &none;
+    char meta[2048];
+    snprintf(meta, sizeof meta,
+             "step=%lld\nadam_t=%lld\ndata_pos=%lld\nepoch=%lld\nrng=%llu,%llu,%llu,%llu\nbad_consec=%lld\n"
+             "bad_total=%lld\nbest_val_loss=%a\npatience_left=%lld\nuser=%lld,%lld,%lld,%lld,%lld,%lld\n"
+             "lr=%a\nschedule=%d\ntotal_steps=%d\nwarmup_steps=%d\n",
+             (long long)t->step, (long long)t->adam_t, (long long)t->data_pos, (long long)t->epoch,
+             (unsigned long long)t->rng.s[0], (unsigned long long)t->rng.s[1], (unsigned long long)t->rng.s[2],
+             (unsigned long long)t->rng.s[3], (long long)t->bad_consec, (long long)t->bad_total,
+             x->best_val_loss, (long long)x->patience_left, (long long)x->user[0], (long long)x->user[1],
+             (long long)x->user[2], (long long)x->user[3], (long long)x->user[4], (long long)x->user[5],
+             (double)t->o.lr, (int)t->o.schedule, t->o.total_steps, t->o.warmup_steps);
+    size_t bytes = sizeof(float) * (size_t)m->n_params;
+    float *hm = malloc(bytes), *hv = malloc(bytes);
+    if (!hm || !hv) { free(hm); free(hv); SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "%s: out of memory", path); }
+    m->be->download(hm, t->adam_m, bytes);
+    m->be->download(hv, t->adam_v, bytes);
+    smj_ct_entry e[2] = {{.name = "optimizer.adam_m", .dtype = SMJ_DT_F32, .ndim = 1, .shape = {m->n_params}, .data = hm},
+                         {.name = "optimizer.adam_v", .dtype = SMJ_DT_F32, .ndim = 1, .shape = {m->n_params}, .data = hv}};
+    smj_status st = smj_model_write_container(m, path, SMJ_CT_TRAIN_STATE, meta, e, 2);
+    free(hm);
+    free(hv);
+    return st;
+}
+
+static smj_status meta_i64(smj_ctx *ctx, const char *path, const smj_container *c, const char *k, int n, int64_t *out) {
+    char v[512];
+    if (!smj_container_meta(c, k, v, sizeof v)) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: training state has no '%s'", path, k);
+    char *p = v;
+    for (int i = 0; i < n; i++) {
+        char *e;
+        out[i] = (int64_t)strtoull(p, &e, 10);
+        if (e == p || (i < n - 1 && *e != ',') || (i == n - 1 && *e)) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: bad '%s' value '%s'", path, k, v);
+        p = e + 1;
+    }
+    return SMJ_OK;
+}
+
+smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra *x) {
+    smj_model *m = t->m;
+    smj_ctx *ctx = m->ctx;
+    smj_container c;
+    SMJ_TRY(smj_container_read(ctx, path, &c));
+    smj_status st = SMJ_OK;
+    smj_model_config cfg;
+    int64_t v[6], rng[4];
+    char buf[64];
+    const smj_ct_entry *em = smj_container_find(&c, "optimizer.adam_m"), *ev = smj_container_find(&c, "optimizer.adam_v");
+#define STEP(expr) do { if (!st) st = (expr); } while (0)
+    if (c.kind != SMJ_CT_TRAIN_STATE)
+        st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: a model checkpoint, not a training state (resume needs state.bin)", path);
+    STEP(smj_config_from_container(ctx, path, &c, &cfg));
+    if (!st && memcmp(&cfg, &m->cfg, sizeof cfg) != 0)
+        st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: the saved model config differs from this model's", path);
+    if (!st && (!em || !ev || em->nbytes != sizeof(float) * (uint64_t)m->n_params || ev->nbytes != em->nbytes))
+        st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: optimizer moments missing or of the wrong size", path);
+    STEP(smj_model_read_weights(m, path, &c));
+    STEP(meta_i64(ctx, path, &c, "step", 1, &t->step));
+    STEP(meta_i64(ctx, path, &c, "adam_t", 1, &t->adam_t));
+    STEP(meta_i64(ctx, path, &c, "data_pos", 1, &t->data_pos));
+    STEP(meta_i64(ctx, path, &c, "epoch", 1, &t->epoch));
+    STEP(meta_i64(ctx, path, &c, "bad_consec", 1, &t->bad_consec));
+    STEP(meta_i64(ctx, path, &c, "bad_total", 1, &t->bad_total));
+    STEP(meta_i64(ctx, path, &c, "rng", 4, rng));
+    if (x) {
+        memset(x, 0, sizeof *x);
+        STEP(meta_i64(ctx, path, &c, "patience_left", 1, &x->patience_left));
+        STEP(meta_i64(ctx, path, &c, "user", 6, v));
+        if (!st) {
+            memcpy(x->user, v, sizeof v);
+            if (!smj_container_meta(&c, "best_val_loss", buf, sizeof buf))
+                st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: training state has no 'best_val_loss'", path);
+            else
+                x->best_val_loss = strtod(buf, NULL);
+        }
+    }
+#undef STEP
+    if (!st) {
+        m->be->upload(t->adam_m, em->data, em->nbytes);
+        m->be->upload(t->adam_v, ev->data, ev->nbytes);
+        for (int i = 0; i < 4; i++) t->rng.s[i] = (uint64_t)rng[i];
+    }
+    smj_container_free(&c);
+    return st;
+}
