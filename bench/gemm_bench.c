@@ -39,6 +39,14 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Sleeps 0.2 s so the other library's idle worker threads stop spinning
+ * (OpenBLAS's workers busy-wait ~0.1 s after a call, GOMP's a few ms) and
+ * do not steal a core from the next timing. */
+static void settle(void) {
+    struct timespec ts = {0, 200000000};
+    nanosleep(&ts, NULL);
+}
+
 /* Calls library lib (0 = smedjan, 1 = OpenBLAS) once. */
 static void call(int lib, int nt, float *C, const float *A, const float *B, int64_t M, int64_t N,
                  int64_t K, int tA, int tB, int acc) {
@@ -81,7 +89,10 @@ static void bench(const char *tag, int nt, int64_t M, int64_t N, int64_t K, int 
     double ours = 0, theirs = 0;
     for (int round = 0; round < 3; round++) {
         ours = fmax(ours, timeit(0, nt, C, A, B, M, N, K, tA, tB, acc));
-        if (ob_sgemm) theirs = fmax(theirs, timeit(1, nt, C2, A, B, M, N, K, tA, tB, acc));
+        if (!ob_sgemm) continue;
+        settle();
+        theirs = fmax(theirs, timeit(1, nt, C2, A, B, M, N, K, tA, tB, acc));
+        settle();
     }
     printf("%-10s %5lld %5lld %5lld  (%d,%d)%s  smedjan %7.1f", tag, (long long)M, (long long)N,
            (long long)K, tA, tB, acc ? "+" : " ", ours);

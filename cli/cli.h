@@ -126,8 +126,9 @@ const char *cli_fmt_params(char *buf, size_t n, int64_t v);   /* 2.1M, 350K, 1.3
 const char *cli_fmt_bytes(char *buf, size_t n, double bytes); /* 812 MiB, 1.2 GiB */
 const char *cli_fmt_duration(char *buf, size_t n, double s);  /* 3m12s, 1h02m, 4.2s */
 
-/* Turns the C escapes \n \t \r \\ \0xx-free subset into bytes, in place;
- * returns the new length. Used for --doc-separator '\n\n'. */
+/* Turns the escapes \n \t \r and \\ into their bytes, in place (any other
+ * backslash stays as it is); returns the new length. Used for
+ * --doc-separator '\n\n'. */
 size_t cli_unescape(char *s);
 
 /* Model shape flags shared by train and bench (see model_flags.c). */

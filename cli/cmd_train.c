@@ -20,7 +20,8 @@
  * (batch, seq-len, accumulation, steps, lr) are kept in extra.user and a
  * resume with different values gets a warning.
  *
- * Ctrl-C finishes the current step, saves the state and exits 130; a second
+ * Ctrl-C (SIGINT, or SIGTERM from a job scheduler) finishes the current
+ * step, saves the state and exits 128 + the signal (130 for Ctrl-C); a second
  * Ctrl-C kills at once (the library's writes are atomic, so the previous
  * checkpoint survives). A diverged run (SMJ_ERR_DIVERGED) stops with the
  * library's advice and saves nothing new.
@@ -31,12 +32,9 @@
 #include "cli.h"
 #include "train_log.h"
 
-static volatile sig_atomic_t g_interrupted;
+static volatile sig_atomic_t g_interrupted; /* the signal number, 0 = none */
 
-static void on_sigint(int sig) {
-    (void)sig;
-    g_interrupted = 1;
-}
+static void on_signal(int sig) { g_interrupted = sig; }
 
 /* What extra.user[] slots hold, to detect a resume with changed flags. */
 enum { U_BATCH, U_SEQ, U_ACCUM, U_STEPS, U_LR_BITS, U_SCHED, U_COUNT };
@@ -76,7 +74,7 @@ static int parse_schedule(const char *s, smj_schedule *out) {
 
 /* Opens a dataset and checks it against the vocabulary and context. */
 static int open_dataset(const char *cmd, train_run *r, const char *path, const char *flag,
-                        int vocab, int B, int T, smj_dataset **out) {
+                        int vocab, int T, smj_dataset **out) {
     smj_status s = smj_dataset_open(r->ctx, path, out);
     if (s != SMJ_OK) {
         char what[160];
@@ -92,7 +90,6 @@ static int open_dataset(const char *cmd, train_run *r, const char *path, const c
     if (n < (int64_t)T + 1)
         return cli_error(cmd, "%s '%s' has %lld tokens; --seq-len %d needs at least %d", flag,
                          path, (long long)n, T, T + 1);
-    (void)B;
     return 0;
 }
 
@@ -133,9 +130,9 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
     smj_status s = smj_tokenizer_load(r->ctx, a->tokenizer, &r->tok);
     if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot load --tokenizer");
     int vocab = smj_tokenizer_vocab_size(r->tok);
-    if ((rc = open_dataset(cmd, r, a->dataset, "--dataset", vocab, a->B, a->T, &r->ds))) return rc;
+    if ((rc = open_dataset(cmd, r, a->dataset, "--dataset", vocab, a->T, &r->ds))) return rc;
     if (a->val_dataset &&
-        (rc = open_dataset(cmd, r, a->val_dataset, "--val-dataset", vocab, a->B, a->T, &r->val)))
+        (rc = open_dataset(cmd, r, a->val_dataset, "--val-dataset", vocab, a->T, &r->val)))
         return rc;
 
     snprintf(r->state_path, sizeof r->state_path, "%s/state.bin", a->dir);
@@ -166,7 +163,8 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
             return cli_usage(cmd, "--seq-len %d exceeds the resumed model's context %d", a->T,
                              cfg.max_seq_len);
         if (cli_shape_flags_seen(c) || cli_seen(c, "size"))
-            fprintf(stderr, "smedjan train: note: model shape flags are ignored with --resume\n");
+            fprintf(stderr, "smedjan train: note: with --resume the model shape comes from the "
+                            "state; --size and shape flags are ignored\n");
     } else if ((rc = cli_build_config(cmd, r->ctx, c, &a->mf, vocab, a->T, &cfg))) {
         return rc;
     }
@@ -273,10 +271,11 @@ static int run_loop(const char *cmd, train_args *a, train_run *r, int64_t start)
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C kills at once */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     int64_t end = a->stop_at > 0 && a->stop_at < a->steps ? a->stop_at : a->steps;
     while (step < end && !stop && !g_interrupted) {
@@ -300,14 +299,8 @@ static int run_loop(const char *cmd, train_args *a, train_run *r, int64_t start)
         else
             last_loss = st.loss;
 
-        double val_loss = NAN;
-        int eval_now = r->val && (step % a->val_interval == 0 || step == a->steps);
-        if (eval_now && (rc = validate(cmd, a, r, &pg, step, &val_loss, &stop))) return rc;
-        if (!isnan(val_loss)) val_loss_last = val_loss;
-        metrics_row(r->metrics, &st, tok_s, val_loss);
-
-        int last = step == end || stop || g_interrupted;
-        if (pg.tty || step % a->log_interval == 0 || step == start + 1 || last) {
+        if (pg.tty || step % a->log_interval == 0 || step == start + 1 || step == end ||
+            g_interrupted) {
             double now = cli_now(), elapsed = now - t_start;
             double rate = now > t_log ? (double)(step - log_from) * tok_per_step / (now - t_log) : 0;
             double eta = (double)(a->steps - step) * elapsed / (double)(step - start);
@@ -315,6 +308,14 @@ static int run_loop(const char *cmd, train_args *a, train_run *r, int64_t start)
             t_log = now;
             log_from = step;
         }
+
+        double val_loss = NAN;
+        int eval_now = r->val && (step % a->val_interval == 0 || step == a->steps);
+        if (eval_now && (rc = validate(cmd, a, r, &pg, step, &val_loss, &stop))) return rc;
+        if (!isnan(val_loss)) val_loss_last = val_loss;
+        metrics_row(r->metrics, &st, tok_s, val_loss);
+
+        int last = step == end || stop || g_interrupted;
         if (step % a->ckpt_interval == 0 && !last) {
             if ((rc = save_all(cmd, r))) return rc;
             saved_at = step;
@@ -345,7 +346,7 @@ static int run_loop(const char *cmd, train_args *a, train_run *r, int64_t start)
     fprintf(stderr, "  metrics         %s\n", r->metrics_path);
     if (step < a->steps && !stop)
         fprintf(stderr, "resume with: smedjan train ... --resume %s\n", r->state_path);
-    return g_interrupted ? 130 : 0;
+    return g_interrupted ? 128 + g_interrupted : 0;
 }
 
 int cmd_train(int argc, char **argv) {

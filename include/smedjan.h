@@ -275,6 +275,12 @@ smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra 
 smj_status smj_checkpoint_read_config(smj_ctx *ctx, const char *path, smj_model_config *cfg,
                                       int *is_train_state);
 
+/* ------------------------------------------------------ HuggingFace interop */
+/* (section owned by the HF interop work) */
+
+/* -------------------------------------------------------------------- GGUF */
+/* (section owned by the GGUF work) */
+
 #ifdef __cplusplus
 }
 #endif

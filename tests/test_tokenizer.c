@@ -200,6 +200,11 @@ static void test_train_basic(smj_ctx *ctx) {
     o.vocab_size = (1 << 24) + 1;
     CHECK(smj_tokenizer_train(ctx, (const uint8_t *)"ab", 2, &o, &bad) == SMJ_ERR_INVALID,
           "vocab_size > 2^24 rejected");
+    /* The largest vocab_size on a tiny text stops early without trouble. */
+    o.vocab_size = 1 << 24;
+    CHECK_OK(ctx, smj_tokenizer_train(ctx, (const uint8_t *)"abcabc", 6, &o, &bad));
+    if (bad) CHECK(smj_tokenizer_num_merges(bad) == 3, "abcabc: ab, abc, abcabc (%d merges)", smj_tokenizer_num_merges(bad));
+    smj_tokenizer_free(bad);
     /* An empty text trains an empty (256 + 3) vocabulary. */
     tok = train(ctx, (const uint8_t *)"", 0, 300);
     if (tok) CHECK(smj_tokenizer_vocab_size(tok) == 259, "empty text: vocab 259");

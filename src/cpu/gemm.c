@@ -79,6 +79,11 @@
 #define SMJ_NC 1024
 #endif
 
+/* Thin (M or N == 1) products below this many flops run on one thread. */
+#ifndef SMJ_THIN_MT_FLOPS
+#define SMJ_THIN_MT_FLOPS 5e4
+#endif
+
 enum { MR = SMJ_MR, NR = SMJ_NR, KC = SMJ_KC, MC = (SMJ_MC / SMJ_MR) * SMJ_MR,
        NC = (SMJ_NC / SMJ_NR) * SMJ_NR };
 
@@ -359,14 +364,17 @@ static void gemv_dot(float *restrict y, const float *restrict W, int64_t ldw,
             s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + k), xa, s2);
             s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + k), xa, s3);
         }
-        float r0 = _mm512_reduce_add_ps(_mm512_add_ps(s0, t0));
-        float r1 = _mm512_reduce_add_ps(_mm512_add_ps(s1, t1));
-        float r2 = _mm512_reduce_add_ps(_mm512_add_ps(s2, t2));
-        float r3 = _mm512_reduce_add_ps(_mm512_add_ps(s3, t3));
-        y[j] = (beta ? y[j] : 0.0f) + r0;
-        y[j + 1] = (beta ? y[j + 1] : 0.0f) + r1;
-        y[j + 2] = (beta ? y[j + 2] : 0.0f) + r2;
-        y[j + 3] = (beta ? y[j + 3] : 0.0f) + r3;
+        /* four horizontal sums at once: fold 512 -> 256 bits, then hadd */
+        s0 = _mm512_add_ps(s0, t0), s1 = _mm512_add_ps(s1, t1);
+        s2 = _mm512_add_ps(s2, t2), s3 = _mm512_add_ps(s3, t3);
+        __m256 h0 = _mm256_add_ps(_mm512_castps512_ps256(s0), _mm512_extractf32x8_ps(s0, 1));
+        __m256 h1 = _mm256_add_ps(_mm512_castps512_ps256(s1), _mm512_extractf32x8_ps(s1, 1));
+        __m256 h2 = _mm256_add_ps(_mm512_castps512_ps256(s2), _mm512_extractf32x8_ps(s2, 1));
+        __m256 h3 = _mm256_add_ps(_mm512_castps512_ps256(s3), _mm512_extractf32x8_ps(s3, 1));
+        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(h0, h1), _mm256_hadd_ps(h2, h3));
+        __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        if (beta) r = _mm_add_ps(r, _mm_loadu_ps(y + j));
+        _mm_storeu_ps(y + j, r);
     }
 #endif
     for (; j < j1; j++) {
@@ -382,7 +390,24 @@ static void gemv_dot(float *restrict y, const float *restrict W, int64_t ldw,
 static void gemv_axpy(float *restrict y, const float *restrict W, int64_t ldw,
                       const float *restrict x, int64_t K, int beta, int64_t j0, int64_t j1) {
     enum { STRIP = 128 };
-    for (int64_t js = j0; js < j1; js += STRIP) {
+    int64_t js = j0;
+#if defined(__AVX512F__)
+    for (; js + STRIP <= j1; js += STRIP) {    /* 8 zmm accumulators in registers */
+        __m512 s[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++)
+            s[v] = beta ? _mm512_loadu_ps(y + js + 16 * v) : _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k++) {
+            const float *w = W + k * ldw + js;
+            __m512 xk = _mm512_set1_ps(x[k]);
+#pragma GCC unroll 8
+            for (int v = 0; v < 8; v++) s[v] = _mm512_fmadd_ps(xk, _mm512_loadu_ps(w + 16 * v), s[v]);
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) _mm512_storeu_ps(y + js + 16 * v, s[v]);
+    }
+#endif
+    for (; js < j1; js += STRIP) {
         int64_t n = min64(STRIP, j1 - js);
         float s[STRIP];
         for (int64_t j = 0; j < n; j++) s[j] = beta ? y[js + j] : 0.0f;
@@ -448,7 +473,6 @@ void smj_sgemm(int nt, float *C, const float *A, const float *B, int64_t M, int6
     return;
 #endif
     double flops = 2.0 * (double)M * (double)N * (double)K;
-    if (flops < 2e5) nt = 1;                    /* not worth waking a team */
 
     if (M == 1 || N == 1) {
         /* y = one row (M == 1) or one column (N == 1) of C, contiguous either
@@ -457,7 +481,11 @@ void smj_sgemm(int nt, float *C, const float *A, const float *B, int64_t M, int6
         const float *x = M == 1 ? A : B, *W = M == 1 ? B : A;
         int dot = M == 1 ? transB : !transA;    /* W's rows run along k? */
         int64_t ldw = dot ? K : len;
-        if ((double)len < 64.0 * nt) nt = 1;
+        if ((double)len < 64.0 * nt || flops < SMJ_THIN_MT_FLOPS) nt = 1;
+        if (nt == 1) {
+            (dot ? gemv_dot : gemv_axpy)(C, W, ldw, x, K, acc, 0, len);
+            return;
+        }
         #pragma omp parallel num_threads(nt)
         {
             int t = 0, T = 1;
@@ -475,6 +503,7 @@ void smj_sgemm(int nt, float *C, const float *A, const float *B, int64_t M, int6
         return;
     }
 
+    if (flops < 2e5) nt = 1;                    /* not worth waking a team */
     int64_t mt = cdiv(M, MR), ntl = cdiv(N, NR);
     int pm, pn;
     choose_grid(nt, mt, ntl, &pm, &pn);

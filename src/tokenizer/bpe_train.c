@@ -272,9 +272,12 @@ smj_status smj_tokenizer_train(smj_ctx *ctx, const uint8_t *text, size_t n,
     int target = opts->vocab_size - 259;
     trainer T0 = {0}, *T = &T0;
     T->ctx = ctx;
-    int32_t *merges = malloc(2 * (size_t)target * sizeof *merges);
-    uint64_t *toklen = malloc((256 + (size_t)target) * sizeof *toklen);
-    if (!merges || !toklen) TRAIN_OOM(T, "merge table");
+    /* Grown as merges are made: a huge vocab_size on a small text must not
+     * allocate for merges that will never exist. */
+    int32_t *merges = NULL;
+    uint64_t *toklen = NULL;
+    size_t cap_merges = 0, cap_toklen = 0;
+    if (grow((void **)&toklen, &cap_toklen, 256, sizeof *toklen)) TRAIN_OOM(T, "merge table");
     if (wmap_rehash(T, 1 << 12) || pmap_rehash(T, 1 << 12)) TRAIN_OOM(T, "hash maps");
 
     /* 1. distinct pre-tokens, in order of first occurrence */
@@ -324,6 +327,9 @@ smj_status smj_tokenizer_train(smj_ctx *ctx, const uint8_t *text, size_t n,
         int32_t a = (int32_t)(e.key >> 32), b = (int32_t)(uint32_t)e.key, z = 256 + m;
         token_bytes += toklen[a] + toklen[b];
         if (token_bytes > SMJ_TOK_MAX_TOKEN_BYTES) break;
+        if (grow((void **)&merges, &cap_merges, 2 * (size_t)m + 2, sizeof *merges) ||
+            grow((void **)&toklen, &cap_toklen, (size_t)z + 1, sizeof *toklen))
+            TRAIN_OOM(T, "merge table");
         toklen[z] = toklen[a] + toklen[b];
         merges[2 * m] = a;
         merges[2 * m + 1] = b;

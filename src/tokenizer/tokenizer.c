@@ -45,7 +45,7 @@ struct smj_tokenizer {
 #define EMPTY_KEY UINT64_MAX
 #define HEADER_BYTES 24 /* magic 8, version, pattern, n_merges, n_special */
 #define CACHE_MAX_WORD 48
-#define CACHE_SLOTS (1u << 16)
+#define CACHE_MAX_SLOTS (1u << 16)
 
 static const char *const default_special[3] = {"<|pad|>", "<|begin_of_text|>", "<|end_of_text|>"};
 
@@ -235,9 +235,16 @@ smj_status smj_tokenizer_from_bytes(smj_ctx *ctx, const uint8_t *data, size_t n,
                  "the file is corrupt", name, stored, crc);
     int32_t *m = malloc(((size_t)n_merges * 2 + 1) * sizeof *m);
     if (!m) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "%s: out of memory for %u merges", name, n_merges);
-    for (size_t i = 0; i < 2 * (size_t)n_merges; i++) {
-        uint32_t v = smj_rd_u32(data + HEADER_BYTES + 4 * i);
-        m[i] = v >= (uint32_t)SMJ_TOK_MAX_VOCAB ? -1 : (int32_t)v; /* -1 fails in build() */
+    for (uint32_t i = 0; i < n_merges; i++) {
+        uint32_t l = smj_rd_u32(data + HEADER_BYTES + 8 * (size_t)i);
+        uint32_t r = smj_rd_u32(data + HEADER_BYTES + 8 * (size_t)i + 4);
+        if (l >= 256 + i || r >= 256 + i) {
+            free(m);
+            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: merge %u (%u, %u) refers to a token not defined "
+                     "before it (ids must be < %u)", name, i, l, r, 256 + i);
+        }
+        m[2 * (size_t)i] = (int32_t)l;
+        m[2 * (size_t)i + 1] = (int32_t)r;
     }
     return build(ctx, m, (int)n_merges, (int)n_special, stext, slen, SMJ_ERR_FORMAT, name, out);
 }
@@ -334,7 +341,8 @@ typedef struct {
     int32_t *sym, *next, *prev; /* symbols: token id and neighbours (-1 none) */
     cand *heap;
     size_t cap, n_heap;
-    cache_slot *slots;          /* CACHE_SLOTS entries, hash 0 = empty */
+    cache_slot *slots;          /* cache_mask + 1 entries (a power of two), hash 0 = empty */
+    size_t cache_mask;
     uint8_t *cwords; size_t cwords_len, cwords_cap;
     int32_t *ctoks; size_t ctoks_len, ctoks_cap;
     size_t cache_used;
@@ -434,7 +442,7 @@ static uint64_t word_hash(const uint8_t *w, size_t n) {
 
 /* Looks w up in the memo; returns its slot (hit when slot->hash != 0). */
 static cache_slot *cache_find(enc_scratch *s, const uint8_t *w, size_t n, uint64_t h) {
-    for (size_t i = h & (CACHE_SLOTS - 1);; i = (i + 1) & (CACHE_SLOTS - 1)) {
+    for (size_t i = h & s->cache_mask;; i = (i + 1) & s->cache_mask) {
         cache_slot *c = &s->slots[i];
         if (c->hash == 0) return c;
         if (c->hash == h && c->word_len == n && memcmp(s->cwords + c->word_off, w, n) == 0) return c;
@@ -445,7 +453,7 @@ static cache_slot *cache_find(enc_scratch *s, const uint8_t *w, size_t n, uint64
  * memo is half full or an arena cannot grow (the memo is only a speed-up). */
 static void cache_put(enc_scratch *s, cache_slot *c, uint64_t h, const uint8_t *w, size_t n,
                       const int32_t *ids, size_t k) {
-    if (s->cache_used >= CACHE_SLOTS / 2) return;
+    if (s->cache_used >= (s->cache_mask + 1) / 2) return;
     if (s->cwords_len + n > s->cwords_cap) {
         size_t cap = s->cwords_cap ? s->cwords_cap * 2 : 1 << 16;
         uint8_t *p = realloc(s->cwords, cap);
@@ -474,7 +482,10 @@ smj_status smj_tokenizer_encode(smj_ctx *ctx, const smj_tokenizer *t, const uint
     /* Every token covers at least one byte, so n ids always suffice. */
     int32_t *out = malloc((n ? n : 1) * sizeof *out);
     enc_scratch s = {0};
-    s.slots = calloc(CACHE_SLOTS, sizeof *s.slots);
+    size_t slots = 64; /* memo sized to the text: about one slot per 8 bytes */
+    while (slots < CACHE_MAX_SLOTS && slots < n / 8) slots *= 2;
+    s.cache_mask = slots - 1;
+    s.slots = calloc(slots, sizeof *s.slots);
     if (!out || !s.slots) {
         free(out); scratch_free(&s);
         SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "tokenizer encode: out of memory for %zu bytes of text", n);

@@ -44,9 +44,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t nb;
     if (smj_tokenizer_encode(ctx, tok, data, size, &ids, &n_ids) != SMJ_OK) abort();
     if (n_ids > size) abort();
-    int vocab = smj_tokenizer_vocab_size(tok), eos = smj_tokenizer_special_id(tok, SMJ_TOKEN_PAD);
+    int vocab = smj_tokenizer_vocab_size(tok), first_special = smj_tokenizer_special_id(tok, SMJ_TOKEN_PAD);
     for (size_t i = 0; i < n_ids; i++)
-        if (ids[i] < 0 || ids[i] >= vocab || ids[i] >= eos) abort(); /* never a special id */
+        if (ids[i] < 0 || ids[i] >= vocab || ids[i] >= first_special) abort(); /* never a special id */
     if (smj_tokenizer_decode(ctx, tok, ids, n_ids, &back, &nb) != SMJ_OK) abort();
     if (nb != size || (size && memcmp(back, data, size) != 0)) abort();
     smj_free(ids);

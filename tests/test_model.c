@@ -1,0 +1,437 @@
+/* test_model.c — the model, trainer, checkpoints and sessions through the
+ * public API:
+ *  - whole-model gradient check by finite differences (directional, loss
+ *    accumulated in double) on a tiny GQA + QK-norm config, both backends;
+ *  - two half-size micro-batches accumulate the gradient of one full batch,
+ *    and the trainer's --grad-accum 2 step equals the 2x batch step;
+ *  - resume is bit-identical: 3 steps + save + load + 3 steps == 6 steps;
+ *  - an injected NaN gradient skips the step (weights and moments untouched)
+ *    and is counted; repeated ones stop training with advice;
+ *  - corrupt, truncated and wrong-kind checkpoints and datasets fail with
+ *    SMJ_ERR_FORMAT/IO and a message naming the file;
+ *  - KV-cache decoding reproduces the full forward's logits at every
+ *    position, across the session's chunk boundary;
+ *  - learning-rate schedules and the sampler.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../src/core/core.h"
+#include "util/check.h"
+
+static smj_model_config tiny_cfg(void) {
+    smj_model_config c = {.vocab_size = 50, .dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                          .head_dim = 8, .ffn_hidden = 40, .max_seq_len = 160, .rope_theta = 10000.0f,
+                          .norm_eps = 1e-5f, .tied_embeddings = 0, .qk_norm = 1};
+    return c;
+}
+
+static char *path_in_tmp(const char *name) {
+    static char buf[8][600];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 600, "%s/%s", test_tmpdir(), name);
+    return p;
+}
+
+static smj_dataset *make_dataset(smj_ctx *ctx, const char *name, int64_t n, int V, uint64_t seed) {
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    uint64_t s = seed;
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)((i * 7 + (int64_t)(smj_splitmix64(&s) % 5)) % V);
+    char *p = path_in_tmp(name);
+    CHECK_OK(ctx, smj_dataset_write(ctx, p, ids, n, V));
+    free(ids);
+    smj_dataset *ds = NULL;
+    CHECK_OK(ctx, smj_dataset_open(ctx, p, &ds));
+    return ds;
+}
+
+/* Loss over fixed inputs, summed in double by the library. */
+static double loss_of(smj_ctx *ctx, smj_model *m, const int32_t *x, const int32_t *y, int B, int T) {
+    float l = 0;
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &l));
+    return l;
+}
+
+static void gradient_check(smj_backend_kind kind) {
+    smj_ctx_options o = {.threads = 2, .backend = kind};
+    smj_ctx *ctx = smj_ctx_create(&o);
+    smj_model_config c = tiny_cfg();
+    smj_model *m = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &c, 7, &m));
+    int B = 2, T = 9;
+    int32_t x[18], y[18];
+    for (int i = 0; i < 18; i++) { x[i] = (i * 13 + 5) % 50; y[i] = (i * 29 + 3) % 50; }
+    y[4] = -1; /* an ignored target */
+    /* scale weights up so the loss surface has curvature worth checking */
+    int n = smj_model_num_tensors(m);
+    for (int i = 0; i < n; i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        for (int64_t j = 0; j < v.numel; j++) v.data[j] *= v.ndim >= 2 ? 8.0f : 1.0f + 0.1f * (float)sin((double)j);
+    }
+    CHECK_OK(ctx, smj_model_zero_grad(m));
+    loss_of(ctx, m, x, y, B, T);
+    CHECK_OK(ctx, smj_model_backward(m, 1.0f));
+    /* direction: the gradient itself, and a fixed pseudo-random one */
+    int64_t P = smj_model_num_params(m);
+    float *p0 = malloc(sizeof(float) * (size_t)P), *g = malloc(sizeof(float) * (size_t)P), *d = malloc(sizeof(float) * (size_t)P);
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        memcpy(p0 + off, v.data, sizeof(float) * (size_t)v.numel);
+        memcpy(g + off, v.grad, sizeof(float) * (size_t)v.numel);
+        off += v.numel;
+    }
+    for (int dir = 0; dir < 2; dir++) {
+        double gn = 0, gd = 0;
+        uint64_t s = 99;
+        for (int64_t j = 0; j < P; j++) d[j] = dir == 0 ? g[j] : (float)((int64_t)(smj_splitmix64(&s) % 2001) - 1000) / 1000.0f;
+        for (int64_t j = 0; j < P; j++) gn += (double)d[j] * d[j];
+        gn = sqrt(gn);
+        for (int64_t j = 0; j < P; j++) { d[j] /= (float)gn; gd += (double)g[j] * d[j]; }
+        double h = 2e-3, lp = 0, lm = 0;
+        for (int sgn = -1; sgn <= 1; sgn += 2) {
+            off = 0;
+            for (int i = 0; i < n; i++) {
+                smj_tensor_view v;
+                smj_model_tensor(m, i, &v);
+                for (int64_t j = 0; j < v.numel; j++) v.data[j] = p0[off + j] + (float)(sgn * h) * d[off + j];
+                off += v.numel;
+            }
+            double l = loss_of(ctx, m, x, y, B, T);
+            if (sgn < 0) lm = l; else lp = l;
+        }
+        double num = (lp - lm) / (2 * h), rel = fabs(num - gd) / fmax(fabs(gd), 1e-3);
+        CHECK(rel < 2e-3, "%s: directional derivative %d: finite difference %.6g vs gradient %.6g (rel %.2g)",
+              smj_ctx_backend_name(ctx), dir, num, gd, rel);
+    }
+    free(p0); free(g); free(d);
+    smj_model_free(m);
+    smj_ctx_free(ctx);
+}
+
+static float *grads_copy(smj_model *m) {
+    int64_t P = smj_model_num_params(m), off = 0;
+    float *g = malloc(sizeof(float) * (size_t)P);
+    for (int i = 0; i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        memcpy(g + off, v.grad, sizeof(float) * (size_t)v.numel);
+        off += v.numel;
+    }
+    return g;
+}
+static float *params_copy(smj_model *m) {
+    int64_t P = smj_model_num_params(m), off = 0;
+    float *g = malloc(sizeof(float) * (size_t)P);
+    for (int i = 0; i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        memcpy(g + off, v.data, sizeof(float) * (size_t)v.numel);
+        off += v.numel;
+    }
+    return g;
+}
+
+static void accumulation(smj_ctx *ctx) {
+    smj_model_config c = tiny_cfg();
+    smj_model *m = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &c, 3, &m));
+    int T = 8;
+    int32_t x[32], y[32];
+    for (int i = 0; i < 32; i++) { x[i] = (i * 17 + 1) % 50; y[i] = (i * 11 + 2) % 50; }
+    CHECK_OK(ctx, smj_model_zero_grad(m));
+    loss_of(ctx, m, x, y, 4, T);
+    CHECK_OK(ctx, smj_model_backward(m, 1.0f));
+    float *big = grads_copy(m);
+    CHECK_OK(ctx, smj_model_zero_grad(m));
+    loss_of(ctx, m, x, y, 2, T);
+    CHECK_OK(ctx, smj_model_backward(m, 0.5f));
+    loss_of(ctx, m, x + 16, y + 16, 2, T);
+    CHECK_OK(ctx, smj_model_backward(m, 0.5f));
+    float *acc = grads_copy(m);
+    double e = rel_l2(acc, big, smj_model_num_params(m));
+    CHECK(e < 1e-6, "two accumulated micro-batches vs one batch: gradient rel L2 %.3g", e);
+    free(big); free(acc);
+    smj_model_free(m);
+    m = NULL;
+
+    /* trainer: B=4 x 1 vs B=2 x accum 2 over the same data */
+    smj_dataset *ds = make_dataset(ctx, "accum.bin", 2000, 50, 5);
+    smj_optim_options o;
+    smj_optim_defaults(&o);
+    o.lr = 1e-3f; o.total_steps = 4; o.schedule = SMJ_SCHED_CONSTANT;
+    float *pa = NULL, *pb = NULL, la[4], lb[4];
+    for (int run = 0; run < 2; run++) {
+        smj_model *mm = NULL;
+        smj_trainer *t = NULL;
+        CHECK_OK(ctx, smj_model_create(ctx, &c, 3, &mm));
+        CHECK_OK(ctx, smj_trainer_create(mm, &o, &t));
+        for (int s = 0; s < 4; s++) {
+            smj_step_stats st;
+            CHECK_OK(ctx, smj_trainer_step(t, ds, run ? 2 : 4, T, run ? 2 : 1, &st));
+            (run ? lb : la)[s] = st.loss;
+        }
+        *(run ? &pb : &pa) = params_copy(mm);
+        smj_trainer_free(t);
+        smj_model_free(mm);
+    }
+    for (int s = 0; s < 4; s++) CHECK(fabsf(la[s] - lb[s]) <= 1e-5f * fabsf(la[s]), "accum step %d loss %.7g vs %.7g", s, lb[s], la[s]);
+    e = rel_l2(pb, pa, smj_config_num_params(&c));
+    CHECK(e < 1e-5, "grad-accum 2 x B2 vs B4 after 4 AdamW steps: weights rel L2 %.3g", e);
+    free(pa); free(pb);
+    smj_dataset_free(ds);
+}
+
+static void resume(smj_ctx *ctx) {
+    smj_model_config c = tiny_cfg();
+    smj_dataset *ds = make_dataset(ctx, "resume.bin", 3000, 50, 9);
+    smj_optim_options o;
+    smj_optim_defaults(&o);
+    o.lr = 3e-3f; o.total_steps = 6; o.warmup_steps = 2;
+    float straight[6], resumed[6];
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    smj_step_stats st;
+    CHECK_OK(ctx, smj_model_create(ctx, &c, 11, &m));
+    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+    for (int s = 0; s < 6; s++) { CHECK_OK(ctx, smj_trainer_step(t, ds, 3, 16, 1, &st)); straight[s] = st.loss; }
+    float *p_straight = params_copy(m);
+    smj_trainer_free(t);
+    smj_model_free(m);
+
+    const char *state = path_in_tmp("state.bin");
+    CHECK_OK(ctx, smj_model_create(ctx, &c, 11, &m));
+    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+    for (int s = 0; s < 3; s++) { CHECK_OK(ctx, smj_trainer_step(t, ds, 3, 16, 1, &st)); resumed[s] = st.loss; }
+    smj_trainer_extra x = {.best_val_loss = 1.25, .patience_left = 4, .user = {1, 2, 3, 4, 5, 6}};
+    CHECK_OK(ctx, smj_trainer_save(t, state, &x));
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_model_config c2;
+    int is_state = 0;
+    CHECK_OK(ctx, smj_checkpoint_read_config(ctx, state, &c2, &is_state));
+    CHECK(is_state == 1 && memcmp(&c2, &c, sizeof c) == 0, "config read back from the training state");
+    CHECK_OK(ctx, smj_model_create(ctx, &c2, 999, &m)); /* different init: must be overwritten */
+    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+    smj_trainer_extra y;
+    CHECK_OK(ctx, smj_trainer_load(t, state, &y));
+    CHECK(y.best_val_loss == 1.25 && y.patience_left == 4 && y.user[5] == 6, "trainer extra restored");
+    CHECK(smj_trainer_step_count(t) == 3, "step count restored (%lld)", (long long)smj_trainer_step_count(t));
+    for (int s = 3; s < 6; s++) { CHECK_OK(ctx, smj_trainer_step(t, ds, 3, 16, 1, &st)); resumed[s] = st.loss; }
+    float *p_resumed = params_copy(m);
+    CHECK(memcmp(straight, resumed, sizeof straight) == 0, "resumed losses are bit-identical (step 6: %.9g vs %.9g)",
+          resumed[5], straight[5]);
+    CHECK(memcmp(p_straight, p_resumed, sizeof(float) * (size_t)smj_model_num_params(m)) == 0,
+          "resumed weights are bit-identical");
+    /* a model checkpoint is not a training state */
+    const char *ck = path_in_tmp("model.ckpt");
+    CHECK_OK(ctx, smj_model_save(m, ck));
+    smj_status s = smj_trainer_load(t, ck, NULL);
+    CHECK(s == SMJ_ERR_FORMAT && strstr(smj_ctx_error(ctx), "model.ckpt"), "loading a model checkpoint as a state: %s", smj_ctx_error(ctx));
+    /* the model checkpoint reloads to the same weights */
+    smj_model *m2 = NULL;
+    CHECK_OK(ctx, smj_model_load(ctx, ck, &m2));
+    float *p2 = params_copy(m2);
+    CHECK(m2 && memcmp(p2, p_resumed, sizeof(float) * (size_t)smj_model_num_params(m)) == 0, "checkpoint round trip");
+    free(p2);
+    smj_model_free(m2);
+    free(p_straight); free(p_resumed);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_dataset_free(ds);
+}
+
+static void nonfinite(smj_ctx *ctx) {
+    smj_model_config c = tiny_cfg();
+    smj_dataset *ds = make_dataset(ctx, "nan.bin", 1000, 50, 2);
+    smj_optim_options o;
+    smj_optim_defaults(&o);
+    o.max_bad_steps = 3;
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    smj_step_stats st;
+    CHECK_OK(ctx, smj_model_create(ctx, &c, 1, &m));
+    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+    CHECK_OK(ctx, smj_trainer_step(t, ds, 2, 8, 1, &st));
+    CHECK(!st.skipped, "a normal step is not skipped");
+    float *before = params_copy(m);
+    const char *s1 = path_in_tmp("nan_before.bin"), *s2 = path_in_tmp("nan_after.bin");
+    CHECK_OK(ctx, smj_trainer_save(t, s1, NULL));
+    smj_trainer_debug_poison_next(t);
+    CHECK_OK(ctx, smj_trainer_step(t, ds, 2, 8, 1, &st));
+    CHECK(st.skipped == 1 && st.bad_steps_total == 1, "NaN gradient: skipped=%d total=%lld", st.skipped, (long long)st.bad_steps_total);
+    float *after = params_copy(m);
+    CHECK(memcmp(before, after, sizeof(float) * (size_t)smj_model_num_params(m)) == 0, "a skipped step leaves the weights untouched");
+    /* moments untouched too: the saved optimizer tensors are identical */
+    CHECK_OK(ctx, smj_trainer_save(t, s2, NULL));
+    uint8_t *fa = NULL, *fb = NULL;
+    size_t la = 0, lb = 0;
+    CHECK_OK(ctx, smj_read_file(ctx, s1, &fa, &la));
+    CHECK_OK(ctx, smj_read_file(ctx, s2, &fb, &lb));
+    /* the files differ only in the metadata (step, cursor, counters): compare the tail holding the moments */
+    size_t mom = sizeof(float) * (size_t)smj_model_num_params(m) * 2 + 200;
+    CHECK(la == lb && la > mom && memcmp(fa + la - mom, fb + lb - mom, mom - 4) == 0, "a skipped step leaves the AdamW moments untouched");
+    free(fa); free(fb);
+    CHECK_OK(ctx, smj_trainer_step(t, ds, 2, 8, 1, &st));
+    CHECK(!st.skipped, "training continues after a skipped step");
+    smj_status s = SMJ_OK;
+    for (int i = 0; i < 3 && s == SMJ_OK; i++) {
+        smj_trainer_debug_poison_next(t);
+        s = smj_trainer_step(t, ds, 2, 8, 1, &st);
+    }
+    CHECK(s == SMJ_ERR_DIVERGED && strstr(smj_ctx_error(ctx), "--lr"), "3 bad steps in a row stop training: %s", smj_ctx_error(ctx));
+    free(before); free(after);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_dataset_free(ds);
+}
+
+static void write_bytes(const char *path, const uint8_t *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    fwrite(p, 1, n, f);
+    fclose(f);
+}
+
+static void corrupt_files(smj_ctx *ctx) {
+    smj_model_config c = tiny_cfg();
+    smj_model *m = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &c, 1, &m));
+    const char *ck = path_in_tmp("good.ckpt"), *bad = path_in_tmp("bad.ckpt");
+    CHECK_OK(ctx, smj_model_save(m, ck));
+    uint8_t *data;
+    size_t n;
+    CHECK_OK(ctx, smj_read_file(ctx, ck, &data, &n));
+    smj_model *out = NULL;
+    size_t cuts[] = {0, 7, 39, 41, 200, n / 2, n - 5, n - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        write_bytes(bad, data, cuts[i]);
+        smj_status s = smj_model_load(ctx, bad, &out);
+        CHECK(s == SMJ_ERR_FORMAT && out == NULL && strstr(smj_ctx_error(ctx), "bad.ckpt"),
+              "checkpoint truncated to %zu bytes: status %d, %s", cuts[i], s, smj_ctx_error(ctx));
+    }
+    size_t flips[] = {0, 9, 13, 20, 60, n / 3, n - 2};
+    for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+        data[flips[i]] ^= 0x10;
+        write_bytes(bad, data, n);
+        data[flips[i]] ^= 0x10;
+        smj_status s = smj_model_load(ctx, bad, &out);
+        CHECK(s == SMJ_ERR_FORMAT && out == NULL, "checkpoint with byte %zu flipped: status %d, %s", flips[i], s, smj_ctx_error(ctx));
+    }
+    smj_status s = smj_model_load(ctx, path_in_tmp("missing.ckpt"), &out);
+    CHECK(s == SMJ_ERR_IO && strstr(smj_ctx_error(ctx), "missing.ckpt"), "missing checkpoint: %s", smj_ctx_error(ctx));
+    free(data);
+    /* datasets */
+    smj_dataset *ds = make_dataset(ctx, "good_ds.bin", 100, 50, 1);
+    smj_dataset_free(ds);
+    CHECK_OK(ctx, smj_read_file(ctx, path_in_tmp("good_ds.bin"), &data, &n));
+    const char *bds = path_in_tmp("bad_ds.bin");
+    write_bytes(bds, data, n - 1);
+    ds = NULL;
+    s = smj_dataset_open(ctx, bds, &ds);
+    CHECK(s == SMJ_ERR_FORMAT && !ds && strstr(smj_ctx_error(ctx), "bad_ds.bin"), "truncated dataset: %s", smj_ctx_error(ctx));
+    data[70] ^= 1;
+    write_bytes(bds, data, n);
+    s = smj_dataset_open(ctx, bds, &ds);
+    CHECK(s == SMJ_ERR_FORMAT, "dataset with a flipped token: %s", smj_ctx_error(ctx));
+    data[70] ^= 1;
+    data[1] = 'X';
+    write_bytes(bds, data, n);
+    s = smj_dataset_open(ctx, bds, &ds);
+    CHECK(s == SMJ_ERR_FORMAT && strstr(smj_ctx_error(ctx), "magic"), "dataset with bad magic: %s", smj_ctx_error(ctx));
+    free(data);
+    /* writing over an existing file fails cleanly and leaves it intact */
+    s = smj_model_save(m, path_in_tmp("no/such/dir/x.ckpt"));
+    CHECK(s == SMJ_ERR_IO, "saving into a missing directory: %s", smj_ctx_error(ctx));
+    smj_model_free(m);
+}
+
+static void sessions(smj_ctx *ctx) {
+    smj_model_config c = tiny_cfg();
+    smj_model *m = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &c, 21, &m));
+    int T = 150; /* crosses the session's 64-row chunks */
+    int32_t ids[150];
+    for (int i = 0; i < T; i++) ids[i] = (i * 31 + 7) % 50;
+    CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 1, T, NULL));
+    float *full = malloc(sizeof(float) * 150 * 50);
+    memcpy(full, smj_model_logits(m), sizeof(float) * 150 * 50);
+    smj_session *s = NULL;
+    CHECK_OK(ctx, smj_session_create(m, T, &s));
+    const float *lg;
+    double worst = 0;
+    /* prompt of 70 in one feed, then one token at a time */
+    CHECK_OK(ctx, smj_session_feed(s, ids, 70, &lg));
+    worst = fmax(worst, rel_l2(lg, full + 69 * 50, 50));
+    for (int t = 70; t < T; t++) {
+        CHECK_OK(ctx, smj_session_feed(s, ids + t, 1, &lg));
+        worst = fmax(worst, rel_l2(lg, full + (int64_t)t * 50, 50));
+    }
+    CHECK(worst < 1e-5, "KV-cache decoding vs full forward: worst rel L2 %.3g", worst);
+    CHECK(smj_session_length(s) == T, "session length");
+    smj_status st = smj_session_feed(s, ids, 1, &lg);
+    CHECK(st == SMJ_ERR_INVALID && strstr(smj_ctx_error(ctx), "full"), "feeding past the cache: %s", smj_ctx_error(ctx));
+    smj_session_reset(s);
+    CHECK_OK(ctx, smj_session_feed(s, ids, 5, &lg));
+    CHECK(rel_l2(lg, full + 4 * 50, 50) < 1e-5, "after reset the session starts over");
+    free(full);
+    smj_session_free(s);
+    smj_model_free(m);
+}
+
+static void schedules_and_sampler(void) {
+    smj_optim_options o;
+    smj_optim_defaults(&o);
+    o.lr = 1.0f; o.min_lr_ratio = 0.1f; o.warmup_steps = 10; o.total_steps = 110;
+    CHECK(fabsf(smj_lr_at(&o, 0) - 0.1f) < 1e-6f && fabsf(smj_lr_at(&o, 9) - 1.0f) < 1e-6f, "linear warmup");
+    CHECK(fabsf(smj_lr_at(&o, 60) - 0.55f) < 1e-6f, "cosine midpoint %.7g", smj_lr_at(&o, 60));
+    CHECK(fabsf(smj_lr_at(&o, 110) - 0.1f) < 1e-6f && fabsf(smj_lr_at(&o, 500) - 0.1f) < 1e-6f, "cosine floor");
+    o.schedule = SMJ_SCHED_LINEAR;
+    CHECK(fabsf(smj_lr_at(&o, 60) - 0.55f) < 1e-6f, "linear midpoint");
+    o.schedule = SMJ_SCHED_CONSTANT;
+    CHECK(smj_lr_at(&o, 100) == 1.0f, "constant");
+    o.schedule = SMJ_SCHED_WSD; o.wsd_decay_frac = 0.2f; /* stable until step 88, then linear to 0.1 at 110 */
+    CHECK(smj_lr_at(&o, 80) == 1.0f && fabsf(smj_lr_at(&o, 99) - 0.55f) < 1e-6f && fabsf(smj_lr_at(&o, 110) - 0.1f) < 1e-6f, "WSD");
+
+    float lg[6] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f, 1.95f}, scratch[6];
+    smj_sampler_options so;
+    smj_sampler_defaults(&so);
+    uint64_t rs = 1;
+    so.temperature = 0;
+    CHECK(smj_sample(lg, 6, &so, NULL, 0, &rs, scratch) == 1, "greedy picks the argmax");
+    int32_t hist[2] = {1, 1};
+    so.repetition_penalty = 1.5f;
+    CHECK(smj_sample(lg, 6, &so, hist, 2, &rs, scratch) == 5, "repetition penalty demotes a seen token");
+    so.repetition_penalty = 1.0f;
+    so.temperature = 1.0f; so.top_k = 1;
+    for (int i = 0; i < 20; i++) CHECK(smj_sample(lg, 6, &so, NULL, 0, &rs, scratch) == 1, "top-k 1 is greedy");
+    so.top_k = 0; so.top_p = 0.01f;
+    CHECK(smj_sample(lg, 6, &so, NULL, 0, &rs, scratch) == 1, "tiny top-p is greedy");
+    so.top_p = 1.0f; so.min_p = 0.93f; /* keeps only tokens within 93% of the best: 1 (2.0) and 5 (e^-0.05 = 0.95) */
+    int seen[6] = {0};
+    for (int i = 0; i < 200; i++) seen[smj_sample(lg, 6, &so, NULL, 0, &rs, scratch)]++;
+    CHECK(seen[0] + seen[2] + seen[3] + seen[4] == 0 && seen[1] > 0 && seen[5] > 0, "min-p keeps exactly the tokens near the top");
+    so.min_p = 0; so.top_k = 0;
+    uint64_t r1 = 5, r2 = 5;
+    int same = 1;
+    for (int i = 0; i < 50; i++) same &= smj_sample(lg, 6, &so, NULL, 0, &r1, scratch) == smj_sample(lg, 6, &so, NULL, 0, &r2, scratch);
+    CHECK(same, "sampling is deterministic for a seed");
+}
+
+int main(void) {
+    gradient_check(SMJ_BACKEND_REF);
+    gradient_check(SMJ_BACKEND_CPU);
+    smj_ctx_options o = {.threads = 2, .backend = SMJ_BACKEND_CPU};
+    smj_ctx *ctx = smj_ctx_create(&o);
+    accumulation(ctx);
+    resume(ctx);
+    nonfinite(ctx);
+    corrupt_files(ctx);
+    sessions(ctx);
+    schedules_and_sampler();
+    smj_ctx_free(ctx);
+    run_cmd("rm -rf '%s'", test_tmpdir());
+    return check_summary("test_model");
+}
