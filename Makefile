@@ -56,23 +56,28 @@ all: report $(BIN) $(LIB)
 report:
 	@echo "smedjan build ($(BUILD)): ✓ OpenMP  ✓ $(BLAS_MSG)  ✗ CUDA (not in this build)$(if $(filter 1,$(SANITIZE)),  ✓ ASan+UBSan)"
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h tests/util/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h tests/util/*.h cli/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@echo "  AR    $@"
+	@rm -f $@ && ar rcs $@ $^
 
 $(BIN): $(CLI_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	@echo "  LINK  $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTU_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	@echo "  LINK  $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/driver.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	@echo "  LINK  $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 fuzz: $(FUZZERS)
 

@@ -281,6 +281,104 @@ smj_status smj_checkpoint_read_config(smj_ctx *ctx, const char *path, smj_model_
 /* -------------------------------------------------------------------- GGUF */
 /* (section owned by the GGUF work) */
 
+/* GGUF (v3) is the format llama.cpp and its ecosystem load; it is also
+ * smedjan's quantized format. smj_export_gguf writes a model and its
+ * tokenizer so that llama.cpp runs the file as is (docs/GGUF.md): arch
+ * "llama" (Q/K rows permuted for its interleaved RoPE) or "qwen3" when the
+ * model has QK-norm, the byte-level BPE vocabulary as a "gpt2" tokenizer with
+ * the "gpt-2" pre-tokenizer, no BOS added. */
+
+typedef enum {
+    SMJ_QUANT_F32 = 0, /* every tensor fp32 */
+    SMJ_QUANT_F16,     /* 2-D tensors IEEE half (round to nearest even), norms fp32 */
+    SMJ_QUANT_Q8_0,    /* 2-D tensors GGML q8_0 (8-bit, 32-value blocks), norms fp32 */
+    SMJ_QUANT_Q4_0     /* 2-D tensors GGML q4_0 (4-bit, 32-value blocks), norms fp32 */
+} smj_quant;
+
+/* "f32", "f16", "q8_0", "q4_0" (case-insensitive) -> *out; SMJ_ERR_INVALID
+ * with the list of names otherwise. */
+smj_status smj_quant_parse(smj_ctx *ctx, const char *name, smj_quant *out);
+const char *smj_quant_name(smj_quant q);
+
+/* What smj_export_gguf wrote (for the CLI's summary). */
+typedef struct {
+    const char *arch;   /* "llama" or "qwen3" */
+    int n_tensors;
+    int n_f32, n_f16, n_q8_0, n_q4_0;
+    /* 2-D tensors that q8_0/q4_0 asked for but whose rows are not a multiple
+     * of 32 values: stored f16 instead. */
+    int n_f16_fallback;
+    int n_vocab_padding; /* unused tokens added when the model's vocab exceeds the tokenizer's */
+    int64_t file_bytes;
+} smj_gguf_export_info;
+
+/* Writes m and tok as a GGUF file at path atomically (temp file + rename;
+ * nothing is left behind on failure). The model's vocab_size must be at
+ * least the tokenizer's. info may be NULL. */
+smj_status smj_export_gguf(smj_model *m, const smj_tokenizer *tok, const char *path, smj_quant q,
+                           smj_gguf_export_info *info);
+
+/* ---- reading (validating) GGUF files */
+
+typedef struct smj_gguf smj_gguf;
+
+/* Value types of GGUF metadata (the spec's gguf_metadata_value_type). */
+typedef enum {
+    SMJ_GGUF_UINT8 = 0, SMJ_GGUF_INT8, SMJ_GGUF_UINT16, SMJ_GGUF_INT16, SMJ_GGUF_UINT32,
+    SMJ_GGUF_INT32, SMJ_GGUF_FLOAT32, SMJ_GGUF_BOOL, SMJ_GGUF_STRING, SMJ_GGUF_ARRAY,
+    SMJ_GGUF_UINT64, SMJ_GGUF_INT64, SMJ_GGUF_FLOAT64
+} smj_gguf_type;
+
+/* Opens (memory-maps) and validates a GGUF file: magic, version 2 or 3,
+ * counts, every string, array and value type, general.alignment, tensor
+ * names (unique, < 64 bytes), dims (1..4, > 0), types, sizes, offsets
+ * (aligned, inside the file, not overlapping). Any violation is
+ * SMJ_ERR_FORMAT with one message naming the file and the problem. */
+smj_status smj_gguf_open(smj_ctx *ctx, const char *path, smj_gguf **out);
+void smj_gguf_free(smj_gguf *g);
+uint32_t smj_gguf_version(const smj_gguf *g);
+int smj_gguf_num_kv(const smj_gguf *g);
+int smj_gguf_num_tensors(const smj_gguf *g);
+
+typedef struct {
+    const char *key;         /* NUL-terminated */
+    smj_gguf_type type;
+    smj_gguf_type elem_type; /* arrays: the element type */
+    uint64_t n;              /* arrays: the element count; 1 for scalars */
+} smj_gguf_kv_info;
+
+/* Index of key, or -1. */
+int smj_gguf_find_kv(const smj_gguf *g, const char *key);
+/* Metadata pair i (0 <= i < num_kv); SMJ_ERR_INVALID when out of range. */
+smj_status smj_gguf_kv(const smj_gguf *g, int i, smj_gguf_kv_info *kv);
+/* Value of pair i (element j of an array; j = 0 for a scalar). Each returns
+ * 0, or -1 when j is out of range or the type does not fit: _int accepts
+ * every integer type and bool (a uint64 above INT64_MAX fails), _float every
+ * numeric type, _str strings (NOT NUL-terminated: *len bytes). */
+int smj_gguf_kv_int(const smj_gguf *g, int i, uint64_t j, int64_t *v);
+int smj_gguf_kv_float(const smj_gguf *g, int i, uint64_t j, double *v);
+const char *smj_gguf_kv_str(const smj_gguf *g, int i, uint64_t j, size_t *len);
+
+typedef struct {
+    const char *name;      /* NUL-terminated */
+    int ndim;
+    int64_t ne[4];         /* GGML order: ne[0] is the innermost (row) length */
+    int type;              /* GGML type id (0 f32, 1 f16, 2 q4_0, 8 q8_0, ...) */
+    const char *type_name; /* "f32", "q8_0", ... */
+    int64_t numel;
+    uint64_t offset;       /* from the start of the file */
+    uint64_t nbytes;
+} smj_gguf_tensor_info;
+
+/* Index of the tensor called name, or -1. */
+int smj_gguf_find_tensor(const smj_gguf *g, const char *name);
+smj_status smj_gguf_tensor(const smj_gguf *g, int i, smj_gguf_tensor_info *t);
+/* The tensor's bytes inside the mapped file. */
+const void *smj_gguf_tensor_data(const smj_gguf *g, int i);
+/* Dequantizes tensor i (f32, f16, bf16, q8_0, q4_0) into out[numel];
+ * SMJ_ERR_UNSUPPORTED for other types. */
+smj_status smj_gguf_tensor_to_f32(smj_ctx *ctx, const smj_gguf *g, int i, float *out);
+
 #ifdef __cplusplus
 }
 #endif

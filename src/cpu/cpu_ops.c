@@ -12,6 +12,7 @@
 #include <string.h>
 #include "../ops/ops.h"
 #include "gemm.h"
+#include "vecmath.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -52,6 +53,7 @@ static void cpu_rmsnorm_fwd(int nt, float *out, float *rstd, const float *x, con
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * C;
         float ss = 0;
+        #pragma omp simd reduction(+ : ss)
         for (int c = 0; c < C; c++) ss += xr[c] * xr[c];
         float r = 1.0f / sqrtf(ss / C + eps);
         rstd[n] = r;
@@ -76,6 +78,7 @@ static void cpu_rmsnorm_bwd(int nt, float *dx, float *dw, const float *dout, con
         for (int64_t n = n0; n < n1; n++) {
             const float *xr = x + n * C, *dy = dout + n * C;
             float r = rstd[n], dot = 0;
+            #pragma omp simd reduction(+ : dot)
             for (int c = 0; c < C; c++) dot += w[c] * dy[c] * xr[c];
             dot /= C;
             float r3 = r * r * r * dot;
@@ -120,6 +123,7 @@ static void cpu_rope_bwd(int nt, float *dx, const float *cos, const float *sin, 
 
 static inline float dotf(const float *a, const float *b, int n) {
     float s = 0;
+    #pragma omp simd reduction(+ : s)
     for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -148,8 +152,7 @@ static void cpu_attention_fwd(int nt, float *out, float *lse, const float *q, co
                         s[j] = dotf(qr, kb + j * rs, HS) * scale;
                         mx = s[j] > mx ? s[j] : mx;
                     }
-                    float sum = 0;
-                    for (int j = 0; j <= last; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+                    float sum = smj_exp_sub_sum(s, s, mx, last + 1);
                     float inv = 1.0f / sum;
                     float *o = out + (((int64_t)b * Tq + t) * NH + h) * HS;
                     for (int i = 0; i < HS; i++) o[i] = 0;
@@ -190,8 +193,10 @@ static void cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const flo
                         const float *qr = q + qo, *dor = dout + qo;
                         float L = lse[((int64_t)b * NH + h) * T + t];
                         float D = dotf(dor, out + qo, HS);
+                        for (int j = 0; j <= t; j++) ds[j] = dotf(qr, k + ko + j * rs, HS) * scale;
+                        smj_exp_sub_scale(ds, ds, L, 1.0f, t + 1);
                         for (int j = 0; j <= t; j++) {
-                            float p = expf(dotf(qr, k + ko + j * rs, HS) * scale - L);
+                            float p = ds[j];
                             float dp = dotf(dor, v + ko + j * rs, HS);
                             ds[j] = p * (dp - D) * scale;
                             float *dvr = dv + ko + j * rs;
@@ -211,21 +216,43 @@ static void cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const flo
     }
 }
 
+/* Element-wise ops run over 64 fixed chunks so the vector loop sees long runs. */
+#define CHUNKS 64
+#define CHUNK_LOOP(n, ...) \
+    _Pragma("omp parallel for schedule(static) num_threads(nt)") \
+    for (int ch = 0; ch < CHUNKS; ch++) { int64_t i0 = (n) * ch / CHUNKS, i1 = (n) * (ch + 1) / CHUNKS; __VA_ARGS__ }
+
 static void cpu_swiglu_fwd(int nt, float *out, const float *gate, const float *up, int64_t n) {
-    OMP_FOR
-    for (int64_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+    CHUNK_LOOP(n, {
+        int64_t i = i0;
+#ifdef __AVX512F__
+        for (; i + 16 <= i1; i += 16) {
+            __m512 g = _mm512_loadu_ps(gate + i);
+            _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(g, smj_sigmoid512(g)), _mm512_loadu_ps(up + i)));
+        }
+#endif
+        for (; i < i1; i++) { float g = gate[i]; out[i] = g / (1.0f + expf(-g)) * up[i]; }
+    })
 }
 static void cpu_swiglu_bwd(int nt, float *dgate, float *dup, const float *dout, const float *gate,
                            const float *up, int64_t n) {
-    OMP_FOR
-    for (int64_t i = 0; i < n; i++) {
-        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
-        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
-        dup[i] = d * g * s;
-    }
+    CHUNK_LOOP(n, {
+        int64_t i = i0;
+#ifdef __AVX512F__
+        __m512 one = _mm512_set1_ps(1.0f);
+        for (; i + 16 <= i1; i += 16) {
+            __m512 g = _mm512_loadu_ps(gate + i), s = smj_sigmoid512(g), d = _mm512_loadu_ps(dout + i);
+            __m512 t = _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one);             /* 1 + g (1 - s) */
+            _mm512_storeu_ps(dgate + i, _mm512_mul_ps(_mm512_mul_ps(d, _mm512_loadu_ps(up + i)), _mm512_mul_ps(s, t)));
+            _mm512_storeu_ps(dup + i, _mm512_mul_ps(d, _mm512_mul_ps(g, s)));
+        }
+#endif
+        for (; i < i1; i++) {
+            float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+            dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+            dup[i] = d * g * s;
+        }
+    })
 }
 
 static void cpu_add(int nt, float *out, const float *a, const float *b, int64_t n) {
@@ -238,10 +265,15 @@ static void cpu_xent_fwd(int nt, float *losses, float *lse, const float *logits,
     OMP_FOR
     for (int64_t n = 0; n < N; n++) {
         const float *l = logits + n * V;
-        float mx = -INFINITY;
-        for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        float s = 0;
-        for (int j = 0; j < V; j++) s += expf(l[j] - mx);
+        float mx = smj_max(l, V), s = 0;
+        /* exp into the per-row tail of nothing: compute the sum without storing */
+        {
+            float buf[256];
+            for (int j0 = 0; j0 < V; j0 += 256) {
+                int len = V - j0 < 256 ? V - j0 : 256;
+                s += smj_exp_sub_sum(buf, l + j0, mx, len);
+            }
+        }
         float z = mx + logf(s);
         lse[n] = z;
         losses[n] = targets[n] < 0 ? 0.0f : z - l[targets[n]];
@@ -257,8 +289,9 @@ static void cpu_xent_bwd(int nt, float *dlogits, const float *logits, const floa
         int tg = targets[n];
         if (tg < 0) { memset(d, 0, sizeof(float) * V); continue; }
         float z = lse[n];
-        for (int j = 0; j < V; j++) d[j] = dloss * expf(l[j] - z);
-        d[tg] -= dloss;
+        float ltg = l[tg]; /* read before d (which may alias l) is written */
+        smj_exp_sub_scale(d, l, z, dloss, V);
+        d[tg] = dloss * expf(ltg - z) - dloss;
     }
 }
 

@@ -236,52 +236,62 @@ static void transpose16(float *restrict d, int64_t ldd, const float *restrict s,
  * stored [M,K] (lda = K) or, when tA, [K,M] (lda = M). */
 static void pack_a(float *restrict dst, const float *restrict A, int64_t lda, int tA,
                    int64_t i0, int64_t mc, int64_t k0, int64_t kc) {
+    if (tA) {           /* source rows run along i: walk each row once, across all panels */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *s = A + (k0 + k) * lda + i0;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+                float *d = dst + ir * kc + k * MR;
+                int m = (int)min64(MR, mc - ir), i = 0;
+#if defined(__AVX512F__)
+                if (MR <= 16) {                 /* one masked move, zero-filling the pad */
+                    __mmask16 mk = (__mmask16)((1u << m) - 1), all = (__mmask16)((1u << MR) - 1);
+                    _mm512_mask_storeu_ps(d, all, _mm512_maskz_loadu_ps(mk, s + ir));
+                    continue;
+                }
+#endif
+                for (; i < m; i++) d[i] = s[ir + i];
+                for (; i < MR; i++) d[i] = 0.0f;
+            }
+        }
+        return;
+    }
     for (int64_t ir = 0; ir < mc; ir += MR) {
         int m = (int)min64(MR, mc - ir);
         float *d = dst + ir * kc;
-        if (tA) {                               /* source rows are contiguous along i */
-            const float *s = A + k0 * lda + i0 + ir;
-            for (int64_t k = 0; k < kc; k++, s += lda, d += MR) {
-                int i = 0;
-                for (; i < m; i++) d[i] = s[i];
-                for (; i < MR; i++) d[i] = 0.0f;
-            }
-        } else {                                /* transpose MR rows into k-major */
-            const float *s = A + (i0 + ir) * lda + k0;
-            int64_t k = 0;
+        const float *s = A + (i0 + ir) * lda + k0; /* transpose MR rows into k-major */
+        int64_t k = 0;
 #if defined(__AVX512F__)
-            if (m == MR)
-                for (; k + 16 <= kc; k += 16) transpose16(d + k * MR, MR, s + k, lda, MR);
+        if (m == MR)
+            for (; k + 16 <= kc; k += 16) transpose16(d + k * MR, MR, s + k, lda, MR);
 #endif
-            for (int i = 0; i < m; i++)
-                for (int64_t kk = k; kk < kc; kk++) d[kk * MR + i] = s[i * lda + kk];
-            for (int i = m; i < MR; i++)
-                for (int64_t kk = k; kk < kc; kk++) d[kk * MR + i] = 0.0f;
-        }
+        for (int i = 0; i < m; i++)
+            for (int64_t kk = k; kk < kc; kk++) d[kk * MR + i] = s[i * lda + kk];
+        for (int i = m; i < MR; i++)
+            for (int64_t kk = k; kk < kc; kk++) d[kk * MR + i] = 0.0f;
     }
 }
 
-/* Packs op(B)[k0 : k0+kc, j0 : j0+nc] into dst as ceil(nc/NR) micro-panels,
- * each kc steps of NR floats (columns past nc are zero). op(B) is [K,N]; B is
- * stored [K,N] (ldb = N) or, when tB, [N,K] (ldb = K). */
 static void pack_b(float *restrict dst, const float *restrict B, int64_t ldb, int tB,
                    int64_t k0, int64_t kc, int64_t j0, int64_t nc) {
+    if (!tB) {          /* source rows run along j: walk each row once, across all panels */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *s = B + (k0 + k) * ldb + j0;
+            for (int64_t jr = 0; jr < nc; jr += NR) {
+                float *d = dst + jr * kc + k * NR;
+                int n = (int)min64(NR, nc - jr), j = 0;
+                if (n == NR) {
+                    memcpy(d, s + jr, sizeof(float) * NR);
+                    continue;
+                }
+                for (; j < n; j++) d[j] = s[jr + j];
+                for (; j < NR; j++) d[j] = 0.0f;
+            }
+        }
+        return;
+    }
     for (int64_t jr = 0; jr < nc; jr += NR) {
         int n = (int)min64(NR, nc - jr);
         float *d = dst + jr * kc;
-        if (!tB) {                              /* source rows are contiguous along j */
-            const float *s = B + k0 * ldb + j0 + jr;
-            for (int64_t k = 0; k < kc; k++, s += ldb, d += NR) {
-                if (n == NR) {
-                    memcpy(d, s, sizeof(float) * NR);
-                } else {
-                    int j = 0;
-                    for (; j < n; j++) d[j] = s[j];
-                    for (; j < NR; j++) d[j] = 0.0f;
-                }
-            }
-            continue;
-        }
         const float *s = B + (j0 + jr) * ldb + k0;  /* tB: transpose NR rows */
         int64_t k = 0;
 #if defined(__AVX512F__)
