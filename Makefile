@@ -1,5 +1,6 @@
 # smedjan — build the library, the CLI and the tests.
 #
+#   make demo            the main job: train on the embedded corpus, print samples
 #   make                 build/smedjan and build/libsmedjan.a (release, -O3 -march=native)
 #   make test            build and run every test (the CI command)
 #   make SANITIZE=1 test the same under AddressSanitizer + UBSan (objects in build-asan/)
@@ -50,7 +51,7 @@ FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 LIB       := $(BUILD)/libsmedjan.a
 BIN       := $(BUILD)/smedjan
 
-.PHONY: all test clean fuzz report
+.PHONY: all test clean fuzz report demo
 all: report $(BIN) $(LIB)
 
 report:
@@ -85,6 +86,10 @@ fuzz: $(FUZZERS)
 # mutations) runs; the summary line is "N passed, N failed".
 test: report $(BIN) $(TESTS) $(FUZZERS)
 	@SMJ_BIN=$(abspath $(BIN)) sh tests/run_all.sh $(TESTS) $(FUZZERS)
+
+# The main job: tokenizer, data, training and samples on the embedded corpus.
+demo: $(BIN)
+	@sh scripts/demo.sh
 
 clean:
 	rm -rf build build-asan

@@ -278,6 +278,48 @@ smj_status smj_checkpoint_read_config(smj_ctx *ctx, const char *path, smj_model_
 /* ------------------------------------------------------ HuggingFace interop */
 /* (section owned by the HF interop work) */
 
+/* Import and export of HuggingFace checkpoints (docs/HF.md): a directory with
+ * config.json and model.safetensors (or model-*-of-*.safetensors shards named
+ * by model.safetensors.index.json), optionally tokenizer.json.
+ * Architectures: LlamaForCausalLM, MistralForCausalLM, Qwen3ForCausalLM
+ * (F32, BF16 or F16 weights; converted to fp32 exactly). */
+
+#define SMJ_HF_MAX_SEQ_LEN 131072 /* default cap on max_position_embeddings */
+
+typedef struct {
+    int max_seq_len;  /* in: 0 = max_position_embeddings, capped at SMJ_HF_MAX_SEQ_LEN
+                         and at a sliding window; > 0 = this context length */
+    char notes[1024]; /* out: what the import adjusted, one line each ("" = nothing) */
+} smj_hf_import_options;
+
+/* Reads model_dir into a new model. An unsupported architecture or config
+ * key (biases, scaled RoPE, ...) is SMJ_ERR_UNSUPPORTED naming it; a missing
+ * tensor or one of the wrong shape is SMJ_ERR_FORMAT; a tensor the model has
+ * no place for is SMJ_ERR_UNSUPPORTED (rotary_emb.inv_freq buffers are
+ * skipped). opts may be NULL. */
+smj_status smj_import_hf(smj_ctx *ctx, const char *model_dir, smj_hf_import_options *opts,
+                         smj_model **out);
+
+typedef struct {
+    int bf16;                 /* weights as BF16 (round to nearest even); default F32 */
+    int64_t max_shard_bytes;  /* shard above this many bytes of weights; 0 = 5 GB */
+    int overwrite;            /* allow writing into a non-empty out_dir */
+} smj_hf_export_options;
+
+/* Writes config.json, generation_config.json, model.safetensors (or shards
+ * + index) and, when tok is not NULL, tokenizer.json and tokenizer_config.json
+ * into out_dir (created; each file written atomically). A non-empty out_dir
+ * is refused (SMJ_ERR_INVALID) unless opts->overwrite. opts may be NULL.
+ * Errors are reported in the model's context. */
+smj_status smj_export_hf(smj_model *m, const smj_tokenizer *tok, const char *out_dir,
+                         const smj_hf_export_options *opts);
+
+/* Reads a HF tokenizer.json holding a byte-level BPE in smedjan's id layout
+ * (ids 0..255 the bytes, then one id per merge in merge order, then the
+ * added special tokens, PAD/BOS/EOS first) — what smj_export_hf writes.
+ * Anything else is SMJ_ERR_UNSUPPORTED with the reason. */
+smj_status smj_tokenizer_import_hf(smj_ctx *ctx, const char *path, smj_tokenizer **out);
+
 /* -------------------------------------------------------------------- GGUF */
 /* (section owned by the GGUF work) */
 

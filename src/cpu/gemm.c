@@ -3,7 +3,7 @@
  * Design (Goto/BLIS-style, written for row-major C):
  *
  *   for jc over N in steps of NC            B panel  [kc x nc] -> L3
- *     for pc over K in steps of KC
+ *     for pc over K in equal steps <= KC     (no thin tail step)
  *       pack op(B)[pc.., jc..] into NR-column micro-panels (k-major, zero-padded)
  *       for ic over M in steps of MC        A block  [mc x kc] -> L2
  *         pack op(A)[ic.., pc..] into MR-row micro-panels (k-major, zero-padded)
@@ -23,9 +23,18 @@
  *   (12 ymm); otherwise a portable scalar 4 x 8 kernel.
  *
  *   Threads: C is cut into nt disjoint rectangles on MR/NR tile boundaries
- *   (grid chosen to balance tiles and keep rectangles square-ish); each
+ *   (the grid minimizing the busiest thread's kernel + packing work); each
  *   thread runs the loop nest above on its rectangle with private pack
  *   buffers. No barriers, no shared mutable state.
+ *
+ *   Packing walks the source along its contiguous dimension: row copies
+ *   spanning all panels when the source already runs along the panel's
+ *   width, 16x16 in-register transposes (AVX-512) when it runs along k.
+ *
+ *   Blocking was tuned on a 2-core Zen 4 (32 KiB L1d, 1 MiB L2 per core,
+ *   32 MiB L3): 12x32 / KC 512 / MC 144 / NC 1024 gives ~105 GFLOP/s on one
+ *   core and 200-220 on two, at or above OpenBLAS 0.3.21; 8x32 and 14x32
+ *   tiles, KC 256/384 and MC 96/240 measured within noise of it.
  *
  *   Thin cases (M == 1 or N == 1: decode, gemv) skip packing: they are
  *   memory bound, so they stream the matrix once with dot-product or axpy
@@ -94,7 +103,7 @@ static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* C[mr x nr] (ldc) = (beta ? C : 0) + a·b, where a is an MR-row micro-panel
  * (kc steps of MR floats) and b an NR-column micro-panel (kc steps of NR
- * floats), both 64-byte aligned. Requires 1 <= mr <= MR, 1 <= nr <= NR,
+ * floats); b is 64-byte aligned. Requires 1 <= mr <= MR, 1 <= nr <= NR,
  * kc >= 1. Rows >= mr and columns >= nr of C are never touched. */
 static void kernel(int64_t kc, const float *restrict a, const float *restrict b,
                    float *restrict c, int64_t ldc, int mr, int nr, int beta);

@@ -73,6 +73,20 @@ int smj_dequantize(int type, const uint8_t *src, float *dst, int64_t k);
 void smj_gguf_permute_rows(const float *src, float *dst, int n_heads, int head_dim, int64_t cols,
                            int inverse);
 
+/* ---- names and weights */
+
+/* The GGUF name (token_embd.weight, blk.N.attn_q.weight, ...) of one of our
+ * HF-style tensor names into out[cap]; returns 1, or 0 when it has none. */
+int smj_gguf_tensor_name(const char *hf, char *out, size_t cap);
+
+/* Fills the weights of m (created with the config the file was exported
+ * from) from the tensors of g: finds each by its GGUF name, checks shape,
+ * dequantizes (f32/f16/bf16/q8_0/q4_0) and undoes the Q/K row permutation
+ * of the llama architecture. SMJ_ERR_FORMAT names a missing or misshapen
+ * tensor or an architecture that does not match m's QK-norm setting. Used
+ * by the tests to run exported (quantized) weights in our own engine. */
+smj_status smj_gguf_load_weights(smj_ctx *ctx, const smj_gguf *g, smj_model *m);
+
 /* ---- the parser */
 
 /* Parses a GGUF image data[0..n) (versions 2 and 3), validating everything

@@ -166,6 +166,15 @@ static int utf8_len(const unsigned char *s, size_t n) {
     return len;
 }
 
+int smj_utf8_valid(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int len = utf8_len((const unsigned char *)s + i, n - i);
+        if (!len) return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
 static size_t put_utf8(char *o, uint32_t cp) {
     if (cp < 0x80) { o[0] = (char)cp; return 1; }
     if (cp < 0x800) { o[0] = (char)(0xC0 | cp >> 6); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }

@@ -62,6 +62,9 @@ const char *smj_json_type_name(smj_json_type t);
 /* Line and column (1-based) of byte offset pos in text[0..n). */
 void smj_json_line_col(const char *text, size_t n, size_t pos, int *line, int *col);
 
+/* 1 when s[0..n) is valid UTF-8 (shortest form, no surrogates, <= U+10FFFF). */
+int smj_utf8_valid(const char *s, size_t n);
+
 /* ---- writing: a growable byte buffer with JSON helpers. Allocation
  * failures are sticky (failed = 1, further appends ignored). */
 typedef struct {

@@ -1,0 +1,277 @@
+/* hf_config.c — config.json <-> smj_model_config (docs/HF.md, "config.json").
+ *
+ * Import accepts the three architectures whose math is exactly ours
+ * (LlamaForCausalLM, MistralForCausalLM, Qwen3ForCausalLM) and refuses every
+ * key that would change the math (biases, scaled RoPE, an activation other
+ * than SiLU) by name. Keys that do not change the forward pass (dropouts,
+ * initializer_range, token ids, torch_dtype, pretraining_tp, ...) are ignored.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include "../core/core.h"
+#include "hf.h"
+
+typedef struct {
+    const char *arch, *model_type;
+    int default_max_pos;
+    int qk_norm;
+    int has_sliding; /* sliding_window applies (Mistral: when set; Qwen3: with use_sliding_window) */
+} arch_info;
+
+static const arch_info ARCHS[] = {
+    {"LlamaForCausalLM", "llama", 2048, 0, 0},
+    {"MistralForCausalLM", "mistral", 4096 * 32, 0, 1},
+    {"Qwen3ForCausalLM", "qwen3", 32768, 1, 2},
+};
+#define N_ARCHS ((int)(sizeof ARCHS / sizeof ARCHS[0]))
+
+static void note(char *notes, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(char *notes, size_t cap, const char *fmt, ...) {
+    if (!notes || cap == 0) return;
+    size_t l = strlen(notes);
+    if (l + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(notes + l, cap - l, fmt, ap);
+    va_end(ap);
+    l = strlen(notes);
+    if (l + 1 < cap) { notes[l] = '\n'; notes[l + 1] = 0; }
+}
+
+/* An optional integer key: absent or null keeps *v; else it must be an
+ * integer in [lo, hi]. */
+static smj_status get_int(smj_ctx *ctx, const char *name, const smj_json *root, const char *key, int required,
+                          int64_t lo, int64_t hi, int64_t *v) {
+    const smj_json *x = smj_json_get(root, key);
+    if (!x || x->type == SMJ_JSON_NULL) {
+        if (required) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" is missing", name, key);
+        return SMJ_OK;
+    }
+    if (x->type != SMJ_JSON_NUMBER || !x->is_int)
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" is %s, expected an integer", name, key,
+                 x->type == SMJ_JSON_NUMBER ? "a non-integral number" : smj_json_type_name(x->type));
+    if (x->i64 < lo || x->i64 > hi)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"%s\" = %lld is out of the supported range [%lld, %lld]", name, key,
+                 (long long)x->i64, (long long)lo, (long long)hi);
+    *v = x->i64;
+    return SMJ_OK;
+}
+
+static smj_status get_num(smj_ctx *ctx, const char *name, const smj_json *root, const char *key, double *v) {
+    const smj_json *x = smj_json_get(root, key);
+    if (!x || x->type == SMJ_JSON_NULL) return SMJ_OK;
+    if (x->type != SMJ_JSON_NUMBER)
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" is %s, expected a number", name, key, smj_json_type_name(x->type));
+    *v = x->num;
+    return SMJ_OK;
+}
+
+static smj_status get_bool(smj_ctx *ctx, const char *name, const smj_json *root, const char *key, int *v) {
+    const smj_json *x = smj_json_get(root, key);
+    if (!x || x->type == SMJ_JSON_NULL) return SMJ_OK;
+    if (x->type != SMJ_JSON_BOOL)
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" is %s, expected true or false", name, key, smj_json_type_name(x->type));
+    *v = x->boolean;
+    return SMJ_OK;
+}
+
+/* rope_scaling / rope_parameters: null, or a "default" rope type. */
+static smj_status check_rope(smj_ctx *ctx, const char *name, const smj_json *root, const char *key, double *theta) {
+    const smj_json *x = smj_json_get(root, key);
+    if (!x || x->type == SMJ_JSON_NULL) return SMJ_OK;
+    if (x->type != SMJ_JSON_OBJECT)
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" is %s, expected an object or null", name, key,
+                 smj_json_type_name(x->type));
+    const smj_json *t = smj_json_get(x, "rope_type");
+    if (!t) t = smj_json_get(x, "type");
+    const char *type = t && t->type == SMJ_JSON_STRING ? t->str : NULL;
+    if (!type || strcmp(type, "default") != 0)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"%s\" with rope type \"%s\" is not supported yet (only the default RoPE)",
+                 name, key, type ? type : "?");
+    const smj_json *th = smj_json_get(x, "rope_theta");
+    if (th && th->type == SMJ_JSON_NUMBER) *theta = th->num;
+    return SMJ_OK;
+}
+
+smj_status smj_hf_config_parse(smj_ctx *ctx, const char *text, size_t n, const char *name, int max_seq_len,
+                               smj_model_config *cfg, const char **arch_out, char *notes, size_t notes_cap) {
+    if (notes && notes_cap) notes[0] = 0;
+    smj_json_doc *doc;
+    const smj_json *root;
+    SMJ_TRY(smj_json_parse(ctx, text, n, name, 32, &doc, &root));
+    smj_status st = SMJ_OK;
+#define TRY(e) do { if ((st = (e)) != SMJ_OK) goto done; } while (0)
+#define FAIL(s, ...) do { st = smj_set_error(ctx, (s), __VA_ARGS__); goto done; } while (0)
+    if (root->type != SMJ_JSON_OBJECT) FAIL(SMJ_ERR_FORMAT, "%s: not a JSON object", name);
+    /* The architecture: architectures[0], else model_type. */
+    const smj_json *archs = smj_json_get(root, "architectures"), *mt = smj_json_get(root, "model_type");
+    const char *arch_name = NULL;
+    if (archs && archs->type != SMJ_JSON_NULL) {
+        if (archs->type != SMJ_JSON_ARRAY || archs->len == 0 || archs->kids[0].type != SMJ_JSON_STRING)
+            FAIL(SMJ_ERR_FORMAT, "%s: \"architectures\" is not a non-empty list of strings", name);
+        if (archs->len > 1) FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"architectures\" lists %zu classes; expected one", name, archs->len);
+        arch_name = archs->kids[0].str;
+    }
+    const arch_info *a = NULL;
+    for (int i = 0; i < N_ARCHS; i++) {
+        if (arch_name ? strcmp(arch_name, ARCHS[i].arch) == 0
+                      : mt && mt->type == SMJ_JSON_STRING && strcmp(mt->str, ARCHS[i].model_type) == 0)
+            a = &ARCHS[i];
+    }
+    if (!a) {
+        const char *what = arch_name ? arch_name : mt && mt->type == SMJ_JSON_STRING ? mt->str : NULL;
+        if (!what) FAIL(SMJ_ERR_FORMAT, "%s: neither \"architectures\" nor \"model_type\" names the model", name);
+        FAIL(SMJ_ERR_UNSUPPORTED, "%s: architecture %.100s is not supported yet (supported: LlamaForCausalLM, "
+             "MistralForCausalLM, Qwen3ForCausalLM)", name, what);
+    }
+    if (mt && mt->type == SMJ_JSON_STRING && strcmp(mt->str, a->model_type) != 0)
+        FAIL(SMJ_ERR_FORMAT, "%s: model_type \"%.100s\" does not match architecture %s", name, mt->str, a->arch);
+
+    /* Keys that change the math. */
+    const smj_json *act = smj_json_get(root, "hidden_act");
+    if (act && act->type != SMJ_JSON_NULL && (act->type != SMJ_JSON_STRING || strcmp(act->str, "silu") != 0))
+        FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"hidden_act\" = %s is not supported (only \"silu\")", name,
+             act->type == SMJ_JSON_STRING ? act->str : smj_json_type_name(act->type));
+    static const char *const BIAS_KEYS[] = {"attention_bias", "mlp_bias"};
+    for (int i = 0; i < 2; i++) {
+        int b = 0;
+        TRY(get_bool(ctx, name, root, BIAS_KEYS[i], &b));
+        if (b) FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"%s\": true is not supported (the model has no biases)", name, BIAS_KEYS[i]);
+    }
+    double theta = 10000.0, eps = 1e-6;
+    TRY(get_num(ctx, name, root, "rope_theta", &theta));
+    TRY(check_rope(ctx, name, root, "rope_scaling", &theta));
+    TRY(check_rope(ctx, name, root, "rope_parameters", &theta));
+    TRY(get_num(ctx, name, root, "rms_norm_eps", &eps));
+
+    int64_t V = 0, C = 0, H = 0, L = 0, NH = 0, NKV = -1, HS = -1, maxpos = a->default_max_pos;
+    TRY(get_int(ctx, name, root, "vocab_size", 1, 2, 1 << 24, &V));
+    TRY(get_int(ctx, name, root, "hidden_size", 1, 1, 65536, &C));
+    TRY(get_int(ctx, name, root, "intermediate_size", 1, 1, 1 << 20, &H));
+    TRY(get_int(ctx, name, root, "num_hidden_layers", 1, 1, 1024, &L));
+    TRY(get_int(ctx, name, root, "num_attention_heads", 1, 1, 1024, &NH));
+    TRY(get_int(ctx, name, root, "num_key_value_heads", 0, 1, 1024, &NKV));
+    TRY(get_int(ctx, name, root, "head_dim", 0, 2, 1024, &HS));
+    TRY(get_int(ctx, name, root, "max_position_embeddings", 0, 1, INT64_MAX, &maxpos));
+    if (NKV < 0) NKV = NH;
+    if (HS < 0) {
+        if (C % NH) FAIL(SMJ_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld and "
+                         "there is no head_dim", name, (long long)C, (long long)NH);
+        HS = C / NH;
+    }
+    int tied = 0;
+    TRY(get_bool(ctx, name, root, "tie_word_embeddings", &tied));
+
+    /* Context length: max_position_embeddings, capped. */
+    int64_t T = maxpos;
+    if (a->has_sliding) {
+        int use = 1;
+        if (a->has_sliding == 2) {
+            use = 0;
+            TRY(get_bool(ctx, name, root, "use_sliding_window", &use));
+        }
+        int64_t sw = -1;
+        TRY(get_int(ctx, name, root, "sliding_window", 0, 1, INT64_MAX, &sw));
+        if (use && sw > 0 && sw < T) {
+            note(notes, notes_cap, "sliding_window %lld < max_position_embeddings %lld: the context is limited to "
+                 "%lld tokens, where full attention equals sliding-window attention", (long long)sw, (long long)maxpos,
+                 (long long)sw);
+            T = sw;
+        }
+    }
+    const smj_json *lt = smj_json_get(root, "layer_types");
+    if (lt && lt->type == SMJ_JSON_ARRAY)
+        for (size_t i = 0; i < lt->len; i++)
+            if (lt->kids[i].type != SMJ_JSON_STRING || strcmp(lt->kids[i].str, "full_attention") != 0) {
+                /* sliding layers are exact within the window capped above */
+                if (lt->kids[i].type == SMJ_JSON_STRING && strcmp(lt->kids[i].str, "sliding_attention") == 0 &&
+                    a->has_sliding && T != maxpos)
+                    continue;
+                FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"layer_types\"[%zu] = %s is not supported", name, i,
+                     lt->kids[i].type == SMJ_JSON_STRING ? lt->kids[i].str : "?");
+            }
+    if (max_seq_len > 0) {
+        if (max_seq_len > T)
+            note(notes, notes_cap, "context %d exceeds the model's %lld positions", max_seq_len, (long long)T);
+        T = max_seq_len;
+    } else if (T > SMJ_HF_MAX_SEQ_LEN) {
+        note(notes, notes_cap, "max_position_embeddings %lld capped at %d (choose another context with max_seq_len)",
+             (long long)T, SMJ_HF_MAX_SEQ_LEN);
+        T = SMJ_HF_MAX_SEQ_LEN;
+    }
+    if (!(theta > 0) || !isfinite((float)theta)) FAIL(SMJ_ERR_FORMAT, "%s: rope_theta %g is not a positive float", name, theta);
+    if (!(eps > 0 && eps < 1)) FAIL(SMJ_ERR_FORMAT, "%s: rms_norm_eps %g is not in (0, 1)", name, eps);
+
+    memset(cfg, 0, sizeof *cfg);
+    cfg->vocab_size = (int)V;
+    cfg->dim = (int)C;
+    cfg->n_layers = (int)L;
+    cfg->n_heads = (int)NH;
+    cfg->n_kv_heads = (int)NKV;
+    cfg->head_dim = (int)HS;
+    cfg->ffn_hidden = (int)H;
+    cfg->max_seq_len = (int)T;
+    cfg->rope_theta = (float)theta;
+    cfg->norm_eps = (float)eps;
+    cfg->tied_embeddings = tied;
+    cfg->qk_norm = a->qk_norm;
+    if (arch_out) *arch_out = a->arch;
+    st = smj_config_validate(ctx, cfg);
+    if (st != SMJ_OK) {
+        char msg[sizeof ctx->err];
+        snprintf(msg, sizeof msg, "%s", smj_ctx_error(ctx));
+        st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "%s: %s", name, msg);
+    }
+done:
+#undef TRY
+#undef FAIL
+    smj_json_free(doc);
+    return st;
+}
+
+static void put_token_ids(smj_jbuf *b, const smj_tokenizer *tok, const char *indent) {
+    static const char *const KEYS[3] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+    static const smj_special WHICH[3] = {SMJ_TOKEN_BOS, SMJ_TOKEN_EOS, SMJ_TOKEN_PAD};
+    for (int i = 0; i < 3; i++) {
+        if (tok) smj_jbuf_printf(b, "%s\"%s\": %d,\n", indent, KEYS[i], smj_tokenizer_special_id(tok, WHICH[i]));
+        else smj_jbuf_printf(b, "%s\"%s\": null,\n", indent, KEYS[i]);
+    }
+}
+
+smj_status smj_hf_config_json(smj_ctx *ctx, const smj_model_config *c, const smj_tokenizer *tok, int bf16,
+                              smj_jbuf *b) {
+    SMJ_TRY(smj_config_validate(ctx, c));
+    int qwen = c->qk_norm;
+    smj_jbuf_printf(b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
+                    qwen ? "Qwen3ForCausalLM" : "LlamaForCausalLM", qwen ? "qwen3" : "llama");
+    smj_jbuf_printf(b, "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
+                    "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n"
+                    "  \"head_dim\": %d,\n  \"max_position_embeddings\": %d,\n",
+                    c->vocab_size, c->dim, c->ffn_hidden, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
+                    c->max_seq_len);
+    smj_jbuf_puts(b, "  \"rope_theta\": ");
+    smj_jbuf_float(b, c->rope_theta);
+    smj_jbuf_puts(b, ",\n  \"rope_scaling\": null,\n  \"rms_norm_eps\": ");
+    smj_jbuf_float(b, c->norm_eps);
+    smj_jbuf_puts(b, ",\n  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
+    if (qwen)
+        smj_jbuf_printf(b, "  \"use_sliding_window\": false,\n  \"sliding_window\": null,\n  \"max_window_layers\": %d,\n",
+                        c->n_layers);
+    else
+        smj_jbuf_puts(b, "  \"mlp_bias\": false,\n  \"pretraining_tp\": 1,\n");
+    smj_jbuf_printf(b, "  \"tie_word_embeddings\": %s,\n", c->tied_embeddings ? "true" : "false");
+    put_token_ids(b, tok, "  ");
+    smj_jbuf_printf(b, "  \"initializer_range\": 0.02,\n  \"use_cache\": true,\n  \"torch_dtype\": \"%s\"\n}\n",
+                    bf16 ? "bfloat16" : "float32");
+    if (b->failed) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory writing config.json");
+    return SMJ_OK;
+}
+
+smj_status smj_hf_generation_config_json(smj_ctx *ctx, const smj_tokenizer *tok, smj_jbuf *b) {
+    smj_jbuf_puts(b, "{\n");
+    put_token_ids(b, tok, "  ");
+    smj_jbuf_puts(b, "  \"_from_model_config\": true\n}\n");
+    if (b->failed) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory writing generation_config.json");
+    return SMJ_OK;
+}
