@@ -52,6 +52,8 @@ LIB       := $(BUILD)/libsmedjan.a
 BIN       := $(BUILD)/smedjan
 
 .PHONY: all test clean fuzz report demo
+# keep objects made by chained rules (test and fuzz objects)
+.SECONDARY:
 all: report $(BIN) $(LIB)
 
 report:

@@ -147,7 +147,7 @@ typedef struct {
     FLAG_INT("heads", &(mf).heads, 1, 1024, "query heads (required with --size custom)"), \
     FLAG_INT("kv-heads", &(mf).kv_heads, 1, 1024, "key/value heads for GQA (default = --heads)"), \
     FLAG_INT("head-dim", &(mf).head_dim, 1, 4096, "width of one head (default dim/heads)"), \
-    FLAG_FLOAT_GT("ffn-mult", &(mf).ffn_mult, 0, 64, "SwiGLU width multiplier (default 1.0)"), \
+    FLAG_FLOAT_GT("ffn-mult", &(mf).ffn_mult, 0, 64, "SwiGLU width multiplier: hidden = int(dim*X) rounded up to 256 (default 2.67, as the presets)"), \
     FLAG_SET("qk-norm", &(mf).qk_norm, "RMSNorm on each query and key head (Qwen3 style)"), \
     FLAG_SET("untied", &(mf).untied, "separate LM head instead of tied embeddings"), \
     FLAG_FLOAT_GT("rope-theta", &(mf).rope_theta, 0, 1e9, "RoPE base frequency (default from preset)"), \

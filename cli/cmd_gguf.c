@@ -24,7 +24,6 @@ static int run_export(const char *name, int quantize_only, int argc, char **argv
         FLAG_STR("quant", &quant, quantize_only ? "q8_0|q4_0" : "f32|f16|q8_0|q4_0",
                  quantize_only ? "weight type of the 2-D tensors (default q8_0)"
                                : "weight type of the 2-D tensors (default f16)"),
-        CLI_COMPUTE_FLAGS(cc),
     };
     cli_command c = {
         name,

@@ -56,7 +56,7 @@ int cli_build_config(const char *cmd, smj_ctx *ctx, const cli_command *c,
         cfg->head_dim = cfg->dim / cfg->n_heads;
     }
     if (dim_changed || cli_seen(c, "ffn-mult"))
-        cfg->ffn_hidden = smj_config_ffn_hidden(cfg->dim, mf->ffn_mult > 0 ? mf->ffn_mult : 1.0f);
+        cfg->ffn_hidden = smj_config_ffn_hidden(cfg->dim, mf->ffn_mult > 0 ? mf->ffn_mult : 2.67f);
     if (cli_seen(c, "qk-norm")) cfg->qk_norm = 1;
     if (cli_seen(c, "untied")) cfg->tied_embeddings = 0;
     if (cli_seen(c, "rope-theta")) cfg->rope_theta = mf->rope_theta;

@@ -64,9 +64,11 @@ static void compare(const char *what, const float *got, const float *ref, int64_
 }
 
 /* ------------------------------------------------ part 1: every op vs ref */
-typedef void (*op_case)(const smj_backend *be, const smj_backend *rf, int nt);
+typedef void (*op_case)(const smj_backend *be, const smj_backend *rf, const smj_exec *ex);
+static const smj_exec EX1 = {.nt = 1}; /* the reference runs single-threaded */
+#define X1 (&EX1)
 
-static void case_matmul(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_matmul(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     static const int64_t S[][3] = {{1, 1, 1}, {1, 7, 5}, {3, 1, 9}, {17, 33, 65}, {64, 48, 32}, {5, 130, 3}, {2, 3, 0}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++)
         for (int tA = 0; tA < 2; tA++)
@@ -77,14 +79,14 @@ static void case_matmul(const smj_backend *be, const smj_backend *rf, int nt) {
                              (long long)N, (long long)K, tA, tB, acc);
                     float *A = frand(M * K, 1), *B = frand(K * N, 1), *C0 = frand(M * N, 1);
                     float *C1 = fcopy(C0, M * N), *C2 = fcopy(C0, M * N);
-                    be->matmul(nt, C1, A, B, M, N, K, tA, tB, acc);
-                    rf->matmul(1, C2, A, B, M, N, K, tA, tB, acc);
+                    be->matmul(ex, C1, A, B, M, N, K, tA, tB, acc);
+                    rf->matmul(X1, C2, A, B, M, N, K, tA, tB, acc);
                     compare("C", C1, C2, M * N, 1e-5);
                     ffree(A); ffree(B); ffree(C0); ffree(C1); ffree(C2);
                 }
 }
 
-static void case_embedding_fwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_embedding_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     int V = 13;
     for (int64_t N = 1; N <= 40; N += 13)
         for (int C = 1; C <= 33; C += 16) {
@@ -92,14 +94,14 @@ static void case_embedding_fwd(const smj_backend *be, const smj_backend *rf, int
             int32_t *ids = malloc(sizeof(int32_t) * (size_t)N);
             for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)(smj_rng_u64(&rng) % (uint64_t)V);
             float *w = frand((int64_t)V * C, 1), *o1 = frand(N * C, 0), *o2 = frand(N * C, 0);
-            be->embedding_fwd(nt, o1, ids, w, N, C);
-            rf->embedding_fwd(1, o2, ids, w, N, C);
+            be->embedding_fwd(ex, o1, ids, w, N, C);
+            rf->embedding_fwd(X1, o2, ids, w, N, C);
             compare("out", o1, o2, N * C, 0);
             free(ids); ffree(w); ffree(o1); ffree(o2);
         }
 }
 
-static void case_embedding_bwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_embedding_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     int V = 7; /* few ids, so repeats are certain */
     for (int64_t N = 1; N <= 60; N += 29)
         for (int C = 1; C <= 35; C += 17) {
@@ -107,37 +109,37 @@ static void case_embedding_bwd(const smj_backend *be, const smj_backend *rf, int
             int32_t *ids = malloc(sizeof(int32_t) * (size_t)N);
             for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)(smj_rng_u64(&rng) % (uint64_t)V);
             float *d = frand(N * C, 1), *g1 = frand((int64_t)V * C, 1), *g2 = fcopy(g1, (int64_t)V * C);
-            be->embedding_bwd(nt, g1, ids, d, N, C);
-            rf->embedding_bwd(1, g2, ids, d, N, C);
+            be->embedding_bwd(ex, g1, ids, d, N, C);
+            rf->embedding_bwd(X1, g2, ids, d, N, C);
             compare("dwte", g1, g2, (int64_t)V * C, 1e-6);
             free(ids); ffree(d); ffree(g1); ffree(g2);
         }
 }
 
-static void case_rmsnorm_fwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_rmsnorm_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t N = 1; N <= 50; N += 49)
         for (int C = 1; C <= 200; C += 66) {
             snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
             float *x = frand(N * C, 2), *w = frand(C, 1), *o1 = frand(N * C, 0), *o2 = frand(N * C, 0);
             float *r1 = frand(N, 0), *r2 = frand(N, 0);
-            be->rmsnorm_fwd(nt, o1, r1, x, w, N, C, 1e-5f);
-            rf->rmsnorm_fwd(1, o2, r2, x, w, N, C, 1e-5f);
+            be->rmsnorm_fwd(ex, o1, r1, x, w, N, C, 1e-5f);
+            rf->rmsnorm_fwd(X1, o2, r2, x, w, N, C, 1e-5f);
             compare("out", o1, o2, N * C, 1e-5);
             compare("rstd", r1, r2, N, 1e-5);
             ffree(x); ffree(w); ffree(o1); ffree(o2); ffree(r1); ffree(r2);
         }
 }
 
-static void case_rmsnorm_bwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_rmsnorm_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t N = 1; N <= 50; N += 49)
         for (int C = 1; C <= 200; C += 66) {
             snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
             float *x = frand(N * C, 2), *w = frand(C, 1), *o = frand(N * C, 0), *r = frand(N, 0);
             float *dy = frand(N * C, 1), *dx1 = frand(N * C, 0), *dx2 = frand(N * C, 0);
             float *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C);
-            rf->rmsnorm_fwd(1, o, r, x, w, N, C, 1e-5f);
-            be->rmsnorm_bwd(nt, dx1, dw1, dy, x, w, r, N, C);
-            rf->rmsnorm_bwd(1, dx2, dw2, dy, x, w, r, N, C);
+            rf->rmsnorm_fwd(X1, o, r, x, w, N, C, 1e-5f);
+            be->rmsnorm_bwd(ex, dx1, dw1, dy, x, w, r, N, C);
+            rf->rmsnorm_bwd(X1, dx2, dw2, dy, x, w, r, N, C);
             double terms = 0; /* |r w dy|, the size of the terms dx is the difference of */
             for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
             compare_floor("dx", dx1, dx2, N * C, 1e-5, terms);
@@ -158,7 +160,7 @@ static void rope_tables(int maxT, int HS, float **cs, float **sn) {
         }
 }
 
-static void rope_case(const smj_backend *be, const smj_backend *rf, int nt, int bwd) {
+static void rope_case(const smj_backend *be, const smj_backend *rf, const smj_exec *ex, int bwd) {
     static const int S[][5] = {{1, 1, 1, 2, 0}, {2, 5, 3, 8, 0}, {1, 3, 2, 18, 7}, {3, 9, 1, 64, 2}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
         int B = S[s][0], T = S[s][1], NH = S[s][2], HS = S[s][3], p0 = S[s][4];
@@ -167,20 +169,20 @@ static void rope_case(const smj_backend *be, const smj_backend *rf, int nt, int 
         rope_tables(T + p0, HS, &cs, &sn);
         int64_t n = (int64_t)B * T * NH * HS;
         float *x1 = frand(n, 1), *x2 = fcopy(x1, n);
-        (bwd ? be->rope_bwd : be->rope_fwd)(nt, x1, cs, sn, B, T, NH, HS, p0);
-        (bwd ? rf->rope_bwd : rf->rope_fwd)(1, x2, cs, sn, B, T, NH, HS, p0);
+        (bwd ? be->rope_bwd : be->rope_fwd)(ex, x1, cs, sn, B, T, NH, HS, p0);
+        (bwd ? rf->rope_bwd : rf->rope_fwd)(X1, x2, cs, sn, B, T, NH, HS, p0);
         compare("x", x1, x2, n, 1e-6);
         ffree(cs); ffree(sn); ffree(x1); ffree(x2);
     }
 }
-static void case_rope_fwd(const smj_backend *be, const smj_backend *rf, int nt) { rope_case(be, rf, nt, 0); }
-static void case_rope_bwd(const smj_backend *be, const smj_backend *rf, int nt) { rope_case(be, rf, nt, 1); }
+static void case_rope_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) { rope_case(be, rf, ex, 0); }
+static void case_rope_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) { rope_case(be, rf, ex, 1); }
 
 /* B, Tq, Tk, NH, NKV, HS, extra kv stride */
 static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},  {2, 5, 5, 4, 2, 8, 0},   {1, 17, 17, 3, 1, 18, 0},
                              {2, 33, 33, 2, 2, 64, 0}, {1, 1, 9, 4, 1, 8, 0},  {2, 3, 40, 6, 3, 16, 24}};
 
-static void case_attention_fwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_attention_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {
         int B = ATT[s][0], Tq = ATT[s][1], Tk = ATT[s][2], NH = ATT[s][3], NKV = ATT[s][4], HS = ATT[s][5];
         int64_t bs = (int64_t)Tk * NKV * HS + ATT[s][6];
@@ -189,15 +191,15 @@ static void case_attention_fwd(const smj_backend *be, const smj_backend *rf, int
         float *q = frand(nq, 1), *k = frand(B * bs, 1), *v = frand(B * bs, 1);
         float *o1 = frand(nq, 0), *o2 = frand(nq, 0), *l1 = frand((int64_t)B * NH * Tq, 0), *l2 = frand((int64_t)B * NH * Tq, 0);
         float sc = 1.0f / sqrtf((float)HS);
-        be->attention_fwd(nt, o1, l1, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
-        rf->attention_fwd(1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
+        be->attention_fwd(ex, o1, l1, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
+        rf->attention_fwd(X1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
         compare("out", o1, o2, nq, 1e-5);
         compare("lse", l1, l2, (int64_t)B * NH * Tq, 1e-5);
         ffree(q); ffree(k); ffree(v); ffree(o1); ffree(o2); ffree(l1); ffree(l2);
     }
 }
 
-static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {
         if (ATT[s][1] != ATT[s][2] || ATT[s][6]) continue; /* backward is for training: Tq == Tk, contiguous */
         int B = ATT[s][0], T = ATT[s][1], NH = ATT[s][3], NKV = ATT[s][4], HS = ATT[s][5];
@@ -205,12 +207,12 @@ static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, int
         int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
         float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *o = frand(nq, 0), *l = frand((int64_t)B * NH * T, 0);
         float sc = 1.0f / sqrtf((float)HS);
-        rf->attention_fwd(1, o, l, q, k, v, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
+        rf->attention_fwd(X1, o, l, q, k, v, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
         float *d = frand(nq, 1);
         float *dq1 = frand(nq, 0), *dk1 = frand(nk, 0), *dv1 = frand(nk, 0);
         float *dq2 = frand(nq, 0), *dk2 = frand(nk, 0), *dv2 = frand(nk, 0);
-        be->attention_bwd(nt, dq1, dk1, dv1, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
-        rf->attention_bwd(1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
+        be->attention_bwd(ex, dq1, dk1, dv1, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
+        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
         compare("dq", dq1, dq2, nq, 1e-5);
         compare("dk", dk1, dk2, nk, 1e-5);
         compare("dv", dv1, dv2, nk, 1e-5);
@@ -219,38 +221,38 @@ static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, int
     }
 }
 
-static void case_swiglu_fwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_swiglu_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 1; n <= 1000; n = n * 7 + 3) {
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *g = frand(n, 6), *u = frand(n, 2), *o1 = frand(n, 0), *o2 = frand(n, 0);
-        be->swiglu_fwd(nt, o1, g, u, n);
-        rf->swiglu_fwd(1, o2, g, u, n);
+        be->swiglu_fwd(ex, o1, g, u, n);
+        rf->swiglu_fwd(X1, o2, g, u, n);
         compare("out", o1, o2, n, 1e-6);
         ffree(g); ffree(u); ffree(o1); ffree(o2);
     }
 }
 
-static void case_swiglu_bwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_swiglu_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 1; n <= 1000; n = n * 7 + 3) {
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1);
         float *a1 = frand(n, 0), *b1 = frand(n, 0), *a2 = frand(n, 0), *b2 = frand(n, 0);
-        be->swiglu_bwd(nt, a1, b1, d, g, u, n);
-        rf->swiglu_bwd(1, a2, b2, d, g, u, n);
+        be->swiglu_bwd(ex, a1, b1, d, g, u, n);
+        rf->swiglu_bwd(X1, a2, b2, d, g, u, n);
         compare("dgate", a1, a2, n, 1e-6);
         compare("dup", b1, b2, n, 1e-6);
         ffree(g); ffree(u); ffree(d); ffree(a1); ffree(b1); ffree(a2); ffree(b2);
     }
 }
 
-static void case_add(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_add(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 1; n <= 1000; n = n * 7 + 3) {
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *a = frand(n, 1), *b = frand(n, 1), *o1 = frand(n, 0), *o2 = frand(n, 0);
-        be->add(nt, o1, a, b, n);
-        rf->add(1, o2, a, b, n);
+        be->add(ex, o1, a, b, n);
+        rf->add(X1, o2, a, b, n);
         compare("out", o1, o2, n, 0);
-        be->add(nt, a, a, b, n); /* aliasing allowed */
+        be->add(ex, a, a, b, n); /* aliasing allowed */
         compare("in place", a, o2, n, 0);
         ffree(a); ffree(b); ffree(o1); ffree(o2);
     }
@@ -262,48 +264,48 @@ static int32_t *targets_for(int64_t N, int V) {
     return t;
 }
 
-static void case_xent_fwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_xent_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     static const int S[][2] = {{1, 1}, {1, 7}, {9, 300}, {4, 5000}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
         int64_t N = S[s][0]; int V = S[s][1];
         snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
         float *lg = frand(N * V, 8), *l1 = frand(N, 0), *l2 = frand(N, 0), *z1 = frand(N, 0), *z2 = frand(N, 0);
         int32_t *t = targets_for(N, V);
-        be->xent_fwd(nt, l1, z1, lg, t, N, V);
-        rf->xent_fwd(1, l2, z2, lg, t, N, V);
+        be->xent_fwd(ex, l1, z1, lg, t, N, V);
+        rf->xent_fwd(X1, l2, z2, lg, t, N, V);
         compare("losses", l1, l2, N, 1e-5);
         compare("lse", z1, z2, N, 1e-5);
         ffree(lg); ffree(l1); ffree(l2); ffree(z1); ffree(z2); free(t);
     }
 }
 
-static void case_xent_bwd(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_xent_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     static const int S[][2] = {{1, 1}, {1, 7}, {9, 300}, {4, 5000}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
         int64_t N = S[s][0]; int V = S[s][1];
         snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
         float *lg = frand(N * V, 8), *l = frand(N, 0), *z = frand(N, 0);
         int32_t *t = targets_for(N, V);
-        rf->xent_fwd(1, l, z, lg, t, N, V);
+        rf->xent_fwd(X1, l, z, lg, t, N, V);
         float *d1 = frand(N * V, 0), *d2 = frand(N * V, 0), *inplace = fcopy(lg, N * V);
-        be->xent_bwd(nt, d1, lg, z, t, 0.37f, N, V);
-        rf->xent_bwd(1, d2, lg, z, t, 0.37f, N, V);
+        be->xent_bwd(ex, d1, lg, z, t, 0.37f, N, V);
+        rf->xent_bwd(X1, d2, lg, z, t, 0.37f, N, V);
         compare("dlogits", d1, d2, N * V, 1e-6);
-        be->xent_bwd(nt, inplace, inplace, z, t, 0.37f, N, V);
+        be->xent_bwd(ex, inplace, inplace, z, t, 0.37f, N, V);
         compare("dlogits in place", inplace, d2, N * V, 1e-6);
         ffree(lg); ffree(l); ffree(z); ffree(d1); ffree(d2); ffree(inplace); free(t);
     }
 }
 
-static void case_adamw(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_adamw(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 1; n <= 3000; n = n * 11 + 2)
         for (int64_t t = 1; t <= 1000; t *= 31) {
             snprintf(cur_shape, sizeof cur_shape, "n%lld t%lld", (long long)n, (long long)t);
             float *p1 = frand(n, 1), *m1 = frand(n, 0.1f), *v1 = frand(n, 0.01f), *g = frand(n, 1);
             for (int64_t i = 0; i < n; i++) v1[i] = fabsf(v1[i]);
             float *p2 = fcopy(p1, n), *m2 = fcopy(m1, n), *v2 = fcopy(v1, n);
-            be->adamw(nt, p1, m1, v1, g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
-            rf->adamw(1, p2, m2, v2, g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+            be->adamw(ex, p1, m1, v1, g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+            rf->adamw(X1, p2, m2, v2, g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
             compare("p", p1, p2, n, 1e-6);
             compare("m", m1, m2, n, 1e-6);
             compare("v", v1, v2, n, 1e-6);
@@ -311,28 +313,28 @@ static void case_adamw(const smj_backend *be, const smj_backend *rf, int nt) {
         }
 }
 
-static void case_sumsq(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_sumsq(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 0; n <= 100000; n = n * 13 + 1) {
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *x = frand(n, 3);
-        double a = be->sumsq(nt, x, n), b = rf->sumsq(1, x, n);
+        double a = be->sumsq(ex, x, n), b = rf->sumsq(X1, x, n);
         CHECK(fabs(a - b) <= 1e-12 * (b + 1), "%s/sumsq %s: %.17g vs %.17g", cur_be, cur_shape, a, b);
         if (n > 2) {
             x[n / 2] = NAN;
-            CHECK(isnan(be->sumsq(nt, x, n)), "%s/sumsq %s: NaN not propagated", cur_be, cur_shape);
+            CHECK(isnan(be->sumsq(ex, x, n)), "%s/sumsq %s: NaN not propagated", cur_be, cur_shape);
             x[n / 2] = INFINITY;
-            CHECK(isinf(be->sumsq(nt, x, n)), "%s/sumsq %s: Inf not propagated", cur_be, cur_shape);
+            CHECK(isinf(be->sumsq(ex, x, n)), "%s/sumsq %s: Inf not propagated", cur_be, cur_shape);
         }
         ffree(x);
     }
 }
 
-static void case_scale(const smj_backend *be, const smj_backend *rf, int nt) {
+static void case_scale(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 1; n <= 1000; n = n * 7 + 3) {
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *a = frand(n, 1), *b = fcopy(a, n);
-        be->scale(nt, a, 0.3f, n);
-        rf->scale(1, b, 0.3f, n);
+        be->scale(ex, a, 0.3f, n);
+        rf->scale(X1, b, 0.3f, n);
         compare("x", a, b, n, 0);
         ffree(a); ffree(b);
     }
@@ -387,42 +389,42 @@ typedef struct {
 
 static double L_rms(void *p) {
     fdc *c = p;
-    smj_ref64_ops.rmsnorm_fwd(1, c->y, c->aux, c->x, c->w, c->N, c->C, 1e-5f);
+    smj_ref64_ops.rmsnorm_fwd(X1, c->y, c->aux, c->x, c->w, c->N, c->C, 1e-5f);
     return dot(c->y, c->dout, c->N * c->C);
 }
 static double L_swiglu(void *p) {
     fdc *c = p;
-    smj_ref64_ops.swiglu_fwd(1, c->y, c->x, c->w, c->N);
+    smj_ref64_ops.swiglu_fwd(X1, c->y, c->x, c->w, c->N);
     return dot(c->y, c->dout, c->N);
 }
 static double L_rope(void *p) {
     fdc *c = p;
     int64_t n = (int64_t)c->B * c->T * c->NH * c->HS;
     memcpy(c->y, c->x, sizeof(double) * (size_t)n);
-    smj_ref64_ops.rope_fwd(1, c->y, c->cs, c->sn, c->B, c->T, c->NH, c->HS, 1);
+    smj_ref64_ops.rope_fwd(X1, c->y, c->cs, c->sn, c->B, c->T, c->NH, c->HS, 1);
     return dot(c->y, c->dout, n);
 }
 static double L_att(void *p) {
     fdc *c = p;
-    smj_ref64_ops.attention_fwd(1, c->y, c->aux, c->q, c->k, c->v, c->B, c->T, c->T, c->NH, c->NKV, c->HS,
+    smj_ref64_ops.attention_fwd(X1, c->y, c->aux, c->q, c->k, c->v, c->B, c->T, c->T, c->NH, c->NKV, c->HS,
                                 (int64_t)c->T * c->NKV * c->HS, 0.7f);
     return dot(c->y, c->dout, (int64_t)c->B * c->T * c->NH * c->HS);
 }
 static double L_xent(void *p) {
     fdc *c = p;
-    smj_ref64_ops.xent_fwd(1, c->y, c->aux, c->x, c->ids, c->N, c->V);
+    smj_ref64_ops.xent_fwd(X1, c->y, c->aux, c->x, c->ids, c->N, c->V);
     double s = 0;
     for (int64_t i = 0; i < c->N; i++) s += c->y[i];
     return s * 0.37;
 }
 static double L_emb(void *p) {
     fdc *c = p;
-    smj_ref64_ops.embedding_fwd(1, c->y, c->ids, c->w, c->N, c->C);
+    smj_ref64_ops.embedding_fwd(X1, c->y, c->ids, c->w, c->N, c->C);
     return dot(c->y, c->dout, c->N * c->C);
 }
 static double L_mm(void *p) { /* y = x[N,C] · w[V,C]^T */
     fdc *c = p;
-    smj_ref64_ops.matmul(1, c->y, c->x, c->w, c->N, c->V, c->C, 0, 1, 0);
+    smj_ref64_ops.matmul(X1, c->y, c->x, c->w, c->N, c->V, c->C, 0, 1, 0);
     return dot(c->y, c->dout, c->N * c->V);
 }
 
@@ -433,7 +435,7 @@ static void finite_differences(void) {
         c.x = drand(21, 2); c.w = drand(7, 1); c.y = drand(21, 0); c.aux = drand(3, 0); c.dout = drand(21, 1);
         double *dx = drand(21, 0), *dw = calloc(7, sizeof(double));
         L_rms(&c);
-        R->rmsnorm_bwd(1, dx, dw, c.dout, c.x, c.w, c.aux, 3, 7);
+        R->rmsnorm_bwd(X1, dx, dw, c.dout, c.x, c.w, c.aux, 3, 7);
         fd_check("rmsnorm dx", c.x, dx, 21, L_rms, &c);
         fd_check("rmsnorm dw", c.w, dw, 7, L_rms, &c);
         free(c.x); free(c.w); free(c.y); free(c.aux); free(c.dout); free(dx); free(dw);
@@ -442,7 +444,7 @@ static void finite_differences(void) {
         fdc c = {.N = 11};
         c.x = drand(11, 5); c.w = drand(11, 2); c.y = drand(11, 0); c.dout = drand(11, 1);
         double *dg = drand(11, 0), *du = drand(11, 0);
-        R->swiglu_bwd(1, dg, du, c.dout, c.x, c.w, 11);
+        R->swiglu_bwd(X1, dg, du, c.dout, c.x, c.w, 11);
         fd_check("swiglu dgate", c.x, dg, 11, L_swiglu, &c);
         fd_check("swiglu dup", c.w, du, 11, L_swiglu, &c);
         free(c.x); free(c.w); free(c.y); free(c.dout); free(dg); free(du);
@@ -457,7 +459,7 @@ static void finite_differences(void) {
         }
         double *g = drand(n, 0);
         memcpy(g, c.dout, sizeof(double) * (size_t)n);
-        R->rope_bwd(1, g, c.cs, c.sn, 2, 3, 2, 6, 1);
+        R->rope_bwd(X1, g, c.cs, c.sn, 2, 3, 2, 6, 1);
         fd_check("rope", c.x, g, n, L_rope, &c);
         free(c.x); free(c.y); free(c.dout); free(c.cs); free(c.sn); free(g);
     }
@@ -468,7 +470,7 @@ static void finite_differences(void) {
         c.y = drand(nq, 0); c.aux = drand(2 * 4 * 4, 0); c.dout = drand(nq, 1);
         L_att(&c);
         double *dq = drand(nq, 0), *dk = drand(nk, 0), *dv = drand(nk, 0);
-        R->attention_bwd(1, dq, dk, dv, c.dout, c.y, c.aux, c.q, c.k, c.v, 2, 4, 4, 2, 3, 0.7f);
+        R->attention_bwd(X1, dq, dk, dv, c.dout, c.y, c.aux, c.q, c.k, c.v, 2, 4, 4, 2, 3, 0.7f);
         fd_check("attention dq", c.q, dq, nq, L_att, &c);
         fd_check("attention dk", c.k, dk, nk, L_att, &c);
         fd_check("attention dv", c.v, dv, nk, L_att, &c);
@@ -481,7 +483,7 @@ static void finite_differences(void) {
         c.ids = ids;
         L_xent(&c);
         double *d = drand(24, 0);
-        R->xent_bwd(1, d, c.x, c.aux, ids, 0.37f, 4, 6);
+        R->xent_bwd(X1, d, c.x, c.aux, ids, 0.37f, 4, 6);
         fd_check("xent", c.x, d, 24, L_xent, &c);
         free(c.x); free(c.y); free(c.aux); free(d);
     }
@@ -490,7 +492,7 @@ static void finite_differences(void) {
         int32_t ids[5] = {2, 0, 2, 3, 2};
         c.ids = ids; c.w = drand(12, 1); c.y = drand(15, 0); c.dout = drand(15, 1);
         double *dw = calloc(12, sizeof(double));
-        R->embedding_bwd(1, dw, ids, c.dout, 5, 3);
+        R->embedding_bwd(X1, dw, ids, c.dout, 5, 3);
         fd_check("embedding", c.w, dw, 12, L_emb, &c);
         free(c.w); free(c.y); free(c.dout); free(dw);
     }
@@ -498,8 +500,8 @@ static void finite_differences(void) {
         fdc c = {.N = 3, .C = 4, .V = 5};
         c.x = drand(12, 1); c.w = drand(20, 1); c.y = drand(15, 0); c.dout = drand(15, 1);
         double *dx = drand(12, 0), *dw = drand(20, 0);
-        R->matmul(1, dx, c.dout, c.w, 3, 4, 5, 0, 0, 0);
-        R->matmul(1, dw, c.dout, c.x, 5, 4, 3, 1, 0, 0);
+        R->matmul(X1, dx, c.dout, c.w, 3, 4, 5, 0, 0, 0);
+        R->matmul(X1, dw, c.dout, c.x, 5, 4, 3, 1, 0, 0);
         fd_check("matmul dx", c.x, dx, 12, L_mm, &c);
         fd_check("matmul dW", c.w, dw, 20, L_mm, &c);
         free(c.x); free(c.w); free(c.y); free(c.dout); free(dx); free(dw);
@@ -513,7 +515,7 @@ static void adamw_vs_torch(void) {
     double tp = 0.5, tm = 0, tv = 0;
     for (int t = 1; t <= 20; t++) {
         float g = (float)sin(t * 1.3);
-        smj_backend_ref.adamw(1, &p, &m, &v, &g, 1, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+        smj_backend_ref.adamw(X1, &p, &m, &v, &g, 1, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
         tp *= 1 - 1e-2 * 0.1;
         tm = 0.9 * tm + 0.1 * g;
         tv = 0.95 * tv + 0.05 * (double)g * g;
@@ -531,7 +533,8 @@ int main(void) {
                 cur_be = backends[b]->name;
                 cur_op = NAMES[op];
                 long before = check_failed;
-                CASES[op](backends[b], &smj_backend_ref, nt);
+                smj_exec ex = {.nt = nt};
+                CASES[op](backends[b], &smj_backend_ref, &ex);
                 printf("%-4s %-14s threads=%d %s\n", cur_be, cur_op, nt, check_failed == before ? "ok" : "FAILED");
             }
     finite_differences();

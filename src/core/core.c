@@ -37,11 +37,11 @@ smj_status smj_set_error(smj_ctx *ctx, smj_status s, const char *fmt, ...) {
 smj_ctx *smj_ctx_create(const smj_ctx_options *opts) {
     smj_ctx *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->threads = opts && opts->threads > 0 ? opts->threads : 0;
+    c->exec.nt = opts && opts->threads > 0 ? opts->threads : 0;
 #ifdef _OPENMP
-    if (c->threads == 0) c->threads = omp_get_max_threads();
+    if (c->exec.nt == 0) c->exec.nt = omp_get_max_threads();
 #else
-    c->threads = 1;
+    c->exec.nt = 1;
 #endif
     c->backend = smj_backend_get(opts ? opts->backend : SMJ_BACKEND_CPU);
     return c;
@@ -50,7 +50,7 @@ smj_ctx *smj_ctx_create(const smj_ctx_options *opts) {
 void smj_ctx_free(smj_ctx *ctx) { free(ctx); }
 const char *smj_ctx_error(const smj_ctx *ctx) { return ctx ? ctx->err : "no context"; }
 const char *smj_ctx_backend_name(const smj_ctx *ctx) { return ctx->backend->name; }
-int smj_ctx_threads(const smj_ctx *ctx) { return ctx->threads; }
+int smj_ctx_threads(const smj_ctx *ctx) { return ctx->exec.nt; }
 void smj_free(void *p) { free(p); }
 
 void *smj_alloc(size_t n) {

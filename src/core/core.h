@@ -16,8 +16,16 @@
 
 struct smj_backend;
 
+/* Where an op runs: the CPU team size, and for device backends their
+ * per-context state (stream, BLAS handle). Every op of the op table takes
+ * one; it lives in the smj_ctx. */
+typedef struct smj_exec {
+    int nt;     /* OpenMP threads for CPU ops */
+    void *impl; /* backend-owned state; NULL for host backends */
+} smj_exec;
+
 struct smj_ctx {
-    int threads;                       /* OpenMP team size for every op */
+    smj_exec exec;                     /* threads and backend state for every op */
     const struct smj_backend *backend; /* the op table in use */
     char err[1024];                    /* message of the last failure */
 };

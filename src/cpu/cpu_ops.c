@@ -17,22 +17,22 @@
 #include <omp.h>
 #endif
 
-#define OMP_FOR _Pragma("omp parallel for schedule(static) num_threads(nt)")
+#define OMP_FOR _Pragma("omp parallel for schedule(static) num_threads(ex->nt)")
 
-static void cpu_matmul(int nt, float *C, const float *A, const float *B, int64_t M, int64_t N,
+static void cpu_matmul(const smj_exec *ex, float *C, const float *A, const float *B, int64_t M, int64_t N,
                        int64_t K, int tA, int tB, int acc) {
-    smj_sgemm(nt, C, A, B, M, N, K, tA, tB, acc);
+    smj_sgemm(ex->nt, C, A, B, M, N, K, tA, tB, acc);
 }
 
-static void cpu_embedding_fwd(int nt, float *out, const int32_t *ids, const float *wte, int64_t N, int C) {
+static void cpu_embedding_fwd(const smj_exec *ex, float *out, const int32_t *ids, const float *wte, int64_t N, int C) {
     OMP_FOR
     for (int64_t n = 0; n < N; n++) memcpy(out + n * C, wte + (int64_t)ids[n] * C, sizeof(float) * C);
 }
 
 /* Threads own disjoint column ranges, so repeated ids need no atomics and the
  * sum order per element is the row order (deterministic). */
-static void cpu_embedding_bwd(int nt, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C) {
-    #pragma omp parallel num_threads(nt)
+static void cpu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C) {
+    #pragma omp parallel num_threads(ex->nt)
     {
         int nth = 1, me = 0;
 #ifdef _OPENMP
@@ -47,7 +47,7 @@ static void cpu_embedding_bwd(int nt, float *dwte, const int32_t *ids, const flo
     }
 }
 
-static void cpu_rmsnorm_fwd(int nt, float *out, float *rstd, const float *x, const float *w, int64_t N,
+static void cpu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
                             int C, float eps) {
     OMP_FOR
     for (int64_t n = 0; n < N; n++) {
@@ -63,11 +63,11 @@ static void cpu_rmsnorm_fwd(int nt, float *out, float *rstd, const float *x, con
 }
 
 /* dw is reduced per thread into private rows, then summed in thread order. */
-static void cpu_rmsnorm_bwd(int nt, float *dx, float *dw, const float *dout, const float *x,
+static void cpu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x,
                             const float *w, const float *rstd, int64_t N, int C) {
-    float *part = calloc((size_t)nt * C, sizeof(float));
+    float *part = calloc((size_t)ex->nt * C, sizeof(float));
     if (!part) return;
-    #pragma omp parallel num_threads(nt)
+    #pragma omp parallel num_threads(ex->nt)
     {
         int me = 0, nth = 1;
 #ifdef _OPENMP
@@ -89,12 +89,12 @@ static void cpu_rmsnorm_bwd(int nt, float *dx, float *dw, const float *dout, con
             }
         }
     }
-    for (int i = 0; i < nt; i++)
+    for (int i = 0; i < ex->nt; i++)
         for (int c = 0; c < C; c++) dw[c] += part[(int64_t)i * C + c];
     free(part);
 }
 
-static void rope_apply(int nt, float *x, const float *cos, const float *sin, int B, int T, int NH,
+static void rope_apply(const smj_exec *ex, float *x, const float *cos, const float *sin, int B, int T, int NH,
                        int HS, int pos0, float sgn) {
     int h2 = HS / 2;
     int64_t rows = (int64_t)B * T;
@@ -112,13 +112,13 @@ static void rope_apply(int nt, float *x, const float *cos, const float *sin, int
         }
     }
 }
-static void cpu_rope_fwd(int nt, float *x, const float *cos, const float *sin, int B, int T, int NH,
+static void cpu_rope_fwd(const smj_exec *ex, float *x, const float *cos, const float *sin, int B, int T, int NH,
                          int HS, int pos0) {
-    rope_apply(nt, x, cos, sin, B, T, NH, HS, pos0, 1.0f);
+    rope_apply(ex, x, cos, sin, B, T, NH, HS, pos0, 1.0f);
 }
-static void cpu_rope_bwd(int nt, float *dx, const float *cos, const float *sin, int B, int T, int NH,
+static void cpu_rope_bwd(const smj_exec *ex, float *dx, const float *cos, const float *sin, int B, int T, int NH,
                          int HS, int pos0) {
-    rope_apply(nt, dx, cos, sin, B, T, NH, HS, pos0, -1.0f);
+    rope_apply(ex, dx, cos, sin, B, T, NH, HS, pos0, -1.0f);
 }
 
 static inline float dotf(const float *a, const float *b, int n) {
@@ -130,12 +130,12 @@ static inline float dotf(const float *a, const float *b, int n) {
 
 /* One (b, h) pair per task; scores for a query row live in a per-thread
  * buffer of Tk floats. */
-static void cpu_attention_fwd(int nt, float *out, float *lse, const float *q, const float *k,
+static void cpu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
                               const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS,
                               int64_t kv_bstride, float scale) {
     int grp = NH / NKV;
     int64_t rs = (int64_t)NKV * HS;
-    #pragma omp parallel num_threads(nt)
+    #pragma omp parallel num_threads(ex->nt)
     {
         float *s = malloc(sizeof(float) * (size_t)Tk);
         #pragma omp for schedule(dynamic, 1) collapse(2)
@@ -170,12 +170,12 @@ static void cpu_attention_fwd(int nt, float *out, float *lse, const float *q, co
 
 /* One (b, kv head) pair per task: it owns dk/dv rows of that head, and walks
  * the grp query heads that share them. */
-static void cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const float *dout,
+static void cpu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
                               const float *out, const float *lse, const float *q, const float *k,
                               const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
     int grp = NH / NKV;
     int64_t rs = (int64_t)NKV * HS;
-    #pragma omp parallel num_threads(nt)
+    #pragma omp parallel num_threads(ex->nt)
     {
         float *ds = malloc(sizeof(float) * (size_t)T);
         #pragma omp for schedule(dynamic, 1) collapse(2)
@@ -219,10 +219,10 @@ static void cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const flo
 /* Element-wise ops run over 64 fixed chunks so the vector loop sees long runs. */
 #define CHUNKS 64
 #define CHUNK_LOOP(n, ...) \
-    _Pragma("omp parallel for schedule(static) num_threads(nt)") \
+    _Pragma("omp parallel for schedule(static) num_threads(ex->nt)") \
     for (int ch = 0; ch < CHUNKS; ch++) { int64_t i0 = (n) * ch / CHUNKS, i1 = (n) * (ch + 1) / CHUNKS; __VA_ARGS__ }
 
-static void cpu_swiglu_fwd(int nt, float *out, const float *gate, const float *up, int64_t n) {
+static void cpu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n) {
     CHUNK_LOOP(n, {
         int64_t i = i0;
 #ifdef __AVX512F__
@@ -234,7 +234,7 @@ static void cpu_swiglu_fwd(int nt, float *out, const float *gate, const float *u
         for (; i < i1; i++) { float g = gate[i]; out[i] = g / (1.0f + expf(-g)) * up[i]; }
     })
 }
-static void cpu_swiglu_bwd(int nt, float *dgate, float *dup, const float *dout, const float *gate,
+static void cpu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
                            const float *up, int64_t n) {
     CHUNK_LOOP(n, {
         int64_t i = i0;
@@ -255,12 +255,12 @@ static void cpu_swiglu_bwd(int nt, float *dgate, float *dup, const float *dout, 
     })
 }
 
-static void cpu_add(int nt, float *out, const float *a, const float *b, int64_t n) {
+static void cpu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n) {
     OMP_FOR
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-static void cpu_xent_fwd(int nt, float *losses, float *lse, const float *logits, const int32_t *targets,
+static void cpu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
                          int64_t N, int V) {
     OMP_FOR
     for (int64_t n = 0; n < N; n++) {
@@ -280,7 +280,7 @@ static void cpu_xent_fwd(int nt, float *losses, float *lse, const float *logits,
     }
 }
 
-static void cpu_xent_bwd(int nt, float *dlogits, const float *logits, const float *lse,
+static void cpu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
                          const int32_t *targets, float dloss, int64_t N, int V) {
     OMP_FOR
     for (int64_t n = 0; n < N; n++) {
@@ -295,7 +295,7 @@ static void cpu_xent_bwd(int nt, float *dlogits, const float *logits, const floa
     }
 }
 
-static void cpu_adamw(int nt, float *p, float *m, float *v, const float *g, int64_t n, float lr,
+static void cpu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
                       float b1, float b2, float eps, float wd, int64_t t) {
     float bc1 = (float)(1.0 - pow(b1, (double)t)), bc2 = (float)(1.0 - pow(b2, (double)t));
     float sbc2 = sqrtf(bc2);
@@ -311,10 +311,10 @@ static void cpu_adamw(int nt, float *p, float *m, float *v, const float *g, int6
 }
 
 /* Fixed 64 chunks summed in order: the result does not depend on nt. */
-static double cpu_sumsq(int nt, const float *x, int64_t n) {
+static double cpu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
     enum { CH = 64 };
     double part[CH];
-    #pragma omp parallel for schedule(static) num_threads(nt)
+    #pragma omp parallel for schedule(static) num_threads(ex->nt)
     for (int c = 0; c < CH; c++) {
         int64_t i0 = n * c / CH, i1 = n * (c + 1) / CH;
         double s = 0;
@@ -326,7 +326,7 @@ static double cpu_sumsq(int nt, const float *x, int64_t n) {
     return s;
 }
 
-static void cpu_scale(int nt, float *x, float s, int64_t n) {
+static void cpu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
     OMP_FOR
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }

@@ -306,7 +306,9 @@ smj_status smj_gguf_parse(smj_ctx *ctx, const uint8_t *data, size_t n, const cha
         if (!spans) NOMEM();
         for (int i = 0; i < g->n_tensors; i++) {
             const tensor_t *t = &g->t[i];
-            if (t->rel_off > data_len || t->nbytes > data_len - t->rel_off)
+            /* like llama.cpp, the padding after each tensor must be there too */
+            uint64_t padded = (t->nbytes + g->alignment - 1) / g->alignment * g->alignment;
+            if (t->rel_off > data_len || padded > data_len - t->rel_off)
                 BAD("%s: tensor '%s' (%llu bytes at data offset %llu) lies outside the file (truncated?)",
                     nm, t->name, (unsigned long long)t->nbytes, (unsigned long long)t->rel_off);
             spans[i] = (span){t->rel_off, t->rel_off + t->nbytes, i};

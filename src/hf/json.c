@@ -307,7 +307,7 @@ static int parse_number(parser *p, smj_json *v) {
             v->is_int = 1;
             v->i64 = neg ? (acc == (uint64_t)1 << 63 ? INT64_MIN : -(int64_t)acc) : (int64_t)acc;
         }
-    } else if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+    } else if (d == floor(d) && d > -9223372036854775808.0 && d < 9223372036854775808.0) {
         v->is_int = 1;
         v->i64 = (int64_t)d;
     }
@@ -557,10 +557,14 @@ void smj_jbuf_str(smj_jbuf *b, const char *s, size_t n) {
 }
 
 void smj_jbuf_float(smj_jbuf *b, float f) {
-    char tmp[48];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(tmp, sizeof tmp, "%.*g", prec, (double)f);
-        if (strtof(tmp, NULL) == f) break;
+    char tmp[64];
+    if (f == truncf(f) && fabsf(f) < 1e15f) {
+        snprintf(tmp, sizeof tmp, "%.1f", (double)f); /* integers in plain notation: 10000.0 */
+    } else {
+        for (int prec = 1; prec <= 9; prec++) {
+            snprintf(tmp, sizeof tmp, "%.*g", prec, (double)f);
+            if (strtof(tmp, NULL) == f) break;
+        }
     }
     /* JSON has no "inf"/"nan"; callers pass finite values. Make integers
      * read as floats by Python's json (1 -> 1.0) for clarity. */

@@ -76,7 +76,8 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
     smj_model *m = s->m;
     const smj_model_config *c = &m->cfg;
     const smj_backend *be = m->be;
-    int nt = m->ctx->threads, C = c->dim, V = c->vocab_size;
+    const smj_exec *ex = &m->ctx->exec;
+    int C = c->dim, V = c->vocab_size;
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
     SMJ_CHECK(m->ctx, n >= 1, SMJ_ERR_INVALID, "nothing to feed");
     SMJ_CHECK(m->ctx, s->len + n <= s->max_len, SMJ_ERR_INVALID,
@@ -86,7 +87,7 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
     for (int done = 0; done < n;) {
         int r = n - done < CHUNK ? n - done : CHUNK, pos = s->len;
         be->upload(s->ids, ids + done, sizeof(int32_t) * (size_t)r);
-        be->embedding_fwd(nt, s->x, s->ids, smj_model_ptr(m, m->params, R_EMBED, -1), r, C);
+        be->embedding_fwd(ex, s->x, s->ids, smj_model_ptr(m, m->params, R_EMBED, -1), r, C);
         for (int l = 0; l < c->n_layers; l++) {
             float *kl = s->kc + (int64_t)l * s->max_len * KD, *vl = s->vc + (int64_t)l * s->max_len * KD;
             s->a.k = kl + pos * KD;
@@ -97,9 +98,9 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
         s->len += r;
         done += r;
         if (done == n) {
-            be->rmsnorm_fwd(nt, s->lnf, s->rstd, s->x + (int64_t)(r - 1) * C,
+            be->rmsnorm_fwd(ex, s->lnf, s->rstd, s->x + (int64_t)(r - 1) * C,
                             smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, C, c->norm_eps);
-            be->matmul(nt, s->logits, s->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), 1, V, C, 0, 1, 0);
+            be->matmul(ex, s->logits, s->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), 1, V, C, 0, 1, 0);
             be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
         }
     }

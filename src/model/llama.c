@@ -15,8 +15,6 @@
 #include <string.h>
 #include "model.h"
 
-#define NT(m) ((m)->ctx->threads)
-
 /* ------------------------------------------------------------ the table */
 
 typedef struct { smj_role role; const char *fmt; int per_layer; } role_name;
@@ -299,33 +297,34 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
                        int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
-    int nt = NT(m), NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
+    const smj_exec *ex = &m->ctx->exec;
+    int NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
     int64_t N = (int64_t)B * T, QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
-    be->rmsnorm_fwd(nt, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
+    be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
     if (c->qk_norm) {
-        be->matmul(nt, a->q_pre, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
-        be->matmul(nt, a->k_pre, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
-        be->rmsnorm_fwd(nt, a->q, a->q_rstd, a->q_pre, W(R_Q_NORM), N * NH, HS, c->norm_eps);
-        be->rmsnorm_fwd(nt, a->k, a->k_rstd, a->k_pre, W(R_K_NORM), N * NKV, HS, c->norm_eps);
+        be->matmul(ex, a->q_pre, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
+        be->matmul(ex, a->k_pre, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+        be->rmsnorm_fwd(ex, a->q, a->q_rstd, a->q_pre, W(R_Q_NORM), N * NH, HS, c->norm_eps);
+        be->rmsnorm_fwd(ex, a->k, a->k_rstd, a->k_pre, W(R_K_NORM), N * NKV, HS, c->norm_eps);
     } else {
-        be->matmul(nt, a->q, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
-        be->matmul(nt, a->k, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+        be->matmul(ex, a->q, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
+        be->matmul(ex, a->k, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
     }
-    be->matmul(nt, a->v, a->ln1, W(R_WV), N, KD, C, 0, 1, 0);
-    be->rope_fwd(nt, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
-    be->rope_fwd(nt, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
-    be->attention_fwd(nt, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
+    be->matmul(ex, a->v, a->ln1, W(R_WV), N, KD, C, 0, 1, 0);
+    be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
+    be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
+    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
                       1.0f / sqrtf((float)HS));
-    be->matmul(nt, a->tmp, a->att, W(R_WO), N, C, QD, 0, 1, 0);
-    be->add(nt, a->res_mid, x, a->tmp, N * C);
-    be->rmsnorm_fwd(nt, a->ln2, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), N, C, c->norm_eps);
-    be->matmul(nt, a->gate, a->ln2, W(R_WGATE), N, H, C, 0, 1, 0);
-    be->matmul(nt, a->up, a->ln2, W(R_WUP), N, H, C, 0, 1, 0);
-    be->swiglu_fwd(nt, a->hsw, a->gate, a->up, N * H);
-    be->matmul(nt, a->tmp, a->hsw, W(R_WDOWN), N, C, H, 0, 1, 0);
-    be->add(nt, y, a->res_mid, a->tmp, N * C);
+    be->matmul(ex, a->tmp, a->att, W(R_WO), N, C, QD, 0, 1, 0);
+    be->add(ex, a->res_mid, x, a->tmp, N * C);
+    be->rmsnorm_fwd(ex, a->ln2, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), N, C, c->norm_eps);
+    be->matmul(ex, a->gate, a->ln2, W(R_WGATE), N, H, C, 0, 1, 0);
+    be->matmul(ex, a->up, a->ln2, W(R_WUP), N, H, C, 0, 1, 0);
+    be->swiglu_fwd(ex, a->hsw, a->gate, a->up, N * H);
+    be->matmul(ex, a->tmp, a->hsw, W(R_WDOWN), N, C, H, 0, 1, 0);
+    be->add(ex, y, a->res_mid, a->tmp, N * C);
 #undef W
 }
 
@@ -349,24 +348,25 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     }
     SMJ_TRY(ensure_acts(m, B, T));
     const smj_backend *be = m->be;
-    int nt = NT(m), C = c->dim, V = c->vocab_size;
+    const smj_exec *ex = &m->ctx->exec;
+    int C = c->dim, V = c->vocab_size;
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
-    be->embedding_fwd(nt, m->res, m->ids, smj_model_ptr(m, m->params, R_EMBED, -1), N, C);
+    be->embedding_fwd(ex, m->res, m->ids, smj_model_ptr(m, m->params, R_EMBED, -1), N, C);
     for (int l = 0; l < c->n_layers; l++) {
         smj_block_acts *a = &m->blk[l];
         smj_block_forward(m, l, a, m->res + l * N * C, m->res + (l + 1) * N * C, B, T, 0, a->k, a->v, T,
                           (int64_t)T * c->n_kv_heads * c->head_dim);
     }
-    be->rmsnorm_fwd(nt, m->lnf, m->lnf_rstd, m->res + c->n_layers * N * C,
+    be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, m->res + c->n_layers * N * C,
                     smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
-    be->matmul(nt, m->logits, m->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, V, C, 0, 1, 0);
+    be->matmul(ex, m->logits, m->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, V, C, 0, 1, 0);
     m->last_B = B;
     m->last_T = T;
     m->have_targets = targets != NULL;
     m->n_valid = n_valid;
     if (!targets) return SMJ_OK;
     be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
-    be->xent_fwd(nt, m->losses, m->xlse, m->logits, m->tgts, N, V);
+    be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V);
     float *host = malloc(sizeof(float) * (size_t)N);
     if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
     be->download(host, m->losses, sizeof(float) * (size_t)N);
@@ -385,44 +385,45 @@ static void block_backward(smj_model *m, int l, int B, int T) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     smj_block_acts *a = &m->blk[l];
-    int nt = NT(m), NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
+    const smj_exec *ex = &m->ctx->exec;
+    int NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
     int64_t N = (int64_t)B * T, QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     const float *x = m->res + l * N * C;
     float *P = m->params, *G = m->grads;
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
     /* FFN: y = res_mid + Wd·hsw. dres holds dL/dy. */
-    be->matmul(nt, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
-    be->matmul(nt, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
-    be->swiglu_bwd(nt, m->dgate, m->dup, m->dh, a->gate, a->up, N * H);
-    be->matmul(nt, DW(R_WGATE), m->dgate, a->ln2, H, C, N, 1, 0, 1);
-    be->matmul(nt, DW(R_WUP), m->dup, a->ln2, H, C, N, 1, 0, 1);
-    be->matmul(nt, m->dln, m->dgate, W(R_WGATE), N, C, H, 0, 0, 0);
-    be->matmul(nt, m->dln, m->dup, W(R_WUP), N, C, H, 0, 0, 1);
-    be->rmsnorm_bwd(nt, m->dtmp, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C);
-    be->add(nt, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dres_mid */
+    be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
+    be->matmul(ex, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
+    be->swiglu_bwd(ex, m->dgate, m->dup, m->dh, a->gate, a->up, N * H);
+    be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, H, C, N, 1, 0, 1);
+    be->matmul(ex, DW(R_WUP), m->dup, a->ln2, H, C, N, 1, 0, 1);
+    be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, H, 0, 0, 0);
+    be->matmul(ex, m->dln, m->dup, W(R_WUP), N, C, H, 0, 0, 1);
+    be->rmsnorm_bwd(ex, m->dtmp, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C);
+    be->add(ex, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dres_mid */
     /* attention: res_mid = x + Wo·att */
-    be->matmul(nt, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
-    be->matmul(nt, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
-    be->attention_bwd(nt, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
+    be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
+    be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
+    be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
                       HS, 1.0f / sqrtf((float)HS));
-    be->rope_bwd(nt, m->dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0);
-    be->rope_bwd(nt, m->dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0);
+    be->rope_bwd(ex, m->dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0);
+    be->rope_bwd(ex, m->dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0);
     float *dq = m->dq, *dk = m->dk;
     if (c->qk_norm) {
-        be->rmsnorm_bwd(nt, m->dqn, DW(R_Q_NORM), m->dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS);
-        be->rmsnorm_bwd(nt, m->dkn, DW(R_K_NORM), m->dk, a->k_pre, W(R_K_NORM), a->k_rstd, N * NKV, HS);
+        be->rmsnorm_bwd(ex, m->dqn, DW(R_Q_NORM), m->dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS);
+        be->rmsnorm_bwd(ex, m->dkn, DW(R_K_NORM), m->dk, a->k_pre, W(R_K_NORM), a->k_rstd, N * NKV, HS);
         dq = m->dqn;
         dk = m->dkn;
     }
-    be->matmul(nt, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
-    be->matmul(nt, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
-    be->matmul(nt, DW(R_WV), m->dv, a->ln1, KD, C, N, 1, 0, 1);
-    be->matmul(nt, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
-    be->matmul(nt, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
-    be->matmul(nt, m->dln, m->dv, W(R_WV), N, C, KD, 0, 0, 1);
-    be->rmsnorm_bwd(nt, m->dtmp, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C);
-    be->add(nt, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dx */
+    be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
+    be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
+    be->matmul(ex, DW(R_WV), m->dv, a->ln1, KD, C, N, 1, 0, 1);
+    be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
+    be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
+    be->matmul(ex, m->dln, m->dv, W(R_WV), N, C, KD, 0, 0, 1);
+    be->rmsnorm_bwd(ex, m->dtmp, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C);
+    be->add(ex, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dx */
 #undef W
 #undef DW
 }
@@ -440,18 +441,19 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     carver cv = {m->bwd_mem, 0};
     carve_bwd(c, B, T, &cv, m);
     const smj_backend *be = m->be;
-    int nt = NT(m), C = c->dim, V = c->vocab_size;
+    const smj_exec *ex = &m->ctx->exec;
+    int C = c->dim, V = c->vocab_size;
     int64_t N = (int64_t)B * T;
     float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
     float *dlogits = m->logits; /* in place: logits are not needed after this */
-    be->xent_bwd(nt, dlogits, m->logits, m->xlse, m->tgts, dloss, N, V);
-    be->matmul(nt, smj_model_ptr(m, m->grads, R_LM_HEAD, -1), dlogits, m->lnf, V, C, N, 1, 0, 1);
-    be->matmul(nt, m->dln, dlogits, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, C, V, 0, 0, 0);
-    be->rmsnorm_bwd(nt, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1), m->dln,
+    be->xent_bwd(ex, dlogits, m->logits, m->xlse, m->tgts, dloss, N, V);
+    be->matmul(ex, smj_model_ptr(m, m->grads, R_LM_HEAD, -1), dlogits, m->lnf, V, C, N, 1, 0, 1);
+    be->matmul(ex, m->dln, dlogits, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, C, V, 0, 0, 0);
+    be->rmsnorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1), m->dln,
                     m->res + c->n_layers * N * C, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_rstd,
                     N, C);
     for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T);
-    be->embedding_bwd(nt, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
+    be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     m->have_targets = 0; /* logits were consumed */
     return SMJ_OK;
 }

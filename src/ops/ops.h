@@ -40,71 +40,71 @@ enum {
 #define SMJ_OP_FIELDS(R) \
     /* C[M,N] = (acc ? C : 0) + op(A)[M,K] · op(B)[K,N]; op(X) = X^T when \
      * transX (then A is stored [K,M], B is stored [N,K]). */ \
-    void (*matmul)(int nt, R *Cm, const R *A, const R *Bm, int64_t M, int64_t N, \
+    void (*matmul)(const smj_exec *ex, R *Cm, const R *A, const R *Bm, int64_t M, int64_t N, \
                    int64_t K, int transA, int transB, int acc); \
  \
     /* out[N,C] = wte[ids[n], :]. */ \
-    void (*embedding_fwd)(int nt, R *out, const int32_t *ids, const R *wte, int64_t N, int C); \
+    void (*embedding_fwd)(const smj_exec *ex, R *out, const int32_t *ids, const R *wte, int64_t N, int C); \
     /* dwte[ids[n], :] += dout[n, :]. */ \
-    void (*embedding_bwd)(int nt, R *dwte, const int32_t *ids, const R *dout, int64_t N, int C); \
+    void (*embedding_bwd)(const smj_exec *ex, R *dwte, const int32_t *ids, const R *dout, int64_t N, int C); \
  \
     /* Rows of C: out = x * rstd * w, rstd[n] = 1/sqrt(mean(x^2) + eps). */ \
-    void (*rmsnorm_fwd)(int nt, R *out, R *rstd, const R *x, const R *w, int64_t N, \
+    void (*rmsnorm_fwd)(const smj_exec *ex, R *out, R *rstd, const R *x, const R *w, int64_t N, \
                         int C, float eps); \
     /* dx = (written), dw += . Uses the saved rstd [N]. */ \
-    void (*rmsnorm_bwd)(int nt, R *dx, R *dw, const R *dout, const R *x, \
+    void (*rmsnorm_bwd)(const smj_exec *ex, R *dx, R *dw, const R *dout, const R *x, \
                         const R *w, const R *rstd, int64_t N, int C); \
  \
     /* In place on x[B,T,NH,HS], HF half-split rotation: for i < HS/2, \
      * (x_i, x_{i+HS/2}) rotated by angle of position pos0+t, using tables \
      * cos/sin [maxT, HS/2]. */ \
-    void (*rope_fwd)(int nt, R *x, const R *cos, const R *sin, int B, int T, int NH, \
+    void (*rope_fwd)(const smj_exec *ex, R *x, const R *cos, const R *sin, int B, int T, int NH, \
                      int HS, int pos0); \
     /* In place on dx: the inverse rotation. */ \
-    void (*rope_bwd)(int nt, R *dx, const R *cos, const R *sin, int B, int T, int NH, \
+    void (*rope_bwd)(const smj_exec *ex, R *dx, const R *cos, const R *sin, int B, int T, int NH, \
                      int HS, int pos0); \
  \
     /* Causal softmax attention. q [B,Tq,NH,HS]; k, v [B,Tk,NKV,HS] whose \
      * batch stride is kv_bstride elements; query t sits at absolute position \
      * Tk-Tq+t and sees keys 0..that position. out [B,Tq,NH,HS]; \
      * lse [B,NH,Tq] = log-sum-exp of the scaled scores (kept for backward). */ \
-    void (*attention_fwd)(int nt, R *out, R *lse, const R *q, const R *k, \
+    void (*attention_fwd)(const smj_exec *ex, R *out, R *lse, const R *q, const R *k, \
                           const R *v, int B, int Tq, int Tk, int NH, int NKV, int HS, \
                           int64_t kv_bstride, float scale); \
     /* dq, dk, dv written (Tq == Tk, contiguous). */ \
-    void (*attention_bwd)(int nt, R *dq, R *dk, R *dv, const R *dout, \
+    void (*attention_bwd)(const smj_exec *ex, R *dq, R *dk, R *dv, const R *dout, \
                           const R *out, const R *lse, const R *q, const R *k, \
                           const R *v, int B, int T, int NH, int NKV, int HS, float scale); \
  \
     /* out[N,H] = silu(gate) * up. */ \
-    void (*swiglu_fwd)(int nt, R *out, const R *gate, const R *up, int64_t n); \
+    void (*swiglu_fwd)(const smj_exec *ex, R *out, const R *gate, const R *up, int64_t n); \
     /* dgate, dup written. */ \
-    void (*swiglu_bwd)(int nt, R *dgate, R *dup, const R *dout, const R *gate, \
+    void (*swiglu_bwd)(const smj_exec *ex, R *dgate, R *dup, const R *dout, const R *gate, \
                        const R *up, int64_t n); \
  \
     /* out = a + b (out may alias a or b). */ \
-    void (*add)(int nt, R *out, const R *a, const R *b, int64_t n); \
+    void (*add)(const smj_exec *ex, R *out, const R *a, const R *b, int64_t n); \
  \
     /* Cross-entropy of logits [N,V] against targets [N] (target < 0 ignored). \
      * losses[n] = logsumexp(logits[n]) - logits[n, target]  (0 if ignored), \
      * lse[n] saved for the backward. */ \
-    void (*xent_fwd)(int nt, R *losses, R *lse, const R *logits, const int32_t *targets, \
+    void (*xent_fwd)(const smj_exec *ex, R *losses, R *lse, const R *logits, const int32_t *targets, \
                      int64_t N, int V); \
     /* dlogits[n,:] = dloss * (softmax(logits[n]) - onehot(target)), written; \
      * may alias logits (in place). Ignored rows get 0. */ \
-    void (*xent_bwd)(int nt, R *dlogits, const R *logits, const R *lse, \
+    void (*xent_bwd)(const smj_exec *ex, R *dlogits, const R *logits, const R *lse, \
                      const int32_t *targets, float dloss, int64_t N, int V); \
  \
     /* One AdamW update of n parameters (bias-corrected, decoupled decay): \
      * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; \
      * p -= lr * (m/bc1 / (sqrt(v/bc2) + eps) + wd * p), bc = 1 - beta^t. */ \
-    void (*adamw)(int nt, R *p, R *m, R *v, const R *g, int64_t n, float lr, \
+    void (*adamw)(const smj_exec *ex, R *p, R *m, R *v, const R *g, int64_t n, float lr, \
                   float beta1, float beta2, float eps, float wd, int64_t t); \
  \
     /* Returns sum of x^2 in double (NaN/Inf propagate). */ \
-    double (*sumsq)(int nt, const R *x, int64_t n); \
+    double (*sumsq)(const smj_exec *ex, const R *x, int64_t n); \
     /* x *= s. */ \
-    void (*scale)(int nt, R *x, float s, int64_t n);
+    void (*scale)(const smj_exec *ex, R *x, float s, int64_t n);
 
 struct smj_backend {
     const char *name;
@@ -116,7 +116,7 @@ struct smj_backend {
     void (*upload)(void *dst_dev, const void *src_host, size_t bytes);
     void (*download)(void *dst_host, const void *src_dev, size_t bytes);
     void (*zero)(void *p, size_t bytes);
-    /* nt: the OpenMP team size (from smj_ctx); ignored where meaningless. */
+    /* ex: the context's execution state (threads; device stream/handles). */
 
     SMJ_OP_FIELDS(float)
 };

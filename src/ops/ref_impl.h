@@ -12,9 +12,9 @@
 #include <math.h>
 #include <string.h>
 
-static void RP(matmul)(int nt, REAL *C, const REAL *A, const REAL *B, int64_t M, int64_t N,
+static void RP(matmul)(const smj_exec *ex, REAL *C, const REAL *A, const REAL *B, int64_t M, int64_t N,
                        int64_t K, int tA, int tB, int acc) {
-    (void)nt;
+    (void)ex;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
             double s = 0;
@@ -27,20 +27,20 @@ static void RP(matmul)(int nt, REAL *C, const REAL *A, const REAL *B, int64_t M,
         }
 }
 
-static void RP(embedding_fwd)(int nt, REAL *out, const int32_t *ids, const REAL *wte, int64_t N, int C) {
-    (void)nt;
+static void RP(embedding_fwd)(const smj_exec *ex, REAL *out, const int32_t *ids, const REAL *wte, int64_t N, int C) {
+    (void)ex;
     for (int64_t n = 0; n < N; n++) memcpy(out + n * C, wte + (int64_t)ids[n] * C, sizeof(REAL) * C);
 }
 
-static void RP(embedding_bwd)(int nt, REAL *dwte, const int32_t *ids, const REAL *dout, int64_t N, int C) {
-    (void)nt;
+static void RP(embedding_bwd)(const smj_exec *ex, REAL *dwte, const int32_t *ids, const REAL *dout, int64_t N, int C) {
+    (void)ex;
     for (int64_t n = 0; n < N; n++)
         for (int c = 0; c < C; c++) dwte[(int64_t)ids[n] * C + c] += dout[n * C + c];
 }
 
-static void RP(rmsnorm_fwd)(int nt, REAL *out, REAL *rstd, const REAL *x, const REAL *w, int64_t N,
+static void RP(rmsnorm_fwd)(const smj_exec *ex, REAL *out, REAL *rstd, const REAL *x, const REAL *w, int64_t N,
                             int C, float eps) {
-    (void)nt;
+    (void)ex;
     for (int64_t n = 0; n < N; n++) {
         const REAL *xr = x + n * C;
         double ss = 0;
@@ -53,9 +53,9 @@ static void RP(rmsnorm_fwd)(int nt, REAL *out, REAL *rstd, const REAL *x, const 
 
 /* y_c = w_c x_c r, r = (mean x^2 + eps)^-1/2:
  * dx_c = r (w_c dy_c) - r^3 x_c mean_j(w_j dy_j x_j);  dw_c += dy_c x_c r. */
-static void RP(rmsnorm_bwd)(int nt, REAL *dx, REAL *dw, const REAL *dout, const REAL *x,
+static void RP(rmsnorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, const REAL *dout, const REAL *x,
                             const REAL *w, const REAL *rstd, int64_t N, int C) {
-    (void)nt;
+    (void)ex;
     for (int64_t n = 0; n < N; n++) {
         const REAL *xr = x + n * C, *dy = dout + n * C;
         double r = rstd[n], dot = 0;
@@ -83,21 +83,21 @@ static void RP(rope_apply)(REAL *x, const REAL *cos, const REAL *sin, int B, int
                 }
             }
 }
-static void RP(rope_fwd)(int nt, REAL *x, const REAL *cos, const REAL *sin, int B, int T, int NH,
+static void RP(rope_fwd)(const smj_exec *ex, REAL *x, const REAL *cos, const REAL *sin, int B, int T, int NH,
                          int HS, int pos0) {
-    (void)nt;
+    (void)ex;
     RP(rope_apply)(x, cos, sin, B, T, NH, HS, pos0, 1.0);
 }
-static void RP(rope_bwd)(int nt, REAL *dx, const REAL *cos, const REAL *sin, int B, int T, int NH,
+static void RP(rope_bwd)(const smj_exec *ex, REAL *dx, const REAL *cos, const REAL *sin, int B, int T, int NH,
                          int HS, int pos0) {
-    (void)nt;
+    (void)ex;
     RP(rope_apply)(dx, cos, sin, B, T, NH, HS, pos0, -1.0);
 }
 
-static void RP(attention_fwd)(int nt, REAL *out, REAL *lse, const REAL *q, const REAL *k,
+static void RP(attention_fwd)(const smj_exec *ex, REAL *out, REAL *lse, const REAL *q, const REAL *k,
                               const REAL *v, int B, int Tq, int Tk, int NH, int NKV, int HS,
                               int64_t kv_bstride, float scale) {
-    (void)nt;
+    (void)ex;
     int grp = NH / NKV;
     double *s = malloc(sizeof(double) * (size_t)Tk);
     if (!s) return;
@@ -130,10 +130,10 @@ static void RP(attention_fwd)(int nt, REAL *out, REAL *lse, const REAL *q, const
 
 /* p_j = exp(s_j - lse); dp_j = dout.v_j; ds_j = p_j (dp_j - dout.out);
  * dq = scale sum_j ds_j k_j; dk_j += scale ds_j q; dv_j += p_j dout. */
-static void RP(attention_bwd)(int nt, REAL *dq, REAL *dk, REAL *dv, const REAL *dout,
+static void RP(attention_bwd)(const smj_exec *ex, REAL *dq, REAL *dk, REAL *dv, const REAL *dout,
                               const REAL *out, const REAL *lse, const REAL *q, const REAL *k,
                               const REAL *v, int B, int T, int NH, int NKV, int HS, float scale) {
-    (void)nt;
+    (void)ex;
     int grp = NH / NKV;
     int64_t kvn = (int64_t)B * T * NKV * HS, rs = (int64_t)NKV * HS;
     double *dkd = calloc((size_t)kvn, sizeof(double)), *dvd = calloc((size_t)kvn, sizeof(double));
@@ -169,17 +169,17 @@ static void RP(attention_bwd)(int nt, REAL *dq, REAL *dk, REAL *dv, const REAL *
     free(dvd);
 }
 
-static void RP(swiglu_fwd)(int nt, REAL *out, const REAL *gate, const REAL *up, int64_t n) {
-    (void)nt;
+static void RP(swiglu_fwd)(const smj_exec *ex, REAL *out, const REAL *gate, const REAL *up, int64_t n) {
+    (void)ex;
     for (int64_t i = 0; i < n; i++) {
         double g = gate[i];
         out[i] = (REAL)(g / (1.0 + exp(-g)) * up[i]);
     }
 }
 /* silu(g) = g s(g); silu'(g) = s(g) (1 + g (1 - s(g))). */
-static void RP(swiglu_bwd)(int nt, REAL *dgate, REAL *dup, const REAL *dout, const REAL *gate,
+static void RP(swiglu_bwd)(const smj_exec *ex, REAL *dgate, REAL *dup, const REAL *dout, const REAL *gate,
                            const REAL *up, int64_t n) {
-    (void)nt;
+    (void)ex;
     for (int64_t i = 0; i < n; i++) {
         double g = gate[i], s = 1.0 / (1.0 + exp(-g));
         dgate[i] = (REAL)(dout[i] * up[i] * s * (1.0 + g * (1.0 - s)));
@@ -187,14 +187,14 @@ static void RP(swiglu_bwd)(int nt, REAL *dgate, REAL *dup, const REAL *dout, con
     }
 }
 
-static void RP(add)(int nt, REAL *out, const REAL *a, const REAL *b, int64_t n) {
-    (void)nt;
+static void RP(add)(const smj_exec *ex, REAL *out, const REAL *a, const REAL *b, int64_t n) {
+    (void)ex;
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-static void RP(xent_fwd)(int nt, REAL *losses, REAL *lse, const REAL *logits, const int32_t *targets,
+static void RP(xent_fwd)(const smj_exec *ex, REAL *losses, REAL *lse, const REAL *logits, const int32_t *targets,
                          int64_t N, int V) {
-    (void)nt;
+    (void)ex;
     for (int64_t n = 0; n < N; n++) {
         const REAL *l = logits + n * V;
         double mx = -INFINITY, s = 0;
@@ -206,9 +206,9 @@ static void RP(xent_fwd)(int nt, REAL *losses, REAL *lse, const REAL *logits, co
     }
 }
 
-static void RP(xent_bwd)(int nt, REAL *dlogits, const REAL *logits, const REAL *lse,
+static void RP(xent_bwd)(const smj_exec *ex, REAL *dlogits, const REAL *logits, const REAL *lse,
                          const int32_t *targets, float dloss, int64_t N, int V) {
-    (void)nt;
+    (void)ex;
     for (int64_t n = 0; n < N; n++) {
         for (int j = 0; j < V; j++) {
             double p = targets[n] < 0 ? 0 : exp((double)logits[n * V + j] - lse[n]);
@@ -217,9 +217,9 @@ static void RP(xent_bwd)(int nt, REAL *dlogits, const REAL *logits, const REAL *
     }
 }
 
-static void RP(adamw)(int nt, REAL *p, REAL *m, REAL *v, const REAL *g, int64_t n, float lr,
+static void RP(adamw)(const smj_exec *ex, REAL *p, REAL *m, REAL *v, const REAL *g, int64_t n, float lr,
                       float b1, float b2, float eps, float wd, int64_t t) {
-    (void)nt;
+    (void)ex;
     double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
     for (int64_t i = 0; i < n; i++) {
         double mi = b1 * (double)m[i] + (1.0 - b1) * g[i];
@@ -230,14 +230,14 @@ static void RP(adamw)(int nt, REAL *p, REAL *m, REAL *v, const REAL *g, int64_t 
     }
 }
 
-static double RP(sumsq)(int nt, const REAL *x, int64_t n) {
-    (void)nt;
+static double RP(sumsq)(const smj_exec *ex, const REAL *x, int64_t n) {
+    (void)ex;
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
     return s;
 }
 
-static void RP(scale)(int nt, REAL *x, float s, int64_t n) {
-    (void)nt;
+static void RP(scale)(const smj_exec *ex, REAL *x, float s, int64_t n) {
+    (void)ex;
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }

@@ -17,7 +17,7 @@
  *      of the neighbouring pairs and adding each word to the lists of the
  *      new pairs that contain z.
  *
- * Tie rule (documented in docs/FORMAT-tokenizer.md): the pair with the
+ * Tie rule (documented in docs/FORMATS.md): the pair with the
  * highest count is merged; among equal counts the smallest (left id, right
  * id), compared as (left, right) lexicographically. Nothing else (hash order,
  * word order, threads) influences the result, so training is deterministic

@@ -14,7 +14,7 @@
  *                              with left, right < 256+i
  *   ids 256+M..256+M+S-1       special tokens; the first three are PAD, BOS, EOS
  *                              (smj_special order); they decode to nothing
- * The byte layout of the tokenizer file is in docs/FORMAT-tokenizer.md.
+ * The byte layout of the tokenizer file is in docs/FORMATS.md.
  */
 #ifndef SMJ_TOKENIZER_INTERNAL_H
 #define SMJ_TOKENIZER_INTERNAL_H
@@ -34,7 +34,7 @@
 /* ---- building and serializing */
 
 /* Parses a tokenizer file image data[0..n) (the format of
- * docs/FORMAT-tokenizer.md), validating everything. name_for_errors names the
+ * docs/FORMATS.md), validating everything. name_for_errors names the
  * source in messages (a path, or e.g. "<memory>"). On failure returns
  * SMJ_ERR_FORMAT (or SMJ_ERR_NOMEM) with one message in ctx, leaves *out
  * NULL, and never reads outside data[0..n). */

@@ -86,7 +86,7 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
     smj_model *m = t->m;
     smj_ctx *ctx = m->ctx;
     const smj_backend *be = m->be;
-    int nt = ctx->threads;
+    const smj_exec *ex = &ctx->exec;
     SMJ_CHECK(ctx, grad_accum >= 1, SMJ_ERR_INVALID, "grad accumulation must be >= 1");
     SMJ_CHECK(ctx, smj_dataset_vocab_size(ds) <= m->cfg.vocab_size, SMJ_ERR_INVALID,
               "the dataset's vocabulary (%d) is larger than the model's (%d)", smj_dataset_vocab_size(ds),
@@ -107,7 +107,7 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
         t->poison = 0;
     }
     float loss = (float)(loss_sum / grad_accum);
-    double norm = sqrt(be->sumsq(nt, m->grads, m->n_params));
+    double norm = sqrt(be->sumsq(ex, m->grads, m->n_params));
     float lr = smj_lr_at(&t->o, t->step);
     t->step++;
     smj_step_stats s = {loss, (float)norm, lr, 0, t->step, t->bad_total};
@@ -127,13 +127,13 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
     t->bad_consec = 0;
     if (t->o.grad_clip > 0 && norm > t->o.grad_clip) {
         float coef = (float)(t->o.grad_clip / (norm + 1e-6));
-        if (coef < 1.0f) be->scale(nt, m->grads, coef, m->n_params);
+        if (coef < 1.0f) be->scale(ex, m->grads, coef, m->n_params);
     }
     t->adam_t++;
     for (int i = 0; i < m->n_tensors; i++) {
         const smj_tensor_spec *sp = &m->specs[i];
         int64_t o = sp->offset;
-        be->adamw(nt, m->params + o, t->adam_m + o, t->adam_v + o, m->grads + o, sp->numel, lr, t->o.beta1,
+        be->adamw(ex, m->params + o, t->adam_m + o, t->adam_v + o, m->grads + o, sp->numel, lr, t->o.beta1,
                   t->o.beta2, t->o.eps, sp->decay ? t->o.weight_decay : 0.0f, t->adam_t);
     }
     if (stats) *stats = s;
