@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
+#include "cmd_hf.h"
 
 typedef struct {
     const char *name;
@@ -27,6 +28,8 @@ static const command_entry commands[] = {
     {"info", cmd_info, "show the config and tensors of a checkpoint or training state"},
     {"sizes", cmd_sizes, "list the model presets with parameter counts and memory"},
     {"bench", cmd_bench, "measure training, forward and decoding speed"},
+    {"import-hf", cmd_import_hf, "convert a HuggingFace model directory into a checkpoint"},
+    {"export-hf", cmd_export_hf, "write a checkpoint (and tokenizer) as a HuggingFace model directory"},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

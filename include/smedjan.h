@@ -164,10 +164,14 @@ typedef struct {
     int ndim;
     int64_t shape[4];
     int64_t numel;
-    float *data; /* host pointer to fp32 values (CPU backends) */
-    float *grad; /* host pointer to the gradient, NULL before the first backward */
+    float *data; /* fp32 values in the backend's memory (a host pointer on CPU backends) */
+    float *grad; /* the gradient, likewise; NULL before the first backward */
 } smj_tensor_view;
 smj_status smj_model_tensor(smj_model *m, int i, smj_tensor_view *view);
+/* Copies tensor i's values (grad = 0) or gradient (grad = 1) to host memory
+ * dst [numel], or host values src into the tensor — on any backend. */
+smj_status smj_model_tensor_get(smj_model *m, int i, int grad, float *dst);
+smj_status smj_model_tensor_set(smj_model *m, int i, const float *src);
 
 /* Forward pass over inputs [B, T]. When targets [B, T] is not NULL, *loss
  * gets the mean cross-entropy over targets >= 0 (targets < 0 are ignored).

@@ -190,6 +190,20 @@ smj_status smj_model_tensor(smj_model *m, int i, smj_tensor_view *v) {
     return SMJ_OK;
 }
 
+smj_status smj_model_tensor_get(smj_model *m, int i, int grad, float *dst) {
+    if (i < 0 || i >= m->n_tensors) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "tensor index %d out of range", i);
+    const float *src = grad ? m->grads : m->params;
+    if (!src) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "no gradients yet (run a backward first)");
+    m->be->download(dst, src + m->specs[i].offset, sizeof(float) * (size_t)m->specs[i].numel);
+    return SMJ_OK;
+}
+
+smj_status smj_model_tensor_set(smj_model *m, int i, const float *src) {
+    if (i < 0 || i >= m->n_tensors) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "tensor index %d out of range", i);
+    m->be->upload(m->params + m->specs[i].offset, src, sizeof(float) * (size_t)m->specs[i].numel);
+    return SMJ_OK;
+}
+
 smj_status smj_model_ensure_grads(smj_model *m) {
     if (m->grads) return SMJ_OK;
     m->grads = m->be->alloc(sizeof(float) * (size_t)m->n_params);
