@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
+#include "cmd_gguf.h"
 #include "cmd_hf.h"
 
 typedef struct {
@@ -30,6 +31,8 @@ static const command_entry commands[] = {
     {"bench", cmd_bench, "measure training, forward and decoding speed"},
     {"import-hf", cmd_import_hf, "convert a HuggingFace model directory into a checkpoint"},
     {"export-hf", cmd_export_hf, "write a checkpoint (and tokenizer) as a HuggingFace model directory"},
+    {"export-gguf", cmd_export_gguf, "write a checkpoint and its tokenizer as a GGUF file llama.cpp runs"},
+    {"quantize", cmd_quantize, "quantize a checkpoint to GGUF q8_0/q4_0 (smedjan's quantized format)"},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
