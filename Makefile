@@ -37,6 +37,42 @@ else
   $(error BLAS must be 'openblas' or empty, not '$(BLAS)')
 endif
 
+# ---- CUDA ----
+# make CUDA=1 [GPU_ARCH="80 90"] [CUDA_HOME=/usr/local/cuda]: adds the CUDA
+# backend (src/cuda/*.cu, built by nvcc with -gencode per arch) and its
+# device tests (tests/cuda/test_*.c -> build-cuda/tests/test_cuda_*); the
+# whole build goes to build-cuda/ and links cuBLAS and the CUDA runtime.
+# `make CUDA=1 cuda-test` runs the device tests (docs/CUDA.md). Without
+# CUDA=1 nothing here applies.
+CUDA_ARCHS_OK := 75 80 86 87 89 90 90a 100 100a 103 103a 120 120a
+ifeq ($(CUDA),1)
+  ifneq ($(SANITIZE),)
+    $(error CUDA=1 and SANITIZE=1 cannot be combined)
+  endif
+  BUILD      := build-cuda
+  CUDA_HOME  ?= /usr/local/cuda
+  NVCC       ?= $(CUDA_HOME)/bin/nvcc
+  GPU_ARCH   ?= 80 90
+  ifeq ($(strip $(GPU_ARCH)),)
+    $(error GPU_ARCH is empty; give one or more of: $(CUDA_ARCHS_OK))
+  endif
+  ifneq ($(filter-out $(CUDA_ARCHS_OK),$(GPU_ARCH)),)
+    $(error GPU_ARCH: invalid '$(filter-out $(CUDA_ARCHS_OK),$(GPU_ARCH))'; give one or more of: $(CUDA_ARCHS_OK))
+  endif
+  NVFLAGS    := -std=c++20 -O3 -lineinfo -DSMJ_HAVE_CUDA -Iinclude -Xcompiler -Wall \
+                $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(a),code=sm_$(a))
+  CFLAGS     += -DSMJ_HAVE_CUDA
+  LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  CU_SRC     := $(sort $(wildcard src/cuda/*.cu))
+  CUTEST_SRC := $(sort $(wildcard tests/cuda/test_*.c))
+  CUDA_MSG   := ✓ CUDA ($(GPU_ARCH))
+else ifneq ($(CUDA),)
+  $(error CUDA must be 1 or empty, not '$(CUDA)')
+else
+  CUDA_MSG   := ✗ CUDA (not in this build)
+endif
+# ---- end CUDA ----
+
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
 CLI_SRC   := $(sort $(wildcard cli/*.c))
 TEST_SRC  := $(sort $(wildcard tests/test_*.c))
@@ -51,13 +87,14 @@ FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 LIB       := $(BUILD)/libsmedjan.a
 BIN       := $(BUILD)/smedjan
 
+
 .PHONY: all test clean fuzz report demo
 # keep objects made by chained rules (test and fuzz objects)
 .SECONDARY:
 all: report $(BIN) $(LIB)
 
 report:
-	@echo "smedjan build ($(BUILD)): ✓ OpenMP  ✓ $(BLAS_MSG)  ✗ CUDA (not in this build)$(if $(filter 1,$(SANITIZE)),  ✓ ASan+UBSan)"
+	@echo "smedjan build ($(BUILD)): ✓ OpenMP  ✓ $(BLAS_MSG)  $(CUDA_MSG)$(if $(filter 1,$(SANITIZE)),  ✓ ASan+UBSan)"
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h tests/util/*.h cli/*.h)
 	@mkdir -p $(dir $@)
@@ -95,3 +132,29 @@ demo: $(BIN)
 
 clean:
 	rm -rf build build-asan
+
+# ---- CUDA ----
+ifeq ($(CUDA),1)
+CU_OBJ     := $(CU_SRC:%.cu=$(BUILD)/%.o)
+$(LIB): $(CU_OBJ)
+CUDA_TESTS := $(CUTEST_SRC:tests/cuda/%.c=$(BUILD)/tests/%)
+all: $(CUDA_TESTS)
+
+$(BUILD)/%.o: %.cu $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  NVCC  $<"
+	@$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/tests/test_cuda_%: $(BUILD)/tests/cuda/test_cuda_%.o $(TESTU_OBJ) $(LIB)
+	@echo "  LINK  $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+.PHONY: cuda-test
+cuda-test: report $(BIN) $(CUDA_TESTS)
+	@SMJ_BIN=$(abspath $(BIN)) sh tests/run_all.sh $(CUDA_TESTS)
+endif
+.PHONY: clean-cuda
+clean: clean-cuda
+clean-cuda:
+	rm -rf build-cuda
+# ---- end CUDA ----

@@ -92,19 +92,27 @@ int cli_lib_error(const char *cmd, const smj_ctx *ctx, smj_status s, const char 
 
 /* ------------------------------------------------------ compute options */
 
-/* --threads and the hidden --backend flag, shared by every compute command. */
+/* --threads, --device and the hidden --backend flag, shared by every compute
+ * command. */
 typedef struct {
     int threads;         /* 0 = all cores */
     const char *backend; /* "cpu" (default) or "ref" */
+    const char *device;  /* "cpu", "cuda", or NULL = automatic (see cli_make_ctx) */
 } cli_compute;
 
-#define CLI_COMPUTE_DEFAULTS {0, "cpu"}
+#define CLI_COMPUTE_DEFAULTS {0, "cpu", NULL}
 #define CLI_COMPUTE_FLAGS(cc) \
     FLAG_INT("threads", &(cc).threads, 0, 4096, "worker threads (default 0 = all cores)"), \
+    FLAG_STR("device", &(cc).device, "cpu|cuda", \
+             "where to compute (default: cuda for train/generate/perplexity/bench when the build has it and a GPU is present, else cpu)"), \
     FLAG_STR("backend", &(cc).backend, "cpu|ref", NULL)
 
-/* Creates the library context for cc. Returns 0, 2 for a bad --backend or 1
- * when out of memory (message printed in both cases). */
+/* Creates the library context for cc. --device cuda needs a CUDA build
+ * (make CUDA=1) and a usable GPU, else it fails with the reason; without
+ * --device, train/generate/perplexity/bench use CUDA when available and the
+ * CPU otherwise, every other command the CPU. Returns 0, 2 for a bad
+ * --backend/--device or 1 when the context cannot be made (message printed
+ * in both cases). */
 int cli_make_ctx(const char *cmd, const cli_compute *cc, smj_ctx **out);
 
 /* ------------------------------------------------------------- utilities */

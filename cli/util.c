@@ -43,13 +43,60 @@ int cli_lib_error(const char *cmd, const smj_ctx *ctx, smj_status s, const char 
     return cli_error(cmd, "%s: %s", what, msg);
 }
 
+/* Commands whose library calls read model tensors through host pointers
+ * (smj_model_tensor's data): the CUDA backend cannot serve them yet. */
+static int host_only_cmd(const char *cmd) {
+    static const char *const names[] = {"import-hf", "export-hf", "export-gguf", "quantize"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(cmd, names[i]) == 0) return 1;
+    return 0;
+}
+/* Commands that use the GPU by default when there is one. */
+static int auto_cuda_cmd(const char *cmd) {
+    static const char *const names[] = {"train", "generate", "perplexity", "bench"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(cmd, names[i]) == 0) return 1;
+    return 0;
+}
+
 int cli_make_ctx(const char *cmd, const cli_compute *cc, smj_ctx **out) {
+    *out = NULL;
     smj_ctx_options o = {.threads = cc->threads, .backend = SMJ_BACKEND_CPU};
     if (strcmp(cc->backend, "ref") == 0) o.backend = SMJ_BACKEND_REF;
     else if (strcmp(cc->backend, "cpu") != 0)
         return cli_usage(cmd, "--backend: expected cpu or ref, got '%s'", cc->backend);
+    const char *dev = cc->device && *cc->device ? cc->device : NULL;
+    if (dev && strcmp(dev, "cpu") != 0 && strcmp(dev, "cuda") != 0)
+        return cli_usage(cmd, "--device: expected cpu or cuda, got '%s'", dev);
+    int cuda = dev && strcmp(dev, "cuda") == 0;
+    if (cuda && o.backend == SMJ_BACKEND_REF)
+        return cli_usage(cmd, "--backend ref runs on the CPU; it cannot be combined with --device cuda");
+    if (cuda && host_only_cmd(cmd))
+        return cli_usage(cmd, "--device cuda: %s is not supported on the CUDA backend yet; use --device cpu", cmd);
+#ifdef SMJ_HAVE_CUDA
+    if (!dev && o.backend == SMJ_BACKEND_CPU && auto_cuda_cmd(cmd)) {
+        smj_ctx_options oc = o;
+        oc.backend = SMJ_BACKEND_CUDA;
+        smj_ctx *c = smj_ctx_create(&oc);
+        if (c && smj_ctx_status(c) == SMJ_OK) {
+            *out = c;
+            return 0;
+        }
+        smj_ctx_free(c); /* no usable GPU: the CPU it is */
+    }
+#else
+    (void)auto_cuda_cmd;
+#endif
+    if (cuda) o.backend = SMJ_BACKEND_CUDA;
     *out = smj_ctx_create(&o);
     if (!*out) return cli_error(cmd, "out of memory creating the context");
+    smj_status s = smj_ctx_status(*out);
+    if (s != SMJ_OK) {
+        int rc = cli_error(cmd, "--device cuda: %s", smj_ctx_error(*out));
+        smj_ctx_free(*out);
+        *out = NULL;
+        return rc;
+    }
     return 0;
 }
 

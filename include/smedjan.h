@@ -42,11 +42,12 @@ const char *smj_status_str(smj_status s);
 
 /* ---------------------------------------------------------------- context */
 
-typedef enum { SMJ_BACKEND_CPU = 0, SMJ_BACKEND_REF = 1 } smj_backend_kind;
+typedef enum { SMJ_BACKEND_CPU = 0, SMJ_BACKEND_REF = 1, SMJ_BACKEND_CUDA = 2 } smj_backend_kind;
 
 typedef struct {
     int threads;              /* 0 = all cores (OpenMP's default) */
-    smj_backend_kind backend; /* CPU (optimized) or REF (scalar reference) */
+    smj_backend_kind backend; /* CPU (optimized), REF (scalar reference) or CUDA (GPU 0;
+                                 builds made with `make CUDA=1`, docs/CUDA.md) */
 } smj_ctx_options;
 
 typedef struct smj_ctx smj_ctx;
@@ -55,6 +56,14 @@ typedef struct smj_ctx smj_ctx;
 smj_ctx *smj_ctx_create(const smj_ctx_options *opts);
 void smj_ctx_free(smj_ctx *ctx);
 const char *smj_ctx_error(const smj_ctx *ctx);
+/* SMJ_OK when the context can compute. Otherwise SMJ_ERR_UNSUPPORTED when
+ * the backend asked for is not available (CUDA in a build without it, or no
+ * usable GPU), or the status of the first device error a CUDA context
+ * recorded (ops return no status, so a CUDA context keeps its first failure;
+ * see docs/CUDA.md). The reason is then in smj_ctx_error. Check it after
+ * smj_ctx_create with SMJ_BACKEND_CUDA, and after a failed or non-finite
+ * step; a context whose status is not SMJ_OK must only be freed. */
+smj_status smj_ctx_status(smj_ctx *ctx);
 const char *smj_ctx_backend_name(const smj_ctx *ctx);
 int smj_ctx_threads(const smj_ctx *ctx);
 /* Memory the library allocates on behalf of the caller (encode results,
@@ -127,6 +136,20 @@ typedef struct {
     float norm_eps;
     int tied_embeddings; /* LM head shares the token embedding */
     int qk_norm;         /* Qwen3-style RMSNorm on each q and k head */
+    /* --- appended fields: zero means off / the default --- */
+    int attn_bias;       /* biases on q_proj, k_proj, v_proj (Qwen2; HF attention_bias) */
+    int attn_out_bias;   /* bias on o_proj (HF Llama/Qwen3 attention_bias; not Qwen2) */
+    /* RoPE scaling (HF rope_parameters / rope_scaling; docs/HF.md). */
+    int rope_type;              /* 0 default, 1 linear, 2 dynamic (NTK), 3 llama3, 4 yarn */
+    float rope_factor;          /* linear, dynamic, llama3, yarn */
+    float rope_low_freq_factor; /* llama3 */
+    float rope_high_freq_factor;/* llama3 */
+    int rope_orig_max_pos;      /* llama3, yarn: original context; dynamic: the length
+                                   beyond which the base grows (HF max_position_embeddings) */
+    float rope_beta_fast;       /* yarn; 0 = 32 */
+    float rope_beta_slow;       /* yarn; 0 = 1 */
+    float rope_attn_factor;     /* yarn: cos/sin multiplier; 0 = 0.1*ln(factor)+1 (1 when factor <= 1) */
+    int rope_yarn_no_truncate;  /* yarn: 1 = no floor/ceil of the correction range (HF truncate: false) */
 } smj_model_config;
 
 /* Fills *cfg from a preset name ("tiny", "small", "medium", "large", "xl").
@@ -178,7 +201,8 @@ smj_status smj_model_tensor_set(smj_model *m, int i, const float *src);
  * Logits of the last forward are at smj_model_logits. */
 smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B,
                              int T, float *loss);
-/* Logits [B, T, V] of the last forward (valid until the next call). */
+/* Logits [B, T, V] of the last forward (valid until the next call), in the
+ * backend's memory (a device pointer on CUDA). */
 const float *smj_model_logits(const smj_model *m);
 /* Backward of the last forward (which must have had targets); ADDS into the
  * gradients (call smj_model_zero_grad first). loss_scale multiplies dL. */

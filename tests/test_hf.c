@@ -14,9 +14,15 @@
  *    file this test writes (F32 and F16 sources), with inv_freq skipped.
  *  - import errors: missing, misshapen, unexpected and int tensors.
  *  - tokenizer.json: structure of the export, import reproduces the tokenizer.
+ *  - biases (Qwen2, Llama/Qwen3 attention_bias) and RoPE scaling (linear,
+ *    dynamic, llama3, yarn): the config.json mapping both ways, refusals,
+ *    export -> import bit-identical with the right architecture and keys.
  *  - transformers parity: tests/fixtures/hf/<name>/ (config.json,
  *    model.safetensors, logits.bin from tools/make_hf_fixtures.py) when
- *    present: logits rel L2 <= 1e-5, max |diff| <= 5e-4, same argmax.
+ *    present: logits rel L2 <= 1e-5, max |diff| <= 5e-4, same argmax; RoPE
+ *    inverse frequencies and attention scaling as transformers' module held
+ *    them; the 32-token greedy continuation of model.generate reproduced by
+ *    a KV-cache session token for token.
  *  - the CLI commands, when the binary has them.
  */
 #include <dirent.h>
@@ -30,6 +36,7 @@
 #include "../src/hf/hf.h"
 #include "../src/hf/json.h"
 #include "../src/hf/safetensors.h"
+#include "../src/model/model.h"
 #include "../src/tokenizer/tokenizer.h"
 #include "util/check.h"
 #include "util/fixture.h"
@@ -243,20 +250,73 @@ static void test_config(smj_ctx *ctx) {
                                 "\"max_position_embeddings\": 1048576}", 256, &c, notes, sizeof notes));
     CHECK(c.max_seq_len == 256, "override");
 
+    /* biases: Llama attention_bias = q/k/v/o; Qwen2 always q/k/v, never o (its attention_bias key is ignored) */
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"attention_bias\": true}", 0,
+                           &c, notes, sizeof notes));
+    CHECK(c.attn_bias == 1 && c.attn_out_bias == 1 && c.rope_type == 0, "llama attention_bias");
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE ", \"attention_bias\": false}", 0,
+                           &c, notes, sizeof notes));
+    CHECK(c.attn_bias == 1 && c.attn_out_bias == 0 && c.qk_norm == 0 && c.max_seq_len == 32768, "qwen2 biases");
+    CHECK_OK(ctx, cfg_from(ctx, "{\"model_type\": \"qwen3\", " LLAMA_BASE ", \"attention_bias\": true}", 0, &c, notes,
+                           sizeof notes));
+    CHECK(c.attn_bias == 1 && c.attn_out_bias == 1 && c.qk_norm == 1, "qwen3 attention_bias");
+    /* RoPE scaling, both keys */
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_theta\": 5e5, "
+                                "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}", 0, &c, notes, sizeof notes));
+    CHECK(c.rope_type == SMJ_ROPE_LINEAR && c.rope_factor == 2.0f && c.rope_theta == 5e5f, "linear (rope_scaling, type)");
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"max_position_embeddings\": "
+                                "4096, \"rope_parameters\": {\"rope_type\": \"dynamic\", \"factor\": 4.0, \"rope_theta\": 1e4}}",
+                           0, &c, notes, sizeof notes));
+    CHECK(c.rope_type == SMJ_ROPE_DYNAMIC && c.rope_factor == 4.0f && c.rope_orig_max_pos == 4096 &&
+              c.max_seq_len == 4096, "dynamic");
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"max_position_embeddings\": "
+                                "131072, \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+                                "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}, \"rope_theta\": 500000.0}",
+                           0, &c, notes, sizeof notes));
+    CHECK(c.rope_type == SMJ_ROPE_LLAMA3 && c.rope_factor == 8.0f && c.rope_low_freq_factor == 1.0f &&
+              c.rope_high_freq_factor == 4.0f && c.rope_orig_max_pos == 8192 && c.max_seq_len == 131072, "llama3");
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"Qwen3ForCausalLM\"], " LLAMA_BASE ", \"max_position_embeddings\": "
+                                "131072, \"rope_parameters\": {\"rope_type\": \"yarn\", \"factor\": 4.0, \"rope_theta\": 1e6, "
+                                "\"original_max_position_embeddings\": 32768}}", 0, &c, notes, sizeof notes));
+    CHECK(c.rope_type == SMJ_ROPE_YARN && c.rope_factor == 4.0f && c.rope_orig_max_pos == 32768 &&
+              c.rope_beta_fast == 32.0f && c.rope_beta_slow == 1.0f && c.rope_yarn_no_truncate == 0 &&
+              fabsf(c.rope_attn_factor - (float)(0.1 * log(4.0) + 1)) < 1e-7f && c.rope_theta == 1e6f, "yarn defaults");
+    /* yarn: no original -> max_position_embeddings; no factor -> max / original; mscale ratio; truncate */
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"max_position_embeddings\": "
+                                "2048, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2.0, \"mscale\": 0.707, "
+                                "\"mscale_all_dim\": 0.707, \"beta_fast\": 16, \"truncate\": false}}", 0, &c, notes, sizeof notes));
+    CHECK(c.rope_orig_max_pos == 2048 && c.rope_attn_factor == 1.0f && c.rope_beta_fast == 16.0f &&
+              c.rope_yarn_no_truncate == 1, "yarn options");
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"max_position_embeddings\": "
+                                "4096, \"rope_scaling\": {\"rope_type\": \"yarn\", \"original_max_position_embeddings\": 1024, "
+                                "\"attention_factor\": 1.5}}", 0, &c, notes, sizeof notes));
+    CHECK(c.rope_factor == 4.0f && c.rope_attn_factor == 1.5f, "yarn implicit factor");
+    /* rope_parameters (transformers 5) wins over rope_scaling */
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": "
+                                "\"linear\", \"factor\": 2.0}, \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": "
+                                "20000.0}}", 0, &c, notes, sizeof notes));
+    CHECK(c.rope_type == 0 && c.rope_theta == 20000.0f, "rope_parameters first");
+
     const smj_status U = SMJ_ERR_UNSUPPORTED, F = SMJ_ERR_FORMAT;
-    cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"attention_bias\": true}", U,
+    cfg_refused(ctx, "{\"architectures\": [\"MistralForCausalLM\"], " LLAMA_BASE ", \"attention_bias\": true}", U,
                 "attention_bias");
     cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"mlp_bias\": true}", U, "mlp_bias");
     cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"rope_type\": "
-                     "\"llama3\", \"factor\": 8.0}}", U, "rope_scaling");
+                     "\"llama3\", \"factor\": 8.0}}", F, "low_freq_factor");
     cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": "
-                     "\"linear\", \"factor\": 2.0}}", U, "\"linear\"");
+                     "\"longrope\", \"factor\": 2.0}}", U, "rope type \"longrope\"");
+    cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_parameters\": {\"rope_type\": "
+                     "\"ntk-by-parts\", \"factor\": 2.0}}", U, "rope_parameters");
     cfg_refused(ctx, "{\"architectures\": [\"Qwen3ForCausalLM\"], " LLAMA_BASE ", \"rope_parameters\": {\"rope_type\": "
-                     "\"yarn\"}}", U, "rope_parameters");
+                     "\"yarn\"}}", F, "factor");
+    cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"rope_type\": "
+                     "\"linear\", \"factor\": -2.0}}", F, "factor");
+    cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_parameters\": {\"rope_type\": "
+                     "\"default\", \"partial_rotary_factor\": 0.5}}", U, "partial_rotary_factor");
     cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"hidden_act\": \"gelu\"}", U,
                 "hidden_act");
-    cfg_refused(ctx, "{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE "}", U,
-                "architecture Qwen2ForCausalLM is not supported yet");
+    cfg_refused(ctx, "{\"architectures\": [\"Phi3ForCausalLM\"], " LLAMA_BASE "}", U,
+                "architecture Phi3ForCausalLM is not supported yet");
     cfg_refused(ctx, "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": 768}", U,
                 "architecture GPT2LMHeadModel is not supported yet");
     cfg_refused(ctx, "{\"model_type\": \"gpt2\"}", U, "architecture gpt2 is not supported yet");
@@ -288,6 +348,43 @@ static void test_config(smj_ctx *ctx) {
         CHECK(strstr(b.p, k ? "\"bfloat16\"" : "\"float32\"") != NULL, "torch_dtype");
         smj_jbuf_free(&b);
     }
+    /* biases and every rope type: the architecture and keys that transformers reads back */
+    static const struct { int qk, bias, obias, rope; const char *arch, *needle; } V[] = {
+        {0, 1, 0, 0, "Qwen2ForCausalLM", "\"model_type\": \"qwen2\""},
+        {0, 1, 1, 1, "LlamaForCausalLM", "\"attention_bias\": true"},
+        {1, 1, 1, 4, "Qwen3ForCausalLM", "\"rope_type\": \"yarn\""},
+        {0, 0, 0, 2, "LlamaForCausalLM", "\"rope_type\": \"dynamic\""},
+        {0, 0, 0, 3, "LlamaForCausalLM", "\"low_freq_factor\": 1"},
+        {1, 0, 0, 1, "Qwen3ForCausalLM", "\"rope_parameters\": {\"rope_type\": \"linear\""},
+    };
+    for (size_t k = 0; k < sizeof V / sizeof V[0]; k++) {
+        smj_model_config r = q;
+        r.qk_norm = V[k].qk; r.attn_bias = V[k].bias; r.attn_out_bias = V[k].obias; r.rope_type = V[k].rope;
+        if (r.rope_type) r.rope_factor = 2.5f;
+        if (r.rope_type == SMJ_ROPE_DYNAMIC) r.rope_orig_max_pos = r.max_seq_len; /* exported as max_position_embeddings */
+        if (r.rope_type == SMJ_ROPE_LLAMA3) { r.rope_low_freq_factor = 1; r.rope_high_freq_factor = 4; r.rope_orig_max_pos = 16; }
+        if (r.rope_type == SMJ_ROPE_YARN) {
+            r.rope_orig_max_pos = 20; r.rope_beta_fast = 24; r.rope_beta_slow = 1.5f; r.rope_attn_factor = 1.0625f;
+            r.rope_yarn_no_truncate = 1;
+        }
+        smj_jbuf b = {0};
+        CHECK_OK(ctx, smj_hf_config_json(ctx, &r, NULL, 0, &b));
+        smj_model_config back;
+        const char *arch = NULL;
+        CHECK_OK(ctx, smj_hf_config_parse(ctx, b.p, b.len, "exported", 0, &back, &arch, notes, sizeof notes));
+        CHECK(memcmp(&back, &r, sizeof r) == 0, "config.json round trip %zu (%s)", k, arch ? arch : "?");
+        CHECK(arch && strcmp(arch, V[k].arch) == 0, "variant %zu: architecture %s", k, arch ? arch : "?");
+        CHECK(b.p && strstr(b.p, V[k].needle), "variant %zu: config.json lacks %s", k, V[k].needle);
+        smj_jbuf_free(&b);
+    }
+    /* combinations no HF architecture has */
+    smj_model_config r = q;
+    r.qk_norm = 1; r.attn_bias = 1; r.attn_out_bias = 0;
+    smj_jbuf b = {0};
+    CHECK(smj_hf_config_json(ctx, &r, NULL, 0, &b) == SMJ_ERR_UNSUPPORTED, "qk-norm with q/k/v-only biases refused");
+    r.qk_norm = 0; r.attn_bias = 0; r.attn_out_bias = 1;
+    CHECK(smj_hf_config_json(ctx, &r, NULL, 0, &b) == SMJ_ERR_UNSUPPORTED, "o_proj-only bias refused");
+    smj_jbuf_free(&b);
 }
 
 /* ---------------------------------------------------------------- models */
@@ -408,6 +505,66 @@ static void test_roundtrip(smj_ctx *ctx, smj_tokenizer *tok) {
     smj_model *m = make_model(ctx, 0, 1);
     if (m) CHECK_OK(ctx, smj_export_hf(m, NULL, dir, NULL));
     smj_model_free(m);
+}
+
+/* Models with biases and scaled RoPE: export -> import is bit-identical
+ * (config, tensors, logits) and config.json names what transformers needs. */
+static void test_roundtrip_variants(smj_ctx *ctx) {
+    const char *tmp = test_tmpdir();
+    static const struct { int qk, bias, obias, rope; const char *needle; } V[] = {
+        {0, 1, 0, SMJ_ROPE_DEFAULT, "\"Qwen2ForCausalLM\""},
+        {0, 1, 1, SMJ_ROPE_LLAMA3, "\"attention_bias\": true"},
+        {1, 1, 1, SMJ_ROPE_YARN, "\"attention_factor\": 1.2"},
+        {0, 0, 0, SMJ_ROPE_LINEAR, "\"rope_type\": \"linear\""},
+        {0, 1, 0, SMJ_ROPE_DYNAMIC, "\"rope_type\": \"dynamic\""},
+    };
+    for (size_t k = 0; k < sizeof V / sizeof V[0]; k++) {
+        smj_model_config c = {.vocab_size = 97, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8,
+                              .ffn_hidden = 64, .max_seq_len = 64, .rope_theta = 10000.0f, .norm_eps = 1e-5f,
+                              .tied_embeddings = (int)(k & 1), .qk_norm = V[k].qk, .attn_bias = V[k].bias,
+                              .attn_out_bias = V[k].obias, .rope_type = V[k].rope, .rope_factor = 3.0f};
+        if (c.rope_type == SMJ_ROPE_DEFAULT) c.rope_factor = 0;
+        if (c.rope_type == SMJ_ROPE_DYNAMIC) c.rope_orig_max_pos = 64;
+        if (c.rope_type == SMJ_ROPE_LLAMA3) { c.rope_low_freq_factor = 1; c.rope_high_freq_factor = 4; c.rope_orig_max_pos = 16; }
+        if (c.rope_type == SMJ_ROPE_YARN) { c.rope_orig_max_pos = 16; c.rope_beta_fast = 32; c.rope_beta_slow = 1; c.rope_attn_factor = 1.2f; }
+        smj_model *m = NULL;
+        CHECK_OK(ctx, smj_model_create(ctx, &c, 100 + k, &m));
+        if (!m) continue;
+        for (int i = 0; i < smj_model_num_tensors(m); i++) { /* biases and norms away from 0 / 1 */
+            smj_tensor_view v;
+            smj_model_tensor(m, i, &v);
+            if (v.ndim == 1)
+                for (int64_t j = 0; j < v.numel; j++) v.data[j] = (strstr(v.name, "bias") ? 0.0f : 1.0f) + 0.1f * sinf((float)(j + 7 * i));
+        }
+        char dir[1024], p[1100];
+        snprintf(dir, sizeof dir, "%s/variant_%zu", tmp, k);
+        CHECK_OK(ctx, smj_export_hf(m, NULL, dir, NULL));
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        uint8_t *text = NULL;
+        size_t tn = 0;
+        CHECK_OK(ctx, smj_read_file(ctx, p, &text, &tn));
+        CHECK(text && strstr((const char *)text, V[k].needle), "variant %zu: config.json lacks %s", k, V[k].needle);
+        free(text);
+        smj_model *back = NULL;
+        CHECK_OK(ctx, smj_import_hf(ctx, dir, NULL, &back));
+        if (back) {
+            char tag[64];
+            snprintf(tag, sizeof tag, "variant %zu", k);
+            same_models(m, back, 0, tag);
+            int32_t ids[12] = {1, 5, 9, 2, 7, 3, 3, 0, 11, 4, 96, 50};
+            int V0 = c.vocab_size;
+            CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 2, 6, NULL));
+            float *a = malloc(sizeof(float) * 12 * (size_t)V0), *b2 = malloc(sizeof(float) * 12 * (size_t)V0);
+            memcpy(a, smj_model_logits(m), sizeof(float) * 12 * (size_t)V0);
+            CHECK_OK(ctx, smj_model_forward(back, ids, NULL, 2, 6, NULL));
+            memcpy(b2, smj_model_logits(back), sizeof(float) * 12 * (size_t)V0);
+            CHECK(memcmp(a, b2, sizeof(float) * 12 * (size_t)V0) == 0, "%s: logits differ", tag);
+            free(a);
+            free(b2);
+        }
+        smj_model_free(back);
+        smj_model_free(m);
+    }
 }
 
 /* A HF-style directory written by the test: config + safetensors. */
@@ -596,13 +753,14 @@ static void test_import_export(smj_ctx *ctx) {
     CHECK(m && smj_model_get_config(m)->tied_embeddings == 1, "tied import");
     smj_model_free(m);
     m = NULL;
-    /* unsupported config key in a directory */
+    /* attention_bias: true but no bias tensors in the file */
     snprintf(d, sizeof d, "%s/hf_bias_cfg", tmp);
     char bias_cfg[2048];
     snprintf(bias_cfg, sizeof bias_cfg, "{\"attention_bias\": true, %s", HF_CONFIG + 1);
     write_hf_dir(ctx, d, bias_cfg, t, n, 0);
     s = smj_import_hf(ctx, d, NULL, &m);
-    CHECK(s == SMJ_ERR_UNSUPPORTED && strstr(smj_ctx_error(ctx), "attention_bias"), "bias config: %s", smj_ctx_error(ctx));
+    CHECK(s == SMJ_ERR_FORMAT && strstr(smj_ctx_error(ctx), "q_proj.bias") && strstr(smj_ctx_error(ctx), "missing"),
+          "bias config without bias tensors: %s", smj_ctx_error(ctx));
     /* no such directory */
     snprintf(d, sizeof d, "%s/does_not_exist", tmp);
     s = smj_import_hf(ctx, d, NULL, &m);
@@ -768,6 +926,46 @@ static void test_transformers_fixtures(smj_ctx *ctx) {
         CHECK_OK(ctx, smj_import_hf(ctx, dir, NULL, &m));
         int64_t dims[FIXTURE_MAX_NDIM];
         int nd = fixture_shape(fx, "input_ids", dims);
+        /* a context long enough for the logits and the greedy continuation
+         * (dynamic RoPE fixtures run past max_position_embeddings on purpose) */
+        int64_t n_prompt = 0, n_greedy = 0;
+        int has_greedy = fixture_find(fx, "greedy_ids") >= 0;
+        const int32_t *prompt = has_greedy ? fixture_i32(fx, "greedy_prompt", &n_prompt) : NULL;
+        const int32_t *gids = has_greedy ? fixture_i32(fx, "greedy_ids", &n_greedy) : NULL;
+        int need = (int)(n_prompt + n_greedy);
+        if (nd == 2 && dims[1] > need) need = (int)dims[1];
+        if (m && smj_model_get_config(m)->max_seq_len < need) {
+            smj_model_free(m);
+            m = NULL;
+            smj_hf_import_options io;
+            memset(&io, 0, sizeof io);
+            io.max_seq_len = need;
+            CHECK_OK(ctx, smj_import_hf(ctx, dir, &io, &m));
+        }
+        /* RoPE frequencies against the ones transformers' module held */
+        if (m && fixture_find(fx, "rope.inv_freq") >= 0) {
+            const smj_model_config *mc = smj_model_get_config(m);
+            int64_t ni = 0;
+            const float *hf0 = fixture_f32(fx, "rope.inv_freq", &ni), *hf1 = fixture_f32(fx, "rope.inv_freq_after_logits", NULL);
+            float sc = fixture_f32_scalar(fx, "rope.attention_scaling");
+            float inv0[512], inv1[512], attn0, attn1;
+            if (ni == mc->head_dim / 2 && hf1) {
+                smj_rope_inv_freq(mc, mc->rope_orig_max_pos > 0 ? mc->rope_orig_max_pos : mc->max_seq_len, inv0, &attn0);
+                smj_rope_inv_freq(mc, nd == 2 ? dims[1] : 1, inv1, &attn1);
+                double e0 = 0, e1 = 0;
+                for (int i = 0; i < ni; i++) {
+                    e0 = fmax(e0, fabs((double)inv0[i] - hf0[i]) / fabs((double)hf0[i]));
+                    e1 = fmax(e1, fabs((double)inv1[i] - hf1[i]) / fabs((double)hf1[i]));
+                }
+                CHECK(e0 <= 1e-6 && e1 <= 1e-6, "%s: inv_freq rel error %.2g (init), %.2g (after the logits)", e->d_name, e0, e1);
+                CHECK(fabsf(attn0 - sc) <= 1e-6f * sc, "%s: attention scaling %.9g vs transformers %.9g", e->d_name,
+                      (double)attn0, (double)sc);
+                printf("transformers parity %s: rope %s, inv_freq max rel error %.2g / %.2g, attention scaling %.7g\n",
+                       e->d_name, smj_rope_type_name(mc->rope_type), e0, e1, (double)attn0);
+            } else {
+                CHECK(0, "%s: rope.inv_freq has %lld values for head_dim %d", e->d_name, (long long)ni, mc->head_dim);
+            }
+        }
         const int32_t *ids = fixture_i32(fx, "input_ids", NULL);
         int64_t nl = 0;
         const float *want = fixture_f32(fx, "logits", &nl);
@@ -795,6 +993,36 @@ static void test_transformers_fixtures(smj_ctx *ctx) {
             }
         } else {
             CHECK(0, "%s: fixture lacks input_ids [B, T] or logits", e->d_name);
+        }
+        /* greedy continuation: transformers' generate (KV cache) vs a session fed the same tokens */
+        if (m && has_greedy && prompt && gids) {
+            int V = smj_model_get_config(m)->vocab_size, same = 0, first_bad = -1;
+            int64_t nsl = 0;
+            const float *step_logits = fixture_f32(fx, "greedy_logits", &nsl);
+            double md = 0;
+            smj_session *sess = NULL;
+            CHECK_OK(ctx, smj_session_create(m, need, &sess));
+            const float *lg = NULL;
+            if (sess) CHECK_OK(ctx, smj_session_feed(sess, prompt, (int)n_prompt, &lg));
+            for (int64_t t = 0; sess && lg && t < n_greedy; t++) {
+                int am = 0;
+                for (int v = 1; v < V; v++)
+                    if (lg[v] > lg[am]) am = v;
+                if (am == gids[t]) same++;
+                else if (first_bad < 0) first_bad = (int)t;
+                if (step_logits && nsl == n_greedy * V)
+                    for (int v = 0; v < V; v++) md = fmax(md, fabs((double)lg[v] - step_logits[t * V + v]));
+                if (t + 1 < n_greedy && smj_session_feed(sess, &gids[t], 1, &lg) != SMJ_OK) {
+                    CHECK(0, "%s: feed: %s", e->d_name, smj_ctx_error(ctx));
+                    break;
+                }
+            }
+            smj_session_free(sess);
+            CHECK(same == n_greedy, "%s: greedy continuation matches %d/%lld tokens (first difference at %d)", e->d_name,
+                  same, (long long)n_greedy, first_bad);
+            CHECK(md <= 5e-4, "%s: greedy step logits max |diff| %.3g > 5e-4", e->d_name, md);
+            printf("transformers parity %s: greedy %d/%lld tokens, step logits max |diff| %.2e\n", e->d_name, same,
+                   (long long)n_greedy, md);
         }
         smj_model_free(m);
         fixture_free(fx);
@@ -861,6 +1089,7 @@ int main(void) {
     }
     test_roundtrip(ctx, small);
     test_import_export(ctx);
+    test_roundtrip_variants(ctx);
     test_transformers_fixtures(ctx);
     if (small) test_cli(ctx, small);
     smj_tokenizer_free(small);

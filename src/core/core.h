@@ -28,6 +28,7 @@ struct smj_ctx {
     smj_exec exec;                     /* threads and backend state for every op */
     const struct smj_backend *backend; /* the op table in use */
     char err[1024];                    /* message of the last failure */
+    smj_status init_status;            /* SMJ_OK, or why the backend is unavailable */
 };
 
 /* Records a formatted message in ctx (NULL allowed) and returns s. */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include "../ops/ops.h"
 #include "gemm.h"
+#include "qgemm.h"
 #include "vecmath.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -342,4 +343,5 @@ const smj_backend smj_backend_cpu = {
 #define SMJ_OP_SET(n) .n = cpu_##n,
     SMJ_OPS(SMJ_OP_SET)
 #undef SMJ_OP_SET
+    .qmatmul = smj_cpu_qmatmul,
 };

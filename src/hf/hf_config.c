@@ -1,28 +1,35 @@
 /* hf_config.c — config.json <-> smj_model_config (docs/HF.md, "config.json").
  *
- * Import accepts the three architectures whose math is exactly ours
- * (LlamaForCausalLM, MistralForCausalLM, Qwen3ForCausalLM) and refuses every
- * key that would change the math (biases, scaled RoPE, an activation other
- * than SiLU) by name. Keys that do not change the forward pass (dropouts,
- * initializer_range, token ids, torch_dtype, pretraining_tp, ...) are ignored.
+ * Import accepts the architectures whose math is exactly ours
+ * (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM),
+ * with attention biases and the RoPE scalings transformers implements for
+ * them (linear, dynamic, llama3, yarn), and refuses every key that would
+ * change the math otherwise (MLP biases, longrope, partial rotary, an
+ * activation other than SiLU) by name. Keys that do not change the forward
+ * pass (dropouts, initializer_range, token ids, torch_dtype, pretraining_tp,
+ * ...) are ignored.
  */
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include "../core/core.h"
+#include "../model/model.h"
 #include "hf.h"
 
 typedef struct {
     const char *arch, *model_type;
     int default_max_pos;
     int qk_norm;
-    int has_sliding; /* sliding_window applies (Mistral: when set; Qwen3: with use_sliding_window) */
+    int has_sliding; /* sliding_window applies (Mistral: when set; Qwen2/3: with use_sliding_window) */
+    int bias;        /* 0: attention_bias refused (Mistral); 1: attention_bias biases q/k/v/o (Llama,
+                        Qwen3); 2: q/k/v always biased, o never (Qwen2) */
 } arch_info;
 
 static const arch_info ARCHS[] = {
-    {"LlamaForCausalLM", "llama", 2048, 0, 0},
-    {"MistralForCausalLM", "mistral", 4096 * 32, 0, 1},
-    {"Qwen3ForCausalLM", "qwen3", 32768, 1, 2},
+    {"LlamaForCausalLM", "llama", 2048, 0, 0, 1},
+    {"MistralForCausalLM", "mistral", 4096 * 32, 0, 1, 0},
+    {"Qwen2ForCausalLM", "qwen2", 32768, 0, 2, 2},
+    {"Qwen3ForCausalLM", "qwen3", 32768, 1, 2, 1},
 };
 #define N_ARCHS ((int)(sizeof ARCHS / sizeof ARCHS[0]))
 
@@ -76,21 +83,133 @@ static smj_status get_bool(smj_ctx *ctx, const char *name, const smj_json *root,
     return SMJ_OK;
 }
 
-/* rope_scaling / rope_parameters: null, or a "default" rope type. */
-static smj_status check_rope(smj_ctx *ctx, const char *name, const smj_json *root, const char *key, double *theta) {
+/* What rope_parameters / rope_scaling say (NaN / -1 = absent). */
+typedef struct {
+    int present, type;
+    double theta, factor, low, high, beta_fast, beta_slow, attn, mscale, mscale_all_dim;
+    int64_t orig;
+    int truncate;
+} rope_in;
+
+static smj_status rope_num(smj_ctx *ctx, const char *name, const char *key, const smj_json *x, const char *k,
+                           double *v) {
+    const smj_json *y = smj_json_get(x, k);
+    if (!y || y->type == SMJ_JSON_NULL) return SMJ_OK;
+    if (y->type != SMJ_JSON_NUMBER)
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\".\"%s\" is %s, expected a number", name, key, k, smj_json_type_name(y->type));
+    *v = y->num;
+    return SMJ_OK;
+}
+
+/* rope_scaling (transformers < 5) / rope_parameters (5.x): null, or an
+ * object with rope_type (or type), rope_theta and the type's parameters. */
+static smj_status parse_rope(smj_ctx *ctx, const char *name, const smj_json *root, const char *key, rope_in *r) {
     const smj_json *x = smj_json_get(root, key);
     if (!x || x->type == SMJ_JSON_NULL) return SMJ_OK;
     if (x->type != SMJ_JSON_OBJECT)
         SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" is %s, expected an object or null", name, key,
                  smj_json_type_name(x->type));
     const smj_json *t = smj_json_get(x, "rope_type");
-    if (!t) t = smj_json_get(x, "type");
-    const char *type = t && t->type == SMJ_JSON_STRING ? t->str : NULL;
-    if (!type || strcmp(type, "default") != 0)
-        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"%s\" with rope type \"%s\" is not supported yet (only the default RoPE)",
-                 name, key, type ? type : "?");
-    const smj_json *th = smj_json_get(x, "rope_theta");
-    if (th && th->type == SMJ_JSON_NUMBER) *theta = th->num;
+    if (!t || t->type == SMJ_JSON_NULL) t = smj_json_get(x, "type");
+    const char *type = "default";
+    if (t && t->type != SMJ_JSON_NULL) {
+        if (t->type != SMJ_JSON_STRING)
+            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\".\"rope_type\" is %s, expected a string", name, key,
+                     smj_json_type_name(t->type));
+        type = t->str;
+    }
+    int rt = smj_rope_type_parse(type);
+    if (rt < 0)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"%s\" with rope type \"%.60s\" is not supported (supported: default, "
+                 "linear, dynamic, llama3, yarn)", name, key, type);
+    double prf = 1.0, orig = NAN;
+    SMJ_TRY(rope_num(ctx, name, key, x, "partial_rotary_factor", &prf));
+    if (prf != 1.0)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"%s\".\"partial_rotary_factor\" = %g is not supported (only 1)", name,
+                 key, prf);
+    r->present = 1;
+    r->type = rt;
+    SMJ_TRY(rope_num(ctx, name, key, x, "rope_theta", &r->theta));
+    SMJ_TRY(rope_num(ctx, name, key, x, "factor", &r->factor));
+    SMJ_TRY(rope_num(ctx, name, key, x, "low_freq_factor", &r->low));
+    SMJ_TRY(rope_num(ctx, name, key, x, "high_freq_factor", &r->high));
+    SMJ_TRY(rope_num(ctx, name, key, x, "beta_fast", &r->beta_fast));
+    SMJ_TRY(rope_num(ctx, name, key, x, "beta_slow", &r->beta_slow));
+    SMJ_TRY(rope_num(ctx, name, key, x, "attention_factor", &r->attn));
+    SMJ_TRY(rope_num(ctx, name, key, x, "mscale", &r->mscale));
+    SMJ_TRY(rope_num(ctx, name, key, x, "mscale_all_dim", &r->mscale_all_dim));
+    SMJ_TRY(rope_num(ctx, name, key, x, "original_max_position_embeddings", &orig));
+    if (!isnan(orig)) {
+        if (orig != floor(orig) || orig < 1 || orig > 1e9)
+            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\".\"original_max_position_embeddings\" = %g is not a positive integer",
+                     name, key, orig);
+        r->orig = (int64_t)orig;
+    }
+    const smj_json *tr = smj_json_get(x, "truncate");
+    if (tr && tr->type != SMJ_JSON_NULL) {
+        if (tr->type != SMJ_JSON_BOOL)
+            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\".\"truncate\" is %s, expected true or false", name, key,
+                     smj_json_type_name(tr->type));
+        r->truncate = tr->boolean;
+    }
+    return SMJ_OK;
+}
+
+static double yarn_get_mscale(double scale, double mscale) {
+    return scale <= 1 ? 1.0 : 0.1 * mscale * log(scale) + 1.0;
+}
+
+/* The effective scaling parameters (transformers' modeling_rope_utils
+ * semantics) into cfg. maxpos: the file's max_position_embeddings. */
+static smj_status rope_to_cfg(smj_ctx *ctx, const char *name, const char *key, const rope_in *r, int64_t maxpos,
+                              smj_model_config *cfg) {
+    cfg->rope_type = r->type;
+    if (r->type == SMJ_ROPE_DEFAULT) return SMJ_OK;
+    const char *tn = smj_rope_type_name(r->type);
+    double factor = r->factor;
+    if (isnan(factor)) {
+        if (r->type == SMJ_ROPE_YARN && r->orig > 0) factor = (double)maxpos / (double)r->orig;
+        else SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" of type %s has no \"factor\"", name, key, tn);
+    }
+    if (!(factor > 0) || !isfinite((float)factor))
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\".\"factor\" = %g is not a positive float", name, key, factor);
+    cfg->rope_factor = (float)factor;
+    switch (r->type) {
+    case SMJ_ROPE_DYNAMIC: /* transformers grows the base past max_position_embeddings */
+        if (maxpos > INT32_MAX) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: max_position_embeddings too large", name);
+        cfg->rope_orig_max_pos = (int)maxpos;
+        break;
+    case SMJ_ROPE_LLAMA3:
+        if (isnan(r->low) || isnan(r->high) || r->orig < 0)
+            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" of type llama3 needs low_freq_factor, high_freq_factor and "
+                     "original_max_position_embeddings", name, key);
+        cfg->rope_low_freq_factor = (float)r->low;
+        cfg->rope_high_freq_factor = (float)r->high;
+        cfg->rope_orig_max_pos = (int)r->orig;
+        break;
+    case SMJ_ROPE_YARN: {
+        int64_t orig = r->orig > 0 ? r->orig : maxpos;
+        if (orig > INT32_MAX) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: original context too large", name);
+        cfg->rope_orig_max_pos = (int)orig;
+        /* beta_fast/slow: "or 32" / "or 1" as in transformers (0 or null = default) */
+        cfg->rope_beta_fast = isnan(r->beta_fast) || r->beta_fast == 0 ? 32.0f : (float)r->beta_fast;
+        cfg->rope_beta_slow = isnan(r->beta_slow) || r->beta_slow == 0 ? 1.0f : (float)r->beta_slow;
+        double attn = r->attn;
+        if (isnan(attn)) {
+            if (!isnan(r->mscale) && !isnan(r->mscale_all_dim) && r->mscale != 0 && r->mscale_all_dim != 0)
+                attn = yarn_get_mscale(factor, r->mscale) / yarn_get_mscale(factor, r->mscale_all_dim);
+            else
+                attn = yarn_get_mscale(factor, 1.0);
+        }
+        if (!(attn > 0) || !isfinite((float)attn))
+            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: \"%s\" yarn attention factor %g is not a positive float", name, key, attn);
+        cfg->rope_attn_factor = (float)attn;
+        cfg->rope_yarn_no_truncate = r->truncate == 0;
+        break;
+    }
+    default:
+        break;
+    }
     return SMJ_OK;
 }
 
@@ -123,7 +242,7 @@ smj_status smj_hf_config_parse(smj_ctx *ctx, const char *text, size_t n, const c
         const char *what = arch_name ? arch_name : mt && mt->type == SMJ_JSON_STRING ? mt->str : NULL;
         if (!what) FAIL(SMJ_ERR_FORMAT, "%s: neither \"architectures\" nor \"model_type\" names the model", name);
         FAIL(SMJ_ERR_UNSUPPORTED, "%s: architecture %.100s is not supported yet (supported: LlamaForCausalLM, "
-             "MistralForCausalLM, Qwen3ForCausalLM)", name, what);
+             "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)", name, what);
     }
     if (mt && mt->type == SMJ_JSON_STRING && strcmp(mt->str, a->model_type) != 0)
         FAIL(SMJ_ERR_FORMAT, "%s: model_type \"%.100s\" does not match architecture %s", name, mt->str, a->arch);
@@ -133,16 +252,23 @@ smj_status smj_hf_config_parse(smj_ctx *ctx, const char *text, size_t n, const c
     if (act && act->type != SMJ_JSON_NULL && (act->type != SMJ_JSON_STRING || strcmp(act->str, "silu") != 0))
         FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"hidden_act\" = %s is not supported (only \"silu\")", name,
              act->type == SMJ_JSON_STRING ? act->str : smj_json_type_name(act->type));
-    static const char *const BIAS_KEYS[] = {"attention_bias", "mlp_bias"};
-    for (int i = 0; i < 2; i++) {
-        int b = 0;
-        TRY(get_bool(ctx, name, root, BIAS_KEYS[i], &b));
-        if (b) FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"%s\": true is not supported (the model has no biases)", name, BIAS_KEYS[i]);
-    }
-    double theta = 10000.0, eps = 1e-6;
+    int mlp_bias = 0, attn_bias = 0;
+    TRY(get_bool(ctx, name, root, "mlp_bias", &mlp_bias));
+    if (mlp_bias) FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"mlp_bias\": true is not supported (the MLP has no biases)", name);
+    TRY(get_bool(ctx, name, root, "attention_bias", &attn_bias));
+    if (attn_bias && a->bias == 0)
+        FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"attention_bias\": true is not supported for %s", name, a->arch);
+    double theta = 10000.0, eps = 1e-6, prf = 1.0;
     TRY(get_num(ctx, name, root, "rope_theta", &theta));
-    TRY(check_rope(ctx, name, root, "rope_scaling", &theta));
-    TRY(check_rope(ctx, name, root, "rope_parameters", &theta));
+    TRY(get_num(ctx, name, root, "partial_rotary_factor", &prf));
+    if (prf != 1.0) FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"partial_rotary_factor\" = %g is not supported (only 1)", name, prf);
+    /* rope_parameters (transformers 5) wins over rope_scaling (older) */
+    rope_in rope_s = {0, 0, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, -1, 1}, rope_p = rope_s;
+    TRY(parse_rope(ctx, name, root, "rope_scaling", &rope_s));
+    TRY(parse_rope(ctx, name, root, "rope_parameters", &rope_p));
+    const rope_in *rope = rope_p.present ? &rope_p : &rope_s;
+    const char *rope_key = rope_p.present ? "rope_parameters" : "rope_scaling";
+    if (!isnan(rope->theta)) theta = rope->theta;
     TRY(get_num(ctx, name, root, "rms_norm_eps", &eps));
 
     int64_t V = 0, C = 0, H = 0, L = 0, NH = 0, NKV = -1, HS = -1, maxpos = a->default_max_pos;
@@ -216,6 +342,9 @@ smj_status smj_hf_config_parse(smj_ctx *ctx, const char *text, size_t n, const c
     cfg->norm_eps = (float)eps;
     cfg->tied_embeddings = tied;
     cfg->qk_norm = a->qk_norm;
+    cfg->attn_bias = a->bias == 2 || attn_bias;
+    cfg->attn_out_bias = a->bias == 1 && attn_bias;
+    TRY(rope_to_cfg(ctx, name, rope_key, rope, maxpos, cfg));
     if (arch_out) *arch_out = a->arch;
     st = smj_config_validate(ctx, cfg);
     if (st != SMJ_OK) {
@@ -239,22 +368,78 @@ static void put_token_ids(smj_jbuf *b, const smj_tokenizer *tok, const char *ind
     }
 }
 
+/* The rope dict of a scaled model (the same text goes under rope_parameters
+ * for transformers 5 and rope_scaling for older versions). */
+static void put_rope(smj_jbuf *b, const smj_model_config *c) {
+    smj_jbuf_printf(b, "{\"rope_type\": \"%s\", \"rope_theta\": ", smj_rope_type_name(c->rope_type));
+    smj_jbuf_float(b, c->rope_theta);
+    smj_jbuf_puts(b, ", \"factor\": ");
+    smj_jbuf_float(b, c->rope_factor);
+    if (c->rope_type == SMJ_ROPE_LLAMA3) {
+        smj_jbuf_puts(b, ", \"low_freq_factor\": ");
+        smj_jbuf_float(b, c->rope_low_freq_factor);
+        smj_jbuf_puts(b, ", \"high_freq_factor\": ");
+        smj_jbuf_float(b, c->rope_high_freq_factor);
+        smj_jbuf_printf(b, ", \"original_max_position_embeddings\": %d", c->rope_orig_max_pos);
+    } else if (c->rope_type == SMJ_ROPE_YARN) {
+        float attn = c->rope_attn_factor > 0 ? c->rope_attn_factor
+                     : c->rope_factor <= 1 ? 1.0f : (float)(0.1 * log((double)c->rope_factor) + 1.0);
+        smj_jbuf_printf(b, ", \"original_max_position_embeddings\": %d",
+                        c->rope_orig_max_pos > 0 ? c->rope_orig_max_pos : c->max_seq_len);
+        smj_jbuf_puts(b, ", \"beta_fast\": ");
+        smj_jbuf_float(b, c->rope_beta_fast > 0 ? c->rope_beta_fast : 32.0f);
+        smj_jbuf_puts(b, ", \"beta_slow\": ");
+        smj_jbuf_float(b, c->rope_beta_slow > 0 ? c->rope_beta_slow : 1.0f);
+        smj_jbuf_puts(b, ", \"attention_factor\": ");
+        smj_jbuf_float(b, attn);
+        if (c->rope_yarn_no_truncate) smj_jbuf_puts(b, ", \"truncate\": false");
+    }
+    smj_jbuf_puts(b, "}");
+}
+
 smj_status smj_hf_config_json(smj_ctx *ctx, const smj_model_config *c, const smj_tokenizer *tok, int bf16,
                               smj_jbuf *b) {
     SMJ_TRY(smj_config_validate(ctx, c));
-    int qwen = c->qk_norm;
-    smj_jbuf_printf(b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
-                    qwen ? "Qwen3ForCausalLM" : "LlamaForCausalLM", qwen ? "qwen3" : "llama");
+    /* the architecture that has exactly these biases */
+    const char *arch = "LlamaForCausalLM", *mt = "llama";
+    if (c->qk_norm) {
+        if (c->attn_bias != c->attn_out_bias)
+            SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "a QK-norm model with %s biases has no HuggingFace architecture "
+                     "(Qwen3 biases q/k/v/o together)", c->attn_bias ? "q/k/v but no o_proj" : "only o_proj");
+        arch = "Qwen3ForCausalLM";
+        mt = "qwen3";
+    } else if (c->attn_bias && !c->attn_out_bias) {
+        arch = "Qwen2ForCausalLM";
+        mt = "qwen2";
+    } else if (!c->attn_bias && c->attn_out_bias) {
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "a model with an o_proj bias but no q/k/v biases has no HuggingFace "
+                 "architecture");
+    }
+    int qwen = c->qk_norm || c->attn_bias != c->attn_out_bias;
+    /* dynamic NTK grows the base past max_position_embeddings: that has to be the original context */
+    int maxpos = c->rope_type == SMJ_ROPE_DYNAMIC && c->rope_orig_max_pos > 0 ? c->rope_orig_max_pos : c->max_seq_len;
+    smj_jbuf_printf(b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", arch, mt);
     smj_jbuf_printf(b, "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
                     "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n"
                     "  \"head_dim\": %d,\n  \"max_position_embeddings\": %d,\n",
                     c->vocab_size, c->dim, c->ffn_hidden, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
-                    c->max_seq_len);
+                    maxpos);
     smj_jbuf_puts(b, "  \"rope_theta\": ");
     smj_jbuf_float(b, c->rope_theta);
-    smj_jbuf_puts(b, ",\n  \"rope_scaling\": null,\n  \"rms_norm_eps\": ");
+    if (c->rope_type == SMJ_ROPE_DEFAULT) {
+        smj_jbuf_puts(b, ",\n  \"rope_scaling\": null");
+    } else {
+        smj_jbuf_puts(b, ",\n  \"rope_scaling\": ");
+        put_rope(b, c);
+        smj_jbuf_puts(b, ",\n  \"rope_parameters\": ");
+        put_rope(b, c);
+    }
+    smj_jbuf_puts(b, ",\n  \"rms_norm_eps\": ");
     smj_jbuf_float(b, c->norm_eps);
-    smj_jbuf_puts(b, ",\n  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
+    smj_jbuf_puts(b, ",\n  \"hidden_act\": \"silu\",\n");
+    if (strcmp(mt, "qwen2") != 0)
+        smj_jbuf_printf(b, "  \"attention_bias\": %s,\n", c->attn_bias ? "true" : "false");
+    smj_jbuf_puts(b, "  \"attention_dropout\": 0.0,\n");
     if (qwen)
         smj_jbuf_printf(b, "  \"use_sliding_window\": false,\n  \"sliding_window\": null,\n  \"max_window_layers\": %d,\n",
                         c->n_layers);

@@ -166,6 +166,15 @@ void smj_config_to_meta(const smj_model_config *g, char *buf, size_t cap) {
              "ffn_hidden=%d\nmax_seq_len=%d\nrope_theta=%a\nnorm_eps=%a\ntied_embeddings=%d\nqk_norm=%d\n",
              g->vocab_size, g->dim, g->n_layers, g->n_heads, g->n_kv_heads, g->head_dim, g->ffn_hidden,
              g->max_seq_len, (double)g->rope_theta, (double)g->norm_eps, g->tied_embeddings, g->qk_norm);
+    /* later keys: absent in older checkpoints, where they read as 0 (off / default) */
+    l = strlen(buf);
+    snprintf(buf + l, cap - l,
+             "attn_bias=%d\nattn_out_bias=%d\nrope_type=%d\nrope_factor=%a\nrope_low_freq_factor=%a\n"
+             "rope_high_freq_factor=%a\nrope_orig_max_pos=%d\nrope_beta_fast=%a\nrope_beta_slow=%a\n"
+             "rope_attn_factor=%a\nrope_yarn_no_truncate=%d\n",
+             g->attn_bias, g->attn_out_bias, g->rope_type, (double)g->rope_factor, (double)g->rope_low_freq_factor,
+             (double)g->rope_high_freq_factor, g->rope_orig_max_pos, (double)g->rope_beta_fast,
+             (double)g->rope_beta_slow, (double)g->rope_attn_factor, g->rope_yarn_no_truncate);
 }
 
 smj_status smj_config_from_container(smj_ctx *ctx, const char *path, const smj_container *c,
@@ -174,16 +183,26 @@ smj_status smj_config_from_container(smj_ctx *ctx, const char *path, const smj_c
     const char *a = smj_container_meta(c, "arch", v, sizeof v);
     if (!a) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: metadata has no 'arch'", path);
     if (strcmp(a, "llama") != 0) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: unknown architecture '%s'", path, a);
-    struct { const char *k; int *i; float *f; } keys[] = {
-        {"vocab_size", &g->vocab_size, 0}, {"dim", &g->dim, 0}, {"n_layers", &g->n_layers, 0},
-        {"n_heads", &g->n_heads, 0}, {"n_kv_heads", &g->n_kv_heads, 0}, {"head_dim", &g->head_dim, 0},
-        {"ffn_hidden", &g->ffn_hidden, 0}, {"max_seq_len", &g->max_seq_len, 0},
-        {"rope_theta", 0, &g->rope_theta}, {"norm_eps", 0, &g->norm_eps},
-        {"tied_embeddings", &g->tied_embeddings, 0}, {"qk_norm", &g->qk_norm, 0},
+    struct { const char *k; int *i; float *f; int optional; } keys[] = {
+        {"vocab_size", &g->vocab_size, 0, 0}, {"dim", &g->dim, 0, 0}, {"n_layers", &g->n_layers, 0, 0},
+        {"n_heads", &g->n_heads, 0, 0}, {"n_kv_heads", &g->n_kv_heads, 0, 0}, {"head_dim", &g->head_dim, 0, 0},
+        {"ffn_hidden", &g->ffn_hidden, 0, 0}, {"max_seq_len", &g->max_seq_len, 0, 0},
+        {"rope_theta", 0, &g->rope_theta, 0}, {"norm_eps", 0, &g->norm_eps, 0},
+        {"tied_embeddings", &g->tied_embeddings, 0, 0}, {"qk_norm", &g->qk_norm, 0, 0},
+        {"attn_bias", &g->attn_bias, 0, 1}, {"attn_out_bias", &g->attn_out_bias, 0, 1},
+        {"rope_type", &g->rope_type, 0, 1}, {"rope_factor", 0, &g->rope_factor, 1},
+        {"rope_low_freq_factor", 0, &g->rope_low_freq_factor, 1},
+        {"rope_high_freq_factor", 0, &g->rope_high_freq_factor, 1},
+        {"rope_orig_max_pos", &g->rope_orig_max_pos, 0, 1}, {"rope_beta_fast", 0, &g->rope_beta_fast, 1},
+        {"rope_beta_slow", 0, &g->rope_beta_slow, 1}, {"rope_attn_factor", 0, &g->rope_attn_factor, 1},
+        {"rope_yarn_no_truncate", &g->rope_yarn_no_truncate, 0, 1},
     };
     memset(g, 0, sizeof *g);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        if (!smj_container_meta(c, keys[i].k, v, sizeof v)) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: metadata has no '%s'", path, keys[i].k);
+        if (!smj_container_meta(c, keys[i].k, v, sizeof v)) {
+            if (keys[i].optional) continue; /* stays 0 */
+            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: metadata has no '%s'", path, keys[i].k);
+        }
         char *e;
         errno = 0;
         if (keys[i].i) {

@@ -13,6 +13,16 @@ static const preset PRESETS[] = {
 };
 #define N_PRESETS (int)(sizeof PRESETS / sizeof PRESETS[0])
 
+static const char *const ROPE_NAMES[SMJ_ROPE_COUNT] = {"default", "linear", "dynamic", "llama3", "yarn"};
+
+const char *smj_rope_type_name(int t) { return t >= 0 && t < SMJ_ROPE_COUNT ? ROPE_NAMES[t] : NULL; }
+
+int smj_rope_type_parse(const char *name) {
+    for (int t = 0; t < SMJ_ROPE_COUNT; t++)
+        if (strcmp(name, ROPE_NAMES[t]) == 0) return t;
+    return -1;
+}
+
 const char *smj_config_preset_name(int i) { return i >= 0 && i < N_PRESETS ? PRESETS[i].name : NULL; }
 
 /* Llama's rule: int(dim * mult) rounded up to a multiple of 256. */
@@ -57,6 +67,27 @@ smj_status smj_config_validate(smj_ctx *ctx, const smj_model_config *c) {
     REQ(c->norm_eps > 0 && c->norm_eps < 1, "norm eps must be in (0, 1)");
     REQ(c->tied_embeddings == 0 || c->tied_embeddings == 1, "tied must be 0 or 1");
     REQ(c->qk_norm == 0 || c->qk_norm == 1, "qk_norm must be 0 or 1");
+    REQ(c->attn_bias == 0 || c->attn_bias == 1, "attn_bias must be 0 or 1");
+    REQ(c->attn_out_bias == 0 || c->attn_out_bias == 1, "attn_out_bias must be 0 or 1");
+    REQ(c->rope_type >= 0 && c->rope_type < SMJ_ROPE_COUNT, "unknown rope type %d", c->rope_type);
+    if (c->rope_type != SMJ_ROPE_DEFAULT) {
+        const char *rt = smj_rope_type_name(c->rope_type);
+        REQ(c->rope_factor > 0 && isfinite(c->rope_factor), "%s rope: factor must be positive", rt);
+        REQ(c->rope_orig_max_pos >= 0, "%s rope: original context must not be negative", rt);
+    }
+    if (c->rope_type == SMJ_ROPE_LLAMA3) {
+        REQ(c->rope_orig_max_pos >= 1, "llama3 rope: original_max_position_embeddings must be >= 1");
+        REQ(c->rope_low_freq_factor > 0 && isfinite(c->rope_low_freq_factor) && isfinite(c->rope_high_freq_factor) &&
+                c->rope_high_freq_factor > c->rope_low_freq_factor,
+            "llama3 rope: need 0 < low_freq_factor < high_freq_factor (got %g, %g)", (double)c->rope_low_freq_factor,
+            (double)c->rope_high_freq_factor);
+    }
+    if (c->rope_type == SMJ_ROPE_YARN) {
+        REQ(c->rope_beta_fast >= 0 && c->rope_beta_slow >= 0 && isfinite(c->rope_beta_fast) && isfinite(c->rope_beta_slow),
+            "yarn rope: beta_fast/beta_slow must not be negative");
+        REQ(c->rope_attn_factor >= 0 && isfinite(c->rope_attn_factor), "yarn rope: attention factor must not be negative");
+        REQ(c->rope_yarn_no_truncate == 0 || c->rope_yarn_no_truncate == 1, "yarn rope: no_truncate must be 0 or 1");
+    }
 #undef REQ
     return SMJ_OK;
 }
@@ -64,7 +95,8 @@ smj_status smj_config_validate(smj_ctx *ctx, const smj_model_config *c) {
 int64_t smj_config_num_params(const smj_model_config *c) {
     int64_t C = c->dim, V = c->vocab_size, H = c->ffn_hidden, HS = c->head_dim;
     int64_t layer = 2 * C + C * HS * (2 * c->n_heads + 2 * c->n_kv_heads) + 3 * C * H +
-                    (c->qk_norm ? 2 * HS : 0);
+                    (c->qk_norm ? 2 * HS : 0) + (c->attn_bias ? HS * (c->n_heads + 2 * c->n_kv_heads) : 0) +
+                    (c->attn_out_bias ? C : 0);
     return V * C * (c->tied_embeddings ? 1 : 2) + c->n_layers * layer + C;
 }
 

@@ -2,9 +2,17 @@
  *
  * Pre-norm blocks: x += Wo·attn(rope(qknorm(Wq·rms(x))), ...); x += Wd·(silu(Wg·rms(x)) * Wu·rms(x)).
  * Optional Qwen3 QK-norm (RMSNorm over each head of q and k, before RoPE,
- * weights [HS] shared by heads), GQA, tied or untied LM head, no biases.
- * RoPE is HuggingFace's half-split rotation with cos/sin tables computed once
- * per model in fp32 the way transformers computes them.
+ * weights [HS] shared by heads), GQA, tied or untied LM head, optional
+ * attention biases (q/k/v: Qwen2, HF attention_bias; o: HF attention_bias).
+ * RoPE is HuggingFace's half-split rotation with cos/sin tables computed
+ * once per model in fp32 the way transformers computes them, including its
+ * scaled variants (linear, dynamic NTK, llama3, YaRN; see smj_rope_inv_freq).
+ * Dynamic NTK depends on the sequence length: its table rows are rebuilt
+ * when a forward reaches past the original context (smj_rope_prepare).
+ *
+ * Biases go through the existing matmul op with a ones vector (no op of
+ * their own): forward out[N,O] += ones[N,1]·b[1,O], backward
+ * db[1,O] += ones[1,N]·dout[N,O], so every backend has them.
  *
  * Every computation goes through m->be (the op table), so the same code runs
  * on every backend. Forward and backward sit side by side; the backward
@@ -22,9 +30,13 @@ static const role_name ROLE_NAMES[R_COUNT] = {
     {R_EMBED, "model.embed_tokens.weight", 0},
     {R_ATTN_NORM, "model.layers.%d.input_layernorm.weight", 1},
     {R_WQ, "model.layers.%d.self_attn.q_proj.weight", 1},
+    {R_BQ, "model.layers.%d.self_attn.q_proj.bias", 1},
     {R_WK, "model.layers.%d.self_attn.k_proj.weight", 1},
+    {R_BK, "model.layers.%d.self_attn.k_proj.bias", 1},
     {R_WV, "model.layers.%d.self_attn.v_proj.weight", 1},
+    {R_BV, "model.layers.%d.self_attn.v_proj.bias", 1},
     {R_WO, "model.layers.%d.self_attn.o_proj.weight", 1},
+    {R_BO, "model.layers.%d.self_attn.o_proj.bias", 1},
     {R_Q_NORM, "model.layers.%d.self_attn.q_norm.weight", 1},
     {R_K_NORM, "model.layers.%d.self_attn.k_norm.weight", 1},
     {R_FFN_NORM, "model.layers.%d.post_attention_layernorm.weight", 1},
@@ -45,6 +57,9 @@ static int role_shape(const smj_model_config *c, smj_role r, int64_t shape[4]) {
     case R_WQ: shape[0] = QD; shape[1] = C; return 2;
     case R_WK: case R_WV: shape[0] = KD; shape[1] = C; return 2;
     case R_WO: shape[0] = C; shape[1] = QD; return 2;
+    case R_BQ: if (!c->attn_bias) return 0; shape[0] = QD; return 1;
+    case R_BK: case R_BV: if (!c->attn_bias) return 0; shape[0] = KD; return 1;
+    case R_BO: if (!c->attn_out_bias) return 0; shape[0] = C; return 1;
     case R_Q_NORM: case R_K_NORM: if (!c->qk_norm) return 0; shape[0] = HS; return 1;
     case R_WGATE: case R_WUP: shape[0] = H; shape[1] = C; return 2;
     case R_WDOWN: shape[0] = C; shape[1] = H; return 2;
@@ -98,18 +113,129 @@ float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer) {
 
 /* ------------------------------------------------------- model buffers */
 
-/* RoPE tables as transformers builds them: inv_freq = 1/theta^(2i/HS) in
- * fp32, angle = float(pos) * inv_freq in fp32, then cos/sin. */
-static void rope_tables(const smj_model_config *c, float *cs, float *sn) {
-    int h2 = c->head_dim / 2;
-    for (int i = 0; i < h2; i++) {
-        float inv = (float)(1.0 / pow((double)c->rope_theta, (double)(float)(2 * i) / (float)c->head_dim));
-        for (int p = 0; p < c->max_seq_len; p++) {
-            float a = (float)p * inv;
-            cs[(int64_t)p * h2 + i] = cosf(a);
-            sn[(int64_t)p * h2 + i] = sinf(a);
+/* ------------------------------------------------------------ RoPE */
+
+/* The default inverse frequencies: inv_freq = 1/theta^(2i/HS) rounded to
+ * fp32 (what transformers' fp32 computation gives to within an ulp). */
+static float rope_default_inv(double theta, int i, int HS) {
+    return (float)(1.0 / pow(theta, (double)(float)(2 * i) / (float)HS));
+}
+
+static float yarn_mscale(double factor) { return factor <= 1.0 ? 1.0f : (float)(0.1 * log(factor) + 1.0); }
+
+/* transformers' modeling_rope_utils.py, reproduced formula by formula with
+ * its dtypes: Python floats are doubles, tensors fp32 (a Python scalar meets
+ * a tensor as fp32). */
+void smj_rope_inv_freq(const smj_model_config *c, int64_t seq_len, float *inv, float *attn) {
+    int HS = c->head_dim, h2 = HS / 2;
+    double theta = (double)c->rope_theta, factor = (double)c->rope_factor;
+    *attn = 1.0f;
+    switch (c->rope_type) {
+    default:
+    case SMJ_ROPE_DEFAULT:
+        for (int i = 0; i < h2; i++) inv[i] = rope_default_inv(theta, i, HS);
+        break;
+    case SMJ_ROPE_LINEAR: /* inv_freq /= factor */
+        for (int i = 0; i < h2; i++) inv[i] = rope_default_inv(theta, i, HS) / (float)factor;
+        break;
+    case SMJ_ROPE_DYNAMIC: {
+        /* base = theta * ((factor * L / orig) - (factor - 1)) ** (dim / (dim - 2)),
+         * L = max(seq_len, orig). At L = orig (model init) transformers
+         * evaluates it with Python floats; past it (a forward's seq_len is a
+         * tensor) in fp32. */
+        int64_t orig = c->rope_orig_max_pos > 0 ? c->rope_orig_max_pos : c->max_seq_len;
+        double ex = (double)HS / (double)(HS - 2);
+        float base;
+        if (seq_len <= orig) {
+            base = (float)(theta * pow(factor * (double)orig / (double)orig - (factor - 1.0), ex));
+        } else {
+            float s = (float)factor * (float)seq_len;
+            s = s / (float)orig;
+            s = s - (float)(factor - 1.0);
+            base = (float)theta * powf(s, (float)ex);
         }
+        for (int i = 0; i < h2; i++) inv[i] = rope_default_inv((double)base, i, HS);
+        break;
     }
+    case SMJ_ROPE_LLAMA3: {
+        /* wavelen = 2 pi / inv; wavelen > orig/low: inv / factor; wavelen <
+         * orig/high: inv; between: (1 - s) * inv / factor + s * inv with
+         * s = (orig / wavelen - low) / (high - low). */
+        double old = (double)c->rope_orig_max_pos, lo = (double)c->rope_low_freq_factor,
+               hi = (double)c->rope_high_freq_factor;
+        float low_wl = (float)(old / lo), high_wl = (float)(old / hi);
+        for (int i = 0; i < h2; i++) {
+            float f = rope_default_inv(theta, i, HS);
+            float wl = (float)(2.0 * M_PI) / f;
+            float r = wl > low_wl ? f / (float)factor : f;
+            if (!(wl < high_wl) && !(wl > low_wl)) {
+                float sm = ((float)old / wl - (float)lo) / (float)(hi - lo);
+                r = (1.0f - sm) * r / (float)factor + sm * r;
+            }
+            inv[i] = r;
+        }
+        break;
+    }
+    case SMJ_ROPE_YARN: {
+        /* Blend of interpolated (inv / factor) and extrapolated (inv)
+         * frequencies by a linear ramp over the dimension range
+         * [floor(d(beta_fast)), ceil(d(beta_slow))], d(r) = HS * ln(orig / (2 pi r)) / (2 ln theta);
+         * cos/sin are multiplied by the attention factor. */
+        double bf = c->rope_beta_fast > 0 ? (double)c->rope_beta_fast : 32.0;
+        double bs = c->rope_beta_slow > 0 ? (double)c->rope_beta_slow : 1.0;
+        double orig = (double)(c->rope_orig_max_pos > 0 ? c->rope_orig_max_pos : c->max_seq_len);
+        double low = (double)HS * log(orig / (bf * 2.0 * M_PI)) / (2.0 * log(theta));
+        double high = (double)HS * log(orig / (bs * 2.0 * M_PI)) / (2.0 * log(theta));
+        if (!c->rope_yarn_no_truncate) { low = floor(low); high = ceil(high); }
+        if (low < 0) low = 0;
+        if (high > HS - 1) high = HS - 1;
+        if (low == high) high += 0.001;
+        for (int i = 0; i < h2; i++) {
+            float pos = (float)pow(theta, (double)(float)(2 * i) / (float)HS);
+            float extrap = 1.0f / pos, interp = 1.0f / ((float)factor * pos);
+            float ramp = ((float)i - (float)low) / (float)(high - low);
+            ramp = ramp < 0.0f ? 0.0f : ramp > 1.0f ? 1.0f : ramp;
+            float ef = 1.0f - ramp;
+            inv[i] = interp * (1.0f - ef) + extrap * ef;
+        }
+        *attn = c->rope_attn_factor > 0 ? c->rope_attn_factor : yarn_mscale(factor);
+        break;
+    }
+    }
+}
+
+/* angle = float(pos) * inv_freq in fp32, then cos/sin (times the attention factor). */
+void smj_rope_rows(const smj_model_config *c, const float *inv, float attn, int p0, int p1, float *cs, float *sn) {
+    int h2 = c->head_dim / 2;
+    for (int p = p0; p < p1; p++)
+        for (int i = 0; i < h2; i++) {
+            float a = (float)p * inv[i];
+            cs[(int64_t)p * h2 + i] = attn == 1.0f ? cosf(a) : cosf(a) * attn;
+            sn[(int64_t)p * h2 + i] = attn == 1.0f ? sinf(a) : sinf(a) * attn;
+        }
+}
+
+void smj_rope_prepare(smj_model *m, int p0, int n) {
+    const smj_model_config *c = &m->cfg;
+    if (c->rope_type != SMJ_ROPE_DYNAMIC || !m->rope_row_len) return;
+    int64_t orig = c->rope_orig_max_pos > 0 ? c->rope_orig_max_pos : c->max_seq_len;
+    int64_t L = (int64_t)p0 + n, want = L > orig ? L : orig;
+    int lo = -1, hi = -1;
+    for (int p = p0; p < p0 + n; p++)
+        if (m->rope_row_len[p] != want) {
+            if (lo < 0) lo = p;
+            hi = p;
+        }
+    if (lo < 0) return;
+    int h2 = c->head_dim / 2;
+    float inv[512], attn;
+    smj_rope_inv_freq(c, want, inv, &attn);
+    float *cs = m->rope_host, *sn = m->rope_host + (int64_t)c->max_seq_len * h2;
+    smj_rope_rows(c, inv, attn, lo, hi + 1, cs, sn);
+    size_t off = (size_t)lo * h2, bytes = sizeof(float) * (size_t)(hi + 1 - lo) * h2;
+    m->be->upload(m->rope_cos + off, cs + off, bytes);
+    m->be->upload(m->rope_sin + off, sn + off, bytes);
+    for (int p = lo; p <= hi; p++) m->rope_row_len[p] = want;
 }
 
 smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model **out) {
@@ -125,11 +251,15 @@ smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model 
     m->index = malloc(sizeof(int) * (size_t)R_COUNT * L1);
     m->params = m->be->alloc(sizeof(float) * (size_t)m->n_params);
     size_t rope_n = (size_t)cfg->max_seq_len * (cfg->head_dim / 2);
-    float *cs = malloc(sizeof(float) * rope_n), *sn = malloc(sizeof(float) * rope_n);
+    float *cs = malloc(sizeof(float) * rope_n * 2), *sn = cs ? cs + rope_n : NULL;
     m->rope_cos = m->be->alloc(sizeof(float) * rope_n);
     m->rope_sin = m->be->alloc(sizeof(float) * rope_n);
-    if (!m->index || !m->params || !cs || !sn || !m->rope_cos || !m->rope_sin) {
-        free(cs); free(sn);
+    int dyn = cfg->rope_type == SMJ_ROPE_DYNAMIC, bias = cfg->attn_bias || cfg->attn_out_bias;
+    if (dyn) m->rope_row_len = malloc(sizeof(int64_t) * (size_t)cfg->max_seq_len);
+    if (bias) m->ones = m->be->alloc(sizeof(float) * (size_t)cfg->max_seq_len);
+    if (!m->index || !m->params || !cs || !m->rope_cos || !m->rope_sin || (dyn && !m->rope_row_len) ||
+        (bias && !m->ones)) {
+        free(cs);
         smj_model_free(m);
         SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory for %lld parameters", (long long)m->n_params);
     }
@@ -138,10 +268,27 @@ smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model 
         const smj_tensor_spec *t = &m->specs[i];
         m->index[(int)t->role * L1 + (t->layer < 0 ? cfg->n_layers : t->layer)] = i;
     }
-    rope_tables(cfg, cs, sn);
+    /* dynamic: built for the original context (= the default RoPE); rows
+     * past it are rebuilt per sequence length by smj_rope_prepare */
+    float inv[512], attn;
+    int64_t L0 = dyn && cfg->rope_orig_max_pos > 0 ? cfg->rope_orig_max_pos : cfg->max_seq_len;
+    smj_rope_inv_freq(cfg, L0, inv, &attn);
+    smj_rope_rows(cfg, inv, attn, 0, cfg->max_seq_len, cs, sn);
     m->be->upload(m->rope_cos, cs, sizeof(float) * rope_n);
     m->be->upload(m->rope_sin, sn, sizeof(float) * rope_n);
-    free(cs); free(sn);
+    if (dyn) {
+        for (int p = 0; p < cfg->max_seq_len; p++) m->rope_row_len[p] = L0;
+        m->rope_host = cs; /* kept as the rebuild scratch */
+    } else {
+        free(cs);
+    }
+    if (bias) {
+        float *one = malloc(sizeof(float) * (size_t)cfg->max_seq_len);
+        if (!one) { smj_model_free(m); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
+        for (int p = 0; p < cfg->max_seq_len; p++) one[p] = 1.0f;
+        m->be->upload(m->ones, one, sizeof(float) * (size_t)cfg->max_seq_len);
+        free(one);
+    }
     *out = m;
     return SMJ_OK;
 }
@@ -156,7 +303,8 @@ smj_status smj_model_create(smj_ctx *ctx, const smj_model_config *cfg, uint64_t 
     for (int i = 0; i < m->n_tensors; i++) {
         const smj_tensor_spec *t = &m->specs[i];
         float *p = host + t->offset;
-        for (int64_t j = 0; j < t->numel; j++) p[j] = t->ndim >= 2 ? 0.02f * smj_rng_normal(&rng) : 1.0f;
+        int is_bias = t->role == R_BQ || t->role == R_BK || t->role == R_BV || t->role == R_BO;
+        for (int64_t j = 0; j < t->numel; j++) p[j] = t->ndim >= 2 ? 0.02f * smj_rng_normal(&rng) : is_bias ? 0.0f : 1.0f;
     }
     m->be->upload(m->params, host, sizeof(float) * (size_t)m->n_params);
     free(host);
@@ -168,8 +316,8 @@ void smj_model_free(smj_model *m) {
     if (!m) return;
     const smj_backend *be = m->be;
     be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
-    be->free(m->act_mem); be->free(m->bwd_mem);
-    free(m->blk); free(m->specs); free(m->index);
+    be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones);
+    free(m->blk); free(m->specs); free(m->index); free(m->rope_row_len); free(m->rope_host);
     free(m);
 }
 
@@ -307,6 +455,20 @@ static smj_status ensure_acts(smj_model *m, int B, int T) {
 
 /* ------------------------------------------------------- forward */
 
+/* out[N,O] += ones[N,1] · b[1,O], in chunks of at most max_seq_len rows (the ones vector). */
+static void bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O) {
+    int64_t R = m->cfg.max_seq_len;
+    for (int64_t r0 = 0; r0 < N; r0 += R)
+        m->be->matmul(&m->ctx->exec, out + r0 * O, m->ones, b, N - r0 < R ? N - r0 : R, O, 1, 0, 0, 1);
+}
+
+/* db[1,O] += ones[1,N] · dout[N,O]. */
+static void bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O) {
+    int64_t R = m->cfg.max_seq_len;
+    for (int64_t r0 = 0; r0 < N; r0 += R)
+        m->be->matmul(&m->ctx->exec, db, m->ones, dout + r0 * O, 1, O, N - r0 < R ? N - r0 : R, 0, 0, 1);
+}
+
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
                        int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
     const smj_backend *be = m->be;
@@ -316,22 +478,33 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int64_t N = (int64_t)B * T, QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
+    smj_rope_prepare(m, pos0, T);
     be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
     if (c->qk_norm) {
         be->matmul(ex, a->q_pre, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
         be->matmul(ex, a->k_pre, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+        if (c->attn_bias) {
+            bias_fwd(m, a->q_pre, W(R_BQ), N, QD);
+            bias_fwd(m, a->k_pre, W(R_BK), N, KD);
+        }
         be->rmsnorm_fwd(ex, a->q, a->q_rstd, a->q_pre, W(R_Q_NORM), N * NH, HS, c->norm_eps);
         be->rmsnorm_fwd(ex, a->k, a->k_rstd, a->k_pre, W(R_K_NORM), N * NKV, HS, c->norm_eps);
     } else {
         be->matmul(ex, a->q, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
         be->matmul(ex, a->k, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+        if (c->attn_bias) {
+            bias_fwd(m, a->q, W(R_BQ), N, QD);
+            bias_fwd(m, a->k, W(R_BK), N, KD);
+        }
     }
     be->matmul(ex, a->v, a->ln1, W(R_WV), N, KD, C, 0, 1, 0);
+    if (c->attn_bias) bias_fwd(m, a->v, W(R_BV), N, KD);
     be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
     be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
     be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
                       1.0f / sqrtf((float)HS));
     be->matmul(ex, a->tmp, a->att, W(R_WO), N, C, QD, 0, 1, 0);
+    if (c->attn_out_bias) bias_fwd(m, a->tmp, W(R_BO), N, C);
     be->add(ex, a->res_mid, x, a->tmp, N * C);
     be->rmsnorm_fwd(ex, a->ln2, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), N, C, c->norm_eps);
     be->matmul(ex, a->gate, a->ln2, W(R_WGATE), N, H, C, 0, 1, 0);
@@ -418,6 +591,7 @@ static void block_backward(smj_model *m, int l, int B, int T) {
     be->add(ex, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dres_mid */
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
+    if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
     be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
                       HS, 1.0f / sqrtf((float)HS));
@@ -433,6 +607,11 @@ static void block_backward(smj_model *m, int l, int B, int T) {
     be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
     be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
     be->matmul(ex, DW(R_WV), m->dv, a->ln1, KD, C, N, 1, 0, 1);
+    if (c->attn_bias) {
+        bias_bwd(m, DW(R_BQ), dq, N, QD);
+        bias_bwd(m, DW(R_BK), dk, N, KD);
+        bias_bwd(m, DW(R_BV), m->dv, N, KD);
+    }
     be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
     be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
     be->matmul(ex, m->dln, m->dv, W(R_WV), N, C, KD, 0, 0, 1);
@@ -454,6 +633,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     }
     carver cv = {m->bwd_mem, 0};
     carve_bwd(c, B, T, &cv, m);
+    smj_rope_prepare(m, 0, T); /* dynamic RoPE: the tables of this length (a session may have changed them) */
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     int C = c->dim, V = c->vocab_size;

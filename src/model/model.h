@@ -19,9 +19,27 @@
 
 /* Every kind of tensor a dense Llama-family model has. */
 typedef enum {
-    R_EMBED, R_ATTN_NORM, R_WQ, R_WK, R_WV, R_WO, R_Q_NORM, R_K_NORM, R_FFN_NORM,
+    R_EMBED, R_ATTN_NORM, R_WQ, R_BQ, R_WK, R_BK, R_WV, R_BV, R_WO, R_BO, R_Q_NORM, R_K_NORM, R_FFN_NORM,
     R_WGATE, R_WUP, R_WDOWN, R_FINAL_NORM, R_LM_HEAD, R_COUNT
 } smj_role;
+
+/* smj_model_config.rope_type */
+typedef enum {
+    SMJ_ROPE_DEFAULT = 0, SMJ_ROPE_LINEAR, SMJ_ROPE_DYNAMIC, SMJ_ROPE_LLAMA3, SMJ_ROPE_YARN, SMJ_ROPE_COUNT
+} smj_rope_type;
+/* "default", "linear", "dynamic", "llama3", "yarn"; NULL for another value. */
+const char *smj_rope_type_name(int rope_type);
+/* The HF name back to the type; -1 when unknown. */
+int smj_rope_type_parse(const char *name);
+
+/* RoPE frequencies as transformers computes them (fp32, modeling_rope_utils):
+ * inv_freq [HS/2] for a sequence of total length seq_len (only the dynamic
+ * type depends on it), and the cos/sin multiplier (*attn, yarn's attention
+ * factor, else 1). */
+void smj_rope_inv_freq(const smj_model_config *c, int64_t seq_len, float *inv_freq, float *attn);
+/* Rows [p0, p1) of the cos/sin tables [*, HS/2] for inv_freq and attn. */
+void smj_rope_rows(const smj_model_config *c, const float *inv_freq, float attn, int p0, int p1, float *cs,
+                   float *sn);
 
 typedef struct {
     char name[96];
@@ -58,6 +76,11 @@ struct smj_model {
     float *params;   /* [n_params] */
     float *grads;    /* [n_params], allocated at the first backward */
     float *rope_cos, *rope_sin; /* [max_seq_len, HS/2] */
+    /* dynamic RoPE only (host): the sequence length each table row was built
+     * for (rows are rebuilt when a forward needs another), and row scratch */
+    int64_t *rope_row_len;
+    float *rope_host;           /* [2, max_seq_len, HS/2] */
+    float *ones;                /* [max_seq_len] of 1.0 (bias add/grad via matmul), attn_bias only */
 
     /* activations for the largest (B, T) seen so far */
     int act_B, act_T;
@@ -88,6 +111,10 @@ smj_status smj_model_ensure_grads(smj_model *m);
  * training and decoding alike). x [N,C] in, y [N,C] out. */
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
                        int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
+
+/* Makes the rope tables right for rows [p0, p0 + n) of a sequence whose
+ * total length is p0 + n (a no-op unless rope_type is dynamic). */
+void smj_rope_prepare(smj_model *m, int p0, int n);
 
 /* Floats of the activation and backward-scratch buffers for (B, T). */
 int64_t smj_act_floats(const smj_model_config *c, int B, int T);

@@ -16,6 +16,7 @@
 #ifndef SMJ_OPS_H
 #define SMJ_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "../core/core.h"
 
@@ -34,6 +35,28 @@ enum {
 #undef SMJ_OP_ENUM
     SMJ_OP_COUNT
 };
+
+/* Optional ops: not every backend has them (the field is then NULL; callers
+ * check). Not covered by tests/test_ops.c; tests/test_qmatmul.c checks them. */
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul)
+
+/* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
+ * GGML's block layouts (see src/gguf/gguf.h):
+ *   F16  : IEEE half per value
+ *   Q8_0 : 32 values -> 34 bytes: fp16 d, int8 qs[32];            x = qs[j] * d
+ *   Q4_0 : 32 values -> 18 bytes: fp16 d, uint8 qs[16] (low nibble value j,
+ *          high nibble value j + 16);                             x = (q - 8) * d */
+enum { SMJ_WTYPE_F16 = 1, SMJ_WTYPE_Q4_0 = 2, SMJ_WTYPE_Q8_0 = 8 };
+
+#define SMJ_OP_OPTIONAL_FIELDS \
+    /* C[M,N] = (acc ? C : 0) + A[M,K] · W[N,K]^T, with W stored row-major as \
+     * N rows of K values in GGML blocks of wtype (SMJ_WTYPE_*; K a multiple \
+     * of 32 for the block types; row n starts at byte n * row_bytes). \
+     * Inference only (no backward). Backends may quantize A internally (the \
+     * CPU one rounds A to 8-bit blocks of 32 for Q8_0/Q4_0, as llama.cpp \
+     * does), so results match the exact product to about 1e-2 relative. */ \
+    void (*qmatmul)(const smj_exec *ex, float *Cm, const float *A, const void *Wq, int wtype, \
+                    int64_t M, int64_t N, int64_t K, int acc);
 
 /* The op signatures over an element type R (float for backends; double for
  * the gradient checker's reference). */
@@ -116,13 +139,30 @@ struct smj_backend {
     void (*upload)(void *dst_dev, const void *src_host, size_t bytes);
     void (*download)(void *dst_host, const void *src_dev, size_t bytes);
     void (*zero)(void *p, size_t bytes);
+    /* Optional per-context lifecycle of device backends (NULL for host
+     * backends). init runs in smj_ctx_create and sets ex->impl, or returns a
+     * status with the reason in err (the backend is unavailable); fini runs
+     * in smj_ctx_free. error returns the first device failure recorded since
+     * init (SMJ_OK when none) with its message in err. */
+    smj_status (*init)(smj_exec *ex, char *err, size_t errlen);
+    void (*fini)(smj_exec *ex);
+    smj_status (*error)(const smj_exec *ex, char *err, size_t errlen);
     /* ex: the context's execution state (threads; device stream/handles). */
 
     SMJ_OP_FIELDS(float)
+
+    /* Optional ops (SMJ_OPS_OPTIONAL): a backend may leave any of them NULL,
+     * so every caller checks the pointer first (a quantized model refuses to
+     * run on a backend without qmatmul, with a clear error). */
+    SMJ_OP_OPTIONAL_FIELDS
 };
 
 extern const smj_backend smj_backend_ref;
 extern const smj_backend smj_backend_cpu;
+#ifdef SMJ_HAVE_CUDA
+extern const smj_backend smj_backend_cuda; /* src/cuda/cuda_backend.cu */
+#endif
+/* The op table of kind; NULL when this build does not have it. */
 const smj_backend *smj_backend_get(smj_backend_kind kind);
 
 /* The reference in double precision (tests only). */

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ops.h"
+#include "../gguf/gguf.h"
 #define REAL float
 #define RP(n) ref_##n
 #include "ref_impl.h"
@@ -14,10 +15,46 @@ static void host_zero(void *p, size_t n) { if (n) memset(p, 0, n); }
 #define SMJ_HOST_MEMORY .alloc = host_alloc, .free = host_free, .upload = host_copy, \
     .download = host_copy, .zero = host_zero
 
+/* qmatmul (optional op): every block of W is dequantized exactly (the half
+ * scale times the integer value) and the products are summed in double. */
+static void ref_qmatmul(const smj_exec *ex, float *C, const float *A, const void *Wq, int wtype,
+                        int64_t M, int64_t N, int64_t K, int acc) {
+    (void)ex;
+    const uint8_t *W = Wq;
+    int64_t rs = wtype == SMJ_WTYPE_F16 ? 2 * K : wtype == SMJ_WTYPE_Q8_0 ? K / 32 * 34
+               : wtype == SMJ_WTYPE_Q4_0 ? K / 32 * 18 : -1;
+    if (rs < 0 || (wtype != SMJ_WTYPE_F16 && K % 32)) return;
+    double *w = malloc(sizeof(double) * (size_t)(K > 0 ? K : 1));
+    if (!w) return;
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *row = W + n * rs;
+        for (int64_t k = 0; k < K; k++) {
+            if (wtype == SMJ_WTYPE_F16) {
+                w[k] = smj_fp16_to_fp32((uint16_t)(row[2 * k] | row[2 * k + 1] << 8));
+            } else if (wtype == SMJ_WTYPE_Q8_0) {
+                const uint8_t *blk = row + k / 32 * 34;
+                w[k] = (double)smj_fp16_to_fp32((uint16_t)(blk[0] | blk[1] << 8)) * (int8_t)blk[2 + k % 32];
+            } else {
+                const uint8_t *blk = row + k / 32 * 18;
+                int j = (int)(k % 32), q = j < 16 ? (blk[2 + j] & 15) : (blk[2 + j - 16] >> 4);
+                w[k] = (double)smj_fp16_to_fp32((uint16_t)(blk[0] | blk[1] << 8)) * (q - 8);
+            }
+        }
+        for (int64_t i = 0; i < M; i++) {
+            double sum = 0;
+            for (int64_t k = 0; k < K; k++) sum += (double)A[i * K + k] * w[k];
+            float *c = C + i * N + n;
+            *c = (float)((acc ? (double)*c : 0.0) + sum);
+        }
+    }
+    free(w);
+}
+
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,
 #define SMJ_OP_SET(n) .n = ref_##n,
     SMJ_OPS(SMJ_OP_SET)
+    SMJ_OPS_OPTIONAL(SMJ_OP_SET)
 #undef SMJ_OP_SET
 };
 
@@ -35,5 +72,15 @@ const smj_ref64 smj_ref64_ops = {
 };
 
 const smj_backend *smj_backend_get(smj_backend_kind kind) {
-    return kind == SMJ_BACKEND_REF ? &smj_backend_ref : &smj_backend_cpu;
+    switch (kind) {
+    case SMJ_BACKEND_CPU: return &smj_backend_cpu;
+    case SMJ_BACKEND_REF: return &smj_backend_ref;
+    case SMJ_BACKEND_CUDA:
+#ifdef SMJ_HAVE_CUDA
+        return &smj_backend_cuda;
+#else
+        return NULL;
+#endif
+    }
+    return NULL;
 }

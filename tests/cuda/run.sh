@@ -1,0 +1,76 @@
+#!/bin/sh
+# tests/cuda/run.sh — everything the CUDA backend needs checked on a GPU
+# machine, in one command (run from the repository root):
+#
+#   OUT=/some/dir sh tests/cuda/run.sh [quick]
+#
+# builds `make CUDA=1` (build-cuda/) and the CPU build (build/), runs every
+# CUDA test with SMJ_CUDA_REQUIRE=1 (a missing GPU fails instead of
+# skipping), the parity fixtures once more with SMJ_CUDA_SYNC=1, the CPU
+# test programs (not the fuzzers; skipped with `quick`), the Llama-110M-like
+# benchmark on CUDA at batch 8 and 16, and, when bench/pytorch/ holds the
+# PyTorch reference scripts, bench/cuda_vs_pytorch.sh. Everything goes to
+# $OUT/LAST_RUN.md (device, date, commit from $SMJ_COMMIT, each step's
+# output); a summary table is printed last. Exit status: 1 if any step failed.
+set -u
+OUT=${OUT:-/tmp/smj-cuda-out}
+mkdir -p "$OUT"
+LOG=$OUT/LAST_RUN.md
+J=$(nproc 2>/dev/null || echo 4)
+MODE=${1:-full}
+SUMMARY=$OUT/.summary
+: >"$SUMMARY"
+fails=0
+
+{
+  echo "# CUDA backend: device run"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- commit: ${SMJ_COMMIT:-unknown}"
+  echo "- device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+  echo "- nvcc: $(${CUDA_HOME:-/usr/local/cuda}/bin/nvcc --version 2>&1 | tail -1)"
+  echo "- host: $(nproc) cores, $(uname -m)"
+} >"$LOG"
+
+# step NAME TIMEOUT CMD...: runs CMD, logs its output, records pass/fail.
+step() {
+  name=$1; lim=$2; shift 2
+  printf '\n## %s\n\n```\n$ %s\n' "$name" "$*" >>"$LOG"
+  t0=$(date +%s)
+  timeout "$lim" sh -c "$*" >>"$LOG" 2>&1
+  rc=$?
+  dt=$(( $(date +%s) - t0 ))
+  printf '```\n\nexit %s, %ss\n' "$rc" "$dt" >>"$LOG"
+  if [ "$rc" -eq 0 ]; then r=PASS; else r="FAIL($rc)"; fails=$((fails+1)); fi
+  printf '%-34s %-9s %5ss\n' "$name" "$r" "$dt" >>"$SUMMARY"
+  echo "[$r] $name (${dt}s)"
+}
+
+step "build: make CUDA=1" 400 "make CUDA=1 -j$J >\$OUT/build-cuda.log 2>&1; rc=\$?; grep -v '^  [A-Z]* ' \$OUT/build-cuda.log; exit \$rc"
+step "build: make (CPU)" 300 "make -j$J 2>&1 | grep -v '^  [A-Z]* '; make -j$J \$(ls tests/test_*.c | sed 's|tests/\\(.*\\)\\.c|build/tests/\\1|') >/dev/null && echo built the CPU test programs"
+export SMJ_CUDA_REQUIRE=1
+step "test_cuda_ops" 400 "build-cuda/tests/test_cuda_ops"
+step "test_cuda_parity" 200 "build-cuda/tests/test_cuda_parity"
+step "test_cuda_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_SYNC=1 build-cuda/tests/test_cuda_parity"
+step "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
+step "cli: --device cuda / cpu" 60 "build-cuda/smedjan bench --device cuda --size tiny --batch-size 2 --seq-len 64 --steps 2 --warmup 1 --decode-tokens 8 && build-cuda/smedjan bench --device cpu --size tiny --batch-size 2 --seq-len 64 --steps 1 --warmup 0 --decode-tokens 4 && { build/smedjan bench --device cuda --size tiny; test \$? -eq 1; }"
+BENCH="--size custom --dim 768 --layers 12 --heads 12 --vocab-size 32768 --seq-len 1024 --steps 5 --warmup 2 --decode-tokens 64"
+step "bench cuda B=8 T=1024 (110M)" 300 "build-cuda/smedjan bench --device cuda $BENCH --batch-size 8"
+step "bench cuda B=16 T=1024 (110M)" 300 "build-cuda/smedjan bench --device cuda $BENCH --batch-size 16"
+step "bench cuda B=16 T=1024, SMJ_CUDA_TF32=1" 300 "SMJ_CUDA_TF32=1 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16"
+if [ -f bench/pytorch/train_bench.py ] && [ "$MODE" != quick ]; then
+  step "PyTorch reference (bench/cuda_vs_pytorch.sh)" 400 "sh bench/cuda_vs_pytorch.sh"
+fi
+if [ "$MODE" != quick ]; then
+  step "CPU test programs (build/)" ${CPU_TEST_TIMEOUT:-300} "sh tests/run_all.sh \$(ls build/tests/test_* | grep -v '[.]o\$')"
+fi
+
+{
+  printf '\n## Summary\n\n```\n'
+  cat "$SUMMARY"
+  printf '```\n'
+} >>"$LOG"
+echo "---- summary ($fails failed) ----"
+cat "$SUMMARY"
+rm -f "$SUMMARY"
+[ "$fails" -eq 0 ]

@@ -1,0 +1,225 @@
+/* test_cuda_model.c — whole-model checks of the CUDA backend (built with CUDA=1).
+ *
+ *  1. Checkpoints move between backends: 3 AdamW steps on CUDA, saved with
+ *     smj_trainer_save, loaded into a CPU trainer, 3 more steps; compared
+ *     with 6 steps on CUDA alone. And the reverse (CPU -> CUDA). Bit
+ *     identity across backends is not expected (different summation
+ *     orders); the tolerance is: step losses rel <= 1e-4, parameters after
+ *     6 steps rel L2 <= 1e-3. Two CUDA runs of the same steps must agree
+ *     bit for bit (every CUDA op is deterministic).
+ *  2. KV-cache decoding on CUDA equals the full forward: a 100-token prompt
+ *     fed as a 70-token chunk (crossing the session's 64-row chunks) then
+ *     one token at a time; each returned logits row matches the full
+ *     forward's row within 1e-4 of max |logit|. The CUDA full forward also
+ *     matches the CPU's (rel L2 <= 1e-5).
+ * Without a usable GPU: SKIP, exit 0 (exit 1 when SMJ_CUDA_REQUIRE=1).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../util/check.h"
+#include "../../src/ops/ops.h"
+#include "smedjan.h"
+
+static smj_model_config small_config(void) {
+    smj_model_config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = 300;
+    c.dim = 64;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 16;
+    c.ffn_hidden = 176;
+    c.max_seq_len = 128;
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    c.tied_embeddings = 0;
+    c.qk_norm = 1;
+    return c;
+}
+
+static smj_ctx *make_ctx(smj_backend_kind k) {
+    smj_ctx_options o = {.threads = 0, .backend = k};
+    return smj_ctx_create(&o);
+}
+
+typedef struct {
+    float loss[6];
+    float *params; /* all tensors, concatenated on the host */
+    int64_t n;
+} run_result;
+
+static void fetch_params(smj_model *m, run_result *r) {
+    r->n = smj_model_num_params(m);
+    r->params = malloc(sizeof(float) * (size_t)r->n);
+    int64_t off = 0;
+    for (int i = 0; i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        smj_model_tensor_get(m, i, 0, r->params + off);
+        off += v.numel;
+    }
+}
+
+static smj_optim_options optim(void) {
+    smj_optim_options o;
+    smj_optim_defaults(&o);
+    o.lr = 3e-3f;
+    o.warmup_steps = 0;
+    o.total_steps = 6;
+    o.schedule = SMJ_SCHED_CONSTANT;
+    return o;
+}
+
+/* steps [first, last) on backend k; starts from seed weights or from state
+ * file `load`; saves to `save` after the steps when not NULL. */
+static void train(smj_backend_kind k, const char *ds_path, const char *load, const char *save, int first, int last,
+                  run_result *r, int fetch) {
+    smj_ctx *ctx = make_ctx(k);
+    smj_model_config cfg = small_config();
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    smj_dataset *ds = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 7, &m));
+    smj_optim_options o = optim();
+    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+    CHECK_OK(ctx, smj_dataset_open(ctx, ds_path, &ds));
+    if (!m || !t || !ds) goto done;
+    if (load) CHECK_OK(ctx, smj_trainer_load(t, load, NULL));
+    for (int i = first; i < last; i++) {
+        smj_step_stats st;
+        CHECK_OK(ctx, smj_trainer_step(t, ds, 4, 32, 1, &st));
+        CHECK(!st.skipped, "%s step %d skipped", smj_ctx_backend_name(ctx), i);
+        r->loss[i] = st.loss;
+    }
+    if (save) CHECK_OK(ctx, smj_trainer_save(t, save, NULL));
+    if (fetch) fetch_params(m, r);
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "device error: %s", smj_ctx_error(ctx));
+done:
+    smj_dataset_free(ds);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_ctx_free(ctx);
+}
+
+static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-30); }
+
+static void cross_backend(const char *ds_path) {
+    const char *dir = test_tmpdir();
+    char p1[1024], p2[1024];
+    snprintf(p1, sizeof p1, "%s/cuda3.state", dir);
+    snprintf(p2, sizeof p2, "%s/cpu3.state", dir);
+    run_result cuda6 = {0}, cuda6b = {0}, cu_cpu = {0}, cpu6 = {0}, cpu_cu = {0};
+    train(SMJ_BACKEND_CUDA, ds_path, NULL, NULL, 0, 6, &cuda6, 1);
+    train(SMJ_BACKEND_CUDA, ds_path, NULL, p1, 0, 3, &cu_cpu, 0);
+    train(SMJ_BACKEND_CPU, ds_path, p1, NULL, 3, 6, &cu_cpu, 1);
+    train(SMJ_BACKEND_CPU, ds_path, NULL, NULL, 0, 6, &cpu6, 1);
+    train(SMJ_BACKEND_CPU, ds_path, NULL, p2, 0, 3, &cpu_cu, 0);
+    train(SMJ_BACKEND_CUDA, ds_path, p2, NULL, 3, 6, &cpu_cu, 1);
+    train(SMJ_BACKEND_CUDA, ds_path, NULL, NULL, 0, 6, &cuda6b, 1);
+    if (!cuda6.params || !cu_cpu.params || !cpu6.params || !cpu_cu.params || !cuda6b.params) {
+        CHECK(0, "a run failed");
+        return;
+    }
+    double w1 = 0, w2 = 0, w3 = 0;
+    for (int i = 0; i < 6; i++) {
+        double e1 = rel(cu_cpu.loss[i], cuda6.loss[i]), e2 = rel(cpu_cu.loss[i], cpu6.loss[i]);
+        double e3 = rel(cuda6.loss[i], cpu6.loss[i]);
+        CHECK(e1 <= 1e-4, "CUDA->CPU resume: step %d loss %.7f vs %.7f (rel %.2e)", i, cu_cpu.loss[i], cuda6.loss[i], e1);
+        CHECK(e2 <= 1e-4, "CPU->CUDA resume: step %d loss %.7f vs %.7f (rel %.2e)", i, cpu_cu.loss[i], cpu6.loss[i], e2);
+        CHECK(e3 <= 1e-4, "CUDA vs CPU: step %d loss %.7f vs %.7f (rel %.2e)", i, cuda6.loss[i], cpu6.loss[i], e3);
+        CHECK(memcmp(&cuda6.loss[i], &cuda6b.loss[i], sizeof(float)) == 0, "two CUDA runs: step %d loss %.9g vs %.9g",
+              i, cuda6.loss[i], cuda6b.loss[i]);
+        w1 = fmax(w1, e1); w2 = fmax(w2, e2); w3 = fmax(w3, e3);
+    }
+    double p1e = rel_l2(cu_cpu.params, cuda6.params, cuda6.n), p2e = rel_l2(cpu_cu.params, cpu6.params, cpu6.n);
+    double p3e = rel_l2(cuda6.params, cpu6.params, cpu6.n);
+    CHECK(p1e <= 1e-3, "CUDA->CPU resume: params rel L2 %.2e", p1e);
+    CHECK(p2e <= 1e-3, "CPU->CUDA resume: params rel L2 %.2e", p2e);
+    CHECK(p3e <= 1e-3, "CUDA vs CPU: params rel L2 %.2e", p3e);
+    CHECK(memcmp(cuda6.params, cuda6b.params, sizeof(float) * (size_t)cuda6.n) == 0,
+          "two CUDA runs of 6 steps: parameters differ");
+    printf("losses cuda:");
+    for (int i = 0; i < 6; i++) printf(" %.6f", cuda6.loss[i]);
+    printf("\nlosses cpu: ");
+    for (int i = 0; i < 6; i++) printf(" %.6f", cpu6.loss[i]);
+    printf("\nCUDA 3 + CPU 3 vs CUDA 6: worst loss rel %.2e, params rel L2 %.2e\n", w1, p1e);
+    printf("CPU 3 + CUDA 3 vs CPU 6:   worst loss rel %.2e, params rel L2 %.2e\n", w2, p2e);
+    printf("CUDA 6 vs CPU 6:           worst loss rel %.2e, params rel L2 %.2e; two CUDA runs bit-identical: %s\n",
+           w3, p3e, memcmp(cuda6.params, cuda6b.params, sizeof(float) * (size_t)cuda6.n) == 0 ? "yes" : "NO");
+    free(cuda6.params); free(cuda6b.params); free(cu_cpu.params); free(cpu6.params); free(cpu_cu.params);
+}
+
+static void kv_decoding(void) {
+    enum { T = 100, FIRST = 70 };
+    smj_model_config cfg = small_config();
+    int V = cfg.vocab_size;
+    smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA), *cpu = make_ctx(SMJ_BACKEND_CPU);
+    smj_model *m = NULL, *mc = NULL;
+    smj_session *s = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 11, &m));
+    CHECK_OK(cpu, smj_model_create(cpu, &cfg, 11, &mc));
+    int32_t ids[T];
+    smj_rng r;
+    smj_rng_seed(&r, 5);
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)(smj_rng_u64(&r) % (uint64_t)V);
+    float *full = malloc(sizeof(float) * T * V), *fullc = malloc(sizeof(float) * T * V);
+    if (!m || !mc || !full || !fullc) { CHECK(0, "setup failed"); goto done; }
+    CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 1, T, NULL));
+    ctx->backend->download(full, smj_model_logits(m), sizeof(float) * T * V);
+    CHECK_OK(cpu, smj_model_forward(mc, ids, NULL, 1, T, NULL));
+    memcpy(fullc, smj_model_logits(mc), sizeof(float) * T * V);
+    double ec = rel_l2(full, fullc, (int64_t)T * V);
+    CHECK(ec <= 1e-5, "full forward CUDA vs CPU: logits rel L2 %.2e", ec);
+    double mx = 0;
+    for (int i = 0; i < T * V; i++) mx = fmax(mx, fabs(full[i]));
+    CHECK_OK(ctx, smj_session_create(m, T, &s));
+    if (!s) goto done;
+    const float *lg = NULL;
+    double worst = 0;
+    CHECK_OK(ctx, smj_session_feed(s, ids, FIRST, &lg));
+    for (int pos = FIRST - 1; pos < T; pos++) {
+        if (pos >= FIRST) CHECK_OK(ctx, smj_session_feed(s, &ids[pos], 1, &lg));
+        if (!lg) break;
+        double e = 0;
+        for (int j = 0; j < V; j++) e = fmax(e, fabs(lg[j] - full[(int64_t)pos * V + j]));
+        worst = fmax(worst, e / mx);
+    }
+    CHECK(worst <= 1e-4, "KV-cache decoding vs full forward: normalized max error %.2e", worst);
+    printf("KV-cache decoding (70-token chunk + 30 single tokens) vs full forward: normalized max error %.2e;"
+           " full forward CUDA vs CPU rel L2 %.2e\n", worst, ec);
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "device error: %s", smj_ctx_error(ctx));
+done:
+    free(full);
+    free(fullc);
+    smj_session_free(s);
+    smj_model_free(m);
+    smj_model_free(mc);
+    smj_ctx_free(ctx);
+    smj_ctx_free(cpu);
+}
+
+int main(void) {
+    smj_ctx *probe = make_ctx(SMJ_BACKEND_CUDA);
+    if (!probe || smj_ctx_status(probe) != SMJ_OK) {
+        const char *req = getenv("SMJ_CUDA_REQUIRE");
+        printf("SKIP: no CUDA backend: %s\n", probe ? smj_ctx_error(probe) : "out of memory");
+        smj_ctx_free(probe);
+        return req && *req == '1' ? 1 : 0;
+    }
+    /* random training data: 4 x 32 windows, 8 batches */
+    char ds_path[1024];
+    snprintf(ds_path, sizeof ds_path, "%s/train.tok", test_tmpdir());
+    int64_t n = 4 * 32 * 8 + 1;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n);
+    smj_rng r;
+    smj_rng_seed(&r, 3);
+    for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)(smj_rng_u64(&r) % 300);
+    CHECK_OK(probe, smj_dataset_write(probe, ds_path, tok, n, 300));
+    free(tok);
+    smj_ctx_free(probe);
+    cross_backend(ds_path);
+    kv_decoding();
+    return check_summary("test_cuda_model");
+}

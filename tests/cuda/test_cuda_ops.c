@@ -1,0 +1,482 @@
+/* test_cuda_ops.c — the op checker for the CUDA backend (built with CUDA=1).
+ *
+ * Every op runs on the GPU over seeded random inputs (the awkward shapes of
+ * tests/test_ops.c plus larger ones that cross the kernels' tiles: several
+ * attention tiles, head sizes up to 256, KV-cache decoding, V = 131072) and
+ * is compared with the "ref" backend on the host. Inputs are uploaded,
+ * outputs downloaded together with PAD canaries on each side, which must
+ * survive; a non-finite output fails at once.
+ *
+ * Tolerances (normalized max error |got - ref| / max|ref|, as test_ops.c):
+ *   matmul (cuBLAS SGEMM, fp32, no TF32)       1e-5
+ *   attention fwd/bwd, rmsnorm, xent fwd       1e-5
+ *   rope, swiglu, adamw, xent_bwd              1e-6
+ *   embedding fwd/bwd, add, scale              0 (bit-identical)
+ *   sumsq                                      1e-12 relative
+ * Then: the ops said to be deterministic give bit-identical results on a
+ * second run, and the error rule (docs/CUDA.md): an op that fails records
+ * the error, sumsq returns NaN and smj_ctx_status reports it.
+ *
+ * Without a usable GPU the program prints SKIP and exits 0, unless
+ * SMJ_CUDA_REQUIRE=1 (tests/cuda/run.sh sets it).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../src/ops/ops.h"
+#include "../util/check.h"
+
+#define CANARY 1.2345e6f
+#define PAD 16
+
+static smj_rng rng;
+static const smj_backend *be;
+static const smj_exec *ex;
+static const smj_exec EX1 = {.nt = 1};
+#define X1 (&EX1)
+static const smj_backend *rf = &smj_backend_ref;
+
+static float *frand(int64_t n, float scale) {
+    float *p = malloc(sizeof(float) * (size_t)(n + 2 * PAD));
+    for (int64_t i = 0; i < n + 2 * PAD; i++) p[i] = CANARY;
+    for (int64_t i = 0; i < n; i++) p[PAD + i] = scale * (2.0f * (float)smj_rng_uniform(&rng) - 1.0f);
+    return p + PAD;
+}
+static float *fcopy(const float *x, int64_t n) {
+    float *p = frand(n, 0);
+    memcpy(p, x, sizeof(float) * (size_t)n);
+    return p;
+}
+static void ffree(float *p) { if (p) free(p - PAD); }
+
+/* device copy of a host buffer, canaries included */
+static float *dup_d(const float *h, int64_t n) {
+    float *d = be->alloc(sizeof(float) * (size_t)(n + 2 * PAD));
+    be->upload(d, h - PAD, sizeof(float) * (size_t)(n + 2 * PAD));
+    return d + PAD;
+}
+/* a new host buffer holding device buffer d (canaries included) */
+static float *get_h(const float *d, int64_t n) {
+    float *h = frand(n, 0);
+    be->download(h - PAD, d - PAD, sizeof(float) * (size_t)(n + 2 * PAD));
+    return h;
+}
+static void dfree(float *d) { if (d) be->free(d - PAD); }
+static int32_t *ids_d(const int32_t *h, int64_t n) {
+    int32_t *d = be->alloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    be->upload(d, h, sizeof(int32_t) * (size_t)n);
+    return d;
+}
+
+static const char *cur_op;
+static char cur_shape[160];
+
+static void compare_floor(const char *what, const float *got, const float *ref, int64_t n, double tol, double floor) {
+    double mx = floor > 1e-6 ? floor : 1e-6, err = 0;
+    int bad_nan = 0, bad_canary = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (fabs(ref[i]) > mx) mx = fabs(ref[i]);
+        if (!isfinite(got[i]) && isfinite(ref[i])) bad_nan = 1;
+    }
+    for (int i = 1; i <= PAD; i++) bad_canary |= got[-i] != CANARY || got[n + i - 1] != CANARY;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]) / mx;
+        if (e > err) err = e;
+    }
+    CHECK(!bad_nan, "cuda/%s %s %s: non-finite output", cur_op, cur_shape, what);
+    CHECK(!bad_canary, "cuda/%s %s %s: wrote outside its output", cur_op, cur_shape, what);
+    CHECK(err <= tol, "cuda/%s %s %s: normalized error %.3g > %.1g", cur_op, cur_shape, what, err, tol);
+}
+static void compare(const char *what, const float *got, const float *ref, int64_t n, double tol) {
+    compare_floor(what, got, ref, n, tol, 0);
+}
+/* downloads d and compares it with ref */
+static void compare_d(const char *what, const float *d, const float *ref, int64_t n, double tol) {
+    float *h = get_h(d, n);
+    compare(what, h, ref, n, tol);
+    ffree(h);
+}
+
+/* ------------------------------------------------------------ cases */
+
+static void case_matmul(void) {
+    static const int64_t S[][3] = {{1, 1, 1},   {1, 7, 5},      {3, 1, 9},     {17, 33, 65}, {64, 48, 32},
+                                   {5, 130, 3}, {2, 3, 0},      {300, 257, 513}, {1, 4099, 64}, {64, 33, 1000}};
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++)
+        for (int tA = 0; tA < 2; tA++)
+            for (int tB = 0; tB < 2; tB++)
+                for (int acc = 0; acc < 2; acc++) {
+                    int64_t M = S[s][0], N = S[s][1], K = S[s][2];
+                    snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld tA%d tB%d acc%d", (long long)M,
+                             (long long)N, (long long)K, tA, tB, acc);
+                    float *A = frand(M * K, 1), *B = frand(K * N, 1), *C0 = frand(M * N, 1), *C2 = fcopy(C0, M * N);
+                    float *dA = dup_d(A, M * K), *dB = dup_d(B, K * N), *dC = dup_d(C0, M * N);
+                    be->matmul(ex, dC, dA, dB, M, N, K, tA, tB, acc);
+                    rf->matmul(X1, C2, A, B, M, N, K, tA, tB, acc);
+                    compare_d("C", dC, C2, M * N, 1e-5);
+                    dfree(dA); dfree(dB); dfree(dC);
+                    ffree(A); ffree(B); ffree(C0); ffree(C2);
+                }
+}
+
+static void case_embedding_fwd(void) {
+    static const int S[][3] = {{1, 1, 13}, {14, 17, 13}, {40, 33, 13}, {3000, 768, 1000}};
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
+        int64_t N = S[s][0]; int C = S[s][1], V = S[s][2];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld C%d V%d", (long long)N, C, V);
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)N);
+        for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)(smj_rng_u64(&rng) % (uint64_t)V);
+        float *w = frand((int64_t)V * C, 1), *o1 = frand(N * C, 0), *o2 = frand(N * C, 0);
+        float *dw = dup_d(w, (int64_t)V * C), *d1 = dup_d(o1, N * C);
+        int32_t *di = ids_d(ids, N);
+        be->embedding_fwd(ex, d1, di, dw, N, C);
+        rf->embedding_fwd(X1, o2, ids, w, N, C);
+        compare_d("out", d1, o2, N * C, 0);
+        be->free(di); dfree(dw); dfree(d1);
+        free(ids); ffree(w); ffree(o1); ffree(o2);
+    }
+}
+
+static void embedding_bwd_once(int64_t N, int C, int V, int determinism) {
+    snprintf(cur_shape, sizeof cur_shape, "N%lld C%d V%d", (long long)N, C, V);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)N);
+    for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)(smj_rng_u64(&rng) % (uint64_t)V);
+    float *d = frand(N * C, 1), *g1 = frand((int64_t)V * C, 1), *g2 = fcopy(g1, (int64_t)V * C);
+    float *dd = dup_d(d, N * C), *dg = dup_d(g1, (int64_t)V * C), *dg2 = dup_d(g1, (int64_t)V * C);
+    int32_t *di = ids_d(ids, N);
+    be->embedding_bwd(ex, dg, di, dd, N, C);
+    rf->embedding_bwd(X1, g2, ids, d, N, C);
+    compare_d("dwte", dg, g2, (int64_t)V * C, 0);
+    if (determinism) {
+        be->embedding_bwd(ex, dg2, di, dd, N, C);
+        float *a = get_h(dg, (int64_t)V * C), *b = get_h(dg2, (int64_t)V * C);
+        CHECK(memcmp(a, b, sizeof(float) * (size_t)V * C) == 0, "embedding_bwd %s: two runs differ", cur_shape);
+        ffree(a); ffree(b);
+    }
+    be->free(di); dfree(dd); dfree(dg); dfree(dg2);
+    free(ids); ffree(d); ffree(g1); ffree(g2);
+}
+static void case_embedding_bwd(void) {
+    for (int64_t N = 1; N <= 60; N += 29)
+        for (int C = 1; C <= 35; C += 17) embedding_bwd_once(N, C, 7, 0);
+    embedding_bwd_once(5000, 100, 50, 1);
+    embedding_bwd_once(16384, 768, 32768, 1);
+}
+
+static const int RMS[][2] = {{1, 1}, {1, 67}, {1, 133}, {1, 199}, {50, 1}, {50, 67}, {50, 133}, {50, 199},
+                             {3000, 768}, {12000, 64}, {7, 4096}};
+
+static void case_rmsnorm_fwd(void) {
+    for (size_t s = 0; s < sizeof RMS / sizeof RMS[0]; s++) {
+        int64_t N = RMS[s][0]; int C = RMS[s][1];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
+        float *x = frand(N * C, 2), *w = frand(C, 1), *o2 = frand(N * C, 0), *r2 = frand(N, 0);
+        float *dx = dup_d(x, N * C), *dw = dup_d(w, C), *d1 = dup_d(o2, N * C), *dr = dup_d(r2, N);
+        be->rmsnorm_fwd(ex, d1, dr, dx, dw, N, C, 1e-5f);
+        rf->rmsnorm_fwd(X1, o2, r2, x, w, N, C, 1e-5f);
+        compare_d("out", d1, o2, N * C, 1e-5);
+        compare_d("rstd", dr, r2, N, 1e-5);
+        dfree(dx); dfree(dw); dfree(d1); dfree(dr);
+        ffree(x); ffree(w); ffree(o2); ffree(r2);
+    }
+}
+
+static void case_rmsnorm_bwd(void) {
+    for (size_t s = 0; s < sizeof RMS / sizeof RMS[0]; s++) {
+        int64_t N = RMS[s][0]; int C = RMS[s][1];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
+        float *x = frand(N * C, 2), *w = frand(C, 1), *o = frand(N * C, 0), *r = frand(N, 0);
+        float *dy = frand(N * C, 1), *dx2 = frand(N * C, 0), *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C);
+        rf->rmsnorm_fwd(X1, o, r, x, w, N, C, 1e-5f);
+        float *Dx = dup_d(x, N * C), *Dw = dup_d(w, C), *Dr = dup_d(r, N), *Ddy = dup_d(dy, N * C);
+        float *Ddx = dup_d(dx2, N * C), *Ddw = dup_d(dw1, C), *Ddw2 = dup_d(dw1, C), *Ddx2 = dup_d(dx2, N * C);
+        be->rmsnorm_bwd(ex, Ddx, Ddw, Ddy, Dx, Dw, Dr, N, C);
+        rf->rmsnorm_bwd(X1, dx2, dw2, dy, x, w, r, N, C);
+        double terms = 0;
+        for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
+        float *hdx = get_h(Ddx, N * C);
+        compare_floor("dx", hdx, dx2, N * C, 1e-5, terms);
+        compare_d("dw", Ddw, dw2, C, 1e-5);
+        /* determinism of the dw reduction */
+        be->rmsnorm_bwd(ex, Ddx2, Ddw2, Ddy, Dx, Dw, Dr, N, C);
+        float *a = get_h(Ddw, C), *b = get_h(Ddw2, C), *hdx2 = get_h(Ddx2, N * C);
+        CHECK(memcmp(a, b, sizeof(float) * (size_t)C) == 0 && memcmp(hdx, hdx2, sizeof(float) * (size_t)(N * C)) == 0,
+              "rmsnorm_bwd %s: two runs differ", cur_shape);
+        ffree(a); ffree(b); ffree(hdx); ffree(hdx2);
+        dfree(Dx); dfree(Dw); dfree(Dr); dfree(Ddy); dfree(Ddx); dfree(Ddw); dfree(Ddw2); dfree(Ddx2);
+        ffree(x); ffree(w); ffree(o); ffree(r); ffree(dy); ffree(dx2); ffree(dw1); ffree(dw2);
+    }
+}
+
+static void rope_tables(int maxT, int HS, float **cs, float **sn) {
+    int h2 = HS / 2;
+    *cs = frand((int64_t)maxT * h2, 0);
+    *sn = frand((int64_t)maxT * h2, 0);
+    for (int p = 0; p < maxT; p++)
+        for (int i = 0; i < h2; i++) {
+            double a = p * pow(10000.0, -2.0 * i / HS);
+            (*cs)[p * h2 + i] = (float)cos(a);
+            (*sn)[p * h2 + i] = (float)sin(a);
+        }
+}
+
+static void rope_case(int bwd) {
+    static const int S[][5] = {{1, 1, 1, 2, 0}, {2, 5, 3, 8, 0}, {1, 3, 2, 18, 7}, {3, 9, 1, 64, 2}, {2, 100, 12, 64, 5}};
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
+        int B = S[s][0], T = S[s][1], NH = S[s][2], HS = S[s][3], p0 = S[s][4];
+        snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d HS%d pos0 %d", B, T, NH, HS, p0);
+        float *cs, *sn;
+        rope_tables(T + p0, HS, &cs, &sn);
+        int64_t n = (int64_t)B * T * NH * HS, nt = (int64_t)(T + p0) * (HS / 2);
+        float *x1 = frand(n, 1), *x2 = fcopy(x1, n);
+        float *dc = dup_d(cs, nt), *ds = dup_d(sn, nt), *dx = dup_d(x1, n);
+        (bwd ? be->rope_bwd : be->rope_fwd)(ex, dx, dc, ds, B, T, NH, HS, p0);
+        (bwd ? rf->rope_bwd : rf->rope_fwd)(X1, x2, cs, sn, B, T, NH, HS, p0);
+        compare_d("x", dx, x2, n, 1e-6);
+        dfree(dc); dfree(ds); dfree(dx);
+        ffree(cs); ffree(sn); ffree(x1); ffree(x2);
+    }
+}
+static void case_rope_fwd(void) { rope_case(0); }
+static void case_rope_bwd(void) { rope_case(1); }
+
+/* B, Tq, Tk, NH, NKV, HS, extra kv stride */
+static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},      {1, 17, 17, 3, 1, 18, 0},
+                             {2, 33, 33, 2, 2, 64, 0}, {1, 1, 9, 4, 1, 8, 0},      {2, 3, 40, 6, 3, 16, 24},
+                             {2, 100, 100, 4, 2, 64, 0}, {1, 70, 70, 2, 1, 128, 0}, {1, 40, 40, 2, 2, 256, 0},
+                             {1, 1, 300, 4, 2, 64, 0}, {1, 5, 77, 6, 2, 32, 10},   {1, 64, 64, 3, 3, 30, 0},
+                             {1, 65, 65, 12, 12, 96, 0}, {1, 200, 200, 2, 1, 200, 0}};
+
+static void case_attention_fwd(void) {
+    for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {
+        int B = ATT[s][0], Tq = ATT[s][1], Tk = ATT[s][2], NH = ATT[s][3], NKV = ATT[s][4], HS = ATT[s][5];
+        int64_t bs = (int64_t)Tk * NKV * HS + ATT[s][6];
+        snprintf(cur_shape, sizeof cur_shape, "B%d Tq%d Tk%d NH%d NKV%d HS%d", B, Tq, Tk, NH, NKV, HS);
+        int64_t nq = (int64_t)B * Tq * NH * HS, nl = (int64_t)B * NH * Tq;
+        float *q = frand(nq, 1), *k = frand(B * bs, 1), *v = frand(B * bs, 1), *o2 = frand(nq, 0), *l2 = frand(nl, 0);
+        float *dq = dup_d(q, nq), *dk = dup_d(k, B * bs), *dv = dup_d(v, B * bs), *d1 = dup_d(o2, nq), *dl = dup_d(l2, nl);
+        float sc = 1.0f / sqrtf((float)HS);
+        be->attention_fwd(ex, d1, dl, dq, dk, dv, B, Tq, Tk, NH, NKV, HS, bs, sc);
+        rf->attention_fwd(X1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
+        compare_d("out", d1, o2, nq, 1e-5);
+        compare_d("lse", dl, l2, nl, 1e-5);
+        dfree(dq); dfree(dk); dfree(dv); dfree(d1); dfree(dl);
+        ffree(q); ffree(k); ffree(v); ffree(o2); ffree(l2);
+    }
+}
+
+static void case_attention_bwd(void) {
+    for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {
+        if (ATT[s][1] != ATT[s][2] || ATT[s][6]) continue;
+        int B = ATT[s][0], T = ATT[s][1], NH = ATT[s][3], NKV = ATT[s][4], HS = ATT[s][5];
+        snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
+        int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS, nl = (int64_t)B * NH * T;
+        float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *o = frand(nq, 0), *l = frand(nl, 0);
+        float sc = 1.0f / sqrtf((float)HS);
+        rf->attention_fwd(X1, o, l, q, k, v, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
+        float *d = frand(nq, 1), *dq2 = frand(nq, 0), *dk2 = frand(nk, 0), *dv2 = frand(nk, 0);
+        float *Dq = dup_d(q, nq), *Dk = dup_d(k, nk), *Dv = dup_d(v, nk), *Do = dup_d(o, nq), *Dl = dup_d(l, nl);
+        float *Dd = dup_d(d, nq), *Ddq = dup_d(dq2, nq), *Ddk = dup_d(dk2, nk), *Ddv = dup_d(dv2, nk);
+        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, sc);
+        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
+        compare_d("dq", Ddq, dq2, nq, 1e-5);
+        compare_d("dk", Ddk, dk2, nk, 1e-5);
+        compare_d("dv", Ddv, dv2, nk, 1e-5);
+        /* determinism */
+        float *a = get_h(Ddk, nk);
+        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, sc);
+        float *b = get_h(Ddk, nk);
+        CHECK(memcmp(a, b, sizeof(float) * (size_t)nk) == 0, "attention_bwd %s: two runs differ", cur_shape);
+        ffree(a); ffree(b);
+        dfree(Dq); dfree(Dk); dfree(Dv); dfree(Do); dfree(Dl); dfree(Dd); dfree(Ddq); dfree(Ddk); dfree(Ddv);
+        ffree(q); ffree(k); ffree(v); ffree(o); ffree(l); ffree(d); ffree(dq2); ffree(dk2); ffree(dv2);
+    }
+}
+
+static const int64_t EW[] = {1, 10, 73, 514, 3601, 1000003};
+
+static void case_swiglu_fwd(void) {
+    for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++) {
+        int64_t n = EW[s];
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *g = frand(n, 6), *u = frand(n, 2), *o2 = frand(n, 0);
+        float *dg = dup_d(g, n), *du = dup_d(u, n), *d1 = dup_d(o2, n);
+        be->swiglu_fwd(ex, d1, dg, du, n);
+        rf->swiglu_fwd(X1, o2, g, u, n);
+        compare_d("out", d1, o2, n, 1e-6);
+        dfree(dg); dfree(du); dfree(d1); ffree(g); ffree(u); ffree(o2);
+    }
+}
+
+static void case_swiglu_bwd(void) {
+    for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++) {
+        int64_t n = EW[s];
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1), *a2 = frand(n, 0), *b2 = frand(n, 0);
+        float *Dg = dup_d(g, n), *Du = dup_d(u, n), *Dd = dup_d(d, n), *Da = dup_d(a2, n), *Db = dup_d(b2, n);
+        be->swiglu_bwd(ex, Da, Db, Dd, Dg, Du, n);
+        rf->swiglu_bwd(X1, a2, b2, d, g, u, n);
+        compare_d("dgate", Da, a2, n, 1e-6);
+        compare_d("dup", Db, b2, n, 1e-6);
+        dfree(Dg); dfree(Du); dfree(Dd); dfree(Da); dfree(Db);
+        ffree(g); ffree(u); ffree(d); ffree(a2); ffree(b2);
+    }
+}
+
+static void case_add(void) {
+    for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++) {
+        int64_t n = EW[s];
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *a = frand(n, 1), *b = frand(n, 1), *o2 = frand(n, 0);
+        float *Da = dup_d(a, n), *Db = dup_d(b, n), *Do = dup_d(o2, n);
+        be->add(ex, Do, Da, Db, n);
+        rf->add(X1, o2, a, b, n);
+        compare_d("out", Do, o2, n, 0);
+        be->add(ex, Da, Da, Db, n);
+        compare_d("in place", Da, o2, n, 0);
+        dfree(Da); dfree(Db); dfree(Do); ffree(a); ffree(b); ffree(o2);
+    }
+}
+
+static int32_t *targets_for(int64_t N, int V) {
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
+    for (int64_t i = 0; i < N; i++) t[i] = i % 5 == 3 ? -1 : (int32_t)(smj_rng_u64(&rng) % (uint64_t)V);
+    return t;
+}
+static const int XE[][2] = {{1, 1}, {1, 7}, {9, 300}, {4, 5000}, {17, 32768}, {3, 131072}, {70, 4099}};
+
+static void case_xent_fwd(void) {
+    for (size_t s = 0; s < sizeof XE / sizeof XE[0]; s++) {
+        int64_t N = XE[s][0]; int V = XE[s][1];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
+        float *lg = frand(N * V, 8), *l2 = frand(N, 0), *z2 = frand(N, 0);
+        int32_t *t = targets_for(N, V), *Dt = ids_d(t, N);
+        float *Dlg = dup_d(lg, N * V), *Dl = dup_d(l2, N), *Dz = dup_d(z2, N);
+        be->xent_fwd(ex, Dl, Dz, Dlg, Dt, N, V);
+        rf->xent_fwd(X1, l2, z2, lg, t, N, V);
+        compare_d("losses", Dl, l2, N, 1e-5);
+        compare_d("lse", Dz, z2, N, 1e-5);
+        be->free(Dt); dfree(Dlg); dfree(Dl); dfree(Dz);
+        ffree(lg); ffree(l2); ffree(z2); free(t);
+    }
+}
+
+static void case_xent_bwd(void) {
+    for (size_t s = 0; s < sizeof XE / sizeof XE[0]; s++) {
+        int64_t N = XE[s][0]; int V = XE[s][1];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
+        float *lg = frand(N * V, 8), *l = frand(N, 0), *z = frand(N, 0), *d2 = frand(N * V, 0);
+        int32_t *t = targets_for(N, V), *Dt = ids_d(t, N);
+        rf->xent_fwd(X1, l, z, lg, t, N, V);
+        float *Dlg = dup_d(lg, N * V), *Dz = dup_d(z, N), *Dd = dup_d(d2, N * V);
+        be->xent_bwd(ex, Dd, Dlg, Dz, Dt, 0.37f, N, V);
+        rf->xent_bwd(X1, d2, lg, z, t, 0.37f, N, V);
+        compare_d("dlogits", Dd, d2, N * V, 1e-6);
+        be->xent_bwd(ex, Dlg, Dlg, Dz, Dt, 0.37f, N, V);
+        compare_d("dlogits in place", Dlg, d2, N * V, 1e-6);
+        be->free(Dt); dfree(Dlg); dfree(Dz); dfree(Dd);
+        ffree(lg); ffree(l); ffree(z); ffree(d2); free(t);
+    }
+}
+
+static void case_adamw(void) {
+    for (int64_t n = 1; n <= 400000; n = n * 11 + 2)
+        for (int64_t t = 1; t <= 1000; t *= 31) {
+            snprintf(cur_shape, sizeof cur_shape, "n%lld t%lld", (long long)n, (long long)t);
+            float *p1 = frand(n, 1), *m1 = frand(n, 0.1f), *v1 = frand(n, 0.01f), *g = frand(n, 1);
+            for (int64_t i = 0; i < n; i++) v1[i] = fabsf(v1[i]);
+            float *Dp = dup_d(p1, n), *Dm = dup_d(m1, n), *Dv = dup_d(v1, n), *Dg = dup_d(g, n);
+            be->adamw(ex, Dp, Dm, Dv, Dg, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+            rf->adamw(X1, p1, m1, v1, g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+            compare_d("p", Dp, p1, n, 1e-6);
+            compare_d("m", Dm, m1, n, 1e-6);
+            compare_d("v", Dv, v1, n, 1e-6);
+            dfree(Dp); dfree(Dm); dfree(Dv); dfree(Dg);
+            ffree(p1); ffree(m1); ffree(v1); ffree(g);
+        }
+}
+
+static void case_sumsq(void) {
+    for (int64_t n = 0; n <= 30000000; n = n * 13 + 1) {
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *x = frand(n, 3), *Dx = dup_d(x, n);
+        double a = be->sumsq(ex, Dx, n), b = rf->sumsq(X1, x, n), a2 = be->sumsq(ex, Dx, n);
+        CHECK(fabs(a - b) <= 1e-12 * (b + 1), "cuda/sumsq %s: %.17g vs %.17g", cur_shape, a, b);
+        CHECK(memcmp(&a, &a2, sizeof a) == 0, "cuda/sumsq %s: two runs differ", cur_shape);
+        if (n > 2) {
+            float bad = NAN;
+            be->upload(Dx + n / 2, &bad, sizeof bad);
+            CHECK(isnan(be->sumsq(ex, Dx, n)), "cuda/sumsq %s: NaN not propagated", cur_shape);
+            bad = INFINITY;
+            be->upload(Dx + n / 2, &bad, sizeof bad);
+            CHECK(isinf(be->sumsq(ex, Dx, n)), "cuda/sumsq %s: Inf not propagated", cur_shape);
+        }
+        dfree(Dx);
+        ffree(x);
+    }
+}
+
+static void case_scale(void) {
+    for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++) {
+        int64_t n = EW[s];
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *a = frand(n, 1), *Da = dup_d(a, n);
+        be->scale(ex, Da, 0.3f, n);
+        rf->scale(X1, a, 0.3f, n);
+        compare_d("x", Da, a, n, 0);
+        dfree(Da); ffree(a);
+    }
+}
+
+typedef void (*op_case)(void);
+static const op_case CASES[] = {
+#define SMJ_OP_CASE(n) case_##n,
+    SMJ_OPS(SMJ_OP_CASE)
+#undef SMJ_OP_CASE
+};
+static const char *const NAMES[] = {
+#define SMJ_OP_NAME(n) #n,
+    SMJ_OPS(SMJ_OP_NAME)
+#undef SMJ_OP_NAME
+};
+_Static_assert(sizeof CASES / sizeof CASES[0] == SMJ_OP_COUNT, "every op needs a CUDA checker case");
+
+int main(void) {
+    smj_rng_seed(&rng, 42);
+    smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_CUDA};
+    smj_ctx *ctx = smj_ctx_create(&o);
+    if (!ctx || smj_ctx_status(ctx) != SMJ_OK) {
+        const char *req = getenv("SMJ_CUDA_REQUIRE");
+        printf("SKIP: no CUDA backend: %s\n", ctx ? smj_ctx_error(ctx) : "out of memory");
+        smj_ctx_free(ctx);
+        return req && *req == '1' ? 1 : 0;
+    }
+    be = ctx->backend;
+    ex = &ctx->exec;
+    for (int op = 0; op < SMJ_OP_COUNT; op++) {
+        cur_op = NAMES[op];
+        long before = check_failed;
+        CASES[op]();
+        smj_status st = smj_ctx_status(ctx);
+        CHECK(st == SMJ_OK, "cuda/%s: device error: %s", cur_op, smj_ctx_error(ctx));
+        printf("cuda %-14s %s\n", cur_op, check_failed == before ? "ok" : "FAILED");
+        fflush(stdout);
+    }
+    /* The error rule: a failing op records its error; sumsq then returns
+     * NaN and smj_ctx_status names the op. (A head size over 256 is refused
+     * by attention_fwd without touching the device.) */
+    {
+        float *q = be->alloc(4096), *l = be->alloc(4096);
+        be->attention_fwd(ex, q, l, q, q, q, 1, 1, 1, 1, 1, 300, 300, 1.0f);
+        double s = be->sumsq(ex, q, 4);
+        smj_status st = smj_ctx_status(ctx);
+        CHECK(isnan(s), "after a failed op sumsq returned %g, want NaN", s);
+        CHECK(st == SMJ_ERR_UNSUPPORTED && strstr(smj_ctx_error(ctx), "attention_fwd"),
+              "after a failed op: status %s, message '%s'", smj_status_str(st), smj_ctx_error(ctx));
+        printf("error rule: status '%s', message '%s'\n", smj_status_str(st), smj_ctx_error(ctx));
+        be->free(q);
+        be->free(l);
+    }
+    smj_ctx_free(ctx);
+    return check_summary("test_cuda_ops");
+}
