@@ -11,7 +11,8 @@
 #        (tests/llamacpp: `npm ci` there once; its prebuilt CPU backends pick
 #        the variant for this CPU).
 #
-# Also prints smedjan's kernel-level figures (bench/qmatmul_bench.c) for the
+# smedjan's side is bench/gguf_bench.c (smj_model_load_gguf + a session, the
+# same pp/tg definitions). Also prints smedjan's kernel-level figures (bench/qmatmul_bench.c) for the
 # linear-layer shapes. Make a test model like the one of bench/RESULTS.md:
 #   smedjan tokenizer --input corpus.txt --vocab-size 50257 --output tok.bin
 #   smedjan prepare --input text.txt --tokenizer tok.bin --output train.bin
@@ -31,6 +32,8 @@ LIB=build/libsmedjan.a
 mkdir -p build/bench
 ${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Iinclude bench/qmatmul_bench.c "$LIB" \
     -o build/bench/qmatmul_bench -fopenmp -lm
+${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Iinclude bench/gguf_bench.c "$LIB" \
+    -o build/bench/gguf_bench -fopenmp -lm
 
 echo "== smedjan qmatmul kernels ($THREADS threads)"
 build/bench/qmatmul_bench "$THREADS"
@@ -43,11 +46,6 @@ for m in "$@"; do
         printf 'llama.cpp (node-llama-cpp): '
         node bench/llamacpp_bench.mjs "$m" "$THREADS" 128 32 "$REPS"
     fi
-    if "$BIN" bench --help 2>&1 | grep -q -- '--checkpoint'; then
-        printf 'smedjan: '
-        "$BIN" bench --checkpoint "$m" --threads "$THREADS" --prompt-tokens 128 --decode-tokens 32 \
-            --steps "$REPS" 2>/dev/null | tail -1
-    else
-        echo "smedjan: this build's 'bench' does not take a GGUF model yet (kernel figures above)"
-    fi
+    printf 'smedjan (bench/gguf_bench.c): '
+    build/bench/gguf_bench "$m" "$THREADS" 128 32 "$REPS"
 done

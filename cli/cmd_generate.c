@@ -25,7 +25,8 @@
 /* Loads the model and tokenizer and checks they belong together. */
 static int load_pair(const char *cmd, smj_ctx *ctx, const char *ckpt, const char *tok_path,
                      smj_model **m, smj_tokenizer **tok) {
-    smj_status s = smj_model_load(ctx, ckpt, m);
+    /* a .gguf (by its magic) runs with its linear weights kept quantized */
+    smj_status s = smj_is_gguf(ckpt) ? smj_model_load_gguf(ctx, ckpt, m) : smj_model_load(ctx, ckpt, m);
     if (s != SMJ_OK) return cli_lib_error(cmd, ctx, s, "cannot load --checkpoint");
     s = smj_tokenizer_load(ctx, tok_path, tok);
     if (s != SMJ_OK) return cli_lib_error(cmd, ctx, s, "cannot load --tokenizer");

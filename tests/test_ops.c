@@ -180,7 +180,9 @@ static void case_rope_bwd(const smj_backend *be, const smj_backend *rf, const sm
 
 /* B, Tq, Tk, NH, NKV, HS, extra kv stride */
 static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},  {2, 5, 5, 4, 2, 8, 0},   {1, 17, 17, 3, 1, 18, 0},
-                             {2, 33, 33, 2, 2, 64, 0}, {1, 1, 9, 4, 1, 8, 0},  {2, 3, 40, 6, 3, 16, 24}};
+                             {2, 33, 33, 2, 2, 64, 0}, {1, 1, 9, 4, 1, 8, 0},  {2, 3, 40, 6, 3, 16, 24},
+                             /* more than one 128-query block; a prefill chunk after a cached prefix */
+                             {1, 300, 300, 4, 2, 16, 0}, {2, 70, 100, 4, 2, 8, 12}};
 
 static void case_attention_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 #include "../ops/ops.h"
+#include "attention.h"
 #include "gemm.h"
 #include "qgemm.h"
 #include "vecmath.h"
@@ -122,99 +123,16 @@ static void cpu_rope_bwd(const smj_exec *ex, float *dx, const float *cos, const 
     rope_apply(ex, dx, cos, sin, B, T, NH, HS, pos0, -1.0f);
 }
 
-static inline float dotf(const float *a, const float *b, int n) {
-    float s = 0;
-    #pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-/* One (b, h) pair per task; scores for a query row live in a per-thread
- * buffer of Tk floats. */
 static void cpu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
                               const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS,
                               int64_t kv_bstride, float scale) {
-    int grp = NH / NKV;
-    int64_t rs = (int64_t)NKV * HS;
-    #pragma omp parallel num_threads(ex->nt)
-    {
-        float *s = malloc(sizeof(float) * (size_t)Tk);
-        #pragma omp for schedule(dynamic, 1) collapse(2)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++) {
-                if (!s) continue;
-                const float *kb = k + b * kv_bstride + (int64_t)(h / grp) * HS;
-                const float *vb = v + b * kv_bstride + (int64_t)(h / grp) * HS;
-                for (int t = 0; t < Tq; t++) {
-                    const float *qr = q + (((int64_t)b * Tq + t) * NH + h) * HS;
-                    int last = Tk - Tq + t;
-                    float mx = -INFINITY;
-                    for (int j = 0; j <= last; j++) {
-                        s[j] = dotf(qr, kb + j * rs, HS) * scale;
-                        mx = s[j] > mx ? s[j] : mx;
-                    }
-                    float sum = smj_exp_sub_sum(s, s, mx, last + 1);
-                    float inv = 1.0f / sum;
-                    float *o = out + (((int64_t)b * Tq + t) * NH + h) * HS;
-                    for (int i = 0; i < HS; i++) o[i] = 0;
-                    for (int j = 0; j <= last; j++) {
-                        float p = s[j] * inv;
-                        const float *vr = vb + j * rs;
-                        for (int i = 0; i < HS; i++) o[i] += p * vr[i];
-                    }
-                    lse[((int64_t)b * NH + h) * Tq + t] = mx + logf(sum);
-                }
-            }
-        free(s);
-    }
+    smj_cpu_attention_fwd(ex->nt, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
 }
 
-/* One (b, kv head) pair per task: it owns dk/dv rows of that head, and walks
- * the grp query heads that share them. */
 static void cpu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
                               const float *out, const float *lse, const float *q, const float *k,
                               const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
-    int grp = NH / NKV;
-    int64_t rs = (int64_t)NKV * HS;
-    #pragma omp parallel num_threads(ex->nt)
-    {
-        float *ds = malloc(sizeof(float) * (size_t)T);
-        #pragma omp for schedule(dynamic, 1) collapse(2)
-        for (int b = 0; b < B; b++)
-            for (int kh = 0; kh < NKV; kh++) {
-                if (!ds) continue;
-                int64_t ko = (int64_t)b * T * rs + (int64_t)kh * HS;
-                for (int j = 0; j < T; j++) {
-                    memset(dk + ko + j * rs, 0, sizeof(float) * HS);
-                    memset(dv + ko + j * rs, 0, sizeof(float) * HS);
-                }
-                for (int h = kh * grp; h < (kh + 1) * grp; h++)
-                    for (int t = 0; t < T; t++) {
-                        int64_t qo = (((int64_t)b * T + t) * NH + h) * HS;
-                        const float *qr = q + qo, *dor = dout + qo;
-                        float L = lse[((int64_t)b * NH + h) * T + t];
-                        float D = dotf(dor, out + qo, HS);
-                        for (int j = 0; j <= t; j++) ds[j] = dotf(qr, k + ko + j * rs, HS) * scale;
-                        smj_exp_sub_scale(ds, ds, L, 1.0f, t + 1);
-                        for (int j = 0; j <= t; j++) {
-                            float p = ds[j];
-                            float dp = dotf(dor, v + ko + j * rs, HS);
-                            ds[j] = p * (dp - D) * scale;
-                            float *dvr = dv + ko + j * rs;
-                            for (int i = 0; i < HS; i++) dvr[i] += p * dor[i];
-                        }
-                        float *dqr = dq + qo;
-                        for (int i = 0; i < HS; i++) dqr[i] = 0;
-                        for (int j = 0; j <= t; j++) {
-                            const float *kr = k + ko + j * rs;
-                            float *dkr = dk + ko + j * rs;
-                            float d = ds[j];
-                            for (int i = 0; i < HS; i++) { dqr[i] += d * kr[i]; dkr[i] += d * qr[i]; }
-                        }
-                    }
-            }
-        free(ds);
-    }
+    smj_cpu_attention_bwd(ex->nt, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
 }
 
 /* Element-wise ops run over 64 fixed chunks so the vector loop sees long runs. */

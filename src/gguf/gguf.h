@@ -87,6 +87,10 @@ int smj_gguf_tensor_name(const char *hf, char *out, size_t cap);
  * by the tests to run exported (quantized) weights in our own engine. */
 smj_status smj_gguf_load_weights(smj_ctx *ctx, const smj_gguf *g, smj_model *m);
 
+/* The model config a llama/qwen3 GGUF file describes (its metadata and the
+ * token_embd shape; tied when output.weight is absent). */
+smj_status smj_gguf_model_config(smj_ctx *ctx, const smj_gguf *g, smj_model_config *c);
+
 /* ---- the parser */
 
 /* Parses a GGUF image data[0..n) (versions 2 and 3), validating everything

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "gguf.h"
 #include "../core/core.h"
+#include "../model/model.h"
 
 smj_status smj_gguf_load_weights(smj_ctx *ctx, const smj_gguf *g, smj_model *m) {
     const smj_model_config *c = smj_model_get_config(m);
@@ -42,4 +43,153 @@ smj_status smj_gguf_load_weights(smj_ctx *ctx, const smj_gguf *g, smj_model *m) 
         if (st != SMJ_OK) return st;
     }
     return SMJ_OK;
+}
+
+/* ---- smj_model_load_gguf: a GGUF file as a model whose linear weights stay
+ * quantized (see smedjan.h). */
+
+static int kv_i(const smj_gguf *g, const char *arch, const char *key, int64_t *v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    int i = smj_gguf_find_kv(g, k);
+    return i >= 0 && smj_gguf_kv_int(g, i, 0, v) == 0;
+}
+
+static int kv_f(const smj_gguf *g, const char *arch, const char *key, double *v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    int i = smj_gguf_find_kv(g, k);
+    return i >= 0 && smj_gguf_kv_float(g, i, 0, v) == 0;
+}
+
+smj_status smj_gguf_model_config(smj_ctx *ctx, const smj_gguf *g, smj_model_config *c) {
+    memset(c, 0, sizeof *c);
+    int ai = smj_gguf_find_kv(g, "general.architecture");
+    size_t al = 0;
+    const char *a = ai >= 0 ? smj_gguf_kv_str(g, ai, 0, &al) : NULL;
+    char arch[16] = "";
+    if (a && al < sizeof arch) memcpy(arch, a, al), arch[al] = 0;
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen3"))
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: architecture '%s' is not supported (llama and qwen3 are)",
+                 a ? arch : "(missing)");
+    int64_t dim, layers, heads, kv_heads, ffn, ctxlen = 2048, hd = 0;
+    double theta = 10000.0, eps = 1e-5;
+    if (!kv_i(g, arch, "embedding_length", &dim) || !kv_i(g, arch, "block_count", &layers) ||
+        !kv_i(g, arch, "attention.head_count", &heads) || !kv_i(g, arch, "feed_forward_length", &ffn))
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "GGUF: %s.embedding_length/block_count/attention.head_count/"
+                 "feed_forward_length missing", arch);
+    if (!kv_i(g, arch, "attention.head_count_kv", &kv_heads)) kv_heads = heads;
+    kv_i(g, arch, "context_length", &ctxlen);
+    kv_i(g, arch, "attention.key_length", &hd);
+    kv_f(g, arch, "rope.freq_base", &theta);
+    kv_f(g, arch, "attention.layer_norm_rms_epsilon", &eps);
+    int ti = smj_gguf_find_tensor(g, "token_embd.weight");
+    smj_gguf_tensor_info t;
+    if (ti < 0 || smj_gguf_tensor(g, ti, &t) != SMJ_OK || t.ndim != 2 || t.ne[0] != dim)
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "GGUF: token_embd.weight missing or not [vocab, %lld]", (long long)dim);
+    if (ctxlen > 32768) ctxlen = 32768; /* RoPE tables; longer contexts are not needed here */
+    c->vocab_size = (int)t.ne[1];
+    c->dim = (int)dim;
+    c->n_layers = (int)layers;
+    c->n_heads = (int)heads;
+    c->n_kv_heads = (int)kv_heads;
+    c->head_dim = hd > 0 ? (int)hd : heads > 0 ? (int)(dim / heads) : 0;
+    c->ffn_hidden = (int)ffn;
+    c->max_seq_len = (int)ctxlen;
+    c->rope_theta = (float)theta;
+    c->norm_eps = (float)eps;
+    c->tied_embeddings = smj_gguf_find_tensor(g, "output.weight") < 0;
+    c->qk_norm = !strcmp(arch, "qwen3");
+    if (smj_gguf_find_kv(g, "llama.rope.scaling.type") >= 0 || smj_gguf_find_kv(g, "qwen3.rope.scaling.type") >= 0)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: scaled RoPE (rope.scaling.*) is not supported yet");
+    return SMJ_OK;
+}
+
+smj_status smj_model_load_gguf(smj_ctx *ctx, const char *path, smj_model **out) {
+    *out = NULL;
+    smj_gguf *g = NULL;
+    smj_model *m = NULL;
+    smj_model_config cfg;
+    SMJ_TRY(smj_gguf_open(ctx, path, &g));
+    smj_status st = smj_gguf_model_config(ctx, g, &cfg);
+    if (st == SMJ_OK) st = smj_model_alloc(ctx, &cfg, &m);
+    if (st == SMJ_OK) st = smj_gguf_load_weights(ctx, g, m);
+    if (st != SMJ_OK) goto fail;
+    /* The linear weights in f16/q8_0/q4_0 also keep their blocks. */
+    int n = m->n_tensors;
+    int64_t total = 0;
+    int any = 0;
+    m->qtype = calloc((size_t)n, sizeof(int));
+    m->qoff = calloc((size_t)n, sizeof(int64_t));
+    if (!m->qtype || !m->qoff) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto fail; }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            const smj_tensor_spec *sp = &m->specs[i];
+            smj_role r = sp->role;
+            int linear = r == R_WQ || r == R_WK || r == R_WV || r == R_WO || r == R_WGATE || r == R_WUP ||
+                         r == R_WDOWN || r == R_LM_HEAD || (r == R_EMBED && cfg.tied_embeddings);
+            if (!linear) continue;
+            char name[64];
+            if (!smj_gguf_tensor_name(sp->name, name, sizeof name)) continue;
+            int ti = smj_gguf_find_tensor(g, name);
+            smj_gguf_tensor_info t;
+            if (ti < 0 || smj_gguf_tensor(g, ti, &t) != SMJ_OK) continue;
+            if (t.type != SMJ_GGML_F16 && t.type != SMJ_GGML_Q8_0 && t.type != SMJ_GGML_Q4_0) continue;
+            if (pass == 0) {
+                m->qtype[i] = t.type; /* SMJ_WTYPE_* are the GGML ids */
+                m->qoff[i] = total;
+                total += ((int64_t)t.nbytes + 63) & ~(int64_t)63;
+                any = 1;
+                continue;
+            }
+            const uint8_t *src = smj_gguf_tensor_data(g, ti);
+            int64_t rb = smj_ggml_row_bytes(t.type, t.ne[0]), rows = t.ne[1];
+            uint8_t *tmp = malloc((size_t)t.nbytes);
+            if (!tmp) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto fail; }
+            int qk = !cfg.qk_norm && (strstr(name, ".attn_q.weight") || strstr(name, ".attn_k.weight"));
+            if (!qk) {
+                memcpy(tmp, src, (size_t)t.nbytes);
+            } else { /* undo llama.cpp's interleaved-RoPE row order (whole rows of blocks) */
+                int nh = strstr(name, ".attn_q.") ? cfg.n_heads : cfg.n_kv_heads, half = cfg.head_dim / 2;
+                for (int h = 0; h < nh; h++)
+                    for (int j = 0; j < half; j++)
+                        for (int s = 0; s < 2; s++) {
+                            int64_t inter = (int64_t)h * cfg.head_dim + 2 * j + s;
+                            int64_t split = (int64_t)h * cfg.head_dim + s * half + j;
+                            if (inter < rows && split < rows)
+                                memcpy(tmp + split * rb, src + inter * rb, (size_t)rb);
+                        }
+            }
+            m->be->upload(m->qmem + m->qoff[i], tmp, (size_t)t.nbytes);
+            free(tmp);
+        }
+        if (pass == 0) {
+            if (!any) break;
+            if (!m->be->qmatmul) {
+                st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED,
+                                   "%s: quantized weights need the qmatmul op, which the %s backend lacks", path,
+                                   m->be->name);
+                goto fail;
+            }
+            m->qmem = m->be->alloc((size_t)total);
+            if (!m->qmem) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto fail; }
+        }
+    }
+    if (!any) { free(m->qtype); free(m->qoff); m->qtype = NULL; m->qoff = NULL; }
+    smj_gguf_free(g);
+    *out = m;
+    return SMJ_OK;
+fail:
+    smj_model_free(m);
+    smj_gguf_free(g);
+    return st;
+}
+
+int smj_is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char mg[4];
+    int ok = fread(mg, 1, 4, f) == 4 && memcmp(mg, SMJ_GGUF_MAGIC, 4) == 0;
+    fclose(f);
+    return ok;
 }

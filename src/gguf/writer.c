@@ -252,6 +252,11 @@ smj_status smj_export_gguf(smj_model *m, const smj_tokenizer *tok, const char *p
     if (info) memset(info, 0, sizeof *info);
     if ((unsigned)q > SMJ_QUANT_Q4_0) SMJ_FAIL(ctx, SMJ_ERR_INVALID, "%s: unknown quantization %d", path, (int)q);
     if (c->head_dim % 2) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: head_dim %d is odd; GGUF RoPE needs an even one", path, c->head_dim);
+    /* llama.cpp's scaled-RoPE metadata (rope.scaling.*, rope_freqs) is not
+     * written yet: refuse rather than export a file that runs plain RoPE. */
+    if (c->rope_type != 0)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: the model uses scaled RoPE (type %d), which GGUF export does not write yet",
+                 path, c->rope_type);
     const char *arch = c->qk_norm ? "qwen3" : "llama";
     const int permute = !c->qk_norm;
     smj_status st = SMJ_OK;

@@ -100,7 +100,7 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
         if (done == n) {
             be->rmsnorm_fwd(ex, s->lnf, s->rstd, s->x + (int64_t)(r - 1) * C,
                             smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, C, c->norm_eps);
-            be->matmul(ex, s->logits, s->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), 1, V, C, 0, 1, 0);
+            smj_model_linear(m, R_LM_HEAD, -1, s->logits, s->lnf, 1, V, C);
             be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
         }
     }

@@ -111,6 +111,20 @@ float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer) {
     return i < 0 || !buf ? NULL : buf + m->specs[i].offset;
 }
 
+void smj_model_linear(smj_model *m, smj_role role, int layer, float *out, const float *in, int64_t N,
+                      int64_t O, int64_t I) {
+    const smj_exec *ex = &m->ctx->exec;
+    if (m->qtype) {
+        smj_role r = role == R_LM_HEAD && m->cfg.tied_embeddings ? R_EMBED : role;
+        int i = m->index[(int)r * (m->cfg.n_layers + 1) + (layer < 0 ? m->cfg.n_layers : layer)];
+        if (i >= 0 && m->qtype[i] && m->be->qmatmul) {
+            m->be->qmatmul(ex, out, in, m->qmem + m->qoff[i], m->qtype[i], N, O, I, 0);
+            return;
+        }
+    }
+    m->be->matmul(ex, out, in, smj_model_ptr(m, m->params, role, layer), N, O, I, 0, 1, 0);
+}
+
 /* ------------------------------------------------------- model buffers */
 
 /* ------------------------------------------------------------ RoPE */
@@ -316,7 +330,8 @@ void smj_model_free(smj_model *m) {
     if (!m) return;
     const smj_backend *be = m->be;
     be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
-    be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones);
+    be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones); be->free(m->qmem);
+    free(m->qtype); free(m->qoff);
     free(m->blk); free(m->specs); free(m->index); free(m->rope_row_len); free(m->rope_host);
     free(m);
 }
@@ -481,8 +496,8 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     smj_rope_prepare(m, pos0, T);
     be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
     if (c->qk_norm) {
-        be->matmul(ex, a->q_pre, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
-        be->matmul(ex, a->k_pre, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+        smj_model_linear(m, R_WQ, l, a->q_pre, a->ln1, N, QD, C);
+        smj_model_linear(m, R_WK, l, a->k_pre, a->ln1, N, KD, C);
         if (c->attn_bias) {
             bias_fwd(m, a->q_pre, W(R_BQ), N, QD);
             bias_fwd(m, a->k_pre, W(R_BK), N, KD);
@@ -490,27 +505,27 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
         be->rmsnorm_fwd(ex, a->q, a->q_rstd, a->q_pre, W(R_Q_NORM), N * NH, HS, c->norm_eps);
         be->rmsnorm_fwd(ex, a->k, a->k_rstd, a->k_pre, W(R_K_NORM), N * NKV, HS, c->norm_eps);
     } else {
-        be->matmul(ex, a->q, a->ln1, W(R_WQ), N, QD, C, 0, 1, 0);
-        be->matmul(ex, a->k, a->ln1, W(R_WK), N, KD, C, 0, 1, 0);
+        smj_model_linear(m, R_WQ, l, a->q, a->ln1, N, QD, C);
+        smj_model_linear(m, R_WK, l, a->k, a->ln1, N, KD, C);
         if (c->attn_bias) {
             bias_fwd(m, a->q, W(R_BQ), N, QD);
             bias_fwd(m, a->k, W(R_BK), N, KD);
         }
     }
-    be->matmul(ex, a->v, a->ln1, W(R_WV), N, KD, C, 0, 1, 0);
+    smj_model_linear(m, R_WV, l, a->v, a->ln1, N, KD, C);
     if (c->attn_bias) bias_fwd(m, a->v, W(R_BV), N, KD);
     be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
     be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
     be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
                       1.0f / sqrtf((float)HS));
-    be->matmul(ex, a->tmp, a->att, W(R_WO), N, C, QD, 0, 1, 0);
+    smj_model_linear(m, R_WO, l, a->tmp, a->att, N, C, QD);
     if (c->attn_out_bias) bias_fwd(m, a->tmp, W(R_BO), N, C);
     be->add(ex, a->res_mid, x, a->tmp, N * C);
     be->rmsnorm_fwd(ex, a->ln2, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), N, C, c->norm_eps);
-    be->matmul(ex, a->gate, a->ln2, W(R_WGATE), N, H, C, 0, 1, 0);
-    be->matmul(ex, a->up, a->ln2, W(R_WUP), N, H, C, 0, 1, 0);
+    smj_model_linear(m, R_WGATE, l, a->gate, a->ln2, N, H, C);
+    smj_model_linear(m, R_WUP, l, a->up, a->ln2, N, H, C);
     be->swiglu_fwd(ex, a->hsw, a->gate, a->up, N * H);
-    be->matmul(ex, a->tmp, a->hsw, W(R_WDOWN), N, C, H, 0, 1, 0);
+    smj_model_linear(m, R_WDOWN, l, a->tmp, a->hsw, N, C, H);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
 #undef W
 }
@@ -546,7 +561,7 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     }
     be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, m->res + c->n_layers * N * C,
                     smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
-    be->matmul(ex, m->logits, m->lnf, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, V, C, 0, 1, 0);
+    smj_model_linear(m, R_LM_HEAD, -1, m->logits, m->lnf, N, V, C);
     m->last_B = B;
     m->last_T = T;
     m->have_targets = targets != NULL;
@@ -622,6 +637,8 @@ static void block_backward(smj_model *m, int l, int B, int T) {
 }
 
 smj_status smj_model_backward(smj_model *m, float loss_scale) {
+    SMJ_CHECK(m->ctx, !m->qmem, SMJ_ERR_UNSUPPORTED,
+              "this model keeps its weights quantized (loaded from GGUF): inference only, no training");
     SMJ_CHECK(m->ctx, m->act_mem && m->have_targets, SMJ_ERR_INVALID,
               "backward needs a forward with targets first");
     SMJ_TRY(smj_model_ensure_grads(m));

@@ -94,6 +94,14 @@ struct smj_model {
     float *dres, *dtmp, *dln, *datt, *dq, *dk, *dv, *dqn, *dkn, *dh, *dgate, *dup;
     int last_B, last_T, have_targets;
     int64_t n_valid; /* targets >= 0 in the last forward */
+
+    /* Linear weights kept in GGML blocks (inference only; set by
+     * smj_model_load_gguf): per spec index, qtype = SMJ_WTYPE_* of the
+     * tensor's blocks at qmem + qoff (backend memory), 0 = f32 in params.
+     * All NULL for an ordinary model. */
+    uint8_t *qmem;
+    int *qtype;     /* [n_tensors] */
+    int64_t *qoff;  /* [n_tensors] bytes */
 };
 
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *cfg, smj_tensor_spec **specs,
@@ -102,6 +110,11 @@ smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *cfg, smj_
 smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model **out);
 /* Pointer to the tensor (role, layer) inside buf (params or grads); NULL if absent. */
 float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer);
+/* out[N,O] = in[N,I] · W^T for the linear weight (role, layer) ([O,I] as
+ * HF stores it): matmul on the f32 parameters, or the backend's qmatmul on
+ * the weight's GGML blocks when the model keeps it quantized. */
+void smj_model_linear(smj_model *m, smj_role role, int layer, float *out, const float *in, int64_t N,
+                      int64_t O, int64_t I);
 /* Allocates gradients if needed. */
 smj_status smj_model_ensure_grads(smj_model *m);
 
