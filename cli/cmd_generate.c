@@ -28,8 +28,14 @@ static int load_pair(const char *cmd, smj_ctx *ctx, const char *ckpt, const char
     /* a .gguf (by its magic) runs with its linear weights kept quantized */
     smj_status s = smj_is_gguf(ckpt) ? smj_model_load_gguf(ctx, ckpt, m) : smj_model_load(ctx, ckpt, m);
     if (s != SMJ_OK) return cli_lib_error(cmd, ctx, s, "cannot load --checkpoint");
-    s = smj_tokenizer_load(ctx, tok_path, tok);
-    if (s != SMJ_OK) return cli_lib_error(cmd, ctx, s, "cannot load --tokenizer");
+    if (!tok_path) { /* a .gguf without --tokenizer: its embedded tokenizer */
+        s = smj_tokenizer_load_gguf(ctx, ckpt, tok);
+        if (s != SMJ_OK) return cli_lib_error(cmd, ctx, s, "cannot use the GGUF's embedded tokenizer");
+        tok_path = "(embedded in the GGUF)";
+    } else {
+        s = smj_tokenizer_load(ctx, tok_path, tok);
+        if (s != SMJ_OK) return cli_lib_error(cmd, ctx, s, "cannot load --tokenizer");
+    }
     int mv = smj_model_get_config(*m)->vocab_size, tv = smj_tokenizer_vocab_size(*tok);
     if (mv != tv)
         return cli_error(cmd, "'%s' has vocab %d but tokenizer '%s' has %d (mismatched files?)",
@@ -59,8 +65,8 @@ int cmd_generate(int argc, char **argv) {
     snprintf(h_rep, sizeof h_rep, "penalty for tokens already seen, 1 = off (default %g)",
              (double)so.repetition_penalty);
     cli_flag flags[] = {
-        FLAG_STR("checkpoint", &ckpt, "FILE", "model checkpoint, e.g. checkpoints/model.ckpt (required)"),
-        FLAG_STR("tokenizer", &tok_path, "FILE", "the tokenizer the model was trained with (required)"),
+        FLAG_STR("checkpoint", &ckpt, "FILE", "model checkpoint, e.g. checkpoints/model.ckpt, or a .gguf (required)"),
+        FLAG_STR("tokenizer", &tok_path, "FILE", "the tokenizer the model was trained with (required; a .gguf --checkpoint defaults to its own)"),
         FLAG_STR("prompt", &prompt, "TEXT", "text to continue (default: start a new document)"),
         FLAG_INT("max-tokens", &max_tokens, 1, 1 << 24, "tokens to generate per sample (default 256)"),
         FLAG_FLOAT("temperature", &so.temperature, 0, 100, h_temp),
@@ -84,7 +90,7 @@ int cmd_generate(int argc, char **argv) {
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
     if (!ckpt) return cli_usage(c.name, "--checkpoint is required");
-    if (!tok_path) return cli_usage(c.name, "--tokenizer is required");
+    if (!tok_path && !smj_is_gguf(ckpt)) return cli_usage(c.name, "--tokenizer is required (optional for a .gguf)");
     so.seed = (uint64_t)seed;
 
     smj_ctx *ctx = NULL;
@@ -180,8 +186,8 @@ int cmd_perplexity(int argc, char **argv) {
     int T = 0, B = 4;
     cli_compute cc = CLI_COMPUTE_DEFAULTS;
     cli_flag flags[] = {
-        FLAG_STR("checkpoint", &ckpt, "FILE", "model checkpoint (required)"),
-        FLAG_STR("tokenizer", &tok_path, "FILE", "the tokenizer the model was trained with (required)"),
+        FLAG_STR("checkpoint", &ckpt, "FILE", "model checkpoint or a .gguf (required)"),
+        FLAG_STR("tokenizer", &tok_path, "FILE", "the tokenizer the model was trained with (required; a .gguf --checkpoint defaults to its own)"),
         FLAG_STR("input", &input, "FILE", "text to score (required)"),
         FLAG_INT("seq-len", &T, 1, 1 << 20, "window length (default: the model's context)"),
         FLAG_INT("batch-size", &B, 1, 65536, "windows per forward pass (default 4)"),
@@ -194,7 +200,7 @@ int cmd_perplexity(int argc, char **argv) {
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
     if (!ckpt) return cli_usage(c.name, "--checkpoint is required");
-    if (!tok_path) return cli_usage(c.name, "--tokenizer is required");
+    if (!tok_path && !smj_is_gguf(ckpt)) return cli_usage(c.name, "--tokenizer is required (optional for a .gguf)");
     if (!input) return cli_usage(c.name, "--input is required");
 
     smj_ctx *ctx = NULL;

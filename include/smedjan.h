@@ -457,6 +457,11 @@ smj_status smj_gguf_tensor_to_f32(smj_ctx *ctx, const smj_gguf *g, int i, float 
  * architecture are put back in HF order. Training such a model is refused.
  * Files are recognized by their magic "GGUF" (smj_is_gguf). */
 smj_status smj_model_load_gguf(smj_ctx *ctx, const char *path, smj_model **out);
+/* The tokenizer embedded in a GGUF file, when it is in the layout
+ * smj_export_gguf writes (byte-level BPE: 256 byte tokens, merges in order,
+ * 3 special tokens); SMJ_ERR_UNSUPPORTED, explained, for other layouts
+ * (e.g. HF tokenizers converted by llama.cpp: give a tokenizer file). */
+smj_status smj_tokenizer_load_gguf(smj_ctx *ctx, const char *path, smj_tokenizer **out);
 /* 1 when the file at path starts with the GGUF magic. */
 int smj_is_gguf(const char *path);
 

@@ -37,6 +37,7 @@
  * upload -> ops -> download needs no explicit synchronization.
  */
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdarg.h>
@@ -65,7 +66,22 @@ typedef struct {
     smj_status err;              /* first failure */
     char errmsg[512];
     const char *op;              /* op running now (for messages) */
+    int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */
+    int attn_fused;              /* 1: always the fused fp32 attention kernels (SMJ_CUDA_ATTN=fused) */
+    /* SMJ_CUDA_PROFILE=1: device time per op from event pairs, resolved in
+     * batches; the table is printed to stderr when the context is freed. */
+    int profile;
+    struct { const char *name; double ms; long calls; } prof[48];
+    int nprof;
+    cudaEvent_t *pev;            /* [2 * PROF_EV]: start/end per pending op */
+    int *pidx;                   /* [PROF_EV]: prof[] entry of each pending op */
+    int npend;
+    const char *pname;           /* profile name of the op running now */
 } smj_cuda;
+
+enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
+static const char *prec_name[] = {"fp32", "tf32", "bf16", "bf16x"};
+#define PROF_EV 4096
 
 static smj_cuda *S(const smj_exec *ex) { return (smj_cuda *)ex->impl; }
 
@@ -100,10 +116,65 @@ static void launched(smj_cuda *c, int line) {
     ck_cuda(c, cudaGetLastError(), "kernel launch", line);
     if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", line);
 }
-#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name
+#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; prof_begin(c, name)
+
+/* Profiling: resolves the pending event pairs (synchronizes). */
+static void prof_flush(smj_cuda *c) {
+    if (!c->npend) return;
+    cudaEventSynchronize(c->pev[2 * (c->npend - 1) + 1]);
+    for (int i = 0; i < c->npend; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, c->pev[2 * i], c->pev[2 * i + 1]) == cudaSuccess) c->prof[c->pidx[i]].ms += ms;
+    }
+    (void)cudaGetLastError();
+    c->npend = 0;
+}
+static void prof_begin(smj_cuda *c, const char *name) {
+    c->pname = name;
+    if (!c->profile) return;
+    if (c->npend == PROF_EV) prof_flush(c);
+    cudaEventRecord(c->pev[2 * c->npend], c->stream);
+}
+static void prof_end(smj_cuda *c) {
+    if (!c->profile || !c->pname) return;
+    int e = 0;
+    while (e < c->nprof && strcmp(c->prof[e].name, c->pname) != 0) e++;
+    if (e == c->nprof) {
+        if (c->nprof == 48) return;
+        c->prof[c->nprof].name = c->pname;
+        c->nprof++;
+    }
+    c->prof[e].calls++;
+    cudaEventRecord(c->pev[2 * c->npend + 1], c->stream);
+    c->pidx[c->npend++] = e;
+    c->pname = NULL;
+}
+static void prof_print(smj_cuda *c) {
+    prof_flush(c);
+    double tot = 0;
+    for (int i = 0; i < c->nprof; i++) tot += c->prof[i].ms;
+    if (tot <= 0) return;
+    int ord[48];
+    for (int i = 0; i < c->nprof; i++) ord[i] = i;
+    for (int i = 1; i < c->nprof; i++)
+        for (int j = i; j > 0 && c->prof[ord[j]].ms > c->prof[ord[j - 1]].ms; j--) {
+            int t = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = t;
+        }
+    fprintf(stderr, "cuda profile (SMJ_CUDA_PROFILE, matmul %s, attention %s): device time per op, whole run\n",
+            prec_name[c->prec], c->attn_fused ? "fused" : "gemm");
+    fprintf(stderr, "  %-22s %10s %7s %8s\n", "op", "ms", "share", "calls");
+    for (int k = 0; k < c->nprof; k++) {
+        int i = ord[k];
+        fprintf(stderr, "  %-22s %10.2f %6.1f%% %8ld\n", c->prof[i].name, c->prof[i].ms, 100.0 * c->prof[i].ms / tot,
+                c->prof[i].calls);
+    }
+    fprintf(stderr, "  %-22s %10.2f %6.1f%%\n", "total", tot, 100.0);
+}
+
 /* In sync mode an op also checks the device at its end. */
 static void op_end(smj_cuda *c) {
     if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", __LINE__);
+    prof_end(c);
     c->op = NULL;
 }
 
@@ -187,25 +258,82 @@ __device__ float block_max(float v, float *sh) {
 
 /* ------------------------------------------------------------ matmul */
 
+/* fp32 -> bf16 (round to nearest even): n elements of each of nb batches,
+ * src batch stride sst, dst contiguous. */
+__global__ void k_to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n, int64_t sst, int nb) {
+    int64_t tot = n * nb;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < tot; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = i / n, j = i - b * n;
+        dst[i] = __float2bfloat16_rn(src[b * sst + j]);
+    }
+}
+/* contiguous, 4 per thread (n % 4 == 0, 16-byte aligned src) */
+__global__ void k_to_bf16_v4(__nv_bfloat162 *dst, const float4 *src, int64_t n4) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        float4 v = src[i];
+        dst[2 * i] = __floats2bfloat162_rn(v.x, v.y);
+        dst[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
+    }
+}
+static void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n, int64_t sst, int nb) {
+    if (n <= 0 || nb <= 0) return;
+    unsigned g = blocks_for(n * nb / 4 + 1, 256, (int64_t)c->n_sm * 16);
+    if (nb == 1 && n % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 3) == 0)
+        k_to_bf16_v4<<<g, 256, 0, c->stream>>>((__nv_bfloat162 *)dst, (const float4 *)src, n / 4);
+    else
+        k_to_bf16<<<g, 256, 0, c->stream>>>(dst, src, n, sst, nb);
+    LAUNCHED(c);
+}
+
+/* Row-major batched product: C[M,N] (ldc) = alpha op(A)[M,K] op(B)[K,N] +
+ * beta C, batch stride sA/sB/sC; op(X) = X^T when tX (A stored [K,M] with
+ * row stride lda, B stored [N,K]). A and B are fp32 or bf16 (ty), C fp32.
+ * Column-major cuBLAS computes C^T = op(B)^T op(A)^T: operands swapped.
+ * Compute: fp32 data with PREC_FP32 -> plain fp32 (no tensor cores),
+ * PREC_TF32 -> TF32 tensor cores, PREC_BF16X -> cuBLAS rounds fp32 inputs
+ * to bf16 itself; bf16 data -> bf16 tensor cores, fp32 accumulation. */
+static int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+                int64_t lda, int64_t sA, const void *B, int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc,
+                int64_t sC, int batch, cudaDataType ty) {
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
+        record(c, SMJ_ERR_UNSUPPORTED, "%s: dimension over 2^31 (M %lld N %lld K %lld)", c->op, (long long)M,
+               (long long)N, (long long)K);
+        return 0;
+    }
+    cublasComputeType_t ct = CUBLAS_COMPUTE_32F;
+    if (ty == CUDA_R_32F && c->prec == PREC_TF32) ct = CUBLAS_COMPUTE_32F_FAST_TF32;
+    if (ty == CUDA_R_32F && c->prec == PREC_BF16X) ct = CUBLAS_COMPUTE_32F_FAST_16BF;
+    if (batch == 1)
+        return CKB(c, cublasGemmEx(c->blas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,
+                                   (int)M, (int)K, &alpha, B, ty, (int)ldb, A, ty, (int)lda, &beta, C, CUDA_R_32F,
+                                   (int)ldc, ct, CUBLAS_GEMM_DEFAULT));
+    return CKB(c, cublasGemmStridedBatchedEx(c->blas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                             (int)N, (int)M, (int)K, &alpha, B, ty, (int)ldb, sB, A, ty, (int)lda, sA,
+                                             &beta, C, CUDA_R_32F, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
+}
+
 static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N,
                       int64_t K, int tA, int tB, int acc) {
     OP_BEGIN("matmul");
+    c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
     if (M <= 0 || N <= 0) { op_end(c); return; }
     if (K <= 0) {
         if (!acc) CK(c, cudaMemsetAsync(Cm, 0, sizeof(float) * (size_t)(M * N), c->stream));
         op_end(c);
         return;
     }
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) {
-        record(c, SMJ_ERR_UNSUPPORTED, "matmul: dimension over 2^31 (M %lld N %lld K %lld)", (long long)M,
-               (long long)N, (long long)K);
-        return;
+    int64_t lda = tA ? M : K, ldb = tB ? K : N;
+    if (c->prec == PREC_BF16 && K >= 16) {
+        /* bf16 copies of both operands in the scratch buffer, fp32 C */
+        size_t na = (size_t)(M * K), nb = (size_t)(K * N), oa = (na + 127) / 128 * 128;
+        __nv_bfloat16 *s = (__nv_bfloat16 *)scratch(c, 2 * (oa + nb));
+        if (!s) return;
+        to_bf16(c, s, A, (int64_t)na, 0, 1);
+        to_bf16(c, s + oa, Bm, (int64_t)nb, 0, 1);
+        gemm(c, tA, tB, M, N, K, 1.0f, s, lda, 0, s + oa, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_16BF);
+    } else {
+        gemm(c, tA, tB, M, N, K, 1.0f, A, lda, 0, Bm, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_32F);
     }
-    const float one = 1.0f, zero = 0.0f;
-    /* column-major: C^T[N,M] = op(B)^T[N,K] · op(A)^T[K,M] */
-    CKB(c, cublasSgemm(c->blas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
-                       (int)K, &one, Bm, tB ? (int)K : (int)N, A, tA ? (int)M : (int)K, acc ? &one : &zero, Cm,
-                       (int)N));
     op_end(c);
 }
 
@@ -576,12 +704,33 @@ static int att_args_ok(smj_cuda *c, int NH, int NKV, int HS) {
     return 1;
 }
 
+/* attention through cuBLAS products (below); when it applies */
+static int att_use_gemm(smj_cuda *c, int Tq, int Tk, int NH) {
+    return !c->attn_fused && Tq >= 16 && (int64_t)NH * Tq * Tk * 10 <= ((int64_t)4 << 30);
+}
+static void att_fwd_gemm(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
+static void att_bwd_gemm(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                         int NKV, int HS, float scale);
+static void att_fwd_bf16(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
+static void att_bwd_bf16(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                         int NKV, int HS, float scale);
+
 static void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
                              const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
                              float scale) {
     OP_BEGIN("attention_fwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
+    if (att_use_gemm(c, Tq, Tk, NH)) {
+        if (c->prec == PREC_BF16) att_fwd_bf16(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+        else att_fwd_gemm(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+        op_end(c);
+        return;
+    }
     size_t smem = att_smem(HS, 3, 1);
     dim3 grid((unsigned)((Tq + AT - 1) / AT), (unsigned)NH, (unsigned)B);
 #define F(NC)                                                                                              \
@@ -744,6 +893,12 @@ static void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv
     OP_BEGIN("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
+    if (att_use_gemm(c, T, T, NH)) {
+        if (c->prec == PREC_BF16) att_bwd_bf16(c, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
+        else att_bwd_gemm(c, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
+        op_end(c);
+        return;
+    }
     int64_t rows = (int64_t)B * T * NH;
     float *D = (float *)scratch(c, sizeof(float) * (size_t)rows);
     if (!D) return;
@@ -765,6 +920,301 @@ static void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv
     NC_DISPATCH(HS, F);
 #undef F
     op_end(c);
+}
+
+/* ------------------------------------------------------------ attention through GEMMs
+ *
+ * For Tq >= 16 (training, prefill; att_use_gemm) attention is done as
+ * batched cuBLAS products over score matrices materialized in the scratch
+ * buffer, a chunk of batch rows at a time ([nb][NH][Tq][Tk] floats):
+ *   fwd: S = Q K^T; P = softmax(scale S) with the causal mask, LSE saved
+ *        (one warp per row); O = P V.
+ *   bwd: S = Q K^T again, P = exp(scale S - LSE); dV += P^T dO; dP = dO V^T;
+ *        dS = P (dP - D), D = rowsum(dO o O); dQ = scale dS K;
+ *        dK += scale dS^T Q (the += runs over the query heads of a KV group,
+ *        in order, so GQA needs no atomics and stays deterministic).
+ * The products go through gemm(), so they follow the matmul precision: with
+ * PREC_BF16 Q, K, V, dO are rounded to bf16 copies and P, dS are written as
+ * bf16, S and dP stay fp32. The masked half of each causal score matrix is
+ * still multiplied (zeros): about 2x the necessary tensor-core work, bought
+ * for simplicity. SMJ_CUDA_ATTN=fused keeps the fused kernels above. */
+
+template <typename PT> __device__ __forceinline__ PT to_pt(float x);
+template <> __device__ __forceinline__ float to_pt<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 to_pt<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+/* One warp per score row r of [rows = nb*NH*Tq][Tk]: query i = r % Tq sees
+ * keys 0..off+i. Writes P (masked keys 0) and lse. */
+template <typename PT>
+__global__ void k_att_softmax(PT *P, float *lse, const float *S, int64_t rows, int Tq, int Tk, int off, float scale) {
+    int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    int i = (int)(r % Tq), nv = off + i + 1;
+    if (nv > Tk) nv = Tk;
+    const float *s = S + r * Tk;
+    float m = -INFINITY, l = 0;
+    for (int j = lane; j < nv; j += 32) {
+        float x = s[j] * scale;
+        if (x > m) { l = l * expf(m - x) + 1.0f; m = x; }
+        else l += expf(x - m);
+    }
+    float M = warp_max(m);
+    l = m == -INFINITY ? 0.0f : l * expf(m - M);
+    l = warp_sum(l);
+    float z = M + logf(l);
+    PT *p = P + r * Tk;
+    for (int j = lane; j < Tk; j += 32) p[j] = to_pt<PT>(j < nv ? expf(s[j] * scale - z) : 0.0f);
+    if (lane == 0) lse[r] = z;
+}
+
+/* P = exp(scale S - lse) (masked 0), one warp per row (backward). */
+template <typename PT>
+__global__ void k_att_p(PT *P, const float *S, const float *lse, int64_t rows, int T, float scale) {
+    int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    int nv = (int)(r % T) + 1;
+    float z = lse[r];
+    const float *s = S + r * T;
+    PT *p = P + r * T;
+    for (int j = lane; j < T; j += 32) p[j] = to_pt<PT>(j < nv ? expf(s[j] * scale - z) : 0.0f);
+}
+
+/* dS = P (dP - D[row]), written over P (same element: in place is safe). */
+template <typename PT>
+__global__ void k_att_ds(PT *P, const float *dP, const float *D, int64_t rows, int T) {
+    int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    int nv = (int)(r % T) + 1;
+    float d = D[r];
+    PT *p = P + r * T;
+    const float *dp = dP + r * T;
+    for (int j = lane; j < nv; j += 32) p[j] = to_pt<PT>((float)p[j] * (dp[j] - d));
+}
+
+
+static size_t al256(size_t x) { return (x + 255) / 256 * 256; }
+
+/* Rows per chunk of batch rows so that the score buffers stay under ~4 GiB. */
+static int att_chunk(int B, int64_t per_b) {
+    int64_t nb = ((int64_t)4 << 30) / (per_b > 0 ? per_b : 1);
+    if (nb < 1) nb = 1;
+    return nb < B ? (int)nb : B;
+}
+
+/* fp32 data (PREC_FP32, TF32, BF16X: the compute type is gemm()'s), in the
+ * tensors' own layout: one strided-batched product per (batch row, query
+ * head of a GQA group) over the KV heads. */
+static void att_fwd_gemm(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+    int grp = NH / NKV;
+    int64_t TT = (int64_t)Tq * Tk, ldq = (int64_t)NH * HS, ldk = (int64_t)NKV * HS;
+    int nb = att_chunk(B, NH * TT * 4);
+    float *Sb = (float *)scratch(c, (size_t)nb * NH * TT * 4); /* P overwrites S */
+    if (!Sb) return;
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        int n = B - b0 < nb ? B - b0 : nb;
+        for (int b = b0; b < b0 + n; b++)
+            for (int hh = 0; hh < grp; hh++) {
+                int64_t sq = ((int64_t)b * Tq * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
+                gemm(c, 0, 1, Tq, Tk, HS, 1.0f, q + sq, ldq, (int64_t)grp * HS, k + b * kv_bstride, ldk, HS, 0.0f,
+                     Sb + ss, Tk, grp * TT, NKV, CUDA_R_32F);
+            }
+        int64_t rows = (int64_t)n * NH * Tq;
+        k_att_softmax<float><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(Sb, lse + (int64_t)b0 * NH * Tq,
+                                                                                   Sb, rows, Tq, Tk, Tk - Tq, scale);
+        LAUNCHED(c);
+        for (int b = b0; b < b0 + n; b++)
+            for (int hh = 0; hh < grp; hh++) {
+                int64_t sq = ((int64_t)b * Tq * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
+                gemm(c, 0, 0, Tq, HS, Tk, 1.0f, Sb + ss, Tk, grp * TT, v + b * kv_bstride, ldk, HS, 0.0f, out + sq,
+                     ldq, (int64_t)grp * HS, NKV, CUDA_R_32F);
+            }
+    }
+}
+
+static void att_bwd_gemm(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                         int NKV, int HS, float scale) {
+    int grp = NH / NKV;
+    int64_t TT = (int64_t)T * T, nkv = (int64_t)T * NKV * HS, rows_all = (int64_t)B * NH * T;
+    int nb = att_chunk(B, NH * TT * 8);
+    size_t o_s = al256((size_t)rows_all * 4), o_dp = o_s + al256((size_t)nb * NH * TT * 4);
+    char *sc = (char *)scratch(c, o_dp + (size_t)nb * NH * TT * 4);
+    if (!sc) return;
+    float *Dd = (float *)sc, *Sb = (float *)(sc + o_s), *dPb = (float *)(sc + o_dp); /* P over S, dS over dP */
+    k_att_delta<<<blocks_for(rows_all, 128, INT32_MAX), 128, 0, c->stream>>>(Dd, dout, out, B, T, NH, HS);
+    LAUNCHED(c);
+    int64_t ldq = (int64_t)NH * HS, ldk = (int64_t)NKV * HS, sq_h = (int64_t)grp * HS, ss_h = (int64_t)grp * TT;
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        int n = B - b0 < nb ? B - b0 : nb;
+        int64_t rows = (int64_t)n * NH * T, r0 = (int64_t)b0 * NH * T;
+        unsigned g = blocks_for(rows, 8, INT32_MAX);
+        for (int b = b0; b < b0 + n; b++)
+            for (int hh = 0; hh < grp; hh++) {
+                int64_t sq = ((int64_t)b * T * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
+                gemm(c, 0, 1, T, T, HS, 1.0f, q + sq, ldq, sq_h, k + b * nkv, ldk, HS, 0.0f, Sb + ss, T, ss_h, NKV,
+                     CUDA_R_32F);
+            }
+        k_att_p<float><<<g, 256, 0, c->stream>>>(Sb, Sb, lse + r0, rows, T, scale);
+        LAUNCHED(c);
+        for (int b = b0; b < b0 + n; b++)
+            for (int hh = 0; hh < grp; hh++) {
+                int64_t sq = ((int64_t)b * T * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
+                int64_t sk = (int64_t)b * nkv;
+                /* dV[kvh] (+)= P^T dO; dP = dO V^T */
+                gemm(c, 1, 0, T, HS, T, 1.0f, Sb + ss, T, ss_h, dout + sq, ldq, sq_h, hh ? 1.0f : 0.0f, dv + sk, ldk,
+                     HS, NKV, CUDA_R_32F);
+                gemm(c, 0, 1, T, T, HS, 1.0f, dout + sq, ldq, sq_h, v + sk, ldk, HS, 0.0f, dPb + ss, T, ss_h, NKV,
+                     CUDA_R_32F);
+            }
+        k_att_ds<float><<<g, 256, 0, c->stream>>>(Sb, dPb, Dd + r0, rows, T); /* dS over P */
+        LAUNCHED(c);
+        for (int b = b0; b < b0 + n; b++)
+            for (int hh = 0; hh < grp; hh++) {
+                int64_t sq = ((int64_t)b * T * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
+                int64_t sk = (int64_t)b * nkv;
+                /* dQ = scale dS K; dK[kvh] (+)= scale dS^T Q */
+                gemm(c, 0, 0, T, HS, T, scale, Sb + ss, T, ss_h, k + sk, ldk, HS, 0.0f, dq + sq, ldq, sq_h, NKV,
+                     CUDA_R_32F);
+                gemm(c, 1, 0, T, HS, T, scale, Sb + ss, T, ss_h, q + sq, ldq, sq_h, hh ? 1.0f : 0.0f, dk + sk, ldk,
+                     HS, NKV, CUDA_R_32F);
+            }
+    }
+}
+
+/* bf16 products (PREC_BF16): Q, K, V (and dO) are cast to bf16 copies in
+ * head-major layout [B][H][T][HS], so that one strided-batched product
+ * covers every (batch row, KV head) pair of a chunk (one launch per query
+ * head of a GQA group, not one per batch row); results land in head-major
+ * fp32 scratch and are permuted back. */
+__global__ void k_cast_hm(__nv_bfloat16 *dst, const float *src, int B, int T, int H, int HS, int64_t bstride) {
+    int64_t n = (int64_t)B * T * H * HS;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % HS);
+        int64_t r = i / HS; /* over [B][H][T] */
+        int t = (int)(r % T);
+        int64_t bh = r / T;
+        int h = (int)(bh % H), b = (int)(bh / H);
+        dst[i] = __float2bfloat16_rn(src[(int64_t)b * bstride + ((int64_t)t * H + h) * HS + d]);
+    }
+}
+/* dst [B][T][H][HS] = src [B][H][T][HS] (fp32) */
+__global__ void k_hm_back(float *dst, const float *src, int B, int T, int H, int HS) {
+    int64_t n = (int64_t)B * T * H * HS;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % HS);
+        int64_t r = i / HS; /* over [B][T][H] */
+        int h = (int)(r % H);
+        int64_t bt = r / H;
+        int t = (int)(bt % T), b = (int)(bt / T);
+        dst[i] = src[(((int64_t)b * H + h) * T + t) * HS + d];
+    }
+}
+static void cast_hm(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int B, int T, int H, int HS, int64_t bs) {
+    k_cast_hm<<<blocks_for((int64_t)B * T * H * HS, 256, (int64_t)c->n_sm * 16), 256, 0, c->stream>>>(dst, src, B, T,
+                                                                                                     H, HS, bs);
+    LAUNCHED(c);
+}
+static void hm_back(smj_cuda *c, float *dst, const float *src, int B, int T, int H, int HS) {
+    k_hm_back<<<blocks_for((int64_t)B * T * H * HS, 256, (int64_t)c->n_sm * 16), 256, 0, c->stream>>>(dst, src, B, T,
+                                                                                                     H, HS);
+    LAUNCHED(c);
+}
+
+static void att_fwd_bf16(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+    int grp = NH / NKV;
+    int64_t TT = (int64_t)Tq * Tk, nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)B * Tk * NKV * HS;
+    int nb = att_chunk(B, NH * TT * 6);
+    size_t o_p = al256((size_t)nb * NH * TT * 4), o_q = o_p + al256((size_t)nb * NH * TT * 2);
+    size_t o_k = o_q + al256((size_t)nq * 2), o_v = o_k + al256((size_t)nkv * 2), o_o = o_v + al256((size_t)nkv * 2);
+    char *sc = (char *)scratch(c, o_o + (size_t)nq * 4);
+    if (!sc) return;
+    float *Sb = (float *)sc, *Oh = (float *)(sc + o_o);
+    __nv_bfloat16 *Pb = (__nv_bfloat16 *)(sc + o_p), *Qh = (__nv_bfloat16 *)(sc + o_q);
+    __nv_bfloat16 *Kh = (__nv_bfloat16 *)(sc + o_k), *Vh = (__nv_bfloat16 *)(sc + o_v);
+    cast_hm(c, Qh, q, B, Tq, NH, HS, (int64_t)Tq * NH * HS);
+    cast_hm(c, Kh, k, B, Tk, NKV, HS, kv_bstride);
+    cast_hm(c, Vh, v, B, Tk, NKV, HS, kv_bstride);
+    int64_t qh = (int64_t)Tq * HS, kh = (int64_t)Tk * HS;
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        int n = B - b0 < nb ? B - b0 : nb;
+        for (int hh = 0; hh < grp; hh++)
+            gemm(c, 0, 1, Tq, Tk, HS, 1.0f, Qh + ((int64_t)b0 * NH + hh) * qh, HS, grp * qh,
+                 Kh + (int64_t)b0 * NKV * kh, HS, kh, 0.0f, Sb + hh * TT, Tk, grp * TT, n * NKV, CUDA_R_16BF);
+        int64_t rows = (int64_t)n * NH * Tq;
+        k_att_softmax<__nv_bfloat16><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(
+            Pb, lse + (int64_t)b0 * NH * Tq, Sb, rows, Tq, Tk, Tk - Tq, scale);
+        LAUNCHED(c);
+        for (int hh = 0; hh < grp; hh++)
+            gemm(c, 0, 0, Tq, HS, Tk, 1.0f, Pb + hh * TT, Tk, grp * TT, Vh + (int64_t)b0 * NKV * kh, HS, kh, 0.0f,
+                 Oh + ((int64_t)b0 * NH + hh) * qh, HS, grp * qh, n * NKV, CUDA_R_16BF);
+    }
+    hm_back(c, out, Oh, B, Tq, NH, HS);
+}
+
+static void att_bwd_bf16(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                         int NKV, int HS, float scale) {
+    int grp = NH / NKV;
+    int64_t TT = (int64_t)T * T, nq = (int64_t)B * T * NH * HS, nkv = (int64_t)B * T * NKV * HS;
+    int64_t rows_all = (int64_t)B * NH * T;
+    int nb = att_chunk(B, NH * TT * 10);
+    size_t o_s = al256((size_t)rows_all * 4), o_dp = o_s + al256((size_t)nb * NH * TT * 4);
+    size_t o_p = o_dp + al256((size_t)nb * NH * TT * 4), o_q = o_p + al256((size_t)nb * NH * TT * 2);
+    size_t o_do = o_q + al256((size_t)nq * 2), o_k = o_do + al256((size_t)nq * 2), o_v = o_k + al256((size_t)nkv * 2);
+    size_t o_dq = o_v + al256((size_t)nkv * 2), o_dk = o_dq + al256((size_t)nq * 4), o_dv = o_dk + al256((size_t)nkv * 4);
+    char *sc = (char *)scratch(c, o_dv + (size_t)nkv * 4);
+    if (!sc) return;
+    float *Dd = (float *)sc, *Sb = (float *)(sc + o_s), *dPb = (float *)(sc + o_dp);
+    float *dQh = (float *)(sc + o_dq), *dKh = (float *)(sc + o_dk), *dVh = (float *)(sc + o_dv);
+    __nv_bfloat16 *Pb = (__nv_bfloat16 *)(sc + o_p), *Qh = (__nv_bfloat16 *)(sc + o_q);
+    __nv_bfloat16 *dOh = (__nv_bfloat16 *)(sc + o_do), *Kh = (__nv_bfloat16 *)(sc + o_k);
+    __nv_bfloat16 *Vh = (__nv_bfloat16 *)(sc + o_v);
+    k_att_delta<<<blocks_for(rows_all, 128, INT32_MAX), 128, 0, c->stream>>>(Dd, dout, out, B, T, NH, HS);
+    LAUNCHED(c);
+    cast_hm(c, Qh, q, B, T, NH, HS, (int64_t)T * NH * HS);
+    cast_hm(c, dOh, dout, B, T, NH, HS, (int64_t)T * NH * HS);
+    cast_hm(c, Kh, k, B, T, NKV, HS, (int64_t)T * NKV * HS);
+    cast_hm(c, Vh, v, B, T, NKV, HS, (int64_t)T * NKV * HS);
+    int64_t th = (int64_t)T * HS;
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        int n = B - b0 < nb ? B - b0 : nb, nbat = n * NKV;
+        int64_t rows = (int64_t)n * NH * T, r0 = (int64_t)b0 * NH * T;
+        const __nv_bfloat16 *Kc = Kh + (int64_t)b0 * NKV * th, *Vc = Vh + (int64_t)b0 * NKV * th;
+        float *dKc = dKh + (int64_t)b0 * NKV * th, *dVc = dVh + (int64_t)b0 * NKV * th;
+        for (int hh = 0; hh < grp; hh++) {
+            int64_t qo = ((int64_t)b0 * NH + hh) * th;
+            gemm(c, 0, 1, T, T, HS, 1.0f, Qh + qo, HS, grp * th, Kc, HS, th, 0.0f, Sb + hh * TT, T, grp * TT, nbat,
+                 CUDA_R_16BF);
+        }
+        k_att_p<__nv_bfloat16><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(Pb, Sb, lse + r0, rows, T, scale);
+        LAUNCHED(c);
+        for (int hh = 0; hh < grp; hh++) {
+            int64_t qo = ((int64_t)b0 * NH + hh) * th;
+            /* dV (+)= P^T dO; dP = dO V^T */
+            gemm(c, 1, 0, T, HS, T, 1.0f, Pb + hh * TT, T, grp * TT, dOh + qo, HS, grp * th, hh ? 1.0f : 0.0f, dVc,
+                 HS, th, nbat, CUDA_R_16BF);
+            gemm(c, 0, 1, T, T, HS, 1.0f, dOh + qo, HS, grp * th, Vc, HS, th, 0.0f, dPb + hh * TT, T, grp * TT, nbat,
+                 CUDA_R_16BF);
+        }
+        k_att_ds<__nv_bfloat16><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(Pb, dPb, Dd + r0, rows, T);
+        LAUNCHED(c);
+        for (int hh = 0; hh < grp; hh++) {
+            int64_t qo = ((int64_t)b0 * NH + hh) * th;
+            /* dQ = scale dS K; dK (+)= scale dS^T Q */
+            gemm(c, 0, 0, T, HS, T, scale, Pb + hh * TT, T, grp * TT, Kc, HS, th, 0.0f, dQh + qo, HS, grp * th, nbat,
+                 CUDA_R_16BF);
+            gemm(c, 1, 0, T, HS, T, scale, Pb + hh * TT, T, grp * TT, Qh + qo, HS, grp * th, hh ? 1.0f : 0.0f, dKc,
+                 HS, th, nbat, CUDA_R_16BF);
+        }
+    }
+    hm_back(c, dq, dQh, B, T, NH, HS);
+    hm_back(c, dk, dKh, B, T, NKV, HS);
+    hm_back(c, dv, dVh, B, T, NKV, HS);
 }
 
 /* ------------------------------------------------------------ element-wise */
@@ -926,6 +1376,7 @@ static double cu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
         CK(c, cudaMemsetAsync(d, 0, sizeof(double), c->stream));
     }
     CK(c, cudaMemcpyAsync(c->h_sum, d, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    prof_end(c);
     CK(c, cudaStreamSynchronize(c->stream));
     c->op = NULL;
     return c->err != SMJ_OK ? NAN : *c->h_sum;
@@ -955,9 +1406,33 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
              CK(c, cudaStreamCreate(&c->stream)) && CKB(c, cublasCreate(&c->blas)) &&
              CKB(c, cublasSetStream(c->blas, c->stream)) && CK(c, cudaMallocHost((void **)&c->h_sum, sizeof(double)));
     if (ok) {
-        const char *tf = getenv("SMJ_CUDA_TF32");
-        int tf32 = tf && *tf && strcmp(tf, "0") != 0;
-        ok = CKB(c, cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+        /* precision of the products: SMJ_CUDA_MATMUL=fp32 (default) | tf32 | bf16 | bf16x;
+         * SMJ_CUDA_TF32=1 is the older spelling of tf32 */
+        const char *tf = getenv("SMJ_CUDA_TF32"), *mm = getenv("SMJ_CUDA_MATMUL");
+        if (tf && *tf && strcmp(tf, "0") != 0) c->prec = PREC_TF32;
+        if (mm && *mm) {
+            int p = -1;
+            for (int i = 0; i < 4; i++) if (strcmp(mm, prec_name[i]) == 0) p = i;
+            if (p < 0) {
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_MATMUL=%s: want fp32, tf32, bf16 or bf16x", mm);
+                ok = 0;
+            } else {
+                c->prec = p;
+            }
+        }
+        const char *at = getenv("SMJ_CUDA_ATTN");
+        c->attn_fused = at && strcmp(at, "fused") == 0;
+        const char *pr = getenv("SMJ_CUDA_PROFILE");
+        c->profile = pr && *pr && strcmp(pr, "0") != 0;
+        /* the compute type of each product is chosen per call (gemm()) */
+        ok = ok && CKB(c, cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
+    }
+    if (ok && c->profile) {
+        c->pev = (cudaEvent_t *)calloc(2 * PROF_EV, sizeof(cudaEvent_t));
+        c->pidx = (int *)calloc(PROF_EV, sizeof(int));
+        ok = c->pev && c->pidx;
+        for (int i = 0; ok && i < 2 * PROF_EV; i++) ok = CK(c, cudaEventCreate(&c->pev[i]));
+        if (!ok) c->profile = 0;
     }
     if (!ok) {
         if (c->device < 0 || c->device >= n) snprintf(err, errlen, "SMJ_CUDA_DEVICE=%d: only %d GPU(s)", c->device, n);
@@ -966,6 +1441,8 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
         if (c->h_sum) cudaFreeHost(c->h_sum);
+        free(c->pev);
+        free(c->pidx);
         free(c);
         (void)cudaGetLastError();
         return st;
@@ -980,6 +1457,12 @@ static void cu_fini(smj_exec *ex) {
     smj_cuda *c = S(ex);
     if (!c) return;
     cudaStreamSynchronize(c->stream);
+    if (c->profile) {
+        prof_print(c);
+        for (int i = 0; i < 2 * PROF_EV; i++) cudaEventDestroy(c->pev[i]);
+    }
+    free(c->pev);
+    free(c->pidx);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
     if (c->scratch) cudaFree(c->scratch);

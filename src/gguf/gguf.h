@@ -91,6 +91,12 @@ smj_status smj_gguf_load_weights(smj_ctx *ctx, const smj_gguf *g, smj_model *m);
  * token_embd shape; tied when output.weight is absent). */
 smj_status smj_gguf_model_config(smj_ctx *ctx, const smj_gguf *g, smj_model_config *c);
 
+/* Our tokenizer from the file's embedded one, when it is in the layout
+ * smj_export_gguf writes (tokenizer.ggml.model "gpt2"; 256 byte tokens in
+ * GPT-2's alphabet, merge i building token 256 + i, 3 special tokens);
+ * SMJ_ERR_UNSUPPORTED with an explanation otherwise. */
+smj_status smj_gguf_tokenizer(smj_ctx *ctx, const smj_gguf *g, smj_tokenizer **out);
+
 /* ---- the parser */
 
 /* Parses a GGUF image data[0..n) (versions 2 and 3), validating everything

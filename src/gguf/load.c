@@ -5,6 +5,7 @@
 #include "gguf.h"
 #include "../core/core.h"
 #include "../model/model.h"
+#include "../tokenizer/tokenizer.h"
 
 smj_status smj_gguf_load_weights(smj_ctx *ctx, const smj_gguf *g, smj_model *m) {
     const smj_model_config *c = smj_model_get_config(m);
@@ -192,4 +193,101 @@ int smj_is_gguf(const char *path) {
     int ok = fread(mg, 1, 4, f) == 4 && memcmp(mg, SMJ_GGUF_MAGIC, 4) == 0;
     fclose(f);
     return ok;
+}
+
+/* ---- the embedded tokenizer back as ours */
+
+static uint64_t fnv(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+smj_status smj_gguf_tokenizer(smj_ctx *ctx, const smj_gguf *g, smj_tokenizer **out) {
+    *out = NULL;
+    int mi = smj_gguf_find_kv(g, "tokenizer.ggml.model"), ti = smj_gguf_find_kv(g, "tokenizer.ggml.tokens"),
+        gi = smj_gguf_find_kv(g, "tokenizer.ggml.merges");
+    size_t ml = 0;
+    const char *model = mi >= 0 ? smj_gguf_kv_str(g, mi, 0, &ml) : NULL;
+    smj_gguf_kv_info tk, mk;
+    if (!model || ml != 4 || memcmp(model, "gpt2", 4) || ti < 0 || gi < 0 || smj_gguf_kv(g, ti, &tk) != SMJ_OK ||
+        smj_gguf_kv(g, gi, &mk) != SMJ_OK)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: the embedded tokenizer is not GPT-2-style byte-level BPE "
+                 "(tokenizer.ggml.model \"gpt2\" with tokens and merges); give --tokenizer");
+    uint64_t V = tk.n, M = mk.n;
+    if (V != 256 + M + 3)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: the embedded tokenizer (%llu tokens, %llu merges) is not in "
+                 "smedjan's layout (256 byte tokens, the merges in order, 3 special tokens); give --tokenizer",
+                 (unsigned long long)V, (unsigned long long)M);
+    /* the 256 byte tokens must be GPT-2's byte alphabet, in byte order */
+    for (int b = 0; b < 256; b++) {
+        size_t l = 0;
+        const char *s = smj_gguf_kv_str(g, ti, (uint64_t)b, &l);
+        uint32_t cp = smj_gguf_byte_to_cp((uint8_t)b);
+        char u[3];
+        size_t ul = cp < 0x80 ? (u[0] = (char)cp, 1) : (u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 63)), 2);
+        if (!s || l != ul || memcmp(s, u, l))
+            SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: token %d is not byte %d of the GPT-2 alphabet: the embedded "
+                     "tokenizer is not in smedjan's layout; give --tokenizer", b, b);
+    }
+    size_t cap = 1;
+    while (cap < 2 * V) cap <<= 1;
+    int32_t *tab = malloc(sizeof(int32_t) * cap);
+    int32_t *pairs = malloc(sizeof(int32_t) * 2 * (M ? M : 1));
+    smj_status st = SMJ_OK;
+    if (!tab || !pairs) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto done; }
+    for (size_t i = 0; i < cap; i++) tab[i] = -1;
+    for (uint64_t id = 0; id < 256 + M; id++) {
+        size_t l = 0;
+        const char *s = smj_gguf_kv_str(g, ti, id, &l);
+        size_t h = (size_t)fnv(s, l) & (cap - 1);
+        while (tab[h] >= 0) h = (h + 1) & (cap - 1);
+        tab[h] = (int32_t)id;
+    }
+    for (uint64_t i = 0; i < M && st == SMJ_OK; i++) {
+        size_t l = 0, tl = 0;
+        const char *s = smj_gguf_kv_str(g, gi, i, &l), *t = smj_gguf_kv_str(g, ti, 256 + i, &tl);
+        const char *sp = s ? memchr(s, ' ', l) : NULL;
+        int32_t ids[2] = {-1, -1};
+        if (sp && t && tl == l - 1 && !memcmp(t, s, (size_t)(sp - s)) && !memcmp(t + (sp - s), sp + 1, l - (size_t)(sp - s) - 1))
+            for (int k = 0; k < 2; k++) {
+                const char *p = k ? sp + 1 : s;
+                size_t pl = k ? l - (size_t)(sp - s) - 1 : (size_t)(sp - s);
+                for (size_t h = (size_t)fnv(p, pl) & (cap - 1); tab[h] >= 0; h = (h + 1) & (cap - 1)) {
+                    size_t ql = 0;
+                    const char *q = smj_gguf_kv_str(g, ti, (uint64_t)tab[h], &ql);
+                    if (ql == pl && !memcmp(q, p, pl)) { ids[k] = tab[h]; break; }
+                }
+            }
+        if (ids[0] < 0 || ids[1] < 0 || ids[0] >= 256 + (int64_t)i || ids[1] >= 256 + (int64_t)i)
+            st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: merge %llu does not build token %llu from earlier "
+                               "tokens: the embedded tokenizer is not in smedjan's layout; give --tokenizer",
+                               (unsigned long long)i, (unsigned long long)(256 + i));
+        pairs[2 * i] = ids[0];
+        pairs[2 * i + 1] = ids[1];
+    }
+    if (st == SMJ_OK) st = smj_tokenizer_from_merges(ctx, pairs, (int)M, out);
+    for (int k = 0; st == SMJ_OK && k < 3; k++) { /* the special tokens must be the defaults */
+        size_t l = 0, ol = 0;
+        const char *s = smj_gguf_kv_str(g, ti, 256 + M + (uint64_t)k, &l);
+        const char *o = smj_tokenizer_special_text(*out, k, &ol);
+        if (!s || !o || l != ol || memcmp(s, o, l)) {
+            st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: special token %d differs from smedjan's; give --tokenizer", k);
+            smj_tokenizer_free(*out);
+            *out = NULL;
+        }
+    }
+done:
+    free(tab);
+    free(pairs);
+    return st;
+}
+
+smj_status smj_tokenizer_load_gguf(smj_ctx *ctx, const char *path, smj_tokenizer **out) {
+    smj_gguf *g = NULL;
+    *out = NULL;
+    SMJ_TRY(smj_gguf_open(ctx, path, &g));
+    smj_status st = smj_gguf_tokenizer(ctx, g, out);
+    smj_gguf_free(g);
+    return st;
 }

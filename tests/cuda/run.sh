@@ -6,10 +6,13 @@
 #
 # builds `make CUDA=1` (build-cuda/) and the CPU build (build/), runs every
 # CUDA test with SMJ_CUDA_REQUIRE=1 (a missing GPU fails instead of
-# skipping), the parity fixtures once more with SMJ_CUDA_SYNC=1, the CPU
+# skipping; the op checker three times: default, fused attention kernels,
+# bf16 products), the parity fixtures once more with SMJ_CUDA_SYNC=1, the CPU
 # test programs (not the fuzzers; skipped with `quick`), the Llama-110M-like
-# benchmark on CUDA at batch 8 and 16, and, when bench/pytorch/ holds the
-# PyTorch reference scripts, bench/cuda_vs_pytorch.sh. Everything goes to
+# benchmark on CUDA in each matmul precision (fp32, tf32, bf16x, bf16; the
+# per-op time tables of SMJ_CUDA_PROFILE=1 for fp32 and bf16) and, when
+# bench/pytorch/ holds the PyTorch reference scripts (not with `quick`),
+# bench/cuda_vs_pytorch.sh with bf16 products at PyTorch's batch of 32. Everything goes to
 # $OUT/LAST_RUN.md (device, date, commit from $SMJ_COMMIT, each step's
 # output); a summary table is printed last. Exit status: 1 if any step failed.
 set -u
@@ -50,16 +53,23 @@ step "build: make CUDA=1" 400 "make CUDA=1 -j$J >\$OUT/build-cuda.log 2>&1; rc=\
 step "build: make (CPU)" 300 "make -j$J 2>&1 | grep -v '^  [A-Z]* '; make -j$J \$(ls tests/test_*.c | sed 's|tests/\\(.*\\)\\.c|build/tests/\\1|') >/dev/null && echo built the CPU test programs"
 export SMJ_CUDA_REQUIRE=1
 step "test_cuda_ops" 400 "build-cuda/tests/test_cuda_ops"
+step "test_cuda_ops (SMJ_CUDA_ATTN=fused)" 400 "SMJ_CUDA_ATTN=fused build-cuda/tests/test_cuda_ops"
+step "test_cuda_ops (SMJ_CUDA_MATMUL=bf16)" 400 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_ops"
 step "test_cuda_parity" 200 "build-cuda/tests/test_cuda_parity"
 step "test_cuda_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_SYNC=1 build-cuda/tests/test_cuda_parity"
 step "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
 step "cli: --device cuda / cpu" 60 "build-cuda/smedjan bench --device cuda --size tiny --batch-size 2 --seq-len 64 --steps 2 --warmup 1 --decode-tokens 8 && build-cuda/smedjan bench --device cpu --size tiny --batch-size 2 --seq-len 64 --steps 1 --warmup 0 --decode-tokens 4 && { build/smedjan bench --device cuda --size tiny; test \$? -eq 1; }"
-BENCH="--size custom --dim 768 --layers 12 --heads 12 --vocab-size 32768 --seq-len 1024 --steps 5 --warmup 2 --decode-tokens 64"
-step "bench cuda B=8 T=1024 (110M)" 300 "build-cuda/smedjan bench --device cuda $BENCH --batch-size 8"
-step "bench cuda B=16 T=1024 (110M)" 300 "build-cuda/smedjan bench --device cuda $BENCH --batch-size 16"
-step "bench cuda B=16 T=1024, SMJ_CUDA_TF32=1" 300 "SMJ_CUDA_TF32=1 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16"
+BENCH="--size custom --dim 768 --layers 12 --heads 12 --vocab-size 32768 --seq-len 1024 --steps 5 --warmup 2"
+# the per-op tables (SMJ_CUDA_PROFILE=1) cover the whole bench run: 7 train
+# steps and 7 forward passes (no decoding)
+step "bench fp32 B=16 (profile)" 300 "SMJ_CUDA_PROFILE=1 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
+step "bench fp32 B=16, fused attention" 300 "SMJ_CUDA_ATTN=fused build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 64"
+step "bench tf32 B=16" 300 "SMJ_CUDA_MATMUL=tf32 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
+step "bench bf16x B=16" 300 "SMJ_CUDA_MATMUL=bf16x build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
+step "bench bf16 B=16 (profile)" 300 "SMJ_CUDA_PROFILE=1 SMJ_CUDA_MATMUL=bf16 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
+step "bench bf16 B=32" 300 "SMJ_CUDA_MATMUL=bf16 build-cuda/smedjan bench --device cuda $BENCH --batch-size 32 --decode-tokens 64"
 if [ -f bench/pytorch/train_bench.py ] && [ "$MODE" != quick ]; then
-  step "PyTorch reference (bench/cuda_vs_pytorch.sh)" 400 "sh bench/cuda_vs_pytorch.sh"
+  step "PyTorch reference (bench/cuda_vs_pytorch.sh)" 400 "SMJ_CUDA_MATMUL=bf16 B=32 sh bench/cuda_vs_pytorch.sh"
 fi
 if [ "$MODE" != quick ]; then
   step "CPU test programs (build/)" ${CPU_TEST_TIMEOUT:-300} "sh tests/run_all.sh \$(ls build/tests/test_* | grep -v '[.]o\$')"

@@ -13,6 +13,12 @@
  *   rope, swiglu, adamw, xent_bwd              1e-6
  *   embedding fwd/bwd, add, scale              0 (bit-identical)
  *   sumsq                                      1e-12 relative
+ * With SMJ_CUDA_MATMUL=bf16|bf16x (products with bf16 operands, fp32
+ * accumulation; attention's products too) the products get the bf16 rule
+ * k * 2^-8 (normalized, i.e. abs = k * 2^-8 * max|ref|): matmul and
+ * attention fwd k = 4, attention bwd k = 8 (dS is rounded to bf16 once
+ * more); with tf32, k * 2^-10, same k. SMJ_CUDA_ATTN=fused checks the
+ * fused fp32 attention kernels instead of the cuBLAS path (Tq >= 16).
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
@@ -68,6 +74,7 @@ static int32_t *ids_d(const int32_t *h, int64_t n) {
     return d;
 }
 
+static double TOL_MM = 1e-5, TOL_ATTF = 1e-5, TOL_ATTB = 1e-5; /* by SMJ_CUDA_MATMUL */
 static const char *cur_op;
 static char cur_shape[160];
 
@@ -113,7 +120,7 @@ static void case_matmul(void) {
                     float *dA = dup_d(A, M * K), *dB = dup_d(B, K * N), *dC = dup_d(C0, M * N);
                     be->matmul(ex, dC, dA, dB, M, N, K, tA, tB, acc);
                     rf->matmul(X1, C2, A, B, M, N, K, tA, tB, acc);
-                    compare_d("C", dC, C2, M * N, 1e-5);
+                    compare_d("C", dC, C2, M * N, TOL_MM);
                     dfree(dA); dfree(dB); dfree(dC);
                     ffree(A); ffree(B); ffree(C0); ffree(C2);
                 }
@@ -258,8 +265,8 @@ static void case_attention_fwd(void) {
         float sc = 1.0f / sqrtf((float)HS);
         be->attention_fwd(ex, d1, dl, dq, dk, dv, B, Tq, Tk, NH, NKV, HS, bs, sc);
         rf->attention_fwd(X1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
-        compare_d("out", d1, o2, nq, 1e-5);
-        compare_d("lse", dl, l2, nl, 1e-5);
+        compare_d("out", d1, o2, nq, TOL_ATTF);
+        compare_d("lse", dl, l2, nl, TOL_ATTF);
         dfree(dq); dfree(dk); dfree(dv); dfree(d1); dfree(dl);
         ffree(q); ffree(k); ffree(v); ffree(o2); ffree(l2);
     }
@@ -279,9 +286,9 @@ static void case_attention_bwd(void) {
         float *Dd = dup_d(d, nq), *Ddq = dup_d(dq2, nq), *Ddk = dup_d(dk2, nk), *Ddv = dup_d(dv2, nk);
         be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, sc);
         rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
-        compare_d("dq", Ddq, dq2, nq, 1e-5);
-        compare_d("dk", Ddk, dk2, nk, 1e-5);
-        compare_d("dv", Ddv, dv2, nk, 1e-5);
+        compare_d("dq", Ddq, dq2, nq, TOL_ATTB);
+        compare_d("dk", Ddk, dk2, nk, TOL_ATTB);
+        compare_d("dv", Ddv, dv2, nk, TOL_ATTB);
         /* determinism */
         float *a = get_h(Ddk, nk);
         be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, sc);
@@ -453,6 +460,14 @@ int main(void) {
     }
     be = ctx->backend;
     ex = &ctx->exec;
+    const char *mm = getenv("SMJ_CUDA_MATMUL"), *tf = getenv("SMJ_CUDA_TF32");
+    double unit = 0;
+    if (mm && (strcmp(mm, "bf16") == 0 || strcmp(mm, "bf16x") == 0)) unit = 1.0 / 256;
+    else if ((mm && strcmp(mm, "tf32") == 0) || (!mm && tf && *tf == '1')) unit = 1.0 / 1024;
+    if (unit > 0) { TOL_MM = TOL_ATTF = 4 * unit; TOL_ATTB = 8 * unit; }
+    printf("mode: matmul %s, attention %s; tolerances matmul %.3g, attention fwd %.3g, bwd %.3g\n",
+           mm && *mm ? mm : "fp32", getenv("SMJ_CUDA_ATTN") ? getenv("SMJ_CUDA_ATTN") : "auto", TOL_MM, TOL_ATTF,
+           TOL_ATTB);
     for (int op = 0; op < SMJ_OP_COUNT; op++) {
         cur_op = NAMES[op];
         long before = check_failed;
