@@ -8,6 +8,8 @@
  *     weights are kept in their GGML blocks (not as f32), training is refused;
  *  2. perplexity on the held-out last 10% of the text is within 1% of the
  *     fp32 model's (f16 within 0.1%);
+ *     The embedded tokenizer read back (smj_tokenizer_load_gguf) encodes
+ *     the text exactly like the original.
  *  3. when node-llama-cpp is installed (tests/llamacpp), greedy decoding of
  *     32 tokens agrees with llama.cpp's on the same file, with the tolerance
  *     of tests/test_gguf.c: f16 all 32 equal; q8_0/q4_0 the first 16 equal
@@ -173,6 +175,22 @@ int main(void) {
             snprintf(nm, sizeof nm, "%s/%s_%s.gguf", test_tmpdir(), an, qn[q]);
             CHECK_OK(ctx, smj_export_gguf(m, tok, nm, qs[q], NULL));
             CHECK(smj_is_gguf(nm), "%s: recognized as GGUF", nm);
+            if (q == 0) { /* the embedded tokenizer back as ours: same ids on the text */
+                smj_tokenizer *t2 = NULL;
+                CHECK_OK(ctx, smj_tokenizer_load_gguf(ctx, nm, &t2));
+                int32_t *a1 = NULL, *a2 = NULL;
+                size_t n1 = 0, n2 = 0, tn = n < 20000 ? n : 20000;
+                if (t2) {
+                    CHECK_OK(ctx, smj_tokenizer_encode(ctx, tok, text, tn, &a1, &n1));
+                    CHECK_OK(ctx, smj_tokenizer_encode(ctx, t2, text, tn, &a2, &n2));
+                    CHECK(n1 == n2 && n1 > 0 && memcmp(a1, a2, n1 * sizeof *a1) == 0,
+                          "%s: the embedded tokenizer encodes like the original (%zu vs %zu ids)", nm, n1, n2);
+                    CHECK(smj_tokenizer_vocab_size(t2) == V, "%s: embedded tokenizer vocab", nm);
+                }
+                smj_free(a1);
+                smj_free(a2);
+                smj_tokenizer_free(t2);
+            }
             smj_model *mq = NULL;
             CHECK_OK(ctx, smj_model_load_gguf(ctx, nm, &mq));
             if (!mq) continue;
