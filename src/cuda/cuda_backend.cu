@@ -2,14 +2,19 @@
  * an NVIDIA GPU, over device pointers. docs/CUDA.md is the user's guide.
  *
  * What runs where
- *  - matmul: cuBLAS SGEMM in fp32 (CUBLAS_DEFAULT_MATH: no TF32, so results
- *    match the fp32 reference; SMJ_CUDA_TF32=1 opts in to TF32 tensor cores).
- *    Row-major C = op(A)·op(B) is column-major C^T = op(B)^T·op(A)^T, so the
- *    operands are passed swapped.
- *  - everything else: our kernels below. Attention is a tiled fused kernel
- *    (online softmax, LSE saved; the backward recomputes P from the LSE,
- *    one kernel for dq and one for dk/dv that loops over the query heads of
- *    its KV group, so GQA needs no atomics).
+ *  - matmul: cuBLAS GemmEx; the precision is SMJ_CUDA_MATMUL (fp32 default:
+ *    no tensor cores, results match the fp32 reference; tf32; bf16: our cast
+ *    kernels round A and B to bf16 copies, fp32 accumulation and C; bf16x:
+ *    cuBLAS's FAST_16BF on the fp32 data). Row-major C = op(A)·op(B) is
+ *    column-major C^T = op(B)^T·op(A)^T, so the operands are passed swapped.
+ *  - attention, Tq >= 16: cuBLAS batched products over materialized score
+ *    matrices (chunks of batch rows) with our softmax / dS kernels between
+ *    them; Tq < 16 (decoding) or SMJ_CUDA_ATTN=fused: the tiled fused fp32
+ *    kernels (online softmax, LSE saved; the backward recomputes P from the
+ *    LSE, one kernel for dq and one for dk/dv that loops over the query
+ *    heads of its KV group, so GQA needs no atomics).
+ *  - everything else: our kernels below.
+ *  - SMJ_CUDA_PROFILE=1: device time per op (event pairs), printed at fini.
  *
  * Determinism: every op is deterministic run to run on one GPU model (fixed
  * reduction orders, no atomics). embedding_bwd downloads the ids (N int32),
