@@ -4,13 +4,15 @@
  * a fresh session with greedy sampling. Best of `reps` after a warm-up.
  *
  *   gguf_bench MODEL.gguf [threads=2] [pp=128] [tg=32] [reps=5]
- *   -> {"pp_tok_s":..,"tg_tok_s":..,"threads":..,"pp":..,"tg":..}
+ *   -> {"pp_tok_s":..,"tg_tok_s":..,"threads":..,"pp":..,"tg":..,"peak_rss_mb":..}
  *
- * The model is loaded with smj_model_load_gguf: linear weights stay in their
- * GGML blocks (q8_0/q4_0/f16) and run through the qmatmul op.
+ * The model is loaded with smj_model_load_gguf: linear weights and the token
+ * embedding stay in their GGML blocks (q8_0/q4_0/f16, no f32 copy) and the
+ * linear layers run through the qmatmul op. peak_rss_mb is getrusage's.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 #include "smedjan.h"
 
@@ -65,8 +67,10 @@ int main(int argc, char **argv) {
             if (dtg < best_tg) best_tg = dtg;
         }
     }
-    printf("{\"pp_tok_s\":%.1f,\"tg_tok_s\":%.1f,\"threads\":%d,\"pp\":%d,\"tg\":%d}\n", pp / best_pp,
-           tg / best_tg, threads, pp, tg);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"pp_tok_s\":%.1f,\"tg_tok_s\":%.1f,\"threads\":%d,\"pp\":%d,\"tg\":%d,\"peak_rss_mb\":%.1f}\n",
+           pp / best_pp, tg / best_tg, threads, pp, tg, (double)ru.ru_maxrss / 1024.0);
     free(ids);
     smj_session_free(s);
     smj_model_free(m);

@@ -1,20 +1,27 @@
 /* cmd_bench.c — `smedjan bench`: how fast this machine trains and decodes.
  *
- * Builds a fresh model (preset or custom shape, as in `train`) and a
- * dataset of uniformly random tokens written to a temporary file (removed
- * afterwards), then measures, each after untimed warm-up calls:
+ * Builds a fresh model (preset or custom shape, as in `train`) — or loads
+ * one with --checkpoint (a .ckpt, or a .gguf whose 2-D weights stay in their
+ * GGML blocks; the model flags are then ignored and --batch-size defaults
+ * to 1) — and a dataset of uniformly random tokens written to a temporary
+ * file (removed afterwards), then measures, each after untimed warm-up calls:
  *   train    --steps timed smj_trainer_step calls; the MEDIAN step time
  *            gives train tok/s = B*T / median, and achieved GFLOP/s =
  *            smj_config_flops_per_token(cfg, T) * tok/s;
  *   forward  the same count of smj_model_forward calls with targets
  *            (median), giving forward tok/s;
+ *   prompt   a fresh session fed T tokens at once (prompt processing, the
+ *            logits of the last token only; llama-bench's pp), median;
  *   decode   a session fed one token at a time for --decode-tokens tokens
  *            with greedy sampling, giving decode tok/s.
+ * A model that keeps quantized weights (a .gguf in f16/q8_0/q4_0) cannot
+ * train: its training row is refused with a message and reported as null.
  * It also reports the training memory estimate and the peak RSS
  * (getrusage). The readable block goes to stderr; stdout gets one JSON line
  * for scripts:
  *   {"preset":..,"B":..,"T":..,"threads":..,"train_tok_s":..,"fwd_tok_s":..,
- *    "decode_tok_s":..,"gflops":..,"peak_rss_mb":..}
+ *    "pp_tok_s":..,"decode_tok_s":..,"gflops":..,"peak_rss_mb":..}
+ * ("preset" is the --checkpoint path when one is given.)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -63,10 +70,12 @@ static int write_random_dataset(const char *cmd, smj_ctx *ctx, int vocab, int64_
 int cmd_bench(int argc, char **argv) {
     cli_model_flags mf = CLI_MODEL_FLAGS_DEFAULTS;
     cli_compute cc = CLI_COMPUTE_DEFAULTS;
-    int B = 8, T = 256, steps = 10, warmup = 2, decode = 128, vocab = 8192;
+    int B = 0, T = 256, steps = 10, warmup = 2, decode = 128, vocab = 8192;
+    const char *ckpt = NULL;
     cli_flag flags[] = {
+        FLAG_STR("checkpoint", &ckpt, "FILE", "benchmark this model (.ckpt or .gguf) instead of a random one"),
         CLI_MODEL_FLAGS(mf),
-        FLAG_INT("batch-size", &B, 1, 65536, "batch (default 8)"),
+        FLAG_INT("batch-size", &B, 1, 65536, "batch (default 8; 1 with --checkpoint)"),
         FLAG_INT("seq-len", &T, 2, 1 << 20, "sequence length (default 256)"),
         FLAG_INT("steps", &steps, 1, 100000, "timed training steps and forward passes (default 10)"),
         FLAG_INT("warmup", &warmup, 0, 100000, "untimed calls before timing (default 2)"),
@@ -74,12 +83,16 @@ int cmd_bench(int argc, char **argv) {
         FLAG_INT("vocab-size", &vocab, 259, 1 << 22, "vocabulary of the random model (default 8192)"),
         CLI_COMPUTE_FLAGS(cc),
     };
-    cli_command c = {"bench", "bench [--size tiny] [--batch-size 8 --seq-len 256] [--steps 10]",
-                     "Measures training, forward and decoding throughput of a random model on\n"
-                     "random tokens. Prints a summary to stderr and one JSON line to stdout.",
-                     NULL, flags, CLI_NFLAGS(flags)};
+    cli_command c = {"bench", "bench [--size tiny | --checkpoint model.gguf] [--batch-size 8 --seq-len 256] [--steps 10]",
+                     "Measures training, forward, prompt and decoding throughput of a random model\n"
+                     "(or of --checkpoint's) on random tokens. Prints a summary to stderr and one\n"
+                     "JSON line to stdout.",
+                     "A .gguf whose weights are quantized (f16/q8_0/q4_0) is inference only: its\n"
+                     "training row is refused (null in the JSON).",
+                     flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+    if (B == 0) B = ckpt ? 1 : 8;
 
     smj_ctx *ctx = NULL;
     smj_model *m = NULL;
@@ -91,18 +104,39 @@ int cmd_bench(int argc, char **argv) {
     float *scratch = NULL;
     char ds_path[4096] = "";
     smj_model_config cfg;
+    char why[512] = ""; /* why training is refused (quantized weights) */
+    smj_status s;
     if ((rc = cli_make_ctx(c.name, &cc, &ctx))) goto done;
-    if ((rc = cli_build_config(c.name, ctx, &c, &mf, vocab, T, &cfg))) goto done;
-    smj_status s = smj_model_create(ctx, &cfg, 1, &m);
-    if (s != SMJ_OK) {
-        rc = cli_lib_error(c.name, ctx, s, "cannot create the model");
-        goto done;
+    if (ckpt) {
+        s = smj_is_gguf(ckpt) ? smj_model_load_gguf(ctx, ckpt, &m) : smj_model_load(ctx, ckpt, &m);
+        if (s != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "cannot load --checkpoint");
+            goto done;
+        }
+        cfg = *smj_model_get_config(m);
+        vocab = cfg.vocab_size;
+        if (T > cfg.max_seq_len) {
+            rc = cli_usage(c.name, "--seq-len %d exceeds the model's context (%d)", T, cfg.max_seq_len);
+            goto done;
+        }
+        /* a tensor kept in GGML blocks has no f32 view: the model cannot train */
+        for (int i = 0; i < smj_model_num_tensors(m) && !why[0]; i++) {
+            smj_tensor_view v;
+            if (smj_model_tensor(m, i, &v) != SMJ_OK) snprintf(why, sizeof why, "%s", smj_ctx_error(ctx));
+        }
+    } else {
+        if ((rc = cli_build_config(c.name, ctx, &c, &mf, vocab, T, &cfg))) goto done;
+        s = smj_model_create(ctx, &cfg, 1, &m);
+        if (s != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "cannot create the model");
+            goto done;
+        }
     }
     smj_optim_options o;
     smj_optim_defaults(&o);
     o.total_steps = warmup + steps;
     o.warmup_steps = 0;
-    if ((s = smj_trainer_create(m, &o, &t)) != SMJ_OK) {
+    if (!why[0] && (s = smj_trainer_create(m, &o, &t)) != SMJ_OK) {
         rc = cli_lib_error(c.name, ctx, s, "cannot create the trainer");
         goto done;
     }
@@ -128,7 +162,10 @@ int cmd_bench(int argc, char **argv) {
             T, warmup, steps, smj_ctx_threads(ctx), smj_ctx_backend_name(ctx));
 
     /* Training steps. */
-    for (int i = 0; i < warmup + steps; i++) {
+    if (why[0])
+        fprintf(stderr, "bench: training refused: %s keeps quantized weights (%s) — inference only; measuring "
+                "forward, prompt and decode\n", ckpt, why);
+    for (int i = 0; i < warmup + steps && !why[0]; i++) {
         smj_step_stats st;
         double t0 = cli_now();
         if ((s = smj_trainer_step(t, ds, B, T, 1, &st)) != SMJ_OK) {
@@ -137,7 +174,7 @@ int cmd_bench(int argc, char **argv) {
         }
         if (i >= warmup) times[i - warmup] = cli_now() - t0;
     }
-    double train_tok_s = (double)B * T / median(times, steps);
+    double train_tok_s = why[0] ? 0 : (double)B * T / median(times, steps);
 
     /* Forward passes with targets (loss, no backward). */
     int64_t pos = 0;
@@ -155,6 +192,25 @@ int cmd_bench(int argc, char **argv) {
         if (i >= warmup) times[i - warmup] = cli_now() - t0;
     }
     double fwd_tok_s = (double)B * T / median(times, steps);
+
+    /* Prompt processing: T tokens fed at once to a fresh session. */
+    if ((s = smj_session_create(m, T, &sess)) != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot create a session");
+        goto done;
+    }
+    for (int i = 0; i < warmup + steps; i++) {
+        const float *logits = NULL;
+        smj_session_reset(sess);
+        double t0 = cli_now();
+        if ((s = smj_session_feed(sess, in, T, &logits)) != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "prompt processing failed");
+            goto done;
+        }
+        if (i >= warmup) times[i - warmup] = cli_now() - t0;
+    }
+    double pp_tok_s = (double)T / median(times, steps);
+    smj_session_free(sess);
+    sess = NULL;
 
     /* Greedy decoding, one token per call. */
     double decode_tok_s = 0;
@@ -187,19 +243,34 @@ int cmd_bench(int argc, char **argv) {
     double rss_mb = (double)ru.ru_maxrss / 1024.0;
     double gflops = smj_config_flops_per_token(&cfg, T) * train_tok_s / 1e9;
     char b1[32], b2[32], b3[32], b4[32];
+    char b5[32];
+    if (why[0])
+        fprintf(stderr, "  train     refused (quantized weights)\n");
+    else
+        fprintf(stderr, "  train     %s tok/s (median step %.1f ms), %.1f GFLOP/s\n",
+                cli_fmt_count(b1, sizeof b1, (int64_t)train_tok_s), 1e3 * B * T / train_tok_s, gflops);
     fprintf(stderr,
-            "  train     %s tok/s (median step %.1f ms), %.1f GFLOP/s\n"
-            "  forward   %s tok/s\n"
-            "  decode    %s tok/s\n"
-            "  memory    ~%s estimated, %.0f MiB peak RSS\n",
-            cli_fmt_count(b1, sizeof b1, (int64_t)train_tok_s), 1e3 * B * T / train_tok_s, gflops,
-            cli_fmt_count(b2, sizeof b2, (int64_t)fwd_tok_s),
-            cli_fmt_count(b3, sizeof b3, (int64_t)decode_tok_s),
-            cli_fmt_bytes(b4, sizeof b4, (double)smj_config_train_memory(&cfg, B, T)), rss_mb);
-    printf("{\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,\"train_tok_s\":%.1f,"
-           "\"fwd_tok_s\":%.1f,\"decode_tok_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
-           mf.size, B, T, smj_ctx_threads(ctx), train_tok_s, fwd_tok_s, decode_tok_s, gflops,
-           rss_mb);
+            "  forward   %s tok/s (batch %d x %d, with the loss)\n"
+            "  prompt    %s tok/s (%d tokens into a fresh session)\n"
+            "  decode    %s tok/s\n",
+            cli_fmt_count(b2, sizeof b2, (int64_t)fwd_tok_s), B, T,
+            cli_fmt_count(b5, sizeof b5, (int64_t)pp_tok_s), T,
+            cli_fmt_count(b3, sizeof b3, (int64_t)decode_tok_s));
+    if (why[0])
+        fprintf(stderr, "  memory    %.0f MiB peak RSS\n", rss_mb);
+    else
+        fprintf(stderr, "  memory    ~%s estimated for training, %.0f MiB peak RSS\n",
+                cli_fmt_bytes(b4, sizeof b4, (double)smj_config_train_memory(&cfg, B, T)), rss_mb);
+    char tr[32];
+    if (why[0]) snprintf(tr, sizeof tr, "null");
+    else snprintf(tr, sizeof tr, "%.1f", train_tok_s);
+    printf("{\"preset\":\"");
+    for (const char *p = ckpt ? ckpt : mf.size; *p; p++) /* a path may hold characters JSON escapes */
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if ((unsigned char)*p >= 0x20) putchar(*p);
+    printf("\",\"B\":%d,\"T\":%d,\"threads\":%d,\"train_tok_s\":%s,"
+           "\"fwd_tok_s\":%.1f,\"pp_tok_s\":%.1f,\"decode_tok_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
+           B, T, smj_ctx_threads(ctx), tr, fwd_tok_s, pp_tok_s, decode_tok_s, why[0] ? 0.0 : gflops, rss_mb);
 done:
     if (ds_path[0]) unlink(ds_path);
     smj_session_free(sess);

@@ -6,6 +6,12 @@
  *   kinds of file) to list every tensor's name and shape. Because the
  *   config is read first, a file whose weights are damaged still shows its
  *   config before the load error.
+ *   A .gguf (by its magic) is read with the smj_gguf_* accessors instead:
+ *   format version, architecture, name, file type and size; the config (by
+ *   loading it as smj_model_load_gguf does, which also says whether we can
+ *   run it); every tensor's name, GGML type, shape (GGML order, innermost
+ *   first) and bytes; the embedded tokenizer's model, size, merges and
+ *   special ids, and whether smedjan can use it as its own.
  *
  * sizes: one table row per library preset (smj_config_preset_name(i) until
  *   NULL) with its shape, parameter count and training memory at (B, T).
@@ -13,6 +19,95 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "cli.h"
+
+static void print_config(const smj_model_config *cfg) {
+    printf("vocab_size:      %d\n", cfg->vocab_size);
+    printf("dim:             %d\n", cfg->dim);
+    printf("n_layers:        %d\n", cfg->n_layers);
+    printf("n_heads:         %d\n", cfg->n_heads);
+    printf("n_kv_heads:      %d\n", cfg->n_kv_heads);
+    printf("head_dim:        %d\n", cfg->head_dim);
+    printf("ffn_hidden:      %d\n", cfg->ffn_hidden);
+    printf("max_seq_len:     %d\n", cfg->max_seq_len);
+    printf("rope_theta:      %g\n", (double)cfg->rope_theta);
+    printf("norm_eps:        %g\n", (double)cfg->norm_eps);
+    printf("tied_embeddings: %s\n", cfg->tied_embeddings ? "yes" : "no");
+    printf("qk_norm:         %s\n", cfg->qk_norm ? "yes" : "no");
+}
+
+/* A metadata string as "text" (or "-" when absent) into out. */
+static const char *kv_text(const smj_gguf *g, const char *key, char *out, size_t cap) {
+    int i = smj_gguf_find_kv(g, key);
+    size_t l = 0;
+    const char *v = i >= 0 ? smj_gguf_kv_str(g, i, 0, &l) : NULL;
+    if (!v) return "-";
+    snprintf(out, cap, "%.*s", (int)(l < cap ? l : cap - 1), v);
+    return out;
+}
+
+static int64_t kv_num(const smj_gguf *g, const char *key) {
+    int i = smj_gguf_find_kv(g, key);
+    int64_t v = -1;
+    return i >= 0 && smj_gguf_kv_int(g, i, 0, &v) == 0 ? v : -1;
+}
+
+static int info_gguf(const char *cmd, smj_ctx *ctx, const char *path) {
+    smj_gguf *g = NULL;
+    smj_status s = smj_gguf_open(ctx, path, &g);
+    if (s != SMJ_OK) return cli_lib_error(cmd, ctx, s, "cannot read --checkpoint");
+    struct stat st;
+    char b1[32], b2[32], t1[128], t2[128];
+    printf("file:            %s (GGUF v%u, %s)\n", path, smj_gguf_version(g),
+           cli_fmt_bytes(b1, sizeof b1, stat(path, &st) == 0 ? (double)st.st_size : 0));
+    printf("architecture:    %s\n", kv_text(g, "general.architecture", t1, sizeof t1));
+    printf("name:            %s\n", kv_text(g, "general.name", t2, sizeof t2));
+    int64_t ft = kv_num(g, "general.file_type");
+    const char *ftn = ft == 0 ? "all f32" : ft == 1 ? "mostly f16" : ft == 2 ? "mostly q4_0" : ft == 7 ? "mostly q8_0"
+                    : ft == 32 ? "mostly bf16" : "other";
+    if (ft >= 0) printf("file_type:       %lld (%s)\n", (long long)ft, ftn);
+    int nt = smj_gguf_num_tensors(g);
+    int64_t params = 0;
+    for (int i = 0; i < nt; i++) {
+        smj_gguf_tensor_info t;
+        if (smj_gguf_tensor(g, i, &t) == SMJ_OK) params += t.numel;
+    }
+    printf("parameters:      %s (%s)\n", cli_fmt_count(b1, sizeof b1, params), cli_fmt_params(b2, sizeof b2, params));
+    fflush(stdout);
+    smj_model *m = NULL;
+    s = smj_model_load_gguf(ctx, path, &m);
+    if (s == SMJ_OK) print_config(smj_model_get_config(m));
+    else printf("config:          not runnable by smedjan: %s\n", smj_ctx_error(ctx));
+    smj_model_free(m);
+    printf("tensors (%d):    %-10s %-28s %s\n", nt, "type", "shape (GGML order)", "bytes");
+    for (int i = 0; i < nt; i++) {
+        smj_gguf_tensor_info t;
+        if (smj_gguf_tensor(g, i, &t) != SMJ_OK) continue;
+        char shape[96] = "";
+        size_t o = 0;
+        for (int d = 0; d < t.ndim && o < sizeof shape; d++)
+            o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%lld", d ? ", " : "", (long long)t.ne[d]);
+        printf("  %-40s %-10s [%s]%*s %llu\n", t.name, t.type_name, shape, (int)(26 - (o < 26 ? o : 26)), "",
+               (unsigned long long)t.nbytes);
+    }
+    int ti = smj_gguf_find_kv(g, "tokenizer.ggml.tokens"), mi = smj_gguf_find_kv(g, "tokenizer.ggml.merges");
+    smj_gguf_kv_info tk, mk;
+    if (ti >= 0 && smj_gguf_kv(g, ti, &tk) == SMJ_OK) {
+        uint64_t merges = mi >= 0 && smj_gguf_kv(g, mi, &mk) == SMJ_OK ? mk.n : 0;
+        printf("tokenizer:       %s (pre %s), %llu tokens, %llu merges, bos %lld, eos %lld\n",
+               kv_text(g, "tokenizer.ggml.model", t1, sizeof t1), kv_text(g, "tokenizer.ggml.pre", t2, sizeof t2),
+               (unsigned long long)tk.n, (unsigned long long)merges, (long long)kv_num(g, "tokenizer.ggml.bos_token_id"),
+               (long long)kv_num(g, "tokenizer.ggml.eos_token_id"));
+        smj_tokenizer *tok = NULL;
+        s = smj_tokenizer_load_gguf(ctx, path, &tok);
+        printf("                 %s\n", s == SMJ_OK ? "usable as smedjan's tokenizer (generate needs no --tokenizer)"
+                                                    : "not in smedjan's layout: generate needs --tokenizer");
+        smj_tokenizer_free(tok);
+    } else {
+        printf("tokenizer:       none embedded\n");
+    }
+    smj_gguf_free(g);
+    return 0;
+}
 
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
@@ -25,7 +120,8 @@ int cmd_info(int argc, char **argv) {
         CLI_COMPUTE_FLAGS(cc),
     };
     cli_command c = {"info", "info --checkpoint FILE",
-                     "Shows the config, size and tensors of a model checkpoint or training state.",
+                     "Shows the config, size and tensors of a model checkpoint, training state or\n"
+                     "GGUF file (with its tensors' GGML types and its embedded tokenizer).",
                      NULL, flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
@@ -34,6 +130,11 @@ int cmd_info(int argc, char **argv) {
     smj_ctx *ctx = NULL;
     smj_model *m = NULL;
     if ((rc = cli_make_ctx(c.name, &cc, &ctx))) return rc;
+    if (smj_is_gguf(path)) {
+        rc = info_gguf(c.name, ctx, path);
+        smj_ctx_free(ctx);
+        return rc;
+    }
     smj_model_config cfg;
     int is_state = 0;
     smj_status s = smj_checkpoint_read_config(ctx, path, &cfg, &is_state);
@@ -49,18 +150,7 @@ int cmd_info(int argc, char **argv) {
            cli_fmt_bytes(b1, sizeof b1, stat(path, &st) == 0 ? (double)st.st_size : 0));
     printf("parameters:      %s (%s)\n", cli_fmt_count(b1, sizeof b1, params),
            cli_fmt_params(b2, sizeof b2, params));
-    printf("vocab_size:      %d\n", cfg.vocab_size);
-    printf("dim:             %d\n", cfg.dim);
-    printf("n_layers:        %d\n", cfg.n_layers);
-    printf("n_heads:         %d\n", cfg.n_heads);
-    printf("n_kv_heads:      %d\n", cfg.n_kv_heads);
-    printf("head_dim:        %d\n", cfg.head_dim);
-    printf("ffn_hidden:      %d\n", cfg.ffn_hidden);
-    printf("max_seq_len:     %d\n", cfg.max_seq_len);
-    printf("rope_theta:      %g\n", (double)cfg.rope_theta);
-    printf("norm_eps:        %g\n", (double)cfg.norm_eps);
-    printf("tied_embeddings: %s\n", cfg.tied_embeddings ? "yes" : "no");
-    printf("qk_norm:         %s\n", cfg.qk_norm ? "yes" : "no");
+    print_config(&cfg);
     printf("memory:          %s weights (fp32); training at B=%d T=%d ~%s\n",
            cli_fmt_bytes(b1, sizeof b1, (double)params * 4), B, T,
            cli_fmt_bytes(b3, sizeof b3, (double)smj_config_train_memory(&cfg, B, T)));

@@ -450,10 +450,11 @@ const void *smj_gguf_tensor_data(const smj_gguf *g, int i);
 smj_status smj_gguf_tensor_to_f32(smj_ctx *ctx, const smj_gguf *g, int i, float *out);
 
 /* Loads a llama or qwen3 GGUF file (ours or llama.cpp's converter's) as a
- * model for inference: the config from its metadata, every weight (norms and
- * the token embedding as f32), and the linear weights stored f16/q8_0/q4_0
- * kept in their GGML blocks, run through the backend's qmatmul op
- * (SMJ_ERR_UNSUPPORTED on a backend without it). Q/K rows of the llama
+ * model for inference: the config from its metadata, norms as f32, and the
+ * token embedding and linear weights stored f16/q8_0/q4_0 kept in their GGML
+ * blocks (embedding rows dequantized as they are looked up; linear layers
+ * through the backend's qmatmul op
+ * — SMJ_ERR_UNSUPPORTED on a backend without it). Q/K rows of the llama
  * architecture are put back in HF order. Training such a model is refused.
  * Files are recognized by their magic "GGUF" (smj_is_gguf). */
 smj_status smj_model_load_gguf(smj_ctx *ctx, const char *path, smj_model **out);

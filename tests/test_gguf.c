@@ -668,6 +668,25 @@ static void test_cli(smj_ctx *ctx) {
         CHECK(i >= 0 && smj_gguf_tensor(g, i, &t) == SMJ_OK && t.type == SMJ_GGML_Q4_0, "CLI file is q4_0");
     }
     smj_gguf_free(g);
+    /* info and bench on the .gguf (and still on the .ckpt) */
+    char out[640];
+    snprintf(out, sizeof out, "%s/cli_out.txt", dir);
+    CHECK(run_cmd("%s info --checkpoint %s >%s 2>&1", bin, o, out) == 0, "info on a .gguf");
+    CHECK(run_cmd("grep -q 'architecture: *llama' %s && grep -q 'blk.0.ffn_up.weight *q4_0 *\\[64, 64\\]' %s && "
+                  "grep -q 'tokenizer: *gpt2 (pre gpt-2), 300 tokens, 41 merges' %s && grep -q 'usable as smedjan' %s && "
+                  "grep -q 'dim: *64' %s", out, out, out, out, out) == 0,
+          "info on a .gguf: architecture, tensor type and shape, tokenizer, config");
+    CHECK(run_cmd("%s info --checkpoint %s 2>&1 | grep -q 'model.layers.0.mlp.up_proj.weight'", bin, ck) == 0,
+          "info on a .ckpt still lists the tensors");
+    CHECK(run_cmd("%s bench --checkpoint %s --seq-len 16 --steps 1 --warmup 0 --decode-tokens 4 >%s 2>&1", bin, o,
+                  out) == 0, "bench on a q4_0 .gguf");
+    CHECK(run_cmd("grep -q 'training refused' %s && grep -q '\"train_tok_s\":null' %s && "
+                  "grep -q '\"pp_tok_s\":[0-9]' %s && grep -q '\"decode_tok_s\":[0-9]' %s", out, out, out, out) == 0,
+          "bench on a q4_0 .gguf: training refused, forward/prompt/decode measured");
+    CHECK(run_cmd("%s bench --checkpoint %s --seq-len 64 --steps 1 2>/dev/null", bin, o) == 2,
+          "bench: --seq-len past the file's context is a usage error");
+    CHECK(run_cmd("%s bench --checkpoint %s --seq-len 16 --steps 1 --warmup 0 --decode-tokens 4 2>/dev/null | "
+                  "grep -q '\"train_tok_s\":[0-9]'", bin, ck) == 0, "bench on a .ckpt trains");
     smj_model_free(m);
     smj_tokenizer_free(tok);
 }

@@ -206,7 +206,7 @@ int main(void) {
                 if (r == R_WQ || r == R_WK || r == R_WV || r == R_WO || r == R_WGATE || r == R_WUP ||
                     r == R_WDOWN || r == R_LM_HEAD) {
                     linear++;
-                    kept += mq->qtype && mq->qtype[i] == wt[q];
+                    kept += mq->specs[i].dtype == wt[q];
                 }
             }
             CHECK(linear > 0 && kept == linear, "%s %s: %d of %d linear weights kept as %s", an, qn[q], kept,

@@ -342,6 +342,120 @@ static void case_scale(const smj_backend *be, const smj_backend *rf, const smj_e
     }
 }
 
+/* LayerNorm shapes: the GPT-2 width (768) and awkward ones; N rows. */
+static const uint16_t LN_C[] = {1, 3, 17, 768}, LN_N[] = {1, 5, 64}; /* unsigned: no size warnings */
+
+static void case_layernorm_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
+    for (size_t ci = 0; ci < sizeof LN_C / sizeof LN_C[0]; ci++)
+        for (size_t ni = 0; ni < sizeof LN_N / sizeof LN_N[0]; ni++)
+            for (int bias = 0; bias < 2; bias++) {
+                int64_t N = LN_N[ni]; int C = LN_C[ci];
+                snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d", (long long)N, C, bias);
+                /* an offset mean, as in a residual stream */
+                float *x = frand(N * C, 2), *w = frand(C, 1), *b = bias ? frand(C, 1) : NULL;
+                for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f;
+                float *o1 = frand(N * C, 0), *o2 = frand(N * C, 0);
+                float *m1 = frand(N, 0), *m2 = frand(N, 0), *r1 = frand(N, 0), *r2 = frand(N, 0);
+                be->layernorm_fwd(ex, o1, m1, r1, x, w, b, N, C, 1e-5f);
+                rf->layernorm_fwd(X1, o2, m2, r2, x, w, b, N, C, 1e-5f);
+                compare("out", o1, o2, N * C, 1e-5);
+                compare("mean", m1, m2, N, 1e-5);
+                compare("rstd", r1, r2, N, 1e-5);
+                ffree(x); ffree(w); ffree(b); ffree(o1); ffree(o2); ffree(m1); ffree(m2); ffree(r1); ffree(r2);
+            }
+}
+
+static void case_layernorm_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
+    for (size_t ci = 0; ci < sizeof LN_C / sizeof LN_C[0]; ci++)
+        for (size_t ni = 0; ni < sizeof LN_N / sizeof LN_N[0]; ni++)
+            for (int bias = 0; bias < 2; bias++) {
+                int64_t N = LN_N[ni]; int C = LN_C[ci];
+                snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d", (long long)N, C, bias);
+                float *x = frand(N * C, 2), *w = frand(C, 1), *b = frand(C, 1), *o = frand(N * C, 0);
+                float *m = frand(N, 0), *r = frand(N, 0);
+                rf->layernorm_fwd(X1, o, m, r, x, w, b, N, C, 1e-5f);
+                float *dy = frand(N * C, 1), *dx1 = frand(N * C, 0), *dx2 = frand(N * C, 0);
+                float *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C), *db1 = frand(C, 1), *db2 = fcopy(db1, C);
+                be->layernorm_bwd(ex, dx1, dw1, bias ? db1 : NULL, dy, x, w, m, r, N, C);
+                rf->layernorm_bwd(X1, dx2, dw2, bias ? db2 : NULL, dy, x, w, m, r, N, C);
+                double terms = 0; /* |r w dy|: dx is a difference of terms of this size */
+                for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
+                compare_floor("dx", dx1, dx2, N * C, 1e-5, terms);
+                compare("dw", dw1, dw2, C, 1e-5);
+                compare("db", db1, db2, C, 1e-5); /* unchanged without bias */
+                ffree(x); ffree(w); ffree(b); ffree(o); ffree(m); ffree(r); ffree(dy); ffree(dx1); ffree(dx2);
+                ffree(dw1); ffree(dw2); ffree(db1); ffree(db2);
+            }
+}
+
+/* Special inputs of GELU: a dense grid over [-12, 12] checked element by
+ * element: relative error <= 1e-6 for x >= -2, absolute <= 1e-7 below (there
+ * |gelu| < 0.05 and the condition number |x gelu'/gelu| grows past 4, so no
+ * float evaluation keeps 1e-6 relative; the double reference's 1 + tanh
+ * cancels too); gelu' absolute <= 1e-6 (it crosses 0). Then large |x|
+ * (x^3 and exp(-2u) would overflow float), 0, -0 and NaN. */
+static void gelu_special(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
+    enum { G = 24001, S = 14 };
+    static const float big[S] = {20, -20, 50, -50, 1e3f, -1e3f, 1e10f, -1e10f, 1e20f, -1e20f, 3e38f, -3e38f, 10.5f, -10.5f};
+    int64_t n = G + S + 3;
+    float *x = frand(n, 0), *d = frand(n, 0);
+    for (int64_t i = 0; i < G; i++) x[i] = -12.0f + 24.0f * (float)i / (G - 1); /* step 1e-3 */
+    for (int i = 0; i < S; i++) x[G + i] = big[i];
+    x[G + S] = NAN; x[G + S + 1] = 0.0f; x[G + S + 2] = -0.0f;
+    for (int64_t i = 0; i < n; i++) d[i] = 1.0f;
+    float *o1 = frand(n, 0), *o2 = frand(n, 0), *g1 = frand(n, 0), *g2 = frand(n, 0);
+    be->gelu_fwd(ex, o1, x, n);
+    rf->gelu_fwd(X1, o2, x, n);
+    be->gelu_bwd(ex, g1, d, x, n);
+    rf->gelu_bwd(X1, g2, d, x, n);
+    double worst = 0, worst_d = 0;
+    float wx = 0, wxd = 0;
+    for (int64_t i = 0; i < G; i++) {
+        double e = fabs((double)o1[i] - o2[i]) / (x[i] >= -2 ? fmax(fabs(o2[i]), 1e-30) : 0.1);
+        double ed = fabs((double)g1[i] - g2[i]); /* gelu' crosses 0: absolute (|gelu'| <= 1.13) */
+        if (e > worst) { worst = e; wx = x[i]; }
+        if (ed > worst_d) { worst_d = ed; wxd = x[i]; }
+    }
+    snprintf(cur_shape, sizeof cur_shape, "grid [-12, 12]");
+    CHECK(worst <= 1e-6, "%s/gelu_fwd %s: error %.3g at x = %.9g (relative; absolute * 10 below -2)", cur_be,
+          cur_shape, worst, wx);
+    CHECK(worst_d <= 1e-6, "%s/gelu_bwd %s: error %.3g at x = %.9g", cur_be, cur_shape, worst_d, wxd);
+    for (int i = 0; i < S; i++) {
+        float xi = x[G + i];
+        CHECK(fabs((double)o1[G + i] - o2[G + i]) <= 1e-6 * fabs(o2[G + i]) + 1e-30,
+              "%s/gelu_fwd x = %g: %.9g vs ref %.9g", cur_be, xi, o1[G + i], o2[G + i]);
+        CHECK(fabs((double)g1[G + i] - g2[G + i]) <= 1e-6, "%s/gelu_bwd x = %g: %.9g vs ref %.9g", cur_be, xi,
+              g1[G + i], g2[G + i]);
+    }
+    CHECK(isnan(o1[G + S]) && isnan(g1[G + S]), "%s/gelu NaN not propagated (%g, %g)", cur_be, o1[G + S], g1[G + S]);
+    CHECK(o1[G + S + 1] == 0 && o1[G + S + 2] == 0 && g1[G + S + 1] == 0.5f && g1[G + S + 2] == 0.5f,
+          "%s/gelu at 0: %g %g, gelu' %g %g", cur_be, o1[G + S + 1], o1[G + S + 2], g1[G + S + 1], g1[G + S + 2]);
+    ffree(x); ffree(d); ffree(o1); ffree(o2); ffree(g1); ffree(g2);
+}
+
+static void case_gelu_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
+    for (int64_t n = 1; n <= 1000; n = n * 7 + 3) {
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *x = frand(n, 6), *o1 = frand(n, 0), *o2 = frand(n, 0);
+        be->gelu_fwd(ex, o1, x, n);
+        rf->gelu_fwd(X1, o2, x, n);
+        compare("out", o1, o2, n, 1e-6);
+        ffree(x); ffree(o1); ffree(o2);
+    }
+    gelu_special(be, rf, ex);
+}
+
+static void case_gelu_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
+    for (int64_t n = 1; n <= 1000; n = n * 7 + 3) {
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *x = frand(n, 6), *d = frand(n, 1), *g1 = frand(n, 0), *g2 = frand(n, 0);
+        be->gelu_bwd(ex, g1, d, x, n);
+        rf->gelu_bwd(X1, g2, d, x, n);
+        compare("dx", g1, g2, n, 1e-6);
+        ffree(x); ffree(d); ffree(g1); ffree(g2);
+    }
+}
+
 static const op_case CASES[] = {
 #define SMJ_OP_CASE(n) case_##n,
     SMJ_OPS(SMJ_OP_CASE)
@@ -385,7 +499,7 @@ static void fd_check(const char *name, double *x, const double *g, int64_t n, lo
 
 typedef struct {
     int64_t N; int C, V, B, T, NH, NKV, HS;
-    double *x, *w, *y, *dout, *aux, *aux2, *cs, *sn, *q, *k, *v;
+    double *x, *w, *y, *dout, *aux, *aux2, *cs, *sn, *q, *k, *v, *b;
     int32_t *ids;
 } fdc;
 
@@ -428,6 +542,17 @@ static double L_mm(void *p) { /* y = x[N,C] · w[V,C]^T */
     fdc *c = p;
     smj_ref64_ops.matmul(X1, c->y, c->x, c->w, c->N, c->V, c->C, 0, 1, 0);
     return dot(c->y, c->dout, c->N * c->V);
+}
+
+static double L_ln(void *p) { /* aux = mean, aux2 = rstd, b = bias */
+    fdc *c = p;
+    smj_ref64_ops.layernorm_fwd(X1, c->y, c->aux, c->aux2, c->x, c->w, c->b, c->N, c->C, 1e-5f);
+    return dot(c->y, c->dout, c->N * c->C);
+}
+static double L_gelu(void *p) {
+    fdc *c = p;
+    smj_ref64_ops.gelu_fwd(X1, c->y, c->x, c->N);
+    return dot(c->y, c->dout, c->N);
 }
 
 static void finite_differences(void) {
@@ -507,6 +632,38 @@ static void finite_differences(void) {
         fd_check("matmul dx", c.x, dx, 12, L_mm, &c);
         fd_check("matmul dW", c.w, dw, 20, L_mm, &c);
         free(c.x); free(c.w); free(c.y); free(c.dout); free(dx); free(dw);
+    }
+    { /* layernorm with bias (dw, db accumulate onto nonzero values), then without */
+        fdc c = {.N = 3, .C = 7};
+        c.x = drand(21, 2); c.w = drand(7, 1); c.b = drand(7, 1); c.y = drand(21, 0); c.dout = drand(21, 1);
+        c.aux = drand(3, 0); c.aux2 = drand(3, 0);
+        for (int i = 0; i < 21; i++) c.x[i] += 0.7;
+        double *dx = drand(21, 0), *dw = drand(7, 1), *db = drand(7, 1), *dw0 = drand(7, 0), *db0 = drand(7, 0);
+        memcpy(dw0, dw, sizeof(double) * 7);
+        memcpy(db0, db, sizeof(double) * 7);
+        L_ln(&c);
+        R->layernorm_bwd(X1, dx, dw, db, c.dout, c.x, c.w, c.aux, c.aux2, 3, 7);
+        for (int i = 0; i < 7; i++) { dw[i] -= dw0[i]; db[i] -= db0[i]; }
+        fd_check("layernorm dx", c.x, dx, 21, L_ln, &c);
+        fd_check("layernorm dw", c.w, dw, 7, L_ln, &c);
+        fd_check("layernorm db", c.b, db, 7, L_ln, &c);
+        free(c.b);
+        c.b = NULL;
+        double *dw2 = calloc(7, sizeof(double));
+        L_ln(&c);
+        R->layernorm_bwd(X1, dx, dw2, NULL, c.dout, c.x, c.w, c.aux, c.aux2, 3, 7);
+        fd_check("layernorm dx (no bias)", c.x, dx, 21, L_ln, &c);
+        fd_check("layernorm dw (no bias)", c.w, dw2, 7, L_ln, &c);
+        free(c.x); free(c.w); free(c.y); free(c.dout); free(c.aux); free(c.aux2);
+        free(dx); free(dw); free(db); free(dw0); free(db0); free(dw2);
+    }
+    { /* gelu over [-5, 5] */
+        fdc c = {.N = 23};
+        c.x = drand(23, 5); c.y = drand(23, 0); c.dout = drand(23, 1);
+        double *dx = drand(23, 0);
+        R->gelu_bwd(X1, dx, c.dout, c.x, 23);
+        fd_check("gelu dx", c.x, dx, 23, L_gelu, &c);
+        free(c.x); free(c.y); free(c.dout); free(dx);
     }
 }
 

@@ -250,6 +250,146 @@ static void cpu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 
+/* LayerNorm: one row per iteration, two passes (mean, then the variance of
+ * the deviations: no cancellation when |mean| >> std). */
+static void cpu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
+                              const float *b, int64_t N, int C, float eps) {
+    OMP_FOR
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * C;
+        float s = 0, v = 0;
+        #pragma omp simd reduction(+ : s)
+        for (int c = 0; c < C; c++) s += xr[c];
+        float m = s / C;
+        #pragma omp simd reduction(+ : v)
+        for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+        float r = 1.0f / sqrtf(v / C + eps);
+        mean[n] = m;
+        rstd[n] = r;
+        float *o = out + n * C;
+        if (b)
+            for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + b[c];
+        else
+            for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c];
+    }
+}
+
+/* dw and db are reduced per thread into private rows, then summed in thread
+ * order (as rmsnorm_bwd): deterministic for a given thread count. */
+static void cpu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
+                              const float *w, const float *mean, const float *rstd, int64_t N, int C) {
+    float *part = calloc((size_t)ex->nt * 2 * C, sizeof(float));
+    if (!part) return;
+    #pragma omp parallel num_threads(ex->nt)
+    {
+        int me = 0, nth = 1;
+#ifdef _OPENMP
+        me = omp_get_thread_num(); nth = omp_get_num_threads();
+#endif
+        float *pw = part + (int64_t)me * 2 * C, *pb = pw + C;
+        int64_t n0 = N * me / nth, n1 = N * (me + 1) / nth;
+        for (int64_t n = n0; n < n1; n++) {
+            const float *xr = x + n * C, *dy = dout + n * C;
+            float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
+            #pragma omp simd reduction(+ : sg, sgx)
+            for (int c = 0; c < C; c++) {
+                float g = w[c] * dy[c];
+                sg += g;
+                sgx += g * ((xr[c] - m) * r);
+            }
+            sg /= C;
+            sgx /= C;
+            float *d = dx + n * C;
+            for (int c = 0; c < C; c++) {
+                float xh = (xr[c] - m) * r;
+                d[c] = r * (w[c] * dy[c] - sg - xh * sgx);
+                pw[c] += dy[c] * xh;
+                pb[c] += dy[c];
+            }
+        }
+    }
+    for (int i = 0; i < ex->nt; i++) {
+        const float *pw = part + (int64_t)i * 2 * C;
+        for (int c = 0; c < C; c++) dw[c] += pw[c];
+        if (db)
+            for (int c = 0; c < C; c++) db[c] += pw[C + c];
+    }
+    free(part);
+}
+
+/* GELU, tanh form. 0.5 (1 + tanh u) = 1 / (1 + e), e = exp(-2u), so
+ * gelu(x) = x s with s = 1 / (1 + exp(-2u)): no cancellation where
+ * 1 + tanh u is tiny (x < 0), and tanh needs no formula of its own (the
+ * AVX-512 exp of vecmath.h, relative error < 2e-7). gelu'(x) =
+ * s + 2 x s (1 - s) u' with 1 - s = e s (exact, no cancellation either) and
+ * u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2). Large |x|: x is clamped to
+ * [-20, 20] inside u and u' (so x^3 and x^2 never overflow; at +20 s is 1 in
+ * float already) and s is set to 0 where -2u > 88 (x < -10.05: the true s
+ * is below 6e-39 there), so e never overflows. NaN propagates: the clamps
+ * return x when it is NaN and the comparison is false for NaN. */
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+static inline float gelu_s(float x, float *xc_out, float *es) {
+    float xc = x > 20.0f ? 20.0f : x < -20.0f ? -20.0f : x;
+    float v = -2.0f * GELU_K * xc * (1.0f + GELU_C * xc * xc);
+    int big = v > 88.0f;
+    float e = expf(big ? 88.0f : v), s = big ? 0.0f : 1.0f / (1.0f + e);
+    *xc_out = xc;
+    *es = e * s;
+    return s;
+}
+#ifdef __AVX512F__
+static inline __m512 gelu_s512(__m512 x, __m512 *xc_out, __m512 *es) {
+    /* min/max return their second operand (x) when either is NaN */
+    __m512 xc = _mm512_max_ps(_mm512_set1_ps(-20.0f), _mm512_min_ps(_mm512_set1_ps(20.0f), x));
+    __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0f * GELU_K), xc),
+                             _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(GELU_C), xc), xc, _mm512_set1_ps(1.0f)));
+    __mmask16 big = _mm512_cmp_ps_mask(v, _mm512_set1_ps(88.0f), _CMP_GT_OQ);
+    __m512 e = smj_exp512(v);
+    __m512 s = _mm512_maskz_div_ps((__mmask16)~big, _mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    *xc_out = xc;
+    *es = _mm512_mul_ps(e, s);
+    return s;
+}
+#endif
+
+static void cpu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n) {
+    CHUNK_LOOP(n, {
+        int64_t i = i0;
+#ifdef __AVX512F__
+        for (; i + 16 <= i1; i += 16) {
+            __m512 xv = _mm512_loadu_ps(x + i), xc, es;
+            _mm512_storeu_ps(out + i, _mm512_mul_ps(xv, gelu_s512(xv, &xc, &es)));
+        }
+#endif
+        for (; i < i1; i++) {
+            float xc, es;
+            out[i] = x[i] * gelu_s(x[i], &xc, &es);
+        }
+    })
+}
+static void cpu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n) {
+    CHUNK_LOOP(n, {
+        int64_t i = i0;
+#ifdef __AVX512F__
+        for (; i + 16 <= i1; i += 16) {
+            __m512 xc, es, s = gelu_s512(_mm512_loadu_ps(x + i), &xc, &es);
+            __m512 up = _mm512_mul_ps(_mm512_set1_ps(2.0f * GELU_K),
+                                      _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * GELU_C), xc), xc,
+                                                      _mm512_set1_ps(1.0f))); /* 2 u' */
+            __m512 d = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(xc, es), s), up, s);
+            _mm512_storeu_ps(dx + i, _mm512_mul_ps(_mm512_loadu_ps(dout + i), d));
+        }
+#endif
+        for (; i < i1; i++) {
+            float xc, es, s = gelu_s(x[i], &xc, &es);
+            float up = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * xc * xc);
+            dx[i] = dout[i] * (s + xc * es * s * up);
+        }
+    })
+}
+
 static void *host_alloc(size_t n) { return smj_alloc(n); }
 static void host_free(void *p) { smj_afree(p); }
 static void host_copy(void *d, const void *s, size_t n) { if (n) memcpy(d, s, n); }

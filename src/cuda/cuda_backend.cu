@@ -1440,6 +1440,129 @@ static double cu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
     return c->err != SMJ_OK ? NAN : *c->h_sum;
 }
 
+/* ------------------------------------------------------------ layernorm, gelu (GPT-2 family) */
+
+/* One warp per row, two passes as the reference: the mean, then the
+ * variance of the deviations (biased, eps inside the sqrt). */
+__global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                                int64_t N, int C, float eps) {
+    int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    const float *xr = x + n * C;
+    float s = 0, v = 0;
+    for (int i = lane; i < C; i += 32) s += xr[i];
+    float m = warp_sum(s) / (float)C;
+    for (int i = lane; i < C; i += 32) v += (xr[i] - m) * (xr[i] - m);
+    float r = 1.0f / sqrtf(warp_sum(v) / (float)C + eps);
+    if (lane == 0) { mean[n] = m; rstd[n] = r; }
+    float *o = out + n * C;
+    if (b)
+        for (int i = lane; i < C; i += 32) o[i] = (xr[i] - m) * r * w[i] + b[i];
+    else
+        for (int i = lane; i < C; i += 32) o[i] = (xr[i] - m) * r * w[i];
+}
+
+static void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
+                             const float *b, int64_t N, int C, float eps) {
+    OP_BEGIN("layernorm_fwd");
+    if (N > 0 && C > 0) {
+        k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, mean, rstd, x, w, b, N, C, eps);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+/* xh = (x - mean) r, g = w dy: dx = r (g - mean(g) - xh mean(g xh)); one warp per row. */
+__global__ void k_layernorm_bwd_dx(float *dx, const float *dout, const float *x, const float *w, const float *mean,
+                                   const float *rstd, int64_t N, int C) {
+    int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    const float *xr = x + n * C, *dy = dout + n * C;
+    float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
+    for (int i = lane; i < C; i += 32) {
+        float g = w[i] * dy[i];
+        sg += g;
+        sgx += g * ((xr[i] - m) * r);
+    }
+    sg = warp_sum(sg) / (float)C;
+    sgx = warp_sum(sgx) / (float)C;
+    for (int i = lane; i < C; i += 32) dx[n * C + i] = r * (w[i] * dy[i] - sg - (xr[i] - m) * r * sgx);
+}
+/* dw, db partials over rows [p*R, (p+1)*R): part[p, c] = sum dy xh,
+ * part[P + p, c] = sum dy (when db is wanted). */
+__global__ void k_layernorm_bwd_part(float *part, const float *dout, const float *x, const float *mean,
+                                     const float *rstd, int64_t N, int C, int R, int P, int want_db) {
+    int cc = blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
+    if (cc >= C) return;
+    int64_t n0 = (int64_t)p * R, n1 = n0 + R < N ? n0 + R : N;
+    float sw = 0, sb = 0;
+    for (int64_t n = n0; n < n1; n++) {
+        float dy = dout[n * C + cc];
+        sw += dy * ((x[n * C + cc] - mean[n]) * rstd[n]);
+        sb += dy;
+    }
+    part[(int64_t)p * C + cc] = sw;
+    if (want_db) part[((int64_t)P + p) * C + cc] = sb;
+}
+
+/* dw, db: per-block column partials, then k_colsum_add sums them in fixed
+ * order (no atomics: deterministic). */
+static void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
+                             const float *w, const float *mean, const float *rstd, int64_t N, int C) {
+    OP_BEGIN("layernorm_bwd");
+    if (N <= 0 || C <= 0) { op_end(c); return; }
+    k_layernorm_bwd_dx<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(dx, dout, x, w, mean, rstd, N, C);
+    LAUNCHED(c);
+    /* enough row chunks to fill the GPU, each at least 32 rows */
+    int64_t col_blocks = (C + 127) / 128, want = (int64_t)c->n_sm * 8 / col_blocks;
+    if (want < 1) want = 1;
+    int64_t R = (N + want - 1) / want;
+    if (R < 32) R = 32;
+    int P = (int)((N + R - 1) / R);
+    float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C * (db ? 2 : 1));
+    if (!part) { op_end(c); return; }
+    k_layernorm_bwd_part<<<dim3((unsigned)col_blocks, (unsigned)P), 128, 0, c->stream>>>(part, dout, x, mean, rstd, N,
+                                                                                          C, (int)R, P, db != NULL);
+    LAUNCHED(c);
+    k_colsum_add<<<(unsigned)col_blocks, 128, 0, c->stream>>>(dw, part, P, C);
+    LAUNCHED(c);
+    if (db) {
+        k_colsum_add<<<(unsigned)col_blocks, 128, 0, c->stream>>>(db, part + (int64_t)P * C, P, C);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+/* GELU, tanh form, in double as the reference (the formula of ref_impl.h;
+ * double tanh keeps 1 + tanh u exact enough where it is small). */
+#define GELU_K 0.79788456080286535588 /* sqrt(2/pi) */
+__global__ void k_gelu_fwd(float *out, const float *x, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        double v = x[i];
+        out[i] = (float)(0.5 * v * (1.0 + tanh(GELU_K * (v + 0.044715 * v * v * v))));
+    }
+}
+__global__ void k_gelu_bwd(float *dx, const float *dout, const float *x, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        double v = x[i], t = tanh(GELU_K * (v + 0.044715 * v * v * v));
+        double d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * 0.044715 * v * v);
+        dx[i] = (float)(dout[i] * d);
+    }
+}
+
+static void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n) {
+    OP_BEGIN("gelu_fwd");
+    if (n > 0) { k_gelu_fwd<<<EW_GRID(n)>>>(out, x, n); LAUNCHED(c); }
+    op_end(c);
+}
+static void cu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n) {
+    OP_BEGIN("gelu_bwd");
+    if (n > 0) { k_gelu_bwd<<<EW_GRID(n)>>>(dx, dout, x, n); LAUNCHED(c); }
+    op_end(c);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {

@@ -106,6 +106,12 @@ smj_status smj_gguf_tokenizer(smj_ctx *ctx, const smj_gguf *g, smj_tokenizer **o
 smj_status smj_gguf_parse(smj_ctx *ctx, const uint8_t *data, size_t n, const char *name_for_errors,
                           smj_gguf **out);
 
+/* Drops the memory pages that lie wholly inside tensor i's data (madvise
+ * MADV_DONTNEED on the read-only mapping) once the caller has copied it:
+ * loading a file then does not keep the whole file resident next to the
+ * copies. The data stays readable (pages are read from the file again). */
+void smj_gguf_release(const smj_gguf *g, int i);
+
 /* The GPT-2 byte-to-unicode map: the code point byte b is written as in
  * byte-level BPE vocabularies (printable bytes map to themselves). */
 uint32_t smj_gguf_byte_to_cp(uint8_t b);

@@ -106,81 +106,112 @@ smj_status smj_gguf_model_config(smj_ctx *ctx, const smj_gguf *g, smj_model_conf
     return SMJ_OK;
 }
 
+/* Copies rows of rb bytes from src to dst undoing llama.cpp's interleaved
+ * RoPE row order within each of nh heads of hd rows (row 2j+s of a head
+ * goes back to s*hd/2 + j); whole rows, so it works on any block type. */
+static void unpermute_rows(uint8_t *dst, const uint8_t *src, int64_t rb, int nh, int hd) {
+    int half = hd / 2;
+    for (int h = 0; h < nh; h++)
+        for (int j = 0; j < half; j++)
+            for (int s = 0; s < 2; s++)
+                memcpy(dst + ((int64_t)h * hd + s * half + j) * rb, src + ((int64_t)h * hd + 2 * j + s) * rb,
+                       (size_t)rb);
+}
+
+/* 2-D weights that may stay in GGML blocks: the linear layers and the token
+ * embedding (rows dequantized on lookup; also the LM head when tied). */
+static int typed_role(smj_role r) {
+    return r == R_WQ || r == R_WK || r == R_WV || r == R_WO || r == R_WGATE || r == R_WUP || r == R_WDOWN ||
+           r == R_LM_HEAD || r == R_EMBED;
+}
+
 smj_status smj_model_load_gguf(smj_ctx *ctx, const char *path, smj_model **out) {
     *out = NULL;
     smj_gguf *g = NULL;
     smj_model *m = NULL;
+    smj_tensor_spec *specs = NULL;
+    int *tix = NULL, *dtype = NULL, n = 0;
+    int64_t *nbytes = NULL, np = 0;
+    uint8_t *buf = NULL, *buf2 = NULL;
     smj_model_config cfg;
     SMJ_TRY(smj_gguf_open(ctx, path, &g));
     smj_status st = smj_gguf_model_config(ctx, g, &cfg);
-    if (st == SMJ_OK) st = smj_model_alloc(ctx, &cfg, &m);
-    if (st == SMJ_OK) st = smj_gguf_load_weights(ctx, g, m);
-    if (st != SMJ_OK) goto fail;
-    /* The linear weights in f16/q8_0/q4_0 also keep their blocks. */
-    int n = m->n_tensors;
-    int64_t total = 0;
-    int any = 0;
-    m->qtype = calloc((size_t)n, sizeof(int));
-    m->qoff = calloc((size_t)n, sizeof(int64_t));
-    if (!m->qtype || !m->qoff) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto fail; }
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < n; i++) {
-            const smj_tensor_spec *sp = &m->specs[i];
-            smj_role r = sp->role;
-            int linear = r == R_WQ || r == R_WK || r == R_WV || r == R_WO || r == R_WGATE || r == R_WUP ||
-                         r == R_WDOWN || r == R_LM_HEAD || (r == R_EMBED && cfg.tied_embeddings);
-            if (!linear) continue;
-            char name[64];
-            if (!smj_gguf_tensor_name(sp->name, name, sizeof name)) continue;
-            int ti = smj_gguf_find_tensor(g, name);
-            smj_gguf_tensor_info t;
-            if (ti < 0 || smj_gguf_tensor(g, ti, &t) != SMJ_OK) continue;
-            if (t.type != SMJ_GGML_F16 && t.type != SMJ_GGML_Q8_0 && t.type != SMJ_GGML_Q4_0) continue;
-            if (pass == 0) {
-                m->qtype[i] = t.type; /* SMJ_WTYPE_* are the GGML ids */
-                m->qoff[i] = total;
-                total += ((int64_t)t.nbytes + 63) & ~(int64_t)63;
-                any = 1;
-                continue;
-            }
-            const uint8_t *src = smj_gguf_tensor_data(g, ti);
-            int64_t rb = smj_ggml_row_bytes(t.type, t.ne[0]), rows = t.ne[1];
-            uint8_t *tmp = malloc((size_t)t.nbytes);
-            if (!tmp) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto fail; }
-            int qk = !cfg.qk_norm && (strstr(name, ".attn_q.weight") || strstr(name, ".attn_k.weight"));
-            if (!qk) {
-                memcpy(tmp, src, (size_t)t.nbytes);
-            } else { /* undo llama.cpp's interleaved-RoPE row order (whole rows of blocks) */
-                int nh = strstr(name, ".attn_q.") ? cfg.n_heads : cfg.n_kv_heads, half = cfg.head_dim / 2;
-                for (int h = 0; h < nh; h++)
-                    for (int j = 0; j < half; j++)
-                        for (int s = 0; s < 2; s++) {
-                            int64_t inter = (int64_t)h * cfg.head_dim + 2 * j + s;
-                            int64_t split = (int64_t)h * cfg.head_dim + s * half + j;
-                            if (inter < rows && split < rows)
-                                memcpy(tmp + split * rb, src + inter * rb, (size_t)rb);
-                        }
-            }
-            m->be->upload(m->qmem + m->qoff[i], tmp, (size_t)t.nbytes);
-            free(tmp);
+    if (st == SMJ_OK) st = smj_model_build_specs(ctx, &cfg, &specs, &n, &np);
+    if (st != SMJ_OK) goto done;
+    tix = malloc(sizeof(int) * (size_t)n);
+    dtype = malloc(sizeof(int) * (size_t)n);
+    nbytes = malloc(sizeof(int64_t) * (size_t)n);
+    if (!tix || !dtype || !nbytes) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto done; }
+    /* each tensor: found, right shape; its storage type */
+    int64_t most = 0;
+    for (int i = 0; i < n; i++) {
+        const smj_tensor_spec *sp = &specs[i];
+        char name[64];
+        if (!smj_gguf_tensor_name(sp->name, name, sizeof name)) {
+            st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: tensor '%s' has no GGUF counterpart", sp->name);
+            goto done;
         }
-        if (pass == 0) {
-            if (!any) break;
-            if (!m->be->qmatmul) {
-                st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED,
-                                   "%s: quantized weights need the qmatmul op, which the %s backend lacks", path,
-                                   m->be->name);
-                goto fail;
-            }
-            m->qmem = m->be->alloc((size_t)total);
-            if (!m->qmem) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto fail; }
+        int ti = smj_gguf_find_tensor(g, name);
+        smj_gguf_tensor_info t;
+        if (ti < 0 || smj_gguf_tensor(g, ti, &t) != SMJ_OK) {
+            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: tensor '%s' is missing", path, name);
+            goto done;
         }
+        int64_t ne0 = sp->shape[sp->ndim - 1], ne1 = sp->ndim == 2 ? sp->shape[0] : 1;
+        if (t.ndim != sp->ndim || t.ne[0] != ne0 || (sp->ndim == 2 && t.ne[1] != ne1)) {
+            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: tensor '%s' has the wrong shape", path, name);
+            goto done;
+        }
+        tix[i] = ti;
+        int keep = sp->ndim == 2 && typed_role(sp->role) &&
+                   (t.type == SMJ_GGML_F16 || t.type == SMJ_GGML_Q8_0 || t.type == SMJ_GGML_Q4_0);
+        dtype[i] = keep ? t.type : SMJ_DTYPE_F32; /* SMJ_WTYPE_* are the GGML ids */
+        nbytes[i] = keep ? (int64_t)t.nbytes : (int64_t)sizeof(float) * sp->numel;
+        if (nbytes[i] > most) most = nbytes[i];
     }
-    if (!any) { free(m->qtype); free(m->qoff); m->qtype = NULL; m->qoff = NULL; }
-    smj_gguf_free(g);
+    if ((st = smj_model_alloc_typed(ctx, &cfg, dtype, nbytes, &m)) != SMJ_OK) {
+        if (st == SMJ_ERR_UNSUPPORTED) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", smj_ctx_error(ctx));
+            smj_set_error(ctx, st, "%s: %s", path, why);
+        }
+        goto done;
+    }
+    buf = malloc((size_t)most);
+    buf2 = malloc((size_t)most);
+    if (!buf || !buf2) { st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory"); goto done; }
+    for (int i = 0; i < n; i++) {
+        const smj_tensor_spec *sp = &m->specs[i];
+        int ti = tix[i];
+        smj_gguf_tensor_info t;
+        smj_gguf_tensor(g, ti, &t);
+        int qk = !cfg.qk_norm && (sp->role == R_WQ || sp->role == R_WK);
+        int nh = sp->role == R_WQ ? cfg.n_heads : cfg.n_kv_heads;
+        uint8_t *src = buf;
+        if (sp->dtype == SMJ_DTYPE_F32) {
+            if ((st = smj_gguf_tensor_to_f32(ctx, g, ti, (float *)buf)) != SMJ_OK) goto done;
+        } else {
+            memcpy(buf, smj_gguf_tensor_data(g, ti), (size_t)t.nbytes);
+        }
+        if (qk) { /* llama: undo the row permutation of llama.cpp's interleaved RoPE */
+            unpermute_rows(buf2, buf, sp->nbytes / sp->shape[0], nh, cfg.head_dim);
+            src = buf2;
+        }
+        if (sp->dtype == SMJ_DTYPE_F32)
+            m->be->upload(m->params + sp->offset, src, (size_t)sp->nbytes);
+        else
+            m->be->upload(m->qmem + sp->offset, src, (size_t)sp->nbytes);
+        smj_gguf_release(g, ti);
+    }
     *out = m;
-    return SMJ_OK;
-fail:
+    m = NULL;
+done:
+    free(buf);
+    free(buf2);
+    free(tix);
+    free(dtype);
+    free(nbytes);
+    free(specs);
     smj_model_free(m);
     smj_gguf_free(g);
     return st;

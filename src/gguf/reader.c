@@ -105,6 +105,15 @@ static const char *type_str(uint32_t t) {
     return t < sizeof names / sizeof *names ? names[t] : "unknown";
 }
 
+void smj_gguf_release(const smj_gguf *g, int i) {
+    if (!g->map || i < 0 || i >= g->n_tensors) return;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)(g->data + g->data_off + g->t[i].rel_off), b = a + g->t[i].nbytes;
+    a = (a + pg - 1) & ~(pg - 1); /* whole pages inside the tensor only */
+    b &= ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* read-only private map: pages are dropped */
+}
+
 void smj_gguf_free(smj_gguf *g) {
     if (!g) return;
     for (int i = 0; i < g->n_kv; i++) {

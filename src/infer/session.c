@@ -87,7 +87,7 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
     for (int done = 0; done < n;) {
         int r = n - done < CHUNK ? n - done : CHUNK, pos = s->len;
         be->upload(s->ids, ids + done, sizeof(int32_t) * (size_t)r);
-        be->embedding_fwd(ex, s->x, s->ids, smj_model_ptr(m, m->params, R_EMBED, -1), r, C);
+        SMJ_TRY(smj_model_embed(m, s->x, ids + done, s->ids, r));
         for (int l = 0; l < c->n_layers; l++) {
             float *kl = s->kc + (int64_t)l * s->max_len * KD, *vl = s->vc + (int64_t)l * s->max_len * KD;
             s->a.k = kl + pos * KD;

@@ -11,6 +11,9 @@
 smj_status smj_model_write_container(smj_model *m, const char *path, uint32_t kind, const char *extra_meta,
                                      const smj_ct_entry *extra, int n_extra) {
     smj_ctx *ctx = m->ctx;
+    if (m->qmem)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED,
+                 "%s: the model keeps quantized GGUF weights; smedjan checkpoints hold f32 weights only", path);
     char meta[4096] = "";
     smj_config_to_meta(&m->cfg, meta, sizeof meta);
     if (extra_meta) strncat(meta, extra_meta, sizeof meta - strlen(meta) - 1);

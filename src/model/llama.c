@@ -22,6 +22,7 @@
 #include <math.h>
 #include <string.h>
 #include "model.h"
+#include "../gguf/gguf.h"
 
 /* ------------------------------------------------------------ the table */
 
@@ -95,6 +96,8 @@ smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_te
                 for (int d = 0; d < t->ndim; d++) t->numel *= t->shape[d];
                 t->offset = off;
                 t->decay = t->ndim >= 2;
+                t->dtype = SMJ_DTYPE_F32;
+                t->nbytes = (int64_t)sizeof(float) * t->numel;
                 off += t->numel;
                 n++;
             }
@@ -108,21 +111,50 @@ smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_te
 float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer) {
     if (role == R_LM_HEAD && m->cfg.tied_embeddings) role = R_EMBED;
     int i = m->index[(int)role * (m->cfg.n_layers + 1) + (layer < 0 ? m->cfg.n_layers : layer)];
-    return i < 0 || !buf ? NULL : buf + m->specs[i].offset;
+    return i < 0 || !buf || m->specs[i].dtype != SMJ_DTYPE_F32 ? NULL : buf + m->specs[i].offset;
 }
 
 void smj_model_linear(smj_model *m, smj_role role, int layer, float *out, const float *in, int64_t N,
                       int64_t O, int64_t I) {
     const smj_exec *ex = &m->ctx->exec;
-    if (m->qtype) {
+    if (m->qmem) {
         smj_role r = role == R_LM_HEAD && m->cfg.tied_embeddings ? R_EMBED : role;
         int i = m->index[(int)r * (m->cfg.n_layers + 1) + (layer < 0 ? m->cfg.n_layers : layer)];
-        if (i >= 0 && m->qtype[i] && m->be->qmatmul) {
-            m->be->qmatmul(ex, out, in, m->qmem + m->qoff[i], m->qtype[i], N, O, I, 0);
+        if (i >= 0 && m->specs[i].dtype != SMJ_DTYPE_F32) { /* alloc_typed checked qmatmul */
+            m->be->qmatmul(ex, out, in, m->qmem + m->specs[i].offset, m->specs[i].dtype, N, O, I, 0);
             return;
         }
     }
     m->be->matmul(ex, out, in, smj_model_ptr(m, m->params, role, layer), N, O, I, 0, 1, 0);
+}
+
+smj_status smj_model_embed(smj_model *m, float *out, const int32_t *ids_host, const int32_t *ids_dev,
+                           int64_t N) {
+    int i = m->index[(int)R_EMBED * (m->cfg.n_layers + 1) + m->cfg.n_layers];
+    const smj_tensor_spec *t = &m->specs[i];
+    int C = m->cfg.dim;
+    if (t->dtype == SMJ_DTYPE_F32) {
+        m->be->embedding_fwd(&m->ctx->exec, out, ids_dev, m->params + t->offset, N, C);
+        return SMJ_OK;
+    }
+    /* Only the looked-up rows are dequantized (on the host; the rows reach
+     * it through download, a memcpy for host backends). */
+    int64_t rb = t->nbytes / t->shape[0];
+    float *host = malloc(sizeof(float) * (size_t)(N * C));
+    uint8_t *row = malloc((size_t)rb);
+    if (!host || !row) {
+        free(host);
+        free(row);
+        SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t r = 0; r < N; r++) {
+        m->be->download(row, m->qmem + t->offset + (int64_t)ids_host[r] * rb, (size_t)rb);
+        smj_dequantize(t->dtype, row, host + r * C, C);
+    }
+    m->be->upload(out, host, sizeof(float) * (size_t)(N * C));
+    free(host);
+    free(row);
+    return SMJ_OK;
 }
 
 /* ------------------------------------------------------- model buffers */
@@ -253,6 +285,11 @@ void smj_rope_prepare(smj_model *m, int p0, int n) {
 }
 
 smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model **out) {
+    return smj_model_alloc_typed(ctx, cfg, NULL, NULL, out);
+}
+
+smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, const int *dtype,
+                                 const int64_t *nbytes, smj_model **out) {
     *out = NULL;
     smj_model *m = calloc(1, sizeof *m);
     if (!m) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory");
@@ -261,9 +298,33 @@ smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model 
     m->cfg = *cfg;
     smj_status st = smj_model_build_specs(ctx, cfg, &m->specs, &m->n_tensors, &m->n_params);
     if (st) { free(m); return st; }
+    if (dtype) { /* typed tensors move to qmem; the f32 ones close up in params */
+        int64_t off = 0, qoff = 0;
+        for (int i = 0; i < m->n_tensors; i++) {
+            smj_tensor_spec *t = &m->specs[i];
+            if (dtype[i] == SMJ_DTYPE_F32) {
+                t->offset = off;
+                off += t->numel;
+                continue;
+            }
+            t->dtype = dtype[i];
+            t->nbytes = nbytes[i];
+            t->offset = qoff;
+            qoff += (nbytes[i] + 63) & ~(int64_t)63;
+        }
+        m->n_params = off;
+        m->qbytes = qoff;
+        if (qoff && !m->be->qmatmul) {
+            free(m->specs);
+            free(m);
+            SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "quantized weights need the qmatmul op, which the %s backend lacks",
+                     ctx->backend->name);
+        }
+    }
     int L1 = cfg->n_layers + 1;
     m->index = malloc(sizeof(int) * (size_t)R_COUNT * L1);
-    m->params = m->be->alloc(sizeof(float) * (size_t)m->n_params);
+    m->params = m->be->alloc(sizeof(float) * (size_t)(m->n_params ? m->n_params : 1));
+    if (m->qbytes && !(m->qmem = m->be->alloc((size_t)m->qbytes))) m->params = (m->be->free(m->params), NULL);
     size_t rope_n = (size_t)cfg->max_seq_len * (cfg->head_dim / 2);
     float *cs = malloc(sizeof(float) * rope_n * 2), *sn = cs ? cs + rope_n : NULL;
     m->rope_cos = m->be->alloc(sizeof(float) * rope_n);
@@ -331,17 +392,29 @@ void smj_model_free(smj_model *m) {
     const smj_backend *be = m->be;
     be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
     be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones); be->free(m->qmem);
-    free(m->qtype); free(m->qoff);
     free(m->blk); free(m->specs); free(m->index); free(m->rope_row_len); free(m->rope_host);
     free(m);
 }
 
 const smj_model_config *smj_model_get_config(const smj_model *m) { return &m->cfg; }
-int64_t smj_model_num_params(const smj_model *m) { return m->n_params; }
+int64_t smj_model_num_params(const smj_model *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_tensors; i++) n += m->specs[i].numel;
+    return n;
+}
+
+static smj_status check_f32(const smj_model *m, int i) {
+    const smj_tensor_spec *t = &m->specs[i];
+    if (t->dtype == SMJ_DTYPE_F32) return SMJ_OK;
+    const char *tn = smj_ggml_type_name(t->dtype);
+    SMJ_FAIL(m->ctx, SMJ_ERR_UNSUPPORTED, "tensor %s is kept in GGML %s blocks (GGUF): it has no f32 view",
+             t->name, tn ? tn : "?");
+}
 int smj_model_num_tensors(const smj_model *m) { return m->n_tensors; }
 
 smj_status smj_model_tensor(smj_model *m, int i, smj_tensor_view *v) {
     if (i < 0 || i >= m->n_tensors) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "tensor index %d out of range", i);
+    SMJ_TRY(check_f32(m, i));
     const smj_tensor_spec *t = &m->specs[i];
     memset(v, 0, sizeof *v);
     v->name = t->name;
@@ -355,6 +428,7 @@ smj_status smj_model_tensor(smj_model *m, int i, smj_tensor_view *v) {
 
 smj_status smj_model_tensor_get(smj_model *m, int i, int grad, float *dst) {
     if (i < 0 || i >= m->n_tensors) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "tensor index %d out of range", i);
+    SMJ_TRY(check_f32(m, i));
     const float *src = grad ? m->grads : m->params;
     if (!src) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "no gradients yet (run a backward first)");
     m->be->download(dst, src + m->specs[i].offset, sizeof(float) * (size_t)m->specs[i].numel);
@@ -363,6 +437,7 @@ smj_status smj_model_tensor_get(smj_model *m, int i, int grad, float *dst) {
 
 smj_status smj_model_tensor_set(smj_model *m, int i, const float *src) {
     if (i < 0 || i >= m->n_tensors) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "tensor index %d out of range", i);
+    SMJ_TRY(check_f32(m, i));
     m->be->upload(m->params + m->specs[i].offset, src, sizeof(float) * (size_t)m->specs[i].numel);
     return SMJ_OK;
 }
@@ -553,7 +628,7 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     const smj_exec *ex = &m->ctx->exec;
     int C = c->dim, V = c->vocab_size;
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
-    be->embedding_fwd(ex, m->res, m->ids, smj_model_ptr(m, m->params, R_EMBED, -1), N, C);
+    SMJ_TRY(smj_model_embed(m, m->res, inputs, m->ids, N));
     for (int l = 0; l < c->n_layers; l++) {
         smj_block_acts *a = &m->blk[l];
         smj_block_forward(m, l, a, m->res + l * N * C, m->res + (l + 1) * N * C, B, T, 0, a->k, a->v, T,

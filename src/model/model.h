@@ -11,6 +11,20 @@
  * Names follow HuggingFace (model.layers.{i}.self_attn.q_proj.weight, ...)
  * and linear weights are stored [out, in] as HF does, so import and export
  * are copies.
+ *
+ * Typed weights (GGUF models): each spec has a dtype. Models we create,
+ * train, load from checkpoints or import from HF are all SMJ_DTYPE_F32 and
+ * are laid out exactly as before: one contiguous f32 parameter buffer
+ * (offsets in floats) that checkpoints, the trainer's f32 grads/moments and
+ * the parity tests see unchanged. smj_model_load_gguf keeps the 2-D weights
+ * it can multiply in their GGML blocks (dtype = SMJ_WTYPE_F16/Q8_0/Q4_0):
+ * those tensors live in a second buffer, qmem, at 64-byte-aligned byte
+ * offsets, and take no room in params (which then holds only the f32
+ * tensors: norms, and weights of other types, dequantized). Linear layers
+ * on such a tensor go through the backend's qmatmul (smj_model_linear); a
+ * typed token embedding is read by dequantizing only the looked-up rows
+ * (smj_model_embed). Typed tensors have no f32 view (smj_model_tensor and
+ * smj_model_ptr refuse them), and such a model cannot train.
  */
 #ifndef SMJ_MODEL_H
 #define SMJ_MODEL_H
@@ -48,9 +62,14 @@ typedef struct {
     int ndim;
     int64_t shape[4]; /* shape[ndim-1] innermost */
     int64_t numel;
-    int64_t offset;   /* in floats from the start of the parameter buffer */
+    int64_t offset;   /* f32: in floats from the start of params; typed: in bytes from qmem */
     int decay;        /* AdamW weight decay applies (2-D tensors only) */
+    int dtype;        /* SMJ_DTYPE_F32, or a GGML block type (SMJ_WTYPE_*) kept in qmem */
+    int64_t nbytes;   /* bytes of the tensor's storage (numel * 4 for f32) */
 } smj_tensor_spec;
+
+/* smj_tensor_spec.dtype of an ordinary f32 tensor (GGML's id for f32). */
+#define SMJ_DTYPE_F32 0
 
 /* Saved activations of one block for the backward, all [N = B*T rows]. */
 typedef struct {
@@ -72,7 +91,7 @@ struct smj_model {
     int n_tensors;
     smj_tensor_spec *specs;
     int *index;      /* [R_COUNT * (L+1)] spec index by (role, layer), -1 if absent */
-    int64_t n_params;
+    int64_t n_params;  /* floats in params (= every parameter unless some are typed) */
     float *params;   /* [n_params] */
     float *grads;    /* [n_params], allocated at the first backward */
     float *rope_cos, *rope_sin; /* [max_seq_len, HS/2] */
@@ -95,21 +114,30 @@ struct smj_model {
     int last_B, last_T, have_targets;
     int64_t n_valid; /* targets >= 0 in the last forward */
 
-    /* Linear weights kept in GGML blocks (inference only; set by
-     * smj_model_load_gguf): per spec index, qtype = SMJ_WTYPE_* of the
-     * tensor's blocks at qmem + qoff (backend memory), 0 = f32 in params.
-     * All NULL for an ordinary model. */
+    /* The typed tensors' GGML blocks (backend memory; specs[i].offset bytes
+     * in), NULL when every tensor is f32 (every model but a GGUF one). */
     uint8_t *qmem;
-    int *qtype;     /* [n_tensors] */
-    int64_t *qoff;  /* [n_tensors] bytes */
+    int64_t qbytes;
 };
 
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *cfg, smj_tensor_spec **specs,
                                  int *n, int64_t *n_params);
 /* Allocates buffers for cfg (weights zero) — used by create and load. */
 smj_status smj_model_alloc(smj_ctx *ctx, const smj_model_config *cfg, smj_model **out);
-/* Pointer to the tensor (role, layer) inside buf (params or grads); NULL if absent. */
+/* The same with typed tensors: dtype[i] / nbytes[i] for spec i (in the
+ * order smj_model_build_specs gives); dtype SMJ_DTYPE_F32 keeps a tensor in
+ * params, another type puts nbytes of blocks in qmem (the caller uploads
+ * them at specs[i].offset). The backend must have qmatmul when any is typed. */
+smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, const int *dtype,
+                                 const int64_t *nbytes, smj_model **out);
+/* Pointer to the f32 tensor (role, layer) inside buf (params or grads);
+ * NULL if absent or typed (kept in qmem). */
 float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer);
+/* out[N,C] = rows ids of the token embedding (ids_host on the host,
+ * ids_dev the same ids on the backend): the embedding op for an f32 table,
+ * or the looked-up rows dequantized from their GGML blocks for a typed one. */
+smj_status smj_model_embed(smj_model *m, float *out, const int32_t *ids_host, const int32_t *ids_dev,
+                           int64_t N);
 /* out[N,O] = in[N,I] · W^T for the linear weight (role, layer) ([O,I] as
  * HF stores it): matmul on the f32 parameters, or the backend's qmatmul on
  * the weight's GGML blocks when the model keeps it quantized. */

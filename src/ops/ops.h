@@ -27,7 +27,8 @@ typedef struct smj_backend smj_backend;
 #define SMJ_OPS(X) \
     X(matmul) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd) X(rmsnorm_bwd) \
     X(rope_fwd) X(rope_bwd) X(attention_fwd) X(attention_bwd) X(swiglu_fwd) X(swiglu_bwd) \
-    X(add) X(xent_fwd) X(xent_bwd) X(adamw) X(sumsq) X(scale)
+    X(add) X(xent_fwd) X(xent_bwd) X(adamw) X(sumsq) X(scale) \
+    X(layernorm_fwd) X(layernorm_bwd) X(gelu_fwd) X(gelu_bwd)
 
 enum {
 #define SMJ_OP_ENUM(n) SMJ_OP_##n,
@@ -127,7 +128,22 @@ enum { SMJ_WTYPE_F16 = 1, SMJ_WTYPE_Q4_0 = 2, SMJ_WTYPE_Q8_0 = 8 };
     /* Returns sum of x^2 in double (NaN/Inf propagate). */ \
     double (*sumsq)(const smj_exec *ex, const R *x, int64_t n); \
     /* x *= s. */ \
-    void (*scale)(const smj_exec *ex, R *x, float s, int64_t n);
+    void (*scale)(const smj_exec *ex, R *x, float s, int64_t n); \
+ \
+    /* LayerNorm over rows of C, PyTorch's semantics (biased variance, eps \
+     * inside the sqrt): mean[n], rstd[n] = 1/sqrt(mean((x - mean)^2) + eps) \
+     * saved; out = (x - mean) * rstd * w + b. b may be NULL (no bias); w not. */ \
+    void (*layernorm_fwd)(const smj_exec *ex, R *out, R *mean, R *rstd, const R *x, const R *w, \
+                          const R *b, int64_t N, int C, float eps); \
+    /* dx written; dw +=, db += (db may be NULL). Uses the saved mean, rstd. */ \
+    void (*layernorm_bwd)(const smj_exec *ex, R *dx, R *dw, R *db, const R *dout, const R *x, \
+                          const R *w, const R *mean, const R *rstd, int64_t N, int C); \
+ \
+    /* GELU, tanh form (PyTorch's gelu(approximate='tanh'), HF's gelu_new): \
+     * out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */ \
+    void (*gelu_fwd)(const smj_exec *ex, R *out, const R *x, int64_t n); \
+    /* dx = dout * gelu'(x), written. */ \
+    void (*gelu_bwd)(const smj_exec *ex, R *dx, const R *dout, const R *x, int64_t n);
 
 struct smj_backend {
     const char *name;

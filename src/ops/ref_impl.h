@@ -241,3 +241,65 @@ static void RP(scale)(const smj_exec *ex, REAL *x, float s, int64_t n) {
     (void)ex;
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
+
+/* Two passes per row in double: the mean, then the biased variance. */
+static void RP(layernorm_fwd)(const smj_exec *ex, REAL *out, REAL *mean, REAL *rstd, const REAL *x, const REAL *w,
+                              const REAL *b, int64_t N, int C, float eps) {
+    (void)ex;
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *xr = x + n * C;
+        double m = 0, var = 0;
+        for (int c = 0; c < C; c++) m += xr[c];
+        m /= C;
+        for (int c = 0; c < C; c++) var += ((double)xr[c] - m) * ((double)xr[c] - m);
+        double r = 1.0 / sqrt(var / C + eps);
+        mean[n] = (REAL)m;
+        rstd[n] = (REAL)r;
+        for (int c = 0; c < C; c++)
+            out[n * C + c] = (REAL)(((double)xr[c] - m) * r * w[c] + (b ? (double)b[c] : 0.0));
+    }
+}
+
+/* xh_c = (x_c - mean) r, g_c = w_c dy_c:
+ * dx_c = r (g_c - mean_j g_j - xh_c mean_j(g_j xh_j));  dw_c += dy_c xh_c;  db_c += dy_c. */
+static void RP(layernorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, REAL *db, const REAL *dout, const REAL *x,
+                              const REAL *w, const REAL *mean, const REAL *rstd, int64_t N, int C) {
+    (void)ex;
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *xr = x + n * C, *dy = dout + n * C;
+        double m = mean[n], r = rstd[n], sg = 0, sgx = 0;
+        for (int c = 0; c < C; c++) {
+            double g = (double)w[c] * dy[c];
+            sg += g;
+            sgx += g * ((double)xr[c] - m) * r;
+        }
+        sg /= C;
+        sgx /= C;
+        for (int c = 0; c < C; c++) {
+            double xh = ((double)xr[c] - m) * r;
+            dx[n * C + c] = (REAL)(r * ((double)w[c] * dy[c] - sg - xh * sgx));
+            dw[c] += (REAL)(dy[c] * xh);
+            if (db) db[c] += dy[c];
+        }
+    }
+}
+
+/* u = sqrt(2/pi) (x + 0.044715 x^3); gelu = 0.5 x (1 + tanh u);
+ * gelu' = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2). */
+static void RP(gelu_fwd)(const smj_exec *ex, REAL *out, const REAL *x, int64_t n) {
+    (void)ex;
+    const double k = 0.79788456080286535588; /* sqrt(2/pi) */
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i];
+        out[i] = (REAL)(0.5 * v * (1.0 + tanh(k * (v + 0.044715 * v * v * v))));
+    }
+}
+static void RP(gelu_bwd)(const smj_exec *ex, REAL *dx, const REAL *dout, const REAL *x, int64_t n) {
+    (void)ex;
+    const double k = 0.79788456080286535588;
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i], t = tanh(k * (v + 0.044715 * v * v * v));
+        double d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * v * v);
+        dx[i] = (REAL)(dout[i] * d);
+    }
+}

@@ -11,6 +11,8 @@
  *   matmul (cuBLAS SGEMM, fp32, no TF32)       1e-5
  *   attention fwd/bwd, rmsnorm, xent fwd       1e-5
  *   rope, swiglu, adamw, xent_bwd              1e-6
+ *   layernorm fwd/bwd                          1e-5
+ *   gelu fwd/bwd (double on the device)        1e-6
  *   embedding fwd/bwd, add, scale              0 (bit-identical)
  *   sumsq                                      1e-12 relative
  * With SMJ_CUDA_MATMUL=bf16|bf16x (products with bf16 operands, fp32
@@ -433,6 +435,128 @@ static void case_scale(void) {
         compare_d("x", Da, a, n, 0);
         dfree(Da); ffree(a);
     }
+}
+
+/* LayerNorm: the shapes of tests/test_ops.c (C = 1, 3, 17, 768; N = 1, 5,
+ * 64) plus larger ones (GPT-2 small/XL widths, many rows, wide rows). */
+static const uint16_t LN[][2] = {{1, 1},   {5, 1},   {64, 1},   {1, 3},    {5, 3},      {64, 3},    {1, 17}, {5, 17},
+                            {64, 17}, {1, 768}, {5, 768},  {64, 768}, {3000, 768}, {512, 1600}, {12000, 64}, {7, 4096}};
+
+static void case_layernorm_fwd(void) {
+    for (size_t s = 0; s < sizeof LN / sizeof LN[0]; s++)
+        for (int bias = 0; bias < 2; bias++) {
+            int64_t N = LN[s][0]; int C = LN[s][1];
+            snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d", (long long)N, C, bias);
+            float *x = frand(N * C, 2), *w = frand(C, 1), *b = frand(C, 1);
+            for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f; /* an offset mean, as in a residual stream */
+            float *o2 = frand(N * C, 0), *m2 = frand(N, 0), *r2 = frand(N, 0);
+            float *Dx = dup_d(x, N * C), *Dw = dup_d(w, C), *Db = dup_d(b, C);
+            float *Do = dup_d(o2, N * C), *Dm = dup_d(m2, N), *Dr = dup_d(r2, N);
+            be->layernorm_fwd(ex, Do, Dm, Dr, Dx, Dw, bias ? Db : NULL, N, C, 1e-5f);
+            rf->layernorm_fwd(X1, o2, m2, r2, x, w, bias ? b : NULL, N, C, 1e-5f);
+            compare_d("out", Do, o2, N * C, 1e-5);
+            compare_d("mean", Dm, m2, N, 1e-5);
+            compare_d("rstd", Dr, r2, N, 1e-5);
+            dfree(Dx); dfree(Dw); dfree(Db); dfree(Do); dfree(Dm); dfree(Dr);
+            ffree(x); ffree(w); ffree(b); ffree(o2); ffree(m2); ffree(r2);
+        }
+}
+
+static void case_layernorm_bwd(void) {
+    for (size_t s = 0; s < sizeof LN / sizeof LN[0]; s++)
+        for (int bias = 0; bias < 2; bias++) {
+            int64_t N = LN[s][0]; int C = LN[s][1];
+            snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d", (long long)N, C, bias);
+            float *x = frand(N * C, 2), *w = frand(C, 1), *b = frand(C, 1), *o = frand(N * C, 0);
+            float *m = frand(N, 0), *r = frand(N, 0);
+            rf->layernorm_fwd(X1, o, m, r, x, w, b, N, C, 1e-5f);
+            float *dy = frand(N * C, 1), *dx2 = frand(N * C, 0);
+            float *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C), *db1 = frand(C, 1), *db2 = fcopy(db1, C);
+            float *Dx = dup_d(x, N * C), *Dw = dup_d(w, C), *Dm = dup_d(m, N), *Dr = dup_d(r, N), *Ddy = dup_d(dy, N * C);
+            float *Ddx = dup_d(dx2, N * C), *Ddx2 = dup_d(dx2, N * C);
+            float *Ddw = dup_d(dw1, C), *Ddw2 = dup_d(dw1, C), *Ddb = dup_d(db1, C), *Ddb2 = dup_d(db1, C);
+            be->layernorm_bwd(ex, Ddx, Ddw, bias ? Ddb : NULL, Ddy, Dx, Dw, Dm, Dr, N, C);
+            rf->layernorm_bwd(X1, dx2, dw2, bias ? db2 : NULL, dy, x, w, m, r, N, C);
+            double terms = 0; /* |r w dy|: dx is a difference of terms of this size */
+            for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
+            float *hdx = get_h(Ddx, N * C);
+            compare_floor("dx", hdx, dx2, N * C, 1e-5, terms);
+            compare_d("dw", Ddw, dw2, C, 1e-5);
+            compare_d("db", Ddb, db2, C, 1e-5); /* unchanged without bias */
+            /* determinism of the dw/db reductions */
+            be->layernorm_bwd(ex, Ddx2, Ddw2, bias ? Ddb2 : NULL, Ddy, Dx, Dw, Dm, Dr, N, C);
+            float *a = get_h(Ddw, C), *a2 = get_h(Ddw2, C), *c1 = get_h(Ddb, C), *c2 = get_h(Ddb2, C);
+            float *hdx2 = get_h(Ddx2, N * C);
+            CHECK(memcmp(a, a2, sizeof(float) * (size_t)C) == 0 && memcmp(c1, c2, sizeof(float) * (size_t)C) == 0 &&
+                      memcmp(hdx, hdx2, sizeof(float) * (size_t)(N * C)) == 0,
+                  "layernorm_bwd %s: two runs differ", cur_shape);
+            ffree(a); ffree(a2); ffree(c1); ffree(c2); ffree(hdx); ffree(hdx2);
+            dfree(Dx); dfree(Dw); dfree(Dm); dfree(Dr); dfree(Ddy); dfree(Ddx); dfree(Ddx2);
+            dfree(Ddw); dfree(Ddw2); dfree(Ddb); dfree(Ddb2);
+            ffree(x); ffree(w); ffree(b); ffree(o); ffree(m); ffree(r); ffree(dy); ffree(dx2);
+            ffree(dw1); ffree(dw2); ffree(db1); ffree(db2);
+        }
+}
+
+/* GELU (tanh form): computed in double on the device like the reference,
+ * so 1e-6 holds everywhere (CUDA's double tanh is within 1-2 ulp of libm's).
+ * Random inputs over [-6, 6], then a grid over [-12, 12] with large |x|,
+ * 0 and NaN appended: element-wise, relative 1e-6 for x >= -2, absolute
+ * 1e-7 below; gelu' absolute 1e-6. */
+static void case_gelu_fwd(void) {
+    for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++) {
+        int64_t n = EW[s];
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *x = frand(n, 6), *o2 = frand(n, 0), *Dx = dup_d(x, n), *Do = dup_d(o2, n);
+        be->gelu_fwd(ex, Do, Dx, n);
+        rf->gelu_fwd(X1, o2, x, n);
+        compare_d("out", Do, o2, n, 1e-6);
+        dfree(Dx); dfree(Do); ffree(x); ffree(o2);
+    }
+}
+
+static void case_gelu_bwd(void) {
+    for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++) {
+        int64_t n = EW[s];
+        snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+        float *x = frand(n, 6), *d = frand(n, 1), *g2 = frand(n, 0);
+        float *Dx = dup_d(x, n), *Dd = dup_d(d, n), *Dg = dup_d(g2, n);
+        be->gelu_bwd(ex, Dg, Dd, Dx, n);
+        rf->gelu_bwd(X1, g2, d, x, n);
+        compare_d("dx", Dg, g2, n, 1e-6);
+        dfree(Dx); dfree(Dd); dfree(Dg); ffree(x); ffree(d); ffree(g2);
+    }
+    /* special inputs, forward and backward together */
+    enum { G = 24001, S = 14 };
+    static const float big[S] = {20, -20, 50, -50, 1e3f, -1e3f, 1e10f, -1e10f, 1e20f, -1e20f, 3e38f, -3e38f, 10.5f, -10.5f};
+    int64_t n = G + S + 2;
+    float *x = frand(n, 0), *d = frand(n, 0), *o2 = frand(n, 0), *g2 = frand(n, 0);
+    for (int64_t i = 0; i < G; i++) x[i] = -12.0f + 24.0f * (float)i / (G - 1);
+    for (int i = 0; i < S; i++) x[G + i] = big[i];
+    x[G + S] = 0.0f; x[G + S + 1] = NAN;
+    for (int64_t i = 0; i < n; i++) d[i] = 1.0f;
+    float *Dx = dup_d(x, n), *Dd = dup_d(d, n), *Do = dup_d(o2, n), *Dg = dup_d(g2, n);
+    be->gelu_fwd(ex, Do, Dx, n);
+    be->gelu_bwd(ex, Dg, Dd, Dx, n);
+    rf->gelu_fwd(X1, o2, x, n);
+    rf->gelu_bwd(X1, g2, d, x, n);
+    float *o1 = get_h(Do, n), *g1 = get_h(Dg, n);
+    double worst = 0, worst_d = 0;
+    float wx = 0, wxd = 0;
+    for (int64_t i = 0; i < G + S + 1; i++) {
+        double e = fabs((double)o1[i] - o2[i]) / (x[i] >= -2 ? fmax(fabs(o2[i]), 1e-30) : 0.1);
+        double ed = fabs((double)g1[i] - g2[i]);
+        if (!(e <= worst)) { worst = e; wx = x[i]; }
+        if (!(ed <= worst_d)) { worst_d = ed; wxd = x[i]; }
+    }
+    snprintf(cur_shape, sizeof cur_shape, "grid [-12, 12], large |x|");
+    CHECK(worst <= 1e-6, "cuda/gelu_fwd %s: error %.3g at x = %.9g", cur_shape, worst, wx);
+    CHECK(worst_d <= 1e-6, "cuda/gelu_bwd %s: error %.3g at x = %.9g", cur_shape, worst_d, wxd);
+    CHECK(isnan(o1[G + S + 1]) && isnan(g1[G + S + 1]), "cuda/gelu: NaN not propagated (%g, %g)", o1[G + S + 1],
+          g1[G + S + 1]);
+    ffree(o1); ffree(g1);
+    dfree(Dx); dfree(Dd); dfree(Do); dfree(Dg);
+    ffree(x); ffree(d); ffree(o2); ffree(g2);
 }
 
 typedef void (*op_case)(void);
