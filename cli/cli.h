@@ -145,9 +145,10 @@ typedef struct {
     int dim, layers, heads, kv_heads, head_dim, max_seq;
     float ffn_mult, rope_theta;
     int qk_norm, untied;
+    const char *arch; /* "llama" or "gpt2" */
 } cli_model_flags;
 
-#define CLI_MODEL_FLAGS_DEFAULTS {"tiny", 0, 0, 0, 0, 0, 0, 0.0f, 0.0f, 0, 0}
+#define CLI_MODEL_FLAGS_DEFAULTS {"tiny", 0, 0, 0, 0, 0, 0, 0.0f, 0.0f, 0, 0, "llama"}
 #define CLI_MODEL_FLAGS(mf) \
     FLAG_STR("size", &(mf).size, "NAME", "model preset: tiny|small|medium|large|xl|custom (default tiny)"), \
     FLAG_INT("dim", &(mf).dim, 8, 65536, "model width (required with --size custom)"), \
@@ -159,7 +160,8 @@ typedef struct {
     FLAG_SET("qk-norm", &(mf).qk_norm, "RMSNorm on each query and key head (Qwen3 style)"), \
     FLAG_SET("untied", &(mf).untied, "separate LM head instead of tied embeddings"), \
     FLAG_FLOAT_GT("rope-theta", &(mf).rope_theta, 0, 1e9, "RoPE base frequency (default from preset)"), \
-    FLAG_INT("max-seq", &(mf).max_seq, 1, 1 << 20, "longest context the model supports (default: preset's, at least --seq-len)")
+    FLAG_INT("max-seq", &(mf).max_seq, 1, 1 << 20, "longest context the model supports (default: preset's, at least --seq-len)"), \
+    FLAG_STR("arch", &(mf).arch, "NAME", "model family: llama (default) or gpt2 (LayerNorm, learned positions, GELU MLP of 4*dim)")
 
 /* Builds *cfg from the preset/custom flags in mf for vocabulary vocab and
  * training context T (seen: the command, to know which flags were given).

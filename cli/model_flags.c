@@ -19,7 +19,7 @@
 
 static const char *const shape_flags[] = {"dim",    "layers",     "heads", "kv-heads",
                                           "head-dim", "ffn-mult", "qk-norm", "untied",
-                                          "rope-theta", "max-seq"};
+                                          "rope-theta", "max-seq", "arch"};
 
 int cli_shape_flags_seen(const cli_command *c) {
     for (size_t i = 0; i < sizeof shape_flags / sizeof shape_flags[0]; i++)
@@ -57,6 +57,19 @@ int cli_build_config(const char *cmd, smj_ctx *ctx, const cli_command *c,
     }
     if (dim_changed || cli_seen(c, "ffn-mult"))
         cfg->ffn_hidden = smj_config_ffn_hidden(cfg->dim, mf->ffn_mult > 0 ? mf->ffn_mult : 2.67f);
+    if (strcmp(mf->arch, "gpt2") == 0) {
+        /* GPT-2: MHA, head_dim = dim / heads, MLP of 4*dim (or dim * --ffn-mult), no RoPE */
+        cfg->arch = SMJ_ARCH_GPT2;
+        if (cli_seen(c, "kv-heads") || cli_seen(c, "head-dim") || cli_seen(c, "qk-norm") || cli_seen(c, "rope-theta"))
+            return cli_usage(cmd, "--arch gpt2 takes no --kv-heads, --head-dim, --qk-norm or --rope-theta");
+        cfg->n_kv_heads = cfg->n_heads;
+        if (cfg->dim % cfg->n_heads != 0)
+            return cli_usage(cmd, "--dim %d is not divisible by --heads %d", cfg->dim, cfg->n_heads);
+        cfg->head_dim = cfg->dim / cfg->n_heads;
+        cfg->ffn_hidden = (int)((double)cfg->dim * (mf->ffn_mult > 0 ? mf->ffn_mult : 4.0f));
+    } else if (strcmp(mf->arch, "llama") != 0) {
+        return cli_usage(cmd, "--arch: unknown model family '%s' (llama or gpt2)", mf->arch);
+    }
     if (cli_seen(c, "qk-norm")) cfg->qk_norm = 1;
     if (cli_seen(c, "untied")) cfg->tied_embeddings = 0;
     if (cli_seen(c, "rope-theta")) cfg->rope_theta = mf->rope_theta;
@@ -76,9 +89,9 @@ void cli_print_config(FILE *f, const smj_model_config *cfg) {
     char p[32];
     fprintf(f,
             "model: %s parameters | dim %d | layers %d | heads %d (kv %d, head dim %d) | "
-            "ffn %d | vocab %d | context %d%s%s\n",
+            "ffn %d | vocab %d | context %d%s%s%s\n",
             cli_fmt_params(p, sizeof p, smj_config_num_params(cfg)), cfg->dim, cfg->n_layers,
             cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->ffn_hidden, cfg->vocab_size,
             cfg->max_seq_len, cfg->tied_embeddings ? "" : " | untied head",
-            cfg->qk_norm ? " | qk-norm" : "");
+            cfg->qk_norm ? " | qk-norm" : "", cfg->arch == SMJ_ARCH_GPT2 ? " | gpt2" : "");
 }

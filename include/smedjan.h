@@ -150,7 +150,15 @@ typedef struct {
     float rope_beta_slow;       /* yarn; 0 = 1 */
     float rope_attn_factor;     /* yarn: cos/sin multiplier; 0 = 0.1*ln(factor)+1 (1 when factor <= 1) */
     int rope_yarn_no_truncate;  /* yarn: 1 = no floor/ceil of the correction range (HF truncate: false) */
+    /* The model family (SMJ_ARCH_*): 0 = Llama (so zeroed configs stay Llama), 1 = GPT-2
+     * (LayerNorm with biases, learned positions [max_seq_len, C], fused c_attn
+     * Conv1D weights [in, out], GELU (tanh) MLP of ffn_hidden, biases
+     * everywhere, no RoPE: rope_* fields unused; n_kv_heads = n_heads,
+     * head_dim = dim / n_heads). */
+    int arch;
 } smj_model_config;
+
+enum { SMJ_ARCH_LLAMA = 0, SMJ_ARCH_GPT2 = 1 };
 
 /* Fills *cfg from a preset name ("tiny", "small", "medium", "large", "xl").
  * Returns SMJ_ERR_INVALID (with the list of names) for an unknown one. */
@@ -201,9 +209,12 @@ smj_status smj_model_tensor_set(smj_model *m, int i, const float *src);
  * Logits of the last forward are at smj_model_logits. */
 smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B,
                              int T, float *loss);
-/* Logits [B, T, V] of the last forward (valid until the next call), in the
- * backend's memory (a device pointer on CUDA). */
+/* Logits [B, T, V] of the last forward (valid until the next call or a
+ * backward, which overwrites them), in the backend's memory: a host pointer
+ * on CPU backends, a device pointer on CUDA. */
 const float *smj_model_logits(const smj_model *m);
+/* Copies the last forward's logits [B, T, V] to host memory dst (any backend). */
+smj_status smj_model_get_logits(smj_model *m, float *dst);
 /* Backward of the last forward (which must have had targets); ADDS into the
  * gradients (call smj_model_zero_grad first). loss_scale multiplies dL. */
 smj_status smj_model_backward(smj_model *m, float loss_scale);

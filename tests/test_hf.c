@@ -17,6 +17,9 @@
  *  - biases (Qwen2, Llama/Qwen3 attention_bias) and RoPE scaling (linear,
  *    dynamic, llama3, yarn): the config.json mapping both ways, refusals,
  *    export -> import bit-identical with the right architecture and keys.
+ *  - GPT-2: config.json keys and refusals, export -> import bit-identical
+ *    (tied/untied), and import of the prefix-less layout with the old
+ *    causal-mask buffers.
  *  - transformers parity: tests/fixtures/hf/<name>/ (config.json,
  *    model.safetensors, logits.bin from tools/make_hf_fixtures.py) when
  *    present: logits rel L2 <= 1e-5, max |diff| <= 5e-4, same argmax; RoPE
@@ -317,9 +320,28 @@ static void test_config(smj_ctx *ctx) {
                 "hidden_act");
     cfg_refused(ctx, "{\"architectures\": [\"Phi3ForCausalLM\"], " LLAMA_BASE "}", U,
                 "architecture Phi3ForCausalLM is not supported yet");
-    cfg_refused(ctx, "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": 768}", U,
-                "architecture GPT2LMHeadModel is not supported yet");
-    cfg_refused(ctx, "{\"model_type\": \"gpt2\"}", U, "architecture gpt2 is not supported yet");
+    cfg_refused(ctx, "{\"architectures\": [\"GPTNeoXForCausalLM\"], \"hidden_size\": 768}", U,
+                "architecture GPTNeoXForCausalLM is not supported yet");
+    cfg_refused(ctx, "{\"model_type\": \"gpt_neox\"}", U, "architecture gpt_neox is not supported yet");
+    /* GPT-2: HF's defaults (the 124M model), and the keys that change its math */
+    CHECK_OK(ctx, cfg_from(ctx, "{\"model_type\": \"gpt2\"}", 0, &c, notes, sizeof notes));
+    CHECK(c.arch == SMJ_ARCH_GPT2 && c.vocab_size == 50257 && c.dim == 768 && c.n_layers == 12 && c.n_heads == 12 &&
+              c.n_kv_heads == 12 && c.head_dim == 64 && c.ffn_hidden == 3072 && c.max_seq_len == 1024 &&
+              c.norm_eps == 1e-5f && c.tied_embeddings == 1, "gpt2 defaults");
+    CHECK_OK(ctx, cfg_from(ctx, "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": 64, \"n_layer\": 3, \"n_head\": 4, "
+                                "\"n_positions\": 128, \"n_inner\": 100, \"vocab_size\": 99, \"layer_norm_epsilon\": 1e-6, "
+                                "\"activation_function\": \"gelu_pytorch_tanh\", \"tie_word_embeddings\": false}", 0, &c,
+                           notes, sizeof notes));
+    CHECK(c.arch == SMJ_ARCH_GPT2 && c.dim == 64 && c.n_layers == 3 && c.head_dim == 16 && c.ffn_hidden == 100 &&
+              c.max_seq_len == 128 && c.norm_eps == 1e-6f && c.tied_embeddings == 0 && c.vocab_size == 99, "gpt2 keys");
+    cfg_refused(ctx, "{\"model_type\": \"gpt2\", \"activation_function\": \"gelu\"}", U, "activation_function");
+    cfg_refused(ctx, "{\"model_type\": \"gpt2\", \"scale_attn_by_inverse_layer_idx\": true}", U,
+                "scale_attn_by_inverse_layer_idx");
+    cfg_refused(ctx, "{\"model_type\": \"gpt2\", \"scale_attn_weights\": false}", U, "scale_attn_weights");
+    cfg_refused(ctx, "{\"model_type\": \"gpt2\", \"reorder_and_upcast_attn\": true}", U, "reorder_and_upcast_attn");
+    cfg_refused(ctx, "{\"model_type\": \"gpt2\", \"add_cross_attention\": true}", U, "add_cross_attention");
+    cfg_refused(ctx, "{\"model_type\": \"gpt2\", \"n_embd\": 100, \"n_head\": 12}", F, "n_head");
+    cfg_refused(ctx, "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": \"llama\"}", F, "model_type");
     cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 100}", F, "\"hidden_size\" is missing");
     cfg_refused(ctx, "{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"num_key_value_heads\": \"2\"}", F,
                 "num_key_value_heads");
@@ -563,6 +585,70 @@ static void test_roundtrip_variants(smj_ctx *ctx) {
             free(b2);
         }
         smj_model_free(back);
+        smj_model_free(m);
+    }
+}
+
+/* GPT-2: export -> import bit-identical (tied and untied), config.json keys;
+ * a file without the "transformer." prefix and with the old causal-mask
+ * buffers (attn.bias [1,1,n,n], attn.masked_bias []) imports the same. */
+static void test_gpt2_roundtrip(smj_ctx *ctx) {
+    const char *tmp = test_tmpdir();
+    for (int tied = 0; tied <= 1; tied++) {
+        smj_model_config c = {.vocab_size = 97, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4, .head_dim = 8,
+                              .ffn_hidden = 72, .max_seq_len = 40, .rope_theta = 10000.0f, .norm_eps = 1e-5f,
+                              .tied_embeddings = tied, .arch = SMJ_ARCH_GPT2};
+        smj_model *m = NULL;
+        CHECK_OK(ctx, smj_model_create(ctx, &c, 300 + (uint64_t)tied, &m));
+        if (!m) continue;
+        int n = smj_model_num_tensors(m);
+        for (int i = 0; i < n; i++) {
+            smj_tensor_view v;
+            smj_model_tensor(m, i, &v);
+            if (v.ndim == 1)
+                for (int64_t j = 0; j < v.numel; j++) v.data[j] = (strstr(v.name, "bias") ? 0.0f : 1.0f) + 0.1f * sinf((float)(j + 7 * i));
+        }
+        char dir[1024], p[1100];
+        snprintf(dir, sizeof dir, "%s/gpt2_%d", tmp, tied);
+        CHECK_OK(ctx, smj_export_hf(m, NULL, dir, NULL));
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        uint8_t *text = NULL;
+        size_t tn = 0;
+        CHECK_OK(ctx, smj_read_file(ctx, p, &text, &tn));
+        CHECK(text && strstr((const char *)text, "\"GPT2LMHeadModel\"") && strstr((const char *)text, "\"model_type\": \"gpt2\"") &&
+                  strstr((const char *)text, "\"n_inner\": 72") && strstr((const char *)text, "\"gelu_new\""),
+              "gpt2 config.json");
+        smj_model *back = NULL;
+        CHECK_OK(ctx, smj_import_hf(ctx, dir, NULL, &back));
+        if (back) same_models(m, back, 0, tied ? "gpt2 tied" : "gpt2 untied");
+        smj_model_free(back);
+        /* the prefix-less layout with the mask buffers */
+        char dir2[1100];
+        snprintf(dir2, sizeof dir2, "%s/gpt2_old_%d", tmp, tied);
+        smj_st_wtensor *wt = calloc((size_t)n + 2, sizeof *wt);
+        float *mask = calloc(40 * 40, sizeof(float)), mb = -1e4f;
+        char (*names)[96] = calloc((size_t)n, 96);
+        for (int i = 0; i < n; i++) {
+            smj_tensor_view v;
+            smj_model_tensor(m, i, &v);
+            snprintf(names[i], 96, "%s", strncmp(v.name, "transformer.", 12) == 0 ? v.name + 12 : v.name);
+            wt[i].name = names[i];
+            wt[i].ndim = v.ndim;
+            for (int d = 0; d < v.ndim; d++) wt[i].shape[d] = v.shape[d];
+            wt[i].data = v.data;
+        }
+        wt[n] = (smj_st_wtensor){.name = "h.0.attn.bias", .ndim = 4, .shape = {1, 1, 40, 40}, .data = mask};
+        wt[n + 1] = (smj_st_wtensor){.name = "h.0.attn.masked_bias", .ndim = 0, .data = &mb};
+        run_cmd("mkdir -p '%s'", dir2);
+        int nf = 0;
+        smj_st_write_options wo = {0};
+        CHECK_OK(ctx, smj_st_write(ctx, dir2, wt, n + 2, &wo, &nf));
+        run_cmd("cp '%s' '%s/config.json'", p, dir2);
+        CHECK_OK(ctx, smj_import_hf(ctx, dir2, NULL, &back));
+        if (back) same_models(m, back, 0, "gpt2 without the transformer. prefix");
+        smj_model_free(back);
+        free(wt); free(mask); free(names);
+        free(text);
         smj_model_free(m);
     }
 }
@@ -1090,6 +1176,7 @@ int main(void) {
     test_roundtrip(ctx, small);
     test_import_export(ctx);
     test_roundtrip_variants(ctx);
+    test_gpt2_roundtrip(ctx);
     test_transformers_fixtures(ctx);
     if (small) test_cli(ctx, small);
     smj_tokenizer_free(small);

@@ -3,8 +3,10 @@
  * Each fixture in tests/fixtures/ (written by tools/make_fixtures.py, format in
  * docs/FIXTURES.md) holds a model config, its weights, one batch, the torch
  * logits, loss and parameter gradients, and the losses of 5 AdamW steps on that
- * batch. For both backends (REF and CPU) this test loads the weights into a
- * fresh smj_model and compares:
+ * batch. For every backend of the build (REF and CPU; CUDA too in a CUDA=1
+ * build, skipped without a usable GPU unless SMJ_CUDA_REQUIRE=1) this test
+ * loads the weights into a fresh smj_model through the public host<->backend
+ * copies (smj_model_tensor_set/get, smj_model_get_logits) and compares:
  *   logits (rel L2 <= 1e-5), loss (rel <= 1e-5), every gradient (rel L2 <= 1e-4),
  *   the 5 trainer steps' losses (rel <= 1e-5) and pre-clip grad norms (rel <= 1e-4),
  *   and, where the fixture has them, the parameters after the 5 steps.
@@ -71,8 +73,8 @@ static smj_model *model_from_fixture(smj_ctx *ctx, fixture *fx, const smj_model_
         smj_tensor_view v;
         memset(&v, 0, sizeof v);
         s = smj_model_tensor(m, i, &v);
-        CHECK(s == SMJ_OK && v.name && v.data, "%s: smj_model_tensor(%d) -> %s", tag, i, smj_status_str(s));
-        if (s != SMJ_OK || !v.name || !v.data) { ok = 0; continue; }
+        CHECK(s == SMJ_OK && v.name, "%s: smj_model_tensor(%d) -> %s", tag, i, smj_status_str(s));
+        if (s != SMJ_OK || !v.name) { ok = 0; continue; }
         int64_t dims[FIXTURE_MAX_NDIM], numel = 0;
         int nd = fixture_shape(fx, v.name, dims);
         CHECK(nd >= 0, "%s: model tensor '%s' is not in the fixture", tag, v.name);
@@ -86,7 +88,8 @@ static smj_model *model_from_fixture(smj_ctx *ctx, fixture *fx, const smj_model_
         CHECK(w && numel == v.numel, "%s: '%s': fixture numel %lld != model numel %lld", tag, v.name,
               (long long)numel, (long long)v.numel);
         if (!same || !w || numel != v.numel) { ok = 0; continue; }
-        memcpy(v.data, w, (size_t)numel * sizeof(float));
+        smj_status ss = smj_model_tensor_set(m, i, w);
+        CHECK(ss == SMJ_OK, "%s: tensor_set '%s' -> %s", tag, v.name, smj_status_str(ss));
     }
     for (int i = 0; i < fixture_count(fx); i++) {
         const char *name = fixture_name(fx, i);
@@ -122,8 +125,9 @@ static void parity_forward_backward(smj_ctx *ctx, fixture *fx, const smj_model_c
     smj_status s = smj_model_forward(m, inputs, targets, B, T, &loss);
     CHECK(s == SMJ_OK, "%s: forward -> %s: %s", tag, smj_status_str(s), smj_ctx_error(ctx));
     if (s != SMJ_OK) { smj_model_free(m); return; }
-    const float *logits = smj_model_logits(m);
-    CHECK(logits != NULL, "%s: no logits", tag);
+    float *logits = malloc(sizeof(float) * (size_t)n_lg);
+    CHECK(logits && smj_model_logits(m), "%s: no logits", tag);
+    if (logits && smj_model_logits(m)) CHECK_OK(ctx, smj_model_get_logits(m, logits));
     double lerr = logits ? rel_l2(logits, ref_logits, n_lg) : INFINITY;
     double lmax = logits ? max_abs_diff(logits, ref_logits, n_lg) : INFINITY;
     double loss_err = rel_err(loss, ref_loss);
@@ -146,9 +150,13 @@ static void parity_forward_backward(smj_ctx *ctx, fixture *fx, const smj_model_c
             CHECK(g && n == v.numel, "%s: fixture has no matching '%s'", tag, gname);
             CHECK(v.grad != NULL, "%s: '%s' has no gradient after backward", tag, v.name);
             if (!g || n != v.numel || !v.grad) continue;
-            double e = rel_l2(v.grad, g, n);
+            float *hg = malloc(sizeof(float) * (size_t)n);
+            if (!hg) continue;
+            CHECK_OK(ctx, smj_model_tensor_get(m, i, 1, hg));
+            double e = rel_l2(hg, g, n);
             CHECK(e <= TOL_GRAD, "%s: %s rel L2 %.3e > %.0e (max abs diff %.3e)", tag, gname, e, TOL_GRAD,
-                  max_abs_diff(v.grad, g, n));
+                  max_abs_diff(hg, g, n));
+            free(hg);
             if (!(e <= worst)) {
                 worst = e;
                 snprintf(worst_name, sizeof worst_name, "%s", v.name);
@@ -157,6 +165,7 @@ static void parity_forward_backward(smj_ctx *ctx, fixture *fx, const smj_model_c
     }
     printf("%s: logits rel L2 %.2e (max abs %.2e), loss %.7f vs %.7f (rel %.2e), worst grad rel L2 %.2e (%s)\n",
            tag, lerr, lmax, loss, ref_loss, loss_err, worst, worst_name);
+    free(logits);
     smj_model_free(m);
 }
 
@@ -260,11 +269,15 @@ static void parity_train(smj_ctx *ctx, fixture *fx, const smj_model_config *cfg,
         }
         float *d_got = malloc(sizeof(float) * (size_t)n), *d_ref = malloc(sizeof(float) * (size_t)n);
         if (!d_got || !d_ref) { free(d_got); free(d_ref); continue; }
+        float *hp = malloc(sizeof(float) * (size_t)n);
+        if (!hp) { free(d_got); free(d_ref); continue; }
+        CHECK_OK(ctx, smj_model_tensor_get(m, i, 0, hp));
         for (int64_t j = 0; j < n; j++) {
-            d_got[j] = v.data[j] - init[j];
+            d_got[j] = hp[j] - init[j];
             d_ref[j] = ref[j] - init[j];
         }
-        double ep = rel_l2(v.data, ref, n), ed = rel_l2(d_got, d_ref, n);
+        double ep = rel_l2(hp, ref, n), ed = rel_l2(d_got, d_ref, n);
+        free(hp);
         CHECK(ep <= TOL_FINAL && ed <= TOL_FINAL_DELTA,
               "%s: %s after %d steps: rel L2 %.3e (update rel L2 %.3e)", tag, v.name, steps, ep, ed);
         worst_p = ep > worst_p ? ep : worst_p;
@@ -283,7 +296,19 @@ static void parity_train(smj_ctx *ctx, fixture *fx, const smj_model_config *cfg,
 int main(void) {
     const char *dir = getenv("SMJ_FIXTURES");
     if (!dir || !*dir) dir = "tests/fixtures";
-    const smj_backend_kind backends[] = {SMJ_BACKEND_REF, SMJ_BACKEND_CPU};
+    smj_backend_kind backends[3] = {SMJ_BACKEND_REF, SMJ_BACKEND_CPU};
+    size_t n_backends = 2;
+#ifdef SMJ_HAVE_CUDA
+    {
+        smj_ctx_options probe = {.threads = 0, .backend = SMJ_BACKEND_CUDA};
+        smj_ctx *pc = smj_ctx_create(&probe);
+        const char *req = getenv("SMJ_CUDA_REQUIRE");
+        if (pc && smj_ctx_status(pc) == SMJ_OK) backends[n_backends++] = SMJ_BACKEND_CUDA;
+        else if (req && *req == '1') CHECK(0, "no CUDA backend: %s", pc ? smj_ctx_error(pc) : "out of memory");
+        else printf("CUDA skipped: %s\n", pc ? smj_ctx_error(pc) : "out of memory");
+        smj_ctx_free(pc);
+    }
+#endif
     for (size_t fi = 0; fi < sizeof fixture_names / sizeof *fixture_names; fi++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", dir, fixture_names[fi]);
@@ -299,7 +324,7 @@ int main(void) {
                fixture_names[fi], tv ? tv : "?", cfg.vocab_size, cfg.dim, cfg.n_layers, cfg.n_heads,
                cfg.n_kv_heads, cfg.head_dim, cfg.ffn_hidden, cfg.rope_theta, cfg.norm_eps,
                cfg.tied_embeddings, cfg.qk_norm);
-        for (size_t bi = 0; bi < sizeof backends / sizeof *backends; bi++) {
+        for (size_t bi = 0; bi < n_backends; bi++) {
             smj_ctx_options opts = {.threads = 0, .backend = backends[bi]};
             smj_ctx *ctx = smj_ctx_create(&opts);
             CHECK(ctx != NULL, "smj_ctx_create failed");
@@ -308,6 +333,7 @@ int main(void) {
             snprintf(tag, sizeof tag, "  %s [%s]", fixture_names[fi], smj_ctx_backend_name(ctx));
             parity_forward_backward(ctx, fx, &cfg, tag);
             parity_train(ctx, fx, &cfg, tag, fixture_names[fi]);
+            CHECK(smj_ctx_status(ctx) == SMJ_OK, "%s: device error: %s", tag, smj_ctx_error(ctx));
             smj_ctx_free(ctx);
         }
         fixture_free(fx);

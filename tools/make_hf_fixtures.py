@@ -59,7 +59,7 @@ import traceback
 import numpy as np
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAGIC = b"SMJFIX01"
@@ -178,6 +178,13 @@ CASES = [
                              vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
                              rms_norm_eps=1e-5, tie_word_embeddings=False)),
+    # GPT-2 (GPT2LMHeadModel): LayerNorm + biases, learned positions, fused
+    # Conv1D c_attn, gelu_new MLP of 4 * n_embd, tied LM head
+    dict(name="gpt2", seed=24, B=2, T=12, dtype="float32",
+         config=lambda: GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, n_inner=None,
+                                   activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                   layer_norm_epsilon=1e-5, initializer_range=0.02, tie_word_embeddings=True,
+                                   use_cache=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)),
 ]
 
 
@@ -272,7 +279,7 @@ def attempt(case, seed):
     model.eval()
     redraw(model, gen)
     if cfg.tie_word_embeddings:
-        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "not tied"
+        assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr(), "not tied"
     if case["dtype"] == "bfloat16":
         with torch.no_grad():  # the reference runs on exactly the bf16 values the file holds
             for p in model.parameters():

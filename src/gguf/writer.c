@@ -251,6 +251,8 @@ smj_status smj_export_gguf(smj_model *m, const smj_tokenizer *tok, const char *p
     const smj_model_config *c = smj_model_get_config(m);
     if (info) memset(info, 0, sizeof *info);
     if ((unsigned)q > SMJ_QUANT_Q4_0) SMJ_FAIL(ctx, SMJ_ERR_INVALID, "%s: unknown quantization %d", path, (int)q);
+    if (c->arch != SMJ_ARCH_LLAMA)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: GGUF export covers the Llama family only (this model is GPT-2)", path);
     if (c->head_dim % 2) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: head_dim %d is odd; GGUF RoPE needs an even one", path, c->head_dim);
     /* llama.cpp's scaled-RoPE metadata (rope.scaling.*, rope_freqs) is not
      * written yet: refuse rather than export a file that runs plain RoPE. */

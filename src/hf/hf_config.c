@@ -213,6 +213,67 @@ static smj_status rope_to_cfg(smj_ctx *ctx, const char *name, const char *key, c
     return SMJ_OK;
 }
 
+/* GPT2LMHeadModel (model_type gpt2): its own key names (n_embd, n_layer, ...).
+ * Refused by name: an activation other than the tanh GELU, unscaled or
+ * layer-scaled attention, reordered/upcast attention, cross-attention. */
+static smj_status parse_gpt2(smj_ctx *ctx, const char *name, const smj_json *root, int max_seq_len,
+                             smj_model_config *cfg, char *notes, size_t notes_cap) {
+    const smj_json *act = smj_json_get(root, "activation_function");
+    if (act && act->type != SMJ_JSON_NULL &&
+        (act->type != SMJ_JSON_STRING || (strcmp(act->str, "gelu_new") != 0 && strcmp(act->str, "gelu_pytorch_tanh") != 0)))
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"activation_function\" = %.100s is not supported (only \"gelu_new\" or "
+                 "\"gelu_pytorch_tanh\")", name, act->type == SMJ_JSON_STRING ? act->str : smj_json_type_name(act->type));
+    int scale = 1, inv_layer = 0, reorder = 0, cross = 0, tied = 1;
+    SMJ_TRY(get_bool(ctx, name, root, "scale_attn_weights", &scale));
+    if (!scale) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"scale_attn_weights\": false is not supported", name);
+    SMJ_TRY(get_bool(ctx, name, root, "scale_attn_by_inverse_layer_idx", &inv_layer));
+    if (inv_layer) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"scale_attn_by_inverse_layer_idx\": true is not supported", name);
+    SMJ_TRY(get_bool(ctx, name, root, "reorder_and_upcast_attn", &reorder));
+    if (reorder) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"reorder_and_upcast_attn\": true is not supported", name);
+    SMJ_TRY(get_bool(ctx, name, root, "add_cross_attention", &cross));
+    if (cross) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: \"add_cross_attention\": true is not supported", name);
+    SMJ_TRY(get_bool(ctx, name, root, "tie_word_embeddings", &tied));
+    int64_t V = 50257, C = 768, L = 12, NH = 12, maxpos = 1024, H = -1;
+    SMJ_TRY(get_int(ctx, name, root, "vocab_size", 0, 2, 1 << 24, &V));
+    SMJ_TRY(get_int(ctx, name, root, "n_embd", 0, 1, 65536, &C));
+    SMJ_TRY(get_int(ctx, name, root, "n_layer", 0, 1, 1024, &L));
+    SMJ_TRY(get_int(ctx, name, root, "n_head", 0, 1, 1024, &NH));
+    SMJ_TRY(get_int(ctx, name, root, "n_positions", 0, 1, 1 << 20, &maxpos));
+    SMJ_TRY(get_int(ctx, name, root, "n_inner", 0, 1, 1 << 20, &H));
+    if (H < 0) H = 4 * C;
+    double eps = 1e-5;
+    SMJ_TRY(get_num(ctx, name, root, "layer_norm_epsilon", &eps));
+    if (!(eps > 0 && eps < 1)) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: layer_norm_epsilon %g is not in (0, 1)", name, eps);
+    if (C % NH) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: n_embd %lld is not a multiple of n_head %lld", name, (long long)C, (long long)NH);
+    int64_t T = maxpos;
+    if (max_seq_len > 0) {
+        if (max_seq_len > maxpos)
+            SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: context %d exceeds n_positions %lld (GPT-2's positions are learned)",
+                     name, max_seq_len, (long long)maxpos);
+        note(notes, notes_cap, "context %d of the model's %lld positions (wpe keeps all of them)", max_seq_len,
+             (long long)maxpos);
+    }
+    memset(cfg, 0, sizeof *cfg);
+    cfg->arch = SMJ_ARCH_GPT2;
+    cfg->vocab_size = (int)V;
+    cfg->dim = (int)C;
+    cfg->n_layers = (int)L;
+    cfg->n_heads = cfg->n_kv_heads = (int)NH;
+    cfg->head_dim = (int)(C / NH);
+    cfg->ffn_hidden = (int)H;
+    cfg->max_seq_len = (int)T; /* = n_positions: wpe has that many rows */
+    cfg->rope_theta = 10000.0f; /* unused */
+    cfg->norm_eps = (float)eps;
+    cfg->tied_embeddings = tied;
+    smj_status st = smj_config_validate(ctx, cfg);
+    if (st != SMJ_OK) {
+        char msg[sizeof ctx->err];
+        snprintf(msg, sizeof msg, "%s", smj_ctx_error(ctx));
+        st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "%s: %s", name, msg);
+    }
+    return st;
+}
+
 smj_status smj_hf_config_parse(smj_ctx *ctx, const char *text, size_t n, const char *name, int max_seq_len,
                                smj_model_config *cfg, const char **arch_out, char *notes, size_t notes_cap) {
     if (notes && notes_cap) notes[0] = 0;
@@ -232,6 +293,14 @@ smj_status smj_hf_config_parse(smj_ctx *ctx, const char *text, size_t n, const c
         if (archs->len > 1) FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"architectures\" lists %zu classes; expected one", name, archs->len);
         arch_name = archs->kids[0].str;
     }
+    if (arch_name ? strcmp(arch_name, "GPT2LMHeadModel") == 0
+                  : mt && mt->type == SMJ_JSON_STRING && strcmp(mt->str, "gpt2") == 0) {
+        if (mt && mt->type == SMJ_JSON_STRING && strcmp(mt->str, "gpt2") != 0)
+            FAIL(SMJ_ERR_FORMAT, "%s: model_type \"%.100s\" does not match architecture GPT2LMHeadModel", name, mt->str);
+        TRY(parse_gpt2(ctx, name, root, max_seq_len, cfg, notes, notes_cap));
+        if (arch_out) *arch_out = "GPT2LMHeadModel";
+        goto done;
+    }
     const arch_info *a = NULL;
     for (int i = 0; i < N_ARCHS; i++) {
         if (arch_name ? strcmp(arch_name, ARCHS[i].arch) == 0
@@ -242,7 +311,7 @@ smj_status smj_hf_config_parse(smj_ctx *ctx, const char *text, size_t n, const c
         const char *what = arch_name ? arch_name : mt && mt->type == SMJ_JSON_STRING ? mt->str : NULL;
         if (!what) FAIL(SMJ_ERR_FORMAT, "%s: neither \"architectures\" nor \"model_type\" names the model", name);
         FAIL(SMJ_ERR_UNSUPPORTED, "%s: architecture %.100s is not supported yet (supported: LlamaForCausalLM, "
-             "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)", name, what);
+             "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel)", name, what);
     }
     if (mt && mt->type == SMJ_JSON_STRING && strcmp(mt->str, a->model_type) != 0)
         FAIL(SMJ_ERR_FORMAT, "%s: model_type \"%.100s\" does not match architecture %s", name, mt->str, a->arch);
@@ -400,6 +469,22 @@ static void put_rope(smj_jbuf *b, const smj_model_config *c) {
 smj_status smj_hf_config_json(smj_ctx *ctx, const smj_model_config *c, const smj_tokenizer *tok, int bf16,
                               smj_jbuf *b) {
     SMJ_TRY(smj_config_validate(ctx, c));
+    if (c->arch == SMJ_ARCH_GPT2) {
+        smj_jbuf_printf(b, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n");
+        smj_jbuf_printf(b, "  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n  \"n_head\": %d,\n"
+                        "  \"n_positions\": %d,\n  \"n_inner\": %d,\n  \"activation_function\": \"gelu_new\",\n",
+                        c->vocab_size, c->dim, c->n_layers, c->n_heads, c->max_seq_len, c->ffn_hidden);
+        smj_jbuf_puts(b, "  \"layer_norm_epsilon\": ");
+        smj_jbuf_float(b, c->norm_eps);
+        smj_jbuf_puts(b, ",\n  \"scale_attn_weights\": true,\n  \"scale_attn_by_inverse_layer_idx\": false,\n"
+                      "  \"reorder_and_upcast_attn\": false,\n");
+        smj_jbuf_printf(b, "  \"tie_word_embeddings\": %s,\n", c->tied_embeddings ? "true" : "false");
+        put_token_ids(b, tok, "  ");
+        smj_jbuf_printf(b, "  \"initializer_range\": 0.02,\n  \"use_cache\": true,\n  \"torch_dtype\": \"%s\"\n}\n",
+                        bf16 ? "bfloat16" : "float32");
+        if (b->failed) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory writing config.json");
+        return SMJ_OK;
+    }
     /* the architecture that has exactly these biases */
     const char *arch = "LlamaForCausalLM", *mt = "llama";
     if (c->qk_norm) {

@@ -61,8 +61,12 @@ smj_status smj_import_hf(smj_ctx *ctx, const char *dir, smj_hf_import_options *o
     for (int i = 0; i < nt && st == SMJ_OK; i++) {
         smj_tensor_view v;
         if ((st = smj_model_tensor(m, i, &v)) != SMJ_OK) break;
-        if (strcmp(v.name, "model.embed_tokens.weight") == 0) embed = v.data;
+        if (strcmp(v.name, "model.embed_tokens.weight") == 0 || strcmp(v.name, "transformer.wte.weight") == 0)
+            embed = v.data;
         int k = smj_st_set_find(set, v.name);
+        /* GPT-2 files saved from the base model (and the original hub ones) lack the "transformer." prefix */
+        if (k < 0 && cfg.arch == SMJ_ARCH_GPT2 && strncmp(v.name, "transformer.", 12) == 0)
+            k = smj_st_set_find(set, v.name + 12);
         char want[128], have[128];
         shape_str(want, sizeof want, v.ndim, v.shape);
         if (k < 0) {
@@ -93,6 +97,10 @@ smj_status smj_import_hf(smj_ctx *ctx, const char *dir, smj_hf_import_options *o
         int idx;
         const smj_st_tensor *t = smj_st_set_get(set, k, &f, &idx);
         if (ends_with(t->name, "rotary_emb.inv_freq")) continue;
+        /* GPT-2's causal-mask buffers (older checkpoints saved them) */
+        if (cfg.arch == SMJ_ARCH_GPT2 && (ends_with(t->name, ".attn.bias") || ends_with(t->name, ".attn.masked_bias")) &&
+            t->ndim != 1)
+            continue;
         if (cfg.tied_embeddings && strcmp(t->name, "lm_head.weight") == 0 && embed && t->ndim == 2 &&
             t->shape[0] == cfg.vocab_size && t->shape[1] == cfg.dim) {
             float *tmp = malloc(sizeof(float) * (size_t)t->numel);
@@ -102,7 +110,7 @@ smj_status smj_import_hf(smj_ctx *ctx, const char *dir, smj_hf_import_options *o
             free(tmp);
             if (st != SMJ_OK) break;
             if (eq) continue;
-            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: lm_head.weight differs from model.embed_tokens.weight but "
+            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: lm_head.weight differs from the token embedding but "
                                "config.json says tie_word_embeddings", smj_st_path(f));
             break;
         }

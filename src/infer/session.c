@@ -21,6 +21,8 @@ struct smj_session {
     smj_block_acts a;
     float *x, *y, *lnf, *rstd, *logits; /* [CHUNK,C] x2, [C], [1], [V] */
     int32_t *ids;       /* [CHUNK] on the backend */
+    int32_t *pos;       /* GPT-2: [CHUNK] position ids on the backend */
+    float *lnf_mean;    /* GPT-2: [1] */
     float *host_logits; /* [V] */
 };
 
@@ -39,7 +41,9 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     s->kc = m->be->alloc(kvb);
     s->vc = m->be->alloc(kvb);
     int64_t sizes[] = {R * C, R, R * QD, R * KD, R * c->n_heads, R * c->n_kv_heads, R * QD, R * QD,
-                       R * c->n_heads, R * C, R * C, R, 3 * R * H, R * C, R * C, R * C, C, 16, V, R};
+                       R * c->n_heads, R * C, R * C, R, 3 * R * H, R * C, R * C, R * C, C, 16, V, R,
+                       /* GPT-2: ln1_mean, ln2_mean, qkv, idx3, pos, lnf_mean */
+                       R, R, 3 * R * C, R, R, 16};
     int ns = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int i = 0; i < ns; i++) total += (sizes[i] + 15) & ~15LL;
@@ -49,7 +53,7 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
         smj_session_free(s);
         SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for a KV cache of %d positions", max_len);
     }
-    float *p[20];
+    float *p[26];
     int64_t off = 0;
     for (int i = 0; i < ns; i++) { p[i] = s->mem + off; off += (sizes[i] + 15) & ~15LL; }
     smj_block_acts *a = &s->a;
@@ -57,6 +61,13 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     a->q = p[6]; a->att = p[7]; a->lse = p[8]; a->res_mid = p[9]; a->ln2 = p[10]; a->ln2_rstd = p[11];
     a->gate = p[12]; a->up = p[12] + R * H; a->hsw = p[12] + 2 * R * H; a->tmp = p[13];
     s->x = p[14]; s->y = p[15]; s->lnf = p[16]; s->rstd = p[17]; s->logits = p[18]; s->ids = (int32_t *)p[19];
+    a->ln1_mean = p[20]; a->ln2_mean = p[21]; a->qkv = p[22]; a->idx3 = (int32_t *)p[23];
+    s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
+    if (c->arch == SMJ_ARCH_GPT2) {
+        int32_t idx[CHUNK];
+        for (int i = 0; i < CHUNK; i++) idx[i] = 3 * i;
+        m->be->upload(a->idx3, idx, sizeof idx);
+    }
     *out = s;
     return SMJ_OK;
 }
@@ -87,7 +98,14 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
     for (int done = 0; done < n;) {
         int r = n - done < CHUNK ? n - done : CHUNK, pos = s->len;
         be->upload(s->ids, ids + done, sizeof(int32_t) * (size_t)r);
-        SMJ_TRY(smj_model_embed(m, s->x, ids + done, s->ids, r));
+        if (c->arch == SMJ_ARCH_GPT2) {
+            int32_t pp[CHUNK];
+            for (int i = 0; i < r; i++) pp[i] = pos + i;
+            be->upload(s->pos, pp, sizeof(int32_t) * (size_t)r);
+            smj_gpt2_embed(m, s->x, s->y, s->ids, s->pos, r);
+        } else {
+            SMJ_TRY(smj_model_embed(m, s->x, ids + done, s->ids, r));
+        }
         for (int l = 0; l < c->n_layers; l++) {
             float *kl = s->kc + (int64_t)l * s->max_len * KD, *vl = s->vc + (int64_t)l * s->max_len * KD;
             s->a.k = kl + pos * KD;
@@ -98,8 +116,11 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
         s->len += r;
         done += r;
         if (done == n) {
-            be->rmsnorm_fwd(ex, s->lnf, s->rstd, s->x + (int64_t)(r - 1) * C,
-                            smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, C, c->norm_eps);
+            if (c->arch == SMJ_ARCH_GPT2)
+                smj_gpt2_final_norm(m, s->lnf, s->lnf_mean, s->rstd, s->x + (int64_t)(r - 1) * C, 1);
+            else
+                be->rmsnorm_fwd(ex, s->lnf, s->rstd, s->x + (int64_t)(r - 1) * C,
+                                smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, C, c->norm_eps);
             smj_model_linear(m, R_LM_HEAD, -1, s->logits, s->lnf, 1, V, C);
             be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
         }

@@ -162,9 +162,10 @@ const smj_ct_entry *smj_container_find(const smj_container *c, const char *name)
 void smj_config_to_meta(const smj_model_config *g, char *buf, size_t cap) {
     size_t l = strlen(buf);
     snprintf(buf + l, cap - l,
-             "arch=llama\nvocab_size=%d\ndim=%d\nn_layers=%d\nn_heads=%d\nn_kv_heads=%d\nhead_dim=%d\n"
+             "arch=%s\nvocab_size=%d\ndim=%d\nn_layers=%d\nn_heads=%d\nn_kv_heads=%d\nhead_dim=%d\n"
              "ffn_hidden=%d\nmax_seq_len=%d\nrope_theta=%a\nnorm_eps=%a\ntied_embeddings=%d\nqk_norm=%d\n",
-             g->vocab_size, g->dim, g->n_layers, g->n_heads, g->n_kv_heads, g->head_dim, g->ffn_hidden,
+             g->arch == SMJ_ARCH_GPT2 ? "gpt2" : "llama", g->vocab_size, g->dim, g->n_layers, g->n_heads,
+             g->n_kv_heads, g->head_dim, g->ffn_hidden,
              g->max_seq_len, (double)g->rope_theta, (double)g->norm_eps, g->tied_embeddings, g->qk_norm);
     /* later keys: absent in older checkpoints, where they read as 0 (off / default) */
     l = strlen(buf);
@@ -182,7 +183,8 @@ smj_status smj_config_from_container(smj_ctx *ctx, const char *path, const smj_c
     char v[64];
     const char *a = smj_container_meta(c, "arch", v, sizeof v);
     if (!a) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: metadata has no 'arch'", path);
-    if (strcmp(a, "llama") != 0) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: unknown architecture '%s'", path, a);
+    int arch = !strcmp(a, "llama") ? SMJ_ARCH_LLAMA : !strcmp(a, "gpt2") ? SMJ_ARCH_GPT2 : -1;
+    if (arch < 0) SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: unknown architecture '%s' (llama or gpt2)", path, a);
     struct { const char *k; int *i; float *f; int optional; } keys[] = {
         {"vocab_size", &g->vocab_size, 0, 0}, {"dim", &g->dim, 0, 0}, {"n_layers", &g->n_layers, 0, 0},
         {"n_heads", &g->n_heads, 0, 0}, {"n_kv_heads", &g->n_kv_heads, 0, 0}, {"head_dim", &g->head_dim, 0, 0},
@@ -198,6 +200,7 @@ smj_status smj_config_from_container(smj_ctx *ctx, const char *path, const smj_c
         {"rope_yarn_no_truncate", &g->rope_yarn_no_truncate, 0, 1},
     };
     memset(g, 0, sizeof *g);
+    g->arch = arch;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (!smj_container_meta(c, keys[i].k, v, sizeof v)) {
             if (keys[i].optional) continue; /* stays 0 */

@@ -82,6 +82,14 @@ smj_status smj_config_validate(smj_ctx *ctx, const smj_model_config *c) {
             "llama3 rope: need 0 < low_freq_factor < high_freq_factor (got %g, %g)", (double)c->rope_low_freq_factor,
             (double)c->rope_high_freq_factor);
     }
+    REQ(c->arch == SMJ_ARCH_LLAMA || c->arch == SMJ_ARCH_GPT2, "unknown model family (arch) %d", c->arch);
+    if (c->arch == SMJ_ARCH_GPT2) {
+        REQ(c->n_kv_heads == c->n_heads, "gpt2: kv heads %d must equal heads %d (no GQA)", c->n_kv_heads, c->n_heads);
+        REQ((int64_t)c->head_dim * c->n_heads == c->dim, "gpt2: head dim %d x heads %d must equal dim %d",
+            c->head_dim, c->n_heads, c->dim);
+        REQ(!c->qk_norm && !c->attn_bias && !c->attn_out_bias && c->rope_type == SMJ_ROPE_DEFAULT,
+            "gpt2: qk_norm, attn_bias, attn_out_bias and rope scaling are Llama-family options");
+    }
     if (c->rope_type == SMJ_ROPE_YARN) {
         REQ(c->rope_beta_fast >= 0 && c->rope_beta_slow >= 0 && isfinite(c->rope_beta_fast) && isfinite(c->rope_beta_slow),
             "yarn rope: beta_fast/beta_slow must not be negative");
@@ -93,6 +101,7 @@ smj_status smj_config_validate(smj_ctx *ctx, const smj_model_config *c) {
 }
 
 int64_t smj_config_num_params(const smj_model_config *c) {
+    if (c->arch == SMJ_ARCH_GPT2) return smj_gpt2_num_params(c);
     int64_t C = c->dim, V = c->vocab_size, H = c->ffn_hidden, HS = c->head_dim;
     int64_t layer = 2 * C + C * HS * (2 * c->n_heads + 2 * c->n_kv_heads) + 3 * C * H +
                     (c->qk_norm ? 2 * HS : 0) + (c->attn_bias ? HS * (c->n_heads + 2 * c->n_kv_heads) : 0) +

@@ -73,6 +73,7 @@ static int role_shape(const smj_model_config *c, smj_role r, int64_t shape[4]) {
  * norm and head. The checkpoint format stores them in this order. */
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs_out,
                                  int *n_out, int64_t *n_params) {
+    if (c->arch == SMJ_ARCH_GPT2) return smj_gpt2_build_specs(ctx, c, specs_out, n_out, n_params);
     SMJ_TRY(smj_config_validate(ctx, c));
     int cap = R_COUNT * (c->n_layers + 1), n = 0;
     smj_tensor_spec *s = calloc((size_t)cap, sizeof *s);
@@ -329,7 +330,7 @@ smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, cons
     float *cs = malloc(sizeof(float) * rope_n * 2), *sn = cs ? cs + rope_n : NULL;
     m->rope_cos = m->be->alloc(sizeof(float) * rope_n);
     m->rope_sin = m->be->alloc(sizeof(float) * rope_n);
-    int dyn = cfg->rope_type == SMJ_ROPE_DYNAMIC, bias = cfg->attn_bias || cfg->attn_out_bias;
+    int dyn = cfg->rope_type == SMJ_ROPE_DYNAMIC, bias = cfg->attn_bias || cfg->attn_out_bias || cfg->arch == SMJ_ARCH_GPT2;
     if (dyn) m->rope_row_len = malloc(sizeof(int64_t) * (size_t)cfg->max_seq_len);
     if (bias) m->ones = m->be->alloc(sizeof(float) * (size_t)cfg->max_seq_len);
     if (!m->index || !m->params || !cs || !m->rope_cos || !m->rope_sin || (dyn && !m->rope_row_len) ||
@@ -378,7 +379,9 @@ smj_status smj_model_create(smj_ctx *ctx, const smj_model_config *cfg, uint64_t 
     for (int i = 0; i < m->n_tensors; i++) {
         const smj_tensor_spec *t = &m->specs[i];
         float *p = host + t->offset;
-        int is_bias = t->role == R_BQ || t->role == R_BK || t->role == R_BV || t->role == R_BO;
+        int is_bias = t->role == R_BQ || t->role == R_BK || t->role == R_BV || t->role == R_BO ||
+                      t->role == R_ATTN_NORM_B || t->role == R_BQKV || t->role == R_FFN_NORM_B || t->role == R_BUP ||
+                      t->role == R_BDOWN || t->role == R_FINAL_NORM_B;
         for (int64_t j = 0; j < t->numel; j++) p[j] = t->ndim >= 2 ? 0.02f * smj_rng_normal(&rng) : is_bias ? 0.0f : 1.0f;
     }
     m->be->upload(m->params, host, sizeof(float) * (size_t)m->n_params);
@@ -466,7 +469,35 @@ static float *take(carver *cv, int64_t n) {
     return p;
 }
 
+static void carve_gpt2_acts(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, V = c->vocab_size;
+    float *res = take(cv, (c->n_layers + 1) * N * C), *tmp = take(cv, N * C);
+    int32_t *idx3 = (int32_t *)take(cv, N);
+    if (m) m->res = res;
+    for (int l = 0; l < c->n_layers; l++) {
+        smj_block_acts a = {0};
+        a.ln1 = take(cv, N * C); a.ln1_mean = take(cv, N); a.ln1_rstd = take(cv, N);
+        a.qkv = take(cv, 3 * N * C);
+        a.q = take(cv, N * C); a.k = take(cv, N * C); a.v = take(cv, N * C);
+        a.att = take(cv, N * C); a.lse = take(cv, N * c->n_heads);
+        a.res_mid = take(cv, N * C);
+        a.ln2 = take(cv, N * C); a.ln2_mean = take(cv, N); a.ln2_rstd = take(cv, N);
+        a.gate = take(cv, N * H); a.hsw = take(cv, N * H); /* pre-GELU, post-GELU */
+        a.tmp = tmp;
+        a.idx3 = idx3;
+        if (m) m->blk[l] = a;
+    }
+    float *lnf = take(cv, N * C), *lnf_mean = take(cv, N), *lnf_rstd = take(cv, N), *logits = take(cv, N * V);
+    float *losses = take(cv, N), *xlse = take(cv, N);
+    float *ids = take(cv, N), *tgts = take(cv, N), *pos = take(cv, N);
+    if (m) {
+        m->lnf = lnf; m->lnf_mean = lnf_mean; m->lnf_rstd = lnf_rstd; m->logits = logits; m->losses = losses;
+        m->xlse = xlse; m->ids = (int32_t *)ids; m->tgts = (int32_t *)tgts; m->pos = (int32_t *)pos;
+    }
+}
+
 static void carve_acts(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
+    if (c->arch == SMJ_ARCH_GPT2) { carve_gpt2_acts(c, B, T, cv, m); return; }
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, V = c->vocab_size;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     float *res = take(cv, (c->n_layers + 1) * N * C), *tmp = take(cv, N * C);
@@ -504,6 +535,10 @@ static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_m
     if (m) {
         m->dres = p[0]; m->dtmp = p[1]; m->dln = p[2]; m->datt = p[3]; m->dq = p[4]; m->dk = p[5];
         m->dv = p[6]; m->dqn = p[7]; m->dkn = p[8]; m->dh = p[9]; m->dgate = p[10]; m->dup = p[11];
+    }
+    if (c->arch == SMJ_ARCH_GPT2) {
+        float *dqkv = take(cv, 3 * N * C);
+        if (m) m->dqkv = dqkv;
     }
 }
 
@@ -559,8 +594,15 @@ static void bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int6
         m->be->matmul(&m->ctx->exec, db, m->ones, dout + r0 * O, 1, O, N - r0 < R ? N - r0 : R, 0, 0, 1);
 }
 
+void smj_model_bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O) { bias_fwd(m, out, b, N, O); }
+void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O) { bias_bwd(m, db, dout, N, O); }
+
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
                        int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
+    if (m->cfg.arch == SMJ_ARCH_GPT2) {
+        smj_gpt2_block_forward(m, l, a, x, y, B, T, pos0, kbase, vbase, Tk, kv_bstride);
+        return;
+    }
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
@@ -628,6 +670,21 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     const smj_exec *ex = &m->ctx->exec;
     int C = c->dim, V = c->vocab_size;
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
+    if (c->arch == SMJ_ARCH_GPT2) {
+        int32_t *host = malloc(sizeof(int32_t) * 2 * (size_t)N);
+        if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
+        for (int64_t i = 0; i < N; i++) { host[i] = (int32_t)(i % T); host[N + i] = (int32_t)(3 * i); }
+        be->upload(m->pos, host, sizeof(int32_t) * (size_t)N);
+        be->upload(m->blk[0].idx3, host + N, sizeof(int32_t) * (size_t)N);
+        free(host);
+        smj_gpt2_embed(m, m->res, m->blk[0].tmp, m->ids, m->pos, N);
+        for (int l = 0; l < c->n_layers; l++) {
+            smj_block_acts *a = &m->blk[l];
+            smj_block_forward(m, l, a, m->res + l * N * C, m->res + (l + 1) * N * C, B, T, 0, a->k, a->v, T,
+                              (int64_t)T * C);
+        }
+        smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res + c->n_layers * N * C, N);
+    } else {
     SMJ_TRY(smj_model_embed(m, m->res, inputs, m->ids, N));
     for (int l = 0; l < c->n_layers; l++) {
         smj_block_acts *a = &m->blk[l];
@@ -636,6 +693,7 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     }
     be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, m->res + c->n_layers * N * C,
                     smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
+    }
     smj_model_linear(m, R_LM_HEAD, -1, m->logits, m->lnf, N, V, C);
     m->last_B = B;
     m->last_T = T;
@@ -655,6 +713,12 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
 }
 
 const float *smj_model_logits(const smj_model *m) { return m->logits; }
+
+smj_status smj_model_get_logits(smj_model *m, float *dst) {
+    SMJ_CHECK(m->ctx, m->act_mem && m->last_B > 0, SMJ_ERR_INVALID, "no forward has run yet");
+    m->be->download(dst, m->logits, sizeof(float) * (size_t)m->last_B * m->last_T * m->cfg.vocab_size);
+    return SMJ_OK;
+}
 
 /* ------------------------------------------------------- backward */
 
@@ -735,6 +799,11 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     be->xent_bwd(ex, dlogits, m->logits, m->xlse, m->tgts, dloss, N, V);
     be->matmul(ex, smj_model_ptr(m, m->grads, R_LM_HEAD, -1), dlogits, m->lnf, V, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, dlogits, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, C, V, 0, 0, 0);
+    if (c->arch == SMJ_ARCH_GPT2) {
+        smj_gpt2_backward(m, B, T);
+        m->have_targets = 0;
+        return SMJ_OK;
+    }
     be->rmsnorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1), m->dln,
                     m->res + c->n_layers * N * C, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_rstd,
                     N, C);

@@ -34,7 +34,9 @@
 /* Every kind of tensor a dense Llama-family model has. */
 typedef enum {
     R_EMBED, R_ATTN_NORM, R_WQ, R_BQ, R_WK, R_BK, R_WV, R_BV, R_WO, R_BO, R_Q_NORM, R_K_NORM, R_FFN_NORM,
-    R_WGATE, R_WUP, R_WDOWN, R_FINAL_NORM, R_LM_HEAD, R_COUNT
+    R_WGATE, R_WUP, R_WDOWN, R_FINAL_NORM, R_LM_HEAD,
+    /* GPT-2 only (gpt2.c) */
+    R_POS_EMBED, R_ATTN_NORM_B, R_WQKV, R_BQKV, R_FFN_NORM_B, R_BUP, R_BDOWN, R_FINAL_NORM_B, R_COUNT
 } smj_role;
 
 /* smj_model_config.rope_type */
@@ -82,6 +84,11 @@ typedef struct {
     float *ln2, *ln2_rstd;         /* [N,C], [N] */
     float *gate, *up, *hsw;        /* [N,H] each; hsw = silu(gate) * up */
     float *tmp;                    /* [N,C] scratch (shared by all blocks) */
+    /* GPT-2 only: LayerNorm means, the fused q|k|v product, and row indices
+     * 3n (device int32, shared by all blocks) that split it with the embedding op */
+    float *ln1_mean, *ln2_mean;    /* [N] each */
+    float *qkv;                    /* [N,3C] */
+    int32_t *idx3;                 /* [N] */
 } smj_block_acts;
 
 struct smj_model {
@@ -111,6 +118,9 @@ struct smj_model {
     /* backward scratch */
     float *bwd_mem;
     float *dres, *dtmp, *dln, *datt, *dq, *dk, *dv, *dqn, *dkn, *dh, *dgate, *dup;
+    float *dqkv;     /* GPT-2: [N,3C] */
+    float *lnf_mean; /* GPT-2: [N] (forward) */
+    int32_t *pos;    /* GPT-2: [N] position ids on the backend (forward) */
     int last_B, last_T, have_targets;
     int64_t n_valid; /* targets >= 0 in the last forward */
 
@@ -156,6 +166,24 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
 /* Makes the rope tables right for rows [p0, p0 + n) of a sequence whose
  * total length is p0 + n (a no-op unless rope_type is dynamic). */
 void smj_rope_prepare(smj_model *m, int p0, int n);
+
+/* out[N,O] += ones[N,1]·b[1,O] and db[1,O] += ones[1,N]·dout[N,O] (m->ones). */
+void smj_model_bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O);
+void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O);
+
+/* ---- the GPT-2 family (gpt2.c); llama.c dispatches on cfg.arch. */
+smj_status smj_gpt2_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs, int *n,
+                                int64_t *n_params);
+int64_t smj_gpt2_num_params(const smj_model_config *c);
+/* The block (same contract as smj_block_forward; a->idx3 [T*B] holds 3n). */
+void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
+                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
+/* out[N,C] = wte[ids] + wpe[pos] (tmp [N,C] scratch; ids, pos on the backend). */
+void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids_dev, const int32_t *pos_dev, int64_t N);
+/* ln_f over N rows. */
+void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N);
+/* Backward of the blocks, ln_f and embeddings; m->dln holds dL/d(ln_f out) [N,C]. */
+void smj_gpt2_backward(smj_model *m, int B, int T);
 
 /* Floats of the activation and backward-scratch buffers for (B, T). */
 int64_t smj_act_floats(const smj_model_config *c, int B, int T);

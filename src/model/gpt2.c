@@ -1,0 +1,211 @@
+/* gpt2.c — the GPT-2 family (HF GPT2LMHeadModel): tensor table and block
+ * functions; llama.c's shared model code dispatches here on cfg.arch.
+ *
+ * x = wte[ids] + wpe[pos]; per layer (pre-LN):
+ *   x += c_proj(attn(split(c_attn(ln_1(x)))))    c_attn [C, 3C] + b, q|k|v columns
+ *   x += mlp.c_proj(gelu_tanh(c_fc(ln_2(x))))     c_fc [C, H] + b, c_proj [H, C] + b
+ * then ln_f and the LM head (tied to wte unless tied_embeddings = 0).
+ *
+ * The tensors keep HF's names and shapes: GPT-2's Conv1D weights are stored
+ * [in, out], so the forward multiplies with transB = 0 (out = in · W) and
+ * import/export stay copies. LayerNorms are PyTorch's (biased variance,
+ * eps = cfg.norm_eps inside the sqrt). Attention is causal MHA with scale
+ * 1/sqrt(HS) and no RoPE. Biases go through matmul with the model's ones
+ * vector, as in llama.c.
+ *
+ * Splitting q, k, v out of the [N, 3C] product: viewed as a table of 3N
+ * rows of C, q_n, k_n, v_n are rows 3n, 3n+1, 3n+2, so the embedding op with
+ * row ids 3n (a->idx3) on the table at offsets 0, C, 2C gathers each of them
+ * exactly, on every backend; the backward scatters dq, dk, dv back with
+ * embedding_bwd into a zeroed dqkv. No op of its own, no host pointers.
+ */
+#include <math.h>
+#include <string.h>
+#include "model.h"
+
+typedef struct { smj_role role; const char *fmt; int per_layer; } gpt2_role;
+
+/* HF's state-dict order. */
+static const gpt2_role ROLES[] = {
+    {R_EMBED, "transformer.wte.weight", 0},
+    {R_POS_EMBED, "transformer.wpe.weight", 0},
+    {R_ATTN_NORM, "transformer.h.%d.ln_1.weight", 1},
+    {R_ATTN_NORM_B, "transformer.h.%d.ln_1.bias", 1},
+    {R_WQKV, "transformer.h.%d.attn.c_attn.weight", 1},
+    {R_BQKV, "transformer.h.%d.attn.c_attn.bias", 1},
+    {R_WO, "transformer.h.%d.attn.c_proj.weight", 1},
+    {R_BO, "transformer.h.%d.attn.c_proj.bias", 1},
+    {R_FFN_NORM, "transformer.h.%d.ln_2.weight", 1},
+    {R_FFN_NORM_B, "transformer.h.%d.ln_2.bias", 1},
+    {R_WUP, "transformer.h.%d.mlp.c_fc.weight", 1},
+    {R_BUP, "transformer.h.%d.mlp.c_fc.bias", 1},
+    {R_WDOWN, "transformer.h.%d.mlp.c_proj.weight", 1},
+    {R_BDOWN, "transformer.h.%d.mlp.c_proj.bias", 1},
+    {R_FINAL_NORM, "transformer.ln_f.weight", 0},
+    {R_FINAL_NORM_B, "transformer.ln_f.bias", 0},
+    {R_LM_HEAD, "lm_head.weight", 0},
+};
+#define N_ROLES (int)(sizeof ROLES / sizeof ROLES[0])
+
+static int role_shape(const smj_model_config *c, smj_role r, int64_t s[4]) {
+    int64_t C = c->dim, H = c->ffn_hidden, V = c->vocab_size;
+    switch (r) {
+    case R_EMBED: s[0] = V; s[1] = C; return 2;
+    case R_POS_EMBED: s[0] = c->max_seq_len; s[1] = C; return 2;
+    case R_ATTN_NORM: case R_ATTN_NORM_B: case R_FFN_NORM: case R_FFN_NORM_B:
+    case R_FINAL_NORM: case R_FINAL_NORM_B: case R_BO: case R_BDOWN: s[0] = C; return 1;
+    case R_WQKV: s[0] = C; s[1] = 3 * C; return 2;
+    case R_BQKV: s[0] = 3 * C; return 1;
+    case R_WO: s[0] = C; s[1] = C; return 2;
+    case R_WUP: s[0] = C; s[1] = H; return 2;
+    case R_BUP: s[0] = H; return 1;
+    case R_WDOWN: s[0] = H; s[1] = C; return 2;
+    case R_LM_HEAD: if (c->tied_embeddings) return 0; s[0] = V; s[1] = C; return 2;
+    default: return 0;
+    }
+}
+
+smj_status smj_gpt2_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs_out, int *n_out,
+                                int64_t *n_params) {
+    SMJ_TRY(smj_config_validate(ctx, c));
+    int cap = N_ROLES * (c->n_layers + 1), n = 0;
+    smj_tensor_spec *s = calloc((size_t)cap, sizeof *s);
+    if (!s) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory for the tensor table");
+    int64_t off = 0;
+    for (int pass = 0; pass < 3; pass++) { /* 0: wte, wpe; 1: layers; 2: ln_f, head */
+        int l0 = pass == 1 ? 0 : -1, l1 = pass == 1 ? c->n_layers : 0;
+        for (int l = l0; l < l1; l++)
+            for (int r = 0; r < N_ROLES; r++) {
+                const gpt2_role *rn = &ROLES[r];
+                if (rn->per_layer != (pass == 1)) continue;
+                int head = rn->role == R_EMBED || rn->role == R_POS_EMBED;
+                if ((pass == 0 && !head) || (pass == 2 && head)) continue;
+                smj_tensor_spec *t = &s[n];
+                t->ndim = role_shape(c, rn->role, t->shape);
+                if (!t->ndim) continue;
+                t->role = rn->role;
+                t->layer = l;
+                snprintf(t->name, sizeof t->name, rn->fmt, l);
+                t->numel = 1;
+                for (int d = 0; d < t->ndim; d++) t->numel *= t->shape[d];
+                t->offset = off;
+                t->decay = t->ndim >= 2;
+                t->dtype = SMJ_DTYPE_F32;
+                t->nbytes = (int64_t)sizeof(float) * t->numel;
+                off += t->numel;
+                n++;
+            }
+    }
+    *specs_out = s;
+    *n_out = n;
+    *n_params = off;
+    return SMJ_OK;
+}
+
+int64_t smj_gpt2_num_params(const smj_model_config *c) {
+    int64_t C = c->dim, H = c->ffn_hidden, V = c->vocab_size;
+    int64_t layer = 4 * C + 3 * C * C + 3 * C + C * C + C + 2 * C * H + H + C;
+    return V * C * (c->tied_embeddings ? 1 : 2) + (int64_t)c->max_seq_len * C + c->n_layers * layer + 2 * C;
+}
+
+void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids, const int32_t *pos, int64_t N) {
+    const smj_exec *ex = &m->ctx->exec;
+    int C = m->cfg.dim;
+    m->be->embedding_fwd(ex, out, ids, smj_model_ptr(m, m->params, R_EMBED, -1), N, C);
+    m->be->embedding_fwd(ex, tmp, pos, smj_model_ptr(m, m->params, R_POS_EMBED, -1), N, C);
+    m->be->add(ex, out, out, tmp, N * C);
+}
+
+void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N) {
+    m->be->layernorm_fwd(&m->ctx->exec, out, mean, rstd, x, smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
+                         smj_model_ptr(m, m->params, R_FINAL_NORM_B, -1), N, m->cfg.dim, m->cfg.norm_eps);
+}
+
+void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
+                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
+    (void)pos0; /* positions entered with wpe */
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    const smj_exec *ex = &m->ctx->exec;
+    int NH = c->n_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
+    int64_t N = (int64_t)B * T;
+    float *P = m->params;
+#define W(role) smj_model_ptr(m, P, role, l)
+    be->layernorm_fwd(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, W(R_ATTN_NORM), W(R_ATTN_NORM_B), N, C, c->norm_eps);
+    be->matmul(ex, a->qkv, a->ln1, W(R_WQKV), N, 3 * (int64_t)C, C, 0, 0, 0);
+    smj_model_bias_fwd(m, a->qkv, W(R_BQKV), N, 3 * (int64_t)C);
+    be->embedding_fwd(ex, a->q, a->idx3, a->qkv, N, C);
+    be->embedding_fwd(ex, a->k, a->idx3, a->qkv + C, N, C);
+    be->embedding_fwd(ex, a->v, a->idx3, a->qkv + 2 * C, N, C);
+    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NH, HS, kv_bstride,
+                      1.0f / sqrtf((float)HS));
+    be->matmul(ex, a->tmp, a->att, W(R_WO), N, C, C, 0, 0, 0);
+    smj_model_bias_fwd(m, a->tmp, W(R_BO), N, C);
+    be->add(ex, a->res_mid, x, a->tmp, N * C);
+    be->layernorm_fwd(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), W(R_FFN_NORM_B), N, C,
+                      c->norm_eps);
+    be->matmul(ex, a->gate, a->ln2, W(R_WUP), N, H, C, 0, 0, 0);
+    smj_model_bias_fwd(m, a->gate, W(R_BUP), N, H);
+    be->gelu_fwd(ex, a->hsw, a->gate, N * H);
+    be->matmul(ex, a->tmp, a->hsw, W(R_WDOWN), N, C, H, 0, 0, 0);
+    smj_model_bias_fwd(m, a->tmp, W(R_BDOWN), N, C);
+    be->add(ex, y, a->res_mid, a->tmp, N * C);
+#undef W
+}
+
+/* dres holds dL/dy on entry and dL/dx on return. */
+static void block_backward(smj_model *m, int l, int B, int T) {
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    smj_block_acts *a = &m->blk[l];
+    const smj_exec *ex = &m->ctx->exec;
+    int NH = c->n_heads, HS = c->head_dim;
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
+    const float *x = m->res + l * N * C;
+    float *P = m->params, *G = m->grads;
+#define W(role) smj_model_ptr(m, P, role, l)
+#define DW(role) smj_model_ptr(m, G, role, l)
+    /* MLP: y = res_mid + hsw · Wd + bd */
+    be->matmul(ex, DW(R_WDOWN), a->hsw, m->dres, H, C, N, 1, 0, 1);
+    smj_model_bias_bwd(m, DW(R_BDOWN), m->dres, N, C);
+    be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 1, 0);
+    be->gelu_bwd(ex, m->dgate, m->dh, a->gate, N * H);
+    be->matmul(ex, DW(R_WUP), a->ln2, m->dgate, C, H, N, 1, 0, 1);
+    smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
+    be->matmul(ex, m->dln, m->dgate, W(R_WUP), N, C, H, 0, 1, 0);
+    be->layernorm_bwd(ex, m->dtmp, DW(R_FFN_NORM), DW(R_FFN_NORM_B), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_mean,
+                      a->ln2_rstd, N, (int)C);
+    be->add(ex, m->dres, m->dres, m->dtmp, N * C); /* dL/dres_mid */
+    /* attention: res_mid = x + att · Wo + bo */
+    be->matmul(ex, DW(R_WO), a->att, m->dres, C, C, N, 1, 0, 1);
+    smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
+    be->matmul(ex, m->datt, m->dres, W(R_WO), N, C, C, 0, 1, 0);
+    be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NH, HS,
+                      1.0f / sqrtf((float)HS));
+    be->zero(m->dqkv, sizeof(float) * (size_t)(3 * N * C));
+    be->embedding_bwd(ex, m->dqkv, a->idx3, m->dq, N, (int)C);
+    be->embedding_bwd(ex, m->dqkv + C, a->idx3, m->dk, N, (int)C);
+    be->embedding_bwd(ex, m->dqkv + 2 * C, a->idx3, m->dv, N, (int)C);
+    be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
+    smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
+    be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);
+    be->layernorm_bwd(ex, m->dtmp, DW(R_ATTN_NORM), DW(R_ATTN_NORM_B), m->dln, x, W(R_ATTN_NORM), a->ln1_mean,
+                      a->ln1_rstd, N, (int)C);
+    be->add(ex, m->dres, m->dres, m->dtmp, N * C); /* dL/dx */
+#undef W
+#undef DW
+}
+
+void smj_gpt2_backward(smj_model *m, int B, int T) {
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    const smj_exec *ex = &m->ctx->exec;
+    int64_t N = (int64_t)B * T;
+    int C = c->dim;
+    be->layernorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1),
+                      smj_model_ptr(m, m->grads, R_FINAL_NORM_B, -1), m->dln, m->res + c->n_layers * N * C,
+                      smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_mean, m->lnf_rstd, N, C);
+    for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T);
+    be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
+    be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_POS_EMBED, -1), m->pos, m->dres, N, C);
+}
