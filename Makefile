@@ -138,7 +138,7 @@ ifeq ($(CUDA),1)
 CU_OBJ     := $(CU_SRC:%.cu=$(BUILD)/%.o)
 $(LIB): $(CU_OBJ)
 CUDA_TESTS := $(CUTEST_SRC:tests/cuda/%.c=$(BUILD)/tests/%)
-all: $(CUDA_TESTS)
+all: $(CUDA_TESTS) $(TESTS)
 
 $(BUILD)/%.o: %.cu $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
