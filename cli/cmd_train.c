@@ -40,7 +40,7 @@ static void on_signal(int sig) { g_interrupted = sig; }
 enum { U_BATCH, U_SEQ, U_ACCUM, U_STEPS, U_LR_BITS, U_SCHED, U_COUNT };
 
 typedef struct {
-    const char *dataset, *tokenizer, *val_dataset, *dir, *resume, *schedule;
+    const char *dataset, *tokenizer, *val_dataset, *dir, *resume, *schedule, *init;
     int B, T, steps, warmup, accum, ckpt_interval, val_interval, val_batches, patience;
     int log_interval, no_skip, max_bad_steps, stop_at;
     float lr, min_lr_ratio, wd, clip, wsd_frac;
@@ -149,7 +149,21 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
         }
     }
     smj_model_config cfg;
-    if (resume) {
+    if (a->init && resume)
+        return cli_usage(cmd, "--init starts a new run from a model's weights; it cannot be combined with --resume");
+    if (a->init) {
+        /* continued training: the shape and weights come from the checkpoint
+         * (a smedjan .ckpt, e.g. from import-hf, or a training state) */
+        s = smj_checkpoint_read_config(r->ctx, a->init, &cfg, NULL);
+        if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot read --init");
+        if (cfg.vocab_size < vocab)
+            return cli_error(cmd, "'%s' has vocab %d but --tokenizer has %d", a->init, cfg.vocab_size, vocab);
+        if (a->T > cfg.max_seq_len)
+            return cli_usage(cmd, "--seq-len %d exceeds the model's context %d", a->T, cfg.max_seq_len);
+        if (cli_shape_flags_seen(c) || cli_seen(c, "size"))
+            fprintf(stderr, "smedjan train: note: with --init the model shape comes from the "
+                            "checkpoint; --size and shape flags are ignored\n");
+    } else if (resume) {
         int is_state = 0;
         s = smj_checkpoint_read_config(r->ctx, resume, &cfg, &is_state);
         if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot read --resume");
@@ -182,8 +196,14 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
     o.skip_nonfinite = !a->no_skip;
     o.max_bad_steps = a->max_bad_steps;
 
-    s = smj_model_create(r->ctx, &cfg, (uint64_t)a->seed, &r->m);
-    if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot create the model");
+    if (a->init) {
+        s = smj_model_load(r->ctx, a->init, &r->m);
+        if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot load --init");
+        fprintf(stderr, "initialized from %s\n", a->init);
+    } else {
+        s = smj_model_create(r->ctx, &cfg, (uint64_t)a->seed, &r->m);
+        if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot create the model");
+    }
     s = smj_trainer_create(r->m, &o, &r->t);
     if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot create the trainer");
 
@@ -384,6 +404,7 @@ int cmd_train(int argc, char **argv) {
         FLAG_INT("val-batches", &a.val_batches, 1, 1000000, "batches per evaluation (default 20)"),
         FLAG_INT("patience", &a.patience, 0, 1000000, "stop after N evaluations without improvement, 0 = off (default 0)"),
         FLAG_OPT_STR("resume", &a.resume, "PATH|auto", "continue from a training state (default <checkpoint-dir>/state.bin)"),
+        FLAG_STR("init", &a.init, "FILE", "start from this checkpoint's weights and shape (e.g. from import-hf); new optimizer state"),
         FLAG_I64("seed", &a.seed, 0, 9e15, "seed of the initial weights (default 1337)"),
         FLAG_INT("log-interval", &a.log_interval, 1, 1000000, "steps between log lines when not on a terminal (default 10)"),
         FLAG_SET("no-skip-nonfinite", &a.no_skip, "fail on a NaN/Inf step instead of skipping it"),

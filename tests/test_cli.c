@@ -237,6 +237,31 @@ static void test_resume(void) {
     CHECK(rc == 0, "resuming a finished run is a no-op: rc %d", rc);
 }
 
+/* --init: continued training from a model checkpoint (its shape and weights,
+ * fresh optimizer): the first loss equals the checkpoint's loss on that batch,
+ * so it is well below a fresh model's first loss. */
+static void test_init(void) {
+    int rc = RUN("train --dataset %s --tokenizer %s --steps 40 --lr 1e-2 %s --checkpoint-dir %s 2>%s", SMJ,
+                 P("train.bin"), P("tok.bin"), model_flags, P("ck_base"), P("log"));
+    CHECK(rc == 0, "train 40 steps: rc %d", rc);
+    rc = RUN("train --dataset %s --tokenizer %s --steps 3 --init %s --batch-size 2 --seq-len 16 "
+             "--threads 2 --checkpoint-dir %s 2>%s", SMJ, P("train.bin"), P("tok.bin"), P("ck_base/model.ckpt"),
+             P("ck_init"), P("log"));
+    CHECK(rc == 0, "train --init: rc %d", rc);
+    char *fresh = csv_column(P("ck_base/metrics.csv"), 1), *cont = csv_column(P("ck_init/metrics.csv"), 1);
+    double f0 = fresh ? atof(fresh) : 0, c0 = cont ? atof(cont) : 1e9;
+    CHECK(fresh && cont && c0 < f0 - 0.5, "--init continues from the trained weights: first loss %.4f vs fresh %.4f",
+          c0, f0);
+    free(fresh);
+    free(cont);
+    rc = RUN("train --dataset %s --tokenizer %s --init %s --resume --checkpoint-dir %s 2>%s", SMJ, P("train.bin"),
+             P("tok.bin"), P("ck_base/model.ckpt"), P("ck_init"), P("err"));
+    expect_failure(rc, 2, "--init", "--init with --resume");
+    rc = RUN("train --dataset %s --tokenizer %s --init %s --checkpoint-dir %s 2>%s", SMJ, P("train.bin"),
+             P("tok.bin"), P("corpus.txt"), P("ck_init2"), P("err"));
+    expect_failure(rc, 1, "corpus.txt", "--init of a text file");
+}
+
 /* Ctrl-C during training: the step finishes, the state is saved, status 130,
  * and --resume carries on from there. */
 static void test_interrupt(void) {
@@ -345,6 +370,7 @@ int main(void) {
     test_help();
     test_pipeline();
     test_resume();
+    test_init();
     test_interrupt();
     test_bad_input();
     run_cmd("rm -rf '%s'", dir);
