@@ -177,6 +177,10 @@ int cmd_prepare(int argc, char **argv) {
     if ((rc = cli_read_file(c.name, input, &text, &n))) goto done;
     int32_t eos = smj_tokenizer_special_id(tok, SMJ_TOKEN_EOS);
     int vocab = smj_tokenizer_vocab_size(tok);
+    if (eos < 0) { /* an imported tokenizer without an EOS token (docs/HF.md) */
+        rc = cli_error(c.name, "tokenizer '%s' has no EOS token to end documents with", tok_path);
+        goto done;
+    }
 
     /* Split into documents and encode each one. */
     size_t pos = 0;

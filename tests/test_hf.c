@@ -1012,6 +1012,26 @@ static void test_transformers_fixtures(smj_ctx *ctx) {
         CHECK_OK(ctx, smj_import_hf(ctx, dir, NULL, &m));
         int64_t dims[FIXTURE_MAX_NDIM];
         int nd = fixture_shape(fx, "input_ids", dims);
+        /* exports of ours (tools/check_hf_export.py): transformers' tokenizer
+         * read our tokenizer.json and gave input_ids for meta.text; ours must too */
+        const char *text = fixture_str(fx, "meta.text");
+        if (text) {
+            char tok_path[2200];
+            snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
+            smj_tokenizer *tk = NULL;
+            int32_t *ids = NULL;
+            size_t n_ids = 0;
+            int64_t n_ref = 0;
+            const int32_t *ref = fixture_i32(fx, "input_ids", &n_ref);
+            CHECK_OK(ctx, smj_tokenizer_import_hf(ctx, tok_path, &tk));
+            if (tk) CHECK_OK(ctx, smj_tokenizer_encode(ctx, tk, (const uint8_t *)text, strlen(text), &ids, &n_ids));
+            CHECK(ids && ref && (int64_t)n_ids == n_ref && memcmp(ids, ref, sizeof(int32_t) * n_ids) == 0,
+                  "%s: our tokenizer's ids differ from transformers' on the export's tokenizer.json", e->d_name);
+            if (ids && ref && (int64_t)n_ids == n_ref)
+                printf("transformers tokenizer %s: %zu ids identical\n", e->d_name, n_ids);
+            smj_free(ids);
+            smj_tokenizer_free(tk);
+        }
         /* a context long enough for the logits and the greedy continuation
          * (dynamic RoPE fixtures run past max_position_embeddings on purpose) */
         int64_t n_prompt = 0, n_greedy = 0;

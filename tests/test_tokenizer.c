@@ -390,8 +390,8 @@ static void test_corrupt(smj_ctx *ctx) {
     expect_format(ctx, d, n, "flipped CRC", "checksum");
     memcpy(d, good, n); d[30] ^= 0x01;
     expect_format(ctx, d, n, "flipped merge byte", NULL);
-    memcpy(d, good, n); d[8] = 2; fix_crc(d, n);
-    expect_format(ctx, d, n, "version 2", "version");
+    memcpy(d, good, n); d[8] = 3; fix_crc(d, n);
+    expect_format(ctx, d, n, "version 3", "version");
     memcpy(d, good, n); d[12] = 7; fix_crc(d, n);
     expect_format(ctx, d, n, "pattern 7", "pattern");
     memcpy(d, good, n); smj_wr_u32(d + 24 + 5 * 8, 256 + 5); fix_crc(d, n);

@@ -185,6 +185,9 @@ static smj_status write_tokenizer(smj_ctx *ctx, gbuf *b, const smj_tokenizer *to
                                   const char *path, int *n_pad) {
     int tv = smj_tokenizer_vocab_size(tok), M = smj_tokenizer_num_merges(tok);
     int S = smj_tokenizer_num_special(tok);
+    if (smj_tokenizer_version(tok) != 1)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "%s: exporting an imported (version 2, general vocabulary) tokenizer to GGUF "
+                 "is not supported yet", path);
     if (n_vocab < tv)
         SMJ_FAIL(ctx, SMJ_ERR_INVALID, "%s: the model's vocab_size %d is smaller than the tokenizer's %d (wrong tokenizer?)",
                  path, n_vocab, tv);

@@ -32,6 +32,8 @@ smj_status smj_hf_generation_config_json(smj_ctx *ctx, const smj_tokenizer *tok,
 uint32_t smj_hf_byte_char(int b);
 /* The pre-tokenizer regex written into tokenizer.json (GPT-2's pattern). */
 extern const char SMJ_HF_GPT2_PATTERN[];
+extern const char SMJ_HF_LLAMA3_PATTERN[];
+extern const char SMJ_HF_QWEN2_PATTERN[];
 
 /* tokenizer.json / tokenizer_config.json text for tok. Refuses
  * (SMJ_ERR_UNSUPPORTED) a tokenizer two of whose ids have the same bytes, or
@@ -42,5 +44,9 @@ smj_status smj_hf_tokenizer_config_json(smj_ctx *ctx, const smj_tokenizer *tok, 
 /* Parses tokenizer.json text (see smj_tokenizer_import_hf). */
 smj_status smj_hf_tokenizer_parse(smj_ctx *ctx, const char *text, size_t n, const char *name,
                                   smj_tokenizer **out);
+/* The same with the text of tokenizer_config.json (cfg_text may be NULL),
+ * which names PAD, BOS and EOS (docs/HF.md). */
+smj_status smj_hf_tokenizer_parse_cfg(smj_ctx *ctx, const char *text, size_t n, const char *cfg_text,
+                                      size_t cfg_n, const char *name, smj_tokenizer **out);
 
 #endif

@@ -8,6 +8,7 @@
  * string); the special tokens are added_tokens with special = true. Import
  * accepts exactly that layout (merges as strings or as [left, right] pairs).
  */
+#include <stdio.h>
 #include <string.h>
 #include "../core/core.h"
 #include "../tokenizer/tokenizer.h"
@@ -15,6 +16,13 @@
 
 const char SMJ_HF_GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+/* Llama-3's and Qwen2's Split regexes, as their tokenizer.json files spell them. */
+const char SMJ_HF_LLAMA3_PATTERN[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "\\s+(?!\\S)|\\s+";
+const char SMJ_HF_QWEN2_PATTERN[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "\\s+(?!\\S)|\\s+";
 
 /* bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other
  * 68 bytes get U+0100.. in byte order. */
@@ -59,6 +67,9 @@ static int tokref_cmp(const void *a, const void *b) {
 
 /* Refuses tokenizers tokenizer.json cannot express. */
 static smj_status check_exportable(smj_ctx *ctx, const smj_tokenizer *tok) {
+    if (smj_tokenizer_version(tok) != 1)
+        SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "tokenizer.json: exporting an imported (version 2, general vocabulary) "
+                 "tokenizer is not supported yet; use the original tokenizer.json");
     int M = smj_tokenizer_num_merges(tok), n = 256 + M, S = smj_tokenizer_num_special(tok);
     tokref *r = malloc(sizeof *r * (size_t)(n + S));
     if (!r) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory");
@@ -204,30 +215,89 @@ static int bytelevel_ok(const smj_json *p, int want_regex) {
     return regex == want_regex;
 }
 
-static int pretok_ok(const smj_json *p) {
-    if (bytelevel_ok(p, 1)) return 1; /* ByteLevel's built-in regex is GPT-2's */
+/* The pre-tokenizer's pattern id (1..3), 0 when the structure is not
+ * supported, -1 for a Sequence[Split, ByteLevel] whose regex is unknown
+ * (*regex then points at it). */
+static int pretok_pattern(const smj_json *p, const char **regex) {
+    *regex = NULL;
+    if (bytelevel_ok(p, 1)) return SMJ_TOK_PATTERN_GPT2; /* ByteLevel's built-in regex is GPT-2's */
     if (!p || p->type != SMJ_JSON_OBJECT || !is_str(smj_json_get(p, "type"), "Sequence")) return 0;
     const smj_json *l = smj_json_get(p, "pretokenizers");
     if (!l || l->type != SMJ_JSON_ARRAY || l->len != 2) return 0;
     const smj_json *sp = &l->kids[0];
     if (!is_str(smj_json_get(sp, "type"), "Split") || !is_str(smj_json_get(sp, "behavior"), "Isolated") ||
-        !is_false_or_absent(smj_json_get(sp, "invert")))
+        !is_false_or_absent(smj_json_get(sp, "invert")) || !bytelevel_ok(&l->kids[1], 0))
         return 0;
-    const smj_json *pat = smj_json_get(sp, "pattern");
-    if (!is_str(smj_json_get(pat, "Regex"), SMJ_HF_GPT2_PATTERN)) return 0;
-    return bytelevel_ok(&l->kids[1], 0);
+    const smj_json *pat = smj_json_get(smj_json_get(sp, "pattern"), "Regex");
+    if (!pat || pat->type != SMJ_JSON_STRING) return 0;
+    if (strcmp(pat->str, SMJ_HF_GPT2_PATTERN) == 0) return SMJ_TOK_PATTERN_GPT2;
+    if (strcmp(pat->str, SMJ_HF_LLAMA3_PATTERN) == 0) return SMJ_TOK_PATTERN_LLAMA3;
+    if (strcmp(pat->str, SMJ_HF_QWEN2_PATTERN) == 0) return SMJ_TOK_PATTERN_QWEN2;
+    *regex = pat->str;
+    return -1;
 }
 
+/* Decodes a byte-level token string s[0..n) into out (>= n bytes); returns
+ * the byte count, or -1 when a character is not one of the 256 byte chars. */
+typedef struct { int16_t byte[324]; } inv_table; /* byte char (< U+0144) -> byte, -1 */
+
+static void make_inv(inv_table *t) {
+    for (int c = 0; c < 324; c++) t->byte[c] = -1;
+    for (int b = 0; b < 256; b++) t->byte[smj_hf_byte_char(b)] = (int16_t)b;
+}
+
+static long bytelevel_decode(const inv_table *it, const char *s, size_t n, uint8_t *out) {
+    const int16_t *inv = it->byte;
+    long k = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int l = smj_utf8_decode((const uint8_t *)s + i, n - i, &cp);
+        if (cp >= 324 || inv[cp] < 0) return -1;
+        out[k++] = (uint8_t)inv[cp];
+        i += (size_t)l;
+    }
+    return k;
+}
+
+/* A token named by tokenizer_config.json: a string or {"content": string}. */
+static const char *config_token(const smj_json *cfg, const char *key, int *present) {
+    const smj_json *x = cfg ? smj_json_get(cfg, key) : NULL;
+    *present = x != NULL;
+    if (x && x->type == SMJ_JSON_OBJECT) x = smj_json_get(x, "content");
+    return x && x->type == SMJ_JSON_STRING ? x->str : NULL;
+}
+
+/* Fallback names (no tokenizer_config.json, or the key is absent there), first
+ * one present wins. Documented in docs/HF.md. */
+static const char *const FALLBACK_NAMES[3][6] = {
+    {"<|pad|>", "<pad>", "<|finetune_right_pad_id|>", NULL},
+    {"<|begin_of_text|>", "<s>", "<|startoftext|>", "<|endoftext|>", NULL},
+    {"<|end_of_text|>", "</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", NULL},
+};
+
 smj_status smj_hf_tokenizer_parse(smj_ctx *ctx, const char *text, size_t n, const char *name, smj_tokenizer **out) {
+    return smj_hf_tokenizer_parse_cfg(ctx, text, n, NULL, 0, name, out);
+}
+
+smj_status smj_hf_tokenizer_parse_cfg(smj_ctx *ctx, const char *text, size_t n, const char *cfg_text, size_t cfg_n,
+                                      const char *name, smj_tokenizer **out) {
     *out = NULL;
-    smj_json_doc *doc;
-    const smj_json *root;
+    smj_json_doc *doc, *cdoc = NULL;
+    const smj_json *root, *cfg = NULL;
     SMJ_TRY(smj_json_parse(ctx, text, n, name, 32, &doc, &root));
     smj_status st = SMJ_OK;
     vent *v = NULL;
-    uint8_t *img = NULL, *tmpa = NULL;
-    int32_t *pairs = NULL;
+    uint8_t *img = NULL, *kind = NULL, *buf = NULL;
+    int32_t *trip = NULL;
+    const char **tok_str = NULL;
+    size_t *tok_len = NULL;
+    uint8_t *is_str_key = NULL;
 #define FAIL(s, ...) do { st = smj_set_error(ctx, (s), __VA_ARGS__); goto done; } while (0)
+    if (cfg_text) {
+        st = smj_json_parse(ctx, cfg_text, cfg_n, "tokenizer_config.json", 32, &cdoc, &cfg);
+        if (st != SMJ_OK) goto done;
+        if (cfg->type != SMJ_JSON_OBJECT) FAIL(SMJ_ERR_FORMAT, "tokenizer_config.json: not a JSON object");
+    }
     if (root->type != SMJ_JSON_OBJECT) FAIL(SMJ_ERR_FORMAT, "%s: not a JSON object", name);
     const smj_json *model = smj_json_get(root, "model");
     if (!model || model->type != SMJ_JSON_OBJECT) FAIL(SMJ_ERR_FORMAT, "%s: \"model\" is missing or not an object", name);
@@ -245,13 +315,22 @@ smj_status smj_hf_tokenizer_parse(smj_ctx *ctx, const char *text, size_t n, cons
         if (!is_null_or_absent(x) && !(x->type == SMJ_JSON_STRING && x->len == 0))
             FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"%s\" is not supported", name, NULLISH[i]);
     }
-    if (!is_false_or_absent(smj_json_get(model, "ignore_merges")))
-        FAIL(SMJ_ERR_UNSUPPORTED, "%s: \"ignore_merges\": true is not supported", name);
-    if (!is_null_or_absent(smj_json_get(root, "normalizer")))
-        FAIL(SMJ_ERR_UNSUPPORTED, "%s: a \"normalizer\" is not supported", name);
-    if (!pretok_ok(smj_json_get(root, "pre_tokenizer")))
-        FAIL(SMJ_ERR_UNSUPPORTED, "%s: the \"pre_tokenizer\" is not GPT-2's byte-level split (ByteLevel with its regex, "
-             "or Sequence[Split(GPT-2 pattern, Isolated), ByteLevel(use_regex false)]), the only one supported", name);
+    const smj_json *im = smj_json_get(model, "ignore_merges");
+    int ignore_merges = im && im->type == SMJ_JSON_BOOL && im->boolean;
+    if (!is_false_or_absent(im) && !ignore_merges)
+        FAIL(SMJ_ERR_FORMAT, "%s: \"ignore_merges\" is not a boolean", name);
+    const smj_json *norm = smj_json_get(root, "normalizer");
+    /* NFC (Qwen2) is accepted but not applied: ids equal HF's for NFC input. */
+    if (!is_null_or_absent(norm) && !is_str(smj_json_get(norm, "type"), "NFC"))
+        FAIL(SMJ_ERR_UNSUPPORTED, "%s: a \"normalizer\" other than NFC is not supported", name);
+    const char *regex;
+    int pattern = pretok_pattern(smj_json_get(root, "pre_tokenizer"), &regex);
+    if (pattern < 0)
+        FAIL(SMJ_ERR_UNSUPPORTED, "%s: unknown Split regex \"%.300s\" (supported: the GPT-2, Llama-3 and Qwen2 patterns, "
+             "byte for byte)", name, regex);
+    if (pattern == 0)
+        FAIL(SMJ_ERR_UNSUPPORTED, "%s: the \"pre_tokenizer\" is not a byte-level split (ByteLevel with its regex, or "
+             "Sequence[Split(Regex, Isolated), ByteLevel(use_regex false)]), the only ones supported", name);
     const smj_json *dec = smj_json_get(root, "decoder");
     if (!is_null_or_absent(dec) && !is_str(smj_json_get(dec, "type"), "ByteLevel"))
         FAIL(SMJ_ERR_UNSUPPORTED, "%s: the \"decoder\" is not ByteLevel", name);
@@ -261,145 +340,240 @@ smj_status smj_hf_tokenizer_parse(smj_ctx *ctx, const char *text, size_t n, cons
     const smj_json *added = smj_json_get(root, "added_tokens");
     if (added && added->type != SMJ_JSON_ARRAY) FAIL(SMJ_ERR_FORMAT, "%s: \"added_tokens\" is not an array", name);
     size_t M = merges->len, S = added ? added->len : 0;
-    if (M > (size_t)(SMJ_TOK_MAX_VOCAB - 256 - 3)) FAIL(SMJ_ERR_UNSUPPORTED, "%s: too many merges (%zu)", name, M);
-    int64_t n_plain = 256 + (int64_t)M;
+    if (M > (size_t)SMJ_TOK_MAX_VOCAB) FAIL(SMJ_ERR_UNSUPPORTED, "%s: too many merges (%zu)", name, M);
 
-    /* added tokens: ids n_plain.. in order, at least PAD, BOS, EOS */
-    if (S < 3 || S > SMJ_TOK_MAX_SPECIAL)
-        FAIL(SMJ_ERR_UNSUPPORTED, "%s: %zu added tokens; smedjan needs 3..%d special tokens (PAD, BOS, EOS first)", name,
-             S, SMJ_TOK_MAX_SPECIAL);
+    /* ids: 0..V-1, every one either a vocab token or an added token */
+    int64_t max_id = -1;
     for (size_t i = 0; i < S; i++) {
         const smj_json *a = &added->kids[i], *id = smj_json_get(a, "id"), *content = smj_json_get(a, "content");
-        if (!id || id->type != SMJ_JSON_NUMBER || !id->is_int || !content || content->type != SMJ_JSON_STRING)
-            FAIL(SMJ_ERR_FORMAT, "%s: added_tokens[%zu] lacks an integer \"id\" or a string \"content\"", name, i);
-        if (id->i64 != n_plain + (int64_t)i)
-            FAIL(SMJ_ERR_UNSUPPORTED, "%s: added token \"%.100s\" has id %lld; smedjan needs the special tokens right "
-                 "after the merges, in order (expected %lld)", name, content->str, (long long)id->i64,
-                 (long long)(n_plain + (int64_t)i));
+        if (!id || id->type != SMJ_JSON_NUMBER || !id->is_int || id->i64 < 0 || !content ||
+            content->type != SMJ_JSON_STRING)
+            FAIL(SMJ_ERR_FORMAT, "%s: added_tokens[%zu] lacks a non-negative integer \"id\" or a string \"content\"",
+                 name, i);
         if (content->len < 1 || content->len > SMJ_TOK_MAX_SPECIAL_LEN || strlen(content->str) != content->len)
-            FAIL(SMJ_ERR_UNSUPPORTED, "%s: added token %lld has an empty, too long or NUL-containing text", name,
-                 (long long)id->i64);
+            FAIL(SMJ_ERR_UNSUPPORTED, "%s: added token %lld has an empty, too long (> %d bytes) or NUL-containing text",
+                 name, (long long)id->i64, SMJ_TOK_MAX_SPECIAL_LEN);
+        if (id->i64 > max_id) max_id = id->i64;
     }
-
-    /* vocabulary: every id < n_plain exactly once; ids >= n_plain only as the
-     * added token with the same text */
-    v = malloc(sizeof *v * (vocab->len + 1));
-    if (!v) FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name);
-    size_t nv = 0;
-    const char **by_id = calloc((size_t)n_plain, sizeof *by_id);
-    size_t *len_by_id = calloc((size_t)n_plain, sizeof *len_by_id);
-    tmpa = (uint8_t *)by_id;
-    if (!by_id || !len_by_id) { free(len_by_id); FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name); }
-    for (size_t i = 0; i < vocab->len && st == SMJ_OK; i++) {
+    for (size_t i = 0; i < vocab->len; i++) {
         const smj_json *e = &vocab->kids[i];
         if (e->type != SMJ_JSON_NUMBER || !e->is_int || e->i64 < 0)
-            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: vocab entry \"%.100s\" does not map to a non-negative integer id",
-                               name, e->key);
-        else if (e->i64 >= n_plain) {
-            int64_t k = e->i64 - n_plain;
-            if (k >= (int64_t)S || strcmp(smj_json_get(&added->kids[k], "content")->str, e->key) != 0)
-                st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "%s: vocab token \"%.100s\" has id %lld, which is neither a "
-                                   "merge result (< %lld) nor the added token with that id", name, e->key,
-                                   (long long)e->i64, (long long)n_plain);
-        } else if (by_id[e->i64]) {
-            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: id %lld appears twice in the vocab", name, (long long)e->i64);
-        } else {
-            by_id[e->i64] = e->key;
-            len_by_id[e->i64] = e->key_len;
-            v[nv++] = (vent){e->key, e->key_len, e->i64};
-        }
+            FAIL(SMJ_ERR_FORMAT, "%s: vocab entry \"%.100s\" does not map to a non-negative integer id", name, e->key);
+        if (e->i64 > max_id) max_id = e->i64;
     }
-    for (int64_t i = 0; i < n_plain && st == SMJ_OK; i++)
-        if (!by_id[i])
-            st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "%s: no vocab token has id %lld (smedjan needs ids 0..%lld "
-                               "to be the bytes and the merge results)", name, (long long)i, (long long)n_plain - 1);
-    if (st != SMJ_OK) { free(len_by_id); goto done; }
-    byte_table bt;
-    make_table(&bt);
-    for (int b = 0; b < 256 && st == SMJ_OK; b++)
-        if (len_by_id[b] != bt.len[b] || memcmp(by_id[b], bt.utf8[b], bt.len[b]) != 0)
-            st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "%s: vocab id %d is \"%.100s\", not the byte-level token of "
-                               "byte %d (smedjan needs ids 0..255 to be the bytes in order)", name, b, by_id[b], b);
-    if (st != SMJ_OK) { free(len_by_id); goto done; }
+    if (max_id >= SMJ_TOK_MAX_VOCAB) FAIL(SMJ_ERR_UNSUPPORTED, "%s: id %lld is beyond the 2^24 id limit", name, (long long)max_id);
+    if (max_id + 1 > (int64_t)(vocab->len + S))
+        FAIL(SMJ_ERR_UNSUPPORTED, "%s: the ids are not contiguous (largest %lld, but only %zu tokens); smedjan needs "
+             "every id 0..%lld to be a token", name, (long long)max_id, vocab->len + S, (long long)max_id);
+    size_t V = (size_t)(max_id + 1);
+    if (V < 256) FAIL(SMJ_ERR_UNSUPPORTED, "%s: only %zu tokens; byte-level BPE needs the 256 bytes", name, V);
+    kind = malloc(V);
+    tok_str = calloc(V, sizeof *tok_str);
+    tok_len = calloc(V, sizeof *tok_len);
+    is_str_key = calloc(V, 1);
+    v = malloc(sizeof *v * (vocab->len + 1));
+    if (!kind || !tok_str || !tok_len || !is_str_key || !v) FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name);
+    memset(kind, 0xFF, V);
+    size_t n_added = 0;
+    for (size_t i = 0; i < S; i++) {
+        const smj_json *a = &added->kids[i], *content = smj_json_get(a, "content"), *sp = smj_json_get(a, "special");
+        int64_t id = smj_json_get(a, "id")->i64;
+        if (kind[id] != 0xFF) FAIL(SMJ_ERR_FORMAT, "%s: id %lld is two added tokens", name, (long long)id);
+        kind[id] = (sp && sp->type == SMJ_JSON_BOOL && sp->boolean) ? SMJ_TOK_KIND_SPECIAL : SMJ_TOK_KIND_ADDED;
+        tok_str[id] = content->str;
+        tok_len[id] = content->len;
+        n_added++;
+    }
+    size_t nv = 0, total = 0;
+    for (size_t i = 0; i < vocab->len; i++) {
+        const smj_json *e = &vocab->kids[i];
+        int64_t id = e->i64;
+        if (kind[id] == SMJ_TOK_KIND_SPECIAL || kind[id] == SMJ_TOK_KIND_ADDED) {
+            if (is_str_key[id] || tok_len[id] != e->key_len || memcmp(tok_str[id], e->key, e->key_len) != 0)
+                FAIL(SMJ_ERR_FORMAT, "%s: vocab token \"%.100s\" has id %lld, which is the added token \"%.100s\"", name,
+                     e->key, (long long)id, tok_str[id]);
+            is_str_key[id] = 1; /* the vocab copy of an added token (GPT-2's <|endoftext|>) */
+            continue;
+        }
+        if (kind[id] != 0xFF) FAIL(SMJ_ERR_FORMAT, "%s: id %lld appears twice in the vocab", name, (long long)id);
+        kind[id] = SMJ_TOK_KIND_PLAIN;
+        tok_str[id] = e->key;
+        tok_len[id] = e->key_len;
+        total += e->key_len;
+        v[nv++] = (vent){e->key, e->key_len, id};
+    }
+    for (size_t id = 0; id < V; id++)
+        if (kind[id] == 0xFF)
+            FAIL(SMJ_ERR_UNSUPPORTED, "%s: no token has id %zu (smedjan needs ids 0..%zu without holes)", name, id, V - 1);
     qsort(v, nv, sizeof *v, vent_cmp);
 
-    /* merges: merge i joins two known tokens into exactly token 256+i */
-    pairs = malloc(sizeof *pairs * (2 * M + 1));
-    if (!pairs) { free(len_by_id); FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name); }
-    for (size_t i = 0; i < M && st == SMJ_OK; i++) {
+    /* merges: (left, right) -> the vocab token spelled left ++ right */
+    size_t maxkey = 0;
+    for (size_t i = 0; i < nv; i++) if (v[i].n > maxkey) maxkey = v[i].n;
+    buf = malloc(maxkey + 1);
+    trip = malloc(sizeof *trip * (3 * M + 1));
+    if (!buf || !trip) FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name);
+    for (size_t i = 0; i < M; i++) {
         const smj_json *e = &merges->kids[i];
         const char *l, *r;
         size_t ll, rl;
         if (e->type == SMJ_JSON_STRING) {
             const char *sp = memchr(e->str, ' ', e->len);
-            if (!sp || memchr(sp + 1, ' ', e->len - (size_t)(sp - e->str) - 1)) {
-                st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: merge %zu \"%.100s\" is not two tokens separated by one space",
-                                   name, i, e->str);
-                break;
-            }
+            if (!sp || memchr(sp + 1, ' ', e->len - (size_t)(sp - e->str) - 1))
+                FAIL(SMJ_ERR_FORMAT, "%s: merge %zu \"%.100s\" is not two tokens separated by one space", name, i, e->str);
             l = e->str; ll = (size_t)(sp - e->str); r = sp + 1; rl = e->len - ll - 1;
         } else if (e->type == SMJ_JSON_ARRAY && e->len == 2 && e->kids[0].type == SMJ_JSON_STRING &&
                    e->kids[1].type == SMJ_JSON_STRING) {
             l = e->kids[0].str; ll = e->kids[0].len; r = e->kids[1].str; rl = e->kids[1].len;
         } else {
-            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", name, i);
-            break;
+            FAIL(SMJ_ERR_FORMAT, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", name, i);
         }
-        int64_t li = vocab_lookup(v, nv, l, ll), ri = vocab_lookup(v, nv, r, rl), want = 256 + (int64_t)i;
-        if (li < 0 || ri < 0) {
-            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: merge %zu uses a token that is not in the vocab", name, i);
-            break;
+        int64_t li = vocab_lookup(v, nv, l, ll), ri = vocab_lookup(v, nv, r, rl), res = -1;
+        if (ll + rl <= maxkey) {
+            memcpy(buf, l, ll);
+            memcpy(buf + ll, r, rl);
+            res = vocab_lookup(v, nv, (const char *)buf, ll + rl);
         }
-        if (li >= want || ri >= want || len_by_id[want] != ll + rl || memcmp(by_id[want], l, ll) != 0 ||
-            memcmp(by_id[want] + ll, r, rl) != 0) {
-            st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "%s: merge %zu does not produce vocab id %lld from earlier ids "
-                               "(smedjan needs merge i to make id 256+i)", name, i, (long long)want);
-            break;
-        }
-        pairs[2 * i] = (int32_t)li;
-        pairs[2 * i + 1] = (int32_t)ri;
+        if (li < 0 || ri < 0 || res < 0)
+            FAIL(SMJ_ERR_FORMAT, "%s: merge %zu (\"%.60s\", \"%.60s\") uses or makes a token that is not in the vocab",
+                 name, i, l, r);
+        trip[3 * i] = (int32_t)li;
+        trip[3 * i + 1] = (int32_t)ri;
+        trip[3 * i + 2] = (int32_t)res;
     }
-    free(len_by_id);
-    if (st != SMJ_OK) goto done;
 
-    /* Build the tokenizer file image (docs/FORMAT-tokenizer.md) and load it. */
-    size_t sz = 24 + 8 * M + 4;
-    for (size_t i = 0; i < S; i++) sz += 6 + smj_json_get(&added->kids[i], "content")->len;
-    img = malloc(sz);
-    if (!img) FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name);
-    memcpy(img, SMJ_TOK_MAGIC, 8);
-    smj_wr_u32(img + 8, SMJ_TOK_VERSION);
-    smj_wr_u32(img + 12, SMJ_TOK_PATTERN_GPT2);
-    smj_wr_u32(img + 16, (uint32_t)M);
-    smj_wr_u32(img + 20, (uint32_t)S);
-    uint8_t *p = img + 24;
-    for (size_t i = 0; i < 2 * M; i++, p += 4) smj_wr_u32(p, (uint32_t)pairs[i]);
-    for (size_t i = 0; i < S; i++) {
-        const smj_json *c = smj_json_get(&added->kids[i], "content");
-        smj_wr_u32(p, (uint32_t)(n_plain + (int64_t)i));
-        p[4] = (uint8_t)c->len;
-        p[5] = (uint8_t)(c->len >> 8);
-        memcpy(p + 6, c->str, c->len);
-        p += 6 + c->len;
+    /* PAD, BOS, EOS */
+    int32_t sid[3] = {-1, -1, -1};
+    static const char *const KEYS[3] = {"pad_token", "bos_token", "eos_token"};
+    for (int k = 0; k < 3; k++) {
+        int present;
+        const char *want = config_token(cfg, KEYS[k], &present);
+        if (want) {
+            for (size_t id = 0; id < V && sid[k] < 0; id++)
+                if (kind[id] != SMJ_TOK_KIND_PLAIN && strcmp(tok_str[id], want) == 0) sid[k] = (int32_t)id;
+            if (sid[k] < 0)
+                FAIL(SMJ_ERR_FORMAT, "tokenizer_config.json: %s \"%.100s\" is not an added token of %s", KEYS[k], want, name);
+        } else if (!present) {
+            for (int f = 0; FALLBACK_NAMES[k][f] && sid[k] < 0; f++)
+                for (size_t id = 0; id < V && sid[k] < 0; id++)
+                    if (kind[id] != SMJ_TOK_KIND_PLAIN && strcmp(tok_str[id], FALLBACK_NAMES[k][f]) == 0)
+                        sid[k] = (int32_t)id;
+        }
+    }
+
+    /* Our own layout (what export writes) stays a version 1 tokenizer: bytes at
+     * 0..255, merge i makes 256+i from earlier ids, >= 3 special tokens after
+     * the merges, and PAD, BOS, EOS by position unless a config says otherwise. */
+    inv_table inv;
+    make_inv(&inv);
+    int v1 = pattern == SMJ_TOK_PATTERN_GPT2 && !ignore_merges && V == 256 + M + n_added && n_added >= 3 &&
+             n_added <= SMJ_TOK_MAX_SPECIAL;
+    for (size_t id = 0; id < V && v1; id++) {
+        if (id < 256 + M) {
+            if (kind[id] != SMJ_TOK_KIND_PLAIN) v1 = 0;
+            else if (id < 256) {
+                uint8_t c[8];
+                v1 = tok_len[id] <= 4 && bytelevel_decode(&inv, tok_str[id], tok_len[id], c) == 1 && c[0] == id;
+            }
+        } else if (kind[id] != SMJ_TOK_KIND_SPECIAL) v1 = 0;
+    }
+    for (size_t i = 0; i < M && v1; i++)
+        if (trip[3 * i + 2] != (int32_t)(256 + i) || trip[3 * i] >= (int32_t)(256 + i) || trip[3 * i + 1] >= (int32_t)(256 + i))
+            v1 = 0;
+    if (v1 && cfg)
+        for (int k = 0; k < 3; k++)
+            if (sid[k] != (int32_t)(256 + M) + k) v1 = 0;
+
+    size_t sz;
+    uint8_t *p;
+    if (v1) {
+        sz = 24 + 8 * M + 4;
+        for (size_t i = 0; i < n_added; i++) sz += 6 + tok_len[256 + M + i];
+        img = malloc(sz);
+        if (!img) FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name);
+        memcpy(img, SMJ_TOK_MAGIC, 8);
+        smj_wr_u32(img + 8, SMJ_TOK_VERSION);
+        smj_wr_u32(img + 12, SMJ_TOK_PATTERN_GPT2);
+        smj_wr_u32(img + 16, (uint32_t)M);
+        smj_wr_u32(img + 20, (uint32_t)n_added);
+        p = img + 24;
+        for (size_t i = 0; i < M; i++, p += 8) {
+            smj_wr_u32(p, (uint32_t)trip[3 * i]);
+            smj_wr_u32(p + 4, (uint32_t)trip[3 * i + 1]);
+        }
+        for (size_t i = 0; i < n_added; i++) {
+            size_t id = 256 + M + i;
+            smj_wr_u32(p, (uint32_t)id);
+            p[4] = (uint8_t)tok_len[id];
+            p[5] = (uint8_t)(tok_len[id] >> 8);
+            memcpy(p + 6, tok_str[id], tok_len[id]);
+            p += 6 + tok_len[id];
+        }
+    } else {
+        /* version 2 image (docs/FORMATS.md); plain token bytes are at most as
+         * long as their byte-level strings */
+        sz = 40 + 5 * V + 12 * M + 4 + total;
+        for (size_t id = 0; id < V; id++) if (kind[id] != SMJ_TOK_KIND_PLAIN) sz += tok_len[id];
+        img = malloc(sz);
+        if (!img) FAIL(SMJ_ERR_NOMEM, "%s: out of memory", name);
+        memcpy(img, SMJ_TOK_MAGIC, 8);
+        smj_wr_u32(img + 8, SMJ_TOK_VERSION2);
+        smj_wr_u32(img + 12, (uint32_t)pattern);
+        smj_wr_u32(img + 16, ignore_merges ? SMJ_TOK_FLAG_IGNORE_MERGES : 0);
+        smj_wr_u32(img + 20, (uint32_t)V);
+        smj_wr_u32(img + 24, (uint32_t)M);
+        for (int k = 0; k < 3; k++) smj_wr_u32(img + 28 + 4 * k, sid[k] < 0 ? UINT32_MAX : (uint32_t)sid[k]);
+        p = img + 40;
+        for (size_t id = 0; id < V; id++) {
+            size_t len = tok_len[id];
+            if (kind[id] == SMJ_TOK_KIND_PLAIN) {
+                long k = bytelevel_decode(&inv, tok_str[id], tok_len[id], p + 5);
+                if (k <= 0)
+                    FAIL(SMJ_ERR_UNSUPPORTED, "%s: vocab token %zu \"%.100s\" is not a byte-level string (byte-level BPE "
+                         "only)", name, id, tok_str[id]);
+                len = (size_t)k;
+            } else {
+                memcpy(p + 5, tok_str[id], len);
+            }
+            p[0] = kind[id];
+            smj_wr_u32(p + 1, (uint32_t)len);
+            p += 5 + len;
+        }
+        for (size_t i = 0; i < 3 * M; i++, p += 4) smj_wr_u32(p, (uint32_t)trip[i]);
+        sz = (size_t)(p - img) + 4;
     }
     smj_wr_u32(p, smj_crc32(0, img, sz - 4));
     st = smj_tokenizer_from_bytes(ctx, img, sz, name, out);
 done:
 #undef FAIL
-    free(img);
-    free(pairs);
-    free(tmpa);
+    free(img); free(kind); free(buf); free(trip); free(tok_str); free(tok_len); free(is_str_key);
     free(v);
     smj_json_free(doc);
+    if (cdoc) smj_json_free(cdoc);
     return st;
 }
 
 smj_status smj_tokenizer_import_hf(smj_ctx *ctx, const char *path, smj_tokenizer **out) {
     *out = NULL;
-    uint8_t *text;
-    size_t n;
+    uint8_t *text, *cfg = NULL;
+    size_t n, cn = 0;
     SMJ_TRY(smj_read_file(ctx, path, &text, &n));
-    smj_status st = smj_hf_tokenizer_parse(ctx, (const char *)text, n, path, out);
+    /* tokenizer_config.json next to it, when there is one */
+    const char *slash = strrchr(path, '/');
+    size_t dir = slash ? (size_t)(slash - path) + 1 : 0;
+    char *cpath = malloc(dir + 32);
+    smj_status st = SMJ_OK;
+    if (!cpath) { free(text); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
+    memcpy(cpath, path, dir);
+    strcpy(cpath + dir, "tokenizer_config.json");
+    FILE *f = fopen(cpath, "rb");
+    if (f) {
+        fclose(f);
+        st = smj_read_file(ctx, cpath, &cfg, &cn);
+    }
+    free(cpath);
+    if (st == SMJ_OK) st = smj_hf_tokenizer_parse_cfg(ctx, (const char *)text, n, (const char *)cfg, cn, path, out);
     free(text);
+    free(cfg);
     return st;
 }

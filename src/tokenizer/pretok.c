@@ -21,7 +21,8 @@
  * sequence is accepted. An invalid UTF-8 byte is one "other" character of
  * length one. "\s" is the White_Space property; classes come from the
  * generated unicode_tables.h (binary search over sorted ranges).
- * Deliberately not done: other patterns (Llama-3, Qwen), normalization.
+ * Patterns 2 (Llama-3) and 3 (Qwen2) are hand-coded the same way in
+ * pretok_llama3 below. Deliberately not done: normalization (NFC).
  */
 #include "tokenizer.h"
 #include "unicode_tables.h"
@@ -130,4 +131,106 @@ size_t smj_pretok_next(const uint8_t *s, size_t n, size_t pos) {
     if (end == n) return end;       /* \s+(?!\S) at the end of text */
     if (count >= 2) return last;    /* \s+(?!\S) after backtracking one character */
     return end;                     /* \s+ : a single whitespace character */
+}
+
+/* ---- Llama-3 (pattern 2) and Qwen2 (pattern 3)
+ *
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+ *   | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *
+ * (Qwen2: \p{N} instead of \p{N}{1,3}.) At a start position, in order:
+ *   1. "'" + a contraction, case-insensitively: s t m d re ve ll in any case,
+ *      and U+017F LATIN SMALL LETTER LONG S, which Unicode case folding
+ *      equates with s (the regex engines do too).
+ *   2. A letter run, optionally preceded by one character that is neither
+ *      \r, \n, a letter nor a number (so " word", "\tword", "(word").
+ *   3. One to three numbers (Qwen2: one).
+ *   4. An optional U+0020, a run of "other" characters (not whitespace,
+ *      letter or number), then any \r/\n characters.
+ *   5. A whitespace run that contains \r or \n: \s*[\r\n]+ backtracks to end
+ *      right after the run's last \r/\n.
+ *   6./7. As in GPT-2: \s+(?!\S) then \s+.
+ */
+
+static int is_crlf(const uint8_t *s, size_t pos) { return s[pos] == '\r' || s[pos] == '\n'; }
+
+/* Whether s[pos..] starts with letter c in any case (or long s for 's'); the
+ * matched length in *len. */
+static int ci_char(const uint8_t *s, size_t n, size_t pos, char c, size_t *len) {
+    if (pos >= n) return 0;
+    if (s[pos] == (uint8_t)c || s[pos] == (uint8_t)(c - 32)) { *len = 1; return 1; }
+    if (c == 's' && pos + 1 < n && s[pos] == 0xC5 && s[pos + 1] == 0xBF) { *len = 2; return 1; }
+    return 0;
+}
+
+/* Length of a case-insensitive contraction at s[pos] == '\'', or 0. */
+static size_t contraction_ci(const uint8_t *s, size_t n, size_t pos) {
+    size_t a, b;
+    static const char one[] = "stmd";
+    static const char two[3][3] = {"re", "ve", "ll"};
+    for (int i = 0; i < 4; i++)
+        if (ci_char(s, n, pos + 1, one[i], &a)) return 1 + a;
+    for (int i = 0; i < 3; i++)
+        if (ci_char(s, n, pos + 1, two[i][0], &a) && ci_char(s, n, pos + 1 + a, two[i][1], &b)) return 1 + a + b;
+    return 0;
+}
+
+static size_t pretok_llama3(const uint8_t *s, size_t n, size_t pos, int max_digits) {
+    if (s[pos] == '\'') {
+        size_t c = contraction_ci(s, n, pos);
+        if (c) return pos + c;
+    }
+    int len;
+    smj_uclass cls = char_at(s, n, pos, &len);
+    size_t nxt = pos + (size_t)len;
+    /* 2. [^\r\n\p{L}\p{N}]?\p{L}+ */
+    if (cls == SMJ_UCLASS_LETTER) return run_end(s, n, pos, SMJ_UCLASS_LETTER);
+    if (cls != SMJ_UCLASS_NUMBER && !is_crlf(s, pos) && nxt < n) {
+        int l2;
+        if (char_at(s, n, nxt, &l2) == SMJ_UCLASS_LETTER) return run_end(s, n, nxt, SMJ_UCLASS_LETTER);
+    }
+    /* 3. \p{N}{1,max} */
+    if (cls == SMJ_UCLASS_NUMBER) {
+        size_t end = pos;
+        for (int k = 0; k < max_digits && end < n; k++) {
+            int l;
+            if (char_at(s, n, end, &l) != SMJ_UCLASS_NUMBER) break;
+            end += (size_t)l;
+        }
+        return end;
+    }
+    /* 4.  ?[^\s\p{L}\p{N}]+[\r\n]* */
+    size_t start = pos;
+    if (s[pos] == ' ' && nxt < n) {
+        int l2;
+        if (char_at(s, n, nxt, &l2) == SMJ_UCLASS_OTHER) start = nxt;
+    }
+    int l0;
+    if (char_at(s, n, start, &l0) == SMJ_UCLASS_OTHER) {
+        size_t end = run_end(s, n, start, SMJ_UCLASS_OTHER);
+        while (end < n && is_crlf(s, end)) end++;
+        return end;
+    }
+    /* cls is whitespace here. 5. \s*[\r\n]+ */
+    size_t end = pos, last = pos, after_crlf = 0;
+    int count = 0;
+    while (end < n) {
+        int l;
+        if (char_at(s, n, end, &l) != SMJ_UCLASS_SPACE) break;
+        if (is_crlf(s, end)) after_crlf = end + 1;
+        last = end;
+        end += (size_t)l;
+        count++;
+    }
+    if (after_crlf) return after_crlf;
+    /* 6. \s+(?!\S)  7. \s+ */
+    if (end == n) return end;
+    if (count >= 2) return last;
+    return end;
+}
+
+size_t smj_pretok_next_pattern(int pattern, const uint8_t *s, size_t n, size_t pos) {
+    if (pattern == (int)SMJ_TOK_PATTERN_LLAMA3) return pretok_llama3(s, n, pos, 3);
+    if (pattern == (int)SMJ_TOK_PATTERN_QWEN2) return pretok_llama3(s, n, pos, 1);
+    return smj_pretok_next(s, n, pos);
 }

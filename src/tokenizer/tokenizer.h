@@ -14,6 +14,13 @@
  *                              with left, right < 256+i
  *   ids 256+M..256+M+S-1       special tokens; the first three are PAD, BOS, EOS
  *                              (smj_special order); they decode to nothing
+ * That is the layout of every trained tokenizer and of file version 1
+ * (smj_tokenizer_version() == 1). A version 2 tokenizer (imported from a HF
+ * tokenizer.json) has an arbitrary layout: any id may be a byte, a merge
+ * result or a special/added token; smj_tokenizer_byte_id,
+ * smj_tokenizer_merge_result, smj_tokenizer_added_id and smj_tokenizer_kind
+ * describe it (they also describe v1 tokenizers). Exporters that assume the
+ * v1 layout must check smj_tokenizer_version().
  * The byte layout of the tokenizer file is in docs/FORMATS.md.
  */
 #ifndef SMJ_TOKENIZER_INTERNAL_H
@@ -24,8 +31,18 @@
 #include "smedjan.h"
 
 #define SMJ_TOK_MAGIC "SMJTOKZ"         /* 8 bytes with its NUL */
-#define SMJ_TOK_VERSION 1u
-#define SMJ_TOK_PATTERN_GPT2 1u         /* the only pre-tokenizer pattern id */
+#define SMJ_TOK_VERSION 1u              /* our trained layout (below) */
+#define SMJ_TOK_VERSION2 2u             /* general vocabularies (imported from HF) */
+#define SMJ_TOK_PATTERN_GPT2 1u         /* pre-tokenizer pattern ids (docs/FORMATS.md) */
+#define SMJ_TOK_PATTERN_LLAMA3 2u
+#define SMJ_TOK_PATTERN_QWEN2 3u
+#define SMJ_TOK_FLAG_IGNORE_MERGES 1u   /* v2: a pre-token that is a whole token is that token */
+/* Token kinds: plain tokens are byte strings made by BPE; special tokens
+ * decode to nothing; added (non-special) tokens decode to their text. Encode
+ * never produces special or added tokens. */
+#define SMJ_TOK_KIND_PLAIN 0
+#define SMJ_TOK_KIND_SPECIAL 1
+#define SMJ_TOK_KIND_ADDED 2
 #define SMJ_TOK_MAX_VOCAB (1 << 24)     /* every id is < 2^24 */
 #define SMJ_TOK_MAX_SPECIAL 256         /* at most this many special tokens */
 #define SMJ_TOK_MAX_SPECIAL_LEN 256     /* bytes of one special token's text */
@@ -54,16 +71,30 @@ smj_status smj_tokenizer_to_bytes(smj_ctx *ctx, const smj_tokenizer *tok, uint8_
 
 /* ---- read access for exporters */
 
-/* The pre-tokenizer pattern id (SMJ_TOK_PATTERN_GPT2). */
+/* 1 for our layout (file version 1), 2 for a general vocabulary. */
+int smj_tokenizer_version(const smj_tokenizer *tok);
+/* The pre-tokenizer pattern id (SMJ_TOK_PATTERN_*). */
 int smj_tokenizer_pattern(const smj_tokenizer *tok);
-/* Number of merges M (vocab = 256 + M + number of special tokens). */
+/* SMJ_TOK_FLAG_* (0 for version 1). */
+uint32_t smj_tokenizer_flags(const smj_tokenizer *tok);
+/* The id merge i makes (v1: 256 + i), -1 when i is out of range. */
+int32_t smj_tokenizer_merge_result(const smj_tokenizer *tok, int i);
+/* The id of special/added token i (0 <= i < num_special; increasing ids;
+ * v1: 256 + M + i), -1 when out of range. */
+int32_t smj_tokenizer_added_id(const smj_tokenizer *tok, int i);
+/* SMJ_TOK_KIND_* of id, -1 when out of range. */
+int smj_tokenizer_kind(const smj_tokenizer *tok, int32_t id);
+/* The token id of the single byte b (v1: b), -1 when b is not 0..255. */
+int32_t smj_tokenizer_byte_id(const smj_tokenizer *tok, int b);
+/* Number of merges M (v1: vocab = 256 + M + number of special tokens). */
 int smj_tokenizer_num_merges(const smj_tokenizer *tok);
 /* Merge i (0 <= i < M) made id 256+i from (*left, *right). Returns 0, or -1
  * (outputs untouched) when i is out of range. */
 int smj_tokenizer_merge(const smj_tokenizer *tok, int i, int32_t *left, int32_t *right);
-/* Number of special tokens (>= 3; the first three are PAD, BOS, EOS). */
+/* Number of special and added tokens (v1: >= 3, the first three are PAD, BOS, EOS). */
 int smj_tokenizer_num_special(const smj_tokenizer *tok);
-/* Text of special token i (0 <= i < num_special; its id is 256 + M + i),
+/* Text of special/added token i (0 <= i < num_special; its id is
+ * smj_tokenizer_added_id(i), in v1 256 + M + i),
  * NUL-terminated, *len bytes (len may be NULL). NULL when out of range. */
 const char *smj_tokenizer_special_text(const smj_tokenizer *tok, int i, size_t *len);
 
@@ -87,5 +118,11 @@ int smj_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp);
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * applied as a leftmost-first regex (as HF tokenizers and llama.cpp do). */
 size_t smj_pretok_next(const uint8_t *s, size_t n, size_t pos);
+
+/* The same for pattern id `pattern` (SMJ_TOK_PATTERN_*; anything else is
+ * GPT-2). Llama-3 (2):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ * Qwen2 (3): the same with \p{N} in place of \p{N}{1,3}. */
+size_t smj_pretok_next_pattern(int pattern, const uint8_t *s, size_t n, size_t pos);
 
 #endif

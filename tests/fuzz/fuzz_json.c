@@ -12,6 +12,7 @@
 #include <string.h>
 #include "../../src/core/core.h"
 #include "../../src/hf/hf.h"
+#include "../../src/tokenizer/tokenizer.h"
 #include "../../src/hf/json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -103,6 +104,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             smj_tokenizer_free(again);
         }
         smj_jbuf_free(&b);
+        /* an imported tokenizer (version 1 or 2) saves and loads */
+        uint8_t *img = NULL;
+        size_t n = 0;
+        smj_tokenizer *back = NULL;
+        if (smj_tokenizer_to_bytes(ctx, tok, &img, &n) != SMJ_OK) abort();
+        if (smj_tokenizer_from_bytes(ctx, img, n, "again.tok", &back) != SMJ_OK) abort();
+        if (smj_tokenizer_vocab_size(back) != smj_tokenizer_vocab_size(tok)) abort();
+        smj_tokenizer_free(back);
+        smj_free(img);
     }
     smj_tokenizer_free(tok);
     smj_ctx_free(ctx);
