@@ -14,6 +14,7 @@
 #include <string.h>
 #include "../src/core/core.h"
 #include "util/check.h"
+#include "util/gradcheck.h"
 
 static smj_model_config tiny_cfg(int tied) {
     smj_model_config c = {.vocab_size = 50, .dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4,
@@ -42,11 +43,6 @@ static float *params_copy(smj_model *m) {
     return p;
 }
 
-static double loss_of(smj_ctx *ctx, smj_model *m, const int32_t *x, const int32_t *y, int B, int T) {
-    float l = 0;
-    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &l));
-    return l;
-}
 
 static void gradient_check(smj_backend_kind kind, int tied) {
     smj_ctx_options o = {.threads = 2, .backend = kind};
@@ -66,52 +62,15 @@ static void gradient_check(smj_backend_kind kind, int tied) {
         for (int64_t j = 0; j < v.numel; j++)
             v.data[j] = v.ndim >= 2 ? v.data[j] * 8.0f : v.data[j] + 0.1f * (float)sin((double)j + i);
     }
-    CHECK_OK(ctx, smj_model_zero_grad(m));
-    loss_of(ctx, m, x, y, B, T);
-    CHECK_OK(ctx, smj_model_backward(m, 1.0f));
-    int64_t P = smj_model_num_params(m);
-    float *p0 = malloc(sizeof(float) * (size_t)P), *g = malloc(sizeof(float) * (size_t)P), *d = malloc(sizeof(float) * (size_t)P);
-    int64_t off = 0;
+    gradcheck_directional(ctx, m, x, y, B, T, tied ? "gpt2 tied" : "gpt2 untied");
+    /* every tensor gets a gradient (wpe rows past T stay 0) */
     for (int i = 0; i < n; i++) {
         smj_tensor_view v;
         smj_model_tensor(m, i, &v);
-        memcpy(p0 + off, v.data, sizeof(float) * (size_t)v.numel);
-        memcpy(g + off, v.grad, sizeof(float) * (size_t)v.numel);
-        /* every tensor gets a gradient (wpe rows past T stay 0) */
         double s = 0;
         for (int64_t j = 0; j < v.numel; j++) s += fabs(v.grad[j]);
         CHECK(s > 0, "%s: gradient of %s is zero", smj_ctx_backend_name(ctx), v.name);
-        off += v.numel;
     }
-    double gnorm = 0;
-    for (int64_t j = 0; j < P; j++) gnorm += (double)g[j] * g[j];
-    gnorm = sqrt(gnorm);
-    for (int dir = 0; dir < 2; dir++) {
-        double gn = 0, gd = 0;
-        uint64_t s = 99;
-        for (int64_t j = 0; j < P; j++) d[j] = dir == 0 ? g[j] : (float)((int64_t)(smj_splitmix64(&s) % 2001) - 1000) / 1000.0f;
-        for (int64_t j = 0; j < P; j++) gn += (double)d[j] * d[j];
-        gn = sqrt(gn);
-        for (int64_t j = 0; j < P; j++) { d[j] /= (float)gn; gd += (double)g[j] * d[j]; }
-        double h = dir == 0 ? 2e-3 : 5e-3, lp = 0, lm = 0;
-        for (int sgn = -1; sgn <= 1; sgn += 2) {
-            off = 0;
-            for (int i = 0; i < n; i++) {
-                smj_tensor_view v;
-                smj_model_tensor(m, i, &v);
-                for (int64_t j = 0; j < v.numel; j++) v.data[j] = p0[off + j] + (float)(sgn * h) * d[off + j];
-                off += v.numel;
-            }
-            double l = loss_of(ctx, m, x, y, B, T);
-            if (sgn < 0) lm = l; else lp = l;
-        }
-        double num = (lp - lm) / (2 * h), rel = fabs(num - gd) / fmax(fabs(gd), 0.05 * gnorm);
-        printf("gpt2 %s %s: directional derivative %d: finite difference %.7g, gradient %.7g, rel %.2g\n",
-               smj_ctx_backend_name(ctx), tied ? "tied" : "untied", dir, num, gd, rel);
-        CHECK(rel < 2e-3, "gpt2 %s: directional derivative %d: finite difference %.6g vs gradient %.6g (rel %.2g)",
-              smj_ctx_backend_name(ctx), dir, num, gd, rel);
-    }
-    free(p0); free(g); free(d);
     smj_model_free(m);
     smj_ctx_free(ctx);
 }

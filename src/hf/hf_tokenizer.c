@@ -320,9 +320,22 @@ smj_status smj_hf_tokenizer_parse_cfg(smj_ctx *ctx, const char *text, size_t n, 
     if (!is_false_or_absent(im) && !ignore_merges)
         FAIL(SMJ_ERR_FORMAT, "%s: \"ignore_merges\" is not a boolean", name);
     const smj_json *norm = smj_json_get(root, "normalizer");
-    /* NFC (Qwen2) is accepted but not applied: ids equal HF's for NFC input. */
-    if (!is_null_or_absent(norm) && !is_str(smj_json_get(norm, "type"), "NFC"))
-        FAIL(SMJ_ERR_UNSUPPORTED, "%s: a \"normalizer\" other than NFC is not supported", name);
+    /* NFC (Qwen2), alone or as a Sequence of NFCs: encode applies it (flag). */
+    int nfc = 0;
+    if (!is_null_or_absent(norm)) {
+        const smj_json *seq = smj_json_get(norm, "normalizers");
+        if (is_str(smj_json_get(norm, "type"), "NFC")) {
+            nfc = 1;
+        } else if (is_str(smj_json_get(norm, "type"), "Sequence") && seq && seq->type == SMJ_JSON_ARRAY) {
+            for (size_t i = 0; i < seq->len; i++)
+                if (!is_str(smj_json_get(&seq->kids[i], "type"), "NFC"))
+                    FAIL(SMJ_ERR_UNSUPPORTED, "%s: a \"normalizer\" Sequence with anything but NFC is not supported",
+                         name);
+            nfc = seq->len > 0;
+        } else {
+            FAIL(SMJ_ERR_UNSUPPORTED, "%s: a \"normalizer\" other than NFC is not supported", name);
+        }
+    }
     const char *regex;
     int pattern = pretok_pattern(smj_json_get(root, "pre_tokenizer"), &regex);
     if (pattern < 0)
@@ -466,7 +479,7 @@ smj_status smj_hf_tokenizer_parse_cfg(smj_ctx *ctx, const char *text, size_t n, 
      * the merges, and PAD, BOS, EOS by position unless a config says otherwise. */
     inv_table inv;
     make_inv(&inv);
-    int v1 = pattern == SMJ_TOK_PATTERN_GPT2 && !ignore_merges && V == 256 + M + n_added && n_added >= 3 &&
+    int v1 = pattern == SMJ_TOK_PATTERN_GPT2 && !ignore_merges && !nfc && V == 256 + M + n_added && n_added >= 3 &&
              n_added <= SMJ_TOK_MAX_SPECIAL;
     for (size_t id = 0; id < V && v1; id++) {
         if (id < 256 + M) {
@@ -519,7 +532,7 @@ smj_status smj_hf_tokenizer_parse_cfg(smj_ctx *ctx, const char *text, size_t n, 
         memcpy(img, SMJ_TOK_MAGIC, 8);
         smj_wr_u32(img + 8, SMJ_TOK_VERSION2);
         smj_wr_u32(img + 12, (uint32_t)pattern);
-        smj_wr_u32(img + 16, ignore_merges ? SMJ_TOK_FLAG_IGNORE_MERGES : 0);
+        smj_wr_u32(img + 16, (ignore_merges ? SMJ_TOK_FLAG_IGNORE_MERGES : 0) | (nfc ? SMJ_TOK_FLAG_NFC : 0));
         smj_wr_u32(img + 20, (uint32_t)V);
         smj_wr_u32(img + 24, (uint32_t)M);
         for (int k = 0; k < 3; k++) smj_wr_u32(img + 28 + 4 * k, sid[k] < 0 ? UINT32_MAX : (uint32_t)sid[k]);

@@ -22,7 +22,7 @@
  * length one. "\s" is the White_Space property; classes come from the
  * generated unicode_tables.h (binary search over sorted ranges).
  * Patterns 2 (Llama-3) and 3 (Qwen2) are hand-coded the same way in
- * pretok_llama3 below. Deliberately not done: normalization (NFC).
+ * pretok_llama3 below. Normalization (NFC) is not done here but before, by encode (nfc.c).
  */
 #include "tokenizer.h"
 #include "unicode_tables.h"

@@ -29,7 +29,10 @@
  * path.
  *
  * Deliberately not done: special/added-token text in the input is NOT
- * recognized (it encodes as plain bytes); no normalization (NFC).
+ * recognized (it encodes as plain bytes). Normalization: only NFC, and only
+ * for a v2 tokenizer with SMJ_TOK_FLAG_NFC (imported from a tokenizer.json
+ * whose normalizer is NFC): encode normalizes the text first (nfc.c); decode
+ * does not, so decode(encode(s)) == s only for NFC text.
  */
 #include "tokenizer.h"
 #include <string.h>
@@ -244,7 +247,7 @@ static smj_status from_bytes_v2(smj_ctx *ctx, const uint8_t *data, size_t n, con
     size_t body = n - HEADER2_BYTES - 4;
     if (pattern < SMJ_TOK_PATTERN_GPT2 || pattern > SMJ_TOK_PATTERN_QWEN2)
         SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: unknown pre-tokenizer pattern id %u (expected 1..3)", name, pattern);
-    if (flags & ~(uint32_t)SMJ_TOK_FLAG_IGNORE_MERGES)
+    if (flags & ~(uint32_t)SMJ_TOK_FLAGS_KNOWN)
         SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: unknown flags %#x", name, flags);
     if (V < 256 || V > SMJ_TOK_MAX_VOCAB || (size_t)V > body / 5)
         SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: vocabulary size %u is out of range (256..2^24) or does not fit "
@@ -696,11 +699,8 @@ static void cache_put(enc_scratch *s, cache_slot *c, uint64_t h, const uint8_t *
     s->cache_used++;
 }
 
-smj_status smj_tokenizer_encode(smj_ctx *ctx, const smj_tokenizer *t, const uint8_t *text,
-                                size_t n, int32_t **ids, size_t *n_ids) {
-    *ids = NULL;
-    *n_ids = 0;
-    SMJ_CHECK(ctx, text || n == 0, SMJ_ERR_INVALID, "tokenizer encode: text is NULL");
+static smj_status encode_text(smj_ctx *ctx, const smj_tokenizer *t, const uint8_t *text,
+                              size_t n, int32_t **ids, size_t *n_ids) {
     /* Every token covers at least one byte, so n ids always suffice. */
     int32_t *out = malloc((n ? n : 1) * sizeof *out);
     enc_scratch s = {0};
@@ -742,6 +742,21 @@ smj_status smj_tokenizer_encode(smj_ctx *ctx, const smj_tokenizer *t, const uint
     *ids = shrunk ? shrunk : out;
     *n_ids = k;
     return SMJ_OK;
+}
+
+smj_status smj_tokenizer_encode(smj_ctx *ctx, const smj_tokenizer *t, const uint8_t *text,
+                                size_t n, int32_t **ids, size_t *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
+    SMJ_CHECK(ctx, text || n == 0, SMJ_ERR_INVALID, "tokenizer encode: text is NULL");
+    if (!(t->flags & SMJ_TOK_FLAG_NFC)) return encode_text(ctx, t, text, n, ids, n_ids);
+    uint8_t *norm;
+    size_t nn;
+    if (smj_nfc(text, n, &norm, &nn) != 0)
+        SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "tokenizer encode: out of memory normalizing %zu bytes of text (NFC)", n);
+    smj_status st = encode_text(ctx, t, norm, nn, ids, n_ids);
+    free(norm);
+    return st;
 }
 
 smj_status smj_tokenizer_decode(smj_ctx *ctx, const smj_tokenizer *t, const int32_t *ids,

@@ -37,6 +37,8 @@
 #define SMJ_TOK_PATTERN_LLAMA3 2u
 #define SMJ_TOK_PATTERN_QWEN2 3u
 #define SMJ_TOK_FLAG_IGNORE_MERGES 1u   /* v2: a pre-token that is a whole token is that token */
+#define SMJ_TOK_FLAG_NFC 2u             /* v2: encode applies Unicode NFC to the text first */
+#define SMJ_TOK_FLAGS_KNOWN (SMJ_TOK_FLAG_IGNORE_MERGES | SMJ_TOK_FLAG_NFC)
 /* Token kinds: plain tokens are byte strings made by BPE; special tokens
  * decode to nothing; added (non-special) tokens decode to their text. Encode
  * never produces special or added tokens. */
@@ -124,5 +126,14 @@ size_t smj_pretok_next(const uint8_t *s, size_t n, size_t pos);
  *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
  * Qwen2 (3): the same with \p{N} in place of \p{N}{1,3}. */
 size_t smj_pretok_next_pattern(int pattern, const uint8_t *s, size_t n, size_t pos);
+
+/* ---- Unicode NFC (nfc.c) */
+
+/* Writes the NFC normalization (UAX #15; Unicode version of nfc_tables.h)
+ * of in[0..n) to a new buffer *out of *out_n bytes (released with free();
+ * never NULL on success, even for n == 0). Bytes that are not valid UTF-8
+ * are copied through unchanged. Returns 0, or -1 when out of memory (then
+ * *out is NULL). */
+int smj_nfc(const uint8_t *in, size_t n, uint8_t **out, size_t *out_n);
 
 #endif
