@@ -90,7 +90,9 @@ void smj_tokenizer_free(smj_tokenizer *tok);
 int smj_tokenizer_vocab_size(const smj_tokenizer *tok);
 int smj_tokenizer_special_id(const smj_tokenizer *tok, smj_special which);
 /* Encodes text (any bytes; special-token text is NOT interpreted) into a new
- * array *ids of *n_ids tokens, released with smj_free. */
+ * array *ids of *n_ids tokens, released with smj_free. A tokenizer imported
+ * from a tokenizer.json with an NFC normalizer first applies Unicode NFC to
+ * the text (decode does not, so only NFC text round-trips exactly). */
 smj_status smj_tokenizer_encode(smj_ctx *ctx, const smj_tokenizer *tok, const uint8_t *text,
                                 size_t n, int32_t **ids, size_t *n_ids);
 /* The bytes of one token (special tokens decode to nothing). *len gets the
