@@ -83,16 +83,7 @@ smj_status smj_gpt2_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_ten
                 smj_tensor_spec *t = &s[n];
                 t->ndim = role_shape(c, rn->role, t->shape);
                 if (!t->ndim) continue;
-                t->role = rn->role;
-                t->layer = l;
-                snprintf(t->name, sizeof t->name, rn->fmt, l);
-                t->numel = 1;
-                for (int d = 0; d < t->ndim; d++) t->numel *= t->shape[d];
-                t->offset = off;
-                t->decay = t->ndim >= 2;
-                t->dtype = SMJ_DTYPE_F32;
-                t->nbytes = (int64_t)sizeof(float) * t->numel;
-                off += t->numel;
+                smj_spec_place(t, rn->role, l, rn->fmt, &off);
                 n++;
             }
     }

@@ -69,6 +69,19 @@ static int role_shape(const smj_model_config *c, smj_role r, int64_t shape[4]) {
     }
 }
 
+void smj_spec_place(smj_tensor_spec *t, smj_role role, int layer, const char *name_fmt, int64_t *off) {
+    t->role = role;
+    t->layer = layer;
+    snprintf(t->name, sizeof t->name, name_fmt, layer);
+    t->numel = 1;
+    for (int d = 0; d < t->ndim; d++) t->numel *= t->shape[d];
+    t->offset = *off;
+    t->decay = t->ndim >= 2;
+    t->dtype = SMJ_DTYPE_F32;
+    t->nbytes = (int64_t)sizeof(float) * t->numel;
+    *off += t->numel;
+}
+
 /* Layer-major order: embedding, then each layer's tensors, then the final
  * norm and head. The checkpoint format stores them in this order. */
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs_out,
@@ -90,16 +103,7 @@ smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_te
                 smj_tensor_spec *t = &s[n];
                 t->ndim = role_shape(c, (smj_role)r, t->shape);
                 if (!t->ndim) continue;
-                t->role = (smj_role)r;
-                t->layer = l;
-                snprintf(t->name, sizeof t->name, rn->fmt, l);
-                t->numel = 1;
-                for (int d = 0; d < t->ndim; d++) t->numel *= t->shape[d];
-                t->offset = off;
-                t->decay = t->ndim >= 2;
-                t->dtype = SMJ_DTYPE_F32;
-                t->nbytes = (int64_t)sizeof(float) * t->numel;
-                off += t->numel;
+                smj_spec_place(t, (smj_role)r, l, rn->fmt, &off);
                 n++;
             }
     }

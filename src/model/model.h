@@ -130,6 +130,10 @@ struct smj_model {
     int64_t qbytes;
 };
 
+/* Fills a spec whose ndim/shape are set: role, layer, name (name_fmt with
+ * the layer), size, f32 storage at float offset *off (then advanced), and
+ * weight decay for 2-D tensors. Shared by every family's table walk. */
+void smj_spec_place(smj_tensor_spec *t, smj_role role, int layer, const char *name_fmt, int64_t *off);
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *cfg, smj_tensor_spec **specs,
                                  int *n, int64_t *n_params);
 /* Allocates buffers for cfg (weights zero) — used by create and load. */
