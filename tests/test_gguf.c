@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "util/check.h"
+#include "util/decode.h"
 #include "../src/core/core.h"
 #include "../src/gguf/gguf.h"
 #include "../src/tokenizer/tokenizer.h"
@@ -702,42 +703,6 @@ static const char *llamacpp_dir(void) {
 }
 
 /* Greedy decoding of NGEN tokens after the prompt with our engine. */
-static int our_greedy(smj_ctx *ctx, smj_model *m, const int32_t *prompt, int np, int32_t *out) {
-    smj_session *s = NULL;
-    if (smj_session_create(m, np + NGEN + 1, &s) != SMJ_OK) return -1;
-    const float *logits = NULL;
-    int V = smj_model_get_config(m)->vocab_size, ok = smj_session_feed(s, prompt, np, &logits) == SMJ_OK;
-    for (int i = 0; ok && i < NGEN; i++) {
-        int32_t best = 0;
-        for (int v = 1; v < V; v++)
-            if (logits[v] > logits[best]) best = v;
-        out[i] = best;
-        ok = smj_session_feed(s, &best, 1, &logits) == SMJ_OK;
-    }
-    smj_session_free(s);
-    (void)ctx;
-    return ok ? 0 : -1;
-}
-
-/* Parses `"key":[1,2,3]` from a JSON line; returns the count or -1. */
-static int json_ids(const char *js, const char *key, int32_t *out, int cap) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":[", key);
-    const char *p = strstr(js, pat);
-    if (!p) return -1;
-    p += strlen(pat);
-    int n = 0;
-    while (*p && *p != ']') {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || n >= cap) return -1;
-        out[n++] = (int32_t)v;
-        p = end;
-        if (*p == ',') p++;
-    }
-    return *p == ']' ? n : -1;
-}
-
 /* Runs the node script on prompt (a literal, or "@file"); fills the prompt's
  * ids (up to pcap) and, when ngen > 0, ngen generated ids. */
 static int run_llamacpp(const char *gguf, const char *prompt, int32_t *pids, int pcap, int *np, int32_t *gen,
@@ -836,7 +801,7 @@ static void test_llamacpp(smj_ctx *ctx) {
         smj_model *m = train_model(ctx, ds, V, arch, &secs);
         if (!m) continue;
         int32_t ours[NGEN];
-        CHECK(our_greedy(ctx, m, pids, (int)np, ours) == 0, "our greedy decoding");
+        CHECK(greedy_decode(m, pids, (int)np, NGEN, ours, NULL, NULL) == 0, "our greedy decoding");
         for (int q = 0; q < 4; q++) {
             char path[640];
             snprintf(path, sizeof path, "%s/lc_%s_%s.gguf", test_tmpdir(), arch ? "qwen3" : "llama", qn[q]);
@@ -847,7 +812,7 @@ static void test_llamacpp(smj_ctx *ctx) {
             int32_t oursq[NGEN];
             CHECK_OK(ctx, smj_gguf_open(ctx, path, &g));
             CHECK_OK(ctx, smj_model_create(ctx, smj_model_get_config(m), 1, &mq));
-            int have_q = g && mq && smj_gguf_load_weights(ctx, g, mq) == SMJ_OK && our_greedy(ctx, mq, pids, (int)np, oursq) == 0;
+            int have_q = g && mq && smj_gguf_load_weights(ctx, g, mq) == SMJ_OK && greedy_decode(mq, pids, (int)np, NGEN, oursq, NULL, NULL) == 0;
             CHECK(have_q, "our engine on the exported %s weights", qn[q]);
             smj_gguf_free(g);
             smj_model_free(mq);

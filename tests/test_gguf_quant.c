@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "util/check.h"
+#include "util/decode.h"
 #include "../src/core/core.h"
 #include "../src/gguf/gguf.h"
 #include "../src/model/model.h"
@@ -42,44 +43,6 @@ static uint8_t *read_all(const char *path, size_t *n) {
     *n = fread(d, 1, (size_t)len, f);
     fclose(f);
     return d;
-}
-
-/* Greedy decoding of NGEN tokens; when other is not NULL, gap[i] gets our
- * top logit minus our logit of other[i] at step i. */
-static int our_greedy(smj_model *m, const int32_t *prompt, int np, int32_t *out, const int32_t *other,
-                      float *gap) {
-    smj_session *s = NULL;
-    if (smj_session_create(m, np + NGEN + 1, &s) != SMJ_OK) return -1;
-    const float *logits = NULL;
-    int V = smj_model_get_config(m)->vocab_size, ok = smj_session_feed(s, prompt, np, &logits) == SMJ_OK;
-    for (int i = 0; ok && i < NGEN; i++) {
-        int32_t best = 0;
-        for (int v = 1; v < V; v++)
-            if (logits[v] > logits[best]) best = v;
-        out[i] = best;
-        if (other) gap[i] = logits[best] - logits[other[i]];
-        ok = smj_session_feed(s, &best, 1, &logits) == SMJ_OK;
-    }
-    smj_session_free(s);
-    return ok ? 0 : -1;
-}
-
-static int json_ids(const char *js, const char *key, int32_t *out, int cap) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":[", key);
-    const char *p = strstr(js, pat);
-    if (!p) return -1;
-    p += strlen(pat);
-    int n = 0;
-    while (*p && *p != ']') {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || n >= cap) return -1;
-        out[n++] = (int32_t)v;
-        p = end;
-        if (*p == ',') p++;
-    }
-    return *p == ']' ? n : -1;
 }
 
 static int llamacpp_greedy(const char *gguf, int32_t *gen) {
@@ -220,7 +183,7 @@ int main(void) {
             int32_t ours[NGEN], lc[NGEN];
             float gap[NGEN];
             int ok = have_node && llamacpp_greedy(nm, lc) == 0;
-            CHECK(our_greedy(mq, pids, (int)np, ours, ok ? lc : NULL, gap) == 0, "%s %s: greedy decoding", an, qn[q]);
+            CHECK(greedy_decode(mq, pids, (int)np, NGEN, ours, ok ? lc : NULL, gap) == 0, "%s %s: greedy decoding", an, qn[q]);
             if (have_node) {
                 CHECK(ok, "llama.cpp ran %s", nm);
                 if (ok) {
