@@ -14,6 +14,7 @@
 #include <string.h>
 #include "../src/core/core.h"
 #include "util/check.h"
+#include "util/decode.h"
 #include "util/gradcheck.h"
 
 static smj_model_config tiny_cfg(int tied) {
@@ -86,29 +87,7 @@ static void sessions(smj_ctx *ctx) {
         if (!strcmp(v.name, "transformer.wpe.weight"))
             for (int64_t j = 0; j < v.numel; j++) v.data[j] *= 20.0f;
     }
-    int T = 150;
-    int32_t ids[150];
-    for (int i = 0; i < T; i++) ids[i] = (i * 31 + 7) % 50;
-    CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 1, T, NULL));
-    float *full = malloc(sizeof(float) * 150 * 50);
-    memcpy(full, smj_model_logits(m), sizeof(float) * 150 * 50);
-    smj_session *s = NULL;
-    CHECK_OK(ctx, smj_session_create(m, T, &s));
-    const float *lg;
-    double worst = 0;
-    CHECK_OK(ctx, smj_session_feed(s, ids, 70, &lg));
-    worst = fmax(worst, rel_l2(lg, full + 69 * 50, 50));
-    for (int t = 70; t < T; t++) {
-        CHECK_OK(ctx, smj_session_feed(s, ids + t, 1, &lg));
-        worst = fmax(worst, rel_l2(lg, full + (int64_t)t * 50, 50));
-    }
-    printf("gpt2 KV-cache decoding vs full forward: worst rel L2 %.3g\n", worst);
-    CHECK(worst < 1e-5, "gpt2 KV-cache decoding vs full forward: worst rel L2 %.3g", worst);
-    smj_session_reset(s);
-    CHECK_OK(ctx, smj_session_feed(s, ids, 5, &lg));
-    CHECK(rel_l2(lg, full + 4 * 50, 50) < 1e-5, "after reset the session starts over");
-    free(full);
-    smj_session_free(s);
+    check_kv_cache(ctx, m, 150, "gpt2");
     smj_model_free(m);
 }
 

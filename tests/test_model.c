@@ -18,6 +18,7 @@
 #include <string.h>
 #include "../src/core/core.h"
 #include "util/check.h"
+#include "util/decode.h"
 #include "util/gradcheck.h"
 
 static smj_model_config tiny_cfg(void) {
@@ -316,32 +317,7 @@ static void sessions(smj_ctx *ctx) {
     smj_model_config c = tiny_cfg();
     smj_model *m = NULL;
     CHECK_OK(ctx, smj_model_create(ctx, &c, 21, &m));
-    int T = 150; /* crosses the session's 64-row chunks */
-    int32_t ids[150];
-    for (int i = 0; i < T; i++) ids[i] = (i * 31 + 7) % 50;
-    CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 1, T, NULL));
-    float *full = malloc(sizeof(float) * 150 * 50);
-    memcpy(full, smj_model_logits(m), sizeof(float) * 150 * 50);
-    smj_session *s = NULL;
-    CHECK_OK(ctx, smj_session_create(m, T, &s));
-    const float *lg;
-    double worst = 0;
-    /* prompt of 70 in one feed, then one token at a time */
-    CHECK_OK(ctx, smj_session_feed(s, ids, 70, &lg));
-    worst = fmax(worst, rel_l2(lg, full + 69 * 50, 50));
-    for (int t = 70; t < T; t++) {
-        CHECK_OK(ctx, smj_session_feed(s, ids + t, 1, &lg));
-        worst = fmax(worst, rel_l2(lg, full + (int64_t)t * 50, 50));
-    }
-    CHECK(worst < 1e-5, "KV-cache decoding vs full forward: worst rel L2 %.3g", worst);
-    CHECK(smj_session_length(s) == T, "session length");
-    smj_status st = smj_session_feed(s, ids, 1, &lg);
-    CHECK(st == SMJ_ERR_INVALID && strstr(smj_ctx_error(ctx), "full"), "feeding past the cache: %s", smj_ctx_error(ctx));
-    smj_session_reset(s);
-    CHECK_OK(ctx, smj_session_feed(s, ids, 5, &lg));
-    CHECK(rel_l2(lg, full + 4 * 50, 50) < 1e-5, "after reset the session starts over");
-    free(full);
-    smj_session_free(s);
+    check_kv_cache(ctx, m, 150, "llama");
     smj_model_free(m);
 }
 

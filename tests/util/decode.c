@@ -2,7 +2,9 @@
 #include "decode.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
+#include "check.h"
 
 int greedy_decode(smj_model *m, const int32_t *prompt, int np, int n, int32_t *out, const int32_t *other,
                   float *gap) {
@@ -38,4 +40,39 @@ int json_ids(const char *js, const char *key, int32_t *out, int cap) {
         if (*p == ',') p++;
     }
     return *p == ']' ? n : -1;
+}
+
+void check_kv_cache(smj_ctx *ctx, smj_model *m, int T, const char *label) {
+    int V = smj_model_get_config(m)->vocab_size;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
+    float *full = malloc(sizeof(float) * (size_t)T * V);
+    smj_session *s = NULL;
+    CHECK(ids && full && T > 70, "%s: bad KV-cache test setup", label);
+    if (!ids || !full || T <= 70) goto done;
+    for (int i = 0; i < T; i++) ids[i] = (i * 31 + 7) % V;
+    CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 1, T, NULL));
+    CHECK_OK(ctx, smj_model_get_logits(m, full));
+    CHECK_OK(ctx, smj_session_create(m, T, &s));
+    if (!s) goto done;
+    const float *lg = NULL;
+    double worst = 0;
+    CHECK_OK(ctx, smj_session_feed(s, ids, 70, &lg));
+    if (lg) worst = fmax(worst, rel_l2(lg, full + (int64_t)69 * V, V));
+    for (int t = 70; t < T && lg; t++) {
+        CHECK_OK(ctx, smj_session_feed(s, ids + t, 1, &lg));
+        worst = fmax(worst, rel_l2(lg, full + (int64_t)t * V, V));
+    }
+    printf("%s: KV-cache decoding vs full forward: worst rel L2 %.3g\n", label, worst);
+    CHECK(worst < 1e-5, "%s: KV-cache decoding vs full forward: worst rel L2 %.3g", label, worst);
+    CHECK(smj_session_length(s) == T, "%s: session length", label);
+    smj_status st = smj_session_feed(s, ids, 1, &lg);
+    CHECK(st == SMJ_ERR_INVALID && strstr(smj_ctx_error(ctx), "full"), "%s: feeding past the cache: %s", label,
+          smj_ctx_error(ctx));
+    smj_session_reset(s);
+    CHECK_OK(ctx, smj_session_feed(s, ids, 5, &lg));
+    CHECK(lg && rel_l2(lg, full + (int64_t)4 * V, V) < 1e-5, "%s: after reset the session starts over", label);
+done:
+    smj_session_free(s);
+    free(ids);
+    free(full);
 }

@@ -11,4 +11,9 @@ int greedy_decode(smj_model *m, const int32_t *prompt, int np, int n, int32_t *o
 /* Parses `"key":[1,2,3]` from a JSON line into out (at most cap); returns the
  * count or -1. */
 int json_ids(const char *js, const char *key, int32_t *out, int cap);
+/* KV-cache decoding against the full forward on T tokens (a 70-token prompt
+ * crossing the session's 64-row chunks, then one token at a time): CHECKs
+ * every position's logits (rel L2 < 1e-5), the session length, that feeding
+ * past the cache fails, and that a reset session starts over. */
+void check_kv_cache(smj_ctx *ctx, smj_model *m, int T, const char *label);
 #endif
