@@ -140,7 +140,7 @@ $(LIB): $(CU_OBJ)
 CUDA_TESTS := $(CUTEST_SRC:tests/cuda/%.c=$(BUILD)/tests/%)
 all: $(CUDA_TESTS) $(TESTS)
 
-$(BUILD)/%.o: %.cu $(wildcard include/*.h src/*/*.h)
+$(BUILD)/%.o: %.cu $(wildcard include/*.h src/*/*.h src/cuda/*.cuh)
 	@mkdir -p $(dir $@)
 	@echo "  NVCC  $<"
 	@$(NVCC) $(NVFLAGS) -c $< -o $@

@@ -48,6 +48,9 @@ typedef struct {
     int threads;              /* 0 = all cores (OpenMP's default) */
     smj_backend_kind backend; /* CPU (optimized), REF (scalar reference) or CUDA (GPU 0;
                                  builds made with `make CUDA=1`, docs/CUDA.md) */
+    /* --- appended fields: zero means off / the default --- */
+    int bf16_matmul;          /* 0 = fp32 matmuls (default); 1 = bf16 tensor-core matmuls with
+                                 fp32 accumulation (CUDA only; the CPU backends ignore it) */
 } smj_ctx_options;
 
 typedef struct smj_ctx smj_ctx;
@@ -173,8 +176,50 @@ smj_status smj_config_validate(smj_ctx *ctx, const smj_model_config *cfg);
 int64_t smj_config_num_params(const smj_model_config *cfg);
 /* Training flops per token: 6*N + 12*L*T*C (N = parameters). */
 double smj_config_flops_per_token(const smj_model_config *cfg, int T);
-/* Estimated bytes for training at (B, T): params, grads, AdamW moments and
- * activations. */
+/* Training-memory options of a model (smj_model_set_train_options). Zero
+ * (or a NULL pointer) means off everywhere. Neither changes what is
+ * computed: the loss and the gradients are those of the plain forward and
+ * backward (docs/ARCHITECTURE.md, "Memory-saving options"). */
+typedef struct {
+    /* Fused LM head + cross-entropy: a forward WITH targets computes the
+     * logits in chunks of rows, takes the loss of each chunk and keeps only
+     * the per-row log-sum-exp; the backward recomputes each chunk's logits.
+     * The [B*T, V] logits buffer is never allocated, so after such a
+     * forward smj_model_logits returns NULL and smj_model_get_logits fails
+     * (SMJ_ERR_INVALID). A forward without targets still computes all the
+     * logits (into a buffer allocated for it). */
+    int fused_ce;
+    /* Gradient checkpointing: the training forward keeps only each block's
+     * input (the residual stream) plus one block's activations, and the
+     * backward recomputes each block's forward right before its backward
+     * (one extra forward of the blocks per step). */
+    int gradient_checkpointing;
+    /* fused_ce: rows per chunk; 0 = automatic (about 32 MiB of logits,
+     * 8M / vocab_size rows, at least 1). */
+    int ce_chunk_rows;
+} smj_train_options;
+
+/* Where the bytes of smj_config_train_memory_ex go (each a byte count). */
+typedef struct {
+    int64_t weights;     /* fp32 parameters */
+    int64_t grads;       /* gradients (same layout) */
+    int64_t optimizer;   /* the two AdamW moments */
+    int64_t activations; /* what the forward keeps for the backward: residual stream, per-block
+                            activations (one block's with checkpointing), logits (or the
+                            fused-CE chunk), losses */
+    int64_t scratch;     /* backward scratch, RoPE tables, the bias ones vector */
+    int64_t total;       /* the sum */
+} smj_train_memory;
+
+/* Bytes a model and its trainer allocate through the backend to train at
+ * (B, T) with opts (NULL = all off): parameters, gradients, AdamW moments,
+ * activations and scratch, computed by the same walk that lays the buffers
+ * out (so it equals what they allocate; host-side buffers such as the
+ * trainer's batch of token ids and a device backend's own workspace are not
+ * included). detail (may be NULL) gets the breakdown. */
+int64_t smj_config_train_memory_ex(const smj_model_config *cfg, int B, int T, const smj_train_options *opts,
+                                   smj_train_memory *detail);
+/* The same with every option off. */
 int64_t smj_config_train_memory(const smj_model_config *cfg, int B, int T);
 
 typedef struct smj_model smj_model;
@@ -206,16 +251,30 @@ smj_status smj_model_tensor(smj_model *m, int i, smj_tensor_view *view);
 smj_status smj_model_tensor_get(smj_model *m, int i, int grad, float *dst);
 smj_status smj_model_tensor_set(smj_model *m, int i, const float *src);
 
+/* Sets the model's training-memory options (opts NULL = all off); the
+ * trainer uses them through the model. SMJ_ERR_INVALID for a flag other than
+ * 0/1 or a negative ce_chunk_rows. Changing them frees the activation
+ * buffers (made again by the next forward), so a backward must follow a
+ * forward made under the same options. Sessions are not affected. */
+smj_status smj_model_set_train_options(smj_model *m, const smj_train_options *opts);
+void smj_model_get_train_options(const smj_model *m, smj_train_options *opts);
+
 /* Forward pass over inputs [B, T]. When targets [B, T] is not NULL, *loss
  * gets the mean cross-entropy over targets >= 0 (targets < 0 are ignored).
- * Logits of the last forward are at smj_model_logits. */
+ * Logits of the last forward are at smj_model_logits — except after a
+ * forward with targets under fused_ce (smj_train_options), which keeps no
+ * logits. */
 smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B,
                              int T, float *loss);
 /* Logits [B, T, V] of the last forward (valid until the next call or a
  * backward, which overwrites them), in the backend's memory: a host pointer
- * on CPU backends, a device pointer on CUDA. */
+ * on CPU backends, a device pointer on CUDA. NULL before any forward and
+ * after a forward with targets under fused_ce (no logits were kept). */
 const float *smj_model_logits(const smj_model *m);
-/* Copies the last forward's logits [B, T, V] to host memory dst (any backend). */
+/* Copies the last forward's logits [B, T, V] to host memory dst (any backend).
+ * SMJ_ERR_INVALID (dst untouched) before any forward, and after a forward
+ * with targets under fused_ce: the logits were never materialized (run a
+ * forward without targets, or turn fused_ce off, to get them). */
 smj_status smj_model_get_logits(smj_model *m, float *dst);
 /* Backward of the last forward (which must have had targets); ADDS into the
  * gradients (call smj_model_zero_grad first). loss_scale multiplies dL. */

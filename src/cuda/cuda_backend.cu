@@ -41,56 +41,12 @@
  * memory hooks use the legacy default stream, which orders against it, so
  * upload -> ops -> download needs no explicit synchronization.
  */
-#include <cublas_v2.h>
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-#include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "cuda_common.cuh"
 
-extern "C" {
-#include "../ops/ops.h"
-}
+const char *const prec_name[4] = {"fp32", "tf32", "bf16", "bf16x"};
 
-/* ------------------------------------------------------------ state */
-
-typedef struct {
-    cudaStream_t stream;
-    cublasHandle_t blas;
-    int device, n_sm, sync_each;
-    size_t smem_optin;           /* max dynamic shared memory per block */
-    void *scratch;               /* device scratch, grown on demand */
-    size_t scratch_bytes;
-    double *h_sum;               /* pinned: the sumsq result */
-    int32_t *h_ids;              /* pinned: embedding_bwd ids / order / offsets */
-    size_t h_ids_n;
-    int32_t *h_cnt;              /* host: counting-sort buckets */
-    size_t h_cnt_n;
-    smj_status err;              /* first failure */
-    char errmsg[512];
-    const char *op;              /* op running now (for messages) */
-    int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */
-    int attn_fused;              /* 1: always the fused fp32 attention kernels (SMJ_CUDA_ATTN=fused) */
-    /* SMJ_CUDA_PROFILE=1: device time per op from event pairs, resolved in
-     * batches; the table is printed to stderr when the context is freed. */
-    int profile;
-    struct { const char *name; double ms; long calls; } prof[48];
-    int nprof;
-    cudaEvent_t *pev;            /* [2 * PROF_EV]: start/end per pending op */
-    int *pidx;                   /* [PROF_EV]: prof[] entry of each pending op */
-    int npend;
-    const char *pname;           /* profile name of the op running now */
-} smj_cuda;
-
-enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
-static const char *prec_name[] = {"fp32", "tf32", "bf16", "bf16x"};
-#define PROF_EV 4096
-
-static smj_cuda *S(const smj_exec *ex) { return (smj_cuda *)ex->impl; }
-
-static void record(smj_cuda *c, smj_status st, const char *fmt, ...) {
+/* ------------------------------------------------------------ errors, profiler, scratch */
+void record(smj_cuda *c, smj_status st, const char *fmt, ...) {
     if (c->err != SMJ_OK) return;
     c->err = st;
     va_list ap;
@@ -99,32 +55,27 @@ static void record(smj_cuda *c, smj_status st, const char *fmt, ...) {
     va_end(ap);
 }
 
-static int ck_cuda(smj_cuda *c, cudaError_t e, const char *what, int line) {
+int ck_cuda(smj_cuda *c, cudaError_t e, const char *what, const char *file, int line) {
     if (e == cudaSuccess) return 1;
     record(c, e == cudaErrorMemoryAllocation ? SMJ_ERR_NOMEM : SMJ_ERR_UNSUPPORTED,
-           "CUDA error in %s (%s, cuda_backend.cu:%d): %s", c->op ? c->op : "?", what, line,
+           "CUDA error in %s (%s, %s:%d): %s", c->op ? c->op : "?", what, file, line,
            cudaGetErrorString(e));
     return 0;
 }
-static int ck_blas(smj_cuda *c, cublasStatus_t e, const char *what, int line) {
+int ck_blas(smj_cuda *c, cublasStatus_t e, const char *what, const char *file, int line) {
     if (e == CUBLAS_STATUS_SUCCESS) return 1;
     record(c, e == CUBLAS_STATUS_ALLOC_FAILED ? SMJ_ERR_NOMEM : SMJ_ERR_UNSUPPORTED,
-           "cuBLAS error in %s (%s, cuda_backend.cu:%d): %s", c->op ? c->op : "?", what, line,
+           "cuBLAS error in %s (%s, %s:%d): %s", c->op ? c->op : "?", what, file, line,
            cublasGetStatusString(e));
     return 0;
 }
-#define CK(c, call) ck_cuda((c), (call), #call, __LINE__)
-#define CKB(c, call) ck_blas((c), (call), #call, __LINE__)
-/* After every launch: launch errors now, execution errors in sync mode. */
-#define LAUNCHED(c) launched((c), __LINE__)
-static void launched(smj_cuda *c, int line) {
-    ck_cuda(c, cudaGetLastError(), "kernel launch", line);
-    if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", line);
+void launched(smj_cuda *c, const char *file, int line) {
+    ck_cuda(c, cudaGetLastError(), "kernel launch", file, line);
+    if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", file, line);
 }
-#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; prof_begin(c, name)
 
 /* Profiling: resolves the pending event pairs (synchronizes). */
-static void prof_flush(smj_cuda *c) {
+void prof_flush(smj_cuda *c) {
     if (!c->npend) return;
     cudaEventSynchronize(c->pev[2 * (c->npend - 1) + 1]);
     for (int i = 0; i < c->npend; i++) {
@@ -134,13 +85,13 @@ static void prof_flush(smj_cuda *c) {
     (void)cudaGetLastError();
     c->npend = 0;
 }
-static void prof_begin(smj_cuda *c, const char *name) {
+void prof_begin(smj_cuda *c, const char *name) {
     c->pname = name;
     if (!c->profile) return;
     if (c->npend == PROF_EV) prof_flush(c);
     cudaEventRecord(c->pev[2 * c->npend], c->stream);
 }
-static void prof_end(smj_cuda *c) {
+void prof_end(smj_cuda *c) {
     if (!c->profile || !c->pname) return;
     int e = 0;
     while (e < c->nprof && strcmp(c->prof[e].name, c->pname) != 0) e++;
@@ -154,7 +105,7 @@ static void prof_end(smj_cuda *c) {
     c->pidx[c->npend++] = e;
     c->pname = NULL;
 }
-static void prof_print(smj_cuda *c) {
+void prof_print(smj_cuda *c) {
     prof_flush(c);
     double tot = 0;
     for (int i = 0; i < c->nprof; i++) tot += c->prof[i].ms;
@@ -178,20 +129,20 @@ static void prof_print(smj_cuda *c) {
 
 /* Profiling only: the op's time from here on counts under name (phases of
  * one op, e.g. "attention_bwd: dV, dP"). */
-static void prof_phase(smj_cuda *c, const char *name) {
+void prof_phase(smj_cuda *c, const char *name) {
     if (!c->profile) return;
     prof_end(c);
     prof_begin(c, name);
 }
 
 /* In sync mode an op also checks the device at its end. */
-static void op_end(smj_cuda *c) {
-    if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", __LINE__);
+void op_end(smj_cuda *c) {
+    if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", __FILE__, __LINE__);
     prof_end(c);
     c->op = NULL;
 }
 
-static void *scratch(smj_cuda *c, size_t bytes) {
+void *scratch(smj_cuda *c, size_t bytes) {
     if (bytes <= c->scratch_bytes) return c->scratch;
     if (c->scratch) CK(c, cudaFree(c->scratch)); /* synchronizes: no kernel still reads it */
     c->scratch = NULL;
@@ -200,12 +151,6 @@ static void *scratch(smj_cuda *c, size_t bytes) {
     if (!CK(c, cudaMalloc(&c->scratch, b))) return NULL;
     c->scratch_bytes = b;
     return c->scratch;
-}
-
-static unsigned blocks_for(int64_t n, int threads, int64_t cap) {
-    int64_t b = (n + threads - 1) / threads;
-    if (b < 1) b = 1;
-    return (unsigned)(b < cap ? b : cap);
 }
 
 /* ------------------------------------------------------------ memory hooks */
@@ -232,43 +177,6 @@ static void cu_download(void *dst, const void *src, size_t n) {
 }
 static void cu_zero(void *p, size_t n) { if (n) cudaMemset(p, 0, n); }
 
-/* ------------------------------------------------------------ reductions */
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ double warp_sum_d(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-/* Block-wide sum in double (blockDim.x a multiple of 32, <= 1024); every
- * thread gets the result. */
-__device__ double block_sum_d(double v, double *sh) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    double t = 0;
-    for (int i = 0; i < nw; i++) t += sh[i];
-    return t;
-}
-__device__ float block_max(float v, float *sh) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    float t = -INFINITY;
-    for (int i = 0; i < nw; i++) t = fmaxf(t, sh[i]);
-    return t;
-}
-
 /* ------------------------------------------------------------ matmul */
 
 /* fp32 -> bf16 (round to nearest even): n elements of each of nb batches,
@@ -288,7 +196,7 @@ __global__ void k_to_bf16_v4(__nv_bfloat162 *dst, const float4 *src, int64_t n4)
         dst[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
     }
 }
-static void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n, int64_t sst, int nb) {
+void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n, int64_t sst, int nb) {
     if (n <= 0 || nb <= 0) return;
     unsigned g = blocks_for(n * nb / 4 + 1, 256, (int64_t)c->n_sm * 16);
     if (nb == 1 && n % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 3) == 0)
@@ -305,7 +213,7 @@ static void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n
  * Compute: fp32 data with PREC_FP32 -> plain fp32 (no tensor cores),
  * PREC_TF32 -> TF32 tensor cores, PREC_BF16X -> cuBLAS rounds fp32 inputs
  * to bf16 itself; bf16 data -> bf16 tensor cores, fp32 accumulation. */
-static int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
                 int64_t lda, int64_t sA, const void *B, int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc,
                 int64_t sC, int batch, cudaDataType ty) {
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
@@ -549,730 +457,6 @@ static void cu_rope_fwd(const smj_exec *ex, float *x, const float *cs, const flo
 static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const float *sn, int B, int T, int NH, int HS,
                         int pos0) {
     rope(ex, "rope_bwd", dx, cs, sn, B, T, NH, HS, pos0, -1.0);
-}
-
-/* ------------------------------------------------------------ attention */
-
-/* Tiles of TQ queries x TK keys, 128 threads (4 warps). In a tile product
- * thread (warp w, lane l) owns rows w + 4r (r < 8) and column l, or for
- * [rows x HS] accumulators rows w + 4r and dims l + 32j (j < NC, NC =
- * ceil(HS/32)). Shared tiles are [32][LD] with LD = HS rounded up to odd
- * (conflict-free column reads); score tiles are [32][33]. */
-#define AT 32
-#define ATHREADS 128
-#define AROWS 8 /* rows per thread: AT / 4 warps */
-
-__device__ __forceinline__ void load_rows(float *dst, int ld, const float *src, int64_t row_stride, int nrows,
-                                          int HS) {
-    for (int e = threadIdx.x; e < AT * HS; e += ATHREADS) {
-        int r = e / HS, d = e - r * HS;
-        dst[r * ld + d] = r < nrows ? src[(int64_t)r * row_stride + d] : 0.0f;
-    }
-}
-
-/* s[r] = X[w+4r] · Y[lane] over HS. */
-__device__ __forceinline__ void tile_dot(float s[AROWS], const float *X, const float *Y, int ld, int HS) {
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-#pragma unroll
-    for (int r = 0; r < AROWS; r++) s[r] = 0;
-    const float *y = Y + lane * ld;
-    for (int d = 0; d < HS; d++) {
-        float yv = y[d];
-#pragma unroll
-        for (int r = 0; r < AROWS; r++) s[r] += X[(w + 4 * r) * ld + d] * yv;
-    }
-}
-
-/* acc[r][j] += sum_k P[w+4r][k] · V[k][lane+32j]  (P [32][33], V [32][ld]) */
-template <int NC>
-__device__ __forceinline__ void tile_pv(float acc[AROWS][NC], const float *P, const float *V, int ld, int HS) {
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int k = 0; k < AT; k++) {
-        float v[NC];
-#pragma unroll
-        for (int j = 0; j < NC; j++) v[j] = lane + 32 * j < HS ? V[k * ld + lane + 32 * j] : 0.0f;
-#pragma unroll
-        for (int r = 0; r < AROWS; r++) {
-            float p = P[(w + 4 * r) * 33 + k];
-#pragma unroll
-            for (int j = 0; j < NC; j++) acc[r][j] += p * v[j];
-        }
-    }
-}
-
-/* acc[r][j] += sum_i P[i][w+4r] · X[i][lane+32j]  (the transposed product) */
-template <int NC>
-__device__ __forceinline__ void tile_ptx(float acc[AROWS][NC], const float *P, const float *X, int ld, int HS) {
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int i = 0; i < AT; i++) {
-        float x[NC];
-#pragma unroll
-        for (int j = 0; j < NC; j++) x[j] = lane + 32 * j < HS ? X[i * ld + lane + 32 * j] : 0.0f;
-#pragma unroll
-        for (int r = 0; r < AROWS; r++) {
-            float p = P[i * 33 + w + 4 * r];
-#pragma unroll
-            for (int j = 0; j < NC; j++) acc[r][j] += p * x[j];
-        }
-    }
-}
-
-/* Forward: one block per (query tile, head, batch). */
-template <int NC>
-__global__ void __launch_bounds__(ATHREADS) k_attention_fwd(float *out, float *lse, const float *q, const float *k,
-                                                            const float *v, int Tq, int Tk, int NH, int NKV, int HS,
-                                                            int64_t kv_bstride, float scale) {
-    extern __shared__ float sh[];
-    int ld = HS | 1;
-    float *Qs = sh, *Ks = Qs + AT * ld, *Vs = Ks + AT * ld, *P = Vs + AT * ld; /* P [32][33] */
-    float *row_m = P + AT * 33, *row_l = row_m + AT, *row_a = row_l + AT;
-    int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, grp = NH / NKV, kvh = h / grp;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int t0 = qt * AT, nq = Tq - t0 < AT ? Tq - t0 : AT, off = Tk - Tq;
-    const float *qb = q + (((int64_t)b * Tq + t0) * NH + h) * HS;
-    const float *kb = k + b * kv_bstride + (int64_t)kvh * HS, *vb = v + b * kv_bstride + (int64_t)kvh * HS;
-    int64_t qstride = (int64_t)NH * HS, kstride = (int64_t)NKV * HS;
-    load_rows(Qs, ld, qb, qstride, nq, HS);
-    if (threadIdx.x < AT) { row_m[threadIdx.x] = -INFINITY; row_l[threadIdx.x] = 0; }
-    float acc[AROWS][NC];
-#pragma unroll
-    for (int r = 0; r < AROWS; r++)
-#pragma unroll
-        for (int j = 0; j < NC; j++) acc[r][j] = 0;
-    int last_key = off + t0 + nq - 1; /* the last key any row of this tile sees */
-    for (int k0 = 0; k0 <= last_key; k0 += AT) {
-        int nk = Tk - k0 < AT ? Tk - k0 : AT;
-        __syncthreads();
-        load_rows(Ks, ld, kb + (int64_t)k0 * kstride, kstride, nk, HS);
-        load_rows(Vs, ld, vb + (int64_t)k0 * kstride, kstride, nk, HS);
-        __syncthreads();
-        float s[AROWS];
-        tile_dot(s, Qs, Ks, ld, HS);
-        /* online softmax: warp w owns rows w + 4r; lane = key */
-#pragma unroll
-        for (int r = 0; r < AROWS; r++) {
-            int i = w + 4 * r, key = k0 + lane;
-            int ok = i < nq && key <= off + t0 + i;
-            float sc = ok ? s[r] * scale : -INFINITY;
-            float mo = row_m[i], mn = fmaxf(mo, warp_max(sc));
-            float p = ok ? expf(sc - mn) : 0.0f;
-            float ps = warp_sum(p);
-            P[i * 33 + lane] = p;
-            if (lane == 0) {
-                float a = mn == -INFINITY ? 1.0f : expf(mo - mn); /* mo = -inf -> 0 */
-                row_a[i] = a;
-                row_l[i] = row_l[i] * a + ps;
-                row_m[i] = mn;
-            }
-        }
-        __syncthreads();
-#pragma unroll
-        for (int r = 0; r < AROWS; r++) {
-            float a = row_a[w + 4 * r];
-#pragma unroll
-            for (int j = 0; j < NC; j++) acc[r][j] *= a;
-        }
-        tile_pv<NC>(acc, P, Vs, ld, HS);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int r = 0; r < AROWS; r++) {
-        int i = w + 4 * r;
-        if (i >= nq) continue;
-        float l = row_l[i], inv = 1.0f / l;
-        float *o = out + (((int64_t)b * Tq + t0 + i) * NH + h) * HS;
-#pragma unroll
-        for (int j = 0; j < NC; j++)
-            if (lane + 32 * j < HS) o[lane + 32 * j] = acc[r][j] * inv;
-        if (lane == 0) lse[((int64_t)b * NH + h) * Tq + t0 + i] = row_m[i] + logf(l);
-    }
-}
-
-static size_t att_smem(int HS, int tiles, int ptiles) {
-    return sizeof(float) * ((size_t)tiles * AT * (HS | 1) + (size_t)ptiles * AT * 33 + 3 * AT);
-}
-
-/* Sets the kernel's dynamic shared memory limit when over the default. */
-static int smem_ok(smj_cuda *c, const void *fn, size_t bytes) {
-    if (bytes > c->smem_optin) {
-        record(c, SMJ_ERR_UNSUPPORTED, "%s: head size needs %zu bytes of shared memory, the GPU has %zu", c->op,
-               bytes, c->smem_optin);
-        return 0;
-    }
-    if (bytes > 48 * 1024) return CK(c, cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    return 1;
-}
-
-#define NC_DISPATCH(HS, F)                                  \
-    do {                                                    \
-        if ((HS) <= 32) F(1);                               \
-        else if ((HS) <= 64) F(2);                          \
-        else if ((HS) <= 128) F(4);                         \
-        else F(8);                                          \
-    } while (0)
-
-static int att_args_ok(smj_cuda *c, int NH, int NKV, int HS) {
-    if (HS < 1 || HS > 256 || NKV < 1 || NH % NKV != 0) {
-        record(c, SMJ_ERR_UNSUPPORTED, "%s: head size %d (must be 1..256) or heads %d/%d not supported", c->op, HS,
-               NH, NKV);
-        return 0;
-    }
-    return 1;
-}
-
-/* attention through cuBLAS products (below); when it applies */
-static int att_use_gemm(smj_cuda *c, int Tq, int Tk, int NH) {
-    return !c->attn_fused && Tq >= 16 && (int64_t)NH * Tq * Tk * 10 <= ((int64_t)4 << 30);
-}
-static void att_fwd_gemm(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
-static void att_bwd_gemm(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                         int NKV, int HS, float scale);
-static void att_fwd_bf16(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
-static void att_bwd_bf16(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                         int NKV, int HS, float scale);
-
-static void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
-                             const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
-                             float scale) {
-    OP_BEGIN("attention_fwd");
-    if (!att_args_ok(c, NH, NKV, HS)) return;
-    if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
-    if (att_use_gemm(c, Tq, Tk, NH)) {
-        if (c->prec == PREC_BF16) att_fwd_bf16(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
-        else att_fwd_gemm(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
-        op_end(c);
-        return;
-    }
-    size_t smem = att_smem(HS, 3, 1);
-    dim3 grid((unsigned)((Tq + AT - 1) / AT), (unsigned)NH, (unsigned)B);
-#define F(NC)                                                                                              \
-    do {                                                                                                   \
-        if (smem_ok(c, (const void *)k_attention_fwd<NC>, smem)) {                                         \
-            k_attention_fwd<NC><<<grid, ATHREADS, smem, c->stream>>>(out, lse, q, k, v, Tq, Tk, NH, NKV,  \
-                                                                     HS, kv_bstride, scale);               \
-            LAUNCHED(c);                                                                                   \
-        }                                                                                                  \
-    } while (0)
-    NC_DISPATCH(HS, F);
-#undef F
-    op_end(c);
-}
-
-/* D[b,h,t] = dout · out over HS, laid out like lse: one thread per row,
- * summed in the order tile_dot sums dout · v, so that where out == v (one
- * visible key) ds = p (dp - D) cancels exactly, as in the reference. */
-__global__ void k_att_delta(float *D, const float *dout, const float *out, int B, int T, int NH, int HS) {
-    int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* over [B, T, NH] */
-    if (row >= (int64_t)B * T * NH) return;
-    const float *a = dout + row * HS, *o = out + row * HS;
-    float s = 0;
-    for (int i = 0; i < HS; i++) s += a[i] * o[i];
-    int h = (int)(row % NH);
-    int64_t bt = row / NH;
-    int t = (int)(bt % T), b = (int)(bt / T);
-    D[((int64_t)b * NH + h) * T + t] = s;
-}
-
-/* dq for one (query tile, head, batch): loop over key tiles. */
-template <int NC>
-__global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dq(float *dq, const float *dout, const float *lse,
-                                                               const float *D, const float *q, const float *k,
-                                                               const float *v, int T, int NH, int NKV, int HS,
-                                                               float scale) {
-    extern __shared__ float sh[];
-    int ld = HS | 1;
-    float *Qs = sh, *dOs = Qs + AT * ld, *Ks = dOs + AT * ld, *Vs = Ks + AT * ld, *DS = Vs + AT * ld;
-    float *rl = DS + AT * 33, *rd = rl + AT;
-    int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, kvh = h / (NH / NKV);
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int t0 = qt * AT, nq = T - t0 < AT ? T - t0 : AT;
-    int64_t qstride = (int64_t)NH * HS, kstride = (int64_t)NKV * HS;
-    int64_t qoff = (((int64_t)b * T + t0) * NH + h) * HS;
-    const float *kb = k + (int64_t)b * T * kstride + (int64_t)kvh * HS;
-    const float *vb = v + (int64_t)b * T * kstride + (int64_t)kvh * HS;
-    load_rows(Qs, ld, q + qoff, qstride, nq, HS);
-    load_rows(dOs, ld, dout + qoff, qstride, nq, HS);
-    if (threadIdx.x < AT) {
-        int i = threadIdx.x;
-        rl[i] = i < nq ? lse[((int64_t)b * NH + h) * T + t0 + i] : 0.0f;
-        rd[i] = i < nq ? D[((int64_t)b * NH + h) * T + t0 + i] : 0.0f;
-    }
-    float acc[AROWS][NC];
-#pragma unroll
-    for (int r = 0; r < AROWS; r++)
-#pragma unroll
-        for (int j = 0; j < NC; j++) acc[r][j] = 0;
-    for (int k0 = 0; k0 <= t0 + nq - 1; k0 += AT) {
-        int nk = T - k0 < AT ? T - k0 : AT;
-        __syncthreads();
-        load_rows(Ks, ld, kb + (int64_t)k0 * kstride, kstride, nk, HS);
-        load_rows(Vs, ld, vb + (int64_t)k0 * kstride, kstride, nk, HS);
-        __syncthreads();
-        float s[AROWS], dp[AROWS];
-        tile_dot(s, Qs, Ks, ld, HS);
-        tile_dot(dp, dOs, Vs, ld, HS);
-#pragma unroll
-        for (int r = 0; r < AROWS; r++) {
-            int i = w + 4 * r, key = k0 + lane;
-            int ok = i < nq && key <= t0 + i;
-            float p = ok ? expf(s[r] * scale - rl[i]) : 0.0f;
-            DS[i * 33 + lane] = p * (dp[r] - rd[i]);
-        }
-        __syncthreads();
-        tile_pv<NC>(acc, DS, Ks, ld, HS);
-    }
-#pragma unroll
-    for (int r = 0; r < AROWS; r++) {
-        int i = w + 4 * r;
-        if (i >= nq) continue;
-        float *o = dq + qoff + (int64_t)i * qstride;
-#pragma unroll
-        for (int j = 0; j < NC; j++)
-            if (lane + 32 * j < HS) o[lane + 32 * j] = acc[r][j] * scale;
-    }
-}
-
-/* dk, dv for one (key tile, kv head, batch): loop over the group's query
- * heads and the query tiles at or after the key tile. */
-template <int NC>
-__global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float *dv, const float *dout,
-                                                                const float *lse, const float *D, const float *q,
-                                                                const float *k, const float *v, int T, int NH,
-                                                                int NKV, int HS, float scale) {
-    extern __shared__ float sh[];
-    int ld = HS | 1;
-    float *Ks = sh, *Vs = Ks + AT * ld, *Qs = Vs + AT * ld, *dOs = Qs + AT * ld, *P = dOs + AT * ld;
-    float *DS = P + AT * 33, *rl = DS + AT * 33, *rd = rl + AT;
-    int kt = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, grp = NH / NKV;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int k0 = kt * AT, nk = T - k0 < AT ? T - k0 : AT;
-    int64_t qstride = (int64_t)NH * HS, kstride = (int64_t)NKV * HS;
-    int64_t koff = ((int64_t)b * T + k0) * kstride + (int64_t)kvh * HS;
-    load_rows(Ks, ld, k + koff, kstride, nk, HS);
-    load_rows(Vs, ld, v + koff, kstride, nk, HS);
-    float adk[AROWS][NC], adv[AROWS][NC];
-#pragma unroll
-    for (int r = 0; r < AROWS; r++)
-#pragma unroll
-        for (int j = 0; j < NC; j++) adk[r][j] = adv[r][j] = 0;
-    for (int hh = 0; hh < grp; hh++) {
-        int h = kvh * grp + hh;
-        for (int t0 = k0; t0 < T; t0 += AT) { /* query tiles aligned with key tiles: t0 = k0 + 32m */
-            int nq = T - t0 < AT ? T - t0 : AT;
-            int64_t qoff = (((int64_t)b * T + t0) * NH + h) * HS;
-            __syncthreads();
-            load_rows(Qs, ld, q + qoff, qstride, nq, HS);
-            load_rows(dOs, ld, dout + qoff, qstride, nq, HS);
-            if (threadIdx.x < AT) {
-                int i = threadIdx.x;
-                rl[i] = i < nq ? lse[((int64_t)b * NH + h) * T + t0 + i] : 0.0f;
-                rd[i] = i < nq ? D[((int64_t)b * NH + h) * T + t0 + i] : 0.0f;
-            }
-            __syncthreads();
-            float s[AROWS], dp[AROWS];
-            tile_dot(s, Qs, Ks, ld, HS);  /* rows: queries, lane: key */
-            tile_dot(dp, dOs, Vs, ld, HS);
-#pragma unroll
-            for (int r = 0; r < AROWS; r++) {
-                int i = w + 4 * r, key = k0 + lane;
-                int ok = i < nq && lane < nk && key <= t0 + i;
-                float p = ok ? expf(s[r] * scale - rl[i]) : 0.0f;
-                P[i * 33 + lane] = p;
-                DS[i * 33 + lane] = p * (dp[r] - rd[i]);
-            }
-            __syncthreads();
-            tile_ptx<NC>(adv, P, dOs, ld, HS);
-            tile_ptx<NC>(adk, DS, Qs, ld, HS);
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < AROWS; r++) {
-        int i = w + 4 * r;
-        if (i >= nk) continue;
-        int64_t o = koff + (int64_t)i * kstride;
-#pragma unroll
-        for (int j = 0; j < NC; j++)
-            if (lane + 32 * j < HS) {
-                dk[o + lane + 32 * j] = adk[r][j] * scale;
-                dv[o + lane + 32 * j] = adv[r][j];
-            }
-    }
-}
-
-static void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
-                             const float *out, const float *lse, const float *q, const float *k, const float *v,
-                             int B, int T, int NH, int NKV, int HS, float scale) {
-    OP_BEGIN("attention_bwd");
-    if (!att_args_ok(c, NH, NKV, HS)) return;
-    if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
-    if (att_use_gemm(c, T, T, NH)) {
-        if (c->prec == PREC_BF16) att_bwd_bf16(c, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
-        else att_bwd_gemm(c, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
-        op_end(c);
-        return;
-    }
-    int64_t rows = (int64_t)B * T * NH;
-    float *D = (float *)scratch(c, sizeof(float) * (size_t)rows);
-    if (!D) return;
-    k_att_delta<<<blocks_for(rows, 128, INT32_MAX), 128, 0, c->stream>>>(D, dout, out, B, T, NH, HS);
-    LAUNCHED(c);
-    size_t smem_q = att_smem(HS, 4, 1), smem_kv = att_smem(HS, 4, 2);
-    dim3 gq((unsigned)((T + AT - 1) / AT), (unsigned)NH, (unsigned)B);
-    dim3 gk((unsigned)((T + AT - 1) / AT), (unsigned)NKV, (unsigned)B);
-#define F(NC)                                                                                                \
-    do { if (smem_ok(c, (const void *)k_attention_bwd_dq<NC>, smem_q) &&                                     \
-        smem_ok(c, (const void *)k_attention_bwd_dkv<NC>, smem_kv)) {                                        \
-        k_attention_bwd_dq<NC><<<gq, ATHREADS, smem_q, c->stream>>>(dq, dout, lse, D, q, k, v, T, NH, NKV, HS, \
-                                                                    scale);                                  \
-        LAUNCHED(c);                                                                                         \
-        k_attention_bwd_dkv<NC><<<gk, ATHREADS, smem_kv, c->stream>>>(dk, dv, dout, lse, D, q, k, v, T, NH,  \
-                                                                      NKV, HS, scale);                       \
-        LAUNCHED(c);                                                                                         \
-    } } while (0)
-    NC_DISPATCH(HS, F);
-#undef F
-    op_end(c);
-}
-
-/* ------------------------------------------------------------ attention through GEMMs
- *
- * For Tq >= 16 (training, prefill; att_use_gemm) attention is done as
- * batched cuBLAS products over score matrices materialized in the scratch
- * buffer, a chunk of batch rows at a time ([nb][NH][Tq][Tk] floats):
- *   fwd: S = Q K^T; P = softmax(scale S) with the causal mask, LSE saved
- *        (one warp per row); O = P V.
- *   bwd: S = Q K^T again, P = exp(scale S - LSE); dV += P^T dO; dP = dO V^T;
- *        dS = P (dP - D), D = rowsum(dO o O); dQ = scale dS K;
- *        dK += scale dS^T Q (the += runs over the query heads of a KV group,
- *        in order, so GQA needs no atomics and stays deterministic).
- * The products go through gemm(), so they follow the matmul precision: with
- * PREC_BF16 Q, K, V, dO are rounded to bf16 copies and P, dS are written as
- * bf16, S and dP stay fp32. The masked half of each causal score matrix is
- * still multiplied (zeros): about 2x the necessary tensor-core work, bought
- * for simplicity. SMJ_CUDA_ATTN=fused keeps the fused kernels above. */
-
-template <typename PT> __device__ __forceinline__ PT to_pt(float x);
-template <> __device__ __forceinline__ float to_pt<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 to_pt<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-/* One warp per score row r of [rows = nb*NH*Tq][Tk]: query i = r % Tq sees
- * keys 0..off+i. Writes P (masked keys 0) and lse. */
-template <typename PT>
-__global__ void k_att_softmax(PT *P, float *lse, const float *S, int64_t rows, int Tq, int Tk, int off, float scale) {
-    int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31;
-    if (r >= rows) return;
-    int i = (int)(r % Tq), nv = off + i + 1;
-    if (nv > Tk) nv = Tk;
-    const float *s = S + r * Tk;
-    float m = -INFINITY, l = 0;
-    for (int j = lane; j < nv; j += 32) {
-        float x = s[j] * scale;
-        if (x > m) { l = l * expf(m - x) + 1.0f; m = x; }
-        else l += expf(x - m);
-    }
-    float M = warp_max(m);
-    l = m == -INFINITY ? 0.0f : l * expf(m - M);
-    l = warp_sum(l);
-    float z = M + logf(l);
-    PT *p = P + r * Tk;
-    for (int j = lane; j < Tk; j += 32) p[j] = to_pt<PT>(j < nv ? expf(s[j] * scale - z) : 0.0f);
-    if (lane == 0) lse[r] = z;
-}
-
-/* P = exp(scale S - lse) (masked 0), one warp per row (backward). */
-template <typename PT>
-__global__ void k_att_p(PT *P, const float *S, const float *lse, int64_t rows, int T, float scale) {
-    int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31;
-    if (r >= rows) return;
-    int nv = (int)(r % T) + 1;
-    float z = lse[r];
-    const float *s = S + r * T;
-    PT *p = P + r * T;
-    for (int j = lane; j < T; j += 32) p[j] = to_pt<PT>(j < nv ? expf(s[j] * scale - z) : 0.0f);
-}
-
-/* dS = P (dP - D[row]), written over P (same element: in place is safe).
- * P and dP never alias (__restrict__). This scalar form took 2.5 ms a call
- * in bf16 (B 16, T 1024, 12 heads; SMJ_CUDA_PROFILE), 10x the bytes it
- * moves; the bf16 path uses the 16-byte version below when T % 8 == 0. */
-template <typename PT>
-__global__ void k_att_ds(PT *__restrict__ P, const float *__restrict__ dP, const float *__restrict__ D, int64_t rows,
-                         int T) {
-    int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31;
-    if (r >= rows) return;
-    int nv = (int)(r % T) + 1;
-    float d = D[r];
-    PT *p = P + r * T;
-    const float *dp = dP + r * T;
-    for (int j = lane; j < nv; j += 32) p[j] = to_pt<PT>((float)p[j] * (dp[j] - d));
-}
-/* bf16, T % 8 == 0: 8 elements a lane (16-byte P, 2 x 16-byte dP), up to
- * the visible keys rounded up to 8 (the rest of P is 0 and stays 0). */
-__global__ void k_att_ds_bf16x8(__nv_bfloat16 *__restrict__ P, const float *__restrict__ dP,
-                                const float *__restrict__ D, int64_t rows, int T) {
-    int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31;
-    if (r >= rows) return;
-    int nv8 = ((int)(r % T) + 1 + 7) >> 3;
-    float d = D[r];
-    uint4 *p = (uint4 *)(P + r * T);
-    const float4 *dp = (const float4 *)(dP + r * T);
-    for (int j = lane; j < nv8; j += 32) {
-        uint4 pv = p[j];
-        float4 a = dp[2 * j], b = dp[2 * j + 1];
-        __nv_bfloat162 *h = (__nv_bfloat162 *)&pv;
-        float2 f0 = __bfloat1622float2(h[0]), f1 = __bfloat1622float2(h[1]);
-        float2 f2 = __bfloat1622float2(h[2]), f3 = __bfloat1622float2(h[3]);
-        h[0] = __floats2bfloat162_rn(f0.x * (a.x - d), f0.y * (a.y - d));
-        h[1] = __floats2bfloat162_rn(f1.x * (a.z - d), f1.y * (a.w - d));
-        h[2] = __floats2bfloat162_rn(f2.x * (b.x - d), f2.y * (b.y - d));
-        h[3] = __floats2bfloat162_rn(f3.x * (b.z - d), f3.y * (b.w - d));
-        p[j] = pv;
-    }
-}
-
-static size_t al256(size_t x) { return (x + 255) / 256 * 256; }
-
-/* Rows per chunk of batch rows so that the score buffers stay under ~4 GiB. */
-static int att_chunk(int B, int64_t per_b) {
-    int64_t nb = ((int64_t)4 << 30) / (per_b > 0 ? per_b : 1);
-    if (nb < 1) nb = 1;
-    return nb < B ? (int)nb : B;
-}
-
-/* fp32 data (PREC_FP32, TF32, BF16X: the compute type is gemm()'s), in the
- * tensors' own layout: one strided-batched product per (batch row, query
- * head of a GQA group) over the KV heads. */
-static void att_fwd_gemm(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
-    int grp = NH / NKV;
-    int64_t TT = (int64_t)Tq * Tk, ldq = (int64_t)NH * HS, ldk = (int64_t)NKV * HS;
-    int nb = att_chunk(B, NH * TT * 4);
-    float *Sb = (float *)scratch(c, (size_t)nb * NH * TT * 4); /* P overwrites S */
-    if (!Sb) return;
-    for (int b0 = 0; b0 < B; b0 += nb) {
-        int n = B - b0 < nb ? B - b0 : nb;
-        for (int b = b0; b < b0 + n; b++)
-            for (int hh = 0; hh < grp; hh++) {
-                int64_t sq = ((int64_t)b * Tq * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
-                gemm(c, 0, 1, Tq, Tk, HS, 1.0f, q + sq, ldq, (int64_t)grp * HS, k + b * kv_bstride, ldk, HS, 0.0f,
-                     Sb + ss, Tk, grp * TT, NKV, CUDA_R_32F);
-            }
-        int64_t rows = (int64_t)n * NH * Tq;
-        k_att_softmax<float><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(Sb, lse + (int64_t)b0 * NH * Tq,
-                                                                                   Sb, rows, Tq, Tk, Tk - Tq, scale);
-        LAUNCHED(c);
-        for (int b = b0; b < b0 + n; b++)
-            for (int hh = 0; hh < grp; hh++) {
-                int64_t sq = ((int64_t)b * Tq * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
-                gemm(c, 0, 0, Tq, HS, Tk, 1.0f, Sb + ss, Tk, grp * TT, v + b * kv_bstride, ldk, HS, 0.0f, out + sq,
-                     ldq, (int64_t)grp * HS, NKV, CUDA_R_32F);
-            }
-    }
-}
-
-static void att_bwd_gemm(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                         int NKV, int HS, float scale) {
-    int grp = NH / NKV;
-    int64_t TT = (int64_t)T * T, nkv = (int64_t)T * NKV * HS, rows_all = (int64_t)B * NH * T;
-    int nb = att_chunk(B, NH * TT * 8);
-    size_t o_s = al256((size_t)rows_all * 4), o_dp = o_s + al256((size_t)nb * NH * TT * 4);
-    char *sc = (char *)scratch(c, o_dp + (size_t)nb * NH * TT * 4);
-    if (!sc) return;
-    float *Dd = (float *)sc, *Sb = (float *)(sc + o_s), *dPb = (float *)(sc + o_dp); /* P over S, dS over dP */
-    k_att_delta<<<blocks_for(rows_all, 128, INT32_MAX), 128, 0, c->stream>>>(Dd, dout, out, B, T, NH, HS);
-    LAUNCHED(c);
-    int64_t ldq = (int64_t)NH * HS, ldk = (int64_t)NKV * HS, sq_h = (int64_t)grp * HS, ss_h = (int64_t)grp * TT;
-    for (int b0 = 0; b0 < B; b0 += nb) {
-        int n = B - b0 < nb ? B - b0 : nb;
-        int64_t rows = (int64_t)n * NH * T, r0 = (int64_t)b0 * NH * T;
-        unsigned g = blocks_for(rows, 8, INT32_MAX);
-        for (int b = b0; b < b0 + n; b++)
-            for (int hh = 0; hh < grp; hh++) {
-                int64_t sq = ((int64_t)b * T * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
-                gemm(c, 0, 1, T, T, HS, 1.0f, q + sq, ldq, sq_h, k + b * nkv, ldk, HS, 0.0f, Sb + ss, T, ss_h, NKV,
-                     CUDA_R_32F);
-            }
-        k_att_p<float><<<g, 256, 0, c->stream>>>(Sb, Sb, lse + r0, rows, T, scale);
-        LAUNCHED(c);
-        for (int b = b0; b < b0 + n; b++)
-            for (int hh = 0; hh < grp; hh++) {
-                int64_t sq = ((int64_t)b * T * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
-                int64_t sk = (int64_t)b * nkv;
-                /* dV[kvh] (+)= P^T dO; dP = dO V^T */
-                gemm(c, 1, 0, T, HS, T, 1.0f, Sb + ss, T, ss_h, dout + sq, ldq, sq_h, hh ? 1.0f : 0.0f, dv + sk, ldk,
-                     HS, NKV, CUDA_R_32F);
-                gemm(c, 0, 1, T, T, HS, 1.0f, dout + sq, ldq, sq_h, v + sk, ldk, HS, 0.0f, dPb + ss, T, ss_h, NKV,
-                     CUDA_R_32F);
-            }
-        k_att_ds<float><<<g, 256, 0, c->stream>>>(Sb, dPb, Dd + r0, rows, T); /* dS over P */
-        LAUNCHED(c);
-        for (int b = b0; b < b0 + n; b++)
-            for (int hh = 0; hh < grp; hh++) {
-                int64_t sq = ((int64_t)b * T * NH + hh) * HS, ss = ((int64_t)(b - b0) * NH + hh) * TT;
-                int64_t sk = (int64_t)b * nkv;
-                /* dQ = scale dS K; dK[kvh] (+)= scale dS^T Q */
-                gemm(c, 0, 0, T, HS, T, scale, Sb + ss, T, ss_h, k + sk, ldk, HS, 0.0f, dq + sq, ldq, sq_h, NKV,
-                     CUDA_R_32F);
-                gemm(c, 1, 0, T, HS, T, scale, Sb + ss, T, ss_h, q + sq, ldq, sq_h, hh ? 1.0f : 0.0f, dk + sk, ldk,
-                     HS, NKV, CUDA_R_32F);
-            }
-    }
-}
-
-/* bf16 products (PREC_BF16): Q, K, V (and dO) are cast to bf16 copies in
- * head-major layout [B][H][T][HS], so that one strided-batched product
- * covers every (batch row, KV head) pair of a chunk (one launch per query
- * head of a GQA group, not one per batch row); results land in head-major
- * fp32 scratch and are permuted back. */
-__global__ void k_cast_hm(__nv_bfloat16 *dst, const float *src, int B, int T, int H, int HS, int64_t bstride) {
-    int64_t n = (int64_t)B * T * H * HS;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        int d = (int)(i % HS);
-        int64_t r = i / HS; /* over [B][H][T] */
-        int t = (int)(r % T);
-        int64_t bh = r / T;
-        int h = (int)(bh % H), b = (int)(bh / H);
-        dst[i] = __float2bfloat16_rn(src[(int64_t)b * bstride + ((int64_t)t * H + h) * HS + d]);
-    }
-}
-/* dst [B][T][H][HS] = src [B][H][T][HS] (fp32) */
-__global__ void k_hm_back(float *dst, const float *src, int B, int T, int H, int HS) {
-    int64_t n = (int64_t)B * T * H * HS;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        int d = (int)(i % HS);
-        int64_t r = i / HS; /* over [B][T][H] */
-        int h = (int)(r % H);
-        int64_t bt = r / H;
-        int t = (int)(bt % T), b = (int)(bt / T);
-        dst[i] = src[(((int64_t)b * H + h) * T + t) * HS + d];
-    }
-}
-static void cast_hm(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int B, int T, int H, int HS, int64_t bs) {
-    k_cast_hm<<<blocks_for((int64_t)B * T * H * HS, 256, (int64_t)c->n_sm * 16), 256, 0, c->stream>>>(dst, src, B, T,
-                                                                                                     H, HS, bs);
-    LAUNCHED(c);
-}
-static void hm_back(smj_cuda *c, float *dst, const float *src, int B, int T, int H, int HS) {
-    k_hm_back<<<blocks_for((int64_t)B * T * H * HS, 256, (int64_t)c->n_sm * 16), 256, 0, c->stream>>>(dst, src, B, T,
-                                                                                                     H, HS);
-    LAUNCHED(c);
-}
-
-static void att_fwd_bf16(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                         int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
-    int grp = NH / NKV;
-    int64_t TT = (int64_t)Tq * Tk, nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)B * Tk * NKV * HS;
-    int nb = att_chunk(B, NH * TT * 6);
-    size_t o_p = al256((size_t)nb * NH * TT * 4), o_q = o_p + al256((size_t)nb * NH * TT * 2);
-    size_t o_k = o_q + al256((size_t)nq * 2), o_v = o_k + al256((size_t)nkv * 2), o_o = o_v + al256((size_t)nkv * 2);
-    char *sc = (char *)scratch(c, o_o + (size_t)nq * 4);
-    if (!sc) return;
-    float *Sb = (float *)sc, *Oh = (float *)(sc + o_o);
-    __nv_bfloat16 *Pb = (__nv_bfloat16 *)(sc + o_p), *Qh = (__nv_bfloat16 *)(sc + o_q);
-    __nv_bfloat16 *Kh = (__nv_bfloat16 *)(sc + o_k), *Vh = (__nv_bfloat16 *)(sc + o_v);
-    prof_phase(c, "attn fwd: casts");
-    cast_hm(c, Qh, q, B, Tq, NH, HS, (int64_t)Tq * NH * HS);
-    cast_hm(c, Kh, k, B, Tk, NKV, HS, kv_bstride);
-    cast_hm(c, Vh, v, B, Tk, NKV, HS, kv_bstride);
-    int64_t qh = (int64_t)Tq * HS, kh = (int64_t)Tk * HS;
-    for (int b0 = 0; b0 < B; b0 += nb) {
-        int n = B - b0 < nb ? B - b0 : nb;
-        prof_phase(c, "attn fwd: S=QK^T");
-        for (int hh = 0; hh < grp; hh++)
-            gemm(c, 0, 1, Tq, Tk, HS, 1.0f, Qh + ((int64_t)b0 * NH + hh) * qh, HS, grp * qh,
-                 Kh + (int64_t)b0 * NKV * kh, HS, kh, 0.0f, Sb + hh * TT, Tk, grp * TT, n * NKV, CUDA_R_16BF);
-        int64_t rows = (int64_t)n * NH * Tq;
-        prof_phase(c, "attn fwd: softmax");
-        k_att_softmax<__nv_bfloat16><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(
-            Pb, lse + (int64_t)b0 * NH * Tq, Sb, rows, Tq, Tk, Tk - Tq, scale);
-        LAUNCHED(c);
-        prof_phase(c, "attn fwd: O=PV");
-        for (int hh = 0; hh < grp; hh++)
-            gemm(c, 0, 0, Tq, HS, Tk, 1.0f, Pb + hh * TT, Tk, grp * TT, Vh + (int64_t)b0 * NKV * kh, HS, kh, 0.0f,
-                 Oh + ((int64_t)b0 * NH + hh) * qh, HS, grp * qh, n * NKV, CUDA_R_16BF);
-    }
-    prof_phase(c, "attn fwd: casts");
-    hm_back(c, out, Oh, B, Tq, NH, HS);
-}
-
-static void att_bwd_bf16(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                         int NKV, int HS, float scale) {
-    int grp = NH / NKV;
-    int64_t TT = (int64_t)T * T, nq = (int64_t)B * T * NH * HS, nkv = (int64_t)B * T * NKV * HS;
-    int64_t rows_all = (int64_t)B * NH * T;
-    int nb = att_chunk(B, NH * TT * 10);
-    size_t o_s = al256((size_t)rows_all * 4), o_dp = o_s + al256((size_t)nb * NH * TT * 4);
-    size_t o_p = o_dp + al256((size_t)nb * NH * TT * 4), o_q = o_p + al256((size_t)nb * NH * TT * 2);
-    size_t o_do = o_q + al256((size_t)nq * 2), o_k = o_do + al256((size_t)nq * 2), o_v = o_k + al256((size_t)nkv * 2);
-    size_t o_dq = o_v + al256((size_t)nkv * 2), o_dk = o_dq + al256((size_t)nq * 4), o_dv = o_dk + al256((size_t)nkv * 4);
-    char *sc = (char *)scratch(c, o_dv + (size_t)nkv * 4);
-    if (!sc) return;
-    float *Dd = (float *)sc, *Sb = (float *)(sc + o_s), *dPb = (float *)(sc + o_dp);
-    float *dQh = (float *)(sc + o_dq), *dKh = (float *)(sc + o_dk), *dVh = (float *)(sc + o_dv);
-    __nv_bfloat16 *Pb = (__nv_bfloat16 *)(sc + o_p), *Qh = (__nv_bfloat16 *)(sc + o_q);
-    __nv_bfloat16 *dOh = (__nv_bfloat16 *)(sc + o_do), *Kh = (__nv_bfloat16 *)(sc + o_k);
-    __nv_bfloat16 *Vh = (__nv_bfloat16 *)(sc + o_v);
-    k_att_delta<<<blocks_for(rows_all, 128, INT32_MAX), 128, 0, c->stream>>>(Dd, dout, out, B, T, NH, HS);
-    LAUNCHED(c);
-    prof_phase(c, "attn bwd: D, casts");
-    cast_hm(c, Qh, q, B, T, NH, HS, (int64_t)T * NH * HS);
-    cast_hm(c, dOh, dout, B, T, NH, HS, (int64_t)T * NH * HS);
-    cast_hm(c, Kh, k, B, T, NKV, HS, (int64_t)T * NKV * HS);
-    cast_hm(c, Vh, v, B, T, NKV, HS, (int64_t)T * NKV * HS);
-    int64_t th = (int64_t)T * HS;
-    for (int b0 = 0; b0 < B; b0 += nb) {
-        int n = B - b0 < nb ? B - b0 : nb, nbat = n * NKV;
-        int64_t rows = (int64_t)n * NH * T, r0 = (int64_t)b0 * NH * T;
-        const __nv_bfloat16 *Kc = Kh + (int64_t)b0 * NKV * th, *Vc = Vh + (int64_t)b0 * NKV * th;
-        float *dKc = dKh + (int64_t)b0 * NKV * th, *dVc = dVh + (int64_t)b0 * NKV * th;
-        prof_phase(c, "attn bwd: S=QK^T");
-        for (int hh = 0; hh < grp; hh++) {
-            int64_t qo = ((int64_t)b0 * NH + hh) * th;
-            gemm(c, 0, 1, T, T, HS, 1.0f, Qh + qo, HS, grp * th, Kc, HS, th, 0.0f, Sb + hh * TT, T, grp * TT, nbat,
-                 CUDA_R_16BF);
-        }
-        prof_phase(c, "attn bwd: P");
-        k_att_p<__nv_bfloat16><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(Pb, Sb, lse + r0, rows, T, scale);
-        LAUNCHED(c);
-        prof_phase(c, "attn bwd: dV, dP");
-        for (int hh = 0; hh < grp; hh++) {
-            int64_t qo = ((int64_t)b0 * NH + hh) * th;
-            /* dV (+)= P^T dO; dP = dO V^T */
-            gemm(c, 1, 0, T, HS, T, 1.0f, Pb + hh * TT, T, grp * TT, dOh + qo, HS, grp * th, hh ? 1.0f : 0.0f, dVc,
-                 HS, th, nbat, CUDA_R_16BF);
-            gemm(c, 0, 1, T, T, HS, 1.0f, dOh + qo, HS, grp * th, Vc, HS, th, 0.0f, dPb + hh * TT, T, grp * TT, nbat,
-                 CUDA_R_16BF);
-        }
-        prof_phase(c, "attn bwd: dS");
-        if (T % 8 == 0)
-            k_att_ds_bf16x8<<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(Pb, dPb, Dd + r0, rows, T);
-        else
-            k_att_ds<__nv_bfloat16><<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(Pb, dPb, Dd + r0, rows, T);
-        LAUNCHED(c);
-        prof_phase(c, "attn bwd: dQ, dK");
-        for (int hh = 0; hh < grp; hh++) {
-            int64_t qo = ((int64_t)b0 * NH + hh) * th;
-            /* dQ = scale dS K; dK (+)= scale dS^T Q */
-            gemm(c, 0, 0, T, HS, T, scale, Pb + hh * TT, T, grp * TT, Kc, HS, th, 0.0f, dQh + qo, HS, grp * th, nbat,
-                 CUDA_R_16BF);
-            gemm(c, 1, 0, T, HS, T, scale, Pb + hh * TT, T, grp * TT, Qh + qo, HS, grp * th, hh ? 1.0f : 0.0f, dKc,
-                 HS, th, nbat, CUDA_R_16BF);
-        }
-    }
-    prof_phase(c, "attn bwd: D, casts");
-    hm_back(c, dq, dQh, B, T, NH, HS);
-    hm_back(c, dk, dKh, B, T, NKV, HS);
-    hm_back(c, dv, dVh, B, T, NKV, HS);
 }
 
 /* ------------------------------------------------------------ element-wise */

@@ -1,0 +1,139 @@
+/* cuda_common.cuh — what the CUDA backend's files share: the per-context
+ * state (smj_cuda), error recording (CK/CKB/LAUNCHED), the profiler hooks,
+ * the scratch buffer, launch-size helpers, warp/block reductions and the two
+ * matmul building blocks other ops reuse (gemm, to_bf16). The design notes
+ * of the backend are at the top of cuda_backend.cu; docs/CUDA.md is the
+ * user's guide. Internal to src/cuda/: nothing here is public.
+ */
+#ifndef SMJ_CUDA_COMMON_CUH
+#define SMJ_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "../ops/ops.h"
+}
+
+/* ------------------------------------------------------------ state */
+
+typedef struct {
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    int device, n_sm, sync_each;
+    size_t smem_optin;           /* max dynamic shared memory per block */
+    void *scratch;               /* device scratch, grown on demand */
+    size_t scratch_bytes;
+    double *h_sum;               /* pinned: the sumsq result */
+    int32_t *h_ids;              /* pinned: embedding_bwd ids / order / offsets */
+    size_t h_ids_n;
+    int32_t *h_cnt;              /* host: counting-sort buckets */
+    size_t h_cnt_n;
+    smj_status err;              /* first failure */
+    char errmsg[512];
+    const char *op;              /* op running now (for messages) */
+    int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */
+    int attn_fused;              /* 1: always the fused fp32 attention kernels (SMJ_CUDA_ATTN=fused) */
+    /* SMJ_CUDA_PROFILE=1: device time per op from event pairs, resolved in
+     * batches; the table is printed to stderr when the context is freed. */
+    int profile;
+    struct { const char *name; double ms; long calls; } prof[48];
+    int nprof;
+    cudaEvent_t *pev;            /* [2 * PROF_EV]: start/end per pending op */
+    int *pidx;                   /* [PROF_EV]: prof[] entry of each pending op */
+    int npend;
+    const char *pname;           /* profile name of the op running now */
+} smj_cuda;
+
+enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
+extern const char *const prec_name[4]; /* "fp32", "tf32", "bf16", "bf16x" */
+#define PROF_EV 4096
+
+static inline smj_cuda *S(const smj_exec *ex) { return (smj_cuda *)ex->impl; }
+static inline unsigned blocks_for(int64_t n, int threads, int64_t cap) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    return (unsigned)(b < cap ? b : cap);
+}
+
+/* Error recording: the FIRST failure is kept (status + message). */
+void record(smj_cuda *c, smj_status st, const char *fmt, ...);
+int ck_cuda(smj_cuda *c, cudaError_t e, const char *what, const char *file, int line);
+int ck_blas(smj_cuda *c, cublasStatus_t e, const char *what, const char *file, int line);
+void launched(smj_cuda *c, const char *file, int line);
+#define CK(c, call) ck_cuda((c), (call), #call, __FILE__, __LINE__)
+#define CKB(c, call) ck_blas((c), (call), #call, __FILE__, __LINE__)
+/* After every launch: launch errors now, execution errors in sync mode. */
+#define LAUNCHED(c) launched((c), __FILE__, __LINE__)
+
+/* Every op starts with OP_BEGIN (names the op for messages and the
+ * profiler) and ends with op_end; prof_phase splits an op's time. */
+void prof_begin(smj_cuda *c, const char *name);
+void prof_end(smj_cuda *c);
+void prof_phase(smj_cuda *c, const char *name);
+void prof_flush(smj_cuda *c);
+void prof_print(smj_cuda *c);
+void op_end(smj_cuda *c);
+#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; prof_begin(c, name)
+
+/* The context's device scratch buffer, grown to at least bytes (contents
+ * not kept across growth); NULL (error recorded) when out of memory. */
+void *scratch(smj_cuda *c, size_t bytes);
+
+/* fp32 -> bf16 copies and the cuBLAS product (cuda_backend.cu). */
+void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n, int64_t sst, int nb);
+int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+         int64_t sA, const void *B, int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch,
+         cudaDataType ty);
+
+/* Ops defined outside cuda_backend.cu (attention.cu). */
+void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
+                      int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
+void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                      const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                      int NKV, int HS, float scale);
+
+/* ------------------------------------------------------------ reductions */
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Block-wide sum in double (blockDim.x a multiple of 32, <= 1024); every
+ * thread gets the result. */
+static __device__ double block_sum_d(double v, double *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    double t = 0;
+    for (int i = 0; i < nw; i++) t += sh[i];
+    return t;
+}
+static __device__ float block_max(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    float t = -INFINITY;
+    for (int i = 0; i < nw; i++) t = fmaxf(t, sh[i]);
+    return t;
+}
+
+#endif
