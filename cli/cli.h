@@ -98,19 +98,27 @@ typedef struct {
     int threads;         /* 0 = all cores */
     const char *backend; /* "cpu" (default) or "ref" */
     const char *device;  /* "cpu", "cuda", or NULL = automatic (see cli_make_ctx) */
+    int bf16_matmul;     /* --bf16-matmul (commands that list CLI_BF16_FLAG) */
 } cli_compute;
 
-#define CLI_COMPUTE_DEFAULTS {0, "cpu", NULL}
+#define CLI_COMPUTE_DEFAULTS {0, "cpu", NULL, 0}
 #define CLI_COMPUTE_FLAGS(cc) \
     FLAG_INT("threads", &(cc).threads, 0, 4096, "worker threads (default 0 = all cores)"), \
     FLAG_STR("device", &(cc).device, "cpu|cuda", \
              "where to compute (default: cuda for train/generate/perplexity/bench when the build has it and a GPU is present, else cpu)"), \
     FLAG_STR("backend", &(cc).backend, "cpu|ref", NULL)
 
+/* --bf16-matmul, for the commands that multiply matrices (train, bench,
+ * generate, perplexity): smj_ctx_options.bf16_matmul. */
+#define CLI_BF16_FLAG(cc) \
+    FLAG_SET("bf16-matmul", &(cc).bf16_matmul, \
+             "CUDA: bf16 tensor-core matmuls with fp32 accumulation (default fp32; the CPU ignores it)")
+
 /* Creates the library context for cc. --device cuda needs a CUDA build
  * (make CUDA=1) and a usable GPU, else it fails with the reason; without
  * --device, train/generate/perplexity/bench use CUDA when available and the
- * CPU otherwise, every other command the CPU. Returns 0, 2 for a bad
+ * CPU otherwise, every other command the CPU. --bf16-matmul on a context
+ * that is not CUDA prints a one-line note (it has no effect there). Returns 0, 2 for a bad
  * --backend/--device or 1 when the context cannot be made (message printed
  * in both cases). */
 int cli_make_ctx(const char *cmd, const cli_compute *cc, smj_ctx **out);
@@ -162,6 +170,24 @@ typedef struct {
     FLAG_FLOAT_GT("rope-theta", &(mf).rope_theta, 0, 1e9, "RoPE base frequency (default from preset)"), \
     FLAG_INT("max-seq", &(mf).max_seq, 1, 1 << 20, "longest context the model supports (default: preset's, at least --seq-len)"), \
     FLAG_STR("arch", &(mf).arch, "NAME", "model family: llama (default) or gpt2 (LayerNorm, learned positions, GELU MLP of 4*dim)")
+
+/* The training-memory flags (train, bench, sizes, info): smj_train_options. */
+typedef struct {
+    int fused_ce, grad_ckpt;
+} cli_mem_flags;
+
+#define CLI_MEM_FLAGS(mm) \
+    FLAG_SET("fused-ce", &(mm).fused_ce, \
+             "LM head + cross-entropy in chunks of rows: no [batch*seq, vocab] logits buffer"), \
+    FLAG_SET("gradient-checkpointing", &(mm).grad_ckpt, \
+             "keep only each block's input; recompute the block in the backward (~1/3 more compute)")
+
+/* The library options for mm. */
+smj_train_options cli_train_options(const cli_mem_flags *mm);
+/* One line "<what> ~TOTAL (weights W, grads G, AdamW A, activations X, scratch S)[ with --flags]"
+ * for training cfg at (B, T) under the options of mm. */
+void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *cfg, int B, int T,
+                            const cli_mem_flags *mm);
 
 /* Builds *cfg from the preset/custom flags in mf for vocabulary vocab and
  * training context T (seen: the command, to know which flags were given).

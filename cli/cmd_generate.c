@@ -80,6 +80,7 @@ int cmd_generate(int argc, char **argv) {
         FLAG_CLEAR("no-echo", &echo, "do not print the prompt before the continuation"),
         FLAG_INT("num-samples", &samples, 1, 100000, "independent samples, separated by a line (default 1)"),
         CLI_COMPUTE_FLAGS(cc),
+        CLI_BF16_FLAG(cc),
     };
     cli_command c = {"generate",
                      "generate --checkpoint model.ckpt --tokenizer tok.bin [--prompt TEXT] [flags]",
@@ -192,6 +193,7 @@ int cmd_perplexity(int argc, char **argv) {
         FLAG_INT("seq-len", &T, 1, 1 << 20, "window length (default: the model's context)"),
         FLAG_INT("batch-size", &B, 1, 65536, "windows per forward pass (default 4)"),
         CLI_COMPUTE_FLAGS(cc),
+        CLI_BF16_FLAG(cc),
     };
     cli_command c = {"perplexity",
                      "perplexity --checkpoint model.ckpt --tokenizer tok.bin --input text.txt",

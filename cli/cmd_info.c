@@ -5,7 +5,9 @@
  *   memory estimates, then loads the weights (smj_model_load accepts both
  *   kinds of file) to list every tensor's name and shape. Because the
  *   config is read first, a file whose weights are damaged still shows its
- *   config before the load error.
+ *   config before the load error. The training-memory estimate is for
+ *   --batch-size/--seq-len and the memory flags given (--fused-ce,
+ *   --gradient-checkpointing).
  *   A .gguf (by its magic) is read with the smj_gguf_* accessors instead:
  *   format version, architecture, name, file type and size; the config (by
  *   loading it as smj_model_load_gguf does, which also says whether we can
@@ -14,7 +16,8 @@
  *   special ids, and whether smedjan can use it as its own.
  *
  * sizes: one table row per library preset (smj_config_preset_name(i) until
- *   NULL) with its shape, parameter count and training memory at (B, T).
+ *   NULL) with its shape, parameter count and training memory at (B, T)
+ *   under the memory flags given.
  */
 #include <string.h>
 #include <sys/stat.h>
@@ -112,11 +115,13 @@ static int info_gguf(const char *cmd, smj_ctx *ctx, const char *path) {
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     int B = 8, T = 0;
+    cli_mem_flags mm = {0, 0};
     cli_compute cc = CLI_COMPUTE_DEFAULTS;
     cli_flag flags[] = {
         FLAG_STR("checkpoint", &path, "FILE", "model checkpoint or training state (required)"),
         FLAG_INT("batch-size", &B, 1, 65536, "batch for the training-memory estimate (default 8)"),
         FLAG_INT("seq-len", &T, 1, 1 << 20, "sequence length for the estimate (default: context)"),
+        CLI_MEM_FLAGS(mm),
         CLI_COMPUTE_FLAGS(cc),
     };
     cli_command c = {"info", "info --checkpoint FILE",
@@ -144,16 +149,17 @@ int cmd_info(int argc, char **argv) {
     }
     if (T == 0) T = cfg.max_seq_len;
     struct stat st;
-    char b1[32], b2[32], b3[32];
+    char b1[32], b2[32];
     int64_t params = smj_config_num_params(&cfg);
     printf("file:            %s (%s, %s)\n", path, is_state ? "training state" : "model checkpoint",
            cli_fmt_bytes(b1, sizeof b1, stat(path, &st) == 0 ? (double)st.st_size : 0));
     printf("parameters:      %s (%s)\n", cli_fmt_count(b1, sizeof b1, params),
            cli_fmt_params(b2, sizeof b2, params));
     print_config(&cfg);
-    printf("memory:          %s weights (fp32); training at B=%d T=%d ~%s\n",
-           cli_fmt_bytes(b1, sizeof b1, (double)params * 4), B, T,
-           cli_fmt_bytes(b3, sizeof b3, (double)smj_config_train_memory(&cfg, B, T)));
+    printf("memory:          %s weights (fp32)\n", cli_fmt_bytes(b1, sizeof b1, (double)params * 4));
+    char what[64];
+    snprintf(what, sizeof what, "training:        B=%d T=%d ", B, T);
+    cli_print_train_memory(stdout, what, &cfg, B, T, &mm);
     fflush(stdout);
 
     s = smj_model_load(ctx, path, &m);
@@ -181,10 +187,12 @@ done:
 
 int cmd_sizes(int argc, char **argv) {
     int vocab = 8192, B = 8, T = 256;
+    cli_mem_flags mm = {0, 0};
     cli_flag flags[] = {
         FLAG_INT("vocab-size", &vocab, 259, 1 << 22, "vocabulary to size the embeddings for (default 8192)"),
         FLAG_INT("batch-size", &B, 1, 65536, "batch for the training-memory column (default 8)"),
         FLAG_INT("seq-len", &T, 1, 1 << 20, "sequence length for the memory column (default 256)"),
+        CLI_MEM_FLAGS(mm),
     };
     cli_command c = {"sizes", "sizes [--vocab-size N] [--batch-size B] [--seq-len T]",
                      "Lists the model presets (--size of `smedjan train`) with their shapes,\n"
@@ -194,6 +202,7 @@ int cmd_sizes(int argc, char **argv) {
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
     smj_ctx *ctx = smj_ctx_create(NULL);
     if (!ctx) return cli_error(c.name, "out of memory");
+    smj_train_options to = cli_train_options(&mm);
     printf("%-8s %6s %6s %6s %8s %8s %8s %10s %12s\n", "preset", "dim", "layers", "heads",
            "kv-heads", "ffn", "context", "params", "train mem");
     for (int i = 0; smj_config_preset_name(i); i++) {
@@ -208,12 +217,13 @@ int cmd_sizes(int argc, char **argv) {
         printf("%-8s %6d %6d %6d %8d %8d %8d %10s %12s\n", name, cfg.dim, cfg.n_layers,
                cfg.n_heads, cfg.n_kv_heads, cfg.ffn_hidden, cfg.max_seq_len,
                cli_fmt_params(p, sizeof p, smj_config_num_params(&cfg)),
-               cli_fmt_bytes(mem, sizeof mem, (double)smj_config_train_memory(&cfg, B, T)));
+               cli_fmt_bytes(mem, sizeof mem, (double)smj_config_train_memory_ex(&cfg, B, T, &to, NULL)));
     }
     if (rc == 0)
         printf("\nvocab %d; training memory at batch %d x seq %d (params, grads, AdamW moments,\n"
-               "activations). Use --size custom --dim --layers --heads for other shapes.\n",
-               vocab, B, T);
+               "activations, scratch)%s%s%s.\nUse --size custom --dim --layers --heads for other shapes.\n",
+               vocab, B, T, to.fused_ce || to.gradient_checkpointing ? " with" : "",
+               to.fused_ce ? " --fused-ce" : "", to.gradient_checkpointing ? " --gradient-checkpointing" : "");
     smj_ctx_free(ctx);
     return rc;
 }

@@ -46,6 +46,7 @@ typedef struct {
     float lr, min_lr_ratio, wd, clip, wsd_frac;
     int64_t seed;
     cli_model_flags mf;
+    cli_mem_flags mm;
     cli_compute cc;
 } train_args;
 
@@ -204,6 +205,9 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
         s = smj_model_create(r->ctx, &cfg, (uint64_t)a->seed, &r->m);
         if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot create the model");
     }
+    smj_train_options to = cli_train_options(&a->mm);
+    s = smj_model_set_train_options(r->m, &to);
+    if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot set the memory options");
     s = smj_trainer_create(r->m, &o, &r->t);
     if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot create the trainer");
 
@@ -226,16 +230,15 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
     r->extra.user[U_LR_BITS] = lr_bits;
     r->extra.user[U_SCHED] = (int64_t)o.schedule + 1;
 
-    char b1[32], b2[32], b3[32];
+    char b1[32], b3[32];
     int64_t tok_per_step = (int64_t)a->B * a->T * a->accum;
     cli_print_config(stderr, &cfg);
     fprintf(stderr,
             "training: batch %d x seq %d x accum %d = %s tokens/step | %d steps | lr %.1e %s | "
-            "~%s memory | %d threads (%s)\n",
+            "%d threads (%s)\n",
             a->B, a->T, a->accum, cli_fmt_count(b1, sizeof b1, tok_per_step), a->steps,
-            (double)a->lr, a->schedule,
-            cli_fmt_bytes(b2, sizeof b2, (double)smj_config_train_memory(&cfg, a->B, a->T)),
-            smj_ctx_threads(r->ctx), smj_ctx_backend_name(r->ctx));
+            (double)a->lr, a->schedule, smj_ctx_threads(r->ctx), smj_ctx_backend_name(r->ctx));
+    cli_print_train_memory(stderr, "memory: ", &cfg, a->B, a->T, &a->mm);
     fprintf(stderr, "data: %s tokens in %s", cli_fmt_count(b3, sizeof b3,
             smj_dataset_num_tokens(r->ds)), a->dataset);
     if (r->val)
@@ -398,6 +401,7 @@ int cmd_train(int argc, char **argv) {
         FLAG_FLOAT("weight-decay", &a.wd, 0, 10, "decoupled AdamW weight decay (default 0.1)"),
         FLAG_FLOAT("grad-clip", &a.clip, 0, 1e6, "global gradient-norm clip, 0 = off (default 1.0)"),
         FLAG_INT("grad-accum", &a.accum, 1, 65536, "micro-batches per optimizer step (default 1)"),
+        CLI_MEM_FLAGS(a.mm),
         FLAG_STR("checkpoint-dir", &a.dir, "DIR", "where checkpoints and metrics.csv go (default checkpoints)"),
         FLAG_INT("checkpoint-interval", &a.ckpt_interval, 1, 2000000000, "save every N steps (default steps/10)"),
         FLAG_INT("val-interval", &a.val_interval, 1, 2000000000, "evaluate every N steps (default = checkpoint interval)"),
@@ -411,6 +415,7 @@ int cmd_train(int argc, char **argv) {
         FLAG_INT("max-bad-steps", &a.max_bad_steps, 1, 1000000, bad_help),
         FLAG_INT("stop-at", &a.stop_at, 1, 2000000000, "pause after this step (state saved; continue with --resume)"),
         CLI_COMPUTE_FLAGS(a.cc),
+        CLI_BF16_FLAG(a.cc),
     };
     cli_command c = {
         "train", "train --dataset train.bin --tokenizer tok.bin [--size tiny] [--steps N] [flags]",
@@ -420,7 +425,12 @@ int cmd_train(int argc, char **argv) {
         "generate/perplexity/info), best.ckpt (best validation loss) and metrics.csv.\n"
         "--resume with no value (or 'auto', which starts fresh when there is no state yet)\n"
         "uses <checkpoint-dir>/state.bin; give the same flags as the first run to reproduce\n"
-        "its losses exactly. Ctrl-C saves the state and exits with status 130.",
+        "its losses exactly. Ctrl-C saves the state and exits with status 130.\n"
+        "Out of memory? In this order: a smaller --batch-size or --seq-len, --grad-accum\n"
+        "(same update from smaller micro-batches), --gradient-checkpointing, --fused-ce.\n"
+        "Both keep the losses and gradients (checkpointing bit for bit, fused-ce to float\n"
+        "rounding; docs/CUDA.md, \"Memory-saving flags\"); the memory estimate printed at\n"
+        "the start accounts for them.",
         flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;

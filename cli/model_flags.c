@@ -95,3 +95,24 @@ void cli_print_config(FILE *f, const smj_model_config *cfg) {
             cfg->max_seq_len, cfg->tied_embeddings ? "" : " | untied head",
             cfg->qk_norm ? " | qk-norm" : "", cfg->arch == SMJ_ARCH_GPT2 ? " | gpt2" : "");
 }
+
+smj_train_options cli_train_options(const cli_mem_flags *mm) {
+    smj_train_options o = {0};
+    o.fused_ce = mm->fused_ce ? 1 : 0;
+    o.gradient_checkpointing = mm->grad_ckpt ? 1 : 0;
+    return o;
+}
+
+void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *cfg, int B, int T,
+                            const cli_mem_flags *mm) {
+    smj_train_options o = cli_train_options(mm);
+    smj_train_memory d;
+    smj_config_train_memory_ex(cfg, B, T, &o, &d);
+    char t[32], w[32], g[32], a[32], x[32], s[32];
+    fprintf(f, "%s~%s (weights %s, grads %s, AdamW %s, activations %s, scratch %s)%s%s%s\n", what,
+            cli_fmt_bytes(t, sizeof t, (double)d.total), cli_fmt_bytes(w, sizeof w, (double)d.weights),
+            cli_fmt_bytes(g, sizeof g, (double)d.grads), cli_fmt_bytes(a, sizeof a, (double)d.optimizer),
+            cli_fmt_bytes(x, sizeof x, (double)d.activations), cli_fmt_bytes(s, sizeof s, (double)d.scratch),
+            o.fused_ce || o.gradient_checkpointing ? " with" : "", o.fused_ce ? " --fused-ce" : "",
+            o.gradient_checkpointing ? " --gradient-checkpointing" : "");
+}

@@ -59,9 +59,16 @@ static int auto_cuda_cmd(const char *cmd) {
     return 0;
 }
 
+/* The one-line note for --bf16-matmul where it does nothing. */
+static void bf16_note(const char *cmd, const cli_compute *cc, smj_ctx *ctx) {
+    if (cc->bf16_matmul && strcmp(smj_ctx_backend_name(ctx), "cuda") != 0)
+        fprintf(stderr, "smedjan %s: note: --bf16-matmul applies to the CUDA backend only; the %s backend "
+                        "computes in fp32\n", cmd, smj_ctx_backend_name(ctx));
+}
+
 int cli_make_ctx(const char *cmd, const cli_compute *cc, smj_ctx **out) {
     *out = NULL;
-    smj_ctx_options o = {.threads = cc->threads, .backend = SMJ_BACKEND_CPU};
+    smj_ctx_options o = {.threads = cc->threads, .backend = SMJ_BACKEND_CPU, .bf16_matmul = cc->bf16_matmul};
     if (strcmp(cc->backend, "ref") == 0) o.backend = SMJ_BACKEND_REF;
     else if (strcmp(cc->backend, "cpu") != 0)
         return cli_usage(cmd, "--backend: expected cpu or ref, got '%s'", cc->backend);
@@ -80,6 +87,7 @@ int cli_make_ctx(const char *cmd, const cli_compute *cc, smj_ctx **out) {
         smj_ctx *c = smj_ctx_create(&oc);
         if (c && smj_ctx_status(c) == SMJ_OK) {
             *out = c;
+            bf16_note(cmd, cc, c);
             return 0;
         }
         smj_ctx_free(c); /* no usable GPU: the CPU it is */
@@ -97,6 +105,7 @@ int cli_make_ctx(const char *cmd, const cli_compute *cc, smj_ctx **out) {
         *out = NULL;
         return rc;
     }
+    bf16_note(cmd, cc, *out);
     return 0;
 }
 

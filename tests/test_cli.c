@@ -15,6 +15,7 @@
  *      numbers and unknown flags/commands must fail with a non-zero status
  *      and ONE line on stderr naming the file or flag, leaving no output.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "util/check.h"
@@ -237,6 +238,64 @@ static void test_resume(void) {
     CHECK(rc == 0, "resuming a finished run is a no-op: rc %d", rc);
 }
 
+/* The memory flags: --gradient-checkpointing reproduces the plain run's
+ * losses bit for bit, with --fused-ce too to float rounding; train, sizes,
+ * info and bench print the estimate for the flags; --bf16-matmul is
+ * accepted and noted on the CPU. */
+static void test_memory_flags(void) {
+    static const char *const flags[2] = {"--gradient-checkpointing", "--fused-ce --gradient-checkpointing"};
+    for (int k = 0; k < 2; k++) {
+        int rc = RUN("train --dataset %s --tokenizer %s --val-dataset %s %s --steps 6 --checkpoint-interval 3 "
+                     "%s --checkpoint-dir %s 2>%s", SMJ, P("train.bin"), P("tok.bin"), P("val.bin"), model_flags,
+                     flags[k], P(k ? "ck_mem2" : "ck_mem1"), P("log"));
+        CHECK(rc == 0, "train %s: rc %d", flags[k], rc);
+        char *log = read_text(P("log")), want[96];
+        snprintf(want, sizeof want, "with %s", flags[k]);
+        CHECK(log && strstr(log, "memory: ~") && strstr(log, want), "train %s prints its estimate:\n%s", flags[k],
+              log ? log : "");
+        free(log);
+        for (int col = 1; col <= 5; col += 4) {
+            char *a = csv_column(P("ck/metrics.csv"), col), *b = csv_column(P(k ? "ck_mem2/metrics.csv" : "ck_mem1/metrics.csv"), col);
+            if (k == 0) {
+                CHECK(a && b && strcmp(a, b) == 0, "%s: losses differ:\n%s---\n%s", flags[k], a, b);
+            } else {
+                int same = a && b;
+                for (char *p = a, *q = b; same && *p && *q; p = strchr(p, '\n') + 1, q = strchr(q, '\n') + 1) {
+                    double x = atof(p), y = atof(q);
+                    same = fabs(x - y) <= 1e-5 * fabs(x) && (*p == '\n') == (*q == '\n');
+                }
+                CHECK(same, "%s: losses differ:\n%s---\n%s", flags[k], a, b);
+            }
+            free(a);
+            free(b);
+        }
+    }
+    int rc = RUN("sizes --fused-ce --gradient-checkpointing >%s", SMJ, P("out"));
+    char *out = read_text(P("out"));
+    CHECK(rc == 0 && out && strstr(out, "tiny") && strstr(out, "with --fused-ce --gradient-checkpointing"),
+          "sizes with the memory flags (rc %d)", rc);
+    free(out);
+    rc = RUN("info --checkpoint %s --fused-ce --batch-size 4 --seq-len 16 >%s 2>%s", SMJ, P("ck/model.ckpt"), P("out"),
+             P("err"));
+    out = read_text(P("out"));
+    CHECK(rc == 0 && out && strstr(out, "B=4 T=16 ~") && strstr(out, "with --fused-ce"), "info --fused-ce (rc %d)",
+          rc);
+    free(out);
+    rc = RUN("bench %s --steps 1 --warmup 0 --decode-tokens 2 --vocab-size 300 --fused-ce --gradient-checkpointing "
+             "--bf16-matmul --device cpu >%s 2>%s", SMJ, model_flags, P("out"), P("err"));
+    out = read_text(P("err"));
+    CHECK(rc == 0 && out && strstr(out, "estimate  training ~") && strstr(out, "--gradient-checkpointing") &&
+              strstr(out, "note: --bf16-matmul"),
+          "bench with the memory flags and --bf16-matmul (rc %d): %s", rc, out ? out : "");
+    free(out);
+    rc = RUN("generate --checkpoint %s --tokenizer %s --max-tokens 2 --bf16-matmul --device cpu >%s 2>%s", SMJ,
+             P("ck/model.ckpt"), P("tok.bin"), P("out"), P("err"));
+    out = read_text(P("err"));
+    CHECK(rc == 0 && out && strstr(out, "note: --bf16-matmul applies to the CUDA backend only"),
+          "generate --bf16-matmul --device cpu notes it (rc %d)", rc);
+    free(out);
+}
+
 /* --init: continued training from a model checkpoint (its shape and weights,
  * fresh optimizer): the first loss equals the checkpoint's loss on that batch,
  * so it is well below a fresh model's first loss. */
@@ -370,6 +429,7 @@ int main(void) {
     test_help();
     test_pipeline();
     test_resume();
+    test_memory_flags();
     test_init();
     test_interrupt();
     test_bad_input();

@@ -128,7 +128,7 @@ static void check_shape(int wtype, int64_t M, int64_t N, int64_t K) {
         char shape[128];
         snprintf(shape, sizeof shape, "%s M=%lld N=%lld K=%lld acc=%d", wname(wtype), (long long)M,
                  (long long)N, (long long)K, acc);
-        smj_exec ex1 = {1, NULL};
+        smj_exec ex1 = {.nt = 1};
         memcpy(exact, C0, sizeof(float) * (size_t)(M * N));
         smj_backend_ref.qmatmul(&ex1, exact, A, W, wtype, M, N, K, acc);
         if (wtype == SMJ_WTYPE_F16) {
@@ -138,7 +138,7 @@ static void check_shape(int wtype, int64_t M, int64_t N, int64_t K) {
             ref_quantized_a(tight, A, W, wtype, M, N, K, acc);
         }
         for (int t = 0; t < 2; t++) {
-            smj_exec ex = {t + 1, NULL};
+            smj_exec ex = {.nt = t + 1};
             memcpy(got[t], C0, sizeof(float) * (size_t)(M * N));
             smj_backend_cpu.qmatmul(&ex, got[t], A, W, wtype, M, N, K, acc);
             char s2[160];
@@ -201,7 +201,7 @@ int main(void) {
     check_shape(SMJ_WTYPE_Q4_0, 9, 301, 256);
     /* K = 0: C = acc ? C : 0 */
     float c[3] = {1, 2, 3};
-    smj_exec ex = {2, NULL};
+    smj_exec ex = {.nt = 2};
     smj_backend_cpu.qmatmul(&ex, c, NULL, NULL, SMJ_WTYPE_Q8_0, 1, 3, 0, 1);
     CHECK(c[0] == 1 && c[2] == 3, "K = 0 with acc changed C");
     smj_backend_cpu.qmatmul(&ex, c, NULL, NULL, SMJ_WTYPE_Q8_0, 1, 3, 0, 0);

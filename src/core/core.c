@@ -43,6 +43,7 @@ smj_ctx *smj_ctx_create(const smj_ctx_options *opts) {
 #else
     c->exec.nt = 1;
 #endif
+    c->exec.bf16_matmul = opts && opts->bf16_matmul ? 1 : 0;
     smj_backend_kind kind = opts ? opts->backend : SMJ_BACKEND_CPU;
     c->backend = smj_backend_get(kind);
     if (!c->backend) {

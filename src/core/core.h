@@ -22,6 +22,9 @@ struct smj_backend;
 typedef struct smj_exec {
     int nt;     /* OpenMP threads for CPU ops */
     void *impl; /* backend-owned state; NULL for host backends */
+    int bf16_matmul; /* smj_ctx_options.bf16_matmul (0 or 1), set before the backend's init:
+                        1 = bf16 tensor-core matmuls with fp32 accumulation (CUDA; host
+                        backends ignore it) */
 } smj_exec;
 
 struct smj_ctx {

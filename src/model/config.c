@@ -113,8 +113,24 @@ double smj_config_flops_per_token(const smj_model_config *c, int T) {
     return 6.0 * (double)smj_config_num_params(c) + 12.0 * c->n_layers * (double)T * c->dim;
 }
 
-/* Parameters, gradients, two AdamW moments, plus the activation and backward
- * buffers exactly as llama.c lays them out. */
+/* Every buffer the model and trainer allocate through the backend, sized
+ * by the same walks that lay them out in llama.c: parameters, gradients and
+ * the two AdamW moments (one float each per parameter), the activation
+ * buffer (carve_acts, under the options), the backward scratch (carve_bwd)
+ * and the fixed RoPE/ones buffers. */
+int64_t smj_config_train_memory_ex(const smj_model_config *c, int B, int T, const smj_train_options *o,
+                                   smj_train_memory *d) {
+    smj_train_memory r;
+    int64_t P = 4 * smj_config_num_params(c);
+    r.weights = r.grads = P;
+    r.optimizer = 2 * P;
+    r.activations = 4 * smj_act_floats(c, B, T, o);
+    r.scratch = 4 * (smj_bwd_floats(c, B, T) + smj_fixed_floats(c));
+    r.total = r.weights + r.grads + r.optimizer + r.activations + r.scratch;
+    if (d) *d = r;
+    return r.total;
+}
+
 int64_t smj_config_train_memory(const smj_model_config *c, int B, int T) {
-    return 4 * (4 * smj_config_num_params(c) + smj_act_floats(c, B, T) + smj_bwd_floats(c, B, T));
+    return smj_config_train_memory_ex(c, B, T, NULL, NULL);
 }

@@ -196,7 +196,10 @@ void smj_gpt2_backward(smj_model *m, int B, int T) {
     be->layernorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1),
                       smj_model_ptr(m, m->grads, R_FINAL_NORM_B, -1), m->dln, m->res + c->n_layers * N * C,
                       smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_mean, m->lnf_rstd, N, C);
-    for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        if (m->topt.gradient_checkpointing) smj_model_recompute_block(m, l, B, T);
+        block_backward(m, l, B, T);
+    }
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_POS_EMBED, -1), m->pos, m->dres, N, C);
 }

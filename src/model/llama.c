@@ -18,6 +18,12 @@
  * on every backend. Forward and backward sit side by side; the backward
  * follows the accumulation rule of ops.h: parameter grads +=, activation
  * grads written, except dres (the residual stream), which accumulates.
+ *
+ * Training-memory options (smj_train_options, struct smj_model in model.h):
+ * fused_ce runs the LM head + cross-entropy chunk by chunk of rows and
+ * recomputes each chunk in the backward; gradient_checkpointing keeps one
+ * block's activations and recomputes each block before its backward. Both
+ * only change what carve_acts lays out and the loops below, not the ops.
  */
 #include <math.h>
 #include <string.h>
@@ -398,7 +404,7 @@ void smj_model_free(smj_model *m) {
     if (!m) return;
     const smj_backend *be = m->be;
     be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
-    be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones); be->free(m->qmem);
+    be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones); be->free(m->qmem); be->free(m->full_logits);
     free(m->blk); free(m->specs); free(m->index); free(m->rope_row_len); free(m->rope_host);
     free(m);
 }
@@ -473,12 +479,45 @@ static float *take(carver *cv, int64_t n) {
     return p;
 }
 
-static void carve_gpt2_acts(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
-    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, V = c->vocab_size;
+int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N) {
+    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : ((int64_t)8 << 20) / c->vocab_size;
+    if (R < 1) R = 1;
+    return R < N ? R : N;
+}
+
+/* Rows of the fused-CE chunk starting at row r0 of N (chunks of R rows; a
+ * last chunk of 1 row joins the one before, so the GEMM never takes its
+ * one-row path for a row the unfused product computes with the blocked one). */
+static int64_t ce_chunk(int64_t N, int64_t R, int64_t r0) {
+    int64_t n = N - r0 < R ? N - r0 : R;
+    return N - r0 - n == 1 ? n + 1 : n;
+}
+
+/* The logits [N,V], or with fused_ce the chunk buffer (see struct smj_model). */
+static void take_logits(const smj_model_config *c, int64_t N, const smj_train_options *o, carver *cv, smj_model *m) {
+    int64_t V = c->vocab_size;
+    if (o && o->fused_ce) {
+        int64_t R = smj_ce_chunk_rows(c, o, N), rows = R < N ? R + 1 : N;
+        float *p = take(cv, rows * V);
+        if (m) { m->ce_buf = p; m->logits = NULL; }
+    } else {
+        float *p = take(cv, N * V);
+        if (m) { m->logits = p; m->ce_buf = NULL; }
+    }
+}
+
+static void carve_gpt2_acts(const smj_model_config *c, int B, int T, const smj_train_options *o, carver *cv,
+                            smj_model *m) {
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
+    int ckpt = o && o->gradient_checkpointing;
     float *res = take(cv, (c->n_layers + 1) * N * C), *tmp = take(cv, N * C);
     int32_t *idx3 = (int32_t *)take(cv, N);
     if (m) m->res = res;
     for (int l = 0; l < c->n_layers; l++) {
+        if (ckpt && l > 0) { /* one block's activations, shared by every layer */
+            if (m) m->blk[l] = m->blk[0];
+            continue;
+        }
         smj_block_acts a = {0};
         a.ln1 = take(cv, N * C); a.ln1_mean = take(cv, N); a.ln1_rstd = take(cv, N);
         a.qkv = take(cv, 3 * N * C);
@@ -491,22 +530,29 @@ static void carve_gpt2_acts(const smj_model_config *c, int B, int T, carver *cv,
         a.idx3 = idx3;
         if (m) m->blk[l] = a;
     }
-    float *lnf = take(cv, N * C), *lnf_mean = take(cv, N), *lnf_rstd = take(cv, N), *logits = take(cv, N * V);
+    float *lnf = take(cv, N * C), *lnf_mean = take(cv, N), *lnf_rstd = take(cv, N);
+    take_logits(c, N, o, cv, m);
     float *losses = take(cv, N), *xlse = take(cv, N);
     float *ids = take(cv, N), *tgts = take(cv, N), *pos = take(cv, N);
     if (m) {
-        m->lnf = lnf; m->lnf_mean = lnf_mean; m->lnf_rstd = lnf_rstd; m->logits = logits; m->losses = losses;
+        m->lnf = lnf; m->lnf_mean = lnf_mean; m->lnf_rstd = lnf_rstd; m->losses = losses;
         m->xlse = xlse; m->ids = (int32_t *)ids; m->tgts = (int32_t *)tgts; m->pos = (int32_t *)pos;
     }
 }
 
-static void carve_acts(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
-    if (c->arch == SMJ_ARCH_GPT2) { carve_gpt2_acts(c, B, T, cv, m); return; }
-    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, V = c->vocab_size;
+static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_options *o, carver *cv,
+                       smj_model *m) {
+    if (c->arch == SMJ_ARCH_GPT2) { carve_gpt2_acts(c, B, T, o, cv, m); return; }
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int ckpt = o && o->gradient_checkpointing;
     float *res = take(cv, (c->n_layers + 1) * N * C), *tmp = take(cv, N * C);
     if (m) m->res = res;
     for (int l = 0; l < c->n_layers; l++) {
+        if (ckpt && l > 0) { /* one block's activations, shared by every layer */
+            if (m) m->blk[l] = m->blk[0];
+            continue;
+        }
         smj_block_acts a = {0};
         a.ln1 = take(cv, N * C); a.ln1_rstd = take(cv, N);
         if (c->qk_norm) {
@@ -521,11 +567,12 @@ static void carve_acts(const smj_model_config *c, int B, int T, carver *cv, smj_
         a.tmp = tmp;
         if (m) m->blk[l] = a;
     }
-    float *lnf = take(cv, N * C), *lnf_rstd = take(cv, N), *logits = take(cv, N * V);
+    float *lnf = take(cv, N * C), *lnf_rstd = take(cv, N);
+    take_logits(c, N, o, cv, m);
     float *losses = take(cv, N), *xlse = take(cv, N);
     float *ids = take(cv, N), *tgts = take(cv, N);
     if (m) {
-        m->lnf = lnf; m->lnf_rstd = lnf_rstd; m->logits = logits; m->losses = losses; m->xlse = xlse;
+        m->lnf = lnf; m->lnf_rstd = lnf_rstd; m->losses = losses; m->xlse = xlse;
         m->ids = (int32_t *)ids; m->tgts = (int32_t *)tgts;
     }
 }
@@ -546,9 +593,9 @@ static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_m
     }
 }
 
-int64_t smj_act_floats(const smj_model_config *c, int B, int T) {
+int64_t smj_act_floats(const smj_model_config *c, int B, int T, const smj_train_options *o) {
     carver cv = {0};
-    carve_acts(c, B, T, &cv, NULL);
+    carve_acts(c, B, T, o, &cv, NULL);
     return cv.off;
 }
 int64_t smj_bwd_floats(const smj_model_config *c, int B, int T) {
@@ -557,28 +604,74 @@ int64_t smj_bwd_floats(const smj_model_config *c, int B, int T) {
     return cv.off;
 }
 
+/* What smj_model_alloc_typed allocates besides the parameters: the RoPE
+ * cos/sin tables and, for models with biases, the ones vector. */
+int64_t smj_fixed_floats(const smj_model_config *c) {
+    int bias = c->attn_bias || c->attn_out_bias || c->arch == SMJ_ARCH_GPT2;
+    return 2 * (int64_t)c->max_seq_len * (c->head_dim / 2) + (bias ? c->max_seq_len : 0);
+}
+
+/* Frees the activation and backward buffers (made again by the next forward). */
+static void drop_acts(smj_model *m) {
+    m->be->free(m->act_mem);
+    m->be->free(m->bwd_mem);
+    m->be->free(m->full_logits);
+    m->act_mem = m->bwd_mem = m->full_logits = NULL;
+    m->full_cap = 0;
+    m->act_B = m->act_T = 0;
+    m->logits = m->ce_buf = NULL;
+    m->last_B = m->last_T = 0;
+    m->have_targets = 0;
+}
+
 static smj_status ensure_acts(smj_model *m, int B, int T) {
     if (m->act_mem && B * (int64_t)T <= (int64_t)m->act_B * m->act_T && B <= m->act_B) {
         carver cv = {m->act_mem, 0};
-        carve_acts(&m->cfg, B, T, &cv, m);
+        carve_acts(&m->cfg, B, T, &m->topt, &cv, m);
         return SMJ_OK;
     }
-    m->be->free(m->act_mem);
-    m->be->free(m->bwd_mem);
-    m->bwd_mem = NULL;
+    drop_acts(m);
     free(m->blk);
     m->blk = calloc((size_t)m->cfg.n_layers, sizeof *m->blk);
-    int64_t n = smj_act_floats(&m->cfg, B, T);
+    int64_t n = smj_act_floats(&m->cfg, B, T, &m->topt);
     m->act_mem = m->be->alloc(sizeof(float) * (size_t)n);
     if (!m->act_mem || !m->blk) {
         m->act_B = m->act_T = 0;
-        SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for activations of batch %d x %d (%.1f MB)", B, T,
-                 n * 4.0 / 1e6);
+        SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM,
+                 "out of memory for activations of batch %d x %d (%.1f MB); lower the batch or sequence length, "
+                 "accumulate gradients over smaller batches, or turn on gradient checkpointing and fused "
+                 "cross-entropy", B, T, n * 4.0 / 1e6);
     }
     m->act_B = B;
     m->act_T = T;
     carver cv = {m->act_mem, 0};
-    carve_acts(&m->cfg, B, T, &cv, m);
+    carve_acts(&m->cfg, B, T, &m->topt, &cv, m);
+    return SMJ_OK;
+}
+
+smj_status smj_model_set_train_options(smj_model *m, const smj_train_options *o) {
+    smj_train_options z = {0};
+    if (!o) o = &z;
+    SMJ_CHECK(m->ctx, o->fused_ce == 0 || o->fused_ce == 1, SMJ_ERR_INVALID, "fused_ce must be 0 or 1, not %d",
+              o->fused_ce);
+    SMJ_CHECK(m->ctx, o->gradient_checkpointing == 0 || o->gradient_checkpointing == 1, SMJ_ERR_INVALID,
+              "gradient_checkpointing must be 0 or 1, not %d", o->gradient_checkpointing);
+    SMJ_CHECK(m->ctx, o->ce_chunk_rows >= 0, SMJ_ERR_INVALID, "ce_chunk_rows must be >= 0 (0 = automatic), not %d",
+              o->ce_chunk_rows);
+    if (memcmp(o, &m->topt, sizeof *o) == 0) return SMJ_OK;
+    drop_acts(m); /* the layout depends on the options */
+    m->topt = *o;
+    return SMJ_OK;
+}
+
+void smj_model_get_train_options(const smj_model *m, smj_train_options *o) { *o = m->topt; }
+
+static smj_status ensure_full_logits(smj_model *m, int64_t n) {
+    if (m->full_logits && n <= m->full_cap) return SMJ_OK;
+    m->be->free(m->full_logits);
+    m->full_logits = m->be->alloc(sizeof(float) * (size_t)n);
+    m->full_cap = m->full_logits ? n : 0;
+    if (!m->full_logits) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for logits (%.1f MB)", n * 4.0 / 1e6);
     return SMJ_OK;
 }
 
@@ -698,14 +791,30 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, m->res + c->n_layers * N * C,
                     smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
     }
-    smj_model_linear(m, R_LM_HEAD, -1, m->logits, m->lnf, N, V, C);
+    m->have_targets = 0;
+    if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
+    if (m->topt.fused_ce && targets) {
+        /* LM head + cross-entropy chunk by chunk: only lse and the losses stay */
+        int64_t R = smj_ce_chunk_rows(c, &m->topt, N);
+        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+            n = ce_chunk(N, R, r0);
+            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, V, C);
+            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V);
+        }
+        m->logits = NULL;
+    } else {
+        if (m->topt.fused_ce) { /* no targets: the caller wants the logits themselves */
+            SMJ_TRY(ensure_full_logits(m, N * V));
+            m->logits = m->full_logits;
+        }
+        smj_model_linear(m, R_LM_HEAD, -1, m->logits, m->lnf, N, V, C);
+        if (targets) be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V);
+    }
     m->last_B = B;
     m->last_T = T;
     m->have_targets = targets != NULL;
     m->n_valid = n_valid;
     if (!targets) return SMJ_OK;
-    be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
-    be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V);
     float *host = malloc(sizeof(float) * (size_t)N);
     if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
     be->download(host, m->losses, sizeof(float) * (size_t)N);
@@ -720,11 +829,23 @@ const float *smj_model_logits(const smj_model *m) { return m->logits; }
 
 smj_status smj_model_get_logits(smj_model *m, float *dst) {
     SMJ_CHECK(m->ctx, m->act_mem && m->last_B > 0, SMJ_ERR_INVALID, "no forward has run yet");
+    SMJ_CHECK(m->ctx, m->logits, SMJ_ERR_INVALID,
+              "the last forward ran with fused cross-entropy (fused_ce): its logits were never materialized "
+              "(run a forward without targets, or turn fused_ce off, to get them)");
     m->be->download(dst, m->logits, sizeof(float) * (size_t)m->last_B * m->last_T * m->cfg.vocab_size);
     return SMJ_OK;
 }
 
 /* ------------------------------------------------------- backward */
+
+void smj_model_recompute_block(smj_model *m, int l, int B, int T) {
+    const smj_model_config *c = &m->cfg;
+    int64_t N = (int64_t)B * T, C = c->dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    smj_block_acts *a = &m->blk[l];
+    /* The output (= res[l+1] again) goes to a->tmp, which the block's last
+     * add may overwrite in place; res[l+1] stays as the forward left it. */
+    smj_block_forward(m, l, a, m->res + l * N * C, a->tmp, B, T, 0, a->k, a->v, T, (int64_t)T * KD);
+}
 
 static void block_backward(smj_model *m, int l, int B, int T) {
     const smj_backend *be = m->be;
@@ -799,10 +920,24 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     int C = c->dim, V = c->vocab_size;
     int64_t N = (int64_t)B * T;
     float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
-    float *dlogits = m->logits; /* in place: logits are not needed after this */
-    be->xent_bwd(ex, dlogits, m->logits, m->xlse, m->tgts, dloss, N, V);
-    be->matmul(ex, smj_model_ptr(m, m->grads, R_LM_HEAD, -1), dlogits, m->lnf, V, C, N, 1, 0, 1);
-    be->matmul(ex, m->dln, dlogits, smj_model_ptr(m, m->params, R_LM_HEAD, -1), N, C, V, 0, 0, 0);
+    float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
+    if (m->topt.fused_ce) {
+        /* per chunk: the forward's logits again (same op, same bits), dlogits
+         * in place, dW_head += dlogits^T lnf, dln rows = dlogits W */
+        int64_t R = smj_ce_chunk_rows(c, &m->topt, N);
+        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+            n = ce_chunk(N, R, r0);
+            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, V, C);
+            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V);
+            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, V, C, n, 1, 0, 1);
+            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, V, 0, 0, 0);
+        }
+    } else {
+        float *dlogits = m->logits; /* in place: logits are not needed after this */
+        be->xent_bwd(ex, dlogits, m->logits, m->xlse, m->tgts, dloss, N, V);
+        be->matmul(ex, dW, dlogits, m->lnf, V, C, N, 1, 0, 1);
+        be->matmul(ex, m->dln, dlogits, W, N, C, V, 0, 0, 0);
+    }
     if (c->arch == SMJ_ARCH_GPT2) {
         smj_gpt2_backward(m, B, T);
         m->have_targets = 0;
@@ -811,7 +946,10 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     be->rmsnorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1), m->dln,
                     m->res + c->n_layers * N * C, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_rstd,
                     N, C);
-    for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        if (m->topt.gradient_checkpointing) smj_model_recompute_block(m, l, B, T);
+        block_backward(m, l, B, T);
+    }
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     m->have_targets = 0; /* logits were consumed */
     return SMJ_OK;

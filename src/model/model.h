@@ -124,6 +124,19 @@ struct smj_model {
     int last_B, last_T, have_targets;
     int64_t n_valid; /* targets >= 0 in the last forward */
 
+    /* Training-memory options (smj_model_set_train_options). With fused_ce
+     * the activation walk carves ce_buf [ce_rows + 1 (at most N), V] instead
+     * of logits [N, V]: a forward with targets computes logits chunk by
+     * chunk there (m->logits is then NULL), and a forward without targets
+     * writes all logits into full_logits (allocated on demand, full_cap
+     * floats). With gradient_checkpointing every blk[l] points at the same
+     * single block's activations; the backward recomputes block l from
+     * res[l] before its backward (smj_model_recompute_block). */
+    smj_train_options topt;
+    float *ce_buf;
+    float *full_logits;
+    int64_t full_cap;
+
     /* The typed tensors' GGML blocks (backend memory; specs[i].offset bytes
      * in), NULL when every tensor is f32 (every model but a GGUF one). */
     uint8_t *qmem;
@@ -189,8 +202,20 @@ void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, con
 /* Backward of the blocks, ln_f and embeddings; m->dln holds dL/d(ln_f out) [N,C]. */
 void smj_gpt2_backward(smj_model *m, int B, int T);
 
-/* Floats of the activation and backward-scratch buffers for (B, T). */
-int64_t smj_act_floats(const smj_model_config *c, int B, int T);
+/* Floats of the activation and backward-scratch buffers for (B, T) under
+ * the training options o (NULL = all off), and of the model's fixed
+ * buffers besides parameters (RoPE tables, the bias ones vector). With
+ * parameters, gradients and the two AdamW moments these are every byte a
+ * model and its trainer allocate through the backend. */
+int64_t smj_act_floats(const smj_model_config *c, int B, int T, const smj_train_options *o);
 int64_t smj_bwd_floats(const smj_model_config *c, int B, int T);
+int64_t smj_fixed_floats(const smj_model_config *c);
+/* fused_ce: rows per chunk for N rows (at most N; chunks are this many rows,
+ * a last chunk of 1 row is merged into the one before, so the buffer holds
+ * min(N, rows + 1) rows). */
+int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N);
+/* gradient checkpointing: block l's forward again, from its saved input
+ * res[l], into the shared block activations (the output goes to a->tmp). */
+void smj_model_recompute_block(smj_model *m, int l, int B, int T);
 
 #endif

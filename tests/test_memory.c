@@ -1,0 +1,508 @@
+/* test_memory.c — the training-memory options (smj_train_options) and the
+ * training-memory estimate, through the public API:
+ *  - fused cross-entropy (LM head + loss in chunks of rows, no [B*T, V]
+ *    logits) gives the loss and every gradient of the plain path: on the
+ *    cpu backend the loss and every gradient but the LM head's (the tied
+ *    embedding's) are bitwise equal, the head's (summed chunk by chunk)
+ *    within 1e-6 relative; on ref all within 1e-6; for chunk sizes from 1
+ *    row to automatic, Llama (GQA, QK-norm, untied; tied with biases) and
+ *    GPT-2, with gradients accumulated over two backwards;
+ *  - gradient checkpointing (one block's activations, each block's forward
+ *    recomputed before its backward) gives bitwise the same loss and
+ *    gradients on both backends; so do both options together apart from the
+ *    head as above;
+ *  - a few trainer steps with --grad-accum 2 give the same losses with the
+ *    options as without (bitwise with checkpointing alone);
+ *  - misuse: logits after a fused forward with targets are refused (NULL,
+ *    SMJ_ERR_INVALID, destination untouched), a forward without targets
+ *    still gives exact logits, bad option values are refused, changing the
+ *    options between forward and backward makes the backward fail cleanly;
+ *  - smj_config_train_memory_ex against the bytes the model and trainer
+ *    really allocate through the backend's alloc hook (a counting wrapper),
+ *    for several configs x {plain, fused-ce, checkpointing, both}: within
+ *    2% (it is exact: the same walks size and carve the buffers), and each
+ *    option lowers both where it should.
+ * In a CUDA build with a GPU the equalities and the training run also on
+ * the cuda backend (checkpointing bitwise, fused-ce within 1e-5).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../src/core/core.h"
+#include "../src/ops/ops.h"
+#include "util/check.h"
+
+static const smj_train_options OPT_PLAIN = {0, 0, 0};
+/* Tolerance of what is not bitwise: 1e-6 relative on the host backends;
+ * 1e-5 on CUDA, where cuBLAS may pick another algorithm for a chunk's row
+ * count than for all rows. */
+static double g_tol = 1e-6;
+
+static smj_model_config llama_gqa(void) {
+    smj_model_config c = {.vocab_size = 50, .dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                          .head_dim = 8, .ffn_hidden = 40, .max_seq_len = 64, .rope_theta = 10000.0f,
+                          .norm_eps = 1e-5f, .tied_embeddings = 0, .qk_norm = 1};
+    return c;
+}
+static smj_model_config llama_tied_bias(void) {
+    smj_model_config c = llama_gqa();
+    c.tied_embeddings = 1;
+    c.qk_norm = 0;
+    c.attn_bias = c.attn_out_bias = 1;
+    c.n_layers = 3;
+    return c;
+}
+static smj_model_config gpt2_cfg(void) {
+    smj_model_config c = {.vocab_size = 50, .dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4,
+                          .head_dim = 6, .ffn_hidden = 40, .max_seq_len = 64, .rope_theta = 10000.0f,
+                          .norm_eps = 1e-5f, .tied_embeddings = 1, .arch = SMJ_ARCH_GPT2};
+    return c;
+}
+
+static smj_ctx *make_ctx(smj_backend_kind kind) {
+    smj_ctx_options o = {.threads = 2, .backend = kind};
+    return smj_ctx_create(&o);
+}
+
+/* A model with weights scaled up (a loss surface with some curvature, so the
+ * gradients are not all tiny) and non-trivial norms/biases. */
+static smj_model *make_model(smj_ctx *ctx, const smj_model_config *c) {
+    smj_model *m = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, c, 7, &m));
+    if (!m) return NULL;
+    for (int i = 0; i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        float *h = malloc(sizeof(float) * (size_t)v.numel);
+        smj_model_tensor_get(m, i, 0, h);
+        for (int64_t j = 0; j < v.numel; j++)
+            h[j] = v.ndim >= 2 ? h[j] * 6.0f : h[j] + 0.1f * (float)sin((double)j + i);
+        smj_model_tensor_set(m, i, h);
+        free(h);
+    }
+    return m;
+}
+
+typedef struct {
+    float loss[2];
+    int n;           /* tensors */
+    int64_t *numel;
+    char (*name)[96];
+    float **grad;    /* [n][numel] */
+} fb_result;
+
+static void fb_free(fb_result *r) {
+    for (int i = 0; i < r->n; i++) free(r->grad[i]);
+    free(r->grad);
+    free(r->numel);
+    free(r->name);
+}
+
+/* Two forward+backward passes (second with loss_scale 0.5, accumulating) on
+ * fixed batches under options o; the losses and every gradient. */
+static void forward_backward(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o, int B,
+                             int T, fb_result *r) {
+    memset(r, 0, sizeof *r);
+    smj_ctx *ctx = make_ctx(kind);
+    smj_model *m = make_model(ctx, c);
+    CHECK_OK(ctx, smj_model_set_train_options(m, o));
+    int64_t N = (int64_t)B * T;
+    int32_t *x = malloc(sizeof(int32_t) * 2 * (size_t)N), *y = malloc(sizeof(int32_t) * 2 * (size_t)N);
+    for (int64_t i = 0; i < 2 * N; i++) {
+        x[i] = (int32_t)((i * 13 + 5) % c->vocab_size);
+        y[i] = (int32_t)((i * 29 + 3) % c->vocab_size);
+    }
+    y[4] = -1;
+    y[N + 1] = -1;
+    CHECK_OK(ctx, smj_model_zero_grad(m));
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(ctx, smj_model_forward(m, x + k * N, y + k * N, B, T, &r->loss[k]));
+        CHECK_OK(ctx, smj_model_backward(m, k ? 0.5f : 1.0f));
+    }
+    r->n = smj_model_num_tensors(m);
+    r->numel = calloc((size_t)r->n, sizeof *r->numel);
+    r->name = calloc((size_t)r->n, sizeof *r->name);
+    r->grad = calloc((size_t)r->n, sizeof *r->grad);
+    for (int i = 0; i < r->n; i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        r->numel[i] = v.numel;
+        snprintf(r->name[i], sizeof r->name[i], "%s", v.name);
+        r->grad[i] = malloc(sizeof(float) * (size_t)v.numel);
+        CHECK_OK(ctx, smj_model_tensor_get(m, i, 1, r->grad[i]));
+    }
+    free(x);
+    free(y);
+    smj_model_free(m);
+    smj_ctx_free(ctx);
+}
+
+static int is_head(const char *name) {
+    return strstr(name, "lm_head") || strstr(name, "embed_tokens") || strstr(name, "wte");
+}
+
+/* Compares r against the plain run p. bitwise_body: every gradient but the
+ * head's (and the tied embedding's) must be bitwise equal, and the loss;
+ * bitwise_head: the head's too. Else within 1e-6 relative. */
+static void compare(const fb_result *p, const fb_result *r, int bitwise_body, int bitwise_head, const char *tag) {
+    for (int k = 0; k < 2; k++) {
+        if (bitwise_body)
+            CHECK(memcmp(&p->loss[k], &r->loss[k], sizeof(float)) == 0, "%s: loss %d %.9g != %.9g", tag, k,
+                  (double)r->loss[k], (double)p->loss[k]);
+        else
+            CHECK(fabs((double)p->loss[k] - r->loss[k]) <= g_tol * fabs((double)p->loss[k]), "%s: loss %d %.9g vs %.9g",
+                  tag, k, (double)r->loss[k], (double)p->loss[k]);
+    }
+    CHECK(p->n == r->n, "%s: tensor count", tag);
+    double worst = 0;
+    for (int i = 0; i < p->n && i < r->n; i++) {
+        int head = is_head(p->name[i]);
+        int bitwise = head ? bitwise_head : bitwise_body;
+        size_t bytes = sizeof(float) * (size_t)p->numel[i];
+        if (bitwise) {
+            CHECK(memcmp(p->grad[i], r->grad[i], bytes) == 0, "%s: gradient of %s not bitwise equal (rel %.3g)", tag,
+                  p->name[i], rel_l2(r->grad[i], p->grad[i], p->numel[i]));
+        } else {
+            double e = rel_l2(r->grad[i], p->grad[i], p->numel[i]);
+            if (e > worst) worst = e;
+            CHECK(e <= g_tol, "%s: gradient of %s rel %.3g", tag, p->name[i], e);
+        }
+        double s = 0;
+        for (int64_t j = 0; j < p->numel[i]; j++) s += fabs(p->grad[i][j]);
+        CHECK(s > 0, "%s: gradient of %s is zero (the comparison would be empty)", tag, p->name[i]);
+    }
+    printf("  %-40s loss %.7f  worst non-bitwise grad rel %.2g\n", tag, (double)r->loss[0], worst);
+}
+
+static void equality(smj_backend_kind kind, const char *bname, const char *cname, const smj_model_config *c, int B,
+                     int T) {
+    fb_result plain, r;
+    forward_backward(kind, c, &OPT_PLAIN, B, T, &plain);
+    int cpu = kind == SMJ_BACKEND_CPU;
+    char tag[128];
+    /* chunks: 1 row (the minimum), 5 (several, uneven tail), B*T-1 (a 1-row
+     * tail merged into the chunk before), automatic (one chunk here) */
+    int chunks[] = {1, 5, B * T - 1, 0};
+    for (int i = 0; i < 4; i++) {
+        smj_train_options o = {.fused_ce = 1, .ce_chunk_rows = chunks[i]};
+        forward_backward(kind, c, &o, B, T, &r);
+        snprintf(tag, sizeof tag, "%s %s fused-ce chunk %d", bname, cname, chunks[i]);
+        /* 1-row chunks take the GEMM's one-row path: equal to ~1e-7, not bitwise */
+        compare(&plain, &r, cpu && chunks[i] != 1, 0, tag);
+        fb_free(&r);
+    }
+    smj_train_options gc = {.gradient_checkpointing = 1};
+    forward_backward(kind, c, &gc, B, T, &r);
+    snprintf(tag, sizeof tag, "%s %s checkpointing", bname, cname);
+    compare(&plain, &r, 1, 1, tag);
+    fb_free(&r);
+    smj_train_options both = {.fused_ce = 1, .gradient_checkpointing = 1, .ce_chunk_rows = 7};
+    forward_backward(kind, c, &both, B, T, &r);
+    snprintf(tag, sizeof tag, "%s %s both (chunk 7)", bname, cname);
+    compare(&plain, &r, cpu, 0, tag);
+    fb_free(&r);
+    fb_free(&plain);
+}
+
+/* ------------------------------------------------------------ training */
+
+static smj_dataset *make_dataset(smj_ctx *ctx, const char *name, int64_t n, int V) {
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    uint64_t s = 5;
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)((i * 7 + (int64_t)(smj_splitmix64(&s) % 5)) % V);
+    char p[700];
+    snprintf(p, sizeof p, "%s/%s", test_tmpdir(), name);
+    CHECK_OK(ctx, smj_dataset_write(ctx, p, ids, n, V));
+    free(ids);
+    smj_dataset *ds = NULL;
+    CHECK_OK(ctx, smj_dataset_open(ctx, p, &ds));
+    return ds;
+}
+
+static void train_losses(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o, float *loss,
+                         int steps) {
+    smj_ctx *ctx = make_ctx(kind);
+    smj_dataset *ds = make_dataset(ctx, "train.bin", 3000, c->vocab_size);
+    smj_optim_options oo;
+    smj_optim_defaults(&oo);
+    oo.lr = 3e-3f;
+    oo.total_steps = steps;
+    oo.warmup_steps = 1;
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, c, 3, &m));
+    CHECK_OK(ctx, smj_model_set_train_options(m, o));
+    CHECK_OK(ctx, smj_trainer_create(m, &oo, &t));
+    for (int s = 0; s < steps; s++) {
+        smj_step_stats st;
+        CHECK_OK(ctx, smj_trainer_step(t, ds, 3, 16, 2, &st));
+        loss[s] = st.loss;
+    }
+    float ev = 0;
+    CHECK_OK(ctx, smj_trainer_eval(t, ds, 2, 16, 2, &ev));
+    loss[steps] = ev;
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_dataset_free(ds);
+    smj_ctx_free(ctx);
+}
+
+static void training(smj_backend_kind kind, const char *bname, const smj_model_config *c, const char *cname) {
+    enum { STEPS = 4 };
+    float plain[STEPS + 1], gc[STEPS + 1], both[STEPS + 1];
+    smj_train_options o_gc = {.gradient_checkpointing = 1}, o_both = {1, 1, 11};
+    train_losses(kind, c, &OPT_PLAIN, plain, STEPS);
+    train_losses(kind, c, &o_gc, gc, STEPS);
+    train_losses(kind, c, &o_both, both, STEPS);
+    CHECK(memcmp(plain, gc, sizeof plain) == 0, "%s %s: checkpointed training losses differ (%.9g vs %.9g)", bname,
+          cname, (double)gc[STEPS - 1], (double)plain[STEPS - 1]);
+    for (int s = 0; s <= STEPS; s++)
+        CHECK(fabs((double)both[s] - plain[s]) <= 2 * g_tol * fabs((double)plain[s]),
+              "%s %s: step %d loss %.9g with both options vs %.9g", bname, cname, s, (double)both[s], (double)plain[s]);
+    CHECK(plain[STEPS - 1] < plain[0], "%s %s: the loss falls (%.4f -> %.4f)", bname, cname, (double)plain[0],
+          (double)plain[STEPS - 1]);
+    printf("  %s %s training: losses %.6f .. %.6f, eval %.6f (plain) / %.6f (both)\n", bname, cname,
+           (double)plain[0], (double)plain[STEPS - 1], (double)plain[STEPS], (double)both[STEPS]);
+}
+
+/* ------------------------------------------------------------ misuse */
+
+static void misuse(smj_backend_kind kind, const char *bname) {
+    smj_ctx *ctx = make_ctx(kind);
+    smj_model_config c = llama_gqa();
+    smj_model *m = make_model(ctx, &c), *p = make_model(ctx, &c);
+    int B = 2, T = 7, N = B * T, V = c.vocab_size;
+    int32_t x[14], y[14];
+    for (int i = 0; i < N; i++) { x[i] = (i * 11 + 1) % V; y[i] = (i * 3 + 2) % V; }
+    float *dst = malloc(sizeof(float) * (size_t)N * V), *ref = malloc(sizeof(float) * (size_t)N * V);
+    smj_status s = smj_model_get_logits(m, dst);
+    CHECK(s == SMJ_ERR_INVALID, "%s: logits before any forward -> %s", bname, smj_status_str(s));
+
+    smj_train_options o = {.fused_ce = 1, .ce_chunk_rows = 4}, got;
+    CHECK_OK(ctx, smj_model_set_train_options(m, &o));
+    float loss = 0, lp = 0;
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &loss));
+    CHECK(smj_model_logits(m) == NULL, "%s: smj_model_logits after a fused forward is NULL", bname);
+    for (int i = 0; i < N * V; i++) dst[i] = 12345.0f;
+    s = smj_model_get_logits(m, dst);
+    CHECK(s == SMJ_ERR_INVALID && strstr(smj_ctx_error(ctx), "fused"),
+          "%s: get_logits after a fused forward -> %s (%s)", bname, smj_status_str(s), smj_ctx_error(ctx));
+    int untouched = 1;
+    for (int i = 0; i < N * V; i++) untouched &= dst[i] == 12345.0f;
+    CHECK(untouched, "%s: the refused get_logits left dst alone", bname);
+    CHECK_OK(ctx, smj_model_forward(p, x, y, B, T, &lp));
+    CHECK(loss == lp, "%s: fused loss %.9g vs %.9g", bname, (double)loss, (double)lp);
+
+    /* a forward without targets still gives the logits, exactly */
+    CHECK_OK(ctx, smj_model_forward(m, x, NULL, B, T, NULL));
+    CHECK(smj_model_logits(m) != NULL, "%s: logits after a forward without targets", bname);
+    CHECK_OK(ctx, smj_model_get_logits(m, dst));
+    CHECK_OK(ctx, smj_model_forward(p, x, NULL, B, T, NULL));
+    CHECK_OK(ctx, smj_model_get_logits(p, ref));
+    CHECK(memcmp(dst, ref, sizeof(float) * (size_t)N * V) == 0, "%s: fused-mode logits without targets differ", bname);
+    s = smj_model_backward(m, 1.0f);
+    CHECK(s == SMJ_ERR_INVALID, "%s: backward after a forward without targets -> %s", bname, smj_status_str(s));
+    /* and the fused path again after it (the full buffer does not confuse it) */
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &loss));
+    CHECK(loss == lp && smj_model_logits(m) == NULL, "%s: fused forward after a logits forward", bname);
+    CHECK_OK(ctx, smj_model_zero_grad(m));
+    CHECK_OK(ctx, smj_model_backward(m, 1.0f));
+    s = smj_model_backward(m, 1.0f);
+    CHECK(s == SMJ_ERR_INVALID, "%s: a second backward -> %s", bname, smj_status_str(s));
+
+    /* bad option values are refused and change nothing */
+    smj_train_options bad[3] = {{.fused_ce = 2}, {.gradient_checkpointing = -1}, {.fused_ce = 1, .ce_chunk_rows = -3}};
+    for (int i = 0; i < 3; i++) {
+        s = smj_model_set_train_options(m, &bad[i]);
+        CHECK(s == SMJ_ERR_INVALID && *smj_ctx_error(ctx), "%s: bad options %d -> %s", bname, i, smj_status_str(s));
+        smj_model_get_train_options(m, &got);
+        CHECK(memcmp(&got, &o, sizeof o) == 0, "%s: bad options %d changed the model's", bname, i);
+    }
+    /* options changed between forward and backward: the backward refuses */
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &loss));
+    smj_train_options gc = {.gradient_checkpointing = 1};
+    CHECK_OK(ctx, smj_model_set_train_options(m, &gc));
+    s = smj_model_backward(m, 1.0f);
+    CHECK(s == SMJ_ERR_INVALID, "%s: backward after the options changed -> %s", bname, smj_status_str(s));
+    s = smj_model_get_logits(m, dst);
+    CHECK(s == SMJ_ERR_INVALID, "%s: logits after the options changed -> %s", bname, smj_status_str(s));
+    CHECK_OK(ctx, smj_model_set_train_options(m, NULL));
+    smj_model_get_train_options(m, &got);
+    CHECK(!got.fused_ce && !got.gradient_checkpointing && !got.ce_chunk_rows, "%s: NULL options = all off", bname);
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &loss));
+    CHECK(smj_model_logits(m) != NULL && loss == lp, "%s: plain again after the options were cleared", bname);
+
+    /* sessions are untouched by the options */
+    CHECK_OK(ctx, smj_model_set_train_options(m, &(smj_train_options){1, 1, 3}));
+    smj_session *se = NULL;
+    const float *sl = NULL;
+    CHECK_OK(ctx, smj_session_create(m, 16, &se));
+    CHECK_OK(ctx, smj_session_feed(se, x, T, &sl));
+    CHECK(sl && fabs((double)sl[0] - ref[(T - 1) * V]) <= 1e-4 * (1 + fabs((double)ref[(T - 1) * V])),
+          "%s: session logits under the options", bname);
+    smj_session_free(se);
+    free(dst);
+    free(ref);
+    smj_model_free(m);
+    smj_model_free(p);
+    smj_ctx_free(ctx);
+}
+
+/* ------------------------------------------------------ memory estimate */
+
+/* A backend that is the cpu one with counting alloc/free: every byte the
+ * model and trainer take from the backend goes through here. */
+static int64_t g_live, g_peak, g_calls;
+static void *count_alloc(size_t n) {
+    uint8_t *p = smj_alloc(n + 64);
+    if (!p) return NULL;
+    memcpy(p, &n, sizeof n);
+    g_live += (int64_t)n;
+    g_calls++;
+    if (g_live > g_peak) g_peak = g_live;
+    return p + 64;
+}
+static void count_free(void *q) {
+    if (!q) return;
+    uint8_t *p = (uint8_t *)q - 64;
+    size_t n;
+    memcpy(&n, p, sizeof n);
+    g_live -= (int64_t)n;
+    smj_afree(p);
+}
+static smj_backend g_counting;
+
+/* Peak bytes allocated through the backend by model create + trainer create +
+ * two training steps (B, T) under o. */
+static int64_t measure(const smj_model_config *c, const smj_train_options *o, int B, int T, smj_dataset *ds) {
+    smj_ctx *ctx = make_ctx(SMJ_BACKEND_CPU);
+    g_counting = *ctx->backend;
+    g_counting.alloc = count_alloc;
+    g_counting.free = count_free;
+    ctx->backend = &g_counting;
+    g_live = g_peak = g_calls = 0;
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    smj_optim_options oo;
+    smj_optim_defaults(&oo);
+    oo.total_steps = 2;
+    CHECK_OK(ctx, smj_model_create(ctx, c, 1, &m));
+    CHECK_OK(ctx, smj_model_set_train_options(m, o));
+    CHECK_OK(ctx, smj_trainer_create(m, &oo, &t));
+    for (int s = 0; s < 2; s++) {
+        smj_step_stats st;
+        CHECK_OK(ctx, smj_trainer_step(t, ds, B, T, 1, &st));
+        CHECK(isfinite(st.loss), "finite loss");
+    }
+    int64_t peak = g_peak;
+    smj_trainer_free(t);
+    smj_model_free(m);
+    CHECK(g_live == 0, "every backend allocation was freed (%lld bytes left)", (long long)g_live);
+    smj_ctx_free(ctx);
+    return peak;
+}
+
+static void memory_estimates(void) {
+    struct { const char *name; smj_model_config c; int B, T; } cases[] = {
+        {"llama L4 GQA", {.vocab_size = 512, .dim = 64, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
+                          .ffn_hidden = 192, .max_seq_len = 64, .rope_theta = 1e4f, .norm_eps = 1e-5f,
+                          .tied_embeddings = 1}, 4, 32},
+        {"llama V4096 C32 untied", {.vocab_size = 4096, .dim = 32, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1,
+                                    .head_dim = 16, .ffn_hidden = 96, .max_seq_len = 64, .rope_theta = 1e4f,
+                                    .norm_eps = 1e-5f, .tied_embeddings = 0}, 2, 64},
+        {"llama qk-norm biases", {.vocab_size = 300, .dim = 48, .n_layers = 3, .n_heads = 6, .n_kv_heads = 3,
+                                  .head_dim = 8, .ffn_hidden = 128, .max_seq_len = 48, .rope_theta = 1e4f,
+                                  .norm_eps = 1e-5f, .tied_embeddings = 0, .qk_norm = 1, .attn_bias = 1,
+                                  .attn_out_bias = 1}, 3, 40},
+        {"gpt2 L3", {.vocab_size = 1000, .dim = 48, .n_layers = 3, .n_heads = 4, .n_kv_heads = 4, .head_dim = 12,
+                     .ffn_hidden = 192, .max_seq_len = 64, .rope_theta = 1e4f, .norm_eps = 1e-5f,
+                     .tied_embeddings = 1, .arch = SMJ_ARCH_GPT2}, 2, 64},
+    };
+    smj_train_options opts[4] = {{0, 0, 0}, {1, 0, 16}, {0, 1, 0}, {1, 1, 16}};
+    const char *oname[4] = {"plain", "fused-ce", "checkpointing", "both"};
+    smj_ctx *ctx = make_ctx(SMJ_BACKEND_CPU);
+    smj_dataset *ds = make_dataset(ctx, "mem.bin", 4000, 300);
+    printf("  %-24s %-14s %12s %12s %8s\n", "config", "options", "estimate", "allocated", "error");
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int64_t est[4], got[4];
+        for (int i = 0; i < 4; i++) {
+            est[i] = smj_config_train_memory_ex(&cases[k].c, cases[k].B, cases[k].T, &opts[i], NULL);
+            got[i] = measure(&cases[k].c, &opts[i], cases[k].B, cases[k].T, ds);
+            double err = (double)(est[i] - got[i]) / (double)got[i];
+            printf("  %-24s %-14s %12lld %12lld %+7.3f%%\n", cases[k].name, oname[i], (long long)est[i],
+                   (long long)got[i], 100 * err);
+            CHECK(fabs(err) <= 0.02, "%s %s: estimate %lld vs allocated %lld (%.2f%%)", cases[k].name, oname[i],
+                  (long long)est[i], (long long)got[i], 100 * err);
+        }
+        CHECK(est[0] == smj_config_train_memory(&cases[k].c, cases[k].B, cases[k].T),
+              "%s: the old estimate equals the plain one", cases[k].name);
+        smj_train_memory d;
+        CHECK(smj_config_train_memory_ex(&cases[k].c, cases[k].B, cases[k].T, NULL, &d) == est[0] &&
+                  d.weights + d.grads + d.optimizer + d.activations + d.scratch == d.total && d.total == est[0],
+              "%s: breakdown adds up", cases[k].name);
+        /* checkpointing lowers memory on every one of these (L >= 2) */
+        CHECK(est[2] < est[0] && got[2] < got[0], "%s: checkpointing lowers memory", cases[k].name);
+        CHECK(est[3] <= est[1] && got[3] <= got[1], "%s: both <= fused alone", cases[k].name);
+    }
+    /* fused CE where the logits dominate: V 4096 vs C 32 */
+    {
+        int64_t e0 = smj_config_train_memory_ex(&cases[1].c, cases[1].B, cases[1].T, &opts[0], NULL);
+        int64_t e1 = smj_config_train_memory_ex(&cases[1].c, cases[1].B, cases[1].T, &opts[1], NULL);
+        int64_t logits = 4LL * cases[1].B * cases[1].T * cases[1].c.vocab_size;
+        int64_t chunk = 4LL * 17 * cases[1].c.vocab_size;
+        CHECK(e0 - e1 == logits - chunk, "fused-ce saves exactly the logits minus one chunk (%lld vs %lld)",
+              (long long)(e0 - e1), (long long)(logits - chunk));
+        int64_t g0 = measure(&cases[1].c, &opts[0], cases[1].B, cases[1].T, ds);
+        int64_t g1 = measure(&cases[1].c, &opts[1], cases[1].B, cases[1].T, ds);
+        CHECK(g1 < g0 * 0.85, "fused-ce lowers the allocation: %lld -> %lld", (long long)g0, (long long)g1);
+    }
+    /* a realistic shape, estimate only: the "small" preset, vocab 32768, 16 x 1024 */
+    {
+        smj_model_config c;
+        CHECK_OK(ctx, smj_config_preset(ctx, "small", 32768, &c));
+        smj_train_memory p, f, g, b;
+        smj_train_options fo = {.fused_ce = 1}, go = {.gradient_checkpointing = 1}, bo = {1, 1, 0};
+        smj_config_train_memory_ex(&c, 16, 1024, NULL, &p);
+        smj_config_train_memory_ex(&c, 16, 1024, &fo, &f);
+        smj_config_train_memory_ex(&c, 16, 1024, &go, &g);
+        smj_config_train_memory_ex(&c, 16, 1024, &bo, &b);
+        /* logits 16*1024*32768*4 = 2 GiB; a chunk of 257 rows 32.1 MiB */
+        CHECK(p.activations - f.activations == 4LL * 32768 * (16 * 1024 - 257), "small: fused-ce saves the logits");
+        CHECK(g.activations < p.activations * 0.75 && b.total < p.total / 3, "small: checkpointing + fused");
+        printf("  small V32768 16x1024: plain %.0f MiB, fused-ce %.0f, checkpointing %.0f, both %.0f\n",
+               p.total / 1048576.0, f.total / 1048576.0, g.total / 1048576.0, b.total / 1048576.0);
+    }
+    smj_dataset_free(ds);
+    smj_ctx_free(ctx);
+}
+
+int main(void) {
+    struct { smj_backend_kind kind; const char *name; } be[2] = {{SMJ_BACKEND_CPU, "cpu"}, {SMJ_BACKEND_REF, "ref"}};
+    smj_model_config lg = llama_gqa(), lt = llama_tied_bias(), g2 = gpt2_cfg();
+    for (int b = 0; b < 2; b++) {
+        equality(be[b].kind, be[b].name, "llama GQA qk-norm untied", &lg, 2, 9);
+        equality(be[b].kind, be[b].name, "llama tied biases", &lt, 3, 7);
+        equality(be[b].kind, be[b].name, "gpt2", &g2, 2, 9);
+        misuse(be[b].kind, be[b].name);
+    }
+    training(SMJ_BACKEND_CPU, "cpu", &lg, "llama");
+    training(SMJ_BACKEND_CPU, "cpu", &g2, "gpt2");
+    training(SMJ_BACKEND_REF, "ref", &lt, "llama tied");
+    memory_estimates();
+    /* CUDA builds with a GPU: the same equalities (checkpointing bitwise: the
+     * ops are deterministic; fused-ce to 1e-5) */
+    smj_ctx_options co = {.backend = SMJ_BACKEND_CUDA};
+    smj_ctx *cc = smj_ctx_create(&co);
+    if (cc && smj_ctx_status(cc) == SMJ_OK) {
+        g_tol = 1e-5;
+        equality(SMJ_BACKEND_CUDA, "cuda", "llama GQA qk-norm untied", &lg, 2, 9);
+        equality(SMJ_BACKEND_CUDA, "cuda", "llama tied biases", &lt, 3, 7);
+        equality(SMJ_BACKEND_CUDA, "cuda", "gpt2", &g2, 2, 9);
+        training(SMJ_BACKEND_CUDA, "cuda", &lg, "llama");
+        training(SMJ_BACKEND_CUDA, "cuda", &g2, "gpt2");
+    } else {
+        printf("  cuda skipped: %s\n", cc ? smj_ctx_error(cc) : "out of memory");
+    }
+    smj_ctx_free(cc);
+    return check_summary("test_memory");
+}
