@@ -16,11 +16,18 @@
  *            with greedy sampling, giving decode tok/s.
  * A model that keeps quantized weights (a .gguf in f16/q8_0/q4_0) cannot
  * train: its training row is refused with a message and reported as null.
- * It also reports the training memory estimate and the peak RSS
- * (getrusage). The readable block goes to stderr; stdout gets one JSON line
- * for scripts:
+ * It also reports the training memory estimate (for --fused-ce and
+ * --gradient-checkpointing when given; they apply to the training and
+ * forward rows) and the peak RSS (getrusage); MFU against a measured matmul
+ * ceiling (smj_ctx_matmul_tflops, --matmul-probe) and, on a GPU, against
+ * --peak-tflops (flops per token = 6 N + 12 L T d,
+ * smj_config_flops_per_token); on a GPU also the device memory this run
+ * added (in use after the timed steps minus before the model) and the
+ * per-op device-time shares of --profile-steps more training steps.
+ * The readable block goes to stderr; stdout gets one JSON line for scripts:
  *   {"preset":..,"B":..,"T":..,"threads":..,"train_tok_s":..,"fwd_tok_s":..,
- *    "pp_tok_s":..,"decode_tok_s":..,"gflops":..,"peak_rss_mb":..}
+ *    "pp_tok_s":..,"decode_tok_s":..,"gflops":..,"peak_rss_mb":..,
+ *    "matmul_tflops":..,"mfu":..,"mfu_ceiling":..,"device_mem_mb":..}
  * ("preset" is the --checkpoint path when one is given.)
  */
 #include <stdlib.h>
@@ -69,8 +76,10 @@ static int write_random_dataset(const char *cmd, smj_ctx *ctx, int vocab, int64_
 
 int cmd_bench(int argc, char **argv) {
     cli_model_flags mf = CLI_MODEL_FLAGS_DEFAULTS;
+    cli_mem_flags mm = {0, 0};
     cli_compute cc = CLI_COMPUTE_DEFAULTS;
-    int B = 0, T = 256, steps = 10, warmup = 2, decode = 128, vocab = 8192;
+    int B = 0, T = 256, steps = 10, warmup = 2, decode = 128, vocab = 8192, prof_steps = 2, probe = -1;
+    float peak_tflops = 989.4f; /* H100/H200 SXM, dense bf16 */
     const char *ckpt = NULL;
     cli_flag flags[] = {
         FLAG_STR("checkpoint", &ckpt, "FILE", "benchmark this model (.ckpt or .gguf) instead of a random one"),
@@ -81,7 +90,14 @@ int cmd_bench(int argc, char **argv) {
         FLAG_INT("warmup", &warmup, 0, 100000, "untimed calls before timing (default 2)"),
         FLAG_INT("decode-tokens", &decode, 0, 1 << 20, "tokens decoded one at a time, 0 = skip (default 128)"),
         FLAG_INT("vocab-size", &vocab, 259, 1 << 22, "vocabulary of the random model (default 8192)"),
+        FLAG_INT("profile-steps", &prof_steps, 0, 1000,
+                 "extra training steps timed per op on a GPU, 0 = none (default 2)"),
+        FLAG_INT("matmul-probe", &probe, 0, 32768,
+                 "n of the n^3 matmul that measures the ceiling, 0 = skip (default 8192 GPU, 1024 CPU)"),
+        FLAG_FLOAT("peak-tflops", &peak_tflops, 1, 1e6, "the GPU's dense bf16 peak for MFU (default 989.4, H100/H200 SXM)"),
+        CLI_MEM_FLAGS(mm),
         CLI_COMPUTE_FLAGS(cc),
+        CLI_BF16_FLAG(cc),
     };
     cli_command c = {"bench", "bench [--size tiny | --checkpoint model.gguf] [--batch-size 8 --seq-len 256] [--steps 10]",
                      "Measures training, forward, prompt and decoding throughput of a random model\n"
@@ -107,6 +123,8 @@ int cmd_bench(int argc, char **argv) {
     char why[512] = ""; /* why training is refused (quantized weights) */
     smj_status s;
     if ((rc = cli_make_ctx(c.name, &cc, &ctx))) goto done;
+    size_t mem0 = 0, mem_total = 0, mem1 = 0;
+    int on_device = smj_ctx_device_memory(ctx, &mem0, &mem_total) == SMJ_OK; /* before the model */
     if (ckpt) {
         s = smj_is_gguf(ckpt) ? smj_model_load_gguf(ctx, ckpt, &m) : smj_model_load(ctx, ckpt, &m);
         if (s != SMJ_OK) {
@@ -131,6 +149,11 @@ int cmd_bench(int argc, char **argv) {
             rc = cli_lib_error(c.name, ctx, s, "cannot create the model");
             goto done;
         }
+    }
+    smj_train_options to = cli_train_options(&mm);
+    if ((s = smj_model_set_train_options(m, &to)) != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "cannot set the memory options");
+        goto done;
     }
     smj_optim_options o;
     smj_optim_defaults(&o);
@@ -175,6 +198,23 @@ int cmd_bench(int argc, char **argv) {
         if (i >= warmup) times[i - warmup] = cli_now() - t0;
     }
     double train_tok_s = why[0] ? 0 : (double)B * T / median(times, steps);
+    if (on_device) smj_ctx_device_memory(ctx, &mem1, &mem_total);
+
+    /* Per-op device time over a few more steps (device backends). */
+    smj_profile_row prof[64];
+    int nprof = 0;
+    if (on_device && !why[0] && prof_steps > 0 && smj_ctx_profile(ctx, 1) == SMJ_OK) {
+        for (int i = 0; i < prof_steps; i++) {
+            smj_step_stats st;
+            if ((s = smj_trainer_step(t, ds, B, T, 1, &st)) != SMJ_OK) {
+                rc = cli_lib_error(c.name, ctx, s, "training step failed");
+                goto done;
+            }
+        }
+        smj_ctx_profile(ctx, 0);
+        nprof = smj_ctx_profile_rows(ctx, prof, 64);
+        if (nprof > 64) nprof = 64;
+    }
 
     /* Forward passes with targets (loss, no backward). */
     int64_t pos = 0;
@@ -238,17 +278,42 @@ int cmd_bench(int argc, char **argv) {
         decode_tok_s = dt > 0 ? (double)len / dt : 0;
     }
 
+    /* The matmul ceiling: one large product through the same op table. */
+    if (probe < 0) probe = on_device ? 8192 : 1024;
+    double mm_tflops = 0;
+    if (probe > 0 && (s = smj_ctx_matmul_tflops(ctx, probe, &mm_tflops)) != SMJ_OK) {
+        rc = cli_lib_error(c.name, ctx, s, "the matmul probe failed");
+        goto done;
+    }
+
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss_mb = (double)ru.ru_maxrss / 1024.0;
     double gflops = smj_config_flops_per_token(&cfg, T) * train_tok_s / 1e9;
-    char b1[32], b2[32], b3[32], b4[32];
+    char b1[32], b2[32], b3[32];
     char b5[32];
     if (why[0])
         fprintf(stderr, "  train     refused (quantized weights)\n");
     else
         fprintf(stderr, "  train     %s tok/s (median step %.1f ms), %.1f GFLOP/s\n",
                 cli_fmt_count(b1, sizeof b1, (int64_t)train_tok_s), 1e3 * B * T / train_tok_s, gflops);
+    double mfu = on_device ? gflops / (1e3 * peak_tflops) : 0, mfu_ceil = mm_tflops > 0 ? gflops / (1e3 * mm_tflops) : 0;
+    if (!why[0] && mm_tflops > 0)
+        fprintf(stderr, "  MFU       %.1f%% of the matmul ceiling (%.*f %s, %d^3 through the matmul op)%s",
+                100 * mfu_ceil, mm_tflops < 1 ? 0 : 1, mm_tflops < 1 ? 1e3 * mm_tflops : mm_tflops,
+                mm_tflops < 1 ? "GFLOP/s" : "TFLOP/s", probe, on_device ? "" : "\n");
+    if (!why[0] && on_device)
+        fprintf(stderr, "%s%.1f%% of %.1f TFLOP/s dense bf16 peak\n", mm_tflops > 0 ? "; " : "  MFU       ",
+                100 * mfu, peak_tflops);
+    if (nprof > 0) {
+        double tot = 0;
+        for (int i = 0; i < nprof; i++) tot += prof[i].ms;
+        fprintf(stderr, "  per-op device time over %d more training steps (%.1f ms per step):\n", prof_steps,
+                tot / prof_steps);
+        for (int i = 0; i < nprof && i < 16; i++)
+            fprintf(stderr, "    %-26s %5.1f%% %9.2f ms %7ld calls\n", prof[i].name, 100 * prof[i].ms / tot,
+                    prof[i].ms / prof_steps, prof[i].calls / prof_steps);
+    }
     fprintf(stderr,
             "  forward   %s tok/s (batch %d x %d, with the loss)\n"
             "  prompt    %s tok/s (%d tokens into a fresh session)\n"
@@ -256,11 +321,13 @@ int cmd_bench(int argc, char **argv) {
             cli_fmt_count(b2, sizeof b2, (int64_t)fwd_tok_s), B, T,
             cli_fmt_count(b5, sizeof b5, (int64_t)pp_tok_s), T,
             cli_fmt_count(b3, sizeof b3, (int64_t)decode_tok_s));
-    if (why[0])
-        fprintf(stderr, "  memory    %.0f MiB peak RSS\n", rss_mb);
-    else
-        fprintf(stderr, "  memory    ~%s estimated for training, %.0f MiB peak RSS\n",
-                cli_fmt_bytes(b4, sizeof b4, (double)smj_config_train_memory(&cfg, B, T)), rss_mb);
+    fprintf(stderr, "  memory    %.0f MiB peak RSS", rss_mb);
+    if (on_device)
+        fprintf(stderr, "; device %.2f GiB in use after training, %.2f GiB of it this run's (of %.1f GiB)",
+                (double)mem1 / (1 << 30), (double)(mem1 - (mem1 > mem0 ? mem0 : mem1)) / (1 << 30),
+                (double)mem_total / (1 << 30));
+    fputc('\n', stderr);
+    if (!why[0]) cli_print_train_memory(stderr, "  estimate  training ", &cfg, B, T, &mm);
     char tr[32];
     if (why[0]) snprintf(tr, sizeof tr, "null");
     else snprintf(tr, sizeof tr, "%.1f", train_tok_s);
@@ -269,8 +336,11 @@ int cmd_bench(int argc, char **argv) {
         if (*p == '"' || *p == '\\') printf("\\%c", *p);
         else if ((unsigned char)*p >= 0x20) putchar(*p);
     printf("\",\"B\":%d,\"T\":%d,\"threads\":%d,\"train_tok_s\":%s,"
-           "\"fwd_tok_s\":%.1f,\"pp_tok_s\":%.1f,\"decode_tok_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
-           B, T, smj_ctx_threads(ctx), tr, fwd_tok_s, pp_tok_s, decode_tok_s, why[0] ? 0.0 : gflops, rss_mb);
+           "\"fwd_tok_s\":%.1f,\"pp_tok_s\":%.1f,\"decode_tok_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f,"
+           "\"matmul_tflops\":%.4f,\"mfu\":%.4f,\"mfu_ceiling\":%.4f,\"device_mem_mb\":%.1f}\n",
+           B, T, smj_ctx_threads(ctx), tr, fwd_tok_s, pp_tok_s, decode_tok_s, why[0] ? 0.0 : gflops, rss_mb,
+           mm_tflops, why[0] ? 0.0 : mfu, why[0] ? 0.0 : mfu_ceil,
+           (double)(mem1 - (mem1 > mem0 ? mem0 : mem1)) / (1 << 20));
 done:
     if (ds_path[0]) unlink(ds_path);
     smj_session_free(sess);

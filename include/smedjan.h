@@ -73,6 +73,26 @@ int smj_ctx_threads(const smj_ctx *ctx);
  * decoded text) is released with smj_free. */
 void smj_free(void *p);
 
+/* Measuring the backend (src/core/probe.c; `smedjan bench` prints these).
+ * smj_ctx_matmul_tflops: the rate of one n x n x n product through the
+ * backend's matmul op in the context's precision (random operands, a
+ * warm-up, then repeats for ~0.3 s): the ceiling MFU is measured against.
+ * smj_ctx_device_memory: bytes in use on the device (all processes' and the
+ * runtime's included) and its total; SMJ_ERR_UNSUPPORTED on host backends.
+ * smj_ctx_profile: on = 1 clears and starts a per-op device-time profile, 0
+ * stops it (SMJ_ERR_UNSUPPORTED on host backends); smj_ctx_profile_rows
+ * copies up to max_rows rows, largest time first, and returns how many
+ * there are (names stay valid while the context lives). */
+smj_status smj_ctx_matmul_tflops(smj_ctx *ctx, int n, double *tflops);
+smj_status smj_ctx_device_memory(smj_ctx *ctx, size_t *used, size_t *total);
+typedef struct {
+    const char *name; /* op, or a phase of one ("matmul: bf16 casts") */
+    double ms;        /* device time */
+    long calls;
+} smj_profile_row;
+smj_status smj_ctx_profile(smj_ctx *ctx, int on);
+int smj_ctx_profile_rows(smj_ctx *ctx, smj_profile_row *rows, int max_rows);
+
 /* --------------------------------------------------------------- tokenizer */
 
 typedef struct smj_tokenizer smj_tokenizer;
@@ -179,7 +199,9 @@ double smj_config_flops_per_token(const smj_model_config *cfg, int T);
 /* Training-memory options of a model (smj_model_set_train_options). Zero
  * (or a NULL pointer) means off everywhere. Neither changes what is
  * computed: the loss and the gradients are those of the plain forward and
- * backward (docs/ARCHITECTURE.md, "Memory-saving options"). */
+ * backward — bit for bit with gradient_checkpointing; with fused_ce the LM
+ * head's gradient is summed chunk by chunk and so agrees to float rounding
+ * (docs/ARCHITECTURE.md, "Memory-saving options"). */
 typedef struct {
     /* Fused LM head + cross-entropy: a forward WITH targets computes the
      * logits in chunks of rows, takes the loss of each chunk and keeps only
@@ -215,7 +237,8 @@ typedef struct {
  * (B, T) with opts (NULL = all off): parameters, gradients, AdamW moments,
  * activations and scratch, computed by the same walk that lays the buffers
  * out (so it equals what they allocate; host-side buffers such as the
- * trainer's batch of token ids and a device backend's own workspace are not
+ * trainer's batch of token ids, a device backend's own workspace, and the
+ * [B*T, V] logits a forward WITHOUT targets allocates under fused_ce are not
  * included). detail (may be NULL) gets the breakdown. */
 int64_t smj_config_train_memory_ex(const smj_model_config *cfg, int B, int T, const smj_train_options *opts,
                                    smj_train_memory *detail);

@@ -145,8 +145,7 @@ static size_t att_smem(int HS, int tiles, int ptiles) {
     return sizeof(float) * ((size_t)tiles * AT * (HS | 1) + (size_t)ptiles * AT * 33 + 3 * AT);
 }
 
-/* Sets the kernel's dynamic shared memory limit when over the default. */
-static int smem_ok(smj_cuda *c, const void *fn, size_t bytes) {
+int smem_ok(smj_cuda *c, const void *fn, size_t bytes) {
     if (bytes > c->smem_optin) {
         record(c, SMJ_ERR_UNSUPPORTED, "%s: head size needs %zu bytes of shared memory, the GPU has %zu", c->op,
                bytes, c->smem_optin);
@@ -175,7 +174,7 @@ static int att_args_ok(smj_cuda *c, int NH, int NKV, int HS) {
 
 /* attention through cuBLAS products (below); when it applies */
 static int att_use_gemm(smj_cuda *c, int Tq, int Tk, int NH) {
-    return !c->attn_fused && Tq >= 16 && (int64_t)NH * Tq * Tk * 10 <= ((int64_t)4 << 30);
+    return c->attn != ATTN_FUSED && Tq >= 16 && (int64_t)NH * Tq * Tk * 10 <= ((int64_t)4 << 30);
 }
 static void att_fwd_gemm(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
                          int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
@@ -194,6 +193,12 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
     OP_BEGIN("attention_fwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
+    if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out)) {
+        c->pname = "attention_fwd (flash)";
+        flash_fwd(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+        op_end(c);
+        return;
+    }
     if (att_use_gemm(c, Tq, Tk, NH)) {
         if (c->prec == PREC_BF16) att_fwd_bf16(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
         else att_fwd_gemm(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
@@ -362,6 +367,18 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     OP_BEGIN("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
+    if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, T, HS, 0, q, k, v, dout) &&
+        flash_ok(c, T, HS, 0, out, dq, dk, dv)) {
+        int64_t rows = (int64_t)B * T * NH;
+        float *D = (float *)scratch(c, sizeof(float) * (size_t)rows);
+        if (!D) return;
+        prof_phase(c, "attn bwd: D");
+        k_att_delta<<<blocks_for(rows, 128, INT32_MAX), 128, 0, c->stream>>>(D, dout, out, B, T, NH, HS);
+        LAUNCHED(c);
+        flash_bwd(c, dq, dk, dv, dout, D, lse, q, k, v, B, T, NH, NKV, HS, scale);
+        op_end(c);
+        return;
+    }
     if (att_use_gemm(c, T, T, NH)) {
         if (c->prec == PREC_BF16) att_bwd_bf16(c, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
         else att_bwd_gemm(c, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);

@@ -1,18 +1,30 @@
 /* cuda_backend.cu — the "cuda" backend: every op of the op table (ops.h) on
  * an NVIDIA GPU, over device pointers. docs/CUDA.md is the user's guide.
  *
+ * Files: cuda_common.cuh (state, error and profiler hooks, shared
+ * helpers), cuda_backend.cu (this: matmul, the element-wise and
+ * normalization ops, lifecycle), attention.cu (attention ops and their
+ * fp32/cuBLAS paths), flash.cu (tensor-core flash attention, bf16 mode).
+ *
  * What runs where
- *  - matmul: cuBLAS GemmEx; the precision is SMJ_CUDA_MATMUL (fp32 default:
- *    no tensor cores, results match the fp32 reference; tf32; bf16: our cast
- *    kernels round A and B to bf16 copies, fp32 accumulation and C; bf16x:
- *    cuBLAS's FAST_16BF on the fp32 data). Row-major C = op(A)·op(B) is
- *    column-major C^T = op(B)^T·op(A)^T, so the operands are passed swapped.
- *  - attention, Tq >= 16: cuBLAS batched products over materialized score
- *    matrices (chunks of batch rows) with our softmax / dS kernels between
- *    them; Tq < 16 (decoding) or SMJ_CUDA_ATTN=fused: the tiled fused fp32
- *    kernels (online softmax, LSE saved; the backward recomputes P from the
- *    LSE, one kernel for dq and one for dk/dv that loops over the query
- *    heads of its KV group, so GQA needs no atomics).
+ *  - matmul: cuBLAS GemmEx; the precision is smj_ctx_options.bf16_matmul or
+ *    SMJ_CUDA_MATMUL (fp32 default: no tensor cores, results match the fp32
+ *    reference; tf32; bf16: our cast kernels round A and B to bf16 copies,
+ *    fp32 accumulation and C; bf16x: cuBLAS's FAST_16BF on the fp32 data).
+ *    Row-major C = op(A)·op(B) is column-major C^T = op(B)^T·op(A)^T, so the
+ *    operands are passed swapped. In bf16 mode the last BC_N operand copies
+ *    are kept while only matmuls run (cast_of): a host write (upload) into
+ *    an operand between two matmuls that read it would not be seen — the
+ *    library never does that.
+ *  - attention, bf16 mode, Tq >= 16, head size 64/128: flash.cu (tensor-core
+ *    flash attention, O(T) memory, causal tiles skipped).
+ *  - attention otherwise, Tq >= 16: cuBLAS batched products over
+ *    materialized score matrices (chunks of batch rows) with our softmax /
+ *    dS kernels between them; Tq < 16 (decoding) or SMJ_CUDA_ATTN=fused: the
+ *    tiled fused fp32 kernels (online softmax, LSE saved; the backward
+ *    recomputes P from the LSE, one kernel for dq and one for dk/dv that
+ *    loops over the query heads of its KV group, so GQA needs no atomics).
+ *    SMJ_CUDA_ATTN=gemm forces the cuBLAS path (no flash) in bf16 mode.
  *  - everything else: our kernels below.
  *  - SMJ_CUDA_PROFILE=1: device time per op (event pairs), printed at fini.
  *
@@ -117,7 +129,7 @@ void prof_print(smj_cuda *c) {
             int t = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = t;
         }
     fprintf(stderr, "cuda profile (SMJ_CUDA_PROFILE, matmul %s, attention %s): device time per op, whole run\n",
-            prec_name[c->prec], c->attn_fused ? "fused" : "gemm");
+            prec_name[c->prec], c->attn == ATTN_FUSED ? "fused" : c->attn == ATTN_GEMM ? "gemm" : "auto");
     fprintf(stderr, "  %-22s %10s %7s %8s\n", "op", "ms", "share", "calls");
     for (int k = 0; k < c->nprof; k++) {
         int i = ord[k];
@@ -233,11 +245,55 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
                                              &beta, C, CUDA_R_32F, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
 }
 
+/* A bf16 copy of src[n] for a bf16 product: a kept copy when one is still
+ * valid (same src and n, no op other than matmul since it was made), else a
+ * new cast into the least recently used slot (operands over BC_MAX elements
+ * go to dst, a scratch area, and are not kept). NULL on failure. */
+static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
+    int lru = 0;
+    for (int i = 0; i < BC_N; i++) {
+        if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen) {
+            c->bc[i].used = ++c->clock;
+            return c->bc[i].buf;
+        }
+        if (c->bc[i].used < c->bc[lru].used) lru = i;
+    }
+    if (n > BC_MAX) {
+        to_bf16(c, dst, src, n, 0, 1);
+        return dst;
+    }
+    auto &e = c->bc[lru];
+    e.src = NULL;
+    if ((size_t)n > e.cap) {
+        if (e.buf) CK(c, cudaFree(e.buf));
+        e.buf = NULL;
+        e.cap = 0;
+        size_t cap = (size_t)n + (size_t)n / 8 + 1024;
+        if (!CK(c, cudaMalloc(&e.buf, cap * sizeof(__nv_bfloat16)))) return NULL;
+        e.cap = cap;
+    }
+    to_bf16(c, e.buf, src, n, 0, 1);
+    e.src = src;
+    e.n = n;
+    e.gen = c->gen;
+    e.used = ++c->clock;
+    return e.buf;
+}
+
+/* A matmul wrote C[0, n): copies of an overlapping range are stale. */
+static void cast_written(smj_cuda *c, const float *C, int64_t n) {
+    for (int i = 0; i < BC_N; i++)
+        if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) c->bc[i].src = NULL;
+}
+
 static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N,
                       int64_t K, int tA, int tB, int acc) {
-    OP_BEGIN("matmul");
+    smj_cuda *c = S(ex); /* not OP_BEGIN: a matmul keeps the bf16 operand copies valid */
+    c->op = "matmul";
+    prof_begin(c, "matmul");
     c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
     if (M <= 0 || N <= 0) { op_end(c); return; }
+    cast_written(c, Cm, M * N);
     if (K <= 0) {
         if (!acc) CK(c, cudaMemsetAsync(Cm, 0, sizeof(float) * (size_t)(M * N), c->stream));
         op_end(c);
@@ -245,16 +301,19 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
     }
     int64_t lda = tA ? M : K, ldb = tB ? K : N;
     if (c->prec == PREC_BF16 && K >= 16) {
-        /* bf16 copies of both operands in the scratch buffer, fp32 C */
-        size_t na = (size_t)(M * K), nb = (size_t)(K * N), oa = (na + 127) / 128 * 128;
-        __nv_bfloat16 *s = (__nv_bfloat16 *)scratch(c, 2 * (oa + nb));
-        if (!s) return;
+        /* bf16 copies of both operands (kept or new), fp32 C */
+        int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
+        __nv_bfloat16 *s = NULL;
+        if (na > BC_MAX || nb > BC_MAX) { /* the copies not kept go to the scratch buffer */
+            s = (__nv_bfloat16 *)scratch(c, 2 * (size_t)(oa + nb));
+            if (!s) return;
+        }
         const char *name = c->pname;
         prof_phase(c, "matmul: bf16 casts");
-        to_bf16(c, s, A, (int64_t)na, 0, 1);
-        to_bf16(c, s + oa, Bm, (int64_t)nb, 0, 1);
+        const __nv_bfloat16 *a16 = cast_of(c, A, na, s), *b16 = cast_of(c, Bm, nb, s ? s + oa : NULL);
         prof_phase(c, name);
-        gemm(c, tA, tB, M, N, K, 1.0f, s, lda, 0, s + oa, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_16BF);
+        if (!a16 || !b16) return;
+        gemm(c, tA, tB, M, N, K, 1.0f, a16, lda, 0, b16, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_16BF);
     } else {
         gemm(c, tA, tB, M, N, K, 1.0f, A, lda, 0, Bm, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_32F);
     }
@@ -774,6 +833,7 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         /* precision of the products: SMJ_CUDA_MATMUL=fp32 (default) | tf32 | bf16 | bf16x;
          * SMJ_CUDA_TF32=1 is the older spelling of tf32 */
         const char *tf = getenv("SMJ_CUDA_TF32"), *mm = getenv("SMJ_CUDA_MATMUL");
+        if (ex->bf16_matmul) c->prec = PREC_BF16; /* smj_ctx_options.bf16_matmul; the variables override it */
         if (tf && *tf && strcmp(tf, "0") != 0) c->prec = PREC_TF32;
         if (mm && *mm) {
             int p = -1;
@@ -786,9 +846,16 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
             }
         }
         const char *at = getenv("SMJ_CUDA_ATTN");
-        c->attn_fused = at && strcmp(at, "fused") == 0;
+        if (at && *at) {
+            if (strcmp(at, "fused") == 0) c->attn = ATTN_FUSED;
+            else if (strcmp(at, "gemm") == 0) c->attn = ATTN_GEMM;
+            else if (strcmp(at, "auto") != 0) {
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_ATTN=%s: want auto, fused or gemm", at);
+                ok = 0;
+            }
+        }
         const char *pr = getenv("SMJ_CUDA_PROFILE");
-        c->profile = pr && *pr && strcmp(pr, "0") != 0;
+        c->profile = c->profile_env = pr && *pr && strcmp(pr, "0") != 0;
         /* the compute type of each product is chosen per call (gemm()) */
         ok = ok && CKB(c, cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
     }
@@ -813,6 +880,7 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         return st;
     }
     c->n_sm = prop.multiProcessorCount;
+    c->cc = prop.major * 10 + prop.minor;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     ex->impl = c;
     return SMJ_OK;
@@ -822,20 +890,72 @@ static void cu_fini(smj_exec *ex) {
     smj_cuda *c = S(ex);
     if (!c) return;
     cudaStreamSynchronize(c->stream);
-    if (c->profile) {
-        prof_print(c);
-        for (int i = 0; i < 2 * PROF_EV; i++) cudaEventDestroy(c->pev[i]);
-    }
+    if (c->profile_env) prof_print(c);
+    if (c->pev)
+        for (int i = 0; i < 2 * PROF_EV; i++)
+            if (c->pev[i]) cudaEventDestroy(c->pev[i]);
     free(c->pev);
     free(c->pidx);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
     if (c->scratch) cudaFree(c->scratch);
+    for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
     if (c->h_sum) cudaFreeHost(c->h_sum);
     if (c->h_ids) cudaFreeHost(c->h_ids);
     free(c->h_cnt);
     free(c);
     ex->impl = NULL;
+}
+
+/* Per-op profile on demand (smj_ctx_profile): on = 1 clears the table and
+ * starts timing (creating the events the first time), 0 stops. */
+static void cu_profile(const smj_exec *ex, int on) {
+    smj_cuda *c = S(ex);
+    if (!c) return;
+    if (on && !c->pev) {
+        c->pev = (cudaEvent_t *)calloc(2 * PROF_EV, sizeof(cudaEvent_t));
+        c->pidx = (int *)calloc(PROF_EV, sizeof(int));
+        int ok = c->pev && c->pidx;
+        for (int i = 0; ok && i < 2 * PROF_EV; i++) ok = CK(c, cudaEventCreate(&c->pev[i]));
+        if (!ok) { /* error recorded (or out of host memory): no profile */
+            for (int i = 0; c->pev && i < 2 * PROF_EV; i++)
+                if (c->pev[i]) cudaEventDestroy(c->pev[i]);
+            free(c->pev);
+            free(c->pidx);
+            c->pev = NULL;
+            c->pidx = NULL;
+            return;
+        }
+    }
+    if (c->pev) prof_flush(c);
+    if (on) c->nprof = 0;
+    c->profile = on && c->pev;
+}
+
+static int cu_profile_rows(const smj_exec *ex, smj_profile_row *rows, int max) {
+    smj_cuda *c = S(ex);
+    if (!c || !c->pev) return 0;
+    prof_flush(c);
+    int n = 0;
+    for (int i = 0; i < c->nprof; i++) { /* insertion into rows, largest time first */
+        smj_profile_row r = {c->prof[i].name, c->prof[i].ms, c->prof[i].calls};
+        int j = n < max ? n++ : max;
+        while (j > 0 && rows[j - 1].ms < r.ms) {
+            if (j < max) rows[j] = rows[j - 1];
+            j--;
+        }
+        if (j < max) rows[j] = r;
+    }
+    return n;
+}
+
+static int cu_mem_info(const smj_exec *ex, size_t *used, size_t *total) {
+    (void)ex;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) { (void)cudaGetLastError(); return 0; }
+    *used = tot - fr;
+    *total = tot;
+    return 1;
 }
 
 /* Also picks up errors of the memory hooks (the runtime's last error) and
@@ -863,6 +983,9 @@ extern "C" const smj_backend smj_backend_cuda = {
     .init = cu_init,
     .fini = cu_fini,
     .error = cu_error,
+    .profile = cu_profile,
+    .profile_rows = cu_profile_rows,
+    .mem_info = cu_mem_info,
 #define SMJ_OP_SET(n) .n = cu_##n,
     SMJ_OPS(SMJ_OP_SET)
 #undef SMJ_OP_SET

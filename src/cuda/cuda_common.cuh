@@ -23,6 +23,9 @@ extern "C" {
 
 /* ------------------------------------------------------------ state */
 
+#define BC_N 4                   /* bf16 operand copies kept (smj_cuda.bc) */
+#define BC_MAX ((int64_t)1 << 27) /* largest operand kept, elements (256 MiB as bf16) */
+
 typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -39,19 +42,30 @@ typedef struct {
     char errmsg[512];
     const char *op;              /* op running now (for messages) */
     int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */
-    int attn_fused;              /* 1: always the fused fp32 attention kernels (SMJ_CUDA_ATTN=fused) */
-    /* SMJ_CUDA_PROFILE=1: device time per op from event pairs, resolved in
-     * batches; the table is printed to stderr when the context is freed. */
-    int profile;
+    int attn;                    /* SMJ_CUDA_ATTN: ATTN_AUTO, ATTN_FUSED (fp32 kernels), ATTN_GEMM (cuBLAS) */
+    int cc;                      /* compute capability, 10 * major + minor */
+    /* Device time per op from event pairs, resolved in batches: with
+     * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
+     * context is freed; or between smj_ctx_profile(ctx, 1) and (ctx, 0). */
+    int profile;                 /* timing now (SMJ_CUDA_PROFILE or smj_ctx_profile) */
+    int profile_env;             /* SMJ_CUDA_PROFILE: print the table at fini */
     struct { const char *name; double ms; long calls; } prof[48];
     int nprof;
     cudaEvent_t *pev;            /* [2 * PROF_EV]: start/end per pending op */
     int *pidx;                   /* [PROF_EV]: prof[] entry of each pending op */
     int npend;
     const char *pname;           /* profile name of the op running now */
+    /* bf16 mode: bf16 copies of matmul operands, kept for the following
+     * matmuls (q, k, v read the same normed input; dW and dX products the
+     * same output gradient). A copy stays valid while only matmuls run:
+     * every other op bumps gen (OP_BEGIN), and a matmul invalidates copies
+     * of the range it writes. See cast_of() in cuda_backend.cu. */
+    struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, used; } bc[BC_N];
+    unsigned long gen, clock;
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
+enum { ATTN_AUTO = 0, ATTN_FUSED = 1, ATTN_GEMM = 2 };
 extern const char *const prec_name[4]; /* "fp32", "tf32", "bf16", "bf16x" */
 #define PROF_EV 4096
 
@@ -80,7 +94,7 @@ void prof_phase(smj_cuda *c, const char *name);
 void prof_flush(smj_cuda *c);
 void prof_print(smj_cuda *c);
 void op_end(smj_cuda *c);
-#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; prof_begin(c, name)
+#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; c->gen++; prof_begin(c, name)
 
 /* The context's device scratch buffer, grown to at least bytes (contents
  * not kept across growth); NULL (error recorded) when out of memory. */
@@ -91,6 +105,20 @@ void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n, int64
 int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
          int64_t sA, const void *B, int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch,
          cudaDataType ty);
+
+/* Sets fn's dynamic shared-memory limit when bytes is over the default;
+ * 0 (error recorded) when the GPU has less. */
+int smem_ok(smj_cuda *c, const void *fn, size_t bytes);
+
+/* Tensor-core flash attention (flash.cu), bf16 mode: flash_ok says whether
+ * it takes these arguments (sm_80+, Tq >= 16, HS 64 or 128, 16-byte aligned
+ * rows); flash_bwd takes D = rowsum(dO o O) [B,NH,T]. */
+int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, const void *p1, const void *p2,
+             const void *p3);
+void flash_fwd(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B, int Tq,
+               int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
+               const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS, float scale);
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,

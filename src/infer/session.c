@@ -2,7 +2,8 @@
  *
  * The cache holds keys and values of every layer for up to max_len
  * positions ([L, max_len, NKV*HS] each). smj_session_feed runs new tokens in
- * chunks of up to CHUNK rows through the same block code training uses
+ * chunks of up to `chunk` rows (64 on the CPU, where a chunk's activations
+ * stay in cache; 512 on a GPU, where fewer, larger launches pay) through the same block code training uses
  * (smj_block_forward): the new keys/values are written straight into the
  * cache rows, and attention reads all cached rows. Only the last row goes
  * through the final norm and LM head.
@@ -11,17 +12,19 @@
 #include <string.h>
 #include "../model/model.h"
 
-enum { CHUNK = 64 };
+enum { CHUNK_CPU = 64, CHUNK_DEVICE = 512 };
 
 struct smj_session {
     smj_model *m;
     int max_len, len;
+    int chunk;          /* rows per chunk */
     float *kc, *vc;     /* [L, max_len, KD] */
     float *mem;         /* scratch for one chunk */
     smj_block_acts a;
-    float *x, *y, *lnf, *rstd, *logits; /* [CHUNK,C] x2, [C], [1], [V] */
-    int32_t *ids;       /* [CHUNK] on the backend */
-    int32_t *pos;       /* GPT-2: [CHUNK] position ids on the backend */
+    float *x, *y, *lnf, *rstd, *logits; /* [chunk,C] x2, [C], [1], [V] */
+    int32_t *ids;       /* [chunk] on the backend */
+    int32_t *pos;       /* GPT-2: [chunk] position ids on the backend */
+    int32_t *host_pos;  /* GPT-2: [chunk] */
     float *lnf_mean;    /* GPT-2: [1] */
     float *host_logits; /* [V] */
 };
@@ -35,8 +38,9 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     if (!s) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
     s->m = m;
     s->max_len = max_len;
+    s->chunk = m->be->init ? CHUNK_DEVICE : CHUNK_CPU; /* device backends have an init hook */
     int64_t C = c->dim, H = c->ffn_hidden, V = c->vocab_size, KD = (int64_t)c->n_kv_heads * c->head_dim;
-    int64_t QD = (int64_t)c->n_heads * c->head_dim, R = CHUNK;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, R = s->chunk;
     size_t kvb = sizeof(float) * (size_t)c->n_layers * max_len * KD;
     s->kc = m->be->alloc(kvb);
     s->vc = m->be->alloc(kvb);
@@ -49,7 +53,8 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     for (int i = 0; i < ns; i++) total += (sizes[i] + 15) & ~15LL;
     s->mem = m->be->alloc(sizeof(float) * (size_t)total);
     s->host_logits = malloc(sizeof(float) * (size_t)V);
-    if (!s->kc || !s->vc || !s->mem || !s->host_logits) {
+    s->host_pos = malloc(sizeof(int32_t) * (size_t)R);
+    if (!s->kc || !s->vc || !s->mem || !s->host_logits || !s->host_pos) {
         smj_session_free(s);
         SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for a KV cache of %d positions", max_len);
     }
@@ -64,9 +69,8 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     a->ln1_mean = p[20]; a->ln2_mean = p[21]; a->qkv = p[22]; a->idx3 = (int32_t *)p[23];
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
     if (c->arch == SMJ_ARCH_GPT2) {
-        int32_t idx[CHUNK];
-        for (int i = 0; i < CHUNK; i++) idx[i] = 3 * i;
-        m->be->upload(a->idx3, idx, sizeof idx);
+        for (int i = 0; i < R; i++) s->host_pos[i] = 3 * i; /* the qkv split's row index */
+        m->be->upload(a->idx3, s->host_pos, sizeof(int32_t) * (size_t)R);
     }
     *out = s;
     return SMJ_OK;
@@ -77,6 +81,7 @@ void smj_session_free(smj_session *s) {
     const smj_backend *be = s->m->be;
     be->free(s->kc); be->free(s->vc); be->free(s->mem);
     free(s->host_logits);
+    free(s->host_pos);
     free(s);
 }
 
@@ -96,12 +101,11 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
     for (int i = 0; i < n; i++)
         SMJ_CHECK(m->ctx, ids[i] >= 0 && ids[i] < V, SMJ_ERR_INVALID, "token %d is outside the vocabulary (%d)", ids[i], V);
     for (int done = 0; done < n;) {
-        int r = n - done < CHUNK ? n - done : CHUNK, pos = s->len;
+        int r = n - done < s->chunk ? n - done : s->chunk, pos = s->len;
         be->upload(s->ids, ids + done, sizeof(int32_t) * (size_t)r);
         if (c->arch == SMJ_ARCH_GPT2) {
-            int32_t pp[CHUNK];
-            for (int i = 0; i < r; i++) pp[i] = pos + i;
-            be->upload(s->pos, pp, sizeof(int32_t) * (size_t)r);
+            for (int i = 0; i < r; i++) s->host_pos[i] = pos + i;
+            be->upload(s->pos, s->host_pos, sizeof(int32_t) * (size_t)r);
             smj_gpt2_embed(m, s->x, s->y, s->ids, s->pos, r);
         } else {
             SMJ_TRY(smj_model_embed(m, s->x, ids + done, s->ids, r));

@@ -163,6 +163,14 @@ struct smj_backend {
     smj_status (*init)(smj_exec *ex, char *err, size_t errlen);
     void (*fini)(smj_exec *ex);
     smj_status (*error)(const smj_exec *ex, char *err, size_t errlen);
+    /* Optional measuring hooks of device backends (NULL for host backends):
+     * profile(ex, 1) clears and starts the per-op device-time table, (ex, 0)
+     * stops it; profile_rows copies it (largest first, at most max rows) and
+     * returns the row count; mem_info gives the device's bytes in use and
+     * total (0 when it cannot). See smj_ctx_profile in smedjan.h. */
+    void (*profile)(const smj_exec *ex, int on);
+    int (*profile_rows)(const smj_exec *ex, smj_profile_row *rows, int max);
+    int (*mem_info)(const smj_exec *ex, size_t *used, size_t *total);
     /* ex: the context's execution state (threads; device stream/handles). */
 
     SMJ_OP_FIELDS(float)

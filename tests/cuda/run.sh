@@ -7,12 +7,14 @@
 # builds `make CUDA=1` (build-cuda/) and the CPU build (build/), runs every
 # CUDA test with SMJ_CUDA_REQUIRE=1 (a missing GPU fails instead of
 # skipping; the op checker three times: default, fused attention kernels,
-# bf16 products), the parity fixtures once more with SMJ_CUDA_SYNC=1, the CPU
-# test programs (not the fuzzers; skipped with `quick`), the Llama-110M-like
-# benchmark on CUDA in each matmul precision (fp32, tf32, bf16x, bf16; the
-# per-op time tables of SMJ_CUDA_PROFILE=1 for fp32 and bf16) and, when
-# bench/pytorch/ holds the PyTorch reference scripts (not with `quick`),
-# bench/cuda_vs_pytorch.sh with bf16 products at PyTorch's batch of 32. Everything goes to
+# bf16 products with flash attention), the parity fixtures once more with
+# SMJ_CUDA_SYNC=1, the memory options' equality tests on the GPU, the CPU
+# test programs (not the fuzzers; skipped with `quick`), the PyTorch
+# reference's Llama 110M benchmarked on CUDA (fp32; bf16 at T=1024 plain,
+# --fused-ce, --gradient-checkpointing; T=4096), each with MFU, device memory
+# and per-op shares, and, when bench/pytorch/ holds the PyTorch reference
+# scripts (not with `quick`), bench/cuda_vs_pytorch.sh at T=1024 B=32 and
+# T=4096 B=8. Everything goes to
 # $OUT/LAST_RUN.md (device, date, commit from $SMJ_COMMIT, each step's
 # output); a summary table is printed last. Exit status: 1 if any step failed.
 set -u
@@ -58,18 +60,18 @@ step "test_cuda_ops (SMJ_CUDA_MATMUL=bf16)" 400 "SMJ_CUDA_MATMUL=bf16 build-cuda
 step "test_parity (ref, cpu, cuda)" 200 "SMJ_CUDA_REQUIRE=1 build-cuda/tests/test_parity"
 step "test_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_REQUIRE=1 SMJ_CUDA_SYNC=1 build-cuda/tests/test_parity"
 step "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
+step "test_memory (cpu, ref, cuda)" 300 "build-cuda/tests/test_memory"
 step "cli: --device cuda / cpu" 60 "build-cuda/smedjan bench --device cuda --size tiny --batch-size 2 --seq-len 64 --steps 2 --warmup 1 --decode-tokens 8 && build-cuda/smedjan bench --device cpu --size tiny --batch-size 2 --seq-len 64 --steps 1 --warmup 0 --decode-tokens 4 && { build/smedjan bench --device cuda --size tiny; test \$? -eq 1; }"
-BENCH="--size custom --dim 768 --layers 12 --heads 12 --vocab-size 32768 --seq-len 1024 --steps 5 --warmup 2"
-# the per-op tables (SMJ_CUDA_PROFILE=1) cover the whole bench run: 7 train
-# steps and 7 forward passes (no decoding)
-step "bench fp32 B=16 (profile)" 300 "SMJ_CUDA_PROFILE=1 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
-step "bench fp32 B=16, fused attention" 300 "SMJ_CUDA_ATTN=fused build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 64"
-step "bench tf32 B=16" 300 "SMJ_CUDA_MATMUL=tf32 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
-step "bench bf16x B=16" 300 "SMJ_CUDA_MATMUL=bf16x build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
-step "bench bf16 B=16 (profile)" 300 "SMJ_CUDA_PROFILE=1 SMJ_CUDA_MATMUL=bf16 build-cuda/smedjan bench --device cuda $BENCH --batch-size 16 --decode-tokens 0"
-step "bench bf16 B=32" 300 "SMJ_CUDA_MATMUL=bf16 build-cuda/smedjan bench --device cuda $BENCH --batch-size 32 --decode-tokens 64"
+# the PyTorch reference's Llama 110M (SwiGLU 2048 through --ffn-mult 2.6667)
+BENCH="--size custom --dim 768 --layers 12 --heads 12 --ffn-mult 2.6667 --vocab-size 32768 --steps 5 --warmup 2"
+step "bench fp32 T=1024 B=16" 300 "build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 16 --decode-tokens 64"
+step "bench bf16 T=1024 B=32" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --seq-len 1024 --batch-size 32 --decode-tokens 64"
+step "bench bf16 T=1024 B=32 --fused-ce" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --fused-ce --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0"
+step "bench bf16 T=1024 B=32 --gradient-checkpointing" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --gradient-checkpointing --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0"
+step "bench bf16 T=4096 B=8" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --seq-len 4096 --batch-size 8 --decode-tokens 0 --matmul-probe 0"
 if [ -f bench/pytorch/train_bench.py ] && [ "$MODE" != quick ]; then
-  step "PyTorch reference (bench/cuda_vs_pytorch.sh)" 400 "SMJ_CUDA_MATMUL=bf16 B=32 sh bench/cuda_vs_pytorch.sh"
+  step "vs PyTorch T=1024 B=32 (bench/cuda_vs_pytorch.sh)" 400 "T=1024 B=32 sh bench/cuda_vs_pytorch.sh"
+  step "vs PyTorch T=4096 B=8 (bench/cuda_vs_pytorch.sh)" 400 "T=4096 B=8 sh bench/cuda_vs_pytorch.sh"
 fi
 if [ "$MODE" != quick ]; then
   step "CPU test programs (build/)" ${CPU_TEST_TIMEOUT:-300} "sh tests/run_all.sh \$(ls build/tests/test_* | grep -v '[.]o\$')"

@@ -1,0 +1,466 @@
+/* flash.cu — tensor-core flash attention (causal, GQA), forward and
+ * backward, for the CUDA backend's bf16 mode. O(T) memory: score tiles live
+ * in registers, never in device memory.
+ *
+ * Layouts are the op table's (ops.h): q/out [B,Tq,NH,HS], k/v [B,Tk,NKV,HS]
+ * (batch stride kv_bstride), lse [B,NH,Tq]; all fp32 in device memory. Each
+ * block reads its fp32 tiles, rounds them to bf16 into shared memory and
+ * multiplies with mma.sync m16n8k16 (bf16 in, fp32 accumulate; sm_80+).
+ *
+ * Tiles: 64 queries x 64 keys, 4 warps; warp w owns 16 rows of the tile.
+ * mma fragment layout (PTX ISA, m16n8k16): lane = 4g + t;
+ *   A (16x16): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+ *   B (16x8, "col"): b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
+ *   C (16x8): c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
+ * so two adjacent C tiles of a score row block, rounded to bf16, are the A
+ * fragment of the next product (P·V) without a trip through shared memory.
+ * Operands come from shared memory through ldmatrix (.trans where the
+ * product wants the other orientation).
+ *
+ * forward  (one block per query tile, head, batch; the last query tiles,
+ *          which see the most keys, are launched first): online softmax in
+ *          the log2 domain; key tiles past the causal diagonal are skipped,
+ *          only diagonal/tail tiles are masked; out = O / l, lse saved.
+ * backward (deterministic, no atomics): D = rowsum(dO o O) (attention.cu's
+ *          k_att_delta); one kernel per query tile for dQ (recomputes
+ *          S, P, dP over its key tiles) and one per (key tile, KV head) for
+ *          dK, dV that loops over the query heads of its group and the
+ *          query tiles at or after the diagonal:
+ *            P = exp(scale S - lse), dV += P^T dO, dP = dO V^T,
+ *            dS = P (dP - D), dQ = scale dS K, dK += scale dS^T Q.
+ *          P and dS are rounded to bf16 as the products' A operands.
+ *
+ * Head sizes 64 and 128 (flash_ok); others take the cuBLAS path.
+ */
+#include "cuda_common.cuh"
+
+#define FB 64       /* queries and keys per tile */
+#define FTHREADS 128 /* 4 warps x 16 rows */
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+typedef __nv_bfloat16 bf16;
+
+/* shared row stride in bf16: HS + 8 (16 bytes) keeps ldmatrix conflict-free */
+template <int HS> struct FL { static constexpr int LDS = HS + 8; };
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p) {
+#if __CUDA_ARCH__ >= 800
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const bf16 *p) {
+#if __CUDA_ARCH__ >= 800
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
+/* d += a · b (16x8 fp32 tile) */
+__device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* 64 rows of HS fp32 (row stride rs floats; rows >= nrows are zero) -> bf16
+ * shared [64][LDS]. src rows 16-byte aligned. */
+template <int HS>
+__device__ __forceinline__ void load_tile(bf16 *dst, const float *src, int64_t rs, int nrows) {
+    constexpr int Q4 = HS / 4, LDS = FL<HS>::LDS;
+    for (int e = threadIdx.x; e < FB * Q4; e += FTHREADS) {
+        int r = e / Q4, c4 = e - r * Q4;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r < nrows) v = __ldg((const float4 *)(src + (int64_t)r * rs) + c4);
+        uint2 u;
+        u.x = pack_bf16(v.x, v.y);
+        u.y = pack_bf16(v.z, v.w);
+        *(uint2 *)(dst + r * LDS + 4 * c4) = u;
+    }
+}
+
+/* A fragment (16 rows from row0, 16 cols from col0) of a [.][LDS] tile. */
+template <int LDS>
+__device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *s, int row0, int col0) {
+    int lane = threadIdx.x & 31;
+    ldsm_x4(a, s + (row0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + col0 + 8 * (lane >> 4));
+}
+/* B fragments of two adjacent n8 blocks (n0, n0+8) over k0..k0+15 where the
+ * tile is stored [n][k] (rows = n): b[0],b[1] for n0, b[2],b[3] for n0+8. */
+template <int LDS>
+__device__ __forceinline__ void frag_b_nk(uint32_t b[4], const bf16 *s, int n0, int k0) {
+    int lane = threadIdx.x & 31;
+    ldsm_x4(b, s + (n0 + (lane & 7) + 8 * (lane >> 4)) * LDS + k0 + 8 * ((lane >> 3) & 1));
+}
+/* The same where the tile is stored [k][n] (rows = k): transposed loads. */
+template <int LDS>
+__device__ __forceinline__ void frag_b_kn(uint32_t b[4], const bf16 *s, int k0, int n0) {
+    int lane = threadIdx.x & 31;
+    ldsm_x4_t(b, s + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + n0 + 8 * (lane >> 4));
+}
+
+/* acc[8][4] = X_w (16 rows at xrow of sX, HS cols) · Y^T (64 rows of sY):
+ * the 16x64 score block of a warp. */
+template <int HS>
+__device__ __forceinline__ void scores(float acc[8][4], const bf16 *sX, int xrow, const bf16 *sY) {
+    constexpr int LDS = FL<HS>::LDS;
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++) {
+        uint32_t a[4];
+        frag_a<LDS>(a, sX, xrow, kk * 16);
+#pragma unroll
+        for (int j2 = 0; j2 < 4; j2++) {
+            uint32_t b[4];
+            frag_b_nk<LDS>(b, sY, j2 * 16, kk * 16);
+            mma16816(acc[2 * j2], a, b[0], b[1]);
+            mma16816(acc[2 * j2 + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+/* acc[HS/8][4] += P (16x64, as bf16 A fragments pa[4][4]) · Y (64 rows of sY
+ * stored [k][n], HS cols). */
+template <int HS>
+__device__ __forceinline__ void accum_pv(float acc[HS / 8][4], const uint32_t pa[4][4], const bf16 *sY) {
+    constexpr int LDS = FL<HS>::LDS;
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++)
+#pragma unroll
+        for (int d2 = 0; d2 < HS / 16; d2++) {
+            uint32_t b[4];
+            frag_b_kn<LDS>(b, sY, kb * 16, d2 * 16);
+            mma16816(acc[2 * d2], pa[kb], b[0], b[1]);
+            mma16816(acc[2 * d2 + 1], pa[kb], b[2], b[3]);
+        }
+}
+
+/* C tiles [8][4] (a 16x64 block) -> bf16 A fragments of four k16 steps. */
+__device__ __forceinline__ void to_frags(uint32_t pa[4][4], const float s[8][4]) {
+#pragma unroll
+    for (int kb = 0; kb < 4; kb++) {
+        pa[kb][0] = pack_bf16(s[2 * kb][0], s[2 * kb][1]);
+        pa[kb][1] = pack_bf16(s[2 * kb][2], s[2 * kb][3]);
+        pa[kb][2] = pack_bf16(s[2 * kb + 1][0], s[2 * kb + 1][1]);
+        pa[kb][3] = pack_bf16(s[2 * kb + 1][2], s[2 * kb + 1][3]);
+    }
+}
+
+/* ------------------------------------------------------------ forward */
+
+template <int HS>
+__global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, float *lse, const float *q, const float *k,
+                                                        const float *v, int Tq, int Tk, int NH, int NKV,
+                                                        int64_t kv_bstride, float sl2) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sQ = (bf16 *)smem, *sK = sQ + FB * LDS, *sV = sK + FB * LDS;
+    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (NH / NKV), q0 = qt * FB, off = Tk - Tq;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const float *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    const float *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    load_tile<HS>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(FB, Tq - q0));
+    __syncthreads();
+    uint32_t qf[HS / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++) frag_a<LDS>(qf[kk], sQ, w * 16, kk * 16);
+
+    float o[ND][4];
+#pragma unroll
+    for (int d = 0; d < ND; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    const int r0 = q0 + w * 16 + g, r1 = r0 + 8;      /* query rows of this thread */
+    const int last = min(Tk - 1, off + min(q0 + FB - 1, Tq - 1)); /* last key any row sees */
+    const int nkt = last / FB + 1;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int k0 = kt * FB;
+        __syncthreads();
+        load_tile<HS>(sK, kb + (int64_t)k0 * krs, krs, min(FB, Tk - k0));
+        load_tile<HS>(sV, vb + (int64_t)k0 * krs, krs, min(FB, Tk - k0));
+        __syncthreads();
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++)
+#pragma unroll
+            for (int j2 = 0; j2 < 4; j2++) {
+                uint32_t bb[4];
+                frag_b_nk<LDS>(bb, sK, j2 * 16, kk * 16);
+                mma16816(s[2 * j2], qf[kk], bb[0], bb[1]);
+                mma16816(s[2 * j2 + 1], qf[kk], bb[2], bb[3]);
+            }
+        const bool mask = k0 + FB - 1 > off + q0 + w * 16 || k0 + FB > Tk;
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[j][e] * sl2;
+                if (mask) {
+                    int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
+                    if (key > off + row || key >= Tk) x = -INFINITY;
+                }
+                s[j][e] = x;
+                if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        /* a row with no visible key yet keeps max -inf: scale factors 1, p 0 */
+        const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
+        const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+        l0 *= c0;
+        l1 *= c1;
+#pragma unroll
+        for (int d = 0; d < ND; d++) { o[d][0] *= c0; o[d][1] *= c0; o[d][2] *= c1; o[d][3] *= c1; }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = exp2f(s[j][0] - b0); s[j][1] = exp2f(s[j][1] - b0);
+            s[j][2] = exp2f(s[j][2] - b1); s[j][3] = exp2f(s[j][3] - b1);
+            l0 += s[j][0] + s[j][1];
+            l1 += s[j][2] + s[j][3];
+        }
+        m0 = mx0;
+        m1 = mx1;
+        uint32_t pa[4][4];
+        to_frags(pa, s);
+        accum_pv<HS>(o, pa, sV);
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+    float *ob = out + (int64_t)b * Tq * qrs + (int64_t)h * HS;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        if (r0 < Tq) *(float2 *)(ob + (int64_t)r0 * qrs + d * 8 + 2 * t) = make_float2(o[d][0] * i0, o[d][1] * i0);
+        if (r1 < Tq) *(float2 *)(ob + (int64_t)r1 * qrs + d * 8 + 2 * t) = make_float2(o[d][2] * i1, o[d][3] * i1);
+    }
+    float *lb = lse + ((int64_t)b * NH + h) * Tq;
+    if (t == 0 && r0 < Tq) lb[r0] = (m0 + log2f(l0)) * LN2;
+    if (t == 0 && r1 < Tq) lb[r1] = (m1 + log2f(l1)) * LN2;
+#endif
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* lse (natural) -> log2 domain and D of 64 rows from row0 into shared
+ * (rows >= T: 0). */
+__device__ __forceinline__ void load_rowstats(float *sL, float *sD, const float *lse, const float *D, int row0,
+                                              int T) {
+    for (int i = threadIdx.x; i < FB; i += FTHREADS) {
+        bool ok = row0 + i < T;
+        sL[i] = ok ? lse[row0 + i] * LOG2E : 0.f;
+        sD[i] = ok ? D[row0 + i] : 0.f;
+    }
+}
+
+/* dQ for one (query tile, head, batch). */
+template <int HS>
+__global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const float *dout, const float *lse,
+                                                           const float *D, const float *q, const float *k,
+                                                           const float *v, int T, int NH, int NKV, float sl2,
+                                                           float scale) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sQ = (bf16 *)smem, *sO = sQ + FB * LDS, *sK = sO + FB * LDS, *sV = sK + FB * LDS;
+    float *sL = (float *)(sV + FB * LDS), *sD = sL + FB;
+    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (NH / NKV), q0 = qt * FB;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
+    const float *kb = k + (int64_t)b * T * krs + (int64_t)hk * HS;
+    const float *vb = v + (int64_t)b * T * krs + (int64_t)hk * HS;
+    load_tile<HS>(sQ, q + qoff, qrs, min(FB, T - q0));
+    load_tile<HS>(sO, dout + qoff, qrs, min(FB, T - q0));
+    load_rowstats(sL, sD, lse + ((int64_t)b * NH + h) * T, D + ((int64_t)b * NH + h) * T, q0, T);
+    __syncthreads();
+    const int rl0 = w * 16 + g, rl1 = rl0 + 8, r0 = q0 + rl0, r1 = q0 + rl1;
+    const float L0 = sL[rl0], L1 = sL[rl1], D0 = sD[rl0], D1 = sD[rl1];
+    float acc[ND][4];
+#pragma unroll
+    for (int d = 0; d < ND; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
+    const int nkt = min(T - 1, q0 + FB - 1) / FB + 1;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int k0 = kt * FB;
+        __syncthreads();
+        load_tile<HS>(sK, kb + (int64_t)k0 * krs, krs, min(FB, T - k0));
+        load_tile<HS>(sV, vb + (int64_t)k0 * krs, krs, min(FB, T - k0));
+        __syncthreads();
+        const bool mask = k0 + FB - 1 > q0 + w * 16 || k0 + FB > T;
+        float s[8][4];
+        scores<HS>(s, sQ, w * 16, sK);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float p = exp2f(s[j][e] * sl2 - (e < 2 ? L0 : L1));
+                if (mask) {
+                    int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
+                    if (key > row || key >= T) p = 0.f;
+                }
+                s[j][e] = p;
+            }
+        float dp[8][4];
+        scores<HS>(dp, sO, w * 16, sV);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            dp[j][0] = s[j][0] * (dp[j][0] - D0); dp[j][1] = s[j][1] * (dp[j][1] - D0);
+            dp[j][2] = s[j][2] * (dp[j][2] - D1); dp[j][3] = s[j][3] * (dp[j][3] - D1);
+        }
+        uint32_t da[4][4];
+        to_frags(da, dp);
+        accum_pv<HS>(acc, da, sK);
+    }
+    float *ob = dq + qoff - (int64_t)q0 * qrs;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        if (r0 < T) *(float2 *)(ob + (int64_t)r0 * qrs + d * 8 + 2 * t) = make_float2(acc[d][0] * scale, acc[d][1] * scale);
+        if (r1 < T) *(float2 *)(ob + (int64_t)r1 * qrs + d * 8 + 2 * t) = make_float2(acc[d][2] * scale, acc[d][3] * scale);
+    }
+#endif
+}
+
+/* dK, dV for one (key tile, KV head, batch): loops over the group's query
+ * heads and the query tiles from the diagonal on. Warp w owns keys
+ * k0 + 16w .. +15; its score blocks are S^T (keys x queries). */
+template <int HS>
+__global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv, const float *dout,
+                                                            const float *lse, const float *D, const float *q,
+                                                            const float *k, const float *v, int T, int NH, int NKV,
+                                                            float sl2, float scale) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sK = (bf16 *)smem, *sV = sK + FB * LDS, *sQ = sV + FB * LDS, *sO = sQ + FB * LDS;
+    float *sL = (float *)(sO + FB * LDS), *sD = sL + FB;
+    const int kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = NH / NKV, k0 = kt * FB;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const int64_t koff = ((int64_t)b * T + k0) * krs + (int64_t)hk * HS;
+    load_tile<HS>(sK, k + koff, krs, min(FB, T - k0));
+    load_tile<HS>(sV, v + koff, krs, min(FB, T - k0));
+    const int j0 = k0 + w * 16 + g, j1 = j0 + 8; /* key rows of this thread */
+    float ak[ND][4], av[ND][4];
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        ak[d][0] = ak[d][1] = ak[d][2] = ak[d][3] = 0.f;
+        av[d][0] = av[d][1] = av[d][2] = av[d][3] = 0.f;
+    }
+    const int nqt = (T + FB - 1) / FB;
+    for (int hh = 0; hh < G; hh++) {
+        const int h = hk * G + hh;
+        const float *lh = lse + ((int64_t)b * NH + h) * T, *dh = D + ((int64_t)b * NH + h) * T;
+        for (int qt = kt; qt < nqt; qt++) {
+            const int q0 = qt * FB;
+            const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
+            __syncthreads();
+            load_tile<HS>(sQ, q + qoff, qrs, min(FB, T - q0));
+            load_tile<HS>(sO, dout + qoff, qrs, min(FB, T - q0));
+            load_rowstats(sL, sD, lh, dh, q0, T);
+            __syncthreads();
+            const bool mask = qt == kt || q0 + FB > T;
+            float s[8][4];
+            scores<HS>(s, sK, w * 16, sQ); /* S^T: rows keys, cols queries */
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int ql = j * 8 + 2 * t + (e & 1);
+                    float p = exp2f(s[j][e] * sl2 - sL[ql]);
+                    if (mask) {
+                        int key = e < 2 ? j0 : j1;
+                        if (key > q0 + ql || q0 + ql >= T) p = 0.f;
+                    }
+                    s[j][e] = p;
+                }
+            uint32_t pa[4][4];
+            to_frags(pa, s);
+            accum_pv<HS>(av, pa, sO); /* dV += P^T dO */
+            float dp[8][4];
+            scores<HS>(dp, sV, w * 16, sO); /* dP^T = V dO^T */
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) dp[j][e] = s[j][e] * (dp[j][e] - sD[j * 8 + 2 * t + (e & 1)]);
+            to_frags(pa, dp);
+            accum_pv<HS>(ak, pa, sQ); /* dK += dS^T Q */
+        }
+    }
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        int64_t o0 = koff + (int64_t)(w * 16 + g) * krs + d * 8 + 2 * t, o1 = o0 + 8 * krs;
+        if (j0 < T) {
+            *(float2 *)(dk + o0) = make_float2(ak[d][0] * scale, ak[d][1] * scale);
+            *(float2 *)(dv + o0) = make_float2(av[d][0], av[d][1]);
+        }
+        if (j1 < T) {
+            *(float2 *)(dk + o1) = make_float2(ak[d][2] * scale, ak[d][3] * scale);
+            *(float2 *)(dv + o1) = make_float2(av[d][2], av[d][3]);
+        }
+    }
+#endif
+}
+
+/* ------------------------------------------------------------ host side */
+
+static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, const void *p1, const void *p2,
+             const void *p3) {
+    return c->cc >= 80 && Tq >= 16 && (HS == 64 || HS == 128) && kv_bstride % 4 == 0 && al16(p0) && al16(p1) &&
+           al16(p2) && al16(p3);
+}
+
+static size_t fl_smem(int HS, int tiles) { return (size_t)tiles * FB * (HS + 8) * sizeof(bf16) + 2 * FB * sizeof(float); }
+
+void flash_fwd(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B, int Tq,
+               int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+    dim3 grid((unsigned)((Tq + FB - 1) / FB), (unsigned)NH, (unsigned)B);
+    size_t sm = fl_smem(HS, 3);
+    float sl2 = scale * LOG2E;
+#define F(H)                                                                                                   \
+    if (smem_ok(c, (const void *)k_flash_fwd<H>, sm)) {                                                        \
+        k_flash_fwd<H><<<grid, FTHREADS, sm, c->stream>>>(out, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2); \
+        LAUNCHED(c);                                                                                           \
+    }
+    if (HS == 64) { F(64) } else { F(128) }
+#undef F
+}
+
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
+               const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
+    dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
+    dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);
+    size_t sm = fl_smem(HS, 4);
+    float sl2 = scale * LOG2E;
+#define F(H)                                                                                                       \
+    if (smem_ok(c, (const void *)k_flash_bwd_dq<H>, sm) && smem_ok(c, (const void *)k_flash_bwd_dkv<H>, sm)) {     \
+        prof_phase(c, "attn bwd: flash dQ");                                                                       \
+        k_flash_bwd_dq<H><<<gq, FTHREADS, sm, c->stream>>>(dq, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale);    \
+        LAUNCHED(c);                                                                                               \
+        prof_phase(c, "attn bwd: flash dK dV");                                                                    \
+        k_flash_bwd_dkv<H><<<gk, FTHREADS, sm, c->stream>>>(dk, dv, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale); \
+        LAUNCHED(c);                                                                                               \
+    }
+    if (HS == 64) { F(64) } else { F(128) }
+#undef F
+}
