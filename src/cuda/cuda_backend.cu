@@ -13,9 +13,9 @@
  *    fp32 accumulation and C; bf16x: cuBLAS's FAST_16BF on the fp32 data).
  *    Row-major C = op(A)·op(B) is column-major C^T = op(B)^T·op(A)^T, so the
  *    operands are passed swapped. In bf16 mode the last BC_N operand copies
- *    are kept while only matmuls run (cast_of): a host write (upload) into
- *    an operand between two matmuls that read it would not be seen — the
- *    library never does that.
+ *    are kept while only matmuls run and no host write into device memory
+ *    happened (cast_of; host_writes is a process-wide counter, the only
+ *    global state of the backend).
  *  - attention, bf16 mode, Tq >= 16, head size 64/128: flash.cu (tensor-core
  *    flash attention, O(T) memory, causal tiles skipped).
  *  - attention otherwise, Tq >= 16: cuBLAS batched products over
@@ -53,6 +53,7 @@
  * memory hooks use the legacy default stream, which orders against it, so
  * upload -> ops -> download needs no explicit synchronization.
  */
+#include <atomic>
 #include "cuda_common.cuh"
 
 const char *const prec_name[4] = {"fp32", "tf32", "bf16", "bf16x"};
@@ -167,6 +168,12 @@ void *scratch(smj_cuda *c, size_t bytes) {
 
 /* ------------------------------------------------------------ memory hooks */
 
+/* Host writes into device memory (upload, zero, the clearing in alloc) by
+ * any context. The memory hooks have no context, so this counter is the
+ * backend's one piece of process-wide state: a kept bf16 operand copy is
+ * valid only while it is unchanged (cast_of). */
+static std::atomic<unsigned long> host_writes{0};
+
 static void *cu_alloc(size_t bytes) {
     void *p = NULL;
     if (bytes == 0) bytes = 256;
@@ -178,16 +185,21 @@ static void *cu_alloc(size_t bytes) {
         cudaFree(p);
         return NULL;
     }
+    host_writes++;
     return p;
 }
 static void cu_free(void *p) { if (p) cudaFree(p); }
 static void cu_upload(void *dst, const void *src, size_t n) {
     if (n) cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
+    host_writes++;
 }
 static void cu_download(void *dst, const void *src, size_t n) {
     if (n && cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) != cudaSuccess) memset(dst, 0xFF, n);
 }
-static void cu_zero(void *p, size_t n) { if (n) cudaMemset(p, 0, n); }
+static void cu_zero(void *p, size_t n) {
+    if (n) cudaMemset(p, 0, n);
+    host_writes++;
+}
 
 /* ------------------------------------------------------------ matmul */
 
@@ -246,19 +258,20 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
 }
 
 /* A bf16 copy of src[n] for a bf16 product: a kept copy when one is still
- * valid (same src and n, no op other than matmul since it was made), else a
- * new cast into the least recently used slot (operands over BC_MAX elements
+ * valid (same src and n; no op other than matmul and no host write into
+ * device memory since it was made), else a
+ * new cast into the least recently used slot (operands over bc_max elements
  * go to dst, a scratch area, and are not kept). NULL on failure. */
 static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
     int lru = 0;
     for (int i = 0; i < BC_N; i++) {
-        if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen) {
+        if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen && c->bc[i].hw == host_writes) {
             c->bc[i].used = ++c->clock;
             return c->bc[i].buf;
         }
         if (c->bc[i].used < c->bc[lru].used) lru = i;
     }
-    if (n > BC_MAX) {
+    if (n > c->bc_max) {
         to_bf16(c, dst, src, n, 0, 1);
         return dst;
     }
@@ -276,14 +289,47 @@ static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __
     e.src = src;
     e.n = n;
     e.gen = c->gen;
+    e.hw = host_writes;
     e.used = ++c->clock;
     return e.buf;
 }
 
-/* A matmul wrote C[0, n): copies of an overlapping range are stale. */
+/* An op wrote C[0, n): copies of an overlapping range are stale. */
 static void cast_written(smj_cuda *c, const float *C, int64_t n) {
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) c->bc[i].src = NULL;
+}
+
+/* bf16 product whose A is over bc_max elements (dlogits [N,V] in the LM
+ * head's backward): A is cast a block at a time into the scratch buffer, so
+ * the workspace stays at bc_max bf16 values instead of a copy of all of A.
+ * A stored [M,K] (no tA): blocks of rows give blocks of C's rows. A stored
+ * [K,M] (tA): blocks of K rows, each product accumulated into C (B's rows
+ * or columns at the same k offset, in its kept copy). */
+static void matmul_big_a(smj_cuda *c, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N, int64_t K,
+                         int tA, int tB, int acc) {
+    const char *name = c->pname;
+    prof_phase(c, "matmul: bf16 casts");
+    const __nv_bfloat16 *b16 = cast_of(c, Bm, K * N, NULL);
+    int64_t ldb = tB ? K : N, inner = tA ? M : K;
+    int64_t blk = c->bc_max / inner;
+    if (tA) blk = blk / 64 * 64; /* k offsets into B stay 16-byte aligned */
+    if (blk < 64) blk = 64;
+    int64_t outer = tA ? K : M;
+    if (blk > outer) blk = outer;
+    __nv_bfloat16 *s = (__nv_bfloat16 *)scratch(c, 2 * (size_t)(blk * inner));
+    if (!s || !b16) return;
+    for (int64_t o = 0; o < outer; o += blk) {
+        int64_t n = outer - o < blk ? outer - o : blk;
+        prof_phase(c, "matmul: bf16 casts");
+        to_bf16(c, s, A + o * inner, n * inner, 0, 1);
+        prof_phase(c, name);
+        if (!tA)
+            gemm(c, 0, tB, n, N, K, 1.0f, s, K, 0, b16, ldb, 0, acc ? 1.0f : 0.0f, Cm + o * N, N, 0, 1, CUDA_R_16BF);
+        else
+            gemm(c, 1, tB, M, N, n, 1.0f, s, M, 0, tB ? b16 + o : b16 + o * N, ldb, 0, (o > 0 || acc) ? 1.0f : 0.0f, Cm,
+                 N, 0, 1, CUDA_R_16BF);
+    }
 }
 
 static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N,
@@ -303,8 +349,13 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
     if (c->prec == PREC_BF16 && K >= 16) {
         /* bf16 copies of both operands (kept or new), fp32 C */
         int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
+        if (na > c->bc_max && nb <= c->bc_max) { /* the LM head's dlogits: A in blocks, see below */
+            matmul_big_a(c, Cm, A, Bm, M, N, K, tA, tB, acc);
+            op_end(c);
+            return;
+        }
         __nv_bfloat16 *s = NULL;
-        if (na > BC_MAX || nb > BC_MAX) { /* the copies not kept go to the scratch buffer */
+        if (na > c->bc_max || nb > c->bc_max) { /* the copies not kept go to the scratch buffer */
             s = (__nv_bfloat16 *)scratch(c, 2 * (size_t)(oa + nb));
             if (!s) return;
         }
@@ -620,7 +671,14 @@ __global__ void k_xent_bwd(float *dl, const float *logits, const float *lse, con
 
 static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
                         int64_t N, int V) {
-    OP_BEGIN("xent_fwd");
+    /* Not OP_BEGIN: the chunked LM head (--fused-ce) alternates matmul and
+     * cross-entropy, and the head's bf16 weight copy stays valid across it;
+     * only copies of what this op writes are dropped. */
+    smj_cuda *c = S(ex);
+    c->op = "xent_fwd";
+    prof_begin(c, "xent_fwd");
+    cast_written(c, losses, N);
+    cast_written(c, lse, N);
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
         int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
         k_xent_fwd<<<(unsigned)nn, V >= 4096 ? 1024 : 256, 0, c->stream>>>(losses + n0, lse + n0,
@@ -632,7 +690,10 @@ static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const flo
 
 static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
                         const int32_t *targets, float dloss, int64_t N, int V) {
-    OP_BEGIN("xent_bwd");
+    smj_cuda *c = S(ex); /* not OP_BEGIN: see cu_xent_fwd */
+    c->op = "xent_bwd";
+    prof_begin(c, "xent_bwd");
+    cast_written(c, dlogits, N * V);
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
         dim3 grid((unsigned)((V + 255) / 256), (unsigned)nn);
@@ -845,6 +906,10 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
                 c->prec = p;
             }
         }
+        /* SMJ_CUDA_BF16_KEEP=n: largest operand kept as a bf16 copy (elements;
+         * small values let the op checker reach the blocked paths) */
+        const char *kp = getenv("SMJ_CUDA_BF16_KEEP");
+        c->bc_max = kp && atol(kp) > 0 ? (int64_t)atol(kp) : BC_MAX;
         const char *at = getenv("SMJ_CUDA_ATTN");
         if (at && *at) {
             if (strcmp(at, "fused") == 0) c->attn = ATTN_FUSED;

@@ -58,10 +58,13 @@ typedef struct {
     /* bf16 mode: bf16 copies of matmul operands, kept for the following
      * matmuls (q, k, v read the same normed input; dW and dX products the
      * same output gradient). A copy stays valid while only matmuls run:
-     * every other op bumps gen (OP_BEGIN), and a matmul invalidates copies
-     * of the range it writes. See cast_of() in cuda_backend.cu. */
-    struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, used; } bc[BC_N];
+     * every other op bumps gen (OP_BEGIN), except the cross-entropy ops
+     * and matmul itself, which invalidate copies of the ranges they write;
+     * a host write (upload, zero, alloc) invalidates all. See
+     * cast_of() in cuda_backend.cu. */
+    struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, hw, used; } bc[BC_N];
     unsigned long gen, clock;
+    int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };

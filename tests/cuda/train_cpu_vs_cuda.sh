@@ -2,7 +2,8 @@
 # Trains the same tiny model for 30 steps on the CPU and on CUDA (fp32, same
 # seed, same data) for each family, and compares the loss curves from
 # metrics.csv: every step's loss within 1e-4 relative (cuBLAS and our CPU
-# GEMM round differently; AdamW amplifies it a little over 30 steps).
+# GEMM round differently; AdamW amplifies it a little over 30 steps); then
+# a Llama in bf16 mode on CUDA against fp32 on the CPU (within 3%).
 # usage (from the repo root, after make CUDA=1): sh tests/cuda/train_cpu_vs_cuda.sh
 set -eu
 BIN=${BIN:-build-cuda/smedjan}
@@ -29,5 +30,23 @@ for arch in llama gpt2; do
     echo "  cpu : $(sed -n '2p;$p' "$D/$arch-cpu/metrics.csv" | cut -d, -f1,2 | tr '\n' ' ')"
     echo "  cuda: $(sed -n '2p;$p' "$D/$arch-cuda/metrics.csv" | cut -d, -f1,2 | tr '\n' ' ')"
 done
+# bf16 mode (--bf16-matmul: bf16 products and, at head size 64, the flash
+# attention kernels): the loss curve of the same Llama follows the fp32 CPU
+# one within 3% at every step (bf16 rounding, not a different function).
+for dev in cpu cuda; do
+    extra=""; [ $dev = cuda ] && extra="--bf16-matmul"
+    $BIN train --dataset "$D/train.bin" --tokenizer "$D/tok.bin" --size custom --dim 128 --layers 2 --heads 2 \
+        --batch-size 4 --seq-len 128 --steps 40 --lr 3e-3 --warmup 5 --seed 7 --device $dev --threads 2 $extra \
+        --checkpoint-dir "$D/bf16-$dev" --checkpoint-interval 40 >/dev/null 2>&1 ||
+        { echo "FAIL bf16 check: train on $dev exited non-zero"; fail=1; }
+done
+if awk -F, 'NR==FNR { if (FNR > 1) a[$1] = $2; next }
+            FNR > 1 { n++; d = $2 - a[$1]; if (d < 0) d = -d; r = d / a[$1]; if (r > w) w = r; last = $2 }
+            END { printf "llama bf16 (head size 64, flash attention): %d steps, worst relative loss difference fp32 cpu vs bf16 cuda %.2e, last loss %.4f\n", n, w, last; exit !(n == 40 && w <= 3e-2) }' \
+        "$D/bf16-cpu/metrics.csv" "$D/bf16-cuda/metrics.csv"; then
+    echo "PASS llama bf16"
+else
+    echo "FAIL llama bf16"; fail=1
+fi
 rm -rf "$D"
 exit $fail
