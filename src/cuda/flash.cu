@@ -30,6 +30,11 @@
  *            dS = P (dP - D), dQ = scale dS K, dK += scale dS^T Q.
  *          P and dS are rounded to bf16 as the products' A operands.
  *
+ * Pipelining: the tile after the current one is fetched into registers
+ * before the current one is multiplied and stored into the other of two
+ * shared buffers after (Prefetch), one barrier per tile; the dK/dV kernel
+ * does this at head size 64 only (at 128 the registers are full).
+ *
  * Head sizes 64 and 128 (flash_ok); others take the cuBLAS path.
  */
 #include "cuda_common.cuh"
@@ -87,6 +92,32 @@ __device__ __forceinline__ void load_tile(bf16 *dst, const float *src, int64_t r
         *(uint2 *)(dst + r * LDS + 4 * c4) = u;
     }
 }
+
+/* A tile's fp32 values in registers between the issue of its loads and its
+ * store to shared memory: the next tile is fetched before the current one
+ * is multiplied and stored after, so its global latency hides behind the
+ * tensor-core work (each thread holds HS/8 float4). */
+template <int HS> struct Prefetch {
+    static constexpr int NV = FB * HS / 4 / FTHREADS, Q4 = HS / 4;
+    float4 r[NV];
+    __device__ __forceinline__ void fetch(const float *src, int64_t rs, int nrows) {
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int e = threadIdx.x + i * FTHREADS, row = e / Q4, c4 = e - row * Q4;
+            r[i] = row < nrows ? __ldg((const float4 *)(src + (int64_t)row * rs) + c4) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    }
+    __device__ __forceinline__ void store(bf16 *dst) const {
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int e = threadIdx.x + i * FTHREADS, row = e / Q4, c4 = e - row * Q4;
+            uint2 u;
+            u.x = pack_bf16(r[i].x, r[i].y);
+            u.y = pack_bf16(r[i].z, r[i].w);
+            *(uint2 *)(dst + row * FL<HS>::LDS + 4 * c4) = u;
+        }
+    }
+};
 
 /* A fragment (16 rows from row0, 16 cols from col0) of a [.][LDS] tile. */
 template <int LDS>
@@ -165,7 +196,7 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, float *lse, 
 #if __CUDA_ARCH__ >= 800
     constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sQ = (bf16 *)smem, *sK = sQ + FB * LDS, *sV = sK + FB * LDS;
+    bf16 *sQ = (bf16 *)smem, *sKb = sQ + FB * LDS, *sVb = sKb + 2 * FB * LDS; /* K, V: two buffers each */
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * FB, off = Tk - Tq;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -173,10 +204,15 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, float *lse, 
     const float *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
     const float *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
     load_tile<HS>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(FB, Tq - q0));
+    load_tile<HS>(sKb, kb, krs, min(FB, Tk));
+    load_tile<HS>(sVb, vb, krs, min(FB, Tk));
     __syncthreads();
-    uint32_t qf[HS / 16][4];
+    /* Q's fragments stay in registers at HS 64; at HS 128 they are re-read
+     * from shared memory (registers would spill) */
+    constexpr int QF = HS <= 64 ? HS / 16 : 1;
+    uint32_t qf[QF][4];
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; kk++) frag_a<LDS>(qf[kk], sQ, w * 16, kk * 16);
+    for (int kk = 0; kk < QF; kk++) frag_a<LDS>(qf[kk], sQ, w * 16, kk * 16);
 
     float o[ND][4];
 #pragma unroll
@@ -185,24 +221,32 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, float *lse, 
     const int r0 = q0 + w * 16 + g, r1 = r0 + 8;      /* query rows of this thread */
     const int last = min(Tk - 1, off + min(q0 + FB - 1, Tq - 1)); /* last key any row sees */
     const int nkt = last / FB + 1;
+    Prefetch<HS> pf;
     for (int kt = 0; kt < nkt; kt++) {
-        const int k0 = kt * FB;
-        __syncthreads();
-        load_tile<HS>(sK, kb + (int64_t)k0 * krs, krs, min(FB, Tk - k0));
-        load_tile<HS>(sV, vb + (int64_t)k0 * krs, krs, min(FB, Tk - k0));
-        __syncthreads();
+        const int k0 = kt * FB, k1 = k0 + FB;
+        const bool more = kt + 1 < nkt;
+        bf16 *sK = sKb + (kt & 1) * FB * LDS, *sV = sVb + (kt & 1) * FB * LDS;
+        if (more) pf.fetch(kb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
         float s[8][4];
+        if constexpr (HS <= 64) {
 #pragma unroll
-        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++)
+            for (int kk = 0; kk < HS / 16; kk++)
 #pragma unroll
-            for (int j2 = 0; j2 < 4; j2++) {
-                uint32_t bb[4];
-                frag_b_nk<LDS>(bb, sK, j2 * 16, kk * 16);
-                mma16816(s[2 * j2], qf[kk], bb[0], bb[1]);
-                mma16816(s[2 * j2 + 1], qf[kk], bb[2], bb[3]);
-            }
+                for (int j2 = 0; j2 < 4; j2++) {
+                    uint32_t bb[4];
+                    frag_b_nk<LDS>(bb, sK, j2 * 16, kk * 16);
+                    mma16816(s[2 * j2], qf[kk], bb[0], bb[1]);
+                    mma16816(s[2 * j2 + 1], qf[kk], bb[2], bb[3]);
+                }
+        } else {
+            scores<HS>(s, sQ, w * 16, sK);
+        }
+        if (more) {
+            pf.store(sKb + ((kt + 1) & 1) * FB * LDS);
+            pf.fetch(vb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
+        }
         const bool mask = k0 + FB - 1 > off + q0 + w * 16 || k0 + FB > Tk;
         float mx0 = m0, mx1 = m1;
 #pragma unroll
@@ -240,6 +284,8 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, float *lse, 
         uint32_t pa[4][4];
         to_frags(pa, s);
         accum_pv<HS>(o, pa, sV);
+        if (more) pf.store(sVb + ((kt + 1) & 1) * FB * LDS);
+        __syncthreads(); /* the next tile is in; this one's buffers are free */
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -280,8 +326,8 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const floa
 #if __CUDA_ARCH__ >= 800
     constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sQ = (bf16 *)smem, *sO = sQ + FB * LDS, *sK = sO + FB * LDS, *sV = sK + FB * LDS;
-    float *sL = (float *)(sV + FB * LDS), *sD = sL + FB;
+    bf16 *sQ = (bf16 *)smem, *sO = sQ + FB * LDS, *sKb = sO + FB * LDS, *sVb = sKb + 2 * FB * LDS;
+    float *sL = (float *)(sVb + 2 * FB * LDS), *sD = sL + FB;
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * FB;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -292,6 +338,8 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const floa
     load_tile<HS>(sQ, q + qoff, qrs, min(FB, T - q0));
     load_tile<HS>(sO, dout + qoff, qrs, min(FB, T - q0));
     load_rowstats(sL, sD, lse + ((int64_t)b * NH + h) * T, D + ((int64_t)b * NH + h) * T, q0, T);
+    load_tile<HS>(sKb, kb, krs, min(FB, T));
+    load_tile<HS>(sVb, vb, krs, min(FB, T));
     __syncthreads();
     const int rl0 = w * 16 + g, rl1 = rl0 + 8, r0 = q0 + rl0, r1 = q0 + rl1;
     const float L0 = sL[rl0], L1 = sL[rl1], D0 = sD[rl0], D1 = sD[rl1];
@@ -299,15 +347,19 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const floa
 #pragma unroll
     for (int d = 0; d < ND; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
     const int nkt = min(T - 1, q0 + FB - 1) / FB + 1;
+    Prefetch<HS> pf;
     for (int kt = 0; kt < nkt; kt++) {
-        const int k0 = kt * FB;
-        __syncthreads();
-        load_tile<HS>(sK, kb + (int64_t)k0 * krs, krs, min(FB, T - k0));
-        load_tile<HS>(sV, vb + (int64_t)k0 * krs, krs, min(FB, T - k0));
-        __syncthreads();
+        const int k0 = kt * FB, k1 = k0 + FB;
+        const bool more = kt + 1 < nkt;
+        bf16 *sK = sKb + (kt & 1) * FB * LDS, *sV = sVb + (kt & 1) * FB * LDS;
+        if (more) pf.fetch(kb + (int64_t)k1 * krs, krs, min(FB, T - k1));
         const bool mask = k0 + FB - 1 > q0 + w * 16 || k0 + FB > T;
         float s[8][4];
         scores<HS>(s, sQ, w * 16, sK);
+        if (more) {
+            pf.store(sKb + ((kt + 1) & 1) * FB * LDS);
+            pf.fetch(vb + (int64_t)k1 * krs, krs, min(FB, T - k1));
+        }
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -326,9 +378,11 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const floa
             dp[j][0] = s[j][0] * (dp[j][0] - D0); dp[j][1] = s[j][1] * (dp[j][1] - D0);
             dp[j][2] = s[j][2] * (dp[j][2] - D1); dp[j][3] = s[j][3] * (dp[j][3] - D1);
         }
+        if (more) pf.store(sVb + ((kt + 1) & 1) * FB * LDS);
         uint32_t da[4][4];
         to_frags(da, dp);
         accum_pv<HS>(acc, da, sK);
+        __syncthreads(); /* the next tile is in; this one's buffers are free */
     }
     float *ob = dq + qoff - (int64_t)q0 * qrs;
 #pragma unroll
@@ -350,14 +404,29 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
 #if __CUDA_ARCH__ >= 800
     constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + FB * LDS, *sQ = sV + FB * LDS, *sO = sQ + FB * LDS;
-    float *sL = (float *)(sO + FB * LDS), *sD = sL + FB;
+    /* query-side tiles double-buffered where the registers allow (HS 64):
+     * the next (head, query tile)'s Q, dO, lse and D are fetched while this
+     * one is multiplied */
+    constexpr bool PF = HS <= 64;
+    constexpr int NB = PF ? 2 : 1;
+    bf16 *sK = (bf16 *)smem, *sV = sK + FB * LDS, *sQb = sV + FB * LDS, *sOb = sQb + NB * FB * LDS;
+    float *sLb = (float *)(sOb + NB * FB * LDS), *sDb = sLb + NB * FB;
     const int kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = NH / NKV, k0 = kt * FB;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
     const int64_t koff = ((int64_t)b * T + k0) * krs + (int64_t)hk * HS;
+    const int nqt = (T + FB - 1) / FB, per = nqt - kt, nit = G * per; /* (head, query tile) pairs */
+    /* iteration i: head hk*G + i/per, query tile kt + i%per */
+    auto qoff_of = [&](int i) {
+        return ((int64_t)b * T + (int64_t)(kt + i % per) * FB) * qrs + (int64_t)(hk * G + i / per) * HS;
+    };
+    auto stats_of = [&](int i) { return ((int64_t)b * NH + hk * G + i / per) * T; };
     load_tile<HS>(sK, k + koff, krs, min(FB, T - k0));
     load_tile<HS>(sV, v + koff, krs, min(FB, T - k0));
+    load_tile<HS>(sQb, q + qoff_of(0), qrs, min(FB, T - k0));
+    load_tile<HS>(sOb, dout + qoff_of(0), qrs, min(FB, T - k0));
+    load_rowstats(sLb, sDb, lse + stats_of(0), D + stats_of(0), k0, T);
+    __syncthreads();
     const int j0 = k0 + w * 16 + g, j1 = j0 + 8; /* key rows of this thread */
     float ak[ND][4], av[ND][4];
 #pragma unroll
@@ -365,44 +434,66 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
         ak[d][0] = ak[d][1] = ak[d][2] = ak[d][3] = 0.f;
         av[d][0] = av[d][1] = av[d][2] = av[d][3] = 0.f;
     }
-    const int nqt = (T + FB - 1) / FB;
-    for (int hh = 0; hh < G; hh++) {
-        const int h = hk * G + hh;
-        const float *lh = lse + ((int64_t)b * NH + h) * T, *dh = D + ((int64_t)b * NH + h) * T;
-        for (int qt = kt; qt < nqt; qt++) {
-            const int q0 = qt * FB;
-            const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
-            __syncthreads();
-            load_tile<HS>(sQ, q + qoff, qrs, min(FB, T - q0));
-            load_tile<HS>(sO, dout + qoff, qrs, min(FB, T - q0));
-            load_rowstats(sL, sD, lh, dh, q0, T);
-            __syncthreads();
-            const bool mask = qt == kt || q0 + FB > T;
-            float s[8][4];
-            scores<HS>(s, sK, w * 16, sQ); /* S^T: rows keys, cols queries */
+    for (int it = 0; it < nit; it++) {
+        const int qt = kt + it % per, q0 = qt * FB, cur = PF ? (it & 1) : 0, nxt = PF ? (cur ^ 1) : 0;
+        const bool more = it + 1 < nit;
+        const int n0 = (kt + (it + 1) % per) * FB; /* next iteration's first query */
+        bf16 *sQ = sQb + cur * FB * LDS, *sO = sOb + cur * FB * LDS;
+        const float *sL = sLb + cur * FB, *sD = sDb + cur * FB;
+        Prefetch<PF ? HS : 16> pf;
+        float nl = 0.f, nd = 0.f; /* the next lse, D rows (threads < FB) */
+        if constexpr (PF)
+            if (more) pf.fetch(q + qoff_of(it + 1), qrs, min(FB, T - n0));
+        const bool mask = qt == kt || q0 + FB > T;
+        float s[8][4];
+        scores<HS>(s, sK, w * 16, sQ); /* S^T: rows keys, cols queries */
 #pragma unroll
-            for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int ql = j * 8 + 2 * t + (e & 1);
-                    float p = exp2f(s[j][e] * sl2 - sL[ql]);
-                    if (mask) {
-                        int key = e < 2 ? j0 : j1;
-                        if (key > q0 + ql || q0 + ql >= T) p = 0.f;
-                    }
-                    s[j][e] = p;
+            for (int e = 0; e < 4; e++) {
+                int ql = j * 8 + 2 * t + (e & 1);
+                float p = exp2f(s[j][e] * sl2 - sL[ql]);
+                if (mask) {
+                    int key = e < 2 ? j0 : j1;
+                    if (key > q0 + ql || q0 + ql >= T) p = 0.f;
                 }
-            uint32_t pa[4][4];
-            to_frags(pa, s);
-            accum_pv<HS>(av, pa, sO); /* dV += P^T dO */
-            float dp[8][4];
-            scores<HS>(dp, sV, w * 16, sO); /* dP^T = V dO^T */
+                s[j][e] = p;
+            }
+        if constexpr (PF)
+            if (more) {
+                pf.store(sQb + nxt * FB * LDS);
+                pf.fetch(dout + qoff_of(it + 1), qrs, min(FB, T - n0));
+                if (threadIdx.x < FB && n0 + (int)threadIdx.x < T) {
+                    nl = lse[stats_of(it + 1) + n0 + threadIdx.x] * LOG2E;
+                    nd = D[stats_of(it + 1) + n0 + threadIdx.x];
+                }
+            }
+        uint32_t pa[4][4];
+        to_frags(pa, s);
+        accum_pv<HS>(av, pa, sO); /* dV += P^T dO */
+        float dp[8][4];
+        scores<HS>(dp, sV, w * 16, sO); /* dP^T = V dO^T */
 #pragma unroll
-            for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) dp[j][e] = s[j][e] * (dp[j][e] - sD[j * 8 + 2 * t + (e & 1)]);
-            to_frags(pa, dp);
-            accum_pv<HS>(ak, pa, sQ); /* dK += dS^T Q */
+            for (int e = 0; e < 4; e++) dp[j][e] = s[j][e] * (dp[j][e] - sD[j * 8 + 2 * t + (e & 1)]);
+        to_frags(pa, dp);
+        accum_pv<HS>(ak, pa, sQ); /* dK += dS^T Q */
+        if constexpr (PF) {
+            if (more) {
+                pf.store(sOb + nxt * FB * LDS);
+                if (threadIdx.x < FB) {
+                    sLb[nxt * FB + threadIdx.x] = nl;
+                    sDb[nxt * FB + threadIdx.x] = nd;
+                }
+            }
+            __syncthreads(); /* the next tiles are in; this iteration's buffers are free */
+        } else if (more) {
+            __syncthreads();
+            load_tile<HS>(sQb, q + qoff_of(it + 1), qrs, min(FB, T - n0));
+            load_tile<HS>(sOb, dout + qoff_of(it + 1), qrs, min(FB, T - n0));
+            load_rowstats(sLb, sDb, lse + stats_of(it + 1), D + stats_of(it + 1), n0, T);
+            __syncthreads();
         }
     }
 #pragma unroll
@@ -435,7 +526,7 @@ static size_t fl_smem(int HS, int tiles) { return (size_t)tiles * FB * (HS + 8) 
 void flash_fwd(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B, int Tq,
                int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
     dim3 grid((unsigned)((Tq + FB - 1) / FB), (unsigned)NH, (unsigned)B);
-    size_t sm = fl_smem(HS, 3);
+    size_t sm = fl_smem(HS, 5);
     float sl2 = scale * LOG2E;
 #define F(H)                                                                                                   \
     if (smem_ok(c, (const void *)k_flash_fwd<H>, sm)) {                                                        \
@@ -450,15 +541,16 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, 
                const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
     dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);
-    size_t sm = fl_smem(HS, 4);
+    /* dQ: Q, dO and two K, V buffers; dK dV: K, V and Q, dO (two of each at HS 64) */
+    size_t sq = fl_smem(HS, 6), skv = HS <= 64 ? fl_smem(HS, 6) + 2 * FB * sizeof(float) : fl_smem(HS, 4);
     float sl2 = scale * LOG2E;
-#define F(H)                                                                                                       \
-    if (smem_ok(c, (const void *)k_flash_bwd_dq<H>, sm) && smem_ok(c, (const void *)k_flash_bwd_dkv<H>, sm)) {     \
-        prof_phase(c, "attn bwd: flash dQ");                                                                       \
-        k_flash_bwd_dq<H><<<gq, FTHREADS, sm, c->stream>>>(dq, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale);    \
-        LAUNCHED(c);                                                                                               \
-        prof_phase(c, "attn bwd: flash dK dV");                                                                    \
-        k_flash_bwd_dkv<H><<<gk, FTHREADS, sm, c->stream>>>(dk, dv, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale); \
+#define F(H)                                                                                                        \
+    if (smem_ok(c, (const void *)k_flash_bwd_dq<H>, sq) && smem_ok(c, (const void *)k_flash_bwd_dkv<H>, skv)) {     \
+        prof_phase(c, "attn bwd: flash dQ");                                                                        \
+        k_flash_bwd_dq<H><<<gq, FTHREADS, sq, c->stream>>>(dq, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale);     \
+        LAUNCHED(c);                                                                                                \
+        prof_phase(c, "attn bwd: flash dK dV");                                                                     \
+        k_flash_bwd_dkv<H><<<gk, FTHREADS, skv, c->stream>>>(dk, dv, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale); \
         LAUNCHED(c);                                                                                               \
     }
     if (HS == 64) { F(64) } else { F(128) }
