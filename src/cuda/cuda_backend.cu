@@ -346,7 +346,10 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
         return;
     }
     int64_t lda = tA ? M : K, ldb = tB ? K : N;
-    if (c->prec == PREC_BF16 && K >= 16) {
+    /* bf16 pays when the product is large against its operands; a few rows
+     * (decoding: M = 1) through a weight would spend more on casting the
+     * weight than on the product, so those stay fp32 */
+    if (c->prec == PREC_BF16 && K >= 16 && M >= 16) {
         /* bf16 copies of both operands (kept or new), fp32 C */
         int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
         if (na > c->bc_max && nb <= c->bc_max) { /* the LM head's dlogits: A in blocks, see below */
