@@ -1014,7 +1014,7 @@ static int cu_profile_rows(const smj_exec *ex, smj_profile_row *rows, int max) {
         }
         if (j < max) rows[j] = r;
     }
-    return n;
+    return c->nprof; /* all rows, also when only max were copied */
 }
 
 static int cu_mem_info(const smj_exec *ex, size_t *used, size_t *total) {

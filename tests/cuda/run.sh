@@ -62,6 +62,7 @@ step "test_parity (ref, cpu, cuda)" 200 "SMJ_CUDA_REQUIRE=1 build-cuda/tests/tes
 step "test_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_REQUIRE=1 SMJ_CUDA_SYNC=1 build-cuda/tests/test_parity"
 step "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
 step "test_memory (cpu, ref, cuda)" 300 "build-cuda/tests/test_memory"
+step "test_probe (bench's measuring API)" 120 "build-cuda/tests/test_probe"
 step "training: cpu vs cuda, fp32 and bf16" 300 "sh tests/cuda/train_cpu_vs_cuda.sh"
 step "cli: --device cuda / cpu" 60 "build-cuda/smedjan bench --device cuda --size tiny --batch-size 2 --seq-len 64 --steps 2 --warmup 1 --decode-tokens 8 && build-cuda/smedjan bench --device cpu --size tiny --batch-size 2 --seq-len 64 --steps 1 --warmup 0 --decode-tokens 4 && { build/smedjan bench --device cuda --size tiny; test \$? -eq 1; }"
 # the PyTorch reference's Llama 110M (SwiGLU 2048 through --ffn-mult 2.6667)
