@@ -49,18 +49,17 @@ typedef __nv_bfloat16 bf16;
 /* shared row stride in bf16: HS + 8 (16 bytes) keeps ldmatrix conflict-free */
 template <int HS> struct FL { static constexpr int LDS = HS + 8; };
 
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p) {
+/* ldmatrix x4: four 8x8 bf16 matrices, lane l gives row l%8 of matrix l/8;
+ * TRANS loads each transposed. */
+template <bool TRANS> __device__ __forceinline__ void ldsm(uint32_t r[4], const bf16 *p) {
 #if __CUDA_ARCH__ >= 800
     uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-#endif
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const bf16 *p) {
-#if __CUDA_ARCH__ >= 800
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+    if constexpr (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 #endif
 }
 /* d += a · b (16x8 fp32 tile) */
@@ -123,20 +122,20 @@ template <int HS> struct Prefetch {
 template <int LDS>
 __device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *s, int row0, int col0) {
     int lane = threadIdx.x & 31;
-    ldsm_x4(a, s + (row0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + col0 + 8 * (lane >> 4));
+    ldsm<false>(a, s + (row0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + col0 + 8 * (lane >> 4));
 }
 /* B fragments of two adjacent n8 blocks (n0, n0+8) over k0..k0+15 where the
  * tile is stored [n][k] (rows = n): b[0],b[1] for n0, b[2],b[3] for n0+8. */
 template <int LDS>
 __device__ __forceinline__ void frag_b_nk(uint32_t b[4], const bf16 *s, int n0, int k0) {
     int lane = threadIdx.x & 31;
-    ldsm_x4(b, s + (n0 + (lane & 7) + 8 * (lane >> 4)) * LDS + k0 + 8 * ((lane >> 3) & 1));
+    ldsm<false>(b, s + (n0 + (lane & 7) + 8 * (lane >> 4)) * LDS + k0 + 8 * ((lane >> 3) & 1));
 }
 /* The same where the tile is stored [k][n] (rows = k): transposed loads. */
 template <int LDS>
 __device__ __forceinline__ void frag_b_kn(uint32_t b[4], const bf16 *s, int k0, int n0) {
     int lane = threadIdx.x & 31;
-    ldsm_x4_t(b, s + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + n0 + 8 * (lane >> 4));
+    ldsm<true>(b, s + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + n0 + 8 * (lane >> 4));
 }
 
 /* acc[8][4] = X_w (16 rows at xrow of sX, HS cols) · Y^T (64 rows of sY):
