@@ -173,17 +173,21 @@ typedef struct {
 
 /* The training-memory flags (train, bench, sizes, info): smj_train_options. */
 typedef struct {
-    int fused_ce, grad_ckpt;
+    int fused_ce, grad_ckpt, fp16_act;
 } cli_mem_flags;
 
 #define CLI_MEM_FLAGS(mm) \
     FLAG_SET("fused-ce", &(mm).fused_ce, \
              "LM head + cross-entropy in chunks of rows: no [batch*seq, vocab] logits buffer"), \
     FLAG_SET("gradient-checkpointing", &(mm).grad_ckpt, \
-             "keep only each block's input; recompute the block in the backward (~1/3 more compute)")
+             "keep only each block's input; recompute the block in the backward (~1/3 more compute)"), \
+    FLAG_SET("fp16-activations", &(mm).fp16_act, \
+             "keep what the backward reads as bf16 (half the activation memory; gradients to bf16 rounding)")
 
 /* The library options for mm. */
 smj_train_options cli_train_options(const cli_mem_flags *mm);
+/* " with --fused-ce ..." for the options that are on ("" when none). */
+const char *cli_train_options_str(const smj_train_options *o, char *buf, size_t n);
 /* One line "<what> ~TOTAL (weights W, grads G, AdamW A, activations X, scratch S)[ with --flags]"
  * for training cfg at (B, T) under the options of mm. */
 void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *cfg, int B, int T,

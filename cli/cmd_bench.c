@@ -16,9 +16,9 @@
  *            with greedy sampling, giving decode tok/s.
  * A model that keeps quantized weights (a .gguf in f16/q8_0/q4_0) cannot
  * train: its training row is refused with a message and reported as null.
- * It also reports the training memory estimate (for --fused-ce and
- * --gradient-checkpointing when given; they apply to the training and
- * forward rows) and the peak RSS (getrusage); MFU against a measured matmul
+ * It also reports the training memory estimate (for --fused-ce,
+ * --gradient-checkpointing and --fp16-activations when given; they apply to
+ * the training and forward rows) and the peak RSS (getrusage); MFU against a measured matmul
  * ceiling (smj_ctx_matmul_tflops, --matmul-probe) and, on a GPU, against
  * --peak-tflops (flops per token = 6 N + 12 L T d,
  * smj_config_flops_per_token); on a GPU also the device memory this run
@@ -76,7 +76,7 @@ static int write_random_dataset(const char *cmd, smj_ctx *ctx, int vocab, int64_
 
 int cmd_bench(int argc, char **argv) {
     cli_model_flags mf = CLI_MODEL_FLAGS_DEFAULTS;
-    cli_mem_flags mm = {0, 0};
+    cli_mem_flags mm = {0};
     cli_compute cc = CLI_COMPUTE_DEFAULTS;
     int B = 0, T = 256, steps = 10, warmup = 2, decode = 128, vocab = 8192, prof_steps = 2, probe = -1;
     float peak_tflops = 989.4f; /* H100/H200 SXM, dense bf16 */

@@ -7,7 +7,7 @@
  *   config is read first, a file whose weights are damaged still shows its
  *   config before the load error. The training-memory estimate is for
  *   --batch-size/--seq-len and the memory flags given (--fused-ce,
- *   --gradient-checkpointing).
+ *   --gradient-checkpointing, --fp16-activations).
  *   A .gguf (by its magic) is read with the smj_gguf_* accessors instead:
  *   format version, architecture, name, file type and size; the config (by
  *   loading it as smj_model_load_gguf does, which also says whether we can
@@ -115,7 +115,7 @@ static int info_gguf(const char *cmd, smj_ctx *ctx, const char *path) {
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     int B = 8, T = 0;
-    cli_mem_flags mm = {0, 0};
+    cli_mem_flags mm = {0};
     cli_compute cc = CLI_COMPUTE_DEFAULTS;
     cli_flag flags[] = {
         FLAG_STR("checkpoint", &path, "FILE", "model checkpoint or training state (required)"),
@@ -187,7 +187,8 @@ done:
 
 int cmd_sizes(int argc, char **argv) {
     int vocab = 8192, B = 8, T = 256;
-    cli_mem_flags mm = {0, 0};
+    char on[96];
+    cli_mem_flags mm = {0};
     cli_flag flags[] = {
         FLAG_INT("vocab-size", &vocab, 259, 1 << 22, "vocabulary to size the embeddings for (default 8192)"),
         FLAG_INT("batch-size", &B, 1, 65536, "batch for the training-memory column (default 8)"),
@@ -221,9 +222,8 @@ int cmd_sizes(int argc, char **argv) {
     }
     if (rc == 0)
         printf("\nvocab %d; training memory at batch %d x seq %d (params, grads, AdamW moments,\n"
-               "activations, scratch)%s%s%s.\nUse --size custom --dim --layers --heads for other shapes.\n",
-               vocab, B, T, to.fused_ce || to.gradient_checkpointing ? " with" : "",
-               to.fused_ce ? " --fused-ce" : "", to.gradient_checkpointing ? " --gradient-checkpointing" : "");
+               "activations, scratch)%s.\nUse --size custom --dim --layers --heads for other shapes.\n",
+               vocab, B, T, cli_train_options_str(&to, on, sizeof on));
     smj_ctx_free(ctx);
     return rc;
 }

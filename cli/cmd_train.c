@@ -427,10 +427,11 @@ int cmd_train(int argc, char **argv) {
         "uses <checkpoint-dir>/state.bin; give the same flags as the first run to reproduce\n"
         "its losses exactly. Ctrl-C saves the state and exits with status 130.\n"
         "Out of memory? In this order: a smaller --batch-size or --seq-len, --grad-accum\n"
-        "(same update from smaller micro-batches), --gradient-checkpointing, --fused-ce.\n"
-        "Both keep the losses and gradients (checkpointing bit for bit, fused-ce to float\n"
-        "rounding; docs/CUDA.md, \"Memory-saving flags\"); the memory estimate printed at\n"
-        "the start accounts for them.",
+        "(same update from smaller micro-batches), --gradient-checkpointing, --fused-ce,\n"
+        "--fp16-activations. The first two keep the losses and gradients (checkpointing bit\n"
+        "for bit, fused-ce to float rounding), the last keeps the losses and rounds the\n"
+        "gradients to bf16 precision (docs/CUDA.md, \"Memory-saving flags\"); the memory\n"
+        "estimate printed at the start accounts for them.",
         flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;

@@ -100,7 +100,15 @@ smj_train_options cli_train_options(const cli_mem_flags *mm) {
     smj_train_options o = {0};
     o.fused_ce = mm->fused_ce ? 1 : 0;
     o.gradient_checkpointing = mm->grad_ckpt ? 1 : 0;
+    o.fp16_activations = mm->fp16_act ? 1 : 0;
     return o;
+}
+
+const char *cli_train_options_str(const smj_train_options *o, char *buf, size_t n) {
+    snprintf(buf, n, "%s%s%s%s", o->fused_ce || o->gradient_checkpointing || o->fp16_activations ? " with" : "",
+             o->fused_ce ? " --fused-ce" : "", o->gradient_checkpointing ? " --gradient-checkpointing" : "",
+             o->fp16_activations ? " --fp16-activations" : "");
+    return buf;
 }
 
 void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *cfg, int B, int T,
@@ -108,11 +116,10 @@ void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *c
     smj_train_options o = cli_train_options(mm);
     smj_train_memory d;
     smj_config_train_memory_ex(cfg, B, T, &o, &d);
-    char t[32], w[32], g[32], a[32], x[32], s[32];
-    fprintf(f, "%s~%s (weights %s, grads %s, AdamW %s, activations %s, scratch %s)%s%s%s\n", what,
+    char t[32], w[32], g[32], a[32], x[32], s[32], on[96];
+    fprintf(f, "%s~%s (weights %s, grads %s, AdamW %s, activations %s, scratch %s)%s\n", what,
             cli_fmt_bytes(t, sizeof t, (double)d.total), cli_fmt_bytes(w, sizeof w, (double)d.weights),
             cli_fmt_bytes(g, sizeof g, (double)d.grads), cli_fmt_bytes(a, sizeof a, (double)d.optimizer),
             cli_fmt_bytes(x, sizeof x, (double)d.activations), cli_fmt_bytes(s, sizeof s, (double)d.scratch),
-            o.fused_ce || o.gradient_checkpointing ? " with" : "", o.fused_ce ? " --fused-ce" : "",
-            o.gradient_checkpointing ? " --gradient-checkpointing" : "");
+            cli_train_options_str(&o, on, sizeof on));
 }

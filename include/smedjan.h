@@ -197,11 +197,12 @@ int64_t smj_config_num_params(const smj_model_config *cfg);
 /* Training flops per token: 6*N + 12*L*T*C (N = parameters). */
 double smj_config_flops_per_token(const smj_model_config *cfg, int T);
 /* Training-memory options of a model (smj_model_set_train_options). Zero
- * (or a NULL pointer) means off everywhere. Neither changes what is
- * computed: the loss and the gradients are those of the plain forward and
- * backward — bit for bit with gradient_checkpointing; with fused_ce the LM
- * head's gradient is summed chunk by chunk and so agrees to float rounding
- * (docs/ARCHITECTURE.md, "Memory-saving options"). */
+ * (or a NULL pointer) means off everywhere. The first two do not change
+ * what is computed: the loss and the gradients are those of the plain
+ * forward and backward — bit for bit with gradient_checkpointing; with
+ * fused_ce the LM head's gradient is summed chunk by chunk and so agrees to
+ * float rounding. fp16_activations keeps the loss and rounds what the
+ * backward reads (docs/ARCHITECTURE.md, "Memory-saving options"). */
 typedef struct {
     /* Fused LM head + cross-entropy: a forward WITH targets computes the
      * logits in chunks of rows, takes the loss of each chunk and keeps only
@@ -219,6 +220,15 @@ typedef struct {
     /* fused_ce: rows per chunk; 0 = automatic (about 32 MiB of logits,
      * 8M / vocab_size rows, at least 1). */
     int ce_chunk_rows;
+    /* 16-bit activations: what a training forward keeps for the backward
+     * (the residual stream, and each block's [rows, width] tensors unless
+     * gradient_checkpointing recomputes them) is stored as bf16, halving
+     * that memory. The forward itself runs in fp32 as before, so the loss
+     * is bit for bit the plain one; the backward reads the rounded copies,
+     * so the gradients differ from the plain ones by bf16 rounding (about
+     * 2^-9 relative per saved value; a few 1e-3 on a whole gradient).
+     * Per-row statistics (norms' rstd, attention's log-sum-exp) stay fp32. */
+    int fp16_activations;
 } smj_train_options;
 
 /* Where the bytes of smj_config_train_memory_ex go (each a byte count). */

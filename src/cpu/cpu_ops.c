@@ -390,6 +390,27 @@ static void cpu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const
     })
 }
 
+/* bf16 by integer rounding (add 0x7FFF + the last kept bit, keep the top
+ * half: nearest, ties to even), branch-free so it vectorizes; NaN gets the
+ * quiet bit. Not VCVTNEPS2BF16, which flushes subnormals to zero. */
+static void cpu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) {
+    OMP_FOR
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, x + i, 4);
+        uint32_t r = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+        out[i] = (uint16_t)((b & 0x7FFFFFFFu) > 0x7F800000u ? (b >> 16) | 0x40u : r);
+    }
+}
+
+static void cpu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
+    OMP_FOR
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t b = (uint32_t)x[i] << 16;
+        memcpy(out + i, &b, 4);
+    }
+}
+
 static void *host_alloc(size_t n) { return smj_alloc(n); }
 static void host_free(void *p) { smj_afree(p); }
 static void host_copy(void *d, const void *s, size_t n) { if (n) memcpy(d, s, n); }

@@ -631,6 +631,45 @@ static void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
     if (n > 0) { k_scale<<<EW_GRID(n)>>>(x, s, n); LAUNCHED(c); }
     op_end(c);
 }
+/* bf16 storage of saved activations: the same integer rounding as the CPU
+ * backend (nearest, ties to even, subnormals kept, NaN quiet), four values
+ * per thread when both pointers allow the wide loads. */
+__device__ __forceinline__ uint16_t bf16_bits(float f) {
+    uint32_t b = __float_as_uint(f);
+    return (uint16_t)((b & 0x7FFFFFFFu) > 0x7F800000u ? (b >> 16) | 0x40u : (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+}
+__global__ void k_bf16_pack(uint16_t *out, const float *x, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 v = ((const float4 *)x)[i];
+        ushort4 o = {bf16_bits(v.x), bf16_bits(v.y), bf16_bits(v.z), bf16_bits(v.w)};
+        ((ushort4 *)out)[i] = o;
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = bf16_bits(x[i]);
+}
+__global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        ushort4 v = ((const ushort4 *)x)[i];
+        float4 o = {__uint_as_float((uint32_t)v.x << 16), __uint_as_float((uint32_t)v.y << 16),
+                    __uint_as_float((uint32_t)v.z << 16), __uint_as_float((uint32_t)v.w << 16)};
+        ((float4 *)out)[i] = o;
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = __uint_as_float((uint32_t)x[i] << 16);
+}
+static int wide_ok(const void *f32, const void *b16) { return (uintptr_t)f32 % 16 == 0 && (uintptr_t)b16 % 8 == 0; }
+static void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) {
+    OP_BEGIN("bf16_pack");
+    if (n > 0) { k_bf16_pack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(x, out)); LAUNCHED(c); }
+    op_end(c);
+}
+static void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
+    OP_BEGIN("bf16_unpack");
+    if (n > 0) { k_bf16_unpack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(out, x)); LAUNCHED(c); }
+    op_end(c);
+}
 static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
                      float b1, float b2, float eps, float wd, int64_t t) {
     OP_BEGIN("adamw");

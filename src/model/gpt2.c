@@ -144,15 +144,14 @@ void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float 
 #undef W
 }
 
-/* dres holds dL/dy on entry and dL/dx on return. */
-static void block_backward(smj_model *m, int l, int B, int T) {
+/* x: the block's input [N,C]; dres holds dL/dy on entry and dL/dx on return. */
+static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     smj_block_acts *a = &m->blk[l];
     const smj_exec *ex = &m->ctx->exec;
     int NH = c->n_heads, HS = c->head_dim;
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
-    const float *x = m->res + l * N * C;
     float *P = m->params, *G = m->grads;
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
@@ -194,12 +193,9 @@ void smj_gpt2_backward(smj_model *m, int B, int T) {
     int64_t N = (int64_t)B * T;
     int C = c->dim;
     be->layernorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1),
-                      smj_model_ptr(m, m->grads, R_FINAL_NORM_B, -1), m->dln, m->res + c->n_layers * N * C,
+                      smj_model_ptr(m, m->grads, R_FINAL_NORM_B, -1), m->dln, smj_acts_load(m, c->n_layers, B, T),
                       smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_mean, m->lnf_rstd, N, C);
-    for (int l = c->n_layers - 1; l >= 0; l--) {
-        if (m->topt.gradient_checkpointing) smj_model_recompute_block(m, l, B, T);
-        block_backward(m, l, B, T);
-    }
+    for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T, smj_acts_load(m, l, B, T));
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_POS_EMBED, -1), m->pos, m->dres, N, C);
 }

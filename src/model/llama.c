@@ -506,75 +506,135 @@ static void take_logits(const smj_model_config *c, int64_t N, const smj_train_op
     }
 }
 
-static void carve_gpt2_acts(const smj_model_config *c, int B, int T, const smj_train_options *o, carver *cv,
-                            smj_model *m) {
-    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
-    int ckpt = o && o->gradient_checkpointing;
-    float *res = take(cv, (c->n_layers + 1) * N * C), *tmp = take(cv, N * C);
-    int32_t *idx3 = (int32_t *)take(cv, N);
-    if (m) m->res = res;
-    for (int l = 0; l < c->n_layers; l++) {
-        if (ckpt && l > 0) { /* one block's activations, shared by every layer */
-            if (m) m->blk[l] = m->blk[0];
-            continue;
+/* A block's activation tensors and how each is kept for the backward:
+ *  SAVE: [N, width], read by the backward (bf16 copies under fp16_activations)
+ *  STAT: a few values per row, read by the backward (fp32, per layer, always)
+ *  TEMP: forward-only (GPT-2's fused q|k|v product): one for all layers
+ * The order is the carve order. */
+enum { SLOT_SAVE, SLOT_STAT, SLOT_TEMP, MAX_SLOTS = 20 };
+typedef struct { float **p; int64_t n; int kind; } act_slot;
+static int block_slots(const smj_model_config *c, int64_t N, smj_block_acts *a, act_slot *s) {
+    int64_t C = c->dim, H = c->ffn_hidden;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int k = 0;
+#define SLOT(field, count, kind) s[k++] = (act_slot){&a->field, (count), (kind)}
+    if (c->arch == SMJ_ARCH_GPT2) {
+        SLOT(ln1, N * C, SLOT_SAVE); SLOT(ln1_mean, N, SLOT_STAT); SLOT(ln1_rstd, N, SLOT_STAT);
+        SLOT(qkv, 3 * N * C, SLOT_TEMP);
+        SLOT(q, N * C, SLOT_SAVE); SLOT(k, N * C, SLOT_SAVE); SLOT(v, N * C, SLOT_SAVE);
+        SLOT(att, N * C, SLOT_SAVE); SLOT(lse, N * c->n_heads, SLOT_STAT);
+        SLOT(res_mid, N * C, SLOT_SAVE);
+        SLOT(ln2, N * C, SLOT_SAVE); SLOT(ln2_mean, N, SLOT_STAT); SLOT(ln2_rstd, N, SLOT_STAT);
+        SLOT(gate, N * H, SLOT_SAVE); SLOT(hsw, N * H, SLOT_SAVE); /* pre-GELU, post-GELU */
+    } else {
+        SLOT(ln1, N * C, SLOT_SAVE); SLOT(ln1_rstd, N, SLOT_STAT);
+        if (c->qk_norm) {
+            SLOT(q_pre, N * QD, SLOT_SAVE); SLOT(k_pre, N * KD, SLOT_SAVE);
+            SLOT(q_rstd, N * c->n_heads, SLOT_STAT); SLOT(k_rstd, N * c->n_kv_heads, SLOT_STAT);
         }
+        SLOT(q, N * QD, SLOT_SAVE); SLOT(k, N * KD, SLOT_SAVE); SLOT(v, N * KD, SLOT_SAVE);
+        SLOT(att, N * QD, SLOT_SAVE); SLOT(lse, N * c->n_heads, SLOT_STAT);
+        SLOT(res_mid, N * C, SLOT_SAVE);
+        SLOT(ln2, N * C, SLOT_SAVE); SLOT(ln2_rstd, N, SLOT_STAT);
+        SLOT(gate, N * H, SLOT_SAVE); SLOT(up, N * H, SLOT_SAVE); SLOT(hsw, N * H, SLOT_SAVE);
+    }
+#undef SLOT
+    return k;
+}
+
+/* bf16 values of a SAVE tensor of n elements in a block's saved16 (each
+ * copy starts 32-byte aligned). */
+static int64_t saved16_len(int64_t n) { return (n + 15) & ~(int64_t)15; }
+static uint16_t *take16(carver *cv, int64_t n) { return (uint16_t *)take(cv, (n + 1) / 2); }
+
+/* The walk over everything a training forward keeps. Plain: the residual
+ * stream [L+1,N,C] and every block's tensors. gradient_checkpointing: one
+ * block's tensors for all layers (recomputed in the backward).
+ * fp16_activations: the residual stream as bf16 [L+1,N,C] plus two fp32
+ * [N,C] buffers the forward alternates between; without checkpointing,
+ * one block's fp32 SAVE tensors for all layers, per layer a bf16 copy of
+ * them (saved16) and the STAT tensors. */
+static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_options *o, carver *cv,
+                       smj_model *m) {
+    int64_t N = (int64_t)B * T, C = c->dim, L = c->n_layers;
+    int ckpt = o && o->gradient_checkpointing, h16 = o && o->fp16_activations, blk16 = h16 && !ckpt;
+    uint16_t *res16 = NULL;
+    float *res = NULL, *stage = NULL;
+    if (h16) { res16 = take16(cv, (L + 1) * N * C); stage = take(cv, 2 * N * C); }
+    else res = take(cv, (L + 1) * N * C);
+    float *tmp = take(cv, N * C);
+    int32_t *idx3 = c->arch == SMJ_ARCH_GPT2 ? (int32_t *)take(cv, N) : NULL;
+    if (m) { m->res = res; m->res16 = res16; m->stage = stage; }
+    smj_block_acts a0 = {0};
+    act_slot s0[MAX_SLOTS], s[MAX_SLOTS];
+    int ns = block_slots(c, N, &a0, s0);
+    for (int l = 0; l < L; l++) {
         smj_block_acts a = {0};
-        a.ln1 = take(cv, N * C); a.ln1_mean = take(cv, N); a.ln1_rstd = take(cv, N);
-        a.qkv = take(cv, 3 * N * C);
-        a.q = take(cv, N * C); a.k = take(cv, N * C); a.v = take(cv, N * C);
-        a.att = take(cv, N * C); a.lse = take(cv, N * c->n_heads);
-        a.res_mid = take(cv, N * C);
-        a.ln2 = take(cv, N * C); a.ln2_mean = take(cv, N); a.ln2_rstd = take(cv, N);
-        a.gate = take(cv, N * H); a.hsw = take(cv, N * H); /* pre-GELU, post-GELU */
+        block_slots(c, N, &a, s);
+        int64_t n16 = 0;
+        for (int i = 0; i < ns; i++) {
+            int shared = l > 0 && (ckpt || s[i].kind == SLOT_TEMP || (blk16 && s[i].kind == SLOT_SAVE));
+            *s[i].p = shared ? *s0[i].p : take(cv, s[i].n);
+            if (blk16 && s[i].kind == SLOT_SAVE) n16 += saved16_len(s[i].n);
+        }
+        if (blk16) a.saved16 = take16(cv, n16);
         a.tmp = tmp;
         a.idx3 = idx3;
+        if (l == 0) a0 = a;
         if (m) m->blk[l] = a;
     }
-    float *lnf = take(cv, N * C), *lnf_mean = take(cv, N), *lnf_rstd = take(cv, N);
+    float *lnf = take(cv, N * C), *lnf_mean = c->arch == SMJ_ARCH_GPT2 ? take(cv, N) : NULL, *lnf_rstd = take(cv, N);
     take_logits(c, N, o, cv, m);
     float *losses = take(cv, N), *xlse = take(cv, N);
-    float *ids = take(cv, N), *tgts = take(cv, N), *pos = take(cv, N);
+    float *ids = take(cv, N), *tgts = take(cv, N), *pos = c->arch == SMJ_ARCH_GPT2 ? take(cv, N) : NULL;
     if (m) {
-        m->lnf = lnf; m->lnf_mean = lnf_mean; m->lnf_rstd = lnf_rstd; m->losses = losses;
-        m->xlse = xlse; m->ids = (int32_t *)ids; m->tgts = (int32_t *)tgts; m->pos = (int32_t *)pos;
+        m->lnf = lnf; m->lnf_mean = lnf_mean; m->lnf_rstd = lnf_rstd; m->losses = losses; m->xlse = xlse;
+        m->ids = (int32_t *)ids; m->tgts = (int32_t *)tgts; m->pos = (int32_t *)pos;
     }
 }
 
-static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_options *o, carver *cv,
-                       smj_model *m) {
-    if (c->arch == SMJ_ARCH_GPT2) { carve_gpt2_acts(c, B, T, o, cv, m); return; }
-    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
-    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
-    int ckpt = o && o->gradient_checkpointing;
-    float *res = take(cv, (c->n_layers + 1) * N * C), *tmp = take(cv, N * C);
-    if (m) m->res = res;
-    for (int l = 0; l < c->n_layers; l++) {
-        if (ckpt && l > 0) { /* one block's activations, shared by every layer */
-            if (m) m->blk[l] = m->blk[0];
-            continue;
-        }
-        smj_block_acts a = {0};
-        a.ln1 = take(cv, N * C); a.ln1_rstd = take(cv, N);
-        if (c->qk_norm) {
-            a.q_pre = take(cv, N * QD); a.k_pre = take(cv, N * KD);
-            a.q_rstd = take(cv, N * c->n_heads); a.k_rstd = take(cv, N * c->n_kv_heads);
-        }
-        a.q = take(cv, N * QD); a.k = take(cv, N * KD); a.v = take(cv, N * KD);
-        a.att = take(cv, N * QD); a.lse = take(cv, N * c->n_heads);
-        a.res_mid = take(cv, N * C);
-        a.ln2 = take(cv, N * C); a.ln2_rstd = take(cv, N);
-        a.gate = take(cv, N * H); a.up = take(cv, N * H); a.hsw = take(cv, N * H);
-        a.tmp = tmp;
-        if (m) m->blk[l] = a;
+float *smj_res_fwd(smj_model *m, int l, int64_t N) {
+    int64_t C = m->cfg.dim;
+    return m->res16 ? m->stage + (l & 1) * N * C : m->res + l * N * C;
+}
+
+/* Packs (dir 0) or unpacks (dir 1) block l's SAVE tensors to / from saved16. */
+static void block_io16(smj_model *m, int l, int64_t N, int dir) {
+    smj_block_acts *a = &m->blk[l];
+    act_slot s[MAX_SLOTS];
+    int ns = block_slots(&m->cfg, N, a, s);
+    uint16_t *p = a->saved16;
+    for (int i = 0; i < ns; i++) {
+        if (s[i].kind != SLOT_SAVE) continue;
+        if (dir == 0) m->be->bf16_pack(&m->ctx->exec, p, *s[i].p, s[i].n);
+        else m->be->bf16_unpack(&m->ctx->exec, *s[i].p, p, s[i].n);
+        p += saved16_len(s[i].n);
     }
-    float *lnf = take(cv, N * C), *lnf_rstd = take(cv, N);
-    take_logits(c, N, o, cv, m);
-    float *losses = take(cv, N), *xlse = take(cv, N);
-    float *ids = take(cv, N), *tgts = take(cv, N);
-    if (m) {
-        m->lnf = lnf; m->lnf_rstd = lnf_rstd; m->losses = losses; m->xlse = xlse;
-        m->ids = (int32_t *)ids; m->tgts = (int32_t *)tgts;
+}
+
+void smj_acts_save(smj_model *m, int l, int B, int T) {
+    if (!m->res16) return;
+    int64_t N = (int64_t)B * T, C = m->cfg.dim;
+    m->be->bf16_pack(&m->ctx->exec, m->res16 + l * N * C, smj_res_fwd(m, l, N), N * C);
+    if (l < m->cfg.n_layers && m->blk[l].saved16) block_io16(m, l, N, 0);
+}
+
+const float *smj_acts_load(smj_model *m, int l, int B, int T) {
+    int64_t N = (int64_t)B * T, C = m->cfg.dim;
+    const float *x = m->stage;
+    if (m->res16) m->be->bf16_unpack(&m->ctx->exec, m->stage, m->res16 + l * N * C, N * C);
+    else x = m->res + l * N * C;
+    if (l == m->cfg.n_layers) return x;
+    smj_block_acts *a = &m->blk[l];
+    if (m->topt.gradient_checkpointing) {
+        /* block l's forward again; its output (= block l+1's input) goes to
+         * a->tmp, which the block's last add may overwrite in place */
+        int64_t KD = (int64_t)m->cfg.n_kv_heads * m->cfg.head_dim;
+        smj_block_forward(m, l, a, x, a->tmp, B, T, 0, a->k, a->v, T, (int64_t)T * KD);
+    } else if (a->saved16) {
+        block_io16(m, l, N, 1);
     }
+    return x;
 }
 
 static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
@@ -639,8 +699,8 @@ static smj_status ensure_acts(smj_model *m, int B, int T) {
         m->act_B = m->act_T = 0;
         SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM,
                  "out of memory for activations of batch %d x %d (%.1f MB); lower the batch or sequence length, "
-                 "accumulate gradients over smaller batches, or turn on gradient checkpointing and fused "
-                 "cross-entropy", B, T, n * 4.0 / 1e6);
+                 "accumulate gradients over smaller batches, or turn on gradient checkpointing, fused "
+                 "cross-entropy and 16-bit activations", B, T, n * 4.0 / 1e6);
     }
     m->act_B = B;
     m->act_T = T;
@@ -656,6 +716,8 @@ smj_status smj_model_set_train_options(smj_model *m, const smj_train_options *o)
               o->fused_ce);
     SMJ_CHECK(m->ctx, o->gradient_checkpointing == 0 || o->gradient_checkpointing == 1, SMJ_ERR_INVALID,
               "gradient_checkpointing must be 0 or 1, not %d", o->gradient_checkpointing);
+    SMJ_CHECK(m->ctx, o->fp16_activations == 0 || o->fp16_activations == 1, SMJ_ERR_INVALID,
+              "fp16_activations must be 0 or 1, not %d", o->fp16_activations);
     SMJ_CHECK(m->ctx, o->ce_chunk_rows >= 0, SMJ_ERR_INVALID, "ce_chunk_rows must be >= 0 (0 = automatic), not %d",
               o->ce_chunk_rows);
     if (memcmp(o, &m->topt, sizeof *o) == 0) return SMJ_OK;
@@ -767,30 +829,29 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     const smj_exec *ex = &m->ctx->exec;
     int C = c->dim, V = c->vocab_size;
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
-    if (c->arch == SMJ_ARCH_GPT2) {
+    int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
+    if (gpt2) {
         int32_t *host = malloc(sizeof(int32_t) * 2 * (size_t)N);
         if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
         for (int64_t i = 0; i < N; i++) { host[i] = (int32_t)(i % T); host[N + i] = (int32_t)(3 * i); }
         be->upload(m->pos, host, sizeof(int32_t) * (size_t)N);
         be->upload(m->blk[0].idx3, host + N, sizeof(int32_t) * (size_t)N);
         free(host);
-        smj_gpt2_embed(m, m->res, m->blk[0].tmp, m->ids, m->pos, N);
-        for (int l = 0; l < c->n_layers; l++) {
-            smj_block_acts *a = &m->blk[l];
-            smj_block_forward(m, l, a, m->res + l * N * C, m->res + (l + 1) * N * C, B, T, 0, a->k, a->v, T,
-                              (int64_t)T * C);
-        }
-        smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res + c->n_layers * N * C, N);
+        smj_gpt2_embed(m, smj_res_fwd(m, 0, N), m->blk[0].tmp, m->ids, m->pos, N);
     } else {
-    SMJ_TRY(smj_model_embed(m, m->res, inputs, m->ids, N));
-    for (int l = 0; l < c->n_layers; l++) {
+        SMJ_TRY(smj_model_embed(m, smj_res_fwd(m, 0, N), inputs, m->ids, N));
+    }
+    int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
+    for (int l = 0; l < L; l++) {
         smj_block_acts *a = &m->blk[l];
-        smj_block_forward(m, l, a, m->res + l * N * C, m->res + (l + 1) * N * C, B, T, 0, a->k, a->v, T,
-                          (int64_t)T * c->n_kv_heads * c->head_dim);
+        smj_block_forward(m, l, a, smj_res_fwd(m, l, N), smj_res_fwd(m, l + 1, N), B, T, 0, a->k, a->v, T,
+                          (int64_t)T * KD);
+        if (targets) smj_acts_save(m, l, B, T); /* only a forward with targets has a backward */
     }
-    be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, m->res + c->n_layers * N * C,
-                    smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
-    }
+    float *xL = smj_res_fwd(m, L, N);
+    if (targets) smj_acts_save(m, L, B, T);
+    if (gpt2) smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, xL, N);
+    else be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, xL, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
     m->have_targets = 0;
     if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
     if (m->topt.fused_ce && targets) {
@@ -838,23 +899,14 @@ smj_status smj_model_get_logits(smj_model *m, float *dst) {
 
 /* ------------------------------------------------------- backward */
 
-void smj_model_recompute_block(smj_model *m, int l, int B, int T) {
-    const smj_model_config *c = &m->cfg;
-    int64_t N = (int64_t)B * T, C = c->dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
-    smj_block_acts *a = &m->blk[l];
-    /* The output (= res[l+1] again) goes to a->tmp, which the block's last
-     * add may overwrite in place; res[l+1] stays as the forward left it. */
-    smj_block_forward(m, l, a, m->res + l * N * C, a->tmp, B, T, 0, a->k, a->v, T, (int64_t)T * KD);
-}
-
-static void block_backward(smj_model *m, int l, int B, int T) {
+/* x: the block's input [N,C]; dres holds dL/dy on entry and dL/dx on return. */
+static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     smj_block_acts *a = &m->blk[l];
     const smj_exec *ex = &m->ctx->exec;
     int NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
     int64_t N = (int64_t)B * T, QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
-    const float *x = m->res + l * N * C;
     float *P = m->params, *G = m->grads;
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
@@ -944,12 +996,9 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         return SMJ_OK;
     }
     be->rmsnorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1), m->dln,
-                    m->res + c->n_layers * N * C, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_rstd,
-                    N, C);
-    for (int l = c->n_layers - 1; l >= 0; l--) {
-        if (m->topt.gradient_checkpointing) smj_model_recompute_block(m, l, B, T);
-        block_backward(m, l, B, T);
-    }
+                    smj_acts_load(m, c->n_layers, B, T), smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
+                    m->lnf_rstd, N, C);
+    for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T, smj_acts_load(m, l, B, T));
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     m->have_targets = 0; /* logits were consumed */
     return SMJ_OK;

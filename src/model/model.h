@@ -84,6 +84,8 @@ typedef struct {
     float *ln2, *ln2_rstd;         /* [N,C], [N] */
     float *gate, *up, *hsw;        /* [N,H] each; hsw = silu(gate) * up */
     float *tmp;                    /* [N,C] scratch (shared by all blocks) */
+    uint16_t *saved16;             /* fp16_activations without checkpointing: bf16 copies of
+                                      the block's SAVE tensors (llama.c's block_slots) */
     /* GPT-2 only: LayerNorm means, the fused q|k|v product, and row indices
      * 3n (device int32, shared by all blocks) that split it with the embedding op */
     float *ln1_mean, *ln2_mean;    /* [N] each */
@@ -111,7 +113,11 @@ struct smj_model {
     /* activations for the largest (B, T) seen so far */
     int act_B, act_T;
     float *act_mem;
-    float *res;      /* [L+1, N, C] residual stream entering each block (+ final) */
+    float *res;      /* [L+1, N, C] residual stream entering each block (+ final); NULL with
+                        fp16_activations, which keeps it as bf16 in res16 and runs the forward
+                        through stage [2, N, C] (smj_res_fwd) */
+    uint16_t *res16;
+    float *stage;
     smj_block_acts *blk;  /* [L] */
     float *lnf, *lnf_rstd, *logits, *losses, *xlse; /* [N,C] [N] [N,V] [N] [N] */
     int32_t *ids, *tgts;  /* [N] each, on the backend */
@@ -130,8 +136,9 @@ struct smj_model {
      * chunk there (m->logits is then NULL), and a forward without targets
      * writes all logits into full_logits (allocated on demand, full_cap
      * floats). With gradient_checkpointing every blk[l] points at the same
-     * single block's activations; the backward recomputes block l from
-     * res[l] before its backward (smj_model_recompute_block). */
+     * single block's activations; the backward recomputes block l from its
+     * input before its backward (smj_acts_load). With fp16_activations what
+     * the backward reads is kept as bf16 (see carve_acts in llama.c). */
     smj_train_options topt;
     float *ce_buf;
     float *full_logits;
@@ -214,8 +221,18 @@ int64_t smj_fixed_floats(const smj_model_config *c);
  * a last chunk of 1 row is merged into the one before, so the buffer holds
  * min(N, rows + 1) rows). */
 int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N);
-/* gradient checkpointing: block l's forward again, from its saved input
- * res[l], into the shared block activations (the output goes to a->tmp). */
-void smj_model_recompute_block(smj_model *m, int l, int B, int T);
+/* The residual stream as the training forward sees it: the fp32 [N,C]
+ * input of block l (l = L: the final norm's input), where the forward
+ * writes and reads it (with fp16_activations two buffers alternate). */
+float *smj_res_fwd(smj_model *m, int l, int64_t N);
+/* After block l's forward (and for l = L after the last block): keeps what
+ * the backward needs (with fp16_activations the bf16 copies of the block's
+ * input and, without checkpointing, of its SAVE tensors; nothing else). */
+void smj_acts_save(smj_model *m, int l, int B, int T);
+/* Before block l's backward (l = L: the final norm's): returns block l's
+ * fp32 input and puts the block's activations in place: from the bf16
+ * copies, or by running the block's forward again under gradient
+ * checkpointing (the output goes to a->tmp). */
+const float *smj_acts_load(smj_model *m, int l, int B, int T);
 
 #endif

@@ -28,7 +28,7 @@ typedef struct smj_backend smj_backend;
     X(matmul) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd) X(rmsnorm_bwd) \
     X(rope_fwd) X(rope_bwd) X(attention_fwd) X(attention_bwd) X(swiglu_fwd) X(swiglu_bwd) \
     X(add) X(xent_fwd) X(xent_bwd) X(adamw) X(sumsq) X(scale) \
-    X(layernorm_fwd) X(layernorm_bwd) X(gelu_fwd) X(gelu_bwd)
+    X(layernorm_fwd) X(layernorm_bwd) X(gelu_fwd) X(gelu_bwd) X(bf16_pack) X(bf16_unpack)
 
 enum {
 #define SMJ_OP_ENUM(n) SMJ_OP_##n,
@@ -143,7 +143,14 @@ enum { SMJ_WTYPE_F16 = 1, SMJ_WTYPE_Q4_0 = 2, SMJ_WTYPE_Q8_0 = 8 };
      * out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */ \
     void (*gelu_fwd)(const smj_exec *ex, R *out, const R *x, int64_t n); \
     /* dx = dout * gelu'(x), written. */ \
-    void (*gelu_bwd)(const smj_exec *ex, R *dx, const R *dout, const R *x, int64_t n);
+    void (*gelu_bwd)(const smj_exec *ex, R *dx, const R *dout, const R *x, int64_t n); \
+ \
+    /* 16-bit storage of saved activations (--fp16-activations). bf16 = the \
+     * top half of the fp32 bits, rounded to nearest even (subnormals kept, \
+     * overflow to Inf); a NaN stays a NaN. out[i] = bf16(x[i]). */ \
+    void (*bf16_pack)(const smj_exec *ex, uint16_t *out, const R *x, int64_t n); \
+    /* out[i] = the value of x[i] (exact). */ \
+    void (*bf16_unpack)(const smj_exec *ex, R *out, const uint16_t *x, int64_t n);
 
 struct smj_backend {
     const char *name;

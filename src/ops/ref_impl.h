@@ -303,3 +303,30 @@ static void RP(gelu_bwd)(const smj_exec *ex, REAL *dx, const REAL *dout, const R
         dx[i] = (REAL)(dout[i] * d);
     }
 }
+
+/* bf16 keeps the top 16 bits of the fp32. Rounding to nearest: the dropped
+ * low half decides (above half way up, below down, exactly half way to the
+ * even one); rounding up in magnitude may carry into the exponent, which is
+ * right (up to Inf). NaN: the truncated bits with the quiet bit set. */
+static void RP(bf16_pack)(const smj_exec *ex, uint16_t *out, const REAL *x, int64_t n) {
+    (void)ex;
+    for (int64_t i = 0; i < n; i++) {
+        float f = (float)x[i];
+        uint32_t b;
+        memcpy(&b, &f, 4);
+        uint16_t kept = (uint16_t)(b >> 16);
+        uint32_t dropped = b & 0xFFFFu;
+        if (isnan(f)) kept |= 0x40;
+        else if (dropped > 0x8000u || (dropped == 0x8000u && (kept & 1))) kept++;
+        out[i] = kept;
+    }
+}
+static void RP(bf16_unpack)(const smj_exec *ex, REAL *out, const uint16_t *x, int64_t n) {
+    (void)ex;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t b = (uint32_t)x[i] << 16;
+        float f;
+        memcpy(&f, &b, 4);
+        out[i] = (REAL)f;
+    }
+}

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../src/ops/ops.h"
+#include "../../src/hf/safetensors.h"
 #include "../util/check.h"
 
 #define CANARY 1.2345e6f
@@ -560,6 +561,63 @@ static void case_gelu_bwd(void) {
     ffree(o1); ffree(g1);
     dfree(Dx); dfree(Dd); dfree(Do); dfree(Dg);
     ffree(x); ffree(d); ffree(o2); ffree(g2);
+}
+
+/* bf16 storage: bit for bit the reference on bf16_test_inputs (special
+ * values, random bits, magnitudes 1e-30..1e30), on sizes that exercise the
+ * four-wide and the scalar paths, aligned and one element off; every bf16
+ * value unpacks to smj_bf16_to_f32's bits and packs back to itself. */
+static uint16_t *u16_d(int64_t n) {
+    uint16_t *d = be->alloc(sizeof(uint16_t) * (size_t)(n + 2));
+    be->zero(d, sizeof(uint16_t) * (size_t)(n + 2));
+    return d;
+}
+static void case_bf16_pack(void) {
+    for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++)
+        for (int off = 0; off < 2; off++) {
+            int64_t n = EW[s];
+            snprintf(cur_shape, sizeof cur_shape, "n%lld offset%d", (long long)n, off);
+            float *x = frand(n + 1, 0);
+            bf16_test_inputs(x + off, n, (uint64_t)n);
+            uint16_t *want = malloc(sizeof(uint16_t) * (size_t)(n + 2)), *got = malloc(sizeof(uint16_t) * (size_t)(n + 2));
+            rf->bf16_pack(X1, want, x + off, n);
+            float *Dx = dup_d(x, n + 1);
+            uint16_t *Do = u16_d(n);
+            be->bf16_pack(ex, Do + off, Dx + off, n);
+            be->download(got, Do, sizeof(uint16_t) * (size_t)(n + 2));
+            int64_t bad = 0;
+            for (int64_t i = 0; i < n; i++) bad += got[i + off] != want[i];
+            CHECK(bad == 0, "cuda/bf16_pack %s: %lld values differ from ref", cur_shape, (long long)bad);
+            CHECK(got[off ? 0 : n] == 0 && got[n + 1] == 0, "cuda/bf16_pack %s: wrote outside its output", cur_shape);
+            be->free(Do); dfree(Dx); ffree(x); free(want); free(got);
+        }
+}
+static void case_bf16_unpack(void) {
+    int64_t n = 65536;
+    for (int off = 0; off < 2; off++) {
+        snprintf(cur_shape, sizeof cur_shape, "all 65536 offset%d", off);
+        uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(n + 2)), *back = malloc(sizeof(uint16_t) * (size_t)(n + 2));
+        for (int64_t i = 0; i < n + 2; i++) h[i] = (uint16_t)(i - off);
+        uint16_t *Dh = u16_d(n), *Db = u16_d(n);
+        be->upload(Dh, h, sizeof(uint16_t) * (size_t)(n + 2));
+        float *f = frand(n + 1, 0), *Df = dup_d(f, n + 1);
+        be->bf16_unpack(ex, Df + off, Dh + off, n);
+        be->bf16_pack(ex, Db + off, Df + off, n);
+        float *g = get_h(Df, n + 1);
+        be->download(back, Db, sizeof(uint16_t) * (size_t)(n + 2));
+        int64_t bad = 0, badrt = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float want = smj_bf16_to_f32((uint16_t)i);
+            bad += memcmp(&want, g + off + i, 4) != 0;
+            int nan = (i & 0x7FFF) > 0x7F80;
+            badrt += back[i + off] != (nan ? (uint16_t)(i | 0x40) : (uint16_t)i);
+        }
+        CHECK(bad == 0, "cuda/bf16_unpack %s: %lld values wrong", cur_shape, (long long)bad);
+        CHECK(badrt == 0, "cuda/bf16_unpack %s: %lld values do not pack back to themselves", cur_shape, (long long)badrt);
+        CHECK(g[off ? 0 : n] == 0 && g[-1] == CANARY && g[n + 1] == CANARY, "cuda/bf16_unpack %s: wrote outside its output",
+              cur_shape);
+        be->free(Dh); be->free(Db); dfree(Df); ffree(f); ffree(g); free(h); free(back);
+    }
 }
 
 typedef void (*op_case)(void);

@@ -71,3 +71,27 @@ const char *smj_bin(void) {
     const char *b = getenv("SMJ_BIN");
     return b && *b ? b : "build/smedjan";
 }
+
+void bf16_test_inputs(float *x, int64_t n, uint64_t seed) {
+    static const uint32_t special[] = {
+        0x00000000u, 0x80000000u, 0x3F800000u, 0xBF800000u,
+        0x3F808000u, 0x3F818000u, 0xBF808000u, 0xBF818000u, /* ties: to even (down), to even (up) */
+        0x3F808001u, 0x3F807FFFu,                           /* just above / below halfway */
+        0x00000001u, 0x00008000u, 0x00018000u, 0x007FFFFFu, 0x807FFFFFu, /* subnormals */
+        0x7F7F7FFFu, 0x7F7F8000u, 0x7F7FFFFFu, 0xFF7FFFFFu, /* largest finite: stays, ties up to Inf, Inf */
+        0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00001u, 0x7F800001u, /* Inf, NaN (quiet, signalling) */
+        0x40490FDBu, 0x3EAAAAABu};                          /* pi, 1/3 */
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        uint32_t b;
+        if (i < (int64_t)(sizeof special / sizeof special[0])) b = special[i];
+        else if (i % 3 == 0) b = (uint32_t)(s >> 32);
+        else {
+            double mag = pow(10.0, -30.0 + 60.0 * (double)(s >> 11) / 9007199254740992.0);
+            float f = (float)((s & 1) ? -mag : mag);
+            memcpy(&b, &f, 4);
+        }
+        memcpy(x + i, &b, 4);
+    }
+}

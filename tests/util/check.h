@@ -28,4 +28,9 @@ int run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *test_tmpdir(void);
 /* Path of the smedjan binary (env SMJ_BIN, default build/smedjan). */
 const char *smj_bin(void);
+/* Inputs for the bf16 storage ops (bf16_pack/unpack): special values first
+ * (signed zeros, halfway cases that round down and up, subnormals, the
+ * largest finite values with and without overflow, Inf, NaN), then, seeded,
+ * random bit patterns and random values of magnitudes 1e-30..1e30. */
+void bf16_test_inputs(float *x, int64_t n, uint64_t seed);
 #endif
