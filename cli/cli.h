@@ -182,7 +182,7 @@ typedef struct {
     FLAG_SET("gradient-checkpointing", &(mm).grad_ckpt, \
              "keep only each block's input; recompute the block in the backward (~1/3 more compute)"), \
     FLAG_SET("fp16-activations", &(mm).fp16_act, \
-             "keep what the backward reads as bf16 (half the activation memory; gradients to bf16 rounding)")
+             "keep what the backward reads as bf16 (less activation memory; gradients to bf16 rounding)")
 
 /* The library options for mm. */
 smj_train_options cli_train_options(const cli_mem_flags *mm);
