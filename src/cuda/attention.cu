@@ -187,12 +187,120 @@ static void att_bwd_bf16(smj_cuda *c, float *dq, float *dk, float *dv, const flo
                          const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                          int NKV, int HS, float scale);
 
+/* Decoding, one query per (batch, head) (Tq = 1): the keys are split into
+ * chunks of DCH across blocks (grid [splits, NH, B]), so a long cache
+ * keeps every SM busy instead of one block per head walking all keys
+ * (flash-decoding). In a block, warp w owns keys w, w + 4, ... of the
+ * chunk (DCH / 4 of them, their loads issued together): it scores them
+ * (lanes over HS), and after the block's max and sum it accumulates their
+ * p · v rows (lane l holds dims l + 32j, j < NC); the four warps' rows are
+ * summed in shared memory. Each block writes its chunk's max m, sum l of
+ * exp(score - m) and unnormalized output o[HS] to part [B, NH, splits,
+ * HS + 2]; k_att_decode_merge rescales and combines them. */
+#define DCH 32
+#define DW (DCH / 4) /* keys per warp */
+template <int NC>
+__global__ void __launch_bounds__(128) k_att_decode(float *part, const float *q, const float *k, const float *v, int Tk,
+                                                    int NH, int NKV, int HS, int64_t kv_bstride, float scale,
+                                                    int splits) {
+    __shared__ float qs[32 * NC], red[4], os[4][32 * NC];
+    int s = blockIdx.x, h = blockIdx.y, b = blockIdx.z, kvh = h / (NH / NKV);
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int64_t ld = (int64_t)NKV * HS;
+    const float *kb = k + b * kv_bstride + (int64_t)kvh * HS, *vb = v + b * kv_bstride + (int64_t)kvh * HS;
+    int j0 = s * DCH, n = Tk - j0 < DCH ? Tk - j0 : DCH;
+    for (int d = threadIdx.x; d < 32 * NC; d += 128) qs[d] = d < HS ? q[((int64_t)b * NH + h) * HS + d] * scale : 0;
+    __syncthreads();
+    float sc[DW];
+#pragma unroll
+    for (int i = 0; i < DW; i++) {
+        int j = w + 4 * i;
+        float acc = 0;
+        if (j < n) {
+            const float *kr = kb + (int64_t)(j0 + j) * ld;
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                int d = lane + 32 * c;
+                if (d < HS) acc += qs[d] * kr[d];
+            }
+        }
+        sc[i] = j < n ? warp_sum(acc) : -INFINITY;
+    }
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < DW; i++) m = fmaxf(m, sc[i]);
+    if (lane == 0) red[w] = m;
+    __syncthreads();
+    m = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
+    __syncthreads();
+    float l = 0, o[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) o[c] = 0;
+#pragma unroll
+    for (int i = 0; i < DW; i++) {
+        int j = w + 4 * i;
+        if (j >= n) break;
+        float p = expf(sc[i] - m);
+        l += p;
+        const float *vr = vb + (int64_t)(j0 + j) * ld;
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            int d = lane + 32 * c;
+            if (d < HS) o[c] += p * vr[d];
+        }
+    }
+    if (lane == 0) red[w] = l;
+#pragma unroll
+    for (int c = 0; c < NC; c++) os[w][lane + 32 * c] = o[c];
+    __syncthreads();
+    float *pr = part + (((int64_t)b * NH + h) * splits + s) * (HS + 2);
+    for (int d = threadIdx.x; d < HS; d += 128) pr[2 + d] = os[0][d] + os[1][d] + os[2][d] + os[3][d];
+    if (threadIdx.x == 0) { pr[0] = m; pr[1] = red[0] + red[1] + red[2] + red[3]; }
+}
+
+/* out [B,1,NH,HS] and lse [B,NH,1] from the chunks' (m, l, o): grid [NH, B]. */
+__global__ void k_att_decode_merge(float *out, float *lse, const float *part, int NH, int HS, int splits) {
+    int h = blockIdx.x, b = blockIdx.y;
+    const float *pr = part + ((int64_t)b * NH + h) * splits * (HS + 2);
+    float M = -INFINITY, L = 0;
+    for (int s = 0; s < splits; s++) M = fmaxf(M, pr[s * (HS + 2)]);
+    for (int s = 0; s < splits; s++) L += pr[s * (HS + 2) + 1] * expf(pr[s * (HS + 2)] - M);
+    for (int d = threadIdx.x; d < HS; d += blockDim.x) {
+        float o = 0;
+        for (int s = 0; s < splits; s++) o += pr[s * (HS + 2) + 2 + d] * expf(pr[s * (HS + 2)] - M);
+        out[((int64_t)b * NH + h) * HS + d] = o / L;
+    }
+    if (threadIdx.x == 0) lse[(int64_t)b * NH + h] = M + logf(L);
+}
+
+static void att_decode(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                       int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+    int splits = (Tk + DCH - 1) / DCH;
+    float *part = (float *)scratch(c, sizeof(float) * (size_t)B * NH * splits * (HS + 2));
+    if (!part) return;
+    dim3 grid((unsigned)splits, (unsigned)NH, (unsigned)B);
+#define F(NC)                                                                                                  \
+    k_att_decode<NC><<<grid, 128, 0, c->stream>>>(part, q, k, v, Tk, NH, NKV, HS, kv_bstride, scale, splits)
+    NC_DISPATCH(HS, F);
+#undef F
+    LAUNCHED(c);
+    k_att_decode_merge<<<dim3((unsigned)NH, (unsigned)B), HS < 32 ? 32 : (HS + 31) / 32 * 32, 0, c->stream>>>(
+        out, lse, part, NH, HS, splits);
+    LAUNCHED(c);
+}
+
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
                              const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
                              float scale) {
     OP_BEGIN("attention_fwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
+    if (Tq == 1 && c->attn == ATTN_AUTO) {
+        c->pname = "attention_fwd (decode)";
+        att_decode(c, out, lse, q, k, v, B, Tk, NH, NKV, HS, kv_bstride, scale);
+        op_end(c);
+        return;
+    }
     if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out)) {
         c->pname = "attention_fwd (flash)";
         flash_fwd(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);

@@ -111,7 +111,9 @@ static void compare_d(const char *what, const float *d, const float *ref, int64_
 
 static void case_matmul(void) {
     static const int64_t S[][3] = {{1, 1, 1},   {1, 7, 5},      {3, 1, 9},     {17, 33, 65}, {64, 48, 32},
-                                   {5, 130, 3}, {2, 3, 0},      {300, 257, 513}, {1, 4099, 64}, {64, 33, 1000}};
+                                   {5, 130, 3}, {2, 3, 0},      {300, 257, 513}, {1, 4099, 64}, {64, 33, 1000},
+                                   /* a few rows against a weight (decoding's NT products, K % 4 == 0) */
+                                   {1, 2048, 768}, {2, 1000, 12}, {3, 130, 256}, {4, 33, 768}, {5, 64, 64}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++)
         for (int tA = 0; tA < 2; tA++)
             for (int tB = 0; tB < 2; tB++)
@@ -174,7 +176,9 @@ static void case_embedding_bwd(void) {
 }
 
 static const int RMS[][2] = {{1, 1}, {1, 67}, {1, 133}, {1, 199}, {50, 1}, {50, 67}, {50, 133}, {50, 199},
-                             {3000, 768}, {12000, 64}, {7, 4096}};
+                             {3000, 768}, {12000, 64}, {7, 4096},
+                             /* a block per row for few rows (decoding) */
+                             {1, 768}, {1, 257}, {100, 300}};
 
 static void case_rmsnorm_fwd(void) {
     for (size_t s = 0; s < sizeof RMS / sizeof RMS[0]; s++) {
@@ -258,7 +262,11 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
                              {1, 65, 65, 12, 12, 96, 0}, {1, 200, 200, 2, 1, 200, 0},
                              /* tensor-core flash attention in bf16 mode: HS 64/128, Tq >= 16, tiles of 64 */
                              {1, 16, 16, 2, 1, 64, 0},   {2, 300, 300, 4, 1, 64, 0}, {1, 129, 129, 2, 2, 128, 0},
-                             {2, 256, 256, 2, 2, 128, 0}, {1, 40, 100, 4, 2, 64, 12}, {1, 77, 200, 2, 1, 128, 0}};
+                             {2, 256, 256, 2, 2, 128, 0}, {1, 40, 100, 4, 2, 64, 12}, {1, 77, 200, 2, 1, 128, 0},
+                             /* decoding (Tq = 1, keys split in chunks of 64): one chunk, a 1-key tail, many
+                              * chunks, odd head sizes, GQA, batches with a longer cache stride */
+                             {1, 1, 64, 12, 12, 128, 0}, {1, 1, 65, 3, 1, 5, 0}, {2, 1, 1000, 6, 2, 64, 40},
+                             {3, 1, 129, 4, 4, 80, 7},   {1, 1, 2049, 2, 2, 256, 0}, {1, 1, 2, 8, 8, 33, 0}};
 
 static void case_attention_fwd(void) {
     for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {
