@@ -15,12 +15,15 @@
  *    operands are passed swapped. In bf16 mode the last BC_N operand copies
  *    are kept while only matmuls run and no host write into device memory
  *    happened (cast_of; host_writes is a process-wide counter, the only
- *    global state of the backend).
+ *    global state of the backend). A · Bᵀ with at most 4 rows (decoding),
+ *    K % 4 == 0: our GEMV (k_gemv_nt), fp32 in every mode.
  *  - attention, bf16 mode, Tq >= 16, head size 64/128: flash.cu (tensor-core
  *    flash attention, O(T) memory, causal tiles skipped).
+ *  - attention, Tq = 1 (decoding a token): keys split in chunks of 32
+ *    across blocks, merged by a second kernel (attention.cu, att_decode).
  *  - attention otherwise, Tq >= 16: cuBLAS batched products over
  *    materialized score matrices (chunks of batch rows) with our softmax /
- *    dS kernels between them; Tq < 16 (decoding) or SMJ_CUDA_ATTN=fused: the
+ *    dS kernels between them; 1 < Tq < 16 or SMJ_CUDA_ATTN=fused: the
  *    tiled fused fp32 kernels (online softmax, LSE saved; the backward
  *    recomputes P from the LSE, one kernel for dq and one for dk/dv that
  *    loops over the query heads of its KV group, so GQA needs no atomics).
