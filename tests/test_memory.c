@@ -107,14 +107,20 @@ static void fb_free(fb_result *r) {
     free(r->name);
 }
 
+static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, int ckpt);
+
 /* Two forward+backward passes (second with loss_scale 0.5, accumulating) on
- * fixed batches under options o; the losses and every gradient. */
-static void forward_backward(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o, int B,
-                             int T, fb_result *r) {
+ * fixed batches under options o; the losses and every gradient. emulate:
+ * o without fp16_activations, the saved activations rounded in place
+ * between forward and backward instead (round_saved). */
+static void forward_backward(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o,
+                             int emulate, int B, int T, fb_result *r) {
     memset(r, 0, sizeof *r);
     smj_ctx *ctx = make_ctx(kind);
     smj_model *m = make_model(ctx, c);
-    CHECK_OK(ctx, smj_model_set_train_options(m, o));
+    smj_train_options oo = *o;
+    if (emulate) oo.fp16_activations = 0;
+    CHECK_OK(ctx, smj_model_set_train_options(m, &oo));
     int64_t N = (int64_t)B * T;
     int32_t *x = malloc(sizeof(int32_t) * 2 * (size_t)N), *y = malloc(sizeof(int32_t) * 2 * (size_t)N);
     for (int64_t i = 0; i < 2 * N; i++) {
@@ -126,6 +132,7 @@ static void forward_backward(smj_backend_kind kind, const smj_model_config *c, c
     CHECK_OK(ctx, smj_model_zero_grad(m));
     for (int k = 0; k < 2; k++) {
         CHECK_OK(ctx, smj_model_forward(m, x + k * N, y + k * N, B, T, &r->loss[k]));
+        if (emulate) round_saved(m, c, B, T, o->gradient_checkpointing);
         CHECK_OK(ctx, smj_model_backward(m, k ? 0.5f : 1.0f));
     }
     r->n = smj_model_num_tensors(m);
@@ -186,7 +193,7 @@ static void compare(const fb_result *p, const fb_result *r, int bitwise_body, in
 static void equality(smj_backend_kind kind, const char *bname, const char *cname, const smj_model_config *c, int B,
                      int T) {
     fb_result plain, r;
-    forward_backward(kind, c, &OPT_PLAIN, B, T, &plain);
+    forward_backward(kind, c, &OPT_PLAIN, 0, B, T, &plain);
     int cpu = kind == SMJ_BACKEND_CPU;
     char tag[128];
     /* chunks: 1 row (the minimum), 5 (several, uneven tail), B*T-1 (a 1-row
@@ -194,19 +201,19 @@ static void equality(smj_backend_kind kind, const char *bname, const char *cname
     int chunks[] = {1, 5, B * T - 1, 0};
     for (int i = 0; i < 4; i++) {
         smj_train_options o = {.fused_ce = 1, .ce_chunk_rows = chunks[i]};
-        forward_backward(kind, c, &o, B, T, &r);
+        forward_backward(kind, c, &o, 0, B, T, &r);
         snprintf(tag, sizeof tag, "%s %s fused-ce chunk %d", bname, cname, chunks[i]);
         /* 1-row chunks take the GEMM's one-row path: equal to ~1e-7, not bitwise */
         compare(&plain, &r, cpu && chunks[i] != 1, 0, tag);
         fb_free(&r);
     }
     smj_train_options gc = {.gradient_checkpointing = 1};
-    forward_backward(kind, c, &gc, B, T, &r);
+    forward_backward(kind, c, &gc, 0, B, T, &r);
     snprintf(tag, sizeof tag, "%s %s checkpointing", bname, cname);
     compare(&plain, &r, 1, 1, tag);
     fb_free(&r);
     smj_train_options both = {.fused_ce = 1, .gradient_checkpointing = 1, .ce_chunk_rows = 7};
-    forward_backward(kind, c, &both, B, T, &r);
+    forward_backward(kind, c, &both, 0, B, T, &r);
     snprintf(tag, sizeof tag, "%s %s both (chunk 7)", bname, cname);
     compare(&plain, &r, cpu, 0, tag);
     fb_free(&r);
@@ -244,45 +251,6 @@ static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, i
     }
 }
 
-static void fp16_run(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o, int emulate, int B,
-                     int T, fb_result *r) {
-    memset(r, 0, sizeof *r);
-    smj_ctx *ctx = make_ctx(kind);
-    smj_model *m = make_model(ctx, c);
-    smj_train_options oo = *o;
-    if (emulate) oo.fp16_activations = 0;
-    CHECK_OK(ctx, smj_model_set_train_options(m, &oo));
-    int64_t N = (int64_t)B * T;
-    int32_t *x = malloc(sizeof(int32_t) * 2 * (size_t)N), *y = malloc(sizeof(int32_t) * 2 * (size_t)N);
-    for (int64_t i = 0; i < 2 * N; i++) {
-        x[i] = (int32_t)((i * 13 + 5) % c->vocab_size);
-        y[i] = (int32_t)((i * 29 + 3) % c->vocab_size);
-    }
-    y[3] = -1;
-    CHECK_OK(ctx, smj_model_zero_grad(m));
-    for (int k = 0; k < 2; k++) {
-        CHECK_OK(ctx, smj_model_forward(m, x + k * N, y + k * N, B, T, &r->loss[k]));
-        if (emulate) round_saved(m, c, B, T, o->gradient_checkpointing);
-        CHECK_OK(ctx, smj_model_backward(m, k ? 0.5f : 1.0f));
-    }
-    r->n = smj_model_num_tensors(m);
-    r->numel = calloc((size_t)r->n, sizeof *r->numel);
-    r->name = calloc((size_t)r->n, sizeof *r->name);
-    r->grad = calloc((size_t)r->n, sizeof *r->grad);
-    for (int i = 0; i < r->n; i++) {
-        smj_tensor_view v;
-        smj_model_tensor(m, i, &v);
-        r->numel[i] = v.numel;
-        snprintf(r->name[i], sizeof r->name[i], "%s", v.name);
-        r->grad[i] = malloc(sizeof(float) * (size_t)v.numel);
-        CHECK_OK(ctx, smj_model_tensor_get(m, i, 1, r->grad[i]));
-    }
-    free(x);
-    free(y);
-    smj_model_free(m);
-    smj_ctx_free(ctx);
-}
-
 /* fp16_activations, alone and with the other options: the loss is the plain
  * one bit for bit; the gradients are bit for bit those of the emulation
  * (round_saved), and within 3% (relative L2, per tensor) of the plain ones
@@ -293,10 +261,10 @@ static void fp16_equality(smj_backend_kind kind, const char *bname, const char *
                                  {.fused_ce = 1, .gradient_checkpointing = 1, .ce_chunk_rows = 5, .fp16_activations = 1}};
     const char *on[3] = {"fp16", "fp16 + checkpointing", "fp16 + both"};
     fb_result plain, emu, r;
-    fp16_run(kind, c, &OPT_PLAIN, 0, B, T, &plain);
+    forward_backward(kind, c, &OPT_PLAIN, 0, B, T, &plain);
     for (int i = 0; i < 3; i++) {
-        fp16_run(kind, c, &opts[i], 0, B, T, &r);
-        fp16_run(kind, c, &opts[i], 1, B, T, &emu);
+        forward_backward(kind, c, &opts[i], 0, B, T, &r);
+        forward_backward(kind, c, &opts[i], 1, B, T, &emu);
         char tag[128];
         snprintf(tag, sizeof tag, "%s %s %s", bname, cname, on[i]);
         compare(&emu, &r, 1, 1, tag);

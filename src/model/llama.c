@@ -22,8 +22,11 @@
  * Training-memory options (smj_train_options, struct smj_model in model.h):
  * fused_ce runs the LM head + cross-entropy chunk by chunk of rows and
  * recomputes each chunk in the backward; gradient_checkpointing keeps one
- * block's activations and recomputes each block before its backward. Both
- * only change what carve_acts lays out and the loops below, not the ops.
+ * block's activations and recomputes each block before its backward;
+ * fp16_activations keeps what the backward reads as bf16 (bf16_pack after
+ * each block, bf16_unpack before its backward). They change what
+ * carve_acts lays out and the loops below (smj_res_fwd, smj_acts_save,
+ * smj_acts_load), not the ops.
  */
 #include <math.h>
 #include <string.h>
