@@ -147,7 +147,7 @@ static size_t att_smem(int HS, int tiles, int ptiles) {
 
 int smem_ok(smj_cuda *c, const void *fn, size_t bytes) {
     if (bytes > c->smem_optin) {
-        record(c, SMJ_ERR_UNSUPPORTED, "%s: head size needs %zu bytes of shared memory, the GPU has %zu", c->op,
+        record(c, SMJ_ERR_UNSUPPORTED, "%s: these sizes need %zu bytes of shared memory per block, the GPU has %zu", c->op,
                bytes, c->smem_optin);
         return 0;
     }
@@ -292,9 +292,11 @@ static void att_decode(smj_cuda *c, float *out, float *lse, const float *q, cons
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
                              const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
                              float scale) {
-    OP_BEGIN("attention_fwd");
+    OP_BEGIN_W("attention_fwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
+    cast_written(c, out, (int64_t)B * Tq * NH * HS);
+    cast_written(c, lse, (int64_t)B * NH * Tq);
     if (Tq == 1 && c->attn == ATTN_AUTO) {
         c->pname = "attention_fwd (decode)";
         att_decode(c, out, lse, q, k, v, B, Tk, NH, NKV, HS, kv_bstride, scale);
@@ -303,7 +305,9 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
     }
     if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out)) {
         c->pname = "attention_fwd (flash)";
-        flash_fwd(c, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+        /* the output projection reads out next: its bf16 copy is written too */
+        flash_fwd(c, out, shadow_of(c, out, (int64_t)B * Tq * NH * HS), lse, q, k, v, B, Tq, Tk, NH, NKV, HS,
+                  kv_bstride, scale);
         op_end(c);
         return;
     }
@@ -341,6 +345,26 @@ __global__ void k_att_delta(float *D, const float *dout, const float *out, int B
     int64_t bt = row / NH;
     int t = (int)(bt % T), b = (int)(bt / T);
     D[((int64_t)b * NH + h) * T + t] = s;
+}
+
+/* The same D for the flash path, one warp per row with 16-byte loads
+ * (HS % 4 == 0, rows 16-byte aligned: flash_ok): the flash backward rounds
+ * P and dS to bf16, so the exact cancellation above is not needed. */
+__global__ void k_att_delta_rows(float *D, const float *dout, const float *out, int B, int T, int NH, int HS) {
+    int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); /* over [B, T, NH] */
+    int lane = threadIdx.x & 31;
+    if (row >= (int64_t)B * T * NH) return;
+    const float4 *a = (const float4 *)(dout + row * HS), *o = (const float4 *)(out + row * HS);
+    float s = 0;
+    for (int i = lane; i < HS / 4; i += 32) {
+        float4 x = a[i], y = o[i];
+        s += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+    }
+    s = warp_sum(s);
+    int h = (int)(row % NH);
+    int64_t bt = row / NH;
+    int t = (int)(bt % T), b = (int)(bt / T);
+    if (lane == 0) D[((int64_t)b * NH + h) * T + t] = s;
 }
 
 /* dq for one (query tile, head, batch): loop over key tiles. */
@@ -472,18 +496,23 @@ __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float
 void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
                              const float *out, const float *lse, const float *q, const float *k, const float *v,
                              int B, int T, int NH, int NKV, int HS, float scale) {
-    OP_BEGIN("attention_bwd");
+    OP_BEGIN_W("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
+    cast_written(c, dq, (int64_t)B * T * NH * HS);
+    cast_written(c, dk, (int64_t)B * T * NKV * HS);
+    cast_written(c, dv, (int64_t)B * T * NKV * HS);
     if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, T, HS, 0, q, k, v, dout) &&
         flash_ok(c, T, HS, 0, out, dq, dk, dv)) {
         int64_t rows = (int64_t)B * T * NH;
         float *D = (float *)scratch(c, sizeof(float) * (size_t)rows);
         if (!D) return;
         prof_phase(c, "attn bwd: D");
-        k_att_delta<<<blocks_for(rows, 128, INT32_MAX), 128, 0, c->stream>>>(D, dout, out, B, T, NH, HS);
+        k_att_delta_rows<<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(D, dout, out, B, T, NH, HS);
         LAUNCHED(c);
-        flash_bwd(c, dq, dk, dv, dout, D, lse, q, k, v, B, T, NH, NKV, HS, scale);
+        /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
+        flash_bwd(c, dq, dk, dv, shadow_of(c, dv, (int64_t)B * T * NKV * HS), dout, D, lse, q, k, v, B, T, NH, NKV,
+                  HS, scale);
         op_end(c);
         return;
     }

@@ -260,24 +260,12 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
                                              &beta, C, CUDA_R_32F, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
 }
 
-/* A bf16 copy of src[n] for a bf16 product: a kept copy when one is still
- * valid (same src and n; no op other than matmul and no host write into
- * device memory since it was made), else a
- * new cast into the least recently used slot (operands over bc_max elements
- * go to dst, a scratch area, and are not kept). NULL on failure. */
-static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
+/* The kept-copy slot for src[0, n): the least recently used one, grown to
+ * n, registered as valid now. NULL on failure. */
+static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
     int lru = 0;
-    for (int i = 0; i < BC_N; i++) {
-        if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen && c->bc[i].hw == host_writes) {
-            c->bc[i].used = ++c->clock;
-            return c->bc[i].buf;
-        }
+    for (int i = 1; i < BC_N; i++)
         if (c->bc[i].used < c->bc[lru].used) lru = i;
-    }
-    if (n > c->bc_max) {
-        to_bf16(c, dst, src, n, 0, 1);
-        return dst;
-    }
     auto &e = c->bc[lru];
     e.src = NULL;
     if ((size_t)n > e.cap) {
@@ -288,7 +276,6 @@ static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __
         if (!CK(c, cudaMalloc(&e.buf, cap * sizeof(__nv_bfloat16)))) return NULL;
         e.cap = cap;
     }
-    to_bf16(c, e.buf, src, n, 0, 1);
     e.src = src;
     e.n = n;
     e.gen = c->gen;
@@ -297,8 +284,31 @@ static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __
     return e.buf;
 }
 
-/* An op wrote C[0, n): copies of an overlapping range are stale. */
-static void cast_written(smj_cuda *c, const float *C, int64_t n) {
+/* A bf16 copy of src[n] for a bf16 product: a kept copy when one is still
+ * valid (same src and n, made since the last gen bump and host write, src
+ * not written since), else a new cast into a slot (operands over bc_max
+ * elements go to dst, a scratch area, and are not kept). NULL on failure. */
+static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
+    for (int i = 0; i < BC_N; i++)
+        if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen && c->bc[i].hw == host_writes) {
+            c->bc[i].used = ++c->clock;
+            return c->bc[i].buf;
+        }
+    if (n > c->bc_max) {
+        to_bf16(c, dst, src, n, 0, 1);
+        return dst;
+    }
+    __nv_bfloat16 *b = slot_take(c, src, n);
+    if (b) to_bf16(c, b, src, n, 0, 1);
+    return b;
+}
+
+__nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
+    if (c->prec != PREC_BF16 || n < SHADOW_MIN || n > c->bc_max) return NULL;
+    return slot_take(c, p, n);
+}
+
+void cast_written(smj_cuda *c, const float *C, int64_t n) {
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) c->bc[i].src = NULL;
 }
@@ -384,9 +394,7 @@ static void gemv_nt(smj_cuda *c, float *Cm, const float *A, const float *Bm, int
 
 static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N,
                       int64_t K, int tA, int tB, int acc) {
-    smj_cuda *c = S(ex); /* not OP_BEGIN: a matmul keeps the bf16 operand copies valid */
-    c->op = "matmul";
-    prof_begin(c, "matmul");
+    OP_BEGIN_W("matmul"); /* a matmul keeps the bf16 copies of its operands valid */
     c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
     if (M <= 0 || N <= 0) { op_end(c); return; }
     cast_written(c, Cm, M * N);
@@ -515,18 +523,51 @@ static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids
 
 /* ------------------------------------------------------------ rmsnorm */
 
-/* One warp per row. */
-__global__ void k_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int64_t N, int C, float eps) {
+/* Four floats per access where rows allow (C % 4 == 0, 16-byte aligned):
+ * the row kernels below take V4 as a template argument. */
+static bool rows_v4(int64_t C, const void *p0, const void *p1, const void *p2) {
+    return C % 4 == 0 && (uintptr_t)p0 % 16 == 0 && (uintptr_t)p1 % 16 == 0 && (uintptr_t)p2 % 16 == 0;
+}
+__device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 u = {*(uint32_t *)&lo, *(uint32_t *)&hi};
+    *(uint2 *)p = u;
+}
+
+/* One warp per row; o16: out's bf16 copy (shadow_of) or NULL. */
+template <bool V4>
+__global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const float *x, const float *w, int64_t N,
+                              int C, float eps) {
     int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
     const float *xr = x + n * C;
     float ss = 0;
-    for (int i = lane; i < C; i += 32) ss += xr[i] * xr[i];
+    if (V4) {
+        for (int i = lane; i < C / 4; i += 32) {
+            float4 v = ((const float4 *)xr)[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    } else {
+        for (int i = lane; i < C; i += 32) ss += xr[i] * xr[i];
+    }
     ss = warp_sum(ss);
     float r = 1.0f / sqrtf(ss / (float)C + eps);
     if (lane == 0) rstd[n] = r;
-    for (int i = lane; i < C; i += 32) out[n * C + i] = (xr[i] * r) * w[i];
+    if (V4) {
+        for (int i = lane; i < C / 4; i += 32) {
+            float4 v = ((const float4 *)xr)[i], g = ((const float4 *)w)[i];
+            float4 o = {(v.x * r) * g.x, (v.y * r) * g.y, (v.z * r) * g.z, (v.w * r) * g.w};
+            ((float4 *)(out + n * C))[i] = o;
+            if (o16) st_bf16x4(o16 + n * C + 4 * i, o);
+        }
+    } else {
+        for (int i = lane; i < C; i += 32) {
+            float o = (xr[i] * r) * w[i];
+            out[n * C + i] = o;
+            if (o16) o16[n * C + i] = __float2bfloat16_rn(o);
+        }
+    }
 }
 
 /* The same with a block of 256 threads per row, for a few long rows
@@ -552,39 +593,73 @@ __global__ void __launch_bounds__(256) k_rmsnorm_fwd_row(float *out, float *rstd
 
 static void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
                            int C, float eps) {
-    OP_BEGIN("rmsnorm_fwd");
+    OP_BEGIN_W("rmsnorm_fwd");
+    cast_written(c, out, N * C);
+    cast_written(c, rstd, N);
     if (N > 0 && N < c->n_sm && C >= 256) {
         k_rmsnorm_fwd_row<<<(unsigned)N, 256, 0, c->stream>>>(out, rstd, x, w, C, eps);
         LAUNCHED(c);
     } else if (N > 0) {
-        k_rmsnorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, rstd, x, w, N, C, eps);
+        __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        if (rows_v4(C, out, x, w))
+            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps);
+        else
+            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps);
         LAUNCHED(c);
     }
     op_end(c);
 }
 
-/* dx = r w dy - r^3 x mean(w dy x): one warp per row. */
-__global__ void k_rmsnorm_bwd_dx(float *dx, const float *dout, const float *x, const float *w, const float *rstd,
-                                 int64_t N, int C) {
-    int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31;
-    if (n >= N) return;
-    const float *xr = x + n * C, *dy = dout + n * C;
-    float dot = 0;
-    for (int i = lane; i < C; i += 32) dot += w[i] * dy[i] * xr[i];
-    dot = warp_sum(dot) / (float)C;
-    float r = rstd[n], r3 = r * r * r;
-    for (int i = lane; i < C; i += 32) dx[n * C + i] = r * w[i] * dy[i] - r3 * xr[i] * dot;
-}
-/* dw partials: part[p, c] = sum over rows [p*R, (p+1)*R) of dy x r. */
-__global__ void k_rmsnorm_bwd_dwpart(float *part, const float *dout, const float *x, const float *rstd, int64_t N,
-                                     int C, int R) {
-    int cc = blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
-    if (cc >= C) return;
-    int64_t n0 = (int64_t)p * R, n1 = n0 + R < N ? n0 + R : N;
-    float s = 0;
-    for (int64_t n = n0; n < n1; n++) s += dout[n * C + cc] * x[n * C + cc] * rstd[n];
-    part[(int64_t)p * C + cc] = s;
+/* dx = r w dy - r^3 x mean(w dy x), and dw's partial sums in the same pass:
+ * block p takes rows [p R, (p+1) R), one warp per row at a time; each warp
+ * adds dy x r of its rows into its own shared row of C floats, then the
+ * block sums its warps' rows in order into part[p, :] (k_colsum_add sums
+ * the blocks' rows: fixed order, no atomics). */
+template <bool V4>
+__global__ void k_rmsnorm_bwd(float *dx, float *part, const float *dout, const float *x, const float *w,
+                              const float *rstd, int64_t N, int C, int R) {
+    extern __shared__ float acc[]; /* [warps][C] */
+    int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *aw = acc + (int64_t)wi * C;
+    for (int i = lane; i < C; i += 32) aw[i] = 0.f;
+    int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
+    for (int64_t n = n0 + wi; n < n1; n += nw) {
+        const float *xr = x + n * C, *dy = dout + n * C;
+        float dot = 0;
+        if (V4) {
+            for (int i = lane; i < C / 4; i += 32) {
+                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                dot += a.x * d.x * v.x + a.y * d.y * v.y + a.z * d.z * v.z + a.w * d.w * v.w;
+            }
+        } else {
+            for (int i = lane; i < C; i += 32) dot += w[i] * dy[i] * xr[i];
+        }
+        dot = warp_sum(dot) / (float)C;
+        float r = rstd[n], r3 = r * r * r;
+        if (V4) {
+            for (int i = lane; i < C / 4; i += 32) {
+                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 o = {r * a.x * d.x - r3 * v.x * dot, r * a.y * d.y - r3 * v.y * dot,
+                            r * a.z * d.z - r3 * v.z * dot, r * a.w * d.w - r3 * v.w * dot};
+                ((float4 *)(dx + n * C))[i] = o;
+                aw[4 * i] += d.x * v.x * r;
+                aw[4 * i + 1] += d.y * v.y * r;
+                aw[4 * i + 2] += d.z * v.z * r;
+                aw[4 * i + 3] += d.w * v.w * r;
+            }
+        } else {
+            for (int i = lane; i < C; i += 32) {
+                dx[n * C + i] = r * w[i] * dy[i] - r3 * xr[i] * dot;
+                aw[i] += dy[i] * xr[i] * r;
+            }
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float s = 0;
+        for (int k = 0; k < nw; k++) s += acc[(int64_t)k * C + i];
+        part[(int64_t)blockIdx.x * C + i] = s;
+    }
 }
 __global__ void k_colsum_add(float *dw, const float *part, int P, int C) {
     int cc = blockIdx.x * blockDim.x + threadIdx.x;
@@ -598,28 +673,36 @@ static void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float
                            const float *w, const float *rstd, int64_t N, int C) {
     OP_BEGIN("rmsnorm_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
-    k_rmsnorm_bwd_dx<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(dx, dout, x, w, rstd, N, C);
-    LAUNCHED(c);
-    /* enough row chunks to fill the GPU, each at least 32 rows */
-    int64_t col_blocks = (C + 127) / 128, want = (int64_t)c->n_sm * 8 / col_blocks;
-    if (want < 1) want = 1;
-    int64_t R = (N + want - 1) / want;
-    if (R < 32) R = 32;
+    /* up to 8 warps a block, each with a shared row of C floats (48 KiB in
+     * all; one warp and the GPU's opt-in limit for rows over 12,288) */
+    int nw = (int)(49152 / ((int64_t)C * 4));
+    if (nw > 8) nw = 8;
+    if (nw < 1) nw = 1;
+    size_t sm = (size_t)nw * C * sizeof(float);
+    bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
+    if (!smem_ok(c, v4 ? (const void *)k_rmsnorm_bwd<true> : (const void *)k_rmsnorm_bwd<false>, sm)) return;
+    /* about four blocks per SM, each at least nw rows */
+    int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
+    if (R < nw) R = nw;
     int P = (int)((N + R - 1) / R);
     float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C);
     if (!part) return;
-    k_rmsnorm_bwd_dwpart<<<dim3((unsigned)col_blocks, (unsigned)P), 128, 0, c->stream>>>(part, dout, x, rstd, N, C,
-                                                                                          (int)R);
+    if (v4)
+        k_rmsnorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, rstd, N, C, (int)R);
+    else
+        k_rmsnorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, rstd, N, C, (int)R);
     LAUNCHED(c);
-    k_colsum_add<<<(unsigned)col_blocks, 128, 0, c->stream>>>(dw, part, P, C);
+    k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);
     op_end(c);
 }
 
 /* ------------------------------------------------------------ rope */
 
-__global__ void k_rope(float *x, const float *cs, const float *sn, int64_t rows, int T, int NH, int HS, int pos0,
-                       double sgn) {
+/* In fp32 (the rotation of a pair in float: within 1e-6 of the double
+ * reference); x16: x's bf16 copy (shadow_of) or NULL. */
+__global__ void k_rope(float *x, __nv_bfloat16 *x16, const float *cs, const float *sn, int64_t rows, int T, int NH,
+                       int HS, int pos0, float sgn) {
     int h2 = HS / 2;
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, total = rows * h2;
     if (idx >= total) return;
@@ -628,44 +711,85 @@ __global__ void k_rope(float *x, const float *cs, const float *sn, int64_t rows,
     int t = (int)((row / NH) % T);
     float *v = x + row * HS;
     int64_t tp = (int64_t)(pos0 + t) * h2 + i;
-    double a = v[i], b = v[i + h2], co = cs[tp], si = sgn * sn[tp];
-    v[i] = (float)(a * co - b * si);
-    v[i + h2] = (float)(b * co + a * si);
+    float a = v[i], b = v[i + h2], co = cs[tp], si = sgn * sn[tp];
+    float o0 = a * co - b * si, o1 = b * co + a * si;
+    v[i] = o0;
+    v[i + h2] = o1;
+    if (x16) {
+        x16[row * HS + i] = __float2bfloat16_rn(o0);
+        x16[row * HS + i + h2] = __float2bfloat16_rn(o1);
+    }
 }
 
+/* rope_bwd writes the bf16 copy of dx (the Q/K products read it next) */
 static void rope(const smj_exec *ex, const char *name, float *x, const float *cs, const float *sn, int B, int T,
-                 int NH, int HS, int pos0, double sgn) {
-    OP_BEGIN(name);
+                 int NH, int HS, int pos0, float sgn) {
+    OP_BEGIN_W(name);
     int64_t rows = (int64_t)B * T * NH, total = rows * (HS / 2);
+    cast_written(c, x, rows * HS);
     if (total > 0) {
-        k_rope<<<blocks_for(total, 256, INT32_MAX), 256, 0, c->stream>>>(x, cs, sn, rows, T, NH, HS, pos0, sgn);
+        __nv_bfloat16 *x16 = sgn < 0 ? shadow_of(c, x, rows * HS) : NULL;
+        k_rope<<<blocks_for(total, 256, INT32_MAX), 256, 0, c->stream>>>(x, x16, cs, sn, rows, T, NH, HS, pos0, sgn);
         LAUNCHED(c);
     }
     op_end(c);
 }
 static void cu_rope_fwd(const smj_exec *ex, float *x, const float *cs, const float *sn, int B, int T, int NH, int HS,
                         int pos0) {
-    rope(ex, "rope_fwd", x, cs, sn, B, T, NH, HS, pos0, 1.0);
+    rope(ex, "rope_fwd", x, cs, sn, B, T, NH, HS, pos0, 1.0f);
 }
 static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const float *sn, int B, int T, int NH, int HS,
                         int pos0) {
-    rope(ex, "rope_bwd", dx, cs, sn, B, T, NH, HS, pos0, -1.0);
+    rope(ex, "rope_bwd", dx, cs, sn, B, T, NH, HS, pos0, -1.0f);
 }
 
 /* ------------------------------------------------------------ element-wise */
 
-__global__ void k_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        double g = gate[i];
-        out[i] = (float)(g / (1.0 + exp(-g)) * up[i]);
+/* SwiGLU in fp32 (expf; within 1e-6 of the double reference), four values
+ * per thread when every pointer is 16-byte aligned (wide), then the tail;
+ * o16 / dg16, du16: bf16 copies of the outputs (shadow_of) or NULL. */
+__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
+__global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, const float *gate, const float *up, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 g = ((const float4 *)gate)[i], u = ((const float4 *)up)[i];
+        float4 o = {silu_f(g.x) * u.x, silu_f(g.y) * u.y, silu_f(g.z) * u.z, silu_f(g.w) * u.w};
+        ((float4 *)out)[i] = o;
+        if (o16) st_bf16x4(o16 + 4 * i, o);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        out[i] = silu_f(gate[i]) * up[i];
+        if (o16) o16[i] = __float2bfloat16_rn(out[i]);
     }
 }
-__global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                             int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        double g = gate[i], s = 1.0 / (1.0 + exp(-g)), d = dout[i];
-        dgate[i] = (float)(d * up[i] * s * (1.0 + g * (1.0 - s)));
-        dup[i] = (float)(d * g * s);
+__device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, float &du) {
+    float s = 1.0f / (1.0f + expf(-g));
+    dg = d * u * s * (1.0f + g * (1.0f - s));
+    du = d * g * s;
+}
+__global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout,
+                             const float *gate, const float *up, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 d = ((const float4 *)dout)[i], g = ((const float4 *)gate)[i], u = ((const float4 *)up)[i], a, b;
+        swiglu_d(d.x, g.x, u.x, a.x, b.x);
+        swiglu_d(d.y, g.y, u.y, a.y, b.y);
+        swiglu_d(d.z, g.z, u.z, a.z, b.z);
+        swiglu_d(d.w, g.w, u.w, a.w, b.w);
+        ((float4 *)dgate)[i] = a;
+        ((float4 *)dup)[i] = b;
+        if (dg16) st_bf16x4(dg16 + 4 * i, a);
+        if (du16) st_bf16x4(du16 + 4 * i, b);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        float a, b;
+        swiglu_d(dout[i], gate[i], up[i], a, b);
+        dgate[i] = a;
+        dup[i] = b;
+        if (dg16) dg16[i] = __float2bfloat16_rn(a);
+        if (du16) du16[i] = __float2bfloat16_rn(b);
     }
 }
 __global__ void k_add(float *out, const float *a, const float *b, int64_t n) {
@@ -690,15 +814,30 @@ __global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n,
 
 #define EW_GRID(n) blocks_for((n), 256, (int64_t)c->n_sm * 32), 256, 0, c->stream
 
+static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
+    return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c3 | (uintptr_t)d | (uintptr_t)e) % 16 == 0;
+}
 static void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n) {
-    OP_BEGIN("swiglu_fwd");
-    if (n > 0) { k_swiglu_fwd<<<EW_GRID(n)>>>(out, gate, up, n); LAUNCHED(c); }
+    OP_BEGIN_W("swiglu_fwd");
+    cast_written(c, out, n);
+    if (n > 0) {
+        __nv_bfloat16 *o16 = shadow_of(c, out, n);
+        k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(out, o16, gate, up, n, al16x(out, gate, up, out, out));
+        LAUNCHED(c);
+    }
     op_end(c);
 }
 static void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n) {
-    OP_BEGIN("swiglu_bwd");
-    if (n > 0) { k_swiglu_bwd<<<EW_GRID(n)>>>(dgate, dup, dout, gate, up, n); LAUNCHED(c); }
+    OP_BEGIN_W("swiglu_bwd");
+    cast_written(c, dgate, n);
+    cast_written(c, dup, n);
+    if (n > 0) {
+        __nv_bfloat16 *dg16 = shadow_of(c, dgate, n), *du16 = shadow_of(c, dup, n);
+        k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dgate, dup, dg16, du16, dout, gate, up, n,
+                                                al16x(dgate, dup, dout, gate, up));
+        LAUNCHED(c);
+    }
     op_end(c);
 }
 static void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n) {
@@ -760,7 +899,8 @@ static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const flo
 
 /* ------------------------------------------------------------ cross-entropy */
 
-/* One block per row: max, then sum of exp in double. */
+/* One block per row: max, then the sum of exp (expf, summed in double);
+ * the second pass reads the row from L2. */
 __global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const int32_t *targets, int V) {
     __shared__ double shd[32];
     __shared__ float shf[32];
@@ -770,7 +910,7 @@ __global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const
     for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, l[j]);
     mx = block_max(mx, shf);
     double s = 0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) s += exp((double)l[j] - (double)mx);
+    for (int j = threadIdx.x; j < V; j += blockDim.x) s += (double)expf(l[j] - mx);
     s = block_sum_d(s, shd);
     if (threadIdx.x == 0) {
         double z = (double)mx + log(s);
@@ -780,25 +920,38 @@ __global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const
     }
 }
 
+/* dl = dloss (softmax - onehot), four values per thread (V4: V % 4 == 0
+ * and 16-byte aligned); l - lse in float is the rounded exact difference,
+ * as in double. */
+template <bool V4>
 __global__ void k_xent_bwd(float *dl, const float *logits, const float *lse, const int32_t *targets, float dloss,
                            int V) {
     int64_t n = blockIdx.y;
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int j = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (j >= V) return;
     int32_t t = targets[n];
+    float z = lse[n];
     int64_t i = n * V + j;
-    float p = t < 0 ? 0.0f : expf((float)((double)logits[i] - (double)lse[n]));
-    dl[i] = dloss * (p - (j == t ? 1.0f : 0.0f));
+    if (V4) {
+        float4 x = *(const float4 *)(logits + i), o;
+        o.x = t < 0 ? 0.0f : dloss * (expf(x.x - z) - (j == t ? 1.0f : 0.0f));
+        o.y = t < 0 ? 0.0f : dloss * (expf(x.y - z) - (j + 1 == t ? 1.0f : 0.0f));
+        o.z = t < 0 ? 0.0f : dloss * (expf(x.z - z) - (j + 2 == t ? 1.0f : 0.0f));
+        o.w = t < 0 ? 0.0f : dloss * (expf(x.w - z) - (j + 3 == t ? 1.0f : 0.0f));
+        *(float4 *)(dl + i) = o;
+    } else {
+        for (int e = 0; e < 4 && j + e < V; e++) {
+            float p = t < 0 ? 0.0f : expf(logits[i + e] - z);
+            dl[i + e] = dloss * (p - (j + e == t ? 1.0f : 0.0f));
+        }
+    }
 }
 
 static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
                         int64_t N, int V) {
-    /* Not OP_BEGIN: the chunked LM head (--fused-ce) alternates matmul and
-     * cross-entropy, and the head's bf16 weight copy stays valid across it;
-     * only copies of what this op writes are dropped. */
-    smj_cuda *c = S(ex);
-    c->op = "xent_fwd";
-    prof_begin(c, "xent_fwd");
+    /* OP_BEGIN_W: the chunked LM head (--fused-ce) alternates matmul and
+     * cross-entropy, and the head's bf16 weight copy stays valid across it */
+    OP_BEGIN_W("xent_fwd");
     cast_written(c, losses, N);
     cast_written(c, lse, N);
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
@@ -812,15 +965,17 @@ static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const flo
 
 static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
                         const int32_t *targets, float dloss, int64_t N, int V) {
-    smj_cuda *c = S(ex); /* not OP_BEGIN: see cu_xent_fwd */
-    c->op = "xent_bwd";
-    prof_begin(c, "xent_bwd");
+    OP_BEGIN_W("xent_bwd"); /* see cu_xent_fwd */
     cast_written(c, dlogits, N * V);
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
-        dim3 grid((unsigned)((V + 255) / 256), (unsigned)nn);
-        k_xent_bwd<<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, logits + n0 * V, lse + n0, targets + n0, dloss,
-                                                 V);
+        dim3 grid((unsigned)((V + 1023) / 1024), (unsigned)nn);
+        if (V % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0)
+            k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, logits + n0 * V, lse + n0, targets + n0,
+                                                          dloss, V);
+        else
+            k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, logits + n0 * V, lse + n0, targets + n0,
+                                                           dloss, V);
         LAUNCHED(c);
     }
     op_end(c);

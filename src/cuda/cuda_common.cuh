@@ -23,7 +23,7 @@ extern "C" {
 
 /* ------------------------------------------------------------ state */
 
-#define BC_N 4                   /* bf16 operand copies kept (smj_cuda.bc) */
+#define BC_N 6                   /* bf16 operand copies kept (smj_cuda.bc) */
 #define BC_MAX ((int64_t)1 << 27) /* largest operand kept, elements (256 MiB as bf16) */
 
 typedef struct {
@@ -57,10 +57,13 @@ typedef struct {
     const char *pname;           /* profile name of the op running now */
     /* bf16 mode: bf16 copies of matmul operands, kept for the following
      * matmuls (q, k, v read the same normed input; dW and dX products the
-     * same output gradient). A copy stays valid while only matmuls run:
-     * every other op bumps gen (OP_BEGIN), except the cross-entropy ops
-     * and matmul itself, which invalidate copies of the ranges they write;
-     * a host write (upload, zero, alloc) invalidates all. See
+     * same output gradient). Ops that feed products write the copy of
+     * their output themselves (shadow_of: rmsnorm, swiglu, rope_bwd,
+     * attention), so those products cast nothing. A copy stays valid
+     * until its source may have changed: an op opened with OP_BEGIN bumps
+     * gen (drops all); one opened with OP_BEGIN_W (matmul, cross-entropy,
+     * the shadow writers) drops only the copies of the ranges it writes
+     * (cast_written); a host write (upload, zero, alloc) drops all. See
      * cast_of() in cuda_backend.cu. */
     struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, hw, used; } bc[BC_N];
     unsigned long gen, clock;
@@ -98,6 +101,20 @@ void prof_flush(smj_cuda *c);
 void prof_print(smj_cuda *c);
 void op_end(smj_cuda *c);
 #define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; c->gen++; prof_begin(c, name)
+/* The same for an op that names each range it writes with cast_written
+ * before its kernels run (the kept bf16 copies of other data survive it). */
+#define OP_BEGIN_W(name) smj_cuda *c = S(ex); c->op = name; prof_begin(c, name)
+
+/* bf16 operand copies (cuda_backend.cu). cast_written: an op writes
+ * p[0, n), copies overlapping it are dropped. shadow_of: in bf16 mode, a
+ * buffer for the bf16 copy of p[0, n) that the calling op (an OP_BEGIN_W
+ * op, after its cast_written calls) writes beside its fp32 output, kept as
+ * if a matmul had cast it; NULL when none is wanted (fp32 modes, n under
+ * SHADOW_MIN or over bc_max, out of memory): the op then writes fp32 only
+ * and a product reading p casts as before. */
+#define SHADOW_MIN 4096
+void cast_written(smj_cuda *c, const float *p, int64_t n);
+__nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n);
 
 /* The context's device scratch buffer, grown to at least bytes (contents
  * not kept across growth); NULL (error recorded) when out of memory. */
@@ -115,13 +132,15 @@ int smem_ok(smj_cuda *c, const void *fn, size_t bytes);
 
 /* Tensor-core flash attention (flash.cu), bf16 mode: flash_ok says whether
  * it takes these arguments (sm_80+, Tq >= 16, HS 64 or 128, 16-byte aligned
- * rows); flash_bwd takes D = rowsum(dO o O) [B,NH,T]. */
+ * rows); flash_bwd takes D = rowsum(dO o O) [B,NH,T]. out16 / dv16: bf16
+ * copies of out / dv written beside them (shadow_of) or NULL. */
 int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, const void *p1, const void *p2,
              const void *p3);
-void flash_fwd(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B, int Tq,
-               int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
-void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
-               const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS, float scale);
+void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const float *q, const float *k,
+               const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const float *dout, const float *D,
+               const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
+               float scale);
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,

@@ -189,7 +189,7 @@ __device__ __forceinline__ void to_frags(uint32_t pa[4][4], const float s[8][4])
 /* ------------------------------------------------------------ forward */
 
 template <int HS>
-__global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, float *lse, const float *q, const float *k,
+__global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16, float *lse, const float *q, const float *k,
                                                         const float *v, int Tq, int Tk, int NH, int NKV,
                                                         int64_t kv_bstride, float sl2) {
 #if __CUDA_ARCH__ >= 800
@@ -297,6 +297,14 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, float *lse, 
         if (r0 < Tq) *(float2 *)(ob + (int64_t)r0 * qrs + d * 8 + 2 * t) = make_float2(o[d][0] * i0, o[d][1] * i0);
         if (r1 < Tq) *(float2 *)(ob + (int64_t)r1 * qrs + d * 8 + 2 * t) = make_float2(o[d][2] * i1, o[d][3] * i1);
     }
+    if (out16) {
+        bf16 *ob16 = out16 + (ob - out);
+#pragma unroll
+        for (int d = 0; d < ND; d++) {
+            if (r0 < Tq) *(uint32_t *)(ob16 + (int64_t)r0 * qrs + d * 8 + 2 * t) = pack_bf16(o[d][0] * i0, o[d][1] * i0);
+            if (r1 < Tq) *(uint32_t *)(ob16 + (int64_t)r1 * qrs + d * 8 + 2 * t) = pack_bf16(o[d][2] * i1, o[d][3] * i1);
+        }
+    }
     float *lb = lse + ((int64_t)b * NH + h) * Tq;
     if (t == 0 && r0 < Tq) lb[r0] = (m0 + log2f(l0)) * LN2;
     if (t == 0 && r1 < Tq) lb[r1] = (m1 + log2f(l1)) * LN2;
@@ -396,7 +404,7 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const floa
  * heads and the query tiles from the diagonal on. Warp w owns keys
  * k0 + 16w .. +15; its score blocks are S^T (keys x queries). */
 template <int HS>
-__global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv, const float *dout,
+__global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv, bf16 *dv16, const float *dout,
                                                             const float *lse, const float *D, const float *q,
                                                             const float *k, const float *v, int T, int NH, int NKV,
                                                             float sl2, float scale) {
@@ -506,6 +514,8 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
             *(float2 *)(dk + o1) = make_float2(ak[d][2] * scale, ak[d][3] * scale);
             *(float2 *)(dv + o1) = make_float2(av[d][2], av[d][3]);
         }
+        if (dv16 && j0 < T) *(uint32_t *)(dv16 + o0) = pack_bf16(av[d][0], av[d][1]);
+        if (dv16 && j1 < T) *(uint32_t *)(dv16 + o1) = pack_bf16(av[d][2], av[d][3]);
     }
 #endif
 }
@@ -522,22 +532,24 @@ int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, co
 
 static size_t fl_smem(int HS, int tiles) { return (size_t)tiles * FB * (HS + 8) * sizeof(bf16) + 2 * FB * sizeof(float); }
 
-void flash_fwd(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B, int Tq,
-               int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q, const float *k, const float *v,
+               int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
     dim3 grid((unsigned)((Tq + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     size_t sm = fl_smem(HS, 5);
     float sl2 = scale * LOG2E;
 #define F(H)                                                                                                   \
     if (smem_ok(c, (const void *)k_flash_fwd<H>, sm)) {                                                        \
-        k_flash_fwd<H><<<grid, FTHREADS, sm, c->stream>>>(out, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2); \
+        k_flash_fwd<H><<<grid, FTHREADS, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride,  \
+                                                          sl2);                                              \
         LAUNCHED(c);                                                                                           \
     }
     if (HS == 64) { F(64) } else { F(128) }
 #undef F
 }
 
-void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
-               const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const float *dout, const float *D,
+               const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
+               float scale) {
     dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);
     /* dQ: Q, dO and two K, V buffers; dK dV: K, V and Q, dO (two of each at HS 64) */
@@ -549,7 +561,8 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, const float *dout, 
         k_flash_bwd_dq<H><<<gq, FTHREADS, sq, c->stream>>>(dq, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale);     \
         LAUNCHED(c);                                                                                                \
         prof_phase(c, "attn bwd: flash dK dV");                                                                     \
-        k_flash_bwd_dkv<H><<<gk, FTHREADS, skv, c->stream>>>(dk, dv, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale); \
+        k_flash_bwd_dkv<H><<<gk, FTHREADS, skv, c->stream>>>(dk, dv, dv16, dout, lse, D, q, k, v, T, NH, NKV, sl2,    \
+                                                             scale);                                                \
         LAUNCHED(c);                                                                                               \
     }
     if (HS == 64) { F(64) } else { F(128) }

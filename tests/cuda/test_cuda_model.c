@@ -12,6 +12,14 @@
  *     one token at a time; each returned logits row matches the full
  *     forward's row within 1e-4 of max |logit|. The CUDA full forward also
  *     matches the CPU's (rel L2 <= 1e-5).
+ *  3. bf16 mode: the bf16 operand copies that ops write beside their
+ *     outputs (rmsnorm, swiglu, rope_bwd, flash attention) and the copies
+ *     kept across ops change nothing: 6 steps with them equal, bit for bit
+ *     (losses and parameters), 6 steps with SMJ_CUDA_BF16_KEEP=1 (every
+ *     product casts its operands afresh). A stale copy (an op that wrote a
+ *     buffer without dropping its copy) would break the equality. Two
+ *     models: head size 64 with GQA (flash attention) and the small one
+ *     (QK-norm, head size 16).
  * Without a usable GPU: SKIP, exit 0 (exit 1 when SMJ_CUDA_REQUIRE=1).
  */
 #include <math.h>
@@ -39,10 +47,24 @@ static smj_model_config small_config(void) {
     return c;
 }
 
-static smj_ctx *make_ctx(smj_backend_kind k) {
-    smj_ctx_options o = {.threads = 0, .backend = k};
+/* head size 64, GQA, no QK-norm: flash attention in bf16 mode, and
+ * rope_bwd's output goes straight to the Q/K products */
+static smj_model_config flash_config(void) {
+    smj_model_config c = small_config();
+    c.dim = 128;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.head_dim = 64;
+    c.ffn_hidden = 256;
+    c.qk_norm = 0;
+    return c;
+}
+
+static smj_ctx *make_ctx_bf16(smj_backend_kind k, int bf16) {
+    smj_ctx_options o = {.threads = 0, .backend = k, .bf16_matmul = bf16};
     return smj_ctx_create(&o);
 }
+static smj_ctx *make_ctx(smj_backend_kind k) { return make_ctx_bf16(k, 0); }
 
 typedef struct {
     float loss[6];
@@ -74,10 +96,10 @@ static smj_optim_options optim(void) {
 
 /* steps [first, last) on backend k; starts from seed weights or from state
  * file `load`; saves to `save` after the steps when not NULL. */
-static void train(smj_backend_kind k, const char *ds_path, const char *load, const char *save, int first, int last,
-                  run_result *r, int fetch) {
-    smj_ctx *ctx = make_ctx(k);
-    smj_model_config cfg = small_config();
+static void train_cfg(smj_backend_kind k, const smj_model_config *cf, int bf16, const char *ds_path, const char *load,
+                      const char *save, int first, int last, run_result *r, int fetch) {
+    smj_ctx *ctx = make_ctx_bf16(k, bf16);
+    smj_model_config cfg = *cf;
     smj_model *m = NULL;
     smj_trainer *t = NULL;
     smj_dataset *ds = NULL;
@@ -101,6 +123,12 @@ done:
     smj_trainer_free(t);
     smj_model_free(m);
     smj_ctx_free(ctx);
+}
+
+static void train(smj_backend_kind k, const char *ds_path, const char *load, const char *save, int first, int last,
+                  run_result *r, int fetch) {
+    smj_model_config cfg = small_config();
+    train_cfg(k, &cfg, 0, ds_path, load, save, first, last, r, fetch);
 }
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-30); }
@@ -149,6 +177,26 @@ static void cross_backend(const char *ds_path) {
     printf("CUDA 6 vs CPU 6:           worst loss rel %.2e, params rel L2 %.2e; two CUDA runs bit-identical: %s\n",
            w3, p3e, memcmp(cuda6.params, cuda6b.params, sizeof(float) * (size_t)cuda6.n) == 0 ? "yes" : "NO");
     free(cuda6.params); free(cuda6b.params); free(cu_cpu.params); free(cpu6.params); free(cpu_cu.params);
+}
+
+static void bf16_copies(const char *ds_path, const char *name, smj_model_config cfg) {
+    run_result kept = {0}, fresh = {0};
+    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, ds_path, NULL, NULL, 0, 6, &kept, 1);
+    setenv("SMJ_CUDA_BF16_KEEP", "1", 1); /* read when the context is made */
+    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, ds_path, NULL, NULL, 0, 6, &fresh, 1);
+    unsetenv("SMJ_CUDA_BF16_KEEP");
+    if (!kept.params || !fresh.params) {
+        CHECK(0, "%s: a bf16 run failed", name);
+        return;
+    }
+    int same = memcmp(kept.loss, fresh.loss, sizeof kept.loss) == 0 &&
+               memcmp(kept.params, fresh.params, sizeof(float) * (size_t)kept.n) == 0;
+    CHECK(same, "%s, bf16: kept / written operand copies change the result (loss step 5 %.9g vs %.9g, params rel L2 "
+          "%.2e)", name, kept.loss[5], fresh.loss[5], rel_l2(kept.params, fresh.params, kept.n));
+    printf("bf16 %s: 6 steps with kept and op-written operand copies == fresh casts, bit for bit: %s (loss %.6f -> "
+           "%.6f)\n", name, same ? "yes" : "NO", kept.loss[0], kept.loss[5]);
+    free(kept.params);
+    free(fresh.params);
 }
 
 static void kv_decoding(void) {
@@ -221,5 +269,7 @@ int main(void) {
     smj_ctx_free(probe);
     cross_backend(ds_path);
     kv_decoding();
+    bf16_copies(ds_path, "head size 64 + GQA (flash)", flash_config());
+    bf16_copies(ds_path, "QK-norm, head size 16", small_config());
     return check_summary("test_cuda_model");
 }
