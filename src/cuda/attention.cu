@@ -304,7 +304,7 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
         return;
     }
     if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out)) {
-        c->pname = "attention_fwd (flash)";
+        c->pname = "attention_fwd: bf16 casts"; /* flash_fwd names its kernel's phase */
         /* the output projection reads out next: its bf16 copy is written too */
         flash_fwd(c, out, shadow_of(c, out, (int64_t)B * Tq * NH * HS), lse, q, k, v, B, Tq, Tk, NH, NKV, HS,
                   kv_bstride, scale);

@@ -288,12 +288,18 @@ static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
  * valid (same src and n, made since the last gen bump and host write, src
  * not written since), else a new cast into a slot (operands over bc_max
  * elements go to dst, a scratch area, and are not kept). NULL on failure. */
-static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
+const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen && c->bc[i].hw == host_writes) {
             c->bc[i].used = ++c->clock;
             return c->bc[i].buf;
         }
+    return NULL;
+}
+
+static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
+    const __nv_bfloat16 *k = kept_copy(c, src, n);
+    if (k) return k;
     if (n > c->bc_max) {
         to_bf16(c, dst, src, n, 0, 1);
         return dst;
@@ -721,14 +727,15 @@ __global__ void k_rope(float *x, __nv_bfloat16 *x16, const float *cs, const floa
     }
 }
 
-/* rope_bwd writes the bf16 copy of dx (the Q/K products read it next) */
+/* bf16 mode: rope writes x's bf16 copy too (forward: flash attention reads
+ * q, k as bf16; backward: the Q/K products read dq, dk next) */
 static void rope(const smj_exec *ex, const char *name, float *x, const float *cs, const float *sn, int B, int T,
                  int NH, int HS, int pos0, float sgn) {
     OP_BEGIN_W(name);
     int64_t rows = (int64_t)B * T * NH, total = rows * (HS / 2);
     cast_written(c, x, rows * HS);
     if (total > 0) {
-        __nv_bfloat16 *x16 = sgn < 0 ? shadow_of(c, x, rows * HS) : NULL;
+        __nv_bfloat16 *x16 = shadow_of(c, x, rows * HS);
         k_rope<<<blocks_for(total, 256, INT32_MAX), 256, 0, c->stream>>>(x, x16, cs, sn, rows, T, NH, HS, pos0, sgn);
         LAUNCHED(c);
     }

@@ -114,6 +114,8 @@ void op_end(smj_cuda *c);
  * and a product reading p casts as before. */
 #define SHADOW_MIN 4096
 void cast_written(smj_cuda *c, const float *p, int64_t n);
+/* the kept bf16 copy of src[0, n) if one is valid, else NULL */
+const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n);
 __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n);
 
 /* The context's device scratch buffer, grown to at least bytes (contents
@@ -132,8 +134,9 @@ int smem_ok(smj_cuda *c, const void *fn, size_t bytes);
 
 /* Tensor-core flash attention (flash.cu), bf16 mode: flash_ok says whether
  * it takes these arguments (sm_80+, Tq >= 16, HS 64 or 128, 16-byte aligned
- * rows); flash_bwd takes D = rowsum(dO o O) [B,NH,T]. out16 / dv16: bf16
- * copies of out / dv written beside them (shadow_of) or NULL. */
+ * rows); flash_fwd reads bf16 copies of q, k, v (kept or cast), flash_bwd
+ * the fp32 data and D = rowsum(dO o O) [B,NH,T]. out16 / dv16: bf16 copies
+ * of out / dv written beside them (shadow_of) or NULL. */
 int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, const void *p1, const void *p2,
              const void *p3);
 void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const float *q, const float *k,

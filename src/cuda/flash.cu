@@ -71,6 +71,13 @@ __device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
 }
+/* 2^x, one MUFU instruction (flush to zero; 2^-inf = 0): exp2f adds a
+ * denormal range fix-up the probabilities do not need. */
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
@@ -188,126 +195,193 @@ __device__ __forceinline__ void to_frags(uint32_t pa[4][4], const float s[8][4])
 
 /* ------------------------------------------------------------ forward */
 
-template <int HS>
-__global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16, float *lse, const float *q, const float *k,
-                                                        const float *v, int Tq, int Tk, int NH, int NKV,
-                                                        int64_t kv_bstride, float sl2) {
+/* cp.async: 16 bytes global -> shared without registers; src_bytes 0
+ * fills zeros (rows past the end). Groups: commit, then wait until at most
+ * N groups are still in flight. */
+__device__ __forceinline__ void cp16(void *dst, const void *src, int src_bytes) {
 #if __CUDA_ARCH__ >= 800
-    constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+/* R rows of HS bf16 (row stride rs elements, a multiple of 8; rows >=
+ * nrows zero) -> shared [R][LDS], asynchronously. */
+template <int R, int HS>
+__device__ __forceinline__ void cp_tile(bf16 *dst, const bf16 *src, int64_t rs, int nrows) {
+    constexpr int CPR = HS / 8, LDS = FL<HS>::LDS;
+#pragma unroll
+    for (int e = threadIdx.x; e < R * CPR; e += FTHREADS) {
+        int r = e / CPR, c8 = e - r * CPR;
+        bool ok = r < nrows;
+        cp16(dst + r * LDS + 8 * c8, src + (ok ? (int64_t)r * rs : 0) + 8 * c8, ok ? 16 : 0);
+    }
+}
+
+/* One block per (query tile, head, batch) over bf16 q, k, v (k/v batch
+ * stride kv_bstride); warp w owns MT m16 row blocks (32 rows at head size
+ * 64: each K/V fragment read from shared memory feeds two products). K and
+ * V tiles arrive by cp.async into two buffers each: the next K is in flight
+ * while this tile's scores and softmax run, the next V while P·V runs. */
+template <int HS>
+__global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16, float *lse, const bf16 *q,
+                                                        const bf16 *k, const bf16 *v, int Tq, int Tk, int NH,
+                                                        int NKV, int64_t kv_bstride, float sl2) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int MT = HS <= 64 ? 2 : 1, BQ = FB * MT, LDS = FL<HS>::LDS, ND = HS / 8, QF = HS / 16;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sQ = (bf16 *)smem, *sKb = sQ + FB * LDS, *sVb = sKb + 2 * FB * LDS; /* K, V: two buffers each */
+    bf16 *sQ = (bf16 *)smem, *sKb = sQ + BQ * LDS, *sVb = sKb + 2 * FB * LDS; /* K, V: two buffers each */
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int hk = h / (NH / NKV), q0 = qt * FB, off = Tk - Tq;
+    const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
-    const float *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
-    const float *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
-    load_tile<HS>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(FB, Tq - q0));
-    load_tile<HS>(sKb, kb, krs, min(FB, Tk));
-    load_tile<HS>(sVb, vb, krs, min(FB, Tk));
+    const bf16 *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    cp_tile<BQ, HS>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(BQ, Tq - q0));
+    cp_tile<FB, HS>(sKb, kb, krs, min(FB, Tk));
+    cp_commit();
+    cp_tile<FB, HS>(sVb, vb, krs, min(FB, Tk));
+    cp_commit();
+    cp_wait<1>(); /* Q and the first K */
     __syncthreads();
-    /* Q's fragments stay in registers at HS 64; at HS 128 they are re-read
-     * from shared memory (registers would spill) */
-    constexpr int QF = HS <= 64 ? HS / 16 : 1;
-    uint32_t qf[QF][4];
+    const int wr = w * 16 * MT; /* the warp's first row in the tile */
+    uint32_t qf[MT][QF][4];
 #pragma unroll
-    for (int kk = 0; kk < QF; kk++) frag_a<LDS>(qf[kk], sQ, w * 16, kk * 16);
-
-    float o[ND][4];
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int d = 0; d < ND; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-    const int r0 = q0 + w * 16 + g, r1 = r0 + 8;      /* query rows of this thread */
-    const int last = min(Tk - 1, off + min(q0 + FB - 1, Tq - 1)); /* last key any row sees */
+        for (int kk = 0; kk < QF; kk++) frag_a<LDS>(qf[mt][kk], sQ, wr + mt * 16, kk * 16);
+    float o[MT][ND][4], m[MT][2], l[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int d = 0; d < ND; d++) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.f;
+    }
+    const int last = min(Tk - 1, off + min(q0 + BQ - 1, Tq - 1)); /* last key any row sees */
     const int nkt = last / FB + 1;
-    Prefetch<HS> pf;
     for (int kt = 0; kt < nkt; kt++) {
         const int k0 = kt * FB, k1 = k0 + FB;
         const bool more = kt + 1 < nkt;
-        bf16 *sK = sKb + (kt & 1) * FB * LDS, *sV = sVb + (kt & 1) * FB * LDS;
-        if (more) pf.fetch(kb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
-        float s[8][4];
-        if constexpr (HS <= 64) {
+        const bf16 *sK = sKb + (kt & 1) * FB * LDS, *sV = sVb + (kt & 1) * FB * LDS;
+        if (more) cp_tile<FB, HS>(sKb + ((kt + 1) & 1) * FB * LDS, kb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
+        cp_commit();
+        float s[MT][8][4];
 #pragma unroll
-            for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++)
+            for (int j = 0; j < 8; j++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
-                for (int j2 = 0; j2 < 4; j2++) {
-                    uint32_t bb[4];
-                    frag_b_nk<LDS>(bb, sK, j2 * 16, kk * 16);
-                    mma16816(s[2 * j2], qf[kk], bb[0], bb[1]);
-                    mma16816(s[2 * j2 + 1], qf[kk], bb[2], bb[3]);
+        for (int kk = 0; kk < QF; kk++)
+#pragma unroll
+            for (int j2 = 0; j2 < 4; j2++) {
+                uint32_t bb[4];
+                frag_b_nk<LDS>(bb, sK, j2 * 16, kk * 16);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(s[mt][2 * j2], qf[mt][kk], bb[0], bb[1]);
+                    mma16816(s[mt][2 * j2 + 1], qf[mt][kk], bb[2], bb[3]);
                 }
-        } else {
-            scores<HS>(s, sQ, w * 16, sK);
-        }
-        if (more) {
-            pf.store(sKb + ((kt + 1) & 1) * FB * LDS);
-            pf.fetch(vb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
-        }
-        const bool mask = k0 + FB - 1 > off + q0 + w * 16 || k0 + FB > Tk;
-        float mx0 = m0, mx1 = m1;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = s[j][e] * sl2;
-                if (mask) {
-                    int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
-                    if (key > off + row || key >= Tk) x = -INFINITY;
-                }
-                s[j][e] = x;
-                if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
             }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        /* a row with no visible key yet keeps max -inf: scale factors 1, p 0 */
-        const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-        const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
-        l0 *= c0;
-        l1 *= c1;
+        /* online softmax per row: the maxima of the raw scores (masked keys
+         * -inf), the running maxima m in the scaled log2 domain (sl2 > 0) */
+        const bool mask = k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk;
+        uint32_t pa[MT][4][4];
 #pragma unroll
-        for (int d = 0; d < ND; d++) { o[d][0] *= c0; o[d][1] *= c0; o[d][2] *= c1; o[d][3] *= c1; }
+        for (int mt = 0; mt < MT; mt++) {
+            const int r0 = q0 + wr + mt * 16 + g, r1 = r0 + 8;
+            float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = exp2f(s[j][0] - b0); s[j][1] = exp2f(s[j][1] - b0);
-            s[j][2] = exp2f(s[j][2] - b1); s[j][3] = exp2f(s[j][3] - b1);
-            l0 += s[j][0] + s[j][1];
-            l1 += s[j][2] + s[j][3];
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = s[mt][j][e];
+                    if (mask) {
+                        int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
+                        if (key > off + row || key >= Tk) x = -INFINITY;
+                    }
+                    s[mt][j][e] = x;
+                    if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            mx0 = fmaxf(m[mt][0], mx0 * sl2);
+            mx1 = fmaxf(m[mt][1], mx1 * sl2);
+            /* a row with no visible key yet keeps max -inf: scale factors 1, p 0 */
+            const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
+            const float c0 = ex2(m[mt][0] - b0), c1 = ex2(m[mt][1] - b1);
+            l[mt][0] *= c0;
+            l[mt][1] *= c1;
+#pragma unroll
+            for (int d = 0; d < ND; d++) {
+                o[mt][d][0] *= c0; o[mt][d][1] *= c0; o[mt][d][2] *= c1; o[mt][d][3] *= c1;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                s[mt][j][0] = ex2(fmaf(s[mt][j][0], sl2, -b0)); s[mt][j][1] = ex2(fmaf(s[mt][j][1], sl2, -b0));
+                s[mt][j][2] = ex2(fmaf(s[mt][j][2], sl2, -b1)); s[mt][j][3] = ex2(fmaf(s[mt][j][3], sl2, -b1));
+                l[mt][0] += s[mt][j][0] + s[mt][j][1];
+                l[mt][1] += s[mt][j][2] + s[mt][j][3];
+            }
+            m[mt][0] = mx0;
+            m[mt][1] = mx1;
+            to_frags(pa[mt], s[mt]);
         }
-        m0 = mx0;
-        m1 = mx1;
-        uint32_t pa[4][4];
-        to_frags(pa, s);
-        accum_pv<HS>(o, pa, sV);
-        if (more) pf.store(sVb + ((kt + 1) & 1) * FB * LDS);
-        __syncthreads(); /* the next tile is in; this one's buffers are free */
-    }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = 1.f / l0, i1 = 1.f / l1;
-    float *ob = out + (int64_t)b * Tq * qrs + (int64_t)h * HS;
+        cp_wait<1>(); /* this tile's V (the next K may still be in flight) */
+        __syncthreads();
+        if (more) cp_tile<FB, HS>(sVb + ((kt + 1) & 1) * FB * LDS, vb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
+        cp_commit();
 #pragma unroll
-    for (int d = 0; d < ND; d++) {
-        if (r0 < Tq) *(float2 *)(ob + (int64_t)r0 * qrs + d * 8 + 2 * t) = make_float2(o[d][0] * i0, o[d][1] * i0);
-        if (r1 < Tq) *(float2 *)(ob + (int64_t)r1 * qrs + d * 8 + 2 * t) = make_float2(o[d][2] * i1, o[d][3] * i1);
+        for (int kb2 = 0; kb2 < 4; kb2++)
+#pragma unroll
+            for (int d2 = 0; d2 < HS / 16; d2++) {
+                uint32_t bv[4];
+                frag_b_kn<LDS>(bv, sV, kb2 * 16, d2 * 16);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(o[mt][2 * d2], pa[mt][kb2], bv[0], bv[1]);
+                    mma16816(o[mt][2 * d2 + 1], pa[mt][kb2], bv[2], bv[3]);
+                }
+            }
+        cp_wait<1>(); /* the next K */
+        __syncthreads(); /* ... visible to all; this tile's buffers are free */
     }
-    if (out16) {
-        bf16 *ob16 = out16 + (ob - out);
+    cp_wait<0>();
+    float *ob = out + (int64_t)b * Tq * qrs + (int64_t)h * HS;
+    bf16 *ob16 = out16 ? out16 + (ob - out) : NULL;
+    float *lb = lse + ((int64_t)b * NH + h) * Tq;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        const int r0 = q0 + wr + mt * 16 + g, r1 = r0 + 8;
+        float l0 = l[mt][0], l1 = l[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float i0 = 1.f / l0, i1 = 1.f / l1;
 #pragma unroll
         for (int d = 0; d < ND; d++) {
-            if (r0 < Tq) *(uint32_t *)(ob16 + (int64_t)r0 * qrs + d * 8 + 2 * t) = pack_bf16(o[d][0] * i0, o[d][1] * i0);
-            if (r1 < Tq) *(uint32_t *)(ob16 + (int64_t)r1 * qrs + d * 8 + 2 * t) = pack_bf16(o[d][2] * i1, o[d][3] * i1);
+            float2 v0 = make_float2(o[mt][d][0] * i0, o[mt][d][1] * i0), v1 = make_float2(o[mt][d][2] * i1, o[mt][d][3] * i1);
+            int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
+            if (r0 < Tq) *(float2 *)(ob + e0) = v0;
+            if (r1 < Tq) *(float2 *)(ob + e1) = v1;
+            if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
+            if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
         }
+        if (t == 0 && r0 < Tq) lb[r0] = (m[mt][0] + log2f(l0)) * LN2;
+        if (t == 0 && r1 < Tq) lb[r1] = (m[mt][1] + log2f(l1)) * LN2;
     }
-    float *lb = lse + ((int64_t)b * NH + h) * Tq;
-    if (t == 0 && r0 < Tq) lb[r0] = (m0 + log2f(l0)) * LN2;
-    if (t == 0 && r1 < Tq) lb[r1] = (m1 + log2f(l1)) * LN2;
 #endif
 }
 
@@ -326,7 +400,7 @@ __device__ __forceinline__ void load_rowstats(float *sL, float *sD, const float 
 
 /* dQ for one (query tile, head, batch). */
 template <int HS>
-__global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const float *dout, const float *lse,
+__global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1) k_flash_bwd_dq(float *dq, const float *dout, const float *lse,
                                                            const float *D, const float *q, const float *k,
                                                            const float *v, int T, int NH, int NKV, float sl2,
                                                            float scale) {
@@ -371,7 +445,7 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dq(float *dq, const floa
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = exp2f(s[j][e] * sl2 - (e < 2 ? L0 : L1));
+                float p = ex2(fmaf(s[j][e], sl2, -(e < 2 ? L0 : L1)));
                 if (mask) {
                     int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
                     if (key > row || key >= T) p = 0.f;
@@ -459,7 +533,7 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int ql = j * 8 + 2 * t + (e & 1);
-                float p = exp2f(s[j][e] * sl2 - sL[ql]);
+                float p = ex2(fmaf(s[j][e], sl2, -sL[ql]));
                 if (mask) {
                     int key = e < 2 ? j0 : j1;
                     if (key > q0 + ql || q0 + ql >= T) p = 0.f;
@@ -532,15 +606,31 @@ int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, co
 
 static size_t fl_smem(int HS, int tiles) { return (size_t)tiles * FB * (HS + 8) * sizeof(bf16) + 2 * FB * sizeof(float); }
 
+/* bf16 q, k, v for the forward: the kept copies where ops wrote them
+ * (rope_fwd writes q's and k's), else casts into the scratch buffer, k and
+ * v compacted to batch stride Tk·NKV·HS. */
 void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q, const float *k, const float *v,
                int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
-    dim3 grid((unsigned)((Tq + FB - 1) / FB), (unsigned)NH, (unsigned)B);
-    size_t sm = fl_smem(HS, 5);
+    const int BQ = HS <= 64 ? 2 * FB : FB;
+    dim3 grid((unsigned)((Tq + BQ - 1) / BQ), (unsigned)NH, (unsigned)B);
+    size_t sm = (size_t)(BQ + 4 * FB) * (HS + 8) * sizeof(bf16);
     float sl2 = scale * LOG2E;
+    int64_t nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)Tk * NKV * HS, oq = (nq + 63) / 64 * 64,
+            okv = (B * nkv + 63) / 64 * 64;
+    prof_phase(c, "attention_fwd: bf16 casts");
+    const bf16 *qh = kept_copy(c, q, nq), *kh = NULL, *vh = NULL;
+    if (kv_bstride == nkv || B == 1) {
+        kh = kept_copy(c, k, B * nkv);
+        vh = kept_copy(c, v, B * nkv);
+    }
+    bf16 *sc = (!qh || !kh || !vh) ? (bf16 *)scratch(c, sizeof(bf16) * (size_t)(oq + 2 * okv)) : NULL;
+    if (!qh) { if (!sc) return; to_bf16(c, sc, q, nq, 0, 1); qh = sc; }
+    if (!kh) { if (!sc) return; to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
+    if (!vh) { if (!sc) return; to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
+    prof_phase(c, "attention_fwd (flash)");
 #define F(H)                                                                                                   \
     if (smem_ok(c, (const void *)k_flash_fwd<H>, sm)) {                                                        \
-        k_flash_fwd<H><<<grid, FTHREADS, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride,  \
-                                                          sl2);                                              \
+        k_flash_fwd<H><<<grid, FTHREADS, sm, c->stream>>>(out, out16, lse, qh, kh, vh, Tq, Tk, NH, NKV, nkv, sl2); \
         LAUNCHED(c);                                                                                           \
     }
     if (HS == 64) { F(64) } else { F(128) }
