@@ -347,26 +347,6 @@ __global__ void k_att_delta(float *D, const float *dout, const float *out, int B
     D[((int64_t)b * NH + h) * T + t] = s;
 }
 
-/* The same D for the flash path, one warp per row with 16-byte loads
- * (HS % 4 == 0, rows 16-byte aligned: flash_ok): the flash backward rounds
- * P and dS to bf16, so the exact cancellation above is not needed. */
-__global__ void k_att_delta_rows(float *D, const float *dout, const float *out, int B, int T, int NH, int HS) {
-    int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); /* over [B, T, NH] */
-    int lane = threadIdx.x & 31;
-    if (row >= (int64_t)B * T * NH) return;
-    const float4 *a = (const float4 *)(dout + row * HS), *o = (const float4 *)(out + row * HS);
-    float s = 0;
-    for (int i = lane; i < HS / 4; i += 32) {
-        float4 x = a[i], y = o[i];
-        s += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
-    }
-    s = warp_sum(s);
-    int h = (int)(row % NH);
-    int64_t bt = row / NH;
-    int t = (int)(bt % T), b = (int)(bt / T);
-    if (lane == 0) D[((int64_t)b * NH + h) * T + t] = s;
-}
-
 /* dq for one (query tile, head, batch): loop over key tiles. */
 template <int NC>
 __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dq(float *dq, const float *dout, const float *lse,
@@ -504,14 +484,8 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     cast_written(c, dv, (int64_t)B * T * NKV * HS);
     if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, T, HS, 0, q, k, v, dout) &&
         flash_ok(c, T, HS, 0, out, dq, dk, dv)) {
-        int64_t rows = (int64_t)B * T * NH;
-        float *D = (float *)scratch(c, sizeof(float) * (size_t)rows);
-        if (!D) return;
-        prof_phase(c, "attn bwd: D");
-        k_att_delta_rows<<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(D, dout, out, B, T, NH, HS);
-        LAUNCHED(c);
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
-        flash_bwd(c, dq, dk, dv, shadow_of(c, dv, (int64_t)B * T * NKV * HS), dout, D, lse, q, k, v, B, T, NH, NKV,
+        flash_bwd(c, dq, dk, dv, shadow_of(c, dv, (int64_t)B * T * NKV * HS), dout, out, lse, q, k, v, B, T, NH, NKV,
                   HS, scale);
         op_end(c);
         return;

@@ -134,14 +134,13 @@ int smem_ok(smj_cuda *c, const void *fn, size_t bytes);
 
 /* Tensor-core flash attention (flash.cu), bf16 mode: flash_ok says whether
  * it takes these arguments (sm_80+, Tq >= 16, HS 64 or 128, 16-byte aligned
- * rows); flash_fwd reads bf16 copies of q, k, v (kept or cast), flash_bwd
- * the fp32 data and D = rowsum(dO o O) [B,NH,T]. out16 / dv16: bf16 copies
- * of out / dv written beside them (shadow_of) or NULL. */
+ * rows); both read bf16 copies of their inputs (kept or cast). out16 /
+ * dv16: bf16 copies of out / dv written beside them (shadow_of) or NULL. */
 int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, const void *p1, const void *p2,
              const void *p3);
 void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const float *q, const float *k,
                const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
-void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const float *dout, const float *D,
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
                float scale);
 

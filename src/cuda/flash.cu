@@ -3,12 +3,13 @@
  * in registers, never in device memory.
  *
  * Layouts are the op table's (ops.h): q/out [B,Tq,NH,HS], k/v [B,Tk,NKV,HS]
- * (batch stride kv_bstride), lse [B,NH,Tq]; all fp32 in device memory. Each
- * block reads its fp32 tiles, rounds them to bf16 into shared memory and
- * multiplies with mma.sync m16n8k16 (bf16 in, fp32 accumulate; sm_80+).
+ * (batch stride kv_bstride), lse [B,NH,Tq]; fp32 in device memory. The
+ * kernels read bf16 copies: the kept copies where ops wrote them (rope_fwd
+ * writes q's and k's in bf16 mode), else casts into the scratch buffer made
+ * by the host side below. Tiles arrive by cp.async into shared memory and
+ * are multiplied with mma.sync m16n8k16 (bf16 in, fp32 accumulate; sm_80+).
  *
- * Tiles: 64 queries x 64 keys, 4 warps; warp w owns 16 rows of the tile.
- * mma fragment layout (PTX ISA, m16n8k16): lane = 4g + t;
+ * Tiles of 64 keys, 4 warps. mma fragment layout (PTX ISA, m16n8k16): lane = 4g + t;
  *   A (16x16): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
  *   B (16x8, "col"): b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
  *   C (16x8): c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
@@ -18,29 +19,32 @@
  * product wants the other orientation).
  *
  * forward  (one block per query tile, head, batch; the last query tiles,
- *          which see the most keys, are launched first): online softmax in
- *          the log2 domain; key tiles past the causal diagonal are skipped,
- *          only diagonal/tail tiles are masked; out = O / l, lse saved.
- * backward (deterministic, no atomics): D = rowsum(dO o O) (attention.cu's
- *          k_att_delta); one kernel per query tile for dQ (recomputes
- *          S, P, dP over its key tiles) and one per (key tile, KV head) for
- *          dK, dV that loops over the query heads of its group and the
- *          query tiles at or after the diagonal:
+ *          which see the most keys, are launched first): 128 queries per
+ *          block at head size 64 (a warp owns 32 rows, so each K/V fragment
+ *          feeds two products), 64 at 128; Q's fragments stay in registers;
+ *          online softmax in the log2 domain (ex2.approx); key tiles past
+ *          the causal diagonal are skipped, only diagonal/tail tiles are
+ *          masked; out = O / l (and its bf16 copy when asked), lse saved.
+ *          The next K tile loads while the scores and softmax run, the next
+ *          V tile while P·V runs.
+ * backward (deterministic, no atomics): k_flash_rowstats gives D =
+ *          rowsum(dO o O) and lse·log2(e); one kernel per query tile for dQ
+ *          (Q, dO fragments in registers; recomputes S, P, dP over its key
+ *          tiles) and one per (key tile, KV head) for dK, dV that loops over
+ *          the query heads of its group and the query tiles at or after the
+ *          diagonal (K, V fragments in registers at head size 64):
  *            P = exp(scale S - lse), dV += P^T dO, dP = dO V^T,
  *            dS = P (dP - D), dQ = scale dS K, dK += scale dS^T Q.
- *          P and dS are rounded to bf16 as the products' A operands.
- *
- * Pipelining: the tile after the current one is fetched into registers
- * before the current one is multiplied and stored into the other of two
- * shared buffers after (Prefetch), one barrier per tile; the dK/dV kernel
- * does this at head size 64 only (at 128 the registers are full).
+ *          P and dS are rounded to bf16 as the products' A operands. The
+ *          next tiles load while the current ones are multiplied; one
+ *          barrier per tile.
  *
  * Head sizes 64 and 128 (flash_ok); others take the cuBLAS path.
  */
 #include "cuda_common.cuh"
 
 #define FB 64       /* queries and keys per tile */
-#define FTHREADS 128 /* 4 warps x 16 rows */
+#define FTHREADS 128 /* 4 warps */
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
@@ -82,48 +86,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
 }
-
-/* 64 rows of HS fp32 (row stride rs floats; rows >= nrows are zero) -> bf16
- * shared [64][LDS]. src rows 16-byte aligned. */
-template <int HS>
-__device__ __forceinline__ void load_tile(bf16 *dst, const float *src, int64_t rs, int nrows) {
-    constexpr int Q4 = HS / 4, LDS = FL<HS>::LDS;
-    for (int e = threadIdx.x; e < FB * Q4; e += FTHREADS) {
-        int r = e / Q4, c4 = e - r * Q4;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (r < nrows) v = __ldg((const float4 *)(src + (int64_t)r * rs) + c4);
-        uint2 u;
-        u.x = pack_bf16(v.x, v.y);
-        u.y = pack_bf16(v.z, v.w);
-        *(uint2 *)(dst + r * LDS + 4 * c4) = u;
-    }
-}
-
-/* A tile's fp32 values in registers between the issue of its loads and its
- * store to shared memory: the next tile is fetched before the current one
- * is multiplied and stored after, so its global latency hides behind the
- * tensor-core work (each thread holds HS/8 float4). */
-template <int HS> struct Prefetch {
-    static constexpr int NV = FB * HS / 4 / FTHREADS, Q4 = HS / 4;
-    float4 r[NV];
-    __device__ __forceinline__ void fetch(const float *src, int64_t rs, int nrows) {
-#pragma unroll
-        for (int i = 0; i < NV; i++) {
-            int e = threadIdx.x + i * FTHREADS, row = e / Q4, c4 = e - row * Q4;
-            r[i] = row < nrows ? __ldg((const float4 *)(src + (int64_t)row * rs) + c4) : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-    }
-    __device__ __forceinline__ void store(bf16 *dst) const {
-#pragma unroll
-        for (int i = 0; i < NV; i++) {
-            int e = threadIdx.x + i * FTHREADS, row = e / Q4, c4 = e - row * Q4;
-            uint2 u;
-            u.x = pack_bf16(r[i].x, r[i].y);
-            u.y = pack_bf16(r[i].z, r[i].w);
-            *(uint2 *)(dst + row * FL<HS>::LDS + 4 * c4) = u;
-        }
-    }
-};
 
 /* A fragment (16 rows from row0, 16 cols from col0) of a [.][LDS] tile. */
 template <int LDS>
@@ -387,60 +349,105 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
 
 /* ------------------------------------------------------------ backward */
 
-/* lse (natural) -> log2 domain and D of 64 rows from row0 into shared
- * (rows >= T: 0). */
-__device__ __forceinline__ void load_rowstats(float *sL, float *sD, const float *lse, const float *D, int row0,
-                                              int T) {
-    for (int i = threadIdx.x; i < FB; i += FTHREADS) {
-        bool ok = row0 + i < T;
-        sL[i] = ok ? lse[row0 + i] * LOG2E : 0.f;
-        sD[i] = ok ? D[row0 + i] : 0.f;
+/* Row statistics for the backward, [B,NH,Tp] (T rounded up to 4, so each
+ * row starts 16-byte aligned): D = rowsum(dO o O) and lse in the log2 domain; one warp per row with 16-byte loads (HS % 4
+ * == 0, rows 16-byte aligned: flash_ok). */
+__global__ void k_flash_rowstats(float *D, float *L2, const float *dout, const float *out, const float *lse, int B,
+                                 int T, int Tp, int NH, int HS) {
+    int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); /* over [B, T, NH] */
+    int lane = threadIdx.x & 31;
+    if (row >= (int64_t)B * T * NH) return;
+    const float4 *a = (const float4 *)(dout + row * HS), *o = (const float4 *)(out + row * HS);
+    float s = 0;
+    for (int i = lane; i < HS / 4; i += 32) {
+        float4 x = a[i], y = o[i];
+        s += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+    }
+    s = warp_sum(s);
+    int h = (int)(row % NH);
+    int64_t bt = row / NH;
+    int t = (int)(bt % T), b = (int)(bt / T);
+    if (lane == 0) {
+        D[((int64_t)b * NH + h) * Tp + t] = s;
+        L2[((int64_t)b * NH + h) * Tp + t] = lse[((int64_t)b * NH + h) * T + t] * LOG2E;
     }
 }
 
-/* dQ for one (query tile, head, batch). */
+/* 64 floats of a [.., T] statistics row from row0 -> shared (rows >= T: 0),
+ * asynchronously (row0 % 4 == 0, rows 16-byte aligned). */
+__device__ __forceinline__ void cp_stats(float *dst, const float *src, int row0, int T) {
+    for (int e = threadIdx.x; e < FB / 4; e += FTHREADS) {
+        int n = T - row0 - 4 * e;
+        cp16(dst + 4 * e, src + (n > 0 ? row0 + 4 * e : 0), n >= 4 ? 16 : n > 0 ? 4 * n : 0);
+    }
+}
+
+/* dQ for one (query tile, head, batch) over bf16 q, k, v, dO: Q and dO
+ * fragments stay in registers; the next K and V tiles arrive by cp.async
+ * while this one is multiplied. */
 template <int HS>
-__global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1) k_flash_bwd_dq(float *dq, const float *dout, const float *lse,
-                                                           const float *D, const float *q, const float *k,
-                                                           const float *v, int T, int NH, int NKV, float sl2,
-                                                           float scale) {
+__global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1)
+    k_flash_bwd_dq(float *dq, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
+                   const bf16 *v, int T, int Tp, int NH, int NKV, float sl2, float scale) {
 #if __CUDA_ARCH__ >= 800
-    constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
+    constexpr int LDS = FL<HS>::LDS, ND = HS / 8, QF = HS / 16;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = (bf16 *)smem, *sO = sQ + FB * LDS, *sKb = sO + FB * LDS, *sVb = sKb + 2 * FB * LDS;
-    float *sL = (float *)(sVb + 2 * FB * LDS), *sD = sL + FB;
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * FB;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
     const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
-    const float *kb = k + (int64_t)b * T * krs + (int64_t)hk * HS;
-    const float *vb = v + (int64_t)b * T * krs + (int64_t)hk * HS;
-    load_tile<HS>(sQ, q + qoff, qrs, min(FB, T - q0));
-    load_tile<HS>(sO, dout + qoff, qrs, min(FB, T - q0));
-    load_rowstats(sL, sD, lse + ((int64_t)b * NH + h) * T, D + ((int64_t)b * NH + h) * T, q0, T);
-    load_tile<HS>(sKb, kb, krs, min(FB, T));
-    load_tile<HS>(sVb, vb, krs, min(FB, T));
+    const bf16 *kb = k + (int64_t)b * T * krs + (int64_t)hk * HS;
+    const bf16 *vb = v + (int64_t)b * T * krs + (int64_t)hk * HS;
+    cp_tile<FB, HS>(sQ, q + qoff, qrs, min(FB, T - q0));
+    cp_tile<FB, HS>(sO, dout + qoff, qrs, min(FB, T - q0));
+    cp_tile<FB, HS>(sKb, kb, krs, min(FB, T));
+    cp_tile<FB, HS>(sVb, vb, krs, min(FB, T));
+    cp_commit();
+    const int r0 = q0 + w * 16 + g, r1 = r0 + 8;
+    const int64_t st = ((int64_t)b * NH + h) * Tp;
+    const float L0 = r0 < T ? L2[st + r0] : 0.f, L1 = r1 < T ? L2[st + r1] : 0.f;
+    const float D0 = r0 < T ? D[st + r0] : 0.f, D1 = r1 < T ? D[st + r1] : 0.f;
+    cp_wait<0>();
     __syncthreads();
-    const int rl0 = w * 16 + g, rl1 = rl0 + 8, r0 = q0 + rl0, r1 = q0 + rl1;
-    const float L0 = sL[rl0], L1 = sL[rl1], D0 = sD[rl0], D1 = sD[rl1];
+    uint32_t qf[QF][4], of[QF][4];
+#pragma unroll
+    for (int kk = 0; kk < QF; kk++) {
+        frag_a<LDS>(qf[kk], sQ, w * 16, kk * 16);
+        frag_a<LDS>(of[kk], sO, w * 16, kk * 16);
+    }
     float acc[ND][4];
 #pragma unroll
     for (int d = 0; d < ND; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
     const int nkt = min(T - 1, q0 + FB - 1) / FB + 1;
-    Prefetch<HS> pf;
     for (int kt = 0; kt < nkt; kt++) {
         const int k0 = kt * FB, k1 = k0 + FB;
-        const bool more = kt + 1 < nkt;
-        bf16 *sK = sKb + (kt & 1) * FB * LDS, *sV = sVb + (kt & 1) * FB * LDS;
-        if (more) pf.fetch(kb + (int64_t)k1 * krs, krs, min(FB, T - k1));
-        const bool mask = k0 + FB - 1 > q0 + w * 16 || k0 + FB > T;
-        float s[8][4];
-        scores<HS>(s, sQ, w * 16, sK);
-        if (more) {
-            pf.store(sKb + ((kt + 1) & 1) * FB * LDS);
-            pf.fetch(vb + (int64_t)k1 * krs, krs, min(FB, T - k1));
+        const bf16 *sK = sKb + (kt & 1) * FB * LDS, *sV = sVb + (kt & 1) * FB * LDS;
+        if (kt + 1 < nkt) {
+            cp_tile<FB, HS>(sKb + ((kt + 1) & 1) * FB * LDS, kb + (int64_t)k1 * krs, krs, min(FB, T - k1));
+            cp_tile<FB, HS>(sVb + ((kt + 1) & 1) * FB * LDS, vb + (int64_t)k1 * krs, krs, min(FB, T - k1));
         }
+        cp_commit();
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+        }
+#pragma unroll
+        for (int kk = 0; kk < QF; kk++)
+#pragma unroll
+            for (int j2 = 0; j2 < 4; j2++) {
+                uint32_t bk[4], bv[4];
+                frag_b_nk<LDS>(bk, sK, j2 * 16, kk * 16);
+                frag_b_nk<LDS>(bv, sV, j2 * 16, kk * 16);
+                mma16816(s[2 * j2], qf[kk], bk[0], bk[1]);
+                mma16816(s[2 * j2 + 1], qf[kk], bk[2], bk[3]);
+                mma16816(dp[2 * j2], of[kk], bv[0], bv[1]);
+                mma16816(dp[2 * j2 + 1], of[kk], bv[2], bv[3]);
+            }
+        const bool mask = k0 + FB - 1 > q0 + w * 16 || k0 + FB > T;
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -450,20 +457,13 @@ __global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1) k_flash_bwd_dq(flo
                     int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
                     if (key > row || key >= T) p = 0.f;
                 }
-                s[j][e] = p;
+                dp[j][e] = p * (dp[j][e] - (e < 2 ? D0 : D1)); /* dS */
             }
-        float dp[8][4];
-        scores<HS>(dp, sO, w * 16, sV);
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            dp[j][0] = s[j][0] * (dp[j][0] - D0); dp[j][1] = s[j][1] * (dp[j][1] - D0);
-            dp[j][2] = s[j][2] * (dp[j][2] - D1); dp[j][3] = s[j][3] * (dp[j][3] - D1);
-        }
-        if (more) pf.store(sVb + ((kt + 1) & 1) * FB * LDS);
         uint32_t da[4][4];
         to_frags(da, dp);
-        accum_pv<HS>(acc, da, sK);
-        __syncthreads(); /* the next tile is in; this one's buffers are free */
+        accum_pv<HS>(acc, da, sK); /* dQ += dS K */
+        cp_wait<0>();
+        __syncthreads(); /* the next tiles are in; this one's buffers are free */
     }
     float *ob = dq + qoff - (int64_t)q0 * qrs;
 #pragma unroll
@@ -474,41 +474,53 @@ __global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1) k_flash_bwd_dq(flo
 #endif
 }
 
-/* dK, dV for one (key tile, KV head, batch): loops over the group's query
- * heads and the query tiles from the diagonal on. Warp w owns keys
- * k0 + 16w .. +15; its score blocks are S^T (keys x queries). */
+/* dK, dV for one (key tile, KV head, batch) over bf16 inputs: loops over
+ * the group's query heads and the query tiles from the diagonal on; the
+ * next (head, query tile)'s Q, dO and row statistics arrive by cp.async
+ * while this one is multiplied. Warp w owns keys k0 + 16w .. +15; its score
+ * blocks are S^T (keys x queries); K's and V's fragments stay in registers
+ * at head size 64. */
 template <int HS>
-__global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv, bf16 *dv16, const float *dout,
-                                                            const float *lse, const float *D, const float *q,
-                                                            const float *k, const float *v, int T, int NH, int NKV,
-                                                            float sl2, float scale) {
+__global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv, bf16 *dv16, const bf16 *dout,
+                                                            const float *L2, const float *D, const bf16 *q,
+                                                            const bf16 *k, const bf16 *v, int T, int Tp, int NH,
+                                                            int NKV, float sl2, float scale) {
 #if __CUDA_ARCH__ >= 800
-    constexpr int LDS = FL<HS>::LDS, ND = HS / 8;
+    constexpr int LDS = FL<HS>::LDS, ND = HS / 8, QF = HS / 16;
+    constexpr bool KREG = HS <= 64;
+    constexpr int KF = KREG ? QF : 1;
     extern __shared__ __align__(16) unsigned char smem[];
-    /* query-side tiles double-buffered where the registers allow (HS 64):
-     * the next (head, query tile)'s Q, dO, lse and D are fetched while this
-     * one is multiplied */
-    constexpr bool PF = HS <= 64;
-    constexpr int NB = PF ? 2 : 1;
-    bf16 *sK = (bf16 *)smem, *sV = sK + FB * LDS, *sQb = sV + FB * LDS, *sOb = sQb + NB * FB * LDS;
-    float *sLb = (float *)(sOb + NB * FB * LDS), *sDb = sLb + NB * FB;
+    bf16 *sK = (bf16 *)smem, *sV = sK + FB * LDS, *sQb = sV + FB * LDS, *sOb = sQb + 2 * FB * LDS;
+    float *sLb = (float *)(sOb + 2 * FB * LDS), *sDb = sLb + 2 * FB;
     const int kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = NH / NKV, k0 = kt * FB;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
     const int64_t koff = ((int64_t)b * T + k0) * krs + (int64_t)hk * HS;
     const int nqt = (T + FB - 1) / FB, per = nqt - kt, nit = G * per; /* (head, query tile) pairs */
-    /* iteration i: head hk*G + i/per, query tile kt + i%per */
-    auto qoff_of = [&](int i) {
-        return ((int64_t)b * T + (int64_t)(kt + i % per) * FB) * qrs + (int64_t)(hk * G + i / per) * HS;
+    /* iteration i: head hk*G + i/per, query tile kt + i%per; its loads */
+    auto fetch = [&](int i, int buf) {
+        int h = hk * G + i / per, qq = (kt + i % per) * FB;
+        int64_t qoff = ((int64_t)b * T + qq) * qrs + (int64_t)h * HS, st = ((int64_t)b * NH + h) * Tp;
+        cp_tile<FB, HS>(sQb + buf * FB * LDS, q + qoff, qrs, min(FB, T - qq));
+        cp_tile<FB, HS>(sOb + buf * FB * LDS, dout + qoff, qrs, min(FB, T - qq));
+        cp_stats(sLb + buf * FB, L2 + st, qq, T);
+        cp_stats(sDb + buf * FB, D + st, qq, T);
     };
-    auto stats_of = [&](int i) { return ((int64_t)b * NH + hk * G + i / per) * T; };
-    load_tile<HS>(sK, k + koff, krs, min(FB, T - k0));
-    load_tile<HS>(sV, v + koff, krs, min(FB, T - k0));
-    load_tile<HS>(sQb, q + qoff_of(0), qrs, min(FB, T - k0));
-    load_tile<HS>(sOb, dout + qoff_of(0), qrs, min(FB, T - k0));
-    load_rowstats(sLb, sDb, lse + stats_of(0), D + stats_of(0), k0, T);
+    cp_tile<FB, HS>(sK, k + koff, krs, min(FB, T - k0));
+    cp_tile<FB, HS>(sV, v + koff, krs, min(FB, T - k0));
+    fetch(0, 0);
+    cp_commit();
+    cp_wait<0>();
     __syncthreads();
     const int j0 = k0 + w * 16 + g, j1 = j0 + 8; /* key rows of this thread */
+    uint32_t kf[KF][4], vf[KF][4];
+    if constexpr (KREG) {
+#pragma unroll
+        for (int kk = 0; kk < QF; kk++) {
+            frag_a<LDS>(kf[kk], sK, w * 16, kk * 16);
+            frag_a<LDS>(vf[kk], sV, w * 16, kk * 16);
+        }
+    }
     float ak[ND][4], av[ND][4];
 #pragma unroll
     for (int d = 0; d < ND; d++) {
@@ -516,66 +528,56 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
         av[d][0] = av[d][1] = av[d][2] = av[d][3] = 0.f;
     }
     for (int it = 0; it < nit; it++) {
-        const int qt = kt + it % per, q0 = qt * FB, cur = PF ? (it & 1) : 0, nxt = PF ? (cur ^ 1) : 0;
-        const bool more = it + 1 < nit;
-        const int n0 = (kt + (it + 1) % per) * FB; /* next iteration's first query */
-        bf16 *sQ = sQb + cur * FB * LDS, *sO = sOb + cur * FB * LDS;
+        const int cur = it & 1, q0 = (kt + it % per) * FB;
+        if (it + 1 < nit) fetch(it + 1, cur ^ 1);
+        cp_commit();
+        const bf16 *sQ = sQb + cur * FB * LDS, *sO = sOb + cur * FB * LDS;
         const float *sL = sLb + cur * FB, *sD = sDb + cur * FB;
-        Prefetch<PF ? HS : 16> pf;
-        float nl = 0.f, nd = 0.f; /* the next lse, D rows (threads < FB) */
-        if constexpr (PF)
-            if (more) pf.fetch(q + qoff_of(it + 1), qrs, min(FB, T - n0));
-        const bool mask = qt == kt || q0 + FB > T;
-        float s[8][4];
-        scores<HS>(s, sK, w * 16, sQ); /* S^T: rows keys, cols queries */
+        float s[8][4], dp[8][4];
+        if constexpr (KREG) {
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++) {
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+                dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < QF; kk++)
+#pragma unroll
+                for (int j2 = 0; j2 < 4; j2++) {
+                    uint32_t bq[4], bo[4];
+                    frag_b_nk<LDS>(bq, sQ, j2 * 16, kk * 16);
+                    frag_b_nk<LDS>(bo, sO, j2 * 16, kk * 16);
+                    mma16816(s[2 * j2], kf[kk], bq[0], bq[1]); /* S^T = K Q^T */
+                    mma16816(s[2 * j2 + 1], kf[kk], bq[2], bq[3]);
+                    mma16816(dp[2 * j2], vf[kk], bo[0], bo[1]); /* dP^T = V dO^T */
+                    mma16816(dp[2 * j2 + 1], vf[kk], bo[2], bo[3]);
+                }
+        } else {
+            scores<HS>(s, sK, w * 16, sQ);
+            scores<HS>(dp, sV, w * 16, sO);
+        }
+        const bool mask = q0 == k0 || q0 + FB > T;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float2 l2 = *(const float2 *)(sL + j * 8 + 2 * t), dd = *(const float2 *)(sD + j * 8 + 2 * t);
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int ql = j * 8 + 2 * t + (e & 1);
-                float p = ex2(fmaf(s[j][e], sl2, -sL[ql]));
+                float p = ex2(fmaf(s[j][e], sl2, -((e & 1) ? l2.y : l2.x)));
                 if (mask) {
-                    int key = e < 2 ? j0 : j1;
-                    if (key > q0 + ql || q0 + ql >= T) p = 0.f;
+                    int key = e < 2 ? j0 : j1, qi = q0 + j * 8 + 2 * t + (e & 1);
+                    if (key > qi || qi >= T) p = 0.f;
                 }
                 s[j][e] = p;
+                dp[j][e] = p * (dp[j][e] - ((e & 1) ? dd.y : dd.x)); /* dS^T */
             }
-        if constexpr (PF)
-            if (more) {
-                pf.store(sQb + nxt * FB * LDS);
-                pf.fetch(dout + qoff_of(it + 1), qrs, min(FB, T - n0));
-                if (threadIdx.x < FB && n0 + (int)threadIdx.x < T) {
-                    nl = lse[stats_of(it + 1) + n0 + threadIdx.x] * LOG2E;
-                    nd = D[stats_of(it + 1) + n0 + threadIdx.x];
-                }
-            }
+        }
         uint32_t pa[4][4];
         to_frags(pa, s);
         accum_pv<HS>(av, pa, sO); /* dV += P^T dO */
-        float dp[8][4];
-        scores<HS>(dp, sV, w * 16, sO); /* dP^T = V dO^T */
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) dp[j][e] = s[j][e] * (dp[j][e] - sD[j * 8 + 2 * t + (e & 1)]);
         to_frags(pa, dp);
         accum_pv<HS>(ak, pa, sQ); /* dK += dS^T Q */
-        if constexpr (PF) {
-            if (more) {
-                pf.store(sOb + nxt * FB * LDS);
-                if (threadIdx.x < FB) {
-                    sLb[nxt * FB + threadIdx.x] = nl;
-                    sDb[nxt * FB + threadIdx.x] = nd;
-                }
-            }
-            __syncthreads(); /* the next tiles are in; this iteration's buffers are free */
-        } else if (more) {
-            __syncthreads();
-            load_tile<HS>(sQb, q + qoff_of(it + 1), qrs, min(FB, T - n0));
-            load_tile<HS>(sOb, dout + qoff_of(it + 1), qrs, min(FB, T - n0));
-            load_rowstats(sLb, sDb, lse + stats_of(it + 1), D + stats_of(it + 1), n0, T);
-            __syncthreads();
-        }
+        cp_wait<0>();
+        __syncthreads(); /* the next tiles are in; this iteration's buffers are free */
     }
 #pragma unroll
     for (int d = 0; d < ND; d++) {
@@ -603,8 +605,6 @@ int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, co
     return c->cc >= 80 && Tq >= 16 && (HS == 64 || HS == 128) && kv_bstride % 4 == 0 && al16(p0) && al16(p1) &&
            al16(p2) && al16(p3);
 }
-
-static size_t fl_smem(int HS, int tiles) { return (size_t)tiles * FB * (HS + 8) * sizeof(bf16) + 2 * FB * sizeof(float); }
 
 /* bf16 q, k, v for the forward: the kept copies where ops wrote them
  * (rope_fwd writes q's and k's), else casts into the scratch buffer, k and
@@ -637,23 +637,46 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
 #undef F
 }
 
-void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const float *dout, const float *D,
+/* The backward's inputs as bf16 (kept copies where valid, else casts) and
+ * its row statistics, all in one scratch request: D | L2 | q | k | v | dO. */
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
                float scale) {
+    int Tp = (T + 3) / 4 * 4;
+    int64_t rows = (int64_t)B * T * NH, nq = rows * HS, nk = (int64_t)B * T * NKV * HS;
+    int64_t orow = ((int64_t)B * NH * Tp + 63) / 64 * 64, oq = (nq + 63) / 64 * 64, ok = (nk + 63) / 64 * 64;
+    char *sc = (char *)scratch(c, sizeof(float) * 2 * (size_t)orow + sizeof(bf16) * (size_t)(2 * oq + 2 * ok));
+    if (!sc) return;
+    float *D = (float *)sc, *L2 = D + orow;
+    bf16 *b16 = (bf16 *)(L2 + orow);
+    prof_phase(c, "attn bwd: D, bf16 casts");
+    k_flash_rowstats<<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(D, L2, dout, out, lse, B, T, Tp, NH, HS);
+    LAUNCHED(c);
+    const float *src[4] = {q, k, v, dout};
+    const int64_t n[4] = {nq, nk, nk, nq}, at[4] = {0, oq, oq + ok, oq + 2 * ok};
+    const bf16 *h16[4];
+    for (int i = 0; i < 4; i++) {
+        h16[i] = kept_copy(c, src[i], n[i]);
+        if (!h16[i]) {
+            to_bf16(c, b16 + at[i], src[i], n[i], 0, 1);
+            h16[i] = b16 + at[i];
+        }
+    }
     dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);
-    /* dQ: Q, dO and two K, V buffers; dK dV: K, V and Q, dO (two of each at HS 64) */
-    size_t sq = fl_smem(HS, 6), skv = HS <= 64 ? fl_smem(HS, 6) + 2 * FB * sizeof(float) : fl_smem(HS, 4);
+    /* dQ: Q, dO and two K, V buffers; dK dV: K, V, two Q, dO buffers and two L2, D rows */
+    size_t sq = (size_t)6 * FB * (HS + 8) * sizeof(bf16), skv = sq + 4 * FB * sizeof(float);
     float sl2 = scale * LOG2E;
 #define F(H)                                                                                                        \
     if (smem_ok(c, (const void *)k_flash_bwd_dq<H>, sq) && smem_ok(c, (const void *)k_flash_bwd_dkv<H>, skv)) {     \
         prof_phase(c, "attn bwd: flash dQ");                                                                        \
-        k_flash_bwd_dq<H><<<gq, FTHREADS, sq, c->stream>>>(dq, dout, lse, D, q, k, v, T, NH, NKV, sl2, scale);     \
+        k_flash_bwd_dq<H><<<gq, FTHREADS, sq, c->stream>>>(dq, h16[3], L2, D, h16[0], h16[1], h16[2], T, Tp, NH,   \
+                                                           NKV, sl2, scale);                                             \
         LAUNCHED(c);                                                                                                \
         prof_phase(c, "attn bwd: flash dK dV");                                                                     \
-        k_flash_bwd_dkv<H><<<gk, FTHREADS, skv, c->stream>>>(dk, dv, dv16, dout, lse, D, q, k, v, T, NH, NKV, sl2,    \
-                                                             scale);                                                \
-        LAUNCHED(c);                                                                                               \
+        k_flash_bwd_dkv<H><<<gk, FTHREADS, skv, c->stream>>>(dk, dv, dv16, h16[3], L2, D, h16[0], h16[1], h16[2], T, \
+                                                             Tp, NH, NKV, sl2, scale);                                  \
+        LAUNCHED(c);                                                                                                \
     }
     if (HS == 64) { F(64) } else { F(128) }
 #undef F

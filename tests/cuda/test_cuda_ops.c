@@ -80,6 +80,7 @@ static int32_t *ids_d(const int32_t *h, int64_t n) {
 static double TOL_MM = 1e-5, TOL_ATTF = 1e-5, TOL_ATTB = 1e-5; /* by SMJ_CUDA_MATMUL */
 static const char *cur_op;
 static char cur_shape[160];
+static double op_worst; /* the current op's largest normalized error (printed) */
 
 static void compare_floor(const char *what, const float *got, const float *ref, int64_t n, double tol, double floor) {
     double mx = floor > 1e-6 ? floor : 1e-6, err = 0;
@@ -96,6 +97,7 @@ static void compare_floor(const char *what, const float *got, const float *ref, 
     CHECK(!bad_nan, "cuda/%s %s %s: non-finite output", cur_op, cur_shape, what);
     CHECK(!bad_canary, "cuda/%s %s %s: wrote outside its output", cur_op, cur_shape, what);
     CHECK(err <= tol, "cuda/%s %s %s: normalized error %.3g > %.1g", cur_op, cur_shape, what, err, tol);
+    if (err > op_worst) op_worst = err;
 }
 static void compare(const char *what, const float *got, const float *ref, int64_t n, double tol) {
     compare_floor(what, got, ref, n, tol, 0);
@@ -664,10 +666,12 @@ int main(void) {
     for (int op = 0; op < SMJ_OP_COUNT; op++) {
         cur_op = NAMES[op];
         long before = check_failed;
+        op_worst = 0;
         CASES[op]();
         smj_status st = smj_ctx_status(ctx);
         CHECK(st == SMJ_OK, "cuda/%s: device error: %s", cur_op, smj_ctx_error(ctx));
-        printf("cuda %-14s %s\n", cur_op, check_failed == before ? "ok" : "FAILED");
+        printf("cuda %-14s %-6s worst normalized error %.3g\n", cur_op, check_failed == before ? "ok" : "FAILED",
+               op_worst);
         fflush(stdout);
     }
     /* The error rule: a failing op records its error; sumsq then returns

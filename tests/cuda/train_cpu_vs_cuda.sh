@@ -3,7 +3,7 @@
 # seed, same data) for each family, and compares the loss curves from
 # metrics.csv: every step's loss within 1e-4 relative (cuBLAS and our CPU
 # GEMM round differently; AdamW amplifies it a little over 30 steps); then
-# a Llama in bf16 mode on CUDA against fp32 on the CPU (within 3%).
+# a Llama in bf16 mode on CUDA against fp32 on the CPU (within 2e-3).
 # usage (from the repo root, after make CUDA=1): sh tests/cuda/train_cpu_vs_cuda.sh
 set -eu
 BIN=${BIN:-build-cuda/smedjan}
@@ -32,7 +32,10 @@ for arch in llama gpt2; do
 done
 # bf16 mode (--bf16-matmul: bf16 products and, at head size 64, the flash
 # attention kernels): the loss curve of the same Llama follows the fp32 CPU
-# one within 3% at every step (bf16 rounding, not a different function).
+# one within 2e-3 relative at every step: bf16 rounding gave 4.7e-5 and
+# 6.7e-4 with two versions of the kernels (each run is deterministic, the
+# rounding noise differs between versions); a wrong attention gradient (dK
+# off by its own size) gave 4.2e-3. The op checker is the kernels' test.
 for dev in cpu cuda; do
     extra=""; [ $dev = cuda ] && extra="--bf16-matmul"
     $BIN train --dataset "$D/train.bin" --tokenizer "$D/tok.bin" --size custom --dim 128 --layers 2 --heads 2 \
@@ -42,7 +45,7 @@ for dev in cpu cuda; do
 done
 if awk -F, 'NR==FNR { if (FNR > 1) a[$1] = $2; next }
             FNR > 1 { n++; d = $2 - a[$1]; if (d < 0) d = -d; r = d / a[$1]; if (r > w) w = r; last = $2 }
-            END { printf "llama bf16 (head size 64, flash attention): %d steps, worst relative loss difference fp32 cpu vs bf16 cuda %.2e, last loss %.4f\n", n, w, last; exit !(n == 40 && w <= 3e-2) }' \
+            END { printf "llama bf16 (head size 64, flash attention): %d steps, worst relative loss difference fp32 cpu vs bf16 cuda %.2e, last loss %.4f\n", n, w, last; exit !(n == 40 && w <= 2e-3) }' \
         "$D/bf16-cpu/metrics.csv" "$D/bf16-cuda/metrics.csv"; then
     echo "PASS llama bf16"
 else
