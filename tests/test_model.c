@@ -319,6 +319,15 @@ static void sessions(smj_ctx *ctx) {
     CHECK_OK(ctx, smj_model_create(ctx, &c, 21, &m));
     check_kv_cache(ctx, m, 150, "llama");
     smj_model_free(m);
+    /* the ref backend has decode_attention: its one-token steps take the
+     * position-as-data path (smj_block_decode) */
+    smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_REF};
+    smj_ctx *ref = smj_ctx_create(&o);
+    m = NULL;
+    CHECK_OK(ref, smj_model_create(ref, &c, 21, &m));
+    if (m) check_kv_cache(ref, m, 90, "llama on ref (decode_attention steps)");
+    smj_model_free(m);
+    smj_ctx_free(ref);
 }
 
 static void schedules_and_sampler(void) {

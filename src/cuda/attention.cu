@@ -202,8 +202,9 @@ static void att_bwd_bf16(smj_cuda *c, float *dq, float *dk, float *dv, const flo
 template <int NC>
 __global__ void __launch_bounds__(128) k_att_decode(float *part, const float *q, const float *k, const float *v, int Tk,
                                                     int NH, int NKV, int HS, int64_t kv_bstride, float scale,
-                                                    int splits) {
+                                                    int splits, const int32_t *pos) {
     __shared__ float qs[32 * NC], red[4], os[4][32 * NC];
+    if (pos) Tk = *pos + 1; /* decode_attention: the key count is data; later chunks are empty */
     int s = blockIdx.x, h = blockIdx.y, b = blockIdx.z, kvh = h / (NH / NKV);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t ld = (int64_t)NKV * HS;
@@ -280,13 +281,73 @@ static void att_decode(smj_cuda *c, float *out, float *lse, const float *q, cons
     if (!part) return;
     dim3 grid((unsigned)splits, (unsigned)NH, (unsigned)B);
 #define F(NC)                                                                                                  \
-    k_att_decode<NC><<<grid, 128, 0, c->stream>>>(part, q, k, v, Tk, NH, NKV, HS, kv_bstride, scale, splits)
+    k_att_decode<NC><<<grid, 128, 0, c->stream>>>(part, q, k, v, Tk, NH, NKV, HS, kv_bstride, scale, splits, NULL)
     NC_DISPATCH(HS, F);
 #undef F
     LAUNCHED(c);
     k_att_decode_merge<<<dim3((unsigned)NH, (unsigned)B), HS < 32 ? 32 : (HS + 31) / 32 * 32, 0, c->stream>>>(
         out, lse, part, NH, HS, splits);
     LAUNCHED(c);
+}
+
+/* decode_attention's first step: p = *pos; q and k rotated at p as
+ * rope_fwd does (no tables: none), then cache rows p of kc, vc = k, v. One
+ * block. */
+__global__ void k_decode_store(float *q, float *k, const float *v, float *kc, float *vc, const float *cs,
+                               const float *sn, const int32_t *pos, int NH, int NKV, int HS) {
+    int p = *pos, h2 = HS / 2, nq = NH * h2, nk = NKV * h2;
+    int64_t KD = (int64_t)NKV * HS;
+    if (cs) {
+        for (int idx = threadIdx.x; idx < nq + nk; idx += blockDim.x) {
+            int j = idx < nq ? idx : idx - nq, i = j % h2;
+            float *x = (idx < nq ? q : k) + (int64_t)(j / h2) * HS;
+            int64_t tp = (int64_t)p * h2 + i;
+            float o0, o1;
+            rope_rot(x[i], x[i + h2], cs[tp], 1.0f * sn[tp], o0, o1);
+            x[i] = o0;
+            x[i + h2] = o1;
+        }
+        __syncthreads(); /* k rotated (by any thread) before it is copied */
+    }
+    for (int64_t i = threadIdx.x; i < KD; i += blockDim.x) {
+        kc[(int64_t)p * KD + i] = k[i];
+        vc[(int64_t)p * KD + i] = v[i];
+    }
+}
+
+/* The position is read on the device, so a recorded graph replays for any
+ * position: the key chunks are laid out for the whole cache (cap), and
+ * those past the position come out empty (max -inf, sum 0), which the
+ * merge adds exactly: the result equals attention_fwd's decode path bit for
+ * bit. */
+void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, const float *v, float *kc, float *vc,
+                         const float *cs, const float *sn, const int32_t *pos, int NH, int NKV, int HS, int cap,
+                         float scale) {
+    OP_BEGIN("decode_attention");
+    if (!att_args_ok(c, NH, NKV, HS)) return;
+    if (cap <= 0) { op_end(c); return; }
+    if (cs && HS % 2) {
+        record(c, SMJ_ERR_UNSUPPORTED, "decode_attention: rotary tables need an even head size, got %d", HS);
+        return;
+    }
+    k_decode_store<<<1, 256, 0, c->stream>>>(q, k, v, kc, vc, cs, sn, pos, NH, NKV, HS);
+    LAUNCHED(c);
+    int splits = (cap + DCH - 1) / DCH;
+    size_t np = (size_t)NH * splits * (HS + 2);
+    float *part = (float *)scratch(c, sizeof(float) * (np + (size_t)NH));
+    if (!part) return;
+    dim3 grid((unsigned)splits, (unsigned)NH, 1);
+    int64_t KD = (int64_t)NKV * HS;
+#define F(NC)                                                                                                  \
+    k_att_decode<NC><<<grid, 128, 0, c->stream>>>(part, q, kc, vc, cap, NH, NKV, HS, (int64_t)cap * KD, scale, \
+                                                  splits, pos)
+    NC_DISPATCH(HS, F);
+#undef F
+    LAUNCHED(c);
+    k_att_decode_merge<<<dim3((unsigned)NH, 1), HS < 32 ? 32 : (HS + 31) / 32 * 32, 0, c->stream>>>(
+        out, part + np, part, NH, HS, splits);
+    LAUNCHED(c);
+    op_end(c);
 }
 
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,

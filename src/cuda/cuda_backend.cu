@@ -63,6 +63,10 @@ const char *const prec_name[4] = {"fp32", "tf32", "bf16", "bf16x"};
 
 /* ------------------------------------------------------------ errors, profiler, scratch */
 void record(smj_cuda *c, smj_status st, const char *fmt, ...) {
+    if (c->capturing) { /* the graph is dropped and the ops run again without one */
+        c->capture_failed = 1;
+        return;
+    }
     if (c->err != SMJ_OK) return;
     c->err = st;
     va_list ap;
@@ -717,8 +721,8 @@ __global__ void k_rope(float *x, __nv_bfloat16 *x16, const float *cs, const floa
     int t = (int)((row / NH) % T);
     float *v = x + row * HS;
     int64_t tp = (int64_t)(pos0 + t) * h2 + i;
-    float a = v[i], b = v[i + h2], co = cs[tp], si = sgn * sn[tp];
-    float o0 = a * co - b * si, o1 = b * co + a * si;
+    float a = v[i], b = v[i + h2], o0, o1;
+    rope_rot(a, b, cs[tp], sgn * sn[tp], o0, o1);
     v[i] = o0;
     v[i + h2] = o1;
     if (x16) {
@@ -1194,6 +1198,9 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
          * small values let the op checker reach the blocked paths) */
         const char *kp = getenv("SMJ_CUDA_BF16_KEEP");
         c->bc_max = kp && atol(kp) > 0 ? (int64_t)atol(kp) : BC_MAX;
+        /* SMJ_CUDA_GRAPHS=0: no graphs (decoding launches every kernel) */
+        const char *gr = getenv("SMJ_CUDA_GRAPHS");
+        c->no_graphs = gr && strcmp(gr, "0") == 0;
         const char *at = getenv("SMJ_CUDA_ATTN");
         if (at && *at) {
             if (strcmp(at, "fused") == 0) c->attn = ATTN_FUSED;
@@ -1307,6 +1314,51 @@ static int cu_mem_info(const smj_exec *ex, size_t *used, size_t *total) {
     return 1;
 }
 
+/* Graphs (decoding): the ops between graph_begin and graph_end are captured
+ * from the context's stream (not run) and instantiated as one CUDA graph,
+ * which graph_launch replays with one call instead of a launch per kernel.
+ * Not while profiling or in sync mode (both synchronize inside ops), nor
+ * after an error. A capture that fails leaves no error behind: the caller
+ * runs the ops again without a graph. Ops that allocate or synchronize must
+ * not be captured; the session runs one step without a graph first, so
+ * every buffer a step needs is allocated before the capture. */
+static int cu_graph_begin(const smj_exec *ex) {
+    smj_cuda *c = S(ex);
+    if (c->no_graphs || c->profile || c->sync_each || c->err != SMJ_OK) return 0;
+    if (cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    c->capturing = 1;
+    c->capture_failed = 0;
+    return 1;
+}
+static void *cu_graph_end(const smj_exec *ex) {
+    smj_cuda *c = S(ex);
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t e = NULL;
+    cudaError_t r = cudaStreamEndCapture(c->stream, &g);
+    c->capturing = 0;
+    if (r == cudaSuccess && !c->capture_failed) r = cudaGraphInstantiate(&e, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (r != cudaSuccess || c->capture_failed || !e) {
+        (void)cudaGetLastError();
+        if (e) cudaGraphExecDestroy(e);
+        return NULL;
+    }
+    return (void *)e;
+}
+static void cu_graph_launch(const smj_exec *ex, void *g) {
+    smj_cuda *c = S(ex);
+    c->op = "graph";
+    CK(c, cudaGraphLaunch((cudaGraphExec_t)g, c->stream));
+    if (c->sync_each) CK(c, cudaStreamSynchronize(c->stream));
+    c->op = NULL;
+}
+static void cu_graph_free(void *g) {
+    if (g) cudaGraphExecDestroy((cudaGraphExec_t)g);
+}
+
 /* Also picks up errors of the memory hooks (the runtime's last error) and
  * of kernels still running (a synchronization). */
 static smj_status cu_error(const smj_exec *ex, char *err, size_t errlen) {
@@ -1335,7 +1387,12 @@ extern "C" const smj_backend smj_backend_cuda = {
     .profile = cu_profile,
     .profile_rows = cu_profile_rows,
     .mem_info = cu_mem_info,
+    .graph_begin = cu_graph_begin,
+    .graph_end = cu_graph_end,
+    .graph_launch = cu_graph_launch,
+    .graph_free = cu_graph_free,
 #define SMJ_OP_SET(n) .n = cu_##n,
     SMJ_OPS(SMJ_OP_SET)
 #undef SMJ_OP_SET
+    .decode_attention = cu_decode_attention,
 };

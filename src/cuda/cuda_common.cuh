@@ -39,6 +39,8 @@ typedef struct {
     int32_t *h_cnt;              /* host: counting-sort buckets */
     size_t h_cnt_n;
     smj_status err;              /* first failure */
+    int capturing, capture_failed; /* inside graph_begin/end: failures end the capture, not the context */
+    int no_graphs;               /* SMJ_CUDA_GRAPHS=0 */
     char errmsg[512];
     const char *op;              /* op running now (for messages) */
     int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */
@@ -150,6 +152,18 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
 void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                       const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                       int NKV, int HS, float scale);
+
+/* RoPE's rotation of the pair (a, b) by (co, si), without contraction into
+ * FMAs, so rope_fwd and decode_attention round alike. */
+static __device__ __forceinline__ void rope_rot(float a, float b, float co, float si, float &o0, float &o1) {
+    o0 = __fsub_rn(__fmul_rn(a, co), __fmul_rn(b, si));
+    o1 = __fadd_rn(__fmul_rn(b, co), __fmul_rn(a, si));
+}
+
+/* decode_attention (attention.cu), an optional op. */
+void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, const float *v, float *kc, float *vc,
+                         const float *cs, const float *sn, const int32_t *pos, int NH, int NKV, int HS, int cap,
+                         float scale);
 
 /* ------------------------------------------------------------ reductions */
 

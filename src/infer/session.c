@@ -7,6 +7,14 @@
  * (smj_block_forward): the new keys/values are written straight into the
  * cache rows, and attention reads all cached rows. Only the last row goes
  * through the final norm and LM head.
+ *
+ * One token at a time, where the backend has decode_attention (and the
+ * model suits it: smj_block_decode_ok), the step reads its position from
+ * memory (posd) and writes the new key/value through scratch rows, so its
+ * calls are the same for every position: on a backend with graph hooks
+ * (CUDA) the step runs once as is (allocating what it needs), is recorded
+ * on the next token and replayed from then on — one launch per token
+ * instead of ~15 per layer. The results equal the chunk path's bit for bit.
  */
 #include <math.h>
 #include <string.h>
@@ -27,6 +35,13 @@ struct smj_session {
     int32_t *host_pos;  /* GPT-2: [chunk] */
     float *lnf_mean;    /* GPT-2: [1] */
     float *host_logits; /* [V] */
+    /* one-token steps (decode_step) */
+    int dec_ok;         /* smj_block_decode_ok */
+    int32_t *posd;      /* [1] on the backend: the step's position */
+    float *knew, *vnew; /* [KD] each: the step's key and value before they reach the cache */
+    int warm;           /* a step ran without a graph: every buffer it needs exists */
+    int graph_failed;   /* recording failed once: no more tries */
+    void *graph;        /* the recorded step (graph hooks) */
 };
 
 smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
@@ -47,7 +62,9 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     int64_t sizes[] = {R * C, R, R * QD, R * KD, R * c->n_heads, R * c->n_kv_heads, R * QD, R * QD,
                        R * c->n_heads, R * C, R * C, R, 3 * R * H, R * C, R * C, R * C, C, 16, V, R,
                        /* GPT-2: ln1_mean, ln2_mean, qkv, idx3, pos, lnf_mean */
-                       R, R, 3 * R * C, R, R, 16};
+                       R, R, 3 * R * C, R, R, 16,
+                       /* one-token steps: posd, knew, vnew */
+                       16, KD, KD};
     int ns = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int i = 0; i < ns; i++) total += (sizes[i] + 15) & ~15LL;
@@ -58,7 +75,7 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
         smj_session_free(s);
         SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for a KV cache of %d positions", max_len);
     }
-    float *p[26];
+    float *p[29];
     int64_t off = 0;
     for (int i = 0; i < ns; i++) { p[i] = s->mem + off; off += (sizes[i] + 15) & ~15LL; }
     smj_block_acts *a = &s->a;
@@ -68,6 +85,8 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     s->x = p[14]; s->y = p[15]; s->lnf = p[16]; s->rstd = p[17]; s->logits = p[18]; s->ids = (int32_t *)p[19];
     a->ln1_mean = p[20]; a->ln2_mean = p[21]; a->qkv = p[22]; a->idx3 = (int32_t *)p[23];
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
+    s->posd = (int32_t *)p[26]; s->knew = p[27]; s->vnew = p[28];
+    s->dec_ok = smj_block_decode_ok(m);
     if (c->arch == SMJ_ARCH_GPT2) {
         for (int i = 0; i < R; i++) s->host_pos[i] = 3 * i; /* the qkv split's row index */
         m->be->upload(a->idx3, s->host_pos, sizeof(int32_t) * (size_t)R);
@@ -79,6 +98,7 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
 void smj_session_free(smj_session *s) {
     if (!s) return;
     const smj_backend *be = s->m->be;
+    if (s->graph) be->graph_free(s->graph);
     be->free(s->kc); be->free(s->vc); be->free(s->mem);
     free(s->host_logits);
     free(s->host_pos);
@@ -87,6 +107,49 @@ void smj_session_free(smj_session *s) {
 
 void smj_session_reset(smj_session *s) { s->len = 0; }
 int smj_session_length(const smj_session *s) { return s->len; }
+
+/* One token (s->ids[0]) at position *s->posd through the model: the calls
+ * do not depend on the position. */
+static void decode_body(smj_session *s) {
+    smj_model *m = s->m;
+    const smj_model_config *c = &m->cfg;
+    int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
+    float *x = s->x, *y = s->y;
+    smj_model_embed(m, x, NULL, s->ids, 1); /* f32 weights (smj_block_decode_ok): no host ids needed */
+    s->a.k = s->knew;
+    s->a.v = s->vnew;
+    for (int l = 0; l < c->n_layers; l++) {
+        int64_t o = (int64_t)l * s->max_len * KD;
+        smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd);
+        float *t = x; x = y; y = t;
+    }
+    m->be->rmsnorm_fwd(&m->ctx->exec, s->lnf, s->rstd, x, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, c->dim,
+                       c->norm_eps);
+    smj_model_linear(m, R_LM_HEAD, -1, s->logits, s->lnf, 1, c->vocab_size, c->dim);
+}
+
+/* A one-token step: replayed from the recorded graph when there is one;
+ * else recorded when a plain step has run before and the backend can; else
+ * run plainly. */
+static void decode_step(smj_session *s, int32_t id) {
+    smj_model *m = s->m;
+    const smj_backend *be = m->be;
+    const smj_exec *ex = &m->ctx->exec;
+    int32_t pos = s->len;
+    be->upload(s->ids, &id, sizeof id);
+    be->upload(s->posd, &pos, sizeof pos);
+    if (!s->graph && s->warm && !s->graph_failed && be->graph_begin && be->graph_begin(ex)) {
+        decode_body(s);
+        s->graph = be->graph_end(ex);
+        s->graph_failed = !s->graph;
+        if (!s->graph) decode_body(s); /* nothing ran while recording */
+    } else if (!s->graph) {
+        decode_body(s);
+        s->warm = 1;
+    }
+    if (s->graph) be->graph_launch(ex, s->graph);
+    s->len++;
+}
 
 smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const float **logits) {
     smj_model *m = s->m;
@@ -100,6 +163,12 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
               "the context is full: %d + %d tokens exceed the session's %d positions", s->len, n, s->max_len);
     for (int i = 0; i < n; i++)
         SMJ_CHECK(m->ctx, ids[i] >= 0 && ids[i] < V, SMJ_ERR_INVALID, "token %d is outside the vocabulary (%d)", ids[i], V);
+    if (n == 1 && s->dec_ok) {
+        decode_step(s, ids[0]);
+        be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
+        if (logits) *logits = s->host_logits;
+        return SMJ_OK;
+    }
     for (int done = 0; done < n;) {
         int r = n - done < s->chunk ? n - done : s->chunk, pos = s->len;
         be->upload(s->ids, ids + done, sizeof(int32_t) * (size_t)r);

@@ -759,20 +759,16 @@ static void bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int6
 void smj_model_bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O) { bias_fwd(m, out, b, N, O); }
 void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O) { bias_bwd(m, db, dout, N, O); }
 
-void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
-                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
-    if (m->cfg.arch == SMJ_ARCH_GPT2) {
-        smj_gpt2_block_forward(m, l, a, x, y, B, T, pos0, kbase, vbase, Tk, kv_bstride);
-        return;
-    }
+/* The block's first part: ln1 = norm(x), then q, k, v (a->q, a->k, a->v)
+ * before the rotation; N rows. */
+static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
-    int NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
-    int64_t N = (int64_t)B * T, QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
+    int NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, C = c->dim;
+    int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
-    smj_rope_prepare(m, pos0, T);
     be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
     if (c->qk_norm) {
         smj_model_linear(m, R_WQ, l, a->q_pre, a->ln1, N, QD, C);
@@ -793,20 +789,62 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     }
     smj_model_linear(m, R_WV, l, a->v, a->ln1, N, KD, C);
     if (c->attn_bias) bias_fwd(m, a->v, W(R_BV), N, KD);
-    be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
-    be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
-    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
-                      1.0f / sqrtf((float)HS));
+#undef W
+}
+
+/* The block after attention (a->att): y = res_mid + FFN(norm(res_mid)),
+ * res_mid = x + Wo·att; N rows. */
+static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int64_t N) {
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    const smj_exec *ex = &m->ctx->exec;
+    int C = c->dim, H = c->ffn_hidden;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim;
     smj_model_linear(m, R_WO, l, a->tmp, a->att, N, C, QD);
-    if (c->attn_out_bias) bias_fwd(m, a->tmp, W(R_BO), N, C);
+    if (c->attn_out_bias) bias_fwd(m, a->tmp, smj_model_ptr(m, m->params, R_BO, l), N, C);
     be->add(ex, a->res_mid, x, a->tmp, N * C);
-    be->rmsnorm_fwd(ex, a->ln2, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), N, C, c->norm_eps);
+    be->rmsnorm_fwd(ex, a->ln2, a->ln2_rstd, a->res_mid, smj_model_ptr(m, m->params, R_FFN_NORM, l), N, C,
+                    c->norm_eps);
     smj_model_linear(m, R_WGATE, l, a->gate, a->ln2, N, H, C);
     smj_model_linear(m, R_WUP, l, a->up, a->ln2, N, H, C);
     be->swiglu_fwd(ex, a->hsw, a->gate, a->up, N * H);
     smj_model_linear(m, R_WDOWN, l, a->tmp, a->hsw, N, C, H);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
-#undef W
+}
+
+void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
+                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
+    if (m->cfg.arch == SMJ_ARCH_GPT2) {
+        smj_gpt2_block_forward(m, l, a, x, y, B, T, pos0, kbase, vbase, Tk, kv_bstride);
+        return;
+    }
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    const smj_exec *ex = &m->ctx->exec;
+    int NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim;
+    int64_t N = (int64_t)B * T;
+    smj_rope_prepare(m, pos0, T);
+    block_qkv(m, l, a, x, N);
+    be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
+    be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
+    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
+                      1.0f / sqrtf((float)HS));
+    block_tail(m, l, a, x, y, N);
+}
+
+int smj_block_decode_ok(const smj_model *m) {
+    const smj_model_config *c = &m->cfg;
+    return m->be->decode_attention && c->arch != SMJ_ARCH_GPT2 && c->rope_type != SMJ_ROPE_DYNAMIC &&
+           !m->qmem;
+}
+
+void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
+                      int cap, const int32_t *pos) {
+    const smj_model_config *c = &m->cfg;
+    block_qkv(m, l, a, x, 1);
+    m->be->decode_attention(&m->ctx->exec, a->att, a->q, a->k, a->v, kc, vc, m->rope_cos, m->rope_sin, pos,
+                            c->n_heads, c->n_kv_heads, c->head_dim, cap, 1.0f / sqrtf((float)c->head_dim));
+    block_tail(m, l, a, x, y, 1);
 }
 
 smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,

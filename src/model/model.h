@@ -187,6 +187,17 @@ smj_status smj_model_ensure_grads(smj_model *m);
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
                        int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
 
+/* One token through block l with the position read from memory (*pos, a
+ * backend int), so the same calls serve every position (a recorded graph):
+ * a->k, a->v are scratch rows; decode_attention rotates, stores them in the
+ * caches kc, vc [cap, NKV*HS] at row *pos and attends over rows 0..*pos.
+ * smj_block_decode_ok: the backend has decode_attention and the model suits
+ * it (Llama family, rope tables that do not change with the length, f32
+ * weights). */
+int smj_block_decode_ok(const smj_model *m);
+void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
+                      int cap, const int32_t *pos);
+
 /* Makes the rope tables right for rows [p0, p0 + n) of a sequence whose
  * total length is p0 + n (a no-op unless rope_type is dynamic). */
 void smj_rope_prepare(smj_model *m, int p0, int n);

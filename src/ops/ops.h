@@ -38,8 +38,9 @@ enum {
 };
 
 /* Optional ops: not every backend has them (the field is then NULL; callers
- * check). Not covered by tests/test_ops.c; tests/test_qmatmul.c checks them. */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul)
+ * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
+ * qmatmul, tests/cuda/test_cuda_ops.c decode_attention. */
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -57,7 +58,17 @@ enum { SMJ_WTYPE_F16 = 1, SMJ_WTYPE_Q4_0 = 2, SMJ_WTYPE_Q8_0 = 8 };
      * CPU one rounds A to 8-bit blocks of 32 for Q8_0/Q4_0, as llama.cpp \
      * does), so results match the exact product to about 1e-2 relative. */ \
     void (*qmatmul)(const smj_exec *ex, float *Cm, const float *A, const void *Wq, int wtype, \
-                    int64_t M, int64_t N, int64_t K, int acc);
+                    int64_t M, int64_t N, int64_t K, int acc); \
+ \
+    /* One token's attention at a position read from memory (decoding under \
+     * a recorded graph, where the position must be data, not an argument): \
+     * p = *pos (0 <= p < cap). With rope tables (cos/sin [>p, HS/2]; NULL: no \
+     * rotation) q [NH*HS] and k [NKV*HS] are rotated in place as rope_fwd \
+     * does at position p; then kc[p] = k and vc[p] = v (caches [cap, \
+     * NKV*HS]); out [NH*HS] = attention_fwd of q over cache rows 0..p. */ \
+    void (*decode_attention)(const smj_exec *ex, float *out, float *q, float *k, const float *v, \
+                             float *kc, float *vc, const float *cos, const float *sin, \
+                             const int32_t *pos, int NH, int NKV, int HS, int cap, float scale);
 
 /* The op signatures over an element type R (float for backends; double for
  * the gradient checker's reference). */
@@ -178,6 +189,17 @@ struct smj_backend {
     void (*profile)(const smj_exec *ex, int on);
     int (*profile_rows)(const smj_exec *ex, smj_profile_row *rows, int max);
     int (*mem_info)(const smj_exec *ex, size_t *used, size_t *total);
+    /* Optional graph hooks of device backends (NULL elsewhere): between
+     * graph_begin (1: recording; 0: not possible now) and graph_end the ops
+     * called are recorded, not run; graph_end returns the recorded sequence
+     * ready to run (NULL when recording failed: nothing ran, run the ops
+     * again), graph_launch runs it once more (same pointers, same arguments:
+     * what changes between runs must be data, e.g. decode_attention's
+     * position), graph_free drops it. */
+    int (*graph_begin)(const smj_exec *ex);
+    void *(*graph_end)(const smj_exec *ex);
+    void (*graph_launch)(const smj_exec *ex, void *graph);
+    void (*graph_free)(void *graph);
     /* ex: the context's execution state (threads; device stream/handles). */
 
     SMJ_OP_FIELDS(float)

@@ -50,6 +50,28 @@ static void ref_qmatmul(const smj_exec *ex, float *C, const float *A, const void
     free(w);
 }
 
+/* decode_attention (optional op): the definition in terms of the other
+ * ops, on host memory: rope_fwd at position p, the cache rows written, then
+ * attention_fwd of the one query over rows 0..p. The CUDA backend's own
+ * kernels are checked against this. */
+static void ref_decode_attention(const smj_exec *ex, float *out, float *q, float *k, const float *v, float *kc,
+                                 float *vc, const float *cos, const float *sin, const int32_t *pos, int NH, int NKV,
+                                 int HS, int cap, float scale) {
+    int p = *pos;
+    int64_t KD = (int64_t)NKV * HS;
+    if (p < 0 || p >= cap) return;
+    float *lse = malloc(sizeof(float) * (size_t)NH);
+    if (!lse) return;
+    if (cos) {
+        ref_rope_fwd(ex, q, cos, sin, 1, 1, NH, HS, p);
+        ref_rope_fwd(ex, k, cos, sin, 1, 1, NKV, HS, p);
+    }
+    memcpy(kc + p * KD, k, sizeof(float) * (size_t)KD);
+    memcpy(vc + p * KD, v, sizeof(float) * (size_t)KD);
+    ref_attention_fwd(ex, out, lse, q, kc, vc, 1, 1, p + 1, NH, NKV, HS, (int64_t)cap * KD, scale);
+    free(lse);
+}
+
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,
 #define SMJ_OP_SET(n) .n = ref_##n,

@@ -21,6 +21,8 @@
  * attention fwd k = 4, attention bwd k = 8 (dS is rounded to bf16 once
  * more); with tf32, k * 2^-10, same k. SMJ_CUDA_ATTN=fused checks the
  * fused fp32 attention kernels instead of the cuBLAS path (Tq >= 16).
+ * The optional decode_attention: against the reference's definition and bit
+ * for bit against this backend's rope_fwd + attention_fwd.
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
@@ -630,6 +632,62 @@ static void case_bf16_unpack(void) {
     }
 }
 
+/* decode_attention (optional op) against the reference's definition (rope_fwd
+ * at position p, the cache rows written, attention_fwd over rows 0..p); and
+ * bit for bit against the same steps done with this backend's own
+ * rope_fwd + attention_fwd (the decoding path it replaces). */
+static void check_decode_attention(void) {
+    static const int S[][6] = {/* NH, NKV, HS, cap, p, rope */
+                               {4, 2, 64, 100, 0, 1},     {4, 2, 64, 100, 99, 1},   {12, 12, 64, 1024, 700, 1},
+                               {3, 1, 17, 50, 33, 0},     {8, 2, 128, 2049, 2048, 1}, {2, 2, 256, 40, 5, 1},
+                               {6, 3, 32, 33, 32, 1},     {1, 1, 2, 7, 3, 1}};
+    cur_op = "decode_attention";
+    op_worst = 0;
+    long before = check_failed;
+    for (size_t c = 0; c < sizeof S / sizeof S[0]; c++) {
+        int NH = S[c][0], NKV = S[c][1], HS = S[c][2], cap = S[c][3], p = S[c][4], rope = S[c][5];
+        snprintf(cur_shape, sizeof cur_shape, "NH%d NKV%d HS%d cap%d p%d%s", NH, NKV, HS, cap, p, rope ? "" : " no rope");
+        int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, nc = (int64_t)cap * KD;
+        float sc = 1.0f / sqrtf((float)HS), *cs = NULL, *sn = NULL;
+        if (rope) rope_tables(cap, HS, &cs, &sn);
+        float *q = frand(QD, 1), *k = frand(KD, 1), *v = frand(KD, 1), *kc = frand(nc, 1), *vc = frand(nc, 1);
+        float *o = frand(QD, 0);
+        float *Dq = dup_d(q, QD), *Dk = dup_d(k, KD), *Dv = dup_d(v, KD), *Dkc = dup_d(kc, nc), *Dvc = dup_d(vc, nc);
+        float *Do = dup_d(o, QD), *Dcs = rope ? dup_d(cs, (int64_t)cap * (HS / 2)) : NULL;
+        float *Dsn = rope ? dup_d(sn, (int64_t)cap * (HS / 2)) : NULL;
+        int32_t *Dp = ids_d(&p, 1);
+        /* the same steps through this backend's rope_fwd and attention_fwd */
+        float *Eq = dup_d(q, QD), *Ek = dup_d(k, KD), *Ekc = dup_d(kc, nc), *Evc = dup_d(vc, nc), *Eo = dup_d(o, QD);
+        float *El = dup_d(o, NH);
+        be->decode_attention(ex, Do, Dq, Dk, Dv, Dkc, Dvc, Dcs, Dsn, Dp, NH, NKV, HS, cap, sc);
+        rf->decode_attention(X1, o, q, k, v, kc, vc, cs, sn, &p, NH, NKV, HS, cap, sc);
+        compare_d("out", Do, o, QD, 1e-5);
+        compare_d("q rotated", Dq, q, QD, 1e-6);
+        compare_d("k rotated", Dk, k, KD, 1e-6);
+        compare_d("key cache", Dkc, kc, nc, 1e-6);
+        compare_d("value cache", Dvc, vc, nc, 0);
+        if (rope) {
+            be->rope_fwd(ex, Eq, Dcs, Dsn, 1, 1, NH, HS, p);
+            be->rope_fwd(ex, Ek, Dcs, Dsn, 1, 1, NKV, HS, p);
+        }
+        float *hk = get_h(Ek, KD), *hv = get_h(Dv, KD);
+        be->upload(Ekc + p * KD, hk, sizeof(float) * (size_t)KD);
+        be->upload(Evc + p * KD, hv, sizeof(float) * (size_t)KD);
+        be->attention_fwd(ex, Eo, El, Eq, Ekc, Evc, 1, 1, p + 1, NH, NKV, HS, nc, sc);
+        float *a = get_h(Do, QD), *b = get_h(Eo, QD), *ka = get_h(Dkc, nc), *kb = get_h(Ekc, nc);
+        const char *am = getenv("SMJ_CUDA_ATTN"); /* the other attention kernels are not the decode path */
+        if (!am || !*am)
+            CHECK(memcmp(a, b, sizeof(float) * (size_t)QD) == 0 && memcmp(ka, kb, sizeof(float) * (size_t)nc) == 0,
+                  "cuda/decode_attention %s: differs from rope_fwd + attention_fwd on the device", cur_shape);
+        ffree(a); ffree(b); ffree(ka); ffree(kb); ffree(hk); ffree(hv);
+        dfree(Dq); dfree(Dk); dfree(Dv); dfree(Dkc); dfree(Dvc); dfree(Do); dfree(Dcs); dfree(Dsn); be->free(Dp);
+        dfree(Eq); dfree(Ek); dfree(Ekc); dfree(Evc); dfree(Eo); dfree(El);
+        ffree(q); ffree(k); ffree(v); ffree(kc); ffree(vc); ffree(o); ffree(cs); ffree(sn);
+    }
+    printf("cuda %-14s %-6s worst normalized error %.3g (bit-identical to rope_fwd + attention_fwd)\n", cur_op,
+           check_failed == before ? "ok" : "FAILED", op_worst);
+}
+
 typedef void (*op_case)(void);
 static const op_case CASES[] = {
 #define SMJ_OP_CASE(n) case_##n,
@@ -674,6 +732,8 @@ int main(void) {
                op_worst);
         fflush(stdout);
     }
+    check_decode_attention();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_attention: device error: %s", smj_ctx_error(ctx));
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
