@@ -357,14 +357,17 @@ static void matmul_big_a(smj_cuda *c, float *Cm, const float *A, const float *Bm
 
 /* C[M,N] = (acc ? C : 0) + A[M,K] · B[N,K]^T for a few rows (decoding:
  * M = 1), fp32: one warp per output column n reads B's row n once with
- * 16-byte loads, four in flight, for all M rows of A (tiny, served from
- * cache). cuBLAS takes ~7.6 us per such product on an H200 against the
- * ~1-2 us the weight's bytes need. K % 4 == 0, A and B 16-byte aligned. */
+ * 16-byte loads, GEMV_U of them per lane issued before any is used (the
+ * weight streams at a good share of the bandwidth only with many loads in
+ * flight), for all M rows of A (tiny, served from cache). cuBLAS takes
+ * ~7.6 us per such product on an H200 against the ~1-2 us the weight's
+ * bytes need. K % 4 == 0, A and B 16-byte aligned. */
 #define GEMV_MAXM 4
+#define GEMV_U 8
 template <int MR>
-__global__ void __launch_bounds__(256) k_gemv_nt(float *C, const float *A, const float *B, int64_t N, int64_t K,
+__global__ void __launch_bounds__(128) k_gemv_nt(float *C, const float *A, const float *B, int64_t N, int64_t K,
                                                  int acc) {
-    int64_t n = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    int64_t n = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
     const float4 *b4 = (const float4 *)(B + n * K), *a4 = (const float4 *)A;
@@ -372,13 +375,22 @@ __global__ void __launch_bounds__(256) k_gemv_nt(float *C, const float *A, const
     float s[MR];
 #pragma unroll
     for (int m = 0; m < MR; m++) s[m] = 0;
-#pragma unroll 4
-    for (int64_t k = lane; k < K4; k += 32) {
-        float4 b = __ldg(b4 + k);
+    for (int64_t k0 = lane; k0 < K4; k0 += 32 * GEMV_U) {
+        float4 b[GEMV_U];
 #pragma unroll
-        for (int m = 0; m < MR; m++) {
-            float4 a = __ldg(a4 + m * K4 + k);
-            s[m] += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+        for (int u = 0; u < GEMV_U; u++) {
+            int64_t k = k0 + 32 * u;
+            b[u] = k < K4 ? __ldg(b4 + k) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int64_t k = k0 + 32 * u;
+            if (k >= K4) break;
+#pragma unroll
+            for (int m = 0; m < MR; m++) {
+                float4 a = __ldg(a4 + m * K4 + k);
+                s[m] += a.x * b[u].x + a.y * b[u].y + a.z * b[u].z + a.w * b[u].w;
+            }
         }
     }
 #pragma unroll
@@ -392,12 +404,12 @@ static int gemv_ok(int64_t M, int64_t K, int tA, int tB, const float *A, const f
 }
 static void gemv_nt(smj_cuda *c, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N, int64_t K,
                     int acc) {
-    unsigned grid = (unsigned)((N + 7) / 8);
+    unsigned grid = (unsigned)((N + 3) / 4);
     switch (M) {
-    case 1: k_gemv_nt<1><<<grid, 256, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
-    case 2: k_gemv_nt<2><<<grid, 256, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
-    case 3: k_gemv_nt<3><<<grid, 256, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
-    default: k_gemv_nt<4><<<grid, 256, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
+    case 1: k_gemv_nt<1><<<grid, 128, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
+    case 2: k_gemv_nt<2><<<grid, 128, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
+    case 3: k_gemv_nt<3><<<grid, 128, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
+    default: k_gemv_nt<4><<<grid, 128, 0, c->stream>>>(Cm, A, Bm, N, K, acc); break;
     }
     LAUNCHED(c);
 }
@@ -803,9 +815,14 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv
         if (du16) du16[i] = __float2bfloat16_rn(b);
     }
 }
-__global__ void k_add(float *out, const float *a, const float *b, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = a[i] + b[i];
+__global__ void k_add(float *out, const float *a, const float *b, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 x = ((const float4 *)a)[i], y = ((const float4 *)b)[i];
+        ((float4 *)out)[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = a[i] + b[i];
 }
 __global__ void k_scale(float *x, float s, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -853,7 +870,7 @@ static void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const fl
 }
 static void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n) {
     OP_BEGIN("add");
-    if (n > 0) { k_add<<<EW_GRID(n)>>>(out, a, b, n); LAUNCHED(c); }
+    if (n > 0) { k_add<<<EW_GRID((n + 3) / 4)>>>(out, a, b, n, al16x(out, a, b, out, out)); LAUNCHED(c); }
     op_end(c);
 }
 static void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {

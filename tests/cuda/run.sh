@@ -12,8 +12,9 @@
 # test programs (not the fuzzers; skipped with `quick`), the PyTorch
 # reference's Llama 110M benchmarked on CUDA (fp32; bf16 at T=1024 plain,
 # --fused-ce, --gradient-checkpointing, --fp16-activations, the last three
-# together; T=4096), each with MFU, device memory and per-op shares, decoding
-# 1024 tokens, and, when bench/pytorch/ holds the PyTorch reference
+# together, --fused-ce with --fp16-activations; T=4096), each with MFU,
+# device memory and per-op shares, decoding 1024 tokens (with and without
+# CUDA graphs), and, when bench/pytorch/ holds the PyTorch reference
 # scripts (not with `quick`), bench/cuda_vs_pytorch.sh at T=1024 B=32 and
 # T=4096 B=8. Everything goes to
 # $OUT/LAST_RUN.md (device, date, commit from $SMJ_COMMIT, each step's
@@ -74,11 +75,13 @@ step "bench bf16 T=1024 B=32 --fused-ce" 300 "build-cuda/smedjan bench --device 
 step "bench bf16 T=1024 B=32 --gradient-checkpointing" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --gradient-checkpointing --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0"
 step "bench bf16 T=1024 B=32 --fp16-activations" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --fp16-activations --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0"
 step "bench bf16 T=1024 B=32 ckpt + fused-ce (+ fp16)" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --gradient-checkpointing --fused-ce --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0 --profile-steps 0 && build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --gradient-checkpointing --fused-ce --fp16-activations --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0 --profile-steps 0"
-step "decode 1024 tokens, batch 1 (fp32; then the tiled attention kernel)" 300 "build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 1024 && SMJ_CUDA_ATTN=fused build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 1024 2>&1 | grep -E '^  (decode|prompt)'"
+step "bench bf16 T=1024 B=32 --fused-ce --fp16-activations" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --fused-ce --fp16-activations --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0 --profile-steps 0"
+step "decode 1024 tokens, batch 1 (fp32; then without CUDA graphs)" 300 "build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 1024 && SMJ_CUDA_GRAPHS=0 build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 1024 2>&1 | grep -E '^  (decode|prompt)'"
 step "bench bf16 T=4096 B=8" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --seq-len 4096 --batch-size 8 --decode-tokens 0 --matmul-probe 0"
 if [ -f bench/pytorch/train_bench.py ] && [ "$MODE" != quick ]; then
   step "vs PyTorch T=1024 B=32 (bench/cuda_vs_pytorch.sh)" 400 "T=1024 B=32 sh bench/cuda_vs_pytorch.sh"
   step "vs PyTorch T=4096 B=8 (bench/cuda_vs_pytorch.sh)" 400 "T=4096 B=8 sh bench/cuda_vs_pytorch.sh"
+  step "PyTorch decode reference (GPT-2 124M bf16, batch 1)" 300 "cd bench/pytorch && OUT=\$OUT python3 decode_bench.py 2>&1 | tail -5"
 fi
 if [ "$MODE" != quick ]; then
   step "CPU test programs (build/)" ${CPU_TEST_TIMEOUT:-300} "sh tests/run_all.sh \$(ls build/tests/test_* | grep -v '[.]o\$')"
