@@ -189,9 +189,10 @@ smj_train_options cli_train_options(const cli_mem_flags *mm);
 /* " with --fused-ce ..." for the options that are on ("" when none). */
 const char *cli_train_options_str(const smj_train_options *o, char *buf, size_t n);
 /* One line "<what> ~TOTAL (weights W, grads G, AdamW A, activations X, scratch S)[ with --flags]"
- * for training cfg at (B, T) under the options of mm. */
+ * for training cfg at (B, T) under the options of mm; on a CUDA context (ctx may be NULL) the
+ * device workspace is added: "... + CUDA workspace ~X = ~Y on the device". */
 void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *cfg, int B, int T,
-                            const cli_mem_flags *mm);
+                            const cli_mem_flags *mm, const smj_ctx *ctx, int bf16_matmul);
 
 /* Builds *cfg from the preset/custom flags in mf for vocabulary vocab and
  * training context T (seen: the command, to know which flags were given).

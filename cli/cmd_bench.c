@@ -327,7 +327,7 @@ int cmd_bench(int argc, char **argv) {
                 (double)mem1 / (1 << 30), (double)(mem1 - (mem1 > mem0 ? mem0 : mem1)) / (1 << 30),
                 (double)mem_total / (1 << 30));
     fputc('\n', stderr);
-    if (!why[0]) cli_print_train_memory(stderr, "  estimate  training ", &cfg, B, T, &mm);
+    if (!why[0]) cli_print_train_memory(stderr, "  estimate  training ", &cfg, B, T, &mm, ctx, cc.bf16_matmul);
     char tr[32];
     if (why[0]) snprintf(tr, sizeof tr, "null");
     else snprintf(tr, sizeof tr, "%.1f", train_tok_s);

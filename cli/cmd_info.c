@@ -159,7 +159,7 @@ int cmd_info(int argc, char **argv) {
     printf("memory:          %s weights (fp32)\n", cli_fmt_bytes(b1, sizeof b1, (double)params * 4));
     char what[64];
     snprintf(what, sizeof what, "training:        B=%d T=%d ", B, T);
-    cli_print_train_memory(stdout, what, &cfg, B, T, &mm);
+    cli_print_train_memory(stdout, what, &cfg, B, T, &mm, ctx, cc.bf16_matmul);
     fflush(stdout);
 
     s = smj_model_load(ctx, path, &m);

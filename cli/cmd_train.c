@@ -238,7 +238,7 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
             "%d threads (%s)\n",
             a->B, a->T, a->accum, cli_fmt_count(b1, sizeof b1, tok_per_step), a->steps,
             (double)a->lr, a->schedule, smj_ctx_threads(r->ctx), smj_ctx_backend_name(r->ctx));
-    cli_print_train_memory(stderr, "memory: ", &cfg, a->B, a->T, &a->mm);
+    cli_print_train_memory(stderr, "memory: ", &cfg, a->B, a->T, &a->mm, r->ctx, a->cc.bf16_matmul);
     fprintf(stderr, "data: %s tokens in %s", cli_fmt_count(b3, sizeof b3,
             smj_dataset_num_tokens(r->ds)), a->dataset);
     if (r->val)

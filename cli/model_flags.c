@@ -112,14 +112,20 @@ const char *cli_train_options_str(const smj_train_options *o, char *buf, size_t 
 }
 
 void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *cfg, int B, int T,
-                            const cli_mem_flags *mm) {
+                            const cli_mem_flags *mm, const smj_ctx *ctx, int bf16_matmul) {
     smj_train_options o = cli_train_options(mm);
     smj_train_memory d;
     smj_config_train_memory_ex(cfg, B, T, &o, &d);
     char t[32], w[32], g[32], a[32], x[32], s[32], on[96];
-    fprintf(f, "%s~%s (weights %s, grads %s, AdamW %s, activations %s, scratch %s)%s\n", what,
+    fprintf(f, "%s~%s (weights %s, grads %s, AdamW %s, activations %s, scratch %s)%s", what,
             cli_fmt_bytes(t, sizeof t, (double)d.total), cli_fmt_bytes(w, sizeof w, (double)d.weights),
             cli_fmt_bytes(g, sizeof g, (double)d.grads), cli_fmt_bytes(a, sizeof a, (double)d.optimizer),
             cli_fmt_bytes(x, sizeof x, (double)d.activations), cli_fmt_bytes(s, sizeof s, (double)d.scratch),
             cli_train_options_str(&o, on, sizeof on));
+    if (ctx && strcmp(smj_ctx_backend_name(ctx), "cuda") == 0) {
+        int64_t ws = smj_config_device_workspace(cfg, B, T, &o, SMJ_BACKEND_CUDA, bf16_matmul);
+        fprintf(f, " + CUDA workspace ~%s = ~%s on the device", cli_fmt_bytes(w, sizeof w, (double)ws),
+                cli_fmt_bytes(t, sizeof t, (double)(d.total + ws)));
+    }
+    fputc('\n', f);
 }

@@ -254,6 +254,14 @@ int64_t smj_config_train_memory_ex(const smj_model_config *cfg, int B, int T, co
                                    smj_train_memory *detail);
 /* The same with every option off. */
 int64_t smj_config_train_memory(const smj_model_config *cfg, int B, int T);
+/* A device backend's own buffers when training at (B, T) with opts on
+ * backend kind (bf16_matmul: smj_ctx_options.bf16_matmul): for CUDA the
+ * cuBLAS workspace, the kept bf16 operand copies and the scratch buffer
+ * (attention, the LM head's blocks), at the largest sizes they reach; 0 for
+ * the host backends. An estimate of the backend's policy, not an exact
+ * walk: add it to smj_config_train_memory_ex for the device's total. */
+int64_t smj_config_device_workspace(const smj_model_config *cfg, int B, int T, const smj_train_options *opts,
+                                    smj_backend_kind kind, int bf16_matmul);
 
 typedef struct smj_model smj_model;
 

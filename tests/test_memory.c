@@ -30,7 +30,8 @@
  *    buffers), and each option lowers both where it should.
  * In a CUDA build with a GPU the equalities and the training run also on
  * the cuda backend (checkpointing and fp16 vs its emulation bitwise,
- * fused-ce within 1e-5).
+ * fused-ce within 1e-5), and the device memory a training run adds is
+ * within 10% of the estimate plus smj_config_device_workspace.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -494,6 +495,13 @@ static int64_t measure(const smj_model_config *c, const smj_train_options *o, in
 }
 
 static void memory_estimates(void) {
+    smj_model_config w = llama_gqa();
+    CHECK(smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_CPU, 1) == 0 &&
+              smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_REF, 0) == 0,
+          "host backends have no device workspace");
+    CHECK(smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_CUDA, 1) >
+              smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_CUDA, 0),
+          "bf16 mode's kept operand copies add to the CUDA workspace");
     struct { const char *name; smj_model_config c; int B, T; } cases[] = {
         {"llama L4 GQA", {.vocab_size = 512, .dim = 64, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
                           .ffn_hidden = 192, .max_seq_len = 64, .rope_theta = 1e4f, .norm_eps = 1e-5f,
@@ -593,6 +601,42 @@ static void memory_estimates(void) {
     smj_ctx_free(ctx);
 }
 
+/* CUDA: the device memory a short training run adds (cudaMemGetInfo before
+ * the model, after two steps) against smj_config_train_memory_ex plus
+ * smj_config_device_workspace: within 10% (the model's own buffers are
+ * exact; the workspace is the backend's policy at its largest sizes). */
+static void device_estimate(const smj_model_config *c, int bf16, const smj_train_options *o, const char *tag) {
+    enum { B = 8, T = 512 };
+    smj_ctx_options co = {.backend = SMJ_BACKEND_CUDA, .bf16_matmul = bf16};
+    smj_ctx *ctx = smj_ctx_create(&co);
+    smj_dataset *ds = make_dataset(ctx, "dev.bin", 20000, c->vocab_size);
+    size_t used0 = 0, used1 = 0, tot = 0;
+    CHECK_OK(ctx, smj_ctx_device_memory(ctx, &used0, &tot));
+    smj_optim_options oo;
+    smj_optim_defaults(&oo);
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, c, 3, &m));
+    CHECK_OK(ctx, smj_model_set_train_options(m, o));
+    CHECK_OK(ctx, smj_trainer_create(m, &oo, &t));
+    for (int s = 0; s < 2 && t; s++) {
+        smj_step_stats st;
+        CHECK_OK(ctx, smj_trainer_step(t, ds, B, T, 1, &st));
+    }
+    CHECK_OK(ctx, smj_ctx_device_memory(ctx, &used1, &tot));
+    int64_t model = smj_config_train_memory_ex(c, B, T, o, NULL),
+            ws = smj_config_device_workspace(c, B, T, o, SMJ_BACKEND_CUDA, bf16);
+    double added = (double)used1 - (double)used0, err = ((double)(model + ws) - added) / added;
+    CHECK(fabs(err) <= 0.10, "cuda %s: estimate %.1f MiB (model %.1f + workspace %.1f) vs %.1f MiB added (%+.1f%%)",
+          tag, (model + ws) / 1048576.0, model / 1048576.0, ws / 1048576.0, added / 1048576.0, 100 * err);
+    printf("  cuda %-32s estimate %8.1f MiB (model %7.1f + workspace %6.1f) vs %8.1f MiB added: %+.1f%%\n", tag,
+           (model + ws) / 1048576.0, model / 1048576.0, ws / 1048576.0, added / 1048576.0, 100 * err);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_dataset_free(ds);
+    smj_ctx_free(ctx);
+}
+
 int main(void) {
     struct { smj_backend_kind kind; const char *name; } be[2] = {{SMJ_BACKEND_CPU, "cpu"}, {SMJ_BACKEND_REF, "ref"}};
     smj_model_config lg = llama_gqa(), lt = llama_tied_bias(), g2 = gpt2_cfg();
@@ -622,6 +666,13 @@ int main(void) {
         fp16_equality(SMJ_BACKEND_CUDA, "cuda", "gpt2", &g2, 2, 9);
         training(SMJ_BACKEND_CUDA, "cuda", &lg, "llama");
         training(SMJ_BACKEND_CUDA, "cuda", &g2, "gpt2");
+        smj_model_config mid = llama_gqa();
+        mid.dim = 512; mid.n_layers = 4; mid.n_heads = 8; mid.n_kv_heads = 4; mid.head_dim = 64;
+        mid.ffn_hidden = 1408; mid.vocab_size = 8192; mid.max_seq_len = 512;
+        smj_train_options both = {.fused_ce = 1, .gradient_checkpointing = 1};
+        device_estimate(&mid, 1, &OPT_PLAIN, "bf16, plain");
+        device_estimate(&mid, 1, &both, "bf16, checkpointing + fused-ce");
+        device_estimate(&mid, 0, &OPT_PLAIN, "fp32, plain");
     } else {
         printf("  cuda skipped: %s\n", cc ? smj_ctx_error(cc) : "out of memory");
     }

@@ -174,7 +174,7 @@ static int att_args_ok(smj_cuda *c, int NH, int NKV, int HS) {
 
 /* attention through cuBLAS products (below); when it applies */
 static int att_use_gemm(smj_cuda *c, int Tq, int Tk, int NH) {
-    return c->attn != ATTN_FUSED && Tq >= 16 && (int64_t)NH * Tq * Tk * 10 <= ((int64_t)4 << 30);
+    return c->attn != ATTN_FUSED && Tq >= 16 && (int64_t)NH * Tq * Tk * 10 <= SMJ_CUDA_ATT_SCORES;
 }
 static void att_fwd_gemm(smj_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int B,
                          int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
@@ -684,7 +684,7 @@ static size_t al256(size_t x) { return (x + 255) / 256 * 256; }
 
 /* Rows per chunk of batch rows so that the score buffers stay under ~4 GiB. */
 static int att_chunk(int B, int64_t per_b) {
-    int64_t nb = ((int64_t)4 << 30) / (per_b > 0 ? per_b : 1);
+    int64_t nb = SMJ_CUDA_ATT_SCORES / (per_b > 0 ? per_b : 1);
     if (nb < 1) nb = 1;
     return nb < B ? (int)nb : B;
 }

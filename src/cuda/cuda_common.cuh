@@ -23,8 +23,9 @@ extern "C" {
 
 /* ------------------------------------------------------------ state */
 
-#define BC_N 6                   /* bf16 operand copies kept (smj_cuda.bc) */
-#define BC_MAX ((int64_t)1 << 27) /* largest operand kept, elements (256 MiB as bf16) */
+#include "limits.h"
+#define BC_N SMJ_CUDA_BC_N     /* bf16 operand copies kept (smj_cuda.bc) */
+#define BC_MAX SMJ_CUDA_BC_MAX /* largest operand kept, elements (256 MiB as bf16) */
 
 typedef struct {
     cudaStream_t stream;

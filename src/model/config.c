@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 #include "model.h"
+#include "../cuda/limits.h"
 
 typedef struct { const char *name; int dim, layers, heads; } preset;
 /* tiny/small/medium are the shapes of the PyTorch CPU reference benchmark. */
@@ -129,6 +130,55 @@ int64_t smj_config_train_memory_ex(const smj_model_config *c, int B, int T, cons
     r.total = r.weights + r.grads + r.optimizer + r.activations + r.scratch;
     if (d) *d = r;
     return r.total;
+}
+
+/* The CUDA backend's own buffers for a training step (src/cuda: the
+ * policy's numbers are in limits.h): cuBLAS's workspace; in bf16 mode the
+ * SMJ_CUDA_BC_N kept operand copies, each grown to the largest product
+ * operand it may hold (capacity n + n/8 + 1024); and the one scratch buffer,
+ * grown to the largest request (+25% + 4 KiB): with flash attention its bf16
+ * copies of q, k, v, dO and row statistics, the blocks of the LM head's
+ * dlogits; on the fp32 path the materialized score matrices of the cuBLAS
+ * attention. Host backends have none. */
+int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, const smj_train_options *o,
+                                    smj_backend_kind kind, int bf16_matmul) {
+    if (kind != SMJ_BACKEND_CUDA) return 0;
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, V = c->vocab_size, NH = c->n_heads,
+            HS = c->head_dim, QD = NH * HS, KD = (int64_t)c->n_kv_heads * HS, TT = (int64_t)T * T, rows = N * NH;
+    int fused = o && o->fused_ce;
+    int64_t ws = SMJ_CUDA_BLAS_WS, req = rows * 8;
+#define MAXTO(x, v) do { int64_t v_ = (v); if (v_ > (x)) (x) = v_; } while (0)
+    if (bf16_matmul) {
+        /* the blocks' operands come by the dozen, so every copy grows to the
+         * largest of them; the LM head's (its weight, the logits' gradient or
+         * a fused-CE chunk of it) once a step, each into one copy */
+        int64_t blk[] = {N * H, N * C, N * QD, N * KD, H * C, QD * C},
+                head[] = {V * C, fused ? smj_ce_chunk_rows(c, o, N) * V : N * V}, big = 0, sum = 0;
+        int n = SMJ_CUDA_BC_N;
+        for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)
+            if (blk[i] <= SMJ_CUDA_BC_MAX && blk[i] > big) big = blk[i];
+        for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
+            if (head[i] <= SMJ_CUDA_BC_MAX && head[i] > big && n > 1) {
+                sum += head[i] + head[i] / 8 + 1024;
+                n--;
+            }
+        ws += 2 * (sum + n * (big + big / 8 + 1024));
+        if (!fused && N * V > SMJ_CUDA_BC_MAX) MAXTO(req, 2 * SMJ_CUDA_BC_MAX); /* dlogits cast in blocks */
+        if ((HS == 64 || HS == 128) && T >= 16) {
+            int64_t Tp = (T + 3) / 4 * 4;
+            MAXTO(req, 8 * (int64_t)B * NH * Tp + 4 * (N * QD + N * KD) + 1024); /* flash backward */
+        } else if ((int64_t)NH * TT * 10 <= SMJ_CUDA_ATT_SCORES) {
+            int64_t nb = SMJ_CUDA_ATT_SCORES / (NH * TT * 10);
+            if (nb > B) nb = B;
+            MAXTO(req, 4 * rows + nb * NH * TT * 10 + 8 * (N * QD + N * KD) + 4096);
+        }
+    } else if (T >= 16 && (int64_t)NH * TT * 10 <= SMJ_CUDA_ATT_SCORES) {
+        int64_t nb = SMJ_CUDA_ATT_SCORES / (NH * TT * 8);
+        if (nb > B) nb = B;
+        MAXTO(req, 4 * rows + 2 * nb * NH * TT * 4 + 1024); /* the cuBLAS attention's backward */
+    }
+#undef MAXTO
+    return ws + req + req / 4 + 4096;
 }
 
 int64_t smj_config_train_memory(const smj_model_config *c, int B, int T) {
