@@ -144,6 +144,32 @@ __device__ __forceinline__ void accum_pv(float acc[HS / 8][4], const uint32_t pa
         }
 }
 
+/* s = A1 · Y1^T and dp = A2 · Y2^T: two 16x64 score blocks of a warp whose
+ * A fragments (16 rows, HS cols) are in registers, Y1 and Y2 64-row tiles
+ * in shared memory (the backward's S and dP, or S^T and dP^T). */
+template <int HS>
+__device__ __forceinline__ void scores2(float s[8][4], float dp[8][4], const uint32_t a1[][4],
+                                        const uint32_t a2[][4], const bf16 *y1, const bf16 *y2) {
+    constexpr int LDS = FL<HS>::LDS;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++)
+#pragma unroll
+        for (int j2 = 0; j2 < 4; j2++) {
+            uint32_t b1[4], b2[4];
+            frag_b_nk<LDS>(b1, y1, j2 * 16, kk * 16);
+            frag_b_nk<LDS>(b2, y2, j2 * 16, kk * 16);
+            mma16816(s[2 * j2], a1[kk], b1[0], b1[1]);
+            mma16816(s[2 * j2 + 1], a1[kk], b1[2], b1[3]);
+            mma16816(dp[2 * j2], a2[kk], b2[0], b2[1]);
+            mma16816(dp[2 * j2 + 1], a2[kk], b2[2], b2[3]);
+        }
+}
+
 /* C tiles [8][4] (a 16x64 block) -> bf16 A fragments of four k16 steps. */
 __device__ __forceinline__ void to_frags(uint32_t pa[4][4], const float s[8][4]) {
 #pragma unroll
@@ -430,23 +456,7 @@ __global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1)
         }
         cp_commit();
         float s[8][4], dp[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-            dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-        }
-#pragma unroll
-        for (int kk = 0; kk < QF; kk++)
-#pragma unroll
-            for (int j2 = 0; j2 < 4; j2++) {
-                uint32_t bk[4], bv[4];
-                frag_b_nk<LDS>(bk, sK, j2 * 16, kk * 16);
-                frag_b_nk<LDS>(bv, sV, j2 * 16, kk * 16);
-                mma16816(s[2 * j2], qf[kk], bk[0], bk[1]);
-                mma16816(s[2 * j2 + 1], qf[kk], bk[2], bk[3]);
-                mma16816(dp[2 * j2], of[kk], bv[0], bv[1]);
-                mma16816(dp[2 * j2 + 1], of[kk], bv[2], bv[3]);
-            }
+        scores2<HS>(s, dp, qf, of, sK, sV); /* S = Q K^T, dP = dO V^T */
         const bool mask = k0 + FB - 1 > q0 + w * 16 || k0 + FB > T;
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -535,23 +545,7 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
         const float *sL = sLb + cur * FB, *sD = sDb + cur * FB;
         float s[8][4], dp[8][4];
         if constexpr (KREG) {
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-                dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-            }
-#pragma unroll
-            for (int kk = 0; kk < QF; kk++)
-#pragma unroll
-                for (int j2 = 0; j2 < 4; j2++) {
-                    uint32_t bq[4], bo[4];
-                    frag_b_nk<LDS>(bq, sQ, j2 * 16, kk * 16);
-                    frag_b_nk<LDS>(bo, sO, j2 * 16, kk * 16);
-                    mma16816(s[2 * j2], kf[kk], bq[0], bq[1]); /* S^T = K Q^T */
-                    mma16816(s[2 * j2 + 1], kf[kk], bq[2], bq[3]);
-                    mma16816(dp[2 * j2], vf[kk], bo[0], bo[1]); /* dP^T = V dO^T */
-                    mma16816(dp[2 * j2 + 1], vf[kk], bo[2], bo[3]);
-                }
+            scores2<HS>(s, dp, kf, vf, sQ, sO); /* S^T = K Q^T, dP^T = V dO^T */
         } else {
             scores<HS>(s, sK, w * 16, sQ);
             scores<HS>(dp, sV, w * 16, sO);
