@@ -168,6 +168,7 @@ void *scratch(smj_cuda *c, size_t bytes) {
     c->scratch = NULL;
     c->scratch_bytes = 0;
     size_t b = bytes + bytes / 4 + 4096;
+    c->scratch_gen++;
     if (!CK(c, cudaMalloc(&c->scratch, b))) return NULL;
     c->scratch_bytes = b;
     return c->scratch;
@@ -302,6 +303,10 @@ const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
 }
 
 static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
+    if (c->capturing) { /* a graph must not hold a copy slot, which later ops reassign */
+        c->capture_failed = 1;
+        return NULL;
+    }
     const __nv_bfloat16 *k = kept_copy(c, src, n);
     if (k) return k;
     if (n > c->bc_max) {
@@ -314,7 +319,7 @@ static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __
 }
 
 __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
-    if (c->prec != PREC_BF16 || n < SHADOW_MIN || n > c->bc_max) return NULL;
+    if (c->prec != PREC_BF16 || n < SHADOW_MIN || n > c->bc_max || c->capturing) return NULL;
     return slot_take(c, p, n);
 }
 
@@ -1338,7 +1343,17 @@ static int cu_mem_info(const smj_exec *ex, size_t *used, size_t *total) {
  * after an error. A capture that fails leaves no error behind: the caller
  * runs the ops again without a graph. Ops that allocate or synchronize must
  * not be captured; the session runs one step without a graph first, so
- * every buffer a step needs is allocated before the capture. */
+ * every buffer a step needs is allocated before the capture. A graph holds
+ * addresses: the bf16 copy slots, which later ops reassign, are kept out of
+ * it (a product that would cast ends the capture; no op writes a copy
+ * beside its output while capturing), and the scratch buffer's, which moves
+ * when it grows: graph_launch refuses (returns 0) once it has moved, and
+ * the caller records the step again. */
+typedef struct {
+    cudaGraphExec_t exec;
+    unsigned long scratch_gen; /* the scratch buffer the graph was recorded with */
+} cu_graph;
+
 static int cu_graph_begin(const smj_exec *ex) {
     smj_cuda *c = S(ex);
     if (c->no_graphs || c->profile || c->sync_each || c->err != SMJ_OK) return 0;
@@ -1358,22 +1373,30 @@ static void *cu_graph_end(const smj_exec *ex) {
     c->capturing = 0;
     if (r == cudaSuccess && !c->capture_failed) r = cudaGraphInstantiate(&e, g, 0);
     if (g) cudaGraphDestroy(g);
-    if (r != cudaSuccess || c->capture_failed || !e) {
+    cu_graph *h = r == cudaSuccess && !c->capture_failed && e ? (cu_graph *)malloc(sizeof *h) : NULL;
+    if (!h) {
         (void)cudaGetLastError();
         if (e) cudaGraphExecDestroy(e);
         return NULL;
     }
-    return (void *)e;
+    h->exec = e;
+    h->scratch_gen = c->scratch_gen;
+    return h;
 }
-static void cu_graph_launch(const smj_exec *ex, void *g) {
+static int cu_graph_launch(const smj_exec *ex, void *g) {
     smj_cuda *c = S(ex);
+    cu_graph *h = (cu_graph *)g;
+    if (h->scratch_gen != c->scratch_gen) return 0;
     c->op = "graph";
-    CK(c, cudaGraphLaunch((cudaGraphExec_t)g, c->stream));
+    CK(c, cudaGraphLaunch(h->exec, c->stream));
     if (c->sync_each) CK(c, cudaStreamSynchronize(c->stream));
     c->op = NULL;
+    return 1;
 }
 static void cu_graph_free(void *g) {
-    if (g) cudaGraphExecDestroy((cudaGraphExec_t)g);
+    if (!g) return;
+    cudaGraphExecDestroy(((cu_graph *)g)->exec);
+    free(g);
 }
 
 /* Also picks up errors of the memory hooks (the runtime's last error) and

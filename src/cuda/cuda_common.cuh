@@ -34,6 +34,7 @@ typedef struct {
     size_t smem_optin;           /* max dynamic shared memory per block */
     void *scratch;               /* device scratch, grown on demand */
     size_t scratch_bytes;
+    unsigned long scratch_gen;   /* bumped when the scratch moves (a recorded graph holds its address) */
     double *h_sum;               /* pinned: the sumsq result */
     int32_t *h_ids;              /* pinned: embedding_bwd ids / order / offsets */
     size_t h_ids_n;

@@ -128,9 +128,10 @@ static void decode_body(smj_session *s) {
     smj_model_linear(m, R_LM_HEAD, -1, s->logits, s->lnf, 1, c->vocab_size, c->dim);
 }
 
-/* A one-token step: replayed from the recorded graph when there is one;
- * else recorded when a plain step has run before and the backend can; else
- * run plainly. */
+/* A one-token step: replayed from the recorded graph when there is one
+ * (and it still fits the backend's buffers; else it is dropped); else
+ * recorded when a plain step has run before and the backend can; else run
+ * plainly. */
 static void decode_step(smj_session *s, int32_t id) {
     smj_model *m = s->m;
     const smj_backend *be = m->be;
@@ -138,16 +139,22 @@ static void decode_step(smj_session *s, int32_t id) {
     int32_t pos = s->len;
     be->upload(s->ids, &id, sizeof id);
     be->upload(s->posd, &pos, sizeof pos);
-    if (!s->graph && s->warm && !s->graph_failed && be->graph_begin && be->graph_begin(ex)) {
+    if (s->graph && !be->graph_launch(ex, s->graph)) {
+        be->graph_free(s->graph);
+        s->graph = NULL;
+        s->warm = 0;
+    }
+    if (s->graph) {
+        /* replayed */
+    } else if (s->warm && !s->graph_failed && be->graph_begin && be->graph_begin(ex)) {
         decode_body(s);
         s->graph = be->graph_end(ex);
         s->graph_failed = !s->graph;
-        if (!s->graph) decode_body(s); /* nothing ran while recording */
-    } else if (!s->graph) {
+        if (!s->graph || !be->graph_launch(ex, s->graph)) decode_body(s); /* nothing ran while recording */
+    } else {
         decode_body(s);
         s->warm = 1;
     }
-    if (s->graph) be->graph_launch(ex, s->graph);
     s->len++;
 }
 

@@ -195,10 +195,12 @@ struct smj_backend {
      * ready to run (NULL when recording failed: nothing ran, run the ops
      * again), graph_launch runs it once more (same pointers, same arguments:
      * what changes between runs must be data, e.g. decode_attention's
-     * position), graph_free drops it. */
+     * position) and returns 1, or 0 without running anything when the
+     * recording no longer fits the backend's buffers (free it, run the ops,
+     * record again), graph_free drops it. */
     int (*graph_begin)(const smj_exec *ex);
     void *(*graph_end)(const smj_exec *ex);
-    void (*graph_launch)(const smj_exec *ex, void *graph);
+    int (*graph_launch)(const smj_exec *ex, void *graph);
     void (*graph_free)(void *graph);
     /* ex: the context's execution state (threads; device stream/handles). */
 

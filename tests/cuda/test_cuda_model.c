@@ -22,7 +22,9 @@
  *     (QK-norm, head size 16).
  *  4. Decoding one token at a time through a recorded CUDA graph (the
  *     default) gives the same logits, bit for bit, as launching every
- *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt.
+ *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt,
+ *     with a batch forward halfway that grows the backend's scratch buffer
+ *     (the graph holds its address: it is recorded again).
  * Without a usable GPU: SKIP, exit 0 (exit 1 when SMJ_CUDA_REQUIRE=1).
  */
 #include <math.h>
@@ -269,7 +271,12 @@ static float *decode_run(int graphs) {
     for (int i = 0; i < P + N; i++) ids[i] = (i * 37 + 5) % V;
     const float *lg = NULL;
     CHECK_OK(ctx, smj_session_feed(s, ids, P, &lg));
+    int32_t big[4 * 128];
+    for (int i = 0; i < 4 * 128; i++) big[i] = (i * 11 + 3) % V;
     for (int t = 0; t < N; t++) {
+        /* halfway, a batch forward grows the backend's scratch buffer, which
+         * the recorded step uses: the graph must be recorded again */
+        if (t == N / 2) CHECK_OK(ctx, smj_model_forward(m, big, NULL, 4, 128, NULL));
         CHECK_OK(ctx, smj_session_feed(s, ids + P + t, 1, &lg));
         if (lg) memcpy(out + (int64_t)t * V, lg, sizeof(float) * (size_t)V);
     }
