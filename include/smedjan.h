@@ -50,7 +50,9 @@ typedef struct {
                                  builds made with `make CUDA=1`, docs/CUDA.md) */
     /* --- appended fields: zero means off / the default --- */
     int bf16_matmul;          /* 0 = fp32 matmuls (default); 1 = bf16 tensor-core matmuls with
-                                 fp32 accumulation (CUDA only; the CPU backends ignore it) */
+                                 fp32 accumulation (CUDA only; the CPU backends ignore it), and
+                                 decoding sessions read bf16 copies of the weights where the
+                                 backend runs a block per step (CUDA; the reference backend) */
 } smj_ctx_options;
 
 typedef struct smj_ctx smj_ctx;

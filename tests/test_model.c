@@ -19,6 +19,7 @@
 #include "../src/core/core.h"
 #include "util/check.h"
 #include "util/decode.h"
+#include "../src/hf/safetensors.h"
 #include "util/gradcheck.h"
 
 static smj_model_config tiny_cfg(void) {
@@ -313,6 +314,52 @@ static void corrupt_files(smj_ctx *ctx) {
     smj_model_free(m);
 }
 
+/* In bf16 mode a session's one-token steps read bf16 copies of the weights
+ * (decode_block, decode_linear). On weights that are bf16 values already
+ * the copies are exact, so decoding equals the full fp32 forward; on others
+ * it must not (the copies are what the steps read). */
+static void decode_bf16_weights(const smj_model_config *c) {
+    smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_REF, .bf16_matmul = 1};
+    smj_ctx *ctx = smj_ctx_create(&o);
+    for (int rounded = 0; rounded < 2; rounded++) {
+        smj_model *m = NULL;
+        CHECK_OK(ctx, smj_model_create(ctx, c, 23, &m));
+        if (!m) break;
+        int V = c->vocab_size, T = 80;
+        if (rounded) {
+            for (int i = 0; i < smj_model_num_tensors(m); i++) {
+                smj_tensor_view v;
+                CHECK_OK(ctx, smj_model_tensor(m, i, &v));
+                float *h = malloc(sizeof(float) * (size_t)v.numel);
+                CHECK_OK(ctx, smj_model_tensor_get(m, i, 0, h));
+                for (int64_t j = 0; j < v.numel; j++) h[j] = smj_bf16_to_f32(smj_f32_to_bf16(h[j]));
+                CHECK_OK(ctx, smj_model_tensor_set(m, i, h));
+                free(h);
+            }
+            check_kv_cache(ctx, m, T, "llama on ref, bf16 mode, weights already bf16 (decode_block steps)");
+        } else {
+            /* one token at a time: every step but the first reads the copies */
+            int32_t ids[8];
+            float *full = malloc(sizeof(float) * (size_t)8 * V);
+            const float *lg = NULL;
+            smj_session *s = NULL;
+            for (int i = 0; i < 8; i++) ids[i] = (i * 7 + 3) % V;
+            CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 1, 8, NULL));
+            CHECK_OK(ctx, smj_model_get_logits(m, full));
+            CHECK_OK(ctx, smj_session_create(m, 8, &s));
+            for (int i = 0; s && i < 8; i++) CHECK_OK(ctx, smj_session_feed(s, ids + i, 1, &lg));
+            double d = lg ? rel_l2(lg, full + 7 * V, V) : 0;
+            printf("llama on ref, bf16 mode, f32 weights: decoding vs full forward rel L2 %.3g (bf16 copies)\n", d);
+            CHECK(d > 1e-4 && d < 3e-2, "bf16-weight decoding vs the f32 forward: rel L2 %.3g, want the bf16 "
+                  "rounding's (1e-4 .. 3e-2)", d);
+            smj_session_free(s);
+            free(full);
+        }
+        smj_model_free(m);
+    }
+    smj_ctx_free(ctx);
+}
+
 static void sessions(smj_ctx *ctx) {
     smj_model_config c = tiny_cfg();
     smj_model *m = NULL;
@@ -327,7 +374,14 @@ static void sessions(smj_ctx *ctx) {
     CHECK_OK(ref, smj_model_create(ref, &c, 21, &m));
     if (m) check_kv_cache(ref, m, 90, "llama on ref (decode_attention steps)");
     smj_model_free(m);
+    /* a plain block (no QK-norm) takes the reference's decode_block */
+    c.qk_norm = 0;
+    m = NULL;
+    CHECK_OK(ref, smj_model_create(ref, &c, 22, &m));
+    if (m) check_kv_cache(ref, m, 90, "llama on ref (decode_block steps)");
+    smj_model_free(m);
     smj_ctx_free(ref);
+    decode_bf16_weights(&c);
 }
 
 static void schedules_and_sampler(void) {

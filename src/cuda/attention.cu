@@ -155,14 +155,6 @@ int smem_ok(smj_cuda *c, const void *fn, size_t bytes) {
     return 1;
 }
 
-#define NC_DISPATCH(HS, F)                                  \
-    do {                                                    \
-        if ((HS) <= 32) F(1);                               \
-        else if ((HS) <= 64) F(2);                          \
-        else if ((HS) <= 128) F(4);                         \
-        else F(8);                                          \
-    } while (0)
-
 static int att_args_ok(smj_cuda *c, int NH, int NKV, int HS) {
     if (HS < 1 || HS > 256 || NKV < 1 || NH % NKV != 0) {
         record(c, SMJ_ERR_UNSUPPORTED, "%s: head size %d (must be 1..256) or heads %d/%d not supported", c->op, HS,
@@ -294,9 +286,10 @@ static void att_decode(smj_cuda *c, float *out, float *lse, const float *q, cons
  * rope_fwd does (no tables: none), then cache rows p of kc, vc = k, v. One
  * block. */
 __global__ void k_decode_store(float *q, float *k, const float *v, float *kc, float *vc, const float *cs,
-                               const float *sn, const int32_t *pos, int NH, int NKV, int HS) {
+                               const float *sn, const int32_t *pos, int NH, int NKV, int HS, int cap) {
     int p = *pos, h2 = HS / 2, nq = NH * h2, nk = NKV * h2;
     int64_t KD = (int64_t)NKV * HS;
+    if (p < 0 || p >= cap) return; /* outside the contract: no write out of the caches (k_att_decode reads none) */
     if (cs) {
         for (int idx = threadIdx.x; idx < nq + nk; idx += blockDim.x) {
             int j = idx < nq ? idx : idx - nq, i = j % h2;
@@ -330,7 +323,7 @@ void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, con
         record(c, SMJ_ERR_UNSUPPORTED, "decode_attention: rotary tables need an even head size, got %d", HS);
         return;
     }
-    k_decode_store<<<1, 256, 0, c->stream>>>(q, k, v, kc, vc, cs, sn, pos, NH, NKV, HS);
+    k_decode_store<<<1, 256, 0, c->stream>>>(q, k, v, kc, vc, cs, sn, pos, NH, NKV, HS, cap);
     LAUNCHED(c);
     int splits = (cap + DCH - 1) / DCH;
     size_t np = (size_t)NH * splits * (HS + 2);

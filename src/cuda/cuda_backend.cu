@@ -1259,6 +1259,13 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
     }
     c->n_sm = prop.multiProcessorCount;
     c->cc = prop.major * 10 + prop.minor;
+    /* decode_block's barrier and counters (no memory: decode_block declines) */
+    size_t db = sizeof(unsigned) * (2 + SMJ_CUDA_DEC_HEADS);
+    if (cudaMalloc((void **)&c->dec_sync, db) != cudaSuccess || cudaMemset(c->dec_sync, 0, db) != cudaSuccess) {
+        if (c->dec_sync) cudaFree(c->dec_sync);
+        c->dec_sync = NULL;
+        (void)cudaGetLastError();
+    }
     c->smem_optin = prop.sharedMemPerBlockOptin;
     ex->impl = c;
     return SMJ_OK;
@@ -1277,6 +1284,7 @@ static void cu_fini(smj_exec *ex) {
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
     if (c->scratch) cudaFree(c->scratch);
+    if (c->dec_sync) cudaFree(c->dec_sync);
     for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
     if (c->h_sum) cudaFreeHost(c->h_sum);
     if (c->h_ids) cudaFreeHost(c->h_ids);
@@ -1435,4 +1443,6 @@ extern "C" const smj_backend smj_backend_cuda = {
     SMJ_OPS(SMJ_OP_SET)
 #undef SMJ_OP_SET
     .decode_attention = cu_decode_attention,
+    .decode_block = cu_decode_block,
+    .decode_linear = cu_decode_linear,
 };

@@ -72,6 +72,8 @@ typedef struct {
     struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, hw, used; } bc[BC_N];
     unsigned long gen, clock;
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
+    unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters
+                                    [SMJ_CUDA_DEC_HEADS], zero between launches (decode.cu) */
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
@@ -162,10 +164,26 @@ static __device__ __forceinline__ void rope_rot(float a, float b, float co, floa
     o1 = __fadd_rn(__fmul_rn(b, co), __fmul_rn(a, si));
 }
 
-/* decode_attention (attention.cu), an optional op. */
+/* The optional decode ops: decode_attention (attention.cu), decode_block
+ * and decode_linear (decode.cu). */
 void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, const float *v, float *kc, float *vc,
                          const float *cs, const float *sn, const int32_t *pos, int NH, int NKV, int HS, int cap,
                          float scale);
+int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc, float *vc,
+                    const float *cs, const float *sn, const int32_t *pos, int C, int NH, int NKV, int HS, int H,
+                    int cap, float eps, float scale);
+void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, int wtype,
+                      int64_t N, int K, float eps);
+
+/* F(NC) with NC = values per lane when a warp's lanes cover a head of HS
+ * (<= 256) dims, d = lane + 32 c. */
+#define NC_DISPATCH(HS, F)                                  \
+    do {                                                    \
+        if ((HS) <= 32) F(1);                               \
+        else if ((HS) <= 64) F(2);                          \
+        else if ((HS) <= 128) F(4);                         \
+        else F(8);                                          \
+    } while (0)
 
 /* ------------------------------------------------------------ reductions */
 

@@ -14,7 +14,14 @@
  * calls are the same for every position: on a backend with graph hooks
  * (CUDA) the step runs once as is (allocating what it needs), is recorded
  * on the next token and replayed from then on — one launch per token
- * instead of ~15 per layer. The results equal the chunk path's bit for bit.
+ * instead of ~15 per layer. Where the backend has decode_block (CUDA), a
+ * block is one launch, and the final norm + LM head one more (decode_linear);
+ * otherwise the step runs the block's ops one by one and equals the chunk
+ * path bit for bit. In bf16 mode (smj_ctx_options.bf16_matmul) with
+ * decode_block the step reads bf16 copies of the weights (w16, made by
+ * bf16_pack when the session is created or reset: a session decodes with
+ * the weights as they were then, as its cache holds keys and values made by
+ * them), half the bytes a token must stream.
  */
 #include <math.h>
 #include <string.h>
@@ -42,6 +49,7 @@ struct smj_session {
     int warm;           /* a step ran without a graph: every buffer it needs exists */
     int graph_failed;   /* recording failed once: no more tries */
     void *graph;        /* the recorded step (graph hooks) */
+    uint16_t *w16;      /* bf16 mode with decode_block: bf16 copies of params [n_params] */
 };
 
 smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
@@ -87,6 +95,15 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
     s->posd = (int32_t *)p[26]; s->knew = p[27]; s->vnew = p[28];
     s->dec_ok = smj_block_decode_ok(m);
+    if (s->dec_ok && m->ctx->exec.bf16_matmul && m->be->decode_block) {
+        s->w16 = m->be->alloc(sizeof(uint16_t) * (size_t)m->n_params);
+        if (!s->w16) {
+            smj_session_free(s);
+            SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the bf16 decoding weights (%lld values)",
+                     (long long)m->n_params);
+        }
+        m->be->bf16_pack(&m->ctx->exec, s->w16, m->params, m->n_params);
+    }
     if (c->arch == SMJ_ARCH_GPT2) {
         for (int i = 0; i < R; i++) s->host_pos[i] = 3 * i; /* the qkv split's row index */
         m->be->upload(a->idx3, s->host_pos, sizeof(int32_t) * (size_t)R);
@@ -100,12 +117,16 @@ void smj_session_free(smj_session *s) {
     const smj_backend *be = s->m->be;
     if (s->graph) be->graph_free(s->graph);
     be->free(s->kc); be->free(s->vc); be->free(s->mem);
+    if (s->w16) be->free(s->w16);
     free(s->host_logits);
     free(s->host_pos);
     free(s);
 }
 
-void smj_session_reset(smj_session *s) { s->len = 0; }
+void smj_session_reset(smj_session *s) {
+    s->len = 0;
+    if (s->w16) s->m->be->bf16_pack(&s->m->ctx->exec, s->w16, s->m->params, s->m->n_params);
+}
 int smj_session_length(const smj_session *s) { return s->len; }
 
 /* One token (s->ids[0]) at position *s->posd through the model: the calls
@@ -120,12 +141,10 @@ static void decode_body(smj_session *s) {
     s->a.v = s->vnew;
     for (int l = 0; l < c->n_layers; l++) {
         int64_t o = (int64_t)l * s->max_len * KD;
-        smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd);
+        smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd, s->w16);
         float *t = x; x = y; y = t;
     }
-    m->be->rmsnorm_fwd(&m->ctx->exec, s->lnf, s->rstd, x, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, c->dim,
-                       c->norm_eps);
-    smj_model_linear(m, R_LM_HEAD, -1, s->logits, s->lnf, 1, c->vocab_size, c->dim);
+    smj_decode_head(m, s->logits, x, s->lnf, s->rstd, s->w16);
 }
 
 /* A one-token step: replayed from the recorded graph when there is one

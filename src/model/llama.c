@@ -838,13 +838,42 @@ int smj_block_decode_ok(const smj_model *m) {
            !m->qmem;
 }
 
+/* A decoding weight: in params, or at the same offset in w16 (bf16 copies). */
+static const void *dec_w(smj_model *m, smj_role role, int l, const uint16_t *w16) {
+    float *p = smj_model_ptr(m, m->params, role, l);
+    return w16 ? (const void *)(w16 + (p - m->params)) : (const void *)p;
+}
+
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
-                      int cap, const int32_t *pos) {
+                      int cap, const int32_t *pos, const uint16_t *w16) {
     const smj_model_config *c = &m->cfg;
+    const smj_exec *ex = &m->ctx->exec;
+    float scale = 1.0f / sqrtf((float)c->head_dim);
+    if (m->be->decode_block && !c->qk_norm && !c->attn_bias && !c->attn_out_bias) {
+        smj_block_weights w = {smj_model_ptr(m, m->params, R_ATTN_NORM, l), smj_model_ptr(m, m->params, R_FFN_NORM, l),
+                               dec_w(m, R_WQ, l, w16), dec_w(m, R_WK, l, w16), dec_w(m, R_WV, l, w16),
+                               dec_w(m, R_WO, l, w16), dec_w(m, R_WGATE, l, w16), dec_w(m, R_WUP, l, w16),
+                               dec_w(m, R_WDOWN, l, w16), w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32};
+        if (m->be->decode_block(ex, y, x, &w, kc, vc, m->rope_cos, m->rope_sin, pos, c->dim, c->n_heads,
+                                c->n_kv_heads, c->head_dim, c->ffn_hidden, cap, c->norm_eps, scale))
+            return;
+    }
     block_qkv(m, l, a, x, 1);
-    m->be->decode_attention(&m->ctx->exec, a->att, a->q, a->k, a->v, kc, vc, m->rope_cos, m->rope_sin, pos,
-                            c->n_heads, c->n_kv_heads, c->head_dim, cap, 1.0f / sqrtf((float)c->head_dim));
+    m->be->decode_attention(ex, a->att, a->q, a->k, a->v, kc, vc, m->rope_cos, m->rope_sin, pos, c->n_heads,
+                            c->n_kv_heads, c->head_dim, cap, scale);
     block_tail(m, l, a, x, y, 1);
+}
+
+void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *rstd, const uint16_t *w16) {
+    const smj_model_config *c = &m->cfg;
+    const float *nw = smj_model_ptr(m, m->params, R_FINAL_NORM, -1);
+    if (m->be->decode_linear) {
+        m->be->decode_linear(&m->ctx->exec, logits, x, nw, dec_w(m, R_LM_HEAD, -1, w16),
+                             w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32, c->vocab_size, c->dim, c->norm_eps);
+        return;
+    }
+    m->be->rmsnorm_fwd(&m->ctx->exec, lnf, rstd, x, nw, 1, c->dim, c->norm_eps);
+    smj_model_linear(m, R_LM_HEAD, -1, logits, lnf, 1, c->vocab_size, c->dim);
 }
 
 smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,

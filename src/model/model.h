@@ -189,14 +189,22 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
 
 /* One token through block l with the position read from memory (*pos, a
  * backend int), so the same calls serve every position (a recorded graph):
- * a->k, a->v are scratch rows; decode_attention rotates, stores them in the
- * caches kc, vc [cap, NKV*HS] at row *pos and attends over rows 0..*pos.
+ * the backend's decode_block when it has one and takes the block (no
+ * biases, no QK-norm), else the ops one by one, where a->k, a->v are
+ * scratch rows and decode_attention rotates, stores them in the caches kc,
+ * vc [cap, NKV*HS] at row *pos and attends over rows 0..*pos. w16 (NULL:
+ * none) holds bf16 copies of params at the same offsets (bf16_pack):
+ * decode_block then reads its linear weights from there.
  * smj_block_decode_ok: the backend has decode_attention and the model suits
  * it (Llama family, rope tables that do not change with the length, f32
  * weights). */
 int smj_block_decode_ok(const smj_model *m);
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
-                      int cap, const int32_t *pos);
+                      int cap, const int32_t *pos, const uint16_t *w16);
+/* A decoding step's final norm and LM head: logits [V] from x [C] (lnf
+ * [C], rstd [1] scratch), through decode_linear when the backend has it
+ * (reading the head from w16 when given), else rmsnorm_fwd + the product. */
+void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *rstd, const uint16_t *w16);
 
 /* Makes the rope tables right for rows [p0, p0 + n) of a sequence whose
  * total length is p0 + n (a no-op unless rope_type is dynamic). */

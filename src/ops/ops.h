@@ -39,8 +39,8 @@ enum {
 
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
- * qmatmul, tests/cuda/test_cuda_ops.c decode_attention. */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention)
+ * qmatmul, tests/cuda/test_cuda_ops.c the decode ops. */
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention) X(decode_block) X(decode_linear)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -49,6 +49,18 @@ enum {
  *   Q4_0 : 32 values -> 18 bytes: fp16 d, uint8 qs[16] (low nibble value j,
  *          high nibble value j + 16);                             x = (q - 8) * d */
 enum { SMJ_WTYPE_F16 = 1, SMJ_WTYPE_Q4_0 = 2, SMJ_WTYPE_Q8_0 = 8 };
+/* Weight types of the decode ops (decode_block, decode_linear): f32, or
+ * bf16 (GGML's id too: the top half of the f32 bits as bf16_pack rounds). */
+enum { SMJ_WTYPE_F32 = 0, SMJ_WTYPE_BF16 = 30 };
+
+/* One Llama block's weights for decode_block: linear weights [out, in] as
+ * the model stores them (wq [NH*HS, C], wk/wv [NKV*HS, C], wo [C, NH*HS],
+ * wgate/wup [H, C], wdown [C, H]), all of type wtype; norms f32 [C]. */
+typedef struct {
+    const float *attn_norm, *ffn_norm;
+    const void *wq, *wk, *wv, *wo, *wgate, *wup, *wdown;
+    int wtype; /* SMJ_WTYPE_F32 or SMJ_WTYPE_BF16 */
+} smj_block_weights;
 
 #define SMJ_OP_OPTIONAL_FIELDS \
     /* C[M,N] = (acc ? C : 0) + A[M,K] · W[N,K]^T, with W stored row-major as \
@@ -68,7 +80,25 @@ enum { SMJ_WTYPE_F16 = 1, SMJ_WTYPE_Q4_0 = 2, SMJ_WTYPE_Q8_0 = 8 };
      * NKV*HS]); out [NH*HS] = attention_fwd of q over cache rows 0..p. */ \
     void (*decode_attention)(const smj_exec *ex, float *out, float *q, float *k, const float *v, \
                              float *kc, float *vc, const float *cos, const float *sin, \
-                             const int32_t *pos, int NH, int NKV, int HS, int cap, float scale);
+                             const int32_t *pos, int NH, int NKV, int HS, int cap, float scale); \
+ \
+    /* One token through a whole Llama block (pre-norm, no biases, SwiGLU) \
+     * at the position *pos read from memory, as the ops one by one compute \
+     * it: n1 = rmsnorm(x, attn_norm); q, k, v = Wq n1, Wk n1, Wv n1; att = \
+     * decode_attention (q, k rotated, k, v stored at row *pos of kc, vc \
+     * [cap, NKV*HS]); r = x + Wo att; n2 = rmsnorm(r, ffn_norm); y = r + \
+     * Wdown swiglu(Wgate n2, Wup n2). x, y [C], distinct; H the FFN width. \
+     * Nothing happens when *pos is outside [0, cap). Returns 1, or 0 when \
+     * the backend does not take these sizes (nothing done: run the ops one \
+     * by one). */ \
+    int (*decode_block)(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc, \
+                        float *vc, const float *cos, const float *sin, const int32_t *pos, int C, int NH, int NKV, \
+                        int HS, int H, int cap, float eps, float scale); \
+    /* out[N] = W[N,K] · n for one row, n = rmsnorm(x, norm) (norm [K]; eps) \
+     * or x itself when norm is NULL; W of type wtype (SMJ_WTYPE_F32/BF16). \
+     * A decoding step's final norm and LM head. */ \
+    void (*decode_linear)(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, \
+                          int wtype, int64_t N, int K, float eps);
 
 /* The op signatures over an element type R (float for backends; double for
  * the gradient checker's reference). */

@@ -72,6 +72,56 @@ static void ref_decode_attention(const smj_exec *ex, float *out, float *q, float
     free(lse);
 }
 
+/* A decode op's weight [n] as f32: w itself, or its bf16 values unpacked
+ * into tmp. */
+static const float *ref_weight(const void *w, int wtype, int64_t n, float *tmp) {
+    if (wtype == SMJ_WTYPE_F32) return w;
+    ref_bf16_unpack(NULL, tmp, w, n);
+    return tmp;
+}
+
+/* decode_block (optional op): its definition, the ops one by one as
+ * llama.c's block runs them for one token (bit for bit the same on f32
+ * weights). */
+static int ref_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc,
+                            float *vc, const float *cos, const float *sin, const int32_t *pos, int C, int NH,
+                            int NKV, int HS, int H, int cap, float eps, float scale) {
+    if (w->wtype != SMJ_WTYPE_F32 && w->wtype != SMJ_WTYPE_BF16) return 0;
+    if (*pos < 0 || *pos >= cap) return 1;
+    int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, big = QD > H ? QD : H;
+    int64_t nt = w->wtype == SMJ_WTYPE_F32 ? 0 : big * C;
+    float *buf = malloc(sizeof(float) * (size_t)(4 * C + 2 * QD + 2 * KD + 3 * H + 1 + nt));
+    if (!buf) return 1;
+    float *n1 = buf, *r = n1 + C, *n2 = r + C, *t = n2 + C, *q = t + C, *att = q + QD, *k = att + QD, *v = k + KD;
+    float *g = v + KD, *u = g + H, *hs = u + H, *rstd = hs + H, *tmp = rstd + 1;
+    ref_rmsnorm_fwd(ex, n1, rstd, x, w->attn_norm, 1, C, eps);
+    ref_matmul(ex, q, n1, ref_weight(w->wq, w->wtype, QD * C, tmp), 1, QD, C, 0, 1, 0);
+    ref_matmul(ex, k, n1, ref_weight(w->wk, w->wtype, KD * C, tmp), 1, KD, C, 0, 1, 0);
+    ref_matmul(ex, v, n1, ref_weight(w->wv, w->wtype, KD * C, tmp), 1, KD, C, 0, 1, 0);
+    ref_decode_attention(ex, att, q, k, v, kc, vc, cos, sin, pos, NH, NKV, HS, cap, scale);
+    ref_matmul(ex, t, att, ref_weight(w->wo, w->wtype, C * QD, tmp), 1, C, QD, 0, 1, 0);
+    ref_add(ex, r, x, t, C);
+    ref_rmsnorm_fwd(ex, n2, rstd, r, w->ffn_norm, 1, C, eps);
+    ref_matmul(ex, g, n2, ref_weight(w->wgate, w->wtype, (int64_t)H * C, tmp), 1, H, C, 0, 1, 0);
+    ref_matmul(ex, u, n2, ref_weight(w->wup, w->wtype, (int64_t)H * C, tmp), 1, H, C, 0, 1, 0);
+    ref_swiglu_fwd(ex, hs, g, u, H);
+    ref_matmul(ex, t, hs, ref_weight(w->wdown, w->wtype, (int64_t)C * H, tmp), 1, C, H, 0, 1, 0);
+    ref_add(ex, y, r, t, C);
+    free(buf);
+    return 1;
+}
+
+/* decode_linear (optional op): rmsnorm_fwd then matmul. */
+static void ref_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W,
+                              int wtype, int64_t N, int K, float eps) {
+    if (wtype != SMJ_WTYPE_F32 && wtype != SMJ_WTYPE_BF16) return;
+    float *buf = malloc(sizeof(float) * (size_t)(K + 1 + (wtype == SMJ_WTYPE_F32 ? 0 : N * K)));
+    if (!buf) return;
+    if (norm) ref_rmsnorm_fwd(ex, buf, buf + K, x, norm, 1, K, eps);
+    ref_matmul(ex, out, norm ? buf : x, ref_weight(W, wtype, N * K, buf + K + 1), 1, N, K, 0, 1, 0);
+    free(buf);
+}
+
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,
 #define SMJ_OP_SET(n) .n = ref_##n,

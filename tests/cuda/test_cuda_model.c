@@ -33,6 +33,7 @@
 #include "../util/check.h"
 #include "../../src/ops/ops.h"
 #include "smedjan.h"
+#include "../../src/hf/safetensors.h"
 
 static smj_model_config small_config(void) {
     smj_model_config c;
@@ -204,9 +205,8 @@ static void bf16_copies(const char *ds_path, const char *name, smj_model_config 
     free(fresh.params);
 }
 
-static void kv_decoding(void) {
+static void kv_decoding(smj_model_config cfg, const char *name) {
     enum { T = 100, FIRST = 70 };
-    smj_model_config cfg = small_config();
     int V = cfg.vocab_size;
     smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA), *cpu = make_ctx(SMJ_BACKEND_CPU);
     smj_model *m = NULL, *mc = NULL;
@@ -240,8 +240,8 @@ static void kv_decoding(void) {
         worst = fmax(worst, e / mx);
     }
     CHECK(worst <= 1e-4, "KV-cache decoding vs full forward: normalized max error %.2e", worst);
-    printf("KV-cache decoding (70-token chunk + 30 single tokens) vs full forward: normalized max error %.2e;"
-           " full forward CUDA vs CPU rel L2 %.2e\n", worst, ec);
+    printf("%s: KV-cache decoding (70-token chunk + 30 single tokens) vs full forward: normalized max error %.2e;"
+           " full forward CUDA vs CPU rel L2 %.2e\n", name, worst, ec);
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "device error: %s", smj_ctx_error(ctx));
 done:
     free(full);
@@ -254,12 +254,11 @@ done:
 }
 
 /* the logits of 60 one-token steps after a 40-token prompt, concatenated */
-static float *decode_run(int graphs) {
+static float *decode_run(smj_model_config cfg, int graphs) {
     enum { P = 40, N = 60 };
     if (!graphs) setenv("SMJ_CUDA_GRAPHS", "0", 1); /* read when the context is made */
     smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA);
     unsetenv("SMJ_CUDA_GRAPHS");
-    smj_model_config cfg = small_config();
     int V = cfg.vocab_size;
     smj_model *m = NULL;
     smj_session *s = NULL;
@@ -288,18 +287,70 @@ done:
     return out;
 }
 
-static void decode_graphs(void) {
-    float *g = decode_run(1), *e = decode_run(0);
+static void decode_graphs(smj_model_config cfg, const char *name) {
+    float *g = decode_run(cfg, 1), *e = decode_run(cfg, 0);
     if (g && e) {
-        int V = small_config().vocab_size;
+        int V = cfg.vocab_size;
         int same = memcmp(g, e, sizeof(float) * (size_t)60 * V) == 0;
-        CHECK(same, "decoding through a CUDA graph differs from launching each kernel (rel L2 %.2e)",
+        CHECK(same, "%s: decoding through a CUDA graph differs from launching each kernel (rel L2 %.2e)", name,
               rel_l2(g, e, (int64_t)60 * V));
-        printf("decoding 60 tokens through a recorded graph == launching every kernel, bit for bit: %s\n",
+        printf("%s: decoding 60 tokens through a recorded graph == launching every kernel, bit for bit: %s\n", name,
                same ? "yes" : "NO");
     }
     free(g);
     free(e);
+}
+
+/* The logits of 50 one-token steps (no prompt chunk: every step takes the
+ * decode path) in fp32 or bf16 mode, on the model's weights or on them
+ * rounded to bf16 values first. */
+enum { BF_STEPS = 50 };
+static float *bf16_decode_run(smj_model_config cfg, int bf16, int round) {
+    smj_ctx *ctx = make_ctx_bf16(SMJ_BACKEND_CUDA, bf16);
+    int V = cfg.vocab_size;
+    smj_model *m = NULL;
+    smj_session *s = NULL;
+    float *out = malloc(sizeof(float) * (size_t)BF_STEPS * V);
+    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 17, &m));
+    for (int i = 0; m && round && i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        CHECK_OK(ctx, smj_model_tensor(m, i, &v));
+        float *h = malloc(sizeof(float) * (size_t)v.numel);
+        CHECK_OK(ctx, smj_model_tensor_get(m, i, 0, h));
+        for (int64_t j = 0; j < v.numel; j++) h[j] = smj_bf16_to_f32(smj_f32_to_bf16(h[j]));
+        CHECK_OK(ctx, smj_model_tensor_set(m, i, h));
+        free(h);
+    }
+    if (m) CHECK_OK(ctx, smj_session_create(m, BF_STEPS, &s));
+    const float *lg = NULL;
+    for (int t = 0; s && out && t < BF_STEPS; t++) {
+        int32_t id = (t * 29 + 1) % V;
+        CHECK_OK(ctx, smj_session_feed(s, &id, 1, &lg));
+        if (lg) memcpy(out + (int64_t)t * V, lg, sizeof(float) * (size_t)V);
+    }
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "bf16 decode run: device error: %s", smj_ctx_error(ctx));
+    smj_session_free(s);
+    smj_model_free(m);
+    smj_ctx_free(ctx);
+    return out;
+}
+
+/* In bf16 mode the decode steps read bf16 copies of the weights: on weights
+ * that are bf16 values already they equal fp32 mode's steps to rounding;
+ * on others they differ by the weights' rounding. */
+static void decode_bf16_weights(smj_model_config cfg) {
+    int64_t n = (int64_t)BF_STEPS * cfg.vocab_size;
+    float *a = bf16_decode_run(cfg, 1, 1), *b = bf16_decode_run(cfg, 0, 1);
+    float *c = bf16_decode_run(cfg, 1, 0), *d = bf16_decode_run(cfg, 0, 0);
+    if (a && b && c && d) {
+        double same = rel_l2(a, b, n), diff = rel_l2(c, d, n);
+        CHECK(same < 1e-5, "bf16-mode decoding on bf16-valued weights vs fp32 mode: rel L2 %.2e", same);
+        CHECK(diff > 1e-4 && diff < 3e-2, "bf16-mode decoding on f32 weights vs fp32 mode: rel L2 %.2e, want the "
+              "weights' rounding (1e-4 .. 3e-2)", diff);
+        printf("decoding in bf16 mode (bf16 weight copies) vs fp32 mode, %d steps: rel L2 %.2e on bf16-valued "
+               "weights, %.2e on f32 weights\n", BF_STEPS, same, diff);
+    }
+    free(a); free(b); free(c); free(d);
 }
 
 int main(void) {
@@ -322,9 +373,12 @@ int main(void) {
     free(tok);
     smj_ctx_free(probe);
     cross_backend(ds_path);
-    kv_decoding();
+    kv_decoding(small_config(), "QK-norm (decode ops one by one)");
+    kv_decoding(flash_config(), "plain block (decode_block)");
     bf16_copies(ds_path, "head size 64 + GQA (flash)", flash_config());
     bf16_copies(ds_path, "QK-norm, head size 16", small_config());
-    decode_graphs();
+    decode_graphs(small_config(), "QK-norm (decode ops one by one)");
+    decode_graphs(flash_config(), "plain block (decode_block)");
+    decode_bf16_weights(flash_config());
     return check_summary("test_cuda_model");
 }

@@ -21,8 +21,11 @@
  * attention fwd k = 4, attention bwd k = 8 (dS is rounded to bf16 once
  * more); with tf32, k * 2^-10, same k. SMJ_CUDA_ATTN=fused checks the
  * fused fp32 attention kernels instead of the cuBLAS path (Tq >= 16).
- * The optional decode_attention: against the reference's definition and bit
- * for bit against this backend's rope_fwd + attention_fwd.
+ * The optional decode ops: decode_attention against the reference's
+ * definition and bit for bit against this backend's rope_fwd +
+ * attention_fwd; decode_block (f32 and bf16 weights, positions outside the
+ * cache, a second launch bit for bit) and decode_linear against the
+ * reference's definitions within 2e-5.
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
@@ -688,6 +691,125 @@ static void check_decode_attention(void) {
            check_failed == before ? "ok" : "FAILED", op_worst);
 }
 
+/* Weights for the decode ops: host f32 values w [n] (bf16: rounded to bf16
+ * in place, the host copy *h16 the bf16 bits), and the device copy. */
+static void *dec_weight(float *w, int64_t n, int bf, uint16_t **h16) {
+    *h16 = NULL;
+    if (!bf) return dup_d(w, n);
+    *h16 = malloc(sizeof(uint16_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        (*h16)[i] = smj_f32_to_bf16(w[i]);
+        w[i] = smj_bf16_to_f32((*h16)[i]);
+    }
+    void *d = be->alloc(sizeof(uint16_t) * (size_t)n);
+    be->upload(d, *h16, sizeof(uint16_t) * (size_t)n);
+    return d;
+}
+static void dec_weight_free(void *d, int bf) {
+    if (bf) be->free(d);
+    else dfree(d);
+}
+
+/* decode_block against the reference's definition (the ops one by one),
+ * f32 and bf16 weights; the same launch twice gives the same bits (the
+ * barrier and the per-head counters reset themselves); a position outside
+ * the cache changes nothing. */
+static void check_decode_block(void) {
+    static const int S[][8] = {/* C, NH, NKV, HS, H, cap, p, rope */
+                               {768, 12, 12, 64, 2048, 1024, 700, 1}, {64, 4, 2, 16, 96, 100, 0, 1},
+                               {40, 2, 1, 20, 70, 50, 49, 0},          {128, 2, 2, 128, 256, 300, 299, 1},
+                               {256, 1, 1, 256, 512, 40, 7, 1},         {512, 64, 8, 8, 128, 2000, 1999, 1},
+                               {30, 2, 2, 14, 50, 20, 10, 1},           {96, 6, 3, 16, 200, 4100, 4000, 1}};
+    cur_op = "decode_block";
+    op_worst = 0;
+    long before = check_failed;
+    for (size_t t = 0; t < sizeof S / sizeof S[0]; t++)
+        for (int bf = 0; bf < 2; bf++) {
+            int C = S[t][0], NH = S[t][1], NKV = S[t][2], HS = S[t][3], H = S[t][4], cap = S[t][5], p = S[t][6];
+            int rope = S[t][7];
+            snprintf(cur_shape, sizeof cur_shape, "C%d NH%d NKV%d HS%d H%d cap%d p%d%s %s", C, NH, NKV, HS, H, cap, p,
+                     rope ? "" : " no rope", bf ? "bf16" : "f32");
+            int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, nc = (int64_t)cap * KD;
+            int64_t n[7] = {QD * C, KD * C, KD * C, C * QD, (int64_t)H * C, (int64_t)H * C, (int64_t)C * H};
+            float *wh[7], *cs = NULL, *sn = NULL;
+            void *wd[7];
+            uint16_t *w16[7];
+            for (int i = 0; i < 7; i++) {
+                wh[i] = frand(n[i], 1.0f / sqrtf((float)(i == 3 ? QD : i == 6 ? H : C)));
+                wd[i] = dec_weight(wh[i], n[i], bf, &w16[i]);
+            }
+            float *n1 = frand(C, 0.5f), *n2 = frand(C, 0.5f);
+            for (int i = 0; i < C; i++) { n1[i] += 1; n2[i] += 1; }
+            if (rope) rope_tables(cap, HS, &cs, &sn);
+            float *x = frand(C, 1), *y = frand(C, 1), *kc = frand(nc, 1), *vc = frand(nc, 1);
+            float *y0 = fcopy(y, C), *kc0 = fcopy(kc, nc), *vc0 = fcopy(vc, nc);
+            float *Dx = dup_d(x, C), *Dy = dup_d(y, C), *Dkc = dup_d(kc, nc), *Dvc = dup_d(vc, nc);
+            float *Dn1 = dup_d(n1, C), *Dn2 = dup_d(n2, C);
+            float *Dcs = rope ? dup_d(cs, (int64_t)cap * (HS / 2)) : NULL, *Dsn = rope ? dup_d(sn, (int64_t)cap * (HS / 2)) : NULL;
+            int wt = bf ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
+            smj_block_weights Wd = {Dn1, Dn2, wd[0], wd[1], wd[2], wd[3], wd[4], wd[5], wd[6], wt};
+            smj_block_weights Wh = {n1, n2, bf ? (void *)w16[0] : wh[0], bf ? (void *)w16[1] : wh[1],
+                                    bf ? (void *)w16[2] : wh[2], bf ? (void *)w16[3] : wh[3],
+                                    bf ? (void *)w16[4] : wh[4], bf ? (void *)w16[5] : wh[5],
+                                    bf ? (void *)w16[6] : wh[6], wt};
+            float sc = 1.0f / sqrtf((float)HS), eps = 1e-5f;
+            int bad = cap, neg = -1;
+            int32_t *Dp = ids_d(&p, 1), *Dbad = ids_d(&bad, 1), *Dneg = ids_d(&neg, 1);
+            /* outside the cache: nothing happens */
+            int r1 = be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dbad, C, NH, NKV, HS, H, cap, eps, sc);
+            be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dneg, C, NH, NKV, HS, H, cap, eps, sc);
+            CHECK(r1 == 1, "cuda/decode_block %s: declined", cur_shape);
+            compare_d("y, position outside the cache", Dy, y0, C, 0);
+            compare_d("key cache, position outside the cache", Dkc, kc0, nc, 0);
+            compare_d("value cache, position outside the cache", Dvc, vc0, nc, 0);
+            be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dp, C, NH, NKV, HS, H, cap, eps, sc);
+            rf->decode_block(X1, y, x, &Wh, kc, vc, cs, sn, &p, C, NH, NKV, HS, H, cap, eps, sc);
+            float *y1 = get_h(Dy, C);
+            compare("y", y1, y, C, 2e-5);
+            compare_d("key cache", Dkc, kc, nc, 2e-5);
+            compare_d("value cache", Dvc, vc, nc, 2e-5);
+            be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dp, C, NH, NKV, HS, H, cap, eps, sc);
+            float *y2 = get_h(Dy, C);
+            CHECK(memcmp(y1, y2, sizeof(float) * (size_t)C) == 0, "cuda/decode_block %s: a second launch differs",
+                  cur_shape);
+            ffree(y1); ffree(y2);
+            for (int i = 0; i < 7; i++) { dec_weight_free(wd[i], bf); ffree(wh[i]); free(w16[i]); }
+            dfree(Dx); dfree(Dy); dfree(Dkc); dfree(Dvc); dfree(Dn1); dfree(Dn2); dfree(Dcs); dfree(Dsn);
+            be->free(Dp); be->free(Dbad); be->free(Dneg);
+            ffree(n1); ffree(n2); ffree(cs); ffree(sn); ffree(x); ffree(y); ffree(kc); ffree(vc);
+            ffree(y0); ffree(kc0); ffree(vc0);
+        }
+    printf("cuda %-14s %-6s worst normalized error %.3g\n", cur_op, check_failed == before ? "ok" : "FAILED", op_worst);
+}
+
+/* decode_linear against the reference: rmsnorm (or none) and the product,
+ * f32 and bf16 weights. */
+static void check_decode_linear(void) {
+    static const int S[][3] = {{32768, 768, 1}, {1000, 30, 1}, {5, 4096, 0}, {1, 7, 1}, {300, 64, 0}};
+    cur_op = "decode_linear";
+    op_worst = 0;
+    long before = check_failed;
+    for (size_t t = 0; t < sizeof S / sizeof S[0]; t++)
+        for (int bf = 0; bf < 2; bf++) {
+            int N = S[t][0], K = S[t][1], nrm = S[t][2];
+            snprintf(cur_shape, sizeof cur_shape, "N%d K%d%s %s", N, K, nrm ? " norm" : "", bf ? "bf16" : "f32");
+            float *w = frand((int64_t)N * K, 1.0f / sqrtf((float)K)), *x = frand(K, 1), *g = frand(K, 1);
+            float *out = frand(N, 0);
+            uint16_t *w16;
+            void *Dw = dec_weight(w, (int64_t)N * K, bf, &w16);
+            float *Dx = dup_d(x, K), *Dg = dup_d(g, K), *Do = dup_d(out, N);
+            int wt = bf ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
+            be->decode_linear(ex, Do, Dx, nrm ? Dg : NULL, Dw, wt, N, K, 1e-5f);
+            rf->decode_linear(X1, out, x, nrm ? g : NULL, bf ? (void *)w16 : w, wt, N, K, 1e-5f);
+            compare_d("out", Do, out, N, 2e-5);
+            dec_weight_free(Dw, bf);
+            free(w16);
+            dfree(Dx); dfree(Dg); dfree(Do);
+            ffree(w); ffree(x); ffree(g); ffree(out);
+        }
+    printf("cuda %-14s %-6s worst normalized error %.3g\n", cur_op, check_failed == before ? "ok" : "FAILED", op_worst);
+}
+
 typedef void (*op_case)(void);
 static const op_case CASES[] = {
 #define SMJ_OP_CASE(n) case_##n,
@@ -734,6 +856,10 @@ int main(void) {
     }
     check_decode_attention();
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_attention: device error: %s", smj_ctx_error(ctx));
+    check_decode_block();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_block: device error: %s", smj_ctx_error(ctx));
+    check_decode_linear();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_linear: device error: %s", smj_ctx_error(ctx));
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */

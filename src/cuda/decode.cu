@@ -1,0 +1,491 @@
+/* decode.cu — one token at a time (batch-1 decoding): decode_block, a whole
+ * Llama block in one launch, and decode_linear, the final norm + LM head.
+ *
+ * Why: a decoding step of a 110M model streams ~440 MB of f32 weights
+ * (220 MB as bf16), ~0.1 ms on an H200, but as ~15 kernels per block each
+ * one is too small to fill the GPU and the step was launch- and
+ * latency-bound (0.78 ms). Here one persistent kernel per block (a block
+ * of 512 threads per SM) runs five phases, separated by grid-wide barriers:
+ *
+ *   A  n1 = rmsnorm(x) (every block, into shared memory); rows of Wq, Wk,
+ *      Wv, a warp per row (a warp per rotation pair (i, i + HS/2) of q and
+ *      k, rotated at once); k, v go straight to cache row p, q to scratch.
+ *   B  attention: a block per (head, 1/ns of the keys 0..p); its warps take
+ *      keys in turn (k and v rows loaded together), their (max, sum,
+ *      unnormalized output) are merged in shared memory and written out;
+ *      the block that finishes a head last (a per-head counter) merges the
+ *      head's ns results into att [NH*HS].
+ *   C  r = x + Wo att, a warp per row.
+ *   D  n2 = rmsnorm(r) (every block); h = silu(Wgate n2) * (Wup n2), a warp
+ *      per row pair.
+ *   E  y = r + Wdown h, a warp per row.
+ *
+ * At the start every block asks L2 for its share of all the block's
+ * weights and the cache rows (prefetch), so later phases find them there.
+ * A warp's product streams its weight row with 16-byte loads (4 f32 or 8
+ * bf16 values), several issued before any is used; the vector it multiplies
+ * sits in shared memory. Data made inside the launch (q, the new cache row,
+ * the head results, att, r, h) is read through L2 (ld.global.cg): L1 is not
+ * coherent across SMs. The barrier is a counter that wraps itself (atomicInc)
+ * and a generation word, in memory the backend keeps for its lifetime
+ * (smj_cuda.dec_sync, with the per-head counters, which the merging block
+ * resets); the kernel is launched cooperatively (all blocks resident), also
+ * inside a recorded graph. Summation orders differ from the ops one by one,
+ * so results agree with them to rounding (tests/cuda/test_cuda_ops.c
+ * checks both weight types against the reference's definition).
+ */
+#include "cuda_common.cuh"
+
+#define DB_THREADS 512
+#define DB_WARPS (DB_THREADS / 32)
+#define DB_U 8 /* 16-byte loads in flight per lane and row */
+#define DB_MAXSPLIT 128 /* blocks a head's keys are split over, at most */
+
+struct DecArgs {
+    float *y;
+    const float *x, *n1w, *n2w;
+    const void *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+    float *kc, *vc;
+    const float *cs, *sn;
+    const int32_t *pos;
+    float *q, *part, *att, *r, *h; /* scratch: [QD], [NH, nsplit, HS+2], [QD], [C], [H] */
+    unsigned *bar, *cnt;           /* barrier [2], per-head counters [NH] */
+    int C, NH, NKV, HS, H, cap, nsplit, vec, wbytes; /* wbytes: 4 (f32) or 2 (bf16) */
+    float eps, scale;
+};
+
+/* ------------------------------------------------------------ pieces */
+
+static __device__ __forceinline__ float bf_lo(unsigned u) { return __uint_as_float(u << 16); }
+static __device__ __forceinline__ float bf_hi(unsigned u) { return __uint_as_float(u & 0xffff0000u); }
+
+/* a[0..P) · the P weights in the 16-byte piece w (P = 4 f32 or 8 bf16) */
+static __device__ __forceinline__ float piece_dot(const float *a, uint4 w, float) {
+    float4 x = *(const float4 *)a;
+    return x.x * __uint_as_float(w.x) + x.y * __uint_as_float(w.y) + x.z * __uint_as_float(w.z) +
+           x.w * __uint_as_float(w.w);
+}
+static __device__ __forceinline__ float piece_dot(const float *a, uint4 w, __nv_bfloat16) {
+    float4 x0 = *(const float4 *)a, x1 = *(const float4 *)(a + 4);
+    return x0.x * bf_lo(w.x) + x0.y * bf_hi(w.x) + x0.z * bf_lo(w.y) + x0.w * bf_hi(w.y) + x1.x * bf_lo(w.z) +
+           x1.y * bf_hi(w.z) + x1.z * bf_lo(w.w) + x1.w * bf_hi(w.w);
+}
+static __device__ __forceinline__ float wval(const float *w, int64_t k) { return __ldg(w + k); }
+static __device__ __forceinline__ float wval(const __nv_bfloat16 *w, int64_t k) {
+    return __bfloat162float(w[k]);
+}
+
+/* s[i] = a[0..K) · row w[i] (R = 1 or 2 rows), by one warp; every lane gets
+ * the sums. a in shared memory (16-byte aligned); vec: rows 16-byte aligned
+ * and K a multiple of the piece, else one value at a time. */
+template <typename WT, int R>
+static __device__ __forceinline__ void warp_dot(const float *a, const WT *w0, const WT *w1, int K, int vec,
+                                                float *s) {
+    constexpr int P = 16 / sizeof(WT), U = DB_U / R;
+    int lane = threadIdx.x & 31;
+    float acc[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i] = 0;
+    if (vec) {
+        int np = K / P;
+        const uint4 *p0 = (const uint4 *)w0, *p1 = (const uint4 *)w1;
+        for (int i0 = lane; i0 < np; i0 += 32 * U) {
+            uint4 b[R][U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int i = i0 + 32 * u;
+                if (i < np) {
+                    b[0][u] = __ldg(p0 + i);
+                    if (R == 2) b[R - 1][u] = __ldg(p1 + i);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int i = i0 + 32 * u;
+                if (i < np) {
+                    acc[0] += piece_dot(a + i * P, b[0][u], WT());
+                    if (R == 2) acc[R - 1] += piece_dot(a + i * P, b[R - 1][u], WT());
+                }
+            }
+        }
+    } else {
+        for (int k = lane; k < K; k += 32) {
+            acc[0] += a[k] * wval(w0, k);
+            if (R == 2) acc[R - 1] += a[k] * wval(w1, k);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++) s[i] = warp_sum(acc[i]);
+}
+
+/* Every block: s[0..C) = rmsnorm(x) · w as rmsnorm_fwd computes it, x read
+ * through L2 (it may have been written in this launch). */
+static __device__ void norm_rows(float *s, const float *x, const float *w, int C, float eps, float *red) {
+    float ss = 0;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float v = __ldcg(x + i);
+        s[i] = v;
+        ss += v * v;
+    }
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    ss = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) ss += red[i];
+    float rs = 1.0f / sqrtf(ss / (float)C + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (s[i] * rs) * __ldg(w + i);
+    __syncthreads();
+}
+
+/* Every block: s[0..n) = v[0..n) (made in this launch: read through L2). */
+static __device__ void load_vec(float *s, const float *v, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s[i] = __ldcg(v + i);
+    __syncthreads();
+}
+
+/* All blocks of the grid wait here until every one has arrived; what each
+ * wrote before is visible to all after. bar[0] counts arrivals and wraps to
+ * 0 at the last one (atomicInc), which then advances the generation bar[1]
+ * that the others wait on. */
+static __device__ __forceinline__ void grid_sync(unsigned *bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned *gen = bar + 1;
+        unsigned g = *gen;
+        __threadfence();
+        if (atomicInc(bar, gridDim.x - 1) == gridDim.x - 1) {
+            atomicAdd(bar + 1, 1u);
+        } else {
+            while (*gen == g) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+/* Merges n (<= DB_MAXSPLIT) partial softmax results in[i] = (max, sum,
+ * unnormalized out [HS]) (stride HS + 2, shared memory) by the block: warp
+ * 0 finds the max, the weights exp(max_i - max) (into wsm [n + 2]) and the
+ * sum, then the threads over dims. fin = 0 writes the merged (max, sum,
+ * out) to dst [HS + 2]; fin = 1 the normalized output to dst [HS]. */
+static __device__ void merge_parts(float *dst, const float *in, int n, int HS, int fin, float *wsm) {
+    if (threadIdx.x < 32) {
+        int lane = threadIdx.x;
+        float M = -INFINITY, L = 0;
+        for (int i = lane; i < n; i += 32) M = fmaxf(M, in[i * (HS + 2)]);
+        M = warp_max(M);
+        for (int i = lane; i < n; i += 32) {
+            float w = M == -INFINITY ? 0.0f : expf(in[i * (HS + 2)] - M);
+            wsm[i] = w;
+            L += in[i * (HS + 2) + 1] * w;
+        }
+        L = warp_sum(L);
+        if (lane == 0) { wsm[n] = M; wsm[n + 1] = L; }
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < HS; d += blockDim.x) {
+        float acc = 0;
+        for (int i = 0; i < n; i++) acc += in[i * (HS + 2) + 2 + d] * wsm[i];
+        if (fin) dst[d] = acc / wsm[n + 1];
+        else dst[2 + d] = acc;
+    }
+    if (!fin && threadIdx.x == 0) { dst[0] = wsm[n]; dst[1] = wsm[n + 1]; }
+}
+
+/* L2 prefetch of bytes [0, nb) of p by the whole grid: the weights of the
+ * phases to come stream from memory while the block waits at barriers. */
+static __device__ __forceinline__ void prefetch_l2(const void *p, int64_t nb) {
+    int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t o = t * 128; o < nb; o += st * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + o));
+}
+
+static __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+/* ------------------------------------------------------------ decode_block */
+
+template <typename WT, int NC>
+__global__ void __launch_bounds__(DB_THREADS, 1) k_decode_block(DecArgs a) {
+    extern __shared__ float4 smem4[];
+    float *sm = (float *)smem4;
+    __shared__ float red[DB_WARPS], wsm[DB_MAXSPLIT + 2];
+    int p = *a.pos;
+    if (p < 0 || p >= a.cap) return; /* every block alike, before any barrier */
+    int lane = threadIdx.x & 31, gw = blockIdx.x * DB_WARPS + (threadIdx.x >> 5), nw = gridDim.x * DB_WARPS;
+    int C = a.C, HS = a.HS, h2 = HS / 2;
+    int64_t QD = (int64_t)a.NH * HS, KD = (int64_t)a.NKV * HS;
+    const WT *wq = (const WT *)a.wq, *wk = (const WT *)a.wk, *wv = (const WT *)a.wv;
+    float *krow = a.kc + (int64_t)p * KD, *vrow = a.vc + (int64_t)p * KD;
+    {
+        int64_t es = a.wbytes, CQ = C * QD, CH = (int64_t)C * a.H;
+        prefetch_l2(a.wq, QD * C * es);
+        prefetch_l2(a.wk, KD * C * es);
+        prefetch_l2(a.wv, KD * C * es);
+        prefetch_l2(a.kc, (int64_t)p * KD * 4);
+        prefetch_l2(a.vc, (int64_t)p * KD * 4);
+        prefetch_l2(a.wo, CQ * es);
+        prefetch_l2(a.wg, CH * es);
+        prefetch_l2(a.wu, CH * es);
+        prefetch_l2(a.wd, CH * es);
+    }
+
+    /* A: q, k (rotated in pairs when there are tables), v */
+    norm_rows(sm, a.x, a.n1w, C, a.eps, red);
+    {
+        int rope = a.cs != NULL;
+        int nq = rope ? a.NH * h2 : (int)QD, nk = rope ? a.NKV * h2 : (int)KD, nu = nq + nk + (int)KD;
+        for (int u = gw; u < nu; u += nw) {
+            float s[2];
+            if (u < nq + nk) {
+                int isk = u >= nq, j = isk ? u - nq : u;
+                const WT *W = isk ? wk : wq;
+                float *dst = isk ? krow : a.q;
+                if (rope) {
+                    int64_t r0 = (int64_t)(j / h2) * HS + j % h2, tp = (int64_t)p * h2 + j % h2;
+                    warp_dot<WT, 2>(sm, W + r0 * C, W + (r0 + h2) * C, C, a.vec, s);
+                    if (lane == 0) {
+                        float o0, o1;
+                        rope_rot(s[0], s[1], a.cs[tp], a.sn[tp], o0, o1);
+                        dst[r0] = o0;
+                        dst[r0 + h2] = o1;
+                    }
+                } else {
+                    warp_dot<WT, 1>(sm, W + (int64_t)j * C, NULL, C, a.vec, s);
+                    if (lane == 0) dst[j] = s[0];
+                }
+            } else {
+                int j = u - nq - nk;
+                warp_dot<WT, 1>(sm, wv + (int64_t)j * C, NULL, C, a.vec, s);
+                if (lane == 0) vrow[j] = s[0];
+            }
+        }
+    }
+    grid_sync(a.bar);
+
+    /* B: attention over cache rows 0..p: block u takes head u / ns, its
+     * keys split ns ways; in the block warp w takes keys w, w + 16, ...
+     * (their k and v rows loaded together) and the warps' (max, sum, output)
+     * are merged in shared memory, then across the head's blocks by the
+     * block that finishes last. */
+    {
+        int ns = a.nsplit, G = a.NH / a.NKV, wi = threadIdx.x >> 5;
+        int len = (p + ns) / ns; /* keys per block: ceil((p + 1) / ns) */
+        for (int u = blockIdx.x; u < a.NH * ns; u += gridDim.x) {
+            int hh = u / ns, si = u % ns, j0 = si * len, j1 = j0 + len < p + 1 ? j0 + len : p + 1;
+            const float *kb = a.kc + (int64_t)(hh / G) * HS, *vb = a.vc + (int64_t)(hh / G) * HS;
+            float qv[NC], o[NC], m = -INFINITY, l = 0;
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                int d = lane + 32 * c;
+                qv[c] = d < HS ? __ldcg(a.q + (int64_t)hh * HS + d) * a.scale : 0;
+                o[c] = 0;
+            }
+            constexpr int KG = NC == 1 ? 8 : 16 / NC; /* keys loaded together (registers) */
+            for (int j = j0 + wi; j < j1; j += KG * DB_WARPS) {
+                float kv[KG][NC], vv[KG][NC], sc[KG], mx = m;
+#pragma unroll
+                for (int t = 0; t < KG; t++) {
+                    int jj = j + t * DB_WARPS;
+#pragma unroll
+                    for (int c = 0; c < NC; c++) {
+                        int d = lane + 32 * c;
+                        int in = jj < j1 && d < HS;
+                        kv[t][c] = in ? __ldcg(kb + (int64_t)jj * KD + d) : 0;
+                        vv[t][c] = in ? __ldcg(vb + (int64_t)jj * KD + d) : 0;
+                    }
+                }
+#pragma unroll
+                for (int t = 0; t < KG; t++) {
+                    float acc = 0;
+#pragma unroll
+                    for (int c = 0; c < NC; c++) acc += qv[c] * kv[t][c];
+                    acc = warp_sum(acc);
+                    sc[t] = j + t * DB_WARPS < j1 ? acc : -INFINITY;
+                    mx = fmaxf(mx, sc[t]);
+                }
+                float corr = expf(m - mx);
+                l *= corr;
+#pragma unroll
+                for (int c = 0; c < NC; c++) o[c] *= corr;
+#pragma unroll
+                for (int t = 0; t < KG; t++) {
+                    float pt = expf(sc[t] - mx); /* 0 past the keys */
+                    l += pt;
+#pragma unroll
+                    for (int c = 0; c < NC; c++) o[c] += pt * vv[t][c];
+                }
+                m = mx;
+            }
+            /* the block's warps -> one (m, l, o) */
+            float *ws = sm + wi * (HS + 2);
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                int d = lane + 32 * c;
+                if (d < HS) ws[2 + d] = o[c];
+            }
+            if (lane == 0) { ws[0] = m; ws[1] = l; }
+            __syncthreads();
+            float *pr = a.part + ((int64_t)hh * ns + si) * (HS + 2);
+            merge_parts(pr, sm, DB_WARPS, HS, 0, wsm);
+            __syncthreads(); /* sm reused by the next unit */
+            __shared__ unsigned last;
+            if (threadIdx.x == 0) {
+                __threadfence();
+                last = atomicAdd(a.cnt + hh, 1u) == (unsigned)ns - 1;
+            }
+            __syncthreads();
+            if (last) { /* the head's other blocks are done: merge theirs */
+                __threadfence();
+                const float *ph = a.part + (int64_t)hh * ns * (HS + 2);
+                for (int i = threadIdx.x; i < ns * (HS + 2); i += blockDim.x) sm[i] = __ldcg(ph + i);
+                __syncthreads();
+                merge_parts(a.att + (int64_t)hh * HS, sm, ns, HS, 1, wsm);
+                if (threadIdx.x == 0) a.cnt[hh] = 0; /* ready for the next launch */
+            }
+            __syncthreads();
+        }
+    }
+    grid_sync(a.bar);
+
+    /* C: r = x + Wo att */
+    load_vec(sm, a.att, (int)QD);
+    for (int row = gw; row < C; row += nw) {
+        float s[1];
+        warp_dot<WT, 1>(sm, (const WT *)a.wo + (int64_t)row * QD, NULL, (int)QD, a.vec, s);
+        if (lane == 0) a.r[row] = __ldg(a.x + row) + s[0];
+    }
+    grid_sync(a.bar);
+
+    /* D: h = silu(Wgate n2) * (Wup n2) */
+    norm_rows(sm, a.r, a.n2w, C, a.eps, red);
+    for (int j = gw; j < a.H; j += nw) {
+        float s[2];
+        warp_dot<WT, 2>(sm, (const WT *)a.wg + (int64_t)j * C, (const WT *)a.wu + (int64_t)j * C, C, a.vec, s);
+        if (lane == 0) a.h[j] = silu(s[0]) * s[1];
+    }
+    grid_sync(a.bar);
+
+    /* E: y = r + Wdown h */
+    load_vec(sm, a.h, a.H);
+    for (int row = gw; row < C; row += nw) {
+        float s[1];
+        warp_dot<WT, 1>(sm, (const WT *)a.wd + (int64_t)row * a.H, NULL, a.H, a.vec, s);
+        if (lane == 0) a.y[row] = __ldcg(a.r + row) + s[0];
+    }
+}
+
+static int al16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
+template <typename WT, int NC>
+static int launch_block(smj_cuda *c, DecArgs &a, size_t smem) {
+    void (*fn)(DecArgs) = k_decode_block<WT, NC>;
+    if (!smem_ok(c, (const void *)fn, smem)) return 0;
+    int per_sm = 0;
+    if (!CK(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, DB_THREADS, smem)) || per_sm < 1) return 0;
+    /* a head's keys split over this many blocks */
+    int ns = c->n_sm / a.NH;
+    if (ns > DB_MAXSPLIT) ns = DB_MAXSPLIT;
+    if ((size_t)ns * (a.HS + 2) * sizeof(float) > smem) ns = (int)(smem / sizeof(float) / (a.HS + 2));
+    a.nsplit = ns > 1 ? ns : 1;
+    int64_t QD = (int64_t)a.NH * a.HS;
+    size_t nf = (size_t)QD + (size_t)a.NH * a.nsplit * (a.HS + 2) + (size_t)QD + a.C + a.H + 64;
+    float *s = (float *)scratch(c, sizeof(float) * nf);
+    if (!s) return 0;
+    a.q = s;
+    a.part = a.q + QD;
+    a.att = a.part + (int64_t)a.NH * a.nsplit * (a.HS + 2);
+    a.r = a.att + QD;
+    a.h = a.r + a.C;
+    a.bar = c->dec_sync;
+    a.cnt = c->dec_sync + 2;
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeCooperative; /* all blocks resident: the barrier needs it */
+    at[0].val.cooperative = 1;
+    cfg.gridDim = dim3((unsigned)c->n_sm);
+    cfg.blockDim = dim3(DB_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = c->stream;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    CK(c, cudaLaunchKernelEx(&cfg, fn, a));
+    LAUNCHED(c);
+    return 1;
+}
+
+int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc, float *vc,
+                    const float *cs, const float *sn, const int32_t *pos, int C, int NH, int NKV, int HS, int H,
+                    int cap, float eps, float scale) {
+    OP_BEGIN("decode_block");
+    int bf = w->wtype == SMJ_WTYPE_BF16;
+    int64_t QD = (int64_t)NH * HS, big = QD > C ? QD : C;
+    if (H > big) big = H;
+    if (DB_WARPS * (HS + 2) > big) big = DB_WARPS * (HS + 2); /* phase B's per-warp results */
+    size_t smem = sizeof(float) * (size_t)((big + 3) / 4 * 4);
+    /* what the kernel does not take: the ops one by one run it */
+    if ((!bf && w->wtype != SMJ_WTYPE_F32) || HS < 2 || HS > 256 || NKV < 1 || NH % NKV || NH > SMJ_CUDA_DEC_HEADS ||
+        (cs && HS % 2) || cap < 1 || smem > c->smem_optin || !c->dec_sync) {
+        op_end(c);
+        return 0;
+    }
+    int P = bf ? 8 : 4;
+    const void *ws[] = {w->wq, w->wk, w->wv, w->wo, w->wgate, w->wup, w->wdown};
+    int vec = C % P == 0 && QD % P == 0 && H % P == 0;
+    for (int i = 0; i < 7; i++) vec = vec && al16(ws[i]);
+    DecArgs a = {y, x, w->attn_norm, w->ffn_norm, w->wq, w->wk, w->wv, w->wo, w->wgate, w->wup, w->wdown, kc, vc,
+                 cs, sn, pos, NULL, NULL, NULL, NULL, NULL, NULL, NULL, C, NH, NKV, HS, H, cap, 0, vec,
+                 bf ? 2 : 4, eps, scale};
+    int ok;
+#define F(NC) ok = bf ? launch_block<__nv_bfloat16, NC>(c, a, smem) : launch_block<float, NC>(c, a, smem)
+    NC_DISPATCH(HS, F);
+#undef F
+    op_end(c);
+    return ok;
+}
+
+/* ------------------------------------------------------------ decode_linear */
+
+/* out[N] = W[N,K] · n: every block makes n (the norm of x, or x) in shared
+ * memory, then a warp per row. */
+template <typename WT>
+__global__ void __launch_bounds__(256) k_decode_linear(float *out, const float *x, const float *norm, const WT *W,
+                                                       int64_t N, int K, float eps, int vec) {
+    extern __shared__ float4 smem4[];
+    float *sm = (float *)smem4;
+    __shared__ float red[8];
+    if (norm) {
+        norm_rows(sm, x, norm, K, eps, red);
+    } else {
+        load_vec(sm, x, K);
+    }
+    int64_t nw = (int64_t)gridDim.x * 8;
+    for (int64_t row = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5); row < N; row += nw) {
+        float s[1];
+        warp_dot<WT, 1>(sm, W + row * K, NULL, K, vec, s);
+        if ((threadIdx.x & 31) == 0) out[row] = s[0];
+    }
+}
+
+void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, int wtype,
+                      int64_t N, int K, float eps) {
+    OP_BEGIN("decode_linear");
+    if (N <= 0 || K <= 0) { op_end(c); return; }
+    if (wtype != SMJ_WTYPE_F32 && wtype != SMJ_WTYPE_BF16) {
+        record(c, SMJ_ERR_UNSUPPORTED, "decode_linear: weight type %d (want f32 or bf16)", wtype);
+        return;
+    }
+    cast_written(c, out, N);
+    size_t smem = sizeof(float) * (size_t)((K + 3) / 4 * 4);
+    int vec = K % (wtype == SMJ_WTYPE_BF16 ? 8 : 4) == 0 && al16(W);
+    unsigned grid = blocks_for(N, 8, 4 * (int64_t)c->n_sm);
+    if (wtype == SMJ_WTYPE_BF16) {
+        if (!smem_ok(c, (const void *)k_decode_linear<__nv_bfloat16>, smem)) return;
+        k_decode_linear<__nv_bfloat16><<<grid, 256, smem, c->stream>>>(out, x, norm, (const __nv_bfloat16 *)W, N, K,
+                                                                        eps, vec);
+    } else {
+        if (!smem_ok(c, (const void *)k_decode_linear<float>, smem)) return;
+        k_decode_linear<float><<<grid, 256, smem, c->stream>>>(out, x, norm, (const float *)W, N, K, eps, vec);
+    }
+    LAUNCHED(c);
+    op_end(c);
+}
