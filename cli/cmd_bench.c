@@ -12,8 +12,9 @@
  *            (median), giving forward tok/s;
  *   prompt   a fresh session fed T tokens at once (prompt processing, the
  *            logits of the last token only; llama-bench's pp), median;
- *   decode   a session fed one token at a time for --decode-tokens tokens
- *            with greedy sampling, giving decode tok/s.
+ *   decode   a session fed one token, then --decode-tokens - 1 more by
+ *            greedy decoding (smj_session_greedy: on a GPU the steps follow
+ *            each other on the device), giving decode tok/s.
  * A model that keeps quantized weights (a .gguf in f16/q8_0/q4_0) cannot
  * train: its training row is refused with a message and reported as null.
  * It also reports the training memory estimate (for --fused-ce,
@@ -117,7 +118,6 @@ int cmd_bench(int argc, char **argv) {
     smj_session *sess = NULL;
     int32_t *in = NULL, *tg = NULL;
     double *times = NULL;
-    float *scratch = NULL;
     char ds_path[4096] = "";
     smj_model_config cfg;
     char why[512] = ""; /* why training is refused (quantized weights) */
@@ -175,8 +175,7 @@ int cmd_bench(int argc, char **argv) {
     times = malloc((size_t)steps * sizeof *times);
     in = malloc((size_t)B * T * sizeof *in);
     tg = malloc((size_t)B * T * sizeof *tg);
-    scratch = malloc((size_t)vocab * sizeof *scratch);
-    if (!times || !in || !tg || !scratch) {
+    if (!times || !in || !tg) {
         rc = cli_error(c.name, "out of memory");
         goto done;
     }
@@ -260,19 +259,20 @@ int cmd_bench(int argc, char **argv) {
             rc = cli_lib_error(c.name, ctx, s, "cannot create a session");
             goto done;
         }
-        smj_sampler_options so;
-        smj_sampler_defaults(&so);
-        so.temperature = 0;
-        uint64_t rng = 1;
-        int32_t id = in[0];
-        const float *logits = NULL;
+        int32_t *gen = malloc(sizeof(int32_t) * (size_t)len);
+        if (!gen) {
+            rc = cli_error(c.name, "out of memory");
+            goto done;
+        }
         double t0 = cli_now();
-        for (int i = 0; i < len; i++) {
-            if ((s = smj_session_feed(sess, &id, 1, &logits)) != SMJ_OK) {
-                rc = cli_lib_error(c.name, ctx, s, "decoding failed");
-                goto done;
-            }
-            id = smj_sample(logits, vocab, &so, NULL, 0, &rng, scratch);
+        /* the first token, then greedy steps (on a GPU they follow each
+         * other on the device) */
+        s = smj_session_feed(sess, in, 1, NULL);
+        if (s == SMJ_OK && len > 1) s = smj_session_greedy(sess, len - 1, gen, NULL);
+        free(gen);
+        if (s != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "decoding failed");
+            goto done;
         }
         double dt = cli_now() - t0;
         decode_tok_s = dt > 0 ? (double)len / dt : 0;
@@ -344,7 +344,6 @@ int cmd_bench(int argc, char **argv) {
 done:
     if (ds_path[0]) unlink(ds_path);
     smj_session_free(sess);
-    free(scratch);
     free(tg);
     free(in);
     free(times);

@@ -348,6 +348,14 @@ int smj_session_length(const smj_session *s);
  * appending to the cache. *logits (may be NULL) gets the [V] logits after the
  * last token, valid until the next call. */
 smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const float **logits);
+/* Greedy decoding of n tokens after what was fed: out[i] = the argmax of the
+ * logits so far (smj_sample at temperature 0, no repetition penalty), fed
+ * back; *logits (may be NULL) gets the logits after out[n-1]. The same
+ * tokens and logits as that loop of smj_session_feed + smj_sample; on a
+ * backend with the decode ops (CUDA) the steps follow each other on the
+ * device, with no copy to or from the host until the end. SMJ_ERR_INVALID
+ * before anything was fed or when n tokens do not fit. */
+smj_status smj_session_greedy(smj_session *s, int n, int32_t *out, const float **logits);
 /* Samples one id from logits [V]; history (may be NULL) feeds the repetition
  * penalty. rng_state is the caller's (seed it with opts->seed). */
 int32_t smj_sample(const float *logits, int V, const smj_sampler_options *opts,

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../src/core/core.h"
+#include "../src/ops/ops.h"
 #include "util/check.h"
 #include "util/decode.h"
 #include "../src/hf/safetensors.h"
@@ -365,6 +366,7 @@ static void sessions(smj_ctx *ctx) {
     smj_model *m = NULL;
     CHECK_OK(ctx, smj_model_create(ctx, &c, 21, &m));
     check_kv_cache(ctx, m, 150, "llama");
+    check_greedy(ctx, m, "llama on cpu (feed loop)");
     smj_model_free(m);
     /* the ref backend has decode_attention: its one-token steps take the
      * position-as-data path (smj_block_decode) */
@@ -377,9 +379,29 @@ static void sessions(smj_ctx *ctx) {
     /* a plain block (no QK-norm) takes the reference's decode_block */
     c.qk_norm = 0;
     m = NULL;
-    CHECK_OK(ref, smj_model_create(ref, &c, 22, &m));
+    CHECK_OK(ref, smj_model_create(ref, &c, 24, &m));
     if (m) check_kv_cache(ref, m, 90, "llama on ref (decode_block steps)");
+    if (m) check_greedy(ref, m, "llama on ref (decode_argmax steps)");
     smj_model_free(m);
+    /* decode_argmax is smj_sample's greedy scan: ties, NaN, -inf */
+    {
+        static const float L[][5] = {{1, 3, 3, 2, 0},   {NAN, 5, 6, 1, 2}, {1, NAN, 2, NAN, 2},
+                                     {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY},
+                                     {-1, INFINITY, NAN, INFINITY, 0}, {0, 0, 0, 0, 0}};
+        smj_sampler_options so;
+        smj_sampler_defaults(&so);
+        so.temperature = 0;
+        uint64_t rng = 1;
+        float scratch[5];
+        int ok = 1;
+        for (int i = 0; i < 6; i++) {
+            int32_t next = -1, hist[4] = {-1, -1, -1, -1}, pos = 1;
+            smj_backend_ref.decode_argmax(NULL, &next, hist, &pos, L[i], 5);
+            int32_t want = smj_sample(L[i], 5, &so, NULL, 0, &rng, scratch);
+            ok &= next == want && hist[2] == want && pos == 2 && hist[0] == -1 && hist[1] == -1 && hist[3] == -1;
+        }
+        CHECK(ok, "ref decode_argmax differs from smj_sample's greedy choice");
+    }
     smj_ctx_free(ref);
     decode_bf16_weights(&c);
 }

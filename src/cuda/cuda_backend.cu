@@ -1445,4 +1445,5 @@ extern "C" const smj_backend smj_backend_cuda = {
     .decode_attention = cu_decode_attention,
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,
+    .decode_argmax = cu_decode_argmax,
 };

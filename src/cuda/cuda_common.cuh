@@ -164,8 +164,8 @@ static __device__ __forceinline__ void rope_rot(float a, float b, float co, floa
     o1 = __fadd_rn(__fmul_rn(b, co), __fmul_rn(a, si));
 }
 
-/* The optional decode ops: decode_attention (attention.cu), decode_block
- * and decode_linear (decode.cu). */
+/* The optional decode ops: decode_attention (attention.cu), decode_block,
+ * decode_linear and decode_argmax (decode.cu). */
 void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, const float *v, float *kc, float *vc,
                          const float *cs, const float *sn, const int32_t *pos, int NH, int NKV, int HS, int cap,
                          float scale);
@@ -174,6 +174,7 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
                     int cap, float eps, float scale);
 void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, int wtype,
                       int64_t N, int K, float eps);
+void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V);
 
 /* F(NC) with NC = values per lane when a warp's lanes cover a head of HS
  * (<= 256) dims, d = lane + 32 c. */

@@ -1,5 +1,6 @@
 /* decode.cu — one token at a time (batch-1 decoding): decode_block, a whole
- * Llama block in one launch, and decode_linear, the final norm + LM head.
+ * Llama block in one launch, decode_linear, the final norm + LM head, and
+ * decode_argmax, a greedy step's choice and bookkeeping on the device.
  *
  * Why: a decoding step of a 110M model streams ~440 MB of f32 weights
  * (220 MB as bf16), ~0.1 ms on an H200, but as ~15 kernels per block each
@@ -486,6 +487,45 @@ void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const floa
         if (!smem_ok(c, (const void *)k_decode_linear<float>, smem)) return;
         k_decode_linear<float><<<grid, 256, smem, c->stream>>>(out, x, norm, (const float *)W, N, K, eps, vec);
     }
+    LAUNCHED(c);
+    op_end(c);
+}
+
+/* ------------------------------------------------------------ decode_argmax */
+
+/* (value, index) candidates of the argmax: index INT32_MAX = none yet (NaNs
+ * never become one); a larger value wins, then the smaller index. */
+static __device__ __forceinline__ void arg_better(float &v, int &i, float v2, int i2) {
+    if (i2 != INT32_MAX && (i == INT32_MAX || v2 > v || (v2 == v && i2 < i))) { v = v2; i = i2; }
+}
+
+/* One block: smj_sample's greedy scan (the first of the largest; NaN never
+ * larger; logits[0] NaN gives 0), then the step's bookkeeping. */
+__global__ void __launch_bounds__(1024) k_decode_argmax(int32_t *next, int32_t *hist, int32_t *pos, const float *l,
+                                                        int V) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    float v = -INFINITY;
+    int i = INT32_MAX;
+    for (int k = threadIdx.x; k < V; k += blockDim.x) {
+        float x = l[k];
+        if (x == x) arg_better(v, i, x, k); /* k increases: ties keep the first */
+    }
+    for (int o = 16; o > 0; o >>= 1) arg_better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    if ((threadIdx.x & 31) == 0) { sv[threadIdx.x >> 5] = v; si[threadIdx.x >> 5] = i; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) arg_better(v, i, sv[w], si[w]);
+        int id = l[0] != l[0] || i == INT32_MAX ? 0 : i, p = *pos;
+        next[0] = id;
+        hist[p + 1] = id;
+        *pos = p + 1;
+    }
+}
+
+void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V) {
+    OP_BEGIN("decode_argmax");
+    k_decode_argmax<<<1, 1024, 0, c->stream>>>(next, hist, pos, logits, V);
     LAUNCHED(c);
     op_end(c);
 }

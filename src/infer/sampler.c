@@ -8,7 +8,7 @@
  */
 #include <math.h>
 #include <string.h>
-#include "../core/core.h"
+#include "../model/model.h"
 
 void smj_sampler_defaults(smj_sampler_options *o) {
     o->temperature = 0.8f;
@@ -26,6 +26,12 @@ static int by_prob_desc(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+int32_t smj_argmax(const float *l, int V) {
+    int32_t best = 0;
+    for (int i = 1; i < V; i++) if (l[i] > l[best]) best = i;
+    return best;
+}
+
 int32_t smj_sample(const float *logits, int V, const smj_sampler_options *o, const int32_t *history,
                    int n_history, uint64_t *rng_state, float *scratch) {
     float *l = scratch;
@@ -40,8 +46,7 @@ int32_t smj_sample(const float *logits, int V, const smj_sampler_options *o, con
         }
         free(seen);
     }
-    int32_t best = 0;
-    for (int i = 1; i < V; i++) if (l[i] > l[best]) best = i;
+    int32_t best = smj_argmax(l, V);
     if (o->temperature <= 0.0f) return best;
     cand *c = malloc(sizeof(cand) * (size_t)V);
     if (!c) return best;

@@ -21,7 +21,10 @@
  * decode_block the step reads bf16 copies of the weights (w16, made by
  * bf16_pack when the session is created or reset: a session decodes with
  * the weights as they were then, as its cache holds keys and values made by
- * them), half the bytes a token must stream.
+ * them), half the bytes a token must stream. smj_session_greedy chains
+ * steps on the device: each step ends with decode_argmax, which writes the
+ * next input token and position where the next step reads them, so no
+ * upload or download separates the steps.
  */
 #include <math.h>
 #include <string.h>
@@ -50,6 +53,7 @@ struct smj_session {
     int graph_failed;   /* recording failed once: no more tries */
     void *graph;        /* the recorded step (graph hooks) */
     uint16_t *w16;      /* bf16 mode with decode_block: bf16 copies of params [n_params] */
+    int32_t *hist;      /* [max_len + 1] on the backend: decode_argmax's choices by position */
 };
 
 smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
@@ -71,8 +75,8 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
                        R * c->n_heads, R * C, R * C, R, 3 * R * H, R * C, R * C, R * C, C, 16, V, R,
                        /* GPT-2: ln1_mean, ln2_mean, qkv, idx3, pos, lnf_mean */
                        R, R, 3 * R * C, R, R, 16,
-                       /* one-token steps: posd, knew, vnew */
-                       16, KD, KD};
+                       /* one-token steps: posd, knew, vnew, hist */
+                       16, KD, KD, max_len + 1};
     int ns = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int i = 0; i < ns; i++) total += (sizes[i] + 15) & ~15LL;
@@ -83,7 +87,7 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
         smj_session_free(s);
         SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for a KV cache of %d positions", max_len);
     }
-    float *p[29];
+    float *p[30];
     int64_t off = 0;
     for (int i = 0; i < ns; i++) { p[i] = s->mem + off; off += (sizes[i] + 15) & ~15LL; }
     smj_block_acts *a = &s->a;
@@ -93,7 +97,7 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     s->x = p[14]; s->y = p[15]; s->lnf = p[16]; s->rstd = p[17]; s->logits = p[18]; s->ids = (int32_t *)p[19];
     a->ln1_mean = p[20]; a->ln2_mean = p[21]; a->qkv = p[22]; a->idx3 = (int32_t *)p[23];
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
-    s->posd = (int32_t *)p[26]; s->knew = p[27]; s->vnew = p[28];
+    s->posd = (int32_t *)p[26]; s->knew = p[27]; s->vnew = p[28]; s->hist = (int32_t *)p[29];
     s->dec_ok = smj_block_decode_ok(m);
     if (s->dec_ok && m->ctx->exec.bf16_matmul && m->be->decode_block) {
         s->w16 = m->be->alloc(sizeof(uint16_t) * (size_t)m->n_params);
@@ -145,19 +149,24 @@ static void decode_body(smj_session *s) {
         float *t = x; x = y; y = t;
     }
     smj_decode_head(m, s->logits, x, s->lnf, s->rstd, s->w16);
+    if (m->be->decode_argmax) /* the next input and position, for smj_session_greedy */
+        m->be->decode_argmax(&m->ctx->exec, s->ids, s->hist, s->posd, s->logits, c->vocab_size);
 }
 
-/* A one-token step: replayed from the recorded graph when there is one
- * (and it still fits the backend's buffers; else it is dropped); else
- * recorded when a plain step has run before and the backend can; else run
- * plainly. */
-static void decode_step(smj_session *s, int32_t id) {
+/* A one-token step of *id (NULL: the previous step's decode_argmax left
+ * the input and position on the device): replayed from the recorded graph
+ * when there is one (and it still fits the backend's buffers; else it is
+ * dropped); else recorded when a plain step has run before and the backend
+ * can; else run plainly. */
+static void decode_step(smj_session *s, const int32_t *id) {
     smj_model *m = s->m;
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     int32_t pos = s->len;
-    be->upload(s->ids, &id, sizeof id);
-    be->upload(s->posd, &pos, sizeof pos);
+    if (id) {
+        be->upload(s->ids, id, sizeof *id);
+        be->upload(s->posd, &pos, sizeof pos);
+    }
     if (s->graph && !be->graph_launch(ex, s->graph)) {
         be->graph_free(s->graph);
         s->graph = NULL;
@@ -190,7 +199,7 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
     for (int i = 0; i < n; i++)
         SMJ_CHECK(m->ctx, ids[i] >= 0 && ids[i] < V, SMJ_ERR_INVALID, "token %d is outside the vocabulary (%d)", ids[i], V);
     if (n == 1 && s->dec_ok) {
-        decode_step(s, ids[0]);
+        decode_step(s, ids);
         be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
         if (logits) *logits = s->host_logits;
         return SMJ_OK;
@@ -223,6 +232,30 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
             smj_model_linear(m, R_LM_HEAD, -1, s->logits, s->lnf, 1, V, C);
             be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
         }
+    }
+    if (logits) *logits = s->host_logits;
+    return SMJ_OK;
+}
+
+smj_status smj_session_greedy(smj_session *s, int n, int32_t *out, const float **logits) {
+    smj_model *m = s->m;
+    const smj_backend *be = m->be;
+    int V = m->cfg.vocab_size;
+    SMJ_CHECK(m->ctx, n >= 1, SMJ_ERR_INVALID, "nothing to generate");
+    SMJ_CHECK(m->ctx, s->len >= 1, SMJ_ERR_INVALID, "greedy decoding needs logits: feed at least one token first");
+    SMJ_CHECK(m->ctx, s->len + n <= s->max_len, SMJ_ERR_INVALID,
+              "the context is full: %d + %d tokens exceed the session's %d positions", s->len, n, s->max_len);
+    out[0] = smj_argmax(s->host_logits, V);
+    if (!s->dec_ok || !be->decode_argmax) {
+        for (int i = 0; i < n; i++) {
+            SMJ_TRY(smj_session_feed(s, out + i, 1, NULL));
+            if (i + 1 < n) out[i + 1] = smj_argmax(s->host_logits, V);
+        }
+    } else {
+        int len0 = s->len;
+        for (int i = 0; i < n; i++) decode_step(s, i == 0 ? out : NULL); /* no host round trip in between */
+        if (n > 1) be->download(out + 1, s->hist + len0 + 1, sizeof(int32_t) * (size_t)(n - 1));
+        be->download(s->host_logits, s->logits, sizeof(float) * (size_t)V);
     }
     if (logits) *logits = s->host_logits;
     return SMJ_OK;

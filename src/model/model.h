@@ -206,6 +206,10 @@ void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, fl
  * (reading the head from w16 when given), else rmsnorm_fwd + the product. */
 void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *rstd, const uint16_t *w16);
 
+/* smj_sample's greedy choice (infer/sampler.c): the first index of the
+ * largest logit, a NaN never larger (logits[0] NaN gives 0). */
+int32_t smj_argmax(const float *logits, int V);
+
 /* Makes the rope tables right for rows [p0, p0 + n) of a sequence whose
  * total length is p0 + n (a no-op unless rope_type is dynamic). */
 void smj_rope_prepare(smj_model *m, int p0, int n);

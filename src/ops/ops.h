@@ -40,7 +40,7 @@ enum {
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
  * qmatmul, tests/cuda/test_cuda_ops.c the decode ops. */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention) X(decode_block) X(decode_linear)
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -98,7 +98,14 @@ typedef struct {
      * or x itself when norm is NULL; W of type wtype (SMJ_WTYPE_F32/BF16). \
      * A decoding step's final norm and LM head. */ \
     void (*decode_linear)(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, \
-                          int wtype, int64_t N, int K, float eps);
+                          int wtype, int64_t N, int K, float eps); \
+    /* A greedy step's bookkeeping, on the device (steps then follow each \
+     * other without the host): id = the index of the largest of logits \
+     * [0, V) as smj_sample's greedy scan picks it (the first of equal ones; \
+     * a NaN is never larger; logits[0] NaN gives 0); next[0] = id, \
+     * hist[*pos + 1] = id, then *pos += 1. */ \
+    void (*decode_argmax)(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, \
+                          int V);
 
 /* The op signatures over an element type R (float for backends; double for
  * the gradient checker's reference). */

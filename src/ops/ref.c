@@ -122,6 +122,18 @@ static void ref_decode_linear(const smj_exec *ex, float *out, const float *x, co
     free(buf);
 }
 
+/* decode_argmax (optional op): the sequential scan. */
+static void ref_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits,
+                              int V) {
+    (void)ex;
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (logits[i] > logits[best]) best = i;
+    next[0] = best;
+    hist[*pos + 1] = best;
+    *pos += 1;
+}
+
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,
 #define SMJ_OP_SET(n) .n = ref_##n,

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../util/check.h"
+#include "../util/decode.h"
 #include "../../src/ops/ops.h"
 #include "smedjan.h"
 #include "../../src/hf/safetensors.h"
@@ -353,6 +354,22 @@ static void decode_bf16_weights(smj_model_config cfg) {
     free(a); free(b); free(c); free(d);
 }
 
+/* smj_session_greedy's steps chained on the device (decode_argmax) equal
+ * the feed + sample loop, for the ops one by one and decode_block. */
+static void greedy_on_device(void) {
+    smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA);
+    smj_model_config cfgs[2] = {small_config(), flash_config()};
+    const char *names[2] = {"CUDA, QK-norm (decode ops one by one)", "CUDA, plain block (decode_block)"};
+    for (int i = 0; i < 2; i++) {
+        smj_model *m = NULL;
+        CHECK_OK(ctx, smj_model_create(ctx, &cfgs[i], 28, &m));
+        if (m) check_greedy(ctx, m, names[i]);
+        smj_model_free(m);
+    }
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "greedy decoding: device error: %s", smj_ctx_error(ctx));
+    smj_ctx_free(ctx);
+}
+
 int main(void) {
     smj_ctx *probe = make_ctx(SMJ_BACKEND_CUDA);
     if (!probe || smj_ctx_status(probe) != SMJ_OK) {
@@ -380,5 +397,6 @@ int main(void) {
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
     decode_bf16_weights(flash_config());
+    greedy_on_device();
     return check_summary("test_cuda_model");
 }

@@ -25,7 +25,8 @@
  * definition and bit for bit against this backend's rope_fwd +
  * attention_fwd; decode_block (f32 and bf16 weights, positions outside the
  * cache, a second launch bit for bit) and decode_linear against the
- * reference's definitions within 2e-5.
+ * reference's definitions within 2e-5; decode_argmax's choice (ties, NaN,
+ * infinities) equal to the reference's scan.
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
@@ -810,6 +811,39 @@ static void check_decode_linear(void) {
     printf("cuda %-14s %-6s worst normalized error %.3g\n", cur_op, check_failed == before ? "ok" : "FAILED", op_worst);
 }
 
+/* decode_argmax against the reference's scan: random logits with ties,
+ * NaNs and infinities planted, V up to 131072. */
+static void check_decode_argmax(void) {
+    static const int S[] = {1, 2, 5, 1000, 32768, 131072};
+    cur_op = "decode_argmax";
+    long before = check_failed;
+    for (size_t t = 0; t < sizeof S / sizeof S[0]; t++)
+        for (int kind = 0; kind < 5; kind++) {
+            int V = S[t];
+            float *l = frand(V, 1);
+            if (kind == 1) for (int i = 0; i < V; i += 3) l[i] = NAN;            /* NaNs, l[0] among them */
+            if (kind == 2) for (int i = 1; i < V; i += 2) l[i] = NAN;            /* NaNs after a number */
+            if (kind == 3) for (int i = 0; i < V; i++) l[i] = (float)(i % 7) - 3; /* ties: the first max */
+            if (kind == 4) for (int i = 0; i < V; i++) l[i] = i % 5 == 2 ? INFINITY : -INFINITY;
+            int32_t hist0[4] = {-7, -7, -7, -7}, pos = 1, next, hist[4], dpos;
+            float *Dl = dup_d(l, V);
+            int32_t *Dn = ids_d(hist0, 1), *Dh = ids_d(hist0, 4), *Dp = ids_d(&pos, 1);
+            be->decode_argmax(ex, Dn, Dh, Dp, Dl, V);
+            memcpy(hist, hist0, sizeof hist);
+            rf->decode_argmax(X1, &next, hist, &pos, l, V);
+            int32_t gn, gh[4];
+            be->download(&gn, Dn, sizeof gn);
+            be->download(gh, Dh, sizeof gh);
+            be->download(&dpos, Dp, sizeof dpos);
+            CHECK(gn == next && memcmp(gh, hist, sizeof gh) == 0 && dpos == pos,
+                  "cuda/decode_argmax V%d case %d: id %d, want %d (position %d, want %d)", V, kind, gn, next, dpos,
+                  pos);
+            dfree(Dl); be->free(Dn); be->free(Dh); be->free(Dp);
+            ffree(l);
+        }
+    printf("cuda %-14s %-6s the reference's choice on every case\n", cur_op, check_failed == before ? "ok" : "FAILED");
+}
+
 typedef void (*op_case)(void);
 static const op_case CASES[] = {
 #define SMJ_OP_CASE(n) case_##n,
@@ -860,6 +894,8 @@ int main(void) {
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_block: device error: %s", smj_ctx_error(ctx));
     check_decode_linear();
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_linear: device error: %s", smj_ctx_error(ctx));
+    check_decode_argmax();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_argmax: device error: %s", smj_ctx_error(ctx));
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */

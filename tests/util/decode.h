@@ -16,4 +16,9 @@ int json_ids(const char *js, const char *key, int32_t *out, int cap);
  * every position's logits (rel L2 < 1e-5), the session length, that feeding
  * past the cache fails, and that a reset session starts over. */
 void check_kv_cache(smj_ctx *ctx, smj_model *m, int T, const char *label);
+/* smj_session_greedy against feeding smj_sample's greedy choice back one
+ * token at a time, after a 5-token prompt: the same 24 tokens (in one call
+ * and in calls of 1, 7 and 16) and the same final logits, bit for bit; and
+ * its refusals (nothing fed yet, more tokens than fit). */
+void check_greedy(smj_ctx *ctx, smj_model *m, const char *label);
 #endif
