@@ -3,7 +3,8 @@
  * generate: loads model + tokenizer, encodes the prompt and feeds it through
  *   a session (KV cache), then samples one token at a time with smj_sample,
  *   feeding each back, until EOS, --max-tokens or the model's context is
- *   full. No BOS is prepended: the training data made by `prepare` has none,
+ *   full (greedy without a penalty: smj_session_greedy in chunks, the same
+ *   tokens, chained on the device on a GPU). No BOS is prepended: the training data made by `prepare` has none,
  *   only EOS after each document — so an empty prompt starts from EOS, i.e.
  *   "the beginning of a new document". Output is the prompt followed by the
  *   raw bytes of each generated token, written to stdout as they come
@@ -49,6 +50,8 @@ static void write_token(const smj_tokenizer *tok, int32_t id, int flush) {
     if (b && len) fwrite(b, 1, len, stdout);
     if (flush) fflush(stdout);
 }
+
+enum { GREEDY_CHUNK = 16 }; /* tokens per smj_session_greedy call (output arrives in such bursts) */
 
 int cmd_generate(int argc, char **argv) {
     const char *ckpt = NULL, *tok_path = NULL, *prompt = "";
@@ -133,6 +136,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     uint64_t rng = so.seed;
+    int greedy = so.temperature <= 0.0f && so.repetition_penalty == 1.0f;
     int64_t generated = 0;
     int context_full = 0;
     double t0 = cli_now();
@@ -147,8 +151,28 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
         memcpy(hist, feed, (size_t)n_feed * sizeof *hist);
-        int n_hist = n_feed;
-        for (int i = 0; i < max_tokens; i++) {
+        int n_hist = n_feed, i = 0, eos_seen = 0;
+        /* Greedy without a penalty: chunks of smj_session_greedy, whose
+         * steps follow each other on the device; the last token (never
+         * fed) and everything else go through the loop below. */
+        int budget = max_tokens < max_len - n_feed ? max_tokens : max_len - n_feed;
+        while (greedy && !eos_seen && i + 1 < budget) {
+            int32_t out[GREEDY_CHUNK];
+            int n = budget - 1 - i < GREEDY_CHUNK ? budget - 1 - i : GREEDY_CHUNK;
+            if ((s = smj_session_greedy(sess, n, out, &logits)) != SMJ_OK) {
+                rc = cli_lib_error(c.name, ctx, s, "decoding failed");
+                goto done;
+            }
+            for (int j = 0; j < n && !eos_seen; j++) {
+                eos_seen = out[j] == eos;
+                if (eos_seen) break;
+                write_token(tok, out[j], stream);
+                generated++;
+                hist[n_hist++] = out[j];
+                i++;
+            }
+        }
+        for (; i < max_tokens && !eos_seen; i++) {
             int32_t id = smj_sample(logits, V, &so, hist, n_hist, &rng, scratch);
             if (id == eos) break;
             write_token(tok, id, stream);

@@ -192,6 +192,17 @@ static void test_pipeline(void) {
           "generate is deterministic for a seed: '%s' vs '%s'", g1, g2);
     free(g1);
     free(g2);
+    /* greedy (chunks of smj_session_greedy) == sampling that keeps only the top token */
+    rc1 = RUN("generate --checkpoint %s --tokenizer %s --prompt 'the' --max-tokens 40 --temperature 0 >%s 2>%s",
+              SMJ, P("ck/model.ckpt"), P("tok.bin"), P("gen1"), P("err"));
+    rc2 = RUN("generate --checkpoint %s --tokenizer %s --prompt 'the' --max-tokens 40 --temperature 0.5 --top-k 1 "
+              ">%s 2>%s", SMJ, P("ck/model.ckpt"), P("tok.bin"), P("gen2"), P("err"));
+    g1 = read_text(P("gen1"));
+    g2 = read_text(P("gen2"));
+    CHECK(rc1 == 0 && rc2 == 0 && g1 && g2 && strcmp(g1, g2) == 0 && strlen(g1) > 10,
+          "generate --temperature 0 (rc %d) equals --top-k 1 sampling (rc %d): '%s' vs '%s'", rc1, rc2, g1, g2);
+    free(g1);
+    free(g2);
 
     rc = RUN("perplexity --checkpoint %s --tokenizer %s --input %s >%s 2>%s", SMJ,
              P("ck/model.ckpt"), P("tok.bin"), P("corpus.txt"), P("out"), P("err"));
