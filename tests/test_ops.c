@@ -131,22 +131,43 @@ static void case_rmsnorm_fwd(const smj_backend *be, const smj_backend *rf, const
         }
 }
 
+/* alias: 0 a separate sum, 1 sum = a (in place), 2 sum = b */
+static void case_add_rmsnorm_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
+    for (int64_t N = 1; N <= 50; N += 49)
+        for (int C = 1; C <= 200; C += 66)
+            for (int alias = 0; alias < 3; alias++) {
+                snprintf(cur_shape, sizeof cur_shape, "N%lld C%d alias%d", (long long)N, C, alias);
+                float *a = frand(N * C, 2), *b = frand(N * C, 1), *w = frand(C, 1);
+                float *a2 = fcopy(a, N * C), *b2 = fcopy(b, N * C), *s1 = frand(N * C, 0), *s2 = frand(N * C, 0);
+                float *o1 = frand(N * C, 0), *o2 = frand(N * C, 0), *r1 = frand(N, 0), *r2 = frand(N, 0);
+                float *d1 = alias == 1 ? a : alias == 2 ? b : s1, *d2 = alias == 1 ? a2 : alias == 2 ? b2 : s2;
+                be->add_rmsnorm_fwd(ex, d1, o1, r1, a, b, w, N, C, 1e-5f);
+                rf->add_rmsnorm_fwd(X1, d2, o2, r2, a2, b2, w, N, C, 1e-5f);
+                compare("sum", d1, d2, N * C, 0);
+                compare("out", o1, o2, N * C, 1e-5);
+                compare("rstd", r1, r2, N, 1e-5);
+                ffree(a); ffree(b); ffree(w); ffree(a2); ffree(b2); ffree(s1); ffree(s2);
+                ffree(o1); ffree(o2); ffree(r1); ffree(r2);
+            }
+}
+
 static void case_rmsnorm_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t N = 1; N <= 50; N += 49)
-        for (int C = 1; C <= 200; C += 66) {
-            snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
-            float *x = frand(N * C, 2), *w = frand(C, 1), *o = frand(N * C, 0), *r = frand(N, 0);
-            float *dy = frand(N * C, 1), *dx1 = frand(N * C, 0), *dx2 = frand(N * C, 0);
-            float *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C);
-            rf->rmsnorm_fwd(X1, o, r, x, w, N, C, 1e-5f);
-            be->rmsnorm_bwd(ex, dx1, dw1, dy, x, w, r, N, C);
-            rf->rmsnorm_bwd(X1, dx2, dw2, dy, x, w, r, N, C);
-            double terms = 0; /* |r w dy|, the size of the terms dx is the difference of */
-            for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
-            compare_floor("dx", dx1, dx2, N * C, 1e-5, terms);
-            compare("dw", dw1, dw2, C, 1e-5);
-            ffree(x); ffree(w); ffree(o); ffree(r); ffree(dy); ffree(dx1); ffree(dx2); ffree(dw1); ffree(dw2);
-        }
+        for (int C = 1; C <= 200; C += 66)
+            for (int acc = 0; acc < 2; acc++) {
+                snprintf(cur_shape, sizeof cur_shape, "N%lld C%d acc%d", (long long)N, C, acc);
+                float *x = frand(N * C, 2), *w = frand(C, 1), *o = frand(N * C, 0), *r = frand(N, 0);
+                float *dy = frand(N * C, 1), *dx1 = frand(N * C, 1), *dx2 = fcopy(dx1, N * C);
+                float *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C);
+                rf->rmsnorm_fwd(X1, o, r, x, w, N, C, 1e-5f);
+                be->rmsnorm_bwd(ex, dx1, dw1, dy, x, w, r, N, C, acc);
+                rf->rmsnorm_bwd(X1, dx2, dw2, dy, x, w, r, N, C, acc);
+                double terms = 0; /* |r w dy|, the size of the terms dx is the difference of */
+                for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
+                compare_floor("dx", dx1, dx2, N * C, 1e-5, terms);
+                compare("dw", dw1, dw2, C, 1e-5);
+                ffree(x); ffree(w); ffree(o); ffree(r); ffree(dy); ffree(dx1); ffree(dx2); ffree(dw1); ffree(dw2);
+            }
 }
 
 static void rope_tables(int maxT, int HS, float **cs, float **sn) {
@@ -641,7 +662,7 @@ static void finite_differences(void) {
         c.x = drand(21, 2); c.w = drand(7, 1); c.y = drand(21, 0); c.aux = drand(3, 0); c.dout = drand(21, 1);
         double *dx = drand(21, 0), *dw = calloc(7, sizeof(double));
         L_rms(&c);
-        R->rmsnorm_bwd(X1, dx, dw, c.dout, c.x, c.w, c.aux, 3, 7);
+        R->rmsnorm_bwd(X1, dx, dw, c.dout, c.x, c.w, c.aux, 3, 7, 0);
         fd_check("rmsnorm dx", c.x, dx, 21, L_rms, &c);
         fd_check("rmsnorm dw", c.w, dw, 7, L_rms, &c);
         free(c.x); free(c.w); free(c.y); free(c.aux); free(c.dout); free(dx); free(dw);

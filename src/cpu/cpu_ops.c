@@ -64,9 +64,29 @@ static void cpu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const f
     }
 }
 
+/* A row at a time: the sum, its squares, then the norm (the row stays in cache). */
+static void cpu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd, const float *a,
+                                const float *b, const float *w, int64_t N, int C, float eps) {
+    OMP_FOR
+    for (int64_t n = 0; n < N; n++) {
+        const float *ar = a + n * C, *br = b + n * C;
+        float *s = sum + n * C, ss = 0;
+        #pragma omp simd reduction(+ : ss)
+        for (int c = 0; c < C; c++) {
+            float v = ar[c] + br[c];
+            s[c] = v;
+            ss += v * v;
+        }
+        float r = 1.0f / sqrtf(ss / C + eps);
+        rstd[n] = r;
+        float *o = out + n * C;
+        for (int c = 0; c < C; c++) o[c] = (s[c] * r) * w[c];
+    }
+}
+
 /* dw is reduced per thread into private rows, then summed in thread order. */
 static void cpu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x,
-                            const float *w, const float *rstd, int64_t N, int C) {
+                            const float *w, const float *rstd, int64_t N, int C, int acc) {
     float *part = calloc((size_t)ex->nt * C, sizeof(float));
     if (!part) return;
     #pragma omp parallel num_threads(ex->nt)
@@ -85,10 +105,12 @@ static void cpu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const floa
             dot /= C;
             float r3 = r * r * r * dot;
             float *d = dx + n * C;
-            for (int c = 0; c < C; c++) {
-                d[c] = r * w[c] * dy[c] - r3 * xr[c];
-                pw[c] += dy[c] * xr[c] * r;
+            if (acc) {
+                for (int c = 0; c < C; c++) d[c] += r * w[c] * dy[c] - r3 * xr[c];
+            } else {
+                for (int c = 0; c < C; c++) d[c] = r * w[c] * dy[c] - r3 * xr[c];
             }
+            for (int c = 0; c < C; c++) pw[c] += dy[c] * xr[c] * r;
         }
     }
     for (int i = 0; i < ex->nt; i++)

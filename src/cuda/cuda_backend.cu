@@ -561,10 +561,12 @@ __device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {
     *(uint2 *)p = u;
 }
 
-/* One warp per row; o16: out's bf16 copy (shadow_of) or NULL. */
+/* One warp per row; o16: out's bf16 copy (shadow_of) or NULL. With b
+ * (add_rmsnorm_fwd) the row is x + b, written to sum on the first pass and
+ * read back by the same lanes on the second. */
 template <bool V4>
 __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const float *x, const float *w, int64_t N,
-                              int C, float eps) {
+                              int C, float eps, const float *b, float *sum) {
     int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
@@ -573,11 +575,24 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
     if (V4) {
         for (int i = lane; i < C / 4; i += 32) {
             float4 v = ((const float4 *)xr)[i];
+            if (b) {
+                float4 u = ((const float4 *)(b + n * C))[i];
+                v = make_float4(v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w);
+                ((float4 *)(sum + n * C))[i] = v;
+            }
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
     } else {
-        for (int i = lane; i < C; i += 32) ss += xr[i] * xr[i];
+        for (int i = lane; i < C; i += 32) {
+            float v = xr[i];
+            if (b) {
+                v += b[n * C + i];
+                sum[n * C + i] = v;
+            }
+            ss += v * v;
+        }
     }
+    if (b) xr = sum + n * C;
     ss = warp_sum(ss);
     float r = 1.0f / sqrtf(ss / (float)C + eps);
     if (lane == 0) rstd[n] = r;
@@ -629,25 +644,55 @@ static void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const fl
     } else if (N > 0) {
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
         if (rows_v4(C, out, x, w))
-            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps);
+            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
+                                                                                     NULL, NULL);
         else
-            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps);
+            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
+                                                                                      NULL, NULL);
         LAUNCHED(c);
     }
     op_end(c);
 }
 
-/* dx = r w dy - r^3 x mean(w dy x), and dw's partial sums in the same pass:
- * block p takes rows [p R, (p+1) R), one warp per row at a time; each warp
- * adds dy x r of its rows into its own shared row of C floats, then the
- * block sums its warps' rows in order into part[p, :] (k_colsum_add sums
- * the blocks' rows: fixed order, no atomics). */
+static void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n);
+/* sum = a + b and its norm in one pass (a warp per row); for a few long rows
+ * (decoding) the add, then the block-per-row norm. */
+static void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd, const float *a, const float *b,
+                               const float *w, int64_t N, int C, float eps) {
+    if (N > 0 && N < S(ex)->n_sm && C >= 256) {
+        cu_add(ex, sum, a, b, N * C);
+        cu_rmsnorm_fwd(ex, out, rstd, sum, w, N, C, eps);
+        return;
+    }
+    OP_BEGIN_W("add_rmsnorm_fwd");
+    cast_written(c, sum, N * C);
+    cast_written(c, out, N * C);
+    cast_written(c, rstd, N);
+    if (N > 0) {
+        __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        if (rows_v4(C, out, a, w) && rows_v4(C, sum, b, b))
+            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
+                                                                                     b, sum);
+        else
+            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
+                                                                                      b, sum);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+/* dx = (acc ? dx : 0) + r w dy - r^3 x mean(w dy x) (dx16: its bf16 copy,
+ * or NULL), and dw's partial sums in the same pass: block p takes rows
+ * [p R, (p+1) R), one warp per row at a time; each warp adds dy x r of its
+ * rows into its own shared row of C floats, then the block sums its warps'
+ * rows in order into part[p, :] (k_colsum_add sums the blocks' rows: fixed
+ * order, no atomics). */
 template <bool V4>
-__global__ void k_rmsnorm_bwd(float *dx, float *part, const float *dout, const float *x, const float *w,
-                              const float *rstd, int64_t N, int C, int R) {
-    extern __shared__ float acc[]; /* [warps][C] */
+__global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const float *dout, const float *x,
+                              const float *w, const float *rstd, int64_t N, int C, int R, int acc) {
+    extern __shared__ float accw[]; /* [warps][C] */
     int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *aw = acc + (int64_t)wi * C;
+    float *aw = accw + (int64_t)wi * C;
     for (int i = lane; i < C; i += 32) aw[i] = 0.f;
     int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
     for (int64_t n = n0 + wi; n < n1; n += nw) {
@@ -668,7 +713,12 @@ __global__ void k_rmsnorm_bwd(float *dx, float *part, const float *dout, const f
                 float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
                 float4 o = {r * a.x * d.x - r3 * v.x * dot, r * a.y * d.y - r3 * v.y * dot,
                             r * a.z * d.z - r3 * v.z * dot, r * a.w * d.w - r3 * v.w * dot};
+                if (acc) {
+                    float4 p = ((const float4 *)(dx + n * C))[i];
+                    o = make_float4(p.x + o.x, p.y + o.y, p.z + o.z, p.w + o.w);
+                }
                 ((float4 *)(dx + n * C))[i] = o;
+                if (dx16) st_bf16x4(dx16 + n * C + 4 * i, o);
                 aw[4 * i] += d.x * v.x * r;
                 aw[4 * i + 1] += d.y * v.y * r;
                 aw[4 * i + 2] += d.z * v.z * r;
@@ -676,7 +726,9 @@ __global__ void k_rmsnorm_bwd(float *dx, float *part, const float *dout, const f
             }
         } else {
             for (int i = lane; i < C; i += 32) {
-                dx[n * C + i] = r * w[i] * dy[i] - r3 * xr[i] * dot;
+                float o = (acc ? dx[n * C + i] : 0.0f) + (r * w[i] * dy[i] - r3 * xr[i] * dot);
+                dx[n * C + i] = o;
+                if (dx16) dx16[n * C + i] = __float2bfloat16_rn(o);
                 aw[i] += dy[i] * xr[i] * r;
             }
         }
@@ -684,7 +736,7 @@ __global__ void k_rmsnorm_bwd(float *dx, float *part, const float *dout, const f
     __syncthreads();
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
         float s = 0;
-        for (int k = 0; k < nw; k++) s += acc[(int64_t)k * C + i];
+        for (int k = 0; k < nw; k++) s += accw[(int64_t)k * C + i];
         part[(int64_t)blockIdx.x * C + i] = s;
     }
 }
@@ -697,9 +749,11 @@ __global__ void k_colsum_add(float *dw, const float *part, int P, int C) {
 }
 
 static void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x,
-                           const float *w, const float *rstd, int64_t N, int C) {
-    OP_BEGIN("rmsnorm_bwd");
+                           const float *w, const float *rstd, int64_t N, int C, int acc) {
+    OP_BEGIN_W("rmsnorm_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
+    cast_written(c, dx, N * C);
+    cast_written(c, dw, C);
     /* up to 8 warps a block, each with a shared row of C floats (48 KiB in
      * all; one warp and the GPU's opt-in limit for rows over 12,288) */
     int nw = (int)(49152 / ((int64_t)C * 4));
@@ -714,10 +768,16 @@ static void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float
     int P = (int)((N + R - 1) / R);
     float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C);
     if (!part) return;
+    cast_written(c, part, (int64_t)P * C);
+    /* dx feeds products (the residual gradient: dW and dX of the block
+     * below; dq/dk under QK-norm): its bf16 copy is written beside it */
+    __nv_bfloat16 *dx16 = shadow_of(c, dx, N * C);
     if (v4)
-        k_rmsnorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, rstd, N, C, (int)R);
+        k_rmsnorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, rstd, N, C, (int)R,
+                                                                      acc);
     else
-        k_rmsnorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, rstd, N, C, (int)R);
+        k_rmsnorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, rstd, N, C,
+                                                                       (int)R, acc);
     LAUNCHED(c);
     k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);

@@ -802,9 +802,8 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int64_t QD = (int64_t)c->n_heads * c->head_dim;
     smj_model_linear(m, R_WO, l, a->tmp, a->att, N, C, QD);
     if (c->attn_out_bias) bias_fwd(m, a->tmp, smj_model_ptr(m, m->params, R_BO, l), N, C);
-    be->add(ex, a->res_mid, x, a->tmp, N * C);
-    be->rmsnorm_fwd(ex, a->ln2, a->ln2_rstd, a->res_mid, smj_model_ptr(m, m->params, R_FFN_NORM, l), N, C,
-                    c->norm_eps);
+    be->add_rmsnorm_fwd(ex, a->res_mid, a->ln2, a->ln2_rstd, x, a->tmp, smj_model_ptr(m, m->params, R_FFN_NORM, l),
+                        N, C, c->norm_eps);
     smj_model_linear(m, R_WGATE, l, a->gate, a->ln2, N, H, C);
     smj_model_linear(m, R_WUP, l, a->up, a->ln2, N, H, C);
     be->swiglu_fwd(ex, a->hsw, a->gate, a->up, N * H);
@@ -988,8 +987,8 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->matmul(ex, DW(R_WUP), m->dup, a->ln2, H, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, H, 0, 0, 0);
     be->matmul(ex, m->dln, m->dup, W(R_WUP), N, C, H, 0, 0, 1);
-    be->rmsnorm_bwd(ex, m->dtmp, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C);
-    be->add(ex, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dres_mid */
+    be->rmsnorm_bwd(ex, m->dres, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C,
+                    1);                                                    /* now dL/dres_mid */
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
     if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
@@ -1000,8 +999,8 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->rope_bwd(ex, m->dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0);
     float *dq = m->dq, *dk = m->dk;
     if (c->qk_norm) {
-        be->rmsnorm_bwd(ex, m->dqn, DW(R_Q_NORM), m->dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS);
-        be->rmsnorm_bwd(ex, m->dkn, DW(R_K_NORM), m->dk, a->k_pre, W(R_K_NORM), a->k_rstd, N * NKV, HS);
+        be->rmsnorm_bwd(ex, m->dqn, DW(R_Q_NORM), m->dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS, 0);
+        be->rmsnorm_bwd(ex, m->dkn, DW(R_K_NORM), m->dk, a->k_pre, W(R_K_NORM), a->k_rstd, N * NKV, HS, 0);
         dq = m->dqn;
         dk = m->dkn;
     }
@@ -1016,8 +1015,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
     be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
     be->matmul(ex, m->dln, m->dv, W(R_WV), N, C, KD, 0, 0, 1);
-    be->rmsnorm_bwd(ex, m->dtmp, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C);
-    be->add(ex, m->dres, m->dres, m->dtmp, N * C);                        /* now dL/dx */
+    be->rmsnorm_bwd(ex, m->dres, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C, 1); /* now dL/dx */
 #undef W
 #undef DW
 }
@@ -1067,7 +1065,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     }
     be->rmsnorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1), m->dln,
                     smj_acts_load(m, c->n_layers, B, T), smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
-                    m->lnf_rstd, N, C);
+                    m->lnf_rstd, N, C, 0);
     for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T, smj_acts_load(m, l, B, T));
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     m->have_targets = 0; /* logits were consumed */

@@ -25,7 +25,7 @@ typedef struct smj_backend smj_backend;
 /* X(name) for every op; the checker (tests/test_ops.c) has one case per op
  * and static_asserts the count. */
 #define SMJ_OPS(X) \
-    X(matmul) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd) X(rmsnorm_bwd) \
+    X(matmul) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd) X(rmsnorm_bwd) X(add_rmsnorm_fwd) \
     X(rope_fwd) X(rope_bwd) X(attention_fwd) X(attention_bwd) X(swiglu_fwd) X(swiglu_bwd) \
     X(add) X(xent_fwd) X(xent_bwd) X(adamw) X(sumsq) X(scale) \
     X(layernorm_fwd) X(layernorm_bwd) X(gelu_fwd) X(gelu_bwd) X(bf16_pack) X(bf16_unpack)
@@ -123,9 +123,15 @@ typedef struct {
     /* Rows of C: out = x * rstd * w, rstd[n] = 1/sqrt(mean(x^2) + eps). */ \
     void (*rmsnorm_fwd)(const smj_exec *ex, R *out, R *rstd, const R *x, const R *w, int64_t N, \
                         int C, float eps); \
-    /* dx = (written), dw += . Uses the saved rstd [N]. */ \
+    /* dx = (acc ? dx : 0) + the gradient (acc: the residual stream's \
+     * gradient takes the norm's branch in place), dw += . Uses the saved \
+     * rstd [N]. */ \
     void (*rmsnorm_bwd)(const smj_exec *ex, R *dx, R *dw, const R *dout, const R *x, \
-                        const R *w, const R *rstd, int64_t N, int C); \
+                        const R *w, const R *rstd, int64_t N, int C, int acc); \
+    /* The residual add and the norm after it in one pass: sum = a + b \
+     * (sum may alias a or b), then out, rstd = rmsnorm_fwd of sum. */ \
+    void (*add_rmsnorm_fwd)(const smj_exec *ex, R *sum, R *out, R *rstd, const R *a, const R *b, const R *w, \
+                            int64_t N, int C, float eps); \
  \
     /* In place on x[B,T,NH,HS], HF half-split rotation: for i < HS/2, \
      * (x_i, x_{i+HS/2}) rotated by angle of position pos0+t, using tables \

@@ -51,10 +51,16 @@ static void RP(rmsnorm_fwd)(const smj_exec *ex, REAL *out, REAL *rstd, const REA
     }
 }
 
+static void RP(add_rmsnorm_fwd)(const smj_exec *ex, REAL *sum, REAL *out, REAL *rstd, const REAL *a, const REAL *b,
+                                const REAL *w, int64_t N, int C, float eps) {
+    for (int64_t i = 0; i < N * C; i++) sum[i] = a[i] + b[i];
+    RP(rmsnorm_fwd)(ex, out, rstd, sum, w, N, C, eps);
+}
+
 /* y_c = w_c x_c r, r = (mean x^2 + eps)^-1/2:
  * dx_c = r (w_c dy_c) - r^3 x_c mean_j(w_j dy_j x_j);  dw_c += dy_c x_c r. */
 static void RP(rmsnorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, const REAL *dout, const REAL *x,
-                            const REAL *w, const REAL *rstd, int64_t N, int C) {
+                            const REAL *w, const REAL *rstd, int64_t N, int C, int acc) {
     (void)ex;
     for (int64_t n = 0; n < N; n++) {
         const REAL *xr = x + n * C, *dy = dout + n * C;
@@ -62,7 +68,7 @@ static void RP(rmsnorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, const REAL *
         for (int c = 0; c < C; c++) dot += (double)w[c] * dy[c] * xr[c];
         dot /= C;
         for (int c = 0; c < C; c++) {
-            dx[n * C + c] = (REAL)(r * w[c] * dy[c] - r * r * r * xr[c] * dot);
+            dx[n * C + c] = (REAL)((acc ? (double)dx[n * C + c] : 0.0) + (r * w[c] * dy[c] - r * r * r * xr[c] * dot));
             dw[c] += (REAL)(dy[c] * xr[c] * r);
         }
     }

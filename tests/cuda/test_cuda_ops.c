@@ -9,7 +9,7 @@
  *
  * Tolerances (normalized max error |got - ref| / max|ref|, as test_ops.c):
  *   matmul (cuBLAS SGEMM, fp32, no TF32)       1e-5
- *   attention fwd/bwd, rmsnorm, xent fwd       1e-5
+ *   attention fwd/bwd, rmsnorm, xent fwd       1e-5 (add_rmsnorm_fwd's sum 0)
  *   rope, swiglu, adamw, xent_bwd              1e-6
  *   layernorm fwd/bwd                          1e-5
  *   gelu fwd/bwd (double on the device)        1e-6
@@ -203,24 +203,44 @@ static void case_rmsnorm_fwd(void) {
     }
 }
 
+/* alias: 0 a separate sum, 1 sum = a (in place), 2 sum = b */
+static void case_add_rmsnorm_fwd(void) {
+    for (size_t s = 0; s < 3 * sizeof RMS / sizeof RMS[0]; s++) {
+        int64_t N = RMS[s / 3][0]; int C = RMS[s / 3][1], alias = (int)(s % 3);
+        snprintf(cur_shape, sizeof cur_shape, "N%lld C%d alias%d", (long long)N, C, alias);
+        float *a = frand(N * C, 2), *b = frand(N * C, 1), *w = frand(C, 1), *s2 = frand(N * C, 0);
+        float *o2 = frand(N * C, 0), *r2 = frand(N, 0);
+        float *Da = dup_d(a, N * C), *Db = dup_d(b, N * C), *Dw = dup_d(w, C), *Ds = dup_d(s2, N * C);
+        float *Do = dup_d(o2, N * C), *Dr = dup_d(r2, N);
+        float *Dsum = alias == 1 ? Da : alias == 2 ? Db : Ds, *sum = alias == 1 ? a : alias == 2 ? b : s2;
+        be->add_rmsnorm_fwd(ex, Dsum, Do, Dr, Da, Db, Dw, N, C, 1e-5f);
+        rf->add_rmsnorm_fwd(X1, sum, o2, r2, a, b, w, N, C, 1e-5f);
+        compare_d("sum", Dsum, sum, N * C, 0);
+        compare_d("out", Do, o2, N * C, 1e-5);
+        compare_d("rstd", Dr, r2, N, 1e-5);
+        dfree(Da); dfree(Db); dfree(Dw); dfree(Ds); dfree(Do); dfree(Dr);
+        ffree(a); ffree(b); ffree(w); ffree(s2); ffree(o2); ffree(r2);
+    }
+}
+
 static void case_rmsnorm_bwd(void) {
-    for (size_t s = 0; s < sizeof RMS / sizeof RMS[0]; s++) {
-        int64_t N = RMS[s][0]; int C = RMS[s][1];
-        snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
+    for (size_t s = 0; s < 2 * sizeof RMS / sizeof RMS[0]; s++) {
+        int64_t N = RMS[s / 2][0]; int C = RMS[s / 2][1], acc = (int)(s % 2);
+        snprintf(cur_shape, sizeof cur_shape, "N%lld C%d acc%d", (long long)N, C, acc);
         float *x = frand(N * C, 2), *w = frand(C, 1), *o = frand(N * C, 0), *r = frand(N, 0);
-        float *dy = frand(N * C, 1), *dx2 = frand(N * C, 0), *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C);
+        float *dy = frand(N * C, 1), *dx2 = frand(N * C, 1), *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C);
         rf->rmsnorm_fwd(X1, o, r, x, w, N, C, 1e-5f);
         float *Dx = dup_d(x, N * C), *Dw = dup_d(w, C), *Dr = dup_d(r, N), *Ddy = dup_d(dy, N * C);
         float *Ddx = dup_d(dx2, N * C), *Ddw = dup_d(dw1, C), *Ddw2 = dup_d(dw1, C), *Ddx2 = dup_d(dx2, N * C);
-        be->rmsnorm_bwd(ex, Ddx, Ddw, Ddy, Dx, Dw, Dr, N, C);
-        rf->rmsnorm_bwd(X1, dx2, dw2, dy, x, w, r, N, C);
+        be->rmsnorm_bwd(ex, Ddx, Ddw, Ddy, Dx, Dw, Dr, N, C, acc);
+        rf->rmsnorm_bwd(X1, dx2, dw2, dy, x, w, r, N, C, acc);
         double terms = 0;
         for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
         float *hdx = get_h(Ddx, N * C);
         compare_floor("dx", hdx, dx2, N * C, 1e-5, terms);
         compare_d("dw", Ddw, dw2, C, 1e-5);
         /* determinism of the dw reduction */
-        be->rmsnorm_bwd(ex, Ddx2, Ddw2, Ddy, Dx, Dw, Dr, N, C);
+        be->rmsnorm_bwd(ex, Ddx2, Ddw2, Ddy, Dx, Dw, Dr, N, C, acc);
         float *a = get_h(Ddw, C), *b = get_h(Ddw2, C), *hdx2 = get_h(Ddx2, N * C);
         CHECK(memcmp(a, b, sizeof(float) * (size_t)C) == 0 && memcmp(hdx, hdx2, sizeof(float) * (size_t)(N * C)) == 0,
               "rmsnorm_bwd %s: two runs differ", cur_shape);
