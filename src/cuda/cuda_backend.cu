@@ -1323,6 +1323,7 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
     size_t db = sizeof(unsigned) * (2 + SMJ_CUDA_DEC_HEADS);
     if (cudaMalloc((void **)&c->dec_sync, db) != cudaSuccess || cudaMemset(c->dec_sync, 0, db) != cudaSuccess) {
         if (c->dec_sync) cudaFree(c->dec_sync);
+    if (c->qbuf) cudaFree(c->qbuf);
         c->dec_sync = NULL;
         (void)cudaGetLastError();
     }
@@ -1502,6 +1503,7 @@ extern "C" const smj_backend smj_backend_cuda = {
 #define SMJ_OP_SET(n) .n = cu_##n,
     SMJ_OPS(SMJ_OP_SET)
 #undef SMJ_OP_SET
+    .qmatmul = cu_qmatmul,
     .decode_attention = cu_decode_attention,
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,

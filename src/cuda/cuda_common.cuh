@@ -74,6 +74,8 @@ typedef struct {
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
     unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters
                                     [SMJ_CUDA_DEC_HEADS], zero between launches (decode.cu) */
+    float *qbuf;                 /* qmatmul's dequantized weight for many rows (qmatmul.cu) */
+    size_t qbuf_bytes;
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
@@ -175,6 +177,9 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
 void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, int wtype,
                       int64_t N, int K, float eps);
 void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V);
+/* qmatmul (qmatmul.cu), an optional op. */
+void cu_qmatmul(const smj_exec *ex, float *Cm, const float *A, const void *Wq, int wtype, int64_t M, int64_t N,
+                int64_t K, int acc);
 
 /* F(NC) with NC = values per lane when a warp's lanes cover a head of HS
  * (<= 256) dims, d = lane + 32 c. */

@@ -26,7 +26,9 @@
  * attention_fwd; decode_block (f32 and bf16 weights, positions outside the
  * cache, a second launch bit for bit) and decode_linear against the
  * reference's definitions within 2e-5; decode_argmax's choice (ties, NaN,
- * infinities) equal to the reference's scan.
+ * infinities) equal to the reference's scan. qmatmul (f16, q8_0, q4_0)
+ * against the reference's exact dequantization: 1e-5 for M <= 8, the
+ * matmul's tolerance above (dequantize + matmul).
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
@@ -39,6 +41,7 @@
 #include <string.h>
 #include "../../src/ops/ops.h"
 #include "../../src/hf/safetensors.h"
+#include "../../src/gguf/gguf.h"
 #include "../util/check.h"
 
 #define CANARY 1.2345e6f
@@ -864,6 +867,47 @@ static void check_decode_argmax(void) {
     printf("cuda %-14s %-6s the reference's choice on every case\n", cur_op, check_failed == before ? "ok" : "FAILED");
 }
 
+/* qmatmul (GGML blocks) against the reference (W dequantized exactly, sums
+ * in double): the few-row kernel (M <= 8) and dequantize + matmul above
+ * (whose tolerance is the matmul's: bf16 operands in bf16 mode). */
+static void check_qmatmul(void) {
+    static const int64_t S[][3] = {{1, 33, 64},  {3, 130, 96},  {4, 1, 32},     {8, 7, 320},
+                                   {9, 50, 64},  {64, 100, 128}, {1, 4096, 4096}, {200, 300, 256}};
+    static const int types[3] = {SMJ_WTYPE_F16, SMJ_WTYPE_Q8_0, SMJ_WTYPE_Q4_0};
+    cur_op = "qmatmul";
+    op_worst = 0;
+    long before = check_failed;
+    for (size_t t = 0; t < sizeof S / sizeof S[0] + 1; t++)
+        for (int ty = 0; ty < 3; ty++)
+            for (int acc = 0; acc < 2; acc++) {
+                int wt = types[ty];
+                int64_t M = t < 8 ? S[t][0] : 5, N = t < 8 ? S[t][1] : 40, K = t < 8 ? S[t][2] : 70;
+                if (t == 8 && wt != SMJ_WTYPE_F16) continue; /* K % 32 != 0: f16 only */
+                snprintf(cur_shape, sizeof cur_shape, "%s M%lld N%lld K%lld acc%d",
+                         wt == SMJ_WTYPE_F16 ? "f16" : wt == SMJ_WTYPE_Q8_0 ? "q8_0" : "q4_0", (long long)M,
+                         (long long)N, (long long)K, acc);
+                int64_t rb = wt == SMJ_WTYPE_F16 ? 2 * K : wt == SMJ_WTYPE_Q8_0 ? K / 32 * 34 : K / 32 * 18;
+                float *wf = frand(N * K, 1), *A = frand(M * K, 1), *C0 = frand(M * N, 1), *C2 = fcopy(C0, M * N);
+                uint8_t *W = malloc((size_t)(N * rb));
+                for (int64_t n = 0; n < N; n++) {
+                    if (wt == SMJ_WTYPE_F16) smj_quantize_f16(wf + n * K, W + n * rb, K);
+                    else if (wt == SMJ_WTYPE_Q8_0) smj_quantize_q8_0(wf + n * K, W + n * rb, K);
+                    else smj_quantize_q4_0(wf + n * K, W + n * rb, K);
+                }
+                void *DW = be->alloc((size_t)(N * rb));
+                be->upload(DW, W, (size_t)(N * rb));
+                float *DA = dup_d(A, M * K), *DC = dup_d(C0, M * N);
+                be->qmatmul(ex, DC, DA, DW, wt, M, N, K, acc);
+                rf->qmatmul(X1, C2, A, W, wt, M, N, K, acc);
+                compare_d("C", DC, C2, M * N, M > 8 ? TOL_MM : 1e-5);
+                be->free(DW);
+                dfree(DA); dfree(DC);
+                free(W);
+                ffree(wf); ffree(A); ffree(C0); ffree(C2);
+            }
+    printf("cuda %-14s %-6s worst normalized error %.3g\n", cur_op, check_failed == before ? "ok" : "FAILED", op_worst);
+}
+
 typedef void (*op_case)(void);
 static const op_case CASES[] = {
 #define SMJ_OP_CASE(n) case_##n,
@@ -916,6 +960,8 @@ int main(void) {
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_linear: device error: %s", smj_ctx_error(ctx));
     check_decode_argmax();
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_argmax: device error: %s", smj_ctx_error(ctx));
+    check_qmatmul();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/qmatmul: device error: %s", smj_ctx_error(ctx));
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
