@@ -43,14 +43,6 @@ int cli_lib_error(const char *cmd, const smj_ctx *ctx, smj_status s, const char 
     return cli_error(cmd, "%s: %s", what, msg);
 }
 
-/* Commands whose library calls read model tensors through host pointers
- * (smj_model_tensor's data): the CUDA backend cannot serve them yet. */
-static int host_only_cmd(const char *cmd) {
-    static const char *const names[] = {"import-hf", "export-hf", "export-gguf", "quantize"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (strcmp(cmd, names[i]) == 0) return 1;
-    return 0;
-}
 /* Commands that use the GPU by default when there is one. */
 static int auto_cuda_cmd(const char *cmd) {
     static const char *const names[] = {"train", "generate", "perplexity", "bench"};
@@ -78,8 +70,6 @@ int cli_make_ctx(const char *cmd, const cli_compute *cc, smj_ctx **out) {
     int cuda = dev && strcmp(dev, "cuda") == 0;
     if (cuda && o.backend == SMJ_BACKEND_REF)
         return cli_usage(cmd, "--backend ref runs on the CPU; it cannot be combined with --device cuda");
-    if (cuda && host_only_cmd(cmd))
-        return cli_usage(cmd, "--device cuda: %s is not supported on the CUDA backend yet; use --device cpu", cmd);
 #ifdef SMJ_HAVE_CUDA
     if (!dev && o.backend == SMJ_BACKEND_CPU && auto_cuda_cmd(cmd)) {
         smj_ctx_options oc = o;

@@ -16,34 +16,50 @@ smj_status smj_gguf_load_weights(smj_ctx *ctx, const smj_gguf *g, smj_model *m) 
     if (!arch || al != strlen(want) || memcmp(arch, want, al) != 0)
         SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "GGUF: general.architecture is not '%s'", want);
     int n = smj_model_num_tensors(m);
-    for (int i = 0; i < n; i++) {
+    float *hp = smj_model_params_host(m); /* a copy on a device backend, uploaded at the end */
+    if (!hp) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory");
+    smj_status st = SMJ_OK;
+    float *tmp = NULL;
+    for (int i = 0; i < n && st == SMJ_OK; i++) {
         smj_tensor_view v;
-        SMJ_TRY(smj_model_tensor(m, i, &v));
+        if ((st = smj_model_tensor(m, i, &v)) != SMJ_OK) break;
+        float *dst = hp + (v.data - m->params);
         char name[64];
-        if (!smj_gguf_tensor_name(v.name, name, sizeof name))
-            SMJ_FAIL(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: tensor '%s' has no GGUF counterpart", v.name);
+        if (!smj_gguf_tensor_name(v.name, name, sizeof name)) {
+            st = smj_set_error(ctx, SMJ_ERR_UNSUPPORTED, "GGUF: tensor '%s' has no GGUF counterpart", v.name);
+            break;
+        }
         int ti = smj_gguf_find_tensor(g, name);
-        if (ti < 0) SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "GGUF: tensor '%s' is missing", name);
+        if (ti < 0) {
+            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "GGUF: tensor '%s' is missing", name);
+            break;
+        }
         smj_gguf_tensor_info t;
-        SMJ_TRY(smj_gguf_tensor(g, ti, &t));
+        if ((st = smj_gguf_tensor(g, ti, &t)) != SMJ_OK) break;
         int64_t ne0 = v.shape[v.ndim - 1], ne1 = v.ndim == 2 ? v.shape[0] : 1;
-        if (t.ndim != v.ndim || t.ne[0] != ne0 || (v.ndim == 2 && t.ne[1] != ne1))
-            SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "GGUF: tensor '%s' has the wrong shape", name);
+        if (t.ndim != v.ndim || t.ne[0] != ne0 || (v.ndim == 2 && t.ne[1] != ne1)) {
+            st = smj_set_error(ctx, SMJ_ERR_FORMAT, "GGUF: tensor '%s' has the wrong shape", name);
+            break;
+        }
         int qk = !c->qk_norm && (strstr(name, ".attn_q.weight") || strstr(name, ".attn_k.weight"));
         if (!qk) {
-            SMJ_TRY(smj_gguf_tensor_to_f32(ctx, g, ti, v.data));
+            st = smj_gguf_tensor_to_f32(ctx, g, ti, dst);
             continue;
         }
-        float *tmp = malloc(sizeof(float) * (size_t)v.numel);
-        if (!tmp) SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory");
-        smj_status st = smj_gguf_tensor_to_f32(ctx, g, ti, tmp);
-        if (st == SMJ_OK)
-            smj_gguf_permute_rows(tmp, v.data, strstr(name, ".attn_q.") ? c->n_heads : c->n_kv_heads,
-                                  c->head_dim, ne0, 1);
         free(tmp);
-        if (st != SMJ_OK) return st;
+        tmp = malloc(sizeof(float) * (size_t)v.numel);
+        if (!tmp) {
+            st = smj_set_error(ctx, SMJ_ERR_NOMEM, "GGUF: out of memory");
+            break;
+        }
+        st = smj_gguf_tensor_to_f32(ctx, g, ti, tmp);
+        if (st == SMJ_OK)
+            smj_gguf_permute_rows(tmp, dst, strstr(name, ".attn_q.") ? c->n_heads : c->n_kv_heads, c->head_dim, ne0,
+                                  1);
     }
-    return SMJ_OK;
+    free(tmp);
+    smj_model_params_release(m, hp, st == SMJ_OK);
+    return st;
 }
 
 /* ---- smj_model_load_gguf: a GGUF file as a model whose linear weights stay

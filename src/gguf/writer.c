@@ -269,6 +269,7 @@ smj_status smj_export_gguf(smj_model *m, const smj_tokenizer *tok, const char *p
     plan_t *plan = NULL;
     float *perm = NULL;
     uint8_t *qbuf = NULL;
+    float *hp = NULL; /* the parameters in host memory (a copy on a device backend) */
     smj_wfile w;
     int wopen = 0;
 
@@ -298,7 +299,8 @@ smj_status smj_export_gguf(smj_model *m, const smj_tokenizer *tok, const char *p
     /* ---- tensor infos */
     int n = smj_model_num_tensors(m);
     plan = calloc((size_t)n, sizeof *plan);
-    if (!plan) {
+    hp = smj_model_params_host(m);
+    if (!plan || !hp) {
         st = smj_set_error(ctx, SMJ_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
@@ -335,8 +337,9 @@ smj_status smj_export_gguf(smj_model *m, const smj_tokenizer *tok, const char *p
         off += (p->nbytes + SMJ_GGUF_DEFAULT_ALIGNMENT - 1) / SMJ_GGUF_DEFAULT_ALIGNMENT * SMJ_GGUF_DEFAULT_ALIGNMENT;
         if (p->nbytes > max_bytes) max_bytes = p->nbytes;
         if (v.numel > max_numel) max_numel = v.numel;
+        const float *hv = hp + (v.data - m->params);
         for (int64_t k = 0; k < v.numel; k++)
-            if (!isfinite(v.data[k])) {
+            if (!isfinite(hv[k])) {
                 st = smj_set_error(ctx, SMJ_ERR_NONFINITE, "%s: tensor '%s' contains NaN or Inf (element %lld)",
                                    path, v.name, (long long)k);
                 goto done;
@@ -381,7 +384,7 @@ smj_status smj_export_gguf(smj_model *m, const smj_tokenizer *tok, const char *p
         const plan_t *p = &plan[i];
         smj_tensor_view v;
         smj_model_tensor(m, p->view, &v);
-        const float *x = v.data;
+        const float *x = hp + (v.data - m->params);
         if (p->permute_heads) {
             smj_gguf_permute_rows(x, perm, p->permute_heads, c->head_dim, p->ne[0], 0);
             x = perm;
@@ -416,5 +419,6 @@ done:
     free(plan);
     free(perm);
     free(qbuf);
+    smj_model_params_release(m, hp, 0);
     return st;
 }

@@ -57,12 +57,16 @@ smj_status smj_import_hf(smj_ctx *ctx, const char *dir, smj_hf_import_options *o
     char *used = st == SMJ_OK ? calloc((size_t)n_set + 1, 1) : NULL;
     if (st == SMJ_OK && !used) st = smj_set_error(ctx, SMJ_ERR_NOMEM, "out of memory");
     int nt = st == SMJ_OK ? smj_model_num_tensors(m) : 0;
+    /* the parameters in host memory (a copy on a device backend, uploaded at the end) */
+    float *hp = st == SMJ_OK ? smj_model_params_host(m) : NULL;
+    if (st == SMJ_OK && !hp) st = smj_set_error(ctx, SMJ_ERR_NOMEM, "out of memory");
     const float *embed = NULL;
     for (int i = 0; i < nt && st == SMJ_OK; i++) {
         smj_tensor_view v;
         if ((st = smj_model_tensor(m, i, &v)) != SMJ_OK) break;
+        float *dst = hp + (v.data - m->params);
         if (strcmp(v.name, "model.embed_tokens.weight") == 0 || strcmp(v.name, "transformer.wte.weight") == 0)
-            embed = v.data;
+            embed = dst;
         int k = smj_st_set_find(set, v.name);
         /* GPT-2 files saved from the base model (and the original hub ones) lack the "transformer." prefix */
         if (k < 0 && cfg.arch == SMJ_ARCH_GPT2 && strncmp(v.name, "transformer.", 12) == 0)
@@ -85,7 +89,7 @@ smj_status smj_import_hf(smj_ctx *ctx, const char *dir, smj_hf_import_options *o
                                smj_st_path(f), v.name, have, want);
             break;
         }
-        st = smj_st_read_f32(ctx, f, idx, v.data);
+        st = smj_st_read_f32(ctx, f, idx, dst);
         used[k] = 1;
     }
     /* Extra tensors: rotary inv_freq buffers are skipped; an lm_head.weight
@@ -119,6 +123,7 @@ smj_status smj_import_hf(smj_ctx *ctx, const char *dir, smj_hf_import_options *o
     }
     free(used);
     smj_st_set_close(set);
+    if (m) smj_model_params_release(m, hp, st == SMJ_OK);
     if (st != SMJ_OK) {
         smj_model_free(m);
         return st;
@@ -187,14 +192,15 @@ smj_status smj_export_hf(smj_model *m, const smj_tokenizer *tok, const char *dir
     if (st == SMJ_OK) st = prepare_dir(ctx, dir, opts && opts->overwrite);
     int nt = smj_model_num_tensors(m);
     smj_st_wtensor *wt = st == SMJ_OK ? calloc((size_t)nt + 1, sizeof *wt) : NULL;
-    if (st == SMJ_OK && !wt) st = smj_set_error(ctx, SMJ_ERR_NOMEM, "out of memory");
+    float *hp = st == SMJ_OK ? smj_model_params_host(m) : NULL; /* a copy on a device backend */
+    if (st == SMJ_OK && (!wt || !hp)) st = smj_set_error(ctx, SMJ_ERR_NOMEM, "out of memory");
     for (int i = 0; i < nt && st == SMJ_OK; i++) {
         smj_tensor_view v;
         st = smj_model_tensor(m, i, &v);
         wt[i].name = v.name;
         wt[i].ndim = v.ndim;
         for (int d = 0; d < v.ndim; d++) wt[i].shape[d] = v.shape[d];
-        wt[i].data = v.data;
+        wt[i].data = hp + (v.data - m->params);
     }
     int n_files = 0;
     if (st == SMJ_OK) {
@@ -202,6 +208,7 @@ smj_status smj_export_hf(smj_model *m, const smj_tokenizer *tok, const char *dir
         st = smj_st_write(ctx, dir, wt, nt, &wo, &n_files);
     }
     free(wt);
+    if (hp) smj_model_params_release(m, hp, 0);
     if (st == SMJ_OK) st = write_text(ctx, dir, "config.json", &conf);
     if (st == SMJ_OK) st = write_text(ctx, dir, "generation_config.json", &gen);
     if (st == SMJ_OK && tok) st = write_text(ctx, dir, "tokenizer.json", &tj);

@@ -451,6 +451,19 @@ smj_status smj_model_tensor_get(smj_model *m, int i, int grad, float *dst) {
     return SMJ_OK;
 }
 
+float *smj_model_params_host(smj_model *m) {
+    if (!m->be->init) return m->params; /* host memory (device backends have an init hook) */
+    float *h = malloc(sizeof(float) * (size_t)(m->n_params > 0 ? m->n_params : 1));
+    if (h) m->be->download(h, m->params, sizeof(float) * (size_t)m->n_params);
+    return h;
+}
+
+void smj_model_params_release(smj_model *m, float *host, int written) {
+    if (!host || host == m->params) return;
+    if (written) m->be->upload(m->params, host, sizeof(float) * (size_t)m->n_params);
+    free(host);
+}
+
 smj_status smj_model_tensor_set(smj_model *m, int i, const float *src) {
     if (i < 0 || i >= m->n_tensors) SMJ_FAIL(m->ctx, SMJ_ERR_INVALID, "tensor index %d out of range", i);
     SMJ_TRY(check_f32(m, i));

@@ -177,6 +177,15 @@ smj_status smj_model_embed(smj_model *m, float *out, const int32_t *ids_host, co
  * the weight's GGML blocks when the model keeps it quantized. */
 void smj_model_linear(smj_model *m, smj_role role, int layer, float *out, const float *in, int64_t N,
                       int64_t O, int64_t I);
+/* The f32 parameters where the host can read and write them, for code
+ * that walks tensors with plain loops (HF and GGUF import/export): m->params
+ * itself on a host backend; on a device backend (CUDA) a malloc'd copy
+ * (downloaded; NULL when out of memory), which smj_model_params_release
+ * uploads when written (1) and frees. A tensor view's values are at
+ * host + (view.data - m->params). */
+float *smj_model_params_host(smj_model *m);
+void smj_model_params_release(smj_model *m, float *host, int written);
+
 /* Allocates gradients if needed. */
 smj_status smj_model_ensure_grads(smj_model *m);
 
