@@ -20,7 +20,6 @@
 #include "../src/ops/ops.h"
 #include "util/check.h"
 #include "util/decode.h"
-#include "../src/hf/safetensors.h"
 #include "util/gradcheck.h"
 
 static smj_model_config tiny_cfg(void) {
@@ -328,15 +327,7 @@ static void decode_bf16_weights(const smj_model_config *c) {
         if (!m) break;
         int V = c->vocab_size, T = 80;
         if (rounded) {
-            for (int i = 0; i < smj_model_num_tensors(m); i++) {
-                smj_tensor_view v;
-                CHECK_OK(ctx, smj_model_tensor(m, i, &v));
-                float *h = malloc(sizeof(float) * (size_t)v.numel);
-                CHECK_OK(ctx, smj_model_tensor_get(m, i, 0, h));
-                for (int64_t j = 0; j < v.numel; j++) h[j] = smj_bf16_to_f32(smj_f32_to_bf16(h[j]));
-                CHECK_OK(ctx, smj_model_tensor_set(m, i, h));
-                free(h);
-            }
+            round_weights_bf16(ctx, m);
             check_kv_cache(ctx, m, T, "llama on ref, bf16 mode, weights already bf16 (decode_block steps)");
         } else {
             /* one token at a time: every step but the first reads the copies */

@@ -112,7 +112,11 @@ void cu_qmatmul(const smj_exec *ex, float *Cm, const float *A, const void *Wq, i
         c0->op = NULL;
         return;
     }
-    if (M > QM_MAXM && N > 0 && K > 0) {
+    if (M <= 0 || N <= 0 || K <= 0) { /* nothing to dequantize: the matmul op's empty cases */
+        smj_backend_cuda.matmul(ex, Cm, A, NULL, M, N, K, 0, 1, acc);
+        return;
+    }
+    if (M > QM_MAXM) {
         /* dequantize, then the matmul op (its own profile row) */
         {
             OP_BEGIN("qmatmul (dequantize)");
@@ -137,13 +141,7 @@ void cu_qmatmul(const smj_exec *ex, float *Cm, const float *A, const void *Wq, i
         return;
     }
     OP_BEGIN_W("qmatmul");
-    if (M <= 0 || N <= 0) { op_end(c); return; }
     cast_written(c, Cm, M * N);
-    if (K <= 0) {
-        if (!acc) CK(c, cudaMemsetAsync(Cm, 0, sizeof(float) * (size_t)(M * N), c->stream));
-        op_end(c);
-        return;
-    }
     unsigned grid = (unsigned)((N + 3) / 4);
     const uint8_t *W = (const uint8_t *)Wq;
 #define QG(T, MR) k_qgemv<T, MR><<<grid, 128, 0, c->stream>>>(Cm, A, W, N, (int)K, rb, (int)M, acc)

@@ -34,7 +34,6 @@
 #include "../util/decode.h"
 #include "../../src/ops/ops.h"
 #include "smedjan.h"
-#include "../../src/hf/safetensors.h"
 
 static smj_model_config small_config(void) {
     smj_model_config c;
@@ -313,15 +312,7 @@ static float *bf16_decode_run(smj_model_config cfg, int bf16, int round) {
     smj_session *s = NULL;
     float *out = malloc(sizeof(float) * (size_t)BF_STEPS * V);
     CHECK_OK(ctx, smj_model_create(ctx, &cfg, 17, &m));
-    for (int i = 0; m && round && i < smj_model_num_tensors(m); i++) {
-        smj_tensor_view v;
-        CHECK_OK(ctx, smj_model_tensor(m, i, &v));
-        float *h = malloc(sizeof(float) * (size_t)v.numel);
-        CHECK_OK(ctx, smj_model_tensor_get(m, i, 0, h));
-        for (int64_t j = 0; j < v.numel; j++) h[j] = smj_bf16_to_f32(smj_f32_to_bf16(h[j]));
-        CHECK_OK(ctx, smj_model_tensor_set(m, i, h));
-        free(h);
-    }
+    if (m && round) round_weights_bf16(ctx, m);
     if (m) CHECK_OK(ctx, smj_session_create(m, BF_STEPS, &s));
     const float *lg = NULL;
     for (int t = 0; s && out && t < BF_STEPS; t++) {
@@ -370,19 +361,26 @@ static void greedy_on_device(void) {
     smj_ctx_free(ctx);
 }
 
+/* A byte-level BPE of 300 ids (the small models' vocabulary) for the file formats. */
+static smj_tokenizer *tiny_tokenizer(smj_ctx *ctx) {
+    static const char *text = "the quick brown fox jumps over the lazy dog. the dog sleeps; the fox runs away!\n";
+    size_t n = strlen(text);
+    uint8_t *t = malloc(n * 40);
+    smj_tokenizer *tok = NULL;
+    if (!t) return NULL;
+    for (int r = 0; r < 40; r++) memcpy(t + r * n, text, n);
+    smj_tokenizer_train_options to = {.vocab_size = 300};
+    CHECK_OK(ctx, smj_tokenizer_train(ctx, t, n * 40, &to, &tok));
+    free(t);
+    return tok;
+}
+
 /* A quantized GGUF model on the GPU (qmatmul): the full forward's logits
  * against the reference backend's (W dequantized exactly, A as it is, like
  * ours), and KV-cache decoding against the full forward on the GPU. */
 static void gguf_on_device(void) {
-    static const char *text = "the quick brown fox jumps over the lazy dog. the dog sleeps; the fox runs away!\n";
     smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA), *ref = make_ctx(SMJ_BACKEND_REF);
-    size_t n = strlen(text);
-    uint8_t *t = malloc(n * 40);
-    for (int r = 0; r < 40; r++) memcpy(t + r * n, text, n);
-    smj_tokenizer *tok = NULL;
-    smj_tokenizer_train_options to = {.vocab_size = 300};
-    CHECK_OK(ref, smj_tokenizer_train(ref, t, n * 40, &to, &tok));
-    free(t);
+    smj_tokenizer *tok = tiny_tokenizer(ref);
     smj_model_config cfg = flash_config();
     smj_model *src = NULL;
     CHECK_OK(ref, smj_model_create(ref, &cfg, 31, &src));
@@ -460,14 +458,7 @@ static void files_from_device(void) {
     snprintf(pd, sizeof pd, "%s/cuda.gguf", dir);
     snprintf(hc, sizeof hc, "%s/hf_cpu", dir);
     snprintf(hd, sizeof hd, "%s/hf_cuda", dir);
-    static const char *text = "the quick brown fox jumps over the lazy dog. the dog sleeps; the fox runs away!\n";
-    size_t n = strlen(text);
-    uint8_t *t = malloc(n * 40);
-    for (int r = 0; r < 40; r++) memcpy(t + r * n, text, n);
-    smj_tokenizer *tok = NULL;
-    smj_tokenizer_train_options to = {.vocab_size = 300};
-    CHECK_OK(cpu, smj_tokenizer_train(cpu, t, n * 40, &to, &tok));
-    free(t);
+    smj_tokenizer *tok = tiny_tokenizer(cpu);
     CHECK_OK(cpu, smj_export_gguf(mc, tok, pc, SMJ_QUANT_Q8_0, NULL));
     CHECK_OK(ctx, smj_export_gguf(md, tok, pd, SMJ_QUANT_Q8_0, NULL));
     smj_hf_export_options ho = {.overwrite = 1};

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 #include "check.h"
+#include "../../src/hf/safetensors.h"
 
 int greedy_decode(smj_model *m, const int32_t *prompt, int np, int n, int32_t *out, const int32_t *other,
                   float *gap) {
@@ -129,4 +130,17 @@ done:
     smj_session_free(b);
     free(scratch);
     free(ref_lg);
+}
+
+void round_weights_bf16(smj_ctx *ctx, smj_model *m) {
+    for (int i = 0; i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        CHECK_OK(ctx, smj_model_tensor(m, i, &v));
+        float *h = malloc(sizeof(float) * (size_t)v.numel);
+        if (!h) continue;
+        CHECK_OK(ctx, smj_model_tensor_get(m, i, 0, h));
+        for (int64_t j = 0; j < v.numel; j++) h[j] = smj_bf16_to_f32(smj_f32_to_bf16(h[j]));
+        CHECK_OK(ctx, smj_model_tensor_set(m, i, h));
+        free(h);
+    }
 }

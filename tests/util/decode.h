@@ -21,4 +21,6 @@ void check_kv_cache(smj_ctx *ctx, smj_model *m, int T, const char *label);
  * and in calls of 1, 7 and 16) and the same final logits, bit for bit; and
  * its refusals (nothing fed yet, more tokens than fit). */
 void check_greedy(smj_ctx *ctx, smj_model *m, const char *label);
+/* Rounds every weight of m to its bf16 value (round to nearest even). */
+void round_weights_bf16(smj_ctx *ctx, smj_model *m);
 #endif
