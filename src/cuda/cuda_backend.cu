@@ -992,21 +992,45 @@ static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const flo
 
 /* ------------------------------------------------------------ cross-entropy */
 
-/* One block per row: max, then the sum of exp (expf, summed in double);
- * the second pass reads the row from L2. */
+/* (m, s) += (m2, s2): two partial log-sum-exps, each the sum s of exp(x - m)
+ * over its values with m their max (-inf, 0: none yet). */
+static __device__ __forceinline__ void lse_add(float &m, float &s, float m2, float s2) {
+    float M = fmaxf(m, m2);
+    if (M == -INFINITY) return;
+    s = s * expf(m - M) + s2 * expf(m2 - M);
+    m = M;
+}
+
+/* One block per row, one pass over it (online: each thread keeps the max
+ * of its values and the sum of exp(x - max), rescaled when the max grows),
+ * 16-byte loads when V4; the partials are combined in a fixed order. */
+template <bool V4>
 __global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const int32_t *targets, int V) {
-    __shared__ double shd[32];
-    __shared__ float shf[32];
+    __shared__ float shm[32], shs[32];
     int64_t n = blockIdx.x;
     const float *l = logits + n * V;
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, l[j]);
-    mx = block_max(mx, shf);
-    double s = 0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) s += (double)expf(l[j] - mx);
-    s = block_sum_d(s, shd);
+    float m = -INFINITY, s = 0;
+    int j0 = 0;
+    if (V4) {
+        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+            float4 x = ((const float4 *)l)[j];
+            float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
+            if (mx > m) { s *= expf(m - mx); m = mx; }
+            if (m != -INFINITY) s += expf(x.x - m) + expf(x.y - m) + expf(x.z - m) + expf(x.w - m);
+        }
+        j0 = V / 4 * 4;
+    }
+    for (int j = j0 + threadIdx.x; j < V; j += blockDim.x) {
+        float x = l[j];
+        if (x > m) { s *= expf(m - x); m = x; }
+        if (m != -INFINITY) s += expf(x - m); /* (all -inf so far: nothing to add) */
+    }
+    for (int o = 16; o > 0; o >>= 1) lse_add(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    if ((threadIdx.x & 31) == 0) { shm[threadIdx.x >> 5] = m; shs[threadIdx.x >> 5] = s; }
+    __syncthreads();
     if (threadIdx.x == 0) {
-        double z = (double)mx + log(s);
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) lse_add(m, s, shm[w], shs[w]);
+        double z = (double)m + log((double)s);
         int32_t t = targets[n];
         lse[n] = (float)z;
         losses[n] = t < 0 ? 0.0f : (float)(z - l[t]);
@@ -1049,8 +1073,12 @@ static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const flo
     cast_written(c, lse, N);
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
         int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
-        k_xent_fwd<<<(unsigned)nn, V >= 4096 ? 1024 : 256, 0, c->stream>>>(losses + n0, lse + n0,
-                                                                             logits + n0 * V, targets + n0, V);
+        if (V % 4 == 0 && (uintptr_t)logits % 16 == 0)
+            k_xent_fwd<true><<<(unsigned)nn, V >= 16384 ? 512 : 256, 0, c->stream>>>(losses + n0, lse + n0,
+                                                                                    logits + n0 * V, targets + n0, V);
+        else
+            k_xent_fwd<false><<<(unsigned)nn, V >= 16384 ? 512 : 256, 0, c->stream>>>(losses + n0, lse + n0,
+                                                                                     logits + n0 * V, targets + n0, V);
         LAUNCHED(c);
     }
     op_end(c);

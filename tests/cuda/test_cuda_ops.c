@@ -397,12 +397,21 @@ static int32_t *targets_for(int64_t N, int V) {
 }
 static const int XE[][2] = {{1, 1}, {1, 7}, {9, 300}, {4, 5000}, {17, 32768}, {3, 131072}, {70, 4099}};
 
+/* the shapes of XE, then rows with masked (-inf) logits: a leading half,
+ * every other one (V % 4 == 0 and not) */
 static void case_xent_fwd(void) {
-    for (size_t s = 0; s < sizeof XE / sizeof XE[0]; s++) {
-        int64_t N = XE[s][0]; int V = XE[s][1];
-        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
+    int nx = (int)(sizeof XE / sizeof XE[0]);
+    for (int s = 0; s < nx + 2; s++) {
+        int64_t N = s < nx ? XE[s][0] : 3; int V = s < nx ? XE[s][1] : s == nx ? 4096 : 4099;
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d%s", (long long)N, V, s < nx ? "" : " masked");
         float *lg = frand(N * V, 8), *l2 = frand(N, 0), *z2 = frand(N, 0);
-        int32_t *t = targets_for(N, V), *Dt = ids_d(t, N);
+        if (s >= nx) {
+            for (int j = 0; j < V / 2; j++) lg[j] = -INFINITY;
+            for (int j = 0; j < V; j += 2) lg[V + j] = -INFINITY;
+        }
+        int32_t *t = targets_for(N, V);
+        if (s >= nx) { t[0] = V - 1; t[1] = 1; } /* targets on unmasked logits: finite losses */
+        int32_t *Dt = ids_d(t, N);
         float *Dlg = dup_d(lg, N * V), *Dl = dup_d(l2, N), *Dz = dup_d(z2, N);
         be->xent_fwd(ex, Dl, Dz, Dlg, Dt, N, V);
         rf->xent_fwd(X1, l2, z2, lg, t, N, V);
