@@ -657,8 +657,12 @@ static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_m
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     float *p[12];
-    int64_t sz[12] = {N * C, N * C, N * C, N * QD, N * QD, N * KD, N * KD, N * QD, N * KD, N * H, N * H, N * H};
-    for (int i = 0; i < 12; i++) p[i] = take(cv, sz[i]);
+    /* dtmp: GPT-2's norm gradients (Llama's rmsnorm_bwd adds into dres);
+     * dqn, dkn: QK-norm only */
+    int gpt2 = c->arch == SMJ_ARCH_GPT2, qkn = c->qk_norm;
+    int64_t sz[12] = {N * C, gpt2 ? N * C : 0, N * C, N * QD, N * QD, N * KD, N * KD, qkn ? N * QD : 0,
+                      qkn ? N * KD : 0, N * H, N * H, N * H};
+    for (int i = 0; i < 12; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
     if (m) {
         m->dres = p[0]; m->dtmp = p[1]; m->dln = p[2]; m->datt = p[3]; m->dq = p[4]; m->dk = p[5];
         m->dv = p[6]; m->dqn = p[7]; m->dkn = p[8]; m->dh = p[9]; m->dgate = p[10]; m->dup = p[11];
