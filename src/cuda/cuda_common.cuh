@@ -159,6 +159,25 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
                       const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                       int NKV, int HS, float scale);
 
+/* Four fp32 values stored as bf16 (round to nearest even), 8 bytes. */
+static __device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 u = {*(uint32_t *)&lo, *(uint32_t *)&hi};
+    *(uint2 *)p = u;
+}
+
+/* The normalization ops (norms.cu). */
+void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N, int C,
+                    float eps);
+void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd, const float *a, const float *b,
+                        const float *w, int64_t N, int C, float eps);
+void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
+                    const float *rstd, int64_t N, int C, int acc);
+void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
+                      const float *b, int64_t N, int C, float eps);
+void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
+                      const float *w, const float *mean, const float *rstd, int64_t N, int C);
+
 /* RoPE's rotation of the pair (a, b) by (co, si), without contraction into
  * FMAs, so rope_fwd and decode_attention round alike. */
 static __device__ __forceinline__ void rope_rot(float a, float b, float co, float si, float &o0, float &o1) {

@@ -1,0 +1,334 @@
+/* norms.cu — the normalization ops of the CUDA backend: rmsnorm forward
+ * and backward, the residual add fused with the norm after it
+ * (add_rmsnorm_fwd), and GPT-2's layernorm. One warp per row with 16-byte
+ * accesses where rows allow; the weight gradients go through per-block
+ * column partials summed in a fixed order (k_colsum_add: no atomics,
+ * deterministic). Ops that feed products write the bf16 copy of their
+ * output beside it in bf16 mode (shadow_of, see cuda_common.cuh).
+ */
+#include "cuda_common.cuh"
+
+/* ------------------------------------------------------------ rmsnorm */
+
+/* Four floats per access where rows allow (C % 4 == 0, 16-byte aligned):
+ * the row kernels below take V4 as a template argument. */
+static bool rows_v4(int64_t C, const void *p0, const void *p1, const void *p2) {
+    return C % 4 == 0 && (uintptr_t)p0 % 16 == 0 && (uintptr_t)p1 % 16 == 0 && (uintptr_t)p2 % 16 == 0;
+}
+
+/* One warp per row; o16: out's bf16 copy (shadow_of) or NULL. With b
+ * (add_rmsnorm_fwd) the row is x + b, written to sum on the first pass and
+ * read back by the same lanes on the second. */
+template <bool V4>
+__global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const float *x, const float *w, int64_t N,
+                              int C, float eps, const float *b, float *sum) {
+    int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    const float *xr = x + n * C;
+    float ss = 0;
+    if (V4) {
+        for (int i = lane; i < C / 4; i += 32) {
+            float4 v = ((const float4 *)xr)[i];
+            if (b) {
+                float4 u = ((const float4 *)(b + n * C))[i];
+                v = make_float4(v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w);
+                ((float4 *)(sum + n * C))[i] = v;
+            }
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    } else {
+        for (int i = lane; i < C; i += 32) {
+            float v = xr[i];
+            if (b) {
+                v += b[n * C + i];
+                sum[n * C + i] = v;
+            }
+            ss += v * v;
+        }
+    }
+    if (b) xr = sum + n * C;
+    ss = warp_sum(ss);
+    float r = 1.0f / sqrtf(ss / (float)C + eps);
+    if (lane == 0) rstd[n] = r;
+    if (V4) {
+        for (int i = lane; i < C / 4; i += 32) {
+            float4 v = ((const float4 *)xr)[i], g = ((const float4 *)w)[i];
+            float4 o = {(v.x * r) * g.x, (v.y * r) * g.y, (v.z * r) * g.z, (v.w * r) * g.w};
+            ((float4 *)(out + n * C))[i] = o;
+            if (o16) st_bf16x4(o16 + n * C + 4 * i, o);
+        }
+    } else {
+        for (int i = lane; i < C; i += 32) {
+            float o = (xr[i] * r) * w[i];
+            out[n * C + i] = o;
+            if (o16) o16[n * C + i] = __float2bfloat16_rn(o);
+        }
+    }
+}
+
+/* The same with a block of 256 threads per row, for a few long rows
+ * (decoding), where one warp walking C/32 values one after another is
+ * latency-bound (~10 us for C = 768). Sums in the order warp, then warps. */
+__global__ void __launch_bounds__(256) k_rmsnorm_fwd_row(float *out, float *rstd, const float *x, const float *w,
+                                                         int C, float eps) {
+    __shared__ float red[8];
+    int64_t n = blockIdx.x;
+    int lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
+    const float *xr = x + n * C;
+    float ss = 0;
+    for (int i = threadIdx.x; i < C; i += 256) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    if (lane == 0) red[wi] = ss;
+    __syncthreads();
+    ss = 0;
+    for (int i = 0; i < 8; i++) ss += red[i];
+    float r = 1.0f / sqrtf(ss / (float)C + eps);
+    if (threadIdx.x == 0) rstd[n] = r;
+    for (int i = threadIdx.x; i < C; i += 256) out[n * C + i] = (xr[i] * r) * w[i];
+}
+
+void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
+                           int C, float eps) {
+    OP_BEGIN_W("rmsnorm_fwd");
+    cast_written(c, out, N * C);
+    cast_written(c, rstd, N);
+    if (N > 0 && N < c->n_sm && C >= 256) {
+        k_rmsnorm_fwd_row<<<(unsigned)N, 256, 0, c->stream>>>(out, rstd, x, w, C, eps);
+        LAUNCHED(c);
+    } else if (N > 0) {
+        __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        if (rows_v4(C, out, x, w))
+            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
+                                                                                     NULL, NULL);
+        else
+            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
+                                                                                      NULL, NULL);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+/* sum = a + b and its norm in one pass (a warp per row); for a few long rows
+ * (decoding) the add, then the block-per-row norm. */
+void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd, const float *a, const float *b,
+                               const float *w, int64_t N, int C, float eps) {
+    if (N > 0 && N < S(ex)->n_sm && C >= 256) {
+        smj_backend_cuda.add(ex, sum, a, b, N * C);
+        cu_rmsnorm_fwd(ex, out, rstd, sum, w, N, C, eps);
+        return;
+    }
+    OP_BEGIN_W("add_rmsnorm_fwd");
+    cast_written(c, sum, N * C);
+    cast_written(c, out, N * C);
+    cast_written(c, rstd, N);
+    if (N > 0) {
+        __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        if (rows_v4(C, out, a, w) && rows_v4(C, sum, b, b))
+            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
+                                                                                     b, sum);
+        else
+            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
+                                                                                      b, sum);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+/* dx = (acc ? dx : 0) + r w dy - r^3 x mean(w dy x) (dx16: its bf16 copy,
+ * or NULL), and dw's partial sums in the same pass: block p takes rows
+ * [p R, (p+1) R), one warp per row at a time; each warp adds dy x r of its
+ * rows into its own shared row of C floats, then the block sums its warps'
+ * rows in order into part[p, :] (k_colsum_add sums the blocks' rows: fixed
+ * order, no atomics). */
+template <bool V4>
+__global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const float *dout, const float *x,
+                              const float *w, const float *rstd, int64_t N, int C, int R, int acc) {
+    extern __shared__ float accw[]; /* [warps][C] */
+    int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *aw = accw + (int64_t)wi * C;
+    for (int i = lane; i < C; i += 32) aw[i] = 0.f;
+    int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
+    for (int64_t n = n0 + wi; n < n1; n += nw) {
+        const float *xr = x + n * C, *dy = dout + n * C;
+        float dot = 0;
+        if (V4) {
+            for (int i = lane; i < C / 4; i += 32) {
+                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                dot += a.x * d.x * v.x + a.y * d.y * v.y + a.z * d.z * v.z + a.w * d.w * v.w;
+            }
+        } else {
+            for (int i = lane; i < C; i += 32) dot += w[i] * dy[i] * xr[i];
+        }
+        dot = warp_sum(dot) / (float)C;
+        float r = rstd[n], r3 = r * r * r;
+        if (V4) {
+            for (int i = lane; i < C / 4; i += 32) {
+                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 o = {r * a.x * d.x - r3 * v.x * dot, r * a.y * d.y - r3 * v.y * dot,
+                            r * a.z * d.z - r3 * v.z * dot, r * a.w * d.w - r3 * v.w * dot};
+                if (acc) {
+                    float4 p = ((const float4 *)(dx + n * C))[i];
+                    o = make_float4(p.x + o.x, p.y + o.y, p.z + o.z, p.w + o.w);
+                }
+                ((float4 *)(dx + n * C))[i] = o;
+                if (dx16) st_bf16x4(dx16 + n * C + 4 * i, o);
+                aw[4 * i] += d.x * v.x * r;
+                aw[4 * i + 1] += d.y * v.y * r;
+                aw[4 * i + 2] += d.z * v.z * r;
+                aw[4 * i + 3] += d.w * v.w * r;
+            }
+        } else {
+            for (int i = lane; i < C; i += 32) {
+                float o = (acc ? dx[n * C + i] : 0.0f) + (r * w[i] * dy[i] - r3 * xr[i] * dot);
+                dx[n * C + i] = o;
+                if (dx16) dx16[n * C + i] = __float2bfloat16_rn(o);
+                aw[i] += dy[i] * xr[i] * r;
+            }
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float s = 0;
+        for (int k = 0; k < nw; k++) s += accw[(int64_t)k * C + i];
+        part[(int64_t)blockIdx.x * C + i] = s;
+    }
+}
+__global__ void k_colsum_add(float *dw, const float *part, int P, int C) {
+    int cc = blockIdx.x * blockDim.x + threadIdx.x;
+    if (cc >= C) return;
+    float s = 0;
+    for (int p = 0; p < P; p++) s += part[(int64_t)p * C + cc];
+    dw[cc] += s;
+}
+
+void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x,
+                           const float *w, const float *rstd, int64_t N, int C, int acc) {
+    OP_BEGIN_W("rmsnorm_bwd");
+    if (N <= 0 || C <= 0) { op_end(c); return; }
+    cast_written(c, dx, N * C);
+    cast_written(c, dw, C);
+    /* up to 8 warps a block, each with a shared row of C floats (48 KiB in
+     * all; one warp and the GPU's opt-in limit for rows over 12,288) */
+    int nw = (int)(49152 / ((int64_t)C * 4));
+    if (nw > 8) nw = 8;
+    if (nw < 1) nw = 1;
+    size_t sm = (size_t)nw * C * sizeof(float);
+    bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
+    if (!smem_ok(c, v4 ? (const void *)k_rmsnorm_bwd<true> : (const void *)k_rmsnorm_bwd<false>, sm)) return;
+    /* about four blocks per SM, each at least nw rows */
+    int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
+    if (R < nw) R = nw;
+    int P = (int)((N + R - 1) / R);
+    float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C);
+    if (!part) return;
+    cast_written(c, part, (int64_t)P * C);
+    /* dx feeds products (the residual gradient: dW and dX of the block
+     * below; dq/dk under QK-norm): its bf16 copy is written beside it */
+    __nv_bfloat16 *dx16 = shadow_of(c, dx, N * C);
+    if (v4)
+        k_rmsnorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, rstd, N, C, (int)R,
+                                                                      acc);
+    else
+        k_rmsnorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, rstd, N, C,
+                                                                       (int)R, acc);
+    LAUNCHED(c);
+    k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
+    LAUNCHED(c);
+    op_end(c);
+}
+
+/* ------------------------------------------------------------ layernorm (GPT-2 family) */
+
+/* One warp per row, two passes as the reference: the mean, then the
+ * variance of the deviations (biased, eps inside the sqrt). */
+__global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                                int64_t N, int C, float eps) {
+    int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    const float *xr = x + n * C;
+    float s = 0, v = 0;
+    for (int i = lane; i < C; i += 32) s += xr[i];
+    float m = warp_sum(s) / (float)C;
+    for (int i = lane; i < C; i += 32) v += (xr[i] - m) * (xr[i] - m);
+    float r = 1.0f / sqrtf(warp_sum(v) / (float)C + eps);
+    if (lane == 0) { mean[n] = m; rstd[n] = r; }
+    float *o = out + n * C;
+    if (b)
+        for (int i = lane; i < C; i += 32) o[i] = (xr[i] - m) * r * w[i] + b[i];
+    else
+        for (int i = lane; i < C; i += 32) o[i] = (xr[i] - m) * r * w[i];
+}
+
+void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
+                             const float *b, int64_t N, int C, float eps) {
+    OP_BEGIN("layernorm_fwd");
+    if (N > 0 && C > 0) {
+        k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, mean, rstd, x, w, b, N, C, eps);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+/* xh = (x - mean) r, g = w dy: dx = r (g - mean(g) - xh mean(g xh)); one warp per row. */
+__global__ void k_layernorm_bwd_dx(float *dx, const float *dout, const float *x, const float *w, const float *mean,
+                                   const float *rstd, int64_t N, int C) {
+    int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    const float *xr = x + n * C, *dy = dout + n * C;
+    float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
+    for (int i = lane; i < C; i += 32) {
+        float g = w[i] * dy[i];
+        sg += g;
+        sgx += g * ((xr[i] - m) * r);
+    }
+    sg = warp_sum(sg) / (float)C;
+    sgx = warp_sum(sgx) / (float)C;
+    for (int i = lane; i < C; i += 32) dx[n * C + i] = r * (w[i] * dy[i] - sg - (xr[i] - m) * r * sgx);
+}
+/* dw, db partials over rows [p*R, (p+1)*R): part[p, c] = sum dy xh,
+ * part[P + p, c] = sum dy (when db is wanted). */
+__global__ void k_layernorm_bwd_part(float *part, const float *dout, const float *x, const float *mean,
+                                     const float *rstd, int64_t N, int C, int R, int P, int want_db) {
+    int cc = blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
+    if (cc >= C) return;
+    int64_t n0 = (int64_t)p * R, n1 = n0 + R < N ? n0 + R : N;
+    float sw = 0, sb = 0;
+    for (int64_t n = n0; n < n1; n++) {
+        float dy = dout[n * C + cc];
+        sw += dy * ((x[n * C + cc] - mean[n]) * rstd[n]);
+        sb += dy;
+    }
+    part[(int64_t)p * C + cc] = sw;
+    if (want_db) part[((int64_t)P + p) * C + cc] = sb;
+}
+
+/* dw, db: per-block column partials, then k_colsum_add sums them in fixed
+ * order (no atomics: deterministic). */
+void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
+                             const float *w, const float *mean, const float *rstd, int64_t N, int C) {
+    OP_BEGIN("layernorm_bwd");
+    if (N <= 0 || C <= 0) { op_end(c); return; }
+    k_layernorm_bwd_dx<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(dx, dout, x, w, mean, rstd, N, C);
+    LAUNCHED(c);
+    /* enough row chunks to fill the GPU, each at least 32 rows */
+    int64_t col_blocks = (C + 127) / 128, want = (int64_t)c->n_sm * 8 / col_blocks;
+    if (want < 1) want = 1;
+    int64_t R = (N + want - 1) / want;
+    if (R < 32) R = 32;
+    int P = (int)((N + R - 1) / R);
+    float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C * (db ? 2 : 1));
+    if (!part) { op_end(c); return; }
+    k_layernorm_bwd_part<<<dim3((unsigned)col_blocks, (unsigned)P), 128, 0, c->stream>>>(part, dout, x, mean, rstd, N,
+                                                                                          C, (int)R, P, db != NULL);
+    LAUNCHED(c);
+    k_colsum_add<<<(unsigned)col_blocks, 128, 0, c->stream>>>(dw, part, P, C);
+    LAUNCHED(c);
+    if (db) {
+        k_colsum_add<<<(unsigned)col_blocks, 128, 0, c->stream>>>(db, part + (int64_t)P * C, P, C);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
