@@ -52,7 +52,8 @@ typedef struct {
     int bf16_matmul;          /* 0 = fp32 matmuls (default); 1 = bf16 tensor-core matmuls with
                                  fp32 accumulation (CUDA only; the CPU backends ignore it), and
                                  decoding sessions read bf16 copies of the weights where the
-                                 backend runs a block per step (CUDA; the reference backend) */
+                                 backend runs a block per step (CUDA; the reference backend):
+                                 2 bytes per parameter per session, made at creation and reset */
 } smj_ctx_options;
 
 typedef struct smj_ctx smj_ctx;
