@@ -1024,7 +1024,6 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
     size_t db = sizeof(unsigned) * (2 + SMJ_CUDA_DEC_HEADS);
     if (cudaMalloc((void **)&c->dec_sync, db) != cudaSuccess || cudaMemset(c->dec_sync, 0, db) != cudaSuccess) {
         if (c->dec_sync) cudaFree(c->dec_sync);
-    if (c->qbuf) cudaFree(c->qbuf);
         c->dec_sync = NULL;
         (void)cudaGetLastError();
     }
@@ -1047,6 +1046,7 @@ static void cu_fini(smj_exec *ex) {
     cudaStreamDestroy(c->stream);
     if (c->scratch) cudaFree(c->scratch);
     if (c->dec_sync) cudaFree(c->dec_sync);
+    if (c->qbuf) cudaFree(c->qbuf);
     for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
     if (c->h_sum) cudaFreeHost(c->h_sum);
     if (c->h_ids) cudaFreeHost(c->h_ids);
