@@ -267,12 +267,19 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
                                              &beta, C, CUDA_R_32F, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
 }
 
-/* The kept-copy slot for src[0, n): the least recently used one, grown to
- * n, registered as valid now. NULL on failure. */
+/* The kept-copy slot for src[0, n): the least recently used one of those
+ * not allocated yet or already holding n values (so the blocks of a larger
+ * operand, the LM head's dlogits, take turns in one grown slot), else of
+ * all, grown to n; registered as valid now. NULL on failure. */
 static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
-    int lru = 0;
-    for (int i = 1; i < BC_N; i++)
-        if (c->bc[i].used < c->bc[lru].used) lru = i;
+    int lru = -1;
+    for (int i = 0; i < BC_N; i++)
+        if ((!c->bc[i].cap || c->bc[i].cap >= (size_t)n) && (lru < 0 || c->bc[i].used < c->bc[lru].used)) lru = i;
+    if (lru < 0) {
+        lru = 0;
+        for (int i = 1; i < BC_N; i++)
+            if (c->bc[i].used < c->bc[lru].used) lru = i;
+    }
     auto &e = c->bc[lru];
     e.src = NULL;
     if ((size_t)n > e.cap) {
@@ -805,10 +812,10 @@ __global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const
 
 /* dl = dloss (softmax - onehot), four values per thread (V4: V % 4 == 0
  * and 16-byte aligned); l - lse in float is the rounded exact difference,
- * as in double. */
+ * as in double. d16 (or NULL): dl's bf16 copy. */
 template <bool V4>
-__global__ void k_xent_bwd(float *dl, const float *logits, const float *lse, const int32_t *targets, float dloss,
-                           int V) {
+__global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const float *logits, const float *lse,
+                           const int32_t *targets, float dloss, int V) {
     int64_t n = blockIdx.y;
     int j = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (j >= V) return;
@@ -822,10 +829,12 @@ __global__ void k_xent_bwd(float *dl, const float *logits, const float *lse, con
         o.z = t < 0 ? 0.0f : dloss * (expf(x.z - z) - (j + 2 == t ? 1.0f : 0.0f));
         o.w = t < 0 ? 0.0f : dloss * (expf(x.w - z) - (j + 3 == t ? 1.0f : 0.0f));
         *(float4 *)(dl + i) = o;
+        if (d16) st_bf16x4(d16 + i, o);
     } else {
         for (int e = 0; e < 4 && j + e < V; e++) {
             float p = t < 0 ? 0.0f : expf(logits[i + e] - z);
             dl[i + e] = dloss * (p - (j + e == t ? 1.0f : 0.0f));
+            if (d16) d16[i + e] = __float2bfloat16_rn(dl[i + e]);
         }
     }
 }
@@ -854,15 +863,19 @@ static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits,
                         const int32_t *targets, float dloss, int64_t N, int V) {
     OP_BEGIN_W("xent_bwd"); /* see cu_xent_fwd */
     cast_written(c, dlogits, N * V);
+    /* the LM head's products read dlogits: its bf16 copy is written beside
+     * it (when it is small enough to keep: the model's blocks of rows) */
+    __nv_bfloat16 *d16 = N > 0 && V > 0 ? shadow_of(c, dlogits, N * V) : NULL;
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
         dim3 grid((unsigned)((V + 1023) / 1024), (unsigned)nn);
+        __nv_bfloat16 *b = d16 ? d16 + n0 * V : NULL;
         if (V % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0)
-            k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, logits + n0 * V, lse + n0, targets + n0,
-                                                          dloss, V);
+            k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, b, logits + n0 * V, lse + n0,
+                                                          targets + n0, dloss, V);
         else
-            k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, logits + n0 * V, lse + n0, targets + n0,
-                                                           dloss, V);
+            k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, b, logits + n0 * V, lse + n0,
+                                                           targets + n0, dloss, V);
         LAUNCHED(c);
     }
     op_end(c);

@@ -152,8 +152,8 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
         /* the blocks' operands come by the dozen, so every copy grows to the
          * largest of them; the LM head's (its weight, the logits' gradient or
          * a fused-CE chunk of it) once a step, each into one copy */
-        int64_t blk[] = {N * H, N * C, N * QD, N * KD, H * C, QD * C},
-                head[] = {V * C, fused ? smj_ce_chunk_rows(c, o, N) * V : N * V}, big = 0, sum = 0;
+        int64_t hr = fused ? smj_ce_chunk_rows(c, o, N) : smj_head_bwd_rows(c, N, 1);
+        int64_t blk[] = {N * H, N * C, N * QD, N * KD, H * C, QD * C}, head[] = {V * C, hr * V}, big = 0, sum = 0;
         int n = SMJ_CUDA_BC_N;
         for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)
             if (blk[i] <= SMJ_CUDA_BC_MAX && blk[i] > big) big = blk[i];
@@ -163,7 +163,7 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
                 n--;
             }
         ws += 2 * (sum + n * (big + big / 8 + 1024));
-        if (!fused && N * V > SMJ_CUDA_BC_MAX) MAXTO(req, 2 * SMJ_CUDA_BC_MAX); /* dlogits cast in blocks */
+        if (hr * V > SMJ_CUDA_BC_MAX) MAXTO(req, 2 * SMJ_CUDA_BC_MAX); /* dlogits cast in blocks */
         if ((HS == 64 || HS == 128) && T >= 16) {
             int64_t Tp = (T + 3) / 4 * 4;
             MAXTO(req, 8 * (int64_t)B * NH * Tp + 4 * (N * QD + N * KD) + 1024); /* flash backward */

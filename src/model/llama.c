@@ -32,6 +32,7 @@
 #include <string.h>
 #include "model.h"
 #include "../gguf/gguf.h"
+#include "../cuda/limits.h"
 
 /* ------------------------------------------------------------ the table */
 
@@ -499,6 +500,12 @@ int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o,
     int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : ((int64_t)8 << 20) / c->vocab_size;
     if (R < 1) R = 1;
     return R < N ? R : N;
+}
+
+int64_t smj_head_bwd_rows(const smj_model_config *c, int64_t N, int bf16_matmul) {
+    int64_t V = c->vocab_size, R = SMJ_CUDA_BC_MAX / V / 64 * 64;
+    if (!bf16_matmul || N * V <= SMJ_CUDA_BC_MAX) return N;
+    return R < 64 ? 64 : R;
 }
 
 /* Rows of the fused-CE chunk starting at row r0 of N (chunks of R rows; a
@@ -1070,10 +1077,19 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
             be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, V, 0, 0, 0);
         }
     } else {
-        float *dlogits = m->logits; /* in place: logits are not needed after this */
-        be->xent_bwd(ex, dlogits, m->logits, m->xlse, m->tgts, dloss, N, V);
-        be->matmul(ex, dW, dlogits, m->lnf, V, C, N, 1, 0, 1);
-        be->matmul(ex, m->dln, dlogits, W, N, C, V, 0, 0, 0);
+        /* dlogits in place (logits are not needed after this). With bf16
+         * products, in blocks of rows (smj_head_bwd_rows) whose dlogits a
+         * device backend keeps as one bf16 copy, written by xent_bwd beside
+         * its output and read by both products, instead of casting all of
+         * dlogits for each product (the blocks the backend would use). */
+        int64_t R = smj_head_bwd_rows(c, N, ex->bf16_matmul);
+        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+            n = N - r0 < R ? N - r0 : R;
+            float *dl = m->logits + r0 * V;
+            be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V);
+            be->matmul(ex, dW, dl, m->lnf + r0 * C, V, C, n, 1, 0, 1);
+            be->matmul(ex, m->dln + r0 * C, dl, W, n, C, V, 0, 0, 0);
+        }
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         smj_gpt2_backward(m, B, T);

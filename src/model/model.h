@@ -253,6 +253,10 @@ int64_t smj_fixed_floats(const smj_model_config *c);
  * a last chunk of 1 row is merged into the one before, so the buffer holds
  * min(N, rows + 1) rows). */
 int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N);
+/* Without fused_ce: rows per block of the LM head's backward (N, or with
+ * bf16 products and logits over SMJ_CUDA_BC_MAX values, the most rows, a
+ * multiple of 64, whose dlogits a device backend keeps as one bf16 copy). */
+int64_t smj_head_bwd_rows(const smj_model_config *c, int64_t N, int bf16_matmul);
 /* The residual stream as the training forward sees it: the fp32 [N,C]
  * input of block l (l = L: the final norm's input), where the forward
  * writes and reads it (with fp16_activations two buffers alternate). */

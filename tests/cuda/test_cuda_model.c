@@ -13,13 +13,15 @@
  *     forward's row within 1e-4 of max |logit|. The CUDA full forward also
  *     matches the CPU's (rel L2 <= 1e-5).
  *  3. bf16 mode: the bf16 operand copies that ops write beside their
- *     outputs (rmsnorm, swiglu, rope_bwd, flash attention) and the copies
- *     kept across ops change nothing: 6 steps with them equal, bit for bit
- *     (losses and parameters), 6 steps with SMJ_CUDA_BF16_KEEP=1 (every
- *     product casts its operands afresh). A stale copy (an op that wrote a
- *     buffer without dropping its copy) would break the equality. Two
- *     models: head size 64 with GQA (flash attention) and the small one
- *     (QK-norm, head size 16).
+ *     outputs (rmsnorm, swiglu, rope_bwd, flash attention, cross-entropy)
+ *     and the copies kept across ops change nothing: 6 steps with them
+ *     equal, bit for bit (losses and parameters), 6 steps with
+ *     SMJ_CUDA_BF16_KEEP=1 (every product casts its operands afresh). A stale copy (an op that wrote a
+ *     buffer without dropping its copy) would break the equality. Three
+ *     models: head size 64 with GQA (flash attention), the small one
+ *     (QK-norm, head size 16), and one whose 1.1M-token vocabulary makes
+ *     the LM head's backward run in blocks of rows (cross-entropy's
+ *     backward writes each block's bf16 copy for both products).
  *  4. Decoding one token at a time through a recorded CUDA graph (the
  *     default) gives the same logits, bit for bit, as launching every
  *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt,
@@ -63,6 +65,20 @@ static smj_model_config flash_config(void) {
     c.head_dim = 64;
     c.ffn_hidden = 256;
     c.qk_norm = 0;
+    return c;
+}
+
+/* A vocabulary over 2^20: the 128 rows of a training step give logits of
+ * over 2^27 values, so the LM head's backward runs in blocks of rows. */
+static smj_model_config big_vocab_config(void) {
+    smj_model_config c = small_config();
+    c.vocab_size = 1100000;
+    c.dim = 32;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.ffn_hidden = 64;
+    c.n_layers = 1;
+    c.tied_embeddings = 1;
     return c;
 }
 
@@ -526,6 +542,7 @@ int main(void) {
     kv_decoding(flash_config(), "plain block (decode_block)");
     bf16_copies(ds_path, "head size 64 + GQA (flash)", flash_config());
     bf16_copies(ds_path, "QK-norm, head size 16", small_config());
+    bf16_copies(ds_path, "vocab 1.1M (LM head backward in blocks of rows)", big_vocab_config());
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
     decode_bf16_weights(flash_config());
