@@ -376,10 +376,11 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
 /* ------------------------------------------------------------ backward */
 
 /* Row statistics for the backward, [B,NH,Tp] (T rounded up to 4, so each
- * row starts 16-byte aligned): D = rowsum(dO o O) and lse in the log2 domain; one warp per row with 16-byte loads (HS % 4
- * == 0, rows 16-byte aligned: flash_ok). */
-__global__ void k_flash_rowstats(float *D, float *L2, const float *dout, const float *out, const float *lse, int B,
-                                 int T, int Tp, int NH, int HS) {
+ * row starts 16-byte aligned): D = rowsum(dO o O) and lse in the log2
+ * domain; d16 (or NULL): dO's bf16 copy, written on the way. One warp per
+ * row with 16-byte loads (HS % 4 == 0, rows 16-byte aligned: flash_ok). */
+__global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const float *dout, const float *out,
+                                 const float *lse, int B, int T, int Tp, int NH, int HS) {
     int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); /* over [B, T, NH] */
     int lane = threadIdx.x & 31;
     if (row >= (int64_t)B * T * NH) return;
@@ -388,6 +389,7 @@ __global__ void k_flash_rowstats(float *D, float *L2, const float *dout, const f
     for (int i = lane; i < HS / 4; i += 32) {
         float4 x = a[i], y = o[i];
         s += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+        if (d16) st_bf16x4(d16 + row * HS + 4 * i, x);
     }
     s = warp_sum(s);
     int h = (int)(row % NH);
@@ -644,18 +646,22 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const f
     float *D = (float *)sc, *L2 = D + orow;
     bf16 *b16 = (bf16 *)(L2 + orow);
     prof_phase(c, "attn bwd: D, bf16 casts");
-    k_flash_rowstats<<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(D, L2, dout, out, lse, B, T, Tp, NH, HS);
-    LAUNCHED(c);
     const float *src[4] = {q, k, v, dout};
     const int64_t n[4] = {nq, nk, nk, nq}, at[4] = {0, oq, oq + ok, oq + 2 * ok};
     const bf16 *h16[4];
     for (int i = 0; i < 4; i++) {
         h16[i] = kept_copy(c, src[i], n[i]);
-        if (!h16[i]) {
+        if (!h16[i] && i < 3) {
             to_bf16(c, b16 + at[i], src[i], n[i], 0, 1);
             h16[i] = b16 + at[i];
         }
     }
+    /* dO's copy, when none is kept, is written by the statistics kernel */
+    bf16 *d16 = h16[3] ? NULL : b16 + at[3];
+    if (d16) h16[3] = d16;
+    k_flash_rowstats<<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH,
+                                                                              HS);
+    LAUNCHED(c);
     dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);
     /* dQ: Q, dO and two K, V buffers; dK dV: K, V, two Q, dO buffers and two L2, D rows */
