@@ -308,6 +308,9 @@ const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
             c->bc[i].used = ++c->clock;
             return c->bc[i].buf;
         }
+    for (int i = 0; i < EXT_N; i++)
+        if (c->ext[i].src == src && c->ext[i].n == n && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes)
+            return c->ext[i].b;
     return NULL;
 }
 
@@ -335,6 +338,8 @@ __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
 void cast_written(smj_cuda *c, const float *C, int64_t n) {
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) c->bc[i].src = NULL;
+    for (int i = 0; i < EXT_N; i++)
+        if (c->ext[i].src && c->ext[i].src < C + n && C < c->ext[i].src + c->ext[i].n) c->ext[i].src = NULL;
 }
 
 /* bf16 product whose A is over bc_max elements (dlogits [N,V] in the LM
@@ -745,14 +750,26 @@ __global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide
     for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = __uint_as_float((uint32_t)x[i] << 16);
 }
 static int wide_ok(const void *f32, const void *b16) { return (uintptr_t)f32 % 16 == 0 && (uintptr_t)b16 % 8 == 0; }
+/* pack writes no fp32 data: the kept copies stay, except those in the
+ * caller's memory it overwrites; unpack's source becomes its output's copy
+ * (smj_cuda.ext; sizes as shadow_of takes them). */
 static void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) {
-    OP_BEGIN("bf16_pack");
+    OP_BEGIN_W("bf16_pack");
+    const __nv_bfloat16 *o = (const __nv_bfloat16 *)out;
+    for (int i = 0; i < EXT_N; i++)
+        if (c->ext[i].src && c->ext[i].b < o + n && o < c->ext[i].b + c->ext[i].n) c->ext[i].src = NULL;
     if (n > 0) { k_bf16_pack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(x, out)); LAUNCHED(c); }
     op_end(c);
 }
 static void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
-    OP_BEGIN("bf16_unpack");
+    OP_BEGIN_W("bf16_unpack");
+    cast_written(c, out, n);
     if (n > 0) { k_bf16_unpack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(out, x)); LAUNCHED(c); }
+    if (c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing) {
+        auto &e = c->ext[c->ext_next];
+        c->ext_next = (c->ext_next + 1) % EXT_N;
+        e = {out, n, (const __nv_bfloat16 *)x, c->gen, host_writes};
+    }
     op_end(c);
 }
 static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,

@@ -25,6 +25,7 @@ extern "C" {
 
 #include "limits.h"
 #define BC_N SMJ_CUDA_BC_N     /* bf16 operand copies kept (smj_cuda.bc) */
+#define EXT_N 32               /* bf16 copies in the caller's memory (smj_cuda.ext) */
 #define BC_MAX SMJ_CUDA_BC_MAX /* largest operand kept, elements (256 MiB as bf16) */
 
 typedef struct {
@@ -70,6 +71,13 @@ typedef struct {
      * (cast_written); a host write (upload, zero, alloc) drops all. See
      * cast_of() in cuda_backend.cu. */
     struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, hw, used; } bc[BC_N];
+    /* Copies in the caller's memory: bf16_unpack's source is the exact bf16
+     * copy of its output (--fp16-activations' saved tensors, unpacked
+     * before their block's backward), so its products cast nothing; valid
+     * under the rules above; bf16_pack drops those whose storage it
+     * overwrites. The oldest entry is replaced when all are taken. */
+    struct { const float *src; int64_t n; const __nv_bfloat16 *b; unsigned long gen, hw; } ext[EXT_N];
+    int ext_next;
     unsigned long gen, clock;
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
     unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters

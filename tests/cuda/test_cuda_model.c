@@ -17,11 +17,13 @@
  *     and the copies kept across ops change nothing: 6 steps with them
  *     equal, bit for bit (losses and parameters), 6 steps with
  *     SMJ_CUDA_BF16_KEEP=1 (every product casts its operands afresh). A stale copy (an op that wrote a
- *     buffer without dropping its copy) would break the equality. Three
- *     models: head size 64 with GQA (flash attention), the small one
- *     (QK-norm, head size 16), and one whose 1.1M-token vocabulary makes
- *     the LM head's backward run in blocks of rows (cross-entropy's
- *     backward writes each block's bf16 copy for both products).
+ *     buffer without dropping its copy) would break the equality. Models:
+ *     head size 64 with GQA (flash attention) and the small one (QK-norm,
+ *     head size 16), each also with --fp16-activations (the saved bf16
+ *     tensors serve as the copies of what bf16_unpack makes of them), and
+ *     one whose 1.1M-token vocabulary makes the LM head's backward run in
+ *     blocks of rows (cross-entropy's backward writes each block's bf16
+ *     copy for both products).
  *  4. Decoding one token at a time through a recorded CUDA graph (the
  *     default) gives the same logits, bit for bit, as launching every
  *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt,
@@ -118,14 +120,17 @@ static smj_optim_options optim(void) {
 
 /* steps [first, last) on backend k; starts from seed weights or from state
  * file `load`; saves to `save` after the steps when not NULL. */
-static void train_cfg(smj_backend_kind k, const smj_model_config *cf, int bf16, const char *ds_path, const char *load,
-                      const char *save, int first, int last, run_result *r, int fetch) {
+/* Steps first..last-1 of a training run (to: training-memory options or NULL). */
+static void train_cfg(smj_backend_kind k, const smj_model_config *cf, int bf16, const smj_train_options *to,
+                      const char *ds_path, const char *load, const char *save, int first, int last, run_result *r,
+                      int fetch) {
     smj_ctx *ctx = make_ctx_bf16(k, bf16);
     smj_model_config cfg = *cf;
     smj_model *m = NULL;
     smj_trainer *t = NULL;
     smj_dataset *ds = NULL;
     CHECK_OK(ctx, smj_model_create(ctx, &cfg, 7, &m));
+    if (m && to) CHECK_OK(ctx, smj_model_set_train_options(m, to));
     smj_optim_options o = optim();
     CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
     CHECK_OK(ctx, smj_dataset_open(ctx, ds_path, &ds));
@@ -150,7 +155,7 @@ done:
 static void train(smj_backend_kind k, const char *ds_path, const char *load, const char *save, int first, int last,
                   run_result *r, int fetch) {
     smj_model_config cfg = small_config();
-    train_cfg(k, &cfg, 0, ds_path, load, save, first, last, r, fetch);
+    train_cfg(k, &cfg, 0, NULL, ds_path, load, save, first, last, r, fetch);
 }
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-30); }
@@ -201,11 +206,11 @@ static void cross_backend(const char *ds_path) {
     free(cuda6.params); free(cuda6b.params); free(cu_cpu.params); free(cpu6.params); free(cpu_cu.params);
 }
 
-static void bf16_copies(const char *ds_path, const char *name, smj_model_config cfg) {
+static void bf16_copies(const char *ds_path, const char *name, smj_model_config cfg, const smj_train_options *to) {
     run_result kept = {0}, fresh = {0};
-    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, ds_path, NULL, NULL, 0, 6, &kept, 1);
+    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, to, ds_path, NULL, NULL, 0, 6, &kept, 1);
     setenv("SMJ_CUDA_BF16_KEEP", "1", 1); /* read when the context is made */
-    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, ds_path, NULL, NULL, 0, 6, &fresh, 1);
+    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, to, ds_path, NULL, NULL, 0, 6, &fresh, 1);
     unsetenv("SMJ_CUDA_BF16_KEEP");
     if (!kept.params || !fresh.params) {
         CHECK(0, "%s: a bf16 run failed", name);
@@ -540,9 +545,12 @@ int main(void) {
     cross_backend(ds_path);
     kv_decoding(small_config(), "QK-norm (decode ops one by one)");
     kv_decoding(flash_config(), "plain block (decode_block)");
-    bf16_copies(ds_path, "head size 64 + GQA (flash)", flash_config());
-    bf16_copies(ds_path, "QK-norm, head size 16", small_config());
-    bf16_copies(ds_path, "vocab 1.1M (LM head backward in blocks of rows)", big_vocab_config());
+    smj_train_options f16 = {.fp16_activations = 1};
+    bf16_copies(ds_path, "head size 64 + GQA (flash)", flash_config(), NULL);
+    bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations (unpacked copies)", flash_config(), &f16);
+    bf16_copies(ds_path, "QK-norm, head size 16", small_config(), NULL);
+    bf16_copies(ds_path, "QK-norm, --fp16-activations", small_config(), &f16);
+    bf16_copies(ds_path, "vocab 1.1M (LM head backward in blocks of rows)", big_vocab_config(), NULL);
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
     decode_bf16_weights(flash_config());
