@@ -270,11 +270,14 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
 /* The kept-copy slot for src[0, n): the least recently used one of those
  * not allocated yet or already holding n values (so the blocks of a larger
  * operand, the LM head's dlogits, take turns in one grown slot), else of
- * all, grown to n; registered as valid now. NULL on failure. */
+ * all, grown to n; never one the running op has used (its other operand
+ * may be there); registered as valid now. NULL on failure. */
 static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
     int lru = -1;
     for (int i = 0; i < BC_N; i++)
-        if ((!c->bc[i].cap || c->bc[i].cap >= (size_t)n) && (lru < 0 || c->bc[i].used < c->bc[lru].used)) lru = i;
+        if ((!c->bc[i].cap || c->bc[i].cap >= (size_t)n) && c->bc[i].used <= c->op_clock &&
+            (lru < 0 || c->bc[i].used < c->bc[lru].used))
+            lru = i;
     if (lru < 0) {
         lru = 0;
         for (int i = 1; i < BC_N; i++)

@@ -78,7 +78,7 @@ typedef struct {
      * overwrites. The oldest entry is replaced when all are taken. */
     struct { const float *src; int64_t n; const __nv_bfloat16 *b; unsigned long gen, hw; } ext[EXT_N];
     int ext_next;
-    unsigned long gen, clock;
+    unsigned long gen, clock, op_clock; /* op_clock: clock when the running op began */
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
     unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters
                                     [SMJ_CUDA_DEC_HEADS], zero between launches (decode.cu) */
@@ -116,10 +116,10 @@ void prof_phase(smj_cuda *c, const char *name);
 void prof_flush(smj_cuda *c);
 void prof_print(smj_cuda *c);
 void op_end(smj_cuda *c);
-#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; c->gen++; prof_begin(c, name)
+#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; c->gen++; c->op_clock = c->clock; prof_begin(c, name)
 /* The same for an op that names each range it writes with cast_written
  * before its kernels run (the kept bf16 copies of other data survive it). */
-#define OP_BEGIN_W(name) smj_cuda *c = S(ex); c->op = name; prof_begin(c, name)
+#define OP_BEGIN_W(name) smj_cuda *c = S(ex); c->op = name; c->op_clock = c->clock; prof_begin(c, name)
 
 /* bf16 operand copies (cuda_backend.cu). cast_written: an op writes
  * p[0, n), copies overlapping it are dropped. shadow_of: in bf16 mode, a
