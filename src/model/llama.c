@@ -1082,7 +1082,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
          * device backend keeps as one bf16 copy, written by xent_bwd beside
          * its output and read by both products, instead of casting all of
          * dlogits for each product (the blocks the backend would use). */
-        int64_t R = smj_head_bwd_rows(c, N, ex->bf16_matmul);
+        int64_t R = smj_head_bwd_rows(c, N, ex->bf16_matmul && be->init); /* device backends (init hook) */
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = N - r0 < R ? N - r0 : R;
             float *dl = m->logits + r0 * V;
