@@ -38,6 +38,7 @@
 #include <string.h>
 #include "../src/core/core.h"
 #include "../src/hf/safetensors.h"
+#include "../src/cuda/limits.h"
 #include "../src/model/model.h"
 #include "../src/ops/ops.h"
 #include "util/check.h"
@@ -494,7 +495,33 @@ static int64_t measure(const smj_model_config *c, const smj_train_options *o, in
     return peak;
 }
 
+/* The LM head's backward blocks (smj_head_bwd_rows): all rows without
+ * bf16 products or when the logits fit one kept copy; else the most rows,
+ * a multiple of 64 (at least 64), whose logits do. */
+static void head_bwd_rows(void) {
+    smj_model_config c = llama_gqa();
+    int64_t vs[] = {512, 32768, 50304, 151936, 1 << 22}, ns[] = {1, 4096, 32768, 1 << 20};
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++)
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++) {
+            c.vocab_size = (int)vs[i];
+            int64_t V = vs[i], N = ns[j], R0 = smj_head_bwd_rows(&c, N, 0), R1 = smj_head_bwd_rows(&c, N, 1);
+            CHECK(R0 == N, "head_bwd_rows V %lld N %lld fp32: %lld rows, want all", (long long)V, (long long)N,
+                  (long long)R0);
+            if (N * V <= SMJ_CUDA_BC_MAX) {
+                CHECK(R1 == N, "head_bwd_rows V %lld N %lld: %lld rows, want all (fits)", (long long)V, (long long)N,
+                      (long long)R1);
+            } else {
+                CHECK(R1 % 64 == 0 && R1 >= 64 && R1 < N && (R1 == 64 || R1 * V <= SMJ_CUDA_BC_MAX) &&
+                          (R1 + 64) * V > SMJ_CUDA_BC_MAX,
+                      "head_bwd_rows V %lld N %lld: %lld rows", (long long)V, (long long)N, (long long)R1);
+            }
+        }
+    c.vocab_size = 32768;
+    CHECK(smj_head_bwd_rows(&c, 32768, 1) == 4096, "V 32768, T 1024 x B 32: blocks of 4096 rows");
+}
+
 static void memory_estimates(void) {
+    head_bwd_rows();
     smj_model_config w = llama_gqa();
     CHECK(smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_CPU, 1) == 0 &&
               smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_REF, 0) == 0,
