@@ -150,8 +150,9 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
 #define MAXTO(x, v) do { int64_t v_ = (v); if (v_ > (x)) (x) = v_; } while (0)
     if (bf16_matmul) {
         /* the blocks' operands come by the dozen, so every copy grows to the
-         * largest of them; the LM head's (its weight, the logits' gradient or
-         * a fused-CE chunk of it) once a step, each into one copy */
+         * largest of them (an upper bound: a copy already large enough is
+         * reused first); the LM head's (its weight, a block of rows of the
+         * logits' gradient or a fused-CE chunk of it) each into one copy */
         int64_t hr = fused ? smj_ce_chunk_rows(c, o, N) : smj_head_bwd_rows(c, N, 1);
         int64_t blk[] = {N * H, N * C, N * QD, N * KD, H * C, QD * C}, head[] = {V * C, hr * V}, big = 0, sum = 0;
         int n = SMJ_CUDA_BC_N;
