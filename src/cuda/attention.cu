@@ -530,17 +530,23 @@ __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float
 void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
                              const float *out, const float *lse, const float *q, const float *k, const float *v,
                              int B, int T, int NH, int NKV, int HS, float scale) {
-    OP_BEGIN_W("attention_bwd");
+    OP_BEGIN_L("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
-    cast_written(c, dq, (int64_t)B * T * NH * HS);
-    cast_written(c, dk, (int64_t)B * T * NKV * HS);
-    cast_written(c, dv, (int64_t)B * T * NKV * HS);
-    if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, T, HS, 0, q, k, v, dout) &&
-        flash_ok(c, T, HS, 0, out, dq, dk, dv)) {
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
+    cast_written(c, dq, nq);
+    cast_written(c, dk, nk);
+    cast_written(c, dv, nk);
+    int flash = c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, T, HS, 0, q, k, v, dout) &&
+                flash_ok(c, T, HS, 0, out, dq, dk, dv);
+    if (!flash) { /* the paths below read every input in 32 bits; flash_bwd says what it reads */
+        const float *in[6] = {dout, out, lse, q, k, v};
+        const int64_t len[6] = {nq, nq, (int64_t)B * T * NH, nq, nk, nk};
+        for (int i = 0; i < 6; i++) fp32_in(c, in[i], len[i]);
+    }
+    if (flash) {
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
-        flash_bwd(c, dq, dk, dv, shadow_of(c, dv, (int64_t)B * T * NKV * HS), dout, out, lse, q, k, v, B, T, NH, NKV,
-                  HS, scale);
+        flash_bwd(c, dq, dk, dv, shadow_of(c, dv, nk), dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
         op_end(c);
         return;
     }

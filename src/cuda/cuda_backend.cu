@@ -162,6 +162,7 @@ void op_end(smj_cuda *c) {
     if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", __FILE__, __LINE__);
     prof_end(c);
     c->op = NULL;
+    c->n_home = 0; /* bf16_home names places for one op */
 }
 
 void *scratch(smj_cuda *c, size_t bytes) {
@@ -324,6 +325,7 @@ static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __
     }
     const __nv_bfloat16 *k = kept_copy(c, src, n);
     if (k) return k;
+    fp32_in(c, src, n);
     if (n > c->bc_max) {
         to_bf16(c, dst, src, n, 0, 1);
         return dst;
@@ -333,16 +335,96 @@ static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __
     return b;
 }
 
+/* ---- copies in the caller's memory (smj_cuda.ext) */
+
+__global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide);
+static int wide_ok(const void *f32, const void *b16) { return (uintptr_t)f32 % 16 == 0 && (uintptr_t)b16 % 8 == 0; }
+
+static bool ext_valid(const smj_cuda *c, int i) {
+    return c->ext[i].src && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes;
+}
+/* A lazy entry's fp32 values written (it stays, an exact copy). */
+static void materialize(smj_cuda *c, int i) {
+    auto &e = c->ext[i];
+    if (!e.lazy) return;
+    e.lazy = 0;
+    c->n_lazy--;
+    k_bf16_unpack<<<blocks_for((e.n + 3) / 4, 256, (int64_t)c->n_sm * 32), 256, 0, c->stream>>>(
+        (float *)e.src, (const uint16_t *)e.b, e.n, wide_ok(e.src, e.b));
+    LAUNCHED(c);
+}
+static void ext_drop(smj_cuda *c, int i) {
+    if (c->ext[i].lazy) c->n_lazy--;
+    c->ext[i].src = NULL;
+    c->ext[i].lazy = 0;
+}
+/* Registers b as the bf16 copy of src[0, n), in a free or stale entry when
+ * there is one, else in the oldest (a lazy one written first). */
+static void ext_add(smj_cuda *c, const float *src, int64_t n, const __nv_bfloat16 *b, int exact, int lazy) {
+    int at = -1;
+    for (int i = 0; i < EXT_N && at < 0; i++)
+        if (!c->ext[i].lazy && !ext_valid(c, i)) at = i;
+    if (at < 0) {
+        at = c->ext_next;
+        c->ext_next = (at + 1) % EXT_N;
+        materialize(c, at);
+    }
+    ext_drop(c, at);
+    c->ext[at] = {src, n, b, c->gen, host_writes, exact, lazy};
+    if (lazy) c->n_lazy++;
+}
+/* The bf16 storage b[0, n) is about to be written: entries stored there
+ * go (a lazy one written first). */
+static void claim16(smj_cuda *c, const __nv_bfloat16 *b, int64_t n) {
+    for (int i = 0; i < EXT_N; i++)
+        if (c->ext[i].src && c->ext[i].b < b + n && b < c->ext[i].b + c->ext[i].n) {
+            materialize(c, i);
+            ext_drop(c, i);
+        }
+}
+
+void lazy_all(smj_cuda *c) {
+    for (int i = 0; c->n_lazy && i < EXT_N; i++)
+        if (c->ext[i].lazy) materialize(c, i);
+}
+void fp32_in(smj_cuda *c, const float *p, int64_t n) {
+    for (int i = 0; c->n_lazy && i < EXT_N; i++)
+        if (c->ext[i].lazy && c->ext[i].src < p + n && p < c->ext[i].src + c->ext[i].n) materialize(c, i);
+}
+const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n) {
+    for (int i = 0; i < EXT_N; i++)
+        if (c->ext[i].src == p && c->ext[i].n == n && c->ext[i].exact && ext_valid(c, i)) return c->ext[i].b;
+    return NULL;
+}
+__nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n) {
+    if (c->prec != PREC_BF16 || n > c->bc_max || c->capturing) return NULL;
+    for (int i = 0; i < c->n_home; i++) {
+        __nv_bfloat16 *b = c->home[i].b;
+        if (c->home[i].src != p || c->home[i].n != n || (uintptr_t)b % 16) continue;
+        claim16(c, b, n);
+        ext_add(c, p, n, b, 0, 0);
+        return b;
+    }
+    return NULL;
+}
+
 __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
+    __nv_bfloat16 *h = home_of(c, p, n);
+    if (h) return h;
     if (c->prec != PREC_BF16 || n < SHADOW_MIN || n > c->bc_max || c->capturing) return NULL;
     return slot_take(c, p, n);
 }
 
+/* An op writes C[0, n) (and may read it: a lazy tensor there is written
+ * first). */
 void cast_written(smj_cuda *c, const float *C, int64_t n) {
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) c->bc[i].src = NULL;
     for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src && c->ext[i].src < C + n && C < c->ext[i].src + c->ext[i].n) c->ext[i].src = NULL;
+        if (c->ext[i].src && c->ext[i].src < C + n && C < c->ext[i].src + c->ext[i].n) {
+            materialize(c, i);
+            ext_drop(c, i);
+        }
 }
 
 /* bf16 product whose A is over bc_max elements (dlogits [N,V] in the LM
@@ -355,6 +437,7 @@ static void matmul_big_a(smj_cuda *c, float *Cm, const float *A, const float *Bm
                          int tA, int tB, int acc) {
     const char *name = c->pname;
     prof_phase(c, "matmul: bf16 casts");
+    fp32_in(c, A, M * K);
     const __nv_bfloat16 *b16 = cast_of(c, Bm, K * N, NULL);
     int64_t ldb = tB ? K : N, inner = tA ? M : K;
     int64_t blk = c->bc_max / inner;
@@ -438,7 +521,7 @@ static void gemv_nt(smj_cuda *c, float *Cm, const float *A, const float *Bm, int
 
 static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N,
                       int64_t K, int tA, int tB, int acc) {
-    OP_BEGIN_W("matmul"); /* a matmul keeps the bf16 copies of its operands valid */
+    OP_BEGIN_L("matmul"); /* a matmul keeps the bf16 copies of its operands valid */
     c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
     if (M <= 0 || N <= 0) { op_end(c); return; }
     cast_written(c, Cm, M * N);
@@ -448,6 +531,11 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
         return;
     }
     int64_t lda = tA ? M : K, ldb = tB ? K : N;
+    int bf16 = c->prec == PREC_BF16 && K >= 16 && M >= 16 && !gemv_ok(M, K, tA, tB, A, Bm);
+    if (!bf16) { /* the fp32 data itself (bf16 operands come through cast_of) */
+        fp32_in(c, A, M * K);
+        fp32_in(c, Bm, K * N);
+    }
     if (gemv_ok(M, K, tA, tB, A, Bm)) {
         c->pname = "matmul NT (gemv)";
         gemv_nt(c, Cm, A, Bm, M, N, K, acc);
@@ -457,7 +545,7 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
     /* bf16 pays when the product is large against its operands; a few rows
      * (decoding: M = 1) through a weight would spend more on casting the
      * weight than on the product, so those stay fp32 */
-    if (c->prec == PREC_BF16 && K >= 16 && M >= 16) {
+    if (bf16) {
         /* bf16 copies of both operands (kept or new), fp32 C */
         int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
         if (na > c->bc_max && nb <= c->bc_max) { /* the LM head's dlogits: A in blocks, see below */
@@ -593,9 +681,11 @@ __global__ void k_rope(float *x, __nv_bfloat16 *x16, const float *cs, const floa
  * q, k as bf16; backward: the Q/K products read dq, dk next) */
 static void rope(const smj_exec *ex, const char *name, float *x, const float *cs, const float *sn, int B, int T,
                  int NH, int HS, int pos0, float sgn) {
-    OP_BEGIN_W(name);
+    OP_BEGIN_L(name);
     int64_t rows = (int64_t)B * T * NH, total = rows * (HS / 2);
-    cast_written(c, x, rows * HS);
+    cast_written(c, x, rows * HS); /* (read too: a lazy x is written first) */
+    fp32_in(c, cs, (int64_t)(pos0 + T) * (HS / 2));
+    fp32_in(c, sn, (int64_t)(pos0 + T) * (HS / 2));
     if (total > 0) {
         __nv_bfloat16 *x16 = shadow_of(c, x, rows * HS);
         k_rope<<<blocks_for(total, 256, INT32_MAX), 256, 0, c->stream>>>(x, x16, cs, sn, rows, T, NH, HS, pos0, sgn);
@@ -616,9 +706,12 @@ static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const fl
 
 /* SwiGLU in fp32 (expf; within 1e-6 of the double reference), four values
  * per thread when every pointer is 16-byte aligned (wide), then the tail;
- * o16 / dg16, du16: bf16 copies of the outputs (shadow_of) or NULL. */
+ * o16 / dg16, du16: bf16 copies of the outputs (shadow_of) or NULL; g16,
+ * u16: copies of the forward's inputs to write (home_of) or NULL. The
+ * backward reads gate and up as G: fp32, or bf16 (their exact copies). */
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
-__global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, const float *gate, const float *up, int64_t n, int wide) {
+__global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16, __nv_bfloat16 *u16,
+                             const float *gate, const float *up, int64_t n, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
@@ -626,10 +719,14 @@ __global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, const float *gate, 
         float4 o = {silu_f(g.x) * u.x, silu_f(g.y) * u.y, silu_f(g.z) * u.z, silu_f(g.w) * u.w};
         ((float4 *)out)[i] = o;
         if (o16) st_bf16x4(o16 + 4 * i, o);
+        if (g16) st_bf16x4(g16 + 4 * i, g);
+        if (u16) st_bf16x4(u16 + 4 * i, u);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
         out[i] = silu_f(gate[i]) * up[i];
         if (o16) o16[i] = __float2bfloat16_rn(out[i]);
+        if (g16) g16[i] = __float2bfloat16_rn(gate[i]);
+        if (u16) u16[i] = __float2bfloat16_rn(up[i]);
     }
 }
 __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, float &du) {
@@ -637,12 +734,13 @@ __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, f
     dg = d * u * s * (1.0f + g * (1.0f - s));
     du = d * g * s;
 }
+template <typename G>
 __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout,
-                             const float *gate, const float *up, int64_t n, int wide) {
+                             const G *gate, const G *up, int64_t n, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
-        float4 d = ((const float4 *)dout)[i], g = ((const float4 *)gate)[i], u = ((const float4 *)up)[i], a, b;
+        float4 d = ((const float4 *)dout)[i], g = ld4(gate, i), u = ld4(up, i), a, b;
         swiglu_d(d.x, g.x, u.x, a.x, b.x);
         swiglu_d(d.y, g.y, u.y, a.y, b.y);
         swiglu_d(d.z, g.z, u.z, a.z, b.z);
@@ -654,21 +752,27 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
         float a, b;
-        swiglu_d(dout[i], gate[i], up[i], a, b);
+        swiglu_d(dout[i], ld1(gate, i), ld1(up, i), a, b);
         dgate[i] = a;
         dup[i] = b;
         if (dg16) dg16[i] = __float2bfloat16_rn(a);
         if (du16) du16[i] = __float2bfloat16_rn(b);
     }
 }
-__global__ void k_add(float *out, const float *a, const float *b, int64_t n, int wide) {
+/* o16: out's copy to write (a place named by bf16_home) or NULL. */
+__global__ void k_add(float *out, __nv_bfloat16 *o16, const float *a, const float *b, int64_t n, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
         float4 x = ((const float4 *)a)[i], y = ((const float4 *)b)[i];
-        ((float4 *)out)[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+        float4 o = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+        ((float4 *)out)[i] = o;
+        if (o16) st_bf16x4(o16 + 4 * i, o);
     }
-    for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = a[i] + b[i];
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        out[i] = a[i] + b[i];
+        if (o16) o16[i] = __float2bfloat16_rn(out[i]);
+    }
 }
 __global__ void k_scale(float *x, float s, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -695,28 +799,40 @@ static void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, con
     OP_BEGIN_W("swiglu_fwd");
     cast_written(c, out, n);
     if (n > 0) {
-        __nv_bfloat16 *o16 = shadow_of(c, out, n);
-        k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(out, o16, gate, up, n, al16x(out, gate, up, out, out));
+        __nv_bfloat16 *o16 = shadow_of(c, out, n), *g16 = home_of(c, gate, n), *u16 = home_of(c, up, n);
+        k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(out, o16, g16, u16, gate, up, n, al16x(out, gate, up, out, out));
         LAUNCHED(c);
     }
     op_end(c);
 }
 static void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n) {
-    OP_BEGIN_W("swiglu_bwd");
+    OP_BEGIN_L("swiglu_bwd");
     cast_written(c, dgate, n);
     cast_written(c, dup, n);
+    fp32_in(c, dout, n);
     if (n > 0) {
         __nv_bfloat16 *dg16 = shadow_of(c, dgate, n), *du16 = shadow_of(c, dup, n);
-        k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dgate, dup, dg16, du16, dout, gate, up, n,
-                                                al16x(dgate, dup, dout, gate, up));
+        const __nv_bfloat16 *g16 = exact_copy(c, gate, n), *u16 = exact_copy(c, up, n);
+        int wide = al16x(dgate, dup, dout, gate, up);
+        if (g16 && u16 && (!wide || ((uintptr_t)g16 | (uintptr_t)u16) % 8 == 0)) {
+            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dgate, dup, dg16, du16, dout, g16, u16, n, wide);
+        } else {
+            fp32_in(c, gate, n);
+            fp32_in(c, up, n);
+            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dgate, dup, dg16, du16, dout, gate, up, n, wide);
+        }
         LAUNCHED(c);
     }
     op_end(c);
 }
 static void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n) {
-    OP_BEGIN("add");
-    if (n > 0) { k_add<<<EW_GRID((n + 3) / 4)>>>(out, a, b, n, al16x(out, a, b, out, out)); LAUNCHED(c); }
+    OP_BEGIN_W("add");
+    cast_written(c, out, n);
+    if (n > 0) {
+        k_add<<<EW_GRID((n + 3) / 4)>>>(out, home_of(c, out, n), a, b, n, al16x(out, a, b, out, out));
+        LAUNCHED(c);
+    }
     op_end(c);
 }
 static void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
@@ -752,28 +868,51 @@ __global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = __uint_as_float((uint32_t)x[i] << 16);
 }
-static int wide_ok(const void *f32, const void *b16) { return (uintptr_t)f32 % 16 == 0 && (uintptr_t)b16 % 8 == 0; }
 /* pack writes no fp32 data: the kept copies stay, except those in the
- * caller's memory it overwrites; unpack's source becomes its output's copy
- * (smj_cuda.ext; sizes as shadow_of takes them). */
+ * caller's memory it overwrites; nothing to do when the op that wrote x
+ * left its copy there (bf16_home). unpack's source becomes its output's
+ * exact copy (smj_cuda.ext; sizes as shadow_of takes them); bind registers
+ * the same without writing out (lazy) or, with n = 0, ends every binding. */
 static void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) {
-    OP_BEGIN_W("bf16_pack");
+    OP_BEGIN_L("bf16_pack");
     const __nv_bfloat16 *o = (const __nv_bfloat16 *)out;
     for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src && c->ext[i].b < o + n && o < c->ext[i].b + c->ext[i].n) c->ext[i].src = NULL;
+        if (c->ext[i].src == x && c->ext[i].n == n && c->ext[i].b == o && ext_valid(c, i)) {
+            op_end(c);
+            return;
+        }
+    fp32_in(c, x, n);
+    claim16(c, o, n);
     if (n > 0) { k_bf16_pack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(x, out)); LAUNCHED(c); }
     op_end(c);
 }
-static void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
-    OP_BEGIN_W("bf16_unpack");
+static void unpack(smj_cuda *c, float *out, const uint16_t *x, int64_t n, int lazy) {
+    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing;
+    /* out is overwritten, not read: lazy tensors wholly inside it go unwritten */
+    for (int i = 0; i < EXT_N; i++)
+        if (c->ext[i].src && c->ext[i].src < out + n && out < c->ext[i].src + c->ext[i].n) {
+            if (c->ext[i].src < out || c->ext[i].src + c->ext[i].n > out + n) materialize(c, i);
+            ext_drop(c, i);
+        }
     cast_written(c, out, n);
-    if (n > 0) { k_bf16_unpack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(out, x)); LAUNCHED(c); }
-    if (c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing) {
-        auto &e = c->ext[c->ext_next];
-        c->ext_next = (c->ext_next + 1) % EXT_N;
-        e = {out, n, (const __nv_bfloat16 *)x, c->gen, host_writes};
-    }
+    if (n > 0 && !(keep && lazy)) { k_bf16_unpack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(out, x)); LAUNCHED(c); }
+    if (keep) ext_add(c, out, n, (const __nv_bfloat16 *)x, 1, lazy);
+}
+static void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
+    OP_BEGIN_L("bf16_unpack");
+    unpack(c, out, x, n, 0);
     op_end(c);
+}
+static void cu_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
+    OP_BEGIN_L("bf16_bind");
+    if (out) unpack(c, out, x, n, 1);
+    for (int i = 0; !out && i < EXT_N; i++)
+        if (c->ext[i].lazy) ext_drop(c, i);
+    op_end(c);
+}
+static void cu_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n) {
+    smj_cuda *c = S(ex); /* not an op of its own: the places are for the next op (op_end forgets them) */
+    if (c->n_home < HOME_N) c->home[c->n_home++] = {x, n, (__nv_bfloat16 *)x16};
 }
 static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
                      float b1, float b2, float eps, float wd, int64_t t) {
@@ -1242,4 +1381,6 @@ extern "C" const smj_backend smj_backend_cuda = {
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,
     .decode_argmax = cu_decode_argmax,
+    .bf16_home = cu_bf16_home,
+    .bf16_bind = cu_bf16_bind,
 };

@@ -26,6 +26,7 @@ extern "C" {
 #include "limits.h"
 #define BC_N SMJ_CUDA_BC_N     /* bf16 operand copies kept (smj_cuda.bc) */
 #define EXT_N 32               /* bf16 copies in the caller's memory (smj_cuda.ext) */
+#define HOME_N 8               /* bf16_home places for the next op */
 #define BC_MAX SMJ_CUDA_BC_MAX /* largest operand kept, elements (256 MiB as bf16) */
 
 typedef struct {
@@ -71,13 +72,27 @@ typedef struct {
      * (cast_written); a host write (upload, zero, alloc) drops all. See
      * cast_of() in cuda_backend.cu. */
     struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, hw, used; } bc[BC_N];
-    /* Copies in the caller's memory: bf16_unpack's source is the exact bf16
-     * copy of its output (--fp16-activations' saved tensors, unpacked
-     * before their block's backward), so its products cast nothing; valid
-     * under the rules above; bf16_pack drops those whose storage it
-     * overwrites. The oldest entry is replaced when all are taken. */
-    struct { const float *src; int64_t n; const __nv_bfloat16 *b; unsigned long gen, hw; } ext[EXT_N];
-    int ext_next;
+    /* Copies in the caller's memory (--fp16-activations' 16-bit storage of
+     * saved tensors), valid under the rules above:
+     *  - bf16_home names where the next op writes the copy of a tensor
+     *    (home_of): the copy lands in the storage bf16_pack would write, so
+     *    the pack finds it there and does nothing;
+     *  - bf16_unpack's source is its output's copy, exact (the fp32 values
+     *    are the bf16 ones), so ops may read it instead of the fp32 values
+     *    (exact_copy: bit-identical results);
+     *  - bf16_bind registers the same without writing the fp32 values
+     *    (lazy): ops that read the tensor in 32 bits first write them
+     *    (fp32_in, materialize). Ops opened with OP_BEGIN_L call fp32_in for
+     *    what they read in 32 bits; every other op writes all lazy tensors
+     *    first. bf16_bind(NULL, NULL, 0) drops the lazy ones unwritten.
+     * Writing a copy's storage (bf16_pack, a home) drops it, writing a lazy
+     * one's first. The oldest entry is replaced when all are taken. */
+    struct {
+        const float *src; int64_t n; const __nv_bfloat16 *b; unsigned long gen, hw; int exact, lazy;
+    } ext[EXT_N];
+    int ext_next, n_lazy;
+    struct { const float *src; int64_t n; __nv_bfloat16 *b; } home[HOME_N]; /* for the next op */
+    int n_home;
     unsigned long gen, clock, op_clock; /* op_clock: clock when the running op began */
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
     unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters
@@ -116,10 +131,14 @@ void prof_phase(smj_cuda *c, const char *name);
 void prof_flush(smj_cuda *c);
 void prof_print(smj_cuda *c);
 void op_end(smj_cuda *c);
-#define OP_BEGIN(name) smj_cuda *c = S(ex); c->op = name; c->gen++; c->op_clock = c->clock; prof_begin(c, name)
+#define OP_BEGIN(name) \
+    smj_cuda *c = S(ex); c->op = name; prof_begin(c, name); lazy_all(c); c->gen++; c->op_clock = c->clock
 /* The same for an op that names each range it writes with cast_written
  * before its kernels run (the kept bf16 copies of other data survive it). */
-#define OP_BEGIN_W(name) smj_cuda *c = S(ex); c->op = name; c->op_clock = c->clock; prof_begin(c, name)
+#define OP_BEGIN_W(name) smj_cuda *c = S(ex); c->op = name; c->op_clock = c->clock; prof_begin(c, name); lazy_all(c)
+/* The same for an op that also calls fp32_in for every range it reads in
+ * 32 bits (bound tensors stay unwritten, see smj_cuda.ext). */
+#define OP_BEGIN_L(name) smj_cuda *c = S(ex); c->op = name; c->op_clock = c->clock; prof_begin(c, name)
 
 /* bf16 operand copies (cuda_backend.cu). cast_written: an op writes
  * p[0, n), copies overlapping it are dropped. shadow_of: in bf16 mode, a
@@ -133,6 +152,17 @@ void cast_written(smj_cuda *c, const float *p, int64_t n);
 /* the kept bf16 copy of src[0, n) if one is valid, else NULL */
 const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n);
 __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n);
+/* Bound tensors (smj_cuda.ext): lazy_all writes the fp32 values of every
+ * lazy one (at the start of ops not opened with OP_BEGIN_L); fp32_in those
+ * overlapping p[0, n), which the op reads in 32 bits. */
+void lazy_all(smj_cuda *c);
+void fp32_in(smj_cuda *c, const float *p, int64_t n);
+/* An exact bf16 copy of p[0, n) (its fp32 values are the copy's), or NULL:
+ * an op may read it in place of the fp32 values, bit for bit the same. */
+const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n);
+/* p's place named by bf16_home for this op (registered as p's copy, which
+ * the op must then write), or NULL. */
+__nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n);
 
 /* The context's device scratch buffer, grown to at least bytes (contents
  * not kept across growth); NULL (error recorded) when out of memory. */
@@ -173,6 +203,16 @@ static __device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {
     uint2 u = {*(uint32_t *)&lo, *(uint32_t *)&hi};
     *(uint2 *)p = u;
 }
+/* Values i (ld1) or 4i..4i+3 (ld4; 16 / 8 bytes aligned) of fp32 data or of
+ * its bf16 copy (kernels templated on what they read). */
+static __device__ __forceinline__ float4 ld4(const float *p, int64_t i) { return ((const float4 *)p)[i]; }
+static __device__ __forceinline__ float4 ld4(const __nv_bfloat16 *p, int64_t i) {
+    uint2 u = ((const uint2 *)p)[i];
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                       __uint_as_float(u.y & 0xffff0000u));
+}
+static __device__ __forceinline__ float ld1(const float *p, int64_t i) { return p[i]; }
+static __device__ __forceinline__ float ld1(const __nv_bfloat16 *p, int64_t i) { return __bfloat162float(p[i]); }
 
 /* The normalization ops (norms.cu). */
 void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N, int C,

@@ -378,16 +378,19 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
 /* Row statistics for the backward, [B,NH,Tp] (T rounded up to 4, so each
  * row starts 16-byte aligned): D = rowsum(dO o O) and lse in the log2
  * domain; d16 (or NULL): dO's bf16 copy, written on the way. One warp per
- * row with 16-byte loads (HS % 4 == 0, rows 16-byte aligned: flash_ok). */
-__global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const float *dout, const float *out,
+ * row with 16-byte loads (HS % 4 == 0, rows 16-byte aligned: flash_ok).
+ * O: fp32, or its exact bf16 copy (the same values). */
+template <typename O>
+__global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const float *dout, const O *out,
                                  const float *lse, int B, int T, int Tp, int NH, int HS) {
     int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); /* over [B, T, NH] */
     int lane = threadIdx.x & 31;
     if (row >= (int64_t)B * T * NH) return;
-    const float4 *a = (const float4 *)(dout + row * HS), *o = (const float4 *)(out + row * HS);
+    const float4 *a = (const float4 *)(dout + row * HS);
+    const O *o = out + row * HS;
     float s = 0;
     for (int i = lane; i < HS / 4; i += 32) {
-        float4 x = a[i], y = o[i];
+        float4 x = a[i], y = ld4(o, i);
         s += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
         if (d16) st_bf16x4(d16 + row * HS + 4 * i, x);
     }
@@ -618,6 +621,8 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     if (kv_bstride == nkv || B == 1) {
         kh = kept_copy(c, k, B * nkv);
         vh = kept_copy(c, v, B * nkv);
+        bf16 *hv = vh ? NULL : home_of(c, v, B * nkv); /* v's cast where bf16_home says */
+        if (hv) { to_bf16(c, hv, v, B * nkv, 0, 1); vh = hv; }
     }
     bf16 *sc = (!qh || !kh || !vh) ? (bf16 *)scratch(c, sizeof(bf16) * (size_t)(oq + 2 * okv)) : NULL;
     if (!qh) { if (!sc) return; to_bf16(c, sc, q, nq, 0, 1); qh = sc; }
@@ -652,15 +657,23 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const f
     for (int i = 0; i < 4; i++) {
         h16[i] = kept_copy(c, src[i], n[i]);
         if (!h16[i] && i < 3) {
+            fp32_in(c, src[i], n[i]);
             to_bf16(c, b16 + at[i], src[i], n[i], 0, 1);
             h16[i] = b16 + at[i];
         }
     }
-    /* dO's copy, when none is kept, is written by the statistics kernel */
+    /* dO's copy, when none is kept, is written by the statistics kernel;
+     * O read as its exact copy where one is kept (a bound saved tensor) */
     bf16 *d16 = h16[3] ? NULL : b16 + at[3];
     if (d16) h16[3] = d16;
-    k_flash_rowstats<<<blocks_for(rows, 8, INT32_MAX), 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH,
-                                                                              HS);
+    fp32_in(c, dout, nq);
+    fp32_in(c, lse, rows);
+    const bf16 *o16 = exact_copy(c, out, nq);
+    if (o16 && !al16(o16)) o16 = NULL;
+    if (!o16) fp32_in(c, out, nq);
+    unsigned g = blocks_for(rows, 8, INT32_MAX);
+    if (o16) k_flash_rowstats<<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH, HS);
+    else k_flash_rowstats<<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH, HS);
     LAUNCHED(c);
     dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);

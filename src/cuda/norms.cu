@@ -17,11 +17,12 @@ static bool rows_v4(int64_t C, const void *p0, const void *p1, const void *p2) {
 }
 
 /* One warp per row; o16: out's bf16 copy (shadow_of) or NULL. With b
- * (add_rmsnorm_fwd) the row is x + b, written to sum on the first pass and
- * read back by the same lanes on the second. */
+ * (add_rmsnorm_fwd) the row is x + b, written to sum (s16: its copy, a
+ * place named by bf16_home, or NULL) on the first pass and read back by the
+ * same lanes on the second. */
 template <bool V4>
 __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const float *x, const float *w, int64_t N,
-                              int C, float eps, const float *b, float *sum) {
+                              int C, float eps, const float *b, float *sum, __nv_bfloat16 *s16) {
     int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
@@ -34,6 +35,7 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
                 float4 u = ((const float4 *)(b + n * C))[i];
                 v = make_float4(v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w);
                 ((float4 *)(sum + n * C))[i] = v;
+                if (s16) st_bf16x4(s16 + n * C + 4 * i, v);
             }
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
@@ -43,6 +45,7 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
             if (b) {
                 v += b[n * C + i];
                 sum[n * C + i] = v;
+                if (s16) s16[n * C + i] = __float2bfloat16_rn(v);
             }
             ss += v * v;
         }
@@ -100,10 +103,10 @@ void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x,
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
         if (rows_v4(C, out, x, w))
             k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
-                                                                                     NULL, NULL);
+                                                                                     NULL, NULL, NULL);
         else
             k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
-                                                                                      NULL, NULL);
+                                                                                      NULL, NULL, NULL);
         LAUNCHED(c);
     }
     op_end(c);
@@ -123,13 +126,13 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
     cast_written(c, out, N * C);
     cast_written(c, rstd, N);
     if (N > 0) {
-        __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        __nv_bfloat16 *o16 = shadow_of(c, out, N * C), *s16 = home_of(c, sum, N * C);
         if (rows_v4(C, out, a, w) && rows_v4(C, sum, b, b))
             k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
-                                                                                     b, sum);
+                                                                                     b, sum, s16);
         else
             k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
-                                                                                      b, sum);
+                                                                                      b, sum, s16);
         LAUNCHED(c);
     }
     op_end(c);
@@ -140,9 +143,10 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
  * [p R, (p+1) R), one warp per row at a time; each warp adds dy x r of its
  * rows into its own shared row of C floats, then the block sums its warps'
  * rows in order into part[p, :] (k_colsum_add sums the blocks' rows: fixed
- * order, no atomics). */
-template <bool V4>
-__global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const float *dout, const float *x,
+ * order, no atomics). x: fp32, or its exact bf16 copy (X = bf16, the same
+ * values). */
+template <bool V4, typename X>
+__global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const float *dout, const X *x,
                               const float *w, const float *rstd, int64_t N, int C, int R, int acc) {
     extern __shared__ float accw[]; /* [warps][C] */
     int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -150,21 +154,22 @@ __global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const
     for (int i = lane; i < C; i += 32) aw[i] = 0.f;
     int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
     for (int64_t n = n0 + wi; n < n1; n += nw) {
-        const float *xr = x + n * C, *dy = dout + n * C;
+        const X *xr = x + n * C;
+        const float *dy = dout + n * C;
         float dot = 0;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ld4(xr, i);
                 dot += a.x * d.x * v.x + a.y * d.y * v.y + a.z * d.z * v.z + a.w * d.w * v.w;
             }
         } else {
-            for (int i = lane; i < C; i += 32) dot += w[i] * dy[i] * xr[i];
+            for (int i = lane; i < C; i += 32) dot += w[i] * dy[i] * ld1(xr, i);
         }
         dot = warp_sum(dot) / (float)C;
         float r = rstd[n], r3 = r * r * r;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ld4(xr, i);
                 float4 o = {r * a.x * d.x - r3 * v.x * dot, r * a.y * d.y - r3 * v.y * dot,
                             r * a.z * d.z - r3 * v.z * dot, r * a.w * d.w - r3 * v.w * dot};
                 if (acc) {
@@ -180,10 +185,10 @@ __global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const
             }
         } else {
             for (int i = lane; i < C; i += 32) {
-                float o = (acc ? dx[n * C + i] : 0.0f) + (r * w[i] * dy[i] - r3 * xr[i] * dot);
+                float xv = ld1(xr, i), o = (acc ? dx[n * C + i] : 0.0f) + (r * w[i] * dy[i] - r3 * xv * dot);
                 dx[n * C + i] = o;
                 if (dx16) dx16[n * C + i] = __float2bfloat16_rn(o);
-                aw[i] += dy[i] * xr[i] * r;
+                aw[i] += dy[i] * xv * r;
             }
         }
     }
@@ -204,10 +209,17 @@ __global__ void k_colsum_add(float *dw, const float *part, int P, int C) {
 
 void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x,
                            const float *w, const float *rstd, int64_t N, int C, int acc) {
-    OP_BEGIN_W("rmsnorm_bwd");
+    OP_BEGIN_L("rmsnorm_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
-    cast_written(c, dx, N * C);
+    cast_written(c, dx, N * C); /* (read too with acc: a lazy dx is written first) */
     cast_written(c, dw, C);
+    fp32_in(c, dout, N * C);
+    fp32_in(c, w, C);
+    fp32_in(c, rstd, N);
+    /* x as its exact bf16 copy where one is kept (a bound saved tensor) */
+    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C);
+    if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
+    if (!x16) fp32_in(c, x, N * C);
     /* up to 8 warps a block, each with a shared row of C floats (48 KiB in
      * all; one warp and the GPU's opt-in limit for rows over 12,288) */
     int nw = (int)(49152 / ((int64_t)C * 4));
@@ -215,7 +227,10 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
     if (nw < 1) nw = 1;
     size_t sm = (size_t)nw * C * sizeof(float);
     bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
-    if (!smem_ok(c, v4 ? (const void *)k_rmsnorm_bwd<true> : (const void *)k_rmsnorm_bwd<false>, sm)) return;
+    const void *fn = x16 ? (v4 ? (const void *)k_rmsnorm_bwd<true, __nv_bfloat16>
+                               : (const void *)k_rmsnorm_bwd<false, __nv_bfloat16>)
+                         : (v4 ? (const void *)k_rmsnorm_bwd<true, float> : (const void *)k_rmsnorm_bwd<false, float>);
+    if (!smem_ok(c, fn, sm)) return;
     /* about four blocks per SM, each at least nw rows */
     int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
     if (R < nw) R = nw;
@@ -226,12 +241,11 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
     /* dx feeds products (the residual gradient: dW and dX of the block
      * below; dq/dk under QK-norm): its bf16 copy is written beside it */
     __nv_bfloat16 *dx16 = shadow_of(c, dx, N * C);
-    if (v4)
-        k_rmsnorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, rstd, N, C, (int)R,
-                                                                      acc);
-    else
-        k_rmsnorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, rstd, N, C,
-                                                                       (int)R, acc);
+#define F(V, xs) k_rmsnorm_bwd<V><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, xs, w, rstd, N, C, \
+                                                                         (int)R, acc)
+    if (x16) { if (v4) F(true, x16); else F(false, x16); }
+    else { if (v4) F(true, x); else F(false, x); }
+#undef F
     LAUNCHED(c);
     k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);

@@ -621,7 +621,15 @@ float *smj_res_fwd(smj_model *m, int l, int64_t N) {
     return m->res16 ? m->stage + (l & 1) * N * C : m->res + l * N * C;
 }
 
-/* Packs (dir 0) or unpacks (dir 1) block l's SAVE tensors to / from saved16. */
+/* The backward's view of a saved tensor: bound (bf16_bind: a backend
+ * keeping bf16 copies reads x16 itself where it can), else unpacked. */
+static void unpack16(smj_model *m, float *out, const uint16_t *x16, int64_t n) {
+    if (m->be->bf16_bind) m->be->bf16_bind(&m->ctx->exec, out, x16, n);
+    else m->be->bf16_unpack(&m->ctx->exec, out, x16, n);
+}
+
+/* Packs (dir 0) or unpacks / binds (dir 1) block l's SAVE tensors to /
+ * from saved16. */
 static void block_io16(smj_model *m, int l, int64_t N, int dir) {
     smj_block_acts *a = &m->blk[l];
     act_slot s[MAX_SLOTS];
@@ -630,9 +638,36 @@ static void block_io16(smj_model *m, int l, int64_t N, int dir) {
     for (int i = 0; i < ns; i++) {
         if (s[i].kind != SLOT_SAVE) continue;
         if (dir == 0) m->be->bf16_pack(&m->ctx->exec, p, *s[i].p, s[i].n);
-        else m->be->bf16_unpack(&m->ctx->exec, *s[i].p, p, s[i].n);
+        else unpack16(m, *s[i].p, p, s[i].n);
         p += saved16_len(s[i].n);
     }
+}
+
+/* Block l's 16-bit storage of p and p's length: one of its SAVE tensors in
+ * saved16, or its output (the next block's input) in res16; NULL when p is
+ * neither. */
+static uint16_t *storage16(smj_model *m, int l, const float *p, int64_t N, int64_t *n) {
+    *n = N * m->cfg.dim;
+    if (p == smj_res_fwd(m, l + 1, N)) return m->res16 + (l + 1) * *n;
+    act_slot s[MAX_SLOTS];
+    int ns = block_slots(&m->cfg, N, &m->blk[l], s);
+    uint16_t *q = m->blk[l].saved16;
+    for (int i = 0; q && i < ns; i++) {
+        if (s[i].kind != SLOT_SAVE) continue;
+        if (*s[i].p == p) { *n = s[i].n; return q; }
+        q += saved16_len(s[i].n);
+    }
+    return NULL;
+}
+
+void smj_acts_home(smj_model *m, int l, const float *p, int64_t N) {
+    int64_t n;
+    uint16_t *h = m->homing ? storage16(m, l, p, N, &n) : NULL;
+    if (h) m->be->bf16_home(&m->ctx->exec, p, h, n);
+}
+
+void smj_acts_release(smj_model *m) {
+    if (m->res16 && m->be->bf16_bind) m->be->bf16_bind(&m->ctx->exec, NULL, NULL, 0);
 }
 
 void smj_acts_save(smj_model *m, int l, int B, int T) {
@@ -645,7 +680,8 @@ void smj_acts_save(smj_model *m, int l, int B, int T) {
 const float *smj_acts_load(smj_model *m, int l, int B, int T) {
     int64_t N = (int64_t)B * T, C = m->cfg.dim;
     const float *x = m->stage;
-    if (m->res16) m->be->bf16_unpack(&m->ctx->exec, m->stage, m->res16 + l * N * C, N * C);
+    smj_acts_release(m); /* the block above is done with its tensors */
+    if (m->res16) unpack16(m, m->stage, m->res16 + l * N * C, N * C);
     else x = m->res + l * N * C;
     if (l == m->cfg.n_layers) return x;
     smj_block_acts *a = &m->blk[l];
@@ -793,6 +829,7 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
     int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
+    smj_acts_home(m, l, a->ln1, N);
     be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
     if (c->qk_norm) {
         smj_model_linear(m, R_WQ, l, a->q_pre, a->ln1, N, QD, C);
@@ -826,12 +863,18 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int64_t QD = (int64_t)c->n_heads * c->head_dim;
     smj_model_linear(m, R_WO, l, a->tmp, a->att, N, C, QD);
     if (c->attn_out_bias) bias_fwd(m, a->tmp, smj_model_ptr(m, m->params, R_BO, l), N, C);
+    smj_acts_home(m, l, a->res_mid, N);
+    smj_acts_home(m, l, a->ln2, N);
     be->add_rmsnorm_fwd(ex, a->res_mid, a->ln2, a->ln2_rstd, x, a->tmp, smj_model_ptr(m, m->params, R_FFN_NORM, l),
                         N, C, c->norm_eps);
     smj_model_linear(m, R_WGATE, l, a->gate, a->ln2, N, H, C);
     smj_model_linear(m, R_WUP, l, a->up, a->ln2, N, H, C);
+    smj_acts_home(m, l, a->gate, N);
+    smj_acts_home(m, l, a->up, N);
+    smj_acts_home(m, l, a->hsw, N);
     be->swiglu_fwd(ex, a->hsw, a->gate, a->up, N * H);
     smj_model_linear(m, R_WDOWN, l, a->tmp, a->hsw, N, C, H);
+    smj_acts_home(m, l, y, N);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
 }
 
@@ -848,8 +891,12 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int64_t N = (int64_t)B * T;
     smj_rope_prepare(m, pos0, T);
     block_qkv(m, l, a, x, N);
+    smj_acts_home(m, l, a->q, N);
     be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
+    smj_acts_home(m, l, a->k, N);
     be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
+    smj_acts_home(m, l, a->att, N);
+    smj_acts_home(m, l, a->v, N);
     be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
                       1.0f / sqrtf((float)HS));
     block_tail(m, l, a, x, y, N);
@@ -935,12 +982,14 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
         SMJ_TRY(smj_model_embed(m, smj_res_fwd(m, 0, N), inputs, m->ids, N));
     }
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
+    m->homing = targets && m->res16 && be->bf16_home;
     for (int l = 0; l < L; l++) {
         smj_block_acts *a = &m->blk[l];
         smj_block_forward(m, l, a, smj_res_fwd(m, l, N), smj_res_fwd(m, l + 1, N), B, T, 0, a->k, a->v, T,
                           (int64_t)T * KD);
         if (targets) smj_acts_save(m, l, B, T); /* only a forward with targets has a backward */
     }
+    m->homing = 0;
     float *xL = smj_res_fwd(m, L, N);
     if (targets) smj_acts_save(m, L, B, T);
     if (gpt2) smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, xL, N);
@@ -1093,6 +1142,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         smj_gpt2_backward(m, B, T);
+        smj_acts_release(m);
         m->have_targets = 0;
         return SMJ_OK;
     }
@@ -1100,6 +1150,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
                     smj_acts_load(m, c->n_layers, B, T), smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
                     m->lnf_rstd, N, C, 0);
     for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T, smj_acts_load(m, l, B, T));
+    smj_acts_release(m);
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     m->have_targets = 0; /* logits were consumed */
     return SMJ_OK;

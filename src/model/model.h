@@ -118,6 +118,9 @@ struct smj_model {
                         through stage [2, N, C] (smj_res_fwd) */
     uint16_t *res16;
     float *stage;
+    int homing;      /* in a forward with targets under fp16_activations: the ops write the bf16
+                        copies of what the backward keeps straight into its 16-bit storage
+                        (bf16_home, see smj_acts_home) */
     smj_block_acts *blk;  /* [L] */
     float *lnf, *lnf_rstd, *logits, *losses, *xlse; /* [N,C] [N] [N,V] [N] [N] */
     int32_t *ids, *tgts;  /* [N] each, on the backend */
@@ -270,5 +273,12 @@ void smj_acts_save(smj_model *m, int l, int B, int T);
  * copies, or by running the block's forward again under gradient
  * checkpointing (the output goes to a->tmp). */
 const float *smj_acts_load(smj_model *m, int l, int B, int T);
+/* In a forward with targets under fp16_activations, just before the op that
+ * writes p, block l's SAVE tensor or its output (the next block's input):
+ * names p's 16-bit storage to the backend as the place for the bf16 copy
+ * the op may write (bf16_home), so smj_acts_save's packing finds it done. */
+void smj_acts_home(smj_model *m, int l, const float *p, int64_t N);
+/* Ends the bindings of smj_acts_load (bf16_bind): after a backward. */
+void smj_acts_release(smj_model *m);
 
 #endif

@@ -39,8 +39,10 @@ enum {
 
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
- * qmatmul, tests/cuda/test_cuda_ops.c the decode ops. */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax)
+ * qmatmul, tests/cuda/test_cuda_ops.c the decode ops and the 16-bit
+ * storage hints (the host backends' are their definitions). */
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax) \
+    X(bf16_home) X(bf16_bind)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -105,7 +107,24 @@ typedef struct {
      * a NaN is never larger; logits[0] NaN gives 0); next[0] = id, \
      * hist[*pos + 1] = id, then *pos += 1. */ \
     void (*decode_argmax)(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, \
-                          int V);
+                          int V); \
+ \
+    /* Saved activations in 16 bits (--fp16-activations) without the extra \
+     * passes, for backends that keep bf16 copies of op outputs. \
+     * bf16_home: a hint, no effect on any value: if the next op (only the \
+     * next one; bf16_home calls in a row all apply to it) writes a bf16 \
+     * copy of x[0, n) (its output, or an input it reads), the copy may be \
+     * written to x16, where a later bf16_pack(x16, x, n) then finds it and \
+     * does nothing. \
+     * bf16_bind: out = the value of x16 (what bf16_unpack gives), where the \
+     * backend may keep x16 as out's value and leave out's storage unwritten \
+     * until an op reads out in 32 bits. The values last until the next \
+     * bf16_bind(ex, NULL, NULL, 0), which ends every binding: out's storage \
+     * is then unspecified unless written since. The caller reads a bound \
+     * tensor only through ops (never download) and ends the bindings \
+     * before freeing their memory. */ \
+    void (*bf16_home)(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n); \
+    void (*bf16_bind)(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n);
 
 /* The op signatures over an element type R (float for backends; double for
  * the gradient checker's reference). */

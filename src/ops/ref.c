@@ -134,6 +134,16 @@ static void ref_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, 
     *pos += 1;
 }
 
+/* bf16_home (optional op): a hint; nothing to do without copies. */
+static void ref_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n) {
+    (void)ex; (void)x; (void)x16; (void)n;
+}
+
+/* bf16_bind (optional op): its definition, bf16_unpack (n = 0: nothing). */
+static void ref_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n) {
+    if (n > 0) ref_bf16_unpack(ex, out, x16, n);
+}
+
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,
 #define SMJ_OP_SET(n) .n = ref_##n,

@@ -28,7 +28,9 @@
  * reference's definitions within 2e-5; decode_argmax's choice (ties, NaN,
  * infinities) equal to the reference's scan. qmatmul (f16, q8_0, q4_0)
  * against the reference's exact dequantization: 1e-5 for M <= 8, the
- * matmul's tolerance above (dequantize + matmul).
+ * matmul's tolerance above (dequantize + matmul). bf16_bind: ops reading a
+ * bound tensor give bit for bit what they give on its values in 32 bits;
+ * bf16_home: the named storage holds the reference's pack (check_bf16_*).
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
@@ -668,6 +670,247 @@ static void case_bf16_unpack(void) {
     }
 }
 
+/* bf16_home / bf16_bind (optional ops), checked against their definitions.
+ * Bind: a bound tensor (fp32 storage left holding other values) reads as
+ * its unpacked values in every op that reads it: swiglu_bwd, rmsnorm_bwd,
+ * attention_bwd and matmul give bit for bit the results they give after
+ * bf16_unpack, an op that needs the fp32 values (add) sees them, and ending
+ * the bindings (or unpacking over one) leaves later writes alone. Home:
+ * no value changes, and after the op and bf16_pack the storage holds the
+ * reference's pack; in bf16 mode (copies kept) the op itself wrote it there
+ * (before the pack), and a home serves only the next op. */
+static const float JUNK = 7.0f;
+/* bf16 mode with copies kept: bound tensors stay unwritten, homes are used */
+static int copies_kept(void) {
+    const char *mm = getenv("SMJ_CUDA_MATMUL");
+    return mm && strcmp(mm, "bf16") == 0 && !getenv("SMJ_CUDA_BF16_KEEP");
+}
+/* whether device tensor D (n > 0) still holds JUNK everywhere */
+static int still_junk(const float *D, int64_t n) {
+    float *h = get_h(D, n);
+    int64_t j = 0;
+    while (j < n && h[j] == JUNK) j++;
+    ffree(h);
+    return j == n;
+}
+static uint16_t *pack_d(const float *Dx, int64_t n) { /* device bf16 storage of a device tensor */
+    uint16_t *d = u16_d(n);
+    float *h = get_h(Dx, n);
+    uint16_t *p = malloc(sizeof(uint16_t) * (size_t)n);
+    rf->bf16_pack(X1, p, h, n);
+    be->upload(d, p, sizeof(uint16_t) * (size_t)n);
+    free(p); ffree(h);
+    return d;
+}
+static float *junk_d(int64_t n) {
+    float *h = frand(n, 0);
+    for (int64_t i = 0; i < n; i++) h[i] = JUNK;
+    float *d = dup_d(h, n);
+    ffree(h);
+    return d;
+}
+static void same_d(const char *what, const float *Da, const float *Db, int64_t n) {
+    float *a = get_h(Da, n), *b = get_h(Db, n);
+    CHECK(memcmp(a - PAD, b - PAD, sizeof(float) * (size_t)(n + 2 * PAD)) == 0,
+          "cuda/bf16_bind %s: results differ from the unpacked tensors'", what);
+    ffree(a); ffree(b);
+}
+/* the values of bf16 storage H as floats */
+static float *unpacked_h(const uint16_t *H, int64_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+    be->download(h, H, sizeof(uint16_t) * (size_t)n);
+    float *f = frand(n, 0);
+    rf->bf16_unpack(X1, f, h, n);
+    free(h);
+    return f;
+}
+/* tensors for H's values: A uploaded (ops read it in 32 bits), B to bind
+ * (after every upload: a host write makes kept copies stale) */
+static void bound_pair(const uint16_t *H, int64_t n, float **A, float **B) {
+    float *f = unpacked_h(H, n);
+    *A = dup_d(f, n);
+    *B = junk_d(n);
+    ffree(f);
+}
+
+static void check_bf16_bind(void) {
+    cur_op = "bf16_bind";
+    long before = check_failed;
+    /* swiglu_bwd and matmul reading bound gate / up */
+    int64_t n = 3 * 8192, K = 256, M = n / K, NW = 96;
+    float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1), *w = frand(NW * K, 1), *z = frand(n, 0);
+    float *Dg = dup_d(g, n), *Du = dup_d(u, n), *Dd = dup_d(d, n), *Dw = dup_d(w, NW * K), *Dz = dup_d(z, n);
+    uint16_t *G16 = pack_d(Dg, n), *U16 = pack_d(Du, n);
+    float *Ga, *Gb, *Ua, *Ub, *Xa = junk_d(n), *Xb = junk_d(n), *Ya = junk_d(n), *Yb = junk_d(n);
+    float *Ca = junk_d(M * NW), *Cb = junk_d(M * NW);
+    bound_pair(G16, n, &Ga, &Gb);
+    bound_pair(U16, n, &Ua, &Ub);
+    float *R = junk_d(n);
+    be->bf16_bind(ex, Gb, G16, n);
+    be->bf16_bind(ex, Ub, U16, n);
+    snprintf(cur_shape, sizeof cur_shape, "swiglu_bwd n%lld", (long long)n);
+    be->swiglu_bwd(ex, Xa, Ya, Dd, Ga, Ua, n);
+    be->swiglu_bwd(ex, Xb, Yb, Dd, Gb, Ub, n);
+    same_d("swiglu_bwd dgate", Xa, Xb, n);
+    same_d("swiglu_bwd dup", Ya, Yb, n);
+    be->matmul(ex, Ca, Ga, Dw, M, NW, K, 0, 1, 0);
+    be->matmul(ex, Cb, Gb, Dw, M, NW, K, 0, 1, 0);
+    same_d("matmul", Ca, Cb, M * NW);
+    if (copies_kept())
+        CHECK(still_junk(Gb, n) && still_junk(Ub, n), "cuda/bf16_bind: swiglu_bwd / matmul wrote a bound input");
+    be->add(ex, Xb, Ub, Dz, n); /* reads Ub in 32 bits */
+    same_d("add (fp32 values)", Ua, Xb, n);
+    same_d("the bound tensor itself after an op read it", Ua, Ub, n);
+    /* ending the bindings, and an unpack over a bound tensor: no later write */
+    be->bf16_bind(ex, R, G16, n);
+    be->bf16_bind(ex, NULL, NULL, 0);
+    be->upload(R, u, sizeof(float) * (size_t)n);
+    be->add(ex, Xb, R, Dz, n);
+    same_d("ended binding", Du, Xb, n);
+    be->bf16_bind(ex, R, G16, n);
+    be->bf16_unpack(ex, R, U16, n);
+    be->add(ex, Xb, R, Dz, n);
+    same_d("unpack over a bound tensor", Ua, Xb, n);
+    be->bf16_bind(ex, NULL, NULL, 0);
+    dfree(Ga); dfree(Gb); dfree(Ua); dfree(Ub); dfree(Xa); dfree(Xb); dfree(Ya); dfree(Yb); dfree(Ca); dfree(Cb);
+    dfree(Dg); dfree(Du); dfree(Dd); dfree(Dw); dfree(Dz); dfree(R);
+    be->free(G16); be->free(U16);
+    ffree(g); ffree(u); ffree(d); ffree(w); ffree(z);
+
+    /* rmsnorm_bwd reading a bound x */
+    int64_t N = 48; int C = 768;
+    snprintf(cur_shape, sizeof cur_shape, "rmsnorm_bwd N%lld C%d", (long long)N, C);
+    float *x = frand(N * C, 2), *wn = frand(C, 1), *dy = frand(N * C, 1), *r = frand(N, 0), *o = frand(N * C, 0);
+    float *Dx0 = dup_d(x, N * C), *Dwn = dup_d(wn, C), *Ddy = dup_d(dy, N * C), *Dr = dup_d(r, N), *Do = dup_d(o, N * C);
+    uint16_t *X16 = pack_d(Dx0, N * C);
+    float *Xa2, *Xb2, *dxa = junk_d(N * C), *dxb = junk_d(N * C), *dwa = dup_d(wn, C), *dwb = dup_d(wn, C);
+    bound_pair(X16, N * C, &Xa2, &Xb2);
+    be->rmsnorm_fwd(ex, Do, Dr, Xa2, Dwn, N, C, 1e-5f);
+    be->bf16_bind(ex, Xb2, X16, N * C);
+    be->rmsnorm_bwd(ex, dxa, dwa, Ddy, Xa2, Dwn, Dr, N, C, 0);
+    be->rmsnorm_bwd(ex, dxb, dwb, Ddy, Xb2, Dwn, Dr, N, C, 0);
+    same_d("rmsnorm_bwd dx", dxa, dxb, N * C);
+    same_d("rmsnorm_bwd dw", dwa, dwb, C);
+    if (copies_kept()) CHECK(still_junk(Xb2, N * C), "cuda/bf16_bind: rmsnorm_bwd wrote its bound input");
+    be->bf16_bind(ex, NULL, NULL, 0);
+    dfree(Dx0); dfree(Dwn); dfree(Ddy); dfree(Dr); dfree(Do); dfree(Xa2); dfree(Xb2); dfree(dxa); dfree(dxb);
+    dfree(dwa); dfree(dwb); be->free(X16);
+    ffree(x); ffree(wn); ffree(dy); ffree(r); ffree(o);
+
+    /* attention_bwd reading bound q, k, v, out (the flash path in bf16 mode) */
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    snprintf(cur_shape, sizeof cur_shape, "attention_bwd B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS, nl = (int64_t)B * NH * T;
+    float sc = 1.0f / sqrtf((float)HS);
+    float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *dout = frand(nq, 1);
+    float *Dq0 = dup_d(q, nq), *Dk0 = dup_d(k, nk), *Dv0 = dup_d(v, nk), *Ddo = dup_d(dout, nq);
+    uint16_t *Q16 = pack_d(Dq0, nq), *K16 = pack_d(Dk0, nk), *V16 = pack_d(Dv0, nk);
+    float *Qa, *Qb, *Ka, *Kb, *Va, *Vb, *Oa, *Ob, *O0 = junk_d(nq), *L = junk_d(nl);
+    bound_pair(Q16, nq, &Qa, &Qb);
+    bound_pair(K16, nk, &Ka, &Kb);
+    bound_pair(V16, nk, &Va, &Vb);
+    be->attention_fwd(ex, O0, L, Qa, Ka, Va, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
+    uint16_t *O16 = pack_d(O0, nq);
+    bound_pair(O16, nq, &Oa, &Ob);
+    float *r1[3] = {junk_d(nq), junk_d(nk), junk_d(nk)}, *r2[3] = {junk_d(nq), junk_d(nk), junk_d(nk)};
+    be->bf16_bind(ex, Qb, Q16, nq);
+    be->bf16_bind(ex, Kb, K16, nk);
+    be->bf16_bind(ex, Vb, V16, nk);
+    be->bf16_bind(ex, Ob, O16, nq);
+    be->attention_bwd(ex, r1[0], r1[1], r1[2], Ddo, Oa, L, Qa, Ka, Va, B, T, NH, NKV, HS, sc);
+    be->attention_bwd(ex, r2[0], r2[1], r2[2], Ddo, Ob, L, Qb, Kb, Vb, B, T, NH, NKV, HS, sc);
+    same_d("attention_bwd dq", r1[0], r2[0], nq);
+    same_d("attention_bwd dk", r1[1], r2[1], nk);
+    same_d("attention_bwd dv", r1[2], r2[2], nk);
+    if (copies_kept())
+        CHECK(still_junk(Qb, nq) && still_junk(Kb, nk) && still_junk(Vb, nk) && still_junk(Ob, nq),
+              "cuda/bf16_bind: attention_bwd wrote a bound input");
+    be->bf16_bind(ex, NULL, NULL, 0);
+    for (int i = 0; i < 3; i++) { dfree(r1[i]); dfree(r2[i]); }
+    dfree(Qa); dfree(Qb); dfree(Ka); dfree(Kb); dfree(Va); dfree(Vb); dfree(Oa); dfree(Ob); dfree(O0); dfree(L);
+    dfree(Dq0); dfree(Dk0); dfree(Dv0); dfree(Ddo);
+    be->free(Q16); be->free(K16); be->free(V16); be->free(O16);
+    ffree(q); ffree(k); ffree(v); ffree(dout);
+    printf("cuda %-14s %-6s bound tensors read bit for bit as unpacked ones\n", "bf16_bind",
+           check_failed == before ? "ok" : "FAILED");
+}
+
+/* H after the op that was told to write D's copy there, then after the
+ * pack: the reference's pack of D (before the pack only when `kept`). */
+static int home_kept;
+static void home_check(const char *what, uint16_t *H, const float *D, int64_t n) {
+    float *f = get_h(D, n);
+    uint16_t *want = malloc(sizeof(uint16_t) * (size_t)n), *got = malloc(sizeof(uint16_t) * (size_t)n);
+    rf->bf16_pack(X1, want, f, n);
+    be->download(got, H, sizeof(uint16_t) * (size_t)n);
+    if (home_kept)
+        CHECK(memcmp(got, want, sizeof(uint16_t) * (size_t)n) == 0, "cuda/bf16_home %s: the op did not write its copy",
+              what);
+    be->bf16_pack(ex, H, D, n);
+    be->download(got, H, sizeof(uint16_t) * (size_t)n);
+    CHECK(memcmp(got, want, sizeof(uint16_t) * (size_t)n) == 0, "cuda/bf16_home %s: storage differs from the pack",
+          what);
+    free(want); free(got); ffree(f);
+}
+
+static void check_bf16_home(void) {
+    cur_op = "bf16_home";
+    long before = check_failed;
+    home_kept = copies_kept();
+    int64_t N = 512; int C = 768, H = 2048; /* rows enough for the training kernels (few rows: decoding's) */
+    int64_t nc = N * C, nh = N * H;
+    float *a = frand(nc, 2), *b = frand(nc, 1), *w = frand(C, 1), *g = frand(nh, 4), *u = frand(nh, 2);
+    float *Da = dup_d(a, nc), *Db = dup_d(b, nc), *Dw = dup_d(w, C), *Dg = dup_d(g, nh), *Du = dup_d(u, nh);
+    float *Ds = junk_d(nc), *Dn = junk_d(nc), *Dr = junk_d(N), *Dh = junk_d(nh), *Dy = junk_d(nc);
+    uint16_t *Hs = u16_d(nc), *Hn = u16_d(nc), *Hg = u16_d(nh), *Hu = u16_d(nh), *Hh = u16_d(nh), *Hy = u16_d(nc);
+    float *sum = frand(nc, 0), *out = frand(nc, 0), *rs = frand(N, 0);
+    rf->add_rmsnorm_fwd(X1, sum, out, rs, a, b, w, N, C, 1e-5f);
+    be->bf16_home(ex, Ds, Hs, nc);
+    be->bf16_home(ex, Dn, Hn, nc);
+    be->add_rmsnorm_fwd(ex, Ds, Dn, Dr, Da, Db, Dw, N, C, 1e-5f);
+    snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
+    compare_d("sum (with homes)", Ds, sum, nc, 0);
+    compare_d("out (with homes)", Dn, out, nc, 1e-5);
+    home_check("add_rmsnorm_fwd sum", Hs, Ds, nc);
+    home_check("add_rmsnorm_fwd out", Hn, Dn, nc);
+    be->bf16_home(ex, Dg, Hg, nh);
+    be->bf16_home(ex, Du, Hu, nh);
+    be->bf16_home(ex, Dh, Hh, nh);
+    be->swiglu_fwd(ex, Dh, Dg, Du, nh);
+    home_check("swiglu_fwd gate (an input)", Hg, Dg, nh);
+    home_check("swiglu_fwd up (an input)", Hu, Du, nh);
+    home_check("swiglu_fwd out", Hh, Dh, nh);
+    be->bf16_home(ex, Dy, Hy, nc);
+    be->add(ex, Dy, Da, Db, nc);
+    home_check("add out", Hy, Dy, nc);
+    /* a home serves the next op only: here scale, so rmsnorm's copy goes elsewhere */
+    uint16_t *H0 = u16_d(nc), *zero = calloc((size_t)nc + 2, sizeof(uint16_t)), *got = malloc(sizeof(uint16_t) * (size_t)(nc + 2));
+    be->bf16_home(ex, Dn, H0, nc);
+    be->scale(ex, Dw, 1.0f, C);
+    be->rmsnorm_fwd(ex, Dn, Dr, Da, Dw, N, C, 1e-5f);
+    be->download(got, H0, sizeof(uint16_t) * (size_t)(nc + 2));
+    CHECK(memcmp(got, zero, sizeof(uint16_t) * (size_t)(nc + 2)) == 0, "cuda/bf16_home: a home outlived its op");
+    /* attention_fwd: out's copy and v's cast (flash, bf16 mode) */
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
+    float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1);
+    float *Dq = dup_d(q, nq), *Dk = dup_d(k, nk), *Dv = dup_d(v, nk), *Do = junk_d(nq), *Dl = junk_d((int64_t)B * NH * T);
+    uint16_t *Ho = u16_d(nq), *Hv = u16_d(nk);
+    be->bf16_home(ex, Do, Ho, nq);
+    be->bf16_home(ex, Dv, Hv, nk);
+    be->attention_fwd(ex, Do, Dl, Dq, Dk, Dv, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 1.0f / 8);
+    home_check("attention_fwd out", Ho, Do, nq);
+    home_check("attention_fwd v (an input)", Hv, Dv, nk);
+    dfree(Da); dfree(Db); dfree(Dw); dfree(Dg); dfree(Du); dfree(Ds); dfree(Dn); dfree(Dr); dfree(Dh); dfree(Dy);
+    dfree(Dq); dfree(Dk); dfree(Dv); dfree(Do); dfree(Dl);
+    be->free(Hs); be->free(Hn); be->free(Hg); be->free(Hu); be->free(Hh); be->free(Hy); be->free(H0);
+    be->free(Ho); be->free(Hv);
+    free(zero); free(got);
+    ffree(a); ffree(b); ffree(w); ffree(g); ffree(u); ffree(sum); ffree(out); ffree(rs); ffree(q); ffree(k); ffree(v);
+    printf("cuda %-14s %-6s copies written where named%s\n", "bf16_home", check_failed == before ? "ok" : "FAILED",
+           home_kept ? " (checked before the pack)" : " (bf16 copies not kept in this mode: values only)");
+}
+
 /* decode_attention (optional op) against the reference's definition (rope_fwd
  * at position p, the cache rows written, attention_fwd over rows 0..p); and
  * bit for bit against the same steps done with this backend's own
@@ -971,6 +1214,10 @@ int main(void) {
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/decode_argmax: device error: %s", smj_ctx_error(ctx));
     check_qmatmul();
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/qmatmul: device error: %s", smj_ctx_error(ctx));
+    check_bf16_bind();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_bind: device error: %s", smj_ctx_error(ctx));
+    check_bf16_home();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_home: device error: %s", smj_ctx_error(ctx));
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
