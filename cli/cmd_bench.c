@@ -150,7 +150,7 @@ int cmd_bench(int argc, char **argv) {
             goto done;
         }
     }
-    smj_train_options to = cli_train_options(&mm);
+    smj_train_options to = cli_train_options(&mm, &cfg, ctx);
     if ((s = smj_model_set_train_options(m, &to)) != SMJ_OK) {
         rc = cli_lib_error(c.name, ctx, s, "cannot set the memory options");
         goto done;

@@ -203,7 +203,7 @@ int cmd_sizes(int argc, char **argv) {
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
     smj_ctx *ctx = smj_ctx_create(NULL);
     if (!ctx) return cli_error(c.name, "out of memory");
-    smj_train_options to = cli_train_options(&mm);
+    smj_train_options to = cli_train_options(&mm, NULL, NULL);
     printf("%-8s %6s %6s %6s %8s %8s %8s %10s %12s\n", "preset", "dim", "layers", "heads",
            "kv-heads", "ffn", "context", "params", "train mem");
     for (int i = 0; smj_config_preset_name(i); i++) {

@@ -205,7 +205,7 @@ static int setup(const char *cmd, const cli_command *c, train_args *a, train_run
         s = smj_model_create(r->ctx, &cfg, (uint64_t)a->seed, &r->m);
         if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot create the model");
     }
-    smj_train_options to = cli_train_options(&a->mm);
+    smj_train_options to = cli_train_options(&a->mm, smj_model_get_config(r->m), r->ctx);
     s = smj_model_set_train_options(r->m, &to);
     if (s != SMJ_OK) return cli_lib_error(cmd, r->ctx, s, "cannot set the memory options");
     s = smj_trainer_create(r->m, &o, &r->t);

@@ -96,11 +96,16 @@ void cli_print_config(FILE *f, const smj_model_config *cfg) {
             cfg->qk_norm ? " | qk-norm" : "", cfg->arch == SMJ_ARCH_GPT2 ? " | gpt2" : "");
 }
 
-smj_train_options cli_train_options(const cli_mem_flags *mm) {
+smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_config *cfg, const smj_ctx *ctx) {
     smj_train_options o = {0};
     o.fused_ce = mm->fused_ce ? 1 : 0;
     o.gradient_checkpointing = mm->grad_ckpt ? 1 : 0;
     o.fp16_activations = mm->fp16_act ? 1 : 0;
+    o.ce_chunk_rows = mm->ce_rows;
+    if (o.fused_ce && !o.ce_chunk_rows && ctx && strcmp(smj_ctx_backend_name(ctx), "cuda") == 0) {
+        int64_t r = ((int64_t)1 << 27) / cfg->vocab_size / 64 * 64;
+        o.ce_chunk_rows = (int)(r < 64 ? 64 : r);
+    }
     return o;
 }
 
@@ -113,7 +118,7 @@ const char *cli_train_options_str(const smj_train_options *o, char *buf, size_t 
 
 void cli_print_train_memory(FILE *f, const char *what, const smj_model_config *cfg, int B, int T,
                             const cli_mem_flags *mm, const smj_ctx *ctx, int bf16_matmul) {
-    smj_train_options o = cli_train_options(mm);
+    smj_train_options o = cli_train_options(mm, cfg, ctx);
     smj_train_memory d;
     smj_config_train_memory_ex(cfg, B, T, &o, &d);
     char t[32], w[32], g[32], a[32], x[32], s[32], on[96];
