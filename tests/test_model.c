@@ -397,6 +397,77 @@ static void sessions(smj_ctx *ctx) {
     decode_bf16_weights(&c);
 }
 
+/* smj_sample's definition with every candidate sorted (the order HF's
+ * generate uses): the same token as smj_sample, which orders only the
+ * top-k, for every draw. */
+typedef struct { float p; int32_t id; } ref_cand;
+static int ref_desc(const void *a, const void *b) {
+    const ref_cand *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+static int32_t ref_sample(const float *l, int V, const smj_sampler_options *o, uint64_t *rng) {
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (l[i] > l[best]) best = i;
+    ref_cand *c = malloc(sizeof *c * (size_t)V);
+    double mx = l[best], sum = 0;
+    for (int i = 0; i < V; i++) {
+        c[i].p = (float)exp(((double)l[i] - mx) / o->temperature);
+        c[i].id = i;
+        sum += c[i].p;
+    }
+    qsort(c, (size_t)V, sizeof *c, ref_desc);
+    int n = o->top_k > 0 && o->top_k < V ? o->top_k : V;
+    if (o->top_p > 0 && o->top_p < 1) {
+        double cum = 0;
+        for (int i = 0; i < n; i++)
+            if ((cum += c[i].p / sum) >= o->top_p) { n = i + 1; break; }
+    }
+    if (o->min_p > 0) {
+        int k = 1;
+        while (k < n && c[k].p >= o->min_p * c[0].p) k++;
+        n = k;
+    }
+    double mass = 0, acc = 0;
+    for (int i = 0; i < n; i++) mass += c[i].p;
+    double u = (double)(smj_splitmix64(rng) >> 11) * 0x1.0p-53 * mass;
+    int32_t pick = c[n - 1].id;
+    for (int i = 0; i < n; i++)
+        if (u < (acc += c[i].p)) { pick = c[i].id; break; }
+    free(c);
+    return pick;
+}
+
+static void sampler_vs_full_sort(void) {
+    static const int VS[] = {7, 300, 5000, 32768};
+    static const int KS[] = {1, 2, 40, 256, 257, 0};
+    static const float PS[] = {1.0f, 0.9f, 0.5f};
+    smj_rng r;
+    smj_rng_seed(&r, 99);
+    long bad = 0, draws = 0;
+    for (size_t v = 0; v < sizeof VS / sizeof VS[0]; v++) {
+        int V = VS[v];
+        float *l = malloc(sizeof(float) * (size_t)V), *scratch = malloc(sizeof(float) * (size_t)V);
+        for (size_t k = 0; k < sizeof KS / sizeof KS[0]; k++)
+            for (size_t p = 0; p < sizeof PS / sizeof PS[0]; p++)
+                for (int rep = 0; rep < 6; rep++) {
+                    /* rep 0, 1: many equal logits (ties broken by id) */
+                    for (int i = 0; i < V; i++)
+                        l[i] = rep < 2 ? (float)(int)(4 * smj_rng_uniform(&r)) : 6.0f * smj_rng_normal(&r);
+                    smj_sampler_options so;
+                    smj_sampler_defaults(&so);
+                    so.top_k = KS[k]; so.top_p = PS[p]; so.temperature = rep % 3 == 2 ? 0.3f : 1.1f;
+                    so.min_p = rep == 5 ? 0.05f : 0.0f;
+                    uint64_t s1 = (uint64_t)rep * 7919 + 1, s2 = s1;
+                    for (int d = 0; d < 8; d++, draws++)
+                        bad += smj_sample(l, V, &so, NULL, 0, &s1, scratch) != ref_sample(l, V, &so, &s2);
+                }
+        free(l); free(scratch);
+    }
+    CHECK(bad == 0, "smj_sample differs from the full-sort definition in %ld of %ld draws", bad, draws);
+}
+
 static void schedules_and_sampler(void) {
     smj_optim_options o;
     smj_optim_defaults(&o);
@@ -434,6 +505,7 @@ static void schedules_and_sampler(void) {
     int same = 1;
     for (int i = 0; i < 50; i++) same &= smj_sample(lg, 6, &so, NULL, 0, &r1, scratch) == smj_sample(lg, 6, &so, NULL, 0, &r2, scratch);
     CHECK(same, "sampling is deterministic for a seed");
+    sampler_vs_full_sort();
 }
 
 int main(void) {

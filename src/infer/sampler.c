@@ -5,6 +5,8 @@
  * the history), temperature (0 = greedy argmax), softmax, then top-k, top-p
  * (smallest set whose mass reaches p), min-p (drop tokens below
  * min_p * p_max), renormalize and draw with the caller's RNG state.
+ * With top-k (k <= 256) only the k most probable candidates are ordered
+ * (one pass), not all V: the same tokens as the full sort, in ~V steps.
  */
 #include <math.h>
 #include <string.h>
@@ -24,6 +26,26 @@ static int by_prob_desc(const void *a, const void *b) {
     const cand *x = a, *y = b;
     if (x->p != y->p) return x->p < y->p ? 1 : -1;
     return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The first k of c[0, V) in by_prob_desc order, moved to c[0, k) and
+ * sorted: one pass keeping them in order by insertion (the candidates a
+ * full sort would put first, in its order, without sorting the other
+ * V - k; for random logits few of them ever enter). */
+static void top_k_first(cand *c, int V, int k) {
+    for (int i = 1; i < k; i++) { /* c[0, k) sorted */
+        cand x = c[i];
+        int j = i;
+        while (j > 0 && by_prob_desc(&c[j - 1], &x) > 0) { c[j] = c[j - 1]; j--; }
+        c[j] = x;
+    }
+    for (int i = k; i < V; i++) {
+        if (by_prob_desc(&c[i], &c[k - 1]) >= 0) continue;
+        cand x = c[i];
+        int j = k - 1;
+        while (j > 0 && by_prob_desc(&c[j - 1], &x) > 0) { c[j] = c[j - 1]; j--; }
+        c[j] = x;
+    }
 }
 
 int32_t smj_argmax(const float *l, int V) {
@@ -56,9 +78,10 @@ int32_t smj_sample(const float *logits, int V, const smj_sampler_options *o, con
         c[i].id = i;
         sum += c[i].p;
     }
-    qsort(c, (size_t)V, sizeof *c, by_prob_desc);
     int n = V;
     if (o->top_k > 0 && o->top_k < n) n = o->top_k;
+    if (n <= 256 && n < V) top_k_first(c, V, n); /* only these can be drawn */
+    else qsort(c, (size_t)V, sizeof *c, by_prob_desc);
     if (o->top_p > 0 && o->top_p < 1) {
         double cum = 0;
         for (int i = 0; i < n; i++) {
