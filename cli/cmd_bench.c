@@ -14,7 +14,10 @@
  *            logits of the last token only; llama-bench's pp), median;
  *   decode   a session fed one token, then --decode-tokens - 1 more by
  *            greedy decoding (smj_session_greedy: on a GPU the steps follow
- *            each other on the device), giving decode tok/s.
+ *            each other on the device), giving decode tok/s; then up to
+ *            256 tokens sampled as `generate` does by default (a feed per
+ *            token, smj_sample on the host at temperature 0.8, top-k 40,
+ *            top-p 0.95): sampled tok/s.
  * A model that keeps quantized weights (a .gguf in f16/q8_0/q4_0) cannot
  * train: its training row is refused with a message and reported as null.
  * It also reports the training memory estimate (for --fused-ce,
@@ -27,7 +30,7 @@
  * per-op device-time shares of --profile-steps more training steps.
  * The readable block goes to stderr; stdout gets one JSON line for scripts:
  *   {"preset":..,"B":..,"T":..,"threads":..,"train_tok_s":..,"fwd_tok_s":..,
- *    "pp_tok_s":..,"decode_tok_s":..,"gflops":..,"peak_rss_mb":..,
+ *    "pp_tok_s":..,"decode_tok_s":..,"sample_tok_s":..,"gflops":..,"peak_rss_mb":..,
  *    "matmul_tflops":..,"mfu":..,"mfu_ceiling":..,"device_mem_mb":..}
  * ("preset" is the --checkpoint path when one is given.)
  */
@@ -252,7 +255,7 @@ int cmd_bench(int argc, char **argv) {
     sess = NULL;
 
     /* Greedy decoding, one token per call. */
-    double decode_tok_s = 0;
+    double decode_tok_s = 0, sample_tok_s = 0;
     if (decode > 0) {
         int len = decode < cfg.max_seq_len ? decode : cfg.max_seq_len;
         if ((s = smj_session_create(m, len, &sess)) != SMJ_OK) {
@@ -276,6 +279,28 @@ int cmd_bench(int argc, char **argv) {
         }
         double dt = cli_now() - t0;
         decode_tok_s = dt > 0 ? (double)len / dt : 0;
+        /* Sampling (generate's defaults): a token per smj_session_feed,
+         * chosen by smj_sample on the host from the step's logits. */
+        smj_session_reset(sess);
+        int slen = len < 256 ? len : 256;
+        smj_sampler_options so;
+        smj_sampler_defaults(&so);
+        uint64_t rng = so.seed;
+        float *scratch = malloc(sizeof(float) * (size_t)cfg.vocab_size);
+        const float *logits = NULL;
+        int32_t id = in[0];
+        t0 = cli_now();
+        for (int i = 0; i < slen && s == SMJ_OK && scratch; i++) {
+            if ((s = smj_session_feed(sess, &id, 1, &logits)) == SMJ_OK)
+                id = smj_sample(logits, cfg.vocab_size, &so, NULL, 0, &rng, scratch);
+        }
+        free(scratch);
+        if (s != SMJ_OK) {
+            rc = cli_lib_error(c.name, ctx, s, "decoding failed");
+            goto done;
+        }
+        dt = cli_now() - t0;
+        sample_tok_s = dt > 0 ? (double)slen / dt : 0;
     }
 
     /* The matmul ceiling: one large product through the same op table. */
@@ -317,10 +342,14 @@ int cmd_bench(int argc, char **argv) {
     fprintf(stderr,
             "  forward   %s tok/s (batch %d x %d, with the loss)\n"
             "  prompt    %s tok/s (%d tokens into a fresh session)\n"
-            "  decode    %s tok/s\n",
+            "  decode    %s tok/s greedy",
             cli_fmt_count(b2, sizeof b2, (int64_t)fwd_tok_s), B, T,
             cli_fmt_count(b5, sizeof b5, (int64_t)pp_tok_s), T,
             cli_fmt_count(b3, sizeof b3, (int64_t)decode_tok_s));
+    if (decode > 0)
+        fprintf(stderr, "; %s tok/s sampled (temperature 0.8, top-k 40, top-p 0.95, on the host)",
+                cli_fmt_count(b3, sizeof b3, (int64_t)sample_tok_s));
+    fputc('\n', stderr);
     fprintf(stderr, "  memory    %.0f MiB peak RSS", rss_mb);
     if (on_device)
         fprintf(stderr, "; device %.2f GiB in use after training, %.2f GiB of it this run's (of %.1f GiB)",
@@ -336,9 +365,9 @@ int cmd_bench(int argc, char **argv) {
         if (*p == '"' || *p == '\\') printf("\\%c", *p);
         else if ((unsigned char)*p >= 0x20) putchar(*p);
     printf("\",\"B\":%d,\"T\":%d,\"threads\":%d,\"train_tok_s\":%s,"
-           "\"fwd_tok_s\":%.1f,\"pp_tok_s\":%.1f,\"decode_tok_s\":%.1f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f,"
-           "\"matmul_tflops\":%.4f,\"mfu\":%.4f,\"mfu_ceiling\":%.4f,\"device_mem_mb\":%.1f}\n",
-           B, T, smj_ctx_threads(ctx), tr, fwd_tok_s, pp_tok_s, decode_tok_s, why[0] ? 0.0 : gflops, rss_mb,
+           "\"fwd_tok_s\":%.1f,\"pp_tok_s\":%.1f,\"decode_tok_s\":%.1f,\"sample_tok_s\":%.1f,\"gflops\":%.2f,"
+           "\"peak_rss_mb\":%.1f,\"matmul_tflops\":%.4f,\"mfu\":%.4f,\"mfu_ceiling\":%.4f,\"device_mem_mb\":%.1f}\n",
+           B, T, smj_ctx_threads(ctx), tr, fwd_tok_s, pp_tok_s, decode_tok_s, sample_tok_s, why[0] ? 0.0 : gflops, rss_mb,
            mm_tflops, why[0] ? 0.0 : mfu, why[0] ? 0.0 : mfu_ceil,
            (double)(mem1 - (mem1 > mem0 ? mem0 : mem1)) / (1 << 20));
 done:
