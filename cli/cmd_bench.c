@@ -341,15 +341,14 @@ int cmd_bench(int argc, char **argv) {
     }
     fprintf(stderr,
             "  forward   %s tok/s (batch %d x %d, with the loss)\n"
-            "  prompt    %s tok/s (%d tokens into a fresh session)\n"
-            "  decode    %s tok/s greedy",
+            "  prompt    %s tok/s (%d tokens into a fresh session)\n",
             cli_fmt_count(b2, sizeof b2, (int64_t)fwd_tok_s), B, T,
-            cli_fmt_count(b5, sizeof b5, (int64_t)pp_tok_s), T,
-            cli_fmt_count(b3, sizeof b3, (int64_t)decode_tok_s));
+            cli_fmt_count(b5, sizeof b5, (int64_t)pp_tok_s), T);
     if (decode > 0)
-        fprintf(stderr, "; %s tok/s sampled (temperature 0.8, top-k 40, top-p 0.95, on the host)",
-                cli_fmt_count(b3, sizeof b3, (int64_t)sample_tok_s));
-    fputc('\n', stderr);
+        fprintf(stderr, "  decode    %s tok/s greedy; %s tok/s sampled (temperature 0.8, top-k 40, top-p 0.95, on the host)\n",
+                cli_fmt_count(b3, sizeof b3, (int64_t)decode_tok_s), cli_fmt_count(b1, sizeof b1, (int64_t)sample_tok_s));
+    else
+        fprintf(stderr, "  decode    skipped (--decode-tokens 0)\n");
     fprintf(stderr, "  memory    %.0f MiB peak RSS", rss_mb);
     if (on_device)
         fprintf(stderr, "; device %.2f GiB in use after training, %.2f GiB of it this run's (of %.1f GiB)",
