@@ -89,6 +89,25 @@ static void sessions(smj_ctx *ctx) {
     }
     check_kv_cache(ctx, m, 150, "gpt2");
     smj_model_free(m);
+    /* the ref backend has the decode ops: its one-token steps go through
+     * smj_gpt2_block_decode (decode_attention, no rotation) and greedy
+     * steps through decode_argmax */
+    smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_REF};
+    smj_ctx *rc = smj_ctx_create(&o);
+    m = NULL;
+    CHECK_OK(rc, smj_model_create(rc, &c, 21, &m));
+    for (int i = 0; m && i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        if (!strcmp(v.name, "transformer.wpe.weight"))
+            for (int64_t j = 0; j < v.numel; j++) v.data[j] *= 20.0f;
+    }
+    if (m) {
+        check_kv_cache(rc, m, 150, "gpt2 on ref (decode path)");
+        check_greedy(rc, m, "gpt2 on ref (decode path)");
+    }
+    smj_model_free(m);
+    smj_ctx_free(rc);
 }
 
 static smj_dataset *make_dataset(smj_ctx *ctx, const char *name, int64_t n, int V) {

@@ -275,10 +275,41 @@ __global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const floa
         for (int i = lane; i < C; i += 32) o[i] = (xr[i] - m) * r * w[i];
 }
 
+/* The same with a block of 256 threads per row, for a few long rows
+ * (decoding; as k_rmsnorm_fwd_row): sums in the order warp, then warps. */
+__global__ void __launch_bounds__(256) k_layernorm_fwd_row(float *out, float *mean, float *rstd, const float *x,
+                                                           const float *w, const float *b, int C, float eps) {
+    __shared__ float red[8];
+    int64_t n = blockIdx.x;
+    int lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
+    const float *xr = x + n * C;
+    float s = 0, v = 0;
+    for (int i = threadIdx.x; i < C; i += 256) s += xr[i];
+    s = warp_sum(s);
+    if (lane == 0) red[wi] = s;
+    __syncthreads();
+    s = 0;
+    for (int i = 0; i < 8; i++) s += red[i];
+    float m = s / (float)C;
+    __syncthreads();
+    for (int i = threadIdx.x; i < C; i += 256) v += (xr[i] - m) * (xr[i] - m);
+    v = warp_sum(v);
+    if (lane == 0) red[wi] = v;
+    __syncthreads();
+    v = 0;
+    for (int i = 0; i < 8; i++) v += red[i];
+    float r = 1.0f / sqrtf(v / (float)C + eps);
+    if (threadIdx.x == 0) { mean[n] = m; rstd[n] = r; }
+    for (int i = threadIdx.x; i < C; i += 256) out[n * C + i] = (xr[i] - m) * r * w[i] + (b ? b[i] : 0.0f);
+}
+
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                              const float *b, int64_t N, int C, float eps) {
     OP_BEGIN("layernorm_fwd");
-    if (N > 0 && C > 0) {
+    if (N > 0 && N < c->n_sm && C >= 256) {
+        k_layernorm_fwd_row<<<(unsigned)N, 256, 0, c->stream>>>(out, mean, rstd, x, w, b, C, eps);
+        LAUNCHED(c);
+    } else if (N > 0 && C > 0) {
         k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, mean, rstd, x, w, b, N, C, eps);
         LAUNCHED(c);
     }

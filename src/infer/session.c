@@ -9,7 +9,8 @@
  * through the final norm and LM head.
  *
  * One token at a time, where the backend has decode_attention (and the
- * model suits it: smj_block_decode_ok), the step reads its position from
+ * model suits it: smj_block_decode_ok; GPT-2 too, its learned position
+ * looked up at the device position), the step reads its position from
  * memory (posd) and writes the new key/value through scratch rows, so its
  * calls are the same for every position: on a backend with graph hooks
  * (CUDA) the step runs once as is (allocating what it needs), is recorded
@@ -99,7 +100,7 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
     s->posd = (int32_t *)p[26]; s->knew = p[27]; s->vnew = p[28]; s->hist = (int32_t *)p[29];
     s->dec_ok = smj_block_decode_ok(m);
-    if (s->dec_ok && m->ctx->exec.bf16_matmul && m->be->decode_block) {
+    if (s->dec_ok && m->ctx->exec.bf16_matmul && m->be->decode_block && c->arch != SMJ_ARCH_GPT2) {
         s->w16 = m->be->alloc(sizeof(uint16_t) * (size_t)m->n_params);
         if (!s->w16) {
             smj_session_free(s);
@@ -140,7 +141,8 @@ static void decode_body(smj_session *s) {
     const smj_model_config *c = &m->cfg;
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
     float *x = s->x, *y = s->y;
-    smj_model_embed(m, x, NULL, s->ids, 1); /* f32 weights (smj_block_decode_ok): no host ids needed */
+    if (c->arch == SMJ_ARCH_GPT2) smj_gpt2_embed(m, x, y, s->ids, s->posd, 1); /* wpe at the device position */
+    else smj_model_embed(m, x, NULL, s->ids, 1); /* f32 weights (smj_block_decode_ok): no host ids needed */
     s->a.k = s->knew;
     s->a.v = s->vnew;
     for (int l = 0; l < c->n_layers; l++) {
@@ -148,7 +150,7 @@ static void decode_body(smj_session *s) {
         smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd, s->w16);
         float *t = x; x = y; y = t;
     }
-    smj_decode_head(m, s->logits, x, s->lnf, s->rstd, s->w16);
+    smj_decode_head(m, s->logits, x, s->lnf, s->lnf_mean, s->rstd, s->w16);
     if (m->be->decode_argmax) /* the next input and position, for smj_session_greedy */
         m->be->decode_argmax(&m->ctx->exec, s->ids, s->hist, s->posd, s->logits, c->vocab_size);
 }

@@ -112,24 +112,35 @@ void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, con
                          smj_model_ptr(m, m->params, R_FINAL_NORM_B, -1), N, m->cfg.dim, m->cfg.norm_eps);
 }
 
-void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
-                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
-    (void)pos0; /* positions entered with wpe */
+/* The block up to attention: ln1, the fused q|k|v product and, with split,
+ * its split into a->q, a->k, a->v (a->idx3: row n's index 3n in the
+ * [N, 3C] product; one row needs no split: q|k|v are its thirds). */
+static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N, int split) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
-    int NH = c->n_heads, HS = c->head_dim, C = c->dim, H = c->ffn_hidden;
-    int64_t N = (int64_t)B * T;
+    int C = c->dim;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
     be->layernorm_fwd(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, W(R_ATTN_NORM), W(R_ATTN_NORM_B), N, C, c->norm_eps);
     be->matmul(ex, a->qkv, a->ln1, W(R_WQKV), N, 3 * (int64_t)C, C, 0, 0, 0);
     smj_model_bias_fwd(m, a->qkv, W(R_BQKV), N, 3 * (int64_t)C);
+    if (!split) return;
     be->embedding_fwd(ex, a->q, a->idx3, a->qkv, N, C);
     be->embedding_fwd(ex, a->k, a->idx3, a->qkv + C, N, C);
     be->embedding_fwd(ex, a->v, a->idx3, a->qkv + 2 * C, N, C);
-    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NH, HS, kv_bstride,
-                      1.0f / sqrtf((float)HS));
+#undef W
+}
+
+/* The block after attention (a->att): y = res_mid + MLP(ln2(res_mid)),
+ * res_mid = x + Wo·att + bo. */
+static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int64_t N) {
+    const smj_backend *be = m->be;
+    const smj_model_config *c = &m->cfg;
+    const smj_exec *ex = &m->ctx->exec;
+    int C = c->dim, H = c->ffn_hidden;
+    float *P = m->params;
+#define W(role) smj_model_ptr(m, P, role, l)
     be->matmul(ex, a->tmp, a->att, W(R_WO), N, C, C, 0, 0, 0);
     smj_model_bias_fwd(m, a->tmp, W(R_BO), N, C);
     be->add(ex, a->res_mid, x, a->tmp, N * C);
@@ -142,6 +153,27 @@ void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float 
     smj_model_bias_fwd(m, a->tmp, W(R_BDOWN), N, C);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
 #undef W
+}
+
+void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
+                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
+    (void)pos0; /* positions entered with wpe */
+    const smj_model_config *c = &m->cfg;
+    int64_t N = (int64_t)B * T;
+    block_qkv(m, l, a, x, N, 1);
+    m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, c->n_heads, c->n_heads,
+                         c->head_dim, kv_bstride, 1.0f / sqrtf((float)c->head_dim));
+    block_tail(m, l, a, x, y, N);
+}
+
+void smj_gpt2_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
+                           int cap, const int32_t *pos) {
+    const smj_model_config *c = &m->cfg;
+    int64_t C = c->dim;
+    block_qkv(m, l, a, x, 1, 0);
+    m->be->decode_attention(&m->ctx->exec, a->att, a->qkv, a->qkv + C, a->qkv + 2 * C, kc, vc, NULL, NULL, pos,
+                            c->n_heads, c->n_heads, c->head_dim, cap, 1.0f / sqrtf((float)c->head_dim));
+    block_tail(m, l, a, x, y, 1);
 }
 
 /* x: the block's input [N,C]; dres holds dL/dy on entry and dL/dx on return. */

@@ -802,8 +802,13 @@ static smj_status ensure_full_logits(smj_model *m, int64_t n) {
 
 /* ------------------------------------------------------- forward */
 
-/* out[N,O] += ones[N,1] · b[1,O], in chunks of at most max_seq_len rows (the ones vector). */
+/* out[N,O] += ones[N,1] · b[1,O], in chunks of at most max_seq_len rows (the ones vector);
+ * one row (decoding) by the add op: out + 1·b, the same bits without a product's launch. */
 static void bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O) {
+    if (N == 1) {
+        m->be->add(&m->ctx->exec, out, out, b, O);
+        return;
+    }
     int64_t R = m->cfg.max_seq_len;
     for (int64_t r0 = 0; r0 < N; r0 += R)
         m->be->matmul(&m->ctx->exec, out + r0 * O, m->ones, b, N - r0 < R ? N - r0 : R, O, 1, 0, 0, 1);
@@ -904,8 +909,7 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
 
 int smj_block_decode_ok(const smj_model *m) {
     const smj_model_config *c = &m->cfg;
-    return m->be->decode_attention && c->arch != SMJ_ARCH_GPT2 && c->rope_type != SMJ_ROPE_DYNAMIC &&
-           !m->qmem;
+    return m->be->decode_attention && (c->arch == SMJ_ARCH_GPT2 || c->rope_type != SMJ_ROPE_DYNAMIC) && !m->qmem;
 }
 
 /* A decoding weight: in params, or at the same offset in w16 (bf16 copies). */
@@ -919,6 +923,10 @@ void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, fl
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
     float scale = 1.0f / sqrtf((float)c->head_dim);
+    if (c->arch == SMJ_ARCH_GPT2) {
+        smj_gpt2_block_decode(m, l, a, x, y, kc, vc, cap, pos);
+        return;
+    }
     if (m->be->decode_block && !c->qk_norm && !c->attn_bias && !c->attn_out_bias) {
         smj_block_weights w = {smj_model_ptr(m, m->params, R_ATTN_NORM, l), smj_model_ptr(m, m->params, R_FFN_NORM, l),
                                dec_w(m, R_WQ, l, w16), dec_w(m, R_WK, l, w16), dec_w(m, R_WV, l, w16),
@@ -934,9 +942,15 @@ void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, fl
     block_tail(m, l, a, x, y, 1);
 }
 
-void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *rstd, const uint16_t *w16) {
+void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *mean, float *rstd,
+                     const uint16_t *w16) {
     const smj_model_config *c = &m->cfg;
     const float *nw = smj_model_ptr(m, m->params, R_FINAL_NORM, -1);
+    if (c->arch == SMJ_ARCH_GPT2) {
+        smj_gpt2_final_norm(m, lnf, mean, rstd, x, 1);
+        smj_model_linear(m, R_LM_HEAD, -1, logits, lnf, 1, c->vocab_size, c->dim);
+        return;
+    }
     if (m->be->decode_linear) {
         m->be->decode_linear(&m->ctx->exec, logits, x, nw, dec_w(m, R_LM_HEAD, -1, w16),
                              w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32, c->vocab_size, c->dim, c->norm_eps);

@@ -208,15 +208,17 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
  * none) holds bf16 copies of params at the same offsets (bf16_pack):
  * decode_block then reads its linear weights from there.
  * smj_block_decode_ok: the backend has decode_attention and the model suits
- * it (Llama family, rope tables that do not change with the length, f32
- * weights). */
+ * it (rope tables that do not change with the length, f32 weights; GPT-2
+ * blocks go through smj_gpt2_block_decode). */
 int smj_block_decode_ok(const smj_model *m);
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
                       int cap, const int32_t *pos, const uint16_t *w16);
 /* A decoding step's final norm and LM head: logits [V] from x [C] (lnf
- * [C], rstd [1] scratch), through decode_linear when the backend has it
- * (reading the head from w16 when given), else rmsnorm_fwd + the product. */
-void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *rstd, const uint16_t *w16);
+ * [C], mean and rstd [1] scratch), through decode_linear when the backend
+ * has it (reading the head from w16 when given), else the norm + the
+ * product (GPT-2: its layernorm, then the product). */
+void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *mean, float *rstd,
+                     const uint16_t *w16);
 
 /* smj_sample's greedy choice (infer/sampler.c): the first index of the
  * largest logit, a NaN never larger (logits[0] NaN gives 0). */
@@ -239,6 +241,10 @@ void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float 
                             int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
 /* out[N,C] = wte[ids] + wpe[pos] (tmp [N,C] scratch; ids, pos on the backend). */
 void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids_dev, const int32_t *pos_dev, int64_t N);
+/* smj_block_decode of a GPT-2 block: the ops one by one, decode_attention
+ * without rotation. */
+void smj_gpt2_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
+                           int cap, const int32_t *pos);
 /* ln_f over N rows. */
 void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N);
 /* Backward of the blocks, ln_f and embeddings; m->dln holds dL/d(ln_f out) [N,C]. */

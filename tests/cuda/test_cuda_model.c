@@ -19,8 +19,9 @@
  *     SMJ_CUDA_BF16_KEEP=1 (every product casts its operands afresh). A stale copy (an op that wrote a
  *     buffer without dropping its copy) would break the equality. Models:
  *     head size 64 with GQA (flash attention) and the small one (QK-norm,
- *     head size 16), each also with --fp16-activations (the saved bf16
- *     tensors serve as the copies of what bf16_unpack makes of them), and
+ *     head size 16), each also with --fp16-activations (ops write the
+ *     saved bf16 tensors where bf16_home names them, the backward binds
+ *     them with bf16_bind and reads them in place), and
  *     one whose 1.1M-token vocabulary makes the LM head's backward run in
  *     blocks of rows (cross-entropy's backward writes each block's bf16
  *     copy for both products).
@@ -29,6 +30,10 @@
  *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt,
  *     with a batch forward halfway that grows the backend's scratch buffer
  *     (the graph holds its address: it is recorded again).
+ * Items 2 and 4 and greedy decoding chained on the device run on three
+ * models: the QK-norm one (decode ops one by one), the flash one
+ * (decode_block) and a GPT-2 (its blocks' ops one by one, decode_attention
+ * without rotation, positions from device memory).
  * Without a usable GPU: SKIP, exit 0 (exit 1 when SMJ_CUDA_REQUIRE=1).
  */
 #include <math.h>
@@ -80,6 +85,18 @@ static smj_model_config big_vocab_config(void) {
     c.n_kv_heads = 1;
     c.ffn_hidden = 64;
     c.n_layers = 1;
+    c.tied_embeddings = 1;
+    return c;
+}
+
+/* GPT-2 (LayerNorm, learned positions, biases, GELU): its one-token steps
+ * are the ops one by one with decode_attention (no rotation) */
+static smj_model_config gpt2_config(void) {
+    smj_model_config c = small_config();
+    c.arch = SMJ_ARCH_GPT2;
+    c.n_kv_heads = c.n_heads;
+    c.ffn_hidden = 4 * c.dim;
+    c.qk_norm = 0;
     c.tied_embeddings = 1;
     return c;
 }
@@ -370,9 +387,10 @@ static void decode_bf16_weights(smj_model_config cfg) {
  * the feed + sample loop, for the ops one by one and decode_block. */
 static void greedy_on_device(void) {
     smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA);
-    smj_model_config cfgs[2] = {small_config(), flash_config()};
-    const char *names[2] = {"CUDA, QK-norm (decode ops one by one)", "CUDA, plain block (decode_block)"};
-    for (int i = 0; i < 2; i++) {
+    smj_model_config cfgs[3] = {small_config(), flash_config(), gpt2_config()};
+    const char *names[3] = {"CUDA, QK-norm (decode ops one by one)", "CUDA, plain block (decode_block)",
+                            "CUDA, GPT-2 (decode ops one by one)"};
+    for (int i = 0; i < 3; i++) {
         smj_model *m = NULL;
         CHECK_OK(ctx, smj_model_create(ctx, &cfgs[i], 28, &m));
         if (m) check_greedy(ctx, m, names[i]);
@@ -545,6 +563,7 @@ int main(void) {
     cross_backend(ds_path);
     kv_decoding(small_config(), "QK-norm (decode ops one by one)");
     kv_decoding(flash_config(), "plain block (decode_block)");
+    kv_decoding(gpt2_config(), "GPT-2 (decode ops one by one)");
     smj_train_options f16 = {.fp16_activations = 1};
     bf16_copies(ds_path, "head size 64 + GQA (flash)", flash_config(), NULL);
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations (unpacked copies)", flash_config(), &f16);
@@ -553,6 +572,7 @@ int main(void) {
     bf16_copies(ds_path, "vocab 1.1M (LM head backward in blocks of rows)", big_vocab_config(), NULL);
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
+    decode_graphs(gpt2_config(), "GPT-2 (decode ops one by one)");
     decode_bf16_weights(flash_config());
     greedy_on_device();
     gguf_on_device();

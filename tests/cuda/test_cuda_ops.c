@@ -126,7 +126,9 @@ static void case_matmul(void) {
     static const int64_t S[][3] = {{1, 1, 1},   {1, 7, 5},      {3, 1, 9},     {17, 33, 65}, {64, 48, 32},
                                    {5, 130, 3}, {2, 3, 0},      {300, 257, 513}, {1, 4099, 64}, {64, 33, 1000},
                                    /* a few rows against a weight (decoding's NT products, K % 4 == 0) */
-                                   {1, 2048, 768}, {2, 1000, 12}, {3, 130, 256}, {4, 33, 768}, {5, 64, 64}};
+                                   {1, 2048, 768}, {2, 1000, 12}, {3, 130, 256}, {4, 33, 768}, {5, 64, 64},
+                                   /* A · B through a [K, N] weight (GPT-2's decoding, N % 4 == 0), split over K */
+                                   {1, 2304, 768}, {1, 768, 3072}, {2, 3072, 768}, {4, 8, 4096}, {3, 132, 5}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++)
         for (int tA = 0; tA < 2; tA++)
             for (int tB = 0; tB < 2; tB++)
