@@ -546,7 +546,8 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     }
     if (flash) {
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
-        flash_bwd(c, dq, dk, dv, shadow_of(c, dv, nk), dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
+        __nv_bfloat16 *dv16 = shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
+        flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), dv16, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
         op_end(c);
         return;
     }

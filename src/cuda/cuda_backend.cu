@@ -163,7 +163,7 @@ void op_end(smj_cuda *c) {
     if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", __FILE__, __LINE__);
     prof_end(c);
     c->op = NULL;
-    c->n_home = 0; /* bf16_home names places for one op */
+    c->n_home = c->n_only = 0; /* bf16_home / bf16_only speak of one op */
 }
 
 void *scratch(smj_cuda *c, size_t bytes) {
@@ -269,6 +269,8 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
                                              &beta, C, CUDA_R_32F, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
 }
 
+static void materialize_bc(smj_cuda *c, int i);
+
 /* The kept-copy slot for src[0, n): the least recently used one of those
  * not allocated yet or already holding n values (so the blocks of a larger
  * operand, the LM head's dlogits, take turns in one grown slot), else of
@@ -285,6 +287,7 @@ static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
         for (int i = 1; i < BC_N; i++)
             if (c->bc[i].used < c->bc[lru].used) lru = i;
     }
+    if (c->bc[lru].src && c->bc[lru].lazy) materialize_bc(c, lru); /* its fp32 values live only here */
     auto &e = c->bc[lru];
     e.src = NULL;
     if ((size_t)n > e.cap) {
@@ -336,10 +339,23 @@ static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __
     return b;
 }
 
-/* ---- copies in the caller's memory (smj_cuda.ext) */
+/* ---- lazy tensors: copies standing for unwritten fp32 values; copies in
+ * the caller's memory (smj_cuda.ext) */
 
 __global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide);
 static int wide_ok(const void *f32, const void *b16) { return (uintptr_t)f32 % 16 == 0 && (uintptr_t)b16 % 8 == 0; }
+static void unpack_launch(smj_cuda *c, const float *dst, const __nv_bfloat16 *b, int64_t n) {
+    k_bf16_unpack<<<blocks_for((n + 3) / 4, 256, (int64_t)c->n_sm * 32), 256, 0, c->stream>>>(
+        (float *)dst, (const uint16_t *)b, n, wide_ok(dst, b));
+    LAUNCHED(c);
+}
+/* A lazy slot's fp32 values written (it stays, a valid copy). */
+static void materialize_bc(smj_cuda *c, int i) {
+    if (!c->bc[i].lazy) return;
+    c->bc[i].lazy = 0;
+    c->n_lazy--;
+    unpack_launch(c, c->bc[i].src, c->bc[i].buf, c->bc[i].n);
+}
 
 static bool ext_valid(const smj_cuda *c, int i) {
     return c->ext[i].src && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes;
@@ -350,9 +366,7 @@ static void materialize(smj_cuda *c, int i) {
     if (!e.lazy) return;
     e.lazy = 0;
     c->n_lazy--;
-    k_bf16_unpack<<<blocks_for((e.n + 3) / 4, 256, (int64_t)c->n_sm * 32), 256, 0, c->stream>>>(
-        (float *)e.src, (const uint16_t *)e.b, e.n, wide_ok(e.src, e.b));
-    LAUNCHED(c);
+    unpack_launch(c, e.src, e.b, e.n);
 }
 static void ext_drop(smj_cuda *c, int i) {
     if (c->ext[i].lazy) c->n_lazy--;
@@ -387,10 +401,54 @@ static void claim16(smj_cuda *c, const __nv_bfloat16 *b, int64_t n) {
 void lazy_all(smj_cuda *c) {
     for (int i = 0; c->n_lazy && i < EXT_N; i++)
         if (c->ext[i].lazy) materialize(c, i);
+    for (int i = 0; c->n_lazy && i < BC_N; i++)
+        if (c->bc[i].lazy) materialize_bc(c, i);
 }
 void fp32_in(smj_cuda *c, const float *p, int64_t n) {
     for (int i = 0; c->n_lazy && i < EXT_N; i++)
         if (c->ext[i].lazy && c->ext[i].src < p + n && p < c->ext[i].src + c->ext[i].n) materialize(c, i);
+    for (int i = 0; c->n_lazy && i < BC_N; i++)
+        if (c->bc[i].lazy && c->bc[i].src < p + n && p < c->bc[i].src + c->bc[i].n) materialize_bc(c, i);
+}
+/* Lazy tensors overlapping p[0, n) go: unwritten when wholly inside it
+ * (dead or about to be overwritten: drop), else written first (cast_written). */
+static void lazy_out(smj_cuda *c, const float *p, int64_t n, int drop) {
+    for (int i = 0; c->n_lazy && i < EXT_N; i++) {
+        auto &e = c->ext[i];
+        if (!e.lazy || !(e.src < p + n && p < e.src + e.n)) continue;
+        if (!drop || e.src < p || e.src + e.n > p + n) materialize(c, i);
+        ext_drop(c, i);
+    }
+    for (int i = 0; c->n_lazy && i < BC_N; i++) {
+        auto &e = c->bc[i];
+        if (!e.lazy || !(e.src < p + n && p < e.src + e.n)) continue;
+        if (!drop || e.src < p || e.src + e.n > p + n) materialize_bc(c, i);
+        e.lazy = 0;
+        e.src = NULL;
+        c->n_lazy--;
+    }
+}
+void cast_overwritten(smj_cuda *c, const float *p, int64_t n) {
+    lazy_out(c, p, n, 1);
+    cast_written(c, p, n);
+}
+float *fp32_out(smj_cuda *c, float *p, int64_t n, const __nv_bfloat16 *copy) {
+    for (int k = 0; copy && k < c->n_only; k++) {
+        if (c->only[k].src != p || c->only[k].n != n) continue;
+        for (int i = 0; i < BC_N; i++)
+            if (c->bc[i].src == p && c->bc[i].n == n && c->bc[i].buf == copy && !c->bc[i].lazy) {
+                c->bc[i].lazy = 1;
+                c->n_lazy++;
+                return NULL;
+            }
+        for (int i = 0; i < EXT_N; i++)
+            if (c->ext[i].src == p && c->ext[i].n == n && c->ext[i].b == copy && !c->ext[i].lazy) {
+                c->ext[i].lazy = c->ext[i].exact = 1;
+                c->n_lazy++;
+                return NULL;
+            }
+    }
+    return p;
 }
 const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n) {
     for (int i = 0; i < EXT_N; i++)
@@ -420,7 +478,10 @@ __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
  * first). */
 void cast_written(smj_cuda *c, const float *C, int64_t n) {
     for (int i = 0; i < BC_N; i++)
-        if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) c->bc[i].src = NULL;
+        if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) {
+            materialize_bc(c, i);
+            c->bc[i].src = NULL;
+        }
     for (int i = 0; i < EXT_N; i++)
         if (c->ext[i].src && c->ext[i].src < C + n && C < c->ext[i].src + c->ext[i].n) {
             materialize(c, i);
@@ -608,7 +669,8 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
     OP_BEGIN_L("matmul"); /* a matmul keeps the bf16 copies of its operands valid */
     c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
     if (M <= 0 || N <= 0) { op_end(c); return; }
-    cast_written(c, Cm, M * N);
+    if (acc) cast_written(c, Cm, M * N);
+    else cast_overwritten(c, Cm, M * N);
     if (K <= 0) {
         if (!acc) CK(c, cudaMemsetAsync(Cm, 0, sizeof(float) * (size_t)(M * N), c->stream));
         op_end(c);
@@ -748,7 +810,7 @@ static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids
 /* In fp32 (the rotation of a pair in float: within 1e-6 of the double
  * reference); x16: x's bf16 copy (shadow_of) or NULL. */
 __global__ void k_rope(float *x, __nv_bfloat16 *x16, const float *cs, const float *sn, int64_t rows, int T, int NH,
-                       int HS, int pos0, float sgn) {
+                       int HS, int pos0, float sgn, int store) {
     int h2 = HS / 2;
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, total = rows * h2;
     if (idx >= total) return;
@@ -759,8 +821,10 @@ __global__ void k_rope(float *x, __nv_bfloat16 *x16, const float *cs, const floa
     int64_t tp = (int64_t)(pos0 + t) * h2 + i;
     float a = v[i], b = v[i + h2], o0, o1;
     rope_rot(a, b, cs[tp], sgn * sn[tp], o0, o1);
-    v[i] = o0;
-    v[i + h2] = o1;
+    if (store) {
+        v[i] = o0;
+        v[i + h2] = o1;
+    }
     if (x16) {
         x16[row * HS + i] = __float2bfloat16_rn(o0);
         x16[row * HS + i + h2] = __float2bfloat16_rn(o1);
@@ -778,7 +842,9 @@ static void rope(const smj_exec *ex, const char *name, float *x, const float *cs
     fp32_in(c, sn, (int64_t)(pos0 + T) * (HS / 2));
     if (total > 0) {
         __nv_bfloat16 *x16 = shadow_of(c, x, rows * HS);
-        k_rope<<<blocks_for(total, 256, INT32_MAX), 256, 0, c->stream>>>(x, x16, cs, sn, rows, T, NH, HS, pos0, sgn);
+        int store = fp32_out(c, x, rows * HS, x16) != NULL; /* in place: NULL, x stays unrotated, x16 stands for it */
+        k_rope<<<blocks_for(total, 256, INT32_MAX), 256, 0, c->stream>>>(x, x16, cs, sn, rows, T, NH, HS, pos0, sgn,
+                                                                          store);
         LAUNCHED(c);
     }
     op_end(c);
@@ -796,7 +862,8 @@ static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const fl
 
 /* SwiGLU in fp32 (expf; within 1e-6 of the double reference), four values
  * per thread when every pointer is 16-byte aligned (wide), then the tail;
- * o16 / dg16, du16: bf16 copies of the outputs (shadow_of) or NULL; g16,
+ * o16 / dg16, du16: bf16 copies of the outputs (shadow_of) or NULL (dgate,
+ * dup NULL: their fp32 values not written, fp32_out); g16,
  * u16: copies of the forward's inputs to write (home_of) or NULL. The
  * backward reads gate and up as G: fp32, or bf16 (their exact copies). */
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
@@ -835,16 +902,16 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv
         swiglu_d(d.y, g.y, u.y, a.y, b.y);
         swiglu_d(d.z, g.z, u.z, a.z, b.z);
         swiglu_d(d.w, g.w, u.w, a.w, b.w);
-        ((float4 *)dgate)[i] = a;
-        ((float4 *)dup)[i] = b;
+        if (dgate) ((float4 *)dgate)[i] = a;
+        if (dup) ((float4 *)dup)[i] = b;
         if (dg16) st_bf16x4(dg16 + 4 * i, a);
         if (du16) st_bf16x4(du16 + 4 * i, b);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
         float a, b;
         swiglu_d(dout[i], ld1(gate, i), ld1(up, i), a, b);
-        dgate[i] = a;
-        dup[i] = b;
+        if (dgate) dgate[i] = a;
+        if (dup) dup[i] = b;
         if (dg16) dg16[i] = __float2bfloat16_rn(a);
         if (du16) du16[i] = __float2bfloat16_rn(b);
     }
@@ -905,12 +972,13 @@ static void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const fl
         __nv_bfloat16 *dg16 = shadow_of(c, dgate, n), *du16 = shadow_of(c, dup, n);
         const __nv_bfloat16 *g16 = exact_copy(c, gate, n), *u16 = exact_copy(c, up, n);
         int wide = al16x(dgate, dup, dout, gate, up);
+        float *dg = fp32_out(c, dgate, n, dg16), *du = fp32_out(c, dup, n, du16);
         if (g16 && u16 && (!wide || ((uintptr_t)g16 | (uintptr_t)u16) % 8 == 0)) {
-            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dgate, dup, dg16, du16, dout, g16, u16, n, wide);
+            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, wide);
         } else {
             fp32_in(c, gate, n);
             fp32_in(c, up, n);
-            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dgate, dup, dg16, du16, dout, gate, up, n, wide);
+            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, wide);
         }
         LAUNCHED(c);
     }
@@ -978,13 +1046,7 @@ static void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int6
 }
 static void unpack(smj_cuda *c, float *out, const uint16_t *x, int64_t n, int lazy) {
     int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing;
-    /* out is overwritten, not read: lazy tensors wholly inside it go unwritten */
-    for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src && c->ext[i].src < out + n && out < c->ext[i].src + c->ext[i].n) {
-            if (c->ext[i].src < out || c->ext[i].src + c->ext[i].n > out + n) materialize(c, i);
-            ext_drop(c, i);
-        }
-    cast_written(c, out, n);
+    cast_overwritten(c, out, n);
     if (n > 0 && !(keep && lazy)) { k_bf16_unpack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(out, x)); LAUNCHED(c); }
     if (keep) ext_add(c, out, n, (const __nv_bfloat16 *)x, 1, lazy);
 }
@@ -995,14 +1057,26 @@ static void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, in
 }
 static void cu_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
     OP_BEGIN_L("bf16_bind");
-    if (out) unpack(c, out, x, n, 1);
-    for (int i = 0; !out && i < EXT_N; i++)
-        if (c->ext[i].lazy) ext_drop(c, i);
+    unpack(c, out, x, n, 1);
     op_end(c);
 }
+/* Hints, not ops of their own: home and only are for the next op (op_end
+ * forgets them); drop discards lazy tensors inside x[0, n) (NULL: all). */
 static void cu_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n) {
-    smj_cuda *c = S(ex); /* not an op of its own: the places are for the next op (op_end forgets them) */
+    smj_cuda *c = S(ex);
     if (c->n_home < HOME_N) c->home[c->n_home++] = {x, n, (__nv_bfloat16 *)x16};
+}
+static void cu_bf16_only(const smj_exec *ex, const float *x, int64_t n) {
+    smj_cuda *c = S(ex);
+    if (c->n_only < HOME_N) c->only[c->n_only++] = {x, n};
+}
+static void cu_bf16_drop(const smj_exec *ex, const float *x, int64_t n) {
+    smj_cuda *c = S(ex);
+    if (x) { lazy_out(c, x, n, 1); return; }
+    for (int i = 0; c->n_lazy && i < EXT_N; i++)
+        if (c->ext[i].lazy) ext_drop(c, i);
+    for (int i = 0; c->n_lazy && i < BC_N; i++)
+        if (c->bc[i].lazy) { c->bc[i].lazy = 0; c->bc[i].src = NULL; c->n_lazy--; }
 }
 static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
                      float b1, float b2, float eps, float wd, int64_t t) {
@@ -1077,13 +1151,13 @@ __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const float *logits, c
         o.y = t < 0 ? 0.0f : dloss * (expf(x.y - z) - (j + 1 == t ? 1.0f : 0.0f));
         o.z = t < 0 ? 0.0f : dloss * (expf(x.z - z) - (j + 2 == t ? 1.0f : 0.0f));
         o.w = t < 0 ? 0.0f : dloss * (expf(x.w - z) - (j + 3 == t ? 1.0f : 0.0f));
-        *(float4 *)(dl + i) = o;
+        if (dl) *(float4 *)(dl + i) = o;
         if (d16) st_bf16x4(d16 + i, o);
     } else {
         for (int e = 0; e < 4 && j + e < V; e++) {
-            float p = t < 0 ? 0.0f : expf(logits[i + e] - z);
-            dl[i + e] = dloss * (p - (j + e == t ? 1.0f : 0.0f));
-            if (d16) d16[i + e] = __float2bfloat16_rn(dl[i + e]);
+            float p = t < 0 ? 0.0f : expf(logits[i + e] - z), o = dloss * (p - (j + e == t ? 1.0f : 0.0f));
+            if (dl) dl[i + e] = o;
+            if (d16) d16[i + e] = __float2bfloat16_rn(o);
         }
     }
 }
@@ -1115,16 +1189,16 @@ static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits,
     /* the LM head's products read dlogits: its bf16 copy is written beside
      * it (when it is small enough to keep: the model's blocks of rows) */
     __nv_bfloat16 *d16 = N > 0 && V > 0 ? shadow_of(c, dlogits, N * V) : NULL;
+    float *dl = fp32_out(c, dlogits, N * V, d16); /* NULL: only the copy is written (bf16_only) */
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
         dim3 grid((unsigned)((V + 1023) / 1024), (unsigned)nn);
         __nv_bfloat16 *b = d16 ? d16 + n0 * V : NULL;
+        float *o = dl ? dl + n0 * V : NULL;
         if (V % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0)
-            k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, b, logits + n0 * V, lse + n0,
-                                                          targets + n0, dloss, V);
+            k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, logits + n0 * V, lse + n0, targets + n0, dloss, V);
         else
-            k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(dlogits + n0 * V, b, logits + n0 * V, lse + n0,
-                                                           targets + n0, dloss, V);
+            k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, logits + n0 * V, lse + n0, targets + n0, dloss, V);
         LAUNCHED(c);
     }
     op_end(c);
@@ -1473,4 +1547,6 @@ extern "C" const smj_backend smj_backend_cuda = {
     .decode_argmax = cu_decode_argmax,
     .bf16_home = cu_bf16_home,
     .bf16_bind = cu_bf16_bind,
+    .bf16_only = cu_bf16_only,
+    .bf16_drop = cu_bf16_drop,
 };

@@ -71,7 +71,9 @@ typedef struct {
      * the shadow writers) drops only the copies of the ranges it writes
      * (cast_written); a host write (upload, zero, alloc) drops all. See
      * cast_of() in cuda_backend.cu. */
-    struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, hw, used; } bc[BC_N];
+    struct {
+        const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, hw, used; int lazy;
+    } bc[BC_N];
     /* Copies in the caller's memory (--fp16-activations' 16-bit storage of
      * saved tensors), valid under the rules above:
      *  - bf16_home names where the next op writes the copy of a tensor
@@ -84,7 +86,7 @@ typedef struct {
      *    (lazy): ops that read the tensor in 32 bits first write them
      *    (fp32_in, materialize). Ops opened with OP_BEGIN_L call fp32_in for
      *    what they read in 32 bits; every other op writes all lazy tensors
-     *    first. bf16_bind(NULL, NULL, 0) drops the lazy ones unwritten.
+     *    first. bf16_drop drops lazy ones unwritten.
      * Writing a copy's storage (bf16_pack, a home) drops it, writing a lazy
      * one's first. The oldest entry is replaced when all are taken. */
     struct {
@@ -93,6 +95,12 @@ typedef struct {
     int ext_next, n_lazy;
     struct { const float *src; int64_t n; __nv_bfloat16 *b; } home[HOME_N]; /* for the next op */
     int n_home;
+    /* bf16_only's promises for the next op: an op that writes the copy of
+     * such an output (fp32_out) leaves its fp32 values unwritten and the
+     * copy (a slot or a home) lazy, written only if an op reads it in 32
+     * bits (a slot being reused writes it first); bf16_drop discards. */
+    struct { const float *src; int64_t n; } only[HOME_N];
+    int n_only;
     unsigned long gen, clock, op_clock; /* op_clock: clock when the running op began */
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
     unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters
@@ -163,6 +171,13 @@ const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n);
 /* p's place named by bf16_home for this op (registered as p's copy, which
  * the op must then write), or NULL. */
 __nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n);
+/* Where the op stores output p[0, n)'s fp32 values, given the copy it
+ * writes (shadow_of's; NULL: none): p, or NULL when bf16_only promised p
+ * is read only through the copy, which then stands for it (lazy). */
+float *fp32_out(smj_cuda *c, float *p, int64_t n, const __nv_bfloat16 *copy);
+/* cast_written for an output the op does not read: a lazy tensor wholly
+ * inside it is dropped unwritten. */
+void cast_overwritten(smj_cuda *c, const float *p, int64_t n);
 
 /* The context's device scratch buffer, grown to at least bytes (contents
  * not kept across growth); NULL (error recorded) when out of memory. */

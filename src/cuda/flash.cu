@@ -583,11 +583,11 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
         int64_t o0 = koff + (int64_t)(w * 16 + g) * krs + d * 8 + 2 * t, o1 = o0 + 8 * krs;
         if (j0 < T) {
             *(float2 *)(dk + o0) = make_float2(ak[d][0] * scale, ak[d][1] * scale);
-            *(float2 *)(dv + o0) = make_float2(av[d][0], av[d][1]);
+            if (dv) *(float2 *)(dv + o0) = make_float2(av[d][0], av[d][1]);
         }
         if (j1 < T) {
             *(float2 *)(dk + o1) = make_float2(ak[d][2] * scale, ak[d][3] * scale);
-            *(float2 *)(dv + o1) = make_float2(av[d][2], av[d][3]);
+            if (dv) *(float2 *)(dv + o1) = make_float2(av[d][2], av[d][3]);
         }
         if (dv16 && j0 < T) *(uint32_t *)(dv16 + o0) = pack_bf16(av[d][0], av[d][1]);
         if (dv16 && j1 < T) *(uint32_t *)(dv16 + o1) = pack_bf16(av[d][2], av[d][3]);

@@ -407,6 +407,7 @@ smj_status smj_model_create(smj_ctx *ctx, const smj_model_config *cfg, uint64_t 
 void smj_model_free(smj_model *m) {
     if (!m) return;
     const smj_backend *be = m->be;
+    smj_acts_release(m);
     be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
     be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones); be->free(m->qmem); be->free(m->full_logits);
     free(m->blk); free(m->specs); free(m->index); free(m->rope_row_len); free(m->rope_host);
@@ -667,7 +668,16 @@ void smj_acts_home(smj_model *m, int l, const float *p, int64_t N) {
 }
 
 void smj_acts_release(smj_model *m) {
-    if (m->res16 && m->be->bf16_bind) m->be->bf16_bind(&m->ctx->exec, NULL, NULL, 0);
+    if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, NULL, 0);
+}
+
+/* bf16_only / bf16_drop around a backward tensor that only products read
+ * (bf16 mode; a backend keeping copies then writes it only as bf16). */
+static void only16(smj_model *m, const float *p, int64_t n) {
+    if (m->be->bf16_only && m->ctx->exec.bf16_matmul) m->be->bf16_only(&m->ctx->exec, p, n);
+}
+static void drop16(smj_model *m, const float *p, int64_t n) {
+    if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, p, n);
 }
 
 void smj_acts_save(smj_model *m, int l, int B, int T) {
@@ -736,6 +746,7 @@ int64_t smj_fixed_floats(const smj_model_config *c) {
 
 /* Frees the activation and backward buffers (made again by the next forward). */
 static void drop_acts(smj_model *m) {
+    smj_acts_release(m); /* nothing lazy may outlive its memory */
     m->be->free(m->act_mem);
     m->be->free(m->bwd_mem);
     m->be->free(m->full_logits);
@@ -1069,20 +1080,30 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     /* FFN: y = res_mid + Wd·hsw. dres holds dL/dy. */
     be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
     be->matmul(ex, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
+    only16(m, m->dgate, N * H); /* read only by their products: bf16 copies alone */
+    only16(m, m->dup, N * H);
     be->swiglu_bwd(ex, m->dgate, m->dup, m->dh, a->gate, a->up, N * H);
     be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, H, C, N, 1, 0, 1);
-    be->matmul(ex, DW(R_WUP), m->dup, a->ln2, H, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, H, 0, 0, 0);
+    drop16(m, m->dgate, N * H);
+    be->matmul(ex, DW(R_WUP), m->dup, a->ln2, H, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, m->dup, W(R_WUP), N, C, H, 0, 0, 1);
+    drop16(m, m->dup, N * H);
     be->rmsnorm_bwd(ex, m->dres, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C,
                     1);                                                    /* now dL/dres_mid */
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
     if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
+    /* dq, dk (after the rotation) and dv are read only by their products
+     * unless QK-norm's backward or the biases' read them */
+    int prod_only = !c->qk_norm && !c->attn_bias;
+    if (prod_only) only16(m, m->dv, N * KD);
     be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
                       HS, 1.0f / sqrtf((float)HS));
+    if (prod_only) only16(m, m->dq, N * QD);
     be->rope_bwd(ex, m->dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0);
+    if (prod_only) only16(m, m->dk, N * KD);
     be->rope_bwd(ex, m->dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0);
     float *dq = m->dq, *dk = m->dk;
     if (c->qk_norm) {
@@ -1091,17 +1112,21 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         dq = m->dqn;
         dk = m->dkn;
     }
-    be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
-    be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
-    be->matmul(ex, DW(R_WV), m->dv, a->ln1, KD, C, N, 1, 0, 1);
     if (c->attn_bias) {
         bias_bwd(m, DW(R_BQ), dq, N, QD);
         bias_bwd(m, DW(R_BK), dk, N, KD);
         bias_bwd(m, DW(R_BV), m->dv, N, KD);
     }
+    /* each gradient's two products, then it is dead */
+    be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
+    drop16(m, dq, N * QD);
+    be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
+    drop16(m, dk, N * KD);
+    be->matmul(ex, DW(R_WV), m->dv, a->ln1, KD, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, m->dv, W(R_WV), N, C, KD, 0, 0, 1);
+    drop16(m, m->dv, N * KD);
     be->rmsnorm_bwd(ex, m->dres, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C, 1); /* now dL/dx */
 #undef W
 #undef DW
@@ -1135,9 +1160,11 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, V, C);
+            only16(m, m->ce_buf, n * V);
             be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V);
             be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, V, C, n, 1, 0, 1);
             be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, V, 0, 0, 0);
+            drop16(m, m->ce_buf, n * V);
         }
     } else {
         /* dlogits in place (logits are not needed after this). With bf16
@@ -1149,9 +1176,11 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = N - r0 < R ? N - r0 : R;
             float *dl = m->logits + r0 * V;
+            only16(m, dl, n * V);
             be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V);
             be->matmul(ex, dW, dl, m->lnf + r0 * C, V, C, n, 1, 0, 1);
             be->matmul(ex, m->dln + r0 * C, dl, W, n, C, V, 0, 0, 0);
+            drop16(m, dl, n * V);
         }
     }
     if (c->arch == SMJ_ARCH_GPT2) {

@@ -42,7 +42,7 @@ enum {
  * qmatmul, tests/cuda/test_cuda_ops.c the decode ops and the 16-bit
  * storage hints (the host backends' are their definitions). */
 #define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax) \
-    X(bf16_home) X(bf16_bind)
+    X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -118,13 +118,21 @@ typedef struct {
      * does nothing. \
      * bf16_bind: out = the value of x16 (what bf16_unpack gives), where the \
      * backend may keep x16 as out's value and leave out's storage unwritten \
-     * until an op reads out in 32 bits. The values last until the next \
-     * bf16_bind(ex, NULL, NULL, 0), which ends every binding: out's storage \
-     * is then unspecified unless written since. The caller reads a bound \
-     * tensor only through ops (never download) and ends the bindings \
-     * before freeing their memory. */ \
+     * until an op reads out in 32 bits. \
+     * bf16_only: a promise about the next op's output x[0, n) (like \
+     * bf16_home, for that op only): its values will be read only rounded \
+     * to bf16 (by products in bf16 mode, by bf16_pack), so a backend that \
+     * writes x's bf16 copy may leave x's storage unwritten; an op that \
+     * reads x in 32 bits then sees the rounded values. \
+     * bf16_drop: x[0, n) will not be read before it is written again (p \
+     * NULL: no tensor will): a backend may discard the fp32 values it has \
+     * not written (bound or bf16-only tensors). The caller reads such \
+     * tensors only through ops (never download) and drops them before \
+     * freeing their memory. */ \
     void (*bf16_home)(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n); \
-    void (*bf16_bind)(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n);
+    void (*bf16_bind)(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n); \
+    void (*bf16_only)(const smj_exec *ex, const float *x, int64_t n); \
+    void (*bf16_drop)(const smj_exec *ex, const float *x, int64_t n);
 
 /* The op signatures over an element type R (float for backends; double for
  * the gradient checker's reference). */

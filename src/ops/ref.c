@@ -139,10 +139,15 @@ static void ref_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int
     (void)ex; (void)x; (void)x16; (void)n;
 }
 
-/* bf16_bind (optional op): its definition, bf16_unpack (n = 0: nothing). */
+/* bf16_bind (optional op): its definition, bf16_unpack. */
 static void ref_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n) {
-    if (n > 0) ref_bf16_unpack(ex, out, x16, n);
+    ref_bf16_unpack(ex, out, x16, n);
 }
+
+/* bf16_only, bf16_drop (optional ops): promises the reference need not use
+ * (it keeps every value exact; its readers see what rounding readers see). */
+static void ref_bf16_only(const smj_exec *ex, const float *x, int64_t n) { (void)ex; (void)x; (void)n; }
+static void ref_bf16_drop(const smj_exec *ex, const float *x, int64_t n) { (void)ex; (void)x; (void)n; }
 
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,

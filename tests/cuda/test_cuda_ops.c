@@ -30,7 +30,9 @@
  * against the reference's exact dequantization: 1e-5 for M <= 8, the
  * matmul's tolerance above (dequantize + matmul). bf16_bind: ops reading a
  * bound tensor give bit for bit what they give on its values in 32 bits;
- * bf16_home: the named storage holds the reference's pack (check_bf16_*).
+ * bf16_home: the named storage holds the reference's pack; bf16_only:
+ * promised outputs read through products as the plain ones do, in 32 bits
+ * as their bf16 rounding (check_bf16_*).
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
@@ -765,7 +767,7 @@ static void check_bf16_bind(void) {
     same_d("the bound tensor itself after an op read it", Ua, Ub, n);
     /* ending the bindings, and an unpack over a bound tensor: no later write */
     be->bf16_bind(ex, R, G16, n);
-    be->bf16_bind(ex, NULL, NULL, 0);
+    be->bf16_drop(ex, NULL, 0);
     be->upload(R, u, sizeof(float) * (size_t)n);
     be->add(ex, Xb, R, Dz, n);
     same_d("ended binding", Du, Xb, n);
@@ -773,7 +775,7 @@ static void check_bf16_bind(void) {
     be->bf16_unpack(ex, R, U16, n);
     be->add(ex, Xb, R, Dz, n);
     same_d("unpack over a bound tensor", Ua, Xb, n);
-    be->bf16_bind(ex, NULL, NULL, 0);
+    be->bf16_drop(ex, NULL, 0);
     dfree(Ga); dfree(Gb); dfree(Ua); dfree(Ub); dfree(Xa); dfree(Xb); dfree(Ya); dfree(Yb); dfree(Ca); dfree(Cb);
     dfree(Dg); dfree(Du); dfree(Dd); dfree(Dw); dfree(Dz); dfree(R);
     be->free(G16); be->free(U16);
@@ -794,7 +796,7 @@ static void check_bf16_bind(void) {
     same_d("rmsnorm_bwd dx", dxa, dxb, N * C);
     same_d("rmsnorm_bwd dw", dwa, dwb, C);
     if (copies_kept()) CHECK(still_junk(Xb2, N * C), "cuda/bf16_bind: rmsnorm_bwd wrote its bound input");
-    be->bf16_bind(ex, NULL, NULL, 0);
+    be->bf16_drop(ex, NULL, 0);
     dfree(Dx0); dfree(Dwn); dfree(Ddy); dfree(Dr); dfree(Do); dfree(Xa2); dfree(Xb2); dfree(dxa); dfree(dxb);
     dfree(dwa); dfree(dwb); be->free(X16);
     ffree(x); ffree(wn); ffree(dy); ffree(r); ffree(o);
@@ -827,7 +829,7 @@ static void check_bf16_bind(void) {
     if (copies_kept())
         CHECK(still_junk(Qb, nq) && still_junk(Kb, nk) && still_junk(Vb, nk) && still_junk(Ob, nq),
               "cuda/bf16_bind: attention_bwd wrote a bound input");
-    be->bf16_bind(ex, NULL, NULL, 0);
+    be->bf16_drop(ex, NULL, 0);
     for (int i = 0; i < 3; i++) { dfree(r1[i]); dfree(r2[i]); }
     dfree(Qa); dfree(Qb); dfree(Ka); dfree(Kb); dfree(Va); dfree(Vb); dfree(Oa); dfree(Ob); dfree(O0); dfree(L);
     dfree(Dq0); dfree(Dk0); dfree(Dv0); dfree(Ddo);
@@ -835,6 +837,107 @@ static void check_bf16_bind(void) {
     ffree(q); ffree(k); ffree(v); ffree(dout);
     printf("cuda %-14s %-6s bound tensors read bit for bit as unpacked ones\n", "bf16_bind",
            check_failed == before ? "ok" : "FAILED");
+}
+
+/* bf16_only: the promised output reads, through products, bit for bit as
+ * the plain output does; in bf16 mode (copies kept) its fp32 storage stays
+ * unwritten and an op that reads it in 32 bits sees the bf16-rounded
+ * values; bf16_drop leaves later writes alone. Outputs of swiglu_bwd,
+ * xent_bwd, rope_bwd (in place) and attention_bwd's dv (flash). */
+static float *oc_w, *oc_a, *oc_b, *oc_z, *oc_s; /* made before the ops: a host write would end the copies */
+enum { OC_NW = 48, OC_N = 4 * 8192 };
+/* before: the promised output's storage before the op (an in-place op's
+ * input), NULL: JUNK */
+static void only_check(const char *what, const float *Dplain, float *Donly, int64_t n, const float *before) {
+    int64_t K = 64, M = n / K, NW = OC_NW;
+    float *Ca = oc_a, *Cb = oc_b, *Dz = oc_z, *S = oc_s, *Dw = oc_w;
+    if (copies_kept()) {
+        float *h = get_h(Donly, n);
+        int same = before ? memcmp(h, before, sizeof(float) * (size_t)n) == 0 : still_junk(Donly, n);
+        CHECK(same, "cuda/bf16_only %s: the fp32 values were written", what);
+        ffree(h);
+    }
+    be->matmul(ex, Ca, Dplain, Dw, M, NW, K, 0, 1, 0);
+    be->matmul(ex, Cb, Donly, Dw, M, NW, K, 0, 1, 0);
+    char buf[96];
+    snprintf(buf, sizeof buf, "%s: its product", what);
+    same_d(buf, Ca, Cb, M * NW);
+    be->add(ex, S, Donly, Dz, n); /* a 32-bit read: the rounded values */
+    float *p = get_h(Dplain, n), *g = get_h(S, n);
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+    rf->bf16_pack(X1, h, p, n);
+    if (copies_kept()) rf->bf16_unpack(X1, p, h, n);
+    CHECK(memcmp(p, g, sizeof(float) * (size_t)n) == 0, "cuda/bf16_only %s: a 32-bit read differs from the %s values",
+          what, copies_kept() ? "rounded" : "plain");
+    free(h); ffree(p); ffree(g);
+}
+
+static void check_bf16_only(void) {
+    cur_op = "bf16_only";
+    long before = check_failed;
+    int64_t n = OC_N;
+    float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1), *w = frand(OC_NW * 64, 1);
+    float *Dg = dup_d(g, n), *Du = dup_d(u, n), *Dd = dup_d(d, n);
+    float *A1 = junk_d(n), *A2 = junk_d(n), *B1 = junk_d(n), *B2 = junk_d(n), *B3 = junk_d(n), *B4 = junk_d(n);
+    oc_w = dup_d(w, OC_NW * 64), oc_a = junk_d(n / 64 * OC_NW), oc_b = junk_d(n / 64 * OC_NW);
+    oc_z = junk_d(n), oc_s = junk_d(n);
+    be->scale(ex, oc_z, 0.0f, n);
+    snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+    be->swiglu_bwd(ex, A1, A2, Dd, Dg, Du, n);
+    be->bf16_only(ex, B1, n);
+    be->swiglu_bwd(ex, B1, B2, Dd, Dg, Du, n);
+    only_check("swiglu_bwd dgate", A1, B1, n, NULL);
+    be->bf16_only(ex, B4, n);
+    be->swiglu_bwd(ex, B3, B4, Dd, Dg, Du, n);
+    only_check("swiglu_bwd dup", A2, B4, n, NULL);
+    /* xent_bwd in place over logits, 8 rows of 4096 */
+    int64_t R = 8, V = n / R;
+    int32_t *t = targets_for(R, (int)V), *Dt = ids_d(t, R);
+    float *Dl = junk_d(R), *Dz = junk_d(R), *L1 = dup_d(g, n), *L2 = dup_d(g, n);
+    be->xent_fwd(ex, Dz, Dl, L1, Dt, R, (int)V);
+    be->xent_bwd(ex, L1, L1, Dl, Dt, 0.5f, R, (int)V);
+    be->bf16_only(ex, L2, n);
+    be->xent_bwd(ex, L2, L2, Dl, Dt, 0.5f, R, (int)V);
+    only_check("xent_bwd", L1, L2, n, g);
+    /* rope_bwd in place: 64 rows of 8 heads of 64 */
+    float *cs, *sn;
+    rope_tables(64, 64, &cs, &sn);
+    float *Dc = dup_d(cs, 64 * 32), *Ds = dup_d(sn, 64 * 32), *X1d = dup_d(d, n), *X2d = dup_d(d, n);
+    be->rope_bwd(ex, X1d, Dc, Ds, 1, 64, 8, 64, 0);
+    be->bf16_only(ex, X2d, n);
+    be->rope_bwd(ex, X2d, Dc, Ds, 1, 64, 8, 64, 0);
+    only_check("rope_bwd (in place)", X1d, X2d, n, d);
+    /* attention_bwd's dv (flash in bf16 mode): B 2, T 64, 4 heads (2 KV) of 64 */
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
+    float *Q = dup_d(g, nq), *Kd = dup_d(u, nk), *Vd = dup_d(d, nk), *O = junk_d(nq), *Lse = junk_d((int64_t)B * NH * T);
+    float *dO = dup_d(u, nq), *r[6];
+    for (int i = 0; i < 6; i++) r[i] = junk_d(i % 3 == 0 ? nq : nk);
+    be->attention_fwd(ex, O, Lse, Q, Kd, Vd, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->attention_bwd(ex, r[0], r[1], r[2], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0.125f);
+    be->bf16_only(ex, r[5], nk);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0.125f);
+    only_check("attention_bwd dv", r[2], r[5], nk, NULL);
+    /* a dropped promise leaves a later write alone */
+    float *P = junk_d(n), *Z = junk_d(n), *S = junk_d(n);
+    be->scale(ex, Z, 0.0f, n);
+    be->bf16_only(ex, P, n);
+    be->bf16_only(ex, B2, n);
+    be->swiglu_bwd(ex, P, B2, Dd, Dg, Du, n);
+    be->bf16_drop(ex, P, n);
+    be->upload(P, d, sizeof(float) * (size_t)n);
+    be->add(ex, S, P, Z, n);
+    same_d("dropped bf16-only tensor, then written", Dd, S, n);
+    be->bf16_drop(ex, NULL, 0);
+    for (int i = 0; i < 6; i++) dfree(r[i]);
+    dfree(Q); dfree(Kd); dfree(Vd); dfree(O); dfree(Lse); dfree(dO); dfree(P); dfree(Z); dfree(S);
+    dfree(Dc); dfree(Ds); dfree(X1d); dfree(X2d); ffree(cs); ffree(sn);
+    dfree(Dl); dfree(Dz); dfree(L1); dfree(L2); be->free(Dt); free(t);
+    dfree(Dg); dfree(Du); dfree(Dd); dfree(A1); dfree(A2); dfree(B1); dfree(B2); dfree(B3); dfree(B4);
+    dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
+    ffree(g); ffree(u); ffree(d); ffree(w);
+    printf("cuda %-14s %-6s promised outputs read as the plain ones through products%s\n", "bf16_only",
+           check_failed == before ? "ok" : "FAILED", copies_kept() ? ", unwritten in 32 bits" : "");
 }
 
 /* H after the op that was told to write D's copy there, then after the
@@ -1220,6 +1323,8 @@ int main(void) {
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_bind: device error: %s", smj_ctx_error(ctx));
     check_bf16_home();
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_home: device error: %s", smj_ctx_error(ctx));
+    check_bf16_only();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_only: device error: %s", smj_ctx_error(ctx));
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
