@@ -284,7 +284,9 @@ const float *smj_acts_load(smj_model *m, int l, int B, int T);
  * names p's 16-bit storage to the backend as the place for the bf16 copy
  * the op may write (bf16_home), so smj_acts_save's packing finds it done. */
 void smj_acts_home(smj_model *m, int l, const float *p, int64_t N);
-/* Ends the bindings of smj_acts_load (bf16_bind): after a backward. */
+/* Declares every lazily kept tensor dead (bf16_drop(NULL)): the bindings of
+ * smj_acts_load and the backward's bf16-only gradients; before each block's
+ * backward, after the backward, before activation memory is freed. */
 void smj_acts_release(smj_model *m);
 
 #endif
