@@ -3,7 +3,8 @@
  *
  * Files: cuda_common.cuh (state, error and profiler hooks, shared
  * helpers), cuda_backend.cu (this: matmul, the element-wise ops,
- * cross-entropy, lifecycle, graph hooks), norms.cu (rmsnorm, add + rmsnorm,
+ * cross-entropy, lifecycle, graph hooks), copies.cu (bf16 copies, lazy
+ * tensors, the bf16 storage ops), norms.cu (rmsnorm, add + rmsnorm,
  * layernorm), attention.cu (attention ops and their fp32/cuBLAS paths),
  * flash.cu (tensor-core flash attention, bf16 mode), decode.cu (the
  * one-token decode ops), qmatmul.cu (GGML-quantized weights).
@@ -59,7 +60,6 @@
  * memory hooks use the legacy default stream, which orders against it, so
  * upload -> ops -> download needs no explicit synchronization.
  */
-#include <atomic>
 #include "cuda_common.cuh"
 
 const char *const prec_name[4] = {"fp32", "tf32", "bf16", "bf16x"};
@@ -184,7 +184,7 @@ void *scratch(smj_cuda *c, size_t bytes) {
  * any context. The memory hooks have no context, so this counter is the
  * backend's one piece of process-wide state: a kept bf16 operand copy is
  * valid only while it is unchanged (cast_of). */
-static std::atomic<unsigned long> host_writes{0};
+std::atomic<unsigned long> host_writes{0};
 
 static void *cu_alloc(size_t bytes) {
     void *p = NULL;
@@ -267,226 +267,6 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
     return CKB(c, cublasGemmStridedBatchedEx(c->blas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
                                              (int)N, (int)M, (int)K, &alpha, B, ty, (int)ldb, sB, A, ty, (int)lda, sA,
                                              &beta, C, CUDA_R_32F, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
-}
-
-static void materialize_bc(smj_cuda *c, int i);
-
-/* The kept-copy slot for src[0, n): the least recently used one of those
- * not allocated yet or already holding n values (so the blocks of a larger
- * operand, the LM head's dlogits, take turns in one grown slot), else of
- * all, grown to n; never one the running op has used (its other operand
- * may be there); registered as valid now. NULL on failure. */
-static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
-    int lru = -1;
-    for (int i = 0; i < BC_N; i++)
-        if ((!c->bc[i].cap || c->bc[i].cap >= (size_t)n) && c->bc[i].used <= c->op_clock &&
-            (lru < 0 || c->bc[i].used < c->bc[lru].used))
-            lru = i;
-    if (lru < 0) {
-        lru = 0;
-        for (int i = 1; i < BC_N; i++)
-            if (c->bc[i].used < c->bc[lru].used) lru = i;
-    }
-    if (c->bc[lru].src && c->bc[lru].lazy) materialize_bc(c, lru); /* its fp32 values live only here */
-    auto &e = c->bc[lru];
-    e.src = NULL;
-    if ((size_t)n > e.cap) {
-        if (e.buf) CK(c, cudaFree(e.buf));
-        e.buf = NULL;
-        e.cap = 0;
-        size_t cap = (size_t)n + (size_t)n / 8 + 1024;
-        if (!CK(c, cudaMalloc(&e.buf, cap * sizeof(__nv_bfloat16)))) return NULL;
-        e.cap = cap;
-    }
-    e.src = src;
-    e.n = n;
-    e.gen = c->gen;
-    e.hw = host_writes;
-    e.used = ++c->clock;
-    return e.buf;
-}
-
-/* A bf16 copy of src[n] for a bf16 product: a kept copy when one is still
- * valid (same src and n, made since the last gen bump and host write, src
- * not written since), else a new cast into a slot (operands over bc_max
- * elements go to dst, a scratch area, and are not kept). NULL on failure. */
-const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
-    for (int i = 0; i < BC_N; i++)
-        if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen && c->bc[i].hw == host_writes) {
-            c->bc[i].used = ++c->clock;
-            return c->bc[i].buf;
-        }
-    for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src == src && c->ext[i].n == n && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes)
-            return c->ext[i].b;
-    return NULL;
-}
-
-static const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
-    if (c->capturing) { /* a graph must not hold a copy slot, which later ops reassign */
-        c->capture_failed = 1;
-        return NULL;
-    }
-    const __nv_bfloat16 *k = kept_copy(c, src, n);
-    if (k) return k;
-    fp32_in(c, src, n);
-    if (n > c->bc_max) {
-        to_bf16(c, dst, src, n, 0, 1);
-        return dst;
-    }
-    __nv_bfloat16 *b = slot_take(c, src, n);
-    if (b) to_bf16(c, b, src, n, 0, 1);
-    return b;
-}
-
-/* ---- lazy tensors: copies standing for unwritten fp32 values; copies in
- * the caller's memory (smj_cuda.ext) */
-
-__global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide);
-static int wide_ok(const void *f32, const void *b16) { return (uintptr_t)f32 % 16 == 0 && (uintptr_t)b16 % 8 == 0; }
-static void unpack_launch(smj_cuda *c, const float *dst, const __nv_bfloat16 *b, int64_t n) {
-    k_bf16_unpack<<<blocks_for((n + 3) / 4, 256, (int64_t)c->n_sm * 32), 256, 0, c->stream>>>(
-        (float *)dst, (const uint16_t *)b, n, wide_ok(dst, b));
-    LAUNCHED(c);
-}
-/* A lazy slot's fp32 values written (it stays, a valid copy). */
-static void materialize_bc(smj_cuda *c, int i) {
-    if (!c->bc[i].lazy) return;
-    c->bc[i].lazy = 0;
-    c->n_lazy--;
-    unpack_launch(c, c->bc[i].src, c->bc[i].buf, c->bc[i].n);
-}
-
-static bool ext_valid(const smj_cuda *c, int i) {
-    return c->ext[i].src && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes;
-}
-/* A lazy entry's fp32 values written (it stays, an exact copy). */
-static void materialize(smj_cuda *c, int i) {
-    auto &e = c->ext[i];
-    if (!e.lazy) return;
-    e.lazy = 0;
-    c->n_lazy--;
-    unpack_launch(c, e.src, e.b, e.n);
-}
-static void ext_drop(smj_cuda *c, int i) {
-    if (c->ext[i].lazy) c->n_lazy--;
-    c->ext[i].src = NULL;
-    c->ext[i].lazy = 0;
-}
-/* Registers b as the bf16 copy of src[0, n), in a free or stale entry when
- * there is one, else in the oldest (a lazy one written first). */
-static void ext_add(smj_cuda *c, const float *src, int64_t n, const __nv_bfloat16 *b, int exact, int lazy) {
-    int at = -1;
-    for (int i = 0; i < EXT_N && at < 0; i++)
-        if (!c->ext[i].lazy && !ext_valid(c, i)) at = i;
-    if (at < 0) {
-        at = c->ext_next;
-        c->ext_next = (at + 1) % EXT_N;
-        materialize(c, at);
-    }
-    ext_drop(c, at);
-    c->ext[at] = {src, n, b, c->gen, host_writes, exact, lazy};
-    if (lazy) c->n_lazy++;
-}
-/* The bf16 storage b[0, n) is about to be written: entries stored there
- * go (a lazy one written first). */
-static void claim16(smj_cuda *c, const __nv_bfloat16 *b, int64_t n) {
-    for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src && c->ext[i].b < b + n && b < c->ext[i].b + c->ext[i].n) {
-            materialize(c, i);
-            ext_drop(c, i);
-        }
-}
-
-void lazy_all(smj_cuda *c) {
-    for (int i = 0; c->n_lazy && i < EXT_N; i++)
-        if (c->ext[i].lazy) materialize(c, i);
-    for (int i = 0; c->n_lazy && i < BC_N; i++)
-        if (c->bc[i].lazy) materialize_bc(c, i);
-}
-void fp32_in(smj_cuda *c, const float *p, int64_t n) {
-    for (int i = 0; c->n_lazy && i < EXT_N; i++)
-        if (c->ext[i].lazy && c->ext[i].src < p + n && p < c->ext[i].src + c->ext[i].n) materialize(c, i);
-    for (int i = 0; c->n_lazy && i < BC_N; i++)
-        if (c->bc[i].lazy && c->bc[i].src < p + n && p < c->bc[i].src + c->bc[i].n) materialize_bc(c, i);
-}
-/* Lazy tensors overlapping p[0, n) go: unwritten when wholly inside it
- * (dead or about to be overwritten: drop), else written first (cast_written). */
-static void lazy_out(smj_cuda *c, const float *p, int64_t n, int drop) {
-    for (int i = 0; c->n_lazy && i < EXT_N; i++) {
-        auto &e = c->ext[i];
-        if (!e.lazy || !(e.src < p + n && p < e.src + e.n)) continue;
-        if (!drop || e.src < p || e.src + e.n > p + n) materialize(c, i);
-        ext_drop(c, i);
-    }
-    for (int i = 0; c->n_lazy && i < BC_N; i++) {
-        auto &e = c->bc[i];
-        if (!e.lazy || !(e.src < p + n && p < e.src + e.n)) continue;
-        if (!drop || e.src < p || e.src + e.n > p + n) materialize_bc(c, i);
-        e.lazy = 0;
-        e.src = NULL;
-        c->n_lazy--;
-    }
-}
-void cast_overwritten(smj_cuda *c, const float *p, int64_t n) {
-    lazy_out(c, p, n, 1);
-    cast_written(c, p, n);
-}
-float *fp32_out(smj_cuda *c, float *p, int64_t n, const __nv_bfloat16 *copy) {
-    for (int k = 0; copy && k < c->n_only; k++) {
-        if (c->only[k].src != p || c->only[k].n != n) continue;
-        for (int i = 0; i < BC_N; i++)
-            if (c->bc[i].src == p && c->bc[i].n == n && c->bc[i].buf == copy && !c->bc[i].lazy) {
-                c->bc[i].lazy = 1;
-                c->n_lazy++;
-                return NULL;
-            }
-        for (int i = 0; i < EXT_N; i++)
-            if (c->ext[i].src == p && c->ext[i].n == n && c->ext[i].b == copy && !c->ext[i].lazy) {
-                c->ext[i].lazy = c->ext[i].exact = 1;
-                c->n_lazy++;
-                return NULL;
-            }
-    }
-    return p;
-}
-const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n) {
-    for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src == p && c->ext[i].n == n && c->ext[i].exact && ext_valid(c, i)) return c->ext[i].b;
-    return NULL;
-}
-__nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n) {
-    if (c->prec != PREC_BF16 || n > c->bc_max || c->capturing) return NULL;
-    for (int i = 0; i < c->n_home; i++) {
-        __nv_bfloat16 *b = c->home[i].b;
-        if (c->home[i].src != p || c->home[i].n != n || (uintptr_t)b % 16) continue;
-        claim16(c, b, n);
-        ext_add(c, p, n, b, 0, 0);
-        return b;
-    }
-    return NULL;
-}
-
-__nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
-    __nv_bfloat16 *h = home_of(c, p, n);
-    if (h) return h;
-    if (c->prec != PREC_BF16 || n < SHADOW_MIN || n > c->bc_max || c->capturing) return NULL;
-    return slot_take(c, p, n);
-}
-
-/* An op writes C[0, n) (and may read it: a lazy tensor there is written
- * first). */
-void cast_written(smj_cuda *c, const float *C, int64_t n) {
-    for (int i = 0; i < BC_N; i++)
-        if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) {
-            materialize_bc(c, i);
-            c->bc[i].src = NULL;
-        }
-    for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src && c->ext[i].src < C + n && C < c->ext[i].src + c->ext[i].n) {
-            materialize(c, i);
-            ext_drop(c, i);
-        }
 }
 
 /* bf16 product whose A is over bc_max elements (dlogits [N,V] in the LM
@@ -947,8 +727,6 @@ __global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n,
     }
 }
 
-#define EW_GRID(n) blocks_for((n), 256, (int64_t)c->n_sm * 32), 256, 0, c->stream
-
 static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
     return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c3 | (uintptr_t)d | (uintptr_t)e) % 16 == 0;
 }
@@ -997,86 +775,6 @@ static void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
     OP_BEGIN("scale");
     if (n > 0) { k_scale<<<EW_GRID(n)>>>(x, s, n); LAUNCHED(c); }
     op_end(c);
-}
-/* bf16 storage of saved activations: the same integer rounding as the CPU
- * backend (nearest, ties to even, subnormals kept, NaN quiet), four values
- * per thread when both pointers allow the wide loads. */
-__device__ __forceinline__ uint16_t bf16_bits(float f) {
-    uint32_t b = __float_as_uint(f);
-    return (uint16_t)((b & 0x7FFFFFFFu) > 0x7F800000u ? (b >> 16) | 0x40u : (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
-}
-__global__ void k_bf16_pack(uint16_t *out, const float *x, int64_t n, int wide) {
-    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
-    int64_t n4 = wide ? n / 4 : 0;
-    for (int64_t i = i0; i < n4; i += st) {
-        float4 v = ((const float4 *)x)[i];
-        ushort4 o = {bf16_bits(v.x), bf16_bits(v.y), bf16_bits(v.z), bf16_bits(v.w)};
-        ((ushort4 *)out)[i] = o;
-    }
-    for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = bf16_bits(x[i]);
-}
-__global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide) {
-    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
-    int64_t n4 = wide ? n / 4 : 0;
-    for (int64_t i = i0; i < n4; i += st) {
-        ushort4 v = ((const ushort4 *)x)[i];
-        float4 o = {__uint_as_float((uint32_t)v.x << 16), __uint_as_float((uint32_t)v.y << 16),
-                    __uint_as_float((uint32_t)v.z << 16), __uint_as_float((uint32_t)v.w << 16)};
-        ((float4 *)out)[i] = o;
-    }
-    for (int64_t i = 4 * n4 + i0; i < n; i += st) out[i] = __uint_as_float((uint32_t)x[i] << 16);
-}
-/* pack writes no fp32 data: the kept copies stay, except those in the
- * caller's memory it overwrites; nothing to do when the op that wrote x
- * left its copy there (bf16_home). unpack's source becomes its output's
- * exact copy (smj_cuda.ext; sizes as shadow_of takes them); bind registers
- * the same without writing out (lazy) or, with n = 0, ends every binding. */
-static void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) {
-    OP_BEGIN_L("bf16_pack");
-    const __nv_bfloat16 *o = (const __nv_bfloat16 *)out;
-    for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src == x && c->ext[i].n == n && c->ext[i].b == o && ext_valid(c, i)) {
-            op_end(c);
-            return;
-        }
-    fp32_in(c, x, n);
-    claim16(c, o, n);
-    if (n > 0) { k_bf16_pack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(x, out)); LAUNCHED(c); }
-    op_end(c);
-}
-static void unpack(smj_cuda *c, float *out, const uint16_t *x, int64_t n, int lazy) {
-    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing;
-    cast_overwritten(c, out, n);
-    if (n > 0 && !(keep && lazy)) { k_bf16_unpack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(out, x)); LAUNCHED(c); }
-    if (keep) ext_add(c, out, n, (const __nv_bfloat16 *)x, 1, lazy);
-}
-static void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
-    OP_BEGIN_L("bf16_unpack");
-    unpack(c, out, x, n, 0);
-    op_end(c);
-}
-static void cu_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
-    OP_BEGIN_L("bf16_bind");
-    unpack(c, out, x, n, 1);
-    op_end(c);
-}
-/* Hints, not ops of their own: home and only are for the next op (op_end
- * forgets them); drop discards lazy tensors inside x[0, n) (NULL: all). */
-static void cu_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n) {
-    smj_cuda *c = S(ex);
-    if (c->n_home < HOME_N) c->home[c->n_home++] = {x, n, (__nv_bfloat16 *)x16};
-}
-static void cu_bf16_only(const smj_exec *ex, const float *x, int64_t n) {
-    smj_cuda *c = S(ex);
-    if (c->n_only < HOME_N) c->only[c->n_only++] = {x, n};
-}
-static void cu_bf16_drop(const smj_exec *ex, const float *x, int64_t n) {
-    smj_cuda *c = S(ex);
-    if (x) { lazy_out(c, x, n, 1); return; }
-    for (int i = 0; c->n_lazy && i < EXT_N; i++)
-        if (c->ext[i].lazy) ext_drop(c, i);
-    for (int i = 0; c->n_lazy && i < BC_N; i++)
-        if (c->bc[i].lazy) { c->bc[i].lazy = 0; c->bc[i].src = NULL; c->n_lazy--; }
 }
 static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
                      float b1, float b2, float eps, float wd, int64_t t) {

@@ -11,6 +11,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <atomic>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -178,6 +179,23 @@ float *fp32_out(smj_cuda *c, float *p, int64_t n, const __nv_bfloat16 *copy);
 /* cast_written for an output the op does not read: a lazy tensor wholly
  * inside it is dropped unwritten. */
 void cast_overwritten(smj_cuda *c, const float *p, int64_t n);
+
+/* bf16 copy of src[n] for a product (copies.cu): kept, else cast into a
+ * slot (over bc_max values: into dst, not kept); NULL on failure. */
+const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst);
+/* Host writes into device memory by any context (cuda_backend.cu's memory
+ * hooks): the backend's one process-wide value; copies made before the
+ * last host write are stale. */
+extern std::atomic<unsigned long> host_writes;
+/* The bf16 storage ops (copies.cu). */
+void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n);
+void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n);
+void cu_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x, int64_t n);
+void cu_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n);
+void cu_bf16_only(const smj_exec *ex, const float *x, int64_t n);
+void cu_bf16_drop(const smj_exec *ex, const float *x, int64_t n);
+/* The grid of the element-wise kernels: 256 threads, at most 32 blocks an SM. */
+#define EW_GRID(n) blocks_for((n), 256, (int64_t)c->n_sm * 32), 256, 0, c->stream
 
 /* The context's device scratch buffer, grown to at least bytes (contents
  * not kept across growth); NULL (error recorded) when out of memory. */
