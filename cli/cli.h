@@ -191,6 +191,9 @@ typedef struct {
  * rows (a multiple of 64; 4096 at V = 32768), the LM head backward's blocks
  * there, which run ~14% faster than the library's 32 MiB chunks. */
 smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_config *cfg, const smj_ctx *ctx);
+/* 0, or the usage error (printed) of flags that do not go together
+ * (--ce-chunk-rows without --fused-ce). */
+int cli_check_mem_flags(const char *cmd, const cli_mem_flags *mm);
 /* " with --fused-ce ..." for the options that are on ("" when none). */
 const char *cli_train_options_str(const smj_train_options *o, char *buf, size_t n);
 /* One line "<what> ~TOTAL (weights W, grads G, AdamW A, activations X, scratch S)[ with --flags]"

@@ -112,6 +112,7 @@ int cmd_bench(int argc, char **argv) {
                      flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+    if ((rc = cli_check_mem_flags(c.name, &mm))) return rc;
     if (B == 0) B = ckpt ? 1 : 8;
 
     smj_ctx *ctx = NULL;

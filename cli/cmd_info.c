@@ -130,6 +130,7 @@ int cmd_info(int argc, char **argv) {
                      NULL, flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+    if ((rc = cli_check_mem_flags(c.name, &mm))) return rc;
     if (!path) return cli_usage(c.name, "--checkpoint is required");
 
     smj_ctx *ctx = NULL;
@@ -201,6 +202,7 @@ int cmd_sizes(int argc, char **argv) {
                      NULL, flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+    if ((rc = cli_check_mem_flags(c.name, &mm))) return rc;
     smj_ctx *ctx = smj_ctx_create(NULL);
     if (!ctx) return cli_error(c.name, "out of memory");
     smj_train_options to = cli_train_options(&mm, NULL, NULL);

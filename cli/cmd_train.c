@@ -435,6 +435,7 @@ int cmd_train(int argc, char **argv) {
         flags, CLI_NFLAGS(flags)};
     int rc = cli_parse(&c, argc, argv);
     if (rc) return rc == CLI_HELP_SHOWN ? 0 : rc;
+    if ((rc = cli_check_mem_flags(c.name, &a.mm))) return rc;
     if (!a.dataset) return cli_usage(c.name, "--dataset is required");
     if (!a.tokenizer) return cli_usage(c.name, "--tokenizer is required");
     smj_schedule sched;

@@ -109,6 +109,11 @@ smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_con
     return o;
 }
 
+int cli_check_mem_flags(const char *cmd, const cli_mem_flags *mm) {
+    if (mm->ce_rows && !mm->fused_ce) return cli_usage(cmd, "--ce-chunk-rows sets --fused-ce's chunks: give --fused-ce too");
+    return 0;
+}
+
 const char *cli_train_options_str(const smj_train_options *o, char *buf, size_t n) {
     snprintf(buf, n, "%s%s%s%s", o->fused_ce || o->gradient_checkpointing || o->fp16_activations ? " with" : "",
              o->fused_ce ? " --fused-ce" : "", o->gradient_checkpointing ? " --gradient-checkpointing" : "",

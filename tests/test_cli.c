@@ -281,7 +281,20 @@ static void test_memory_flags(void) {
             free(b);
         }
     }
-    int rc = RUN("sizes --fused-ce --gradient-checkpointing >%s", SMJ, P("out"));
+    int rc = RUN("sizes --ce-chunk-rows 64 >%s 2>%s", SMJ, P("out"), P("err"));
+    char *err = read_text(P("err"));
+    CHECK(rc == 2 && err && strstr(err, "--ce-chunk-rows") && strstr(err, "--fused-ce"),
+          "--ce-chunk-rows without --fused-ce is a usage error (rc %d)", rc);
+    free(err);
+    rc = RUN("sizes --fused-ce --ce-chunk-rows 64 --batch-size 8 --seq-len 128 >%s", SMJ, P("out"));
+    char *small = read_text(P("out"));
+    rc |= RUN("sizes --fused-ce --batch-size 8 --seq-len 128 >%s", SMJ, P("out"));
+    char *dflt = read_text(P("out"));
+    CHECK(rc == 0 && small && dflt && strcmp(small, dflt) != 0, "--ce-chunk-rows changes the fused-ce estimate (rc %d)",
+          rc);
+    free(small);
+    free(dflt);
+    rc = RUN("sizes --fused-ce --gradient-checkpointing >%s", SMJ, P("out"));
     char *out = read_text(P("out"));
     CHECK(rc == 0 && out && strstr(out, "tiny") && strstr(out, "with --fused-ce --gradient-checkpointing"),
           "sizes with the memory flags (rc %d)", rc);
