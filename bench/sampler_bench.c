@@ -5,9 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <math.h>
+#include <string.h>
 #include <time.h>
 #include "smedjan.h"
-#include "../src/core/core.h" /* smj_splitmix64: the draw smj_sample makes */
+#include "../src/model/model.h" /* smj_splitmix64, smj_sample_weights: smj_sample's draw and weights */
 
 typedef struct { float p; int32_t id; } cand;
 static int desc(const void *a, const void *b) {
@@ -15,12 +16,14 @@ static int desc(const void *a, const void *b) {
     if (x->p != y->p) return x->p < y->p ? 1 : -1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
-/* temperature, full sort, top-k, top-p, draw (no penalty, no min-p) */
-static int32_t full_sort(const float *l, int V, const smj_sampler_options *o, uint64_t *rng, cand *c) {
+/* the same weights, then every candidate sorted, top-k, top-p, draw (no
+ * penalty, no min-p) */
+static int32_t full_sort(const float *l, int V, const smj_sampler_options *o, uint64_t *rng, cand *c, float *w) {
     int32_t best = 0;
     for (int i = 1; i < V; i++) if (l[i] > l[best]) best = i;
-    double mx = l[best], sum = 0;
-    for (int i = 0; i < V; i++) { c[i].p = (float)exp(((double)l[i] - mx) / o->temperature); c[i].id = i; sum += c[i].p; }
+    memcpy(w, l, sizeof(float) * (size_t)V);
+    double sum = smj_sample_weights(w, V, l[best], o->temperature);
+    for (int i = 0; i < V; i++) { c[i].p = w[i]; c[i].id = i; }
     qsort(c, (size_t)V, sizeof *c, desc);
     int n = o->top_k > 0 && o->top_k < V ? o->top_k : V;
     double cum = 0;
@@ -41,6 +44,7 @@ int main(int argc, char **argv) {
     int V = argc > 1 ? atoi(argv[1]) : 32768, reps = argc > 2 ? atoi(argv[2]) : 200;
     float *l = malloc(sizeof(float) * (size_t)V), *scratch = malloc(sizeof(float) * (size_t)V);
     cand *c = malloc(sizeof(cand) * (size_t)V);
+    float *w = malloc(sizeof(float) * (size_t)V);
     uint64_t g = 42;
     for (int i = 0; i < V; i++) l[i] = 4.0f * (float)((smj_splitmix64(&g) >> 11) * 0x1.0p-53) - 2.0f;
     smj_sampler_options o;
@@ -50,13 +54,13 @@ int main(int argc, char **argv) {
     double t0 = now();
     for (int i = 0; i < reps; i++) agree &= smj_sample(l, V, &o, NULL, 0, &r1, scratch) >= 0;
     double t1 = now();
-    for (int i = 0; i < reps; i++) (void)full_sort(l, V, &o, &r2, c);
+    for (int i = 0; i < reps; i++) (void)full_sort(l, V, &o, &r2, c, w);
     double t2 = now();
     r1 = r2 = o.seed;
-    for (int i = 0; i < reps; i++) agree &= smj_sample(l, V, &o, NULL, 0, &r1, scratch) == full_sort(l, V, &o, &r2, c);
+    for (int i = 0; i < reps; i++) agree &= smj_sample(l, V, &o, NULL, 0, &r1, scratch) == full_sort(l, V, &o, &r2, c, w);
     double a = 1e3 * (t1 - t0) / reps, b = 1e3 * (t2 - t1) / reps;
     printf("V=%d temperature %.1f top-k %d top-p %.2f: smj_sample %.3f ms/token, full sort %.3f ms/token, "
            "%.1fx; same tokens: %s\n", V, o.temperature, o.top_k, o.top_p, a, b, b / a, agree ? "yes" : "NO");
-    free(l); free(scratch); free(c);
+    free(l); free(scratch); free(c); free(w);
     return agree ? 0 : 1;
 }

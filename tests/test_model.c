@@ -18,6 +18,7 @@
 #include <string.h>
 #include "../src/core/core.h"
 #include "../src/ops/ops.h"
+#include "../src/model/model.h"
 #include "util/check.h"
 #include "util/decode.h"
 #include "util/gradcheck.h"
@@ -411,12 +412,14 @@ static int32_t ref_sample(const float *l, int V, const smj_sampler_options *o, u
     for (int i = 1; i < V; i++)
         if (l[i] > l[best]) best = i;
     ref_cand *c = malloc(sizeof *c * (size_t)V);
-    double mx = l[best], sum = 0;
+    float *w = malloc(sizeof(float) * (size_t)V);
+    memcpy(w, l, sizeof(float) * (size_t)V);
+    double sum = smj_sample_weights(w, V, l[best], o->temperature); /* the softmax weights: checked below */
     for (int i = 0; i < V; i++) {
-        c[i].p = (float)exp(((double)l[i] - mx) / o->temperature);
+        c[i].p = w[i];
         c[i].id = i;
-        sum += c[i].p;
     }
+    free(w);
     qsort(c, (size_t)V, sizeof *c, ref_desc);
     int n = o->top_k > 0 && o->top_k < V ? o->top_k : V;
     if (o->top_p > 0 && o->top_p < 1) {
@@ -439,7 +442,34 @@ static int32_t ref_sample(const float *l, int V, const smj_sampler_options *o, u
     return pick;
 }
 
+/* smj_sample_weights: each weight within 1 ulp of e^x computed in double
+ * (x from 0 down to -90, where it must give 0 below -87, and NaN -> 0), the
+ * sum within 1e-12 of the weights' sum in order. */
+static void sample_weights(void) {
+    enum { N = 20011 };
+    float *l = malloc(sizeof(float) * N), *w = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) l[i] = -90.0f * (float)i / (float)(N - 1);
+    l[N / 2] = NAN;
+    memcpy(w, l, sizeof(float) * N);
+    double sum = smj_sample_weights(w, N, 0.0f, 1.0f), want = 0, worst = 0;
+    int bad_tail = 0;
+    for (int i = 0; i < N; i++) {
+        want += w[i];
+        if (i == N / 2) { bad_tail |= w[i] != 0.0f; continue; }
+        if (l[i] < -87.0f) { bad_tail |= w[i] != 0.0f; continue; }
+        float e = (float)exp((double)l[i]);
+        double ulp = (double)nextafterf(e, INFINITY) - e, err = fabs((double)w[i] - exp((double)l[i])) / ulp;
+        if (err > worst) worst = err;
+    }
+    CHECK(worst <= 1.0, "sampler weights: %.3g ulp from e^x", worst);
+    CHECK(!bad_tail, "sampler weights: below e^-87 and NaN give 0");
+    CHECK(fabs(sum - want) <= 1e-12 * want, "sampler weights' sum %.17g, want %.17g", sum, want);
+    free(l);
+    free(w);
+}
+
 static void sampler_vs_full_sort(void) {
+    sample_weights();
     static const int VS[] = {7, 300, 5000, 32768};
     static const int KS[] = {1, 2, 40, 256, 257, 0};
     static const float PS[] = {1.0f, 0.9f, 0.5f};

@@ -2,7 +2,8 @@
  *
  * Order (as HF's generate applies them): repetition penalty (CTRL rule:
  * positive logits divided, negative multiplied, once per distinct token in
- * the history), temperature (0 = greedy argmax), softmax, then top-k, top-p
+ * the history), temperature (0 = greedy argmax), softmax (in float, as
+ * HF's: smj_sample_weights, the sum in double), then top-k, top-p
  * (smallest set whose mass reaches p), min-p (drop tokens below
  * min_p * p_max), renormalize and draw with the caller's RNG state.
  * With top-k (k <= 256) only the k most probable candidates are ordered
@@ -48,6 +49,39 @@ static void top_k_first(cand *c, int V, int k) {
     }
 }
 
+/* e^x for x <= 0 in float: Cephes' expf polynomial on r = x - n ln2 (n
+ * rounded by adding 1.5 * 2^23, whose low bits then hold it), 2^n by the
+ * exponent bits; within 1 ulp of e^x (checked against exp in double on
+ * [-87, 0]), 0 below e^-87 and for NaN. Float operations and integer bits
+ * only, no conversion or call, so the loop below runs in SIMD lanes. */
+static inline float exp_neg(float x) {
+    float z = x >= -87.0f ? x : -87.0f;
+    float m = z * 1.44269504088896341f + 12582912.0f, n = m - 12582912.0f;
+    int32_t mi, e;
+    memcpy(&mi, &m, 4);
+    float r = z - n * 0.693359375f - n * -2.12194440e-4f, r2 = r * r;
+    float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+               1.6666665459e-1f) * r + 5.0000001201e-1f;
+    y = y * r2 + r + 1.0f;
+    e = (mi - 0x4B400000 + 127) * (1 << 23);
+    float s;
+    memcpy(&s, &e, 4);
+    float v = y * s;
+    return x >= -87.0f ? v : 0.0f;
+}
+
+double smj_sample_weights(float *l, int V, float mx, float temperature) {
+    for (int i = 0; i < V; i++) l[i] = exp_neg((l[i] - mx) / temperature);
+    double part[8] = {0};
+    int i = 0;
+    for (; i + 8 <= V; i += 8)
+        for (int j = 0; j < 8; j++) part[j] += l[i + j];
+    for (int j = 0; i < V; i++, j++) part[j] += l[i];
+    double sum = 0;
+    for (int j = 0; j < 8; j++) sum += part[j];
+    return sum;
+}
+
 int32_t smj_argmax(const float *l, int V) {
     int32_t best = 0;
     for (int i = 1; i < V; i++) if (l[i] > l[best]) best = i;
@@ -72,11 +106,10 @@ int32_t smj_sample(const float *logits, int V, const smj_sampler_options *o, con
     if (o->temperature <= 0.0f) return best;
     cand *c = malloc(sizeof(cand) * (size_t)V);
     if (!c) return best;
-    double mx = l[best], sum = 0;
+    double sum = smj_sample_weights(l, V, l[best], o->temperature);
     for (int i = 0; i < V; i++) {
-        c[i].p = (float)exp(((double)l[i] - mx) / o->temperature);
+        c[i].p = l[i];
         c[i].id = i;
-        sum += c[i].p;
     }
     int n = V;
     if (o->top_k > 0 && o->top_k < n) n = o->top_k;

@@ -223,6 +223,11 @@ void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, fl
 /* smj_sample's greedy choice (infer/sampler.c): the first index of the
  * largest logit, a NaN never larger (logits[0] NaN gives 0). */
 int32_t smj_argmax(const float *logits, int V);
+/* smj_sample's softmax weights, in place: l[i] = e^((l[i] - mx) / T) in
+ * float (mx the largest logit; a polynomial within 2 ulp of exp, 0 below
+ * e^-87), returning their sum in double (eight partial sums, added in
+ * order). */
+double smj_sample_weights(float *l, int V, float mx, float temperature);
 
 /* Makes the rope tables right for rows [p0, p0 + n) of a sequence whose
  * total length is p0 + n (a no-op unless rope_type is dynamic). */
