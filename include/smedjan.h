@@ -60,6 +60,7 @@ typedef struct smj_ctx smj_ctx;
 
 /* opts may be NULL (defaults). Returns NULL only when out of memory. */
 smj_ctx *smj_ctx_create(const smj_ctx_options *opts);
+/* Free the sessions, trainers and models made in ctx first. */
 void smj_ctx_free(smj_ctx *ctx);
 const char *smj_ctx_error(const smj_ctx *ctx);
 /* SMJ_OK when the context can compute. Otherwise SMJ_ERR_UNSUPPORTED when

@@ -406,8 +406,7 @@ smj_status smj_model_create(smj_ctx *ctx, const smj_model_config *cfg, uint64_t 
 
 void smj_model_free(smj_model *m) {
     if (!m) return;
-    const smj_backend *be = m->be;
-    smj_acts_release(m);
+    const smj_backend *be = m->be; /* (nothing is lazy here: every backward and drop_acts end that) */
     be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
     be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones); be->free(m->qmem); be->free(m->full_logits);
     free(m->blk); free(m->specs); free(m->index); free(m->rope_row_len); free(m->rope_host);
