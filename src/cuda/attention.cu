@@ -346,22 +346,31 @@ void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, con
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
                              const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
                              float scale) {
-    OP_BEGIN_W("attention_fwd");
+    OP_BEGIN_L("attention_fwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
     cast_written(c, out, (int64_t)B * Tq * NH * HS);
     cast_written(c, lse, (int64_t)B * NH * Tq);
+    int64_t nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)(B - 1) * kv_bstride + (int64_t)Tk * NKV * HS;
+    int fl = c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out) &&
+             !(Tq == 1 && c->attn == ATTN_AUTO);
+    if (!fl) { /* flash reads kept copies where there are (flash_fwd: fp32_in before its casts) */
+        fp32_in(c, q, nq);
+        fp32_in(c, k, nkv);
+        fp32_in(c, v, nkv);
+    }
     if (Tq == 1 && c->attn == ATTN_AUTO) {
         c->pname = "attention_fwd (decode)";
         att_decode(c, out, lse, q, k, v, B, Tk, NH, NKV, HS, kv_bstride, scale);
         op_end(c);
         return;
     }
-    if (c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out)) {
+    if (fl) {
         c->pname = "attention_fwd: bf16 casts"; /* flash_fwd names its kernel's phase */
-        /* the output projection reads out next: its bf16 copy is written too */
-        flash_fwd(c, out, shadow_of(c, out, (int64_t)B * Tq * NH * HS), lse, q, k, v, B, Tq, Tk, NH, NKV, HS,
-                  kv_bstride, scale);
+        /* the output projection reads out next: its bf16 copy is written too
+         * (alone when bf16_only promised out) */
+        __nv_bfloat16 *o16 = shadow_of(c, out, nq);
+        flash_fwd(c, fp32_out(c, out, nq, o16), o16, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
         op_end(c);
         return;
     }

@@ -28,14 +28,18 @@ static void materialize_bc(smj_cuda *c, int i);
 /* The kept-copy slot for src[0, n): the least recently used one of those
  * not allocated yet or already holding n values (so the blocks of a larger
  * operand, the LM head's dlogits, take turns in one grown slot), else of
- * all, grown to n; never one the running op has used (its other operand
- * may be there); registered as valid now. NULL on failure. */
+ * all, grown to n; a lazy one (its fp32 values written first) only when
+ * every other is the running op's; never one the running op has used (its
+ * other operand may be there); registered as valid now. NULL on failure. */
 static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
     int lru = -1;
-    for (int i = 0; i < BC_N; i++)
-        if ((!c->bc[i].cap || c->bc[i].cap >= (size_t)n) && c->bc[i].used <= c->op_clock &&
-            (lru < 0 || c->bc[i].used < c->bc[lru].used))
-            lru = i;
+    for (int pass = 0; pass < 3 && lru < 0; pass++)
+        for (int i = 0; i < BC_N; i++) {
+            auto &e = c->bc[i];
+            bool fits = !e.cap || e.cap >= (size_t)n;
+            if (e.used > c->op_clock || (pass < 2 && e.lazy) || (pass == 0 && !fits)) continue;
+            if (lru < 0 || e.used < c->bc[lru].used) lru = i;
+        }
     if (lru < 0) {
         lru = 0;
         for (int i = 1; i < BC_N; i++)
@@ -102,6 +106,9 @@ static void unpack_launch(smj_cuda *c, const float *dst, const __nv_bfloat16 *b,
     k_bf16_unpack<<<blocks_for((n + 3) / 4, 256, (int64_t)c->n_sm * 32), 256, 0, c->stream>>>(
         (float *)dst, (const uint16_t *)b, n, wide_ok(dst, b));
     LAUNCHED(c);
+}
+void bf16_to_f32(smj_cuda *c, float *dst, const __nv_bfloat16 *b, int64_t n) {
+    if (n > 0) unpack_launch(c, dst, b, n);
 }
 /* A lazy slot's fp32 values written (it stays, a valid copy). */
 static void materialize_bc(smj_cuda *c, int i) {
@@ -207,7 +214,17 @@ float *fp32_out(smj_cuda *c, float *p, int64_t n, const __nv_bfloat16 *copy) {
 const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n) {
     for (int i = 0; i < EXT_N; i++)
         if (c->ext[i].src == p && c->ext[i].n == n && c->ext[i].exact && ext_valid(c, i)) return c->ext[i].b;
+    for (int i = 0; c->n_lazy && i < BC_N; i++) /* a lazy slot stands for its tensor: exact */
+        if (c->bc[i].src == p && c->bc[i].n == n && c->bc[i].lazy) {
+            c->bc[i].used = ++c->clock; /* the running op's: not retaken by its shadow_of */
+            return c->bc[i].buf;
+        }
     return NULL;
+}
+int only_promised(const smj_cuda *c, const float *p, int64_t n) {
+    for (int k = 0; k < c->n_only; k++)
+        if (c->only[k].src == p && c->only[k].n == n) return 1;
+    return 0;
 }
 __nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n) {
     if (c->prec != PREC_BF16 || n > c->bc_max || c->capturing) return NULL;

@@ -244,14 +244,16 @@ void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n, int64
 
 /* Row-major batched product: C[M,N] (ldc) = alpha op(A)[M,K] op(B)[K,N] +
  * beta C, batch stride sA/sB/sC; op(X) = X^T when tX (A stored [K,M] with
- * row stride lda, B stored [N,K]). A and B are fp32 or bf16 (ty), C fp32.
- * Column-major cuBLAS computes C^T = op(B)^T op(A)^T: operands swapped.
- * Compute: fp32 data with PREC_FP32 -> plain fp32 (no tensor cores),
- * PREC_TF32 -> TF32 tensor cores, PREC_BF16X -> cuBLAS rounds fp32 inputs
- * to bf16 itself; bf16 data -> bf16 tensor cores, fp32 accumulation. */
-int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
-                int64_t lda, int64_t sA, const void *B, int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc,
-                int64_t sC, int batch, cudaDataType ty) {
+ * row stride lda, B stored [N,K]). A and B are fp32 or bf16 (ty), C fp32
+ * (gemm) or of type cty (gemm_t: bf16 C, rounded to nearest from the fp32
+ * sums). Column-major cuBLAS computes C^T = op(B)^T op(A)^T: operands
+ * swapped. Compute: fp32 data with PREC_FP32 -> plain fp32 (no tensor
+ * cores), PREC_TF32 -> TF32 tensor cores, PREC_BF16X -> cuBLAS rounds fp32
+ * inputs to bf16 itself; bf16 data -> bf16 tensor cores, fp32
+ * accumulation. */
+static int gemm_t(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+                  int64_t lda, int64_t sA, const void *B, int64_t ldb, int64_t sB, float beta, void *C, int64_t ldc,
+                  int64_t sC, int batch, cudaDataType ty, cudaDataType cty) {
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
         record(c, SMJ_ERR_UNSUPPORTED, "%s: dimension over 2^31 (M %lld N %lld K %lld)", c->op, (long long)M,
                (long long)N, (long long)K);
@@ -262,11 +264,16 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
     if (ty == CUDA_R_32F && c->prec == PREC_BF16X) ct = CUBLAS_COMPUTE_32F_FAST_16BF;
     if (batch == 1)
         return CKB(c, cublasGemmEx(c->blas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,
-                                   (int)M, (int)K, &alpha, B, ty, (int)ldb, A, ty, (int)lda, &beta, C, CUDA_R_32F,
+                                   (int)M, (int)K, &alpha, B, ty, (int)ldb, A, ty, (int)lda, &beta, C, cty,
                                    (int)ldc, ct, CUBLAS_GEMM_DEFAULT));
     return CKB(c, cublasGemmStridedBatchedEx(c->blas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
                                              (int)N, (int)M, (int)K, &alpha, B, ty, (int)ldb, sB, A, ty, (int)lda, sA,
-                                             &beta, C, CUDA_R_32F, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
+                                             &beta, C, cty, (int)ldc, sC, batch, ct, CUBLAS_GEMM_DEFAULT));
+}
+int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+         int64_t sA, const void *B, int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch,
+         cudaDataType ty) {
+    return gemm_t(c, tA, tB, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch, ty, CUDA_R_32F);
 }
 
 /* bf16 product whose A is over bc_max elements (dlogits [N,V] in the LM
@@ -485,17 +492,33 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
             op_end(c);
             return;
         }
-        __nv_bfloat16 *s = NULL;
-        if (na > c->bc_max || nb > c->bc_max) { /* the copies not kept go to the scratch buffer */
-            s = (__nv_bfloat16 *)scratch(c, 2 * (size_t)(oa + nb));
-            if (!s) return;
-        }
+        /* An output bf16_only promised is the bf16 product: written as bf16
+         * alone (its copy, lazy: ops after read it through the copy), or,
+         * with no copy to keep (sizes, SMJ_CUDA_BF16_KEEP), the same
+         * product's bf16 values unpacked into C (the same numbers either
+         * way). The copies of operands not kept and that bf16 product go to
+         * the scratch buffer. */
+        int64_t nc = M * N;
+        int promised = !acc && only_promised(c, Cm, nc);
+        int round = promised && (nc < SHADOW_MIN || nc > c->bc_max);
+        int64_t ns = (na > c->bc_max || nb > c->bc_max ? oa + nb : 0), nr = round ? nc : 0;
+        __nv_bfloat16 *s = ns + nr ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nr)) : NULL;
+        if (ns + nr && !s) { op_end(c); return; }
         const char *name = c->pname;
         prof_phase(c, "matmul: bf16 casts");
-        const __nv_bfloat16 *a16 = cast_of(c, A, na, s), *b16 = cast_of(c, Bm, nb, s ? s + oa : NULL);
+        const __nv_bfloat16 *a16 = cast_of(c, A, na, ns ? s : NULL), *b16 = cast_of(c, Bm, nb, ns ? s + oa : NULL);
         prof_phase(c, name);
-        if (!a16 || !b16) return;
-        gemm(c, tA, tB, M, N, K, 1.0f, a16, lda, 0, b16, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_16BF);
+        if (!a16 || !b16) { op_end(c); return; }
+        __nv_bfloat16 *c16 = promised && !round ? shadow_of(c, Cm, nc) : NULL;
+        if (c16 && !fp32_out(c, Cm, nc, c16)) {
+            gemm_t(c, tA, tB, M, N, K, 1.0f, a16, lda, 0, b16, ldb, 0, 0.0f, c16, N, 0, 1, CUDA_R_16BF, CUDA_R_16BF);
+        } else if (round) {
+            gemm_t(c, tA, tB, M, N, K, 1.0f, a16, lda, 0, b16, ldb, 0, 0.0f, s + ns, N, 0, 1, CUDA_R_16BF, CUDA_R_16BF);
+            bf16_to_f32(c, Cm, s + ns, nc);
+        } else {
+            if (c16) cast_written(c, Cm, nc); /* (not reached: fp32_out takes a promised output's copy) */
+            gemm(c, tA, tB, M, N, K, 1.0f, a16, lda, 0, b16, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_16BF);
+        }
     } else {
         gemm(c, tA, tB, M, N, K, 1.0f, A, lda, 0, Bm, ldb, 0, acc ? 1.0f : 0.0f, Cm, N, 0, 1, CUDA_R_32F);
     }
@@ -588,44 +611,85 @@ static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids
 /* ------------------------------------------------------------ rope */
 
 /* In fp32 (the rotation of a pair in float: within 1e-6 of the double
- * reference); x16: x's bf16 copy (shadow_of) or NULL. */
-__global__ void k_rope(float *x, __nv_bfloat16 *x16, const float *cs, const float *sn, int64_t rows, int T, int NH,
-                       int HS, int pos0, float sgn, int store) {
-    int h2 = HS / 2;
-    int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, total = rows * h2;
-    if (idx >= total) return;
-    int64_t row = idx / h2; /* row over [B, T, NH] */
-    int i = (int)(idx % h2);
-    int t = (int)((row / NH) % T);
-    float *v = x + row * HS;
-    int64_t tp = (int64_t)(pos0 + t) * h2 + i;
-    float a = v[i], b = v[i + h2], o0, o1;
-    rope_rot(a, b, cs[tp], sgn * sn[tp], o0, o1);
-    if (store) {
-        v[i] = o0;
-        v[i + h2] = o1;
+ * reference). Reads x as X from xi (fp32, or an exact bf16 copy); writes
+ * xo (fp32, NULL: not written) and x16 (x's bf16 copy, NULL: none; may be
+ * xi itself: the copy rotated in place). V pairs per thread (V = 4: 16-byte
+ * fp32 / 8-byte bf16 accesses, HS % 8 == 0 and aligned pointers); index
+ * math in I (32 bits when it fits: 64-bit division is slow). */
+template <typename X, int V, typename I>
+__global__ void k_rope(float *xo, __nv_bfloat16 *x16, const X *xi, const float *cs, const float *sn, I rows, int T,
+                       int NH, int HS, int pos0, float sgn) {
+    const int h2 = HS / 2, q = h2 / V;
+    I idx = (I)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= rows * q) return;
+    I row = idx / q; /* over [B, T, NH] */
+    int i = (int)(idx - row * q) * V, t = (int)((row / NH) % T);
+    int64_t e = (int64_t)row * HS + i, tp = (int64_t)(pos0 + t) * h2 + i;
+    float a[V], b[V], co[V], si[V], o0[V], o1[V];
+    if (V == 4) {
+        float4 va = ld4(xi + e, 0), vb = ld4(xi + e + h2, 0), vc = ld4(cs + tp, 0), vs = ld4(sn + tp, 0);
+        a[0] = va.x; a[1] = va.y; a[2] = va.z; a[3] = va.w;
+        b[0] = vb.x; b[1] = vb.y; b[2] = vb.z; b[3] = vb.w;
+        co[0] = vc.x; co[1] = vc.y; co[2] = vc.z; co[3] = vc.w;
+        si[0] = vs.x; si[1] = vs.y; si[2] = vs.z; si[3] = vs.w;
+    } else {
+        for (int k = 0; k < V; k++) {
+            a[k] = ld1(xi, e + k);
+            b[k] = ld1(xi, e + h2 + k);
+            co[k] = cs[tp + k];
+            si[k] = sn[tp + k];
+        }
     }
-    if (x16) {
-        x16[row * HS + i] = __float2bfloat16_rn(o0);
-        x16[row * HS + i + h2] = __float2bfloat16_rn(o1);
+#pragma unroll
+    for (int k = 0; k < V; k++) rope_rot(a[k], b[k], co[k], sgn * si[k], o0[k], o1[k]);
+    if (V == 4) {
+        float4 r0 = make_float4(o0[0], o0[1], o0[2], o0[3]), r1 = make_float4(o1[0], o1[1], o1[2], o1[3]);
+        if (xo) { ((float4 *)(xo + e))[0] = r0; ((float4 *)(xo + e + h2))[0] = r1; }
+        if (x16) { st_bf16x4(x16 + e, r0); st_bf16x4(x16 + e + h2, r1); }
+    } else {
+        for (int k = 0; k < V; k++) {
+            if (xo) { xo[e + k] = o0[k]; xo[e + h2 + k] = o1[k]; }
+            if (x16) { x16[e + k] = __float2bfloat16_rn(o0[k]); x16[e + h2 + k] = __float2bfloat16_rn(o1[k]); }
+        }
     }
+}
+template <typename X>
+static void rope_launch(smj_cuda *c, float *xo, __nv_bfloat16 *x16, const X *xi, const float *cs, const float *sn,
+                        int64_t rows, int T, int NH, int HS, int pos0, float sgn) {
+    int v4 = HS % 8 == 0 && ((uintptr_t)xo | (uintptr_t)xi | (uintptr_t)cs | (uintptr_t)sn) % 16 == 0 &&
+             (uintptr_t)x16 % 8 == 0;
+    int64_t total = rows * (HS / 2) / (v4 ? 4 : 1);
+    unsigned g = blocks_for(total, 256, INT32_MAX);
+    if (rows * HS < INT32_MAX) {
+        if (v4) k_rope<X, 4, int><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, (int)rows, T, NH, HS, pos0, sgn);
+        else k_rope<X, 1, int><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, (int)rows, T, NH, HS, pos0, sgn);
+    } else {
+        if (v4) k_rope<X, 4, int64_t><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, rows, T, NH, HS, pos0, sgn);
+        else k_rope<X, 1, int64_t><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, rows, T, NH, HS, pos0, sgn);
+    }
+    LAUNCHED(c);
 }
 
 /* bf16 mode: rope writes x's bf16 copy too (forward: flash attention reads
- * q, k as bf16; backward: the Q/K products read dq, dk next) */
+ * q, k as bf16; backward: the Q/K products read dq, dk next), alone when
+ * bf16_only promised x (fp32_out). A promised x whose values are an exact
+ * copy (a product wrote q as bf16 alone) is rotated in that copy, in place:
+ * x stays unwritten, the copy stands for it. */
 static void rope(const smj_exec *ex, const char *name, float *x, const float *cs, const float *sn, int B, int T,
                  int NH, int HS, int pos0, float sgn) {
     OP_BEGIN_L(name);
-    int64_t rows = (int64_t)B * T * NH, total = rows * (HS / 2);
-    cast_written(c, x, rows * HS); /* (read too: a lazy x is written first) */
+    int64_t rows = (int64_t)B * T * NH, n = rows * HS;
     fp32_in(c, cs, (int64_t)(pos0 + T) * (HS / 2));
     fp32_in(c, sn, (int64_t)(pos0 + T) * (HS / 2));
-    if (total > 0) {
-        __nv_bfloat16 *x16 = shadow_of(c, x, rows * HS);
-        int store = fp32_out(c, x, rows * HS, x16) != NULL; /* in place: NULL, x stays unrotated, x16 stands for it */
-        k_rope<<<blocks_for(total, 256, INT32_MAX), 256, 0, c->stream>>>(x, x16, cs, sn, rows, T, NH, HS, pos0, sgn,
-                                                                          store);
-        LAUNCHED(c);
+    if (rows > 0 && HS >= 2) {
+        __nv_bfloat16 *xe = only_promised(c, x, n) ? (__nv_bfloat16 *)exact_copy(c, x, n) : NULL;
+        if (xe) {
+            rope_launch(c, (float *)NULL, xe, (const __nv_bfloat16 *)xe, cs, sn, rows, T, NH, HS, pos0, sgn);
+        } else {
+            cast_written(c, x, n); /* (read too: a lazy x is written first) */
+            __nv_bfloat16 *x16 = shadow_of(c, x, n);
+            rope_launch(c, fp32_out(c, x, n, x16), x16, (const float *)x, cs, sn, rows, T, NH, HS, pos0, sgn);
+        }
     }
     op_end(c);
 }
@@ -641,29 +705,33 @@ static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const fl
 /* ------------------------------------------------------------ element-wise */
 
 /* SwiGLU in fp32 (expf; within 1e-6 of the double reference), four values
- * per thread when every pointer is 16-byte aligned (wide), then the tail;
- * o16 / dg16, du16: bf16 copies of the outputs (shadow_of) or NULL (dgate,
- * dup NULL: their fp32 values not written, fp32_out); g16,
- * u16: copies of the forward's inputs to write (home_of) or NULL. The
- * backward reads gate and up as G: fp32, or bf16 (their exact copies). */
+ * per thread when every pointer is 16-byte aligned (wide), then the tail.
+ * Forward: out NULL: its fp32 values not written (fp32_out); o16: out's
+ * bf16 copy (shadow_of) or NULL; g16, u16: copies of the inputs to write
+ * (home_of) or NULL; gate and up read as G: fp32, or bf16 (their exact
+ * copies). Backward: dgate, dup NULL: not written (fp32_out); dg16, du16:
+ * their copies or NULL; dout read as D, gate and up as G (fp32 or exact
+ * bf16 copies). */
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
-__global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16, __nv_bfloat16 *u16,
-                             const float *gate, const float *up, int64_t n, int wide) {
+template <typename G>
+__global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16, __nv_bfloat16 *u16, const G *gate,
+                             const G *up, int64_t n, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
-        float4 g = ((const float4 *)gate)[i], u = ((const float4 *)up)[i];
+        float4 g = ld4(gate, i), u = ld4(up, i);
         float4 o = {silu_f(g.x) * u.x, silu_f(g.y) * u.y, silu_f(g.z) * u.z, silu_f(g.w) * u.w};
-        ((float4 *)out)[i] = o;
+        if (out) ((float4 *)out)[i] = o;
         if (o16) st_bf16x4(o16 + 4 * i, o);
         if (g16) st_bf16x4(g16 + 4 * i, g);
         if (u16) st_bf16x4(u16 + 4 * i, u);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
-        out[i] = silu_f(gate[i]) * up[i];
-        if (o16) o16[i] = __float2bfloat16_rn(out[i]);
-        if (g16) g16[i] = __float2bfloat16_rn(gate[i]);
-        if (u16) u16[i] = __float2bfloat16_rn(up[i]);
+        float g = ld1(gate, i), u = ld1(up, i), o = silu_f(g) * u;
+        if (out) out[i] = o;
+        if (o16) o16[i] = __float2bfloat16_rn(o);
+        if (g16) g16[i] = __float2bfloat16_rn(g);
+        if (u16) u16[i] = __float2bfloat16_rn(u);
     }
 }
 __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, float &du) {
@@ -671,13 +739,13 @@ __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, f
     dg = d * u * s * (1.0f + g * (1.0f - s));
     du = d * g * s;
 }
-template <typename G>
-__global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout,
+template <typename D, typename G>
+__global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const D *dout,
                              const G *gate, const G *up, int64_t n, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
-        float4 d = ((const float4 *)dout)[i], g = ld4(gate, i), u = ld4(up, i), a, b;
+        float4 d = ld4(dout, i), g = ld4(gate, i), u = ld4(up, i), a, b;
         swiglu_d(d.x, g.x, u.x, a.x, b.x);
         swiglu_d(d.y, g.y, u.y, a.y, b.y);
         swiglu_d(d.z, g.z, u.z, a.z, b.z);
@@ -689,7 +757,7 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
         float a, b;
-        swiglu_d(dout[i], ld1(gate, i), ld1(up, i), a, b);
+        swiglu_d(ld1(dout, i), ld1(gate, i), ld1(up, i), a, b);
         if (dgate) dgate[i] = a;
         if (dup) dup[i] = b;
         if (dg16) dg16[i] = __float2bfloat16_rn(a);
@@ -730,12 +798,31 @@ __global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n,
 static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
     return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c3 | (uintptr_t)d | (uintptr_t)e) % 16 == 0;
 }
+/* The exact bf16 copies of x and y (n values) when both have one that the
+ * wide loads allow (8-byte aligned when wide), else NULL, NULL. */
+static void exact_pair(smj_cuda *c, const float *x, const float *y, int64_t n, int wide, const __nv_bfloat16 **x16,
+                       const __nv_bfloat16 **y16) {
+    *x16 = exact_copy(c, x, n);
+    *y16 = exact_copy(c, y, n);
+    if (!*x16 || !*y16 || (wide && ((uintptr_t)*x16 | (uintptr_t)*y16) % 8)) *x16 = *y16 = NULL;
+}
 static void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n) {
-    OP_BEGIN_W("swiglu_fwd");
+    OP_BEGIN_L("swiglu_fwd");
     cast_written(c, out, n);
     if (n > 0) {
-        __nv_bfloat16 *o16 = shadow_of(c, out, n), *g16 = home_of(c, gate, n), *u16 = home_of(c, up, n);
-        k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(out, o16, g16, u16, gate, up, n, al16x(out, gate, up, out, out));
+        int wide = al16x(out, gate, up, out, out);
+        const __nv_bfloat16 *ge, *ue;
+        exact_pair(c, gate, up, n, wide, &ge, &ue);
+        __nv_bfloat16 *o16 = shadow_of(c, out, n);
+        float *o = fp32_out(c, out, n, o16);
+        if (ge) { /* the inputs' exact copies (a product wrote them as bf16 alone): homes already hold them */
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, NULL, NULL, ge, ue, n, wide);
+        } else {
+            fp32_in(c, gate, n);
+            fp32_in(c, up, n);
+            __nv_bfloat16 *g16 = home_of(c, gate, n), *u16 = home_of(c, up, n);
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, g16, u16, gate, up, n, wide);
+        }
         LAUNCHED(c);
     }
     op_end(c);
@@ -745,25 +832,30 @@ static void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const fl
     OP_BEGIN_L("swiglu_bwd");
     cast_written(c, dgate, n);
     cast_written(c, dup, n);
-    fp32_in(c, dout, n);
     if (n > 0) {
-        __nv_bfloat16 *dg16 = shadow_of(c, dgate, n), *du16 = shadow_of(c, dup, n);
-        const __nv_bfloat16 *g16 = exact_copy(c, gate, n), *u16 = exact_copy(c, up, n);
         int wide = al16x(dgate, dup, dout, gate, up);
-        float *dg = fp32_out(c, dgate, n, dg16), *du = fp32_out(c, dup, n, du16);
-        if (g16 && u16 && (!wide || ((uintptr_t)g16 | (uintptr_t)u16) % 8 == 0)) {
-            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, wide);
-        } else {
+        const __nv_bfloat16 *g16, *u16, *d16 = exact_copy(c, dout, n);
+        exact_pair(c, gate, up, n, wide, &g16, &u16);
+        __nv_bfloat16 *dg16 = shadow_of(c, dgate, n), *du16 = shadow_of(c, dup, n);
+        if (d16 && wide && (uintptr_t)d16 % 8) d16 = NULL;
+        if (!d16) fp32_in(c, dout, n);
+        if (!g16) {
             fp32_in(c, gate, n);
             fp32_in(c, up, n);
-            k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, wide);
         }
+        float *dg = fp32_out(c, dgate, n, dg16), *du = fp32_out(c, dup, n, du16);
+        if (d16 && g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, g16, u16, n, wide);
+        else if (d16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, gate, up, n, wide);
+        else if (g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, wide);
+        else k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, wide);
         LAUNCHED(c);
     }
     op_end(c);
 }
 static void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n) {
-    OP_BEGIN_W("add");
+    OP_BEGIN_L("add");
+    fp32_in(c, a, n);
+    fp32_in(c, b, n);
     cast_written(c, out, n);
     if (n > 0) {
         k_add<<<EW_GRID((n + 3) / 4)>>>(out, home_of(c, out, n), a, b, n, al16x(out, a, b, out, out));

@@ -166,8 +166,9 @@ __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n);
  * overlapping p[0, n), which the op reads in 32 bits. */
 void lazy_all(smj_cuda *c);
 void fp32_in(smj_cuda *c, const float *p, int64_t n);
-/* An exact bf16 copy of p[0, n) (its fp32 values are the copy's), or NULL:
- * an op may read it in place of the fp32 values, bit for bit the same. */
+/* An exact bf16 copy of p[0, n) (its fp32 values are the copy's: a copy in
+ * the caller's memory marked exact, or a lazy one), or NULL: an op may read
+ * it in place of the fp32 values, bit for bit the same. */
 const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n);
 /* p's place named by bf16_home for this op (registered as p's copy, which
  * the op must then write), or NULL. */
@@ -176,6 +177,11 @@ __nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n);
  * writes (shadow_of's; NULL: none): p, or NULL when bf16_only promised p
  * is read only through the copy, which then stands for it (lazy). */
 float *fp32_out(smj_cuda *c, float *p, int64_t n, const __nv_bfloat16 *copy);
+/* dst[0, n) = the values of bf16 data b (one unpack kernel). */
+void bf16_to_f32(smj_cuda *c, float *dst, const __nv_bfloat16 *b, int64_t n);
+/* Whether bf16_only promised p[0, n) for the running op (products whose
+ * output is promised write it in bf16 alone). */
+int only_promised(const smj_cuda *c, const float *p, int64_t n);
 /* cast_written for an output the op does not read: a lazy tensor wholly
  * inside it is dropped unwritten. */
 void cast_overwritten(smj_cuda *c, const float *p, int64_t n);
@@ -214,7 +220,8 @@ int smem_ok(smj_cuda *c, const void *fn, size_t bytes);
 /* Tensor-core flash attention (flash.cu), bf16 mode: flash_ok says whether
  * it takes these arguments (sm_80+, Tq >= 16, HS 64 or 128, 16-byte aligned
  * rows); both read bf16 copies of their inputs (kept or cast). out16 /
- * dv16: bf16 copies of out / dv written beside them (shadow_of) or NULL. */
+ * dv16: bf16 copies of out / dv written beside them (shadow_of) or NULL;
+ * out / dv NULL: the copy alone (fp32_out). */
 int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, const void *p1, const void *p2,
              const void *p3);
 void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const float *q, const float *k,

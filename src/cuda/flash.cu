@@ -346,8 +346,9 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
         __syncthreads(); /* ... visible to all; this tile's buffers are free */
     }
     cp_wait<0>();
-    float *ob = out + (int64_t)b * Tq * qrs + (int64_t)h * HS;
-    bf16 *ob16 = out16 ? out16 + (ob - out) : NULL;
+    const int64_t oo = (int64_t)b * Tq * qrs + (int64_t)h * HS;
+    float *ob = out ? out + oo : NULL;
+    bf16 *ob16 = out16 ? out16 + oo : NULL;
     float *lb = lse + ((int64_t)b * NH + h) * Tq;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
@@ -362,8 +363,8 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
         for (int d = 0; d < ND; d++) {
             float2 v0 = make_float2(o[mt][d][0] * i0, o[mt][d][1] * i0), v1 = make_float2(o[mt][d][2] * i1, o[mt][d][3] * i1);
             int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
-            if (r0 < Tq) *(float2 *)(ob + e0) = v0;
-            if (r1 < Tq) *(float2 *)(ob + e1) = v1;
+            if (ob && r0 < Tq) *(float2 *)(ob + e0) = v0;
+            if (ob && r1 < Tq) *(float2 *)(ob + e1) = v1;
             if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
             if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
         }
@@ -622,12 +623,13 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
         kh = kept_copy(c, k, B * nkv);
         vh = kept_copy(c, v, B * nkv);
         bf16 *hv = vh ? NULL : home_of(c, v, B * nkv); /* v's cast where bf16_home says */
-        if (hv) { to_bf16(c, hv, v, B * nkv, 0, 1); vh = hv; }
+        if (hv) { fp32_in(c, v, B * nkv); to_bf16(c, hv, v, B * nkv, 0, 1); vh = hv; }
     }
     bf16 *sc = (!qh || !kh || !vh) ? (bf16 *)scratch(c, sizeof(bf16) * (size_t)(oq + 2 * okv)) : NULL;
-    if (!qh) { if (!sc) return; to_bf16(c, sc, q, nq, 0, 1); qh = sc; }
-    if (!kh) { if (!sc) return; to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
-    if (!vh) { if (!sc) return; to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
+    int64_t kvn = (int64_t)(B - 1) * kv_bstride + nkv; /* the range the casts read */
+    if (!qh) { if (!sc) return; fp32_in(c, q, nq); to_bf16(c, sc, q, nq, 0, 1); qh = sc; }
+    if (!kh) { if (!sc) return; fp32_in(c, k, kvn); to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
+    if (!vh) { if (!sc) return; fp32_in(c, v, kvn); to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
     prof_phase(c, "attention_fwd (flash)");
 #define F(H)                                                                                                   \
     if (smem_ok(c, (const void *)k_flash_fwd<H>, sm)) {                                                        \

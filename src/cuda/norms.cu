@@ -16,7 +16,8 @@ static bool rows_v4(int64_t C, const void *p0, const void *p1, const void *p2) {
     return C % 4 == 0 && (uintptr_t)p0 % 16 == 0 && (uintptr_t)p1 % 16 == 0 && (uintptr_t)p2 % 16 == 0;
 }
 
-/* One warp per row; o16: out's bf16 copy (shadow_of) or NULL. With b
+/* One warp per row; o16: out's bf16 copy (shadow_of) or NULL; out NULL:
+ * its fp32 values not written (bf16_only, fp32_out). With b
  * (add_rmsnorm_fwd) the row is x + b, written to sum (s16: its copy, a
  * place named by bf16_home, or NULL) on the first pass and read back by the
  * same lanes on the second. */
@@ -58,13 +59,13 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
         for (int i = lane; i < C / 4; i += 32) {
             float4 v = ((const float4 *)xr)[i], g = ((const float4 *)w)[i];
             float4 o = {(v.x * r) * g.x, (v.y * r) * g.y, (v.z * r) * g.z, (v.w * r) * g.w};
-            ((float4 *)(out + n * C))[i] = o;
+            if (out) ((float4 *)(out + n * C))[i] = o;
             if (o16) st_bf16x4(o16 + n * C + 4 * i, o);
         }
     } else {
         for (int i = lane; i < C; i += 32) {
             float o = (xr[i] * r) * w[i];
-            out[n * C + i] = o;
+            if (out) out[n * C + i] = o;
             if (o16) o16[n * C + i] = __float2bfloat16_rn(o);
         }
     }
@@ -93,7 +94,9 @@ __global__ void __launch_bounds__(256) k_rmsnorm_fwd_row(float *out, float *rstd
 
 void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x, const float *w, int64_t N,
                            int C, float eps) {
-    OP_BEGIN_W("rmsnorm_fwd");
+    OP_BEGIN_L("rmsnorm_fwd");
+    fp32_in(c, x, N * C);
+    fp32_in(c, w, C);
     cast_written(c, out, N * C);
     cast_written(c, rstd, N);
     if (N > 0 && N < c->n_sm && C >= 256) {
@@ -101,11 +104,12 @@ void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x,
         LAUNCHED(c);
     } else if (N > 0) {
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        float *o = fp32_out(c, out, N * C, o16);
         if (rows_v4(C, out, x, w))
-            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
+            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, x, w, N, C, eps,
                                                                                      NULL, NULL, NULL);
         else
-            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, x, w, N, C, eps,
+            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, x, w, N, C, eps,
                                                                                       NULL, NULL, NULL);
         LAUNCHED(c);
     }
@@ -121,17 +125,21 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
         cu_rmsnorm_fwd(ex, out, rstd, sum, w, N, C, eps);
         return;
     }
-    OP_BEGIN_W("add_rmsnorm_fwd");
+    OP_BEGIN_L("add_rmsnorm_fwd");
+    fp32_in(c, a, N * C);
+    fp32_in(c, b, N * C);
+    fp32_in(c, w, C);
     cast_written(c, sum, N * C);
     cast_written(c, out, N * C);
     cast_written(c, rstd, N);
     if (N > 0) {
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C), *s16 = home_of(c, sum, N * C);
+        float *o = fp32_out(c, out, N * C, o16);
         if (rows_v4(C, out, a, w) && rows_v4(C, sum, b, b))
-            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
+            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, a, w, N, C, eps,
                                                                                      b, sum, s16);
         else
-            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, o16, rstd, a, w, N, C, eps,
+            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, a, w, N, C, eps,
                                                                                       b, sum, s16);
         LAUNCHED(c);
     }

@@ -666,6 +666,14 @@ void smj_acts_home(smj_model *m, int l, const float *p, int64_t N) {
     if (h) m->be->bf16_home(&m->ctx->exec, p, h, n);
 }
 
+void smj_acts_home_only(smj_model *m, int l, const float *p, int64_t N) {
+    int64_t n;
+    uint16_t *h = m->homing ? storage16(m, l, p, N, &n) : NULL;
+    if (!h) return;
+    m->be->bf16_home(&m->ctx->exec, p, h, n);
+    if (m->be->bf16_only) m->be->bf16_only(&m->ctx->exec, p, n);
+}
+
 void smj_acts_release(smj_model *m) {
     if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, NULL, 0);
 }
@@ -684,6 +692,7 @@ void smj_acts_save(smj_model *m, int l, int B, int T) {
     int64_t N = (int64_t)B * T, C = m->cfg.dim;
     m->be->bf16_pack(&m->ctx->exec, m->res16 + l * N * C, smj_res_fwd(m, l, N), N * C);
     if (l < m->cfg.n_layers && m->blk[l].saved16) block_io16(m, l, N, 0);
+    smj_acts_release(m); /* the block's bf16-only tensors (smj_acts_home_only) live on in saved16 */
 }
 
 const float *smj_acts_load(smj_model *m, int l, int B, int T) {
@@ -844,7 +853,7 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
     int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
-    smj_acts_home(m, l, a->ln1, N);
+    smj_acts_home_only(m, l, a->ln1, N);
     be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
     if (c->qk_norm) {
         smj_model_linear(m, R_WQ, l, a->q_pre, a->ln1, N, QD, C);
@@ -856,13 +865,17 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
         be->rmsnorm_fwd(ex, a->q, a->q_rstd, a->q_pre, W(R_Q_NORM), N * NH, HS, c->norm_eps);
         be->rmsnorm_fwd(ex, a->k, a->k_rstd, a->k_pre, W(R_K_NORM), N * NKV, HS, c->norm_eps);
     } else {
+        /* q, k written as bf16 by their products (rope rotates those) */
+        if (!c->attn_bias) smj_acts_home_only(m, l, a->q, N);
         smj_model_linear(m, R_WQ, l, a->q, a->ln1, N, QD, C);
+        if (!c->attn_bias) smj_acts_home_only(m, l, a->k, N);
         smj_model_linear(m, R_WK, l, a->k, a->ln1, N, KD, C);
         if (c->attn_bias) {
             bias_fwd(m, a->q, W(R_BQ), N, QD);
             bias_fwd(m, a->k, W(R_BK), N, KD);
         }
     }
+    if (!c->attn_bias) smj_acts_home_only(m, l, a->v, N); /* the product writes v as bf16 (flash reads it so) */
     smj_model_linear(m, R_WV, l, a->v, a->ln1, N, KD, C);
     if (c->attn_bias) bias_fwd(m, a->v, W(R_BV), N, KD);
 #undef W
@@ -879,14 +892,15 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     smj_model_linear(m, R_WO, l, a->tmp, a->att, N, C, QD);
     if (c->attn_out_bias) bias_fwd(m, a->tmp, smj_model_ptr(m, m->params, R_BO, l), N, C);
     smj_acts_home(m, l, a->res_mid, N);
-    smj_acts_home(m, l, a->ln2, N);
+    smj_acts_home_only(m, l, a->ln2, N);
     be->add_rmsnorm_fwd(ex, a->res_mid, a->ln2, a->ln2_rstd, x, a->tmp, smj_model_ptr(m, m->params, R_FFN_NORM, l),
                         N, C, c->norm_eps);
+    /* gate and up: written as bf16 by their products, swiglu reads those */
+    smj_acts_home_only(m, l, a->gate, N);
     smj_model_linear(m, R_WGATE, l, a->gate, a->ln2, N, H, C);
+    smj_acts_home_only(m, l, a->up, N);
     smj_model_linear(m, R_WUP, l, a->up, a->ln2, N, H, C);
-    smj_acts_home(m, l, a->gate, N);
-    smj_acts_home(m, l, a->up, N);
-    smj_acts_home(m, l, a->hsw, N);
+    smj_acts_home_only(m, l, a->hsw, N);
     be->swiglu_fwd(ex, a->hsw, a->gate, a->up, N * H);
     smj_model_linear(m, R_WDOWN, l, a->tmp, a->hsw, N, C, H);
     smj_acts_home(m, l, y, N);
@@ -906,11 +920,11 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int64_t N = (int64_t)B * T;
     smj_rope_prepare(m, pos0, T);
     block_qkv(m, l, a, x, N);
-    smj_acts_home(m, l, a->q, N);
+    smj_acts_home_only(m, l, a->q, N);
     be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
-    smj_acts_home(m, l, a->k, N);
+    smj_acts_home_only(m, l, a->k, N);
     be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
-    smj_acts_home(m, l, a->att, N);
+    smj_acts_home_only(m, l, a->att, N);
     smj_acts_home(m, l, a->v, N);
     be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
                       1.0f / sqrtf((float)HS));
@@ -1077,11 +1091,13 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
     /* FFN: y = res_mid + Wd·hsw. dres holds dL/dy. */
+    only16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
     be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
     be->matmul(ex, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
     only16(m, m->dgate, N * H); /* read only by their products: bf16 copies alone */
     only16(m, m->dup, N * H);
     be->swiglu_bwd(ex, m->dgate, m->dup, m->dh, a->gate, a->up, N * H);
+    drop16(m, m->dh, N * H);
     be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, H, C, N, 1, 0, 1);
     be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, H, 0, 0, 0);
     drop16(m, m->dgate, N * H);

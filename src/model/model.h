@@ -289,9 +289,14 @@ const float *smj_acts_load(smj_model *m, int l, int B, int T);
  * names p's 16-bit storage to the backend as the place for the bf16 copy
  * the op may write (bf16_home), so smj_acts_save's packing finds it done. */
 void smj_acts_home(smj_model *m, int l, const float *p, int64_t N);
+/* The same for a SAVE tensor that nothing reads in 32 bits before the
+ * backward (only products, and ops reading bf16 copies): the op may also
+ * leave p's fp32 values unwritten (bf16_only; smj_acts_save ends it). */
+void smj_acts_home_only(smj_model *m, int l, const float *p, int64_t N);
 /* Declares every lazily kept tensor dead (bf16_drop(NULL)): the bindings of
- * smj_acts_load and the backward's bf16-only gradients; before each block's
- * backward, after the backward, before activation memory is freed. */
+ * smj_acts_load and the backward's bf16-only gradients, the forward's
+ * bf16-only SAVE tensors; before each block's backward, after the backward,
+ * after each block's packing, before activation memory is freed. */
 void smj_acts_release(smj_model *m);
 
 #endif

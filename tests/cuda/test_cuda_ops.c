@@ -940,6 +940,131 @@ static void check_bf16_only(void) {
            check_failed == before ? "ok" : "FAILED", copies_kept() ? ", unwritten in 32 bits" : "");
 }
 
+/* bf16_only on the forward's outputs and on products (bf16 mode).
+ * rmsnorm_fwd, add_rmsnorm_fwd and attention_fwd (flash): promised outputs
+ * read as the plain ones through products (only_check). A product's
+ * promised output is the bf16 product: in 32 bits, bf16 values within one
+ * bf16 rounding of the fp32 product, its fp32 storage unwritten while
+ * copies are kept; swiglu_fwd reading promised gate / up and swiglu_bwd a
+ * promised dout give, bit for bit, what they give on fp32 tensors holding
+ * the same values, without writing the promised tensors' fp32 storage. */
+static int bf16_mode(void) {
+    const char *mm = getenv("SMJ_CUDA_MATMUL");
+    return mm && strcmp(mm, "bf16") == 0;
+}
+static void check_bf16_only_fwd(void) {
+    cur_op = "bf16_only";
+    long before = check_failed;
+    int64_t n = OC_N, N = 512;
+    int C = (int)(n / N);
+    float *x = frand(n, 2), *y = frand(n, 1), *w = frand(C, 1), *wm = frand(OC_NW * 64, 1);
+    float *Dx = dup_d(x, n), *Dy = dup_d(y, n), *Dw = dup_d(w, C), *R = junk_d(N), *S1 = junk_d(n), *S2 = junk_d(n);
+    float *O1 = junk_d(n), *O2 = junk_d(n);
+    oc_w = dup_d(wm, OC_NW * 64), oc_a = junk_d(n / 64 * OC_NW), oc_b = junk_d(n / 64 * OC_NW);
+    oc_z = junk_d(n), oc_s = junk_d(n);
+    be->scale(ex, oc_z, 0.0f, n);
+    snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
+    be->rmsnorm_fwd(ex, O1, R, Dx, Dw, N, C, 1e-5f);
+    be->bf16_only(ex, O2, n);
+    be->rmsnorm_fwd(ex, O2, R, Dx, Dw, N, C, 1e-5f);
+    only_check("rmsnorm_fwd", O1, O2, n, NULL);
+    dfree(O2);
+    O2 = junk_d(n);
+    be->add_rmsnorm_fwd(ex, S1, O1, R, Dx, Dy, Dw, N, C, 1e-5f);
+    be->bf16_only(ex, O2, n);
+    be->add_rmsnorm_fwd(ex, S2, O2, R, Dx, Dy, Dw, N, C, 1e-5f);
+    only_check("add_rmsnorm_fwd", O1, O2, n, NULL);
+    same_d("add_rmsnorm_fwd sum (beside a promised out)", S1, S2, n);
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
+    float *L = junk_d((int64_t)B * NH * T), *A1 = junk_d(nq), *A2 = junk_d(nq);
+    snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
+    be->attention_fwd(ex, A1, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->bf16_only(ex, A2, nq);
+    be->attention_fwd(ex, A2, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    only_check("attention_fwd", A1, A2, nq, NULL);
+    dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
+    dfree(Dx); dfree(Dy); dfree(Dw); dfree(R); dfree(S1); dfree(S2); dfree(O1); dfree(O2); dfree(L); dfree(A1);
+    dfree(A2);
+    ffree(x); ffree(y); ffree(w); ffree(wm);
+
+    /* products: gate, up = X Wg^T, X Wu^T [M,H]; swiglu forward and backward */
+    int64_t M = 256, K = 128, H = 512, nh = M * H;
+    float *xa = frand(M * K, 1), *wg = frand(H * K, 1), *wu = frand(H * K, 1), *wd = frand(H * K, 1);
+    float *Xa = dup_d(xa, M * K), *Wg = dup_d(wg, H * K), *Wu = dup_d(wu, H * K), *Wd = dup_d(wd, H * K);
+    float *G1 = junk_d(nh), *G2 = junk_d(nh), *U2 = junk_d(nh), *D2 = junk_d(nh), *Z = junk_d(nh);
+    float *Ga = junk_d(nh), *Ua = junk_d(nh), *Da = junk_d(nh), *F1 = junk_d(nh), *F2 = junk_d(nh);
+    float *P[4];
+    for (int i = 0; i < 4; i++) P[i] = junk_d(nh);
+    be->scale(ex, Z, 0.0f, nh);
+    snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)H, (long long)K);
+    be->matmul(ex, G1, Xa, Wg, M, H, K, 0, 1, 0);
+    be->bf16_only(ex, G2, nh);
+    be->matmul(ex, G2, Xa, Wg, M, H, K, 0, 1, 0);
+    be->bf16_only(ex, U2, nh);
+    be->matmul(ex, U2, Xa, Wu, M, H, K, 0, 1, 0);
+    be->bf16_only(ex, D2, nh);
+    be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
+    be->swiglu_fwd(ex, F2, G2, U2, nh);
+    be->swiglu_bwd(ex, P[2], P[3], D2, G2, U2, nh);
+    if (copies_kept())
+        CHECK(still_junk(G2, nh) && still_junk(U2, nh) && still_junk(D2, nh),
+              "cuda/bf16_only: a promised product output's fp32 values were written (by it or by swiglu)");
+    be->add(ex, Ga, G2, Z, nh); /* 32-bit reads */
+    be->add(ex, Ua, U2, Z, nh);
+    be->add(ex, Da, D2, Z, nh);
+    be->swiglu_fwd(ex, F1, Ga, Ua, nh);
+    be->swiglu_bwd(ex, P[0], P[1], Da, Ga, Ua, nh);
+    same_d("swiglu_fwd on promised gate / up", F1, F2, nh);
+    same_d("swiglu_bwd dgate on a promised dout", P[0], P[2], nh);
+    same_d("swiglu_bwd dup on a promised dout", P[1], P[3], nh);
+    float *g1 = get_h(G1, nh), *ga = get_h(Ga, nh);
+    int64_t bad = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < nh; i++) {
+        uint32_t u;
+        memcpy(&u, &ga[i], 4);
+        double e = fabs((double)ga[i] - g1[i]);
+        if (bf16_mode() && ((u & 0xffffu) || e > fabs((double)g1[i]) / 256 * 1.001 + 1e-30)) bad++;
+        if (!bf16_mode() && ga[i] != g1[i]) bad++;
+        if (e > worst) worst = e;
+    }
+    CHECK(bad == 0, "cuda/bf16_only matmul: %lld of %lld promised values are not %s (worst |diff| %.3g)",
+          (long long)bad, (long long)nh, bf16_mode() ? "the product's bf16 rounding" : "the plain product", worst);
+    ffree(g1); ffree(ga);
+    /* rope_fwd on a promised product output (q [1, 256, 8 heads of 64]):
+     * rotated in its copy in place, the fp32 storage unwritten; reads as
+     * the bf16 rounding of the rotation of the product's values */
+    float *cs, *sn;
+    rope_tables(256, 64, &cs, &sn);
+    float *Dc = dup_d(cs, 256 * 32), *Ds = dup_d(sn, 256 * 32), *Q2 = junk_d(nh), *Qr = junk_d(nh);
+    be->bf16_only(ex, Q2, nh);
+    be->matmul(ex, Q2, Xa, Wg, M, H, K, 0, 1, 0); /* the same values as G2's */
+    be->bf16_only(ex, Q2, nh);
+    be->rope_fwd(ex, Q2, Dc, Ds, 1, 256, 8, 64, 0);
+    if (copies_kept()) CHECK(still_junk(Q2, nh), "cuda/bf16_only: rope_fwd wrote a promised input's fp32 values");
+    be->add(ex, Qr, Q2, Z, nh);
+    be->rope_fwd(ex, Ga, Dc, Ds, 1, 256, 8, 64, 0); /* plain, on the product's values */
+    float *want = get_h(Ga, nh), *got = get_h(Qr, nh);
+    if (copies_kept()) {
+        uint16_t *h16 = malloc(sizeof(uint16_t) * (size_t)nh);
+        rf->bf16_pack(X1, h16, want, nh);
+        rf->bf16_unpack(X1, want, h16, nh);
+        free(h16);
+    }
+    CHECK(memcmp(want, got, sizeof(float) * (size_t)nh) == 0,
+          "cuda/bf16_only: rope_fwd on a promised product output differs from the %s rotation",
+          copies_kept() ? "rounded" : "plain");
+    ffree(want); ffree(got); ffree(cs); ffree(sn);
+    dfree(Dc); dfree(Ds); dfree(Q2); dfree(Qr);
+    for (int i = 0; i < 4; i++) dfree(P[i]);
+    dfree(Xa); dfree(Wg); dfree(Wu); dfree(Wd); dfree(G1); dfree(G2); dfree(U2); dfree(D2); dfree(Z); dfree(Ga);
+    dfree(Ua); dfree(Da); dfree(F1); dfree(F2);
+    ffree(xa); ffree(wg); ffree(wu); ffree(wd);
+    printf("cuda %-14s %-6s forward outputs, bf16 products and the ops reading them\n", "bf16_only",
+           check_failed == before ? "ok" : "FAILED");
+}
+
 /* H after the op that was told to write D's copy there, then after the
  * pack: the reference's pack of D (before the pack only when `kept`). */
 static int home_kept;
@@ -1324,6 +1449,8 @@ int main(void) {
     check_bf16_home();
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_home: device error: %s", smj_ctx_error(ctx));
     check_bf16_only();
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_only: device error: %s", smj_ctx_error(ctx));
+    check_bf16_only_fwd();
     CHECK(smj_ctx_status(ctx) == SMJ_OK, "cuda/bf16_only: device error: %s", smj_ctx_error(ctx));
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
