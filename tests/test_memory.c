@@ -109,7 +109,7 @@ static void fb_free(fb_result *r) {
     free(r->name);
 }
 
-static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, int ckpt);
+static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, int ckpt, int logits);
 
 /* Two forward+backward passes (second with loss_scale 0.5, accumulating) on
  * fixed batches under options o; the losses and every gradient. emulate:
@@ -134,7 +134,16 @@ static void forward_backward(smj_backend_kind kind, const smj_model_config *c, c
     CHECK_OK(ctx, smj_model_zero_grad(m));
     for (int k = 0; k < 2; k++) {
         CHECK_OK(ctx, smj_model_forward(m, x + k * N, y + k * N, B, T, &r->loss[k]));
-        if (emulate) round_saved(m, c, B, T, o->gradient_checkpointing);
+        /* (16-bit logits: fp16_activations without fused_ce, blocks of
+         * ce_chunk_rows rows, at least two of them) */
+        int l16 = !o->fused_ce && o->ce_chunk_rows > 0 && B * T >= 2 * o->ce_chunk_rows;
+        if (emulate) round_saved(m, c, B, T, o->gradient_checkpointing, l16);
+        if (l16 && !emulate) {
+            CHECK(smj_model_logits(m) == NULL, "16-bit logits: smj_model_logits after a training forward is NULL");
+            float one;
+            CHECK(smj_model_get_logits(m, &one) == SMJ_ERR_INVALID && strstr(smj_ctx_error(ctx), "bf16"),
+                  "16-bit logits: smj_model_get_logits fails naming them (%s)", smj_ctx_error(ctx));
+        }
         CHECK_OK(ctx, smj_model_backward(m, k ? 0.5f : 1.0f));
     }
     r->n = smj_model_num_tensors(m);
@@ -238,12 +247,13 @@ static void round_bf16(smj_model *m, float *x, int64_t n) {
 /* What fp16_activations must compute, built without it: a plain model's
  * forward, then every tensor its backward reads rounded to bf16 in place
  * (the residual stream; each block's [N, width] tensors unless the blocks
- * are recomputed), then the plain backward. The list is written out here,
- * apart from the library's. */
-static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, int ckpt) {
+ * are recomputed; the logits when they are kept in 16 bits), then the
+ * plain backward. The list is written out here, apart from the library's. */
+static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, int ckpt, int logits) {
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     round_bf16(m, m->res, (c->n_layers + 1) * N * C);
+    if (logits) round_bf16(m, m->logits, N * c->vocab_size);
     if (ckpt) return;
     for (int l = 0; l < c->n_layers; l++) {
         smj_block_acts *a = &m->blk[l];
@@ -259,12 +269,13 @@ static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, i
  * but not equal to them (the rounding did happen). */
 static void fp16_equality(smj_backend_kind kind, const char *bname, const char *cname, const smj_model_config *c,
                           int B, int T) {
-    smj_train_options opts[3] = {{.fp16_activations = 1}, {.gradient_checkpointing = 1, .fp16_activations = 1},
-                                 {.fused_ce = 1, .gradient_checkpointing = 1, .ce_chunk_rows = 5, .fp16_activations = 1}};
-    const char *on[3] = {"fp16", "fp16 + checkpointing", "fp16 + both"};
+    smj_train_options opts[4] = {{.fp16_activations = 1}, {.gradient_checkpointing = 1, .fp16_activations = 1},
+                                 {.fused_ce = 1, .gradient_checkpointing = 1, .ce_chunk_rows = 5, .fp16_activations = 1},
+                                 {.ce_chunk_rows = 4, .fp16_activations = 1}};
+    const char *on[4] = {"fp16", "fp16 + checkpointing", "fp16 + both", "fp16, 16-bit logits (blocks of 4 rows)"};
     fb_result plain, emu, r;
     forward_backward(kind, c, &OPT_PLAIN, 0, B, T, &plain);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         forward_backward(kind, c, &opts[i], 0, B, T, &r);
         forward_backward(kind, c, &opts[i], 1, B, T, &emu);
         char tag[128];

@@ -889,17 +889,18 @@ static __device__ __forceinline__ void lse_add(float &m, float &s, float m2, flo
 
 /* One block per row, one pass over it (online: each thread keeps the max
  * of its values and the sum of exp(x - max), rescaled when the max grows),
- * 16-byte loads when V4; the partials are combined in a fixed order. */
-template <bool V4>
-__global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const int32_t *targets, int V) {
+ * 16-byte loads when V4; the partials are combined in a fixed order. The
+ * logits are L: fp32, or their exact bf16 copy (the same values). */
+template <bool V4, typename L>
+__global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int32_t *targets, int V) {
     __shared__ float shm[32], shs[32];
     int64_t n = blockIdx.x;
-    const float *l = logits + n * V;
+    const L *l = logits + n * V;
     float m = -INFINITY, s = 0;
     int j0 = 0;
     if (V4) {
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
-            float4 x = ((const float4 *)l)[j];
+            float4 x = ld4(l, j);
             float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
             if (mx > m) { s *= expf(m - mx); m = mx; }
             if (m != -INFINITY) s += expf(x.x - m) + expf(x.y - m) + expf(x.z - m) + expf(x.w - m);
@@ -907,7 +908,7 @@ __global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const
         j0 = V / 4 * 4;
     }
     for (int j = j0 + threadIdx.x; j < V; j += blockDim.x) {
-        float x = l[j];
+        float x = ld1(l, j);
         if (x > m) { s *= expf(m - x); m = x; }
         if (m != -INFINITY) s += expf(x - m); /* (all -inf so far: nothing to add) */
     }
@@ -919,15 +920,17 @@ __global__ void k_xent_fwd(float *losses, float *lse, const float *logits, const
         double z = (double)m + log((double)s);
         int32_t t = targets[n];
         lse[n] = (float)z;
-        losses[n] = t < 0 ? 0.0f : (float)(z - l[t]);
+        losses[n] = t < 0 ? 0.0f : (float)(z - ld1(l, t));
     }
 }
 
 /* dl = dloss (softmax - onehot), four values per thread (V4: V % 4 == 0
  * and 16-byte aligned); l - lse in float is the rounded exact difference,
- * as in double. d16 (or NULL): dl's bf16 copy. */
-template <bool V4>
-__global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const float *logits, const float *lse,
+ * as in double. dl NULL: not written (fp32_out); d16 (or NULL): dl's bf16
+ * copy; logits as L (fp32 or their exact bf16 copy; may be d16 itself:
+ * dlogits over the copy, in place). */
+template <bool V4, typename L>
+__global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const float *lse,
                            const int32_t *targets, float dloss, int V) {
     int64_t n = blockIdx.y;
     int j = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
@@ -936,7 +939,7 @@ __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const float *logits, c
     float z = lse[n];
     int64_t i = n * V + j;
     if (V4) {
-        float4 x = *(const float4 *)(logits + i), o;
+        float4 x = ld4(logits + i, 0), o;
         o.x = t < 0 ? 0.0f : dloss * (expf(x.x - z) - (j == t ? 1.0f : 0.0f));
         o.y = t < 0 ? 0.0f : dloss * (expf(x.y - z) - (j + 1 == t ? 1.0f : 0.0f));
         o.z = t < 0 ? 0.0f : dloss * (expf(x.z - z) - (j + 2 == t ? 1.0f : 0.0f));
@@ -945,28 +948,37 @@ __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const float *logits, c
         if (d16) st_bf16x4(d16 + i, o);
     } else {
         for (int e = 0; e < 4 && j + e < V; e++) {
-            float p = t < 0 ? 0.0f : expf(logits[i + e] - z), o = dloss * (p - (j + e == t ? 1.0f : 0.0f));
+            float p = t < 0 ? 0.0f : expf(ld1(logits, i + e) - z), o = dloss * (p - (j + e == t ? 1.0f : 0.0f));
             if (dl) dl[i + e] = o;
             if (d16) d16[i + e] = __float2bfloat16_rn(o);
         }
     }
 }
 
+/* The logits' exact bf16 copy when there is one the kernels can read (8-byte
+ * aligned rows for V4), else NULL after fp32_in. */
+static const __nv_bfloat16 *logits_in(smj_cuda *c, const float *logits, int64_t N, int V) {
+    const __nv_bfloat16 *le = exact_copy(c, logits, N * V);
+    if (le && V % 4 == 0 && (uintptr_t)le % 8) le = NULL;
+    if (!le) fp32_in(c, logits, N * V);
+    return le;
+}
 static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
                         int64_t N, int V) {
-    /* OP_BEGIN_W: the chunked LM head (--fused-ce) alternates matmul and
+    /* OP_BEGIN_L: the chunked LM head (--fused-ce) alternates matmul and
      * cross-entropy, and the head's bf16 weight copy stays valid across it */
-    OP_BEGIN_W("xent_fwd");
+    OP_BEGIN_L("xent_fwd");
+    const __nv_bfloat16 *le = logits_in(c, logits, N, V);
     cast_written(c, losses, N);
     cast_written(c, lse, N);
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
         int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
-        if (V % 4 == 0 && (uintptr_t)logits % 16 == 0)
-            k_xent_fwd<true><<<(unsigned)nn, V >= 16384 ? 512 : 256, 0, c->stream>>>(losses + n0, lse + n0,
-                                                                                    logits + n0 * V, targets + n0, V);
-        else
-            k_xent_fwd<false><<<(unsigned)nn, V >= 16384 ? 512 : 256, 0, c->stream>>>(losses + n0, lse + n0,
-                                                                                     logits + n0 * V, targets + n0, V);
+        unsigned th = V >= 16384 ? 512 : 256;
+        bool v4 = V % 4 == 0 && (uintptr_t)logits % 16 == 0;
+        if (le && v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, le + n0 * V, targets + n0, V);
+        else if (le) k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, le + n0 * V, targets + n0, V);
+        else if (v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, logits + n0 * V, targets + n0, V);
+        else k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, logits + n0 * V, targets + n0, V);
         LAUNCHED(c);
     }
     op_end(c);
@@ -974,8 +986,13 @@ static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const flo
 
 static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
                         const int32_t *targets, float dloss, int64_t N, int V) {
-    OP_BEGIN_W("xent_bwd"); /* see cu_xent_fwd */
-    cast_written(c, dlogits, N * V);
+    OP_BEGIN_L("xent_bwd"); /* see cu_xent_fwd */
+    fp32_in(c, lse, N);
+    const __nv_bfloat16 *le = logits_in(c, logits, N, V);
+    /* in place over logits read through their copy: the fp32 values are
+     * not wanted (a lazy tensor there goes unwritten) */
+    if (le && dlogits == logits) cast_overwritten(c, dlogits, N * V);
+    else cast_written(c, dlogits, N * V);
     /* the LM head's products read dlogits: its bf16 copy is written beside
      * it (when it is small enough to keep: the model's blocks of rows) */
     __nv_bfloat16 *d16 = N > 0 && V > 0 ? shadow_of(c, dlogits, N * V) : NULL;
@@ -985,10 +1002,13 @@ static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits,
         dim3 grid((unsigned)((V + 1023) / 1024), (unsigned)nn);
         __nv_bfloat16 *b = d16 ? d16 + n0 * V : NULL;
         float *o = dl ? dl + n0 * V : NULL;
-        if (V % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0)
-            k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, logits + n0 * V, lse + n0, targets + n0, dloss, V);
-        else
-            k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, logits + n0 * V, lse + n0, targets + n0, dloss, V);
+        bool v4 = V % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0;
+        const float *lf = logits + n0 * V;
+        const __nv_bfloat16 *lb = le ? le + n0 * V : NULL;
+        if (lb && v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V);
+        else if (lb) k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V);
+        else if (v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V);
+        else k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V);
         LAUNCHED(c);
     }
     op_end(c);

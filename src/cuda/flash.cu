@@ -378,31 +378,31 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
 
 /* Row statistics for the backward, [B,NH,Tp] (T rounded up to 4, so each
  * row starts 16-byte aligned): D = rowsum(dO o O) and lse in the log2
- * domain; d16 (or NULL): dO's bf16 copy, written on the way. One warp per
- * row with 16-byte loads (HS % 4 == 0, rows 16-byte aligned: flash_ok).
- * O: fp32, or its exact bf16 copy (the same values). */
-template <typename O>
-__global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const float *dout, const O *out,
-                                 const float *lse, int B, int T, int Tp, int NH, int HS) {
-    int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); /* over [B, T, NH] */
-    int lane = threadIdx.x & 31;
-    if (row >= (int64_t)B * T * NH) return;
-    const float4 *a = (const float4 *)(dout + row * HS);
-    const O *o = out + row * HS;
+ * domain; d16 (or NULL): dO's bf16 copy, written on the way. HS / 4 lanes
+ * per row (HS 64 or 128: flash_ok), four values a lane, 16-byte loads. dO
+ * and O: fp32, or their exact bf16 copies (the same values). */
+template <int HS, typename DO, typename O>
+__global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const DO *dout, const O *out, const float *lse,
+                                 int B, int T, int Tp, int NH) {
+    constexpr int LPR = HS / 4; /* lanes per row: 16 or 32 */
+    int64_t row = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / LPR; /* over [B, T, NH] */
+    int i = threadIdx.x % LPR;
+    bool in = row < (int64_t)B * T * NH;
     float s = 0;
-    for (int i = lane; i < HS / 4; i += 32) {
-        float4 x = a[i], y = ld4(o, i);
-        s += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+    if (in) {
+        float4 x = ld4(dout + row * HS, i), y = ld4(out + row * HS, i);
+        s = x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
         if (d16) st_bf16x4(d16 + row * HS + 4 * i, x);
     }
-    s = warp_sum(s);
+#pragma unroll
+    for (int o = LPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (!in || i) return;
     int h = (int)(row % NH);
     int64_t bt = row / NH;
     int t = (int)(bt % T), b = (int)(bt / T);
-    if (lane == 0) {
-        D[((int64_t)b * NH + h) * Tp + t] = s;
-        L2[((int64_t)b * NH + h) * Tp + t] = lse[((int64_t)b * NH + h) * T + t] * LOG2E;
-    }
+    int64_t at = ((int64_t)b * NH + h) * Tp + t;
+    D[at] = s;
+    L2[at] = lse[((int64_t)b * NH + h) * T + t] * LOG2E;
 }
 
 /* 64 floats of a [.., T] statistics row from row0 -> shared (rows >= T: 0),
@@ -665,17 +665,20 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const f
         }
     }
     /* dO's copy, when none is kept, is written by the statistics kernel;
-     * O read as its exact copy where one is kept (a bound saved tensor) */
+     * dO and O read as their exact copies where there are (dO: the
+     * product's bf16 output bf16_only promised; O: a bound saved tensor) */
     bf16 *d16 = h16[3] ? NULL : b16 + at[3];
     if (d16) h16[3] = d16;
-    fp32_in(c, dout, nq);
     fp32_in(c, lse, rows);
-    const bf16 *o16 = exact_copy(c, out, nq);
+    const bf16 *o16 = exact_copy(c, out, nq), *de = exact_copy(c, dout, nq);
     if (o16 && !al16(o16)) o16 = NULL;
+    if (de && !al16(de)) de = NULL;
     if (!o16) fp32_in(c, out, nq);
-    unsigned g = blocks_for(rows, 8, INT32_MAX);
-    if (o16) k_flash_rowstats<<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH, HS);
-    else k_flash_rowstats<<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH, HS);
+    if (!de) fp32_in(c, dout, nq);
+#define R(H)                                                                                                        do {                                                                                                                unsigned g = blocks_for(rows * (H / 4), 256, INT32_MAX);                                                        if (de && o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, o16, lse, B, T, Tp, NH);           else if (de) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, out, lse, B, T, Tp, NH);             else if (o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH);          else k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH);               } while (0)
+    if (HS == 64) R(64);
+    else R(128);
+#undef R
     LAUNCHED(c);
     dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);

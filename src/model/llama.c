@@ -516,16 +516,37 @@ static int64_t ce_chunk(int64_t N, int64_t R, int64_t r0) {
     return N - r0 - n == 1 ? n + 1 : n;
 }
 
-/* The logits [N,V], or with fused_ce the chunk buffer (see struct smj_model). */
+/* Rows per block of the LM head's backward (and of the bf16 logits'
+ * forward): ce_chunk_rows when set, else smj_head_bwd_rows. */
+static int64_t head_rows(const smj_model_config *c, const smj_train_options *o, int64_t N, int bf16_dev) {
+    if (o && o->ce_chunk_rows > 0) return o->ce_chunk_rows < N ? o->ce_chunk_rows : N;
+    return smj_head_bwd_rows(c, N, bf16_dev);
+}
+
+/* Under fp16_activations (without fused_ce) the logits a training forward
+ * keeps are bf16 [N,V] (logits16) when that saves memory: N at least twice
+ * the rows of a block, whose fp32 logits go through ce_buf. */
+static int64_t logits16_rows(const smj_model_config *c, const smj_train_options *o, int64_t N) {
+    if (!o || !o->fp16_activations || o->fused_ce) return 0;
+    int64_t R = head_rows(c, o, N, 1);
+    return N >= 2 * R ? R : 0;
+}
+
+/* The logits [N,V]; with fused_ce the chunk buffer; with 16-bit logits
+ * those and one block's fp32 logits (see struct smj_model). */
 static void take_logits(const smj_model_config *c, int64_t N, const smj_train_options *o, carver *cv, smj_model *m) {
-    int64_t V = c->vocab_size;
+    int64_t V = c->vocab_size, R16 = logits16_rows(c, o, N);
     if (o && o->fused_ce) {
         int64_t R = smj_ce_chunk_rows(c, o, N), rows = R < N ? R + 1 : N;
         float *p = take(cv, rows * V);
-        if (m) { m->ce_buf = p; m->logits = NULL; }
+        if (m) { m->ce_buf = p; m->logits = NULL; m->logits16 = NULL; }
+    } else if (R16) {
+        float *p = take(cv, (R16 + 1) * V); /* (+1: a last row joins the block before, ce_chunk) */
+        uint16_t *q = (uint16_t *)take(cv, (N * V + 1) / 2);
+        if (m) { m->ce_buf = p; m->logits = NULL; m->logits16 = q; m->l16_rows = R16; }
     } else {
         float *p = take(cv, N * V);
-        if (m) { m->logits = p; m->ce_buf = NULL; }
+        if (m) { m->logits = p; m->ce_buf = NULL; m->logits16 = NULL; }
     }
 }
 
@@ -762,6 +783,7 @@ static void drop_acts(smj_model *m) {
     m->full_cap = 0;
     m->act_B = m->act_T = 0;
     m->logits = m->ce_buf = NULL;
+    m->logits16 = NULL;
     m->last_B = m->last_T = 0;
     m->have_targets = 0;
 }
@@ -1043,12 +1065,36 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V);
         }
         m->logits = NULL;
+    } else if (m->logits16 && targets) {
+        /* 16-bit logits, a block of rows at a time through ce_buf: the loss
+         * from the block, then its bf16 copy kept (a backend keeping copies
+         * has the product write the block as bf16 alone, into logits16) */
+        int64_t R = m->l16_rows;
+        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+            n = ce_chunk(N, R, r0);
+            uint16_t *h = m->logits16 + r0 * V;
+            if (be->bf16_home && ex->bf16_matmul) {
+                be->bf16_home(ex, m->ce_buf, h, n * V);
+                if (be->bf16_only) be->bf16_only(ex, m->ce_buf, n * V);
+            }
+            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, V, C);
+            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V);
+            be->bf16_pack(ex, h, m->ce_buf, n * V);
+            drop16(m, m->ce_buf, n * V);
+        }
+        m->logits = NULL;
     } else {
-        if (m->topt.fused_ce) { /* no targets: the caller wants the logits themselves */
+        if (m->topt.fused_ce || m->logits16) { /* no targets: the caller wants the logits themselves */
             SMJ_TRY(ensure_full_logits(m, N * V));
             m->logits = m->full_logits;
         }
-        smj_model_linear(m, R_LM_HEAD, -1, m->logits, m->lnf, N, V, C);
+        /* in one product, or in the blocks ce_chunk_rows sets (the rows
+         * the 16-bit logits' blocks take, so both compute the same bits) */
+        int64_t R = m->topt.ce_chunk_rows > 0 ? head_rows(c, &m->topt, N, 0) : N;
+        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+            n = ce_chunk(N, R, r0);
+            smj_model_linear(m, R_LM_HEAD, -1, m->logits + r0 * V, m->lnf + r0 * C, n, V, C);
+        }
         if (targets) be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V);
     }
     m->last_B = B;
@@ -1071,8 +1117,11 @@ const float *smj_model_logits(const smj_model *m) { return m->logits; }
 smj_status smj_model_get_logits(smj_model *m, float *dst) {
     SMJ_CHECK(m->ctx, m->act_mem && m->last_B > 0, SMJ_ERR_INVALID, "no forward has run yet");
     SMJ_CHECK(m->ctx, m->logits, SMJ_ERR_INVALID,
-              "the last forward ran with fused cross-entropy (fused_ce): its logits were never materialized "
-              "(run a forward without targets, or turn fused_ce off, to get them)");
+              m->topt.fused_ce
+                  ? "the last forward ran with fused cross-entropy (fused_ce): its logits were never materialized "
+                    "(run a forward without targets, or turn fused_ce off, to get them)"
+                  : "the last forward kept its logits as bf16 (fp16_activations): run a forward without targets, "
+                    "or turn fp16_activations off, to get them in fp32");
     m->be->download(dst, m->logits, sizeof(float) * (size_t)m->last_B * m->last_T * m->cfg.vocab_size);
     return SMJ_OK;
 }
@@ -1109,6 +1158,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
     if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
+    only16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
     /* dq, dk (after the rotation) and dv are read only by their products
      * unless QK-norm's backward or the biases' read them */
@@ -1116,6 +1166,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     if (prod_only) only16(m, m->dv, N * KD);
     be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
                       HS, 1.0f / sqrtf((float)HS));
+    drop16(m, m->datt, N * QD);
     if (prod_only) only16(m, m->dq, N * QD);
     be->rope_bwd(ex, m->dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0);
     if (prod_only) only16(m, m->dk, N * KD);
@@ -1181,15 +1232,29 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
             be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, V, 0, 0, 0);
             drop16(m, m->ce_buf, n * V);
         }
+    } else if (m->logits16) {
+        /* per block: the bf16 logits back into ce_buf (bound), dlogits in
+         * place, the two products */
+        int64_t R = m->l16_rows;
+        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+            n = ce_chunk(N, R, r0);
+            unpack16(m, m->ce_buf, m->logits16 + r0 * V, n * V);
+            only16(m, m->ce_buf, n * V);
+            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V);
+            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, V, C, n, 1, 0, 1);
+            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, V, 0, 0, 0);
+            drop16(m, m->ce_buf, n * V);
+        }
     } else {
         /* dlogits in place (logits are not needed after this). With bf16
-         * products, in blocks of rows (smj_head_bwd_rows) whose dlogits a
-         * device backend keeps as one bf16 copy, written by xent_bwd beside
-         * its output and read by both products, instead of casting all of
-         * dlogits for each product (the blocks the backend would use). */
-        int64_t R = smj_head_bwd_rows(c, N, ex->bf16_matmul && be->init); /* device backends (init hook) */
+         * products, in blocks of rows (smj_head_bwd_rows; ce_chunk_rows when
+         * set) whose dlogits a device backend keeps as one bf16 copy,
+         * written by xent_bwd beside its output and read by both products,
+         * instead of casting all of dlogits for each product (the blocks
+         * the backend would use). */
+        int64_t R = head_rows(c, &m->topt, N, ex->bf16_matmul && be->init); /* device backends (init hook) */
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
-            n = N - r0 < R ? N - r0 : R;
+            n = ce_chunk(N, R, r0);
             float *dl = m->logits + r0 * V;
             only16(m, dl, n * V);
             be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V);

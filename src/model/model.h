@@ -144,6 +144,13 @@ struct smj_model {
      * the backward reads is kept as bf16 (see carve_acts in llama.c). */
     smj_train_options topt;
     float *ce_buf;
+    /* fp16_activations without fused_ce, N at least two blocks of rows
+     * (logits16_rows in llama.c): a forward with targets keeps its logits as
+     * bf16 [N, V] here (m->logits is NULL), a block of l16_rows rows at a
+     * time through ce_buf; the backward binds each block back into ce_buf.
+     * NULL otherwise. */
+    uint16_t *logits16;
+    int64_t l16_rows;
     float *full_logits;
     int64_t full_cap;
 

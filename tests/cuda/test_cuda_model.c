@@ -24,7 +24,12 @@
  *     them with bf16_bind and reads them in place), and
  *     one whose 1.1M-token vocabulary makes the LM head's backward run in
  *     blocks of rows (cross-entropy's backward writes each block's bf16
- *     copy for both products).
+ *     copy for both products), also with --fp16-activations, where the
+ *     logits are kept in 16 bits (the head's product writes each block as
+ *     bf16 alone, cross-entropy reads it so; blocks of 32 rows on the flash
+ *     model too). Products whose outputs bf16_only promised are the bf16
+ *     products either way (written as bf16 alone, or rounded into fp32
+ *     when no copy is kept), so both runs compute the same numbers.
  *  4. Decoding one token at a time through a recorded CUDA graph (the
  *     default) gives the same logits, bit for bit, as launching every
  *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt,
@@ -570,6 +575,11 @@ int main(void) {
     bf16_copies(ds_path, "QK-norm, head size 16", small_config(), NULL);
     bf16_copies(ds_path, "QK-norm, --fp16-activations", small_config(), &f16);
     bf16_copies(ds_path, "vocab 1.1M (LM head backward in blocks of rows)", big_vocab_config(), NULL);
+    bf16_copies(ds_path, "vocab 1.1M, --fp16-activations (16-bit logits, blocks of 64 rows)", big_vocab_config(),
+                &f16);
+    smj_train_options l16 = {.fp16_activations = 1, .ce_chunk_rows = 32};
+    bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations, 16-bit logits in blocks of 32 rows",
+                flash_config(), &l16);
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
     decode_graphs(gpt2_config(), "GPT-2 (decode ops one by one)");

@@ -1057,6 +1057,24 @@ static void check_bf16_only_fwd(void) {
           copies_kept() ? "rounded" : "plain");
     ffree(want); ffree(got); ffree(cs); ffree(sn);
     dfree(Dc); dfree(Ds); dfree(Q2); dfree(Qr);
+    /* attention_bwd (flash in bf16 mode) reading a promised dO, the product
+     * [128, 256] of B 2, T 64, 4 heads (2 KV) of 64; q, k, v from earlier
+     * outputs (buffers made before the product: uploads end kept copies) */
+    float *O = junk_d(nq), *Lb = junk_d((int64_t)B * NH * T), *dO2 = junk_d(nq), *dOa = junk_d(nq), *r[6];
+    for (int i = 0; i < 6; i++) r[i] = junk_d(i % 3 == 0 ? nq : nk);
+    snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
+    be->attention_fwd(ex, O, Lb, G1, F1, F1 + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->bf16_only(ex, dO2, nq);
+    be->matmul(ex, dO2, Xa, Wg, B * T, NH * HS, K, 0, 1, 0);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO2, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0.125f);
+    if (copies_kept()) CHECK(still_junk(dO2, nq), "cuda/bf16_only: attention_bwd wrote a promised dO's fp32 values");
+    be->add(ex, dOa, dO2, Z, nq);
+    be->attention_bwd(ex, r[0], r[1], r[2], dOa, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0.125f);
+    same_d("attention_bwd dq on a promised dO", r[0], r[3], nq);
+    same_d("attention_bwd dk on a promised dO", r[1], r[4], nk);
+    same_d("attention_bwd dv on a promised dO", r[2], r[5], nk);
+    for (int i = 0; i < 6; i++) dfree(r[i]);
+    dfree(O); dfree(Lb); dfree(dO2); dfree(dOa);
     for (int i = 0; i < 4; i++) dfree(P[i]);
     dfree(Xa); dfree(Wg); dfree(Wu); dfree(Wd); dfree(G1); dfree(G2); dfree(U2); dfree(D2); dfree(Z); dfree(Ga);
     dfree(Ua); dfree(Da); dfree(F1); dfree(F2);
