@@ -222,16 +222,23 @@ typedef struct {
      * (one extra forward of the blocks per step). */
     int gradient_checkpointing;
     /* fused_ce: rows per chunk; 0 = automatic (about 32 MiB of logits,
-     * 8M / vocab_size rows, at least 1). */
+     * 8M / vocab_size rows, at least 1). Without fused_ce, when set, the
+     * rows per block of the LM head (forward and backward), and of the
+     * 16-bit logits under fp16_activations. */
     int ce_chunk_rows;
     /* 16-bit activations: what a training forward keeps for the backward
-     * (the residual stream, and each block's [rows, width] tensors unless
-     * gradient_checkpointing recomputes them) is stored as bf16, halving
-     * that memory. The forward itself runs in fp32 as before, so the loss
-     * is bit for bit the plain one; the backward reads the rounded copies,
-     * so the gradients differ from the plain ones by bf16 rounding (about
-     * 2^-9 relative per saved value; a few 1e-3 on a whole gradient).
-     * Per-row statistics (norms' rstd, attention's log-sum-exp) stay fp32. */
+     * (the residual stream, each block's [rows, width] tensors unless
+     * gradient_checkpointing recomputes them, and, without fused_ce, the
+     * logits when they span two or more of the LM head's blocks of rows)
+     * is stored as bf16, halving that memory. The forward itself runs in
+     * fp32 as before, so on the CPU backends the loss is bit for bit the
+     * plain one (on a GPU with bf16_matmul, tensors only products read
+     * come out of their products as bf16, as under autocast); the backward
+     * reads the rounded copies, so the gradients differ from the plain ones
+     * by bf16 rounding (about 2^-9 relative per saved value; a few 1e-3 on
+     * a whole gradient). Per-row statistics (norms' rstd, attention's
+     * log-sum-exp) stay fp32. With 16-bit logits, smj_model_logits is NULL
+     * after a forward with targets, as with fused_ce. */
     int fp16_activations;
 } smj_train_options;
 
