@@ -779,20 +779,42 @@ __global__ void k_add(float *out, __nv_bfloat16 *o16, const float *a, const floa
         if (o16) o16[i] = __float2bfloat16_rn(out[i]);
     }
 }
-__global__ void k_scale(float *x, float s, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        x[i] *= s;
+__global__ void k_scale(float *x, float s, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 v = ((float4 *)x)[i];
+        ((float4 *)x)[i] = make_float4(v.x * s, v.y * s, v.z * s, v.w * s);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) x[i] *= s;
+}
+/* AdamW in double as the reference, per element; four elements a thread
+ * (16-byte accesses: 64 bytes of loads in flight) when every pointer is
+ * 16-byte aligned (wide), then the tail. */
+__device__ __forceinline__ void adamw1(float &p, float &m, float &v, float g, float lr, float b1, float b2, float eps,
+                                       float wd, double bc1, double bc2) {
+    double gi = g;
+    double mi = b1 * (double)m + (1.0 - b1) * gi;
+    double vi = b2 * (double)v + (1.0 - b2) * gi * gi;
+    m = (float)mi;
+    v = (float)vi;
+    p = (float)(p - lr * (mi / bc1 / (sqrt(vi / bc2) + eps) + wd * (double)p));
 }
 __global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1, float b2,
-                        float eps, float wd, double bc1, double bc2) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        double gi = g[i];
-        double mi = b1 * (double)m[i] + (1.0 - b1) * gi;
-        double vi = b2 * (double)v[i] + (1.0 - b2) * gi * gi;
-        m[i] = (float)mi;
-        v[i] = (float)vi;
-        p[i] = (float)(p[i] - lr * (mi / bc1 / (sqrt(vi / bc2) + eps) + wd * (double)p[i]));
+                        float eps, float wd, double bc1, double bc2, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 P = ((float4 *)p)[i], M = ((float4 *)m)[i], Vv = ((float4 *)v)[i], G = ((const float4 *)g)[i];
+        adamw1(P.x, M.x, Vv.x, G.x, lr, b1, b2, eps, wd, bc1, bc2);
+        adamw1(P.y, M.y, Vv.y, G.y, lr, b1, b2, eps, wd, bc1, bc2);
+        adamw1(P.z, M.z, Vv.z, G.z, lr, b1, b2, eps, wd, bc1, bc2);
+        adamw1(P.w, M.w, Vv.w, G.w, lr, b1, b2, eps, wd, bc1, bc2);
+        ((float4 *)p)[i] = P;
+        ((float4 *)m)[i] = M;
+        ((float4 *)v)[i] = Vv;
     }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) adamw1(p[i], m[i], v[i], g[i], lr, b1, b2, eps, wd, bc1, bc2);
 }
 
 static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
@@ -865,14 +887,17 @@ static void cu_add(const smj_exec *ex, float *out, const float *a, const float *
 }
 static void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
     OP_BEGIN("scale");
-    if (n > 0) { k_scale<<<EW_GRID(n)>>>(x, s, n); LAUNCHED(c); }
+    if (n > 0) { k_scale<<<EW_GRID((n + 3) / 4)>>>(x, s, n, (uintptr_t)x % 16 == 0); LAUNCHED(c); }
     op_end(c);
 }
 static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
                      float b1, float b2, float eps, float wd, int64_t t) {
     OP_BEGIN("adamw");
     double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
-    if (n > 0) { k_adamw<<<EW_GRID(n)>>>(p, m, v, g, n, lr, b1, b2, eps, wd, bc1, bc2); LAUNCHED(c); }
+    if (n > 0) {
+        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, m, v, g, n, lr, b1, b2, eps, wd, bc1, bc2, al16x(p, m, v, g, p));
+        LAUNCHED(c);
+    }
     op_end(c);
 }
 
@@ -889,8 +914,16 @@ static __device__ __forceinline__ void lse_add(float &m, float &s, float m2, flo
 
 /* One block per row, one pass over it (online: each thread keeps the max
  * of its values and the sum of exp(x - max), rescaled when the max grows),
- * 16-byte loads when V4; the partials are combined in a fixed order. The
+ * 16-byte loads when V4, four of them issued before their values are used
+ * (bytes in flight: one load at a time kept the kernel at half the
+ * bandwidth); the partials are combined in a fixed order. exp is the
+ * hardware's (__expf: ~2 ulp near the max, whose terms make the sum). The
  * logits are L: fp32, or their exact bf16 copy (the same values). */
+static __device__ __forceinline__ void lse_acc4(float &m, float &s, float4 x) {
+    float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
+    if (mx > m) { s *= __expf(m - mx); m = mx; }
+    if (m != -INFINITY) s += __expf(x.x - m) + __expf(x.y - m) + __expf(x.z - m) + __expf(x.w - m);
+}
 template <bool V4, typename L>
 __global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int32_t *targets, int V) {
     __shared__ float shm[32], shs[32];
@@ -899,18 +932,22 @@ __global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int
     float m = -INFINITY, s = 0;
     int j0 = 0;
     if (V4) {
-        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
-            float4 x = ld4(l, j);
-            float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
-            if (mx > m) { s *= expf(m - mx); m = mx; }
-            if (m != -INFINITY) s += expf(x.x - m) + expf(x.y - m) + expf(x.z - m) + expf(x.w - m);
+        const int n4 = V / 4, bd = blockDim.x;
+        int j = threadIdx.x;
+        for (; j + 3 * bd < n4; j += 4 * bd) {
+            float4 x[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) x[u] = ld4(l, j + u * bd);
+#pragma unroll
+            for (int u = 0; u < 4; u++) lse_acc4(m, s, x[u]);
         }
-        j0 = V / 4 * 4;
+        for (; j < n4; j += bd) lse_acc4(m, s, ld4(l, j));
+        j0 = n4 * 4;
     }
     for (int j = j0 + threadIdx.x; j < V; j += blockDim.x) {
         float x = ld1(l, j);
-        if (x > m) { s *= expf(m - x); m = x; }
-        if (m != -INFINITY) s += expf(x - m); /* (all -inf so far: nothing to add) */
+        if (x > m) { s *= __expf(m - x); m = x; }
+        if (m != -INFINITY) s += __expf(x - m); /* (all -inf so far: nothing to add) */
     }
     for (int o = 16; o > 0; o >>= 1) lse_add(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
     if ((threadIdx.x & 31) == 0) { shm[threadIdx.x >> 5] = m; shs[threadIdx.x >> 5] = s; }
@@ -924,31 +961,39 @@ __global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int
     }
 }
 
-/* dl = dloss (softmax - onehot), four values per thread (V4: V % 4 == 0
- * and 16-byte aligned); l - lse in float is the rounded exact difference,
- * as in double. dl NULL: not written (fp32_out); d16 (or NULL): dl's bf16
+/* dl = dloss (softmax - onehot), eight values per thread (V4: V % 4 == 0
+ * and 16-byte aligned: two 16-byte loads issued together); l - lse in
+ * float is the rounded exact difference, as in double; exp as the
+ * forward's. dl NULL: not written (fp32_out); d16 (or NULL): dl's bf16
  * copy; logits as L (fp32 or their exact bf16 copy; may be d16 itself:
  * dlogits over the copy, in place). */
+static __device__ __forceinline__ float4 xent_d4(float4 x, float z, int32_t t, int j, float dloss) {
+    if (t < 0) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    return make_float4(dloss * (__expf(x.x - z) - (j == t ? 1.0f : 0.0f)),
+                       dloss * (__expf(x.y - z) - (j + 1 == t ? 1.0f : 0.0f)),
+                       dloss * (__expf(x.z - z) - (j + 2 == t ? 1.0f : 0.0f)),
+                       dloss * (__expf(x.w - z) - (j + 3 == t ? 1.0f : 0.0f)));
+}
 template <bool V4, typename L>
 __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const float *lse,
                            const int32_t *targets, float dloss, int V) {
     int64_t n = blockIdx.y;
-    int j = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
+    int j = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (j >= V) return;
     int32_t t = targets[n];
     float z = lse[n];
     int64_t i = n * V + j;
     if (V4) {
-        float4 x = ld4(logits + i, 0), o;
-        o.x = t < 0 ? 0.0f : dloss * (expf(x.x - z) - (j == t ? 1.0f : 0.0f));
-        o.y = t < 0 ? 0.0f : dloss * (expf(x.y - z) - (j + 1 == t ? 1.0f : 0.0f));
-        o.z = t < 0 ? 0.0f : dloss * (expf(x.z - z) - (j + 2 == t ? 1.0f : 0.0f));
-        o.w = t < 0 ? 0.0f : dloss * (expf(x.w - z) - (j + 3 == t ? 1.0f : 0.0f));
-        if (dl) *(float4 *)(dl + i) = o;
-        if (d16) st_bf16x4(d16 + i, o);
+        bool two = j + 4 < V;
+        float4 x0 = ld4(logits + i, 0), x1 = two ? ld4(logits + i + 4, 0) : x0;
+        float4 o0 = xent_d4(x0, z, t, j, dloss), o1 = xent_d4(x1, z, t, j + 4, dloss);
+        if (dl) *(float4 *)(dl + i) = o0;
+        if (d16) st_bf16x4(d16 + i, o0);
+        if (two && dl) *(float4 *)(dl + i + 4) = o1;
+        if (two && d16) st_bf16x4(d16 + i + 4, o1);
     } else {
-        for (int e = 0; e < 4 && j + e < V; e++) {
-            float p = t < 0 ? 0.0f : expf(ld1(logits, i + e) - z), o = dloss * (p - (j + e == t ? 1.0f : 0.0f));
+        for (int e = 0; e < 8 && j + e < V; e++) {
+            float p = t < 0 ? 0.0f : __expf(ld1(logits, i + e) - z), o = dloss * (p - (j + e == t ? 1.0f : 0.0f));
             if (dl) dl[i + e] = o;
             if (d16) d16[i + e] = __float2bfloat16_rn(o);
         }
@@ -999,7 +1044,7 @@ static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits,
     float *dl = fp32_out(c, dlogits, N * V, d16); /* NULL: only the copy is written (bf16_only) */
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
-        dim3 grid((unsigned)((V + 1023) / 1024), (unsigned)nn);
+        dim3 grid((unsigned)((V + 2047) / 2048), (unsigned)nn);
         __nv_bfloat16 *b = d16 ? d16 + n0 * V : NULL;
         float *o = dl ? dl + n0 * V : NULL;
         bool v4 = V % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0;
