@@ -16,8 +16,10 @@
  * Splitting q, k, v out of the [N, 3C] product: viewed as a table of 3N
  * rows of C, q_n, k_n, v_n are rows 3n, 3n+1, 3n+2, so the embedding op with
  * row ids 3n (a->idx3) on the table at offsets 0, C, 2C gathers each of them
- * exactly, on every backend; the backward scatters dq, dk, dv back with
- * embedding_bwd into a zeroed dqkv. No op of its own, no host pointers.
+ * exactly, on every backend. The backward gathers dqkv the same way: row
+ * 3n + s of it is row sN + n of [dq; dk; dv] (carve_bwd lays them side by
+ * side), ids after the first N of a->idx3. No op of its own, no host
+ * pointers.
  */
 #include <math.h>
 #include <string.h>
@@ -204,10 +206,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, C, C, 0, 1, 0);
     be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NH, HS,
                       1.0f / sqrtf((float)HS));
-    be->zero(m->dqkv, sizeof(float) * (size_t)(3 * N * C));
-    be->embedding_bwd(ex, m->dqkv, a->idx3, m->dq, N, (int)C);
-    be->embedding_bwd(ex, m->dqkv + C, a->idx3, m->dk, N, (int)C);
-    be->embedding_bwd(ex, m->dqkv + 2 * C, a->idx3, m->dv, N, (int)C);
+    be->embedding_fwd(ex, m->dqkv, a->idx3 + N, m->dq, 3 * N, (int)C); /* dqkv from [dq; dk; dv] */
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
     be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);

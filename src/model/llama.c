@@ -31,6 +31,10 @@
 #include <math.h>
 #include <string.h>
 #include "model.h"
+
+/* Rows of the bias ones vector: a bias add or gradient over more rows runs
+ * in chunks of this many (256 KiB of ones; one chunk at B·T = 32768). */
+#define BIAS_ROWS 65536
 #include "../gguf/gguf.h"
 #include "../cuda/limits.h"
 
@@ -346,7 +350,7 @@ smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, cons
     m->rope_sin = m->be->alloc(sizeof(float) * rope_n);
     int dyn = cfg->rope_type == SMJ_ROPE_DYNAMIC, bias = cfg->attn_bias || cfg->attn_out_bias || cfg->arch == SMJ_ARCH_GPT2;
     if (dyn) m->rope_row_len = malloc(sizeof(int64_t) * (size_t)cfg->max_seq_len);
-    if (bias) m->ones = m->be->alloc(sizeof(float) * (size_t)cfg->max_seq_len);
+    if (bias) m->ones = m->be->alloc(sizeof(float) * (size_t)BIAS_ROWS);
     if (!m->index || !m->params || !cs || !m->rope_cos || !m->rope_sin || (dyn && !m->rope_row_len) ||
         (bias && !m->ones)) {
         free(cs);
@@ -373,10 +377,10 @@ smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, cons
         free(cs);
     }
     if (bias) {
-        float *one = malloc(sizeof(float) * (size_t)cfg->max_seq_len);
+        float *one = malloc(sizeof(float) * (size_t)BIAS_ROWS);
         if (!one) { smj_model_free(m); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
-        for (int p = 0; p < cfg->max_seq_len; p++) one[p] = 1.0f;
-        m->be->upload(m->ones, one, sizeof(float) * (size_t)cfg->max_seq_len);
+        for (int p = 0; p < BIAS_ROWS; p++) one[p] = 1.0f;
+        m->be->upload(m->ones, one, sizeof(float) * (size_t)BIAS_ROWS);
         free(one);
     }
     *out = m;
@@ -607,7 +611,7 @@ static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_
     if (h16) { res16 = take16(cv, (L + 1) * N * C); stage = take(cv, 2 * N * C); }
     else res = take(cv, (L + 1) * N * C);
     float *tmp = take(cv, N * C);
-    int32_t *idx3 = c->arch == SMJ_ARCH_GPT2 ? (int32_t *)take(cv, N) : NULL;
+    int32_t *idx3 = c->arch == SMJ_ARCH_GPT2 ? (int32_t *)take(cv, 4 * N) : NULL;
     if (m) { m->res = res; m->res16 = res16; m->stage = stage; }
     smj_block_acts a0 = {0};
     act_slot s0[MAX_SLOTS], s[MAX_SLOTS];
@@ -744,7 +748,13 @@ static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_m
     int gpt2 = c->arch == SMJ_ARCH_GPT2, qkn = c->qk_norm;
     int64_t sz[12] = {N * C, gpt2 ? N * C : 0, N * C, N * QD, N * QD, N * KD, N * KD, qkn ? N * QD : 0,
                       qkn ? N * KD : 0, N * H, N * H, N * H};
-    for (int i = 0; i < 12; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
+    for (int i = 0; i < 12; i++) {
+        if (gpt2 && (i == 5 || i == 6)) { /* GPT-2: dq | dk | dv side by side, one [3N, C] table (gpt2.c) */
+            p[i] = p[i - 1] ? p[i - 1] + sz[i - 1] : NULL;
+            continue;
+        }
+        p[i] = sz[i] ? take(cv, gpt2 && i == 4 ? 3 * sz[i] : sz[i]) : NULL;
+    }
     if (m) {
         m->dres = p[0]; m->dtmp = p[1]; m->dln = p[2]; m->datt = p[3]; m->dq = p[4]; m->dk = p[5];
         m->dv = p[6]; m->dqn = p[7]; m->dkn = p[8]; m->dh = p[9]; m->dgate = p[10]; m->dup = p[11];
@@ -770,7 +780,7 @@ int64_t smj_bwd_floats(const smj_model_config *c, int B, int T) {
  * cos/sin tables and, for models with biases, the ones vector. */
 int64_t smj_fixed_floats(const smj_model_config *c) {
     int bias = c->attn_bias || c->attn_out_bias || c->arch == SMJ_ARCH_GPT2;
-    return 2 * (int64_t)c->max_seq_len * (c->head_dim / 2) + (bias ? c->max_seq_len : 0);
+    return 2 * (int64_t)c->max_seq_len * (c->head_dim / 2) + (bias ? BIAS_ROWS : 0);
 }
 
 /* Frees the activation and backward buffers (made again by the next forward). */
@@ -843,21 +853,21 @@ static smj_status ensure_full_logits(smj_model *m, int64_t n) {
 
 /* ------------------------------------------------------- forward */
 
-/* out[N,O] += ones[N,1] · b[1,O], in chunks of at most max_seq_len rows (the ones vector);
+/* out[N,O] += ones[N,1] · b[1,O], in chunks of at most BIAS_ROWS rows (the ones vector);
  * one row (decoding) by the add op: out + 1·b, the same bits without a product's launch. */
 static void bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O) {
     if (N == 1) {
         m->be->add(&m->ctx->exec, out, out, b, O);
         return;
     }
-    int64_t R = m->cfg.max_seq_len;
+    int64_t R = BIAS_ROWS;
     for (int64_t r0 = 0; r0 < N; r0 += R)
         m->be->matmul(&m->ctx->exec, out + r0 * O, m->ones, b, N - r0 < R ? N - r0 : R, O, 1, 0, 0, 1);
 }
 
 /* db[1,O] += ones[1,N] · dout[N,O]. */
 static void bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O) {
-    int64_t R = m->cfg.max_seq_len;
+    int64_t R = BIAS_ROWS;
     for (int64_t r0 = 0; r0 < N; r0 += R)
         m->be->matmul(&m->ctx->exec, db, m->ones, dout + r0 * O, 1, O, N - r0 < R ? N - r0 : R, 0, 0, 1);
 }
@@ -1031,11 +1041,12 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
     int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
     if (gpt2) {
-        int32_t *host = malloc(sizeof(int32_t) * 2 * (size_t)N);
+        int32_t *host = malloc(sizeof(int32_t) * 5 * (size_t)N);
         if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
         for (int64_t i = 0; i < N; i++) { host[i] = (int32_t)(i % T); host[N + i] = (int32_t)(3 * i); }
+        for (int64_t j = 0; j < 3 * N; j++) host[2 * N + j] = (int32_t)(j % 3 * N + j / 3);
         be->upload(m->pos, host, sizeof(int32_t) * (size_t)N);
-        be->upload(m->blk[0].idx3, host + N, sizeof(int32_t) * (size_t)N);
+        be->upload(m->blk[0].idx3, host + N, sizeof(int32_t) * 4 * (size_t)N);
         free(host);
         smj_gpt2_embed(m, smj_res_fwd(m, 0, N), m->blk[0].tmp, m->ids, m->pos, N);
     } else {

@@ -87,10 +87,12 @@ typedef struct {
     uint16_t *saved16;             /* fp16_activations without checkpointing: bf16 copies of
                                       the block's SAVE tensors (llama.c's block_slots) */
     /* GPT-2 only: LayerNorm means, the fused q|k|v product, and row indices
-     * 3n (device int32, shared by all blocks) that split it with the embedding op */
+     * (device int32, shared by all blocks): 3n, which split it with the
+     * embedding op, then j % 3 * N + j / 3 for j < 3N, which gather its
+     * gradient from dq, dk, dv (gpt2.c) */
     float *ln1_mean, *ln2_mean;    /* [N] each */
     float *qkv;                    /* [N,3C] */
-    int32_t *idx3;                 /* [N] */
+    int32_t *idx3;                 /* [4N] (a session's: [N], no backward) */
 } smj_block_acts;
 
 struct smj_model {
@@ -248,7 +250,7 @@ void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, i
 smj_status smj_gpt2_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs, int *n,
                                 int64_t *n_params);
 int64_t smj_gpt2_num_params(const smj_model_config *c);
-/* The block (same contract as smj_block_forward; a->idx3 [T*B] holds 3n). */
+/* The block (same contract as smj_block_forward; a->idx3 starts with 3n for n < T*B). */
 void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
                             int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
 /* out[N,C] = wte[ids] + wpe[pos] (tmp [N,C] scratch; ids, pos on the backend). */
