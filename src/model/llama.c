@@ -31,12 +31,12 @@
 #include <math.h>
 #include <string.h>
 #include "model.h"
+#include "../gguf/gguf.h"
+#include "../cuda/limits.h"
 
 /* Rows of the bias ones vector: a bias add or gradient over more rows runs
  * in chunks of this many (256 KiB of ones; one chunk at B·T = 32768). */
 #define BIAS_ROWS 65536
-#include "../gguf/gguf.h"
-#include "../cuda/limits.h"
 
 /* ------------------------------------------------------------ the table */
 
