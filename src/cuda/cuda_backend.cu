@@ -527,18 +527,29 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
 
 /* ------------------------------------------------------------ embedding */
 
+/* A row per grid row, V floats a thread (V = 4: 16-byte copies where C and
+ * the pointers allow). */
+template <int V>
 __global__ void k_embedding_fwd(float *out, const int32_t *ids, const float *wte, int64_t N, int C) {
     int64_t n = blockIdx.y;
-    int cc = blockIdx.x * blockDim.x + threadIdx.x;
-    if (n < N && cc < C) out[n * C + cc] = wte[(int64_t)ids[n] * C + cc];
+    int cc = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (n >= N || cc >= C) return;
+    if (V == 4) *(float4 *)(out + n * C + cc) = *(const float4 *)(wte + (int64_t)ids[n] * C + cc);
+    else out[n * C + cc] = wte[(int64_t)ids[n] * C + cc];
 }
 
+/* OP_BEGIN_W: the kept bf16 copies of other tensors stay (GPT-2 splits its
+ * q|k|v product with this op between products). */
 static void cu_embedding_fwd(const smj_exec *ex, float *out, const int32_t *ids, const float *wte, int64_t N, int C) {
-    OP_BEGIN("embedding_fwd");
+    OP_BEGIN_W("embedding_fwd");
+    cast_written(c, out, N * C);
+    int v4 = C % 4 == 0 && ((uintptr_t)out | (uintptr_t)wte) % 16 == 0;
+    int cols = v4 ? C / 4 : C;
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
-        dim3 grid((unsigned)((C + 127) / 128), (unsigned)nn);
-        k_embedding_fwd<<<grid, 128, 0, c->stream>>>(out + n0 * C, ids + n0, wte, nn, C);
+        dim3 grid((unsigned)((cols + 127) / 128), (unsigned)nn);
+        if (v4) k_embedding_fwd<4><<<grid, 128, 0, c->stream>>>(out + n0 * C, ids + n0, wte, nn, C);
+        else k_embedding_fwd<1><<<grid, 128, 0, c->stream>>>(out + n0 * C, ids + n0, wte, nn, C);
         LAUNCHED(c);
     }
     op_end(c);
@@ -1101,20 +1112,33 @@ static double cu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
 
 /* ------------------------------------------------------------ gelu (GPT-2 family) */
 
-/* GELU, tanh form, in double as the reference (the formula of ref_impl.h;
- * double tanh keeps 1 + tanh u exact enough where it is small). */
+/* GELU, tanh form: 0.5 v (1 + tanh u) = v s with s = 1 / (1 + e^-2u), and
+ * gelu' = s + 2 v s (1 - s) u'. u = K (v + 0.044715 v^3) in double (the
+ * cubic cancels for v < 0), the rest in float: expf within an ulp and no
+ * 1 + tanh u to cancel, so the result keeps ~5e-7 relative where the
+ * reference's double tanh form gives its value (op checker: 1e-6). e =
+ * e^-2u overflows to inf for u below ~-44: s = 0 and 1 - s = 1 there. */
 #define GELU_K 0.79788456080286535588 /* sqrt(2/pi) */
+__device__ __forceinline__ void gelu_s(float x, float &s, float &oms) {
+    double v = x;
+    float e = expf((float)(-2.0 * GELU_K * (v + 0.044715 * v * v * v)));
+    s = 1.0f / (1.0f + e);
+    oms = isinf(e) ? 1.0f : e * s;
+}
 __global__ void k_gelu_fwd(float *out, const float *x, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        double v = x[i];
-        out[i] = (float)(0.5 * v * (1.0 + tanh(GELU_K * (v + 0.044715 * v * v * v))));
+        float s, oms;
+        gelu_s(x[i], s, oms);
+        out[i] = x[i] * s;
     }
 }
 __global__ void k_gelu_bwd(float *dx, const float *dout, const float *x, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        double v = x[i], t = tanh(GELU_K * (v + 0.044715 * v * v * v));
-        double d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * 0.044715 * v * v);
-        dx[i] = (float)(dout[i] * d);
+        float s, oms;
+        gelu_s(x[i], s, oms);
+        double v = x[i], du = GELU_K * (1.0 + 3.0 * 0.044715 * v * v); /* (finite for every float v) */
+        float d = s + (oms == 0.0f ? 0.0f : (float)(2.0 * v * s * oms * du));
+        dx[i] = dout[i] * d;
     }
 }
 
