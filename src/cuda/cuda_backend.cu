@@ -1125,11 +1125,13 @@ __device__ __forceinline__ void gelu_s(float x, float &s, float &oms) {
     s = 1.0f / (1.0f + e);
     oms = isinf(e) ? 1.0f : e * s;
 }
-__global__ void k_gelu_fwd(float *out, const float *x, int64_t n) {
+/* o16: out's bf16 copy (shadow_of: the next product reads it) or NULL. */
+__global__ void k_gelu_fwd(float *out, __nv_bfloat16 *o16, const float *x, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float s, oms;
         gelu_s(x[i], s, oms);
         out[i] = x[i] * s;
+        if (o16) o16[i] = __float2bfloat16_rn(out[i]);
     }
 }
 __global__ void k_gelu_bwd(float *dx, const float *dout, const float *x, int64_t n) {
@@ -1143,8 +1145,9 @@ __global__ void k_gelu_bwd(float *dx, const float *dout, const float *x, int64_t
 }
 
 static void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n) {
-    OP_BEGIN("gelu_fwd");
-    if (n > 0) { k_gelu_fwd<<<EW_GRID(n)>>>(out, x, n); LAUNCHED(c); }
+    OP_BEGIN_W("gelu_fwd");
+    cast_written(c, out, n);
+    if (n > 0) { k_gelu_fwd<<<EW_GRID(n)>>>(out, shadow_of(c, out, n), x, n); LAUNCHED(c); }
     op_end(c);
 }
 static void cu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n) {

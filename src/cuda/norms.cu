@@ -263,9 +263,10 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
 /* ------------------------------------------------------------ layernorm (GPT-2 family) */
 
 /* One warp per row, two passes as the reference: the mean, then the
- * variance of the deviations (biased, eps inside the sqrt). */
-__global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
-                                int64_t N, int C, float eps) {
+ * variance of the deviations (biased, eps inside the sqrt); o16: out's
+ * bf16 copy (shadow_of: the next product reads it) or NULL. */
+__global__ void k_layernorm_fwd(float *out, __nv_bfloat16 *o16, float *mean, float *rstd, const float *x,
+                                const float *w, const float *b, int64_t N, int C, float eps) {
     int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
@@ -277,10 +278,11 @@ __global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const floa
     float r = 1.0f / sqrtf(warp_sum(v) / (float)C + eps);
     if (lane == 0) { mean[n] = m; rstd[n] = r; }
     float *o = out + n * C;
-    if (b)
-        for (int i = lane; i < C; i += 32) o[i] = (xr[i] - m) * r * w[i] + b[i];
-    else
-        for (int i = lane; i < C; i += 32) o[i] = (xr[i] - m) * r * w[i];
+    for (int i = lane; i < C; i += 32) {
+        float y = b ? (xr[i] - m) * r * w[i] + b[i] : (xr[i] - m) * r * w[i];
+        o[i] = y;
+        if (o16) o16[n * C + i] = __float2bfloat16_rn(y);
+    }
 }
 
 /* The same with a block of 256 threads per row, for a few long rows
@@ -313,12 +315,16 @@ __global__ void __launch_bounds__(256) k_layernorm_fwd_row(float *out, float *me
 
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                              const float *b, int64_t N, int C, float eps) {
-    OP_BEGIN("layernorm_fwd");
+    OP_BEGIN_W("layernorm_fwd");
+    cast_written(c, out, N * C);
+    cast_written(c, mean, N);
+    cast_written(c, rstd, N);
     if (N > 0 && N < c->n_sm && C >= 256) {
         k_layernorm_fwd_row<<<(unsigned)N, 256, 0, c->stream>>>(out, mean, rstd, x, w, b, C, eps);
         LAUNCHED(c);
     } else if (N > 0 && C > 0) {
-        k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, mean, rstd, x, w, b, N, C, eps);
+        k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, shadow_of(c, out, N * C), mean,
+                                                                          rstd, x, w, b, N, C, eps);
         LAUNCHED(c);
     }
     op_end(c);

@@ -577,6 +577,8 @@ int main(void) {
     bf16_copies(ds_path, "vocab 1.1M (LM head backward in blocks of rows)", big_vocab_config(), NULL);
     bf16_copies(ds_path, "vocab 1.1M, --fp16-activations (16-bit logits, blocks of 64 rows)", big_vocab_config(),
                 &f16);
+    bf16_copies(ds_path, "GPT-2 (layernorm and gelu write their outputs' copies)", gpt2_config(), NULL);
+    bf16_copies(ds_path, "GPT-2, --fp16-activations", gpt2_config(), &f16);
     smj_train_options l16 = {.fp16_activations = 1, .ce_chunk_rows = 32};
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations, 16-bit logits in blocks of 32 rows",
                 flash_config(), &l16);
