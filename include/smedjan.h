@@ -318,12 +318,17 @@ void smj_model_get_train_options(const smj_model *m, smj_train_options *opts);
  * logits. */
 smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B,
                              int T, float *loss);
-/* Logits [B, T, V] of the last forward (valid until the next call or a
- * backward, which overwrites them), in the backend's memory: a host pointer
- * on CPU backends, a device pointer on CUDA. NULL before any forward and
- * after a forward with targets under fused_ce (no logits were kept). */
+/* Logits of the last forward (valid until the next call or a backward,
+ * which overwrites them), in the backend's memory: a host pointer on CPU
+ * backends, a device pointer on CUDA. B x T rows of smj_model_logits_stride
+ * floats, the first V of each the logits: V (dense) after a forward without
+ * targets; after one with targets the vocabulary rounded up to a multiple
+ * of 64 for an f32 LM head (its products then run on aligned shapes; the
+ * padding columns are 0). NULL before any forward and after a forward with
+ * targets under fused_ce (no logits were kept). */
 const float *smj_model_logits(const smj_model *m);
-/* Copies the last forward's logits [B, T, V] to host memory dst (any backend).
+int64_t smj_model_logits_stride(const smj_model *m);
+/* Copies the last forward's logits [B, T, V] (dense) to host memory dst (any backend).
  * SMJ_ERR_INVALID (dst untouched) before any forward, and after a forward
  * with targets under fused_ce: the logits were never materialized (run a
  * forward without targets, or turn fused_ce off, to get them). */

@@ -253,7 +253,7 @@ static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, i
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     round_bf16(m, m->res, (c->n_layers + 1) * N * C);
-    if (logits) round_bf16(m, m->logits, N * c->vocab_size);
+    if (logits) round_bf16(m, m->logits, N * m->logits_ld);
     if (ckpt) return;
     for (int l = 0; l < c->n_layers; l++) {
         smj_block_acts *a = &m->blk[l];

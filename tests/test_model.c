@@ -11,6 +11,10 @@
  *    SMJ_ERR_FORMAT/IO and a message naming the file;
  *  - KV-cache decoding reproduces the full forward's logits at every
  *    position, across the session's chunk boundary;
+ *  - the LM head's padded rows (vocabulary 50 laid out as 64 rows, tied and
+ *    untied): they stay exactly 0 through training with weight decay, a
+ *    training forward's logits have rows 64 apart with zero padding, and
+ *    get_logits gives the dense logits a forward without targets gives;
  *  - learning-rate schedules and the sampler.
  */
 #include <math.h>
@@ -208,6 +212,54 @@ static void resume(smj_ctx *ctx) {
     free(p_straight); free(p_resumed);
     smj_trainer_free(t);
     smj_model_free(m);
+    smj_dataset_free(ds);
+}
+
+static void padded_head(smj_ctx *ctx) {
+    smj_dataset *ds = make_dataset(ctx, "pad.bin", 3000, 50, 5);
+    for (int tied = 0; tied < 2; tied++) {
+        smj_model_config c = tiny_cfg();
+        c.tied_embeddings = tied;
+        smj_model *m = NULL;
+        smj_trainer *t = NULL;
+        smj_optim_options o;
+        smj_optim_defaults(&o);
+        o.lr = 1e-2f; o.weight_decay = 0.1f;
+        CHECK_OK(ctx, smj_model_create(ctx, &c, 3, &m));
+        if (!m) continue;
+        CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+        smj_step_stats st;
+        for (int s = 0; s < 3; s++) CHECK_OK(ctx, smj_trainer_step(t, ds, 2, 16, 1, &st));
+        int64_t pad = 14 * (int64_t)c.dim;
+        CHECK(m->head_ld == 64 && m->n_params == smj_model_num_params(m) + pad,
+              "tied %d: head rows %lld, %lld floats for %lld parameters", tied, (long long)m->head_ld,
+              (long long)m->n_params, (long long)smj_model_num_params(m));
+        const float *w = smj_model_ptr(m, m->params, R_LM_HEAD, -1), *g = smj_model_ptr(m, m->grads, R_LM_HEAD, -1);
+        int zero = 1, nz = 0;
+        for (int64_t i = 50 * (int64_t)c.dim; i < 64 * (int64_t)c.dim; i++) zero &= w[i] == 0.0f && g[i] == 0.0f;
+        for (int64_t i = 0; i < 50 * (int64_t)c.dim; i++) nz += g[i] != 0.0f;
+        CHECK(zero && nz > 0, "tied %d: the head's padding rows stay 0 through 3 steps (weights and gradients)", tied);
+        int32_t x[32], y[32];
+        for (int i = 0; i < 32; i++) { x[i] = (i * 7 + 3) % 50; y[i] = (i * 5 + 1) % 50; }
+        float loss;
+        CHECK_OK(ctx, smj_model_forward(m, x, y, 2, 16, &loss));
+        const float *lg = smj_model_logits(m);
+        CHECK(smj_model_logits_stride(m) == 64, "tied %d: a training forward's logits rows are 64 apart", tied);
+        float *dense = malloc(sizeof(float) * 32 * 50), *plain = malloc(sizeof(float) * 32 * 50);
+        zero = 1;
+        for (int r = 0; r < 32; r++) for (int j = 50; j < 64; j++) zero &= lg[r * 64 + j] == 0.0f;
+        CHECK(zero, "tied %d: the logits' padding columns are 0", tied);
+        CHECK_OK(ctx, smj_model_get_logits(m, dense));
+        CHECK_OK(ctx, smj_model_forward(m, x, NULL, 2, 16, NULL));
+        CHECK(smj_model_logits_stride(m) == 50, "tied %d: without targets the logits are dense", tied);
+        CHECK_OK(ctx, smj_model_get_logits(m, plain));
+        double e = 0;
+        for (int i = 0; i < 32 * 50; i++) e = fmax(e, fabs((double)dense[i] - plain[i]));
+        CHECK(e < 1e-5, "tied %d: padded training logits == dense logits (max |diff| %.3g)", tied, e);
+        free(dense); free(plain);
+        smj_trainer_free(t);
+        smj_model_free(m);
+    }
     smj_dataset_free(ds);
 }
 
@@ -545,6 +597,7 @@ int main(void) {
     smj_ctx *ctx = smj_ctx_create(&o);
     accumulation(ctx);
     resume(ctx);
+    padded_head(ctx);
     nonfinite(ctx);
     corrupt_files(ctx);
     sessions(ctx);

@@ -288,35 +288,44 @@ static int32_t *targets_for(int64_t N, int V) {
     return t;
 }
 
+/* Cross-entropy shapes {N, V, ld}: rows ld >= V apart (a padded head) */
+static const int XENT_S[][3] = {{1, 1, 1}, {1, 7, 7}, {1, 7, 8}, {9, 300, 300}, {9, 300, 320}, {4, 5000, 5000},
+                                {3, 4097, 4160}};
+/* logits [N, ld]: the pad columns 40, which would swamp any sum that read them */
+static float *xent_logits(int64_t N, int V, int ld) {
+    float *lg = frand(N * ld, 8);
+    for (int64_t i = 0; i < N * ld; i++) if (i % ld >= V) lg[i] = 40.0f;
+    return lg;
+}
+
 static void case_xent_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
-    static const int S[][2] = {{1, 1}, {1, 7}, {9, 300}, {4, 5000}};
-    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
-        int64_t N = S[s][0]; int V = S[s][1];
-        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
-        float *lg = frand(N * V, 8), *l1 = frand(N, 0), *l2 = frand(N, 0), *z1 = frand(N, 0), *z2 = frand(N, 0);
+    for (size_t s = 0; s < sizeof XENT_S / sizeof XENT_S[0]; s++) {
+        int64_t N = XENT_S[s][0]; int V = XENT_S[s][1], ld = XENT_S[s][2];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d ld%d", (long long)N, V, ld);
+        float *lg = xent_logits(N, V, ld), *l1 = frand(N, 0), *l2 = frand(N, 0), *z1 = frand(N, 0), *z2 = frand(N, 0);
         int32_t *t = targets_for(N, V);
-        be->xent_fwd(ex, l1, z1, lg, t, N, V);
-        rf->xent_fwd(X1, l2, z2, lg, t, N, V);
+        be->xent_fwd(ex, l1, z1, lg, t, N, V, ld);
+        rf->xent_fwd(X1, l2, z2, lg, t, N, V, ld);
         compare("losses", l1, l2, N, 1e-5);
         compare("lse", z1, z2, N, 1e-5);
         ffree(lg); ffree(l1); ffree(l2); ffree(z1); ffree(z2); free(t);
     }
 }
 
+/* (the pad columns of dlogits must come out 0: the outputs start as noise) */
 static void case_xent_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
-    static const int S[][2] = {{1, 1}, {1, 7}, {9, 300}, {4, 5000}};
-    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
-        int64_t N = S[s][0]; int V = S[s][1];
-        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
-        float *lg = frand(N * V, 8), *l = frand(N, 0), *z = frand(N, 0);
+    for (size_t s = 0; s < sizeof XENT_S / sizeof XENT_S[0]; s++) {
+        int64_t N = XENT_S[s][0]; int V = XENT_S[s][1], ld = XENT_S[s][2];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d ld%d", (long long)N, V, ld);
+        float *lg = xent_logits(N, V, ld), *l = frand(N, 0), *z = frand(N, 0);
         int32_t *t = targets_for(N, V);
-        rf->xent_fwd(X1, l, z, lg, t, N, V);
-        float *d1 = frand(N * V, 0), *d2 = frand(N * V, 0), *inplace = fcopy(lg, N * V);
-        be->xent_bwd(ex, d1, lg, z, t, 0.37f, N, V);
-        rf->xent_bwd(X1, d2, lg, z, t, 0.37f, N, V);
-        compare("dlogits", d1, d2, N * V, 1e-6);
-        be->xent_bwd(ex, inplace, inplace, z, t, 0.37f, N, V);
-        compare("dlogits in place", inplace, d2, N * V, 1e-6);
+        rf->xent_fwd(X1, l, z, lg, t, N, V, ld);
+        float *d1 = frand(N * ld, 1), *d2 = frand(N * ld, 1), *inplace = fcopy(lg, N * ld);
+        be->xent_bwd(ex, d1, lg, z, t, 0.37f, N, V, ld);
+        rf->xent_bwd(X1, d2, lg, z, t, 0.37f, N, V, ld);
+        compare("dlogits", d1, d2, N * ld, 1e-6);
+        be->xent_bwd(ex, inplace, inplace, z, t, 0.37f, N, V, ld);
+        compare("dlogits in place", inplace, d2, N * ld, 1e-6);
         ffree(lg); ffree(l); ffree(z); ffree(d1); ffree(d2); ffree(inplace); free(t);
     }
 }
@@ -628,7 +637,7 @@ static double L_att(void *p) {
 }
 static double L_xent(void *p) {
     fdc *c = p;
-    smj_ref64_ops.xent_fwd(X1, c->y, c->aux, c->x, c->ids, c->N, c->V);
+    smj_ref64_ops.xent_fwd(X1, c->y, c->aux, c->x, c->ids, c->N, c->V, c->V + 2); /* (rows padded by 2) */
     double s = 0;
     for (int64_t i = 0; i < c->N; i++) s += c->y[i];
     return s * 0.37;
@@ -703,15 +712,15 @@ static void finite_differences(void) {
         fd_check("attention dv", c.v, dv, nk, L_att, &c);
         free(c.q); free(c.k); free(c.v); free(c.y); free(c.aux); free(c.dout); free(dq); free(dk); free(dv);
     }
-    { /* cross-entropy with an ignored row */
+    { /* cross-entropy with an ignored row, rows 8 apart (the pad's gradient: 0) */
         fdc c = {.N = 4, .V = 6};
-        c.x = drand(24, 3); c.y = drand(4, 0); c.aux = drand(4, 0);
+        c.x = drand(32, 3); c.y = drand(4, 0); c.aux = drand(4, 0);
         int32_t ids[4] = {1, -1, 5, 0};
         c.ids = ids;
         L_xent(&c);
-        double *d = drand(24, 0);
-        R->xent_bwd(X1, d, c.x, c.aux, ids, 0.37f, 4, 6);
-        fd_check("xent", c.x, d, 24, L_xent, &c);
+        double *d = drand(32, 1);
+        R->xent_bwd(X1, d, c.x, c.aux, ids, 0.37f, 4, 6, 8);
+        fd_check("xent", c.x, d, 32, L_xent, &c);
         free(c.x); free(c.y); free(c.aux); free(d);
     }
     { /* embedding with a repeated id */

@@ -202,10 +202,10 @@ static void cpu_add(const smj_exec *ex, float *out, const float *a, const float 
 }
 
 static void cpu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
-                         int64_t N, int V) {
+                         int64_t N, int V, int ld) {
     OMP_FOR
     for (int64_t n = 0; n < N; n++) {
-        const float *l = logits + n * V;
+        const float *l = logits + n * ld;
         float mx = smj_max(l, V), s = 0;
         /* exp into the per-row tail of nothing: compute the sum without storing */
         {
@@ -222,12 +222,13 @@ static void cpu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const fl
 }
 
 static void cpu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
-                         const int32_t *targets, float dloss, int64_t N, int V) {
+                         const int32_t *targets, float dloss, int64_t N, int V, int ld) {
     OMP_FOR
     for (int64_t n = 0; n < N; n++) {
-        float *d = dlogits + n * V;
-        const float *l = logits + n * V;
+        float *d = dlogits + n * ld;
+        const float *l = logits + n * ld;
         int tg = targets[n];
+        memset(d + V, 0, sizeof(float) * (size_t)(ld - V));
         if (tg < 0) { memset(d, 0, sizeof(float) * V); continue; }
         float z = lse[n];
         float ltg = l[tg]; /* read before d (which may alias l) is written */

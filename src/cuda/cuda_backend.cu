@@ -936,10 +936,10 @@ static __device__ __forceinline__ void lse_acc4(float &m, float &s, float4 x) {
     if (m != -INFINITY) s += __expf(x.x - m) + __expf(x.y - m) + __expf(x.z - m) + __expf(x.w - m);
 }
 template <bool V4, typename L>
-__global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int32_t *targets, int V) {
+__global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int32_t *targets, int V, int ld) {
     __shared__ float shm[32], shs[32];
     int64_t n = blockIdx.x;
-    const L *l = logits + n * V;
+    const L *l = logits + n * ld;
     float m = -INFINITY, s = 0;
     int j0 = 0;
     if (V4) {
@@ -972,39 +972,39 @@ __global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int
     }
 }
 
-/* dl = dloss (softmax - onehot), eight values per thread (V4: V % 4 == 0
- * and 16-byte aligned: two 16-byte loads issued together); l - lse in
- * float is the rounded exact difference, as in double; exp as the
- * forward's. dl NULL: not written (fp32_out); d16 (or NULL): dl's bf16
- * copy; logits as L (fp32 or their exact bf16 copy; may be d16 itself:
- * dlogits over the copy, in place). */
-static __device__ __forceinline__ float4 xent_d4(float4 x, float z, int32_t t, int j, float dloss) {
-    if (t < 0) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    return make_float4(dloss * (__expf(x.x - z) - (j == t ? 1.0f : 0.0f)),
-                       dloss * (__expf(x.y - z) - (j + 1 == t ? 1.0f : 0.0f)),
-                       dloss * (__expf(x.z - z) - (j + 2 == t ? 1.0f : 0.0f)),
-                       dloss * (__expf(x.w - z) - (j + 3 == t ? 1.0f : 0.0f)));
+/* dl = dloss (softmax - onehot) over columns < V, 0 over V..ld (a padded
+ * head), eight values per thread (V4: ld % 4 == 0 and 16-byte aligned: two
+ * 16-byte loads issued together); l - lse in float is the rounded exact
+ * difference, as in double; exp as the forward's. dl NULL: not written
+ * (fp32_out); d16 (or NULL): dl's bf16 copy; logits as L (fp32 or their
+ * exact bf16 copy; may be d16 itself: dlogits over the copy, in place). */
+static __device__ __forceinline__ float xent_d1(float x, float z, int32_t t, int j, int V, float dloss) {
+    return t < 0 || j >= V ? 0.0f : dloss * (__expf(x - z) - (j == t ? 1.0f : 0.0f));
+}
+static __device__ __forceinline__ float4 xent_d4(float4 x, float z, int32_t t, int j, int V, float dloss) {
+    return make_float4(xent_d1(x.x, z, t, j, V, dloss), xent_d1(x.y, z, t, j + 1, V, dloss),
+                       xent_d1(x.z, z, t, j + 2, V, dloss), xent_d1(x.w, z, t, j + 3, V, dloss));
 }
 template <bool V4, typename L>
 __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const float *lse,
-                           const int32_t *targets, float dloss, int V) {
+                           const int32_t *targets, float dloss, int V, int ld) {
     int64_t n = blockIdx.y;
     int j = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
-    if (j >= V) return;
+    if (j >= ld) return;
     int32_t t = targets[n];
     float z = lse[n];
-    int64_t i = n * V + j;
+    int64_t i = n * ld + j;
     if (V4) {
-        bool two = j + 4 < V;
+        bool two = j + 4 < ld;
         float4 x0 = ld4(logits + i, 0), x1 = two ? ld4(logits + i + 4, 0) : x0;
-        float4 o0 = xent_d4(x0, z, t, j, dloss), o1 = xent_d4(x1, z, t, j + 4, dloss);
+        float4 o0 = xent_d4(x0, z, t, j, V, dloss), o1 = xent_d4(x1, z, t, j + 4, V, dloss);
         if (dl) *(float4 *)(dl + i) = o0;
         if (d16) st_bf16x4(d16 + i, o0);
         if (two && dl) *(float4 *)(dl + i + 4) = o1;
         if (two && d16) st_bf16x4(d16 + i + 4, o1);
     } else {
-        for (int e = 0; e < 8 && j + e < V; e++) {
-            float p = t < 0 ? 0.0f : __expf(ld1(logits, i + e) - z), o = dloss * (p - (j + e == t ? 1.0f : 0.0f));
+        for (int e = 0; e < 8 && j + e < ld; e++) {
+            float o = xent_d1(ld1(logits, i + e), z, t, j + e, V, dloss);
             if (dl) dl[i + e] = o;
             if (d16) d16[i + e] = __float2bfloat16_rn(o);
         }
@@ -1013,58 +1013,60 @@ __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const
 
 /* The logits' exact bf16 copy when there is one the kernels can read (8-byte
  * aligned rows for V4), else NULL after fp32_in. */
-static const __nv_bfloat16 *logits_in(smj_cuda *c, const float *logits, int64_t N, int V) {
-    const __nv_bfloat16 *le = exact_copy(c, logits, N * V);
-    if (le && V % 4 == 0 && (uintptr_t)le % 8) le = NULL;
-    if (!le) fp32_in(c, logits, N * V);
+static const __nv_bfloat16 *logits_in(smj_cuda *c, const float *logits, int64_t N, int ld) {
+    const __nv_bfloat16 *le = exact_copy(c, logits, N * ld);
+    if (le && ld % 4 == 0 && (uintptr_t)le % 8) le = NULL;
+    if (!le) fp32_in(c, logits, N * ld);
     return le;
 }
 static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
-                        int64_t N, int V) {
+                        int64_t N, int V, int ld) {
     /* OP_BEGIN_L: the chunked LM head (--fused-ce) alternates matmul and
      * cross-entropy, and the head's bf16 weight copy stays valid across it */
     OP_BEGIN_L("xent_fwd");
-    const __nv_bfloat16 *le = logits_in(c, logits, N, V);
+    const __nv_bfloat16 *le = logits_in(c, logits, N, ld);
     cast_written(c, losses, N);
     cast_written(c, lse, N);
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
         int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
         unsigned th = V >= 16384 ? 512 : 256;
-        bool v4 = V % 4 == 0 && (uintptr_t)logits % 16 == 0;
-        if (le && v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, le + n0 * V, targets + n0, V);
-        else if (le) k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, le + n0 * V, targets + n0, V);
-        else if (v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, logits + n0 * V, targets + n0, V);
-        else k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, logits + n0 * V, targets + n0, V);
+        bool v4 = ld % 4 == 0 && (uintptr_t)logits % 16 == 0;
+        const float *lf = logits + n0 * ld;
+        const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
+        if (lb && v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
+        else if (lb) k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
+        else if (v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
+        else k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
         LAUNCHED(c);
     }
     op_end(c);
 }
 
 static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
-                        const int32_t *targets, float dloss, int64_t N, int V) {
+                        const int32_t *targets, float dloss, int64_t N, int V, int ld) {
     OP_BEGIN_L("xent_bwd"); /* see cu_xent_fwd */
     fp32_in(c, lse, N);
-    const __nv_bfloat16 *le = logits_in(c, logits, N, V);
+    const __nv_bfloat16 *le = logits_in(c, logits, N, ld);
     /* in place over logits read through their copy: the fp32 values are
      * not wanted (a lazy tensor there goes unwritten) */
-    if (le && dlogits == logits) cast_overwritten(c, dlogits, N * V);
-    else cast_written(c, dlogits, N * V);
+    if (le && dlogits == logits) cast_overwritten(c, dlogits, N * ld);
+    else cast_written(c, dlogits, N * ld);
     /* the LM head's products read dlogits: its bf16 copy is written beside
      * it (when it is small enough to keep: the model's blocks of rows) */
-    __nv_bfloat16 *d16 = N > 0 && V > 0 ? shadow_of(c, dlogits, N * V) : NULL;
-    float *dl = fp32_out(c, dlogits, N * V, d16); /* NULL: only the copy is written (bf16_only) */
+    __nv_bfloat16 *d16 = N > 0 && ld > 0 ? shadow_of(c, dlogits, N * ld) : NULL;
+    float *dl = fp32_out(c, dlogits, N * ld, d16); /* NULL: only the copy is written (bf16_only) */
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
-        dim3 grid((unsigned)((V + 2047) / 2048), (unsigned)nn);
-        __nv_bfloat16 *b = d16 ? d16 + n0 * V : NULL;
-        float *o = dl ? dl + n0 * V : NULL;
-        bool v4 = V % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0;
-        const float *lf = logits + n0 * V;
-        const __nv_bfloat16 *lb = le ? le + n0 * V : NULL;
-        if (lb && v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V);
-        else if (lb) k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V);
-        else if (v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V);
-        else k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V);
+        dim3 grid((unsigned)((ld + 2047) / 2048), (unsigned)nn);
+        __nv_bfloat16 *b = d16 ? d16 + n0 * ld : NULL;
+        float *o = dl ? dl + n0 * ld : NULL;
+        bool v4 = ld % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0;
+        const float *lf = logits + n0 * ld;
+        const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
+        if (lb && v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld);
+        else if (lb) k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld);
+        else if (v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld);
+        else k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld);
         LAUNCHED(c);
     }
     op_end(c);

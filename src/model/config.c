@@ -143,7 +143,7 @@ int64_t smj_config_train_memory_ex(const smj_model_config *c, int B, int T, cons
 int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, const smj_train_options *o,
                                     smj_backend_kind kind, int bf16_matmul) {
     if (kind != SMJ_BACKEND_CUDA) return 0;
-    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, V = c->vocab_size, NH = c->n_heads,
+    int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden, NH = c->n_heads,
             HS = c->head_dim, QD = NH * HS, KD = (int64_t)c->n_kv_heads * HS, TT = (int64_t)T * T, rows = N * NH;
     int fused = o && o->fused_ce;
     int64_t ws = SMJ_CUDA_BLAS_WS, req = rows * 8;
@@ -153,8 +153,8 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
          * largest of them (an upper bound: a copy already large enough is
          * reused first); the LM head's (its weight, a block of rows of the
          * logits' gradient or a fused-CE chunk of it) each into one copy */
-        int64_t hr = fused ? smj_ce_chunk_rows(c, o, N) : smj_head_bwd_rows(c, N, 1);
-        int64_t blk[] = {N * H, N * C, N * QD, N * KD, H * C, QD * C}, head[] = {V * C, hr * V}, big = 0, sum = 0;
+        int64_t hr = fused ? smj_ce_chunk_rows(c, o, N) : smj_head_bwd_rows(c, N, 1), Vr = smj_vocab_rows(c);
+        int64_t blk[] = {N * H, N * C, N * QD, N * KD, H * C, QD * C}, head[] = {Vr * C, hr * Vr}, big = 0, sum = 0;
         int n = SMJ_CUDA_BC_N;
         for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)
             if (blk[i] <= SMJ_CUDA_BC_MAX && blk[i] > big) big = blk[i];
@@ -164,7 +164,7 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
                 n--;
             }
         ws += 2 * (sum + n * (big + big / 8 + 1024));
-        if (hr * V > SMJ_CUDA_BC_MAX) MAXTO(req, 2 * SMJ_CUDA_BC_MAX); /* dlogits cast in blocks */
+        if (hr * Vr > SMJ_CUDA_BC_MAX) MAXTO(req, 2 * SMJ_CUDA_BC_MAX); /* dlogits cast in blocks */
         if ((HS == 64 || HS == 128) && T >= 16) {
             int64_t Tp = (T + 3) / 4 * 4;
             MAXTO(req, 8 * (int64_t)B * NH * Tp + 4 * (N * QD + N * KD) + 1024); /* flash backward */

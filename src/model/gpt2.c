@@ -86,6 +86,7 @@ smj_status smj_gpt2_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_ten
                 t->ndim = role_shape(c, rn->role, t->shape);
                 if (!t->ndim) continue;
                 smj_spec_place(t, rn->role, l, rn->fmt, &off);
+                off += smj_spec_pad(c, rn->role);
                 n++;
             }
     }

@@ -96,6 +96,13 @@ void smj_spec_place(smj_tensor_spec *t, smj_role role, int layer, const char *na
     *off += t->numel;
 }
 
+int64_t smj_vocab_rows(const smj_model_config *c) { return ((int64_t)c->vocab_size + 63) / 64 * 64; }
+
+int64_t smj_spec_pad(const smj_model_config *c, smj_role role) {
+    int head = role == R_LM_HEAD || (role == R_EMBED && c->tied_embeddings);
+    return head ? (smj_vocab_rows(c) - c->vocab_size) * c->dim : 0;
+}
+
 /* Layer-major order: embedding, then each layer's tensors, then the final
  * norm and head. The checkpoint format stores them in this order. */
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs_out,
@@ -118,6 +125,7 @@ smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_te
                 t->ndim = role_shape(c, (smj_role)r, t->shape);
                 if (!t->ndim) continue;
                 smj_spec_place(t, (smj_role)r, l, rn->fmt, &off);
+                off += smj_spec_pad(c, (smj_role)r);
                 n++;
             }
     }
@@ -323,7 +331,7 @@ smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, cons
             smj_tensor_spec *t = &m->specs[i];
             if (dtype[i] == SMJ_DTYPE_F32) {
                 t->offset = off;
-                off += t->numel;
+                off += t->numel + smj_spec_pad(cfg, t->role);
                 continue;
             }
             t->dtype = dtype[i];
@@ -362,6 +370,8 @@ smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, cons
         const smj_tensor_spec *t = &m->specs[i];
         m->index[(int)t->role * L1 + (t->layer < 0 ? cfg->n_layers : t->layer)] = i;
     }
+    int hi = m->index[(int)(cfg->tied_embeddings ? R_EMBED : R_LM_HEAD) * L1 + cfg->n_layers];
+    m->head_ld = hi >= 0 && m->specs[hi].dtype == SMJ_DTYPE_F32 ? smj_vocab_rows(cfg) : cfg->vocab_size;
     /* dynamic: built for the original context (= the default RoPE); rows
      * past it are rebuilt per sequence length by smj_rope_prepare */
     float inv[512], attn;
@@ -390,7 +400,7 @@ smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, cons
 smj_status smj_model_create(smj_ctx *ctx, const smj_model_config *cfg, uint64_t seed, smj_model **out) {
     smj_model *m;
     SMJ_TRY(smj_model_alloc(ctx, cfg, &m));
-    float *host = malloc(sizeof(float) * (size_t)m->n_params);
+    float *host = calloc((size_t)m->n_params, sizeof(float)); /* (the head's padding rows stay 0) */
     if (!host) { smj_model_free(m); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
     smj_rng rng;
     smj_rng_seed(&rng, seed);
@@ -501,13 +511,13 @@ static float *take(carver *cv, int64_t n) {
 }
 
 int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N) {
-    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : ((int64_t)8 << 20) / c->vocab_size;
+    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : ((int64_t)8 << 20) / smj_vocab_rows(c);
     if (R < 1) R = 1;
     return R < N ? R : N;
 }
 
 int64_t smj_head_bwd_rows(const smj_model_config *c, int64_t N, int bf16_matmul) {
-    int64_t V = c->vocab_size, R = SMJ_CUDA_BC_MAX / V / 64 * 64;
+    int64_t V = smj_vocab_rows(c), R = SMJ_CUDA_BC_MAX / V / 64 * 64;
     if (!bf16_matmul || N * V <= SMJ_CUDA_BC_MAX) return N;
     return R < 64 ? 64 : R;
 }
@@ -539,7 +549,7 @@ static int64_t logits16_rows(const smj_model_config *c, const smj_train_options 
 /* The logits [N,V]; with fused_ce the chunk buffer; with 16-bit logits
  * those and one block's fp32 logits (see struct smj_model). */
 static void take_logits(const smj_model_config *c, int64_t N, const smj_train_options *o, carver *cv, smj_model *m) {
-    int64_t V = c->vocab_size, R16 = logits16_rows(c, o, N);
+    int64_t V = smj_vocab_rows(c), R16 = logits16_rows(c, o, N); /* (rows of a quantized head are closer) */
     if (o && o->fused_ce) {
         int64_t R = smj_ce_chunk_rows(c, o, N), rows = R < N ? R + 1 : N;
         float *p = take(cv, rows * V);
@@ -1037,7 +1047,10 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     SMJ_TRY(ensure_acts(m, B, T));
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
-    int C = c->dim, V = c->vocab_size;
+    /* logits [N, ld]: a training forward's rows padded (head_ld, the columns
+     * past V 0), dense without targets (the caller wants the logits) */
+    int C = c->dim, V = c->vocab_size, ld = targets ? (int)m->head_ld : V;
+    m->logits_ld = ld;
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
     int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
     if (gpt2) {
@@ -1072,8 +1085,8 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
         int64_t R = smj_ce_chunk_rows(c, &m->topt, N);
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
-            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, V, C);
-            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V);
+            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
+            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
         }
         m->logits = NULL;
     } else if (m->logits16 && targets) {
@@ -1083,20 +1096,20 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
         int64_t R = m->l16_rows;
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
-            uint16_t *h = m->logits16 + r0 * V;
+            uint16_t *h = m->logits16 + r0 * ld;
             if (be->bf16_home && ex->bf16_matmul) {
-                be->bf16_home(ex, m->ce_buf, h, n * V);
-                if (be->bf16_only) be->bf16_only(ex, m->ce_buf, n * V);
+                be->bf16_home(ex, m->ce_buf, h, n * ld);
+                if (be->bf16_only) be->bf16_only(ex, m->ce_buf, n * ld);
             }
-            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, V, C);
-            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V);
-            be->bf16_pack(ex, h, m->ce_buf, n * V);
-            drop16(m, m->ce_buf, n * V);
+            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
+            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
+            be->bf16_pack(ex, h, m->ce_buf, n * ld);
+            drop16(m, m->ce_buf, n * ld);
         }
         m->logits = NULL;
     } else {
         if (m->topt.fused_ce || m->logits16) { /* no targets: the caller wants the logits themselves */
-            SMJ_TRY(ensure_full_logits(m, N * V));
+            SMJ_TRY(ensure_full_logits(m, N * ld));
             m->logits = m->full_logits;
         }
         /* in one product, or in the blocks ce_chunk_rows sets (the rows
@@ -1104,9 +1117,9 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
         int64_t R = m->topt.ce_chunk_rows > 0 ? head_rows(c, &m->topt, N, 0) : N;
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
-            smj_model_linear(m, R_LM_HEAD, -1, m->logits + r0 * V, m->lnf + r0 * C, n, V, C);
+            smj_model_linear(m, R_LM_HEAD, -1, m->logits + r0 * ld, m->lnf + r0 * C, n, ld, C);
         }
-        if (targets) be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V);
+        if (targets) be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V, ld);
     }
     m->last_B = B;
     m->last_T = T;
@@ -1124,6 +1137,7 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
 }
 
 const float *smj_model_logits(const smj_model *m) { return m->logits; }
+int64_t smj_model_logits_stride(const smj_model *m) { return m->logits_ld; }
 
 smj_status smj_model_get_logits(smj_model *m, float *dst) {
     SMJ_CHECK(m->ctx, m->act_mem && m->last_B > 0, SMJ_ERR_INVALID, "no forward has run yet");
@@ -1133,7 +1147,23 @@ smj_status smj_model_get_logits(smj_model *m, float *dst) {
                     "(run a forward without targets, or turn fused_ce off, to get them)"
                   : "the last forward kept its logits as bf16 (fp16_activations): run a forward without targets, "
                     "or turn fp16_activations off, to get them in fp32");
-    m->be->download(dst, m->logits, sizeof(float) * (size_t)m->last_B * m->last_T * m->cfg.vocab_size);
+    int64_t N = (int64_t)m->last_B * m->last_T, V = m->cfg.vocab_size, ld = m->logits_ld;
+    if (ld == V) {
+        m->be->download(dst, m->logits, sizeof(float) * (size_t)(N * V));
+        return SMJ_OK;
+    }
+    /* padded rows: through a bounded host buffer, ~64 MB of rows at a time */
+    int64_t R = ((int64_t)16 << 20) / ld;
+    if (R < 1) R = 1;
+    if (R > N) R = N;
+    float *buf = malloc(sizeof(float) * (size_t)(R * ld));
+    if (!buf) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory copying the logits");
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+        int64_t n = N - r0 < R ? N - r0 : R;
+        m->be->download(buf, m->logits + r0 * ld, sizeof(float) * (size_t)(n * ld));
+        for (int64_t r = 0; r < n; r++) memcpy(dst + (r0 + r) * V, buf + r * ld, sizeof(float) * (size_t)V);
+    }
+    free(buf);
     return SMJ_OK;
 }
 
@@ -1226,7 +1256,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     smj_rope_prepare(m, 0, T); /* dynamic RoPE: the tables of this length (a session may have changed them) */
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
-    int C = c->dim, V = c->vocab_size;
+    int C = c->dim, V = c->vocab_size, ld = (int)m->logits_ld;
     int64_t N = (int64_t)B * T;
     float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
     float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
@@ -1236,12 +1266,12 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         int64_t R = smj_ce_chunk_rows(c, &m->topt, N);
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
-            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, V, C);
-            only16(m, m->ce_buf, n * V);
-            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V);
-            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, V, C, n, 1, 0, 1);
-            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, V, 0, 0, 0);
-            drop16(m, m->ce_buf, n * V);
+            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
+            only16(m, m->ce_buf, n * ld);
+            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
+            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
+            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
+            drop16(m, m->ce_buf, n * ld);
         }
     } else if (m->logits16) {
         /* per block: the bf16 logits back into ce_buf (bound), dlogits in
@@ -1249,12 +1279,12 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         int64_t R = m->l16_rows;
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
-            unpack16(m, m->ce_buf, m->logits16 + r0 * V, n * V);
-            only16(m, m->ce_buf, n * V);
-            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V);
-            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, V, C, n, 1, 0, 1);
-            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, V, 0, 0, 0);
-            drop16(m, m->ce_buf, n * V);
+            unpack16(m, m->ce_buf, m->logits16 + r0 * ld, n * ld);
+            only16(m, m->ce_buf, n * ld);
+            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
+            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
+            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
+            drop16(m, m->ce_buf, n * ld);
         }
     } else {
         /* dlogits in place (logits are not needed after this). With bf16
@@ -1266,12 +1296,12 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         int64_t R = head_rows(c, &m->topt, N, ex->bf16_matmul && be->init); /* device backends (init hook) */
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
-            float *dl = m->logits + r0 * V;
-            only16(m, dl, n * V);
-            be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V);
-            be->matmul(ex, dW, dl, m->lnf + r0 * C, V, C, n, 1, 0, 1);
-            be->matmul(ex, m->dln + r0 * C, dl, W, n, C, V, 0, 0, 0);
-            drop16(m, dl, n * V);
+            float *dl = m->logits + r0 * ld;
+            only16(m, dl, n * ld);
+            be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
+            be->matmul(ex, dW, dl, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
+            be->matmul(ex, m->dln + r0 * C, dl, W, n, C, ld, 0, 0, 0);
+            drop16(m, dl, n * ld);
         }
     }
     if (c->arch == SMJ_ARCH_GPT2) {

@@ -124,7 +124,9 @@ struct smj_model {
                         copies of what the backward keeps straight into its 16-bit storage
                         (bf16_home, see smj_acts_home) */
     smj_block_acts *blk;  /* [L] */
-    float *lnf, *lnf_rstd, *logits, *losses, *xlse; /* [N,C] [N] [N,V] [N] [N] */
+    float *lnf, *lnf_rstd, *logits, *losses, *xlse; /* [N,C] [N] [N,head_ld] [N] [N] */
+    int64_t head_ld;   /* smj_vocab_rows for an f32 head, else V */
+    int64_t logits_ld; /* floats between rows of logits in the last forward: head_ld with targets, else V */
     int32_t *ids, *tgts;  /* [N] each, on the backend */
     /* backward scratch */
     float *bwd_mem;
@@ -166,6 +168,14 @@ struct smj_model {
  * the layer), size, f32 storage at float offset *off (then advanced), and
  * weight decay for 2-D tensors. Shared by every family's table walk. */
 void smj_spec_place(smj_tensor_spec *t, smj_role role, int layer, const char *name_fmt, int64_t *off);
+/* The LM head's rows: the vocabulary rounded up to a multiple of 64. Its
+ * f32 weight (lm_head, or the embedding when tied) is laid out with that
+ * many rows, the ones past the vocabulary zero (smj_spec_pad floats after
+ * the tensor, never updated: their gradients are 0), and the logits' rows
+ * are that many floats apart, so the head's products run on aligned shapes
+ * (GPT-2's 50,257 rows put cuBLAS on kernels 3-5x slower on an H200). */
+int64_t smj_vocab_rows(const smj_model_config *c);
+int64_t smj_spec_pad(const smj_model_config *c, smj_role role);
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *cfg, smj_tensor_spec **specs,
                                  int *n, int64_t *n_params);
 /* Allocates buffers for cfg (weights zero) — used by create and load. */

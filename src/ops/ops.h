@@ -190,15 +190,17 @@ typedef struct {
     /* out = a + b (out may alias a or b). */ \
     void (*add)(const smj_exec *ex, R *out, const R *a, const R *b, int64_t n); \
  \
-    /* Cross-entropy of logits [N,V] against targets [N] (target < 0 ignored). \
+    /* Cross-entropy of logits [N,V] against targets [N] (target < 0 ignored); \
+     * rows ld >= V apart (the LM head's rows are padded: smj_head_ld). \
      * losses[n] = logsumexp(logits[n]) - logits[n, target]  (0 if ignored), \
      * lse[n] saved for the backward. */ \
     void (*xent_fwd)(const smj_exec *ex, R *losses, R *lse, const R *logits, const int32_t *targets, \
-                     int64_t N, int V); \
-    /* dlogits[n,:] = dloss * (softmax(logits[n]) - onehot(target)), written; \
-     * may alias logits (in place). Ignored rows get 0. */ \
+                     int64_t N, int V, int ld); \
+    /* dlogits[n,:V] = dloss * (softmax(logits[n]) - onehot(target)), written, \
+     * and dlogits[n, V..ld) = 0 (a padded head's products read them); may \
+     * alias logits (in place). Ignored rows get 0. */ \
     void (*xent_bwd)(const smj_exec *ex, R *dlogits, const R *logits, const R *lse, \
-                     const int32_t *targets, float dloss, int64_t N, int V); \
+                     const int32_t *targets, float dloss, int64_t N, int V, int ld); \
  \
     /* One AdamW update of n parameters (bias-corrected, decoupled decay): \
      * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; \

@@ -199,10 +199,10 @@ static void RP(add)(const smj_exec *ex, REAL *out, const REAL *a, const REAL *b,
 }
 
 static void RP(xent_fwd)(const smj_exec *ex, REAL *losses, REAL *lse, const REAL *logits, const int32_t *targets,
-                         int64_t N, int V) {
+                         int64_t N, int V, int ld) {
     (void)ex;
     for (int64_t n = 0; n < N; n++) {
-        const REAL *l = logits + n * V;
+        const REAL *l = logits + n * ld;
         double mx = -INFINITY, s = 0;
         for (int j = 0; j < V; j++) if (l[j] > mx) mx = l[j];
         for (int j = 0; j < V; j++) s += exp(l[j] - mx);
@@ -213,13 +213,14 @@ static void RP(xent_fwd)(const smj_exec *ex, REAL *losses, REAL *lse, const REAL
 }
 
 static void RP(xent_bwd)(const smj_exec *ex, REAL *dlogits, const REAL *logits, const REAL *lse,
-                         const int32_t *targets, float dloss, int64_t N, int V) {
+                         const int32_t *targets, float dloss, int64_t N, int V, int ld) {
     (void)ex;
     for (int64_t n = 0; n < N; n++) {
         for (int j = 0; j < V; j++) {
-            double p = targets[n] < 0 ? 0 : exp((double)logits[n * V + j] - lse[n]);
-            dlogits[n * V + j] = (REAL)(dloss * (p - (j == targets[n])));
+            double p = targets[n] < 0 ? 0 : exp((double)logits[n * ld + j] - lse[n]);
+            dlogits[n * ld + j] = (REAL)(dloss * (p - (j == targets[n])));
         }
+        for (int j = V; j < ld; j++) dlogits[n * ld + j] = 0;
     }
 }
 

@@ -401,7 +401,16 @@ static int32_t *targets_for(int64_t N, int V) {
     for (int64_t i = 0; i < N; i++) t[i] = i % 5 == 3 ? -1 : (int32_t)(smj_rng_u64(&rng) % (uint64_t)V);
     return t;
 }
-static const int XE[][2] = {{1, 1}, {1, 7}, {9, 300}, {4, 5000}, {17, 32768}, {3, 131072}, {70, 4099}};
+/* {N, V, ld}: rows ld >= V apart (the padded LM head: GPT-2's 50,257 in 50,304) */
+static const int XE[][3] = {{1, 1, 1},       {1, 7, 7},           {1, 7, 8},         {9, 300, 300},
+                            {9, 300, 320},   {4, 5000, 5000},     {17, 32768, 32768}, {3, 131072, 131072},
+                            {70, 4099, 4099}, {70, 4099, 4160},   {5, 50257, 50304}};
+/* logits [N, ld], the pad columns 40 (they would swamp any sum that read them) */
+static float *xent_logits(int64_t N, int V, int ld) {
+    float *lg = frand(N * ld, 8);
+    for (int64_t i = 0; i < N * ld; i++) if (i % ld >= V) lg[i] = 40.0f;
+    return lg;
+}
 
 /* the shapes of XE, then rows with masked (-inf) logits: a leading half,
  * every other one (V % 4 == 0 and not) */
@@ -409,8 +418,9 @@ static void case_xent_fwd(void) {
     int nx = (int)(sizeof XE / sizeof XE[0]);
     for (int s = 0; s < nx + 2; s++) {
         int64_t N = s < nx ? XE[s][0] : 3; int V = s < nx ? XE[s][1] : s == nx ? 4096 : 4099;
-        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d%s", (long long)N, V, s < nx ? "" : " masked");
-        float *lg = frand(N * V, 8), *l2 = frand(N, 0), *z2 = frand(N, 0);
+        int ld = s < nx ? XE[s][2] : V;
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d ld%d%s", (long long)N, V, ld, s < nx ? "" : " masked");
+        float *lg = xent_logits(N, V, ld), *l2 = frand(N, 0), *z2 = frand(N, 0);
         if (s >= nx) {
             for (int j = 0; j < V / 2; j++) lg[j] = -INFINITY;
             for (int j = 0; j < V; j += 2) lg[V + j] = -INFINITY;
@@ -418,9 +428,9 @@ static void case_xent_fwd(void) {
         int32_t *t = targets_for(N, V);
         if (s >= nx) { t[0] = V - 1; t[1] = 1; } /* targets on unmasked logits: finite losses */
         int32_t *Dt = ids_d(t, N);
-        float *Dlg = dup_d(lg, N * V), *Dl = dup_d(l2, N), *Dz = dup_d(z2, N);
-        be->xent_fwd(ex, Dl, Dz, Dlg, Dt, N, V);
-        rf->xent_fwd(X1, l2, z2, lg, t, N, V);
+        float *Dlg = dup_d(lg, N * ld), *Dl = dup_d(l2, N), *Dz = dup_d(z2, N);
+        be->xent_fwd(ex, Dl, Dz, Dlg, Dt, N, V, ld);
+        rf->xent_fwd(X1, l2, z2, lg, t, N, V, ld);
         compare_d("losses", Dl, l2, N, 1e-5);
         compare_d("lse", Dz, z2, N, 1e-5);
         be->free(Dt); dfree(Dlg); dfree(Dl); dfree(Dz);
@@ -428,19 +438,20 @@ static void case_xent_fwd(void) {
     }
 }
 
+/* (dlogits start as noise: the pad columns must come out 0) */
 static void case_xent_bwd(void) {
     for (size_t s = 0; s < sizeof XE / sizeof XE[0]; s++) {
-        int64_t N = XE[s][0]; int V = XE[s][1];
-        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d", (long long)N, V);
-        float *lg = frand(N * V, 8), *l = frand(N, 0), *z = frand(N, 0), *d2 = frand(N * V, 0);
+        int64_t N = XE[s][0]; int V = XE[s][1], ld = XE[s][2];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d ld%d", (long long)N, V, ld);
+        float *lg = xent_logits(N, V, ld), *l = frand(N, 0), *z = frand(N, 0), *d2 = frand(N * ld, 1);
         int32_t *t = targets_for(N, V), *Dt = ids_d(t, N);
-        rf->xent_fwd(X1, l, z, lg, t, N, V);
-        float *Dlg = dup_d(lg, N * V), *Dz = dup_d(z, N), *Dd = dup_d(d2, N * V);
-        be->xent_bwd(ex, Dd, Dlg, Dz, Dt, 0.37f, N, V);
-        rf->xent_bwd(X1, d2, lg, z, t, 0.37f, N, V);
-        compare_d("dlogits", Dd, d2, N * V, 1e-6);
-        be->xent_bwd(ex, Dlg, Dlg, Dz, Dt, 0.37f, N, V);
-        compare_d("dlogits in place", Dlg, d2, N * V, 1e-6);
+        rf->xent_fwd(X1, l, z, lg, t, N, V, ld);
+        float *Dlg = dup_d(lg, N * ld), *Dz = dup_d(z, N), *Dd = dup_d(d2, N * ld);
+        be->xent_bwd(ex, Dd, Dlg, Dz, Dt, 0.37f, N, V, ld);
+        rf->xent_bwd(X1, d2, lg, z, t, 0.37f, N, V, ld);
+        compare_d("dlogits", Dd, d2, N * ld, 1e-6);
+        be->xent_bwd(ex, Dlg, Dlg, Dz, Dt, 0.37f, N, V, ld);
+        compare_d("dlogits in place", Dlg, d2, N * ld, 1e-6);
         be->free(Dt); dfree(Dlg); dfree(Dz); dfree(Dd);
         ffree(lg); ffree(l); ffree(z); ffree(d2); free(t);
     }
@@ -895,10 +906,10 @@ static void check_bf16_only(void) {
     int64_t R = 8, V = n / R;
     int32_t *t = targets_for(R, (int)V), *Dt = ids_d(t, R);
     float *Dl = junk_d(R), *Dz = junk_d(R), *L1 = dup_d(g, n), *L2 = dup_d(g, n);
-    be->xent_fwd(ex, Dz, Dl, L1, Dt, R, (int)V);
-    be->xent_bwd(ex, L1, L1, Dl, Dt, 0.5f, R, (int)V);
+    be->xent_fwd(ex, Dz, Dl, L1, Dt, R, (int)V, (int)V);
+    be->xent_bwd(ex, L1, L1, Dl, Dt, 0.5f, R, (int)V, (int)V);
     be->bf16_only(ex, L2, n);
-    be->xent_bwd(ex, L2, L2, Dl, Dt, 0.5f, R, (int)V);
+    be->xent_bwd(ex, L2, L2, Dl, Dt, 0.5f, R, (int)V, (int)V);
     only_check("xent_bwd", L1, L2, n, g);
     /* rope_bwd in place: 64 rows of 8 heads of 64 */
     float *cs, *sn;
