@@ -401,14 +401,15 @@ static void case_layernorm_bwd(const smj_backend *be, const smj_backend *rf, con
         for (size_t ni = 0; ni < sizeof LN_N / sizeof LN_N[0]; ni++)
             for (int bias = 0; bias < 2; bias++) {
                 int64_t N = LN_N[ni]; int C = LN_C[ci];
-                snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d", (long long)N, C, bias);
+                int acc = bias; /* (both with and without: dx accumulated or written) */
+                snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d acc%d", (long long)N, C, bias, acc);
                 float *x = frand(N * C, 2), *w = frand(C, 1), *b = frand(C, 1), *o = frand(N * C, 0);
                 float *m = frand(N, 0), *r = frand(N, 0);
                 rf->layernorm_fwd(X1, o, m, r, x, w, b, N, C, 1e-5f);
-                float *dy = frand(N * C, 1), *dx1 = frand(N * C, 0), *dx2 = frand(N * C, 0);
+                float *dy = frand(N * C, 1), *dx1 = frand(N * C, 1), *dx2 = fcopy(dx1, N * C);
                 float *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C), *db1 = frand(C, 1), *db2 = fcopy(db1, C);
-                be->layernorm_bwd(ex, dx1, dw1, bias ? db1 : NULL, dy, x, w, m, r, N, C);
-                rf->layernorm_bwd(X1, dx2, dw2, bias ? db2 : NULL, dy, x, w, m, r, N, C);
+                be->layernorm_bwd(ex, dx1, dw1, bias ? db1 : NULL, dy, x, w, m, r, N, C, acc);
+                rf->layernorm_bwd(X1, dx2, dw2, bias ? db2 : NULL, dy, x, w, m, r, N, C, acc);
                 double terms = 0; /* |r w dy|: dx is a difference of terms of this size */
                 for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
                 compare_floor("dx", dx1, dx2, N * C, 1e-5, terms);
@@ -751,7 +752,7 @@ static void finite_differences(void) {
         memcpy(dw0, dw, sizeof(double) * 7);
         memcpy(db0, db, sizeof(double) * 7);
         L_ln(&c);
-        R->layernorm_bwd(X1, dx, dw, db, c.dout, c.x, c.w, c.aux, c.aux2, 3, 7);
+        R->layernorm_bwd(X1, dx, dw, db, c.dout, c.x, c.w, c.aux, c.aux2, 3, 7, 0);
         for (int i = 0; i < 7; i++) { dw[i] -= dw0[i]; db[i] -= db0[i]; }
         fd_check("layernorm dx", c.x, dx, 21, L_ln, &c);
         fd_check("layernorm dw", c.w, dw, 7, L_ln, &c);
@@ -760,7 +761,7 @@ static void finite_differences(void) {
         c.b = NULL;
         double *dw2 = calloc(7, sizeof(double));
         L_ln(&c);
-        R->layernorm_bwd(X1, dx, dw2, NULL, c.dout, c.x, c.w, c.aux, c.aux2, 3, 7);
+        R->layernorm_bwd(X1, dx, dw2, NULL, c.dout, c.x, c.w, c.aux, c.aux2, 3, 7, 0);
         fd_check("layernorm dx (no bias)", c.x, dx, 21, L_ln, &c);
         fd_check("layernorm dw (no bias)", c.w, dw2, 7, L_ln, &c);
         free(c.x); free(c.w); free(c.y); free(c.dout); free(c.aux); free(c.aux2);

@@ -300,7 +300,7 @@ static void cpu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float
 /* dw and db are reduced per thread into private rows, then summed in thread
  * order (as rmsnorm_bwd): deterministic for a given thread count. */
 static void cpu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
-                              const float *w, const float *mean, const float *rstd, int64_t N, int C) {
+                              const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc) {
     float *part = calloc((size_t)ex->nt * 2 * C, sizeof(float));
     if (!part) return;
     #pragma omp parallel num_threads(ex->nt)
@@ -325,7 +325,7 @@ static void cpu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *d
             float *d = dx + n * C;
             for (int c = 0; c < C; c++) {
                 float xh = (xr[c] - m) * r;
-                d[c] = r * (w[c] * dy[c] - sg - xh * sgx);
+                d[c] = (acc ? d[c] : 0.0f) + r * (w[c] * dy[c] - sg - xh * sgx);
                 pw[c] += dy[c] * xh;
                 pb[c] += dy[c];
             }

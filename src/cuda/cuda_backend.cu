@@ -528,28 +528,39 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
 /* ------------------------------------------------------------ embedding */
 
 /* A row per grid row, V floats a thread (V = 4: 16-byte copies where C and
- * the pointers allow). */
+ * the pointers allow); o16 (or NULL): out's bf16 copy, written beside it. */
 template <int V>
-__global__ void k_embedding_fwd(float *out, const int32_t *ids, const float *wte, int64_t N, int C) {
+__global__ void k_embedding_fwd(float *out, __nv_bfloat16 *o16, const int32_t *ids, const float *wte, int64_t N,
+                                int C) {
     int64_t n = blockIdx.y;
     int cc = (blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (n >= N || cc >= C) return;
-    if (V == 4) *(float4 *)(out + n * C + cc) = *(const float4 *)(wte + (int64_t)ids[n] * C + cc);
-    else out[n * C + cc] = wte[(int64_t)ids[n] * C + cc];
+    if (V == 4) {
+        float4 x = *(const float4 *)(wte + (int64_t)ids[n] * C + cc);
+        *(float4 *)(out + n * C + cc) = x;
+        if (o16) st_bf16x4(o16 + n * C + cc, x);
+    } else {
+        out[n * C + cc] = wte[(int64_t)ids[n] * C + cc];
+        if (o16) o16[n * C + cc] = __float2bfloat16_rn(out[n * C + cc]);
+    }
 }
 
 /* OP_BEGIN_W: the kept bf16 copies of other tensors stay (GPT-2 splits its
- * q|k|v product with this op between products). */
+ * q|k|v product with this op between products, and gathers dq|dk|dv into
+ * dqkv: the copy written beside the output is what attention and the
+ * products after read). */
 static void cu_embedding_fwd(const smj_exec *ex, float *out, const int32_t *ids, const float *wte, int64_t N, int C) {
     OP_BEGIN_W("embedding_fwd");
     cast_written(c, out, N * C);
-    int v4 = C % 4 == 0 && ((uintptr_t)out | (uintptr_t)wte) % 16 == 0;
+    __nv_bfloat16 *o16 = N > 0 && C > 0 ? shadow_of(c, out, N * C) : NULL;
+    int v4 = C % 4 == 0 && ((uintptr_t)out | (uintptr_t)wte) % 16 == 0 && (uintptr_t)o16 % 8 == 0;
     int cols = v4 ? C / 4 : C;
     for (int64_t n0 = 0; n0 < N; n0 += 65535) {
         int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
         dim3 grid((unsigned)((cols + 127) / 128), (unsigned)nn);
-        if (v4) k_embedding_fwd<4><<<grid, 128, 0, c->stream>>>(out + n0 * C, ids + n0, wte, nn, C);
-        else k_embedding_fwd<1><<<grid, 128, 0, c->stream>>>(out + n0 * C, ids + n0, wte, nn, C);
+        __nv_bfloat16 *b = o16 ? o16 + n0 * C : NULL;
+        if (v4) k_embedding_fwd<4><<<grid, 128, 0, c->stream>>>(out + n0 * C, b, ids + n0, wte, nn, C);
+        else k_embedding_fwd<1><<<grid, 128, 0, c->stream>>>(out + n0 * C, b, ids + n0, wte, nn, C);
         LAUNCHED(c);
     }
     op_end(c);
@@ -1136,13 +1147,15 @@ __global__ void k_gelu_fwd(float *out, __nv_bfloat16 *o16, const float *x, int64
         if (o16) o16[i] = __float2bfloat16_rn(out[i]);
     }
 }
-__global__ void k_gelu_bwd(float *dx, const float *dout, const float *x, int64_t n) {
+/* d16: dx's bf16 copy (shadow_of: the products after read it) or NULL. */
+__global__ void k_gelu_bwd(float *dx, __nv_bfloat16 *d16, const float *dout, const float *x, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float s, oms;
         gelu_s(x[i], s, oms);
         double v = x[i], du = GELU_K * (1.0 + 3.0 * 0.044715 * v * v); /* (finite for every float v) */
         float d = s + (oms == 0.0f ? 0.0f : (float)(2.0 * v * s * oms * du));
         dx[i] = dout[i] * d;
+        if (d16) d16[i] = __float2bfloat16_rn(dx[i]);
     }
 }
 
@@ -1153,8 +1166,9 @@ static void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t 
     op_end(c);
 }
 static void cu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n) {
-    OP_BEGIN("gelu_bwd");
-    if (n > 0) { k_gelu_bwd<<<EW_GRID(n)>>>(dx, dout, x, n); LAUNCHED(c); }
+    OP_BEGIN_W("gelu_bwd");
+    cast_written(c, dx, n);
+    if (n > 0) { k_gelu_bwd<<<EW_GRID(n)>>>(dx, shadow_of(c, dx, n), dout, x, n); LAUNCHED(c); }
     op_end(c);
 }
 

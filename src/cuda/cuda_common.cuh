@@ -264,7 +264,7 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                       const float *b, int64_t N, int C, float eps);
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
-                      const float *w, const float *mean, const float *rstd, int64_t N, int C);
+                      const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc);
 
 /* RoPE's rotation of the pair (a, b) by (co, si), without contraction into
  * FMAs, so rope_fwd and decode_attention round alike. */

@@ -330,9 +330,10 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
     op_end(c);
 }
 
-/* xh = (x - mean) r, g = w dy: dx = r (g - mean(g) - xh mean(g xh)); one warp per row. */
+/* xh = (x - mean) r, g = w dy: dx = (acc ? dx : 0) + r (g - mean(g) - xh
+ * mean(g xh)); one warp per row. */
 __global__ void k_layernorm_bwd_dx(float *dx, const float *dout, const float *x, const float *w, const float *mean,
-                                   const float *rstd, int64_t N, int C) {
+                                   const float *rstd, int64_t N, int C, int acc) {
     int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
@@ -345,7 +346,8 @@ __global__ void k_layernorm_bwd_dx(float *dx, const float *dout, const float *x,
     }
     sg = warp_sum(sg) / (float)C;
     sgx = warp_sum(sgx) / (float)C;
-    for (int i = lane; i < C; i += 32) dx[n * C + i] = r * (w[i] * dy[i] - sg - (xr[i] - m) * r * sgx);
+    for (int i = lane; i < C; i += 32)
+        dx[n * C + i] = (acc ? dx[n * C + i] : 0.0f) + r * (w[i] * dy[i] - sg - (xr[i] - m) * r * sgx);
 }
 /* dw, db partials over rows [p*R, (p+1)*R): part[p, c] = sum dy xh,
  * part[P + p, c] = sum dy (when db is wanted). */
@@ -365,12 +367,16 @@ __global__ void k_layernorm_bwd_part(float *part, const float *dout, const float
 }
 
 /* dw, db: per-block column partials, then k_colsum_add sums them in fixed
- * order (no atomics: deterministic). */
+ * order (no atomics: deterministic). OP_BEGIN_W: the kept bf16 copies of
+ * other tensors (the block's weights) stay. */
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
-                             const float *w, const float *mean, const float *rstd, int64_t N, int C) {
-    OP_BEGIN("layernorm_bwd");
+                      const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc) {
+    OP_BEGIN_W("layernorm_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
-    k_layernorm_bwd_dx<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(dx, dout, x, w, mean, rstd, N, C);
+    cast_written(c, dx, N * C);
+    cast_written(c, dw, C);
+    if (db) cast_written(c, db, C);
+    k_layernorm_bwd_dx<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(dx, dout, x, w, mean, rstd, N, C, acc);
     LAUNCHED(c);
     /* enough row chunks to fill the GPU, each at least 32 rows */
     int64_t col_blocks = (C + 127) / 128, want = (int64_t)c->n_sm * 8 / col_blocks;

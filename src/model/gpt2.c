@@ -198,9 +198,8 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->matmul(ex, DW(R_WUP), a->ln2, m->dgate, C, H, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
     be->matmul(ex, m->dln, m->dgate, W(R_WUP), N, C, H, 0, 1, 0);
-    be->layernorm_bwd(ex, m->dtmp, DW(R_FFN_NORM), DW(R_FFN_NORM_B), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_mean,
-                      a->ln2_rstd, N, (int)C);
-    be->add(ex, m->dres, m->dres, m->dtmp, N * C); /* dL/dres_mid */
+    be->layernorm_bwd(ex, m->dres, DW(R_FFN_NORM), DW(R_FFN_NORM_B), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_mean,
+                      a->ln2_rstd, N, (int)C, 1); /* dres += : dL/dres_mid */
     /* attention: res_mid = x + att · Wo + bo */
     be->matmul(ex, DW(R_WO), a->att, m->dres, C, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
@@ -211,9 +210,8 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
     be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);
-    be->layernorm_bwd(ex, m->dtmp, DW(R_ATTN_NORM), DW(R_ATTN_NORM_B), m->dln, x, W(R_ATTN_NORM), a->ln1_mean,
-                      a->ln1_rstd, N, (int)C);
-    be->add(ex, m->dres, m->dres, m->dtmp, N * C); /* dL/dx */
+    be->layernorm_bwd(ex, m->dres, DW(R_ATTN_NORM), DW(R_ATTN_NORM_B), m->dln, x, W(R_ATTN_NORM), a->ln1_mean,
+                      a->ln1_rstd, N, (int)C, 1); /* dres += : dL/dx */
 #undef W
 #undef DW
 }
@@ -226,7 +224,7 @@ void smj_gpt2_backward(smj_model *m, int B, int T) {
     int C = c->dim;
     be->layernorm_bwd(ex, m->dres, smj_model_ptr(m, m->grads, R_FINAL_NORM, -1),
                       smj_model_ptr(m, m->grads, R_FINAL_NORM_B, -1), m->dln, smj_acts_load(m, c->n_layers, B, T),
-                      smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_mean, m->lnf_rstd, N, C);
+                      smj_model_ptr(m, m->params, R_FINAL_NORM, -1), m->lnf_mean, m->lnf_rstd, N, C, 0);
     for (int l = c->n_layers - 1; l >= 0; l--) block_backward(m, l, B, T, smj_acts_load(m, l, B, T));
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_POS_EMBED, -1), m->pos, m->dres, N, C);

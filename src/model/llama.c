@@ -752,22 +752,21 @@ const float *smj_acts_load(smj_model *m, int l, int B, int T) {
 static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
-    float *p[12];
-    /* dtmp: GPT-2's norm gradients (Llama's rmsnorm_bwd adds into dres);
-     * dqn, dkn: QK-norm only */
+    float *p[11];
+    /* dqn, dkn: QK-norm only (the norms' backward adds into dres) */
     int gpt2 = c->arch == SMJ_ARCH_GPT2, qkn = c->qk_norm;
-    int64_t sz[12] = {N * C, gpt2 ? N * C : 0, N * C, N * QD, N * QD, N * KD, N * KD, qkn ? N * QD : 0,
+    int64_t sz[11] = {N * C, N * C, N * QD, N * QD, N * KD, N * KD, qkn ? N * QD : 0,
                       qkn ? N * KD : 0, N * H, N * H, N * H};
-    for (int i = 0; i < 12; i++) {
-        if (gpt2 && (i == 5 || i == 6)) { /* GPT-2: dq | dk | dv side by side, one [3N, C] table (gpt2.c) */
+    for (int i = 0; i < 11; i++) {
+        if (gpt2 && (i == 4 || i == 5)) { /* GPT-2: dq | dk | dv side by side, one [3N, C] table (gpt2.c) */
             p[i] = p[i - 1] ? p[i - 1] + sz[i - 1] : NULL;
             continue;
         }
-        p[i] = sz[i] ? take(cv, gpt2 && i == 4 ? 3 * sz[i] : sz[i]) : NULL;
+        p[i] = sz[i] ? take(cv, gpt2 && i == 3 ? 3 * sz[i] : sz[i]) : NULL;
     }
     if (m) {
-        m->dres = p[0]; m->dtmp = p[1]; m->dln = p[2]; m->datt = p[3]; m->dq = p[4]; m->dk = p[5];
-        m->dv = p[6]; m->dqn = p[7]; m->dkn = p[8]; m->dh = p[9]; m->dgate = p[10]; m->dup = p[11];
+        m->dres = p[0]; m->dln = p[1]; m->datt = p[2]; m->dq = p[3]; m->dk = p[4]; m->dv = p[5];
+        m->dqn = p[6]; m->dkn = p[7]; m->dh = p[8]; m->dgate = p[9]; m->dup = p[10];
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         float *dqkv = take(cv, 3 * N * C);

@@ -130,7 +130,7 @@ struct smj_model {
     int32_t *ids, *tgts;  /* [N] each, on the backend */
     /* backward scratch */
     float *bwd_mem;
-    float *dres, *dtmp, *dln, *datt, *dq, *dk, *dv, *dqn, *dkn, *dh, *dgate, *dup;
+    float *dres, *dln, *datt, *dq, *dk, *dv, *dqn, *dkn, *dh, *dgate, *dup;
     float *dqkv;     /* GPT-2: [N,3C] */
     float *lnf_mean; /* GPT-2: [N] (forward) */
     int32_t *pos;    /* GPT-2: [N] position ids on the backend (forward) */

@@ -218,9 +218,10 @@ typedef struct {
      * saved; out = (x - mean) * rstd * w + b. b may be NULL (no bias); w not. */ \
     void (*layernorm_fwd)(const smj_exec *ex, R *out, R *mean, R *rstd, const R *x, const R *w, \
                           const R *b, int64_t N, int C, float eps); \
-    /* dx written; dw +=, db += (db may be NULL). Uses the saved mean, rstd. */ \
+    /* dx = (acc ? dx : 0) + the gradient (as rmsnorm_bwd); dw +=, db += \
+     * (db may be NULL). Uses the saved mean, rstd. */ \
     void (*layernorm_bwd)(const smj_exec *ex, R *dx, R *dw, R *db, const R *dout, const R *x, \
-                          const R *w, const R *mean, const R *rstd, int64_t N, int C); \
+                          const R *w, const R *mean, const R *rstd, int64_t N, int C, int acc); \
  \
     /* GELU, tanh form (PyTorch's gelu(approximate='tanh'), HF's gelu_new): \
      * out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */ \

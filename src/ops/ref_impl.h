@@ -270,7 +270,7 @@ static void RP(layernorm_fwd)(const smj_exec *ex, REAL *out, REAL *mean, REAL *r
 /* xh_c = (x_c - mean) r, g_c = w_c dy_c:
  * dx_c = r (g_c - mean_j g_j - xh_c mean_j(g_j xh_j));  dw_c += dy_c xh_c;  db_c += dy_c. */
 static void RP(layernorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, REAL *db, const REAL *dout, const REAL *x,
-                              const REAL *w, const REAL *mean, const REAL *rstd, int64_t N, int C) {
+                              const REAL *w, const REAL *mean, const REAL *rstd, int64_t N, int C, int acc) {
     (void)ex;
     for (int64_t n = 0; n < N; n++) {
         const REAL *xr = x + n * C, *dy = dout + n * C;
@@ -284,7 +284,7 @@ static void RP(layernorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, REAL *db, 
         sgx /= C;
         for (int c = 0; c < C; c++) {
             double xh = ((double)xr[c] - m) * r;
-            dx[n * C + c] = (REAL)(r * ((double)w[c] * dy[c] - sg - xh * sgx));
+            dx[n * C + c] = (REAL)((acc ? (double)dx[n * C + c] : 0.0) + r * ((double)w[c] * dy[c] - sg - xh * sgx));
             dw[c] += (REAL)(dy[c] * xh);
             if (db) db[c] += dy[c];
         }

@@ -535,17 +535,18 @@ static void case_layernorm_bwd(void) {
     for (size_t s = 0; s < sizeof LN / sizeof LN[0]; s++)
         for (int bias = 0; bias < 2; bias++) {
             int64_t N = LN[s][0]; int C = LN[s][1];
-            snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d", (long long)N, C, bias);
+            int acc = bias; /* (dx accumulated with the bias, written without) */
+            snprintf(cur_shape, sizeof cur_shape, "N%lld C%d bias%d acc%d", (long long)N, C, bias, acc);
             float *x = frand(N * C, 2), *w = frand(C, 1), *b = frand(C, 1), *o = frand(N * C, 0);
             float *m = frand(N, 0), *r = frand(N, 0);
             rf->layernorm_fwd(X1, o, m, r, x, w, b, N, C, 1e-5f);
-            float *dy = frand(N * C, 1), *dx2 = frand(N * C, 0);
+            float *dy = frand(N * C, 1), *dx2 = frand(N * C, 1);
             float *dw1 = frand(C, 1), *dw2 = fcopy(dw1, C), *db1 = frand(C, 1), *db2 = fcopy(db1, C);
             float *Dx = dup_d(x, N * C), *Dw = dup_d(w, C), *Dm = dup_d(m, N), *Dr = dup_d(r, N), *Ddy = dup_d(dy, N * C);
             float *Ddx = dup_d(dx2, N * C), *Ddx2 = dup_d(dx2, N * C);
             float *Ddw = dup_d(dw1, C), *Ddw2 = dup_d(dw1, C), *Ddb = dup_d(db1, C), *Ddb2 = dup_d(db1, C);
-            be->layernorm_bwd(ex, Ddx, Ddw, bias ? Ddb : NULL, Ddy, Dx, Dw, Dm, Dr, N, C);
-            rf->layernorm_bwd(X1, dx2, dw2, bias ? db2 : NULL, dy, x, w, m, r, N, C);
+            be->layernorm_bwd(ex, Ddx, Ddw, bias ? Ddb : NULL, Ddy, Dx, Dw, Dm, Dr, N, C, acc);
+            rf->layernorm_bwd(X1, dx2, dw2, bias ? db2 : NULL, dy, x, w, m, r, N, C, acc);
             double terms = 0; /* |r w dy|: dx is a difference of terms of this size */
             for (int64_t i = 0; i < N * C; i++) terms = fmax(terms, fabs(r[i / C] * w[i % C] * dy[i]));
             float *hdx = get_h(Ddx, N * C);
@@ -553,7 +554,7 @@ static void case_layernorm_bwd(void) {
             compare_d("dw", Ddw, dw2, C, 1e-5);
             compare_d("db", Ddb, db2, C, 1e-5); /* unchanged without bias */
             /* determinism of the dw/db reductions */
-            be->layernorm_bwd(ex, Ddx2, Ddw2, bias ? Ddb2 : NULL, Ddy, Dx, Dw, Dm, Dr, N, C);
+            be->layernorm_bwd(ex, Ddx2, Ddw2, bias ? Ddb2 : NULL, Ddy, Dx, Dw, Dm, Dr, N, C, acc);
             float *a = get_h(Ddw, C), *a2 = get_h(Ddw2, C), *c1 = get_h(Ddb, C), *c2 = get_h(Ddb2, C);
             float *hdx2 = get_h(Ddx2, N * C);
             CHECK(memcmp(a, a2, sizeof(float) * (size_t)C) == 0 && memcmp(c1, c2, sizeof(float) * (size_t)C) == 0 &&
