@@ -331,39 +331,69 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
 }
 
 /* xh = (x - mean) r, g = w dy: dx = (acc ? dx : 0) + r (g - mean(g) - xh
- * mean(g xh)); one warp per row. */
-__global__ void k_layernorm_bwd_dx(float *dx, const float *dout, const float *x, const float *w, const float *mean,
-                                   const float *rstd, int64_t N, int C, int acc) {
-    int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31;
-    if (n >= N) return;
-    const float *xr = x + n * C, *dy = dout + n * C;
-    float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
-    for (int i = lane; i < C; i += 32) {
-        float g = w[i] * dy[i];
-        sg += g;
-        sgx += g * ((xr[i] - m) * r);
+ * mean(g xh)); dw += dy xh, db += dy. One pass, as k_rmsnorm_bwd: a warp
+ * per row (its values read twice, the second time from L1), the block's
+ * rows' dw and db terms summed in shared memory per warp, then per block
+ * into part[blockIdx, :] and part[P + blockIdx, :] (k_colsum_add sums the
+ * blocks in order). V4: 16-byte accesses (C % 4 == 0, aligned rows). */
+template <bool V4>
+__global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const float *x, const float *w,
+                                const float *mean, const float *rstd, int64_t N, int C, int R, int P, int acc) {
+    extern __shared__ float accw[]; /* [warps][2C]: dw terms, then db terms */
+    int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *aw = accw + (int64_t)wi * 2 * C, *ab = aw + C;
+    for (int i = lane; i < 2 * C; i += 32) aw[i] = 0.f;
+    int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
+    for (int64_t n = n0 + wi; n < n1; n += nw) {
+        const float *xr = x + n * C, *dy = dout + n * C;
+        float *d = dx + n * C;
+        float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
+        if (V4) {
+            for (int i = lane; i < C / 4; i += 32) {
+                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                sg += a.x * g.x + a.y * g.y + a.z * g.z + a.w * g.w;
+                sgx += a.x * g.x * ((v.x - m) * r) + a.y * g.y * ((v.y - m) * r) + a.z * g.z * ((v.z - m) * r) +
+                       a.w * g.w * ((v.w - m) * r);
+            }
+        } else {
+            for (int i = lane; i < C; i += 32) {
+                float g = w[i] * dy[i];
+                sg += g;
+                sgx += g * ((xr[i] - m) * r);
+            }
+        }
+        sg = warp_sum(sg) / (float)C;
+        sgx = warp_sum(sgx) / (float)C;
+        if (V4) {
+            for (int i = lane; i < C / 4; i += 32) {
+                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 h = {(v.x - m) * r, (v.y - m) * r, (v.z - m) * r, (v.w - m) * r};
+                float4 o = {r * (a.x * g.x - sg - h.x * sgx), r * (a.y * g.y - sg - h.y * sgx),
+                            r * (a.z * g.z - sg - h.z * sgx), r * (a.w * g.w - sg - h.w * sgx)};
+                if (acc) {
+                    float4 p = ((const float4 *)d)[i];
+                    o = make_float4(p.x + o.x, p.y + o.y, p.z + o.z, p.w + o.w);
+                }
+                ((float4 *)d)[i] = o;
+                aw[4 * i] += g.x * h.x; aw[4 * i + 1] += g.y * h.y; aw[4 * i + 2] += g.z * h.z; aw[4 * i + 3] += g.w * h.w;
+                ab[4 * i] += g.x; ab[4 * i + 1] += g.y; ab[4 * i + 2] += g.z; ab[4 * i + 3] += g.w;
+            }
+        } else {
+            for (int i = lane; i < C; i += 32) {
+                float h = (xr[i] - m) * r;
+                d[i] = (acc ? d[i] : 0.0f) + r * (w[i] * dy[i] - sg - h * sgx);
+                aw[i] += dy[i] * h;
+                ab[i] += dy[i];
+            }
+        }
     }
-    sg = warp_sum(sg) / (float)C;
-    sgx = warp_sum(sgx) / (float)C;
-    for (int i = lane; i < C; i += 32)
-        dx[n * C + i] = (acc ? dx[n * C + i] : 0.0f) + r * (w[i] * dy[i] - sg - (xr[i] - m) * r * sgx);
-}
-/* dw, db partials over rows [p*R, (p+1)*R): part[p, c] = sum dy xh,
- * part[P + p, c] = sum dy (when db is wanted). */
-__global__ void k_layernorm_bwd_part(float *part, const float *dout, const float *x, const float *mean,
-                                     const float *rstd, int64_t N, int C, int R, int P, int want_db) {
-    int cc = blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
-    if (cc >= C) return;
-    int64_t n0 = (int64_t)p * R, n1 = n0 + R < N ? n0 + R : N;
-    float sw = 0, sb = 0;
-    for (int64_t n = n0; n < n1; n++) {
-        float dy = dout[n * C + cc];
-        sw += dy * ((x[n * C + cc] - mean[n]) * rstd[n]);
-        sb += dy;
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
+        float s = 0;
+        for (int k = 0; k < nw; k++) s += accw[(int64_t)k * 2 * C + i];
+        if (i < C) part[(int64_t)blockIdx.x * C + i] = s;
+        else part[((int64_t)P + blockIdx.x) * C + i - C] = s;
     }
-    part[(int64_t)p * C + cc] = sw;
-    if (want_db) part[((int64_t)P + p) * C + cc] = sb;
 }
 
 /* dw, db: per-block column partials, then k_colsum_add sums them in fixed
@@ -376,23 +406,30 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     cast_written(c, dx, N * C);
     cast_written(c, dw, C);
     if (db) cast_written(c, db, C);
-    k_layernorm_bwd_dx<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(dx, dout, x, w, mean, rstd, N, C, acc);
-    LAUNCHED(c);
-    /* enough row chunks to fill the GPU, each at least 32 rows */
-    int64_t col_blocks = (C + 127) / 128, want = (int64_t)c->n_sm * 8 / col_blocks;
-    if (want < 1) want = 1;
-    int64_t R = (N + want - 1) / want;
-    if (R < 32) R = 32;
+    /* up to 8 warps a block, each with two shared rows of C floats (48 KiB
+     * in all; one warp and the GPU's opt-in limit for rows over 6,144) */
+    int nw = (int)(49152 / ((int64_t)C * 8));
+    if (nw > 8) nw = 8;
+    if (nw < 1) nw = 1;
+    size_t sm = (size_t)nw * 2 * C * sizeof(float);
+    bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
+    const void *fn = v4 ? (const void *)k_layernorm_bwd<true> : (const void *)k_layernorm_bwd<false>;
+    if (!smem_ok(c, fn, sm)) return;
+    /* about four blocks per SM, each at least nw rows */
+    int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
+    if (R < nw) R = nw;
     int P = (int)((N + R - 1) / R);
-    float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C * (db ? 2 : 1));
-    if (!part) { op_end(c); return; }
-    k_layernorm_bwd_part<<<dim3((unsigned)col_blocks, (unsigned)P), 128, 0, c->stream>>>(part, dout, x, mean, rstd, N,
-                                                                                          C, (int)R, P, db != NULL);
+    float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C * 2);
+    if (!part) return;
+    if (v4) k_layernorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, mean, rstd, N, C,
+                                                                          (int)R, P, acc);
+    else k_layernorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, mean, rstd, N, C,
+                                                                        (int)R, P, acc);
     LAUNCHED(c);
-    k_colsum_add<<<(unsigned)col_blocks, 128, 0, c->stream>>>(dw, part, P, C);
+    k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);
     if (db) {
-        k_colsum_add<<<(unsigned)col_blocks, 128, 0, c->stream>>>(db, part + (int64_t)P * C, P, C);
+        k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(db, part + (int64_t)P * C, P, C);
         LAUNCHED(c);
     }
     op_end(c);
