@@ -38,10 +38,12 @@ else
 endif
 
 # ---- CUDA ----
-# make CUDA=1 [GPU_ARCH="80 90"] [CUDA_HOME=/usr/local/cuda]: adds the CUDA
+# make CUDA=1 [GPU_ARCH="80 90a"] [CUDA_HOME=/usr/local/cuda]: adds the CUDA
 # backend (src/cuda/*.cu, built by nvcc with -gencode per arch) and its
 # device tests (tests/cuda/test_*.c -> build-cuda/tests/test_cuda_*); the
 # whole build goes to build-cuda/ and links cuBLAS and the CUDA runtime.
+# sm_90a (Hopper's arch-specific target, default) adds the wgmma kernels
+# (-DSMJ_SM90A); with plain 90 Hopper runs the sm_80-class kernels.
 # `make CUDA=1 cuda-test` runs the device tests (docs/CUDA.md). Without
 # CUDA=1 nothing here applies.
 CUDA_ARCHS_OK := 75 80 86 87 89 90 90a 100 100a 103 103a 120 120a
@@ -52,7 +54,7 @@ ifeq ($(CUDA),1)
   BUILD      := build-cuda
   CUDA_HOME  ?= /usr/local/cuda
   NVCC       ?= $(CUDA_HOME)/bin/nvcc
-  GPU_ARCH   ?= 80 90
+  GPU_ARCH   ?= 80 90a
   ifeq ($(strip $(GPU_ARCH)),)
     $(error GPU_ARCH is empty; give one or more of: $(CUDA_ARCHS_OK))
   endif
@@ -60,7 +62,8 @@ ifeq ($(CUDA),1)
     $(error GPU_ARCH: invalid '$(filter-out $(CUDA_ARCHS_OK),$(GPU_ARCH))'; give one or more of: $(CUDA_ARCHS_OK))
   endif
   NVFLAGS    := -std=c++20 -O3 -lineinfo -DSMJ_HAVE_CUDA -Iinclude -Xcompiler -Wall \
-                $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(a),code=sm_$(a))
+                $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+                $(if $(filter 90a,$(GPU_ARCH)),-DSMJ_SM90A)
   CFLAGS     += -DSMJ_HAVE_CUDA
   LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
   CU_SRC     := $(sort $(wildcard src/cuda/*.cu))

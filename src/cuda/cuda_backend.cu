@@ -31,7 +31,9 @@
  *    tiled fused fp32 kernels (online softmax, LSE saved; the backward
  *    recomputes P from the LSE, one kernel for dq and one for dk/dv that
  *    loops over the query heads of its KV group, so GQA needs no atomics).
- *    SMJ_CUDA_ATTN=gemm forces the cuBLAS path (no flash) in bf16 mode.
+ *    SMJ_CUDA_ATTN=gemm forces the cuBLAS path (no flash) in bf16 mode;
+ *    SMJ_CUDA_ATTN=mma keeps the mma.sync flash forward on Hopper (where a
+ *    binary built for sm_90a runs the wgmma one at head size 64).
  *  - everything else: our kernels below.
  *  - SMJ_CUDA_PROFILE=1: device time per op (event pairs), printed at fini.
  *
@@ -1243,8 +1245,9 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         if (at && *at) {
             if (strcmp(at, "fused") == 0) c->attn = ATTN_FUSED;
             else if (strcmp(at, "gemm") == 0) c->attn = ATTN_GEMM;
+            else if (strcmp(at, "mma") == 0) c->attn = ATTN_MMA;
             else if (strcmp(at, "auto") != 0) {
-                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_ATTN=%s: want auto, fused or gemm", at);
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_ATTN=%s: want auto, fused, gemm or mma", at);
                 ok = 0;
             }
         }

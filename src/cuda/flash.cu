@@ -374,6 +374,242 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
 #endif
 }
 
+/* ------------------------------------------------------------ forward, Hopper (sm_90a) */
+
+/* The forward at head size 64 with wgmma (warpgroup MMA, asynchronous, its
+ * operands read from shared memory by the tensor cores): 256 threads, two
+ * warpgroups of 64 query rows each, 128 queries a block as k_flash_fwd.
+ * Q, K and V tiles sit in shared memory in the 128-byte swizzled layout
+ * wgmma reads (row r of 64 bf16 = 128 bytes at r * 128, its 16-byte chunk c
+ * at chunk c ^ (r % 8); tiles 1024-byte aligned). S = Q K^T: A (Q) and B
+ * (K) from shared memory, both K-major (the head dimension contiguous);
+ * O += P V: A (P) from registers, the score accumulators rounded to bf16
+ * (a wgmma accumulator tile has the m16n8 layout of mma.sync per warp,
+ * which is also the register A layout: the same conversion as to_frags),
+ * B (V) from shared memory MN-major (transposed: keys are the reduction).
+ * Softmax, masking, the tile order and the output are k_flash_fwd's. */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_SM90 1
+#endif
+
+/* smem matrix descriptor, 128-byte swizzle: start >> 4 (bits 0-13), leading
+ * byte offset >> 4 (16-29; unused here: one swizzle atom along the
+ * contiguous dimension), stride byte offset >> 4 (32-45: 1024, the next
+ * 8 rows), swizzle mode 1 (62-63). */
+__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+__device__ __forceinline__ void wg_fence() {
+#ifdef WG_SM90
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_commit() {
+#ifdef WG_SM90
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_wait0() {
+#ifdef WG_SM90
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+/* writes by the generic proxy (cp.async) become visible to wgmma's reads */
+__device__ __forceinline__ void wg_proxy_fence() {
+#ifdef WG_SM90
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+/* keeps the compiler from moving accumulator reads or writes across the
+ * asynchronous instructions */
+__device__ __forceinline__ void wg_reg_fence(float d[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+#define WG_D32(d)                                                                                               \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),  \
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define WG_R32                                                                                                  \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
+/* d (64x64 fp32, accumulate when acc) += A (smem, K-major) · B^T (smem, K-major), k16 */
+__device__ __forceinline__ void wg_ss(float d[32], uint64_t da, uint64_t db, int acc) {
+#ifdef WG_SM90
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : WG_D32(d)
+                 : "l"(da), "l"(db), "r"(acc));
+#endif
+}
+/* d += A (registers, the m16k16 fragments of the warp's 16 rows) · B (smem, MN-major), k16 */
+__device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint64_t db) {
+#ifdef WG_SM90
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
+                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : WG_D32(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+#endif
+}
+/* R rows of 64 bf16 (row stride rs, rows >= nrows zero) -> a swizzled tile at
+ * shared address dst, asynchronously, by the block's 256 threads. */
+template <int R>
+__device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_t rs, int nrows) {
+#pragma unroll
+    for (int e = threadIdx.x; e < R * 8; e += 256) {
+        int r = e >> 3, ch = e & 7;
+        bool ok = r < nrows;
+        uint32_t d = dst + r * 128 + ((ch ^ (r & 7)) << 4);
+#if __CUDA_ARCH__ >= 800
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d),
+                     "l"(src + (ok ? (int64_t)r * rs : 0) + 8 * ch), "r"(ok ? 16 : 0));
+#endif
+    }
+}
+
+__global__ void __launch_bounds__(256) k_flash_fwd_wg(float *out, bf16 *out16, float *lse, const bf16 *q,
+                                                      const bf16 *k, const bf16 *v, int Tq, int Tk, int NH, int NKV,
+                                                      int64_t kv_bstride, float sl2) {
+#ifdef WG_SM90
+    constexpr int HS = 64, BQ = 128, ND = HS / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u;
+    const uint32_t sQ = s0, sK = s0 + BQ * 128, sV = sK + 2 * FB * 128; /* K, V: two buffers of 8 KiB each */
+    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
+    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2,
+              t = lane & 3;
+    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const bf16 *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(BQ, Tq - q0));
+    cp_tile_sw<FB>(sK, kb, krs, min(FB, Tk));
+    cp_commit();
+    cp_tile_sw<FB>(sV, vb, krs, min(FB, Tk));
+    cp_commit();
+    cp_wait<1>(); /* Q and the first K */
+    wg_proxy_fence();
+    __syncthreads();
+    const int wr = wg * 64 + w * 16; /* the warp's first row in the tile */
+    float o[32], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < 32; i++) o[i] = 0.f;
+    const int last = min(Tk - 1, off + min(q0 + BQ - 1, Tq - 1)); /* last key any row sees */
+    const int wlast = off + q0 + wg * 64 + 63;                      /* ... this warpgroup's rows */
+    const int nkt = last / FB + 1;
+    const uint64_t dq = wg_desc(sQ + wg * 64 * 128);
+    for (int kt = 0; kt < nkt; kt++) {
+        const int k0 = kt * FB, k1 = k0 + FB;
+        const bool more = kt + 1 < nkt, act = k0 <= wlast;
+        const uint32_t cK = sK + (kt & 1) * FB * 128, cV = sV + (kt & 1) * FB * 128;
+        if (more) cp_tile_sw<FB>(sK + ((kt + 1) & 1) * FB * 128, kb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
+        cp_commit();
+        uint32_t pa[4][4];
+        if (act) {
+            float s[32];
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) wg_ss(s, dq + 2 * kk, wg_desc(cK) + 2 * kk, kk);
+            wg_commit();
+            wg_wait0();
+            wg_reg_fence(s);
+            const bool mask = k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk;
+            const int r0 = q0 + wr + g, r1 = r0 + 8;
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = s[4 * j + e];
+                    if (mask) {
+                        int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
+                        if (key > off + row || key >= Tk) x = -INFINITY;
+                    }
+                    s[4 * j + e] = x;
+                    if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            mx0 = fmaxf(m[0], mx0 * sl2);
+            mx1 = fmaxf(m[1], mx1 * sl2);
+            const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
+            const float c0 = ex2(m[0] - b0), c1 = ex2(m[1] - b1);
+            l[0] *= c0;
+            l[1] *= c1;
+#pragma unroll
+            for (int d = 0; d < ND; d++) {
+                o[4 * d] *= c0; o[4 * d + 1] *= c0; o[4 * d + 2] *= c1; o[4 * d + 3] *= c1;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                s[4 * j] = ex2(fmaf(s[4 * j], sl2, -b0)); s[4 * j + 1] = ex2(fmaf(s[4 * j + 1], sl2, -b0));
+                s[4 * j + 2] = ex2(fmaf(s[4 * j + 2], sl2, -b1)); s[4 * j + 3] = ex2(fmaf(s[4 * j + 3], sl2, -b1));
+                l[0] += s[4 * j] + s[4 * j + 1];
+                l[1] += s[4 * j + 2] + s[4 * j + 3];
+            }
+            m[0] = mx0;
+            m[1] = mx1;
+#pragma unroll
+            for (int kb2 = 0; kb2 < 4; kb2++) {
+                pa[kb2][0] = pack_bf16(s[8 * kb2], s[8 * kb2 + 1]);
+                pa[kb2][1] = pack_bf16(s[8 * kb2 + 2], s[8 * kb2 + 3]);
+                pa[kb2][2] = pack_bf16(s[8 * kb2 + 4], s[8 * kb2 + 5]);
+                pa[kb2][3] = pack_bf16(s[8 * kb2 + 6], s[8 * kb2 + 7]);
+            }
+        }
+        cp_wait<1>(); /* this tile's V (the next K may still be in flight) */
+        wg_proxy_fence();
+        __syncthreads();
+        if (more) cp_tile_sw<FB>(sV + ((kt + 1) & 1) * FB * 128, vb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
+        cp_commit();
+        if (act) {
+            /* the rescaled o and the packed P are in their registers before
+             * the fence that orders them before the asynchronous reads */
+            wg_reg_fence(o);
+#pragma unroll
+            for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
+            wg_fence();
+#pragma unroll
+            for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(o, pa[kb2], wg_desc(cV + kb2 * 16 * 128));
+            wg_commit();
+            wg_wait0();
+            wg_reg_fence(o);
+        }
+        cp_wait<1>(); /* the next K */
+        wg_proxy_fence();
+        __syncthreads(); /* ... visible to all; this tile's buffers are free */
+    }
+    cp_wait<0>();
+    const int64_t oo = (int64_t)b * Tq * qrs + (int64_t)h * HS;
+    float *ob = out ? out + oo : NULL;
+    bf16 *ob16 = out16 ? out16 + oo : NULL;
+    float *lb = lse + ((int64_t)b * NH + h) * Tq;
+    const int r0 = q0 + wr + g, r1 = r0 + 8;
+    float l0 = l[0], l1 = l[1];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        float2 v0 = make_float2(o[4 * d] * i0, o[4 * d + 1] * i0), v1 = make_float2(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
+        int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
+        if (ob && r0 < Tq) *(float2 *)(ob + e0) = v0;
+        if (ob && r1 < Tq) *(float2 *)(ob + e1) = v1;
+        if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
+        if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
+    }
+    if (t == 0 && r0 < Tq) lb[r0] = (m[0] + log2f(l0)) * LN2;
+    if (t == 0 && r1 < Tq) lb[r1] = (m[1] + log2f(l1)) * LN2;
+#endif
+}
+
 /* ------------------------------------------------------------ backward */
 
 /* Row statistics for the backward, [B,NH,Tp] (T rounded up to 4, so each
@@ -631,6 +867,17 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     if (!kh) { if (!sc) return; fp32_in(c, k, kvn); to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
     if (!vh) { if (!sc) return; fp32_in(c, v, kvn); to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
     prof_phase(c, "attention_fwd (flash)");
+#ifdef SMJ_SM90A
+    /* Hopper: the wgmma kernel at head size 64 (SMJ_CUDA_ATTN=mma: mma.sync) */
+    size_t sm90 = (size_t)(2 * FB + 4 * FB) * 64 * sizeof(bf16) + 1024;
+    if (HS == 64 && c->cc == 90 && c->attn != ATTN_MMA) {
+        if (smem_ok(c, (const void *)k_flash_fwd_wg, sm90)) {
+            k_flash_fwd_wg<<<grid, 256, sm90, c->stream>>>(out, out16, lse, qh, kh, vh, Tq, Tk, NH, NKV, nkv, sl2);
+            LAUNCHED(c);
+        }
+        return;
+    }
+#endif
 #define F(H)                                                                                                   \
     if (smem_ok(c, (const void *)k_flash_fwd<H>, sm)) {                                                        \
         k_flash_fwd<H><<<grid, FTHREADS, sm, c->stream>>>(out, out16, lse, qh, kh, vh, Tq, Tk, NH, NKV, nkv, sl2); \

@@ -300,6 +300,7 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
                              /* tensor-core flash attention in bf16 mode: HS 64/128, Tq >= 16, tiles of 64 */
                              {1, 16, 16, 2, 1, 64, 0},   {2, 300, 300, 4, 1, 64, 0}, {1, 129, 129, 2, 2, 128, 0},
                              {2, 256, 256, 2, 2, 128, 0}, {1, 40, 100, 4, 2, 64, 12}, {1, 77, 200, 2, 1, 128, 0},
+                             {1, 520, 600, 3, 3, 64, 0}, /* (Hopper's wgmma forward: blocks of 128 over an offset) */
                              /* decoding (Tq = 1, keys split in chunks of 64): one chunk, a 1-key tail, many
                               * chunks, odd head sizes, GQA, batches with a longer cache stride */
                              {1, 1, 64, 12, 12, 128, 0}, {1, 1, 65, 3, 1, 5, 0}, {2, 1, 1000, 6, 2, 64, 40},
