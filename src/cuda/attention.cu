@@ -352,14 +352,14 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
     cast_written(c, out, (int64_t)B * Tq * NH * HS);
     cast_written(c, lse, (int64_t)B * NH * Tq);
     int64_t nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)(B - 1) * kv_bstride + (int64_t)Tk * NKV * HS;
-    int fl = c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out) &&
-             !(Tq == 1 && c->attn == ATTN_AUTO);
+    int fl = c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out) &&
+             !(Tq == 1 && ATTN_FLASH(c));
     if (!fl) { /* flash reads kept copies where there are (flash_fwd: fp32_in before its casts) */
         fp32_in(c, q, nq);
         fp32_in(c, k, nkv);
         fp32_in(c, v, nkv);
     }
-    if (Tq == 1 && c->attn == ATTN_AUTO) {
+    if (Tq == 1 && ATTN_FLASH(c)) {
         c->pname = "attention_fwd (decode)";
         att_decode(c, out, lse, q, k, v, B, Tk, NH, NKV, HS, kv_bstride, scale);
         op_end(c);
@@ -546,7 +546,7 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     cast_written(c, dq, nq);
     cast_written(c, dk, nk);
     cast_written(c, dv, nk);
-    int flash = c->prec == PREC_BF16 && c->attn == ATTN_AUTO && flash_ok(c, T, HS, 0, q, k, v, dout) &&
+    int flash = c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, T, HS, 0, q, k, v, dout) &&
                 flash_ok(c, T, HS, 0, out, dq, dk, dv);
     if (!flash) { /* the paths below read every input in 32 bits; flash_bwd says what it reads */
         const float *in[6] = {dout, out, lse, q, k, v};

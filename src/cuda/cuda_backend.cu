@@ -32,8 +32,9 @@
  *    recomputes P from the LSE, one kernel for dq and one for dk/dv that
  *    loops over the query heads of its KV group, so GQA needs no atomics).
  *    SMJ_CUDA_ATTN=gemm forces the cuBLAS path (no flash) in bf16 mode;
- *    SMJ_CUDA_ATTN=mma keeps the mma.sync flash forward on Hopper (where a
- *    binary built for sm_90a runs the wgmma one at head size 64).
+ *    SMJ_CUDA_ATTN=wgmma runs the flash forward at head size 64 with
+ *    Hopper's wgmma (a build for sm_90a; opt-in: no faster yet, see
+ *    flash.cu).
  *  - everything else: our kernels below.
  *  - SMJ_CUDA_PROFILE=1: device time per op (event pairs), printed at fini.
  *
@@ -142,7 +143,7 @@ void prof_print(smj_cuda *c) {
             int t = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = t;
         }
     fprintf(stderr, "cuda profile (SMJ_CUDA_PROFILE, matmul %s, attention %s): device time per op, whole run\n",
-            prec_name[c->prec], c->attn == ATTN_FUSED ? "fused" : c->attn == ATTN_GEMM ? "gemm" : "auto");
+            prec_name[c->prec], c->attn == ATTN_FUSED ? "fused" : c->attn == ATTN_GEMM ? "gemm" : c->attn == ATTN_WGMMA ? "wgmma" : "auto");
     fprintf(stderr, "  %-22s %10s %7s %8s\n", "op", "ms", "share", "calls");
     for (int k = 0; k < c->nprof; k++) {
         int i = ord[k];
@@ -1245,9 +1246,9 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         if (at && *at) {
             if (strcmp(at, "fused") == 0) c->attn = ATTN_FUSED;
             else if (strcmp(at, "gemm") == 0) c->attn = ATTN_GEMM;
-            else if (strcmp(at, "mma") == 0) c->attn = ATTN_MMA;
+            else if (strcmp(at, "wgmma") == 0) c->attn = ATTN_WGMMA;
             else if (strcmp(at, "auto") != 0) {
-                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_ATTN=%s: want auto, fused, gemm or mma", at);
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_ATTN=%s: want auto, fused, gemm or wgmma", at);
                 ok = 0;
             }
         }

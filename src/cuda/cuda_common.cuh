@@ -50,7 +50,7 @@ typedef struct {
     const char *op;              /* op running now (for messages) */
     int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */
     int attn;                    /* SMJ_CUDA_ATTN: ATTN_AUTO, ATTN_FUSED (fp32 kernels), ATTN_GEMM (cuBLAS),
-                                    ATTN_MMA (flash with mma.sync on Hopper too) */
+                                    ATTN_WGMMA (Hopper's wgmma flash forward at head size 64, opt-in) */
     int cc;                      /* compute capability, 10 * major + minor */
     /* Device time per op from event pairs, resolved in batches: with
      * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
@@ -112,7 +112,8 @@ typedef struct {
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
-enum { ATTN_AUTO = 0, ATTN_FUSED = 1, ATTN_GEMM = 2, ATTN_MMA = 3 };
+enum { ATTN_AUTO = 0, ATTN_FUSED = 1, ATTN_GEMM = 2, ATTN_WGMMA = 3 };
+#define ATTN_FLASH(c) ((c)->attn == ATTN_AUTO || (c)->attn == ATTN_WGMMA) /* flash kernels allowed */
 extern const char *const prec_name[4]; /* "fp32", "tf32", "bf16", "bf16x" */
 #define PROF_EV 4096
 

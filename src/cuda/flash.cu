@@ -867,17 +867,21 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     if (!kh) { if (!sc) return; fp32_in(c, k, kvn); to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
     if (!vh) { if (!sc) return; fp32_in(c, v, kvn); to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
     prof_phase(c, "attention_fwd (flash)");
+    if (HS == 64 && c->attn == ATTN_WGMMA) { /* opt-in: Hopper's wgmma kernel (a build for sm_90a) */
 #ifdef SMJ_SM90A
-    /* Hopper: the wgmma kernel at head size 64 (SMJ_CUDA_ATTN=mma: mma.sync) */
-    size_t sm90 = (size_t)(2 * FB + 4 * FB) * 64 * sizeof(bf16) + 1024;
-    if (HS == 64 && c->cc == 90 && c->attn != ATTN_MMA) {
-        if (smem_ok(c, (const void *)k_flash_fwd_wg, sm90)) {
+        size_t sm90 = (size_t)(2 * FB + 4 * FB) * 64 * sizeof(bf16) + 1024;
+        if (c->cc != 90)
+            record(c, SMJ_ERR_UNSUPPORTED, "SMJ_CUDA_ATTN=wgmma needs a Hopper GPU (compute capability 9.0), not %d.%d",
+                   c->cc / 10, c->cc % 10);
+        else if (smem_ok(c, (const void *)k_flash_fwd_wg, sm90)) {
             k_flash_fwd_wg<<<grid, 256, sm90, c->stream>>>(out, out16, lse, qh, kh, vh, Tq, Tk, NH, NKV, nkv, sl2);
             LAUNCHED(c);
         }
+#else
+        record(c, SMJ_ERR_UNSUPPORTED, "SMJ_CUDA_ATTN=wgmma: this build has no sm_90a kernels (GPU_ARCH without 90a)");
+#endif
         return;
     }
-#endif
 #define F(H)                                                                                                   \
     if (smem_ok(c, (const void *)k_flash_fwd<H>, sm)) {                                                        \
         k_flash_fwd<H><<<grid, FTHREADS, sm, c->stream>>>(out, out16, lse, qh, kh, vh, Tq, Tk, NH, NKV, nkv, sl2); \
