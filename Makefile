@@ -65,7 +65,7 @@ ifeq ($(CUDA),1)
                 $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
                 $(if $(filter 90a,$(GPU_ARCH)),-DSMJ_SM90A)
   CFLAGS     += -DSMJ_HAVE_CUDA
-  LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lstdc++
   CU_SRC     := $(sort $(wildcard src/cuda/*.cu))
   CUTEST_SRC := $(sort $(wildcard tests/cuda/test_*.c))
   CUDA_MSG   := ✓ CUDA ($(GPU_ARCH))

@@ -1306,6 +1306,7 @@ static void cu_fini(smj_exec *ex) {
     if (c->scratch) cudaFree(c->scratch);
     if (c->dec_sync) cudaFree(c->dec_sync);
     if (c->qbuf) cudaFree(c->qbuf);
+    lt_free(c);
     for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
     if (c->h_sum) cudaFreeHost(c->h_sum);
     if (c->h_ids) cudaFreeHost(c->h_ids);
@@ -1464,6 +1465,7 @@ extern "C" const smj_backend smj_backend_cuda = {
     SMJ_OPS(SMJ_OP_SET)
 #undef SMJ_OP_SET
     .qmatmul = cu_qmatmul,
+    .matmul_bias = cu_matmul_bias,
     .decode_attention = cu_decode_attention,
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,

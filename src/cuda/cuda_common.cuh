@@ -109,6 +109,7 @@ typedef struct {
                                     [SMJ_CUDA_DEC_HEADS], zero between launches (decode.cu) */
     float *qbuf;                 /* qmatmul's dequantized weight for many rows (qmatmul.cu) */
     size_t qbuf_bytes;
+    struct smj_lt *lt;           /* cuBLASLt handle, workspace, algorithms per shape (blaslt.cu) */
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
@@ -265,6 +266,9 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
                     const float *rstd, int64_t N, int C, int acc);
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                       const float *b, int64_t N, int C, float eps);
+int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, int64_t M,
+                   int64_t N, int64_t K, int tA, int tB);
+void lt_free(smj_cuda *c);
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                       const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc);
 

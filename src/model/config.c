@@ -148,6 +148,7 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
     int fused = o && o->fused_ce;
     int64_t ws = SMJ_CUDA_BLAS_WS, req = rows * 8;
 #define MAXTO(x, v) do { int64_t v_ = (v); if (v_ > (x)) (x) = v_; } while (0)
+    if (bf16_matmul && c->arch == SMJ_ARCH_GPT2) ws += SMJ_CUDA_LT_WS; /* its biased products' cuBLASLt */
     if (bf16_matmul) {
         /* the blocks' operands come by the dozen, so every copy grows to the
          * largest of them (an upper bound: a copy already large enough is

@@ -126,8 +126,7 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
     be->layernorm_fwd(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, W(R_ATTN_NORM), W(R_ATTN_NORM_B), N, C, c->norm_eps);
-    be->matmul(ex, a->qkv, a->ln1, W(R_WQKV), N, 3 * (int64_t)C, C, 0, 0, 0);
-    smj_model_bias_fwd(m, a->qkv, W(R_BQKV), N, 3 * (int64_t)C);
+    smj_model_matmul_bias(m, a->qkv, a->ln1, W(R_WQKV), W(R_BQKV), N, 3 * (int64_t)C, C, 0);
     if (!split) return;
     be->embedding_fwd(ex, a->q, a->idx3, a->qkv, N, C);
     be->embedding_fwd(ex, a->k, a->idx3, a->qkv + C, N, C);
@@ -144,16 +143,13 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int C = c->dim, H = c->ffn_hidden;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
-    be->matmul(ex, a->tmp, a->att, W(R_WO), N, C, C, 0, 0, 0);
-    smj_model_bias_fwd(m, a->tmp, W(R_BO), N, C);
+    smj_model_matmul_bias(m, a->tmp, a->att, W(R_WO), W(R_BO), N, C, C, 0);
     be->add(ex, a->res_mid, x, a->tmp, N * C);
     be->layernorm_fwd(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), W(R_FFN_NORM_B), N, C,
                       c->norm_eps);
-    be->matmul(ex, a->gate, a->ln2, W(R_WUP), N, H, C, 0, 0, 0);
-    smj_model_bias_fwd(m, a->gate, W(R_BUP), N, H);
+    smj_model_matmul_bias(m, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0);
     be->gelu_fwd(ex, a->hsw, a->gate, N * H);
-    be->matmul(ex, a->tmp, a->hsw, W(R_WDOWN), N, C, H, 0, 0, 0);
-    smj_model_bias_fwd(m, a->tmp, W(R_BDOWN), N, C);
+    smj_model_matmul_bias(m, a->tmp, a->hsw, W(R_WDOWN), W(R_BDOWN), N, C, H, 0);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
 #undef W
 }

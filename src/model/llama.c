@@ -882,6 +882,13 @@ static void bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int6
 }
 
 void smj_model_bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O) { bias_fwd(m, out, b, N, O); }
+void smj_model_matmul_bias(smj_model *m, float *out, const float *A, const float *W, const float *b, int64_t N,
+                           int64_t O, int64_t K, int transW) {
+    const smj_exec *ex = &m->ctx->exec;
+    if (m->be->matmul_bias && m->be->matmul_bias(ex, out, A, W, b, N, O, K, 0, transW)) return;
+    m->be->matmul(ex, out, A, W, N, O, K, 0, transW, 0);
+    bias_fwd(m, out, b, N, O);
+}
 void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O) { bias_bwd(m, db, dout, N, O); }
 
 /* The block's first part: ln1 = norm(x), then q, k, v (a->q, a->k, a->v)

@@ -255,6 +255,10 @@ void smj_rope_prepare(smj_model *m, int p0, int n);
 /* out[N,O] += ones[N,1]·b[1,O] and db[1,O] += ones[1,N]·dout[N,O] (m->ones). */
 void smj_model_bias_fwd(smj_model *m, float *out, const float *b, int64_t N, int64_t O);
 void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O);
+/* out[N,O] = A[N,K]·W + b (W stored [K,O], or [O,K] when transW): the
+ * backend's matmul_bias where it takes the product, else matmul + bias. */
+void smj_model_matmul_bias(smj_model *m, float *out, const float *A, const float *W, const float *b, int64_t N,
+                           int64_t O, int64_t K, int transW);
 
 /* ---- the GPT-2 family (gpt2.c); llama.c dispatches on cfg.arch. */
 smj_status smj_gpt2_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs, int *n,

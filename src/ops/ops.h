@@ -39,9 +39,9 @@ enum {
 
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
- * qmatmul, tests/cuda/test_cuda_ops.c the decode ops and the 16-bit
- * storage hints (the host backends' are their definitions). */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax) \
+ * qmatmul, tests/cuda/test_cuda_ops.c matmul_bias, the decode ops and the
+ * 16-bit storage hints (the host backends' are their definitions). */
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax) \
     X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
@@ -73,6 +73,13 @@ typedef struct {
      * does), so results match the exact product to about 1e-2 relative. */ \
     void (*qmatmul)(const smj_exec *ex, float *Cm, const float *A, const void *Wq, int wtype, \
                     int64_t M, int64_t N, int64_t K, int acc); \
+ \
+    /* C[M,N] = op(A)·op(B) + bias[N] on every row: matmul (acc 0), then \
+     * the bias added (a backend may add it to the product before rounding \
+     * it). Returns 1, or 0 when the backend does not take these sizes or \
+     * modes (nothing written: run matmul and add the bias). */ \
+    int (*matmul_bias)(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, \
+                       int64_t M, int64_t N, int64_t K, int transA, int transB); \
  \
     /* One token's attention at a position read from memory (decoding under \
      * a recorded graph, where the position must be data, not an argument): \

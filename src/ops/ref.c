@@ -139,6 +139,15 @@ static void ref_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int
     (void)ex; (void)x; (void)x16; (void)n;
 }
 
+/* matmul_bias (optional op): its definition, matmul then the bias on every row. */
+static int ref_matmul_bias(const smj_exec *ex, float *C, const float *A, const float *B, const float *bias, int64_t M,
+                           int64_t N, int64_t K, int tA, int tB) {
+    ref_matmul(ex, C, A, B, M, N, K, tA, tB, 0);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) C[i * N + j] += bias[j];
+    return 1;
+}
+
 /* bf16_bind (optional op): its definition, bf16_unpack. */
 static void ref_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n) {
     ref_bf16_unpack(ex, out, x16, n);
