@@ -6,8 +6,9 @@
 #
 # builds `make CUDA=1` (build-cuda/) and the CPU build (build/), runs every
 # CUDA test with SMJ_CUDA_REQUIRE=1 (a missing GPU fails instead of
-# skipping; the op checker three times: default, fused attention kernels,
-# bf16 products with flash attention), the parity fixtures once more with
+# skipping; the op checker five times: default, fused attention kernels,
+# bf16 products with flash attention, with few kept copies, with Hopper's
+# wgmma flash forward), the parity fixtures once more with
 # SMJ_CUDA_SYNC=1, the memory options' equality tests on the GPU, the CPU
 # test programs (not the fuzzers; skipped with `quick`), the PyTorch
 # reference's Llama 110M benchmarked on CUDA (fp32; bf16 at T=1024 plain,
@@ -17,7 +18,7 @@
 # CUDA graphs; greedy and sampled), GPT-2 124M decoding 256 tokens, and,
 # when bench/pytorch/ holds the PyTorch reference
 # scripts (not with `quick`), bench/cuda_vs_pytorch.sh at T=1024 B=32 and
-# T=4096 B=8. Everything goes to
+# T=4096 B=8, and GPT-2 124M at T=1024 B=32. Everything goes to
 # $OUT/LAST_RUN.md (device, date, commit from $SMJ_COMMIT, each step's
 # output); a summary table is printed last. Exit status: 1 if any step failed.
 set -u
@@ -61,6 +62,7 @@ step "test_cuda_ops" 400 "build-cuda/tests/test_cuda_ops"
 step "test_cuda_ops (SMJ_CUDA_ATTN=fused)" 400 "SMJ_CUDA_ATTN=fused build-cuda/tests/test_cuda_ops"
 step "test_cuda_ops (SMJ_CUDA_MATMUL=bf16)" 400 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_ops"
 step "test_cuda_ops (bf16, SMJ_CUDA_BF16_KEEP=3000)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_ops"
+step "test_cuda_ops (bf16, SMJ_CUDA_ATTN=wgmma)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_ATTN=wgmma build-cuda/tests/test_cuda_ops"
 step "test_parity (ref, cpu, cuda)" 200 "SMJ_CUDA_REQUIRE=1 build-cuda/tests/test_parity"
 step "test_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_REQUIRE=1 SMJ_CUDA_SYNC=1 build-cuda/tests/test_parity"
 step "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
@@ -83,6 +85,7 @@ step "bench bf16 T=4096 B=8" 300 "build-cuda/smedjan bench --device cuda $BENCH 
 if [ -f bench/pytorch/train_bench.py ] && [ "$MODE" != quick ]; then
   step "vs PyTorch T=1024 B=32 (bench/cuda_vs_pytorch.sh)" 400 "T=1024 B=32 sh bench/cuda_vs_pytorch.sh"
   step "vs PyTorch T=4096 B=8 (bench/cuda_vs_pytorch.sh)" 400 "T=4096 B=8 sh bench/cuda_vs_pytorch.sh"
+  step "vs PyTorch GPT-2 124M T=1024 B=32 (bench/cuda_vs_pytorch.sh)" 400 "MODEL=gpt2 SMJ_FLAGS='--bf16-matmul;--bf16-matmul --fp16-activations' sh bench/cuda_vs_pytorch.sh"
   step "PyTorch decode reference (GPT-2 124M bf16, batch 1)" 300 "cd bench/pytorch && OUT=\$OUT python3 decode_bench.py 2>&1 | tail -5"
 fi
 if [ "$MODE" != quick ]; then
