@@ -375,11 +375,13 @@ static void gemv_nt(smj_cuda *c, float *Cm, const float *A, const float *Bm, int
  * [K,N] (GPT-2's weights are [in, out]; a bias gradient's ones · dout),
  * fp32. Block (tile, split) takes 128 columns (a float4 per lane) over its
  * split's rows of B, the 8 warps a row at a time each (a row's 512 bytes
- * read by one warp, 4 rows' loads in flight), the warps' sums added in
+ * read by one warp, 8 rows' loads in flight), the warps' sums added in
  * order into part[split][M][N]; k_gemv_nn_sum adds the splits in order
- * (deterministic, no atomics). cuBLAS took ~15 us per such product on an
- * H200. N % 4 == 0, B 16-byte aligned. */
-#define GEMV_NN_U 4
+ * (deterministic, no atomics). About four blocks an SM (a bias gradient
+ * streams all of B once: ~64 KiB in flight an SM to approach the HBM's
+ * rate). cuBLAS took ~15 us per such product on an H200. N % 4 == 0, B
+ * 16-byte aligned. */
+#define GEMV_NN_U 8
 template <int MR>
 __global__ void __launch_bounds__(256) k_gemv_nn(float *part, const float *A, const float *B, int64_t N, int64_t K,
                                                  int64_t rows) {
@@ -435,7 +437,7 @@ static int gemv_nn_ok(int64_t M, int64_t N, int tA, int tB, const float *B) {
 }
 static void gemv_nn(smj_cuda *c, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N, int64_t K,
                     int acc) {
-    int64_t tiles = (N + 127) / 128, splits = (2 * (int64_t)c->n_sm + tiles - 1) / tiles;
+    int64_t tiles = (N + 127) / 128, splits = (4 * (int64_t)c->n_sm + tiles - 1) / tiles;
     if (splits > K / 32) splits = K / 32;
     if (splits < 1) splits = 1;
     int64_t rows = (K + splits - 1) / splits;
