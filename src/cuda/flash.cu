@@ -39,6 +39,10 @@
  *          next tiles load while the current ones are multiplied; one
  *          barrier per tile.
  *
+ * Hopper (a build for sm_90a, SMJ_CUDA_ATTN=wgmma; opt-in): the forward at
+ * head size 64 with wgmma, k_flash_fwd_wg below; the softmax and the
+ * epilogue are the same helpers (softmax_tile, write_rows).
+ *
  * Head sizes 64 and 128 (flash_ok); others take the cuBLAS path.
  */
 #include "cuda_common.cuh"
@@ -215,6 +219,82 @@ __device__ __forceinline__ void cp_tile(bf16 *dst, const bf16 *src, int64_t rs, 
     }
 }
 
+/* Online softmax of a warp's 16x64 score block s (rows r0 = its first row
+ * + g and r0 + 8, keys k0..k0 + 63; with mask, keys past a row's position
+ * or Tk are -inf): the raw scores' maxima, the running maxima m in the
+ * scaled log2 domain (sl2 > 0), the sums l and output rows o (ND n8 tiles)
+ * rescaled, then s becomes the probabilities' bf16 A fragments pa. A row
+ * with no visible key yet keeps max -inf: scale factors 1, p 0. */
+template <int ND>
+__device__ __forceinline__ void softmax_tile(float s[8][4], float o[ND][4], float m[2], float l[2],
+                                             uint32_t pa[4][4], bool mask, int r0, int k0, int off, int Tk,
+                                             float sl2) {
+    const int t = threadIdx.x & 3, r1 = r0 + 8;
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float x = s[j][e];
+            if (mask) {
+                int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
+                if (key > off + row || key >= Tk) x = -INFINITY;
+            }
+            s[j][e] = x;
+            if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
+        }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    mx0 = fmaxf(m[0], mx0 * sl2);
+    mx1 = fmaxf(m[1], mx1 * sl2);
+    const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
+    const float c0 = ex2(m[0] - b0), c1 = ex2(m[1] - b1);
+    l[0] *= c0;
+    l[1] *= c1;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        o[d][0] *= c0; o[d][1] *= c0; o[d][2] *= c1; o[d][3] *= c1;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        s[j][0] = ex2(fmaf(s[j][0], sl2, -b0)); s[j][1] = ex2(fmaf(s[j][1], sl2, -b0));
+        s[j][2] = ex2(fmaf(s[j][2], sl2, -b1)); s[j][3] = ex2(fmaf(s[j][3], sl2, -b1));
+        l[0] += s[j][0] + s[j][1];
+        l[1] += s[j][2] + s[j][3];
+    }
+    m[0] = mx0;
+    m[1] = mx1;
+    to_frags(pa, s);
+}
+
+/* The forward's rows r0 and r0 + 8 (< Tq): out = o / l (and its bf16 copy
+ * when ob16), lse = (m + log2 l) ln 2; ob, ob16 at the block's (batch,
+ * head), rows qrs apart. */
+template <int ND>
+__device__ __forceinline__ void write_rows(float *ob, bf16 *ob16, float *lb, float o[ND][4], const float m[2],
+                                           const float l[2], int r0, int Tq, int64_t qrs) {
+    const int t = threadIdx.x & 3, r1 = r0 + 8;
+    float l0 = l[0], l1 = l[1];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        float2 v0 = make_float2(o[d][0] * i0, o[d][1] * i0), v1 = make_float2(o[d][2] * i1, o[d][3] * i1);
+        int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
+        if (ob && r0 < Tq) *(float2 *)(ob + e0) = v0;
+        if (ob && r1 < Tq) *(float2 *)(ob + e1) = v1;
+        if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
+        if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
+    }
+    if (t == 0 && r0 < Tq) lb[r0] = (m[0] + log2f(l0)) * LN2;
+    if (t == 0 && r1 < Tq) lb[r1] = (m[1] + log2f(l1)) * LN2;
+}
+
 /* One block per (query tile, head, batch) over bf16 q, k, v (k/v batch
  * stride kv_bstride); warp w owns MT m16 row blocks (32 rows at head size
  * 64: each K/V fragment read from shared memory feeds two products). K and
@@ -230,7 +310,7 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
     bf16 *sQ = (bf16 *)smem, *sKb = sQ + BQ * LDS, *sVb = sKb + 2 * FB * LDS; /* K, V: two buffers each */
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int w = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
     const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
     const bf16 *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
     const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
@@ -280,52 +360,11 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
                     mma16816(s[mt][2 * j2 + 1], qf[mt][kk], bb[2], bb[3]);
                 }
             }
-        /* online softmax per row: the maxima of the raw scores (masked keys
-         * -inf), the running maxima m in the scaled log2 domain (sl2 > 0) */
         const bool mask = k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk;
         uint32_t pa[MT][4][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-            const int r0 = q0 + wr + mt * 16 + g, r1 = r0 + 8;
-            float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float x = s[mt][j][e];
-                    if (mask) {
-                        int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
-                        if (key > off + row || key >= Tk) x = -INFINITY;
-                    }
-                    s[mt][j][e] = x;
-                    if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
-                }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            mx0 = fmaxf(m[mt][0], mx0 * sl2);
-            mx1 = fmaxf(m[mt][1], mx1 * sl2);
-            /* a row with no visible key yet keeps max -inf: scale factors 1, p 0 */
-            const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-            const float c0 = ex2(m[mt][0] - b0), c1 = ex2(m[mt][1] - b1);
-            l[mt][0] *= c0;
-            l[mt][1] *= c1;
-#pragma unroll
-            for (int d = 0; d < ND; d++) {
-                o[mt][d][0] *= c0; o[mt][d][1] *= c0; o[mt][d][2] *= c1; o[mt][d][3] *= c1;
-            }
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                s[mt][j][0] = ex2(fmaf(s[mt][j][0], sl2, -b0)); s[mt][j][1] = ex2(fmaf(s[mt][j][1], sl2, -b0));
-                s[mt][j][2] = ex2(fmaf(s[mt][j][2], sl2, -b1)); s[mt][j][3] = ex2(fmaf(s[mt][j][3], sl2, -b1));
-                l[mt][0] += s[mt][j][0] + s[mt][j][1];
-                l[mt][1] += s[mt][j][2] + s[mt][j][3];
-            }
-            m[mt][0] = mx0;
-            m[mt][1] = mx1;
-            to_frags(pa[mt], s[mt]);
-        }
+        for (int mt = 0; mt < MT; mt++)
+            softmax_tile<ND>(s[mt], o[mt], m[mt], l[mt], pa[mt], mask, q0 + wr + mt * 16 + g, k0, off, Tk, sl2);
         cp_wait<1>(); /* this tile's V (the next K may still be in flight) */
         __syncthreads();
         if (more) cp_tile<FB, HS>(sVb + ((kt + 1) & 1) * FB * LDS, vb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
@@ -351,26 +390,7 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
     bf16 *ob16 = out16 ? out16 + oo : NULL;
     float *lb = lse + ((int64_t)b * NH + h) * Tq;
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        const int r0 = q0 + wr + mt * 16 + g, r1 = r0 + 8;
-        float l0 = l[mt][0], l1 = l[mt][1];
-        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-        const float i0 = 1.f / l0, i1 = 1.f / l1;
-#pragma unroll
-        for (int d = 0; d < ND; d++) {
-            float2 v0 = make_float2(o[mt][d][0] * i0, o[mt][d][1] * i0), v1 = make_float2(o[mt][d][2] * i1, o[mt][d][3] * i1);
-            int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
-            if (ob && r0 < Tq) *(float2 *)(ob + e0) = v0;
-            if (ob && r1 < Tq) *(float2 *)(ob + e1) = v1;
-            if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
-            if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
-        }
-        if (t == 0 && r0 < Tq) lb[r0] = (m[mt][0] + log2f(l0)) * LN2;
-        if (t == 0 && r1 < Tq) lb[r1] = (m[mt][1] + log2f(l1)) * LN2;
-    }
+    for (int mt = 0; mt < MT; mt++) write_rows<ND>(ob, ob16, lb, o[mt], m[mt], l[mt], q0 + wr + mt * 16 + g, Tq, qrs);
 #endif
 }
 
@@ -480,8 +500,7 @@ __global__ void __launch_bounds__(256) k_flash_fwd_wg(float *out, bf16 *out16, f
     const uint32_t sQ = s0, sK = s0 + BQ * 128, sV = sK + 2 * FB * 128; /* K, V: two buffers of 8 KiB each */
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
-    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2,
-              t = lane & 3;
+    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2;
     const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
     const bf16 *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
     const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
@@ -517,50 +536,8 @@ __global__ void __launch_bounds__(256) k_flash_fwd_wg(float *out, bf16 *out16, f
             wg_wait0();
             wg_reg_fence(s);
             const bool mask = k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk;
-            const int r0 = q0 + wr + g, r1 = r0 + 8;
-            float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float x = s[4 * j + e];
-                    if (mask) {
-                        int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
-                        if (key > off + row || key >= Tk) x = -INFINITY;
-                    }
-                    s[4 * j + e] = x;
-                    if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
-                }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            mx0 = fmaxf(m[0], mx0 * sl2);
-            mx1 = fmaxf(m[1], mx1 * sl2);
-            const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-            const float c0 = ex2(m[0] - b0), c1 = ex2(m[1] - b1);
-            l[0] *= c0;
-            l[1] *= c1;
-#pragma unroll
-            for (int d = 0; d < ND; d++) {
-                o[4 * d] *= c0; o[4 * d + 1] *= c0; o[4 * d + 2] *= c1; o[4 * d + 3] *= c1;
-            }
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                s[4 * j] = ex2(fmaf(s[4 * j], sl2, -b0)); s[4 * j + 1] = ex2(fmaf(s[4 * j + 1], sl2, -b0));
-                s[4 * j + 2] = ex2(fmaf(s[4 * j + 2], sl2, -b1)); s[4 * j + 3] = ex2(fmaf(s[4 * j + 3], sl2, -b1));
-                l[0] += s[4 * j] + s[4 * j + 1];
-                l[1] += s[4 * j + 2] + s[4 * j + 3];
-            }
-            m[0] = mx0;
-            m[1] = mx1;
-#pragma unroll
-            for (int kb2 = 0; kb2 < 4; kb2++) {
-                pa[kb2][0] = pack_bf16(s[8 * kb2], s[8 * kb2 + 1]);
-                pa[kb2][1] = pack_bf16(s[8 * kb2 + 2], s[8 * kb2 + 3]);
-                pa[kb2][2] = pack_bf16(s[8 * kb2 + 4], s[8 * kb2 + 5]);
-                pa[kb2][3] = pack_bf16(s[8 * kb2 + 6], s[8 * kb2 + 7]);
-            }
+            softmax_tile<ND>(reinterpret_cast<float (*)[4]>(s), reinterpret_cast<float (*)[4]>(o), m, l, pa, mask,
+                             q0 + wr + g, k0, off, Tk, sl2);
         }
         cp_wait<1>(); /* this tile's V (the next K may still be in flight) */
         wg_proxy_fence();
@@ -589,24 +566,7 @@ __global__ void __launch_bounds__(256) k_flash_fwd_wg(float *out, bf16 *out16, f
     float *ob = out ? out + oo : NULL;
     bf16 *ob16 = out16 ? out16 + oo : NULL;
     float *lb = lse + ((int64_t)b * NH + h) * Tq;
-    const int r0 = q0 + wr + g, r1 = r0 + 8;
-    float l0 = l[0], l1 = l[1];
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = 1.f / l0, i1 = 1.f / l1;
-#pragma unroll
-    for (int d = 0; d < ND; d++) {
-        float2 v0 = make_float2(o[4 * d] * i0, o[4 * d + 1] * i0), v1 = make_float2(o[4 * d + 2] * i1, o[4 * d + 3] * i1);
-        int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
-        if (ob && r0 < Tq) *(float2 *)(ob + e0) = v0;
-        if (ob && r1 < Tq) *(float2 *)(ob + e1) = v1;
-        if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
-        if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
-    }
-    if (t == 0 && r0 < Tq) lb[r0] = (m[0] + log2f(l0)) * LN2;
-    if (t == 0 && r1 < Tq) lb[r1] = (m[1] + log2f(l1)) * LN2;
+    write_rows<ND>(ob, ob16, lb, reinterpret_cast<float (*)[4]>(o), m, l, q0 + wr + g, Tq, qrs);
 #endif
 }
 
