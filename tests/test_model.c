@@ -14,7 +14,9 @@
  *  - the LM head's padded rows (vocabulary 50 laid out as 64 rows, tied and
  *    untied): they stay exactly 0 through training with weight decay, a
  *    training forward's logits have rows 64 apart with zero padding, and
- *    get_logits gives the dense logits a forward without targets gives;
+ *    get_logits gives the dense logits a forward without targets gives; a
+ *    training state written before the padding (its AdamW moments numel
+ *    floats a tensor, back to back) resumes bit for bit as the padded one;
  *  - learning-rate schedules and the sampler.
  */
 #include <math.h>
@@ -23,6 +25,7 @@
 #include "../src/core/core.h"
 #include "../src/ops/ops.h"
 #include "../src/model/model.h"
+#include "../src/io/container.h"
 #include "util/check.h"
 #include "util/decode.h"
 #include "util/gradcheck.h"
@@ -215,6 +218,53 @@ static void resume(smj_ctx *ctx) {
     smj_dataset_free(ds);
 }
 
+/* A training state as the layout before the head's padding wrote it: the
+ * same file with the moments compacted (each tensor's numel floats back to
+ * back). Resuming from it and from the padded state gives the same steps. */
+static void old_layout_state(smj_ctx *ctx, smj_model *m, smj_trainer *t, const smj_dataset *ds) {
+    const char *padded = path_in_tmp("state_padded.bin"), *old = path_in_tmp("state_old.bin");
+    CHECK_OK(ctx, smj_trainer_save(t, padded, NULL));
+    smj_container c;
+    CHECK_OK(ctx, smj_container_read(ctx, padded, &c));
+    int64_t dense = smj_model_num_params(m);
+    float *mv[2] = {malloc(sizeof(float) * (size_t)dense), malloc(sizeof(float) * (size_t)dense)};
+    smj_ct_entry *e = calloc((size_t)c.n, sizeof *e);
+    for (int i = 0; i < c.n; i++) {
+        e[i] = c.e[i];
+        int k = strcmp(e[i].name, "optimizer.adam_m") == 0 ? 0 : strcmp(e[i].name, "optimizer.adam_v") == 0 ? 1 : -1;
+        if (k < 0) continue;
+        CHECK(e[i].shape[0] == m->n_params, "the padded state's moments cover the padded layout");
+        const float *src = c.e[i].data;
+        for (int j = 0, at = 0; j < m->n_tensors; j++) {
+            memcpy(mv[k] + at, src + m->specs[j].offset, sizeof(float) * (size_t)m->specs[j].numel);
+            at += (int)m->specs[j].numel;
+        }
+        e[i].data = mv[k];
+        e[i].shape[0] = dense;
+    }
+    CHECK_OK(ctx, smj_container_write(ctx, old, c.kind, c.meta, e, c.n));
+    float loss[2][2];
+    for (int v = 0; v < 2; v++) {
+        smj_model *m2 = NULL;
+        smj_trainer *t2 = NULL;
+        smj_optim_options o;
+        smj_optim_defaults(&o);
+        o.lr = 1e-2f; o.weight_decay = 0.1f;
+        CHECK_OK(ctx, smj_model_create(ctx, &m->cfg, 77, &m2));
+        CHECK_OK(ctx, smj_trainer_create(m2, &o, &t2));
+        CHECK_OK(ctx, smj_trainer_load(t2, v ? old : padded, NULL));
+        smj_step_stats st;
+        for (int s = 0; s < 2; s++) { CHECK_OK(ctx, smj_trainer_step(t2, ds, 2, 16, 1, &st)); loss[v][s] = st.loss; }
+        smj_trainer_free(t2);
+        smj_model_free(m2);
+    }
+    CHECK(memcmp(loss[0], loss[1], sizeof loss[0]) == 0,
+          "a state with the unpadded moments resumes as the padded one (%.9g %.9g vs %.9g %.9g)", loss[1][0],
+          loss[1][1], loss[0][0], loss[0][1]);
+    free(mv[0]); free(mv[1]); free(e);
+    smj_container_free(&c);
+}
+
 static void padded_head(smj_ctx *ctx) {
     smj_dataset *ds = make_dataset(ctx, "pad.bin", 3000, 50, 5);
     for (int tied = 0; tied < 2; tied++) {
@@ -257,6 +307,7 @@ static void padded_head(smj_ctx *ctx) {
         for (int i = 0; i < 32 * 50; i++) e = fmax(e, fabs((double)dense[i] - plain[i]));
         CHECK(e < 1e-5, "tied %d: padded training logits == dense logits (max |diff| %.3g)", tied, e);
         free(dense); free(plain);
+        if (tied) old_layout_state(ctx, m, t, ds);
         smj_trainer_free(t);
         smj_model_free(m);
     }

@@ -205,6 +205,23 @@ static smj_status meta_i64(smj_ctx *ctx, const char *path, const smj_container *
     return SMJ_OK;
 }
 
+/* One AdamW moment from a training state into dst [n_params]: as saved, or,
+ * from a state written before the LM head's rows were padded (the tensors
+ * back to back, numel floats each), tensor by tensor into this layout (the
+ * padding stays 0: the buffer comes zeroed and the padding never moves). */
+static void upload_moment(smj_model *m, float *dst, const smj_ct_entry *e) {
+    if (e->nbytes == sizeof(float) * (uint64_t)m->n_params) {
+        m->be->upload(dst, e->data, e->nbytes);
+        return;
+    }
+    const float *src = e->data;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const smj_tensor_spec *sp = &m->specs[i];
+        m->be->upload(dst + sp->offset, src, sizeof(float) * (size_t)sp->numel);
+        src += sp->numel;
+    }
+}
+
 smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra *x) {
     smj_model *m = t->m;
     smj_ctx *ctx = m->ctx;
@@ -221,7 +238,9 @@ smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra 
     STEP(smj_config_from_container(ctx, path, &c, &cfg));
     if (!st && memcmp(&cfg, &m->cfg, sizeof cfg) != 0)
         st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: the saved model config differs from this model's", path);
-    if (!st && (!em || !ev || em->nbytes != sizeof(float) * (uint64_t)m->n_params || ev->nbytes != em->nbytes))
+    /* (moments of the unpadded layout, numel floats a tensor, load too) */
+    uint64_t full = sizeof(float) * (uint64_t)m->n_params, dense = sizeof(float) * (uint64_t)smj_model_num_params(m);
+    if (!st && (!em || !ev || (em->nbytes != full && em->nbytes != dense) || ev->nbytes != em->nbytes))
         st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: optimizer moments missing or of the wrong size", path);
     STEP(smj_model_read_weights(m, path, &c));
     STEP(meta_i64(ctx, path, &c, "step", 1, &t->step));
@@ -245,8 +264,8 @@ smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra 
     }
 #undef STEP
     if (!st) {
-        m->be->upload(t->adam_m, em->data, em->nbytes);
-        m->be->upload(t->adam_v, ev->data, ev->nbytes);
+        upload_moment(m, t->adam_m, em);
+        upload_moment(m, t->adam_v, ev);
         for (int i = 0; i < 4; i++) t->rng.s[i] = (uint64_t)rng[i];
     }
     smj_container_free(&c);
