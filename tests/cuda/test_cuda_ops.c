@@ -403,9 +403,8 @@ static int32_t *targets_for(int64_t N, int V) {
     return t;
 }
 /* {N, V, ld}: rows ld >= V apart (the padded LM head: GPT-2's 50,257 in 50,304) */
-static const int XE[][3] = {{1, 1, 1},       {1, 7, 7},           {1, 7, 8},         {9, 300, 300},
-                            {9, 300, 320},   {4, 5000, 5000},     {17, 32768, 32768}, {3, 131072, 131072},
-                            {70, 4099, 4099}, {70, 4099, 4160},   {5, 50257, 50304}};
+static const int XE[][3] = {{1, 1, 1}, {1, 7, 7}, {1, 7, 8}, {9, 300, 300}, {9, 300, 320}, {4, 5000, 5000},
+                            {17, 32768, 32768}, {3, 131072, 131072}, {70, 4099, 4099}, {70, 4099, 4160}, {5, 50257, 50304}};
 /* logits [N, ld], the pad columns 40 (they would swamp any sum that read them) */
 static float *xent_logits(int64_t N, int V, int ld) {
     float *lg = frand(N * ld, 8);
