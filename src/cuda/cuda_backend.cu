@@ -31,10 +31,10 @@
  *    tiled fused fp32 kernels (online softmax, LSE saved; the backward
  *    recomputes P from the LSE, one kernel for dq and one for dk/dv that
  *    loops over the query heads of its KV group, so GQA needs no atomics).
- *    SMJ_CUDA_ATTN=gemm forces the cuBLAS path (no flash) in bf16 mode;
- *    SMJ_CUDA_ATTN=wgmma runs the flash forward at head size 64 with
- *    Hopper's wgmma (a build for sm_90a; opt-in: no faster yet, see
- *    flash.cu).
+ *    SMJ_CUDA_ATTN=gemm forces the cuBLAS path (no flash) in bf16 mode.
+ *    Flash attention at head size 64 on a Hopper GPU (a build for sm_90a)
+ *    runs flash_sm90.cu's wgmma kernels; SMJ_CUDA_ATTN=mma keeps flash.cu's
+ *    mma.sync kernels there, SMJ_CUDA_ATTN=wgmma insists on Hopper's.
  *  - everything else: our kernels below.
  *  - SMJ_CUDA_PROFILE=1: device time per op (event pairs), printed at fini.
  *
@@ -143,7 +143,7 @@ void prof_print(smj_cuda *c) {
             int t = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = t;
         }
     fprintf(stderr, "cuda profile (SMJ_CUDA_PROFILE, matmul %s, attention %s): device time per op, whole run\n",
-            prec_name[c->prec], c->attn == ATTN_FUSED ? "fused" : c->attn == ATTN_GEMM ? "gemm" : c->attn == ATTN_WGMMA ? "wgmma" : "auto");
+            prec_name[c->prec], c->attn == ATTN_FUSED ? "fused" : c->attn == ATTN_GEMM ? "gemm" : c->attn == ATTN_WGMMA ? "wgmma" : c->attn == ATTN_MMA ? "mma" : "auto");
     fprintf(stderr, "  %-22s %10s %7s %8s\n", "op", "ms", "share", "calls");
     for (int k = 0; k < c->nprof; k++) {
         int i = ord[k];
@@ -1248,9 +1248,21 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         if (at && *at) {
             if (strcmp(at, "fused") == 0) c->attn = ATTN_FUSED;
             else if (strcmp(at, "gemm") == 0) c->attn = ATTN_GEMM;
+            else if (strcmp(at, "mma") == 0) c->attn = ATTN_MMA;
             else if (strcmp(at, "wgmma") == 0) c->attn = ATTN_WGMMA;
             else if (strcmp(at, "auto") != 0) {
-                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_ATTN=%s: want auto, fused, gemm or wgmma", at);
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_ATTN=%s: want auto, mma, wgmma, fused or gemm", at);
+                ok = 0;
+            }
+#ifndef SMJ_SM90A
+            if (c->attn == ATTN_WGMMA) {
+                record(c, SMJ_ERR_UNSUPPORTED, "SMJ_CUDA_ATTN=wgmma: this build has no sm_90a kernels (GPU_ARCH without 90a)");
+                ok = 0;
+            }
+#endif
+            if (c->attn == ATTN_WGMMA && prop.major * 10 + prop.minor != 90) {
+                record(c, SMJ_ERR_UNSUPPORTED, "SMJ_CUDA_ATTN=wgmma needs a Hopper GPU (compute capability 9.0), not %d.%d",
+                       prop.major, prop.minor);
                 ok = 0;
             }
         }

@@ -50,7 +50,8 @@ typedef struct {
     const char *op;              /* op running now (for messages) */
     int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */
     int attn;                    /* SMJ_CUDA_ATTN: ATTN_AUTO, ATTN_FUSED (fp32 kernels), ATTN_GEMM (cuBLAS),
-                                    ATTN_WGMMA (Hopper's wgmma flash forward at head size 64, opt-in) */
+                                    ATTN_MMA (flash.cu's mma.sync kernels on a Hopper GPU too),
+                                    ATTN_WGMMA (flash_sm90.cu's, the default where they run) */
     int cc;                      /* compute capability, 10 * major + minor */
     /* Device time per op from event pairs, resolved in batches: with
      * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
@@ -113,8 +114,9 @@ typedef struct {
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
-enum { ATTN_AUTO = 0, ATTN_FUSED = 1, ATTN_GEMM = 2, ATTN_WGMMA = 3 };
-#define ATTN_FLASH(c) ((c)->attn == ATTN_AUTO || (c)->attn == ATTN_WGMMA) /* flash kernels allowed */
+enum { ATTN_AUTO = 0, ATTN_FUSED = 1, ATTN_GEMM = 2, ATTN_MMA = 3, ATTN_WGMMA = 4 };
+/* flash kernels allowed */
+#define ATTN_FLASH(c) ((c)->attn == ATTN_AUTO || (c)->attn == ATTN_MMA || (c)->attn == ATTN_WGMMA)
 extern const char *const prec_name[4]; /* "fp32", "tf32", "bf16", "bf16x" */
 #define PROF_EV 4096
 
@@ -232,6 +234,17 @@ void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const 
 void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
                float scale);
+/* Hopper's wgmma kernels (flash_sm90.cu): flash_sm90_ok says whether they
+ * run here (a build for sm_90a, compute capability 9.0, head size 64,
+ * SMJ_CUDA_ATTN auto or wgmma); the launchers take flash_fwd's / flash_bwd's
+ * bf16 inputs and row statistics. */
+int flash_sm90_ok(smj_cuda *c, int HS);
+void flash_fwd_sm90(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const __nv_bfloat16 *q,
+                    const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B, int Tq, int Tk, int NH, int NKV,
+                    int64_t kv_bstride, float sl2);
+void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const __nv_bfloat16 *dout,
+                    const float *L2, const float *D, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                    const __nv_bfloat16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale);
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,

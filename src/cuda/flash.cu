@@ -9,13 +9,7 @@
  * by the host side below. Tiles arrive by cp.async into shared memory and
  * are multiplied with mma.sync m16n8k16 (bf16 in, fp32 accumulate; sm_80+).
  *
- * Tiles of 64 keys, 4 warps. mma fragment layout (PTX ISA, m16n8k16): lane = 4g + t;
- *   A (16x16): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
- *   B (16x8, "col"): b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
- *   C (16x8): c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
- * so two adjacent C tiles of a score row block, rounded to bf16, are the A
- * fragment of the next product (P·V) without a trip through shared memory.
- * Operands come from shared memory through ldmatrix (.trans where the
+ * Tiles of 64 keys, 4 warps; the fragment layouts are in flash.cuh. Operands come from shared memory through ldmatrix (.trans where the
  * product wants the other orientation).
  *
  * forward  (one block per query tile, head, batch; the last query tiles,
@@ -39,261 +33,14 @@
  *          next tiles load while the current ones are multiplied; one
  *          barrier per tile.
  *
- * Hopper (a build for sm_90a, SMJ_CUDA_ATTN=wgmma; opt-in): the forward at
- * head size 64 with wgmma, k_flash_fwd_wg below; the softmax and the
- * epilogue are the same helpers (softmax_tile, write_rows).
+ * Hopper (a build for sm_90a, head size 64): flash_sm90.cu's wgmma kernels
+ * take the same inputs (flash_sm90_ok; SMJ_CUDA_ATTN=mma keeps these).
  *
  * Head sizes 64 and 128 (flash_ok); others take the cuBLAS path.
  */
-#include "cuda_common.cuh"
-
-#define FB 64       /* queries and keys per tile */
-#define FTHREADS 128 /* 4 warps */
-#define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
-
-typedef __nv_bfloat16 bf16;
-
-/* shared row stride in bf16: HS + 8 (16 bytes) keeps ldmatrix conflict-free */
-template <int HS> struct FL { static constexpr int LDS = HS + 8; };
-
-/* ldmatrix x4: four 8x8 bf16 matrices, lane l gives row l%8 of matrix l/8;
- * TRANS loads each transposed. */
-template <bool TRANS> __device__ __forceinline__ void ldsm(uint32_t r[4], const bf16 *p) {
-#if __CUDA_ARCH__ >= 800
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    if constexpr (TRANS)
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-    else
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-#endif
-}
-/* d += a · b (16x8 fp32 tile) */
-__device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-/* 2^x, one MUFU instruction (flush to zero; 2^-inf = 0): exp2f adds a
- * denormal range fix-up the probabilities do not need. */
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
-/* A fragment (16 rows from row0, 16 cols from col0) of a [.][LDS] tile. */
-template <int LDS>
-__device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *s, int row0, int col0) {
-    int lane = threadIdx.x & 31;
-    ldsm<false>(a, s + (row0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + col0 + 8 * (lane >> 4));
-}
-/* B fragments of two adjacent n8 blocks (n0, n0+8) over k0..k0+15 where the
- * tile is stored [n][k] (rows = n): b[0],b[1] for n0, b[2],b[3] for n0+8. */
-template <int LDS>
-__device__ __forceinline__ void frag_b_nk(uint32_t b[4], const bf16 *s, int n0, int k0) {
-    int lane = threadIdx.x & 31;
-    ldsm<false>(b, s + (n0 + (lane & 7) + 8 * (lane >> 4)) * LDS + k0 + 8 * ((lane >> 3) & 1));
-}
-/* The same where the tile is stored [k][n] (rows = k): transposed loads. */
-template <int LDS>
-__device__ __forceinline__ void frag_b_kn(uint32_t b[4], const bf16 *s, int k0, int n0) {
-    int lane = threadIdx.x & 31;
-    ldsm<true>(b, s + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + n0 + 8 * (lane >> 4));
-}
-
-/* acc[8][4] = X_w (16 rows at xrow of sX, HS cols) · Y^T (64 rows of sY):
- * the 16x64 score block of a warp. */
-template <int HS>
-__device__ __forceinline__ void scores(float acc[8][4], const bf16 *sX, int xrow, const bf16 *sY) {
-    constexpr int LDS = FL<HS>::LDS;
-#pragma unroll
-    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < HS / 16; kk++) {
-        uint32_t a[4];
-        frag_a<LDS>(a, sX, xrow, kk * 16);
-#pragma unroll
-        for (int j2 = 0; j2 < 4; j2++) {
-            uint32_t b[4];
-            frag_b_nk<LDS>(b, sY, j2 * 16, kk * 16);
-            mma16816(acc[2 * j2], a, b[0], b[1]);
-            mma16816(acc[2 * j2 + 1], a, b[2], b[3]);
-        }
-    }
-}
-
-/* acc[HS/8][4] += P (16x64, as bf16 A fragments pa[4][4]) · Y (64 rows of sY
- * stored [k][n], HS cols). */
-template <int HS>
-__device__ __forceinline__ void accum_pv(float acc[HS / 8][4], const uint32_t pa[4][4], const bf16 *sY) {
-    constexpr int LDS = FL<HS>::LDS;
-#pragma unroll
-    for (int kb = 0; kb < 4; kb++)
-#pragma unroll
-        for (int d2 = 0; d2 < HS / 16; d2++) {
-            uint32_t b[4];
-            frag_b_kn<LDS>(b, sY, kb * 16, d2 * 16);
-            mma16816(acc[2 * d2], pa[kb], b[0], b[1]);
-            mma16816(acc[2 * d2 + 1], pa[kb], b[2], b[3]);
-        }
-}
-
-/* s = A1 · Y1^T and dp = A2 · Y2^T: two 16x64 score blocks of a warp whose
- * A fragments (16 rows, HS cols) are in registers, Y1 and Y2 64-row tiles
- * in shared memory (the backward's S and dP, or S^T and dP^T). */
-template <int HS>
-__device__ __forceinline__ void scores2(float s[8][4], float dp[8][4], const uint32_t a1[][4],
-                                        const uint32_t a2[][4], const bf16 *y1, const bf16 *y2) {
-    constexpr int LDS = FL<HS>::LDS;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-        dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-    }
-#pragma unroll
-    for (int kk = 0; kk < HS / 16; kk++)
-#pragma unroll
-        for (int j2 = 0; j2 < 4; j2++) {
-            uint32_t b1[4], b2[4];
-            frag_b_nk<LDS>(b1, y1, j2 * 16, kk * 16);
-            frag_b_nk<LDS>(b2, y2, j2 * 16, kk * 16);
-            mma16816(s[2 * j2], a1[kk], b1[0], b1[1]);
-            mma16816(s[2 * j2 + 1], a1[kk], b1[2], b1[3]);
-            mma16816(dp[2 * j2], a2[kk], b2[0], b2[1]);
-            mma16816(dp[2 * j2 + 1], a2[kk], b2[2], b2[3]);
-        }
-}
-
-/* C tiles [8][4] (a 16x64 block) -> bf16 A fragments of four k16 steps. */
-__device__ __forceinline__ void to_frags(uint32_t pa[4][4], const float s[8][4]) {
-#pragma unroll
-    for (int kb = 0; kb < 4; kb++) {
-        pa[kb][0] = pack_bf16(s[2 * kb][0], s[2 * kb][1]);
-        pa[kb][1] = pack_bf16(s[2 * kb][2], s[2 * kb][3]);
-        pa[kb][2] = pack_bf16(s[2 * kb + 1][0], s[2 * kb + 1][1]);
-        pa[kb][3] = pack_bf16(s[2 * kb + 1][2], s[2 * kb + 1][3]);
-    }
-}
+#include "flash.cuh"
 
 /* ------------------------------------------------------------ forward */
-
-/* cp.async: 16 bytes global -> shared without registers; src_bytes 0
- * fills zeros (rows past the end). Groups: commit, then wait until at most
- * N groups are still in flight. */
-__device__ __forceinline__ void cp16(void *dst, const void *src, int src_bytes) {
-#if __CUDA_ARCH__ >= 800
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#endif
-}
-__device__ __forceinline__ void cp_commit() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-template <int N> __device__ __forceinline__ void cp_wait() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
-/* R rows of HS bf16 (row stride rs elements, a multiple of 8; rows >=
- * nrows zero) -> shared [R][LDS], asynchronously. */
-template <int R, int HS>
-__device__ __forceinline__ void cp_tile(bf16 *dst, const bf16 *src, int64_t rs, int nrows) {
-    constexpr int CPR = HS / 8, LDS = FL<HS>::LDS;
-#pragma unroll
-    for (int e = threadIdx.x; e < R * CPR; e += FTHREADS) {
-        int r = e / CPR, c8 = e - r * CPR;
-        bool ok = r < nrows;
-        cp16(dst + r * LDS + 8 * c8, src + (ok ? (int64_t)r * rs : 0) + 8 * c8, ok ? 16 : 0);
-    }
-}
-
-/* Online softmax of a warp's 16x64 score block s (rows r0 = its first row
- * + g and r0 + 8, keys k0..k0 + 63; with mask, keys past a row's position
- * or Tk are -inf): the raw scores' maxima, the running maxima m in the
- * scaled log2 domain (sl2 > 0), the sums l and output rows o (ND n8 tiles)
- * rescaled, then s becomes the probabilities' bf16 A fragments pa. A row
- * with no visible key yet keeps max -inf: scale factors 1, p 0. */
-template <int ND>
-__device__ __forceinline__ void softmax_tile(float s[8][4], float o[ND][4], float m[2], float l[2],
-                                             uint32_t pa[4][4], bool mask, int r0, int k0, int off, int Tk,
-                                             float sl2) {
-    const int t = threadIdx.x & 3, r1 = r0 + 8;
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float x = s[j][e];
-            if (mask) {
-                int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
-                if (key > off + row || key >= Tk) x = -INFINITY;
-            }
-            s[j][e] = x;
-            if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
-        }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    mx0 = fmaxf(m[0], mx0 * sl2);
-    mx1 = fmaxf(m[1], mx1 * sl2);
-    const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-    const float c0 = ex2(m[0] - b0), c1 = ex2(m[1] - b1);
-    l[0] *= c0;
-    l[1] *= c1;
-#pragma unroll
-    for (int d = 0; d < ND; d++) {
-        o[d][0] *= c0; o[d][1] *= c0; o[d][2] *= c1; o[d][3] *= c1;
-    }
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        s[j][0] = ex2(fmaf(s[j][0], sl2, -b0)); s[j][1] = ex2(fmaf(s[j][1], sl2, -b0));
-        s[j][2] = ex2(fmaf(s[j][2], sl2, -b1)); s[j][3] = ex2(fmaf(s[j][3], sl2, -b1));
-        l[0] += s[j][0] + s[j][1];
-        l[1] += s[j][2] + s[j][3];
-    }
-    m[0] = mx0;
-    m[1] = mx1;
-    to_frags(pa, s);
-}
-
-/* The forward's rows r0 and r0 + 8 (< Tq): out = o / l (and its bf16 copy
- * when ob16), lse = (m + log2 l) ln 2; ob, ob16 at the block's (batch,
- * head), rows qrs apart. */
-template <int ND>
-__device__ __forceinline__ void write_rows(float *ob, bf16 *ob16, float *lb, float o[ND][4], const float m[2],
-                                           const float l[2], int r0, int Tq, int64_t qrs) {
-    const int t = threadIdx.x & 3, r1 = r0 + 8;
-    float l0 = l[0], l1 = l[1];
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = 1.f / l0, i1 = 1.f / l1;
-#pragma unroll
-    for (int d = 0; d < ND; d++) {
-        float2 v0 = make_float2(o[d][0] * i0, o[d][1] * i0), v1 = make_float2(o[d][2] * i1, o[d][3] * i1);
-        int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
-        if (ob && r0 < Tq) *(float2 *)(ob + e0) = v0;
-        if (ob && r1 < Tq) *(float2 *)(ob + e1) = v1;
-        if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
-        if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
-    }
-    if (t == 0 && r0 < Tq) lb[r0] = (m[0] + log2f(l0)) * LN2;
-    if (t == 0 && r1 < Tq) lb[r1] = (m[1] + log2f(l1)) * LN2;
-}
 
 /* One block per (query tile, head, batch) over bf16 q, k, v (k/v batch
  * stride kv_bstride); warp w owns MT m16 row blocks (32 rows at head size
@@ -394,182 +141,6 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
 #endif
 }
 
-/* ------------------------------------------------------------ forward, Hopper (sm_90a) */
-
-/* The forward at head size 64 with wgmma (warpgroup MMA, asynchronous, its
- * operands read from shared memory by the tensor cores): 256 threads, two
- * warpgroups of 64 query rows each, 128 queries a block as k_flash_fwd.
- * Q, K and V tiles sit in shared memory in the 128-byte swizzled layout
- * wgmma reads (row r of 64 bf16 = 128 bytes at r * 128, its 16-byte chunk c
- * at chunk c ^ (r % 8); tiles 1024-byte aligned). S = Q K^T: A (Q) and B
- * (K) from shared memory, both K-major (the head dimension contiguous);
- * O += P V: A (P) from registers, the score accumulators rounded to bf16
- * (a wgmma accumulator tile has the m16n8 layout of mma.sync per warp,
- * which is also the register A layout: the same conversion as to_frags),
- * B (V) from shared memory MN-major (transposed: keys are the reduction).
- * Softmax, masking, the tile order and the output are k_flash_fwd's. */
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define WG_SM90 1
-#endif
-
-/* smem matrix descriptor, 128-byte swizzle: start >> 4 (bits 0-13), leading
- * byte offset >> 4 (16-29; unused here: one swizzle atom along the
- * contiguous dimension), stride byte offset >> 4 (32-45: 1024, the next
- * 8 rows), swizzle mode 1 (62-63). */
-__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
-    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           ((uint64_t)1 << 62);
-}
-__device__ __forceinline__ void wg_fence() {
-#ifdef WG_SM90
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wg_commit() {
-#ifdef WG_SM90
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wg_wait0() {
-#ifdef WG_SM90
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
-}
-/* writes by the generic proxy (cp.async) become visible to wgmma's reads */
-__device__ __forceinline__ void wg_proxy_fence() {
-#ifdef WG_SM90
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-/* keeps the compiler from moving accumulator reads or writes across the
- * asynchronous instructions */
-__device__ __forceinline__ void wg_reg_fence(float d[32]) {
-#pragma unroll
-    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
-}
-#define WG_D32(d)                                                                                               \
-    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),  \
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
-        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-#define WG_R32                                                                                                  \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
-    "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
-/* d (64x64 fp32, accumulate when acc) += A (smem, K-major) · B^T (smem, K-major), k16 */
-__device__ __forceinline__ void wg_ss(float d[32], uint64_t da, uint64_t db, int acc) {
-#ifdef WG_SM90
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : WG_D32(d)
-                 : "l"(da), "l"(db), "r"(acc));
-#endif
-}
-/* d += A (registers, the m16k16 fragments of the warp's 16 rows) · B (smem, MN-major), k16 */
-__device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint64_t db) {
-#ifdef WG_SM90
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                 : WG_D32(d)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-#endif
-}
-/* R rows of 64 bf16 (row stride rs, rows >= nrows zero) -> a swizzled tile at
- * shared address dst, asynchronously, by the block's 256 threads. */
-template <int R>
-__device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_t rs, int nrows) {
-#pragma unroll
-    for (int e = threadIdx.x; e < R * 8; e += 256) {
-        int r = e >> 3, ch = e & 7;
-        bool ok = r < nrows;
-        uint32_t d = dst + r * 128 + ((ch ^ (r & 7)) << 4);
-#if __CUDA_ARCH__ >= 800
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d),
-                     "l"(src + (ok ? (int64_t)r * rs : 0) + 8 * ch), "r"(ok ? 16 : 0));
-#endif
-    }
-}
-
-__global__ void __launch_bounds__(256) k_flash_fwd_wg(float *out, bf16 *out16, float *lse, const bf16 *q,
-                                                      const bf16 *k, const bf16 *v, int Tq, int Tk, int NH, int NKV,
-                                                      int64_t kv_bstride, float sl2) {
-#ifdef WG_SM90
-    constexpr int HS = 64, BQ = 128, ND = HS / 8;
-    extern __shared__ __align__(16) unsigned char smem[];
-    const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u;
-    const uint32_t sQ = s0, sK = s0 + BQ * 128, sV = sK + 2 * FB * 128; /* K, V: two buffers of 8 KiB each */
-    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
-    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2;
-    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
-    const bf16 *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
-    const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
-    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(BQ, Tq - q0));
-    cp_tile_sw<FB>(sK, kb, krs, min(FB, Tk));
-    cp_commit();
-    cp_tile_sw<FB>(sV, vb, krs, min(FB, Tk));
-    cp_commit();
-    cp_wait<1>(); /* Q and the first K */
-    wg_proxy_fence();
-    __syncthreads();
-    const int wr = wg * 64 + w * 16; /* the warp's first row in the tile */
-    float o[32], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < 32; i++) o[i] = 0.f;
-    const int last = min(Tk - 1, off + min(q0 + BQ - 1, Tq - 1)); /* last key any row sees */
-    const int wlast = off + q0 + wg * 64 + 63;                      /* ... this warpgroup's rows */
-    const int nkt = last / FB + 1;
-    const uint64_t dq = wg_desc(sQ + wg * 64 * 128);
-    for (int kt = 0; kt < nkt; kt++) {
-        const int k0 = kt * FB, k1 = k0 + FB;
-        const bool more = kt + 1 < nkt, act = k0 <= wlast;
-        const uint32_t cK = sK + (kt & 1) * FB * 128, cV = sV + (kt & 1) * FB * 128;
-        if (more) cp_tile_sw<FB>(sK + ((kt + 1) & 1) * FB * 128, kb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
-        cp_commit();
-        uint32_t pa[4][4];
-        if (act) {
-            float s[32];
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) wg_ss(s, dq + 2 * kk, wg_desc(cK) + 2 * kk, kk);
-            wg_commit();
-            wg_wait0();
-            wg_reg_fence(s);
-            const bool mask = k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk;
-            softmax_tile<ND>(reinterpret_cast<float (*)[4]>(s), reinterpret_cast<float (*)[4]>(o), m, l, pa, mask,
-                             q0 + wr + g, k0, off, Tk, sl2);
-        }
-        cp_wait<1>(); /* this tile's V (the next K may still be in flight) */
-        wg_proxy_fence();
-        __syncthreads();
-        if (more) cp_tile_sw<FB>(sV + ((kt + 1) & 1) * FB * 128, vb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
-        cp_commit();
-        if (act) {
-            /* the rescaled o and the packed P are in their registers before
-             * the fence that orders them before the asynchronous reads */
-            wg_reg_fence(o);
-#pragma unroll
-            for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
-            wg_fence();
-#pragma unroll
-            for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(o, pa[kb2], wg_desc(cV + kb2 * 16 * 128));
-            wg_commit();
-            wg_wait0();
-            wg_reg_fence(o);
-        }
-        cp_wait<1>(); /* the next K */
-        wg_proxy_fence();
-        __syncthreads(); /* ... visible to all; this tile's buffers are free */
-    }
-    cp_wait<0>();
-    const int64_t oo = (int64_t)b * Tq * qrs + (int64_t)h * HS;
-    float *ob = out ? out + oo : NULL;
-    bf16 *ob16 = out16 ? out16 + oo : NULL;
-    float *lb = lse + ((int64_t)b * NH + h) * Tq;
-    write_rows<ND>(ob, ob16, lb, reinterpret_cast<float (*)[4]>(o), m, l, q0 + wr + g, Tq, qrs);
-#endif
-}
-
 /* ------------------------------------------------------------ backward */
 
 /* Row statistics for the backward, [B,NH,Tp] (T rounded up to 4, so each
@@ -601,14 +172,6 @@ __global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const DO *dout,
     L2[at] = lse[((int64_t)b * NH + h) * T + t] * LOG2E;
 }
 
-/* 64 floats of a [.., T] statistics row from row0 -> shared (rows >= T: 0),
- * asynchronously (row0 % 4 == 0, rows 16-byte aligned). */
-__device__ __forceinline__ void cp_stats(float *dst, const float *src, int row0, int T) {
-    for (int e = threadIdx.x; e < FB / 4; e += FTHREADS) {
-        int n = T - row0 - 4 * e;
-        cp16(dst + 4 * e, src + (n > 0 ? row0 + 4 * e : 0), n >= 4 ? 16 : n > 0 ? 4 * n : 0);
-    }
-}
 
 /* dQ for one (query tile, head, batch) over bf16 q, k, v, dO: Q and dO
  * fragments stay in registers; the next K and V tiles arrive by cp.async
@@ -827,19 +390,8 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     if (!kh) { if (!sc) return; fp32_in(c, k, kvn); to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
     if (!vh) { if (!sc) return; fp32_in(c, v, kvn); to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
     prof_phase(c, "attention_fwd (flash)");
-    if (HS == 64 && c->attn == ATTN_WGMMA) { /* opt-in: Hopper's wgmma kernel (a build for sm_90a) */
-#ifdef SMJ_SM90A
-        size_t sm90 = (size_t)(2 * FB + 4 * FB) * 64 * sizeof(bf16) + 1024;
-        if (c->cc != 90)
-            record(c, SMJ_ERR_UNSUPPORTED, "SMJ_CUDA_ATTN=wgmma needs a Hopper GPU (compute capability 9.0), not %d.%d",
-                   c->cc / 10, c->cc % 10);
-        else if (smem_ok(c, (const void *)k_flash_fwd_wg, sm90)) {
-            k_flash_fwd_wg<<<grid, 256, sm90, c->stream>>>(out, out16, lse, qh, kh, vh, Tq, Tk, NH, NKV, nkv, sl2);
-            LAUNCHED(c);
-        }
-#else
-        record(c, SMJ_ERR_UNSUPPORTED, "SMJ_CUDA_ATTN=wgmma: this build has no sm_90a kernels (GPU_ARCH without 90a)");
-#endif
+    if (flash_sm90_ok(c, HS)) {
+        flash_fwd_sm90(c, out, out16, lse, qh, kh, vh, B, Tq, Tk, NH, NKV, nkv, sl2);
         return;
     }
 #define F(H)                                                                                                   \
@@ -896,6 +448,10 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const f
     /* dQ: Q, dO and two K, V buffers; dK dV: K, V, two Q, dO buffers and two L2, D rows */
     size_t sq = (size_t)6 * FB * (HS + 8) * sizeof(bf16), skv = sq + 4 * FB * sizeof(float);
     float sl2 = scale * LOG2E;
+    if (flash_sm90_ok(c, HS)) {
+        flash_bwd_sm90(c, dq, dk, dv, dv16, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV, sl2, scale);
+        return;
+    }
 #define F(H)                                                                                                        \
     if (smem_ok(c, (const void *)k_flash_bwd_dq<H>, sq) && smem_ok(c, (const void *)k_flash_bwd_dkv<H>, skv)) {     \
         prof_phase(c, "attn bwd: flash dQ");                                                                        \

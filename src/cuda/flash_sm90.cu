@@ -1,0 +1,476 @@
+/* flash_sm90.cu — flash attention (causal, GQA) at head size 64 with
+ * Hopper's warpgroup MMA (wgmma, sm_90a): the forward and both backward
+ * kernels, the default on a Hopper GPU in a build for sm_90a
+ * (SMJ_CUDA_ATTN=mma selects flash.cu's mma.sync kernels instead). The
+ * layouts, row statistics and host-side casts are flash.cu's; these kernels
+ * take its bf16 inputs and write the same outputs.
+ *
+ * wgmma: a warpgroup (4 warps, 128 threads) multiplies a 64-row A by an
+ * N-column B asynchronously, the operands read by the tensor cores from
+ * shared memory (A may come from registers). Tiles sit in shared memory in
+ * the 128-byte swizzled layout wgmma reads: row r of 64 bf16 (128 bytes) at
+ * r * 128, its 16-byte chunk c at chunk c ^ (r % 8); tiles 1024-byte
+ * aligned. One such tile serves as a K-major operand (the head dimension
+ * is the reduction: S = Q K^T) and as an MN-major one (the rows are the
+ * reduction: O += P V). The accumulators have the mma.sync C layout per
+ * warp, so softmax_tile, to_frags and write_rows (flash.cuh) apply as they
+ * are, and rounded scores are the register A operand of the next product.
+ *
+ * forward  256 threads, two warpgroups of 64 queries, 128 queries a block;
+ *          pipelined in FA3's order (k_flash_fwd_wg).
+ * dQ       the same block shape; per key tile S = Q K^T and dP = dO V^T
+ *          (both from shared memory), dS = P (dP - D) in registers,
+ *          dQ += dS K (dS from registers, K MN-major).
+ * dK, dV   256 threads, two warpgroups of 64 keys, 128 keys a block; over
+ *          the group's query heads and the 64-query tiles from the
+ *          diagonal on: S^T = K Q^T, dP^T = V dO^T, P^T and dS^T in
+ *          registers, dV += P^T dO and dK += dS^T Q (Q and dO MN-major).
+ * Deterministic: each output row has one owner block, no atomics. */
+#include "flash.cuh"
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_SM90 1
+#endif
+
+/* smem matrix descriptor, 128-byte swizzle: start >> 4 (bits 0-13), leading
+ * byte offset >> 4 (16-29; unused here: one swizzle atom along the
+ * contiguous dimension), stride byte offset >> 4 (32-45: 1024, the next
+ * 8 rows), swizzle mode 1 (62-63). */
+__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+__device__ __forceinline__ void wg_fence() {
+#ifdef WG_SM90
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_commit() {
+#ifdef WG_SM90
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_wait0() {
+#ifdef WG_SM90
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+/* writes by the generic proxy (cp.async) become visible to wgmma's reads */
+__device__ __forceinline__ void wg_proxy_fence() {
+#ifdef WG_SM90
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+/* keeps the compiler from moving accumulator reads or writes across the
+ * asynchronous instructions */
+__device__ __forceinline__ void wg_reg_fence(float d[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+#define WG_D32(d)                                                                                               \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),  \
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define WG_R32                                                                                                  \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
+/* d (64x64 fp32, accumulate when acc) += A (smem, K-major) · B^T (smem, K-major), k16 */
+__device__ __forceinline__ void wg_ss(float d[32], uint64_t da, uint64_t db, int acc) {
+#ifdef WG_SM90
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : WG_D32(d)
+                 : "l"(da), "l"(db), "r"(acc));
+#endif
+}
+/* d += A (registers, the m16k16 fragments of the warp's 16 rows) · B (smem, MN-major), k16 */
+__device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint64_t db) {
+#ifdef WG_SM90
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
+                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : WG_D32(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+#endif
+}
+/* R rows of 64 bf16 (row stride rs, rows >= nrows zero) -> a swizzled tile at
+ * shared address dst, asynchronously, by the block's 256 threads. */
+template <int R>
+__device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_t rs, int nrows) {
+#pragma unroll
+    for (int e = threadIdx.x; e < R * 8; e += 256) {
+        int r = e >> 3, ch = e & 7;
+        bool ok = r < nrows;
+        uint32_t d = dst + r * 128 + ((ch ^ (r & 7)) << 4);
+#if __CUDA_ARCH__ >= 800
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d),
+                     "l"(src + (ok ? (int64_t)r * rs : 0) + 8 * ch), "r"(ok ? 16 : 0));
+#endif
+    }
+}
+
+/* ------------------------------------------------------------ forward */
+
+__global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16, float *lse, const bf16 *q,
+                                                      const bf16 *k, const bf16 *v, int Tq, int Tk, int NH, int NKV,
+                                                      int64_t kv_bstride, float sl2) {
+#ifdef WG_SM90
+    /* Pipelined in FA3's order: per tile kt, S_{kt+1} = Q K_{kt+1}^T and
+     * O += P_kt V_kt are issued together; the softmax of S_{kt+1} runs while
+     * the PV product does (P in two register sets, o rescaled only after
+     * PV_kt is done). K tiles are three buffers (kt + 2 loads while kt + 1
+     * is multiplied), V two, both asked for a step ahead. Every warpgroup
+     * runs every tile of its block (a tile past its rows' diagonal comes out
+     * fully masked, p = 0), so the sequence of asynchronous products is the
+     * same on every path and the compiler keeps it pipelined (ptxas reports
+     * no serialization). Two blocks an SM (128 registers, a 20-byte spill)
+     * ran faster than one (138 registers): 3.65 vs 4.40 ms a step. */
+    constexpr int HS = 64, BQ = 128, ND = HS / 8, TB = FB * 128; /* tile bytes */
+    extern __shared__ __align__(16) unsigned char smem[];
+    const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u;
+    const uint32_t sQ = s0, sK = s0 + BQ * 128, sV = sK + 3 * TB;
+    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
+    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2;
+    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const bf16 *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
+    const int last = min(Tk - 1, off + min(q0 + BQ - 1, Tq - 1)); /* last key any row sees */
+    const int nkt = last / FB + 1;
+    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(BQ, Tq - q0));
+    cp_tile_sw<FB>(sK, kb, krs, min(FB, Tk));
+    cp_commit();
+    if (nkt > 1) cp_tile_sw<FB>(sK + TB, kb + (int64_t)FB * krs, krs, min(FB, Tk - FB));
+    cp_commit();
+    cp_tile_sw<FB>(sV, vb, krs, min(FB, Tk));
+    cp_commit();
+    cp_wait<2>(); /* Q and the first K */
+    wg_proxy_fence();
+    __syncthreads();
+    const int wr = wg * 64 + w * 16; /* the warp's first row in the tile */
+    const uint64_t dq = wg_desc(sQ + wg * 64 * 128);
+    float o[32], sa[32], sb[32], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < 32; i++) o[i] = 0.f;
+    auto issue_s = [&](float *acc, uint32_t kbuf) {
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++) wg_ss(acc, dq + 2 * kk, wg_desc(kbuf) + 2 * kk, kk);
+        wg_commit();
+    };
+    auto softmax = [&](float *acc, int kt, uint32_t pa[4][4]) {
+        const int k0 = kt * FB;
+        const bool mask = k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk;
+        return softmax_tile<ND, false>(reinterpret_cast<float (*)[4]>(acc), reinterpret_cast<float (*)[4]>(o), m, l,
+                                       pa, mask, q0 + wr + g, k0, off, Tk, sl2);
+    };
+    auto rescale = [&](float2 c) {
+#pragma unroll
+        for (int d = 0; d < ND; d++) {
+            o[4 * d] *= c.x; o[4 * d + 1] *= c.x; o[4 * d + 2] *= c.y; o[4 * d + 3] *= c.y;
+        }
+    };
+    auto issue_pv = [&](int kt, uint32_t pa[4][4]) {
+        wg_reg_fence(o);
+#pragma unroll
+        for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
+        wg_fence();
+#pragma unroll
+        for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(o, pa[kb2], wg_desc(sV + (kt & 1) * TB + kb2 * 16 * 128));
+        wg_commit();
+    };
+    /* tile 0's scores and softmax (o is 0: nothing to rescale); P in two
+     * register sets, the one a PV product reads being left alone while it
+     * runs */
+    uint32_t pa[4][4], pb[4][4];
+    issue_s(sa, sK);
+    wg_wait0();
+    wg_reg_fence(sa);
+    softmax(sa, 0, pa);
+    /* then per tile kt (FA3's order): issue S_{kt+1}, issue O += P_kt V_kt,
+     * wait for S_{kt+1} (PV_kt may still run), its softmax (o is not
+     * touched), wait for PV_kt, rescale o by the new factors */
+    auto step = [&](int kt, float *sn, uint32_t pc[4][4], uint32_t pn[4][4]) {
+        const int k0 = kt * FB;
+        cp_wait<0>(); /* K_{kt+1} and V_kt landed (asked for a step before) */
+        wg_proxy_fence();
+        __syncthreads();
+        if (kt + 2 < nkt)
+            cp_tile_sw<FB>(sK + ((kt + 2) % 3) * TB, kb + (int64_t)(k0 + 2 * FB) * krs, krs, min(FB, Tk - k0 - 2 * FB));
+        if (kt + 1 < nkt)
+            cp_tile_sw<FB>(sV + ((kt + 1) & 1) * TB, vb + (int64_t)(k0 + FB) * krs, krs, min(FB, Tk - k0 - FB));
+        cp_commit();
+        issue_s(sn, sK + ((kt + 1) % 3) * TB);
+        issue_pv(kt, pc);
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+        wg_reg_fence(sn);
+        float2 c = softmax(sn, kt + 1, pn);
+        wg_wait0();
+        wg_reg_fence(o);
+        rescale(c);
+    };
+    int kt = 0;
+    for (; kt + 2 < nkt; kt += 2) {
+        step(kt, sb, pa, pb);
+        step(kt + 1, sa, pb, pa);
+    }
+    /* the last tile's O += P V */
+    auto last_pv = [&](int kt, uint32_t pc[4][4]) {
+        cp_wait<0>();
+        wg_proxy_fence();
+        __syncthreads();
+        issue_pv(kt, pc);
+    };
+    if (kt + 1 < nkt) {
+        step(kt, sb, pa, pb);
+        last_pv(kt + 1, pb);
+    } else {
+        last_pv(kt, pa);
+    }
+    wg_wait0();
+    wg_reg_fence(o);
+    cp_wait<0>();
+    const int64_t oo = (int64_t)b * Tq * qrs + (int64_t)h * HS;
+    float *ob = out ? out + oo : NULL;
+    bf16 *ob16 = out16 ? out16 + oo : NULL;
+    float *lb = lse + ((int64_t)b * NH + h) * Tq;
+    write_rows<ND>(ob, ob16, lb, reinterpret_cast<float (*)[4]>(o), m, l, q0 + wr + g, Tq, qrs);
+#endif
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* s = A1 · B1^T and dp = A2 · B2^T for a warpgroup's 64 rows, reduced over
+ * the head dimension (four k16 steps each), all four operands K-major tiles
+ * in shared memory (descriptors); issued together, then waited for. */
+__device__ __forceinline__ void wg_two_scores(float s[32], float dp[32], uint64_t a1, uint64_t b1, uint64_t a2,
+                                              uint64_t b2) {
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wg_ss(s, a1 + 2 * kk, b1 + 2 * kk, kk);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wg_ss(dp, a2 + 2 * kk, b2 + 2 * kk, kk);
+    wg_commit();
+    wg_wait0();
+    wg_reg_fence(s);
+    wg_reg_fence(dp);
+}
+/* acc += P (64 rows as bf16 register fragments, k = 64) · B (a tile at
+ * shared address sb, MN-major), issued; the caller waits. */
+__device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t pa[4][4], uint32_t sb) {
+    wg_reg_fence(acc);
+#pragma unroll
+    for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
+#pragma unroll
+    for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(acc, pa[kb2], wg_desc(sb + kb2 * 16 * 128));
+}
+
+/* dQ for 128 queries (two warpgroups of 64) of one head and batch: Q and dO
+ * stay in shared memory, K and V tiles arrive in two buffers each (the next
+ * while this one is multiplied). Every warpgroup runs every tile (a tile
+ * past its rows' diagonal is fully masked: dS = 0). */
+__global__ void __launch_bounds__(256, 2)
+    k_flash_bwd_dq_wg(float *dq, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
+                      const bf16 *v, int T, int Tp, int NH, int NKV, float sl2, float scale) {
+#ifdef WG_SM90
+    constexpr int HS = 64, BQ = 128, ND = 8, TB = FB * 128;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const uint32_t sQ = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u, sO = sQ + BQ * 128,
+                   sK = sO + BQ * 128, sV = sK + 2 * TB;
+    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (NH / NKV), q0 = qt * BQ;
+    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
+    const bf16 *kb = k + (int64_t)b * T * krs + (int64_t)hk * HS, *vb = v + (int64_t)b * T * krs + (int64_t)hk * HS;
+    cp_tile_sw<BQ>(sQ, q + qoff, qrs, min(BQ, T - q0));
+    cp_tile_sw<BQ>(sO, dout + qoff, qrs, min(BQ, T - q0));
+    cp_tile_sw<FB>(sK, kb, krs, min(FB, T));
+    cp_tile_sw<FB>(sV, vb, krs, min(FB, T));
+    cp_commit();
+    const int wr = wg * 64 + w * 16, r0 = q0 + wr + g, r1 = r0 + 8; /* the thread's rows */
+    const int64_t st = ((int64_t)b * NH + h) * Tp;
+    const float L0 = r0 < T ? L2[st + r0] : 0.f, L1 = r1 < T ? L2[st + r1] : 0.f;
+    const float D0 = r0 < T ? D[st + r0] : 0.f, D1 = r1 < T ? D[st + r1] : 0.f;
+    const uint64_t dQd = wg_desc(sQ + wg * 64 * 128), dOd = wg_desc(sO + wg * 64 * 128);
+    const int nkt = min(T - 1, q0 + BQ - 1) / FB + 1;
+    float acc[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) acc[i] = 0.f;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int k0 = kt * FB, k1 = k0 + FB;
+        cp_wait<0>(); /* tile kt is in */
+        wg_proxy_fence();
+        __syncthreads(); /* ... for every thread; tile kt - 1's buffers are free */
+        if (kt + 1 < nkt) {
+            cp_tile_sw<FB>(sK + ((kt + 1) & 1) * TB, kb + (int64_t)k1 * krs, krs, min(FB, T - k1));
+            cp_tile_sw<FB>(sV + ((kt + 1) & 1) * TB, vb + (int64_t)k1 * krs, krs, min(FB, T - k1));
+        }
+        cp_commit();
+        const uint32_t cK = sK + (kt & 1) * TB, cV = sV + (kt & 1) * TB;
+        float s[32], dp[32];
+        wg_two_scores(s, dp, dQd, wg_desc(cK), dOd, wg_desc(cV)); /* S = Q K^T, dP = dO V^T */
+        const bool mask = k0 + FB - 1 > q0 + wr || k0 + FB > T;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            const int e = i & 3;
+            float p = ex2(fmaf(s[i], sl2, -(e < 2 ? L0 : L1)));
+            if (mask) {
+                int key = k0 + (i >> 2) * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
+                if (key > row || key >= T) p = 0.f;
+            }
+            dp[i] = p * (dp[i] - (e < 2 ? D0 : D1)); /* dS */
+        }
+        uint32_t da[4][4];
+        to_frags(da, reinterpret_cast<float (*)[4]>(dp));
+        wg_fence();
+        wg_issue_pb(acc, da, cK); /* dQ += dS K */
+        wg_commit();
+        wg_wait0();
+        wg_reg_fence(acc);
+    }
+    float *ob = dq + qoff - (int64_t)q0 * qrs;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        const int c = d * 8 + 2 * t;
+        if (r0 < T) *(float2 *)(ob + (int64_t)r0 * qrs + c) = make_float2(acc[4 * d] * scale, acc[4 * d + 1] * scale);
+        if (r1 < T)
+            *(float2 *)(ob + (int64_t)r1 * qrs + c) = make_float2(acc[4 * d + 2] * scale, acc[4 * d + 3] * scale);
+    }
+#endif
+}
+
+/* dK, dV for 128 keys (two warpgroups of 64) of one KV head and batch: K
+ * and V stay in shared memory; the loop runs over the group's query heads
+ * and the 64-query tiles from the block's first key on, the next (head,
+ * tile)'s Q, dO and row statistics arriving while this one is multiplied.
+ * The score blocks are S^T (keys x queries), so lse and D are per column. */
+__global__ void __launch_bounds__(256, 1)
+    k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dv16, const bf16 *dout, const float *L2, const float *D,
+                       const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV, float sl2,
+                       float scale) {
+#ifdef WG_SM90
+    constexpr int HS = 64, BK = 128, ND = 8, TB = FB * 128;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem), sK = (raw + 1023) & ~1023u, sV = sK + BK * 128,
+                   sQ = sV + BK * 128, sO = sQ + 2 * TB;
+    float *sL = (float *)(smem + (sO + 2 * TB - raw)), *sD = sL + 2 * FB; /* two buffers each */
+    const int kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = NH / NKV, k0 = kt * BK;
+    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const int64_t koff = ((int64_t)b * T + k0) * krs + (int64_t)hk * HS;
+    const int qt0 = k0 / FB, per = (T + FB - 1) / FB - qt0, nit = G * per; /* (head, query tile) pairs */
+    auto fetch = [&](int i, int buf) {
+        const int h = hk * G + i / per, qq = (qt0 + i % per) * FB;
+        const int64_t qoff = ((int64_t)b * T + qq) * qrs + (int64_t)h * HS, st = ((int64_t)b * NH + h) * Tp;
+        cp_tile_sw<FB>(sQ + buf * TB, q + qoff, qrs, min(FB, T - qq));
+        cp_tile_sw<FB>(sO + buf * TB, dout + qoff, qrs, min(FB, T - qq));
+        cp_stats(sL + buf * FB, L2 + st, qq, T);
+        cp_stats(sD + buf * FB, D + st, qq, T);
+    };
+    cp_tile_sw<BK>(sK, k + koff, krs, min(BK, T - k0));
+    cp_tile_sw<BK>(sV, v + koff, krs, min(BK, T - k0));
+    fetch(0, 0);
+    cp_commit();
+    const int kw = k0 + wg * 64 + w * 16, j0 = kw + g, j1 = j0 + 8; /* the warp's first key, the thread's */
+    const uint64_t dKd = wg_desc(sK + wg * 64 * 128), dVd = wg_desc(sV + wg * 64 * 128);
+    float ak[32], av[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) ak[i] = av[i] = 0.f;
+    for (int it = 0; it < nit; it++) {
+        const int cur = it & 1, q0 = (qt0 + it % per) * FB;
+        cp_wait<0>();
+        wg_proxy_fence();
+        __syncthreads();
+        if (it + 1 < nit) fetch(it + 1, cur ^ 1);
+        cp_commit();
+        const uint32_t cQ = sQ + cur * TB, cO = sO + cur * TB;
+        const float *cL = sL + cur * FB, *cD = sD + cur * FB;
+        float s[32], dp[32];
+        wg_two_scores(s, dp, dKd, wg_desc(cQ), dVd, wg_desc(cO)); /* S^T = K Q^T, dP^T = V dO^T */
+        const bool mask = kw + 15 > q0 || q0 + FB > T;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float2 l2 = *(const float2 *)(cL + j * 8 + 2 * t), dd = *(const float2 *)(cD + j * 8 + 2 * t);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = 4 * j + e;
+                float p = ex2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                if (mask) {
+                    int key = e < 2 ? j0 : j1, qi = q0 + j * 8 + 2 * t + (e & 1);
+                    if (key > qi || qi >= T) p = 0.f;
+                }
+                s[i] = p;
+                dp[i] = p * (dp[i] - ((e & 1) ? dd.y : dd.x)); /* dS^T */
+            }
+        }
+        uint32_t pa[4][4], da[4][4];
+        to_frags(pa, reinterpret_cast<float (*)[4]>(s));
+        to_frags(da, reinterpret_cast<float (*)[4]>(dp));
+        wg_fence();
+        wg_issue_pb(av, pa, cO); /* dV += P^T dO */
+        wg_issue_pb(ak, da, cQ); /* dK += dS^T Q */
+        wg_commit();
+        wg_wait0();
+        wg_reg_fence(av);
+        wg_reg_fence(ak);
+    }
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        const int64_t o0 = koff + (int64_t)(j0 - k0) * krs + d * 8 + 2 * t, o1 = o0 + 8 * krs;
+        if (j0 < T) {
+            *(float2 *)(dk + o0) = make_float2(ak[4 * d] * scale, ak[4 * d + 1] * scale);
+            if (dv) *(float2 *)(dv + o0) = make_float2(av[4 * d], av[4 * d + 1]);
+            if (dv16) *(uint32_t *)(dv16 + o0) = pack_bf16(av[4 * d], av[4 * d + 1]);
+        }
+        if (j1 < T) {
+            *(float2 *)(dk + o1) = make_float2(ak[4 * d + 2] * scale, ak[4 * d + 3] * scale);
+            if (dv) *(float2 *)(dv + o1) = make_float2(av[4 * d + 2], av[4 * d + 3]);
+            if (dv16) *(uint32_t *)(dv16 + o1) = pack_bf16(av[4 * d + 2], av[4 * d + 3]);
+        }
+    }
+#endif
+}
+
+/* ------------------------------------------------------------ host side */
+
+/* Whether this context runs attention at head size HS with the kernels
+ * above: a Hopper GPU (compute capability 9.0), a build with sm_90a code,
+ * head size 64, and SMJ_CUDA_ATTN unset/auto (or wgmma). */
+int flash_sm90_ok(smj_cuda *c, int HS) {
+#ifdef SMJ_SM90A
+    return HS == 64 && c->cc == 90 && (c->attn == ATTN_AUTO || c->attn == ATTN_WGMMA);
+#else
+    (void)c; (void)HS;
+    return 0;
+#endif
+}
+
+/* Launches (flash_sm90_ok true): bf16 inputs as flash_fwd / flash_bwd made them. */
+void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                    int B, int Tq, int Tk, int NH, int NKV, int64_t kv_bstride, float sl2) {
+    dim3 grid((unsigned)((Tq + 127) / 128), (unsigned)NH, (unsigned)B);
+    size_t sm = (size_t)(2 * FB + 5 * FB) * 128 + 1024; /* Q | K x3 | V x2 */
+    if (smem_ok(c, (const void *)k_flash_fwd_wg, sm)) {
+        k_flash_fwd_wg<<<grid, 256, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2);
+        LAUNCHED(c);
+    }
+}
+
+void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const bf16 *dout, const float *L2,
+                    const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int Tp, int NH, int NKV,
+                    float sl2, float scale) {
+    const unsigned nt = (unsigned)((T + 127) / 128);
+    const size_t sq = (size_t)(2 * 128 + 4 * FB) * 128 + 1024;                   /* Q | dO | K x2 | V x2 */
+    const size_t skv = (size_t)(2 * 128 + 4 * FB) * 128 + 4 * FB * sizeof(float) + 1024; /* + L2, D x2 */
+    if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
+    prof_phase(c, "attn bwd: flash dQ");
+    k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dout, L2, D, q, k, v, T, Tp, NH,
+                                                                                   NKV, sl2, scale);
+    LAUNCHED(c);
+    prof_phase(c, "attn bwd: flash dK dV");
+    k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 256, skv, c->stream>>>(dk, dv, dv16, dout, L2, D, q, k, v,
+                                                                                      T, Tp, NH, NKV, sl2, scale);
+    LAUNCHED(c);
+}
