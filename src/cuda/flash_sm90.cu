@@ -343,26 +343,30 @@ __global__ void __launch_bounds__(256, 2)
 
 /* dK, dV for 128 keys (two warpgroups of 64) of one KV head and batch: K
  * and V stay in shared memory; the loop runs over the group's query heads
- * and the 64-query tiles from the block's first key on, the next (head,
- * tile)'s Q, dO and row statistics arriving while this one is multiplied.
- * The score blocks are S^T (keys x queries), so lse and D are per column. */
+ * and the 64-query tiles from the block's first key on. The score blocks
+ * are S^T (keys x queries), so lse and D are per column. Pipelined as the
+ * forward: per iteration i, S^T and dP^T of i + 1 are issued before the dV
+ * and dK products of i, and P^T, dS^T of i + 1 are computed while those
+ * run (two register sets each). Q, dO and the statistics are three
+ * buffers: i + 2's load goes where i - 1's was, which every warpgroup has
+ * finished with at i's barrier. */
 __global__ void __launch_bounds__(256, 1)
     k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dv16, const bf16 *dout, const float *L2, const float *D,
                        const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV, float sl2,
                        float scale) {
 #ifdef WG_SM90
-    constexpr int HS = 64, BK = 128, ND = 8, TB = FB * 128;
+    constexpr int HS = 64, BK = 128, ND = 8, TB = FB * 128, NB = 3;
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem), sK = (raw + 1023) & ~1023u, sV = sK + BK * 128,
-                   sQ = sV + BK * 128, sO = sQ + 2 * TB;
-    float *sL = (float *)(smem + (sO + 2 * TB - raw)), *sD = sL + 2 * FB; /* two buffers each */
+                   sQ = sV + BK * 128, sO = sQ + NB * TB;
+    float *sL = (float *)(smem + (sO + NB * TB - raw)), *sD = sL + NB * FB;
     const int kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = NH / NKV, k0 = kt * BK;
     const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
     const int64_t koff = ((int64_t)b * T + k0) * krs + (int64_t)hk * HS;
     const int qt0 = k0 / FB, per = (T + FB - 1) / FB - qt0, nit = G * per; /* (head, query tile) pairs */
-    auto fetch = [&](int i, int buf) {
-        const int h = hk * G + i / per, qq = (qt0 + i % per) * FB;
+    auto fetch = [&](int i) {
+        const int h = hk * G + i / per, qq = (qt0 + i % per) * FB, buf = i % NB;
         const int64_t qoff = ((int64_t)b * T + qq) * qrs + (int64_t)h * HS, st = ((int64_t)b * NH + h) * Tp;
         cp_tile_sw<FB>(sQ + buf * TB, q + qoff, qrs, min(FB, T - qq));
         cp_tile_sw<FB>(sO + buf * TB, dout + qoff, qrs, min(FB, T - qq));
@@ -371,51 +375,95 @@ __global__ void __launch_bounds__(256, 1)
     };
     cp_tile_sw<BK>(sK, k + koff, krs, min(BK, T - k0));
     cp_tile_sw<BK>(sV, v + koff, krs, min(BK, T - k0));
-    fetch(0, 0);
+    fetch(0);
+    cp_commit();
+    if (nit > 1) fetch(1);
     cp_commit();
     const int kw = k0 + wg * 64 + w * 16, j0 = kw + g, j1 = j0 + 8; /* the warp's first key, the thread's */
     const uint64_t dKd = wg_desc(sK + wg * 64 * 128), dVd = wg_desc(sV + wg * 64 * 128);
-    float ak[32], av[32];
+    auto issue_scores = [&](int i, float *s, float *dp) { /* S^T = K Q^T, dP^T = V dO^T */
+        const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
+        wg_fence();
 #pragma unroll
-    for (int i = 0; i < 32; i++) ak[i] = av[i] = 0.f;
-    for (int it = 0; it < nit; it++) {
-        const int cur = it & 1, q0 = (qt0 + it % per) * FB;
-        cp_wait<0>();
-        wg_proxy_fence();
-        __syncthreads();
-        if (it + 1 < nit) fetch(it + 1, cur ^ 1);
-        cp_commit();
-        const uint32_t cQ = sQ + cur * TB, cO = sO + cur * TB;
-        const float *cL = sL + cur * FB, *cD = sD + cur * FB;
-        float s[32], dp[32];
-        wg_two_scores(s, dp, dKd, wg_desc(cQ), dVd, wg_desc(cO)); /* S^T = K Q^T, dP^T = V dO^T */
+        for (int kk = 0; kk < 4; kk++) wg_ss(s, dKd + 2 * kk, wg_desc(cQ) + 2 * kk, kk);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wg_ss(dp, dVd + 2 * kk, wg_desc(cO) + 2 * kk, kk);
+        wg_commit();
+    };
+    /* P^T and dS^T of iteration i from its scores, as bf16 A fragments */
+    auto grads = [&](int i, float *s, float *dp, uint32_t pa[4][4], uint32_t da[4][4]) {
+        wg_reg_fence(s);
+        wg_reg_fence(dp);
+        const int q0 = (qt0 + i % per) * FB;
+        const float *cL = sL + (i % NB) * FB, *cD = sD + (i % NB) * FB;
         const bool mask = kw + 15 > q0 || q0 + FB > T;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const float2 l2 = *(const float2 *)(cL + j * 8 + 2 * t), dd = *(const float2 *)(cD + j * 8 + 2 * t);
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int i = 4 * j + e;
-                float p = ex2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                const int x = 4 * j + e;
+                float p = ex2(fmaf(s[x], sl2, -((e & 1) ? l2.y : l2.x)));
                 if (mask) {
                     int key = e < 2 ? j0 : j1, qi = q0 + j * 8 + 2 * t + (e & 1);
                     if (key > qi || qi >= T) p = 0.f;
                 }
-                s[i] = p;
-                dp[i] = p * (dp[i] - ((e & 1) ? dd.y : dd.x)); /* dS^T */
+                s[x] = p;
+                dp[x] = p * (dp[x] - ((e & 1) ? dd.y : dd.x)); /* dS^T */
             }
         }
-        uint32_t pa[4][4], da[4][4];
         to_frags(pa, reinterpret_cast<float (*)[4]>(s));
         to_frags(da, reinterpret_cast<float (*)[4]>(dp));
+    };
+    float ak[32], av[32], sc[32], dp[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) ak[i] = av[i] = 0.f;
+    uint32_t pa[4][4], da[4][4], pb[4][4], db[4][4];
+    cp_wait<1>(); /* K, V and iteration 0's tiles */
+    wg_proxy_fence();
+    __syncthreads();
+    issue_scores(0, sc, dp);
+    wg_wait0();
+    grads(0, sc, dp, pa, da);
+    auto issue_grads = [&](int i, uint32_t pc[4][4], uint32_t dc[4][4]) {
+        const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
         wg_fence();
-        wg_issue_pb(av, pa, cO); /* dV += P^T dO */
-        wg_issue_pb(ak, da, cQ); /* dK += dS^T Q */
+        wg_issue_pb(av, pc, cO); /* dV += P^T dO */
+        wg_issue_pb(ak, dc, cQ); /* dK += dS^T Q */
         wg_commit();
+    };
+    /* iteration i < nit - 1 (its fragments pc, dc ready): the scores of
+     * i + 1, then dV and dK of i; i + 1's fragments while those run. The
+     * same sequence of asynchronous products on every path (ptxas keeps
+     * them pipelined). */
+    auto step = [&](int i, uint32_t pc[4][4], uint32_t dc[4][4], uint32_t pn[4][4], uint32_t dn[4][4]) {
+        cp_wait<0>(); /* i + 1's tiles (asked for a step before) */
+        wg_proxy_fence();
+        __syncthreads(); /* ... for every thread; i - 1's buffers are free */
+        if (i + 2 < nit) fetch(i + 2);
+        cp_commit();
+        issue_scores(i + 1, sc, dp);
+        issue_grads(i, pc, dc);
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); /* the scores of i + 1 */
+        grads(i + 1, sc, dp, pn, dn);
         wg_wait0();
         wg_reg_fence(av);
         wg_reg_fence(ak);
+    };
+    int it = 0;
+    for (; it + 2 < nit; it += 2) {
+        step(it, pa, da, pb, db);
+        step(it + 1, pb, db, pa, da);
     }
+    if (it + 1 < nit) {
+        step(it, pa, da, pb, db);
+        issue_grads(it + 1, pb, db);
+    } else {
+        issue_grads(it, pa, da);
+    }
+    wg_wait0();
+    wg_reg_fence(av);
+    wg_reg_fence(ak);
 #pragma unroll
     for (int d = 0; d < ND; d++) {
         const int64_t o0 = koff + (int64_t)(j0 - k0) * krs + d * 8 + 2 * t, o1 = o0 + 8 * krs;
@@ -463,7 +511,7 @@ void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, co
                     float sl2, float scale) {
     const unsigned nt = (unsigned)((T + 127) / 128);
     const size_t sq = (size_t)(2 * 128 + 4 * FB) * 128 + 1024;                   /* Q | dO | K x2 | V x2 */
-    const size_t skv = (size_t)(2 * 128 + 4 * FB) * 128 + 4 * FB * sizeof(float) + 1024; /* + L2, D x2 */
+    const size_t skv = (size_t)(2 * 128 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
     if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
     prof_phase(c, "attn bwd: flash dQ");
     k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dout, L2, D, q, k, v, T, Tp, NH,
