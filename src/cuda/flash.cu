@@ -111,7 +111,8 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
         uint32_t pa[MT][4][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
-            softmax_tile<ND>(s[mt], o[mt], m[mt], l[mt], pa[mt], mask, q0 + wr + mt * 16 + g, k0, off, Tk, sl2);
+            if (mask) softmax_tile<ND, true, true>(s[mt], o[mt], m[mt], l[mt], pa[mt], q0 + wr + mt * 16 + g, k0, off, Tk, sl2);
+            else softmax_tile<ND, true, false>(s[mt], o[mt], m[mt], l[mt], pa[mt], q0 + wr + mt * 16 + g, k0, off, Tk, sl2);
         cp_wait<1>(); /* this tile's V (the next K may still be in flight) */
         __syncthreads();
         if (more) cp_tile<FB, HS>(sVb + ((kt + 1) & 1) * FB * LDS, vb + (int64_t)k1 * krs, krs, min(FB, Tk - k1));
@@ -222,18 +223,10 @@ __global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1)
         cp_commit();
         float s[8][4], dp[8][4];
         scores2<HS>(s, dp, qf, of, sK, sV); /* S = Q K^T, dP = dO V^T */
-        const bool mask = k0 + FB - 1 > q0 + w * 16 || k0 + FB > T;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float p = ex2(fmaf(s[j][e], sl2, -(e < 2 ? L0 : L1)));
-                if (mask) {
-                    int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
-                    if (key > row || key >= T) p = 0.f;
-                }
-                dp[j][e] = p * (dp[j][e] - (e < 2 ? D0 : D1)); /* dS */
-            }
+        if (k0 + FB - 1 > q0 + w * 16 || k0 + FB > T) /* dS; masked on the diagonal and at the end */
+            dq_ds<true>(&s[0][0], &dp[0][0], L0, L1, D0, D1, k0, r0, T, sl2);
+        else
+            dq_ds<false>(&s[0][0], &dp[0][0], L0, L1, D0, D1, k0, r0, T, sl2);
         uint32_t da[4][4];
         to_frags(da, dp);
         accum_pv<HS>(acc, da, sK); /* dQ += dS K */
@@ -315,21 +308,10 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
             scores<HS>(s, sK, w * 16, sQ);
             scores<HS>(dp, sV, w * 16, sO);
         }
-        const bool mask = q0 == k0 || q0 + FB > T;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const float2 l2 = *(const float2 *)(sL + j * 8 + 2 * t), dd = *(const float2 *)(sD + j * 8 + 2 * t);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float p = ex2(fmaf(s[j][e], sl2, -((e & 1) ? l2.y : l2.x)));
-                if (mask) {
-                    int key = e < 2 ? j0 : j1, qi = q0 + j * 8 + 2 * t + (e & 1);
-                    if (key > qi || qi >= T) p = 0.f;
-                }
-                s[j][e] = p;
-                dp[j][e] = p * (dp[j][e] - ((e & 1) ? dd.y : dd.x)); /* dS^T */
-            }
-        }
+        if (q0 == k0 || q0 + FB > T) /* P^T, dS^T; masked on the diagonal and at the end */
+            dkv_ds<true>(&s[0][0], &dp[0][0], sL, sD, j0, q0, T, sl2);
+        else
+            dkv_ds<false>(&s[0][0], &dp[0][0], sL, sD, j0, q0, T, sl2);
         uint32_t pa[4][4];
         to_frags(pa, s);
         accum_pv<HS>(av, pa, sO); /* dV += P^T dO */

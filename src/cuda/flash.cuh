@@ -187,16 +187,17 @@ __device__ __forceinline__ void cp_tile(bf16 *dst, const bf16 *src, int64_t rs, 
 }
 
 /* Online softmax of a warp's 16x64 score block s (rows r0 = its first row
- * + g and r0 + 8, keys k0..k0 + 63; with mask, keys past a row's position
+ * + g and r0 + 8, keys k0..k0 + 63; with MASK, keys past a row's position
  * or Tk are -inf): the raw scores' maxima, the running maxima m in the
  * scaled log2 domain (sl2 > 0), the sums l and output rows o (ND n8 tiles)
  * rescaled (unless RESCALE is false: the factors for rows r0, r0 + 8 are
  * returned), then s becomes the probabilities' bf16 A fragments pa. A row
- * with no visible key yet keeps max -inf: scale factors 1, p 0. */
-template <int ND, bool RESCALE = true>
+ * with no visible key yet keeps max -inf: scale factors 1, p 0. MASK is a
+ * template argument so that tiles below the diagonal carry no masking
+ * code (a runtime flag was if-converted into every element's path). */
+template <int ND, bool RESCALE, bool MASK>
 __device__ __forceinline__ float2 softmax_tile(float s[8][4], float o[ND][4], float m[2], float l[2],
-                                               uint32_t pa[4][4], bool mask, int r0, int k0, int off, int Tk,
-                                               float sl2) {
+                                               uint32_t pa[4][4], int r0, int k0, int off, int Tk, float sl2) {
     const int t = threadIdx.x & 3, r1 = r0 + 8;
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -204,7 +205,7 @@ __device__ __forceinline__ float2 softmax_tile(float s[8][4], float o[ND][4], fl
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             float x = s[j][e];
-            if (mask) {
+            if (MASK) {
                 int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
                 if (key > off + row || key >= Tk) x = -INFINITY;
             }
@@ -272,6 +273,52 @@ __device__ __forceinline__ void cp_stats(float *dst, const float *src, int row0,
     if (e < FB / 4) {
         int n = T - row0 - 4 * e;
         cp16(dst + 4 * e, src + (n > 0 ? row0 + 4 * e : 0), n >= 4 ? 16 : n > 0 ? 4 * n : 0);
+    }
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* dS = P (dP - D), P = 2^(S sl2 - L2) (0 past a row's position or T with
+ * MASK), into dp: a warp's 16x64 block (rows r0, r0 + 8; keys from k0) in
+ * the dQ kernels, the C layout as [32]. */
+template <bool MASK>
+__device__ __forceinline__ void dq_ds(const float s[32], float dp[32], float L0, float L1, float D0, float D1, int k0,
+                                      int r0, int T, float sl2) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        const int e = i & 3;
+        float p = ex2(fmaf(s[i], sl2, -(e < 2 ? L0 : L1)));
+        if (MASK) {
+            int key = k0 + (i >> 2) * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r0 + 8;
+            if (key > row || key >= T) p = 0.f;
+        }
+        dp[i] = p * (dp[i] - (e < 2 ? D0 : D1));
+    }
+}
+
+/* P^T = 2^(S^T sl2 - L2) (0 where a key is past the query or the query
+ * past T with MASK) into s and dS^T = P^T (dP^T - D) into dp: a warp's 16
+ * keys j0, j0 + 8 against the 64 queries from q0, whose statistics are at
+ * cL, cD (shared memory), in the dK/dV kernels. */
+template <bool MASK>
+__device__ __forceinline__ void dkv_ds(float s[32], float dp[32], const float *cL, const float *cD, int j0, int q0,
+                                       int T, float sl2) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float2 l2 = *(const float2 *)(cL + j * 8 + 2 * t), dd = *(const float2 *)(cD + j * 8 + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int x = 4 * j + e;
+            float p = ex2(fmaf(s[x], sl2, -((e & 1) ? l2.y : l2.x)));
+            if (MASK) {
+                int key = e < 2 ? j0 : j0 + 8, qi = q0 + j * 8 + 2 * t + (e & 1);
+                if (key > qi || qi >= T) p = 0.f;
+            }
+            s[x] = p;
+            dp[x] = p * (dp[x] - ((e & 1) ? dd.y : dd.x));
+        }
     }
 }
 

@@ -98,9 +98,10 @@ __device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint64_t
  * shared address dst, asynchronously, by the block's 256 threads. */
 template <int R>
 __device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_t rs, int nrows) {
+    static_assert(R * 8 % 256 == 0, "whole rounds of 256 threads");
 #pragma unroll
-    for (int e = threadIdx.x; e < R * 8; e += 256) {
-        int r = e >> 3, ch = e & 7;
+    for (int i = 0; i < R * 8 / 256; i++) {
+        const int e = threadIdx.x + 256 * i, r = e >> 3, ch = e & 7;
         bool ok = r < nrows;
         uint32_t d = dst + r * 128 + ((ch ^ (r & 7)) << 4);
 #if __CUDA_ARCH__ >= 800
@@ -150,7 +151,7 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
     __syncthreads();
     const int wr = wg * 64 + w * 16; /* the warp's first row in the tile */
     const uint64_t dq = wg_desc(sQ + wg * 64 * 128);
-    float o[32], sa[32], sb[32], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float o[32], sa[32], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
     for (int i = 0; i < 32; i++) o[i] = 0.f;
     auto issue_s = [&](float *acc, uint32_t kbuf) {
@@ -161,9 +162,10 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
     };
     auto softmax = [&](float *acc, int kt, uint32_t pa[4][4]) {
         const int k0 = kt * FB;
-        const bool mask = k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk;
-        return softmax_tile<ND, false>(reinterpret_cast<float (*)[4]>(acc), reinterpret_cast<float (*)[4]>(o), m, l,
-                                       pa, mask, q0 + wr + g, k0, off, Tk, sl2);
+        float (*sc)[4] = reinterpret_cast<float (*)[4]>(acc), (*oc)[4] = reinterpret_cast<float (*)[4]>(o);
+        if (k0 + FB - 1 > off + q0 + wr || k0 + FB > Tk) /* the diagonal or the end */
+            return softmax_tile<ND, false, true>(sc, oc, m, l, pa, q0 + wr + g, k0, off, Tk, sl2);
+        return softmax_tile<ND, false, false>(sc, oc, m, l, pa, q0 + wr + g, k0, off, Tk, sl2);
     };
     auto rescale = [&](float2 c) {
 #pragma unroll
@@ -212,7 +214,7 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
     };
     int kt = 0;
     for (; kt + 2 < nkt; kt += 2) {
-        step(kt, sb, pa, pb);
+        step(kt, sa, pa, pb);
         step(kt + 1, sa, pb, pa);
     }
     /* the last tile's O += P V */
@@ -223,7 +225,7 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
         issue_pv(kt, pc);
     };
     if (kt + 1 < nkt) {
-        step(kt, sb, pa, pb);
+        step(kt, sa, pa, pb);
         last_pv(kt + 1, pb);
     } else {
         last_pv(kt, pa);
@@ -311,17 +313,10 @@ __global__ void __launch_bounds__(256, 2)
         const uint32_t cK = sK + (kt & 1) * TB, cV = sV + (kt & 1) * TB;
         float s[32], dp[32];
         wg_two_scores(s, dp, dQd, wg_desc(cK), dOd, wg_desc(cV)); /* S = Q K^T, dP = dO V^T */
-        const bool mask = k0 + FB - 1 > q0 + wr || k0 + FB > T;
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            const int e = i & 3;
-            float p = ex2(fmaf(s[i], sl2, -(e < 2 ? L0 : L1)));
-            if (mask) {
-                int key = k0 + (i >> 2) * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
-                if (key > row || key >= T) p = 0.f;
-            }
-            dp[i] = p * (dp[i] - (e < 2 ? D0 : D1)); /* dS */
-        }
+        if (k0 + FB - 1 > q0 + wr || k0 + FB > T) /* the diagonal or the end */
+            dq_ds<true>(s, dp, L0, L1, D0, D1, k0, r0, T, sl2);
+        else
+            dq_ds<false>(s, dp, L0, L1, D0, D1, k0, r0, T, sl2);
         uint32_t da[4][4];
         to_frags(da, reinterpret_cast<float (*)[4]>(dp));
         wg_fence();
@@ -396,22 +391,10 @@ __global__ void __launch_bounds__(256, 1)
         wg_reg_fence(dp);
         const int q0 = (qt0 + i % per) * FB;
         const float *cL = sL + (i % NB) * FB, *cD = sD + (i % NB) * FB;
-        const bool mask = kw + 15 > q0 || q0 + FB > T;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const float2 l2 = *(const float2 *)(cL + j * 8 + 2 * t), dd = *(const float2 *)(cD + j * 8 + 2 * t);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int x = 4 * j + e;
-                float p = ex2(fmaf(s[x], sl2, -((e & 1) ? l2.y : l2.x)));
-                if (mask) {
-                    int key = e < 2 ? j0 : j1, qi = q0 + j * 8 + 2 * t + (e & 1);
-                    if (key > qi || qi >= T) p = 0.f;
-                }
-                s[x] = p;
-                dp[x] = p * (dp[x] - ((e & 1) ? dd.y : dd.x)); /* dS^T */
-            }
-        }
+        if (kw + 15 > q0 || q0 + FB > T) /* the diagonal or the end */
+            dkv_ds<true>(s, dp, cL, cD, j0, q0, T, sl2);
+        else
+            dkv_ds<false>(s, dp, cL, cD, j0, q0, T, sl2);
         to_frags(pa, reinterpret_cast<float (*)[4]>(s));
         to_frags(da, reinterpret_cast<float (*)[4]>(dp));
     };
