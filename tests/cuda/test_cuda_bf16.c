@@ -1,0 +1,511 @@
+/* test_cuda_bf16.c — the CUDA backend's bf16 copies (built with CUDA=1):
+ * the optional ops bf16_bind and bf16_home, and promised (bf16-only)
+ * outputs, each against its definition (cuda_check.h: canaries, the SKIP
+ * rule). bf16_bind: ops reading a bound tensor give bit for bit what they
+ * give on its values in 32 bits; bf16_home: the named storage holds the
+ * reference's pack; bf16_only: promised outputs read through products as
+ * the plain ones do, in 32 bits as their bf16 rounding. Meant to run in
+ * bf16 mode (SMJ_CUDA_MATMUL=bf16, with and without SMJ_CUDA_BF16_KEEP),
+ * where the copies are kept; in other modes the values alone are checked. */
+#include "cuda_check.h"
+#include "../../src/hf/safetensors.h"
+
+/* bf16_home / bf16_bind (optional ops), checked against their definitions.
+ * Bind: a bound tensor (fp32 storage left holding other values) reads as
+ * its unpacked values in every op that reads it: swiglu_bwd, rmsnorm_bwd,
+ * attention_bwd and matmul give bit for bit the results they give after
+ * bf16_unpack, an op that needs the fp32 values (add) sees them, and ending
+ * the bindings (or unpacking over one) leaves later writes alone. Home:
+ * no value changes, and after the op and bf16_pack the storage holds the
+ * reference's pack; in bf16 mode (copies kept) the op itself wrote it there
+ * (before the pack), and a home serves only the next op. */
+static const float JUNK = 7.0f;
+/* bf16 mode with copies kept: bound tensors stay unwritten, homes are used */
+static int copies_kept(void) {
+    const char *mm = getenv("SMJ_CUDA_MATMUL");
+    return mm && strcmp(mm, "bf16") == 0 && !getenv("SMJ_CUDA_BF16_KEEP");
+}
+/* whether device tensor D (n > 0) still holds JUNK everywhere */
+static int still_junk(const float *D, int64_t n) {
+    float *h = get_h(D, n);
+    int64_t j = 0;
+    while (j < n && h[j] == JUNK) j++;
+    ffree(h);
+    return j == n;
+}
+static uint16_t *pack_d(const float *Dx, int64_t n) { /* device bf16 storage of a device tensor */
+    uint16_t *d = u16_d(n);
+    float *h = get_h(Dx, n);
+    uint16_t *p = malloc(sizeof(uint16_t) * (size_t)n);
+    rf->bf16_pack(X1, p, h, n);
+    be->upload(d, p, sizeof(uint16_t) * (size_t)n);
+    free(p); ffree(h);
+    return d;
+}
+static float *junk_d(int64_t n) {
+    float *h = frand(n, 0);
+    for (int64_t i = 0; i < n; i++) h[i] = JUNK;
+    float *d = dup_d(h, n);
+    ffree(h);
+    return d;
+}
+static void same_d(const char *what, const float *Da, const float *Db, int64_t n) {
+    float *a = get_h(Da, n), *b = get_h(Db, n);
+    CHECK(memcmp(a - PAD, b - PAD, sizeof(float) * (size_t)(n + 2 * PAD)) == 0,
+          "cuda/bf16_bind %s: results differ from the unpacked tensors'", what);
+    ffree(a); ffree(b);
+}
+/* the values of bf16 storage H as floats */
+static float *unpacked_h(const uint16_t *H, int64_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+    be->download(h, H, sizeof(uint16_t) * (size_t)n);
+    float *f = frand(n, 0);
+    rf->bf16_unpack(X1, f, h, n);
+    free(h);
+    return f;
+}
+/* tensors for H's values: A uploaded (ops read it in 32 bits), B to bind
+ * (after every upload: a host write makes kept copies stale) */
+static void bound_pair(const uint16_t *H, int64_t n, float **A, float **B) {
+    float *f = unpacked_h(H, n);
+    *A = dup_d(f, n);
+    *B = junk_d(n);
+    ffree(f);
+}
+
+static void check_bf16_bind(void) {
+    cur_op = "bf16_bind";
+    long before = check_failed;
+    /* swiglu_bwd and matmul reading bound gate / up */
+    int64_t n = 3 * 8192, K = 256, M = n / K, NW = 96;
+    float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1), *w = frand(NW * K, 1), *z = frand(n, 0);
+    float *Dg = dup_d(g, n), *Du = dup_d(u, n), *Dd = dup_d(d, n), *Dw = dup_d(w, NW * K), *Dz = dup_d(z, n);
+    uint16_t *G16 = pack_d(Dg, n), *U16 = pack_d(Du, n);
+    float *Ga, *Gb, *Ua, *Ub, *Xa = junk_d(n), *Xb = junk_d(n), *Ya = junk_d(n), *Yb = junk_d(n);
+    float *Ca = junk_d(M * NW), *Cb = junk_d(M * NW);
+    bound_pair(G16, n, &Ga, &Gb);
+    bound_pair(U16, n, &Ua, &Ub);
+    float *R = junk_d(n);
+    be->bf16_bind(ex, Gb, G16, n);
+    be->bf16_bind(ex, Ub, U16, n);
+    snprintf(cur_shape, sizeof cur_shape, "swiglu_bwd n%lld", (long long)n);
+    be->swiglu_bwd(ex, Xa, Ya, Dd, Ga, Ua, n);
+    be->swiglu_bwd(ex, Xb, Yb, Dd, Gb, Ub, n);
+    same_d("swiglu_bwd dgate", Xa, Xb, n);
+    same_d("swiglu_bwd dup", Ya, Yb, n);
+    be->matmul(ex, Ca, Ga, Dw, M, NW, K, 0, 1, 0);
+    be->matmul(ex, Cb, Gb, Dw, M, NW, K, 0, 1, 0);
+    same_d("matmul", Ca, Cb, M * NW);
+    if (copies_kept())
+        CHECK(still_junk(Gb, n) && still_junk(Ub, n), "cuda/bf16_bind: swiglu_bwd / matmul wrote a bound input");
+    be->add(ex, Xb, Ub, Dz, n); /* reads Ub in 32 bits */
+    same_d("add (fp32 values)", Ua, Xb, n);
+    same_d("the bound tensor itself after an op read it", Ua, Ub, n);
+    /* ending the bindings, and an unpack over a bound tensor: no later write */
+    be->bf16_bind(ex, R, G16, n);
+    be->bf16_drop(ex, NULL, 0);
+    be->upload(R, u, sizeof(float) * (size_t)n);
+    be->add(ex, Xb, R, Dz, n);
+    same_d("ended binding", Du, Xb, n);
+    be->bf16_bind(ex, R, G16, n);
+    be->bf16_unpack(ex, R, U16, n);
+    be->add(ex, Xb, R, Dz, n);
+    same_d("unpack over a bound tensor", Ua, Xb, n);
+    be->bf16_drop(ex, NULL, 0);
+    dfree(Ga); dfree(Gb); dfree(Ua); dfree(Ub); dfree(Xa); dfree(Xb); dfree(Ya); dfree(Yb); dfree(Ca); dfree(Cb);
+    dfree(Dg); dfree(Du); dfree(Dd); dfree(Dw); dfree(Dz); dfree(R);
+    be->free(G16); be->free(U16);
+    ffree(g); ffree(u); ffree(d); ffree(w); ffree(z);
+
+    /* rmsnorm_bwd reading a bound x */
+    int64_t N = 48; int C = 768;
+    snprintf(cur_shape, sizeof cur_shape, "rmsnorm_bwd N%lld C%d", (long long)N, C);
+    float *x = frand(N * C, 2), *wn = frand(C, 1), *dy = frand(N * C, 1), *r = frand(N, 0), *o = frand(N * C, 0);
+    float *Dx0 = dup_d(x, N * C), *Dwn = dup_d(wn, C), *Ddy = dup_d(dy, N * C), *Dr = dup_d(r, N), *Do = dup_d(o, N * C);
+    uint16_t *X16 = pack_d(Dx0, N * C);
+    float *Xa2, *Xb2, *dxa = junk_d(N * C), *dxb = junk_d(N * C), *dwa = dup_d(wn, C), *dwb = dup_d(wn, C);
+    bound_pair(X16, N * C, &Xa2, &Xb2);
+    be->rmsnorm_fwd(ex, Do, Dr, Xa2, Dwn, N, C, 1e-5f);
+    be->bf16_bind(ex, Xb2, X16, N * C);
+    be->rmsnorm_bwd(ex, dxa, dwa, Ddy, Xa2, Dwn, Dr, N, C, 0);
+    be->rmsnorm_bwd(ex, dxb, dwb, Ddy, Xb2, Dwn, Dr, N, C, 0);
+    same_d("rmsnorm_bwd dx", dxa, dxb, N * C);
+    same_d("rmsnorm_bwd dw", dwa, dwb, C);
+    if (copies_kept()) CHECK(still_junk(Xb2, N * C), "cuda/bf16_bind: rmsnorm_bwd wrote its bound input");
+    be->bf16_drop(ex, NULL, 0);
+    dfree(Dx0); dfree(Dwn); dfree(Ddy); dfree(Dr); dfree(Do); dfree(Xa2); dfree(Xb2); dfree(dxa); dfree(dxb);
+    dfree(dwa); dfree(dwb); be->free(X16);
+    ffree(x); ffree(wn); ffree(dy); ffree(r); ffree(o);
+
+    /* attention_bwd reading bound q, k, v, out (the flash path in bf16 mode) */
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    snprintf(cur_shape, sizeof cur_shape, "attention_bwd B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS, nl = (int64_t)B * NH * T;
+    float sc = 1.0f / sqrtf((float)HS);
+    float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *dout = frand(nq, 1);
+    float *Dq0 = dup_d(q, nq), *Dk0 = dup_d(k, nk), *Dv0 = dup_d(v, nk), *Ddo = dup_d(dout, nq);
+    uint16_t *Q16 = pack_d(Dq0, nq), *K16 = pack_d(Dk0, nk), *V16 = pack_d(Dv0, nk);
+    float *Qa, *Qb, *Ka, *Kb, *Va, *Vb, *Oa, *Ob, *O0 = junk_d(nq), *L = junk_d(nl);
+    bound_pair(Q16, nq, &Qa, &Qb);
+    bound_pair(K16, nk, &Ka, &Kb);
+    bound_pair(V16, nk, &Va, &Vb);
+    be->attention_fwd(ex, O0, L, Qa, Ka, Va, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
+    uint16_t *O16 = pack_d(O0, nq);
+    bound_pair(O16, nq, &Oa, &Ob);
+    float *r1[3] = {junk_d(nq), junk_d(nk), junk_d(nk)}, *r2[3] = {junk_d(nq), junk_d(nk), junk_d(nk)};
+    be->bf16_bind(ex, Qb, Q16, nq);
+    be->bf16_bind(ex, Kb, K16, nk);
+    be->bf16_bind(ex, Vb, V16, nk);
+    be->bf16_bind(ex, Ob, O16, nq);
+    be->attention_bwd(ex, r1[0], r1[1], r1[2], Ddo, Oa, L, Qa, Ka, Va, B, T, NH, NKV, HS, sc);
+    be->attention_bwd(ex, r2[0], r2[1], r2[2], Ddo, Ob, L, Qb, Kb, Vb, B, T, NH, NKV, HS, sc);
+    same_d("attention_bwd dq", r1[0], r2[0], nq);
+    same_d("attention_bwd dk", r1[1], r2[1], nk);
+    same_d("attention_bwd dv", r1[2], r2[2], nk);
+    if (copies_kept())
+        CHECK(still_junk(Qb, nq) && still_junk(Kb, nk) && still_junk(Vb, nk) && still_junk(Ob, nq),
+              "cuda/bf16_bind: attention_bwd wrote a bound input");
+    be->bf16_drop(ex, NULL, 0);
+    for (int i = 0; i < 3; i++) { dfree(r1[i]); dfree(r2[i]); }
+    dfree(Qa); dfree(Qb); dfree(Ka); dfree(Kb); dfree(Va); dfree(Vb); dfree(Oa); dfree(Ob); dfree(O0); dfree(L);
+    dfree(Dq0); dfree(Dk0); dfree(Dv0); dfree(Ddo);
+    be->free(Q16); be->free(K16); be->free(V16); be->free(O16);
+    ffree(q); ffree(k); ffree(v); ffree(dout);
+    printf("cuda %-14s %-6s bound tensors read bit for bit as unpacked ones\n", "bf16_bind",
+           check_failed == before ? "ok" : "FAILED");
+}
+
+/* bf16_only: the promised output reads, through products, bit for bit as
+ * the plain output does; in bf16 mode (copies kept) its fp32 storage stays
+ * unwritten and an op that reads it in 32 bits sees the bf16-rounded
+ * values; bf16_drop leaves later writes alone. Outputs of swiglu_bwd,
+ * xent_bwd, rope_bwd (in place) and attention_bwd's dv (flash). */
+static float *oc_w, *oc_a, *oc_b, *oc_z, *oc_s; /* made before the ops: a host write would end the copies */
+enum { OC_NW = 48, OC_N = 4 * 8192 };
+/* before: the promised output's storage before the op (an in-place op's
+ * input), NULL: JUNK */
+static void only_check(const char *what, const float *Dplain, float *Donly, int64_t n, const float *before) {
+    int64_t K = 64, M = n / K, NW = OC_NW;
+    float *Ca = oc_a, *Cb = oc_b, *Dz = oc_z, *S = oc_s, *Dw = oc_w;
+    if (copies_kept()) {
+        float *h = get_h(Donly, n);
+        int same = before ? memcmp(h, before, sizeof(float) * (size_t)n) == 0 : still_junk(Donly, n);
+        CHECK(same, "cuda/bf16_only %s: the fp32 values were written", what);
+        ffree(h);
+    }
+    be->matmul(ex, Ca, Dplain, Dw, M, NW, K, 0, 1, 0);
+    be->matmul(ex, Cb, Donly, Dw, M, NW, K, 0, 1, 0);
+    char buf[96];
+    snprintf(buf, sizeof buf, "%s: its product", what);
+    same_d(buf, Ca, Cb, M * NW);
+    be->add(ex, S, Donly, Dz, n); /* a 32-bit read: the rounded values */
+    float *p = get_h(Dplain, n), *g = get_h(S, n);
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+    rf->bf16_pack(X1, h, p, n);
+    if (copies_kept()) rf->bf16_unpack(X1, p, h, n);
+    CHECK(memcmp(p, g, sizeof(float) * (size_t)n) == 0, "cuda/bf16_only %s: a 32-bit read differs from the %s values",
+          what, copies_kept() ? "rounded" : "plain");
+    free(h); ffree(p); ffree(g);
+}
+
+static void check_bf16_only(void) {
+    cur_op = "bf16_only";
+    long before = check_failed;
+    int64_t n = OC_N;
+    float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1), *w = frand(OC_NW * 64, 1);
+    float *Dg = dup_d(g, n), *Du = dup_d(u, n), *Dd = dup_d(d, n);
+    float *A1 = junk_d(n), *A2 = junk_d(n), *B1 = junk_d(n), *B2 = junk_d(n), *B3 = junk_d(n), *B4 = junk_d(n);
+    oc_w = dup_d(w, OC_NW * 64), oc_a = junk_d(n / 64 * OC_NW), oc_b = junk_d(n / 64 * OC_NW);
+    oc_z = junk_d(n), oc_s = junk_d(n);
+    be->scale(ex, oc_z, 0.0f, n);
+    snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
+    be->swiglu_bwd(ex, A1, A2, Dd, Dg, Du, n);
+    be->bf16_only(ex, B1, n);
+    be->swiglu_bwd(ex, B1, B2, Dd, Dg, Du, n);
+    only_check("swiglu_bwd dgate", A1, B1, n, NULL);
+    be->bf16_only(ex, B4, n);
+    be->swiglu_bwd(ex, B3, B4, Dd, Dg, Du, n);
+    only_check("swiglu_bwd dup", A2, B4, n, NULL);
+    /* xent_bwd in place over logits, 8 rows of 4096 */
+    int64_t R = 8, V = n / R;
+    int32_t *t = targets_for(R, (int)V), *Dt = ids_d(t, R);
+    float *Dl = junk_d(R), *Dz = junk_d(R), *L1 = dup_d(g, n), *L2 = dup_d(g, n);
+    be->xent_fwd(ex, Dz, Dl, L1, Dt, R, (int)V, (int)V);
+    be->xent_bwd(ex, L1, L1, Dl, Dt, 0.5f, R, (int)V, (int)V);
+    be->bf16_only(ex, L2, n);
+    be->xent_bwd(ex, L2, L2, Dl, Dt, 0.5f, R, (int)V, (int)V);
+    only_check("xent_bwd", L1, L2, n, g);
+    /* rope_bwd in place: 64 rows of 8 heads of 64 */
+    float *cs, *sn;
+    rope_tables(64, 64, &cs, &sn);
+    float *Dc = dup_d(cs, 64 * 32), *Ds = dup_d(sn, 64 * 32), *X1d = dup_d(d, n), *X2d = dup_d(d, n);
+    be->rope_bwd(ex, X1d, Dc, Ds, 1, 64, 8, 64, 0);
+    be->bf16_only(ex, X2d, n);
+    be->rope_bwd(ex, X2d, Dc, Ds, 1, 64, 8, 64, 0);
+    only_check("rope_bwd (in place)", X1d, X2d, n, d);
+    /* attention_bwd's dv (flash in bf16 mode): B 2, T 64, 4 heads (2 KV) of 64 */
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
+    float *Q = dup_d(g, nq), *Kd = dup_d(u, nk), *Vd = dup_d(d, nk), *O = junk_d(nq), *Lse = junk_d((int64_t)B * NH * T);
+    float *dO = dup_d(u, nq), *r[6];
+    for (int i = 0; i < 6; i++) r[i] = junk_d(i % 3 == 0 ? nq : nk);
+    be->attention_fwd(ex, O, Lse, Q, Kd, Vd, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->attention_bwd(ex, r[0], r[1], r[2], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0.125f);
+    be->bf16_only(ex, r[5], nk);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0.125f);
+    only_check("attention_bwd dv", r[2], r[5], nk, NULL);
+    /* a dropped promise leaves a later write alone */
+    float *P = junk_d(n), *Z = junk_d(n), *S = junk_d(n);
+    be->scale(ex, Z, 0.0f, n);
+    be->bf16_only(ex, P, n);
+    be->bf16_only(ex, B2, n);
+    be->swiglu_bwd(ex, P, B2, Dd, Dg, Du, n);
+    be->bf16_drop(ex, P, n);
+    be->upload(P, d, sizeof(float) * (size_t)n);
+    be->add(ex, S, P, Z, n);
+    same_d("dropped bf16-only tensor, then written", Dd, S, n);
+    be->bf16_drop(ex, NULL, 0);
+    for (int i = 0; i < 6; i++) dfree(r[i]);
+    dfree(Q); dfree(Kd); dfree(Vd); dfree(O); dfree(Lse); dfree(dO); dfree(P); dfree(Z); dfree(S);
+    dfree(Dc); dfree(Ds); dfree(X1d); dfree(X2d); ffree(cs); ffree(sn);
+    dfree(Dl); dfree(Dz); dfree(L1); dfree(L2); be->free(Dt); free(t);
+    dfree(Dg); dfree(Du); dfree(Dd); dfree(A1); dfree(A2); dfree(B1); dfree(B2); dfree(B3); dfree(B4);
+    dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
+    ffree(g); ffree(u); ffree(d); ffree(w);
+    printf("cuda %-14s %-6s promised outputs read as the plain ones through products%s\n", "bf16_only",
+           check_failed == before ? "ok" : "FAILED", copies_kept() ? ", unwritten in 32 bits" : "");
+}
+
+/* bf16_only on the forward's outputs and on products (bf16 mode).
+ * rmsnorm_fwd, add_rmsnorm_fwd and attention_fwd (flash): promised outputs
+ * read as the plain ones through products (only_check). A product's
+ * promised output is the bf16 product: in 32 bits, bf16 values within one
+ * bf16 rounding of the fp32 product, its fp32 storage unwritten while
+ * copies are kept; swiglu_fwd reading promised gate / up and swiglu_bwd a
+ * promised dout give, bit for bit, what they give on fp32 tensors holding
+ * the same values, without writing the promised tensors' fp32 storage. */
+static int bf16_mode(void) {
+    const char *mm = getenv("SMJ_CUDA_MATMUL");
+    return mm && strcmp(mm, "bf16") == 0;
+}
+static void check_bf16_only_fwd(void) {
+    cur_op = "bf16_only";
+    long before = check_failed;
+    int64_t n = OC_N, N = 512;
+    int C = (int)(n / N);
+    float *x = frand(n, 2), *y = frand(n, 1), *w = frand(C, 1), *wm = frand(OC_NW * 64, 1);
+    float *Dx = dup_d(x, n), *Dy = dup_d(y, n), *Dw = dup_d(w, C), *R = junk_d(N), *S1 = junk_d(n), *S2 = junk_d(n);
+    float *O1 = junk_d(n), *O2 = junk_d(n);
+    oc_w = dup_d(wm, OC_NW * 64), oc_a = junk_d(n / 64 * OC_NW), oc_b = junk_d(n / 64 * OC_NW);
+    oc_z = junk_d(n), oc_s = junk_d(n);
+    be->scale(ex, oc_z, 0.0f, n);
+    snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
+    be->rmsnorm_fwd(ex, O1, R, Dx, Dw, N, C, 1e-5f);
+    be->bf16_only(ex, O2, n);
+    be->rmsnorm_fwd(ex, O2, R, Dx, Dw, N, C, 1e-5f);
+    only_check("rmsnorm_fwd", O1, O2, n, NULL);
+    dfree(O2);
+    O2 = junk_d(n);
+    be->add_rmsnorm_fwd(ex, S1, O1, R, Dx, Dy, Dw, N, C, 1e-5f);
+    be->bf16_only(ex, O2, n);
+    be->add_rmsnorm_fwd(ex, S2, O2, R, Dx, Dy, Dw, N, C, 1e-5f);
+    only_check("add_rmsnorm_fwd", O1, O2, n, NULL);
+    same_d("add_rmsnorm_fwd sum (beside a promised out)", S1, S2, n);
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
+    float *L = junk_d((int64_t)B * NH * T), *A1 = junk_d(nq), *A2 = junk_d(nq);
+    snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
+    be->attention_fwd(ex, A1, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->bf16_only(ex, A2, nq);
+    be->attention_fwd(ex, A2, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    only_check("attention_fwd", A1, A2, nq, NULL);
+    dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
+    dfree(Dx); dfree(Dy); dfree(Dw); dfree(R); dfree(S1); dfree(S2); dfree(O1); dfree(O2); dfree(L); dfree(A1);
+    dfree(A2);
+    ffree(x); ffree(y); ffree(w); ffree(wm);
+
+    /* products: gate, up = X Wg^T, X Wu^T [M,H]; swiglu forward and backward */
+    int64_t M = 256, K = 128, H = 512, nh = M * H;
+    float *xa = frand(M * K, 1), *wg = frand(H * K, 1), *wu = frand(H * K, 1), *wd = frand(H * K, 1);
+    float *Xa = dup_d(xa, M * K), *Wg = dup_d(wg, H * K), *Wu = dup_d(wu, H * K), *Wd = dup_d(wd, H * K);
+    float *G1 = junk_d(nh), *G2 = junk_d(nh), *U2 = junk_d(nh), *D2 = junk_d(nh), *Z = junk_d(nh);
+    float *Ga = junk_d(nh), *Ua = junk_d(nh), *Da = junk_d(nh), *F1 = junk_d(nh), *F2 = junk_d(nh);
+    float *P[4];
+    for (int i = 0; i < 4; i++) P[i] = junk_d(nh);
+    be->scale(ex, Z, 0.0f, nh);
+    snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)H, (long long)K);
+    be->matmul(ex, G1, Xa, Wg, M, H, K, 0, 1, 0);
+    be->bf16_only(ex, G2, nh);
+    be->matmul(ex, G2, Xa, Wg, M, H, K, 0, 1, 0);
+    be->bf16_only(ex, U2, nh);
+    be->matmul(ex, U2, Xa, Wu, M, H, K, 0, 1, 0);
+    be->bf16_only(ex, D2, nh);
+    be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
+    be->swiglu_fwd(ex, F2, G2, U2, nh);
+    be->swiglu_bwd(ex, P[2], P[3], D2, G2, U2, nh);
+    if (copies_kept())
+        CHECK(still_junk(G2, nh) && still_junk(U2, nh) && still_junk(D2, nh),
+              "cuda/bf16_only: a promised product output's fp32 values were written (by it or by swiglu)");
+    be->add(ex, Ga, G2, Z, nh); /* 32-bit reads */
+    be->add(ex, Ua, U2, Z, nh);
+    be->add(ex, Da, D2, Z, nh);
+    be->swiglu_fwd(ex, F1, Ga, Ua, nh);
+    be->swiglu_bwd(ex, P[0], P[1], Da, Ga, Ua, nh);
+    same_d("swiglu_fwd on promised gate / up", F1, F2, nh);
+    same_d("swiglu_bwd dgate on a promised dout", P[0], P[2], nh);
+    same_d("swiglu_bwd dup on a promised dout", P[1], P[3], nh);
+    float *g1 = get_h(G1, nh), *ga = get_h(Ga, nh);
+    int64_t bad = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < nh; i++) {
+        uint32_t u;
+        memcpy(&u, &ga[i], 4);
+        double e = fabs((double)ga[i] - g1[i]);
+        if (bf16_mode() && ((u & 0xffffu) || e > fabs((double)g1[i]) / 256 * 1.001 + 1e-30)) bad++;
+        if (!bf16_mode() && ga[i] != g1[i]) bad++;
+        if (e > worst) worst = e;
+    }
+    CHECK(bad == 0, "cuda/bf16_only matmul: %lld of %lld promised values are not %s (worst |diff| %.3g)",
+          (long long)bad, (long long)nh, bf16_mode() ? "the product's bf16 rounding" : "the plain product", worst);
+    ffree(g1); ffree(ga);
+    /* rope_fwd on a promised product output (q [1, 256, 8 heads of 64]):
+     * rotated in its copy in place, the fp32 storage unwritten; reads as
+     * the bf16 rounding of the rotation of the product's values */
+    float *cs, *sn;
+    rope_tables(256, 64, &cs, &sn);
+    float *Dc = dup_d(cs, 256 * 32), *Ds = dup_d(sn, 256 * 32), *Q2 = junk_d(nh), *Qr = junk_d(nh);
+    be->bf16_only(ex, Q2, nh);
+    be->matmul(ex, Q2, Xa, Wg, M, H, K, 0, 1, 0); /* the same values as G2's */
+    be->bf16_only(ex, Q2, nh);
+    be->rope_fwd(ex, Q2, Dc, Ds, 1, 256, 8, 64, 0);
+    if (copies_kept()) CHECK(still_junk(Q2, nh), "cuda/bf16_only: rope_fwd wrote a promised input's fp32 values");
+    be->add(ex, Qr, Q2, Z, nh);
+    be->rope_fwd(ex, Ga, Dc, Ds, 1, 256, 8, 64, 0); /* plain, on the product's values */
+    float *want = get_h(Ga, nh), *got = get_h(Qr, nh);
+    if (copies_kept()) {
+        uint16_t *h16 = malloc(sizeof(uint16_t) * (size_t)nh);
+        rf->bf16_pack(X1, h16, want, nh);
+        rf->bf16_unpack(X1, want, h16, nh);
+        free(h16);
+    }
+    CHECK(memcmp(want, got, sizeof(float) * (size_t)nh) == 0,
+          "cuda/bf16_only: rope_fwd on a promised product output differs from the %s rotation",
+          copies_kept() ? "rounded" : "plain");
+    ffree(want); ffree(got); ffree(cs); ffree(sn);
+    dfree(Dc); dfree(Ds); dfree(Q2); dfree(Qr);
+    /* attention_bwd (flash in bf16 mode) reading a promised dO, the product
+     * [128, 256] of B 2, T 64, 4 heads (2 KV) of 64; q, k, v from earlier
+     * outputs (buffers made before the product: uploads end kept copies) */
+    float *O = junk_d(nq), *Lb = junk_d((int64_t)B * NH * T), *dO2 = junk_d(nq), *dOa = junk_d(nq), *r[6];
+    for (int i = 0; i < 6; i++) r[i] = junk_d(i % 3 == 0 ? nq : nk);
+    snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
+    be->attention_fwd(ex, O, Lb, G1, F1, F1 + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->bf16_only(ex, dO2, nq);
+    be->matmul(ex, dO2, Xa, Wg, B * T, NH * HS, K, 0, 1, 0);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO2, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0.125f);
+    if (copies_kept()) CHECK(still_junk(dO2, nq), "cuda/bf16_only: attention_bwd wrote a promised dO's fp32 values");
+    be->add(ex, dOa, dO2, Z, nq);
+    be->attention_bwd(ex, r[0], r[1], r[2], dOa, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0.125f);
+    same_d("attention_bwd dq on a promised dO", r[0], r[3], nq);
+    same_d("attention_bwd dk on a promised dO", r[1], r[4], nk);
+    same_d("attention_bwd dv on a promised dO", r[2], r[5], nk);
+    for (int i = 0; i < 6; i++) dfree(r[i]);
+    dfree(O); dfree(Lb); dfree(dO2); dfree(dOa);
+    for (int i = 0; i < 4; i++) dfree(P[i]);
+    dfree(Xa); dfree(Wg); dfree(Wu); dfree(Wd); dfree(G1); dfree(G2); dfree(U2); dfree(D2); dfree(Z); dfree(Ga);
+    dfree(Ua); dfree(Da); dfree(F1); dfree(F2);
+    ffree(xa); ffree(wg); ffree(wu); ffree(wd);
+    printf("cuda %-14s %-6s forward outputs, bf16 products and the ops reading them\n", "bf16_only",
+           check_failed == before ? "ok" : "FAILED");
+}
+
+/* H after the op that was told to write D's copy there, then after the
+ * pack: the reference's pack of D (before the pack only when `kept`). */
+static int home_kept;
+static void home_check(const char *what, uint16_t *H, const float *D, int64_t n) {
+    float *f = get_h(D, n);
+    uint16_t *want = malloc(sizeof(uint16_t) * (size_t)n), *got = malloc(sizeof(uint16_t) * (size_t)n);
+    rf->bf16_pack(X1, want, f, n);
+    be->download(got, H, sizeof(uint16_t) * (size_t)n);
+    if (home_kept)
+        CHECK(memcmp(got, want, sizeof(uint16_t) * (size_t)n) == 0, "cuda/bf16_home %s: the op did not write its copy",
+              what);
+    be->bf16_pack(ex, H, D, n);
+    be->download(got, H, sizeof(uint16_t) * (size_t)n);
+    CHECK(memcmp(got, want, sizeof(uint16_t) * (size_t)n) == 0, "cuda/bf16_home %s: storage differs from the pack",
+          what);
+    free(want); free(got); ffree(f);
+}
+
+static void check_bf16_home(void) {
+    cur_op = "bf16_home";
+    long before = check_failed;
+    home_kept = copies_kept();
+    int64_t N = 512; int C = 768, H = 2048; /* rows enough for the training kernels (few rows: decoding's) */
+    int64_t nc = N * C, nh = N * H;
+    float *a = frand(nc, 2), *b = frand(nc, 1), *w = frand(C, 1), *g = frand(nh, 4), *u = frand(nh, 2);
+    float *Da = dup_d(a, nc), *Db = dup_d(b, nc), *Dw = dup_d(w, C), *Dg = dup_d(g, nh), *Du = dup_d(u, nh);
+    float *Ds = junk_d(nc), *Dn = junk_d(nc), *Dr = junk_d(N), *Dh = junk_d(nh), *Dy = junk_d(nc);
+    uint16_t *Hs = u16_d(nc), *Hn = u16_d(nc), *Hg = u16_d(nh), *Hu = u16_d(nh), *Hh = u16_d(nh), *Hy = u16_d(nc);
+    float *sum = frand(nc, 0), *out = frand(nc, 0), *rs = frand(N, 0);
+    rf->add_rmsnorm_fwd(X1, sum, out, rs, a, b, w, N, C, 1e-5f);
+    be->bf16_home(ex, Ds, Hs, nc);
+    be->bf16_home(ex, Dn, Hn, nc);
+    be->add_rmsnorm_fwd(ex, Ds, Dn, Dr, Da, Db, Dw, N, C, 1e-5f);
+    snprintf(cur_shape, sizeof cur_shape, "N%lld C%d", (long long)N, C);
+    compare_d("sum (with homes)", Ds, sum, nc, 0);
+    compare_d("out (with homes)", Dn, out, nc, 1e-5);
+    home_check("add_rmsnorm_fwd sum", Hs, Ds, nc);
+    home_check("add_rmsnorm_fwd out", Hn, Dn, nc);
+    be->bf16_home(ex, Dg, Hg, nh);
+    be->bf16_home(ex, Du, Hu, nh);
+    be->bf16_home(ex, Dh, Hh, nh);
+    be->swiglu_fwd(ex, Dh, Dg, Du, nh);
+    home_check("swiglu_fwd gate (an input)", Hg, Dg, nh);
+    home_check("swiglu_fwd up (an input)", Hu, Du, nh);
+    home_check("swiglu_fwd out", Hh, Dh, nh);
+    be->bf16_home(ex, Dy, Hy, nc);
+    be->add(ex, Dy, Da, Db, nc);
+    home_check("add out", Hy, Dy, nc);
+    /* a home serves the next op only: here scale, so rmsnorm's copy goes elsewhere */
+    uint16_t *H0 = u16_d(nc), *zero = calloc((size_t)nc + 2, sizeof(uint16_t)), *got = malloc(sizeof(uint16_t) * (size_t)(nc + 2));
+    be->bf16_home(ex, Dn, H0, nc);
+    be->scale(ex, Dw, 1.0f, C);
+    be->rmsnorm_fwd(ex, Dn, Dr, Da, Dw, N, C, 1e-5f);
+    be->download(got, H0, sizeof(uint16_t) * (size_t)(nc + 2));
+    CHECK(memcmp(got, zero, sizeof(uint16_t) * (size_t)(nc + 2)) == 0, "cuda/bf16_home: a home outlived its op");
+    /* attention_fwd: out's copy and v's cast (flash, bf16 mode) */
+    int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
+    float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1);
+    float *Dq = dup_d(q, nq), *Dk = dup_d(k, nk), *Dv = dup_d(v, nk), *Do = junk_d(nq), *Dl = junk_d((int64_t)B * NH * T);
+    uint16_t *Ho = u16_d(nq), *Hv = u16_d(nk);
+    be->bf16_home(ex, Do, Ho, nq);
+    be->bf16_home(ex, Dv, Hv, nk);
+    be->attention_fwd(ex, Do, Dl, Dq, Dk, Dv, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 1.0f / 8);
+    home_check("attention_fwd out", Ho, Do, nq);
+    home_check("attention_fwd v (an input)", Hv, Dv, nk);
+    dfree(Da); dfree(Db); dfree(Dw); dfree(Dg); dfree(Du); dfree(Ds); dfree(Dn); dfree(Dr); dfree(Dh); dfree(Dy);
+    dfree(Dq); dfree(Dk); dfree(Dv); dfree(Do); dfree(Dl);
+    be->free(Hs); be->free(Hn); be->free(Hg); be->free(Hu); be->free(Hh); be->free(Hy); be->free(H0);
+    be->free(Ho); be->free(Hv);
+    free(zero); free(got);
+    ffree(a); ffree(b); ffree(w); ffree(g); ffree(u); ffree(sum); ffree(out); ffree(rs); ffree(q); ffree(k); ffree(v);
+    printf("cuda %-14s %-6s copies written where named%s\n", "bf16_home", check_failed == before ? "ok" : "FAILED",
+           home_kept ? " (checked before the pack)" : " (bf16 copies not kept in this mode: values only)");
+}
+
+int main(void) {
+    smj_ctx *ctx = cuda_check_open();
+    if (!ctx) return cuda_check_skip();
+    check_bf16_bind();
+    cuda_check_status(ctx, "bf16_bind");
+    check_bf16_home();
+    cuda_check_status(ctx, "bf16_home");
+    check_bf16_only();
+    cuda_check_status(ctx, "bf16_only");
+    check_bf16_only_fwd();
+    cuda_check_status(ctx, "bf16_only");
+    smj_ctx_free(ctx);
+    return check_summary("test_cuda_bf16");
+}
