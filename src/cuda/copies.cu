@@ -17,17 +17,10 @@
  *    op not opened with OP_BEGIN_L: lazy_all), when its slot is reused or
  *    when an op writes part of it; dropped unwritten by bf16_drop and by
  *    outputs that overwrite them whole (cast_overwritten).
- *  - The parameters' mirror (smj_cuda.mir, bf16_mirror): one bf16 copy of
- *    the whole parameter buffer, which products read for any weight inside
- *    it; made when the model asks (each forward) and it is not current,
- *    kept current by adamw, ended by any other write into the range (an
- *    op's cast_written, an OP_BEGIN op's gen bump, a host write or free of
- *    the memory: mirror_note).
  * The ops: bf16_pack / bf16_unpack (--fp16-activations' storage, the CPU
  * backend's rounding bit for bit) and the hints bf16_bind, bf16_home,
- * bf16_only, bf16_drop, bf16_mirror (ops.h).
+ * bf16_only, bf16_drop (ops.h).
  */
-#include <mutex>
 #include "cuda_common.cuh"
 
 static void materialize_bc(smj_cuda *c, int i);
@@ -84,7 +77,7 @@ const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
     for (int i = 0; i < EXT_N; i++)
         if (c->ext[i].src == src && c->ext[i].n == n && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes)
             return c->ext[i].b;
-    return mirror_of(c, src, n);
+    return NULL;
 }
 
 const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
@@ -253,9 +246,8 @@ __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
 }
 
 /* An op writes C[0, n) (and may read it: a lazy tensor there is written
- * first); the parameters' mirror ends if it overlaps. */
+ * first). */
 void cast_written(smj_cuda *c, const float *C, int64_t n) {
-    if (c->mir.valid && c->mir.src < C + n && C < c->mir.src + c->mir.n) c->mir.valid = 0;
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) {
             materialize_bc(c, i);
@@ -349,77 +341,4 @@ void cu_bf16_drop(const smj_exec *ex, const float *x, int64_t n) {
         if (c->ext[i].lazy) ext_drop(c, i);
     for (int i = 0; c->n_lazy && i < BC_N; i++)
         if (c->bc[i].lazy) { c->bc[i].lazy = 0; c->bc[i].src = NULL; c->n_lazy--; }
-}
-
-/* ------------------------------------------------------------ the parameters' mirror */
-
-/* The memory hooks have no context: the ranges mirrored by any context are
- * listed here, and a host write or free overlapping one bumps mirror_writes,
- * which ends every mirror made before it (a mirror records the count). */
-enum { MIR_MAX = 16 };
-static std::mutex mir_mu;
-static struct { const void *lo, *hi; } mir_ranges[MIR_MAX];
-static std::atomic<unsigned long> mirror_writes{0};
-
-static void mir_range(const void *old_lo, const void *lo, const void *hi) {
-    std::lock_guard<std::mutex> g(mir_mu);
-    for (int i = 0; i < MIR_MAX; i++)
-        if (old_lo && mir_ranges[i].lo == old_lo) { mir_ranges[i].lo = mir_ranges[i].hi = NULL; break; }
-    for (int i = 0; lo && i < MIR_MAX; i++)
-        if (!mir_ranges[i].lo) { mir_ranges[i].lo = lo; mir_ranges[i].hi = hi; return; }
-}
-void mirror_note(const void *dst, size_t bytes) {
-    const char *a = (const char *)dst, *b = a + bytes;
-    std::lock_guard<std::mutex> g(mir_mu);
-    for (int i = 0; i < MIR_MAX; i++)
-        if (mir_ranges[i].lo && (const char *)mir_ranges[i].lo < b && a < (const char *)mir_ranges[i].hi) {
-            mirror_writes++;
-            return;
-        }
-}
-static bool mirror_current(const smj_cuda *c) {
-    return c->mir.valid && c->mir.gen == c->gen && c->mir.mw == mirror_writes;
-}
-__nv_bfloat16 *mirror_of(smj_cuda *c, const float *p, int64_t n) {
-    if (c->capturing || !mirror_current(c) || p < c->mir.src || p + n > c->mir.src + c->mir.n) return NULL;
-    return c->mir.buf + (p - c->mir.src);
-}
-/* bf16_mirror(x, n): in bf16 mode, x[0, n)'s copy made unless current (a
- * mirror of another range ends first); x NULL ends it. The buffer stays
- * for the context's life (the parameters' size does not change). */
-void cu_bf16_mirror(const smj_exec *ex, const float *x, int64_t n) {
-    OP_BEGIN_L("bf16_mirror");
-    auto &m = c->mir;
-    if (!x || n <= 0 || c->prec != PREC_BF16 || c->capturing) {
-        if (m.src) mir_range(m.src, NULL, NULL);
-        m.valid = 0;
-        m.src = NULL;
-        op_end(c);
-        return;
-    }
-    if (m.src == x && m.n == n && mirror_current(c)) { op_end(c); return; }
-    if (m.cap < (size_t)n) {
-        if (m.buf) CK(c, cudaFree(m.buf));
-        m.buf = NULL;
-        m.cap = 0;
-        if (!CK(c, cudaMalloc(&m.buf, (size_t)n * sizeof(__nv_bfloat16)))) { op_end(c); return; }
-        m.cap = (size_t)n;
-    }
-    if (m.src != x || m.n != n) mir_range(m.src, x, x + n);
-    m.src = x;
-    m.n = n;
-    m.mw = mirror_writes; /* before the cast: a host write during it ends the copy */
-    fp32_in(c, x, n);
-    to_bf16(c, m.buf, x, n, 0, 1);
-    m.gen = c->gen;
-    m.valid = 1;
-    op_end(c);
-}
-/* the context's end: its range leaves the list */
-void mirror_free(smj_cuda *c) {
-    if (c->mir.src) mir_range(c->mir.src, NULL, NULL);
-    if (c->mir.buf) cudaFree(c->mir.buf);
-    c->mir.buf = NULL;
-    c->mir.src = NULL;
-    c->mir.valid = 0;
 }

@@ -203,15 +203,10 @@ static void *cu_alloc(size_t bytes) {
     host_writes++;
     return p;
 }
-static void cu_free(void *p) {
-    if (!p) return;
-    mirror_note(p, 1); /* a mirrored range starts where its buffer does */
-    cudaFree(p);
-}
+static void cu_free(void *p) { if (p) cudaFree(p); }
 static void cu_upload(void *dst, const void *src, size_t n) {
     if (n) cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
     host_writes++;
-    mirror_note(dst, n);
 }
 static void cu_download(void *dst, const void *src, size_t n) {
     if (n && cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) != cudaSuccess) memset(dst, 0xFF, n);
@@ -219,7 +214,6 @@ static void cu_download(void *dst, const void *src, size_t n) {
 static void cu_zero(void *p, size_t n) {
     if (n) cudaMemset(p, 0, n);
     host_writes++;
-    mirror_note(p, n);
 }
 
 /* ------------------------------------------------------------ matmul */
@@ -591,7 +585,7 @@ __global__ void k_embedding_bwd(float *dwte, const float *dout, const int32_t *u
 }
 
 static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C) {
-    OP_BEGIN_W("embedding_bwd");
+    OP_BEGIN("embedding_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
     if (N > INT32_MAX / 4) { record(c, SMJ_ERR_UNSUPPORTED, "embedding_bwd: N %lld too large", (long long)N); return; }
     size_t need = (size_t)N * 4 + 2; /* ids [N] | order [N] | uid [<=N] | off [<=N+1] */
@@ -613,7 +607,6 @@ static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids
         c->h_cnt = (int32_t *)malloc(sizeof(int32_t) * c->h_cnt_n);
         if (!c->h_cnt) { c->h_cnt_n = 0; record(c, SMJ_ERR_NOMEM, "embedding_bwd: out of host memory"); return; }
     }
-    cast_written(c, dwte, ((int64_t)mx + 1) * C); /* the rows it adds into */
     int32_t *cnt = c->h_cnt;
     memset(cnt, 0, sizeof(int32_t) * ((size_t)mx + 2));
     for (int64_t n = 0; n < N; n++) cnt[h[n] + 1]++;
@@ -631,7 +624,6 @@ static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids
     size_t dev_n = (size_t)N + 2 * (size_t)U + 1;
     int32_t *d = (int32_t *)scratch(c, dev_n * sizeof(int32_t));
     if (!d) return;
-    cast_written(c, (const float *)d, (int64_t)dev_n);
     if (!CK(c, cudaMemcpyAsync(d, ord, sizeof(int32_t) * dev_n, cudaMemcpyHostToDevice, c->stream))) return;
     for (int u0 = 0; u0 < U; u0 += 65535) {
         int nu = U - u0 < 65535 ? U - u0 : 65535;
@@ -835,10 +827,8 @@ __device__ __forceinline__ void adamw1(float &p, float &m, float &v, float g, fl
     v = (float)vi;
     p = (float)(p - lr * (mi / bc1 / (sqrt(vi / bc2) + eps) + wd * (double)p));
 }
-/* p16 (or NULL): p's place in the parameters' mirror, written with the
- * new values rounded as to_bf16 rounds them (wide: 8-byte aligned). */
-__global__ void k_adamw(float *p, __nv_bfloat16 *p16, float *m, float *v, const float *g, int64_t n, float lr,
-                        float b1, float b2, float eps, float wd, double bc1, double bc2, int wide) {
+__global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1, float b2,
+                        float eps, float wd, double bc1, double bc2, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
@@ -850,12 +840,8 @@ __global__ void k_adamw(float *p, __nv_bfloat16 *p16, float *m, float *v, const 
         ((float4 *)p)[i] = P;
         ((float4 *)m)[i] = M;
         ((float4 *)v)[i] = Vv;
-        if (p16) st_bf16x4(p16 + 4 * i, P);
     }
-    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
-        adamw1(p[i], m[i], v[i], g[i], lr, b1, b2, eps, wd, bc1, bc2);
-        if (p16) p16[i] = __float2bfloat16_rn(p[i]);
-    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) adamw1(p[i], m[i], v[i], g[i], lr, b1, b2, eps, wd, bc1, bc2);
 }
 
 static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
@@ -927,25 +913,16 @@ static void cu_add(const smj_exec *ex, float *out, const float *a, const float *
     op_end(c);
 }
 static void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
-    OP_BEGIN_W("scale");
-    cast_written(c, x, n);
+    OP_BEGIN("scale");
     if (n > 0) { k_scale<<<EW_GRID((n + 3) / 4)>>>(x, s, n, (uintptr_t)x % 16 == 0); LAUNCHED(c); }
     op_end(c);
 }
 static void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
                      float b1, float b2, float eps, float wd, int64_t t) {
-    OP_BEGIN_W("adamw");
+    OP_BEGIN("adamw");
     double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
-    /* p inside the parameters' mirror: the mirror stays current, this op
-     * writing the new values into it too */
-    __nv_bfloat16 *p16 = mirror_of(c, p, n);
-    cast_written(c, p, n);
-    cast_written(c, m, n);
-    cast_written(c, v, n);
-    if (p16) c->mir.valid = 1;
     if (n > 0) {
-        int wide = al16x(p, m, v, g, p) && (uintptr_t)p16 % 8 == 0;
-        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, p16, m, v, g, n, lr, b1, b2, eps, wd, bc1, bc2, wide);
+        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, m, v, g, n, lr, b1, b2, eps, wd, bc1, bc2, al16x(p, m, v, g, p));
         LAUNCHED(c);
     }
     op_end(c);
@@ -1131,12 +1108,11 @@ __global__ void k_sum_parts(double *out, const double *part, int P) {
 
 /* The one synchronization of a training step. NaN once an error is recorded. */
 static double cu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
-    OP_BEGIN_W("sumsq");
+    OP_BEGIN("sumsq");
     if (c->err != SMJ_OK) return NAN;
     unsigned P = blocks_for(n, 256, (int64_t)c->n_sm * 4);
     double *d = (double *)scratch(c, sizeof(double) * (P + 1));
     if (!d) return NAN;
-    cast_written(c, (const float *)d, 2 * (int64_t)(P + 1));
     if (n > 0) {
         k_sumsq_part<<<P, 256, 0, c->stream>>>(d + 1, x, n);
         LAUNCHED(c);
@@ -1345,7 +1321,6 @@ static void cu_fini(smj_exec *ex) {
     if (c->dec_sync) cudaFree(c->dec_sync);
     if (c->qbuf) cudaFree(c->qbuf);
     lt_free(c);
-    mirror_free(c);
     for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
     if (c->h_sum) cudaFreeHost(c->h_sum);
     if (c->h_ids) cudaFreeHost(c->h_ids);
@@ -1513,5 +1488,4 @@ extern "C" const smj_backend smj_backend_cuda = {
     .bf16_bind = cu_bf16_bind,
     .bf16_only = cu_bf16_only,
     .bf16_drop = cu_bf16_drop,
-    .bf16_mirror = cu_bf16_mirror,
 };

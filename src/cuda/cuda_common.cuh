@@ -104,12 +104,6 @@ typedef struct {
      * bits (a slot being reused writes it first); bf16_drop discards. */
     struct { const float *src; int64_t n; } only[HOME_N];
     int n_only;
-    /* bf16_mirror: one bf16 copy of the parameters, read by every product
-     * whose operand lies inside it (kept_copy), current while valid, gen
-     * and mw (mirror_writes: host writes into mirrored ranges) are as when
-     * it was made; an op writing into the range drops it (cast_written),
-     * except adamw, which writes its values into it too. */
-    struct { const float *src; int64_t n; __nv_bfloat16 *buf; size_t cap; unsigned long gen, mw; int valid; } mir;
     unsigned long gen, clock, op_clock; /* op_clock: clock when the running op began */
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
     unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters
@@ -169,14 +163,8 @@ void op_end(smj_cuda *c);
  * and a product reading p casts as before. */
 #define SHADOW_MIN 4096
 void cast_written(smj_cuda *c, const float *p, int64_t n);
-/* the kept bf16 copy of src[0, n) if one is valid (a slot, a copy in the
- * caller's memory, or the part of the parameters' mirror), else NULL */
+/* the kept bf16 copy of src[0, n) if one is valid, else NULL */
 const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n);
-/* The mirror's copy of p[0, n) when the mirror is current and covers it,
- * else NULL (copies.cu). mirror_note: the memory hooks' host writes and
- * frees of dst[0, bytes), which end any context's mirror overlapping it. */
-__nv_bfloat16 *mirror_of(smj_cuda *c, const float *p, int64_t n);
-void mirror_note(const void *dst, size_t bytes);
 __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n);
 /* Bound tensors (smj_cuda.ext): lazy_all writes the fp32 values of every
  * lazy one (at the start of ops not opened with OP_BEGIN_L); fp32_in those
@@ -217,8 +205,6 @@ void cu_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x, int64_t n);
 void cu_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n);
 void cu_bf16_only(const smj_exec *ex, const float *x, int64_t n);
 void cu_bf16_drop(const smj_exec *ex, const float *x, int64_t n);
-void cu_bf16_mirror(const smj_exec *ex, const float *x, int64_t n);
-void mirror_free(smj_cuda *c);
 /* The grid of the element-wise kernels: 256 threads, at most 32 blocks an SM. */
 #define EW_GRID(n) blocks_for((n), 256, (int64_t)c->n_sm * 32), 256, 0, c->stream
 

@@ -150,8 +150,6 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
 #define MAXTO(x, v) do { int64_t v_ = (v); if (v_ > (x)) (x) = v_; } while (0)
     if (bf16_matmul && c->arch == SMJ_ARCH_GPT2) ws += SMJ_CUDA_LT_WS; /* its biased products' cuBLASLt */
     if (bf16_matmul) {
-        /* the parameters' bf16 mirror (bf16_mirror), head rows padded */
-        ws += 2 * (smj_config_num_params(c) + (smj_vocab_rows(c) - c->vocab_size) * C);
         /* the blocks' operands come by the dozen, so every copy grows to the
          * largest of them (an upper bound: a copy already large enough is
          * reused first); the LM head's (its weight, a block of rows of the

@@ -1058,10 +1058,6 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     int C = c->dim, V = c->vocab_size, ld = targets ? (int)m->head_ld : V;
     m->logits_ld = ld;
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
-    /* bf16 products read the weights through one bf16 copy of the whole
-     * parameter buffer where the backend keeps one (made when stale; adamw
-     * keeps it current between steps; a backend in fp32 ignores the hint) */
-    if (be->bf16_mirror) be->bf16_mirror(ex, m->params, m->n_params);
     int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
     if (gpt2) {
         int32_t *host = malloc(sizeof(int32_t) * 5 * (size_t)N);

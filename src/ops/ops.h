@@ -42,7 +42,7 @@ enum {
  * qmatmul, tests/cuda/test_cuda_ops.c matmul_bias, the decode ops and the
  * 16-bit storage hints (the host backends' are their definitions). */
 #define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax) \
-    X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(bf16_mirror)
+    X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -135,17 +135,11 @@ typedef struct {
      * NULL: no tensor will): a backend may discard the fp32 values it has \
      * not written (bound or bf16-only tensors). The caller reads such \
      * tensors only through ops (never download) and drops them before \
-     * freeing their memory. \
-     * bf16_mirror: a hint, no effect on any value: x[0, n) (the model's \
-     * parameters) is read by bf16 products; a backend may keep one bf16 \
-     * copy of the whole range, made now unless its copy is still current, \
-     * kept current by adamw on ranges inside it, and given up when anything \
-     * else writes into the range (x NULL: given up now). */ \
+     * freeing their memory. */ \
     void (*bf16_home)(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n); \
     void (*bf16_bind)(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n); \
     void (*bf16_only)(const smj_exec *ex, const float *x, int64_t n); \
-    void (*bf16_drop)(const smj_exec *ex, const float *x, int64_t n); \
-    void (*bf16_mirror)(const smj_exec *ex, const float *x, int64_t n);
+    void (*bf16_drop)(const smj_exec *ex, const float *x, int64_t n);
 
 /* The op signatures over an element type R (float for backends; double for
  * the gradient checker's reference). */

@@ -157,8 +157,6 @@ static void ref_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x16, i
  * (it keeps every value exact; its readers see what rounding readers see). */
 static void ref_bf16_only(const smj_exec *ex, const float *x, int64_t n) { (void)ex; (void)x; (void)n; }
 static void ref_bf16_drop(const smj_exec *ex, const float *x, int64_t n) { (void)ex; (void)x; (void)n; }
-/* bf16_mirror (optional op): a hint; nothing to do without copies. */
-static void ref_bf16_mirror(const smj_exec *ex, const float *x, int64_t n) { (void)ex; (void)x; (void)n; }
 
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,

@@ -4,9 +4,7 @@
  * rule). bf16_bind: ops reading a bound tensor give bit for bit what they
  * give on its values in 32 bits; bf16_home: the named storage holds the
  * reference's pack; bf16_only: promised outputs read through products as
- * the plain ones do, in 32 bits as their bf16 rounding; bf16_mirror:
- * products through the parameters' mirror as through fresh casts, the
- * mirror current after adamw and ended by other writes. Meant to run in
+ * the plain ones do, in 32 bits as their bf16 rounding. Meant to run in
  * bf16 mode (SMJ_CUDA_MATMUL=bf16, with and without SMJ_CUDA_BF16_KEEP),
  * where the copies are kept; in other modes the values alone are checked. */
 #include "cuda_check.h"
@@ -497,73 +495,6 @@ static void check_bf16_home(void) {
            home_kept ? " (checked before the pack)" : " (bf16 copies not kept in this mode: values only)");
 }
 
-/* bf16_mirror (optional op): products reading weights inside the mirrored
- * range give the bits a fresh cast gives, after the mirror is made, after
- * adamw updated part of it (the mirror written by adamw itself), after a
- * host upload, an op (scale) and zero wrote into the range; each time
- * against the same product with the mirror ended (bf16_mirror(NULL): a
- * fresh cast), and the weights' change shows in the result (a stale mirror
- * would give the old product). Offsets 16-byte aligned as a model's are. */
-static float *mirror_product(const float *DA, const float *Dw, int64_t M, int64_t N, int64_t K) {
-    float *DC = junk_d(M * N);
-    be->matmul(ex, DC, DA, Dw, M, N, K, 0, 1, 0);
-    float *h = get_h(DC, M * N);
-    dfree(DC);
-    return h;
-}
-static int same_h(const float *a, const float *b, int64_t n) {
-    return memcmp(a - PAD, b - PAD, sizeof(float) * (size_t)(n + 2 * PAD)) == 0;
-}
-static void check_bf16_mirror(void) {
-    cur_op = "bf16_mirror";
-    long before = check_failed;
-    const int64_t K = 256, N1 = 96, N2 = 64, M = 40, n1 = N1 * K, nn = K, n = n1 + nn + N2 * K;
-    float *P = frand(n, 1), *A = frand(M * K, 1), *g = frand(n1, 1), *z = frand(n1, 0);
-    float *DP = dup_d(P, n), *DA = dup_d(A, M * K), *Dg = dup_d(g, n1), *Dm = dup_d(z, n1), *Dv = dup_d(z, n1);
-    float *W1 = DP, *W2 = DP + n1 + nn;
-    float *c0 = mirror_product(DA, W1, M, N1, K);
-    be->bf16_mirror(ex, DP, n);
-    float *c1 = mirror_product(DA, W1, M, N1, K);
-    CHECK(same_h(c0, c1, M * N1), "cuda/bf16_mirror: a product through the mirror differs from a fresh cast");
-    /* adamw on W1 keeps the mirror current */
-    be->adamw(ex, W1, Dm, Dv, Dg, n1, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
-    float *c2 = mirror_product(DA, W1, M, N1, K);
-    be->bf16_mirror(ex, NULL, 0);
-    float *c3 = mirror_product(DA, W1, M, N1, K);
-    CHECK(same_h(c2, c3, M * N1), "cuda/bf16_mirror: after adamw the product differs from a fresh cast");
-    CHECK(!same_h(c2, c1, M * N1), "cuda/bf16_mirror: adamw changed nothing (a stale mirror?)");
-    /* a host upload into the range */
-    be->bf16_mirror(ex, DP, n);
-    float *d0 = mirror_product(DA, W2, M, N2, K);
-    float *w2 = frand(N2 * K, 1);
-    be->upload(W2, w2, sizeof(float) * (size_t)(N2 * K));
-    float *d1 = mirror_product(DA, W2, M, N2, K);
-    be->bf16_mirror(ex, NULL, 0);
-    float *d2 = mirror_product(DA, W2, M, N2, K);
-    CHECK(same_h(d1, d2, M * N2) && !same_h(d1, d0, M * N2), "cuda/bf16_mirror: a product after an upload into the mirrored range "
-                                             "is not the fresh one");
-    /* an op writing into the range (scale), then zero */
-    be->bf16_mirror(ex, DP, n);
-    be->scale(ex, W1, 0.5f, n1);
-    float *e1 = mirror_product(DA, W1, M, N1, K);
-    be->bf16_mirror(ex, NULL, 0);
-    float *e2 = mirror_product(DA, W1, M, N1, K);
-    CHECK(same_h(e1, e2, M * N1) && !same_h(e1, c3, M * N1), "cuda/bf16_mirror: a product after scale wrote the range is not the "
-                                             "fresh one");
-    be->bf16_mirror(ex, DP, n);
-    be->zero(W1, sizeof(float) * (size_t)n1);
-    float *f1 = mirror_product(DA, W1, M, N1, K);
-    int64_t nz = 0;
-    for (int64_t i = 0; i < M * N1; i++) nz += f1[i] != 0.0f;
-    CHECK(nz == 0, "cuda/bf16_mirror: after zero the product has %lld nonzero values (a stale mirror)", (long long)nz);
-    be->bf16_mirror(ex, NULL, 0);
-    ffree(c0); ffree(c1); ffree(c2); ffree(c3); ffree(d0); ffree(d1); ffree(d2); ffree(e1); ffree(e2); ffree(f1);
-    ffree(w2); ffree(P); ffree(A); ffree(g); ffree(z);
-    dfree(DP); dfree(DA); dfree(Dg); dfree(Dm); dfree(Dv);
-    printf("cuda %-14s %-6s products through the mirror as through a fresh cast\n", "bf16_mirror",
-           check_failed == before ? "ok" : "FAILED");
-}
-
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -575,8 +506,6 @@ int main(void) {
     cuda_check_status(ctx, "bf16_only");
     check_bf16_only_fwd();
     cuda_check_status(ctx, "bf16_only");
-    check_bf16_mirror();
-    cuda_check_status(ctx, "bf16_mirror");
     smj_ctx_free(ctx);
     return check_summary("test_cuda_bf16");
 }
