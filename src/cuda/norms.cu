@@ -186,10 +186,12 @@ __global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const
                 }
                 ((float4 *)(dx + n * C))[i] = o;
                 if (dx16) st_bf16x4(dx16 + n * C + 4 * i, o);
-                aw[4 * i] += d.x * v.x * r;
-                aw[4 * i + 1] += d.y * v.y * r;
-                aw[4 * i + 2] += d.z * v.z * r;
-                aw[4 * i + 3] += d.w * v.w * r;
+                float4 s = ((float4 *)aw)[i]; /* 16-byte shared accesses: no bank conflicts */
+                s.x += d.x * v.x * r;
+                s.y += d.y * v.y * r;
+                s.z += d.z * v.z * r;
+                s.w += d.w * v.w * r;
+                ((float4 *)aw)[i] = s;
             }
         } else {
             for (int i = lane; i < C; i += 32) {
@@ -198,6 +200,69 @@ __global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const
                 if (dx16) dx16[n * C + i] = __float2bfloat16_rn(o);
                 aw[i] += dy[i] * xv * r;
             }
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float s = 0;
+        for (int k = 0; k < nw; k++) s += accw[(int64_t)k * C + i];
+        part[(int64_t)blockIdx.x * C + i] = s;
+    }
+}
+/* The same for rows of C <= 128 NV values (V4 rows): each lane keeps its
+ * NV float4 of dy, x (and dx with acc) in registers, all loads of a row
+ * issued before the first use, w's in registers for every row. */
+template <int NV, typename X>
+__global__ void k_rmsnorm_bwd_r(float *dx, __nv_bfloat16 *dx16, float *part, const float *dout, const X *x,
+                                const float *w, const float *rstd, int64_t N, int C, int R, int acc) {
+    extern __shared__ float accw[]; /* [warps][C] */
+    const int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31, C4 = C >> 2;
+    float4 *aw = (float4 *)(accw + (int64_t)wi * C), wv[NV];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = lane + 32 * j;
+        if (i < C4) {
+            aw[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+            wv[j] = ((const float4 *)w)[i];
+        }
+    }
+    int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
+    for (int64_t n = n0 + wi; n < n1; n += nw) {
+        const float4 *dy = (const float4 *)(dout + n * C);
+        float4 *dxr = (float4 *)(dx + n * C);
+        float4 d[NV], v[NV], p[NV];
+        float dot = 0;
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            const int i = lane + 32 * j;
+            if (i < C4) {
+                d[j] = dy[i];
+                v[j] = ld4(x + n * C, i);
+                p[j] = acc ? dxr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NV; j++)
+            if (lane + 32 * j < C4)
+                dot += wv[j].x * d[j].x * v[j].x + wv[j].y * d[j].y * v[j].y + wv[j].z * d[j].z * v[j].z +
+                       wv[j].w * d[j].w * v[j].w;
+        dot = warp_sum(dot) / (float)C;
+        const float r = rstd[n], r3 = r * r * r;
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            const int i = lane + 32 * j;
+            if (i >= C4) continue;
+            const float4 a = wv[j], e = d[j], u = v[j];
+            float4 o = {p[j].x + (r * a.x * e.x - r3 * u.x * dot), p[j].y + (r * a.y * e.y - r3 * u.y * dot),
+                        p[j].z + (r * a.z * e.z - r3 * u.z * dot), p[j].w + (r * a.w * e.w - r3 * u.w * dot)};
+            dxr[i] = o;
+            if (dx16) st_bf16x4(dx16 + n * C + 4 * i, o);
+            float4 s = aw[i];
+            s.x += e.x * u.x * r;
+            s.y += e.y * u.y * r;
+            s.z += e.z * u.z * r;
+            s.w += e.w * u.w * r;
+            aw[i] = s;
         }
     }
     __syncthreads();
@@ -235,9 +300,15 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
     if (nw < 1) nw = 1;
     size_t sm = (size_t)nw * C * sizeof(float);
     bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
-    const void *fn = x16 ? (v4 ? (const void *)k_rmsnorm_bwd<true, __nv_bfloat16>
-                               : (const void *)k_rmsnorm_bwd<false, __nv_bfloat16>)
-                         : (v4 ? (const void *)k_rmsnorm_bwd<true, float> : (const void *)k_rmsnorm_bwd<false, float>);
+    /* rows of up to 1,024 values in registers (NV float4 a lane) */
+    const int C4 = C / 4, NV = !v4 || C4 > 256 ? 0 : C4 <= 32 ? 1 : C4 <= 64 ? 2 : C4 <= 128 ? 4 : C4 <= 192 ? 6 : 8;
+#define FN(V, XT)                                                                                                  \
+    (NV == 1 ? (const void *)k_rmsnorm_bwd_r<1, XT> : NV == 2 ? (const void *)k_rmsnorm_bwd_r<2, XT>             \
+     : NV == 4 ? (const void *)k_rmsnorm_bwd_r<4, XT> : NV == 6 ? (const void *)k_rmsnorm_bwd_r<6, XT>            \
+     : NV == 8 ? (const void *)k_rmsnorm_bwd_r<8, XT> : V ? (const void *)k_rmsnorm_bwd<true, XT>                 \
+               : (const void *)k_rmsnorm_bwd<false, XT>)
+    const void *fn = x16 ? FN(v4, __nv_bfloat16) : FN(v4, float);
+#undef FN
     if (!smem_ok(c, fn, sm)) return;
     /* about four blocks per SM, each at least nw rows */
     int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
@@ -249,10 +320,18 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
     /* dx feeds products (the residual gradient: dW and dX of the block
      * below; dq/dk under QK-norm): its bf16 copy is written beside it */
     __nv_bfloat16 *dx16 = shadow_of(c, dx, N * C);
-#define F(V, xs) k_rmsnorm_bwd<V><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, xs, w, rstd, N, C, \
-                                                                         (int)R, acc)
-    if (x16) { if (v4) F(true, x16); else F(false, x16); }
-    else { if (v4) F(true, x); else F(false, x); }
+#define F(K, xs) K<<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, xs, w, rstd, N, C, (int)R, acc)
+#define G(xs)                                                                                                      \
+    switch (NV) {                                                                                                  \
+    case 1: F(k_rmsnorm_bwd_r<1>, xs); break;                                                                      \
+    case 2: F(k_rmsnorm_bwd_r<2>, xs); break;                                                                      \
+    case 4: F(k_rmsnorm_bwd_r<4>, xs); break;                                                                      \
+    case 6: F(k_rmsnorm_bwd_r<6>, xs); break;                                                                      \
+    case 8: F(k_rmsnorm_bwd_r<8>, xs); break;                                                                      \
+    default: if (v4) F(k_rmsnorm_bwd<true>, xs); else F(k_rmsnorm_bwd<false>, xs);                                 \
+    }
+    if (x16) { G(x16) } else { G(x) }
+#undef G
 #undef F
     LAUNCHED(c);
     k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
@@ -375,8 +454,11 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
                     o = make_float4(p.x + o.x, p.y + o.y, p.z + o.z, p.w + o.w);
                 }
                 ((float4 *)d)[i] = o;
-                aw[4 * i] += g.x * h.x; aw[4 * i + 1] += g.y * h.y; aw[4 * i + 2] += g.z * h.z; aw[4 * i + 3] += g.w * h.w;
-                ab[4 * i] += g.x; ab[4 * i + 1] += g.y; ab[4 * i + 2] += g.z; ab[4 * i + 3] += g.w;
+                float4 sw = ((float4 *)aw)[i], sb = ((float4 *)ab)[i]; /* 16-byte shared accesses */
+                sw.x += g.x * h.x; sw.y += g.y * h.y; sw.z += g.z * h.z; sw.w += g.w * h.w;
+                sb.x += g.x; sb.y += g.y; sb.z += g.z; sb.w += g.w;
+                ((float4 *)aw)[i] = sw;
+                ((float4 *)ab)[i] = sb;
             }
         } else {
             for (int i = lane; i < C; i += 32) {

@@ -105,6 +105,8 @@ static void case_embedding_bwd(void) {
 
 static const int RMS[][2] = {{1, 1}, {1, 67}, {1, 133}, {1, 199}, {50, 1}, {50, 67}, {50, 133}, {50, 199},
                              {3000, 768}, {12000, 64}, {7, 4096},
+                             /* rmsnorm_bwd's rows in registers: 2 and 8 float4 a lane, and just past them */
+                             {33, 256}, {20, 1024}, {9, 1028},
                              /* a block per row for few rows (decoding) */
                              {1, 768}, {1, 257}, {100, 300}};
 
