@@ -24,7 +24,7 @@ static const smj_backend *be;
 static const smj_exec *ex;
 static const smj_exec EX1 = {.nt = 1};
 #define X1 (&EX1)
-static const smj_backend *rf = &smj_backend_ref;
+static const smj_backend *rf __attribute__((unused)) = &smj_backend_ref;
 
 static inline float *frand(int64_t n, float scale) {
     float *p = malloc(sizeof(float) * (size_t)(n + 2 * PAD));

@@ -9,7 +9,8 @@
 # skipping; the op checker five times: default, fused attention kernels,
 # bf16 products with flash attention, with few kept copies, with the
 # mma.sync flash kernels a Hopper GPU does not run by default; the decoding
-# and bf16-copy checks in fp32 and bf16 modes), the parity fixtures once more with
+# and bf16-copy checks in fp32 and bf16 modes; finite differences of every
+# backward op and of whole models on the GPU), the parity fixtures once more with
 # SMJ_CUDA_SYNC=1, the memory options' equality tests on the GPU, the CPU
 # test programs (not the fuzzers; skipped with `quick`), the PyTorch
 # reference's Llama 110M benchmarked on CUDA (fp32; bf16 at T=1024 plain,
@@ -66,6 +67,7 @@ step "test_cuda_ops (bf16, SMJ_CUDA_BF16_KEEP=3000)" 400 "SMJ_CUDA_MATMUL=bf16 S
 step "test_cuda_ops (bf16, SMJ_CUDA_ATTN=mma)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_ATTN=mma build-cuda/tests/test_cuda_ops"
 step "test_cuda_decode (fp32; bf16)" 300 "build-cuda/tests/test_cuda_decode && SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_decode"
 step "test_cuda_bf16 (bf16; SMJ_CUDA_BF16_KEEP=3000; fp32)" 300 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_bf16 && SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_bf16 && build-cuda/tests/test_cuda_bf16"
+step "test_cuda_grad (finite differences on the GPU, fp32)" 300 "build-cuda/tests/test_cuda_grad"
 step "test_parity (ref, cpu, cuda)" 200 "SMJ_CUDA_REQUIRE=1 build-cuda/tests/test_parity"
 step "test_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_REQUIRE=1 SMJ_CUDA_SYNC=1 build-cuda/tests/test_parity"
 step "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
