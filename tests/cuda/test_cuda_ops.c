@@ -202,6 +202,8 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
                              {1, 16, 16, 2, 1, 64, 0},   {2, 300, 300, 4, 1, 64, 0}, {1, 129, 129, 2, 2, 128, 0},
                              {2, 256, 256, 2, 2, 128, 0}, {1, 40, 100, 4, 2, 64, 12}, {1, 77, 200, 2, 1, 128, 0},
                              {1, 520, 600, 3, 3, 64, 0}, /* (Hopper's wgmma forward: blocks of 128 over an offset) */
+                             /* Hopper's blocks of 128 queries / keys: exactly one, one and a row, GQA 3:1 */
+                             {1, 128, 128, 6, 2, 64, 0}, {2, 129, 129, 3, 3, 64, 0}, {1, 255, 255, 6, 2, 64, 0},
                              /* decoding (Tq = 1, keys split in chunks of 64): one chunk, a 1-key tail, many
                               * chunks, odd head sizes, GQA, batches with a longer cache stride */
                              {1, 1, 64, 12, 12, 128, 0}, {1, 1, 65, 3, 1, 5, 0}, {2, 1, 1000, 6, 2, 64, 40},
