@@ -9,7 +9,8 @@
  * by the host side below. Tiles arrive by cp.async into shared memory and
  * are multiplied with mma.sync m16n8k16 (bf16 in, fp32 accumulate; sm_80+).
  *
- * Tiles of 64 keys, 4 warps; the fragment layouts are in flash.cuh. Operands come from shared memory through ldmatrix (.trans where the
+ * Tiles of 64 keys, 4 warps; the fragment layouts are in flash.cuh.
+ * Operands come from shared memory through ldmatrix (.trans where the
  * product wants the other orientation).
  *
  * forward  (one block per query tile, head, batch; the last query tiles,
