@@ -1,6 +1,6 @@
 /* test_cuda_grad.c — finite-difference gradient checks on the GPU (built
  * with CUDA=1): every backward op against central differences of the same
- * backend's forward (tests/util/opgrad.c: embedding, rmsnorm, rope,
+ * backend's forward (tests/util/opgrad.c: matmul, embedding, rmsnorm, rope,
  * attention, swiglu, cross-entropy, layernorm, gelu), with the default
  * attention kernels (few keys: the fused fp32 kernels; 16 and more: the
  * product path) and again with SMJ_CUDA_ATTN=fused; then whole models'

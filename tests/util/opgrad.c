@@ -70,7 +70,7 @@ static void dir_check(const char *op, const char *what, loss_fn loss, void *st, 
             l[k] = loss(st);
         }
         double num = (l[1] - l[0]) / (2 * h), rel = fabs(num - gd) / fmax(fmax(fabs(gd), 0.05 * gn), 1e-30);
-        printf("%s %-13s %-4s direction %d: finite difference %.7g, gradient %.7g, rel %.2g\n", lab, op, what, dir,
+        printf("%s %-13s %-7s direction %d: finite difference %.7g, gradient %.7g, rel %.2g\n", lab, op, what, dir,
                num, gd, rel);
         CHECK(rel < 2e-3, "%s/%s %s: directional derivative %d: finite difference %.6g vs gradient %.6g (rel %.2g)",
               lab, op, what, dir, num, gd, rel);
@@ -88,6 +88,35 @@ static void dir_check_dev(const char *op, const char *what, loss_fn loss, void *
 }
 
 /* ------------------------------------------------------------ cases */
+
+/* matmul, the model's two forms: C = A B^T (W [N,K], Llama's linears) and
+ * C = A B (W [K,N], GPT-2's Conv1D), gradients by the transposed products
+ * the model's backward runs: dA = U W (or U W^T), dW = U^T A (or A^T U). */
+typedef struct { float *A, *W, *C; const float *u; int64_t M, N, K; int tB; } mm_st;
+static double mm_loss(void *p) {
+    mm_st *s = p;
+    be->matmul(ex, s->C, s->A, s->W, s->M, s->N, s->K, 0, s->tB, 0);
+    return dot_dev(s->u, s->C, s->M * s->N);
+}
+static void case_matmul(void) {
+    for (int tB = 1; tB >= 0; tB--) {
+        int64_t M = 7, N = 13, K = 24;
+        float *Ah = hrand(M * K, 1), *Wh = hrand(N * K, 1), *u = hrand(M * N, 1);
+        mm_st s = {dev(Ah, M * K), dev(Wh, N * K), dev(NULL, M * N), u, M, N, K, tB};
+        float *du = dev(u, M * N), *dA = dev(NULL, M * K), *dW = dev(NULL, N * K);
+        be->matmul(ex, dA, du, s.W, M, K, N, 0, tB ? 0 : 1, 0);
+        if (tB) be->matmul(ex, dW, du, s.A, N, K, M, 1, 0, 0); /* [N,K] = U^T A */
+        else be->matmul(ex, dW, s.A, du, K, N, M, 1, 0, 0);   /* [K,N] = A^T U */
+        const char *what = tB ? "A W^T" : "A W";
+        char wa[16], ww[16];
+        snprintf(wa, sizeof wa, "%s:A", what);
+        snprintf(ww, sizeof ww, "%s:W", what);
+        dir_check_dev("matmul", wa, mm_loss, &s, s.A, Ah, dA, M * K);
+        dir_check_dev("matmul", ww, mm_loss, &s, s.W, Wh, dW, N * K);
+        be->free(s.A); be->free(s.W); be->free(s.C); be->free(du); be->free(dA); be->free(dW);
+        free(Ah); free(Wh); free(u);
+    }
+}
 
 typedef struct { float *W, *y; int32_t *ids; const float *u; int64_t N; int C; } emb_st;
 static double emb_loss(void *p) {
@@ -289,6 +318,7 @@ void opgrad_all(const smj_backend *backend, const smj_exec *exec, const char *la
     ex = exec;
     lab = label;
     smj_rng_seed(&rng, 2024);
+    case_matmul();
     case_embedding();
     case_rmsnorm();
     case_rope();

@@ -5,9 +5,10 @@
 #define SMJ_TEST_OPGRAD_H
 #include "../../src/ops/ops.h"
 
-/* For each op with a backward (embedding, rmsnorm, rope, attention (GQA,
- * causal; Tq = Tk, a few lengths), swiglu, cross-entropy (ignored targets,
- * padded rows), layernorm, gelu) and each of its differentiable inputs:
+/* For each op with a backward (matmul in the model's two forms, embedding,
+ * rmsnorm, rope, attention (GQA, causal; Tq = Tk, a few lengths), swiglu,
+ * cross-entropy (ignored targets, padded rows), layernorm, gelu) and each
+ * of its differentiable inputs:
  * L = sum(u * forward(inputs)) for a fixed random u (cross-entropy: the mean
  * loss), its derivative along two unit directions (the gradient's and a
  * random one) by central differences of the backend's forward, against the
