@@ -206,6 +206,74 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},  {2, 5, 5, 4, 2, 8, 0},   {1
                              /* more than one 128-query block; a prefill chunk after a cached prefix */
                              {1, 300, 300, 4, 2, 16, 0}, {2, 70, 100, 4, 2, 8, 12}};
 
+/* Row strides: q, k, v as column ranges of one fused buffer [B*T, W], W =
+ * (NH + 2 NKV) HS + pad (the pad columns hold 5.0 and must stay so), dq,
+ * dk, dv into another such buffer. The strided results equal the dense
+ * ones computed from the extracted q, k, v (the reference bit for bit, the
+ * backend within 1e-5 of the reference). */
+static const int ATT_RS[][6] = {{2, 33, 4, 2, 16, 3}, {1, 300, 4, 1, 8, 0}, {2, 20, 3, 3, 8, 1}}; /* B, T, NH, NKV, HS, pad */
+/* columns [c0, c0 + w) of n rows W apart -> dense [n, w] */
+static float *cols(const float *x, int64_t n, int64_t W, int64_t c0, int64_t w) {
+    float *d = frand(n * w, 0);
+    for (int64_t r = 0; r < n; r++) memcpy(d + r * w, x + r * W + c0, sizeof(float) * (size_t)w);
+    return d;
+}
+static void attention_strided(const smj_backend *be, const smj_backend *rf, const smj_exec *ex, int bwd) {
+    for (size_t s = 0; s < sizeof ATT_RS / sizeof ATT_RS[0]; s++) {
+        int B = ATT_RS[s][0], T = ATT_RS[s][1], NH = ATT_RS[s][2], NKV = ATT_RS[s][3], HS = ATT_RS[s][4];
+        int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, W = QD + 2 * KD + ATT_RS[s][5], N = (int64_t)B * T;
+        snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d rows %lld apart", B, T, NH, NKV, HS,
+                 (long long)W);
+        float *qkv = frand(N * W, 1);
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t c = QD + 2 * KD; c < W; c++) qkv[r * W + c] = 5.0f;
+        float *q = cols(qkv, N, W, 0, QD), *k = cols(qkv, N, W, QD, KD), *v = cols(qkv, N, W, QD + KD, KD);
+        float *o1 = frand(N * QD, 0), *o2 = frand(N * QD, 0), *l1 = frand((int64_t)B * NH * T, 0),
+              *l2 = frand((int64_t)B * NH * T, 0);
+        float sc = 1.0f / sqrtf((float)HS);
+        rf->attention_fwd(X1, o2, l2, q, k, v, B, T, T, NH, NKV, HS, 0, 0, T * KD, sc);
+        if (!bwd) {
+            float *o3 = frand(N * QD, 0), *l3 = frand((int64_t)B * NH * T, 0);
+            rf->attention_fwd(X1, o3, l3, qkv, qkv + QD, qkv + QD + KD, B, T, T, NH, NKV, HS, W, W, T * W, sc);
+            be->attention_fwd(ex, o1, l1, qkv, qkv + QD, qkv + QD + KD, B, T, T, NH, NKV, HS, W, W, T * W, sc);
+            CHECK(memcmp(o3, o2, sizeof(float) * (size_t)(N * QD)) == 0 &&
+                      memcmp(l3, l2, sizeof(float) * (size_t)(B * NH * T)) == 0,
+                  "ref/attention_fwd %s: strided rows differ from dense ones", cur_shape);
+            compare("out (strided)", o1, o2, N * QD, 1e-5);
+            compare("lse (strided)", l1, l2, (int64_t)B * NH * T, 1e-5);
+            ffree(o3); ffree(l3);
+        } else {
+            float *d = frand(N * QD, 1), *dq = frand(N * QD, 0), *dk = frand(N * KD, 0), *dv = frand(N * KD, 0);
+            rf->attention_bwd(X1, dq, dk, dv, d, o2, l2, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
+            for (int pass = 0; pass < 2; pass++) { /* the reference, then the backend */
+                float *g = frand(N * W, 0);
+                for (int64_t i = 0; i < N * W; i++) g[i] = 5.0f;
+                (pass ? be : rf)->attention_bwd(pass ? ex : X1, g, g + QD, g + QD + KD, d, o2, l2, qkv, qkv + QD,
+                                                qkv + QD + KD, B, T, NH, NKV, HS, W, W, sc);
+                float *gq = cols(g, N, W, 0, QD), *gk = cols(g, N, W, QD, KD), *gv = cols(g, N, W, QD + KD, KD);
+                int64_t pad = 0;
+                for (int64_t r = 0; r < N; r++)
+                    for (int64_t c = QD + 2 * KD; c < W; c++) pad += g[r * W + c] != 5.0f;
+                CHECK(pad == 0, "%s/attention_bwd %s: wrote %lld values outside dq, dk, dv", pass ? "cpu" : "ref",
+                      cur_shape, (long long)pad);
+                if (pass == 0) {
+                    CHECK(memcmp(gq, dq, sizeof(float) * (size_t)(N * QD)) == 0 &&
+                              memcmp(gk, dk, sizeof(float) * (size_t)(N * KD)) == 0 &&
+                              memcmp(gv, dv, sizeof(float) * (size_t)(N * KD)) == 0,
+                          "ref/attention_bwd %s: strided rows differ from dense ones", cur_shape);
+                } else {
+                    compare("dq (strided)", gq, dq, N * QD, 1e-5);
+                    compare("dk (strided)", gk, dk, N * KD, 1e-5);
+                    compare("dv (strided)", gv, dv, N * KD, 1e-5);
+                }
+                ffree(g); ffree(gq); ffree(gk); ffree(gv);
+            }
+            ffree(d); ffree(dq); ffree(dk); ffree(dv);
+        }
+        ffree(qkv); ffree(q); ffree(k); ffree(v); ffree(o1); ffree(o2); ffree(l1); ffree(l2);
+    }
+}
+
 static void case_attention_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {
         int B = ATT[s][0], Tq = ATT[s][1], Tk = ATT[s][2], NH = ATT[s][3], NKV = ATT[s][4], HS = ATT[s][5];
@@ -215,12 +283,12 @@ static void case_attention_fwd(const smj_backend *be, const smj_backend *rf, con
         float *q = frand(nq, 1), *k = frand(B * bs, 1), *v = frand(B * bs, 1);
         float *o1 = frand(nq, 0), *o2 = frand(nq, 0), *l1 = frand((int64_t)B * NH * Tq, 0), *l2 = frand((int64_t)B * NH * Tq, 0);
         float sc = 1.0f / sqrtf((float)HS);
-        be->attention_fwd(ex, o1, l1, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
-        rf->attention_fwd(X1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
+        be->attention_fwd(ex, o1, l1, q, k, v, B, Tq, Tk, NH, NKV, HS, 0, 0, bs, sc);
+        rf->attention_fwd(X1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, 0, 0, bs, sc);
         compare("out", o1, o2, nq, 1e-5);
         compare("lse", l1, l2, (int64_t)B * NH * Tq, 1e-5);
         ffree(q); ffree(k); ffree(v); ffree(o1); ffree(o2); ffree(l1); ffree(l2);
-    }
+    }    attention_strided(be, rf, ex, 0);
 }
 
 static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
@@ -231,18 +299,18 @@ static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, con
         int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
         float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *o = frand(nq, 0), *l = frand((int64_t)B * NH * T, 0);
         float sc = 1.0f / sqrtf((float)HS);
-        rf->attention_fwd(X1, o, l, q, k, v, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
+        rf->attention_fwd(X1, o, l, q, k, v, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, sc);
         float *d = frand(nq, 1);
         float *dq1 = frand(nq, 0), *dk1 = frand(nk, 0), *dv1 = frand(nk, 0);
         float *dq2 = frand(nq, 0), *dk2 = frand(nk, 0), *dv2 = frand(nk, 0);
-        be->attention_bwd(ex, dq1, dk1, dv1, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
-        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
+        be->attention_bwd(ex, dq1, dk1, dv1, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
+        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
         compare("dq", dq1, dq2, nq, 1e-5);
         compare("dk", dk1, dk2, nk, 1e-5);
         compare("dv", dv1, dv2, nk, 1e-5);
         ffree(q); ffree(k); ffree(v); ffree(o); ffree(l); ffree(d);
         ffree(dq1); ffree(dk1); ffree(dv1); ffree(dq2); ffree(dk2); ffree(dv2);
-    }
+    }    attention_strided(be, rf, ex, 1);
 }
 
 static void case_swiglu_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
@@ -632,7 +700,7 @@ static double L_rope(void *p) {
 }
 static double L_att(void *p) {
     fdc *c = p;
-    smj_ref64_ops.attention_fwd(X1, c->y, c->aux, c->q, c->k, c->v, c->B, c->T, c->T, c->NH, c->NKV, c->HS,
+    smj_ref64_ops.attention_fwd(X1, c->y, c->aux, c->q, c->k, c->v, c->B, c->T, c->T, c->NH, c->NKV, c->HS, 0, 0,
                                 (int64_t)c->T * c->NKV * c->HS, 0.7f);
     return dot(c->y, c->dout, (int64_t)c->B * c->T * c->NH * c->HS);
 }
@@ -707,7 +775,7 @@ static void finite_differences(void) {
         c.y = drand(nq, 0); c.aux = drand(2 * 4 * 4, 0); c.dout = drand(nq, 1);
         L_att(&c);
         double *dq = drand(nq, 0), *dk = drand(nk, 0), *dv = drand(nk, 0);
-        R->attention_bwd(X1, dq, dk, dv, c.dout, c.y, c.aux, c.q, c.k, c.v, 2, 4, 4, 2, 3, 0.7f);
+        R->attention_bwd(X1, dq, dk, dv, c.dout, c.y, c.aux, c.q, c.k, c.v, 2, 4, 4, 2, 3, 0, 0, 0.7f);
         fd_check("attention dq", c.q, dq, nq, L_att, &c);
         fd_check("attention dk", c.k, dk, nk, L_att, &c);
         fd_check("attention dv", c.v, dv, nk, L_att, &c);

@@ -41,9 +41,9 @@ static void scatter(float *dst, const float *src, int n, int HS, int64_t rs) {
 
 /* Row-wise forward for few queries (decoding): one (b, h) per task. */
 static void rows_fwd(int nt, float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                     int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+                     int Tq, int Tk, int NH, int NKV, int HS, int64_t qrs, int64_t rs, int64_t kv_bstride,
+                     float scale) {
     int grp = NH / NKV;
-    int64_t rs = (int64_t)NKV * HS;
     #pragma omp parallel num_threads(nt)
     {
         float *s = malloc(sizeof(float) * (size_t)Tk);
@@ -54,7 +54,7 @@ static void rows_fwd(int nt, float *out, float *lse, const float *q, const float
                 const float *kb = k + b * kv_bstride + (int64_t)(h / grp) * HS;
                 const float *vb = v + b * kv_bstride + (int64_t)(h / grp) * HS;
                 for (int t = 0; t < Tq; t++) {
-                    const float *qr = q + (((int64_t)b * Tq + t) * NH + h) * HS;
+                    const float *qr = q + ((int64_t)b * Tq + t) * qrs + (int64_t)h * HS;
                     int last = Tk - Tq + t;
                     for (int j = 0; j <= last; j++) s[j] = dotf(qr, kb + j * rs, HS) * scale;
                     float mx = smj_max(s, last + 1);
@@ -75,13 +75,14 @@ static void rows_fwd(int nt, float *out, float *lse, const float *q, const float
 }
 
 void smj_cpu_attention_fwd(int nt, float *out, float *lse, const float *q, const float *k, const float *v,
-                           int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+                           int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                           int64_t kv_bstride, float scale) {
+    int64_t krs = kv_rs ? kv_rs : (int64_t)NKV * HS, qrs = q_rs ? q_rs : (int64_t)NH * HS, ors = (int64_t)NH * HS;
     if (Tq < 8) {
-        rows_fwd(nt, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+        rows_fwd(nt, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, qrs, krs, kv_bstride, scale);
         return;
     }
     int grp = NH / NKV;
-    int64_t krs = (int64_t)NKV * HS, qrs = (int64_t)NH * HS;
     #pragma omp parallel num_threads(nt)
     {
         float *kh = malloc(sizeof(float) * ((size_t)2 * Tk * HS + (size_t)2 * QB * HS + (size_t)QB * Tk));
@@ -108,7 +109,7 @@ void smj_cpu_attention_fwd(int nt, float *out, float *lse, const float *q, const
                         lse[((int64_t)b * NH + h) * Tq + q0 + i] = mx + logf(sum);
                     }
                     smj_sgemm(1, ob, S, vh, nq, HS, kend, 0, 0, 0);
-                    scatter(out + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, ob, nq, HS, qrs);
+                    scatter(out + ((int64_t)b * Tq + q0) * ors + (int64_t)h * HS, ob, nq, HS, ors);
                 }
             }
         free(kh);
@@ -117,9 +118,10 @@ void smj_cpu_attention_fwd(int nt, float *out, float *lse, const float *q, const
 
 void smj_cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const float *dout, const float *out,
                            const float *lse, const float *q, const float *k, const float *v, int B, int T,
-                           int NH, int NKV, int HS, float scale) {
+                           int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, float scale) {
     int grp = NH / NKV;
-    int64_t krs = (int64_t)NKV * HS, qrs = (int64_t)NH * HS;
+    /* q, dq rows qrs apart; k, v, dk, dv krs; dout, out dense (ors) */
+    int64_t krs = kv_rs ? kv_rs : (int64_t)NKV * HS, qrs = q_rs ? q_rs : (int64_t)NH * HS, ors = (int64_t)NH * HS;
     size_t th = (size_t)T * HS, bh = (size_t)QB * HS;
     #pragma omp parallel num_threads(nt)
     {
@@ -140,9 +142,10 @@ void smj_cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const float 
                     for (int q0 = 0; q0 < T; q0 += QB) {
                         int nq = T - q0 < QB ? T - q0 : QB, kend = q0 + nq;
                         int64_t qo = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
+                        int64_t oo = ((int64_t)b * T + q0) * ors + (int64_t)h * HS;
                         gather(qb, q + qo, nq, HS, qrs);
-                        gather(dob, dout + qo, nq, HS, qrs);
-                        gather(ob, out + qo, nq, HS, qrs);
+                        gather(dob, dout + oo, nq, HS, ors);
+                        gather(ob, out + oo, nq, HS, ors);
                         smj_sgemm(1, P, qb, kh, nq, kend, HS, 0, 1, 0);     /* S */
                         smj_sgemm(1, dS, dob, vh, nq, kend, HS, 0, 1, 0);   /* dP */
                         for (int i = 0; i < nq; i++) {

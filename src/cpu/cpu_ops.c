@@ -146,15 +146,16 @@ static void cpu_rope_bwd(const smj_exec *ex, float *dx, const float *cos, const 
 }
 
 static void cpu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
-                              const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS,
-                              int64_t kv_bstride, float scale) {
-    smj_cpu_attention_fwd(ex->nt, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+                              const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t q_rs,
+                              int64_t kv_rs, int64_t kv_bstride, float scale) {
+    smj_cpu_attention_fwd(ex->nt, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, q_rs, kv_rs, kv_bstride, scale);
 }
 
 static void cpu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
                               const float *out, const float *lse, const float *q, const float *k,
-                              const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
-    smj_cpu_attention_bwd(ex->nt, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
+                              const float *v, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                              float scale) {
+    smj_cpu_attention_bwd(ex->nt, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, q_rs, kv_rs, scale);
 }
 
 /* Element-wise ops run over 64 fixed chunks so the vector loop sees long runs. */

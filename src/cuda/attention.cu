@@ -343,9 +343,86 @@ void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, con
     op_end(c);
 }
 
-void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
-                             const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
-                             float scale) {
+/* ------------------------------------------------------------ strided rows
+ *
+ * q, k, v (and dq, dk, dv) as column ranges of fused [rows, W] buffers:
+ * copied into dense rows in stream-ordered temporary memory
+ * (cudaMemcpy2DAsync), the dense op run on them, the backward's gradients
+ * copied back into their strided rows. Correct on every path; the copies
+ * cost about what reading in place would save, so the flash kernels taking
+ * the strides themselves is the step that makes fused buffers pay. */
+static int rows_copy(smj_cuda *c, float *dst, int64_t drs, const float *src, int64_t srs, int64_t rows, int64_t w) {
+    if (rows <= 0) return 1;
+    return CK(c, cudaMemcpy2DAsync(dst, sizeof(float) * (size_t)drs, src, sizeof(float) * (size_t)srs,
+                                   sizeof(float) * (size_t)w, (size_t)rows, cudaMemcpyDeviceToDevice, c->stream));
+}
+/* n rows of w values rs apart from p: the range an op reads or writes */
+static int64_t span(int64_t n, int64_t rs, int64_t w) { return n > 0 ? (n - 1) * rs + w : 0; }
+
+static void att_fwd_dense(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
+                          const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
+                          float scale);
+static void att_bwd_dense(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                          const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                          int NKV, int HS, float scale);
+
+void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
+                      int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                      int64_t kv_bstride, float scale) {
+    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
+    if ((qrs == QD && krs == KD) || B <= 0 || Tq <= 0 || Tk <= 0 || NH <= 0 || HS <= 0) {
+        att_fwd_dense(ex, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+        return;
+    }
+    smj_cuda *c = S(ex);
+    c->op = "attention_fwd";
+    const int64_t nq = (int64_t)B * Tq * QD, nk = (int64_t)B * Tk * KD;
+    fp32_in(c, q, span((int64_t)B * Tq, qrs, QD));
+    fp32_in(c, k, (int64_t)(B - 1) * kv_bstride + span(Tk, krs, KD));
+    fp32_in(c, v, (int64_t)(B - 1) * kv_bstride + span(Tk, krs, KD));
+    float *t = NULL;
+    if (!CK(c, cudaMallocAsync((void **)&t, sizeof(float) * (size_t)(nq + 2 * nk), c->stream))) return;
+    cast_written(c, t, nq + 2 * nk); /* copies kept for an earlier buffer at this address go */
+    int ok = rows_copy(c, t, QD, q, qrs, (int64_t)B * Tq, QD);
+    for (int b = 0; ok && b < B; b++)
+        ok = rows_copy(c, t + nq + (int64_t)b * Tk * KD, KD, k + b * kv_bstride, krs, Tk, KD) &&
+             rows_copy(c, t + nq + nk + (int64_t)b * Tk * KD, KD, v + b * kv_bstride, krs, Tk, KD);
+    if (ok) att_fwd_dense(ex, out, lse, t, t + nq, t + nq + nk, B, Tq, Tk, NH, NKV, HS, (int64_t)Tk * KD, scale);
+    CK(c, cudaFreeAsync(t, c->stream));
+}
+
+void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                      const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV,
+                      int HS, int64_t q_rs, int64_t kv_rs, float scale) {
+    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
+    if ((qrs == QD && krs == KD) || B <= 0 || T <= 0 || NH <= 0 || HS <= 0) {
+        att_bwd_dense(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
+        return;
+    }
+    smj_cuda *c = S(ex);
+    c->op = "attention_bwd";
+    const int64_t N = (int64_t)B * T, nq = N * QD, nk = N * KD;
+    fp32_in(c, q, span(N, qrs, QD));
+    fp32_in(c, k, span(N, krs, KD));
+    fp32_in(c, v, span(N, krs, KD));
+    float *t = NULL; /* q | k | v | dq | dk | dv, dense */
+    if (!CK(c, cudaMallocAsync((void **)&t, sizeof(float) * (size_t)(2 * nq + 4 * nk), c->stream))) return;
+    cast_written(c, t, 2 * nq + 4 * nk); /* copies kept for an earlier buffer at this address go */
+    float *tq = t, *tk = tq + nq, *tv = tk + nk, *gq = tv + nk, *gk = gq + nq, *gv = gk + nk;
+    if (rows_copy(c, tq, QD, q, qrs, N, QD) && rows_copy(c, tk, KD, k, krs, N, KD) && rows_copy(c, tv, KD, v, krs, N, KD)) {
+        att_bwd_dense(ex, gq, gk, gv, dout, out, lse, tq, tk, tv, B, T, NH, NKV, HS, scale);
+        c->op = "attention_bwd";
+        cast_written(c, dq, span(N, qrs, QD));
+        cast_written(c, dk, span(N, krs, KD));
+        cast_written(c, dv, span(N, krs, KD));
+        if (rows_copy(c, dq, qrs, gq, QD, N, QD) && rows_copy(c, dk, krs, gk, KD, N, KD)) rows_copy(c, dv, krs, gv, KD, N, KD);
+    }
+    CK(c, cudaFreeAsync(t, c->stream));
+}
+
+static void att_fwd_dense(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
+                          const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
+                          float scale) {
     OP_BEGIN_L("attention_fwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
@@ -536,9 +613,9 @@ __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float
     }
 }
 
-void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
-                             const float *out, const float *lse, const float *q, const float *k, const float *v,
-                             int B, int T, int NH, int NKV, int HS, float scale) {
+static void att_bwd_dense(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                          const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                          int NKV, int HS, float scale) {
     OP_BEGIN_L("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }

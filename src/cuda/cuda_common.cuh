@@ -248,10 +248,11 @@ void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
-                      int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
+                      int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                      int64_t kv_bstride, float scale);
 void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                       const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                      int NKV, int HS, float scale);
+                      int NKV, int HS, int64_t q_rs, int64_t kv_rs, float scale);
 
 /* Four fp32 values stored as bf16 (round to nearest even), 8 bytes. */
 static __device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {

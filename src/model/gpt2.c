@@ -161,7 +161,7 @@ void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float 
     int64_t N = (int64_t)B * T;
     block_qkv(m, l, a, x, N, 1);
     m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, c->n_heads, c->n_heads,
-                         c->head_dim, kv_bstride, 1.0f / sqrtf((float)c->head_dim));
+                         c->head_dim, 0, 0, kv_bstride, 1.0f / sqrtf((float)c->head_dim));
     block_tail(m, l, a, x, y, N);
 }
 
@@ -200,7 +200,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->matmul(ex, DW(R_WO), a->att, m->dres, C, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, C, C, 0, 1, 0);
-    be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NH, HS,
+    be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NH, HS, 0, 0,
                       1.0f / sqrtf((float)HS));
     be->embedding_fwd(ex, m->dqkv, a->idx3 + N, m->dq, 3 * N, (int)C); /* dqkv from [dq; dk; dv] */
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);

@@ -974,7 +974,7 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
     smj_acts_home_only(m, l, a->att, N);
     smj_acts_home(m, l, a->v, N);
-    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, kv_bstride,
+    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, 0, 0, kv_bstride,
                       1.0f / sqrtf((float)HS));
     block_tail(m, l, a, x, y, N);
 }
@@ -1212,7 +1212,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     int prod_only = !c->qk_norm && !c->attn_bias;
     if (prod_only) only16(m, m->dv, N * KD);
     be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
-                      HS, 1.0f / sqrtf((float)HS));
+                      HS, 0, 0, 1.0f / sqrtf((float)HS));
     drop16(m, m->datt, N * QD);
     if (prod_only) only16(m, m->dq, N * QD);
     be->rope_bwd(ex, m->dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0);

@@ -179,14 +179,19 @@ typedef struct {
     /* Causal softmax attention. q [B,Tq,NH,HS]; k, v [B,Tk,NKV,HS] whose \
      * batch stride is kv_bstride elements; query t sits at absolute position \
      * Tk-Tq+t and sees keys 0..that position. out [B,Tq,NH,HS]; \
-     * lse [B,NH,Tq] = log-sum-exp of the scaled scores (kept for backward). */ \
+     * lse [B,NH,Tq] = log-sum-exp of the scaled scores (kept for backward). \
+     * Row strides: q's rows (one per b, t) q_rs elements apart, k's and v's \
+     * kv_rs (0: dense, NH*HS and NKV*HS), so q, k, v may be column ranges \
+     * of one fused [B*T, NH*HS + 2*NKV*HS] product. */ \
     void (*attention_fwd)(const smj_exec *ex, R *out, R *lse, const R *q, const R *k, \
                           const R *v, int B, int Tq, int Tk, int NH, int NKV, int HS, \
-                          int64_t kv_bstride, float scale); \
-    /* dq, dk, dv written (Tq == Tk, contiguous). */ \
+                          int64_t q_rs, int64_t kv_rs, int64_t kv_bstride, float scale); \
+    /* dq, dk, dv written (Tq == Tk; k, v batch stride T rows); q and dq \
+     * rows q_rs apart, k, v, dk, dv rows kv_rs (0: dense, as above). */ \
     void (*attention_bwd)(const smj_exec *ex, R *dq, R *dk, R *dv, const R *dout, \
                           const R *out, const R *lse, const R *q, const R *k, \
-                          const R *v, int B, int T, int NH, int NKV, int HS, float scale); \
+                          const R *v, int B, int T, int NH, int NKV, int HS, int64_t q_rs, \
+                          int64_t kv_rs, float scale); \
  \
     /* out[N,H] = silu(gate) * up. */ \
     void (*swiglu_fwd)(const smj_exec *ex, R *out, const R *gate, const R *up, int64_t n); \

@@ -68,7 +68,7 @@ static void ref_decode_attention(const smj_exec *ex, float *out, float *q, float
     }
     memcpy(kc + p * KD, k, sizeof(float) * (size_t)KD);
     memcpy(vc + p * KD, v, sizeof(float) * (size_t)KD);
-    ref_attention_fwd(ex, out, lse, q, kc, vc, 1, 1, p + 1, NH, NKV, HS, (int64_t)cap * KD, scale);
+    ref_attention_fwd(ex, out, lse, q, kc, vc, 1, 1, p + 1, NH, NKV, HS, 0, 0, (int64_t)cap * KD, scale);
     free(lse);
 }
 

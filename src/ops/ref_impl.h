@@ -101,23 +101,24 @@ static void RP(rope_bwd)(const smj_exec *ex, REAL *dx, const REAL *cos, const RE
 }
 
 static void RP(attention_fwd)(const smj_exec *ex, REAL *out, REAL *lse, const REAL *q, const REAL *k,
-                              const REAL *v, int B, int Tq, int Tk, int NH, int NKV, int HS,
-                              int64_t kv_bstride, float scale) {
+                              const REAL *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t q_rs,
+                              int64_t kv_rs, int64_t kv_bstride, float scale) {
     (void)ex;
     int grp = NH / NKV;
+    int64_t qrs = q_rs ? q_rs : (int64_t)NH * HS, krs = kv_rs ? kv_rs : (int64_t)NKV * HS;
     double *s = malloc(sizeof(double) * (size_t)Tk);
     if (!s) return;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < Tq; t++) {
-                const REAL *qr = q + (((int64_t)b * Tq + t) * NH + h) * HS;
+                const REAL *qr = q + ((int64_t)b * Tq + t) * qrs + (int64_t)h * HS;
                 const REAL *kb = k + b * kv_bstride + (int64_t)(h / grp) * HS;
                 const REAL *vb = v + b * kv_bstride + (int64_t)(h / grp) * HS;
                 int last = Tk - Tq + t;
                 double mx = -INFINITY;
                 for (int j = 0; j <= last; j++) {
                     double d = 0;
-                    for (int i = 0; i < HS; i++) d += (double)qr[i] * kb[(int64_t)j * NKV * HS + i];
+                    for (int i = 0; i < HS; i++) d += (double)qr[i] * kb[(int64_t)j * krs + i];
                     s[j] = d * scale;
                     if (s[j] > mx) mx = s[j];
                 }
@@ -126,7 +127,7 @@ static void RP(attention_fwd)(const smj_exec *ex, REAL *out, REAL *lse, const RE
                 REAL *o = out + (((int64_t)b * Tq + t) * NH + h) * HS;
                 for (int i = 0; i < HS; i++) {
                     double acc = 0;
-                    for (int j = 0; j <= last; j++) acc += exp(s[j] - mx) / sum * vb[(int64_t)j * NKV * HS + i];
+                    for (int j = 0; j <= last; j++) acc += exp(s[j] - mx) / sum * vb[(int64_t)j * krs + i];
                     o[i] = (REAL)acc;
                 }
                 lse[((int64_t)b * NH + h) * Tq + t] = (REAL)(mx + log(sum));
@@ -138,39 +139,45 @@ static void RP(attention_fwd)(const smj_exec *ex, REAL *out, REAL *lse, const RE
  * dq = scale sum_j ds_j k_j; dk_j += scale ds_j q; dv_j += p_j dout. */
 static void RP(attention_bwd)(const smj_exec *ex, REAL *dq, REAL *dk, REAL *dv, const REAL *dout,
                               const REAL *out, const REAL *lse, const REAL *q, const REAL *k,
-                              const REAL *v, int B, int T, int NH, int NKV, int HS, float scale) {
+                              const REAL *v, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                              float scale) {
     (void)ex;
     int grp = NH / NKV;
-    int64_t kvn = (int64_t)B * T * NKV * HS, rs = (int64_t)NKV * HS;
+    /* dk, dv summed densely ([B, T, NKV, HS], rs), written at kv_rs */
+    int64_t kvn = (int64_t)B * T * NKV * HS, rs = (int64_t)NKV * HS, ors = (int64_t)NH * HS;
+    int64_t qrs = q_rs ? q_rs : ors, krs = kv_rs ? kv_rs : rs;
     double *dkd = calloc((size_t)kvn, sizeof(double)), *dvd = calloc((size_t)kvn, sizeof(double));
     if (!dkd || !dvd) { free(dkd); free(dvd); return; }
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                int64_t qo = (((int64_t)b * T + t) * NH + h) * HS;
-                int64_t ko = (int64_t)b * T * rs + (int64_t)(h / grp) * HS;
+                int64_t qo = ((int64_t)b * T + t) * qrs + (int64_t)h * HS, oo = ((int64_t)b * T + t) * ors + (int64_t)h * HS;
+                int64_t ko = (int64_t)b * T * krs + (int64_t)(h / grp) * HS, kd = (int64_t)b * T * rs + (int64_t)(h / grp) * HS;
                 double D = 0, L = lse[((int64_t)b * NH + h) * T + t];
-                for (int i = 0; i < HS; i++) D += (double)dout[qo + i] * out[qo + i];
-                for (int i = 0; i < HS; i++) dq[qo + i] = 0;
+                for (int i = 0; i < HS; i++) D += (double)dout[oo + i] * out[oo + i];
                 double *dqa = calloc((size_t)HS, sizeof(double));
                 if (!dqa) continue;
                 for (int j = 0; j <= t; j++) {
                     double sc = 0, dp = 0;
                     for (int i = 0; i < HS; i++) {
-                        sc += (double)q[qo + i] * k[ko + j * rs + i];
-                        dp += (double)dout[qo + i] * v[ko + j * rs + i];
+                        sc += (double)q[qo + i] * k[ko + j * krs + i];
+                        dp += (double)dout[oo + i] * v[ko + j * krs + i];
                     }
                     double p = exp(sc * scale - L), ds = p * (dp - D);
                     for (int i = 0; i < HS; i++) {
-                        dqa[i] += scale * ds * k[ko + j * rs + i];
-                        dkd[ko + j * rs + i] += scale * ds * q[qo + i];
-                        dvd[ko + j * rs + i] += p * dout[qo + i];
+                        dqa[i] += scale * ds * k[ko + j * krs + i];
+                        dkd[kd + j * rs + i] += scale * ds * q[qo + i];
+                        dvd[kd + j * rs + i] += p * dout[oo + i];
                     }
                 }
                 for (int i = 0; i < HS; i++) dq[qo + i] = (REAL)dqa[i];
                 free(dqa);
             }
-    for (int64_t i = 0; i < kvn; i++) { dk[i] = (REAL)dkd[i]; dv[i] = (REAL)dvd[i]; }
+    for (int64_t r = 0; r < (int64_t)B * T; r++)
+        for (int64_t i = 0; i < rs; i++) {
+            dk[r * krs + i] = (REAL)dkd[r * rs + i];
+            dv[r * krs + i] = (REAL)dvd[r * rs + i];
+        }
     free(dkd);
     free(dvd);
 }

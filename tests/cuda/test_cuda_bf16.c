@@ -149,7 +149,7 @@ static void check_bf16_bind(void) {
     bound_pair(Q16, nq, &Qa, &Qb);
     bound_pair(K16, nk, &Ka, &Kb);
     bound_pair(V16, nk, &Va, &Vb);
-    be->attention_fwd(ex, O0, L, Qa, Ka, Va, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
+    be->attention_fwd(ex, O0, L, Qa, Ka, Va, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, sc);
     uint16_t *O16 = pack_d(O0, nq);
     bound_pair(O16, nq, &Oa, &Ob);
     float *r1[3] = {junk_d(nq), junk_d(nk), junk_d(nk)}, *r2[3] = {junk_d(nq), junk_d(nk), junk_d(nk)};
@@ -157,8 +157,8 @@ static void check_bf16_bind(void) {
     be->bf16_bind(ex, Kb, K16, nk);
     be->bf16_bind(ex, Vb, V16, nk);
     be->bf16_bind(ex, Ob, O16, nq);
-    be->attention_bwd(ex, r1[0], r1[1], r1[2], Ddo, Oa, L, Qa, Ka, Va, B, T, NH, NKV, HS, sc);
-    be->attention_bwd(ex, r2[0], r2[1], r2[2], Ddo, Ob, L, Qb, Kb, Vb, B, T, NH, NKV, HS, sc);
+    be->attention_bwd(ex, r1[0], r1[1], r1[2], Ddo, Oa, L, Qa, Ka, Va, B, T, NH, NKV, HS, 0, 0, sc);
+    be->attention_bwd(ex, r2[0], r2[1], r2[2], Ddo, Ob, L, Qb, Kb, Vb, B, T, NH, NKV, HS, 0, 0, sc);
     same_d("attention_bwd dq", r1[0], r2[0], nq);
     same_d("attention_bwd dk", r1[1], r2[1], nk);
     same_d("attention_bwd dv", r1[2], r2[2], nk);
@@ -249,10 +249,10 @@ static void check_bf16_only(void) {
     float *Q = dup_d(g, nq), *Kd = dup_d(u, nk), *Vd = dup_d(d, nk), *O = junk_d(nq), *Lse = junk_d((int64_t)B * NH * T);
     float *dO = dup_d(u, nq), *r[6];
     for (int i = 0; i < 6; i++) r[i] = junk_d(i % 3 == 0 ? nq : nk);
-    be->attention_fwd(ex, O, Lse, Q, Kd, Vd, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
-    be->attention_bwd(ex, r[0], r[1], r[2], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0.125f);
+    be->attention_fwd(ex, O, Lse, Q, Kd, Vd, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, 0.125f);
+    be->attention_bwd(ex, r[0], r[1], r[2], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0, 0, 0.125f);
     be->bf16_only(ex, r[5], nk);
-    be->attention_bwd(ex, r[3], r[4], r[5], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0.125f);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0, 0, 0.125f);
     only_check("attention_bwd dv", r[2], r[5], nk, NULL);
     /* a dropped promise leaves a later write alone */
     float *P = junk_d(n), *Z = junk_d(n), *S = junk_d(n);
@@ -315,9 +315,9 @@ static void check_bf16_only_fwd(void) {
     int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
     float *L = junk_d((int64_t)B * NH * T), *A1 = junk_d(nq), *A2 = junk_d(nq);
     snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
-    be->attention_fwd(ex, A1, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->attention_fwd(ex, A1, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, 0.125f);
     be->bf16_only(ex, A2, nq);
-    be->attention_fwd(ex, A2, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->attention_fwd(ex, A2, L, Dx, Dy, Dy + nk, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, 0.125f);
     only_check("attention_fwd", A1, A2, nq, NULL);
     dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
     dfree(Dx); dfree(Dy); dfree(Dw); dfree(R); dfree(S1); dfree(S2); dfree(O1); dfree(O2); dfree(L); dfree(A1);
@@ -399,13 +399,13 @@ static void check_bf16_only_fwd(void) {
     float *O = junk_d(nq), *Lb = junk_d((int64_t)B * NH * T), *dO2 = junk_d(nq), *dOa = junk_d(nq), *r[6];
     for (int i = 0; i < 6; i++) r[i] = junk_d(i % 3 == 0 ? nq : nk);
     snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
-    be->attention_fwd(ex, O, Lb, G1, F1, F1 + nk, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 0.125f);
+    be->attention_fwd(ex, O, Lb, G1, F1, F1 + nk, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, 0.125f);
     be->bf16_only(ex, dO2, nq);
     be->matmul(ex, dO2, Xa, Wg, B * T, NH * HS, K, 0, 1, 0);
-    be->attention_bwd(ex, r[3], r[4], r[5], dO2, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0.125f);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO2, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0, 0, 0.125f);
     if (copies_kept()) CHECK(still_junk(dO2, nq), "cuda/bf16_only: attention_bwd wrote a promised dO's fp32 values");
     be->add(ex, dOa, dO2, Z, nq);
-    be->attention_bwd(ex, r[0], r[1], r[2], dOa, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0.125f);
+    be->attention_bwd(ex, r[0], r[1], r[2], dOa, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0, 0, 0.125f);
     same_d("attention_bwd dq on a promised dO", r[0], r[3], nq);
     same_d("attention_bwd dk on a promised dO", r[1], r[4], nk);
     same_d("attention_bwd dv on a promised dO", r[2], r[5], nk);
@@ -482,7 +482,7 @@ static void check_bf16_home(void) {
     uint16_t *Ho = u16_d(nq), *Hv = u16_d(nk);
     be->bf16_home(ex, Do, Ho, nq);
     be->bf16_home(ex, Dv, Hv, nk);
-    be->attention_fwd(ex, Do, Dl, Dq, Dk, Dv, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, 1.0f / 8);
+    be->attention_fwd(ex, Do, Dl, Dq, Dk, Dv, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, 1.0f / 8);
     home_check("attention_fwd out", Ho, Do, nq);
     home_check("attention_fwd v (an input)", Hv, Dv, nk);
     dfree(Da); dfree(Db); dfree(Dw); dfree(Dg); dfree(Du); dfree(Ds); dfree(Dn); dfree(Dr); dfree(Dh); dfree(Dy);

@@ -53,7 +53,7 @@ static void check_decode_attention(void) {
         float *hk = get_h(Ek, KD), *hv = get_h(Dv, KD);
         be->upload(Ekc + p * KD, hk, sizeof(float) * (size_t)KD);
         be->upload(Evc + p * KD, hv, sizeof(float) * (size_t)KD);
-        be->attention_fwd(ex, Eo, El, Eq, Ekc, Evc, 1, 1, p + 1, NH, NKV, HS, nc, sc);
+        be->attention_fwd(ex, Eo, El, Eq, Ekc, Evc, 1, 1, p + 1, NH, NKV, HS, 0, 0, nc, sc);
         float *a = get_h(Do, QD), *b = get_h(Eo, QD), *ka = get_h(Dkc, nc), *kb = get_h(Ekc, nc);
         const char *am = getenv("SMJ_CUDA_ATTN"); /* the other attention kernels are not the decode path */
         if (!am || !*am)

@@ -209,6 +209,61 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
                              {1, 1, 64, 12, 12, 128, 0}, {1, 1, 65, 3, 1, 5, 0}, {2, 1, 1000, 6, 2, 64, 40},
                              {3, 1, 129, 4, 4, 80, 7},   {1, 1, 2049, 2, 2, 256, 0}, {1, 1, 2, 8, 8, 33, 0}};
 
+/* Row strides: q, k, v as column ranges of one fused [B*T, W] buffer (W =
+ * (NH + 2 NKV) HS + pad, the pad columns 5.0 and left so), dq, dk, dv into
+ * another; against the reference on the dense q, k, v (B, T, NH, NKV, HS,
+ * pad; head size 64: the flash path in bf16 mode). */
+static const int ATT_RS[][6] = {{2, 33, 4, 2, 16, 3}, {1, 300, 4, 2, 64, 3}, {2, 20, 3, 3, 8, 1}};
+static float *cols_h(const float *x, int64_t n, int64_t W, int64_t c0, int64_t w) {
+    float *d = frand(n * w, 0);
+    for (int64_t r = 0; r < n; r++) memcpy(d + r * w, x + r * W + c0, sizeof(float) * (size_t)w);
+    return d;
+}
+static void attention_strided(int bwd) {
+    for (size_t s = 0; s < sizeof ATT_RS / sizeof ATT_RS[0]; s++) {
+        int B = ATT_RS[s][0], T = ATT_RS[s][1], NH = ATT_RS[s][2], NKV = ATT_RS[s][3], HS = ATT_RS[s][4];
+        int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, W = QD + 2 * KD + ATT_RS[s][5], N = (int64_t)B * T;
+        int64_t nl = (int64_t)B * NH * T;
+        snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d rows %lld apart", B, T, NH, NKV, HS,
+                 (long long)W);
+        float *qkv = frand(N * W, 1);
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t c = QD + 2 * KD; c < W; c++) qkv[r * W + c] = 5.0f;
+        float *q = cols_h(qkv, N, W, 0, QD), *k = cols_h(qkv, N, W, QD, KD), *v = cols_h(qkv, N, W, QD + KD, KD);
+        float *o = frand(N * QD, 0), *l = frand(nl, 0), sc = 1.0f / sqrtf((float)HS);
+        rf->attention_fwd(X1, o, l, q, k, v, B, T, T, NH, NKV, HS, 0, 0, T * KD, sc);
+        float *D = dup_d(qkv, N * W);
+        if (!bwd) {
+            float *Do = dup_d(o, N * QD), *Dl = dup_d(l, nl);
+            be->attention_fwd(ex, Do, Dl, D, D + QD, D + QD + KD, B, T, T, NH, NKV, HS, W, W, T * W, sc);
+            compare_d("out (strided)", Do, o, N * QD, TOL_ATTF);
+            compare_d("lse (strided)", Dl, l, nl, TOL_ATTF);
+            dfree(Do); dfree(Dl);
+        } else {
+            float *d = frand(N * QD, 1), *dq = frand(N * QD, 0), *dk = frand(N * KD, 0), *dv = frand(N * KD, 0);
+            rf->attention_bwd(X1, dq, dk, dv, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
+            float *g = frand(N * W, 0);
+            for (int64_t i = 0; i < N * W; i++) g[i] = 5.0f;
+            float *Dg = dup_d(g, N * W), *Dd = dup_d(d, N * QD), *Do = dup_d(o, N * QD), *Dl = dup_d(l, nl);
+            be->attention_bwd(ex, Dg, Dg + QD, Dg + QD + KD, Dd, Do, Dl, D, D + QD, D + QD + KD, B, T, NH, NKV, HS, W,
+                              W, sc);
+            float *h = get_h(Dg, N * W);
+            float *gq = cols_h(h, N, W, 0, QD), *gk = cols_h(h, N, W, QD, KD), *gv = cols_h(h, N, W, QD + KD, KD);
+            int64_t pad = 0;
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t c = QD + 2 * KD; c < W; c++) pad += h[r * W + c] != 5.0f;
+            CHECK(pad == 0, "cuda/attention_bwd %s: wrote %lld values outside dq, dk, dv", cur_shape, (long long)pad);
+            compare("dq (strided)", gq, dq, N * QD, TOL_ATTB);
+            compare("dk (strided)", gk, dk, N * KD, TOL_ATTB);
+            compare("dv (strided)", gv, dv, N * KD, TOL_ATTB);
+            dfree(Dg); dfree(Dd); dfree(Do); dfree(Dl);
+            ffree(h); ffree(gq); ffree(gk); ffree(gv); ffree(g); ffree(d); ffree(dq); ffree(dk); ffree(dv);
+        }
+        dfree(D);
+        ffree(qkv); ffree(q); ffree(k); ffree(v); ffree(o); ffree(l);
+    }
+}
+
 static void case_attention_fwd(void) {
     for (size_t s = 0; s < sizeof ATT / sizeof ATT[0]; s++) {
         int B = ATT[s][0], Tq = ATT[s][1], Tk = ATT[s][2], NH = ATT[s][3], NKV = ATT[s][4], HS = ATT[s][5];
@@ -218,13 +273,13 @@ static void case_attention_fwd(void) {
         float *q = frand(nq, 1), *k = frand(B * bs, 1), *v = frand(B * bs, 1), *o2 = frand(nq, 0), *l2 = frand(nl, 0);
         float *dq = dup_d(q, nq), *dk = dup_d(k, B * bs), *dv = dup_d(v, B * bs), *d1 = dup_d(o2, nq), *dl = dup_d(l2, nl);
         float sc = 1.0f / sqrtf((float)HS);
-        be->attention_fwd(ex, d1, dl, dq, dk, dv, B, Tq, Tk, NH, NKV, HS, bs, sc);
-        rf->attention_fwd(X1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, bs, sc);
+        be->attention_fwd(ex, d1, dl, dq, dk, dv, B, Tq, Tk, NH, NKV, HS, 0, 0, bs, sc);
+        rf->attention_fwd(X1, o2, l2, q, k, v, B, Tq, Tk, NH, NKV, HS, 0, 0, bs, sc);
         compare_d("out", d1, o2, nq, TOL_ATTF);
         compare_d("lse", dl, l2, nl, TOL_ATTF);
         dfree(dq); dfree(dk); dfree(dv); dfree(d1); dfree(dl);
         ffree(q); ffree(k); ffree(v); ffree(o2); ffree(l2);
-    }
+    }    attention_strided(0);
 }
 
 static void case_attention_bwd(void) {
@@ -235,24 +290,24 @@ static void case_attention_bwd(void) {
         int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS, nl = (int64_t)B * NH * T;
         float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *o = frand(nq, 0), *l = frand(nl, 0);
         float sc = 1.0f / sqrtf((float)HS);
-        rf->attention_fwd(X1, o, l, q, k, v, B, T, T, NH, NKV, HS, (int64_t)T * NKV * HS, sc);
+        rf->attention_fwd(X1, o, l, q, k, v, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, sc);
         float *d = frand(nq, 1), *dq2 = frand(nq, 0), *dk2 = frand(nk, 0), *dv2 = frand(nk, 0);
         float *Dq = dup_d(q, nq), *Dk = dup_d(k, nk), *Dv = dup_d(v, nk), *Do = dup_d(o, nq), *Dl = dup_d(l, nl);
         float *Dd = dup_d(d, nq), *Ddq = dup_d(dq2, nq), *Ddk = dup_d(dk2, nk), *Ddv = dup_d(dv2, nk);
-        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, sc);
-        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, sc);
+        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, sc);
+        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
         compare_d("dq", Ddq, dq2, nq, TOL_ATTB);
         compare_d("dk", Ddk, dk2, nk, TOL_ATTB);
         compare_d("dv", Ddv, dv2, nk, TOL_ATTB);
         /* determinism */
         float *a = get_h(Ddk, nk);
-        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, sc);
+        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, sc);
         float *b = get_h(Ddk, nk);
         CHECK(memcmp(a, b, sizeof(float) * (size_t)nk) == 0, "attention_bwd %s: two runs differ", cur_shape);
         ffree(a); ffree(b);
         dfree(Dq); dfree(Dk); dfree(Dv); dfree(Do); dfree(Dl); dfree(Dd); dfree(Ddq); dfree(Ddk); dfree(Ddv);
         ffree(q); ffree(k); ffree(v); ffree(o); ffree(l); ffree(d); ffree(dq2); ffree(dk2); ffree(dv2);
-    }
+    }    attention_strided(1);
 }
 
 static const int64_t EW[] = {1, 10, 73, 514, 3601, 1000003};
@@ -611,7 +666,7 @@ int main(void) {
      * by attention_fwd without touching the device.) */
     {
         float *q = be->alloc(4096), *l = be->alloc(4096);
-        be->attention_fwd(ex, q, l, q, q, q, 1, 1, 1, 1, 1, 300, 300, 1.0f);
+        be->attention_fwd(ex, q, l, q, q, q, 1, 1, 1, 1, 1, 300, 0, 0, 300, 1.0f);
         double s = be->sumsq(ex, q, 4);
         smj_status st = smj_ctx_status(ctx);
         CHECK(isnan(s), "after a failed op sumsq returned %g, want NaN", s);

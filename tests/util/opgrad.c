@@ -193,7 +193,7 @@ static void case_rope(void) {
 typedef struct { float *q, *k, *v, *o, *l; const float *u; int B, T, NH, NKV, HS; } att_st;
 static double att_loss(void *p) {
     att_st *s = p;
-    be->attention_fwd(ex, s->o, s->l, s->q, s->k, s->v, s->B, s->T, s->T, s->NH, s->NKV, s->HS,
+    be->attention_fwd(ex, s->o, s->l, s->q, s->k, s->v, s->B, s->T, s->T, s->NH, s->NKV, s->HS, 0, 0,
                       (int64_t)s->T * s->NKV * s->HS, 1.0f / sqrtf((float)s->HS));
     return dot_dev(s->u, s->o, (int64_t)s->B * s->T * s->NH * s->HS);
 }
@@ -209,7 +209,7 @@ static void case_attention(void) {
                     B, T, NH, NKV, HS};
         att_loss(&s); /* out, lse for the backward */
         float *dq = dev(NULL, nq), *dk = dev(NULL, nk), *dv = dev(NULL, nk), *du = dev(u, nq);
-        be->attention_bwd(ex, dq, dk, dv, du, s.o, s.l, s.q, s.k, s.v, B, T, NH, NKV, HS, 1.0f / sqrtf((float)HS));
+        be->attention_bwd(ex, dq, dk, dv, du, s.o, s.l, s.q, s.k, s.v, B, T, NH, NKV, HS, 0, 0, 1.0f / sqrtf((float)HS));
         char what[32];
         snprintf(what, sizeof what, "T%d", T);
         float *g[3] = {host(dq, nq), host(dk, nk), host(dv, nk)};
