@@ -13,13 +13,12 @@
  * 1/sqrt(HS) and no RoPE. Biases go through matmul with the model's ones
  * vector, as in llama.c.
  *
- * Splitting q, k, v out of the [N, 3C] product: viewed as a table of 3N
- * rows of C, q_n, k_n, v_n are rows 3n, 3n+1, 3n+2, so the embedding op with
- * row ids 3n (a->idx3) on the table at offsets 0, C, 2C gathers each of them
- * exactly, on every backend. The backward gathers dqkv the same way: row
- * 3n + s of it is row sN + n of [dq; dk; dv] (carve_bwd lays them side by
- * side), ids after the first N of a->idx3. No op of its own, no host
- * pointers.
+ * q, k, v are read in place from the [N, 3C] product: attention takes row
+ * strides (3C), and its backward writes dq, dk, dv into their columns of
+ * dqkv, which the product's backward reads whole. A session still copies k
+ * and v into its cache rows: viewed as a table of 3N rows of C, k_n and v_n
+ * are rows 3n + 1, 3n + 2, so the embedding op with row ids 3n (a->idx3) on
+ * the table at offsets C, 2C gathers them exactly, on every backend.
  */
 #include <math.h>
 #include <string.h>
@@ -115,10 +114,10 @@ void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, con
                          smj_model_ptr(m, m->params, R_FINAL_NORM_B, -1), N, m->cfg.dim, m->cfg.norm_eps);
 }
 
-/* The block up to attention: ln1, the fused q|k|v product and, with split,
- * its split into a->q, a->k, a->v (a->idx3: row n's index 3n in the
- * [N, 3C] product; one row needs no split: q|k|v are its thirds). */
-static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N, int split) {
+/* The block up to attention: ln1, the fused q|k|v product and, with
+ * to_cache, k and v copied into a->k, a->v (a session's cache rows;
+ * a->idx3: row n's index 3n in the [N, 3C] product). */
+static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N, int to_cache) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
@@ -127,8 +126,7 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
 #define W(role) smj_model_ptr(m, P, role, l)
     be->layernorm_fwd(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, W(R_ATTN_NORM), W(R_ATTN_NORM_B), N, C, c->norm_eps);
     smj_model_matmul_bias(m, a->qkv, a->ln1, W(R_WQKV), W(R_BQKV), N, 3 * (int64_t)C, C, 0);
-    if (!split) return;
-    be->embedding_fwd(ex, a->q, a->idx3, a->qkv, N, C);
+    if (!to_cache) return;
     be->embedding_fwd(ex, a->k, a->idx3, a->qkv + C, N, C);
     be->embedding_fwd(ex, a->v, a->idx3, a->qkv + 2 * C, N, C);
 #undef W
@@ -158,10 +156,15 @@ void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float 
                             int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
     (void)pos0; /* positions entered with wpe */
     const smj_model_config *c = &m->cfg;
-    int64_t N = (int64_t)B * T;
-    block_qkv(m, l, a, x, N, 1);
-    m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, c->n_heads, c->n_heads,
-                         c->head_dim, 0, 0, kv_bstride, 1.0f / sqrtf((float)c->head_dim));
+    int64_t N = (int64_t)B * T, C = c->dim;
+    float sc = 1.0f / sqrtf((float)c->head_dim);
+    block_qkv(m, l, a, x, N, kbase != NULL);
+    if (kbase) /* a session: q from the product's rows, k and v from the cache */
+        m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->qkv, kbase, vbase, B, T, Tk, c->n_heads, c->n_heads,
+                             c->head_dim, 3 * C, 0, kv_bstride, sc);
+    else
+        m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->qkv, a->qkv + C, a->qkv + 2 * C, B, T, T,
+                             c->n_heads, c->n_heads, c->head_dim, 3 * C, 3 * C, (int64_t)T * 3 * C, sc);
     block_tail(m, l, a, x, y, N);
 }
 
@@ -200,9 +203,8 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->matmul(ex, DW(R_WO), a->att, m->dres, C, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, C, C, 0, 1, 0);
-    be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NH, HS, 0, 0,
-                      1.0f / sqrtf((float)HS));
-    be->embedding_fwd(ex, m->dqkv, a->idx3 + N, m->dq, 3 * N, (int)C); /* dqkv from [dq; dk; dv] */
+    be->attention_bwd(ex, m->dqkv, m->dqkv + C, m->dqkv + 2 * C, m->datt, a->att, a->lse, a->qkv, a->qkv + C,
+                      a->qkv + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C, 1.0f / sqrtf((float)HS));
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
     be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);

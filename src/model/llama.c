@@ -567,7 +567,7 @@ static void take_logits(const smj_model_config *c, int64_t N, const smj_train_op
 /* A block's activation tensors and how each is kept for the backward:
  *  SAVE: [N, width], read by the backward (bf16 copies under fp16_activations)
  *  STAT: a few values per row, read by the backward (fp32, per layer, always)
- *  TEMP: forward-only (GPT-2's fused q|k|v product): one for all layers
+ *  TEMP: forward-only: one for all layers (none at present)
  * The order is the carve order. */
 enum { SLOT_SAVE, SLOT_STAT, SLOT_TEMP, MAX_SLOTS = 20 };
 typedef struct { float **p; int64_t n; int kind; } act_slot;
@@ -578,8 +578,7 @@ static int block_slots(const smj_model_config *c, int64_t N, smj_block_acts *a, 
 #define SLOT(field, count, kind) s[k++] = (act_slot){&a->field, (count), (kind)}
     if (c->arch == SMJ_ARCH_GPT2) {
         SLOT(ln1, N * C, SLOT_SAVE); SLOT(ln1_mean, N, SLOT_STAT); SLOT(ln1_rstd, N, SLOT_STAT);
-        SLOT(qkv, 3 * N * C, SLOT_TEMP);
-        SLOT(q, N * C, SLOT_SAVE); SLOT(k, N * C, SLOT_SAVE); SLOT(v, N * C, SLOT_SAVE);
+        SLOT(qkv, 3 * N * C, SLOT_SAVE); /* q|k|v rows, read in place (row stride 3C) */
         SLOT(att, N * C, SLOT_SAVE); SLOT(lse, N * c->n_heads, SLOT_STAT);
         SLOT(res_mid, N * C, SLOT_SAVE);
         SLOT(ln2, N * C, SLOT_SAVE); SLOT(ln2_mean, N, SLOT_STAT); SLOT(ln2_rstd, N, SLOT_STAT);
@@ -621,7 +620,6 @@ static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_
     if (h16) { res16 = take16(cv, (L + 1) * N * C); stage = take(cv, 2 * N * C); }
     else res = take(cv, (L + 1) * N * C);
     float *tmp = take(cv, N * C);
-    int32_t *idx3 = c->arch == SMJ_ARCH_GPT2 ? (int32_t *)take(cv, 4 * N) : NULL;
     if (m) { m->res = res; m->res16 = res16; m->stage = stage; }
     smj_block_acts a0 = {0};
     act_slot s0[MAX_SLOTS], s[MAX_SLOTS];
@@ -637,7 +635,6 @@ static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_
         }
         if (blk16) a.saved16 = take16(cv, n16);
         a.tmp = tmp;
-        a.idx3 = idx3;
         if (l == 0) a0 = a;
         if (m) m->blk[l] = a;
     }
@@ -755,15 +752,10 @@ static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_m
     float *p[11];
     /* dqn, dkn: QK-norm only (the norms' backward adds into dres) */
     int gpt2 = c->arch == SMJ_ARCH_GPT2, qkn = c->qk_norm;
-    int64_t sz[11] = {N * C, N * C, N * QD, N * QD, N * KD, N * KD, qkn ? N * QD : 0,
-                      qkn ? N * KD : 0, N * H, N * H, N * H};
-    for (int i = 0; i < 11; i++) {
-        if (gpt2 && (i == 4 || i == 5)) { /* GPT-2: dq | dk | dv side by side, one [3N, C] table (gpt2.c) */
-            p[i] = p[i - 1] ? p[i - 1] + sz[i - 1] : NULL;
-            continue;
-        }
-        p[i] = sz[i] ? take(cv, gpt2 && i == 3 ? 3 * sz[i] : sz[i]) : NULL;
-    }
+    /* GPT-2: no dq, dk, dv (attention's backward writes their rows of dqkv) */
+    int64_t sz[11] = {N * C, N * C, N * QD, gpt2 ? 0 : N * QD, gpt2 ? 0 : N * KD, gpt2 ? 0 : N * KD,
+                      qkn ? N * QD : 0, qkn ? N * KD : 0, N * H, N * H, N * H};
+    for (int i = 0; i < 11; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
     if (m) {
         m->dres = p[0]; m->dln = p[1]; m->datt = p[2]; m->dq = p[3]; m->dk = p[4]; m->dv = p[5];
         m->dqn = p[6]; m->dkn = p[7]; m->dh = p[8]; m->dgate = p[9]; m->dup = p[10];
@@ -1060,12 +1052,10 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
     int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
     if (gpt2) {
-        int32_t *host = malloc(sizeof(int32_t) * 5 * (size_t)N);
+        int32_t *host = malloc(sizeof(int32_t) * (size_t)N);
         if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
-        for (int64_t i = 0; i < N; i++) { host[i] = (int32_t)(i % T); host[N + i] = (int32_t)(3 * i); }
-        for (int64_t j = 0; j < 3 * N; j++) host[2 * N + j] = (int32_t)(j % 3 * N + j / 3);
+        for (int64_t i = 0; i < N; i++) host[i] = (int32_t)(i % T);
         be->upload(m->pos, host, sizeof(int32_t) * (size_t)N);
-        be->upload(m->blk[0].idx3, host + N, sizeof(int32_t) * 4 * (size_t)N);
         free(host);
         smj_gpt2_embed(m, smj_res_fwd(m, 0, N), m->blk[0].tmp, m->ids, m->pos, N);
     } else {

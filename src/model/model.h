@@ -86,13 +86,13 @@ typedef struct {
     float *tmp;                    /* [N,C] scratch (shared by all blocks) */
     uint16_t *saved16;             /* fp16_activations without checkpointing: bf16 copies of
                                       the block's SAVE tensors (llama.c's block_slots) */
-    /* GPT-2 only: LayerNorm means, the fused q|k|v product, and row indices
-     * (device int32, shared by all blocks): 3n, which split it with the
-     * embedding op, then j % 3 * N + j / 3 for j < 3N, which gather its
-     * gradient from dq, dk, dv (gpt2.c) */
+    /* GPT-2 only: LayerNorm means, the fused q|k|v product (attention reads
+     * its rows in place, row stride 3C; saved for the backward), and, in a
+     * session, the row indices 3n (device int32) with which the embedding
+     * op copies k and v into the cache rows (gpt2.c) */
     float *ln1_mean, *ln2_mean;    /* [N] each */
     float *qkv;                    /* [N,3C] */
-    int32_t *idx3;                 /* [4N] (a session's: [N], no backward) */
+    int32_t *idx3;                 /* [N]: a session's only */
 } smj_block_acts;
 
 struct smj_model {
@@ -264,7 +264,10 @@ void smj_model_matmul_bias(smj_model *m, float *out, const float *A, const float
 smj_status smj_gpt2_build_specs(smj_ctx *ctx, const smj_model_config *c, smj_tensor_spec **specs, int *n,
                                 int64_t *n_params);
 int64_t smj_gpt2_num_params(const smj_model_config *c);
-/* The block (same contract as smj_block_forward; a->idx3 starts with 3n for n < T*B). */
+/* The block (smj_block_forward's contract; kbase NULL: attend over this
+ * block's own keys, read in place from a->qkv (training); else a session's
+ * cache, into whose rows a->k, a->v the block copies its k and v through
+ * a->idx3 = 3n). */
 void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
                             int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
 /* out[N,C] = wte[ids] + wpe[pos] (tmp [N,C] scratch; ids, pos on the backend). */
