@@ -359,22 +359,35 @@ static int rows_copy(smj_cuda *c, float *dst, int64_t drs, const float *src, int
 /* n rows of w values rs apart from p: the range an op reads or writes */
 static int64_t span(int64_t n, int64_t rs, int64_t w) { return n > 0 ? (n - 1) * rs + w : 0; }
 
-static void att_fwd_dense(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
-                          const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
-                          float scale);
-static void att_bwd_dense(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                          const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                          int NKV, int HS, float scale);
+static void att_fwd_rows(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
+                         const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t qrs, int64_t krs,
+                         int64_t kv_bstride, float scale);
+static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                         int NKV, int HS, int64_t qrs, int64_t krs, float scale);
+/* The flash kernels take this call (bf16 mode, head size 64/128, aligned
+ * rows; strided k, v rows only as a fused buffer's: batch stride Tk krs). */
+static int fwd_flash(smj_cuda *c, int Tq, int Tk, int NKV, int HS, int64_t krs, int64_t kv_bstride, const void *q,
+                     const void *k, const void *v, const void *out) {
+    return c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out) &&
+           !(Tq == 1 && ATTN_FLASH(c)) && (krs == (int64_t)NKV * HS || kv_bstride == (int64_t)Tk * krs);
+}
+static int bwd_flash(smj_cuda *c, int T, int HS, const void *q, const void *k, const void *v, const void *dout,
+                     const void *out, const void *dq, const void *dk, const void *dv) {
+    return c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, T, HS, 0, q, k, v, dout) &&
+           flash_ok(c, T, HS, 0, out, dq, dk, dv);
+}
 
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
                       int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
                       int64_t kv_bstride, float scale) {
     const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
-    if ((qrs == QD && krs == KD) || B <= 0 || Tq <= 0 || Tk <= 0 || NH <= 0 || HS <= 0) {
-        att_fwd_dense(ex, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+    smj_cuda *c = S(ex);
+    if ((qrs == QD && krs == KD) || B <= 0 || Tq <= 0 || Tk <= 0 || NH <= 0 || HS <= 0 ||
+        fwd_flash(c, Tq, Tk, NKV, HS, krs, kv_bstride, q, k, v, out)) { /* flash casts strided rows itself */
+        att_fwd_rows(ex, out, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, qrs, krs, kv_bstride, scale);
         return;
     }
-    smj_cuda *c = S(ex);
     c->op = "attention_fwd";
     const int64_t nq = (int64_t)B * Tq * QD, nk = (int64_t)B * Tk * KD;
     fp32_in(c, q, span((int64_t)B * Tq, qrs, QD));
@@ -387,7 +400,7 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
     for (int b = 0; ok && b < B; b++)
         ok = rows_copy(c, t + nq + (int64_t)b * Tk * KD, KD, k + b * kv_bstride, krs, Tk, KD) &&
              rows_copy(c, t + nq + nk + (int64_t)b * Tk * KD, KD, v + b * kv_bstride, krs, Tk, KD);
-    if (ok) att_fwd_dense(ex, out, lse, t, t + nq, t + nq + nk, B, Tq, Tk, NH, NKV, HS, (int64_t)Tk * KD, scale);
+    if (ok) att_fwd_rows(ex, out, lse, t, t + nq, t + nq + nk, B, Tq, Tk, NH, NKV, HS, QD, KD, (int64_t)Tk * KD, scale);
     CK(c, cudaFreeAsync(t, c->stream));
 }
 
@@ -395,11 +408,12 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
                       const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV,
                       int HS, int64_t q_rs, int64_t kv_rs, float scale) {
     const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
-    if ((qrs == QD && krs == KD) || B <= 0 || T <= 0 || NH <= 0 || HS <= 0) {
-        att_bwd_dense(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
+    smj_cuda *c = S(ex);
+    if ((qrs == QD && krs == KD) || B <= 0 || T <= 0 || NH <= 0 || HS <= 0 ||
+        bwd_flash(c, T, HS, q, k, v, dout, out, dq, dk, dv)) { /* flash reads and writes strided rows itself */
+        att_bwd_rows(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, scale);
         return;
     }
-    smj_cuda *c = S(ex);
     c->op = "attention_bwd";
     const int64_t N = (int64_t)B * T, nq = N * QD, nk = N * KD;
     fp32_in(c, q, span(N, qrs, QD));
@@ -410,7 +424,7 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     cast_written(c, t, 2 * nq + 4 * nk); /* copies kept for an earlier buffer at this address go */
     float *tq = t, *tk = tq + nq, *tv = tk + nk, *gq = tv + nk, *gk = gq + nq, *gv = gk + nk;
     if (rows_copy(c, tq, QD, q, qrs, N, QD) && rows_copy(c, tk, KD, k, krs, N, KD) && rows_copy(c, tv, KD, v, krs, N, KD)) {
-        att_bwd_dense(ex, gq, gk, gv, dout, out, lse, tq, tk, tv, B, T, NH, NKV, HS, scale);
+        att_bwd_rows(ex, gq, gk, gv, dout, out, lse, tq, tk, tv, B, T, NH, NKV, HS, QD, KD, scale);
         c->op = "attention_bwd";
         cast_written(c, dq, span(N, qrs, QD));
         cast_written(c, dk, span(N, krs, KD));
@@ -420,17 +434,17 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     CK(c, cudaFreeAsync(t, c->stream));
 }
 
-static void att_fwd_dense(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
-                          const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride,
-                          float scale) {
+/* qrs, krs: dense unless fwd_flash (the other paths read dense rows) */
+static void att_fwd_rows(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
+                         const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t qrs, int64_t krs,
+                         int64_t kv_bstride, float scale) {
     OP_BEGIN_L("attention_fwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || Tq <= 0 || NH <= 0) { op_end(c); return; }
     cast_written(c, out, (int64_t)B * Tq * NH * HS);
     cast_written(c, lse, (int64_t)B * NH * Tq);
     int64_t nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)(B - 1) * kv_bstride + (int64_t)Tk * NKV * HS;
-    int fl = c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out) &&
-             !(Tq == 1 && ATTN_FLASH(c));
+    int fl = fwd_flash(c, Tq, Tk, NKV, HS, krs, kv_bstride, q, k, v, out);
     if (!fl) { /* flash reads kept copies where there are (flash_fwd: fp32_in before its casts) */
         fp32_in(c, q, nq);
         fp32_in(c, k, nkv);
@@ -447,7 +461,8 @@ static void att_fwd_dense(const smj_exec *ex, float *out, float *lse, const floa
         /* the output projection reads out next: its bf16 copy is written too
          * (alone when bf16_only promised out) */
         __nv_bfloat16 *o16 = shadow_of(c, out, nq);
-        flash_fwd(c, fp32_out(c, out, nq, o16), o16, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, kv_bstride, scale);
+        flash_fwd(c, fp32_out(c, out, nq, o16), o16, lse, q, k, v, B, Tq, Tk, NH, NKV, HS, qrs, krs, kv_bstride,
+                  scale);
         op_end(c);
         return;
     }
@@ -613,18 +628,19 @@ __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float
     }
 }
 
-static void att_bwd_dense(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                          const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                          int NKV, int HS, float scale) {
+/* qrs, krs: dense unless bwd_flash (the other paths read and write dense rows) */
+static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                         int NKV, int HS, int64_t qrs, int64_t krs, float scale) {
     OP_BEGIN_L("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
-    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS;
-    cast_written(c, dq, nq);
-    cast_written(c, dk, nk);
-    cast_written(c, dv, nk);
-    int flash = c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, T, HS, 0, q, k, v, dout) &&
-                flash_ok(c, T, HS, 0, out, dq, dk, dv);
+    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS, N = (int64_t)B * T;
+    const bool strided = qrs != (int64_t)NH * HS || krs != (int64_t)NKV * HS;
+    cast_written(c, dq, span(N, qrs, (int64_t)NH * HS));
+    cast_written(c, dk, span(N, krs, (int64_t)NKV * HS));
+    cast_written(c, dv, span(N, krs, (int64_t)NKV * HS));
+    int flash = bwd_flash(c, T, HS, q, k, v, dout, out, dq, dk, dv);
     if (!flash) { /* the paths below read every input in 32 bits; flash_bwd says what it reads */
         const float *in[6] = {dout, out, lse, q, k, v};
         const int64_t len[6] = {nq, nq, (int64_t)B * T * NH, nq, nk, nk};
@@ -632,8 +648,9 @@ static void att_bwd_dense(const smj_exec *ex, float *dq, float *dk, float *dv, c
     }
     if (flash) {
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
-        __nv_bfloat16 *dv16 = shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
-        flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), dv16, dout, out, lse, q, k, v, B, T, NH, NKV, HS, scale);
+        __nv_bfloat16 *dv16 = strided ? NULL : shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
+        flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), dv16, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs,
+                  scale);
         op_end(c);
         return;
     }

@@ -226,14 +226,17 @@ int smem_ok(smj_cuda *c, const void *fn, size_t bytes);
  * it takes these arguments (sm_80+, Tq >= 16, HS 64 or 128, 16-byte aligned
  * rows); both read bf16 copies of their inputs (kept or cast). out16 /
  * dv16: bf16 copies of out / dv written beside them (shadow_of) or NULL;
- * out / dv NULL: the copy alone (fp32_out). */
+ * out / dv NULL: the copy alone (fp32_out). qrs, krs: the row strides of
+ * q (and dq), k and v (and dk, dv); strided rows are cast into dense ones,
+ * k's and v's then with batch stride Tk krs. */
 int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, const void *p1, const void *p2,
              const void *p3);
 void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const float *q, const float *k,
-               const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale);
+               const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t qrs, int64_t krs,
+               int64_t kv_bstride, float scale);
 void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
-               float scale);
+               int64_t qrs, int64_t krs, float scale);
 /* Hopper's wgmma kernels (flash_sm90.cu): flash_sm90_ok says whether they
  * run here (a build for sm_90a, compute capability 9.0, head size 64,
  * SMJ_CUDA_ATTN auto or wgmma); the launchers take flash_fwd's / flash_bwd's
@@ -244,7 +247,8 @@ void flash_fwd_sm90(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, c
                     int64_t kv_bstride, float sl2);
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const __nv_bfloat16 *dout,
                     const float *L2, const float *D, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                    const __nv_bfloat16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale);
+                    const __nv_bfloat16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale,
+                    int64_t gqs, int64_t gks);
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,

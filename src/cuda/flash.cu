@@ -181,7 +181,7 @@ __global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const DO *dout,
 template <int HS>
 __global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1)
     k_flash_bwd_dq(float *dq, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
-                   const bf16 *v, int T, int Tp, int NH, int NKV, float sl2, float scale) {
+                   const bf16 *v, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs) {
 #if __CUDA_ARCH__ >= 800
     constexpr int LDS = FL<HS>::LDS, ND = HS / 8, QF = HS / 16;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -234,11 +234,11 @@ __global__ void __launch_bounds__(FTHREADS, HS <= 64 ? 3 : 1)
         cp_wait<0>();
         __syncthreads(); /* the next tiles are in; this one's buffers are free */
     }
-    float *ob = dq + qoff - (int64_t)q0 * qrs;
+    float *ob = dq + (int64_t)b * T * gqs + (int64_t)h * HS; /* dq's rows gqs apart */
 #pragma unroll
     for (int d = 0; d < ND; d++) {
-        if (r0 < T) *(float2 *)(ob + (int64_t)r0 * qrs + d * 8 + 2 * t) = make_float2(acc[d][0] * scale, acc[d][1] * scale);
-        if (r1 < T) *(float2 *)(ob + (int64_t)r1 * qrs + d * 8 + 2 * t) = make_float2(acc[d][2] * scale, acc[d][3] * scale);
+        if (r0 < T) *(float2 *)(ob + (int64_t)r0 * gqs + d * 8 + 2 * t) = make_float2(acc[d][0] * scale, acc[d][1] * scale);
+        if (r1 < T) *(float2 *)(ob + (int64_t)r1 * gqs + d * 8 + 2 * t) = make_float2(acc[d][2] * scale, acc[d][3] * scale);
     }
 #endif
 }
@@ -253,7 +253,7 @@ template <int HS>
 __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv, bf16 *dv16, const bf16 *dout,
                                                             const float *L2, const float *D, const bf16 *q,
                                                             const bf16 *k, const bf16 *v, int T, int Tp, int NH,
-                                                            int NKV, float sl2, float scale) {
+                                                            int NKV, float sl2, float scale, int64_t gks) {
 #if __CUDA_ARCH__ >= 800
     constexpr int LDS = FL<HS>::LDS, ND = HS / 8, QF = HS / 16;
     constexpr bool KREG = HS <= 64;
@@ -323,7 +323,8 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_bwd_dkv(float *dk, float *dv
     }
 #pragma unroll
     for (int d = 0; d < ND; d++) {
-        int64_t o0 = koff + (int64_t)(w * 16 + g) * krs + d * 8 + 2 * t, o1 = o0 + 8 * krs;
+        /* dk's, dv's rows gks apart (dv16: only when they are dense) */
+        int64_t o0 = ((int64_t)b * T + k0 + w * 16 + g) * gks + (int64_t)hk * HS + d * 8 + 2 * t, o1 = o0 + 8 * gks;
         if (j0 < T) {
             *(float2 *)(dk + o0) = make_float2(ak[d][0] * scale, ak[d][1] * scale);
             if (dv) *(float2 *)(dv + o0) = make_float2(av[d][0], av[d][1]);
@@ -352,7 +353,8 @@ int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, co
  * (rope_fwd writes q's and k's), else casts into the scratch buffer, k and
  * v compacted to batch stride Tk·NKV·HS. */
 void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q, const float *k, const float *v,
-               int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t kv_bstride, float scale) {
+               int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t qrs, int64_t krs, int64_t kv_bstride,
+               float scale) {
     const int BQ = HS <= 64 ? 2 * FB : FB;
     dim3 grid((unsigned)((Tq + BQ - 1) / BQ), (unsigned)NH, (unsigned)B);
     size_t sm = (size_t)(BQ + 4 * FB) * (HS + 8) * sizeof(bf16);
@@ -360,8 +362,11 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     int64_t nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)Tk * NKV * HS, oq = (nq + 63) / 64 * 64,
             okv = (B * nkv + 63) / 64 * 64;
     prof_phase(c, "attention_fwd: bf16 casts");
-    const bf16 *qh = kept_copy(c, q, nq), *kh = NULL, *vh = NULL;
-    if (kv_bstride == nkv || B == 1) {
+    /* rows qrs / krs apart (column ranges of a fused buffer; then k's and
+     * v's batch stride is Tk krs): cast into dense rows */
+    const bool qs = qrs != (int64_t)NH * HS, ks = krs != (int64_t)NKV * HS;
+    const bf16 *qh = qs ? NULL : kept_copy(c, q, nq), *kh = NULL, *vh = NULL;
+    if (!ks && (kv_bstride == nkv || B == 1)) {
         kh = kept_copy(c, k, B * nkv);
         vh = kept_copy(c, v, B * nkv);
         bf16 *hv = vh ? NULL : home_of(c, v, B * nkv); /* v's cast where bf16_home says */
@@ -369,9 +374,20 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     }
     bf16 *sc = (!qh || !kh || !vh) ? (bf16 *)scratch(c, sizeof(bf16) * (size_t)(oq + 2 * okv)) : NULL;
     int64_t kvn = (int64_t)(B - 1) * kv_bstride + nkv; /* the range the casts read */
-    if (!qh) { if (!sc) return; fp32_in(c, q, nq); to_bf16(c, sc, q, nq, 0, 1); qh = sc; }
-    if (!kh) { if (!sc) return; fp32_in(c, k, kvn); to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
-    if (!vh) { if (!sc) return; fp32_in(c, v, kvn); to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
+    if (!qh && !sc) return;
+    if (!qh && qs) { fp32_in(c, q, ((int64_t)B * Tq - 1) * qrs + NH * HS); to_bf16(c, sc, q, NH * HS, qrs, B * Tq); qh = sc; }
+    if (!qh) { fp32_in(c, q, nq); to_bf16(c, sc, q, nq, 0, 1); qh = sc; }
+    if (ks) { /* (flash_strided_ok: kv_bstride == Tk krs) */
+        int64_t span = ((int64_t)B * Tk - 1) * krs + NKV * HS;
+        fp32_in(c, k, span);
+        fp32_in(c, v, span);
+        to_bf16(c, sc + oq, k, NKV * HS, krs, B * Tk);
+        to_bf16(c, sc + oq + okv, v, NKV * HS, krs, B * Tk);
+        kh = sc + oq;
+        vh = sc + oq + okv;
+    }
+    if (!kh) { fp32_in(c, k, kvn); to_bf16(c, sc + oq, k, nkv, kv_bstride, B); kh = sc + oq; }
+    if (!vh) { fp32_in(c, v, kvn); to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
     prof_phase(c, "attention_fwd (flash)");
     if (flash_sm90_ok(c, HS)) {
         flash_fwd_sm90(c, out, out16, lse, qh, kh, vh, B, Tq, Tk, NH, NKV, nkv, sl2);
@@ -390,7 +406,7 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
  * its row statistics, all in one scratch request: D | L2 | q | k | v | dO. */
 void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
-               float scale) {
+               int64_t qrs, int64_t krs, float scale) {
     int Tp = (T + 3) / 4 * 4;
     int64_t rows = (int64_t)B * T * NH, nq = rows * HS, nk = (int64_t)B * T * NKV * HS;
     int64_t orow = ((int64_t)B * NH * Tp + 63) / 64 * 64, oq = (nq + 63) / 64 * 64, ok = (nk + 63) / 64 * 64;
@@ -401,12 +417,18 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const f
     prof_phase(c, "attn bwd: D, bf16 casts");
     const float *src[4] = {q, k, v, dout};
     const int64_t n[4] = {nq, nk, nk, nq}, at[4] = {0, oq, oq + ok, oq + 2 * ok};
+    /* q, k, v rows qrs, krs apart (column ranges of a fused buffer): cast into dense rows */
+    const int64_t w[4] = {(int64_t)NH * HS, (int64_t)NKV * HS, (int64_t)NKV * HS, (int64_t)NH * HS},
+                  rs[4] = {qrs, krs, krs, (int64_t)NH * HS};
     const bf16 *h16[4];
     for (int i = 0; i < 4; i++) {
-        h16[i] = kept_copy(c, src[i], n[i]);
+        const bool strided = rs[i] != w[i];
+        h16[i] = strided ? NULL : kept_copy(c, src[i], n[i]);
         if (!h16[i] && i < 3) {
-            fp32_in(c, src[i], n[i]);
-            to_bf16(c, b16 + at[i], src[i], n[i], 0, 1);
+            int64_t rows_bt = (int64_t)B * T;
+            fp32_in(c, src[i], strided ? (rows_bt - 1) * rs[i] + w[i] : n[i]);
+            if (strided) to_bf16(c, b16 + at[i], src[i], w[i], rs[i], rows_bt);
+            else to_bf16(c, b16 + at[i], src[i], n[i], 0, 1);
             h16[i] = b16 + at[i];
         }
     }
@@ -432,18 +454,19 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const f
     size_t sq = (size_t)6 * FB * (HS + 8) * sizeof(bf16), skv = sq + 4 * FB * sizeof(float);
     float sl2 = scale * LOG2E;
     if (flash_sm90_ok(c, HS)) {
-        flash_bwd_sm90(c, dq, dk, dv, dv16, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV, sl2, scale);
+        flash_bwd_sm90(c, dq, dk, dv, dv16, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV, sl2, scale, qrs,
+                       krs);
         return;
     }
 #define F(H)                                                                                                        \
     if (smem_ok(c, (const void *)k_flash_bwd_dq<H>, sq) && smem_ok(c, (const void *)k_flash_bwd_dkv<H>, skv)) {     \
         prof_phase(c, "attn bwd: flash dQ");                                                                        \
         k_flash_bwd_dq<H><<<gq, FTHREADS, sq, c->stream>>>(dq, h16[3], L2, D, h16[0], h16[1], h16[2], T, Tp, NH,   \
-                                                           NKV, sl2, scale);                                             \
+                                                           NKV, sl2, scale, qrs);                                        \
         LAUNCHED(c);                                                                                                \
         prof_phase(c, "attn bwd: flash dK dV");                                                                     \
         k_flash_bwd_dkv<H><<<gk, FTHREADS, skv, c->stream>>>(dk, dv, dv16, h16[3], L2, D, h16[0], h16[1], h16[2], T, \
-                                                             Tp, NH, NKV, sl2, scale);                                  \
+                                                             Tp, NH, NKV, sl2, scale, krs);                             \
         LAUNCHED(c);                                                                                                \
     }
     if (HS == 64) { F(64) } else { F(128) }

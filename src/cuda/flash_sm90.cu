@@ -275,7 +275,7 @@ __device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t pa[4][4], ui
  * past its rows' diagonal is fully masked: dS = 0). */
 __global__ void __launch_bounds__(256, 2)
     k_flash_bwd_dq_wg(float *dq, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
-                      const bf16 *v, int T, int Tp, int NH, int NKV, float sl2, float scale) {
+                      const bf16 *v, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs) {
 #ifdef WG_SM90
     constexpr int HS = 64, BQ = 128, ND = 8, TB = FB * 128;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -326,13 +326,13 @@ __global__ void __launch_bounds__(256, 2)
         wg_wait0();
         wg_reg_fence(acc);
     }
-    float *ob = dq + qoff - (int64_t)q0 * qrs;
+    float *ob = dq + (int64_t)b * T * gqs + (int64_t)h * HS; /* dq's rows gqs apart */
 #pragma unroll
     for (int d = 0; d < ND; d++) {
         const int c = d * 8 + 2 * t;
-        if (r0 < T) *(float2 *)(ob + (int64_t)r0 * qrs + c) = make_float2(acc[4 * d] * scale, acc[4 * d + 1] * scale);
+        if (r0 < T) *(float2 *)(ob + (int64_t)r0 * gqs + c) = make_float2(acc[4 * d] * scale, acc[4 * d + 1] * scale);
         if (r1 < T)
-            *(float2 *)(ob + (int64_t)r1 * qrs + c) = make_float2(acc[4 * d + 2] * scale, acc[4 * d + 3] * scale);
+            *(float2 *)(ob + (int64_t)r1 * gqs + c) = make_float2(acc[4 * d + 2] * scale, acc[4 * d + 3] * scale);
     }
 #endif
 }
@@ -349,7 +349,7 @@ __global__ void __launch_bounds__(256, 2)
 __global__ void __launch_bounds__(256, 1)
     k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dv16, const bf16 *dout, const float *L2, const float *D,
                        const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV, float sl2,
-                       float scale) {
+                       float scale, int64_t gks) {
 #ifdef WG_SM90
     constexpr int HS = 64, BK = 128, ND = 8, TB = FB * 128, NB = 3;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -450,7 +450,8 @@ __global__ void __launch_bounds__(256, 1)
     wg_reg_fence(ak);
 #pragma unroll
     for (int d = 0; d < ND; d++) {
-        const int64_t o0 = koff + (int64_t)(j0 - k0) * krs + d * 8 + 2 * t, o1 = o0 + 8 * krs;
+        /* dk's, dv's rows gks apart (dv16: only when they are dense) */
+        const int64_t o0 = ((int64_t)b * T + j0) * gks + (int64_t)hk * HS + d * 8 + 2 * t, o1 = o0 + 8 * gks;
         if (j0 < T) {
             *(float2 *)(dk + o0) = make_float2(ak[4 * d] * scale, ak[4 * d + 1] * scale);
             if (dv) *(float2 *)(dv + o0) = make_float2(av[4 * d], av[4 * d + 1]);
@@ -492,17 +493,17 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
 
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const bf16 *dout, const float *L2,
                     const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int Tp, int NH, int NKV,
-                    float sl2, float scale) {
+                    float sl2, float scale, int64_t gqs, int64_t gks) {
     const unsigned nt = (unsigned)((T + 127) / 128);
     const size_t sq = (size_t)(2 * 128 + 4 * FB) * 128 + 1024;                   /* Q | dO | K x2 | V x2 */
     const size_t skv = (size_t)(2 * 128 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
     if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
     prof_phase(c, "attn bwd: flash dQ");
     k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dout, L2, D, q, k, v, T, Tp, NH,
-                                                                                   NKV, sl2, scale);
+                                                                                   NKV, sl2, scale, gqs);
     LAUNCHED(c);
     prof_phase(c, "attn bwd: flash dK dV");
     k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 256, skv, c->stream>>>(dk, dv, dv16, dout, L2, D, q, k, v,
-                                                                                      T, Tp, NH, NKV, sl2, scale);
+                                                                                      T, Tp, NH, NKV, sl2, scale, gks);
     LAUNCHED(c);
 }
