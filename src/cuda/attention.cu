@@ -370,12 +370,13 @@ static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, co
 static int fwd_flash(smj_cuda *c, int Tq, int Tk, int NKV, int HS, int64_t krs, int64_t kv_bstride, const void *q,
                      const void *k, const void *v, const void *out) {
     return c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, Tq, HS, kv_bstride, q, k, v, out) &&
-           !(Tq == 1 && ATTN_FLASH(c)) && (krs == (int64_t)NKV * HS || kv_bstride == (int64_t)Tk * krs);
+           !(Tq == 1 && ATTN_FLASH(c)) && (krs == (int64_t)NKV * HS || kv_bstride == (int64_t)Tk * krs) &&
+           krs % 4 == 0;
 }
-static int bwd_flash(smj_cuda *c, int T, int HS, const void *q, const void *k, const void *v, const void *dout,
-                     const void *out, const void *dq, const void *dk, const void *dv) {
+static int bwd_flash(smj_cuda *c, int T, int HS, int64_t qrs, int64_t krs, const void *q, const void *k, const void *v,
+                     const void *dout, const void *out, const void *dq, const void *dk, const void *dv) {
     return c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, T, HS, 0, q, k, v, dout) &&
-           flash_ok(c, T, HS, 0, out, dq, dk, dv);
+           flash_ok(c, T, HS, 0, out, dq, dk, dv) && qrs % 4 == 0 && krs % 4 == 0; /* rows 16-byte aligned */
 }
 
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
@@ -410,7 +411,7 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
     smj_cuda *c = S(ex);
     if ((qrs == QD && krs == KD) || B <= 0 || T <= 0 || NH <= 0 || HS <= 0 ||
-        bwd_flash(c, T, HS, q, k, v, dout, out, dq, dk, dv)) { /* flash reads and writes strided rows itself */
+        bwd_flash(c, T, HS, qrs, krs, q, k, v, dout, out, dq, dk, dv)) { /* flash reads and writes strided rows itself */
         att_bwd_rows(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, scale);
         return;
     }
@@ -640,7 +641,7 @@ static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, co
     cast_written(c, dq, span(N, qrs, (int64_t)NH * HS));
     cast_written(c, dk, span(N, krs, (int64_t)NKV * HS));
     cast_written(c, dv, span(N, krs, (int64_t)NKV * HS));
-    int flash = bwd_flash(c, T, HS, q, k, v, dout, out, dq, dk, dv);
+    int flash = bwd_flash(c, T, HS, qrs, krs, q, k, v, dout, out, dq, dk, dv);
     if (!flash) { /* the paths below read every input in 32 bits; flash_bwd says what it reads */
         const float *in[6] = {dout, out, lse, q, k, v};
         const int64_t len[6] = {nq, nq, (int64_t)B * T * NH, nq, nk, nk};

@@ -227,6 +227,16 @@ __global__ void k_to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n, int64
         dst[i] = __float2bfloat16_rn(src[b * sst + j]);
     }
 }
+/* nb rows of n4 float4 (source rows sst4 float4 apart), 4 per thread */
+__global__ void k_to_bf16_rows_v4(__nv_bfloat162 *dst, const float4 *src, int64_t n4, int64_t sst4, int nb) {
+    int64_t tot = n4 * nb;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < tot; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = i / n4;
+        float4 v = src[b * sst4 + (i - b * n4)];
+        dst[2 * i] = __floats2bfloat162_rn(v.x, v.y);
+        dst[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
+    }
+}
 /* contiguous, 4 per thread (n % 4 == 0, 16-byte aligned src) */
 __global__ void k_to_bf16_v4(__nv_bfloat162 *dst, const float4 *src, int64_t n4) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
@@ -240,6 +250,8 @@ void to_bf16(smj_cuda *c, __nv_bfloat16 *dst, const float *src, int64_t n, int64
     unsigned g = blocks_for(n * nb / 4 + 1, 256, (int64_t)c->n_sm * 16);
     if (nb == 1 && n % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 3) == 0)
         k_to_bf16_v4<<<g, 256, 0, c->stream>>>((__nv_bfloat162 *)dst, (const float4 *)src, n / 4);
+    else if (n % 4 == 0 && sst % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 3) == 0)
+        k_to_bf16_rows_v4<<<g, 256, 0, c->stream>>>((__nv_bfloat162 *)dst, (const float4 *)src, n / 4, sst / 4, nb);
     else
         k_to_bf16<<<g, 256, 0, c->stream>>>(dst, src, n, sst, nb);
     LAUNCHED(c);

@@ -213,7 +213,8 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
  * (NH + 2 NKV) HS + pad, the pad columns 5.0 and left so), dq, dk, dv into
  * another; against the reference on the dense q, k, v (B, T, NH, NKV, HS,
  * pad; head size 64: the flash path in bf16 mode). */
-static const int ATT_RS[][6] = {{2, 33, 4, 2, 16, 3}, {1, 300, 4, 2, 64, 3}, {2, 20, 3, 3, 8, 1}};
+static const int ATT_RS[][6] = {{2, 33, 4, 2, 16, 3}, {1, 300, 4, 2, 64, 4}, {1, 100, 2, 1, 64, 3},
+                                {2, 20, 3, 3, 8, 1}}; /* (64, 4: flash reads the rows; 64, 3: odd rows, copied) */
 static float *cols_h(const float *x, int64_t n, int64_t W, int64_t c0, int64_t w) {
     float *d = frand(n * w, 0);
     for (int64_t r = 0; r < n; r++) memcpy(d + r * w, x + r * W + c0, sizeof(float) * (size_t)w);
