@@ -345,12 +345,12 @@ void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, con
 
 /* ------------------------------------------------------------ strided rows
  *
- * q, k, v (and dq, dk, dv) as column ranges of fused [rows, W] buffers:
- * copied into dense rows in stream-ordered temporary memory
- * (cudaMemcpy2DAsync), the dense op run on them, the backward's gradients
- * copied back into their strided rows. Correct on every path; the copies
- * cost about what reading in place would save, so the flash kernels taking
- * the strides themselves is the step that makes fused buffers pay. */
+ * q, k, v (and dq, dk, dv) as column ranges of fused [rows, W] buffers
+ * (GPT-2's q|k|v product). Flash attention takes them as they are: its
+ * bf16 casts read the strided rows, its backward kernels write dq, dk, dv
+ * at their row strides. The other paths get dense rows: copied into
+ * stream-ordered temporary memory (cudaMemcpy2DAsync), the op run on them,
+ * the backward's gradients copied back into their strided rows. */
 static int rows_copy(smj_cuda *c, float *dst, int64_t drs, const float *src, int64_t srs, int64_t rows, int64_t w) {
     if (rows <= 0) return 1;
     return CK(c, cudaMemcpy2DAsync(dst, sizeof(float) * (size_t)drs, src, sizeof(float) * (size_t)srs,
@@ -402,6 +402,7 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
         ok = rows_copy(c, t + nq + (int64_t)b * Tk * KD, KD, k + b * kv_bstride, krs, Tk, KD) &&
              rows_copy(c, t + nq + nk + (int64_t)b * Tk * KD, KD, v + b * kv_bstride, krs, Tk, KD);
     if (ok) att_fwd_rows(ex, out, lse, t, t + nq, t + nq + nk, B, Tq, Tk, NH, NKV, HS, QD, KD, (int64_t)Tk * KD, scale);
+    cast_written(c, t, nq + 2 * nk); /* nothing kept may name freed memory */
     CK(c, cudaFreeAsync(t, c->stream));
 }
 
@@ -432,6 +433,7 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
         cast_written(c, dv, span(N, krs, KD));
         if (rows_copy(c, dq, qrs, gq, QD, N, QD) && rows_copy(c, dk, krs, gk, KD, N, KD)) rows_copy(c, dv, krs, gv, KD, N, KD);
     }
+    cast_written(c, t, 2 * nq + 4 * nk); /* nothing kept may name freed memory */
     CK(c, cudaFreeAsync(t, c->stream));
 }
 
