@@ -374,7 +374,7 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     }
     bf16 *sc = (!qh || !kh || !vh) ? (bf16 *)scratch(c, sizeof(bf16) * (size_t)(oq + 2 * okv)) : NULL;
     int64_t kvn = (int64_t)(B - 1) * kv_bstride + nkv; /* the range the casts read */
-    if (!qh && !sc) return;
+    if ((!qh || !kh || !vh) && !sc) return;
     if (!qh && qs) { fp32_in(c, q, ((int64_t)B * Tq - 1) * qrs + NH * HS); to_bf16(c, sc, q, NH * HS, qrs, B * Tq); qh = sc; }
     if (!qh) { fp32_in(c, q, nq); to_bf16(c, sc, q, nq, 0, 1); qh = sc; }
     if (ks) { /* (flash_strided_ok: kv_bstride == Tk krs) */
