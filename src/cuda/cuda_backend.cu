@@ -1305,8 +1305,9 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
     }
     c->n_sm = prop.multiProcessorCount;
     c->cc = prop.major * 10 + prop.minor;
-    /* decode_block's barrier and counters (no memory: decode_block declines) */
-    size_t db = sizeof(unsigned) * (2 + SMJ_CUDA_DEC_HEADS);
+    /* decode_block's barrier and counters, decode_argmax's (no memory: decode_block declines,
+     * decode_argmax errs) */
+    size_t db = sizeof(unsigned) * DEC_SYNC_N;
     if (cudaMalloc((void **)&c->dec_sync, db) != cudaSuccess || cudaMemset(c->dec_sync, 0, db) != cudaSuccess) {
         if (c->dec_sync) cudaFree(c->dec_sync);
         c->dec_sync = NULL;

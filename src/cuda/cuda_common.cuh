@@ -106,8 +106,9 @@ typedef struct {
     int n_only;
     unsigned long gen, clock, op_clock; /* op_clock: clock when the running op began */
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
-    unsigned *dec_sync;          /* decode_block's grid barrier [2] and per-head counters
-                                    [SMJ_CUDA_DEC_HEADS], zero between launches (decode.cu) */
+    unsigned *dec_sync;          /* [DEC_SYNC_N]: decode_block's barrier count (64 bits, in [0, 2)) and
+                                    per-head counters [SMJ_CUDA_DEC_HEADS], decode_argmax's counter and
+                                    candidates (DEC_ARGMAX_OFF); counters zero between launches (decode.cu) */
     float *qbuf;                 /* qmatmul's dequantized weight for many rows (qmatmul.cu) */
     size_t qbuf_bytes;
     struct smj_lt *lt;           /* cuBLASLt handle, workspace, algorithms per shape (blaslt.cu) */
@@ -297,14 +298,18 @@ static __device__ __forceinline__ void rope_rot(float a, float b, float co, floa
     o1 = __fadd_rn(__fmul_rn(b, co), __fmul_rn(a, si));
 }
 
+/* The layout of smj_cuda.dec_sync (unsigned words). */
+#define DEC_ARGMAX_BLOCKS 256                      /* decode_argmax's grid, at most */
+#define DEC_ARGMAX_OFF (2 + SMJ_CUDA_DEC_HEADS)    /* its counter, then values and indices [DEC_ARGMAX_BLOCKS] each */
+#define DEC_SYNC_N (DEC_ARGMAX_OFF + 1 + 2 * DEC_ARGMAX_BLOCKS)
 /* The optional decode ops: decode_attention (attention.cu), decode_block,
  * decode_linear and decode_argmax (decode.cu). */
 void cu_decode_attention(const smj_exec *ex, float *out, float *q, float *k, const float *v, float *kc, float *vc,
                          const float *cs, const float *sn, const int32_t *pos, int NH, int NKV, int HS, int cap,
                          float scale);
-int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc, float *vc,
-                    const float *cs, const float *sn, const int32_t *pos, int C, int NH, int NKV, int HS, int H,
-                    int cap, float eps, float scale);
+int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, int L,
+                    int64_t lstride, float *kc, float *vc, int64_t kvstride, const float *cs, const float *sn,
+                    const int32_t *pos, int C, int NH, int NKV, int HS, int H, int cap, float eps, float scale);
 void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, int wtype,
                       int64_t N, int K, float eps);
 void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V);

@@ -1,12 +1,14 @@
-/* decode.cu — one token at a time (batch-1 decoding): decode_block, a whole
- * Llama block in one launch, decode_linear, the final norm + LM head, and
- * decode_argmax, a greedy step's choice and bookkeeping on the device.
+/* decode.cu — one token at a time (batch-1 decoding): decode_block, all
+ * Llama blocks of a model in one launch, decode_linear, the final norm + LM
+ * head, and decode_argmax, a greedy step's choice and bookkeeping on the
+ * device.
  *
  * Why: a decoding step of a 110M model streams ~440 MB of f32 weights
  * (220 MB as bf16), ~0.1 ms on an H200, but as ~15 kernels per block each
  * one is too small to fill the GPU and the step was launch- and
- * latency-bound (0.78 ms). Here one persistent kernel per block (a block
- * of 512 threads per SM) runs five phases, separated by grid-wide barriers:
+ * latency-bound (0.78 ms). Here one persistent kernel (a block of 512
+ * threads per SM) runs every block of the model, five phases a block,
+ * separated by grid-wide barriers:
  *
  *   A  n1 = rmsnorm(x) (every block, into shared memory); rows of Wq, Wk,
  *      Wv, a warp per row (a warp per rotation pair (i, i + HS/2) of q and
@@ -19,22 +21,31 @@
  *   C  r = x + Wo att, a warp per row.
  *   D  n2 = rmsnorm(r) (every block); h = silu(Wgate n2) * (Wup n2), a warp
  *      per row pair.
- *   E  y = r + Wdown h, a warp per row.
+ *   E  y = r + Wdown h, a warp per row (then the next block's A).
  *
- * At the start every block asks L2 for its share of all the block's
- * weights and the cache rows (prefetch), so later phases find them there.
- * A warp's product streams its weight row with 16-byte loads (4 f32 or 8
- * bf16 values), several issued before any is used; the vector it multiplies
- * sits in shared memory. Data made inside the launch (q, the new cache row,
- * the head results, att, r, h) is read through L2 (ld.global.cg): L1 is not
- * coherent across SMs. The barrier is a counter that wraps itself (atomicInc)
- * and a generation word, in memory the backend keeps for its lifetime
+ * Each weight phase's rows are split evenly over the grid's blocks (units:
+ * unit0). At each block's start the grid asks L2 for that block's weights,
+ * and for the next block's cache rows. A warp's product streams its weight
+ * row with 16-byte loads (4 f32 or 8 bf16 values), several issued before any
+ * is used; the vector it multiplies sits in shared memory. Data made inside
+ * the launch (q, the new cache row, the head results, att, r, h, the blocks'
+ * outputs) is read through L2 (ld.global.cg): L1 is not coherent across
+ * SMs. Values a phase needs besides its product (rope tables, the residual)
+ * are loaded before the product, so their latency hides behind it. The
+ * barrier is one 64-bit arrival count (red.release + ld.acquire polled by
+ * one thread a block) in memory the backend keeps for its lifetime
  * (smj_cuda.dec_sync, with the per-head counters, which the merging block
  * resets); the kernel is launched cooperatively (all blocks resident), also
  * inside a recorded graph. Summation orders differ from the ops one by one,
- * so results agree with them to rounding (tests/cuda/test_cuda_ops.c
- * checks both weight types against the reference's definition).
- */
+ * so results agree with them to rounding (tests/cuda/test_cuda_decode.c
+ * checks both weight types, one block and several, against the reference's
+ * definition).
+ *
+ * Measured (H200, bench/RESULTS.md round 12): ~26 us a block, almost all of
+ * it dependent L2 round trips (~0.5 us each: the barrier's two, each
+ * phase's vector read, attention's merge); staging the weights in shared
+ * memory ahead of their phase (cp.async) took phase A from 4.8 to 3.3 us
+ * but attention from 3.8 to 4.9 and E from 2.3 to 3.7, and was not kept. */
 #include "cuda_common.cuh"
 
 #define DB_THREADS 512
@@ -42,18 +53,6 @@
 #define DB_U 8 /* 16-byte loads in flight per lane and row */
 #define DB_MAXSPLIT 128 /* blocks a head's keys are split over, at most */
 
-struct DecArgs {
-    float *y;
-    const float *x, *n1w, *n2w;
-    const void *wq, *wk, *wv, *wo, *wg, *wu, *wd;
-    float *kc, *vc;
-    const float *cs, *sn;
-    const int32_t *pos;
-    float *q, *part, *att, *r, *h; /* scratch: [QD], [NH, nsplit, HS+2], [QD], [C], [H] */
-    unsigned *bar, *cnt;           /* barrier [2], per-head counters [NH] */
-    int C, NH, NKV, HS, H, cap, nsplit, vec, wbytes; /* wbytes: 4 (f32) or 2 (bf16) */
-    float eps, scale;
-};
 
 /* ------------------------------------------------------------ pieces */
 
@@ -144,26 +143,6 @@ static __device__ void load_vec(float *s, const float *v, int n) {
     __syncthreads();
 }
 
-/* All blocks of the grid wait here until every one has arrived; what each
- * wrote before is visible to all after. bar[0] counts arrivals and wraps to
- * 0 at the last one (atomicInc), which then advances the generation bar[1]
- * that the others wait on. */
-static __device__ __forceinline__ void grid_sync(unsigned *bar) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        volatile unsigned *gen = bar + 1;
-        unsigned g = *gen;
-        __threadfence();
-        if (atomicInc(bar, gridDim.x - 1) == gridDim.x - 1) {
-            atomicAdd(bar + 1, 1u);
-        } else {
-            while (*gen == g) __nanosleep(32);
-        }
-        __threadfence();
-    }
-    __syncthreads();
-}
-
 /* Merges n (<= DB_MAXSPLIT) partial softmax results in[i] = (max, sum,
  * unnormalized out [HS]) (stride HS + 2, shared memory) by the block: warp
  * 0 finds the max, the weights exp(max_i - max) (into wsm [n + 2]) and the
@@ -205,173 +184,275 @@ static __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(
 
 /* ------------------------------------------------------------ decode_block */
 
+/* The weight phases: A (Wq, Wk, Wv), C (Wo), D (Wgate, Wup), E (Wdown).
+ * Each is split in units (A: a rotation pair of q or k rows, or one row of
+ * v; C, E: a row; D: a gate row with its up row), block b taking units
+ * [b nu / G, (b + 1) nu / G) of nu. */
+enum { PH_A, PH_C, PH_D, PH_E, PH_N };
+
+struct DecArgs {
+    float *y;
+    const float *x, *n1w, *n2w;
+    const void *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+    float *kc, *vc;
+    const float *cs, *sn;
+    const int32_t *pos;
+    float *q, *part, *att, *r, *h, *xb; /* scratch: [QD], [NH, nsplit, HS+2], [QD], [C], [H], [2, C] */
+    unsigned long long *bar;            /* barrier arrivals, ever increasing */
+    unsigned *cnt;                      /* per-head counters [NH] */
+    int64_t lstride, kvstride;          /* layer l's weights at + l lstride elements, cache rows + l kvstride */
+    int L, C, NH, NKV, HS, H, cap, nsplit, vec, wbytes;
+    int nu[PH_N]; /* units of each weight phase */
+    float eps, scale;
+};
+
+static __device__ __forceinline__ int unit0(int nu, int b) { return (int)((int64_t)b * nu / gridDim.x); }
+
+/* Row `half` of unit u of phase ph in layer l (NULL: the unit has one row). */
+template <typename WT>
+static __device__ __forceinline__ const WT *unit_row(const DecArgs &a, int ph, int l, int u, int half) {
+    int64_t lo = (int64_t)l * a.lstride;
+    if (ph == PH_A) {
+        int HS = a.HS, h2 = HS / 2, rope = a.cs != NULL;
+        int nq = rope ? a.NH * h2 : a.NH * HS, nk = rope ? a.NKV * h2 : a.NKV * HS, j;
+        const void *W;
+        if (u < nq + nk) {
+            int isk = u >= nq;
+            j = isk ? u - nq : u;
+            W = isk ? a.wk : a.wq;
+            if (rope) j = (j / h2) * HS + j % h2 + half * h2;
+            else if (half) return NULL;
+        } else {
+            if (half) return NULL;
+            W = a.wv;
+            j = u - nq - nk;
+        }
+        return (const WT *)W + lo + (int64_t)j * a.C;
+    }
+    if (ph == PH_D) return (const WT *)(half ? a.wu : a.wg) + lo + (int64_t)u * a.C;
+    if (half) return NULL;
+    return ph == PH_C ? (const WT *)a.wo + lo + (int64_t)u * a.NH * a.HS : (const WT *)a.wd + lo + (int64_t)u * a.H;
+}
+
+/* All blocks of the grid wait here until every one has arrived; what each
+ * wrote before is visible to all after. bar counts arrivals over the
+ * backend's lifetime (64 bits: it never wraps); this barrier is passed when
+ * it reaches `target` (the launch's base + G per barrier so far). */
+static __device__ __forceinline__ void grid_sync(unsigned long long *bar, unsigned long long &target) {
+    target += gridDim.x;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(bar) : "memory");
+        unsigned long long v;
+        do {
+            asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(bar) : "memory");
+        } while ((long long)(v - target) < 0);
+    }
+    __syncthreads();
+}
+
+/* L layers (layer l's weights at + l lstride, its caches at + l kvstride):
+ * y = the last layer's output; in between, two scratch rows. */
 template <typename WT, int NC>
 __global__ void __launch_bounds__(DB_THREADS, 1) k_decode_block(DecArgs a) {
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
     __shared__ float red[DB_WARPS], wsm[DB_MAXSPLIT + 2];
+    __shared__ unsigned long long base;
     int p = *a.pos;
     if (p < 0 || p >= a.cap) return; /* every block alike, before any barrier */
-    int lane = threadIdx.x & 31, gw = blockIdx.x * DB_WARPS + (threadIdx.x >> 5), nw = gridDim.x * DB_WARPS;
+    int lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
     int C = a.C, HS = a.HS, h2 = HS / 2;
-    int64_t QD = (int64_t)a.NH * HS, KD = (int64_t)a.NKV * HS;
-    const WT *wq = (const WT *)a.wq, *wk = (const WT *)a.wk, *wv = (const WT *)a.wv;
-    float *krow = a.kc + (int64_t)p * KD, *vrow = a.vc + (int64_t)p * KD;
-    {
-        int64_t es = a.wbytes, CQ = C * QD, CH = (int64_t)C * a.H;
-        prefetch_l2(a.wq, QD * C * es);
-        prefetch_l2(a.wk, KD * C * es);
-        prefetch_l2(a.wv, KD * C * es);
-        prefetch_l2(a.kc, (int64_t)p * KD * 4);
-        prefetch_l2(a.vc, (int64_t)p * KD * 4);
-        prefetch_l2(a.wo, CQ * es);
-        prefetch_l2(a.wg, CH * es);
-        prefetch_l2(a.wu, CH * es);
-        prefetch_l2(a.wd, CH * es);
+    int64_t QD = (int64_t)a.NH * HS, KD = (int64_t)a.NKV * HS, es = a.wbytes;
+    if (threadIdx.x == 0) {
+        /* no block passes the first barrier before every block has started,
+         * so the count read here is still the launch's base (+ arrivals) */
+        unsigned long long v;
+        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(a.bar) : "memory");
+        base = v - v % gridDim.x;
     }
+    prefetch_l2(a.kc, (int64_t)p * KD * 4);
+    prefetch_l2(a.vc, (int64_t)p * KD * 4);
+    __syncthreads();
+    unsigned long long tgt = base;
+    for (int l = 0; l < a.L; l++) {
+        int64_t lw = (int64_t)l * a.lstride;
+        const float *xin = l == 0 ? a.x : a.xb + (int64_t)((l - 1) & 1) * C;
+        float *yout = l == a.L - 1 ? a.y : a.xb + (int64_t)(l & 1) * C;
+        float *kc = a.kc + (int64_t)l * a.kvstride, *vc = a.vc + (int64_t)l * a.kvstride;
+        float *krow = kc + (int64_t)p * KD, *vrow = vc + (int64_t)p * KD;
+        if (l + 1 < a.L) { /* the next layer's cache rows, into L2 */
+            prefetch_l2(kc + a.kvstride, (int64_t)p * KD * 4);
+            prefetch_l2(vc + a.kvstride, (int64_t)p * KD * 4);
+        }
+        { /* this layer's weights, into L2 */
+            int64_t CQ = C * QD, CH = (int64_t)C * a.H;
+            prefetch_l2((const char *)a.wq + lw * es, QD * C * es);
+            prefetch_l2((const char *)a.wk + lw * es, KD * C * es);
+            prefetch_l2((const char *)a.wv + lw * es, KD * C * es);
+            prefetch_l2((const char *)a.wo + lw * es, CQ * es);
+            prefetch_l2((const char *)a.wg + lw * es, CH * es);
+            prefetch_l2((const char *)a.wu + lw * es, CH * es);
+            prefetch_l2((const char *)a.wd + lw * es, CH * es);
+        }
 
-    /* A: q, k (rotated in pairs when there are tables), v */
-    norm_rows(sm, a.x, a.n1w, C, a.eps, red);
-    {
-        int rope = a.cs != NULL;
-        int nq = rope ? a.NH * h2 : (int)QD, nk = rope ? a.NKV * h2 : (int)KD, nu = nq + nk + (int)KD;
-        for (int u = gw; u < nu; u += nw) {
-            float s[2];
-            if (u < nq + nk) {
-                int isk = u >= nq, j = isk ? u - nq : u;
-                const WT *W = isk ? wk : wq;
-                float *dst = isk ? krow : a.q;
-                if (rope) {
-                    int64_t r0 = (int64_t)(j / h2) * HS + j % h2, tp = (int64_t)p * h2 + j % h2;
-                    warp_dot<WT, 2>(sm, W + r0 * C, W + (r0 + h2) * C, C, a.vec, s);
-                    if (lane == 0) {
-                        float o0, o1;
-                        rope_rot(s[0], s[1], a.cs[tp], a.sn[tp], o0, o1);
-                        dst[r0] = o0;
-                        dst[r0 + h2] = o1;
+        /* A: q, k (rotated in pairs when there are tables), v */
+        norm_rows(sm, xin, a.n1w + lw, C, a.eps, red);
+        {
+            int rope = a.cs != NULL;
+            int nq = rope ? a.NH * h2 : (int)QD, nk = rope ? a.NKV * h2 : (int)KD;
+            int u0 = unit0(a.nu[PH_A], blockIdx.x), u1 = unit0(a.nu[PH_A], blockIdx.x + 1);
+            for (int u = u0 + wi; u < u1; u += DB_WARPS) {
+                float s[2];
+                const WT *w0 = unit_row<WT>(a, PH_A, l, u, 0);
+                if (u < nq + nk) {
+                    int isk = u >= nq, j = isk ? u - nq : u;
+                    float *dst = isk ? krow : a.q;
+                    if (rope) {
+                        int64_t r0 = (int64_t)(j / h2) * HS + j % h2, tp = (int64_t)p * h2 + j % h2;
+                        float co = __ldg(a.cs + tp), si = __ldg(a.sn + tp); /* loaded before the product */
+                        warp_dot<WT, 2>(sm, w0, unit_row<WT>(a, PH_A, l, u, 1), C, a.vec, s);
+                        if (lane == 0) {
+                            float o0, o1;
+                            rope_rot(s[0], s[1], co, si, o0, o1);
+                            dst[r0] = o0;
+                            dst[r0 + h2] = o1;
+                        }
+                    } else {
+                        warp_dot<WT, 1>(sm, w0, NULL, C, a.vec, s);
+                        if (lane == 0) dst[j] = s[0];
                     }
                 } else {
-                    warp_dot<WT, 1>(sm, W + (int64_t)j * C, NULL, C, a.vec, s);
-                    if (lane == 0) dst[j] = s[0];
+                    warp_dot<WT, 1>(sm, w0, NULL, C, a.vec, s);
+                    if (lane == 0) vrow[u - nq - nk] = s[0];
                 }
-            } else {
-                int j = u - nq - nk;
-                warp_dot<WT, 1>(sm, wv + (int64_t)j * C, NULL, C, a.vec, s);
-                if (lane == 0) vrow[j] = s[0];
             }
         }
-    }
-    grid_sync(a.bar);
+        grid_sync(a.bar, tgt);
 
-    /* B: attention over cache rows 0..p: block u takes head u / ns, its
-     * keys split ns ways; in the block warp w takes keys w, w + 16, ...
-     * (their k and v rows loaded together) and the warps' (max, sum, output)
-     * are merged in shared memory, then across the head's blocks by the
-     * block that finishes last. */
-    {
-        int ns = a.nsplit, G = a.NH / a.NKV, wi = threadIdx.x >> 5;
-        int len = (p + ns) / ns; /* keys per block: ceil((p + 1) / ns) */
-        for (int u = blockIdx.x; u < a.NH * ns; u += gridDim.x) {
-            int hh = u / ns, si = u % ns, j0 = si * len, j1 = j0 + len < p + 1 ? j0 + len : p + 1;
-            const float *kb = a.kc + (int64_t)(hh / G) * HS, *vb = a.vc + (int64_t)(hh / G) * HS;
-            float qv[NC], o[NC], m = -INFINITY, l = 0;
+        /* B: attention over cache rows 0..p: block u takes head u / ns, its
+         * keys split ns ways; in the block warp w takes keys w, w + 16, ...
+         * (their k and v rows loaded together) and the warps' (max, sum,
+         * output) are merged in shared memory, then across the head's blocks
+         * by the block that finishes last. */
+        {
+            int ns = a.nsplit, G = a.NH / a.NKV;
+            int len = (p + ns) / ns; /* keys per block: ceil((p + 1) / ns) */
+            for (int u = blockIdx.x; u < a.NH * ns; u += gridDim.x) {
+                int hh = u / ns, si = u % ns, j0 = si * len, j1 = j0 + len < p + 1 ? j0 + len : p + 1;
+                const float *kb = kc + (int64_t)(hh / G) * HS, *vb = vc + (int64_t)(hh / G) * HS;
+                float qv[NC], o[NC], m = -INFINITY, lsum = 0;
 #pragma unroll
-            for (int c = 0; c < NC; c++) {
-                int d = lane + 32 * c;
-                qv[c] = d < HS ? __ldcg(a.q + (int64_t)hh * HS + d) * a.scale : 0;
-                o[c] = 0;
-            }
-            constexpr int KG = NC == 1 ? 8 : 16 / NC; /* keys loaded together (registers) */
-            for (int j = j0 + wi; j < j1; j += KG * DB_WARPS) {
-                float kv[KG][NC], vv[KG][NC], sc[KG], mx = m;
+                for (int c = 0; c < NC; c++) {
+                    int d = lane + 32 * c;
+                    qv[c] = d < HS ? __ldcg(a.q + (int64_t)hh * HS + d) * a.scale : 0;
+                    o[c] = 0;
+                }
+                constexpr int KG = NC == 1 ? 8 : 16 / NC; /* keys loaded together (registers) */
+                for (int j = j0 + wi; j < j1; j += KG * DB_WARPS) {
+                    float kv[KG][NC], vv[KG][NC], sc[KG], mx = m;
 #pragma unroll
-                for (int t = 0; t < KG; t++) {
-                    int jj = j + t * DB_WARPS;
+                    for (int t = 0; t < KG; t++) {
+                        int jj = j + t * DB_WARPS;
 #pragma unroll
-                    for (int c = 0; c < NC; c++) {
-                        int d = lane + 32 * c;
-                        int in = jj < j1 && d < HS;
-                        kv[t][c] = in ? __ldcg(kb + (int64_t)jj * KD + d) : 0;
-                        vv[t][c] = in ? __ldcg(vb + (int64_t)jj * KD + d) : 0;
+                        for (int c = 0; c < NC; c++) {
+                            int d = lane + 32 * c;
+                            int in = jj < j1 && d < HS;
+                            kv[t][c] = in ? __ldcg(kb + (int64_t)jj * KD + d) : 0;
+                            vv[t][c] = in ? __ldcg(vb + (int64_t)jj * KD + d) : 0;
+                        }
                     }
+#pragma unroll
+                    for (int t = 0; t < KG; t++) {
+                        float acc = 0;
+#pragma unroll
+                        for (int c = 0; c < NC; c++) acc += qv[c] * kv[t][c];
+                        acc = warp_sum(acc);
+                        sc[t] = j + t * DB_WARPS < j1 ? acc : -INFINITY;
+                        mx = fmaxf(mx, sc[t]);
+                    }
+                    float corr = expf(m - mx);
+                    lsum *= corr;
+#pragma unroll
+                    for (int c = 0; c < NC; c++) o[c] *= corr;
+#pragma unroll
+                    for (int t = 0; t < KG; t++) {
+                        float pt = expf(sc[t] - mx); /* 0 past the keys */
+                        lsum += pt;
+#pragma unroll
+                        for (int c = 0; c < NC; c++) o[c] += pt * vv[t][c];
+                    }
+                    m = mx;
                 }
+                /* the block's warps -> one (m, l, o) */
+                float *ws = sm + wi * (HS + 2);
 #pragma unroll
-                for (int t = 0; t < KG; t++) {
-                    float acc = 0;
-#pragma unroll
-                    for (int c = 0; c < NC; c++) acc += qv[c] * kv[t][c];
-                    acc = warp_sum(acc);
-                    sc[t] = j + t * DB_WARPS < j1 ? acc : -INFINITY;
-                    mx = fmaxf(mx, sc[t]);
+                for (int c = 0; c < NC; c++) {
+                    int d = lane + 32 * c;
+                    if (d < HS) ws[2 + d] = o[c];
                 }
-                float corr = expf(m - mx);
-                l *= corr;
-#pragma unroll
-                for (int c = 0; c < NC; c++) o[c] *= corr;
-#pragma unroll
-                for (int t = 0; t < KG; t++) {
-                    float pt = expf(sc[t] - mx); /* 0 past the keys */
-                    l += pt;
-#pragma unroll
-                    for (int c = 0; c < NC; c++) o[c] += pt * vv[t][c];
-                }
-                m = mx;
-            }
-            /* the block's warps -> one (m, l, o) */
-            float *ws = sm + wi * (HS + 2);
-#pragma unroll
-            for (int c = 0; c < NC; c++) {
-                int d = lane + 32 * c;
-                if (d < HS) ws[2 + d] = o[c];
-            }
-            if (lane == 0) { ws[0] = m; ws[1] = l; }
-            __syncthreads();
-            float *pr = a.part + ((int64_t)hh * ns + si) * (HS + 2);
-            merge_parts(pr, sm, DB_WARPS, HS, 0, wsm);
-            __syncthreads(); /* sm reused by the next unit */
-            __shared__ unsigned last;
-            if (threadIdx.x == 0) {
-                __threadfence();
-                last = atomicAdd(a.cnt + hh, 1u) == (unsigned)ns - 1;
-            }
-            __syncthreads();
-            if (last) { /* the head's other blocks are done: merge theirs */
-                __threadfence();
-                const float *ph = a.part + (int64_t)hh * ns * (HS + 2);
-                for (int i = threadIdx.x; i < ns * (HS + 2); i += blockDim.x) sm[i] = __ldcg(ph + i);
+                if (lane == 0) { ws[0] = m; ws[1] = lsum; }
                 __syncthreads();
-                merge_parts(a.att + (int64_t)hh * HS, sm, ns, HS, 1, wsm);
-                if (threadIdx.x == 0) a.cnt[hh] = 0; /* ready for the next launch */
+                float *pr = a.part + ((int64_t)hh * ns + si) * (HS + 2);
+                merge_parts(pr, sm, DB_WARPS, HS, 0, wsm);
+                __syncthreads(); /* sm reused by the next unit */
+                __shared__ unsigned last;
+                if (threadIdx.x == 0) {
+                    __threadfence();
+                    last = atomicAdd(a.cnt + hh, 1u) == (unsigned)ns - 1;
+                }
+                __syncthreads();
+                if (last) { /* the head's other blocks are done: merge theirs */
+                    __threadfence();
+                    const float *ph = a.part + (int64_t)hh * ns * (HS + 2);
+                    for (int i = threadIdx.x; i < ns * (HS + 2); i += blockDim.x) sm[i] = __ldcg(ph + i);
+                    __syncthreads();
+                    merge_parts(a.att + (int64_t)hh * HS, sm, ns, HS, 1, wsm);
+                    if (threadIdx.x == 0) a.cnt[hh] = 0; /* ready for the next layer or launch */
+                }
+                __syncthreads();
             }
-            __syncthreads();
         }
-    }
-    grid_sync(a.bar);
+        grid_sync(a.bar, tgt);
 
-    /* C: r = x + Wo att */
-    load_vec(sm, a.att, (int)QD);
-    for (int row = gw; row < C; row += nw) {
-        float s[1];
-        warp_dot<WT, 1>(sm, (const WT *)a.wo + (int64_t)row * QD, NULL, (int)QD, a.vec, s);
-        if (lane == 0) a.r[row] = __ldg(a.x + row) + s[0];
-    }
-    grid_sync(a.bar);
+        /* C: r = x + Wo att */
+        load_vec(sm, a.att, (int)QD);
+        {
+            int u0 = unit0(C, blockIdx.x), u1 = unit0(C, blockIdx.x + 1);
+            for (int u = u0 + wi; u < u1; u += DB_WARPS) {
+                float s[1], xr = __ldcg(xin + u); /* loaded before the product */
+                warp_dot<WT, 1>(sm, unit_row<WT>(a, PH_C, l, u, 0), NULL, (int)QD, a.vec, s);
+                if (lane == 0) a.r[u] = xr + s[0];
+            }
+        }
+        grid_sync(a.bar, tgt);
 
-    /* D: h = silu(Wgate n2) * (Wup n2) */
-    norm_rows(sm, a.r, a.n2w, C, a.eps, red);
-    for (int j = gw; j < a.H; j += nw) {
-        float s[2];
-        warp_dot<WT, 2>(sm, (const WT *)a.wg + (int64_t)j * C, (const WT *)a.wu + (int64_t)j * C, C, a.vec, s);
-        if (lane == 0) a.h[j] = silu(s[0]) * s[1];
-    }
-    grid_sync(a.bar);
+        /* D: h = silu(Wgate n2) * (Wup n2) */
+        norm_rows(sm, a.r, a.n2w + lw, C, a.eps, red);
+        {
+            int u0 = unit0(a.H, blockIdx.x), u1 = unit0(a.H, blockIdx.x + 1);
+            for (int u = u0 + wi; u < u1; u += DB_WARPS) {
+                float s[2];
+                warp_dot<WT, 2>(sm, unit_row<WT>(a, PH_D, l, u, 0), unit_row<WT>(a, PH_D, l, u, 1), C, a.vec, s);
+                if (lane == 0) a.h[u] = silu(s[0]) * s[1];
+            }
+        }
+        grid_sync(a.bar, tgt);
 
-    /* E: y = r + Wdown h */
-    load_vec(sm, a.h, a.H);
-    for (int row = gw; row < C; row += nw) {
-        float s[1];
-        warp_dot<WT, 1>(sm, (const WT *)a.wd + (int64_t)row * a.H, NULL, a.H, a.vec, s);
-        if (lane == 0) a.y[row] = __ldcg(a.r + row) + s[0];
+        /* E: y = r + Wdown h */
+        load_vec(sm, a.h, a.H);
+        {
+            int u0 = unit0(C, blockIdx.x), u1 = unit0(C, blockIdx.x + 1);
+            for (int u = u0 + wi; u < u1; u += DB_WARPS) {
+                float s[1], rr = __ldcg(a.r + u); /* loaded before the product */
+                warp_dot<WT, 1>(sm, unit_row<WT>(a, PH_E, l, u, 0), NULL, a.H, a.vec, s);
+                if (lane == 0) yout[u] = rr + s[0];
+            }
+        }
+        if (l + 1 < a.L) {
+            grid_sync(a.bar, tgt);
+            }
     }
 }
 
@@ -379,17 +460,13 @@ static int al16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 template <typename WT, int NC>
 static int launch_block(smj_cuda *c, DecArgs &a, size_t smem) {
+    int G = c->n_sm;
     void (*fn)(DecArgs) = k_decode_block<WT, NC>;
     if (!smem_ok(c, (const void *)fn, smem)) return 0;
     int per_sm = 0;
     if (!CK(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, DB_THREADS, smem)) || per_sm < 1) return 0;
-    /* a head's keys split over this many blocks */
-    int ns = c->n_sm / a.NH;
-    if (ns > DB_MAXSPLIT) ns = DB_MAXSPLIT;
-    if ((size_t)ns * (a.HS + 2) * sizeof(float) > smem) ns = (int)(smem / sizeof(float) / (a.HS + 2));
-    a.nsplit = ns > 1 ? ns : 1;
     int64_t QD = (int64_t)a.NH * a.HS;
-    size_t nf = (size_t)QD + (size_t)a.NH * a.nsplit * (a.HS + 2) + (size_t)QD + a.C + a.H + 64;
+    size_t nf = (size_t)QD + (size_t)a.NH * a.nsplit * (a.HS + 2) + (size_t)QD + a.C + a.H + 2 * (size_t)a.C + 64;
     float *s = (float *)scratch(c, sizeof(float) * nf);
     if (!s) return 0;
     a.q = s;
@@ -397,13 +474,14 @@ static int launch_block(smj_cuda *c, DecArgs &a, size_t smem) {
     a.att = a.part + (int64_t)a.NH * a.nsplit * (a.HS + 2);
     a.r = a.att + QD;
     a.h = a.r + a.C;
-    a.bar = c->dec_sync;
+    a.xb = a.h + a.H;
+    a.bar = (unsigned long long *)c->dec_sync;
     a.cnt = c->dec_sync + 2;
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeCooperative; /* all blocks resident: the barrier needs it */
     at[0].val.cooperative = 1;
-    cfg.gridDim = dim3((unsigned)c->n_sm);
+    cfg.gridDim = dim3((unsigned)G);
     cfg.blockDim = dim3(DB_THREADS);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = c->stream;
@@ -414,30 +492,40 @@ static int launch_block(smj_cuda *c, DecArgs &a, size_t smem) {
     return 1;
 }
 
-int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc, float *vc,
-                    const float *cs, const float *sn, const int32_t *pos, int C, int NH, int NKV, int HS, int H,
-                    int cap, float eps, float scale) {
+int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, int L,
+                    int64_t lstride, float *kc, float *vc, int64_t kvstride, const float *cs, const float *sn,
+                    const int32_t *pos, int C, int NH, int NKV, int HS, int H, int cap, float eps, float scale) {
     OP_BEGIN("decode_block");
     int bf = w->wtype == SMJ_WTYPE_BF16;
-    int64_t QD = (int64_t)NH * HS, big = QD > C ? QD : C;
+    int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, big = QD > C ? QD : C;
     if (H > big) big = H;
     if (DB_WARPS * (HS + 2) > big) big = DB_WARPS * (HS + 2); /* phase B's per-warp results */
-    size_t smem = sizeof(float) * (size_t)((big + 3) / 4 * 4);
+    /* a head's keys split over this many blocks (their results fit the vector region) */
+    int ns = c->n_sm / (NH > 0 ? NH : 1);
+    if (ns > DB_MAXSPLIT) ns = DB_MAXSPLIT;
+    if ((int64_t)ns * (HS + 2) > big) ns = (int)(big / (HS + 2));
+    size_t vbytes = sizeof(float) * (size_t)((big + 3) / 4 * 4);
     /* what the kernel does not take: the ops one by one run it */
     if ((!bf && w->wtype != SMJ_WTYPE_F32) || HS < 2 || HS > 256 || NKV < 1 || NH % NKV || NH > SMJ_CUDA_DEC_HEADS ||
-        (cs && HS % 2) || cap < 1 || smem > c->smem_optin || !c->dec_sync) {
+        (cs && HS % 2) || cap < 1 || L < 1 || vbytes > c->smem_optin || !c->dec_sync) {
         op_end(c);
         return 0;
     }
     int P = bf ? 8 : 4;
     const void *ws[] = {w->wq, w->wk, w->wv, w->wo, w->wgate, w->wup, w->wdown};
-    int vec = C % P == 0 && QD % P == 0 && H % P == 0;
+    int vec = C % P == 0 && QD % P == 0 && H % P == 0 && (L == 1 || lstride % P == 0);
     for (int i = 0; i < 7; i++) vec = vec && al16(ws[i]);
-    DecArgs a = {y, x, w->attn_norm, w->ffn_norm, w->wq, w->wk, w->wv, w->wo, w->wgate, w->wup, w->wdown, kc, vc,
-                 cs, sn, pos, NULL, NULL, NULL, NULL, NULL, NULL, NULL, C, NH, NKV, HS, H, cap, 0, vec,
-                 bf ? 2 : 4, eps, scale};
+    DecArgs a = {};
+    a.y = y; a.x = x; a.n1w = w->attn_norm; a.n2w = w->ffn_norm;
+    a.wq = w->wq; a.wk = w->wk; a.wv = w->wv; a.wo = w->wo; a.wg = w->wgate; a.wu = w->wup; a.wd = w->wdown;
+    a.kc = kc; a.vc = vc; a.cs = cs; a.sn = sn; a.pos = pos;
+    a.lstride = lstride; a.kvstride = kvstride;
+    a.L = L; a.C = C; a.NH = NH; a.NKV = NKV; a.HS = HS; a.H = H; a.cap = cap; a.nsplit = ns > 1 ? ns : 1;
+    a.vec = vec; a.wbytes = bf ? 2 : 4; a.eps = eps; a.scale = scale;
+    a.nu[PH_A] = (int)(cs ? (QD + KD) / 2 + KD : QD + 2 * KD); /* rotation pairs of q, k; rows of v */
+    a.nu[PH_C] = C; a.nu[PH_D] = H; a.nu[PH_E] = C;
     int ok;
-#define F(NC) ok = bf ? launch_block<__nv_bfloat16, NC>(c, a, smem) : launch_block<float, NC>(c, a, smem)
+#define F(NC) ok = bf ? launch_block<__nv_bfloat16, NC>(c, a, vbytes) : launch_block<float, NC>(c, a, vbytes)
     NC_DISPATCH(HS, F);
 #undef F
     op_end(c);
@@ -447,7 +535,7 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
 /* ------------------------------------------------------------ decode_linear */
 
 /* out[N] = W[N,K] · n: every block makes n (the norm of x, or x) in shared
- * memory, then a warp per row. */
+ * memory, then a warp per pair of rows (both rows' loads in flight). */
 template <typename WT>
 __global__ void __launch_bounds__(256) k_decode_linear(float *out, const float *x, const float *norm, const WT *W,
                                                        int64_t N, int K, float eps, int vec) {
@@ -460,10 +548,15 @@ __global__ void __launch_bounds__(256) k_decode_linear(float *out, const float *
         load_vec(sm, x, K);
     }
     int64_t nw = (int64_t)gridDim.x * 8;
-    for (int64_t row = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5); row < N; row += nw) {
-        float s[1];
-        warp_dot<WT, 1>(sm, W + row * K, NULL, K, vec, s);
-        if ((threadIdx.x & 31) == 0) out[row] = s[0];
+    for (int64_t row = ((int64_t)blockIdx.x * 8 + (threadIdx.x >> 5)) * 2; row < N; row += 2 * nw) {
+        float s[2];
+        if (row + 1 < N) {
+            warp_dot<WT, 2>(sm, W + row * K, W + (row + 1) * K, K, vec, s);
+            if ((threadIdx.x & 31) == 0) { out[row] = s[0]; out[row + 1] = s[1]; }
+        } else {
+            warp_dot<WT, 1>(sm, W + row * K, NULL, K, vec, s);
+            if ((threadIdx.x & 31) == 0) out[row] = s[0];
+        }
     }
 }
 
@@ -478,7 +571,7 @@ void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const floa
     cast_written(c, out, N);
     size_t smem = sizeof(float) * (size_t)((K + 3) / 4 * 4);
     int vec = K % (wtype == SMJ_WTYPE_BF16 ? 8 : 4) == 0 && al16(W);
-    unsigned grid = blocks_for(N, 8, 4 * (int64_t)c->n_sm);
+    unsigned grid = blocks_for(N, 16, 8 * (int64_t)c->n_sm);
     if (wtype == SMJ_WTYPE_BF16) {
         if (!smem_ok(c, (const void *)k_decode_linear<__nv_bfloat16>, smem)) return;
         k_decode_linear<__nv_bfloat16><<<grid, 256, smem, c->stream>>>(out, x, norm, (const __nv_bfloat16 *)W, N, K,
@@ -499,19 +592,42 @@ static __device__ __forceinline__ void arg_better(float &v, int &i, float v2, in
     if (i2 != INT32_MAX && (i == INT32_MAX || v2 > v || (v2 == v && i2 < i))) { v = v2; i = i2; }
 }
 
-/* One block: smj_sample's greedy scan (the first of the largest; NaN never
- * larger; logits[0] NaN gives 0), then the step's bookkeeping. */
-__global__ void __launch_bounds__(1024) k_decode_argmax(int32_t *next, int32_t *hist, int32_t *pos, const float *l,
-                                                        int V) {
-    __shared__ float sv[32];
-    __shared__ int si[32];
+/* smj_sample's greedy scan (the first of the largest; NaN never larger;
+ * logits[0] NaN gives 0) over the grid: each block scans its range of the
+ * logits into a candidate (cv, ci [gridDim]); the block that finishes last
+ * (a counter, reset by it) picks among them (the order does not matter:
+ * arg_better is a total order) and does the step's bookkeeping. */
+__global__ void __launch_bounds__(256) k_decode_argmax(int32_t *next, int32_t *hist, int32_t *pos, const float *l,
+                                                       int V, float *cv, int *ci, unsigned *cnt) {
+    __shared__ float sv[8];
+    __shared__ int si[8];
+    __shared__ unsigned last;
+    int per = (int)(((int64_t)V + gridDim.x - 1) / gridDim.x), lo = blockIdx.x * per;
+    int hi = lo + per < V ? lo + per : V;
     float v = -INFINITY;
     int i = INT32_MAX;
-    for (int k = threadIdx.x; k < V; k += blockDim.x) {
+    for (int k = lo + threadIdx.x; k < hi; k += blockDim.x) {
         float x = l[k];
-        if (x == x) arg_better(v, i, x, k); /* k increases: ties keep the first */
+        if (x == x) arg_better(v, i, x, k);
     }
     for (int o = 16; o > 0; o >>= 1) arg_better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    if ((threadIdx.x & 31) == 0) { sv[threadIdx.x >> 5] = v; si[threadIdx.x >> 5] = i; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) arg_better(v, i, sv[w], si[w]);
+        cv[blockIdx.x] = v;
+        ci[blockIdx.x] = i;
+        __threadfence();
+        last = atomicAdd(cnt, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    v = -INFINITY;
+    i = INT32_MAX;
+    for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) arg_better(v, i, __ldcg(cv + b), __ldcg(ci + b));
+    for (int o = 16; o > 0; o >>= 1) arg_better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    __syncthreads();
     if ((threadIdx.x & 31) == 0) { sv[threadIdx.x >> 5] = v; si[threadIdx.x >> 5] = i; }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -520,12 +636,21 @@ __global__ void __launch_bounds__(1024) k_decode_argmax(int32_t *next, int32_t *
         next[0] = id;
         hist[p + 1] = id;
         *pos = p + 1;
+        *cnt = 0; /* ready for the next launch */
     }
 }
 
 void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V) {
     OP_BEGIN("decode_argmax");
-    k_decode_argmax<<<1, 1024, 0, c->stream>>>(next, hist, pos, logits, V);
+    if (!c->dec_sync) {
+        record(c, SMJ_ERR_UNSUPPORTED, "decode_argmax: no device memory for its counters");
+        return;
+    }
+    /* about 1,024 logits a block, at most DEC_ARGMAX_BLOCKS blocks */
+    unsigned grid = blocks_for(V, 1024, DEC_ARGMAX_BLOCKS);
+    unsigned *cnt = c->dec_sync + DEC_ARGMAX_OFF;
+    k_decode_argmax<<<grid, 256, 0, c->stream>>>(next, hist, pos, logits, V, (float *)(cnt + 1),
+                                                 (int *)(cnt + 1 + DEC_ARGMAX_BLOCKS), cnt);
     LAUNCHED(c);
     op_end(c);
 }

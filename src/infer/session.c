@@ -145,10 +145,14 @@ static void decode_body(smj_session *s) {
     else smj_model_embed(m, x, NULL, s->ids, 1); /* f32 weights (smj_block_decode_ok): no host ids needed */
     s->a.k = s->knew;
     s->a.v = s->vnew;
-    for (int l = 0; l < c->n_layers; l++) {
-        int64_t o = (int64_t)l * s->max_len * KD;
-        smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd, s->w16);
-        float *t = x; x = y; y = t;
+    if (smj_stack_decode(m, y, x, s->kc, s->vc, s->max_len, s->posd, s->w16)) {
+        x = y;
+    } else {
+        for (int l = 0; l < c->n_layers; l++) {
+            int64_t o = (int64_t)l * s->max_len * KD;
+            smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd, s->w16);
+            float *t = x; x = y; y = t;
+        }
     }
     smj_decode_head(m, s->logits, x, s->lnf, s->lnf_mean, s->rstd, s->w16);
     if (m->be->decode_argmax) /* the next input and position, for smj_session_greedy */

@@ -982,6 +982,19 @@ static const void *dec_w(smj_model *m, smj_role role, int l, const uint16_t *w16
     return w16 ? (const void *)(w16 + (p - m->params)) : (const void *)p;
 }
 
+/* Block l's weights for decode_block; 0 where the backend has none or the
+ * block has biases or QK-norm, which decode_block does not take. */
+static int dec_weights(smj_model *m, int l, const uint16_t *w16, smj_block_weights *w) {
+    const smj_model_config *c = &m->cfg;
+    if (!m->be->decode_block || c->qk_norm || c->attn_bias || c->attn_out_bias) return 0;
+    smj_block_weights t = {smj_model_ptr(m, m->params, R_ATTN_NORM, l), smj_model_ptr(m, m->params, R_FFN_NORM, l),
+                           dec_w(m, R_WQ, l, w16), dec_w(m, R_WK, l, w16), dec_w(m, R_WV, l, w16),
+                           dec_w(m, R_WO, l, w16), dec_w(m, R_WGATE, l, w16), dec_w(m, R_WUP, l, w16),
+                           dec_w(m, R_WDOWN, l, w16), w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32};
+    *w = t;
+    return 1;
+}
+
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
                       int cap, const int32_t *pos, const uint16_t *w16) {
     const smj_model_config *c = &m->cfg;
@@ -991,19 +1004,40 @@ void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, fl
         smj_gpt2_block_decode(m, l, a, x, y, kc, vc, cap, pos);
         return;
     }
-    if (m->be->decode_block && !c->qk_norm && !c->attn_bias && !c->attn_out_bias) {
-        smj_block_weights w = {smj_model_ptr(m, m->params, R_ATTN_NORM, l), smj_model_ptr(m, m->params, R_FFN_NORM, l),
-                               dec_w(m, R_WQ, l, w16), dec_w(m, R_WK, l, w16), dec_w(m, R_WV, l, w16),
-                               dec_w(m, R_WO, l, w16), dec_w(m, R_WGATE, l, w16), dec_w(m, R_WUP, l, w16),
-                               dec_w(m, R_WDOWN, l, w16), w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32};
-        if (m->be->decode_block(ex, y, x, &w, kc, vc, m->rope_cos, m->rope_sin, pos, c->dim, c->n_heads,
-                                c->n_kv_heads, c->head_dim, c->ffn_hidden, cap, c->norm_eps, scale))
-            return;
-    }
+    smj_block_weights w;
+    if (dec_weights(m, l, w16, &w) &&
+        m->be->decode_block(ex, y, x, &w, 1, 0, kc, vc, 0, m->rope_cos, m->rope_sin, pos, c->dim, c->n_heads,
+                            c->n_kv_heads, c->head_dim, c->ffn_hidden, cap, c->norm_eps, scale))
+        return;
     block_qkv(m, l, a, x, 1);
     m->be->decode_attention(ex, a->att, a->q, a->k, a->v, kc, vc, m->rope_cos, m->rope_sin, pos, c->n_heads,
                             c->n_kv_heads, c->head_dim, cap, scale);
     block_tail(m, l, a, x, y, 1);
+}
+
+int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *vc, int cap, const int32_t *pos,
+                     const uint16_t *w16) {
+    const smj_model_config *c = &m->cfg;
+    int L = c->n_layers;
+    smj_block_weights w0, wl;
+    if (c->arch == SMJ_ARCH_GPT2 || L < 2 || !dec_weights(m, 0, w16, &w0) || !dec_weights(m, 1, w16, &wl))
+        return 0;
+    /* every tensor of block l at l times the same stride from block 0's */
+    size_t es = w16 ? 2 : 4;
+    int64_t st = wl.attn_norm - w0.attn_norm;
+    for (int l = 1; l < L; l++) {
+        if (!dec_weights(m, l, w16, &wl)) return 0;
+        const char *a[9] = {(const char *)w0.attn_norm, (const char *)w0.ffn_norm, w0.wq, w0.wk, w0.wv, w0.wo,
+                            w0.wgate, w0.wup, w0.wdown};
+        const char *b[9] = {(const char *)wl.attn_norm, (const char *)wl.ffn_norm, wl.wq, wl.wk, wl.wv, wl.wo,
+                            wl.wgate, wl.wup, wl.wdown};
+        for (int i = 0; i < 9; i++)
+            if (b[i] - a[i] != (ptrdiff_t)(l * st * (i < 2 ? 4 : (int64_t)es))) return 0;
+    }
+    int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
+    return m->be->decode_block(&m->ctx->exec, y, x, &w0, L, st, kc, vc, (int64_t)cap * KD, m->rope_cos, m->rope_sin,
+                               pos, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_hidden, cap, c->norm_eps,
+                               1.0f / sqrtf((float)c->head_dim));
 }
 
 void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *mean, float *rstd,

@@ -232,6 +232,13 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
 int smj_block_decode_ok(const smj_model *m);
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
                       int cap, const int32_t *pos, const uint16_t *w16);
+/* All blocks at once: y = the last block's output for x, through one
+ * decode_block call over every layer (caches kc, vc [L, cap, KD]). Returns
+ * 1, or 0 when it cannot (no decode_block, GPT-2, biases or QK-norm, blocks
+ * not evenly spaced in the parameters, sizes the backend declines): nothing
+ * done, run smj_block_decode block by block. */
+int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *vc, int cap, const int32_t *pos,
+                     const uint16_t *w16);
 /* A decoding step's final norm and LM head: logits [V] from x [C] (lnf
  * [C], mean and rstd [1] scratch), through decode_linear when the backend
  * has it (reading the head from w16 when given), else the norm + the

@@ -91,18 +91,21 @@ typedef struct {
                              float *kc, float *vc, const float *cos, const float *sin, \
                              const int32_t *pos, int NH, int NKV, int HS, int cap, float scale); \
  \
-    /* One token through a whole Llama block (pre-norm, no biases, SwiGLU) \
-     * at the position *pos read from memory, as the ops one by one compute \
-     * it: n1 = rmsnorm(x, attn_norm); q, k, v = Wq n1, Wk n1, Wv n1; att = \
-     * decode_attention (q, k rotated, k, v stored at row *pos of kc, vc \
-     * [cap, NKV*HS]); r = x + Wo att; n2 = rmsnorm(r, ffn_norm); y = r + \
-     * Wdown swiglu(Wgate n2, Wup n2). x, y [C], distinct; H the FFN width. \
-     * Nothing happens when *pos is outside [0, cap). Returns 1, or 0 when \
-     * the backend does not take these sizes (nothing done: run the ops one \
-     * by one). */ \
-    int (*decode_block)(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc, \
-                        float *vc, const float *cos, const float *sin, const int32_t *pos, int C, int NH, int NKV, \
-                        int HS, int H, int cap, float eps, float scale); \
+    /* One token through L Llama blocks (pre-norm, no biases, SwiGLU) at \
+     * the position *pos read from memory, as the ops one by one compute \
+     * it, block after block: n1 = rmsnorm(x, attn_norm); q, k, v = Wq n1, \
+     * Wk n1, Wv n1; att = decode_attention (q, k rotated, k, v stored at row \
+     * *pos of kc, vc [cap, NKV*HS]); r = x + Wo att; n2 = rmsnorm(r, \
+     * ffn_norm); y = r + Wdown swiglu(Wgate n2, Wup n2). Block l's weights \
+     * are w's pointers + l*lstride elements (of their own types), its caches \
+     * kc, vc + l*kvstride floats; y [C] is the last block's output (x, y \
+     * distinct). H the FFN width. Nothing happens when *pos is outside \
+     * [0, cap). Returns 1, or 0 when the backend does not take these sizes \
+     * (nothing done: run the ops one by one). */ \
+    int (*decode_block)(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, int L, \
+                        int64_t lstride, float *kc, float *vc, int64_t kvstride, const float *cos, \
+                        const float *sin, const int32_t *pos, int C, int NH, int NKV, int HS, int H, int cap, \
+                        float eps, float scale); \
     /* out[N] = W[N,K] · n for one row, n = rmsnorm(x, norm) (norm [K]; eps) \
      * or x itself when norm is NULL; W of type wtype (SMJ_WTYPE_F32/BF16). \
      * A decoding step's final norm and LM head. */ \

@@ -82,16 +82,11 @@ static const float *ref_weight(const void *w, int wtype, int64_t n, float *tmp) 
 
 /* decode_block (optional op): its definition, the ops one by one as
  * llama.c's block runs them for one token (bit for bit the same on f32
- * weights). */
-static int ref_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc,
-                            float *vc, const float *cos, const float *sin, const int32_t *pos, int C, int NH,
-                            int NKV, int HS, int H, int cap, float eps, float scale) {
-    if (w->wtype != SMJ_WTYPE_F32 && w->wtype != SMJ_WTYPE_BF16) return 0;
-    if (*pos < 0 || *pos >= cap) return 1;
-    int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, big = QD > H ? QD : H;
-    int64_t nt = w->wtype == SMJ_WTYPE_F32 ? 0 : big * C;
-    float *buf = malloc(sizeof(float) * (size_t)(4 * C + 2 * QD + 2 * KD + 3 * H + 1 + nt));
-    if (!buf) return 1;
+ * weights), one block (ref_decode_one) after another. */
+static void ref_decode_one(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc,
+                           float *vc, const float *cos, const float *sin, const int32_t *pos, int C, int NH,
+                           int NKV, int HS, int H, int cap, float eps, float scale, float *buf) {
+    int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     float *n1 = buf, *r = n1 + C, *n2 = r + C, *t = n2 + C, *q = t + C, *att = q + QD, *k = att + QD, *v = k + KD;
     float *g = v + KD, *u = g + H, *hs = u + H, *rstd = hs + H, *tmp = rstd + 1;
     ref_rmsnorm_fwd(ex, n1, rstd, x, w->attn_norm, 1, C, eps);
@@ -107,6 +102,32 @@ static int ref_decode_block(const smj_exec *ex, float *y, const float *x, const 
     ref_swiglu_fwd(ex, hs, g, u, H);
     ref_matmul(ex, t, hs, ref_weight(w->wdown, w->wtype, (int64_t)C * H, tmp), 1, C, H, 0, 1, 0);
     ref_add(ex, y, r, t, C);
+}
+
+static int ref_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, int L,
+                            int64_t lstride, float *kc, float *vc, int64_t kvstride, const float *cos,
+                            const float *sin, const int32_t *pos, int C, int NH, int NKV, int HS, int H, int cap,
+                            float eps, float scale) {
+    if (w->wtype != SMJ_WTYPE_F32 && w->wtype != SMJ_WTYPE_BF16) return 0;
+    if (L < 1) return 0;
+    if (*pos < 0 || *pos >= cap) return 1;
+    int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, big = QD > H ? QD : H;
+    int64_t nt = w->wtype == SMJ_WTYPE_F32 ? 0 : big * C;
+    float *buf = malloc(sizeof(float) * (size_t)(6 * C + 2 * QD + 2 * KD + 3 * H + 1 + nt));
+    if (!buf) return 1;
+    float *xb = buf + 4 * C + 2 * QD + 2 * KD + 3 * H + 1 + nt; /* [2, C]: outputs between blocks */
+    size_t es = w->wtype == SMJ_WTYPE_F32 ? 4 : 2;
+    for (int l = 0; l < L; l++) {
+        int64_t o = (int64_t)l * lstride;
+        smj_block_weights wl = {w->attn_norm + o, w->ffn_norm + o, (const char *)w->wq + o * es,
+                                (const char *)w->wk + o * es, (const char *)w->wv + o * es,
+                                (const char *)w->wo + o * es, (const char *)w->wgate + o * es,
+                                (const char *)w->wup + o * es, (const char *)w->wdown + o * es, w->wtype};
+        const float *in = l == 0 ? x : xb + ((l - 1) & 1) * C;
+        float *out = l == L - 1 ? y : xb + (l & 1) * C;
+        ref_decode_one(ex, out, in, &wl, kc + l * kvstride, vc + l * kvstride, cos, sin, pos, C, NH, NKV, HS, H,
+                       cap, eps, scale, buf);
+    }
     free(buf);
     return 1;
 }

@@ -2,8 +2,8 @@
  * ops (built with CUDA=1), against the reference's definitions
  * (cuda_check.h: canaries, the SKIP rule): decode_attention against
  * rope_fwd + attention_fwd of the reference and bit for bit against this
- * backend's own; decode_block (f32 and bf16 weights, positions outside the
- * cache, a second launch bit for bit) and decode_linear within 2e-5;
+ * backend's own; decode_block (f32 and bf16 weights, one block and several,
+ * positions outside the cache, a second launch bit for bit) and decode_linear within 2e-5;
  * decode_argmax's choice (ties, NaN, infinities) equal to the reference's
  * scan; qmatmul (f16, q8_0, q4_0) against the reference's exact
  * dequantization: 1e-5 for M <= 8, the matmul tolerance (cuda_check_open)
@@ -87,73 +87,95 @@ static void dec_weight_free(void *d, int bf) {
     else dfree(d);
 }
 
-/* decode_block against the reference's definition (the ops one by one),
- * f32 and bf16 weights; the same launch twice gives the same bits (the
+/* decode_block against the reference's definition (the ops one by one,
+ * block after block), f32 and bf16 weights, one block and several (their
+ * tensors laid out as a model's: block l's at l times one stride, the
+ * caches [L, cap, KD]); the same launch twice gives the same bits (the
  * barrier and the per-head counters reset themselves); a position outside
  * the cache changes nothing. */
 static void check_decode_block(void) {
-    static const int S[][8] = {/* C, NH, NKV, HS, H, cap, p, rope */
-                               {768, 12, 12, 64, 2048, 1024, 700, 1}, {64, 4, 2, 16, 96, 100, 0, 1},
-                               {40, 2, 1, 20, 70, 50, 49, 0},          {128, 2, 2, 128, 256, 300, 299, 1},
-                               {256, 1, 1, 256, 512, 40, 7, 1},         {512, 64, 8, 8, 128, 2000, 1999, 1},
-                               {30, 2, 2, 14, 50, 20, 10, 1},           {96, 6, 3, 16, 200, 4100, 4000, 1}};
+    static const int S[][9] = {/* C, NH, NKV, HS, H, cap, p, rope, L */
+                               {768, 12, 12, 64, 2048, 1024, 700, 1, 1}, {768, 12, 12, 64, 2048, 1024, 1000, 1, 4},
+                               {64, 4, 2, 16, 96, 100, 0, 1, 3},         {40, 2, 1, 20, 70, 50, 49, 0, 2},
+                               {128, 2, 2, 128, 256, 300, 299, 1, 1},    {256, 1, 1, 256, 512, 40, 7, 1, 2},
+                               {512, 64, 8, 8, 128, 2000, 1999, 1, 1},   {30, 2, 2, 14, 50, 20, 10, 1, 3},
+                               {96, 6, 3, 16, 200, 4100, 4000, 1, 2},    {2048, 16, 4, 128, 5632, 64, 63, 1, 2}};
     cur_op = "decode_block";
     op_worst = 0;
     long before = check_failed;
     for (size_t t = 0; t < sizeof S / sizeof S[0]; t++)
         for (int bf = 0; bf < 2; bf++) {
             int C = S[t][0], NH = S[t][1], NKV = S[t][2], HS = S[t][3], H = S[t][4], cap = S[t][5], p = S[t][6];
-            int rope = S[t][7];
-            snprintf(cur_shape, sizeof cur_shape, "C%d NH%d NKV%d HS%d H%d cap%d p%d%s %s", C, NH, NKV, HS, H, cap, p,
-                     rope ? "" : " no rope", bf ? "bf16" : "f32");
-            int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, nc = (int64_t)cap * KD;
-            int64_t n[7] = {QD * C, KD * C, KD * C, C * QD, (int64_t)H * C, (int64_t)H * C, (int64_t)C * H};
-            float *wh[7], *cs = NULL, *sn = NULL;
-            void *wd[7];
-            uint16_t *w16[7];
-            for (int i = 0; i < 7; i++) {
-                wh[i] = frand(n[i], 1.0f / sqrtf((float)(i == 3 ? QD : i == 6 ? H : C)));
-                wd[i] = dec_weight(wh[i], n[i], bf, &w16[i]);
+            int rope = S[t][7], L = S[t][8];
+            snprintf(cur_shape, sizeof cur_shape, "C%d NH%d NKV%d HS%d H%d cap%d p%d%s L%d %s", C, NH, NKV, HS, H, cap,
+                     p, rope ? "" : " no rope", L, bf ? "bf16" : "f32");
+            int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, nc = (int64_t)L * cap * KD;
+            /* a block's tensors: norms, then wq, wk, wv, wo, wgate, wup, wdown, each at a multiple of 8 */
+            int64_t n[9] = {C, C, QD * C, KD * C, KD * C, C * QD, (int64_t)H * C, (int64_t)H * C, (int64_t)C * H};
+            int64_t off[9], st = 0;
+            for (int i = 0; i < 9; i++) { off[i] = st; st += (n[i] + 7) / 8 * 8; }
+            float *hw = frand(L * st, 0);
+            uint16_t *h16 = bf ? calloc((size_t)(L * st), sizeof(uint16_t)) : NULL;
+            for (int l = 0; l < L; l++)
+                for (int i = 0; i < 9; i++) {
+                    float *w = hw + l * st + off[i];
+                    float sc = i < 2 ? 0.5f : 1.0f / sqrtf((float)(i == 5 ? QD : i == 8 ? H : C));
+                    for (int64_t j = 0; j < n[i]; j++) {
+                        w[j] = (i < 2 ? 1.0f : 0.0f) + sc * (2.0f * (float)smj_rng_uniform(&rng) - 1.0f);
+                        if (bf && i >= 2) { /* the weights rounded to bf16, as the bf16 copies hold them */
+                            h16[l * st + off[i] + j] = smj_f32_to_bf16(w[j]);
+                            w[j] = smj_bf16_to_f32(h16[l * st + off[i] + j]);
+                        }
+                    }
+                }
+            float *Dw = dup_d(hw, L * st);
+            uint16_t *D16 = NULL;
+            if (bf) {
+                D16 = be->alloc(sizeof(uint16_t) * (size_t)(L * st));
+                be->upload(D16, h16, sizeof(uint16_t) * (size_t)(L * st));
             }
-            float *n1 = frand(C, 0.5f), *n2 = frand(C, 0.5f);
-            for (int i = 0; i < C; i++) { n1[i] += 1; n2[i] += 1; }
+            const void *wd[9], *wh[9];
+            for (int i = 0; i < 9; i++) {
+                int lin = bf && i >= 2;
+                wd[i] = lin ? (const void *)(D16 + off[i]) : (const void *)(Dw + off[i]);
+                wh[i] = lin ? (const void *)(h16 + off[i]) : (const void *)(hw + off[i]);
+            }
+            int wt = bf ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
+            smj_block_weights Wd = {wd[0], wd[1], wd[2], wd[3], wd[4], wd[5], wd[6], wd[7], wd[8], wt};
+            smj_block_weights Wh = {wh[0], wh[1], wh[2], wh[3], wh[4], wh[5], wh[6], wh[7], wh[8], wt};
+            float *cs = NULL, *sn = NULL;
             if (rope) rope_tables(cap, HS, &cs, &sn);
             float *x = frand(C, 1), *y = frand(C, 1), *kc = frand(nc, 1), *vc = frand(nc, 1);
             float *y0 = fcopy(y, C), *kc0 = fcopy(kc, nc), *vc0 = fcopy(vc, nc);
             float *Dx = dup_d(x, C), *Dy = dup_d(y, C), *Dkc = dup_d(kc, nc), *Dvc = dup_d(vc, nc);
-            float *Dn1 = dup_d(n1, C), *Dn2 = dup_d(n2, C);
             float *Dcs = rope ? dup_d(cs, (int64_t)cap * (HS / 2)) : NULL, *Dsn = rope ? dup_d(sn, (int64_t)cap * (HS / 2)) : NULL;
-            int wt = bf ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
-            smj_block_weights Wd = {Dn1, Dn2, wd[0], wd[1], wd[2], wd[3], wd[4], wd[5], wd[6], wt};
-            smj_block_weights Wh = {n1, n2, bf ? (void *)w16[0] : wh[0], bf ? (void *)w16[1] : wh[1],
-                                    bf ? (void *)w16[2] : wh[2], bf ? (void *)w16[3] : wh[3],
-                                    bf ? (void *)w16[4] : wh[4], bf ? (void *)w16[5] : wh[5],
-                                    bf ? (void *)w16[6] : wh[6], wt};
             float sc = 1.0f / sqrtf((float)HS), eps = 1e-5f;
             int bad = cap, neg = -1;
+            int64_t ks = (int64_t)cap * KD;
             int32_t *Dp = ids_d(&p, 1), *Dbad = ids_d(&bad, 1), *Dneg = ids_d(&neg, 1);
             /* outside the cache: nothing happens */
-            int r1 = be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dbad, C, NH, NKV, HS, H, cap, eps, sc);
-            be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dneg, C, NH, NKV, HS, H, cap, eps, sc);
+            int r1 = be->decode_block(ex, Dy, Dx, &Wd, L, st, Dkc, Dvc, ks, Dcs, Dsn, Dbad, C, NH, NKV, HS, H, cap, eps, sc);
+            be->decode_block(ex, Dy, Dx, &Wd, L, st, Dkc, Dvc, ks, Dcs, Dsn, Dneg, C, NH, NKV, HS, H, cap, eps, sc);
             CHECK(r1 == 1, "cuda/decode_block %s: declined", cur_shape);
             compare_d("y, position outside the cache", Dy, y0, C, 0);
             compare_d("key cache, position outside the cache", Dkc, kc0, nc, 0);
             compare_d("value cache, position outside the cache", Dvc, vc0, nc, 0);
-            be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dp, C, NH, NKV, HS, H, cap, eps, sc);
-            rf->decode_block(X1, y, x, &Wh, kc, vc, cs, sn, &p, C, NH, NKV, HS, H, cap, eps, sc);
+            be->decode_block(ex, Dy, Dx, &Wd, L, st, Dkc, Dvc, ks, Dcs, Dsn, Dp, C, NH, NKV, HS, H, cap, eps, sc);
+            rf->decode_block(X1, y, x, &Wh, L, st, kc, vc, ks, cs, sn, &p, C, NH, NKV, HS, H, cap, eps, sc);
             float *y1 = get_h(Dy, C);
-            compare("y", y1, y, C, 2e-5);
-            compare_d("key cache", Dkc, kc, nc, 2e-5);
-            compare_d("value cache", Dvc, vc, nc, 2e-5);
-            be->decode_block(ex, Dy, Dx, &Wd, Dkc, Dvc, Dcs, Dsn, Dp, C, NH, NKV, HS, H, cap, eps, sc);
+            compare("y", y1, y, C, 2e-5 * L);
+            compare_d("key cache", Dkc, kc, nc, 2e-5 * L);
+            compare_d("value cache", Dvc, vc, nc, 2e-5 * L);
+            be->decode_block(ex, Dy, Dx, &Wd, L, st, Dkc, Dvc, ks, Dcs, Dsn, Dp, C, NH, NKV, HS, H, cap, eps, sc);
             float *y2 = get_h(Dy, C);
             CHECK(memcmp(y1, y2, sizeof(float) * (size_t)C) == 0, "cuda/decode_block %s: a second launch differs",
                   cur_shape);
             ffree(y1); ffree(y2);
-            for (int i = 0; i < 7; i++) { dec_weight_free(wd[i], bf); ffree(wh[i]); free(w16[i]); }
-            dfree(Dx); dfree(Dy); dfree(Dkc); dfree(Dvc); dfree(Dn1); dfree(Dn2); dfree(Dcs); dfree(Dsn);
+            dfree(Dw); if (D16) be->free(D16);
+            ffree(hw); free(h16);
+            dfree(Dx); dfree(Dy); dfree(Dkc); dfree(Dvc); dfree(Dcs); dfree(Dsn);
             be->free(Dp); be->free(Dbad); be->free(Dneg);
-            ffree(n1); ffree(n2); ffree(cs); ffree(sn); ffree(x); ffree(y); ffree(kc); ffree(vc);
+            ffree(cs); ffree(sn); ffree(x); ffree(y); ffree(kc); ffree(vc);
             ffree(y0); ffree(kc0); ffree(vc0);
         }
     printf("cuda %-14s %-6s worst normalized error %.3g\n", cur_op, check_failed == before ? "ok" : "FAILED", op_worst);
