@@ -241,8 +241,7 @@ static __device__ __forceinline__ const WT *unit_row(const DecArgs &a, int ph, i
 static __device__ __forceinline__ void grid_sync(unsigned long long *bar, unsigned long long &target) {
     target += gridDim.x;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
+    if (threadIdx.x == 0) { /* the release covers the block's writes ordered before it by __syncthreads */
         asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(bar) : "memory");
         unsigned long long v;
         do {
