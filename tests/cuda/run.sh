@@ -17,7 +17,8 @@
 # --fused-ce, --gradient-checkpointing, --fp16-activations, the last three
 # together, --fused-ce with --fp16-activations; T=4096), each with MFU,
 # device memory and per-op shares, decoding 1024 tokens (with and without
-# CUDA graphs; greedy and sampled), GPT-2 124M decoding 256 tokens, and,
+# CUDA graphs; greedy and sampled), GPT-2 124M decoding 256 tokens (fp32
+# and with bf16 products), and,
 # when bench/pytorch/ holds the PyTorch reference
 # scripts (not with `quick`), bench/cuda_vs_pytorch.sh at T=1024 B=32 and
 # T=4096 B=8, and GPT-2 124M at T=1024 B=32. Everything goes to
@@ -85,7 +86,8 @@ step "bench bf16 T=1024 B=32 --fp16-activations" 300 "build-cuda/smedjan bench -
 step "bench bf16 T=1024 B=32 ckpt + fused-ce (+ fp16)" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --gradient-checkpointing --fused-ce --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0 --profile-steps 0 && build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --gradient-checkpointing --fused-ce --fp16-activations --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0 --profile-steps 0"
 step "bench bf16 T=1024 B=32 --fused-ce --fp16-activations" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --fused-ce --fp16-activations --seq-len 1024 --batch-size 32 --decode-tokens 0 --matmul-probe 0 --profile-steps 0"
 step "decode 1024 tokens, batch 1 (fp32; bf16 weights; fp32 without CUDA graphs)" 300 "build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 1024 && build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 1024 2>&1 | grep -E '^  (decode|prompt)' && SMJ_CUDA_GRAPHS=0 build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 1024 2>&1 | grep -E '^  (decode|prompt)'"
-step "decode GPT-2 124M, 256 tokens (fp32 weights; PyTorch's decode_bench.py runs the same model)" 120 "build-cuda/smedjan bench --device cuda --arch gpt2 --size custom --dim 768 --layers 12 --heads 12 --vocab-size 50257 --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 256 2>&1 | grep -E '^  (decode|prompt)'"
+G2DEC="--arch gpt2 --size custom --dim 768 --layers 12 --heads 12 --vocab-size 50257 --seq-len 1024 --batch-size 1 --steps 1 --warmup 0 --profile-steps 0 --matmul-probe 0 --decode-tokens 256"
+step "decode GPT-2 124M, 256 tokens (fp32; bf16 products; PyTorch's decode_bench.py runs the same model in bf16)" 120 "build-cuda/smedjan bench --device cuda $G2DEC 2>&1 | grep -E '^  (decode|prompt)' && build-cuda/smedjan bench --device cuda $G2DEC --bf16-matmul 2>&1 | grep -E '^  (decode|prompt)'"
 step "bench bf16 T=4096 B=8" 300 "build-cuda/smedjan bench --device cuda $BENCH --bf16-matmul --seq-len 4096 --batch-size 8 --decode-tokens 0 --matmul-probe 0"
 if [ -f bench/pytorch/train_bench.py ] && [ "$MODE" != quick ]; then
   step "vs PyTorch T=1024 B=32 (bench/cuda_vs_pytorch.sh)" 400 "T=1024 B=32 sh bench/cuda_vs_pytorch.sh"
