@@ -108,6 +108,9 @@ static void sessions(smj_ctx *ctx) {
     }
     smj_model_free(m);
     smj_ctx_free(rc);
+    /* in bf16 mode the steps take decode_block on the bf16 copies, whose
+     * Conv1D weights are transposed to [out, in] rows */
+    check_decode_bf16_weights(&c, "gpt2");
 }
 
 static smj_dataset *make_dataset(smj_ctx *ctx, const char *name, int64_t n, int V) {

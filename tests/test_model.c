@@ -418,44 +418,6 @@ static void corrupt_files(smj_ctx *ctx) {
     smj_model_free(m);
 }
 
-/* In bf16 mode a session's one-token steps read bf16 copies of the weights
- * (decode_block, decode_linear). On weights that are bf16 values already
- * the copies are exact, so decoding equals the full fp32 forward; on others
- * it must not (the copies are what the steps read). */
-static void decode_bf16_weights(const smj_model_config *c) {
-    smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_REF, .bf16_matmul = 1};
-    smj_ctx *ctx = smj_ctx_create(&o);
-    for (int rounded = 0; rounded < 2; rounded++) {
-        smj_model *m = NULL;
-        CHECK_OK(ctx, smj_model_create(ctx, c, 23, &m));
-        if (!m) break;
-        int V = c->vocab_size, T = 80;
-        if (rounded) {
-            round_weights_bf16(ctx, m);
-            check_kv_cache(ctx, m, T, "llama on ref, bf16 mode, weights already bf16 (decode_block steps)");
-        } else {
-            /* one token at a time: every step but the first reads the copies */
-            int32_t ids[8];
-            float *full = malloc(sizeof(float) * (size_t)8 * V);
-            const float *lg = NULL;
-            smj_session *s = NULL;
-            for (int i = 0; i < 8; i++) ids[i] = (i * 7 + 3) % V;
-            CHECK_OK(ctx, smj_model_forward(m, ids, NULL, 1, 8, NULL));
-            CHECK_OK(ctx, smj_model_get_logits(m, full));
-            CHECK_OK(ctx, smj_session_create(m, 8, &s));
-            for (int i = 0; s && i < 8; i++) CHECK_OK(ctx, smj_session_feed(s, ids + i, 1, &lg));
-            double d = lg ? rel_l2(lg, full + 7 * V, V) : 0;
-            printf("llama on ref, bf16 mode, f32 weights: decoding vs full forward rel L2 %.3g (bf16 copies)\n", d);
-            CHECK(d > 1e-4 && d < 3e-2, "bf16-weight decoding vs the f32 forward: rel L2 %.3g, want the bf16 "
-                  "rounding's (1e-4 .. 3e-2)", d);
-            smj_session_free(s);
-            free(full);
-        }
-        smj_model_free(m);
-    }
-    smj_ctx_free(ctx);
-}
-
 static void sessions(smj_ctx *ctx) {
     smj_model_config c = tiny_cfg();
     smj_model *m = NULL;
@@ -478,6 +440,19 @@ static void sessions(smj_ctx *ctx) {
     if (m) check_kv_cache(ref, m, 90, "llama on ref (decode_block steps)");
     if (m) check_greedy(ref, m, "llama on ref (decode_argmax steps)");
     smj_model_free(m);
+    /* attention biases (Qwen2-style), made non-zero: decode_block adds them */
+    c.attn_bias = c.attn_out_bias = 1;
+    m = NULL;
+    CHECK_OK(ref, smj_model_create(ref, &c, 25, &m));
+    for (int i = 0; m && i < smj_model_num_tensors(m); i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        if (strstr(v.name, "proj.bias"))
+            for (int64_t j = 0; j < v.numel; j++) v.data[j] = 0.5f * sinf((float)(j + 7 * i));
+    }
+    if (m) check_kv_cache(ref, m, 90, "llama with attention biases on ref (decode_block steps)");
+    smj_model_free(m);
+    c.attn_bias = c.attn_out_bias = 0;
     /* decode_argmax is smj_sample's greedy scan: ties, NaN, -inf */
     {
         static const float L[][5] = {{1, 3, 3, 2, 0},   {NAN, 5, 6, 1, 2}, {1, NAN, 2, NAN, 2},
@@ -498,7 +473,7 @@ static void sessions(smj_ctx *ctx) {
         CHECK(ok, "ref decode_argmax differs from smj_sample's greedy choice");
     }
     smj_ctx_free(ref);
-    decode_bf16_weights(&c);
+    check_decode_bf16_weights(&c, "llama");
 }
 
 /* smj_sample's definition with every candidate sorted (the order HF's

@@ -1142,30 +1142,6 @@ static double cu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
 
 /* ------------------------------------------------------------ gelu (GPT-2 family) */
 
-/* GELU, tanh form: 0.5 v (1 + tanh u) = v s with s = 1 / (1 + e^-2u), and
- * gelu' = s + 2 v s (1 - s) u'. u = K (v + 0.044715 v^3) in double (the
- * cubic cancels for v < 0), the rest in float: expf within an ulp and no
- * 1 + tanh u to cancel, so the result keeps ~5e-7 relative where the
- * reference's double tanh form gives its value (op checker: 1e-6). e =
- * e^-2u overflows to inf for u below ~-44: s = 0 and 1 - s = 1 there. */
-#define GELU_K 0.79788456080286535588 /* sqrt(2/pi) */
-__device__ __forceinline__ void gelu_s(float x, float &s, float &oms) {
-    double v = x;
-    float e = expf((float)(-2.0 * GELU_K * (v + 0.044715 * v * v * v)));
-    s = 1.0f / (1.0f + e);
-    oms = isinf(e) ? 1.0f : e * s;
-}
-__device__ __forceinline__ float gelu_f(float x) {
-    float s, oms;
-    gelu_s(x, s, oms);
-    return x * s;
-}
-__device__ __forceinline__ float gelu_d(float x) {
-    float s, oms;
-    gelu_s(x, s, oms);
-    double v = x, du = GELU_K * (1.0 + 3.0 * 0.044715 * v * v); /* (finite for every float v) */
-    return s + (oms == 0.0f ? 0.0f : (float)(2.0 * v * s * oms * du));
-}
 /* out = gelu(x) (BWD: out = dout gelu'(x)), four values a thread with
  * 16-byte accesses where n and the pointers allow (V4); o16: out's bf16
  * copy (shadow_of: the products after read it) or NULL. */

@@ -1,7 +1,7 @@
 /* decode.cu — one token at a time (batch-1 decoding): decode_block, all
- * Llama blocks of a model in one launch, decode_linear, the final norm + LM
- * head, and decode_argmax, a greedy step's choice and bookkeeping on the
- * device.
+ * blocks of a model in one launch (Llama's, with or without attention
+ * biases, and the GPT-2 family's), decode_linear, the final norm + LM head,
+ * and decode_argmax, a greedy step's choice and bookkeeping on the device.
  *
  * Why: a decoding step of a 110M model streams ~440 MB of f32 weights
  * (220 MB as bf16), ~0.1 ms on an H200, but as ~15 kernels per block each
@@ -10,18 +10,19 @@
  * threads per SM) runs every block of the model, five phases a block,
  * separated by grid-wide barriers:
  *
- *   A  n1 = rmsnorm(x) (every block, into shared memory); rows of Wq, Wk,
- *      Wv, a warp per row (a warp per rotation pair (i, i + HS/2) of q and
- *      k, rotated at once); k, v go straight to cache row p, q to scratch.
+ *   A  n1 = norm(x) (every block, into shared memory: RMSNorm, or LayerNorm
+ *      where the norm has a bias); rows of Wq, Wk, Wv (+ their biases), a
+ *      warp per row (a warp per rotation pair (i, i + HS/2) of q and k,
+ *      rotated at once); k, v go straight to cache row p, q to scratch.
  *   B  attention: a block per (head, 1/ns of the keys 0..p); its warps take
  *      keys in turn (k and v rows loaded together), their (max, sum,
  *      unnormalized output) are merged in shared memory and written out;
  *      the block that finishes a head last (a per-head counter) merges the
  *      head's ns results into att [NH*HS].
- *   C  r = x + Wo att, a warp per row.
- *   D  n2 = rmsnorm(r) (every block); h = silu(Wgate n2) * (Wup n2), a warp
- *      per row pair.
- *   E  y = r + Wdown h, a warp per row (then the next block's A).
+ *   C  r = x + Wo att (+ bo), a warp per row.
+ *   D  n2 = norm(r) (every block); h = silu(Wgate n2) * (Wup n2), a warp
+ *      per row pair, or gelu(Wup n2 + bup), a warp per row.
+ *   E  y = r + Wdown h (+ bdown), a warp per row (then the next block's A).
  *
  * Each weight phase's rows are split evenly over the grid's blocks (units:
  * unit0). At each block's start the grid asks L2 for that block's weights,
@@ -30,7 +31,7 @@
  * is used; the vector it multiplies sits in shared memory. Data made inside
  * the launch (q, the new cache row, the head results, att, r, h, the blocks'
  * outputs) is read through L2 (ld.global.cg): L1 is not coherent across
- * SMs. Values a phase needs besides its product (rope tables, the residual)
+ * SMs. Values a phase needs besides its product (rope tables, biases, the residual)
  * are loaded before the product, so their latency hides behind it. The
  * barrier is one 64-bit arrival count (red.release + ld.acquire polled by
  * one thread a block) in memory the backend keeps for its lifetime
@@ -118,22 +119,38 @@ static __device__ __forceinline__ void warp_dot(const float *a, const WT *w0, co
     for (int i = 0; i < R; i++) s[i] = warp_sum(acc[i]);
 }
 
-/* Every block: s[0..C) = rmsnorm(x) · w as rmsnorm_fwd computes it, x read
- * through L2 (it may have been written in this launch). */
-static __device__ void norm_rows(float *s, const float *x, const float *w, int C, float eps, float *red) {
-    float ss = 0;
+/* Block-wide sum (every thread gets it; red [warps], free on entry). */
+static __device__ __forceinline__ float block_sum(float v, float *red) {
+    v = warp_sum(v);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float t = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += red[i];
+    return t;
+}
+
+/* Every block: s[0..C) = the norm of x with weight w, as rmsnorm_fwd (b
+ * NULL) or layernorm_fwd (bias b) computes it, x read through L2 (it may
+ * have been written in this launch). */
+static __device__ void norm_rows(float *s, const float *x, const float *w, const float *b, int C, float eps,
+                                 float *red) {
+    float ss = 0, mean = 0;
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
         float v = __ldcg(x + i);
         s[i] = v;
-        ss += v * v;
+        ss += b ? v : v * v;
     }
-    ss = warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    ss = 0;
-    for (int i = 0; i < (int)(blockDim.x >> 5); i++) ss += red[i];
+    ss = block_sum(ss, red);
+    if (b) { /* the mean, then the variance about it (each thread its own values) */
+        mean = ss / (float)C;
+        ss = 0;
+        for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (s[i] - mean) * (s[i] - mean);
+        __syncthreads(); /* every thread has read red */
+        ss = block_sum(ss, red);
+    }
     float rs = 1.0f / sqrtf(ss / (float)C + eps);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (s[i] * rs) * __ldg(w + i);
+    for (int i = threadIdx.x; i < C; i += blockDim.x)
+        s[i] = b ? (s[i] - mean) * rs * __ldg(w + i) + __ldg(b + i) : (s[i] * rs) * __ldg(w + i);
     __syncthreads();
 }
 
@@ -181,6 +198,13 @@ static __device__ __forceinline__ void prefetch_l2(const void *p, int64_t nb) {
 }
 
 static __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+/* p + o, or NULL for a tensor the block does not have (always without the
+ * extras X: biases, LayerNorm, GELU; the plain Llama kernel has no trace of
+ * them) */
+template <bool X>
+static __device__ __forceinline__ const float *at(const float *p, int64_t o) { return X && p ? p + o : nullptr; }
+/* b[i], or 0 without a bias */
+static __device__ __forceinline__ float bias(const float *b, int64_t i) { return b ? __ldg(b + i) : 0.0f; }
 
 /* ------------------------------------------------------------ decode_block */
 
@@ -192,8 +216,9 @@ enum { PH_A, PH_C, PH_D, PH_E, PH_N };
 
 struct DecArgs {
     float *y;
-    const float *x, *n1w, *n2w;
-    const void *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+    const float *x, *n1w, *n2w, *n1b, *n2b;          /* norms (biases NULL: RMSNorm) */
+    const void *wq, *wk, *wv, *wo, *wg, *wu, *wd;   /* wg NULL: GELU MLP */
+    const float *bq, *bk, *bv, *bo, *bu, *bd;      /* biases (NULL: none) */
     float *kc, *vc;
     const float *cs, *sn;
     const int32_t *pos;
@@ -229,7 +254,10 @@ static __device__ __forceinline__ const WT *unit_row(const DecArgs &a, int ph, i
         }
         return (const WT *)W + lo + (int64_t)j * a.C;
     }
-    if (ph == PH_D) return (const WT *)(half ? a.wu : a.wg) + lo + (int64_t)u * a.C;
+    if (ph == PH_D) { /* SwiGLU: gate row, up row; GELU: the up row */
+        if (!a.wg) return half ? NULL : (const WT *)a.wu + lo + (int64_t)u * a.C;
+        return (const WT *)(half ? a.wu : a.wg) + lo + (int64_t)u * a.C;
+    }
     if (half) return NULL;
     return ph == PH_C ? (const WT *)a.wo + lo + (int64_t)u * a.NH * a.HS : (const WT *)a.wd + lo + (int64_t)u * a.H;
 }
@@ -253,7 +281,7 @@ static __device__ __forceinline__ void grid_sync(unsigned long long *bar, unsign
 
 /* L layers (layer l's weights at + l lstride, its caches at + l kvstride):
  * y = the last layer's output; in between, two scratch rows. */
-template <typename WT, int NC>
+template <typename WT, int NC, bool X>
 __global__ void __launch_bounds__(DB_THREADS, 1) k_decode_block(DecArgs a) {
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
@@ -291,13 +319,13 @@ __global__ void __launch_bounds__(DB_THREADS, 1) k_decode_block(DecArgs a) {
             prefetch_l2((const char *)a.wk + lw * es, KD * C * es);
             prefetch_l2((const char *)a.wv + lw * es, KD * C * es);
             prefetch_l2((const char *)a.wo + lw * es, CQ * es);
-            prefetch_l2((const char *)a.wg + lw * es, CH * es);
+            if (a.wg) prefetch_l2((const char *)a.wg + lw * es, CH * es);
             prefetch_l2((const char *)a.wu + lw * es, CH * es);
             prefetch_l2((const char *)a.wd + lw * es, CH * es);
         }
 
         /* A: q, k (rotated in pairs when there are tables), v */
-        norm_rows(sm, xin, a.n1w + lw, C, a.eps, red);
+        norm_rows(sm, xin, a.n1w + lw, at<X>(a.n1b, lw), C, a.eps, red);
         {
             int rope = a.cs != NULL;
             int nq = rope ? a.NH * h2 : (int)QD, nk = rope ? a.NKV * h2 : (int)KD;
@@ -308,23 +336,26 @@ __global__ void __launch_bounds__(DB_THREADS, 1) k_decode_block(DecArgs a) {
                 if (u < nq + nk) {
                     int isk = u >= nq, j = isk ? u - nq : u;
                     float *dst = isk ? krow : a.q;
-                    if (rope) {
+                    const float *bb = at<X>(isk ? a.bk : a.bq, lw);
+                    if (rope) { /* tables and biases loaded before the product */
                         int64_t r0 = (int64_t)(j / h2) * HS + j % h2, tp = (int64_t)p * h2 + j % h2;
-                        float co = __ldg(a.cs + tp), si = __ldg(a.sn + tp); /* loaded before the product */
+                        float co = __ldg(a.cs + tp), si = __ldg(a.sn + tp), b0 = bias(bb, r0), b1 = bias(bb, r0 + h2);
                         warp_dot<WT, 2>(sm, w0, unit_row<WT>(a, PH_A, l, u, 1), C, a.vec, s);
                         if (lane == 0) {
                             float o0, o1;
-                            rope_rot(s[0], s[1], co, si, o0, o1);
+                            rope_rot(s[0] + b0, s[1] + b1, co, si, o0, o1);
                             dst[r0] = o0;
                             dst[r0 + h2] = o1;
                         }
                     } else {
+                        float b0 = bias(bb, j);
                         warp_dot<WT, 1>(sm, w0, NULL, C, a.vec, s);
-                        if (lane == 0) dst[j] = s[0];
+                        if (lane == 0) dst[j] = s[0] + b0;
                     }
                 } else {
+                    float b0 = bias(at<X>(a.bv, lw), u - nq - nk);
                     warp_dot<WT, 1>(sm, w0, NULL, C, a.vec, s);
-                    if (lane == 0) vrow[u - nq - nk] = s[0];
+                    if (lane == 0) vrow[u - nq - nk] = s[0] + b0;
                 }
             }
         }
@@ -415,43 +446,47 @@ __global__ void __launch_bounds__(DB_THREADS, 1) k_decode_block(DecArgs a) {
         }
         grid_sync(a.bar, tgt);
 
-        /* C: r = x + Wo att */
+        /* C: r = x + Wo att + bo */
         load_vec(sm, a.att, (int)QD);
         {
             int u0 = unit0(C, blockIdx.x), u1 = unit0(C, blockIdx.x + 1);
             for (int u = u0 + wi; u < u1; u += DB_WARPS) {
-                float s[1], xr = __ldcg(xin + u); /* loaded before the product */
+                float s[1], xr = __ldcg(xin + u), b0 = bias(at<X>(a.bo, lw), u); /* loaded before the product */
                 warp_dot<WT, 1>(sm, unit_row<WT>(a, PH_C, l, u, 0), NULL, (int)QD, a.vec, s);
-                if (lane == 0) a.r[u] = xr + s[0];
+                if (lane == 0) a.r[u] = xr + (s[0] + b0);
             }
         }
         grid_sync(a.bar, tgt);
 
-        /* D: h = silu(Wgate n2) * (Wup n2) */
-        norm_rows(sm, a.r, a.n2w + lw, C, a.eps, red);
+        /* D: h = silu(Wgate n2) * (Wup n2 + bup), or gelu(Wup n2 + bup) */
+        norm_rows(sm, a.r, a.n2w + lw, at<X>(a.n2b, lw), C, a.eps, red);
         {
             int u0 = unit0(a.H, blockIdx.x), u1 = unit0(a.H, blockIdx.x + 1);
             for (int u = u0 + wi; u < u1; u += DB_WARPS) {
-                float s[2];
-                warp_dot<WT, 2>(sm, unit_row<WT>(a, PH_D, l, u, 0), unit_row<WT>(a, PH_D, l, u, 1), C, a.vec, s);
-                if (lane == 0) a.h[u] = silu(s[0]) * s[1];
+                float s[2], b0 = bias(at<X>(a.bu, lw), u);
+                if (!X || a.wg) {
+                    warp_dot<WT, 2>(sm, unit_row<WT>(a, PH_D, l, u, 0), unit_row<WT>(a, PH_D, l, u, 1), C, a.vec,
+                                    s);
+                    if (lane == 0) a.h[u] = silu(s[0]) * (s[1] + b0);
+                } else {
+                    warp_dot<WT, 1>(sm, unit_row<WT>(a, PH_D, l, u, 0), NULL, C, a.vec, s);
+                    if (lane == 0) a.h[u] = gelu_f(s[0] + b0);
+                }
             }
         }
         grid_sync(a.bar, tgt);
 
-        /* E: y = r + Wdown h */
+        /* E: y = r + Wdown h + bdown */
         load_vec(sm, a.h, a.H);
         {
             int u0 = unit0(C, blockIdx.x), u1 = unit0(C, blockIdx.x + 1);
             for (int u = u0 + wi; u < u1; u += DB_WARPS) {
-                float s[1], rr = __ldcg(a.r + u); /* loaded before the product */
+                float s[1], rr = __ldcg(a.r + u), b0 = bias(at<X>(a.bd, lw), u); /* loaded before the product */
                 warp_dot<WT, 1>(sm, unit_row<WT>(a, PH_E, l, u, 0), NULL, a.H, a.vec, s);
-                if (lane == 0) yout[u] = rr + s[0];
+                if (lane == 0) yout[u] = rr + (s[0] + b0);
             }
         }
-        if (l + 1 < a.L) {
-            grid_sync(a.bar, tgt);
-            }
+        if (l + 1 < a.L) grid_sync(a.bar, tgt);
     }
 }
 
@@ -460,7 +495,8 @@ static int al16(const void *p) { return (uintptr_t)p % 16 == 0; }
 template <typename WT, int NC>
 static int launch_block(smj_cuda *c, DecArgs &a, size_t smem) {
     int G = c->n_sm;
-    void (*fn)(DecArgs) = k_decode_block<WT, NC>;
+    int x = a.n1b || a.n2b || a.bq || a.bk || a.bv || a.bo || a.bu || a.bd || !a.wg; /* not a plain Llama block */
+    void (*fn)(DecArgs) = x ? k_decode_block<WT, NC, true> : k_decode_block<WT, NC, false>;
     if (!smem_ok(c, (const void *)fn, smem)) return 0;
     int per_sm = 0;
     if (!CK(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, DB_THREADS, smem)) || per_sm < 1) return 0;
@@ -515,7 +551,8 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
     int vec = C % P == 0 && QD % P == 0 && H % P == 0 && (L == 1 || lstride % P == 0);
     for (int i = 0; i < 7; i++) vec = vec && al16(ws[i]);
     DecArgs a = {};
-    a.y = y; a.x = x; a.n1w = w->attn_norm; a.n2w = w->ffn_norm;
+    a.y = y; a.x = x; a.n1w = w->attn_norm; a.n2w = w->ffn_norm; a.n1b = w->attn_norm_b; a.n2b = w->ffn_norm_b;
+    a.bq = w->bq; a.bk = w->bk; a.bv = w->bv; a.bo = w->bo; a.bu = w->bup; a.bd = w->bdown;
     a.wq = w->wq; a.wk = w->wk; a.wv = w->wv; a.wo = w->wo; a.wg = w->wgate; a.wu = w->wup; a.wd = w->wdown;
     a.kc = kc; a.vc = vc; a.cs = cs; a.sn = sn; a.pos = pos;
     a.lstride = lstride; a.kvstride = kvstride;
@@ -542,7 +579,7 @@ __global__ void __launch_bounds__(256) k_decode_linear(float *out, const float *
     float *sm = (float *)smem4;
     __shared__ float red[8];
     if (norm) {
-        norm_rows(sm, x, norm, K, eps, red);
+        norm_rows(sm, x, norm, NULL, K, eps, red);
     } else {
         load_vec(sm, x, K);
     }

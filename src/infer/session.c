@@ -15,14 +15,18 @@
  * calls are the same for every position: on a backend with graph hooks
  * (CUDA) the step runs once as is (allocating what it needs), is recorded
  * on the next token and replayed from then on — one launch per token
- * instead of ~15 per layer. Where the backend has decode_block (CUDA), a
- * block is one launch, and the final norm + LM head one more (decode_linear);
- * otherwise the step runs the block's ops one by one and equals the chunk
- * path bit for bit. In bf16 mode (smj_ctx_options.bf16_matmul) with
- * decode_block the step reads bf16 copies of the weights (w16, made by
- * bf16_pack when the session is created or reset: a session decodes with
- * the weights as they were then, as its cache holds keys and values made by
- * them), half the bytes a token must stream. smj_session_greedy chains
+ * instead of ~15 per layer. Where the backend has decode_block (CUDA), all
+ * blocks are one launch, and the final norm + LM head one more
+ * (decode_linear); otherwise the step runs the block's ops one by one and
+ * equals the chunk path bit for bit. In bf16 mode
+ * (smj_ctx_options.bf16_matmul) with decode_block the step reads bf16
+ * copies of the weights (w16, made by bf16_pack when the session is created
+ * or reset: a session decodes with the weights as they were then, as its
+ * cache holds keys and values made by them), half the bytes a token must
+ * stream. GPT-2's Conv1D weights are stored [in, out]: its copies hold them
+ * transposed to the [out, in] rows decode_block reads, so GPT-2 takes
+ * decode_block in bf16 mode only (in fp32 mode its blocks run the ops one by
+ * one). smj_session_greedy chains
  * steps on the device: each step ends with decode_argmax, which writes the
  * next input token and position where the next step reads them, so no
  * upload or download separates the steps.
@@ -53,9 +57,18 @@ struct smj_session {
     int warm;           /* a step ran without a graph: every buffer it needs exists */
     int graph_failed;   /* recording failed once: no more tries */
     void *graph;        /* the recorded step (graph hooks) */
-    uint16_t *w16;      /* bf16 mode with decode_block: bf16 copies of params [n_params] */
+    uint16_t *w16;      /* bf16 mode with decode_block: bf16 copies of params [n_params] (pack_w16) */
+    uint16_t *host16;   /* GPT-2 with w16: host scratch of smj_gpt2_dec_transpose */
     int32_t *hist;      /* [max_len + 1] on the backend: decode_argmax's choices by position */
 };
+
+/* w16 = the weights as they are now, in bf16 (GPT-2's Conv1D weights
+ * transposed to the [out, in] rows decode_block reads). */
+static void pack_w16(smj_session *s) {
+    smj_model *m = s->m;
+    m->be->bf16_pack(&m->ctx->exec, s->w16, m->params, m->n_params);
+    if (s->host16) smj_gpt2_dec_transpose(m, s->w16, s->host16);
+}
 
 smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     *out = NULL;
@@ -100,14 +113,15 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
     s->posd = (int32_t *)p[26]; s->knew = p[27]; s->vnew = p[28]; s->hist = (int32_t *)p[29];
     s->dec_ok = smj_block_decode_ok(m);
-    if (s->dec_ok && m->ctx->exec.bf16_matmul && m->be->decode_block && c->arch != SMJ_ARCH_GPT2) {
+    if (s->dec_ok && m->ctx->exec.bf16_matmul && m->be->decode_block) {
         s->w16 = m->be->alloc(sizeof(uint16_t) * (size_t)m->n_params);
-        if (!s->w16) {
+        if (c->arch == SMJ_ARCH_GPT2) s->host16 = malloc(sizeof(uint16_t) * (size_t)smj_gpt2_dec_scratch(c));
+        if (!s->w16 || (c->arch == SMJ_ARCH_GPT2 && !s->host16)) {
             smj_session_free(s);
             SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the bf16 decoding weights (%lld values)",
                      (long long)m->n_params);
         }
-        m->be->bf16_pack(&m->ctx->exec, s->w16, m->params, m->n_params);
+        pack_w16(s);
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         for (int i = 0; i < R; i++) s->host_pos[i] = 3 * i; /* the qkv split's row index */
@@ -123,6 +137,7 @@ void smj_session_free(smj_session *s) {
     if (s->graph) be->graph_free(s->graph);
     be->free(s->kc); be->free(s->vc); be->free(s->mem);
     if (s->w16) be->free(s->w16);
+    free(s->host16);
     free(s->host_logits);
     free(s->host_pos);
     free(s);
@@ -130,7 +145,7 @@ void smj_session_free(smj_session *s) {
 
 void smj_session_reset(smj_session *s) {
     s->len = 0;
-    if (s->w16) s->m->be->bf16_pack(&s->m->ctx->exec, s->w16, s->m->params, s->m->n_params);
+    if (s->w16) pack_w16(s);
 }
 int smj_session_length(const smj_session *s) { return s->len; }
 

@@ -109,6 +109,30 @@ void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids, co
     m->be->add(ex, out, out, tmp, N * C);
 }
 
+/* The four Conv1D weights of a block, [in, out] each. */
+static const smj_role conv_roles[4] = {R_WQKV, R_WO, R_WUP, R_WDOWN};
+
+int64_t smj_gpt2_dec_scratch(const smj_model_config *c) {
+    int64_t C = c->dim, H = c->ffn_hidden;
+    return 2 * (3 * C * C > C * H ? 3 * C * C : C * H);
+}
+
+void smj_gpt2_dec_transpose(smj_model *m, uint16_t *w16, uint16_t *tmp) {
+    const smj_model_config *c = &m->cfg;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int i = 0; i < 4; i++) {
+            int64_t s[4] = {0}, o = smj_model_ptr(m, m->params, conv_roles[i], l) - m->params;
+            role_shape(c, conv_roles[i], s);
+            int64_t K = s[0], N = s[1]; /* in, out */
+            uint16_t *src = tmp, *dst = tmp + K * N;
+            size_t nb = sizeof(uint16_t) * (size_t)(K * N);
+            m->be->download(src, w16 + o, nb);
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t n = 0; n < N; n++) dst[n * K + k] = src[k * N + n];
+            m->be->upload(w16 + o, dst, nb);
+        }
+}
+
 void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N) {
     m->be->layernorm_fwd(&m->ctx->exec, out, mean, rstd, x, smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
                          smj_model_ptr(m, m->params, R_FINAL_NORM_B, -1), N, m->cfg.dim, m->cfg.norm_eps);

@@ -976,23 +976,62 @@ int smj_block_decode_ok(const smj_model *m) {
     return m->be->decode_attention && (c->arch == SMJ_ARCH_GPT2 || c->rope_type != SMJ_ROPE_DYNAMIC) && !m->qmem;
 }
 
-/* A decoding weight: in params, or at the same offset in w16 (bf16 copies). */
-static const void *dec_w(smj_model *m, smj_role role, int l, const uint16_t *w16) {
-    float *p = smj_model_ptr(m, m->params, role, l);
+/* A decoding weight (o elements into role's tensor): in params, or at the
+ * same offset in w16 (bf16 copies). */
+static const void *dec_w(smj_model *m, smj_role role, int l, int64_t o, const uint16_t *w16) {
+    float *p = smj_model_ptr(m, m->params, role, l) + o;
     return w16 ? (const void *)(w16 + (p - m->params)) : (const void *)p;
 }
 
 /* Block l's weights for decode_block; 0 where the backend has none or the
- * block has biases or QK-norm, which decode_block does not take. */
+ * block has QK-norm, which decode_block does not take. */
 static int dec_weights(smj_model *m, int l, const uint16_t *w16, smj_block_weights *w) {
     const smj_model_config *c = &m->cfg;
-    if (!m->be->decode_block || c->qk_norm || c->attn_bias || c->attn_out_bias) return 0;
-    smj_block_weights t = {smj_model_ptr(m, m->params, R_ATTN_NORM, l), smj_model_ptr(m, m->params, R_FFN_NORM, l),
-                           dec_w(m, R_WQ, l, w16), dec_w(m, R_WK, l, w16), dec_w(m, R_WV, l, w16),
-                           dec_w(m, R_WO, l, w16), dec_w(m, R_WGATE, l, w16), dec_w(m, R_WUP, l, w16),
-                           dec_w(m, R_WDOWN, l, w16), w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32};
+    if (!m->be->decode_block || c->qk_norm) return 0;
+    float *P = m->params;
+    int64_t C = c->dim;
+    smj_block_weights t = {0};
+    t.attn_norm = smj_model_ptr(m, P, R_ATTN_NORM, l);
+    t.ffn_norm = smj_model_ptr(m, P, R_FFN_NORM, l);
+    t.wtype = w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
+    t.wo = dec_w(m, R_WO, l, 0, w16);
+    t.wup = dec_w(m, R_WUP, l, 0, w16);
+    t.wdown = dec_w(m, R_WDOWN, l, 0, w16);
+    if (c->arch == SMJ_ARCH_GPT2) { /* q|k|v one tensor, LayerNorms, biases everywhere, GELU */
+        if (!w16) return 0; /* its weights are [out, in] only there (smj_gpt2_dec_transpose) */
+        t.wq = dec_w(m, R_WQKV, l, 0, w16);
+        t.wk = dec_w(m, R_WQKV, l, C * C, w16);
+        t.wv = dec_w(m, R_WQKV, l, 2 * C * C, w16);
+        t.attn_norm_b = smj_model_ptr(m, P, R_ATTN_NORM_B, l);
+        t.ffn_norm_b = smj_model_ptr(m, P, R_FFN_NORM_B, l);
+        float *bqkv = smj_model_ptr(m, P, R_BQKV, l);
+        t.bq = bqkv;
+        t.bk = bqkv + C;
+        t.bv = bqkv + 2 * C;
+        t.bo = smj_model_ptr(m, P, R_BO, l);
+        t.bup = smj_model_ptr(m, P, R_BUP, l);
+        t.bdown = smj_model_ptr(m, P, R_BDOWN, l);
+    } else {
+        t.wq = dec_w(m, R_WQ, l, 0, w16);
+        t.wk = dec_w(m, R_WK, l, 0, w16);
+        t.wv = dec_w(m, R_WV, l, 0, w16);
+        t.wgate = dec_w(m, R_WGATE, l, 0, w16);
+        if (c->attn_bias) {
+            t.bq = smj_model_ptr(m, P, R_BQ, l);
+            t.bk = smj_model_ptr(m, P, R_BK, l);
+            t.bv = smj_model_ptr(m, P, R_BV, l);
+        }
+        if (c->attn_out_bias) t.bo = smj_model_ptr(m, P, R_BO, l);
+    }
     *w = t;
     return 1;
+}
+
+/* A decoding step's rope tables (none for GPT-2: learned positions). */
+static void dec_rope(const smj_model *m, const float **cs, const float **sn) {
+    int rope = m->cfg.arch != SMJ_ARCH_GPT2;
+    *cs = rope ? m->rope_cos : NULL;
+    *sn = rope ? m->rope_sin : NULL;
 }
 
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
@@ -1000,19 +1039,34 @@ void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, fl
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
     float scale = 1.0f / sqrtf((float)c->head_dim);
+    const float *cs, *sn;
+    dec_rope(m, &cs, &sn);
+    smj_block_weights w;
+    if (dec_weights(m, l, w16, &w) &&
+        m->be->decode_block(ex, y, x, &w, 1, 0, kc, vc, 0, cs, sn, pos, c->dim, c->n_heads, c->n_kv_heads,
+                            c->head_dim, c->ffn_hidden, cap, c->norm_eps, scale))
+        return;
     if (c->arch == SMJ_ARCH_GPT2) {
         smj_gpt2_block_decode(m, l, a, x, y, kc, vc, cap, pos);
         return;
     }
-    smj_block_weights w;
-    if (dec_weights(m, l, w16, &w) &&
-        m->be->decode_block(ex, y, x, &w, 1, 0, kc, vc, 0, m->rope_cos, m->rope_sin, pos, c->dim, c->n_heads,
-                            c->n_kv_heads, c->head_dim, c->ffn_hidden, cap, c->norm_eps, scale))
-        return;
     block_qkv(m, l, a, x, 1);
-    m->be->decode_attention(ex, a->att, a->q, a->k, a->v, kc, vc, m->rope_cos, m->rope_sin, pos, c->n_heads,
-                            c->n_kv_heads, c->head_dim, cap, scale);
+    m->be->decode_attention(ex, a->att, a->q, a->k, a->v, kc, vc, cs, sn, pos, c->n_heads, c->n_kv_heads,
+                            c->head_dim, cap, scale);
     block_tail(m, l, a, x, y, 1);
+}
+
+/* A block's tensors as byte addresses (NULL where it has none) and their
+ * element sizes: what smj_stack_decode compares between blocks. */
+enum { DEC_NT = 17 };
+static void dec_tensors(const smj_block_weights *w, const char *p[DEC_NT], int es[DEC_NT]) {
+    const void *t[DEC_NT] = {w->attn_norm, w->ffn_norm, w->attn_norm_b, w->ffn_norm_b, w->bq,  w->bk,
+                             w->bv,        w->bo,       w->bup,         w->bdown,      w->wq,  w->wk,
+                             w->wv,        w->wo,       w->wgate,       w->wup,        w->wdown};
+    for (int i = 0; i < DEC_NT; i++) {
+        p[i] = t[i];
+        es[i] = i < 10 || w->wtype == SMJ_WTYPE_F32 ? 4 : 2;
+    }
 }
 
 int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *vc, int cap, const int32_t *pos,
@@ -1020,23 +1074,23 @@ int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *v
     const smj_model_config *c = &m->cfg;
     int L = c->n_layers;
     smj_block_weights w0, wl;
-    if (c->arch == SMJ_ARCH_GPT2 || L < 2 || !dec_weights(m, 0, w16, &w0) || !dec_weights(m, 1, w16, &wl))
-        return 0;
+    if (L < 2 || !dec_weights(m, 0, w16, &w0) || !dec_weights(m, 1, w16, &wl)) return 0;
     /* every tensor of block l at l times the same stride from block 0's */
-    size_t es = w16 ? 2 : 4;
     int64_t st = wl.attn_norm - w0.attn_norm;
+    const char *a[DEC_NT], *b[DEC_NT];
+    int es[DEC_NT];
+    dec_tensors(&w0, a, es);
     for (int l = 1; l < L; l++) {
         if (!dec_weights(m, l, w16, &wl)) return 0;
-        const char *a[9] = {(const char *)w0.attn_norm, (const char *)w0.ffn_norm, w0.wq, w0.wk, w0.wv, w0.wo,
-                            w0.wgate, w0.wup, w0.wdown};
-        const char *b[9] = {(const char *)wl.attn_norm, (const char *)wl.ffn_norm, wl.wq, wl.wk, wl.wv, wl.wo,
-                            wl.wgate, wl.wup, wl.wdown};
-        for (int i = 0; i < 9; i++)
-            if (b[i] - a[i] != (ptrdiff_t)(l * st * (i < 2 ? 4 : (int64_t)es))) return 0;
+        dec_tensors(&wl, b, es);
+        for (int i = 0; i < DEC_NT; i++)
+            if (a[i] && b[i] - a[i] != (ptrdiff_t)(l * st * es[i])) return 0;
     }
+    const float *cs, *sn;
+    dec_rope(m, &cs, &sn);
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
-    return m->be->decode_block(&m->ctx->exec, y, x, &w0, L, st, kc, vc, (int64_t)cap * KD, m->rope_cos, m->rope_sin,
-                               pos, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_hidden, cap, c->norm_eps,
+    return m->be->decode_block(&m->ctx->exec, y, x, &w0, L, st, kc, vc, (int64_t)cap * KD, cs, sn, pos, c->dim,
+                               c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_hidden, cap, c->norm_eps,
                                1.0f / sqrtf((float)c->head_dim));
 }
 
@@ -1044,17 +1098,18 @@ void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, fl
                      const uint16_t *w16) {
     const smj_model_config *c = &m->cfg;
     const float *nw = smj_model_ptr(m, m->params, R_FINAL_NORM, -1);
-    if (c->arch == SMJ_ARCH_GPT2) {
+    int gpt2 = c->arch == SMJ_ARCH_GPT2;
+    if (gpt2) { /* its LayerNorm, then the product */
         smj_gpt2_final_norm(m, lnf, mean, rstd, x, 1);
-        smj_model_linear(m, R_LM_HEAD, -1, logits, lnf, 1, c->vocab_size, c->dim);
-        return;
+        x = lnf;
+        nw = NULL;
     }
     if (m->be->decode_linear) {
-        m->be->decode_linear(&m->ctx->exec, logits, x, nw, dec_w(m, R_LM_HEAD, -1, w16),
+        m->be->decode_linear(&m->ctx->exec, logits, x, nw, dec_w(m, R_LM_HEAD, -1, 0, w16),
                              w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32, c->vocab_size, c->dim, c->norm_eps);
         return;
     }
-    m->be->rmsnorm_fwd(&m->ctx->exec, lnf, rstd, x, nw, 1, c->dim, c->norm_eps);
+    if (!gpt2) m->be->rmsnorm_fwd(&m->ctx->exec, lnf, rstd, x, nw, 1, c->dim, c->norm_eps);
     smj_model_linear(m, R_LM_HEAD, -1, logits, lnf, 1, c->vocab_size, c->dim);
 }
 

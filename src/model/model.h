@@ -221,20 +221,21 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
 /* One token through block l with the position read from memory (*pos, a
  * backend int), so the same calls serve every position (a recorded graph):
  * the backend's decode_block when it has one and takes the block (no
- * biases, no QK-norm), else the ops one by one, where a->k, a->v are
- * scratch rows and decode_attention rotates, stores them in the caches kc,
- * vc [cap, NKV*HS] at row *pos and attends over rows 0..*pos. w16 (NULL:
- * none) holds bf16 copies of params at the same offsets (bf16_pack):
- * decode_block then reads its linear weights from there.
+ * QK-norm), else the ops one by one, where a->k, a->v are scratch rows and
+ * decode_attention rotates, stores them in the caches kc, vc [cap, NKV*HS]
+ * at row *pos and attends over rows 0..*pos. w16 (NULL: none) holds bf16
+ * copies of params at the same offsets (bf16_pack; for GPT-2 with its
+ * blocks' linear weights transposed, smj_gpt2_dec_transpose): decode_block
+ * then reads its linear weights from there. GPT-2's stored [in, out]
+ * weights are read by decode_block only through w16.
  * smj_block_decode_ok: the backend has decode_attention and the model suits
- * it (rope tables that do not change with the length, f32 weights; GPT-2
- * blocks go through smj_gpt2_block_decode). */
+ * it (rope tables that do not change with the length, f32 weights). */
 int smj_block_decode_ok(const smj_model *m);
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
                       int cap, const int32_t *pos, const uint16_t *w16);
 /* All blocks at once: y = the last block's output for x, through one
  * decode_block call over every layer (caches kc, vc [L, cap, KD]). Returns
- * 1, or 0 when it cannot (no decode_block, GPT-2, biases or QK-norm, blocks
+ * 1, or 0 when it cannot (no decode_block, QK-norm, GPT-2 without w16, blocks
  * not evenly spaced in the parameters, sizes the backend declines): nothing
  * done, run smj_block_decode block by block. */
 int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *vc, int cap, const int32_t *pos,
@@ -283,6 +284,11 @@ void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids_dev
  * without rotation. */
 void smj_gpt2_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
                            int cap, const int32_t *pos);
+/* w16 (bf16 copies of params, bf16_pack) made fit for decode_block: each
+ * block's Conv1D weights ([in, out]) transposed in place to [out, in];
+ * tmp: host scratch of smj_gpt2_dec_scratch(c) values. */
+int64_t smj_gpt2_dec_scratch(const smj_model_config *c);
+void smj_gpt2_dec_transpose(smj_model *m, uint16_t *w16, uint16_t *tmp);
 /* ln_f over N rows. */
 void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N);
 /* Backward of the blocks, ln_f and embeddings; m->dln holds dL/d(ln_f out) [N,C]. */

@@ -55,13 +55,19 @@ enum { SMJ_WTYPE_F16 = 1, SMJ_WTYPE_Q4_0 = 2, SMJ_WTYPE_Q8_0 = 8 };
  * bf16 (GGML's id too: the top half of the f32 bits as bf16_pack rounds). */
 enum { SMJ_WTYPE_F32 = 0, SMJ_WTYPE_BF16 = 30 };
 
-/* One Llama block's weights for decode_block: linear weights [out, in] as
- * the model stores them (wq [NH*HS, C], wk/wv [NKV*HS, C], wo [C, NH*HS],
- * wgate/wup [H, C], wdown [C, H]), all of type wtype; norms f32 [C]. */
+/* One block's weights for decode_block: linear weights [out, in] as the
+ * model stores them (wq [NH*HS, C], wk/wv [NKV*HS, C], wo [C, NH*HS],
+ * wgate/wup [H, C], wdown [C, H]), all of type wtype; norms and biases f32.
+ * A Llama block has RMSNorms (attn_norm_b, ffn_norm_b NULL) and SwiGLU; the
+ * GPT-2 family LayerNorms (their biases non-NULL) and GELU (wgate NULL).
+ * Each product's bias (bq [NH*HS], bk, bv [NKV*HS], bo, bdown [C], bup
+ * [H]) may be NULL: none. */
 typedef struct {
     const float *attn_norm, *ffn_norm;
     const void *wq, *wk, *wv, *wo, *wgate, *wup, *wdown;
     int wtype; /* SMJ_WTYPE_F32 or SMJ_WTYPE_BF16 */
+    const float *attn_norm_b, *ffn_norm_b;
+    const float *bq, *bk, *bv, *bo, *bup, *bdown;
 } smj_block_weights;
 
 #define SMJ_OP_OPTIONAL_FIELDS \
@@ -91,17 +97,20 @@ typedef struct {
                              float *kc, float *vc, const float *cos, const float *sin, \
                              const int32_t *pos, int NH, int NKV, int HS, int cap, float scale); \
  \
-    /* One token through L Llama blocks (pre-norm, no biases, SwiGLU) at \
-     * the position *pos read from memory, as the ops one by one compute \
-     * it, block after block: n1 = rmsnorm(x, attn_norm); q, k, v = Wq n1, \
-     * Wk n1, Wv n1; att = decode_attention (q, k rotated, k, v stored at row \
-     * *pos of kc, vc [cap, NKV*HS]); r = x + Wo att; n2 = rmsnorm(r, \
-     * ffn_norm); y = r + Wdown swiglu(Wgate n2, Wup n2). Block l's weights \
-     * are w's pointers + l*lstride elements (of their own types), its caches \
-     * kc, vc + l*kvstride floats; y [C] is the last block's output (x, y \
-     * distinct). H the FFN width. Nothing happens when *pos is outside \
-     * [0, cap). Returns 1, or 0 when the backend does not take these sizes \
-     * (nothing done: run the ops one by one). */ \
+    /* One token through L blocks at the position *pos read from memory, \
+     * as the ops one by one compute it, block after block (norm: \
+     * rmsnorm_fwd, or layernorm_fwd where the norm has a bias; "+ b": the \
+     * bias added where there is one): n1 = norm(x, attn_norm); q, k, v = \
+     * Wq n1 + bq, Wk n1 + bk, Wv n1 + bv; att = decode_attention (q, k \
+     * rotated when there are rope tables, k, v stored at row *pos of kc, \
+     * vc [cap, NKV*HS]); r = x + Wo att + bo; n2 = norm(r, ffn_norm); u = \
+     * Wup n2 + bup; h = swiglu(Wgate n2, u), or gelu(u) when wgate is NULL; \
+     * y = r + Wdown h + bdown. Block l's tensors are w's pointers + \
+     * l*lstride elements (of their own types), its caches kc, vc + \
+     * l*kvstride floats; y [C] is the last block's output (x, y distinct). \
+     * H the FFN width. Nothing happens when *pos is outside [0, cap). \
+     * Returns 1, or 0 when the backend does not take these sizes (nothing \
+     * done: run the ops one by one). */ \
     int (*decode_block)(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, int L, \
                         int64_t lstride, float *kc, float *vc, int64_t kvstride, const float *cos, \
                         const float *sin, const int32_t *pos, int C, int NH, int NKV, int HS, int H, int cap, \

@@ -81,27 +81,55 @@ static const float *ref_weight(const void *w, int wtype, int64_t n, float *tmp) 
 }
 
 /* decode_block (optional op): its definition, the ops one by one as
- * llama.c's block runs them for one token (bit for bit the same on f32
- * weights), one block (ref_decode_one) after another. */
+ * llama.c's and gpt2.c's blocks run them for one token (bit for bit the
+ * same on f32 weights), one block (ref_decode_one) after another. */
+static void ref_dec_norm(const smj_exec *ex, float *out, float *stats, const float *x, const float *w,
+                         const float *b, int C, float eps) {
+    if (b) ref_layernorm_fwd(ex, out, stats, stats + 1, x, w, b, 1, C, eps);
+    else ref_rmsnorm_fwd(ex, out, stats, x, w, 1, C, eps);
+}
+/* out[N] = W[N,K] · in (+ b) */
+static void ref_dec_linear(const smj_exec *ex, float *out, const float *in, const void *W, int wtype,
+                           const float *b, int64_t N, int64_t K, float *tmp) {
+    ref_matmul(ex, out, in, ref_weight(W, wtype, N * K, tmp), 1, N, K, 0, 1, 0);
+    if (b) ref_add(ex, out, out, b, N);
+}
 static void ref_decode_one(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, float *kc,
                            float *vc, const float *cos, const float *sin, const int32_t *pos, int C, int NH,
                            int NKV, int HS, int H, int cap, float eps, float scale, float *buf) {
     int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS;
     float *n1 = buf, *r = n1 + C, *n2 = r + C, *t = n2 + C, *q = t + C, *att = q + QD, *k = att + QD, *v = k + KD;
-    float *g = v + KD, *u = g + H, *hs = u + H, *rstd = hs + H, *tmp = rstd + 1;
-    ref_rmsnorm_fwd(ex, n1, rstd, x, w->attn_norm, 1, C, eps);
-    ref_matmul(ex, q, n1, ref_weight(w->wq, w->wtype, QD * C, tmp), 1, QD, C, 0, 1, 0);
-    ref_matmul(ex, k, n1, ref_weight(w->wk, w->wtype, KD * C, tmp), 1, KD, C, 0, 1, 0);
-    ref_matmul(ex, v, n1, ref_weight(w->wv, w->wtype, KD * C, tmp), 1, KD, C, 0, 1, 0);
+    float *g = v + KD, *u = g + H, *hs = u + H, *stats = hs + H, *tmp = stats + 2;
+    int wt = w->wtype;
+    ref_dec_norm(ex, n1, stats, x, w->attn_norm, w->attn_norm_b, C, eps);
+    ref_dec_linear(ex, q, n1, w->wq, wt, w->bq, QD, C, tmp);
+    ref_dec_linear(ex, k, n1, w->wk, wt, w->bk, KD, C, tmp);
+    ref_dec_linear(ex, v, n1, w->wv, wt, w->bv, KD, C, tmp);
     ref_decode_attention(ex, att, q, k, v, kc, vc, cos, sin, pos, NH, NKV, HS, cap, scale);
-    ref_matmul(ex, t, att, ref_weight(w->wo, w->wtype, C * QD, tmp), 1, C, QD, 0, 1, 0);
+    ref_dec_linear(ex, t, att, w->wo, wt, w->bo, C, QD, tmp);
     ref_add(ex, r, x, t, C);
-    ref_rmsnorm_fwd(ex, n2, rstd, r, w->ffn_norm, 1, C, eps);
-    ref_matmul(ex, g, n2, ref_weight(w->wgate, w->wtype, (int64_t)H * C, tmp), 1, H, C, 0, 1, 0);
-    ref_matmul(ex, u, n2, ref_weight(w->wup, w->wtype, (int64_t)H * C, tmp), 1, H, C, 0, 1, 0);
-    ref_swiglu_fwd(ex, hs, g, u, H);
-    ref_matmul(ex, t, hs, ref_weight(w->wdown, w->wtype, (int64_t)C * H, tmp), 1, C, H, 0, 1, 0);
+    ref_dec_norm(ex, n2, stats, r, w->ffn_norm, w->ffn_norm_b, C, eps);
+    ref_dec_linear(ex, u, n2, w->wup, wt, w->bup, H, C, tmp);
+    if (w->wgate) {
+        ref_dec_linear(ex, g, n2, w->wgate, wt, NULL, H, C, tmp);
+        ref_swiglu_fwd(ex, hs, g, u, H);
+    } else {
+        ref_gelu_fwd(ex, hs, u, H);
+    }
+    ref_dec_linear(ex, t, hs, w->wdown, wt, w->bdown, C, H, tmp);
     ref_add(ex, y, r, t, C);
+}
+
+/* w's pointers moved by o elements (es bytes each for the linear weights) */
+static smj_block_weights ref_dec_layer(const smj_block_weights *w, int64_t o, size_t es) {
+#define F(p) ((p) ? (p) + o : NULL)
+#define B(p) ((p) ? (const void *)((const char *)(p) + o * (int64_t)es) : NULL)
+    smj_block_weights l = {F(w->attn_norm), F(w->ffn_norm), B(w->wq), B(w->wk), B(w->wv), B(w->wo),
+                           B(w->wgate), B(w->wup), B(w->wdown), w->wtype, F(w->attn_norm_b), F(w->ffn_norm_b),
+                           F(w->bq), F(w->bk), F(w->bv), F(w->bo), F(w->bup), F(w->bdown)};
+#undef F
+#undef B
+    return l;
 }
 
 static int ref_decode_block(const smj_exec *ex, float *y, const float *x, const smj_block_weights *w, int L,
@@ -113,16 +141,12 @@ static int ref_decode_block(const smj_exec *ex, float *y, const float *x, const 
     if (*pos < 0 || *pos >= cap) return 1;
     int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, big = QD > H ? QD : H;
     int64_t nt = w->wtype == SMJ_WTYPE_F32 ? 0 : big * C;
-    float *buf = malloc(sizeof(float) * (size_t)(6 * C + 2 * QD + 2 * KD + 3 * H + 1 + nt));
+    float *buf = malloc(sizeof(float) * (size_t)(6 * C + 2 * QD + 2 * KD + 3 * H + 2 + nt));
     if (!buf) return 1;
-    float *xb = buf + 4 * C + 2 * QD + 2 * KD + 3 * H + 1 + nt; /* [2, C]: outputs between blocks */
+    float *xb = buf + 4 * C + 2 * QD + 2 * KD + 3 * H + 2 + nt; /* [2, C]: outputs between blocks */
     size_t es = w->wtype == SMJ_WTYPE_F32 ? 4 : 2;
     for (int l = 0; l < L; l++) {
-        int64_t o = (int64_t)l * lstride;
-        smj_block_weights wl = {w->attn_norm + o, w->ffn_norm + o, (const char *)w->wq + o * es,
-                                (const char *)w->wk + o * es, (const char *)w->wv + o * es,
-                                (const char *)w->wo + o * es, (const char *)w->wgate + o * es,
-                                (const char *)w->wup + o * es, (const char *)w->wdown + o * es, w->wtype};
+        smj_block_weights wl = ref_dec_layer(w, (int64_t)l * lstride, es);
         const float *in = l == 0 ? x : xb + ((l - 1) & 1) * C;
         float *out = l == L - 1 ? y : xb + (l & 1) * C;
         ref_decode_one(ex, out, in, &wl, kc + l * kvstride, vc + l * kvstride, cos, sin, pos, C, NH, NKV, HS, H,

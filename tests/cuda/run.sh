@@ -20,8 +20,9 @@
 # CUDA graphs; greedy and sampled), GPT-2 124M decoding 256 tokens (fp32
 # and with bf16 products), and,
 # when bench/pytorch/ holds the PyTorch reference
-# scripts (not with `quick`), bench/cuda_vs_pytorch.sh at T=1024 B=32 and
-# T=4096 B=8, and GPT-2 124M at T=1024 B=32. Everything goes to
+# scripts, PyTorch's GPT-2 decoding (bench/pytorch/decode_bench.py) and (not
+# with `quick`) bench/cuda_vs_pytorch.sh at T=1024 B=32 and T=4096 B=8, and
+# GPT-2 124M at T=1024 B=32. Everything goes to
 # $OUT/LAST_RUN.md (device, date, commit from $SMJ_COMMIT, each step's
 # output); a summary table is printed last. Exit status: 1 if any step failed.
 set -u
@@ -93,6 +94,8 @@ if [ -f bench/pytorch/train_bench.py ] && [ "$MODE" != quick ]; then
   step "vs PyTorch T=1024 B=32 (bench/cuda_vs_pytorch.sh)" 400 "T=1024 B=32 sh bench/cuda_vs_pytorch.sh"
   step "vs PyTorch T=4096 B=8 (bench/cuda_vs_pytorch.sh)" 400 "T=4096 B=8 sh bench/cuda_vs_pytorch.sh"
   step "vs PyTorch GPT-2 124M T=1024 B=32 (bench/cuda_vs_pytorch.sh)" 400 "MODEL=gpt2 SMJ_FLAGS='--bf16-matmul;--bf16-matmul --fp16-activations' sh bench/cuda_vs_pytorch.sh"
+fi
+if [ -f bench/pytorch/decode_bench.py ]; then
   step "PyTorch decode reference (GPT-2 124M bf16, batch 1)" 300 "cd bench/pytorch && OUT=\$OUT python3 decode_bench.py 2>&1 | tail -5"
 fi
 if [ "$MODE" != quick ]; then

@@ -2,7 +2,8 @@
  * ops (built with CUDA=1), against the reference's definitions
  * (cuda_check.h: canaries, the SKIP rule): decode_attention against
  * rope_fwd + attention_fwd of the reference and bit for bit against this
- * backend's own; decode_block (f32 and bf16 weights, one block and several,
+ * backend's own; decode_block (Llama blocks, with attention biases too, and
+ * GPT-2 blocks; f32 and bf16 weights, one block and several,
  * positions outside the cache, a second launch bit for bit) and decode_linear within 2e-5;
  * decode_argmax's choice (ties, NaN, infinities) equal to the reference's
  * scan; qmatmul (f16, q8_0, q4_0) against the reference's exact
@@ -87,42 +88,65 @@ static void dec_weight_free(void *d, int bf) {
     else dfree(d);
 }
 
+/* A block's 17 tensors in the test's order: attn_norm, ffn_norm,
+ * attn_norm_b, ffn_norm_b, bq, bk, bv, bo, bup, bdown, wq, wk, wv, wo,
+ * wgate, wup, wdown (NULL: absent). */
+static smj_block_weights block_w(const void *const p[17], int wt) {
+    smj_block_weights w = {p[0], p[1], p[10], p[11], p[12], p[13], p[14], p[15], p[16], wt,
+                           p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]};
+    return w;
+}
+
 /* decode_block against the reference's definition (the ops one by one,
  * block after block), f32 and bf16 weights, one block and several (their
  * tensors laid out as a model's: block l's at l times one stride, the
- * caches [L, cap, KD]); the same launch twice gives the same bits (the
- * barrier and the per-head counters reset themselves); a position outside
- * the cache changes nothing. */
+ * caches [L, cap, KD]), for the three families: Llama (RMSNorm, SwiGLU),
+ * Llama with attention biases, GPT-2 (LayerNorm, GELU, biases everywhere);
+ * the same launch twice gives the same bits (the barrier and the per-head
+ * counters reset themselves); a position outside the cache changes
+ * nothing. */
 static void check_decode_block(void) {
-    static const int S[][9] = {/* C, NH, NKV, HS, H, cap, p, rope, L */
-                               {768, 12, 12, 64, 2048, 1024, 700, 1, 1}, {768, 12, 12, 64, 2048, 1024, 1000, 1, 4},
-                               {64, 4, 2, 16, 96, 100, 0, 1, 3},         {40, 2, 1, 20, 70, 50, 49, 0, 2},
-                               {128, 2, 2, 128, 256, 300, 299, 1, 1},    {256, 1, 1, 256, 512, 40, 7, 1, 2},
-                               {512, 64, 8, 8, 128, 2000, 1999, 1, 1},   {30, 2, 2, 14, 50, 20, 10, 1, 3},
-                               {96, 6, 3, 16, 200, 4100, 4000, 1, 2},    {2048, 16, 4, 128, 5632, 64, 63, 1, 2}};
+    static const int S[][10] = {/* C, NH, NKV, HS, H, cap, p, rope, L, family (0 Llama, 1 + biases, 2 GPT-2) */
+                                {768, 12, 12, 64, 2048, 1024, 700, 1, 1, 0}, {768, 12, 12, 64, 2048, 1024, 1000, 1, 4, 0},
+                                {64, 4, 2, 16, 96, 100, 0, 1, 3, 0},         {40, 2, 1, 20, 70, 50, 49, 0, 2, 0},
+                                {128, 2, 2, 128, 256, 300, 299, 1, 1, 0},    {256, 1, 1, 256, 512, 40, 7, 1, 2, 0},
+                                {512, 64, 8, 8, 128, 2000, 1999, 1, 1, 0},   {30, 2, 2, 14, 50, 20, 10, 1, 3, 0},
+                                {96, 6, 3, 16, 200, 4100, 4000, 1, 2, 0},    {2048, 16, 4, 128, 5632, 64, 63, 1, 2, 0},
+                                {64, 4, 2, 16, 96, 100, 37, 1, 3, 1},        {40, 2, 1, 20, 70, 50, 49, 1, 2, 1},
+                                {768, 12, 12, 64, 3072, 1024, 700, 0, 3, 2}, {64, 4, 4, 16, 256, 100, 0, 0, 2, 2},
+                                {30, 2, 2, 14, 50, 20, 10, 0, 3, 2},         {96, 6, 6, 16, 384, 300, 299, 1, 2, 2}};
+    static const char *fam_name[3] = {"", " biases", " gpt2"};
     cur_op = "decode_block";
     op_worst = 0;
     long before = check_failed;
     for (size_t t = 0; t < sizeof S / sizeof S[0]; t++)
         for (int bf = 0; bf < 2; bf++) {
             int C = S[t][0], NH = S[t][1], NKV = S[t][2], HS = S[t][3], H = S[t][4], cap = S[t][5], p = S[t][6];
-            int rope = S[t][7], L = S[t][8];
-            snprintf(cur_shape, sizeof cur_shape, "C%d NH%d NKV%d HS%d H%d cap%d p%d%s L%d %s", C, NH, NKV, HS, H, cap,
-                     p, rope ? "" : " no rope", L, bf ? "bf16" : "f32");
+            int rope = S[t][7], L = S[t][8], fam = S[t][9];
+            snprintf(cur_shape, sizeof cur_shape, "C%d NH%d NKV%d HS%d H%d cap%d p%d%s L%d%s %s", C, NH, NKV, HS, H,
+                     cap, p, rope ? "" : " no rope", L, fam_name[fam], bf ? "bf16" : "f32");
             int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, nc = (int64_t)L * cap * KD;
-            /* a block's tensors: norms, then wq, wk, wv, wo, wgate, wup, wdown, each at a multiple of 8 */
-            int64_t n[9] = {C, C, QD * C, KD * C, KD * C, C * QD, (int64_t)H * C, (int64_t)H * C, (int64_t)C * H};
-            int64_t off[9], st = 0;
-            for (int i = 0; i < 9; i++) { off[i] = st; st += (n[i] + 7) / 8 * 8; }
+            /* a block's tensors (block_w's order), each at a multiple of 8; absent ones have none */
+            int64_t n[17] = {C, C, C, C, QD, KD, KD, C, H, C, QD * C, KD * C, KD * C, C * QD, (int64_t)H * C,
+                             (int64_t)H * C, (int64_t)C * H};
+            int64_t in[17] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, C, C, C, QD, C, C, H}; /* linear weights' inputs */
+            for (int i = 0; i < 17; i++) {
+                int has = i < 2 || i >= 10;                  /* Llama */
+                if (fam == 1) has = has || (i >= 4 && i <= 7); /* + q, k, v, o biases */
+                if (fam == 2) has = i != 14;                 /* everything but a gate */
+                if (!has) n[i] = 0;
+            }
+            int64_t off[17], st = 0;
+            for (int i = 0; i < 17; i++) { off[i] = st; st += (n[i] + 7) / 8 * 8; }
             float *hw = frand(L * st, 0);
             uint16_t *h16 = bf ? calloc((size_t)(L * st), sizeof(uint16_t)) : NULL;
             for (int l = 0; l < L; l++)
-                for (int i = 0; i < 9; i++) {
+                for (int i = 0; i < 17; i++) {
                     float *w = hw + l * st + off[i];
-                    float sc = i < 2 ? 0.5f : 1.0f / sqrtf((float)(i == 5 ? QD : i == 8 ? H : C));
+                    float sc = i < 2 ? 0.5f : i < 10 ? 0.3f : 1.0f / sqrtf((float)in[i]);
                     for (int64_t j = 0; j < n[i]; j++) {
                         w[j] = (i < 2 ? 1.0f : 0.0f) + sc * (2.0f * (float)smj_rng_uniform(&rng) - 1.0f);
-                        if (bf && i >= 2) { /* the weights rounded to bf16, as the bf16 copies hold them */
+                        if (bf && i >= 10) { /* the weights rounded to bf16, as the bf16 copies hold them */
                             h16[l * st + off[i] + j] = smj_f32_to_bf16(w[j]);
                             w[j] = smj_bf16_to_f32(h16[l * st + off[i] + j]);
                         }
@@ -134,15 +158,14 @@ static void check_decode_block(void) {
                 D16 = be->alloc(sizeof(uint16_t) * (size_t)(L * st));
                 be->upload(D16, h16, sizeof(uint16_t) * (size_t)(L * st));
             }
-            const void *wd[9], *wh[9];
-            for (int i = 0; i < 9; i++) {
-                int lin = bf && i >= 2;
-                wd[i] = lin ? (const void *)(D16 + off[i]) : (const void *)(Dw + off[i]);
-                wh[i] = lin ? (const void *)(h16 + off[i]) : (const void *)(hw + off[i]);
+            const void *wd[17], *wh[17];
+            for (int i = 0; i < 17; i++) {
+                int lin = bf && i >= 10;
+                wd[i] = !n[i] ? NULL : lin ? (const void *)(D16 + off[i]) : (const void *)(Dw + off[i]);
+                wh[i] = !n[i] ? NULL : lin ? (const void *)(h16 + off[i]) : (const void *)(hw + off[i]);
             }
             int wt = bf ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
-            smj_block_weights Wd = {wd[0], wd[1], wd[2], wd[3], wd[4], wd[5], wd[6], wd[7], wd[8], wt};
-            smj_block_weights Wh = {wh[0], wh[1], wh[2], wh[3], wh[4], wh[5], wh[6], wh[7], wh[8], wt};
+            smj_block_weights Wd = block_w(wd, wt), Wh = block_w(wh, wt);
             float *cs = NULL, *sn = NULL;
             if (rope) rope_tables(cap, HS, &cs, &sn);
             float *x = frand(C, 1), *y = frand(C, 1), *kc = frand(nc, 1), *vc = frand(nc, 1);

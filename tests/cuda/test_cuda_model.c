@@ -360,6 +360,7 @@ static float *bf16_decode_run(smj_model_config cfg, int bf16, int round) {
     smj_session *s = NULL;
     float *out = malloc(sizeof(float) * (size_t)BF_STEPS * V);
     CHECK_OK(ctx, smj_model_create(ctx, &cfg, 17, &m));
+    if (m) set_biases(ctx, m);
     if (m && round) round_weights_bf16(ctx, m);
     if (m) CHECK_OK(ctx, smj_session_create(m, BF_STEPS, &s));
     const float *lg = NULL;
@@ -378,17 +379,17 @@ static float *bf16_decode_run(smj_model_config cfg, int bf16, int round) {
 /* In bf16 mode the decode steps read bf16 copies of the weights: on weights
  * that are bf16 values already they equal fp32 mode's steps to rounding;
  * on others they differ by the weights' rounding. */
-static void decode_bf16_weights(smj_model_config cfg) {
+static void decode_bf16_weights(smj_model_config cfg, const char *name) {
     int64_t n = (int64_t)BF_STEPS * cfg.vocab_size;
     float *a = bf16_decode_run(cfg, 1, 1), *b = bf16_decode_run(cfg, 0, 1);
     float *c = bf16_decode_run(cfg, 1, 0), *d = bf16_decode_run(cfg, 0, 0);
     if (a && b && c && d) {
         double same = rel_l2(a, b, n), diff = rel_l2(c, d, n);
-        CHECK(same < 1e-5, "bf16-mode decoding on bf16-valued weights vs fp32 mode: rel L2 %.2e", same);
-        CHECK(diff > 1e-4 && diff < 3e-2, "bf16-mode decoding on f32 weights vs fp32 mode: rel L2 %.2e, want the "
-              "weights' rounding (1e-4 .. 3e-2)", diff);
-        printf("decoding in bf16 mode (bf16 weight copies) vs fp32 mode, %d steps: rel L2 %.2e on bf16-valued "
-               "weights, %.2e on f32 weights\n", BF_STEPS, same, diff);
+        CHECK(same < 1e-5, "%s: bf16-mode decoding on bf16-valued weights vs fp32 mode: rel L2 %.2e", name, same);
+        CHECK(diff > 1e-4 && diff < 3e-2, "%s: bf16-mode decoding on f32 weights vs fp32 mode: rel L2 %.2e, want "
+              "the weights' rounding (1e-4 .. 3e-2)", name, diff);
+        printf("%s: decoding in bf16 mode (bf16 weight copies) vs fp32 mode, %d steps: rel L2 %.2e on bf16-valued "
+               "weights, %.2e on f32 weights\n", name, BF_STEPS, same, diff);
     }
     free(a); free(b); free(c); free(d);
 }
@@ -641,7 +642,8 @@ int main(void) {
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
     decode_graphs(gpt2_config(), "GPT-2 (decode ops one by one)");
-    decode_bf16_weights(flash_config());
+    decode_bf16_weights(flash_config(), "plain block (decode_block in both modes)");
+    decode_bf16_weights(gpt2_config(), "GPT-2 (decode_block on transposed bf16 copies vs the ops one by one)");
     greedy_on_device();
     gguf_on_device();
     files_from_device();

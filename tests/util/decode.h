@@ -23,4 +23,13 @@ void check_kv_cache(smj_ctx *ctx, smj_model *m, int T, const char *label);
 void check_greedy(smj_ctx *ctx, smj_model *m, const char *label);
 /* Rounds every weight of m to its bf16 value (round to nearest even). */
 void round_weights_bf16(smj_ctx *ctx, smj_model *m);
+/* Sets every tensor named *bias* (zero in a new model) to non-zero values. */
+void set_biases(smj_ctx *ctx, smj_model *m);
+/* In bf16 mode a session's one-token steps on the ref backend read bf16
+ * copies of the weights (decode_block, decode_linear). On weights that are
+ * bf16 values already the copies are exact, so decoding equals the full
+ * fp32 forward (check_kv_cache); on others it must not (the copies are what
+ * the steps read: rel L2 in 1e-4 .. 3e-2 after 8 tokens). Biases are set
+ * first (set_biases). */
+void check_decode_bf16_weights(const smj_model_config *c, const char *name);
 #endif
