@@ -90,8 +90,8 @@ static void sessions(smj_ctx *ctx) {
     check_kv_cache(ctx, m, 150, "gpt2");
     smj_model_free(m);
     /* the ref backend has the decode ops: its one-token steps go through
-     * smj_gpt2_block_decode (decode_attention, no rotation) and greedy
-     * steps through decode_argmax */
+     * decode_block on the session's f32 copy of the Conv1D weights
+     * (transposed) and greedy steps through decode_argmax */
     smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_REF};
     smj_ctx *rc = smj_ctx_create(&o);
     m = NULL;

@@ -1232,6 +1232,9 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         /* SMJ_CUDA_GRAPHS=0: no graphs (decoding launches every kernel) */
         const char *gr = getenv("SMJ_CUDA_GRAPHS");
         c->no_graphs = gr && strcmp(gr, "0") == 0;
+        /* SMJ_CUDA_DECODE_BLOCK=0: one-token steps run the ops one by one */
+        const char *db = getenv("SMJ_CUDA_DECODE_BLOCK");
+        c->no_dec_block = db && strcmp(db, "0") == 0;
         const char *at = getenv("SMJ_CUDA_ATTN");
         if (at && *at) {
             if (strcmp(at, "fused") == 0) c->attn = ATTN_FUSED;

@@ -46,6 +46,7 @@ typedef struct {
     smj_status err;              /* first failure */
     int capturing, capture_failed; /* inside graph_begin/end: failures end the capture, not the context */
     int no_graphs;               /* SMJ_CUDA_GRAPHS=0 */
+    int no_dec_block;            /* SMJ_CUDA_DECODE_BLOCK=0: decode_block declines */
     char errmsg[512];
     const char *op;              /* op running now (for messages) */
     int prec;                    /* matmul precision: PREC_* (SMJ_CUDA_MATMUL) */

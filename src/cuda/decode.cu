@@ -542,7 +542,7 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
     size_t vbytes = sizeof(float) * (size_t)((big + 3) / 4 * 4);
     /* what the kernel does not take: the ops one by one run it */
     if ((!bf && w->wtype != SMJ_WTYPE_F32) || HS < 2 || HS > 256 || NKV < 1 || NH % NKV || NH > SMJ_CUDA_DEC_HEADS ||
-        (cs && HS % 2) || cap < 1 || L < 1 || vbytes > c->smem_optin || !c->dec_sync) {
+        (cs && HS % 2) || cap < 1 || L < 1 || vbytes > c->smem_optin || !c->dec_sync || c->no_dec_block) {
         op_end(c);
         return 0;
     }

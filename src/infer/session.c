@@ -20,13 +20,12 @@
  * (decode_linear); otherwise the step runs the block's ops one by one and
  * equals the chunk path bit for bit. In bf16 mode
  * (smj_ctx_options.bf16_matmul) with decode_block the step reads bf16
- * copies of the weights (w16, made by bf16_pack when the session is created
- * or reset: a session decodes with the weights as they were then, as its
- * cache holds keys and values made by them), half the bytes a token must
- * stream. GPT-2's Conv1D weights are stored [in, out]: its copies hold them
- * transposed to the [out, in] rows decode_block reads, so GPT-2 takes
- * decode_block in bf16 mode only (in fp32 mode its blocks run the ops one by
- * one). smj_session_greedy chains
+ * copies of the weights (wdec, made by bf16_pack when the session is
+ * created or reset: a session decodes with the weights as they were then,
+ * as its cache holds keys and values made by them), half the bytes a token
+ * must stream. GPT-2's Conv1D weights are stored [in, out]: its copy (bf16,
+ * or f32 in fp32 mode) holds them transposed to the [out, in] rows
+ * decode_block reads (smj_dec_copy). smj_session_greedy chains
  * steps on the device: each step ends with decode_argmax, which writes the
  * next input token and position where the next step reads them, so no
  * upload or download separates the steps.
@@ -57,17 +56,17 @@ struct smj_session {
     int warm;           /* a step ran without a graph: every buffer it needs exists */
     int graph_failed;   /* recording failed once: no more tries */
     void *graph;        /* the recorded step (graph hooks) */
-    uint16_t *w16;      /* bf16 mode with decode_block: bf16 copies of params [n_params] (pack_w16) */
-    uint16_t *host16;   /* GPT-2 with w16: host scratch of smj_gpt2_dec_transpose */
+    void *wdec;         /* decode_block's copy of params [n_params] (pack_dec), or NULL */
+    smj_dec_copy dc;    /* wdec and its type */
+    void *host_t;       /* GPT-2: host scratch of smj_gpt2_dec_pack */
     int32_t *hist;      /* [max_len + 1] on the backend: decode_argmax's choices by position */
 };
 
-/* w16 = the weights as they are now, in bf16 (GPT-2's Conv1D weights
- * transposed to the [out, in] rows decode_block reads). */
-static void pack_w16(smj_session *s) {
+/* wdec = the weights as they are now (smj_dec_copy). */
+static void pack_dec(smj_session *s) {
     smj_model *m = s->m;
-    m->be->bf16_pack(&m->ctx->exec, s->w16, m->params, m->n_params);
-    if (s->host16) smj_gpt2_dec_transpose(m, s->w16, s->host16);
+    if (m->cfg.arch == SMJ_ARCH_GPT2) smj_gpt2_dec_pack(m, s->wdec, s->dc.wtype, s->host_t);
+    else m->be->bf16_pack(&m->ctx->exec, s->wdec, m->params, m->n_params);
 }
 
 smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
@@ -113,15 +112,18 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];
     s->posd = (int32_t *)p[26]; s->knew = p[27]; s->vnew = p[28]; s->hist = (int32_t *)p[29];
     s->dec_ok = smj_block_decode_ok(m);
-    if (s->dec_ok && m->ctx->exec.bf16_matmul && m->be->decode_block) {
-        s->w16 = m->be->alloc(sizeof(uint16_t) * (size_t)m->n_params);
-        if (c->arch == SMJ_ARCH_GPT2) s->host16 = malloc(sizeof(uint16_t) * (size_t)smj_gpt2_dec_scratch(c));
-        if (!s->w16 || (c->arch == SMJ_ARCH_GPT2 && !s->host16)) {
+    int gpt2 = c->arch == SMJ_ARCH_GPT2, bf = m->ctx->exec.bf16_matmul;
+    if (s->dec_ok && m->be->decode_block && (bf || gpt2)) {
+        s->dc.wtype = bf ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
+        s->wdec = m->be->alloc((bf ? 2 : 4) * (size_t)m->n_params);
+        if (gpt2) s->host_t = malloc((size_t)smj_gpt2_dec_scratch(c));
+        if (!s->wdec || (gpt2 && !s->host_t)) {
             smj_session_free(s);
-            SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the bf16 decoding weights (%lld values)",
+            SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the decoding copy of the weights (%lld values)",
                      (long long)m->n_params);
         }
-        pack_w16(s);
+        s->dc.p = s->wdec;
+        pack_dec(s);
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         for (int i = 0; i < R; i++) s->host_pos[i] = 3 * i; /* the qkv split's row index */
@@ -136,8 +138,8 @@ void smj_session_free(smj_session *s) {
     const smj_backend *be = s->m->be;
     if (s->graph) be->graph_free(s->graph);
     be->free(s->kc); be->free(s->vc); be->free(s->mem);
-    if (s->w16) be->free(s->w16);
-    free(s->host16);
+    if (s->wdec) be->free(s->wdec);
+    free(s->host_t);
     free(s->host_logits);
     free(s->host_pos);
     free(s);
@@ -145,7 +147,7 @@ void smj_session_free(smj_session *s) {
 
 void smj_session_reset(smj_session *s) {
     s->len = 0;
-    if (s->w16) pack_w16(s);
+    if (s->wdec) pack_dec(s);
 }
 int smj_session_length(const smj_session *s) { return s->len; }
 
@@ -160,16 +162,16 @@ static void decode_body(smj_session *s) {
     else smj_model_embed(m, x, NULL, s->ids, 1); /* f32 weights (smj_block_decode_ok): no host ids needed */
     s->a.k = s->knew;
     s->a.v = s->vnew;
-    if (smj_stack_decode(m, y, x, s->kc, s->vc, s->max_len, s->posd, s->w16)) {
+    if (smj_stack_decode(m, y, x, s->kc, s->vc, s->max_len, s->posd, s->wdec ? &s->dc : NULL)) {
         x = y;
     } else {
         for (int l = 0; l < c->n_layers; l++) {
             int64_t o = (int64_t)l * s->max_len * KD;
-            smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd, s->w16);
+            smj_block_decode(m, l, &s->a, x, y, s->kc + o, s->vc + o, s->max_len, s->posd, s->wdec ? &s->dc : NULL);
             float *t = x; x = y; y = t;
         }
     }
-    smj_decode_head(m, s->logits, x, s->lnf, s->lnf_mean, s->rstd, s->w16);
+    smj_decode_head(m, s->logits, x, s->lnf, s->lnf_mean, s->rstd, s->wdec ? &s->dc : NULL);
     if (m->be->decode_argmax) /* the next input and position, for smj_session_greedy */
         m->be->decode_argmax(&m->ctx->exec, s->ids, s->hist, s->posd, s->logits, c->vocab_size);
 }

@@ -114,22 +114,35 @@ static const smj_role conv_roles[4] = {R_WQKV, R_WO, R_WUP, R_WDOWN};
 
 int64_t smj_gpt2_dec_scratch(const smj_model_config *c) {
     int64_t C = c->dim, H = c->ffn_hidden;
-    return 2 * (3 * C * C > C * H ? 3 * C * C : C * H);
+    return 2 * sizeof(float) * (size_t)(3 * C * C > C * H ? 3 * C * C : C * H);
 }
 
-void smj_gpt2_dec_transpose(smj_model *m, uint16_t *w16, uint16_t *tmp) {
+void smj_gpt2_dec_pack(smj_model *m, void *dst, int wtype, void *tmp) {
     const smj_model_config *c = &m->cfg;
+    int bf = wtype == SMJ_WTYPE_BF16;
+    size_t es = bf ? 2 : 4;
+    if (bf) m->be->bf16_pack(&m->ctx->exec, dst, m->params, m->n_params);
     for (int l = 0; l < c->n_layers; l++)
         for (int i = 0; i < 4; i++) {
             int64_t s[4] = {0}, o = smj_model_ptr(m, m->params, conv_roles[i], l) - m->params;
             role_shape(c, conv_roles[i], s);
             int64_t K = s[0], N = s[1]; /* in, out */
-            uint16_t *src = tmp, *dst = tmp + K * N;
-            size_t nb = sizeof(uint16_t) * (size_t)(K * N);
-            m->be->download(src, w16 + o, nb);
-            for (int64_t k = 0; k < K; k++)
-                for (int64_t n = 0; n < N; n++) dst[n * K + k] = src[k * N + n];
-            m->be->upload(w16 + o, dst, nb);
+            size_t nb = es * (size_t)(K * N);
+            char *d = (char *)dst + o * (int64_t)es;
+            m->be->download(tmp, bf ? (const void *)d : (const void *)(m->params + o), nb);
+            if (bf) {
+                const uint16_t *a = tmp;
+                uint16_t *t = (uint16_t *)tmp + K * N;
+                for (int64_t k = 0; k < K; k++)
+                    for (int64_t n = 0; n < N; n++) t[n * K + k] = a[k * N + n];
+                m->be->upload(d, t, nb);
+            } else {
+                const float *a = tmp;
+                float *t = (float *)tmp + K * N;
+                for (int64_t k = 0; k < K; k++)
+                    for (int64_t n = 0; n < N; n++) t[n * K + k] = a[k * N + n];
+                m->be->upload(d, t, nb);
+            }
         }
 }
 

@@ -977,15 +977,16 @@ int smj_block_decode_ok(const smj_model *m) {
 }
 
 /* A decoding weight (o elements into role's tensor): in params, or at the
- * same offset in w16 (bf16 copies). */
-static const void *dec_w(smj_model *m, smj_role role, int l, int64_t o, const uint16_t *w16) {
+ * same offset in the session's copy (the head of an f32 copy: params). */
+static const void *dec_w(smj_model *m, smj_role role, int l, int64_t o, const smj_dec_copy *dc) {
     float *p = smj_model_ptr(m, m->params, role, l) + o;
-    return w16 ? (const void *)(w16 + (p - m->params)) : (const void *)p;
+    if (!dc || (dc->wtype == SMJ_WTYPE_F32 && role == R_LM_HEAD)) return p;
+    return (const char *)dc->p + (p - m->params) * (dc->wtype == SMJ_WTYPE_BF16 ? 2 : 4);
 }
 
 /* Block l's weights for decode_block; 0 where the backend has none or the
  * block has QK-norm, which decode_block does not take. */
-static int dec_weights(smj_model *m, int l, const uint16_t *w16, smj_block_weights *w) {
+static int dec_weights(smj_model *m, int l, const smj_dec_copy *dc, smj_block_weights *w) {
     const smj_model_config *c = &m->cfg;
     if (!m->be->decode_block || c->qk_norm) return 0;
     float *P = m->params;
@@ -993,15 +994,15 @@ static int dec_weights(smj_model *m, int l, const uint16_t *w16, smj_block_weigh
     smj_block_weights t = {0};
     t.attn_norm = smj_model_ptr(m, P, R_ATTN_NORM, l);
     t.ffn_norm = smj_model_ptr(m, P, R_FFN_NORM, l);
-    t.wtype = w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32;
-    t.wo = dec_w(m, R_WO, l, 0, w16);
-    t.wup = dec_w(m, R_WUP, l, 0, w16);
-    t.wdown = dec_w(m, R_WDOWN, l, 0, w16);
+    t.wtype = dc ? dc->wtype : SMJ_WTYPE_F32;
+    t.wo = dec_w(m, R_WO, l, 0, dc);
+    t.wup = dec_w(m, R_WUP, l, 0, dc);
+    t.wdown = dec_w(m, R_WDOWN, l, 0, dc);
     if (c->arch == SMJ_ARCH_GPT2) { /* q|k|v one tensor, LayerNorms, biases everywhere, GELU */
-        if (!w16) return 0; /* its weights are [out, in] only there (smj_gpt2_dec_transpose) */
-        t.wq = dec_w(m, R_WQKV, l, 0, w16);
-        t.wk = dec_w(m, R_WQKV, l, C * C, w16);
-        t.wv = dec_w(m, R_WQKV, l, 2 * C * C, w16);
+        if (!dc) return 0; /* its weights are [out, in] only there (smj_gpt2_dec_pack) */
+        t.wq = dec_w(m, R_WQKV, l, 0, dc);
+        t.wk = dec_w(m, R_WQKV, l, C * C, dc);
+        t.wv = dec_w(m, R_WQKV, l, 2 * C * C, dc);
         t.attn_norm_b = smj_model_ptr(m, P, R_ATTN_NORM_B, l);
         t.ffn_norm_b = smj_model_ptr(m, P, R_FFN_NORM_B, l);
         float *bqkv = smj_model_ptr(m, P, R_BQKV, l);
@@ -1012,10 +1013,10 @@ static int dec_weights(smj_model *m, int l, const uint16_t *w16, smj_block_weigh
         t.bup = smj_model_ptr(m, P, R_BUP, l);
         t.bdown = smj_model_ptr(m, P, R_BDOWN, l);
     } else {
-        t.wq = dec_w(m, R_WQ, l, 0, w16);
-        t.wk = dec_w(m, R_WK, l, 0, w16);
-        t.wv = dec_w(m, R_WV, l, 0, w16);
-        t.wgate = dec_w(m, R_WGATE, l, 0, w16);
+        t.wq = dec_w(m, R_WQ, l, 0, dc);
+        t.wk = dec_w(m, R_WK, l, 0, dc);
+        t.wv = dec_w(m, R_WV, l, 0, dc);
+        t.wgate = dec_w(m, R_WGATE, l, 0, dc);
         if (c->attn_bias) {
             t.bq = smj_model_ptr(m, P, R_BQ, l);
             t.bk = smj_model_ptr(m, P, R_BK, l);
@@ -1035,14 +1036,14 @@ static void dec_rope(const smj_model *m, const float **cs, const float **sn) {
 }
 
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
-                      int cap, const int32_t *pos, const uint16_t *w16) {
+                      int cap, const int32_t *pos, const smj_dec_copy *dc) {
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     const float *cs, *sn;
     dec_rope(m, &cs, &sn);
     smj_block_weights w;
-    if (dec_weights(m, l, w16, &w) &&
+    if (dec_weights(m, l, dc, &w) &&
         m->be->decode_block(ex, y, x, &w, 1, 0, kc, vc, 0, cs, sn, pos, c->dim, c->n_heads, c->n_kv_heads,
                             c->head_dim, c->ffn_hidden, cap, c->norm_eps, scale))
         return;
@@ -1070,18 +1071,18 @@ static void dec_tensors(const smj_block_weights *w, const char *p[DEC_NT], int e
 }
 
 int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *vc, int cap, const int32_t *pos,
-                     const uint16_t *w16) {
+                     const smj_dec_copy *dc) {
     const smj_model_config *c = &m->cfg;
     int L = c->n_layers;
     smj_block_weights w0, wl;
-    if (L < 2 || !dec_weights(m, 0, w16, &w0) || !dec_weights(m, 1, w16, &wl)) return 0;
+    if (L < 2 || !dec_weights(m, 0, dc, &w0) || !dec_weights(m, 1, dc, &wl)) return 0;
     /* every tensor of block l at l times the same stride from block 0's */
     int64_t st = wl.attn_norm - w0.attn_norm;
     const char *a[DEC_NT], *b[DEC_NT];
     int es[DEC_NT];
     dec_tensors(&w0, a, es);
     for (int l = 1; l < L; l++) {
-        if (!dec_weights(m, l, w16, &wl)) return 0;
+        if (!dec_weights(m, l, dc, &wl)) return 0;
         dec_tensors(&wl, b, es);
         for (int i = 0; i < DEC_NT; i++)
             if (a[i] && b[i] - a[i] != (ptrdiff_t)(l * st * es[i])) return 0;
@@ -1095,7 +1096,7 @@ int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *v
 }
 
 void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *mean, float *rstd,
-                     const uint16_t *w16) {
+                     const smj_dec_copy *dc) {
     const smj_model_config *c = &m->cfg;
     const float *nw = smj_model_ptr(m, m->params, R_FINAL_NORM, -1);
     int gpt2 = c->arch == SMJ_ARCH_GPT2;
@@ -1105,8 +1106,8 @@ void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, fl
         nw = NULL;
     }
     if (m->be->decode_linear) {
-        m->be->decode_linear(&m->ctx->exec, logits, x, nw, dec_w(m, R_LM_HEAD, -1, 0, w16),
-                             w16 ? SMJ_WTYPE_BF16 : SMJ_WTYPE_F32, c->vocab_size, c->dim, c->norm_eps);
+        m->be->decode_linear(&m->ctx->exec, logits, x, nw, dec_w(m, R_LM_HEAD, -1, 0, dc),
+                             dc ? dc->wtype : SMJ_WTYPE_F32, c->vocab_size, c->dim, c->norm_eps);
         return;
     }
     if (!gpt2) m->be->rmsnorm_fwd(&m->ctx->exec, lnf, rstd, x, nw, 1, c->dim, c->norm_eps);

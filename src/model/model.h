@@ -218,34 +218,43 @@ smj_status smj_model_ensure_grads(smj_model *m);
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
                        int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
 
+/* A session's copy of the weights its one-token steps read through
+ * decode_block and decode_linear: at params' offsets, of type wtype.
+ * SMJ_WTYPE_BF16 (bf16 mode): every tensor (bf16_pack: half the bytes a
+ * step streams), GPT-2's Conv1D weights transposed (smj_gpt2_dec_pack).
+ * SMJ_WTYPE_F32 (GPT-2 in fp32 mode): only its Conv1D weights, transposed;
+ * the other tensors are read from params. decode_block reads rows [out,
+ * in], so GPT-2's blocks take it only through such a copy. */
+typedef struct {
+    const void *p;
+    int wtype;
+} smj_dec_copy;
+
 /* One token through block l with the position read from memory (*pos, a
  * backend int), so the same calls serve every position (a recorded graph):
  * the backend's decode_block when it has one and takes the block (no
  * QK-norm), else the ops one by one, where a->k, a->v are scratch rows and
  * decode_attention rotates, stores them in the caches kc, vc [cap, NKV*HS]
- * at row *pos and attends over rows 0..*pos. w16 (NULL: none) holds bf16
- * copies of params at the same offsets (bf16_pack; for GPT-2 with its
- * blocks' linear weights transposed, smj_gpt2_dec_transpose): decode_block
- * then reads its linear weights from there. GPT-2's stored [in, out]
- * weights are read by decode_block only through w16.
+ * at row *pos and attends over rows 0..*pos. dc: the session's copy (NULL:
+ * none; decode_block then reads params).
  * smj_block_decode_ok: the backend has decode_attention and the model suits
  * it (rope tables that do not change with the length, f32 weights). */
 int smj_block_decode_ok(const smj_model *m);
 void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
-                      int cap, const int32_t *pos, const uint16_t *w16);
+                      int cap, const int32_t *pos, const smj_dec_copy *dc);
 /* All blocks at once: y = the last block's output for x, through one
  * decode_block call over every layer (caches kc, vc [L, cap, KD]). Returns
- * 1, or 0 when it cannot (no decode_block, QK-norm, GPT-2 without w16, blocks
+ * 1, or 0 when it cannot (no decode_block, QK-norm, GPT-2 without dc, blocks
  * not evenly spaced in the parameters, sizes the backend declines): nothing
  * done, run smj_block_decode block by block. */
 int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *vc, int cap, const int32_t *pos,
-                     const uint16_t *w16);
+                     const smj_dec_copy *dc);
 /* A decoding step's final norm and LM head: logits [V] from x [C] (lnf
  * [C], mean and rstd [1] scratch), through decode_linear when the backend
- * has it (reading the head from w16 when given), else the norm + the
+ * has it (reading the head from a bf16 dc when given), else the norm + the
  * product (GPT-2: its layernorm, then the product). */
 void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *mean, float *rstd,
-                     const uint16_t *w16);
+                     const smj_dec_copy *dc);
 
 /* smj_sample's greedy choice (infer/sampler.c): the first index of the
  * largest logit, a NaN never larger (logits[0] NaN gives 0). */
@@ -284,11 +293,11 @@ void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids_dev
  * without rotation. */
 void smj_gpt2_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
                            int cap, const int32_t *pos);
-/* w16 (bf16 copies of params, bf16_pack) made fit for decode_block: each
- * block's Conv1D weights ([in, out]) transposed in place to [out, in];
- * tmp: host scratch of smj_gpt2_dec_scratch(c) values. */
+/* Fills a session's smj_dec_copy dst (wtype BF16: bf16_pack of params;
+ * F32: only these) with each block's Conv1D weights ([in, out]) transposed
+ * to [out, in]; tmp: host scratch of smj_gpt2_dec_scratch(c) bytes. */
 int64_t smj_gpt2_dec_scratch(const smj_model_config *c);
-void smj_gpt2_dec_transpose(smj_model *m, uint16_t *w16, uint16_t *tmp);
+void smj_gpt2_dec_pack(smj_model *m, void *dst, int wtype, void *tmp);
 /* ln_f over N rows. */
 void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N);
 /* Backward of the blocks, ln_f and embeddings; m->dln holds dL/d(ln_f out) [N,C]. */

@@ -42,8 +42,10 @@
  *     with C untouched.
  * Items 2 and 4 and greedy decoding chained on the device run on three
  * models: the QK-norm one (decode ops one by one), the flash one
- * (decode_block) and a GPT-2 (its blocks' ops one by one, decode_attention
- * without rotation, positions from device memory).
+ * (decode_block) and a GPT-2 (decode_block on the session's transposed
+ * copy of its Conv1D weights, positions from device memory); item 2 also
+ * with SMJ_CUDA_DECODE_BLOCK=0 (the ops one by one, for GPT-2
+ * decode_attention without rotation).
  * Without a usable GPU: SKIP, exit 0 (exit 1 when SMJ_CUDA_REQUIRE=1).
  */
 #include <math.h>
@@ -99,8 +101,7 @@ static smj_model_config big_vocab_config(void) {
     return c;
 }
 
-/* GPT-2 (LayerNorm, learned positions, biases, GELU): its one-token steps
- * are the ops one by one with decode_attention (no rotation) */
+/* GPT-2 (LayerNorm, learned positions, biases, GELU) */
 static smj_model_config gpt2_config(void) {
     smj_model_config c = small_config();
     c.arch = SMJ_ARCH_GPT2;
@@ -253,10 +254,12 @@ static void bf16_copies(const char *ds_path, const char *name, smj_model_config 
     free(fresh.params);
 }
 
-static void kv_decoding(smj_model_config cfg, const char *name) {
+static void kv_decoding(smj_model_config cfg, const char *name, int ops) {
     enum { T = 100, FIRST = 70 };
     int V = cfg.vocab_size;
+    if (ops) setenv("SMJ_CUDA_DECODE_BLOCK", "0", 1); /* read when the context is made */
     smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA), *cpu = make_ctx(SMJ_BACKEND_CPU);
+    unsetenv("SMJ_CUDA_DECODE_BLOCK");
     smj_model *m = NULL, *mc = NULL;
     smj_session *s = NULL;
     CHECK_OK(ctx, smj_model_create(ctx, &cfg, 11, &m));
@@ -400,7 +403,7 @@ static void greedy_on_device(void) {
     smj_ctx *ctx = make_ctx(SMJ_BACKEND_CUDA);
     smj_model_config cfgs[3] = {small_config(), flash_config(), gpt2_config()};
     const char *names[3] = {"CUDA, QK-norm (decode ops one by one)", "CUDA, plain block (decode_block)",
-                            "CUDA, GPT-2 (decode ops one by one)"};
+                            "CUDA, GPT-2 (decode_block)"};
     for (int i = 0; i < 3; i++) {
         smj_model *m = NULL;
         CHECK_OK(ctx, smj_model_create(ctx, &cfgs[i], 28, &m));
@@ -623,9 +626,11 @@ int main(void) {
     smj_ctx_free(probe);
     matmul_bias_products();
     cross_backend(ds_path);
-    kv_decoding(small_config(), "QK-norm (decode ops one by one)");
-    kv_decoding(flash_config(), "plain block (decode_block)");
-    kv_decoding(gpt2_config(), "GPT-2 (decode ops one by one)");
+    kv_decoding(small_config(), "QK-norm (decode ops one by one)", 0);
+    kv_decoding(flash_config(), "plain block (decode_block)", 0);
+    kv_decoding(flash_config(), "plain block (SMJ_CUDA_DECODE_BLOCK=0: decode ops one by one)", 1);
+    kv_decoding(gpt2_config(), "GPT-2 (decode_block on its transposed f32 copy)", 0);
+    kv_decoding(gpt2_config(), "GPT-2 (SMJ_CUDA_DECODE_BLOCK=0: decode ops one by one)", 1);
     smj_train_options f16 = {.fp16_activations = 1};
     bf16_copies(ds_path, "head size 64 + GQA (flash)", flash_config(), NULL);
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations (unpacked copies)", flash_config(), &f16);
@@ -641,9 +646,9 @@ int main(void) {
                 flash_config(), &l16);
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
-    decode_graphs(gpt2_config(), "GPT-2 (decode ops one by one)");
+    decode_graphs(gpt2_config(), "GPT-2 (decode_block)");
     decode_bf16_weights(flash_config(), "plain block (decode_block in both modes)");
-    decode_bf16_weights(gpt2_config(), "GPT-2 (decode_block on transposed bf16 copies vs the ops one by one)");
+    decode_bf16_weights(gpt2_config(), "GPT-2 (decode_block on its transposed bf16 and f32 copies)");
     greedy_on_device();
     gguf_on_device();
     files_from_device();
