@@ -353,7 +353,12 @@ void smj_sampler_defaults(smj_sampler_options *o);
 
 typedef struct smj_session smj_session;
 
-/* A decoding session with a KV cache of up to max_len positions. */
+/* A decoding session with a KV cache of up to max_len positions. Where the
+ * backend runs all blocks of a step at once (CUDA; the reference backend),
+ * the session also keeps a copy of the weights made at creation and reset:
+ * bf16 in bf16 mode (2 bytes per parameter), and for the GPT-2 family in
+ * fp32 mode an f32 copy of its Conv1D weights transposed (4 bytes per
+ * parameter). */
 smj_status smj_session_create(smj_model *m, int max_len, smj_session **out);
 void smj_session_free(smj_session *s);
 void smj_session_reset(smj_session *s);
