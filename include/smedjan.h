@@ -358,7 +358,7 @@ typedef struct smj_session smj_session;
  * the session also keeps a copy of the weights made at creation and reset:
  * bf16 in bf16 mode (2 bytes per parameter), and for the GPT-2 family in
  * fp32 mode an f32 copy of its Conv1D weights transposed (4 bytes per
- * parameter). */
+ * parameter); without room for it the session decodes without it, slower. */
 smj_status smj_session_create(smj_model *m, int max_len, smj_session **out);
 void smj_session_free(smj_session *s);
 void smj_session_reset(smj_session *s);
