@@ -743,27 +743,49 @@ static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const fl
 
 /* ------------------------------------------------------------ element-wise */
 
-/* SwiGLU in fp32 (expf; within 1e-6 of the double reference), four values
- * per thread when every pointer is 16-byte aligned (wide), then the tail.
- * Forward: out NULL: its fp32 values not written (fp32_out); o16: out's
- * bf16 copy (shadow_of) or NULL; g16, u16: copies of the inputs to write
- * (home_of) or NULL; gate and up read as G: fp32, or bf16 (their exact
- * copies). Backward: dgate, dup NULL: not written (fp32_out); dg16, du16:
- * their copies or NULL; dout read as D, gate and up as G (fp32 or exact
- * bf16 copies). */
+/* SwiGLU in fp32 (expf; within 1e-6 of the double reference), vw values
+ * per thread: 8 when every pointer, fp32 or bf16, is 16-byte aligned (a
+ * bf16 operand then one 16-byte access), 4 when the fp32 ones are (8-byte
+ * bf16 accesses), then the tail one by one; every element's arithmetic is
+ * the same in each. Forward: out NULL: its fp32 values not written
+ * (fp32_out); o16: out's bf16 copy (shadow_of) or NULL; g16, u16: copies of
+ * the inputs to write (home_of) or NULL; gate and up read as G: fp32, or
+ * bf16 (their exact copies). Backward: dgate, dup NULL: not written
+ * (fp32_out); dg16, du16: their copies or NULL; dout read as D, gate and up
+ * as G (fp32 or exact bf16 copies). */
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float4 swiglu4(float4 g, float4 u) {
+    return make_float4(silu_f(g.x) * u.x, silu_f(g.y) * u.y, silu_f(g.z) * u.z, silu_f(g.w) * u.w);
+}
+__device__ __forceinline__ void st4(float *out, __nv_bfloat16 *o16, int64_t i, float4 v) { /* values 4i.. */
+    if (out) ((float4 *)out)[i] = v;
+    if (o16) st_bf16x4(o16 + 4 * i, v);
+}
+__device__ __forceinline__ void st8(float *out, __nv_bfloat16 *o16, int64_t i, float4 a, float4 b) { /* 8i.. */
+    if (out) {
+        ((float4 *)out)[2 * i] = a;
+        ((float4 *)out)[2 * i + 1] = b;
+    }
+    if (o16) st_bf16x8(o16 + 8 * i, a, b);
+}
 template <typename G>
 __global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16, __nv_bfloat16 *u16, const G *gate,
-                             const G *up, int64_t n, int wide) {
+                             const G *up, int64_t n, int vw) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
-    int64_t n4 = wide ? n / 4 : 0;
-    for (int64_t i = i0; i < n4; i += st) {
+    int64_t n8 = vw == 8 ? n / 8 : 0, n4 = vw >= 4 ? n / 4 : 0;
+    for (int64_t i = i0; i < n8; i += st) {
+        float4 g0, g1, u0, u1;
+        ld8(gate, i, g0, g1);
+        ld8(up, i, u0, u1);
+        st8(out, o16, i, swiglu4(g0, u0), swiglu4(g1, u1));
+        st8(NULL, g16, i, g0, g1);
+        st8(NULL, u16, i, u0, u1);
+    }
+    for (int64_t i = 2 * n8 + i0; i < n4; i += st) {
         float4 g = ld4(gate, i), u = ld4(up, i);
-        float4 o = {silu_f(g.x) * u.x, silu_f(g.y) * u.y, silu_f(g.z) * u.z, silu_f(g.w) * u.w};
-        if (out) ((float4 *)out)[i] = o;
-        if (o16) st_bf16x4(o16 + 4 * i, o);
-        if (g16) st_bf16x4(g16 + 4 * i, g);
-        if (u16) st_bf16x4(u16 + 4 * i, u);
+        st4(out, o16, i, swiglu4(g, u));
+        st4(NULL, g16, i, g);
+        st4(NULL, u16, i, u);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
         float g = ld1(gate, i), u = ld1(up, i), o = silu_f(g) * u;
@@ -778,21 +800,32 @@ __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, f
     dg = d * u * s * (1.0f + g * (1.0f - s));
     du = d * g * s;
 }
+__device__ __forceinline__ void swiglu_d4(float4 d, float4 g, float4 u, float4 &a, float4 &b) {
+    swiglu_d(d.x, g.x, u.x, a.x, b.x);
+    swiglu_d(d.y, g.y, u.y, a.y, b.y);
+    swiglu_d(d.z, g.z, u.z, a.z, b.z);
+    swiglu_d(d.w, g.w, u.w, a.w, b.w);
+}
 template <typename D, typename G>
 __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const D *dout,
-                             const G *gate, const G *up, int64_t n, int wide) {
+                             const G *gate, const G *up, int64_t n, int vw) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
-    int64_t n4 = wide ? n / 4 : 0;
-    for (int64_t i = i0; i < n4; i += st) {
-        float4 d = ld4(dout, i), g = ld4(gate, i), u = ld4(up, i), a, b;
-        swiglu_d(d.x, g.x, u.x, a.x, b.x);
-        swiglu_d(d.y, g.y, u.y, a.y, b.y);
-        swiglu_d(d.z, g.z, u.z, a.z, b.z);
-        swiglu_d(d.w, g.w, u.w, a.w, b.w);
-        if (dgate) ((float4 *)dgate)[i] = a;
-        if (dup) ((float4 *)dup)[i] = b;
-        if (dg16) st_bf16x4(dg16 + 4 * i, a);
-        if (du16) st_bf16x4(du16 + 4 * i, b);
+    int64_t n8 = vw == 8 ? n / 8 : 0, n4 = vw >= 4 ? n / 4 : 0;
+    for (int64_t i = i0; i < n8; i += st) {
+        float4 d0, d1, g0, g1, u0, u1, a0, a1, b0, b1;
+        ld8(dout, i, d0, d1);
+        ld8(gate, i, g0, g1);
+        ld8(up, i, u0, u1);
+        swiglu_d4(d0, g0, u0, a0, b0);
+        swiglu_d4(d1, g1, u1, a1, b1);
+        st8(dgate, dg16, i, a0, a1);
+        st8(dup, du16, i, b0, b1);
+    }
+    for (int64_t i = 2 * n8 + i0; i < n4; i += st) {
+        float4 a, b;
+        swiglu_d4(ld4(dout, i), ld4(gate, i), ld4(up, i), a, b);
+        st4(dgate, dg16, i, a);
+        st4(dup, du16, i, b);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
         float a, b;
@@ -867,6 +900,12 @@ static void exact_pair(smj_cuda *c, const float *x, const float *y, int64_t n, i
     *y16 = exact_copy(c, y, n);
     if (!*x16 || !*y16 || (wide && ((uintptr_t)*x16 | (uintptr_t)*y16) % 8)) *x16 = *y16 = NULL;
 }
+/* Values a thread (the element-wise kernels' vw): 8 when wide (the fp32
+ * pointers 16-byte aligned) and the bf16 ones (NULL: none) 16-byte aligned
+ * too, 4 when wide, else 1. */
+static int vw_of(int wide, const void *b0, const void *b1, const void *b2, const void *b3, const void *b4) {
+    return !wide ? 1 : al16x(b0, b1, b2, b3, b4) ? 8 : 4;
+}
 static void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n) {
     OP_BEGIN_L("swiglu_fwd");
     cast_written(c, out, n);
@@ -877,12 +916,14 @@ static void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, con
         __nv_bfloat16 *o16 = shadow_of(c, out, n);
         float *o = fp32_out(c, out, n, o16);
         if (ge) { /* the inputs' exact copies (a product wrote them as bf16 alone): homes already hold them */
-            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, NULL, NULL, ge, ue, n, wide);
+            int vw = vw_of(wide, o16, ge, ue, NULL, NULL);
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, NULL, NULL, ge, ue, n, vw);
         } else {
             fp32_in(c, gate, n);
             fp32_in(c, up, n);
             __nv_bfloat16 *g16 = home_of(c, gate, n), *u16 = home_of(c, up, n);
-            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, g16, u16, gate, up, n, wide);
+            int vw = vw_of(wide, o16, g16, u16, NULL, NULL);
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, g16, u16, gate, up, n, vw);
         }
         LAUNCHED(c);
     }
@@ -905,10 +946,11 @@ static void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const fl
             fp32_in(c, up, n);
         }
         float *dg = fp32_out(c, dgate, n, dg16), *du = fp32_out(c, dup, n, du16);
-        if (d16 && g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, g16, u16, n, wide);
-        else if (d16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, gate, up, n, wide);
-        else if (g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, wide);
-        else k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, wide);
+        int vw = vw_of(wide, dg16, du16, d16, g16, u16);
+        if (d16 && g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, g16, u16, n, vw);
+        else if (d16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, gate, up, n, vw);
+        else if (g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, vw);
+        else k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, vw);
         LAUNCHED(c);
     }
     op_end(c);

@@ -274,6 +274,26 @@ static __device__ __forceinline__ float4 ld4(const __nv_bfloat16 *p, int64_t i) 
     return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
                        __uint_as_float(u.y & 0xffff0000u));
 }
+/* Values 8i..8i+7 as two float4 (a: the first four): fp32 data 16 bytes
+ * aligned, or its bf16 copy 16 bytes aligned (one 16-byte load). */
+static __device__ __forceinline__ void ld8(const float *p, int64_t i, float4 &a, float4 &b) {
+    a = ((const float4 *)p)[2 * i];
+    b = ((const float4 *)p)[2 * i + 1];
+}
+static __device__ __forceinline__ void ld8(const __nv_bfloat16 *p, int64_t i, float4 &a, float4 &b) {
+    uint4 u = ((const uint4 *)p)[i];
+    a = make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                    __uint_as_float(u.y & 0xffff0000u));
+    b = make_float4(__uint_as_float(u.z << 16), __uint_as_float(u.z & 0xffff0000u), __uint_as_float(u.w << 16),
+                    __uint_as_float(u.w & 0xffff0000u));
+}
+/* Eight fp32 values (a, then b) stored as bf16 (round to nearest even), 16 bytes. */
+static __device__ __forceinline__ void st_bf16x8(__nv_bfloat16 *p, float4 a, float4 b) {
+    __nv_bfloat162 q0 = __floats2bfloat162_rn(a.x, a.y), q1 = __floats2bfloat162_rn(a.z, a.w);
+    __nv_bfloat162 q2 = __floats2bfloat162_rn(b.x, b.y), q3 = __floats2bfloat162_rn(b.z, b.w);
+    uint4 u = {*(uint32_t *)&q0, *(uint32_t *)&q1, *(uint32_t *)&q2, *(uint32_t *)&q3};
+    *(uint4 *)p = u;
+}
 static __device__ __forceinline__ float ld1(const float *p, int64_t i) { return p[i]; }
 static __device__ __forceinline__ float ld1(const __nv_bfloat16 *p, int64_t i) { return __bfloat162float(p[i]); }
 
