@@ -358,6 +358,16 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
 void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, int wtype,
                       int64_t N, int K, float eps);
 void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V);
+/* The element-wise ops (elementwise.cu). */
+void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n);
+void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
+                   const float *up, int64_t n);
+void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n);
+void cu_scale(const smj_exec *ex, float *x, float s, int64_t n);
+void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1,
+              float b2, float eps, float wd, int64_t t);
+void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n);
+void cu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n);
 /* qmatmul (qmatmul.cu), an optional op. */
 void cu_qmatmul(const smj_exec *ex, float *Cm, const float *A, const void *Wq, int wtype, int64_t M, int64_t N,
                 int64_t K, int acc);

@@ -1,0 +1,296 @@
+/* elementwise.cu — the CUDA backend's element-wise ops: swiglu fwd/bwd,
+ * add, scale, adamw and gelu fwd/bwd (the GPT-2 family). Grid-stride loops
+ * (EW_GRID), 16-byte accesses where the pointers allow; in bf16 mode the
+ * ops read their inputs' exact bf16 copies where there are and write their
+ * outputs' copies beside (or instead of) the fp32 values, as copies.cu's
+ * bookkeeping asks (shadow_of, home_of, fp32_out). Split from
+ * cuda_backend.cu, whose op table points here (cuda_common.cuh).
+ */
+#include "cuda_common.cuh"
+
+/* ------------------------------------------------------------ element-wise */
+
+/* SwiGLU in fp32 (expf; within 1e-6 of the double reference), vw values
+ * per thread: 8 when every pointer, fp32 or bf16, is 16-byte aligned (a
+ * bf16 operand then one 16-byte access), 4 when the fp32 ones are (8-byte
+ * bf16 accesses), then the tail one by one; every element's arithmetic is
+ * the same in each. Forward: out NULL: its fp32 values not written
+ * (fp32_out); o16: out's bf16 copy (shadow_of) or NULL; g16, u16: copies of
+ * the inputs to write (home_of) or NULL; gate and up read as G: fp32, or
+ * bf16 (their exact copies). Backward: dgate, dup NULL: not written
+ * (fp32_out); dg16, du16: their copies or NULL; dout read as D, gate and up
+ * as G (fp32 or exact bf16 copies). */
+__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float4 swiglu4(float4 g, float4 u) {
+    return make_float4(silu_f(g.x) * u.x, silu_f(g.y) * u.y, silu_f(g.z) * u.z, silu_f(g.w) * u.w);
+}
+__device__ __forceinline__ void st4(float *out, __nv_bfloat16 *o16, int64_t i, float4 v) { /* values 4i.. */
+    if (out) ((float4 *)out)[i] = v;
+    if (o16) st_bf16x4(o16 + 4 * i, v);
+}
+__device__ __forceinline__ void st8(float *out, __nv_bfloat16 *o16, int64_t i, float4 a, float4 b) { /* 8i.. */
+    if (out) {
+        ((float4 *)out)[2 * i] = a;
+        ((float4 *)out)[2 * i + 1] = b;
+    }
+    if (o16) st_bf16x8(o16 + 8 * i, a, b);
+}
+template <typename G>
+__global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16, __nv_bfloat16 *u16, const G *gate,
+                             const G *up, int64_t n, int vw) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n8 = vw == 8 ? n / 8 : 0, n4 = vw >= 4 ? n / 4 : 0;
+    for (int64_t i = i0; i < n8; i += st) {
+        float4 g0, g1, u0, u1;
+        ld8(gate, i, g0, g1);
+        ld8(up, i, u0, u1);
+        st8(out, o16, i, swiglu4(g0, u0), swiglu4(g1, u1));
+        st8(NULL, g16, i, g0, g1);
+        st8(NULL, u16, i, u0, u1);
+    }
+    for (int64_t i = 2 * n8 + i0; i < n4; i += st) {
+        float4 g = ld4(gate, i), u = ld4(up, i);
+        st4(out, o16, i, swiglu4(g, u));
+        st4(NULL, g16, i, g);
+        st4(NULL, u16, i, u);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        float g = ld1(gate, i), u = ld1(up, i), o = silu_f(g) * u;
+        if (out) out[i] = o;
+        if (o16) o16[i] = __float2bfloat16_rn(o);
+        if (g16) g16[i] = __float2bfloat16_rn(g);
+        if (u16) u16[i] = __float2bfloat16_rn(u);
+    }
+}
+__device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, float &du) {
+    float s = 1.0f / (1.0f + expf(-g));
+    dg = d * u * s * (1.0f + g * (1.0f - s));
+    du = d * g * s;
+}
+__device__ __forceinline__ void swiglu_d4(float4 d, float4 g, float4 u, float4 &a, float4 &b) {
+    swiglu_d(d.x, g.x, u.x, a.x, b.x);
+    swiglu_d(d.y, g.y, u.y, a.y, b.y);
+    swiglu_d(d.z, g.z, u.z, a.z, b.z);
+    swiglu_d(d.w, g.w, u.w, a.w, b.w);
+}
+template <typename D, typename G>
+__global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const D *dout,
+                             const G *gate, const G *up, int64_t n, int vw) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n8 = vw == 8 ? n / 8 : 0, n4 = vw >= 4 ? n / 4 : 0;
+    for (int64_t i = i0; i < n8; i += st) {
+        float4 d0, d1, g0, g1, u0, u1, a0, a1, b0, b1;
+        ld8(dout, i, d0, d1);
+        ld8(gate, i, g0, g1);
+        ld8(up, i, u0, u1);
+        swiglu_d4(d0, g0, u0, a0, b0);
+        swiglu_d4(d1, g1, u1, a1, b1);
+        st8(dgate, dg16, i, a0, a1);
+        st8(dup, du16, i, b0, b1);
+    }
+    for (int64_t i = 2 * n8 + i0; i < n4; i += st) {
+        float4 a, b;
+        swiglu_d4(ld4(dout, i), ld4(gate, i), ld4(up, i), a, b);
+        st4(dgate, dg16, i, a);
+        st4(dup, du16, i, b);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        float a, b;
+        swiglu_d(ld1(dout, i), ld1(gate, i), ld1(up, i), a, b);
+        if (dgate) dgate[i] = a;
+        if (dup) dup[i] = b;
+        if (dg16) dg16[i] = __float2bfloat16_rn(a);
+        if (du16) du16[i] = __float2bfloat16_rn(b);
+    }
+}
+/* o16: out's copy to write (a place named by bf16_home) or NULL. */
+__global__ void k_add(float *out, __nv_bfloat16 *o16, const float *a, const float *b, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 x = ((const float4 *)a)[i], y = ((const float4 *)b)[i];
+        float4 o = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+        ((float4 *)out)[i] = o;
+        if (o16) st_bf16x4(o16 + 4 * i, o);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        out[i] = a[i] + b[i];
+        if (o16) o16[i] = __float2bfloat16_rn(out[i]);
+    }
+}
+__global__ void k_scale(float *x, float s, int64_t n, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 v = ((float4 *)x)[i];
+        ((float4 *)x)[i] = make_float4(v.x * s, v.y * s, v.z * s, v.w * s);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) x[i] *= s;
+}
+/* AdamW in double as the reference, per element; four elements a thread
+ * (16-byte accesses: 64 bytes of loads in flight) when every pointer is
+ * 16-byte aligned (wide), then the tail. */
+__device__ __forceinline__ void adamw1(float &p, float &m, float &v, float g, float lr, float b1, float b2, float eps,
+                                       float wd, double bc1, double bc2) {
+    double gi = g;
+    double mi = b1 * (double)m + (1.0 - b1) * gi;
+    double vi = b2 * (double)v + (1.0 - b2) * gi * gi;
+    m = (float)mi;
+    v = (float)vi;
+    p = (float)(p - lr * (mi / bc1 / (sqrt(vi / bc2) + eps) + wd * (double)p));
+}
+__global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1, float b2,
+                        float eps, float wd, double bc1, double bc2, int wide) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = wide ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 P = ((float4 *)p)[i], M = ((float4 *)m)[i], Vv = ((float4 *)v)[i], G = ((const float4 *)g)[i];
+        adamw1(P.x, M.x, Vv.x, G.x, lr, b1, b2, eps, wd, bc1, bc2);
+        adamw1(P.y, M.y, Vv.y, G.y, lr, b1, b2, eps, wd, bc1, bc2);
+        adamw1(P.z, M.z, Vv.z, G.z, lr, b1, b2, eps, wd, bc1, bc2);
+        adamw1(P.w, M.w, Vv.w, G.w, lr, b1, b2, eps, wd, bc1, bc2);
+        ((float4 *)p)[i] = P;
+        ((float4 *)m)[i] = M;
+        ((float4 *)v)[i] = Vv;
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) adamw1(p[i], m[i], v[i], g[i], lr, b1, b2, eps, wd, bc1, bc2);
+}
+
+static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
+    return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c3 | (uintptr_t)d | (uintptr_t)e) % 16 == 0;
+}
+/* The exact bf16 copies of x and y (n values) when both have one that the
+ * wide loads allow (8-byte aligned when wide), else NULL, NULL. */
+static void exact_pair(smj_cuda *c, const float *x, const float *y, int64_t n, int wide, const __nv_bfloat16 **x16,
+                       const __nv_bfloat16 **y16) {
+    *x16 = exact_copy(c, x, n);
+    *y16 = exact_copy(c, y, n);
+    if (!*x16 || !*y16 || (wide && ((uintptr_t)*x16 | (uintptr_t)*y16) % 8)) *x16 = *y16 = NULL;
+}
+/* Values a thread (the element-wise kernels' vw): 8 when wide (the fp32
+ * pointers 16-byte aligned) and the bf16 ones (NULL: none) 16-byte aligned
+ * too, 4 when wide, else 1. */
+static int vw_of(int wide, const void *b0, const void *b1, const void *b2, const void *b3, const void *b4) {
+    return !wide ? 1 : al16x(b0, b1, b2, b3, b4) ? 8 : 4;
+}
+void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n) {
+    OP_BEGIN_L("swiglu_fwd");
+    cast_written(c, out, n);
+    if (n > 0) {
+        int wide = al16x(out, gate, up, out, out);
+        const __nv_bfloat16 *ge, *ue;
+        exact_pair(c, gate, up, n, wide, &ge, &ue);
+        __nv_bfloat16 *o16 = shadow_of(c, out, n);
+        float *o = fp32_out(c, out, n, o16);
+        if (ge) { /* the inputs' exact copies (a product wrote them as bf16 alone): homes already hold them */
+            int vw = vw_of(wide, o16, ge, ue, NULL, NULL);
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, NULL, NULL, ge, ue, n, vw);
+        } else {
+            fp32_in(c, gate, n);
+            fp32_in(c, up, n);
+            __nv_bfloat16 *g16 = home_of(c, gate, n), *u16 = home_of(c, up, n);
+            int vw = vw_of(wide, o16, g16, u16, NULL, NULL);
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, g16, u16, gate, up, n, vw);
+        }
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
+                   const float *up, int64_t n) {
+    OP_BEGIN_L("swiglu_bwd");
+    cast_written(c, dgate, n);
+    cast_written(c, dup, n);
+    if (n > 0) {
+        int wide = al16x(dgate, dup, dout, gate, up);
+        const __nv_bfloat16 *g16, *u16, *d16 = exact_copy(c, dout, n);
+        exact_pair(c, gate, up, n, wide, &g16, &u16);
+        __nv_bfloat16 *dg16 = shadow_of(c, dgate, n), *du16 = shadow_of(c, dup, n);
+        if (d16 && wide && (uintptr_t)d16 % 8) d16 = NULL;
+        if (!d16) fp32_in(c, dout, n);
+        if (!g16) {
+            fp32_in(c, gate, n);
+            fp32_in(c, up, n);
+        }
+        float *dg = fp32_out(c, dgate, n, dg16), *du = fp32_out(c, dup, n, du16);
+        int vw = vw_of(wide, dg16, du16, d16, g16, u16);
+        if (d16 && g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, g16, u16, n, vw);
+        else if (d16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, gate, up, n, vw);
+        else if (g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, vw);
+        else k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, vw);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n) {
+    OP_BEGIN_L("add");
+    fp32_in(c, a, n);
+    fp32_in(c, b, n);
+    cast_written(c, out, n);
+    if (n > 0) {
+        k_add<<<EW_GRID((n + 3) / 4)>>>(out, home_of(c, out, n), a, b, n, al16x(out, a, b, out, out));
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
+    OP_BEGIN("scale");
+    if (n > 0) { k_scale<<<EW_GRID((n + 3) / 4)>>>(x, s, n, (uintptr_t)x % 16 == 0); LAUNCHED(c); }
+    op_end(c);
+}
+void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1,
+              float b2, float eps, float wd, int64_t t) {
+    OP_BEGIN("adamw");
+    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    if (n > 0) {
+        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, m, v, g, n, lr, b1, b2, eps, wd, bc1, bc2, al16x(p, m, v, g, p));
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+/* ------------------------------------------------------------ gelu (GPT-2 family) */
+
+/* out = gelu(x) (BWD: out = dout gelu'(x)), four values a thread with
+ * 16-byte accesses where n and the pointers allow (V4); o16: out's bf16
+ * copy (shadow_of: the products after read it) or NULL. */
+template <bool BWD, bool V4>
+__global__ void k_gelu(float *out, __nv_bfloat16 *o16, const float *dout, const float *x, int64_t n) {
+    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+    int64_t n4 = V4 ? n / 4 : 0;
+    for (int64_t i = i0; i < n4; i += st) {
+        float4 v = ((const float4 *)x)[i], o;
+        if (BWD) {
+            float4 g = ((const float4 *)dout)[i];
+            o = make_float4(g.x * gelu_d(v.x), g.y * gelu_d(v.y), g.z * gelu_d(v.z), g.w * gelu_d(v.w));
+        } else {
+            o = make_float4(gelu_f(v.x), gelu_f(v.y), gelu_f(v.z), gelu_f(v.w));
+        }
+        ((float4 *)out)[i] = o;
+        if (o16) st_bf16x4(o16 + 4 * i, o);
+    }
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        float o = BWD ? dout[i] * gelu_d(x[i]) : gelu_f(x[i]);
+        out[i] = o;
+        if (o16) o16[i] = __float2bfloat16_rn(o);
+    }
+}
+template <bool BWD> static void gelu_launch(smj_cuda *c, float *out, const float *dout, const float *x, int64_t n) {
+    cast_written(c, out, n);
+    if (n <= 0) return;
+    __nv_bfloat16 *o16 = shadow_of(c, out, n);
+    bool v4 = (((uintptr_t)out | (uintptr_t)x | (uintptr_t)dout) % 16 == 0) && (uintptr_t)o16 % 8 == 0;
+    if (v4) k_gelu<BWD, true><<<EW_GRID((n + 3) / 4)>>>(out, o16, dout, x, n);
+    else k_gelu<BWD, false><<<EW_GRID(n)>>>(out, o16, dout, x, n);
+    LAUNCHED(c);
+}
+void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n) {
+    OP_BEGIN_W("gelu_fwd");
+    gelu_launch<false>(c, out, NULL, x, n);
+    op_end(c);
+}
+void cu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n) {
+    OP_BEGIN_W("gelu_bwd");
+    gelu_launch<true>(c, dx, dout, x, n);
+    op_end(c);
+}
