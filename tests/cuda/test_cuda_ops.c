@@ -308,7 +308,8 @@ static void case_attention_bwd(void) {
         ffree(a); ffree(b);
         dfree(Dq); dfree(Dk); dfree(Dv); dfree(Do); dfree(Dl); dfree(Dd); dfree(Ddq); dfree(Ddk); dfree(Ddv);
         ffree(q); ffree(k); ffree(v); ffree(o); ffree(l); ffree(d); ffree(dq2); ffree(dk2); ffree(dv2);
-    }    attention_strided(1);
+    }
+    attention_strided(1);
 }
 
 static const int64_t EW[] = {1, 10, 73, 514, 3601, 1000003};
