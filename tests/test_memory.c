@@ -257,10 +257,13 @@ static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, i
     if (ckpt) return;
     for (int l = 0; l < c->n_layers; l++) {
         smj_block_acts *a = &m->blk[l];
-        float *t[] = {a->ln1, a->q, a->k, a->v, a->att, a->res_mid, a->ln2, a->gate, a->up, a->hsw, a->q_pre, a->k_pre,
-                      a->qkv}; /* (GPT-2: q|k|v saved as one product, no q, k, v) */
-        int64_t n[] = {N * C, N * QD, N * KD, N * KD, N * QD, N * C, N * C, N * H, N * H, N * H, N * QD, N * KD, 3 * N * C};
-        for (int i = 0; i < 13; i++) round_bf16(m, t[i], n[i]);
+        /* (GPT-2: q|k|v saved as one product, no q, k, v; gate [N,H] where
+         * Llama keeps gate|up [N,2H]) */
+        int gpt2 = c->arch == SMJ_ARCH_GPT2;
+        float *t[] = {a->ln1, a->q, a->k, a->v, a->att, a->res_mid, a->ln2, a->gate, a->hsw, a->q_pre, a->k_pre, a->qkv};
+        int64_t n[] = {N * C, N * QD, N * KD, N * KD, N * QD, N * C, N * C, (gpt2 ? 1 : 2) * N * H, N * H, N * QD, N * KD,
+                       3 * N * C};
+        for (int i = 0; i < 12; i++) round_bf16(m, t[i], n[i]);
     }
 }
 

@@ -182,6 +182,12 @@ static void rope_tables(int maxT, int HS, float **cs, float **sn) {
         }
 }
 
+static float *cols(const float *x, int64_t n, int64_t W, int64_t c0, int64_t w) {
+    float *d = frand(n * w, 0);
+    for (int64_t r = 0; r < n; r++) memcpy(d + r * w, x + r * W + c0, sizeof(float) * (size_t)w);
+    return d;
+}
+
 static void rope_case(const smj_backend *be, const smj_backend *rf, const smj_exec *ex, int bwd) {
     static const int S[][5] = {{1, 1, 1, 2, 0}, {2, 5, 3, 8, 0}, {1, 3, 2, 18, 7}, {3, 9, 1, 64, 2}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
@@ -190,11 +196,33 @@ static void rope_case(const smj_backend *be, const smj_backend *rf, const smj_ex
         float *cs, *sn;
         rope_tables(T + p0, HS, &cs, &sn);
         int64_t n = (int64_t)B * T * NH * HS;
-        float *x1 = frand(n, 1), *x2 = fcopy(x1, n);
-        (bwd ? be->rope_bwd : be->rope_fwd)(ex, x1, cs, sn, B, T, NH, HS, p0);
-        (bwd ? rf->rope_bwd : rf->rope_fwd)(X1, x2, cs, sn, B, T, NH, HS, p0);
+        float *x1 = frand(n, 1), *x2 = fcopy(x1, n), *x0 = fcopy(x1, n);
+        (bwd ? be->rope_bwd : be->rope_fwd)(ex, x1, cs, sn, B, T, NH, HS, p0, 0);
+        (bwd ? rf->rope_bwd : rf->rope_fwd)(X1, x2, cs, sn, B, T, NH, HS, p0, 0);
         compare("x", x1, x2, n, 1e-6);
-        ffree(cs); ffree(sn); ffree(x1); ffree(x2);
+        /* the same heads in rows of width W (the q|k columns of a fused
+         * q|k|v): the reference strided equals it dense bit for bit, the
+         * backend within 1e-6; the columns past the heads untouched */
+        int64_t N = (int64_t)B * T, D = (int64_t)NH * HS, W = D + HS + 3;
+        snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d HS%d pos0 %d rows %lld apart", B, T, NH, HS, p0,
+                 (long long)W);
+        for (int pass = 0; pass < 2; pass++) {
+            const smj_backend *b = pass ? be : rf;
+            float *g = frand(N * W, 1);
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t c = 0; c < W; c++) g[r * W + c] = c < D ? x0[r * D + c] : 5.0f;
+            (bwd ? b->rope_bwd : b->rope_fwd)(pass ? ex : X1, g, cs, sn, B, T, NH, HS, p0, W);
+            float *gx = cols(g, N, W, 0, D);
+            int64_t pad = 0;
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t c = D; c < W; c++) pad += g[r * W + c] != 5.0f;
+            CHECK(pad == 0, "%s/rope %s: wrote %lld values past the heads", pass ? "backend" : "ref", cur_shape,
+                  (long long)pad);
+            if (pass) compare("x (strided)", gx, x2, N * D, 1e-6);
+            else CHECK(memcmp(gx, x2, sizeof(float) * (size_t)(N * D)) == 0, "ref/rope %s: differs", cur_shape);
+            ffree(g); ffree(gx);
+        }
+        ffree(cs); ffree(sn); ffree(x0); ffree(x1); ffree(x2);
     }
 }
 static void case_rope_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) { rope_case(be, rf, ex, 0); }
@@ -213,11 +241,6 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},  {2, 5, 5, 4, 2, 8, 0},   {1
  * backend within 1e-5 of the reference). */
 static const int ATT_RS[][6] = {{2, 33, 4, 2, 16, 3}, {1, 300, 4, 1, 8, 0}, {2, 20, 3, 3, 8, 1}}; /* B, T, NH, NKV, HS, pad */
 /* columns [c0, c0 + w) of n rows W apart -> dense [n, w] */
-static float *cols(const float *x, int64_t n, int64_t W, int64_t c0, int64_t w) {
-    float *d = frand(n * w, 0);
-    for (int64_t r = 0; r < n; r++) memcpy(d + r * w, x + r * W + c0, sizeof(float) * (size_t)w);
-    return d;
-}
 static void attention_strided(const smj_backend *be, const smj_backend *rf, const smj_exec *ex, int bwd) {
     for (size_t s = 0; s < sizeof ATT_RS / sizeof ATT_RS[0]; s++) {
         int B = ATT_RS[s][0], T = ATT_RS[s][1], NH = ATT_RS[s][2], NKV = ATT_RS[s][3], HS = ATT_RS[s][4];
@@ -244,23 +267,29 @@ static void attention_strided(const smj_backend *be, const smj_backend *rf, cons
             ffree(o3); ffree(l3);
         } else {
             float *d = frand(N * QD, 1), *dq = frand(N * QD, 0), *dk = frand(N * KD, 0), *dv = frand(N * KD, 0);
-            rf->attention_bwd(X1, dq, dk, dv, d, o2, l2, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
-            for (int pass = 0; pass < 2; pass++) { /* the reference, then the backend */
+            rf->attention_bwd(X1, dq, dk, dv, d, o2, l2, q, k, v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
+            /* the reference, then the backend; inputs in qkv's rows, then
+             * dense with only the gradients in fused rows */
+            for (int pass = 0; pass < 4; pass++) {
                 float *g = frand(N * W, 0);
                 for (int64_t i = 0; i < N * W; i++) g[i] = 5.0f;
-                (pass ? be : rf)->attention_bwd(pass ? ex : X1, g, g + QD, g + QD + KD, d, o2, l2, qkv, qkv + QD,
-                                                qkv + QD + KD, B, T, NH, NKV, HS, W, W, sc);
+                int dense_in = pass >= 2;
+                const float *iq = dense_in ? q : qkv, *ik = dense_in ? k : qkv + QD, *iv = dense_in ? v : qkv + QD + KD;
+                (pass & 1 ? be : rf)->attention_bwd(pass & 1 ? ex : X1, g, g + QD, g + QD + KD, d, o2, l2, iq, ik, iv,
+                                                    B, T, NH, NKV, HS, dense_in ? 0 : W, dense_in ? 0 : W,
+                                                    dense_in ? W : 0, dense_in ? W : 0, sc);
                 float *gq = cols(g, N, W, 0, QD), *gk = cols(g, N, W, QD, KD), *gv = cols(g, N, W, QD + KD, KD);
                 int64_t pad = 0;
                 for (int64_t r = 0; r < N; r++)
                     for (int64_t c = QD + 2 * KD; c < W; c++) pad += g[r * W + c] != 5.0f;
-                CHECK(pad == 0, "%s/attention_bwd %s: wrote %lld values outside dq, dk, dv", pass ? "cpu" : "ref",
-                      cur_shape, (long long)pad);
-                if (pass == 0) {
+                CHECK(pad == 0, "%s/attention_bwd %s%s: wrote %lld values outside dq, dk, dv", pass & 1 ? "cpu" : "ref",
+                      cur_shape, dense_in ? " (dense inputs)" : "", (long long)pad);
+                if (!(pass & 1)) {
                     CHECK(memcmp(gq, dq, sizeof(float) * (size_t)(N * QD)) == 0 &&
                               memcmp(gk, dk, sizeof(float) * (size_t)(N * KD)) == 0 &&
                               memcmp(gv, dv, sizeof(float) * (size_t)(N * KD)) == 0,
-                          "ref/attention_bwd %s: strided rows differ from dense ones", cur_shape);
+                          "ref/attention_bwd %s%s: strided rows differ from dense ones", cur_shape,
+                          dense_in ? " (dense inputs)" : "");
                 } else {
                     compare("dq (strided)", gq, dq, N * QD, 1e-5);
                     compare("dk (strided)", gk, dk, N * KD, 1e-5);
@@ -303,8 +332,8 @@ static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, con
         float *d = frand(nq, 1);
         float *dq1 = frand(nq, 0), *dk1 = frand(nk, 0), *dv1 = frand(nk, 0);
         float *dq2 = frand(nq, 0), *dk2 = frand(nk, 0), *dv2 = frand(nk, 0);
-        be->attention_bwd(ex, dq1, dk1, dv1, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
-        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
+        be->attention_bwd(ex, dq1, dk1, dv1, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
+        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
         compare("dq", dq1, dq2, nq, 1e-5);
         compare("dk", dk1, dk2, nk, 1e-5);
         compare("dv", dv1, dv2, nk, 1e-5);
@@ -313,15 +342,69 @@ static void case_attention_bwd(const smj_backend *be, const smj_backend *rf, con
     }    attention_strided(be, rf, ex, 1);
 }
 
+/* SwiGLU over N rows of H: gate and up the two halves of one fused
+ * [N, 2H] (+ pad) tensor, or two tensors with rows ld apart; against the
+ * reference on dense copies (bit for bit for the reference itself, 1e-6 for
+ * the backend); the backward's outputs land at the same places, pads
+ * untouched. */
+static void swiglu_rows(const smj_backend *be, const smj_backend *rf, const smj_exec *ex, int bwd) {
+    static const int S[][3] = {{1, 8, 0}, {5, 16, 0}, {7, 24, 3}, {3, 13, 5}, {64, 40, 0}}; /* N, H, pad */
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++)
+        for (int fused = 0; fused < 2; fused++) {
+            int64_t N = S[s][0], H = S[s][1], ld = (fused ? 2 * H : H) + S[s][2], n = N * H;
+            snprintf(cur_shape, sizeof cur_shape, "N%lld H%lld rows %lld apart%s", (long long)N, (long long)H,
+                     (long long)ld, fused ? " (gate|up fused)" : "");
+            float *gu = frand(N * ld + (fused ? 0 : N * ld), 2);
+            float *g = gu, *u = fused ? gu + H : gu + N * ld;
+            float *gd = cols(g, N, ld, 0, H), *ud = cols(u, N, ld, 0, H), *d = frand(n, 1);
+            for (int pass = 0; pass < 2; pass++) {
+                const smj_backend *b = pass ? be : rf;
+                const smj_exec *e = pass ? ex : X1;
+                if (!bwd) {
+                    float *o = frand(n, 0), *od = frand(n, 0);
+                    rf->swiglu_fwd(X1, od, gd, ud, N, (int)H, 0);
+                    b->swiglu_fwd(e, o, g, u, N, (int)H, ld);
+                    if (pass) compare("out (rows)", o, od, n, 1e-6);
+                    else CHECK(memcmp(o, od, sizeof(float) * (size_t)n) == 0, "ref/swiglu_fwd %s: differs", cur_shape);
+                    ffree(o); ffree(od);
+                    continue;
+                }
+                float *ad = frand(n, 0), *bd = frand(n, 0);
+                rf->swiglu_bwd(X1, ad, bd, d, gd, ud, N, (int)H, 0);
+                int64_t tot = N * ld * (fused ? 1 : 2);
+                float *o = frand(tot, 0);
+                for (int64_t i = 0; i < tot; i++) o[i] = 5.0f;
+                float *og = o, *ou = o + (u - g);
+                b->swiglu_bwd(e, og, ou, d, g, u, N, (int)H, ld);
+                float *a = cols(og, N, ld, 0, H), *bb = cols(ou, N, ld, 0, H);
+                int64_t pad = 0;
+                for (int64_t r = 0; r < tot / ld; r++)
+                    for (int64_t c = fused ? 2 * H : H; c < ld; c++) pad += o[r * ld + c] != 5.0f;
+                CHECK(pad == 0, "%s/swiglu_bwd %s: wrote %lld values outside dgate, dup", pass ? "backend" : "ref",
+                      cur_shape, (long long)pad);
+                if (pass) {
+                    compare("dgate (rows)", a, ad, n, 1e-6);
+                    compare("dup (rows)", bb, bd, n, 1e-6);
+                } else {
+                    CHECK(memcmp(a, ad, sizeof(float) * (size_t)n) == 0 && memcmp(bb, bd, sizeof(float) * (size_t)n) == 0,
+                          "ref/swiglu_bwd %s: differs", cur_shape);
+                }
+                ffree(o); ffree(a); ffree(bb); ffree(ad); ffree(bd);
+            }
+            ffree(gu); ffree(gd); ffree(ud); ffree(d);
+        }
+}
+
 static void case_swiglu_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 1; n <= 1000; n = n * 7 + 3) {
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *g = frand(n, 6), *u = frand(n, 2), *o1 = frand(n, 0), *o2 = frand(n, 0);
-        be->swiglu_fwd(ex, o1, g, u, n);
-        rf->swiglu_fwd(X1, o2, g, u, n);
+        be->swiglu_fwd(ex, o1, g, u, 1, (int)n, 0);
+        rf->swiglu_fwd(X1, o2, g, u, 1, (int)n, 0);
         compare("out", o1, o2, n, 1e-6);
         ffree(g); ffree(u); ffree(o1); ffree(o2);
     }
+    swiglu_rows(be, rf, ex, 0);
 }
 
 static void case_swiglu_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
@@ -329,12 +412,13 @@ static void case_swiglu_bwd(const smj_backend *be, const smj_backend *rf, const 
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1);
         float *a1 = frand(n, 0), *b1 = frand(n, 0), *a2 = frand(n, 0), *b2 = frand(n, 0);
-        be->swiglu_bwd(ex, a1, b1, d, g, u, n);
-        rf->swiglu_bwd(X1, a2, b2, d, g, u, n);
+        be->swiglu_bwd(ex, a1, b1, d, g, u, 1, (int)n, 0);
+        rf->swiglu_bwd(X1, a2, b2, d, g, u, 1, (int)n, 0);
         compare("dgate", a1, a2, n, 1e-6);
         compare("dup", b1, b2, n, 1e-6);
         ffree(g); ffree(u); ffree(d); ffree(a1); ffree(b1); ffree(a2); ffree(b2);
     }
+    swiglu_rows(be, rf, ex, 1);
 }
 
 static void case_add(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
@@ -688,14 +772,14 @@ static double L_rms(void *p) {
 }
 static double L_swiglu(void *p) {
     fdc *c = p;
-    smj_ref64_ops.swiglu_fwd(X1, c->y, c->x, c->w, c->N);
+    smj_ref64_ops.swiglu_fwd(X1, c->y, c->x, c->w, 1, (int)c->N, 0);
     return dot(c->y, c->dout, c->N);
 }
 static double L_rope(void *p) {
     fdc *c = p;
     int64_t n = (int64_t)c->B * c->T * c->NH * c->HS;
     memcpy(c->y, c->x, sizeof(double) * (size_t)n);
-    smj_ref64_ops.rope_fwd(X1, c->y, c->cs, c->sn, c->B, c->T, c->NH, c->HS, 1);
+    smj_ref64_ops.rope_fwd(X1, c->y, c->cs, c->sn, c->B, c->T, c->NH, c->HS, 1, 0);
     return dot(c->y, c->dout, n);
 }
 static double L_att(void *p) {
@@ -749,7 +833,7 @@ static void finite_differences(void) {
         fdc c = {.N = 11};
         c.x = drand(11, 5); c.w = drand(11, 2); c.y = drand(11, 0); c.dout = drand(11, 1);
         double *dg = drand(11, 0), *du = drand(11, 0);
-        R->swiglu_bwd(X1, dg, du, c.dout, c.x, c.w, 11);
+        R->swiglu_bwd(X1, dg, du, c.dout, c.x, c.w, 1, 11, 0);
         fd_check("swiglu dgate", c.x, dg, 11, L_swiglu, &c);
         fd_check("swiglu dup", c.w, du, 11, L_swiglu, &c);
         free(c.x); free(c.w); free(c.y); free(c.dout); free(dg); free(du);
@@ -764,7 +848,7 @@ static void finite_differences(void) {
         }
         double *g = drand(n, 0);
         memcpy(g, c.dout, sizeof(double) * (size_t)n);
-        R->rope_bwd(X1, g, c.cs, c.sn, 2, 3, 2, 6, 1);
+        R->rope_bwd(X1, g, c.cs, c.sn, 2, 3, 2, 6, 1, 0);
         fd_check("rope", c.x, g, n, L_rope, &c);
         free(c.x); free(c.y); free(c.dout); free(c.cs); free(c.sn); free(g);
     }
@@ -775,7 +859,7 @@ static void finite_differences(void) {
         c.y = drand(nq, 0); c.aux = drand(2 * 4 * 4, 0); c.dout = drand(nq, 1);
         L_att(&c);
         double *dq = drand(nq, 0), *dk = drand(nk, 0), *dv = drand(nk, 0);
-        R->attention_bwd(X1, dq, dk, dv, c.dout, c.y, c.aux, c.q, c.k, c.v, 2, 4, 4, 2, 3, 0, 0, 0.7f);
+        R->attention_bwd(X1, dq, dk, dv, c.dout, c.y, c.aux, c.q, c.k, c.v, 2, 4, 4, 2, 3, 0, 0, 0, 0, 0.7f);
         fd_check("attention dq", c.q, dq, nq, L_att, &c);
         fd_check("attention dk", c.k, dk, nk, L_att, &c);
         fd_check("attention dv", c.v, dv, nk, L_att, &c);

@@ -118,10 +118,12 @@ void smj_cpu_attention_fwd(int nt, float *out, float *lse, const float *q, const
 
 void smj_cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const float *dout, const float *out,
                            const float *lse, const float *q, const float *k, const float *v, int B, int T,
-                           int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, float scale) {
+                           int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs,
+                           float scale) {
     int grp = NH / NKV;
-    /* q, dq rows qrs apart; k, v, dk, dv krs; dout, out dense (ors) */
+    /* q rows qrs apart, k, v krs, dq dqrs, dk, dv dkrs; dout, out dense (ors) */
     int64_t krs = kv_rs ? kv_rs : (int64_t)NKV * HS, qrs = q_rs ? q_rs : (int64_t)NH * HS, ors = (int64_t)NH * HS;
+    int64_t dqrs = dq_rs ? dq_rs : qrs, dkrs = dkv_rs ? dkv_rs : krs;
     size_t th = (size_t)T * HS, bh = (size_t)QB * HS;
     #pragma omp parallel num_threads(nt)
     {
@@ -161,12 +163,12 @@ void smj_cpu_attention_bwd(int nt, float *dq, float *dk, float *dv, const float 
                             for (int j = 0; j < kend; j++) dr[j] = pr[j] * (dr[j] - d) * scale;
                         }
                         smj_sgemm(1, dqb, dS, kh, nq, HS, kend, 0, 0, 0);
-                        scatter(dq + qo, dqb, nq, HS, qrs);
+                        scatter(dq + ((int64_t)b * T + q0) * dqrs + (int64_t)h * HS, dqb, nq, HS, dqrs);
                         smj_sgemm(1, dkh, dS, qb, kend, HS, nq, 1, 0, 1);
                         smj_sgemm(1, dvh, P, dob, kend, HS, nq, 1, 0, 1);
                     }
-                scatter(dk + ko, dkh, T, HS, krs);
-                scatter(dv + ko, dvh, T, HS, krs);
+                scatter(dk + (int64_t)b * T * dkrs + (int64_t)kvh * HS, dkh, T, HS, dkrs);
+                scatter(dv + (int64_t)b * T * dkrs + (int64_t)kvh * HS, dvh, T, HS, dkrs);
             }
         free(kh);
     }

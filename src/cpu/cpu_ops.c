@@ -119,15 +119,16 @@ static void cpu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const floa
 }
 
 static void rope_apply(const smj_exec *ex, float *x, const float *cos, const float *sin, int B, int T, int NH,
-                       int HS, int pos0, float sgn) {
+                       int HS, int pos0, int64_t rs, float sgn) {
     int h2 = HS / 2;
     int64_t rows = (int64_t)B * T;
+    if (!rs) rs = (int64_t)NH * HS;
     OMP_FOR
     for (int64_t r = 0; r < rows; r++) {
         int t = (int)(r % T);
         const float *cr = cos + (int64_t)(pos0 + t) * h2, *sr = sin + (int64_t)(pos0 + t) * h2;
         for (int h = 0; h < NH; h++) {
-            float *v = x + (r * NH + h) * HS;
+            float *v = x + r * rs + (int64_t)h * HS;
             for (int i = 0; i < h2; i++) {
                 float a = v[i], c = v[i + h2], si = sgn * sr[i];
                 v[i] = a * cr[i] - c * si;
@@ -137,12 +138,12 @@ static void rope_apply(const smj_exec *ex, float *x, const float *cos, const flo
     }
 }
 static void cpu_rope_fwd(const smj_exec *ex, float *x, const float *cos, const float *sin, int B, int T, int NH,
-                         int HS, int pos0) {
-    rope_apply(ex, x, cos, sin, B, T, NH, HS, pos0, 1.0f);
+                         int HS, int pos0, int64_t rs) {
+    rope_apply(ex, x, cos, sin, B, T, NH, HS, pos0, rs, 1.0f);
 }
 static void cpu_rope_bwd(const smj_exec *ex, float *dx, const float *cos, const float *sin, int B, int T, int NH,
-                         int HS, int pos0) {
-    rope_apply(ex, dx, cos, sin, B, T, NH, HS, pos0, -1.0f);
+                         int HS, int pos0, int64_t rs) {
+    rope_apply(ex, dx, cos, sin, B, T, NH, HS, pos0, rs, -1.0f);
 }
 
 static void cpu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k,
@@ -154,8 +155,9 @@ static void cpu_attention_fwd(const smj_exec *ex, float *out, float *lse, const 
 static void cpu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
                               const float *out, const float *lse, const float *q, const float *k,
                               const float *v, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
-                              float scale) {
-    smj_cpu_attention_bwd(ex->nt, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, q_rs, kv_rs, scale);
+                              int64_t dq_rs, int64_t dkv_rs, float scale) {
+    smj_cpu_attention_bwd(ex->nt, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, q_rs, kv_rs, dq_rs, dkv_rs,
+                          scale);
 }
 
 /* Element-wise ops run over 64 fixed chunks so the vector loop sees long runs. */
@@ -164,37 +166,54 @@ static void cpu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *d
     _Pragma("omp parallel for schedule(static) num_threads(ex->nt)") \
     for (int ch = 0; ch < CHUNKS; ch++) { int64_t i0 = (n) * ch / CHUNKS, i1 = (n) * (ch + 1) / CHUNKS; __VA_ARGS__ }
 
-static void cpu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n) {
-    CHUNK_LOOP(n, {
-        int64_t i = i0;
+/* SwiGLU over [i0, i1) of dense out / dout and gate, up (the same offsets). */
+static void swiglu_fwd_run(float *out, const float *gate, const float *up, int64_t i0, int64_t i1) {
+    int64_t i = i0;
 #ifdef __AVX512F__
-        for (; i + 16 <= i1; i += 16) {
-            __m512 g = _mm512_loadu_ps(gate + i);
-            _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(g, smj_sigmoid512(g)), _mm512_loadu_ps(up + i)));
-        }
+    for (; i + 16 <= i1; i += 16) {
+        __m512 g = _mm512_loadu_ps(gate + i);
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(g, smj_sigmoid512(g)), _mm512_loadu_ps(up + i)));
+    }
 #endif
-        for (; i < i1; i++) { float g = gate[i]; out[i] = g / (1.0f + expf(-g)) * up[i]; }
-    })
+    for (; i < i1; i++) { float g = gate[i]; out[i] = g / (1.0f + expf(-g)) * up[i]; }
+}
+static void swiglu_bwd_run(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                           int64_t i0, int64_t i1) {
+    int64_t i = i0;
+#ifdef __AVX512F__
+    __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= i1; i += 16) {
+        __m512 g = _mm512_loadu_ps(gate + i), s = smj_sigmoid512(g), d = _mm512_loadu_ps(dout + i);
+        __m512 t = _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one);             /* 1 + g (1 - s) */
+        _mm512_storeu_ps(dgate + i, _mm512_mul_ps(_mm512_mul_ps(d, _mm512_loadu_ps(up + i)), _mm512_mul_ps(s, t)));
+        _mm512_storeu_ps(dup + i, _mm512_mul_ps(d, _mm512_mul_ps(g, s)));
+    }
+#endif
+    for (; i < i1; i++) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+        dup[i] = d * g * s;
+    }
+}
+/* Dense operands: one run over N*H in chunks; rows ld apart: a run a row. */
+static void cpu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t N, int H,
+                           int64_t ld) {
+    if (!ld || ld == H) {
+        CHUNK_LOOP(N * H, { swiglu_fwd_run(out, gate, up, i0, i1); })
+        return;
+    }
+    OMP_FOR
+    for (int64_t r = 0; r < N; r++) swiglu_fwd_run(out + r * H, gate + r * ld, up + r * ld, 0, H);
 }
 static void cpu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
-                           const float *up, int64_t n) {
-    CHUNK_LOOP(n, {
-        int64_t i = i0;
-#ifdef __AVX512F__
-        __m512 one = _mm512_set1_ps(1.0f);
-        for (; i + 16 <= i1; i += 16) {
-            __m512 g = _mm512_loadu_ps(gate + i), s = smj_sigmoid512(g), d = _mm512_loadu_ps(dout + i);
-            __m512 t = _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one);             /* 1 + g (1 - s) */
-            _mm512_storeu_ps(dgate + i, _mm512_mul_ps(_mm512_mul_ps(d, _mm512_loadu_ps(up + i)), _mm512_mul_ps(s, t)));
-            _mm512_storeu_ps(dup + i, _mm512_mul_ps(d, _mm512_mul_ps(g, s)));
-        }
-#endif
-        for (; i < i1; i++) {
-            float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
-            dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
-            dup[i] = d * g * s;
-        }
-    })
+                           const float *up, int64_t N, int H, int64_t ld) {
+    if (!ld || ld == H) {
+        CHUNK_LOOP(N * H, { swiglu_bwd_run(dgate, dup, dout, gate, up, i0, i1); })
+        return;
+    }
+    OMP_FOR
+    for (int64_t r = 0; r < N; r++)
+        swiglu_bwd_run(dgate + r * ld, dup + r * ld, dout + r * H, gate + r * ld, up + r * ld, 0, H);
 }
 
 static void cpu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n) {

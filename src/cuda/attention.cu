@@ -364,7 +364,7 @@ static void att_fwd_rows(const smj_exec *ex, float *out, float *lse, const float
                          int64_t kv_bstride, float scale);
 static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                          const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                         int NKV, int HS, int64_t qrs, int64_t krs, float scale);
+                         int NKV, int HS, int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, float scale);
 /* The flash kernels take this call (bf16 mode, head size 64/128, aligned
  * rows; strided k, v rows only as a fused buffer's: batch stride Tk krs). */
 static int fwd_flash(smj_cuda *c, int Tq, int Tk, int NKV, int HS, int64_t krs, int64_t kv_bstride, const void *q,
@@ -373,10 +373,11 @@ static int fwd_flash(smj_cuda *c, int Tq, int Tk, int NKV, int HS, int64_t krs, 
            !(Tq == 1 && ATTN_FLASH(c)) && (krs == (int64_t)NKV * HS || kv_bstride == (int64_t)Tk * krs) &&
            krs % 4 == 0;
 }
-static int bwd_flash(smj_cuda *c, int T, int HS, int64_t qrs, int64_t krs, const void *q, const void *k, const void *v,
-                     const void *dout, const void *out, const void *dq, const void *dk, const void *dv) {
+static int bwd_flash(smj_cuda *c, int T, int HS, int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, const void *q,
+                     const void *k, const void *v, const void *dout, const void *out, const void *dq, const void *dk,
+                     const void *dv) {
     return c->prec == PREC_BF16 && ATTN_FLASH(c) && flash_ok(c, T, HS, 0, q, k, v, dout) &&
-           flash_ok(c, T, HS, 0, out, dq, dk, dv) && qrs % 4 == 0 && krs % 4 == 0; /* rows 16-byte aligned */
+           flash_ok(c, T, HS, 0, out, dq, dk, dv) && (qrs | krs | dqrs | dkrs) % 4 == 0; /* rows 16-byte aligned */
 }
 
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
@@ -408,12 +409,13 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
 
 void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                       const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV,
-                      int HS, int64_t q_rs, int64_t kv_rs, float scale) {
+                      int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, float scale) {
     const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
+    const int64_t dqrs = dq_rs ? dq_rs : qrs, dkrs = dkv_rs ? dkv_rs : krs;
     smj_cuda *c = S(ex);
-    if ((qrs == QD && krs == KD) || B <= 0 || T <= 0 || NH <= 0 || HS <= 0 ||
-        bwd_flash(c, T, HS, qrs, krs, q, k, v, dout, out, dq, dk, dv)) { /* flash reads and writes strided rows itself */
-        att_bwd_rows(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, scale);
+    if ((qrs == QD && krs == KD && dqrs == QD && dkrs == KD) || B <= 0 || T <= 0 || NH <= 0 || HS <= 0 ||
+        bwd_flash(c, T, HS, qrs, krs, dqrs, dkrs, q, k, v, dout, out, dq, dk, dv)) { /* flash takes strided rows itself */
+        att_bwd_rows(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, dqrs, dkrs, scale);
         return;
     }
     c->op = "attention_bwd";
@@ -426,12 +428,13 @@ void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const
     cast_written(c, t, 2 * nq + 4 * nk); /* copies kept for an earlier buffer at this address go */
     float *tq = t, *tk = tq + nq, *tv = tk + nk, *gq = tv + nk, *gk = gq + nq, *gv = gk + nk;
     if (rows_copy(c, tq, QD, q, qrs, N, QD) && rows_copy(c, tk, KD, k, krs, N, KD) && rows_copy(c, tv, KD, v, krs, N, KD)) {
-        att_bwd_rows(ex, gq, gk, gv, dout, out, lse, tq, tk, tv, B, T, NH, NKV, HS, QD, KD, scale);
+        att_bwd_rows(ex, gq, gk, gv, dout, out, lse, tq, tk, tv, B, T, NH, NKV, HS, QD, KD, QD, KD, scale);
         c->op = "attention_bwd";
-        cast_written(c, dq, span(N, qrs, QD));
-        cast_written(c, dk, span(N, krs, KD));
-        cast_written(c, dv, span(N, krs, KD));
-        if (rows_copy(c, dq, qrs, gq, QD, N, QD) && rows_copy(c, dk, krs, gk, KD, N, KD)) rows_copy(c, dv, krs, gv, KD, N, KD);
+        cast_written(c, dq, span(N, dqrs, QD));
+        cast_written(c, dk, span(N, dkrs, KD));
+        cast_written(c, dv, span(N, dkrs, KD));
+        if (rows_copy(c, dq, dqrs, gq, QD, N, QD) && rows_copy(c, dk, dkrs, gk, KD, N, KD))
+            rows_copy(c, dv, dkrs, gv, KD, N, KD);
     }
     cast_written(c, t, 2 * nq + 4 * nk); /* nothing kept may name freed memory */
     CK(c, cudaFreeAsync(t, c->stream));
@@ -631,19 +634,19 @@ __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float
     }
 }
 
-/* qrs, krs: dense unless bwd_flash (the other paths read and write dense rows) */
+/* qrs, krs (inputs), dqrs, dkrs (gradients): dense unless bwd_flash (the
+ * other paths read and write dense rows) */
 static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                          const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                         int NKV, int HS, int64_t qrs, int64_t krs, float scale) {
+                         int NKV, int HS, int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, float scale) {
     OP_BEGIN_L("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
     int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS, N = (int64_t)B * T;
-    const bool strided = qrs != (int64_t)NH * HS || krs != (int64_t)NKV * HS;
-    cast_written(c, dq, span(N, qrs, (int64_t)NH * HS));
-    cast_written(c, dk, span(N, krs, (int64_t)NKV * HS));
-    cast_written(c, dv, span(N, krs, (int64_t)NKV * HS));
-    int flash = bwd_flash(c, T, HS, qrs, krs, q, k, v, dout, out, dq, dk, dv);
+    cast_written(c, dq, span(N, dqrs, (int64_t)NH * HS));
+    cast_written(c, dk, span(N, dkrs, (int64_t)NKV * HS));
+    cast_written(c, dv, span(N, dkrs, (int64_t)NKV * HS));
+    int flash = bwd_flash(c, T, HS, qrs, krs, dqrs, dkrs, q, k, v, dout, out, dq, dk, dv);
     if (!flash) { /* the paths below read every input in 32 bits; flash_bwd says what it reads */
         const float *in[6] = {dout, out, lse, q, k, v};
         const int64_t len[6] = {nq, nq, (int64_t)B * T * NH, nq, nk, nk};
@@ -651,9 +654,9 @@ static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, co
     }
     if (flash) {
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
-        __nv_bfloat16 *dv16 = strided ? NULL : shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
+        __nv_bfloat16 *dv16 = dkrs != (int64_t)NKV * HS ? NULL : shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
         flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), dv16, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs,
-                  scale);
+                  dqrs, dkrs, scale);
         op_end(c);
         return;
     }

@@ -658,13 +658,13 @@ static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids
  * math in I (32 bits when it fits: 64-bit division is slow). */
 template <typename X, int V, typename I>
 __global__ void k_rope(float *xo, __nv_bfloat16 *x16, const X *xi, const float *cs, const float *sn, I rows, int T,
-                       int NH, int HS, int pos0, float sgn) {
+                       int NH, int HS, int pos0, int64_t rs, float sgn) {
     const int h2 = HS / 2, q = h2 / V;
     I idx = (I)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= rows * q) return;
-    I row = idx / q; /* over [B, T, NH] */
-    int i = (int)(idx - row * q) * V, t = (int)((row / NH) % T);
-    int64_t e = (int64_t)row * HS + i, tp = (int64_t)(pos0 + t) * h2 + i;
+    I row = idx / q, bt = row / NH; /* row over [B, T, NH] */
+    int i = (int)(idx - row * q) * V, t = (int)(bt % T);
+    int64_t e = (int64_t)bt * rs + (int64_t)(row - bt * NH) * HS + i, tp = (int64_t)(pos0 + t) * h2 + i;
     float a[V], b[V], co[V], si[V], o0[V], o1[V];
     if (V == 4) {
         float4 va = ld4(xi + e, 0), vb = ld4(xi + e + h2, 0), vc = ld4(cs + tp, 0), vs = ld4(sn + tp, 0);
@@ -695,51 +695,69 @@ __global__ void k_rope(float *xo, __nv_bfloat16 *x16, const X *xi, const float *
 }
 template <typename X>
 static void rope_launch(smj_cuda *c, float *xo, __nv_bfloat16 *x16, const X *xi, const float *cs, const float *sn,
-                        int64_t rows, int T, int NH, int HS, int pos0, float sgn) {
-    int v4 = HS % 8 == 0 && ((uintptr_t)xo | (uintptr_t)xi | (uintptr_t)cs | (uintptr_t)sn) % 16 == 0 &&
+                        int64_t rows, int T, int NH, int HS, int pos0, int64_t rs, float sgn) {
+    int v4 = HS % 8 == 0 && rs % 4 == 0 && ((uintptr_t)xo | (uintptr_t)xi | (uintptr_t)cs | (uintptr_t)sn) % 16 == 0 &&
              (uintptr_t)x16 % 8 == 0;
     int64_t total = rows * (HS / 2) / (v4 ? 4 : 1);
     unsigned g = blocks_for(total, 256, INT32_MAX);
     if (rows * HS < INT32_MAX) {
-        if (v4) k_rope<X, 4, int><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, (int)rows, T, NH, HS, pos0, sgn);
-        else k_rope<X, 1, int><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, (int)rows, T, NH, HS, pos0, sgn);
+        if (v4) k_rope<X, 4, int><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, (int)rows, T, NH, HS, pos0, rs, sgn);
+        else k_rope<X, 1, int><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, (int)rows, T, NH, HS, pos0, rs, sgn);
     } else {
-        if (v4) k_rope<X, 4, int64_t><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, rows, T, NH, HS, pos0, sgn);
-        else k_rope<X, 1, int64_t><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, rows, T, NH, HS, pos0, sgn);
+        if (v4) k_rope<X, 4, int64_t><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, rows, T, NH, HS, pos0, rs, sgn);
+        else k_rope<X, 1, int64_t><<<g, 256, 0, c->stream>>>(xo, x16, xi, cs, sn, rows, T, NH, HS, pos0, rs, sgn);
     }
     LAUNCHED(c);
+}
+
+/* dst16 = bf16(src) over columns c0..c0+w of N rows rs apart (the columns a
+ * rotation over part of each row leaves as they are). */
+__global__ void k_cast_cols(__nv_bfloat16 *dst, const float *src, int64_t N, int64_t rs, int64_t c0, int64_t w) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < N * w; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / w, e = r * rs + c0 + (i - r * w);
+        dst[e] = __float2bfloat16_rn(src[e]);
+    }
 }
 
 /* bf16 mode: rope writes x's bf16 copy too (forward: flash attention reads
  * q, k as bf16; backward: the Q/K products read dq, dk next), alone when
  * bf16_only promised x (fp32_out). A promised x whose values are an exact
  * copy (a product wrote q as bf16 alone) is rotated in that copy, in place:
- * x stays unwritten, the copy stands for it. */
+ * x stays unwritten, the copy stands for it. The tensor is x's whole rows,
+ * [B*T, rs]: a copy written here holds the columns past the rotated heads
+ * too (a fused dq|dk|dv's dv, cast from fp32). */
 static void rope(const smj_exec *ex, const char *name, float *x, const float *cs, const float *sn, int B, int T,
-                 int NH, int HS, int pos0, float sgn) {
+                 int NH, int HS, int pos0, int64_t rs, float sgn) {
     OP_BEGIN_L(name);
-    int64_t rows = (int64_t)B * T * NH, n = rows * HS;
+    int64_t W = (int64_t)NH * HS, N = (int64_t)B * T, rows = N * NH;
+    if (!rs) rs = W;
+    int64_t n = N * rs;
     fp32_in(c, cs, (int64_t)(pos0 + T) * (HS / 2));
     fp32_in(c, sn, (int64_t)(pos0 + T) * (HS / 2));
     if (rows > 0 && HS >= 2) {
         __nv_bfloat16 *xe = only_promised(c, x, n) ? (__nv_bfloat16 *)exact_copy(c, x, n) : NULL;
         if (xe) {
-            rope_launch(c, (float *)NULL, xe, (const __nv_bfloat16 *)xe, cs, sn, rows, T, NH, HS, pos0, sgn);
+            rope_launch(c, (float *)NULL, xe, (const __nv_bfloat16 *)xe, cs, sn, rows, T, NH, HS, pos0, rs, sgn);
         } else {
             cast_written(c, x, n); /* (read too: a lazy x is written first) */
             __nv_bfloat16 *x16 = shadow_of(c, x, n);
-            rope_launch(c, fp32_out(c, x, n, x16), x16, (const float *)x, cs, sn, rows, T, NH, HS, pos0, sgn);
+            if (x16 && rs > W) {
+                k_cast_cols<<<blocks_for(N * (rs - W), 256, (int64_t)c->n_sm * 16), 256, 0, c->stream>>>(
+                    x16, x, N, rs, W, rs - W);
+                LAUNCHED(c);
+            }
+            rope_launch(c, fp32_out(c, x, n, x16), x16, (const float *)x, cs, sn, rows, T, NH, HS, pos0, rs, sgn);
         }
     }
     op_end(c);
 }
 static void cu_rope_fwd(const smj_exec *ex, float *x, const float *cs, const float *sn, int B, int T, int NH, int HS,
-                        int pos0) {
-    rope(ex, "rope_fwd", x, cs, sn, B, T, NH, HS, pos0, 1.0f);
+                        int pos0, int64_t rs) {
+    rope(ex, "rope_fwd", x, cs, sn, B, T, NH, HS, pos0, rs, 1.0f);
 }
 static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const float *sn, int B, int T, int NH, int HS,
-                        int pos0) {
-    rope(ex, "rope_bwd", dx, cs, sn, B, T, NH, HS, pos0, -1.0f);
+                        int pos0, int64_t rs) {
+    rope(ex, "rope_bwd", dx, cs, sn, B, T, NH, HS, pos0, rs, -1.0f);
 }
 
 /* ------------------------------------------------------------ cross-entropy */

@@ -238,7 +238,7 @@ void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const 
                int64_t kv_bstride, float scale);
 void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
-               int64_t qrs, int64_t krs, float scale);
+               int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, float scale);
 /* Hopper's wgmma kernels (flash_sm90.cu): flash_sm90_ok says whether they
  * run here (a build for sm_90a, compute capability 9.0, head size 64,
  * SMJ_CUDA_ATTN auto or wgmma); the launchers take flash_fwd's / flash_bwd's
@@ -258,7 +258,7 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
                       int64_t kv_bstride, float scale);
 void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                       const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
-                      int NKV, int HS, int64_t q_rs, int64_t kv_rs, float scale);
+                      int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, float scale);
 
 /* Four fp32 values stored as bf16 (round to nearest even), 8 bytes. */
 static __device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {
@@ -359,9 +359,9 @@ void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const floa
                       int64_t N, int K, float eps);
 void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V);
 /* The element-wise ops (elementwise.cu). */
-void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n);
+void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t N, int H, int64_t ld);
 void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
-                   const float *up, int64_t n);
+                   const float *up, int64_t N, int H, int64_t ld);
 void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n);
 void cu_scale(const smj_exec *ex, float *x, float s, int64_t n);
 void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1,

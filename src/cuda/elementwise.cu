@@ -14,16 +14,20 @@
  * per thread: 8 when every pointer, fp32 or bf16, is 16-byte aligned (a
  * bf16 operand then one 16-byte access), 4 when the fp32 ones are (8-byte
  * bf16 accesses), then the tail one by one; every element's arithmetic is
- * the same in each. Forward: out NULL: its fp32 values not written
- * (fp32_out); o16: out's bf16 copy (shadow_of) or NULL; g16, u16: copies of
- * the inputs to write (home_of) or NULL; gate and up read as G: fp32, or
- * bf16 (their exact copies). Backward: dgate, dup NULL: not written
- * (fp32_out); dg16, du16: their copies or NULL; dout read as D, gate and up
- * as G (fp32 or exact bf16 copies). */
+ * the same in each. out / dout are dense [N, H] (element e); gate, up and
+ * dgate, dup and their copies have rows ld apart (element at_row(e)).
+ * Forward: out NULL: its fp32 values not written (fp32_out); o16: out's
+ * bf16 copy (shadow_of) or NULL; g16, u16: copies of the inputs to write
+ * (home_of) or NULL; gate and up read as G: fp32, or bf16 (their exact
+ * copies). Backward: dgate, dup NULL: not written (fp32_out); dg16, du16:
+ * their copies or NULL; dout read as D, gate and up as G (fp32 or exact
+ * bf16 copies). */
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
 __device__ __forceinline__ float4 swiglu4(float4 g, float4 u) {
     return make_float4(silu_f(g.x) * u.x, silu_f(g.y) * u.y, silu_f(g.z) * u.z, silu_f(g.w) * u.w);
 }
+/* dense element e's place in rows ld apart (H values a row) */
+__device__ __forceinline__ int64_t at_row(int64_t e, int H, int64_t ld) { return ld == H ? e : e / H * ld + e % H; }
 __device__ __forceinline__ void st4(float *out, __nv_bfloat16 *o16, int64_t i, float4 v) { /* values 4i.. */
     if (out) ((float4 *)out)[i] = v;
     if (o16) st_bf16x4(o16 + 4 * i, v);
@@ -37,29 +41,32 @@ __device__ __forceinline__ void st8(float *out, __nv_bfloat16 *o16, int64_t i, f
 }
 template <typename G>
 __global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16, __nv_bfloat16 *u16, const G *gate,
-                             const G *up, int64_t n, int vw) {
+                             const G *up, int64_t n, int H, int64_t ld, int vw) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n8 = vw == 8 ? n / 8 : 0, n4 = vw >= 4 ? n / 4 : 0;
     for (int64_t i = i0; i < n8; i += st) {
+        int64_t j = at_row(8 * i, H, ld) / 8;
         float4 g0, g1, u0, u1;
-        ld8(gate, i, g0, g1);
-        ld8(up, i, u0, u1);
+        ld8(gate, j, g0, g1);
+        ld8(up, j, u0, u1);
         st8(out, o16, i, swiglu4(g0, u0), swiglu4(g1, u1));
-        st8(NULL, g16, i, g0, g1);
-        st8(NULL, u16, i, u0, u1);
+        st8(NULL, g16, j, g0, g1);
+        st8(NULL, u16, j, u0, u1);
     }
     for (int64_t i = 2 * n8 + i0; i < n4; i += st) {
-        float4 g = ld4(gate, i), u = ld4(up, i);
+        int64_t j = at_row(4 * i, H, ld) / 4;
+        float4 g = ld4(gate, j), u = ld4(up, j);
         st4(out, o16, i, swiglu4(g, u));
-        st4(NULL, g16, i, g);
-        st4(NULL, u16, i, u);
+        st4(NULL, g16, j, g);
+        st4(NULL, u16, j, u);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
-        float g = ld1(gate, i), u = ld1(up, i), o = silu_f(g) * u;
+        int64_t j = at_row(i, H, ld);
+        float g = ld1(gate, j), u = ld1(up, j), o = silu_f(g) * u;
         if (out) out[i] = o;
         if (o16) o16[i] = __float2bfloat16_rn(o);
-        if (g16) g16[i] = __float2bfloat16_rn(g);
-        if (u16) u16[i] = __float2bfloat16_rn(u);
+        if (g16) g16[j] = __float2bfloat16_rn(g);
+        if (u16) u16[j] = __float2bfloat16_rn(u);
     }
 }
 __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, float &du) {
@@ -75,32 +82,35 @@ __device__ __forceinline__ void swiglu_d4(float4 d, float4 g, float4 u, float4 &
 }
 template <typename D, typename G>
 __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const D *dout,
-                             const G *gate, const G *up, int64_t n, int vw) {
+                             const G *gate, const G *up, int64_t n, int H, int64_t ld, int vw) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n8 = vw == 8 ? n / 8 : 0, n4 = vw >= 4 ? n / 4 : 0;
     for (int64_t i = i0; i < n8; i += st) {
+        int64_t j = at_row(8 * i, H, ld) / 8;
         float4 d0, d1, g0, g1, u0, u1, a0, a1, b0, b1;
         ld8(dout, i, d0, d1);
-        ld8(gate, i, g0, g1);
-        ld8(up, i, u0, u1);
+        ld8(gate, j, g0, g1);
+        ld8(up, j, u0, u1);
         swiglu_d4(d0, g0, u0, a0, b0);
         swiglu_d4(d1, g1, u1, a1, b1);
-        st8(dgate, dg16, i, a0, a1);
-        st8(dup, du16, i, b0, b1);
+        st8(dgate, dg16, j, a0, a1);
+        st8(dup, du16, j, b0, b1);
     }
     for (int64_t i = 2 * n8 + i0; i < n4; i += st) {
+        int64_t j = at_row(4 * i, H, ld) / 4;
         float4 a, b;
-        swiglu_d4(ld4(dout, i), ld4(gate, i), ld4(up, i), a, b);
-        st4(dgate, dg16, i, a);
-        st4(dup, du16, i, b);
+        swiglu_d4(ld4(dout, i), ld4(gate, j), ld4(up, j), a, b);
+        st4(dgate, dg16, j, a);
+        st4(dup, du16, j, b);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
+        int64_t j = at_row(i, H, ld);
         float a, b;
-        swiglu_d(ld1(dout, i), ld1(gate, i), ld1(up, i), a, b);
-        if (dgate) dgate[i] = a;
-        if (dup) dup[i] = b;
-        if (dg16) dg16[i] = __float2bfloat16_rn(a);
-        if (du16) du16[i] = __float2bfloat16_rn(b);
+        swiglu_d(ld1(dout, i), ld1(gate, j), ld1(up, j), a, b);
+        if (dgate) dgate[j] = a;
+        if (dup) dup[j] = b;
+        if (dg16) dg16[j] = __float2bfloat16_rn(a);
+        if (du16) du16[j] = __float2bfloat16_rn(b);
     }
 }
 /* o16: out's copy to write (a place named by bf16_home) or NULL. */
@@ -159,65 +169,112 @@ __global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n,
 static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
     return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c3 | (uintptr_t)d | (uintptr_t)e) % 16 == 0;
 }
-/* The exact bf16 copies of x and y (n values) when both have one that the
- * wide loads allow (8-byte aligned when wide), else NULL, NULL. */
-static void exact_pair(smj_cuda *c, const float *x, const float *y, int64_t n, int wide, const __nv_bfloat16 **x16,
-                       const __nv_bfloat16 **y16) {
-    *x16 = exact_copy(c, x, n);
-    *y16 = exact_copy(c, y, n);
-    if (!*x16 || !*y16 || (wide && ((uintptr_t)*x16 | (uintptr_t)*y16) % 8)) *x16 = *y16 = NULL;
-}
 /* Values a thread (the element-wise kernels' vw): 8 when wide (the fp32
  * pointers 16-byte aligned) and the bf16 ones (NULL: none) 16-byte aligned
  * too, 4 when wide, else 1. */
 static int vw_of(int wide, const void *b0, const void *b1, const void *b2, const void *b3, const void *b4) {
     return !wide ? 1 : al16x(b0, b1, b2, b3, b4) ? 8 : 4;
 }
-void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t n) {
+
+/* SwiGLU's pair (gate, up), or (dgate, dup), as the bookkeeping sees it:
+ * one fused tensor [N, 2H] when up = gate + H and ld = 2H (t = 1: both
+ * keyed by gate's whole rows, up at offset H), else two tensors of their
+ * rows' span (t = 2). */
+typedef struct { const float *p[2]; int64_t n[2], off[2]; int t; } pair_keys;
+static pair_keys keys_of(const float *g, const float *u, int64_t N, int H, int64_t ld) {
+    if (u == g + H && ld == 2 * (int64_t)H) return (pair_keys){{g, g}, {N * ld, N * ld}, {0, H}, 1};
+    int64_t span = N > 0 ? (N - 1) * ld + H : 0;
+    return (pair_keys){{g, u}, {span, span}, {0, 0}, 2};
+}
+/* exact copies of both members (the same offsets as the fp32 values), or
+ * NULL, NULL */
+static void pair_exact(smj_cuda *c, const pair_keys *k, int wide, const __nv_bfloat16 **g16,
+                       const __nv_bfloat16 **u16) {
+    const __nv_bfloat16 *e0 = exact_copy(c, k->p[0], k->n[0]), *e1 = k->t == 1 ? e0 : exact_copy(c, k->p[1], k->n[1]);
+    *g16 = e0 && e1 ? e0 + k->off[0] : NULL;
+    *u16 = e0 && e1 ? e1 + k->off[1] : NULL;
+    if (*g16 && wide && ((uintptr_t)*g16 | (uintptr_t)*u16) % 8) *g16 = *u16 = NULL;
+}
+static void pair_fp32_in(smj_cuda *c, const pair_keys *k) {
+    for (int i = 0; i < k->t; i++) fp32_in(c, k->p[i], k->n[i]);
+}
+/* the places bf16_home names for the pair (NULL, NULL: none) */
+static void pair_home(smj_cuda *c, const pair_keys *k, __nv_bfloat16 **g16, __nv_bfloat16 **u16) {
+    __nv_bfloat16 *h0 = home_of(c, k->p[0], k->n[0]), *h1 = k->t == 1 ? h0 : home_of(c, k->p[1], k->n[1]);
+    *g16 = h0 ? h0 + k->off[0] : NULL;
+    *u16 = h1 ? h1 + k->off[1] : NULL;
+}
+/* An output pair's copies (shadow_of) and where its fp32 values go
+ * (fp32_out); after cast_written of both. */
+static void pair_out(smj_cuda *c, const pair_keys *k, float **g, float **u, __nv_bfloat16 **g16,
+                     __nv_bfloat16 **u16) {
+    __nv_bfloat16 *s[2] = {NULL, NULL};
+    float *f[2] = {NULL, NULL};
+    for (int i = 0; i < k->t; i++) {
+        s[i] = shadow_of(c, k->p[i], k->n[i]);
+        f[i] = fp32_out(c, (float *)k->p[i], k->n[i], s[i]);
+    }
+    if (k->t == 1) { s[1] = s[0]; f[1] = f[0]; }
+    *g16 = s[0] ? s[0] + k->off[0] : NULL;
+    *u16 = s[1] ? s[1] + k->off[1] : NULL;
+    *g = f[0] ? f[0] + k->off[0] : NULL;
+    *u = f[1] ? f[1] + k->off[1] : NULL;
+}
+/* vw for rows of H values ld apart (row starts keep 16-byte alignment) */
+static int vw_rows(int vw, int H, int64_t ld) {
+    if (vw == 8 && (H % 8 || ld % 8)) vw = 4;
+    if (vw == 4 && (H % 4 || ld % 4)) vw = 1;
+    return vw;
+}
+void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t N, int H, int64_t ld) {
     OP_BEGIN_L("swiglu_fwd");
+    if (!ld) ld = H;
+    int64_t n = N * H;
     cast_written(c, out, n);
     if (n > 0) {
+        pair_keys k = keys_of(gate, up, N, H, ld);
         int wide = al16x(out, gate, up, out, out);
         const __nv_bfloat16 *ge, *ue;
-        exact_pair(c, gate, up, n, wide, &ge, &ue);
+        pair_exact(c, &k, wide, &ge, &ue);
         __nv_bfloat16 *o16 = shadow_of(c, out, n);
         float *o = fp32_out(c, out, n, o16);
         if (ge) { /* the inputs' exact copies (a product wrote them as bf16 alone): homes already hold them */
-            int vw = vw_of(wide, o16, ge, ue, NULL, NULL);
-            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, NULL, NULL, ge, ue, n, vw);
+            int vw = vw_rows(vw_of(wide, o16, ge, ue, NULL, NULL), H, ld);
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, NULL, NULL, ge, ue, n, H, ld, vw);
         } else {
-            fp32_in(c, gate, n);
-            fp32_in(c, up, n);
-            __nv_bfloat16 *g16 = home_of(c, gate, n), *u16 = home_of(c, up, n);
-            int vw = vw_of(wide, o16, g16, u16, NULL, NULL);
-            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, g16, u16, gate, up, n, vw);
+            pair_fp32_in(c, &k);
+            __nv_bfloat16 *g16, *u16;
+            pair_home(c, &k, &g16, &u16);
+            int vw = vw_rows(vw_of(wide, o16, g16, u16, NULL, NULL), H, ld);
+            k_swiglu_fwd<<<EW_GRID((n + 3) / 4)>>>(o, o16, g16, u16, gate, up, n, H, ld, vw);
         }
         LAUNCHED(c);
     }
     op_end(c);
 }
 void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,
-                   const float *up, int64_t n) {
+                   const float *up, int64_t N, int H, int64_t ld) {
     OP_BEGIN_L("swiglu_bwd");
-    cast_written(c, dgate, n);
-    cast_written(c, dup, n);
+    if (!ld) ld = H;
+    int64_t n = N * H;
+    pair_keys ko = keys_of(dgate, dup, N, H, ld);
+    for (int i = 0; i < ko.t; i++) cast_written(c, ko.p[i], ko.n[i]);
     if (n > 0) {
+        pair_keys k = keys_of(gate, up, N, H, ld);
         int wide = al16x(dgate, dup, dout, gate, up);
         const __nv_bfloat16 *g16, *u16, *d16 = exact_copy(c, dout, n);
-        exact_pair(c, gate, up, n, wide, &g16, &u16);
-        __nv_bfloat16 *dg16 = shadow_of(c, dgate, n), *du16 = shadow_of(c, dup, n);
+        pair_exact(c, &k, wide, &g16, &u16);
         if (d16 && wide && (uintptr_t)d16 % 8) d16 = NULL;
         if (!d16) fp32_in(c, dout, n);
-        if (!g16) {
-            fp32_in(c, gate, n);
-            fp32_in(c, up, n);
-        }
-        float *dg = fp32_out(c, dgate, n, dg16), *du = fp32_out(c, dup, n, du16);
-        int vw = vw_of(wide, dg16, du16, d16, g16, u16);
-        if (d16 && g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, g16, u16, n, vw);
-        else if (d16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, gate, up, n, vw);
-        else if (g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, vw);
-        else k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, vw);
+        if (!g16) pair_fp32_in(c, &k);
+        float *dg, *du;
+        __nv_bfloat16 *dg16, *du16;
+        pair_out(c, &ko, &dg, &du, &dg16, &du16);
+        int vw = vw_rows(vw_of(wide, dg16, du16, d16, g16, u16), H, ld);
+        if (d16 && g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, g16, u16, n, H, ld, vw);
+        else if (d16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, d16, gate, up, n, H, ld, vw);
+        else if (g16) k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, g16, u16, n, H, ld, vw);
+        else k_swiglu_bwd<<<EW_GRID((n + 3) / 4)>>>(dg, du, dg16, du16, dout, gate, up, n, H, ld, vw);
         LAUNCHED(c);
     }
     op_end(c);

@@ -106,7 +106,7 @@ smj_status smj_session_create(smj_model *m, int max_len, smj_session **out) {
     smj_block_acts *a = &s->a;
     a->ln1 = p[0]; a->ln1_rstd = p[1]; a->q_pre = p[2]; a->k_pre = p[3]; a->q_rstd = p[4]; a->k_rstd = p[5];
     a->q = p[6]; a->att = p[7]; a->lse = p[8]; a->res_mid = p[9]; a->ln2 = p[10]; a->ln2_rstd = p[11];
-    a->gate = p[12]; a->up = p[12] + R * H; a->hsw = p[12] + 2 * R * H; a->tmp = p[13];
+    a->gate = p[12]; a->hsw = p[12] + 2 * R * H; a->tmp = p[13];
     s->x = p[14]; s->y = p[15]; s->lnf = p[16]; s->rstd = p[17]; s->logits = p[18]; s->ids = (int32_t *)p[19];
     a->ln1_mean = p[20]; a->ln2_mean = p[21]; a->qkv = p[22]; a->idx3 = (int32_t *)p[23];
     s->pos = (int32_t *)p[24]; s->lnf_mean = p[25];

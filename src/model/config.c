@@ -155,7 +155,11 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
          * reused first); the LM head's (its weight, a block of rows of the
          * logits' gradient or a fused-CE chunk of it) each into one copy */
         int64_t hr = fused ? smj_ce_chunk_rows(c, o, N) : smj_head_bwd_rows(c, N, 1), Vr = smj_vocab_rows(c);
-        int64_t blk[] = {N * H, N * C, N * QD, N * KD, H * C, QD * C}, head[] = {Vr * C, hr * Vr}, big = 0, sum = 0;
+        /* and one copy for the fused gradients of Llama's gate|up and q|k|v
+         * (one alive at a time) */
+        int64_t fg = c->arch == SMJ_ARCH_GPT2 ? 0 : N * (2 * H > QD + 2 * KD ? 2 * H : QD + 2 * KD);
+        int64_t blk[] = {N * H, N * C, N * QD, N * KD, 2 * H * C, (QD + 2 * KD) * C}, head[] = {Vr * C, hr * Vr, fg};
+        int64_t big = 0, sum = 0;
         int n = SMJ_CUDA_BC_N;
         for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)
             if (blk[i] <= SMJ_CUDA_BC_MAX && blk[i] > big) big = blk[i];

@@ -241,7 +241,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, C, C, 0, 1, 0);
     be->attention_bwd(ex, m->dqkv, m->dqkv + C, m->dqkv + 2 * C, m->datt, a->att, a->lse, a->qkv, a->qkv + C,
-                      a->qkv + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C, 1.0f / sqrtf((float)HS));
+                      a->qkv + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C, 0, 0, 1.0f / sqrtf((float)HS));
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
     be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);

@@ -593,7 +593,7 @@ static int block_slots(const smj_model_config *c, int64_t N, smj_block_acts *a, 
         SLOT(att, N * QD, SLOT_SAVE); SLOT(lse, N * c->n_heads, SLOT_STAT);
         SLOT(res_mid, N * C, SLOT_SAVE);
         SLOT(ln2, N * C, SLOT_SAVE); SLOT(ln2_rstd, N, SLOT_STAT);
-        SLOT(gate, N * H, SLOT_SAVE); SLOT(up, N * H, SLOT_SAVE); SLOT(hsw, N * H, SLOT_SAVE);
+        SLOT(gate, 2 * N * H, SLOT_SAVE); SLOT(hsw, N * H, SLOT_SAVE); /* gate|up, smj_gu_views */
     }
 #undef SLOT
     return k;
@@ -749,16 +749,18 @@ const float *smj_acts_load(smj_model *m, int l, int B, int T) {
 static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
-    float *p[11];
+    float *p[8];
     /* dqn, dkn: QK-norm only (the norms' backward adds into dres) */
     int gpt2 = c->arch == SMJ_ARCH_GPT2, qkn = c->qk_norm;
     /* GPT-2: no dq, dk, dv (attention's backward writes their rows of dqkv) */
-    int64_t sz[11] = {N * C, N * C, N * QD, gpt2 ? 0 : N * QD, gpt2 ? 0 : N * KD, gpt2 ? 0 : N * KD,
-                      qkn ? N * QD : 0, qkn ? N * KD : 0, N * H, N * H, N * H};
-    for (int i = 0; i < 11; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
+    /* Llama: dq, dk, dv in one N * (QD + 2 KD) region (block_backward lays
+     * them out: fused rows or three dense tensors) */
+    int64_t sz[8] = {N * C, N * C, N * QD, gpt2 ? 0 : N * (QD + 2 * KD), qkn ? N * QD : 0, qkn ? N * KD : 0, N * H,
+                     gpt2 ? N * H : 2 * N * H};
+    for (int i = 0; i < 8; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
     if (m) {
-        m->dres = p[0]; m->dln = p[1]; m->datt = p[2]; m->dq = p[3]; m->dk = p[4]; m->dv = p[5];
-        m->dqn = p[6]; m->dkn = p[7]; m->dh = p[8]; m->dgate = p[9]; m->dup = p[10];
+        m->dres = p[0]; m->dln = p[1]; m->datt = p[2]; m->dq = p[3];
+        m->dqn = p[4]; m->dkn = p[5]; m->dh = p[6]; m->dgate = p[7];
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         float *dqkv = take(cv, 3 * N * C);
@@ -921,6 +923,18 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
 #undef W
 }
 
+/* gate and up inside gu (2*N*H values; block l): fused [N, 2H] when the
+ * weights sit side by side in f32 (returns the row stride 2H), else [N, H]
+ * each, one after the other (H). */
+int64_t smj_gu_views(smj_model *m, int l, float *gu, int64_t N, float **g, float **u) {
+    int64_t H = m->cfg.ffn_hidden;
+    const float *wg = smj_model_ptr(m, m->params, R_WGATE, l), *wu = smj_model_ptr(m, m->params, R_WUP, l);
+    int fused = wg && wu && wu == wg + H * m->cfg.dim;
+    *g = gu;
+    *u = gu + (fused ? H : N * H);
+    return fused ? 2 * H : H;
+}
+
 /* The block after attention (a->att): y = res_mid + FFN(norm(res_mid)),
  * res_mid = x + Wo·att; N rows. */
 static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int64_t N) {
@@ -935,13 +949,18 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     smj_acts_home_only(m, l, a->ln2, N);
     be->add_rmsnorm_fwd(ex, a->res_mid, a->ln2, a->ln2_rstd, x, a->tmp, smj_model_ptr(m, m->params, R_FFN_NORM, l),
                         N, C, c->norm_eps);
-    /* gate and up: written as bf16 by their products, swiglu reads those */
+    /* gate|up: written as bf16 by their product(s), swiglu reads those */
+    float *g, *u;
+    int64_t ld = smj_gu_views(m, l, a->gate, N, &g, &u);
     smj_acts_home_only(m, l, a->gate, N);
-    smj_model_linear(m, R_WGATE, l, a->gate, a->ln2, N, H, C);
-    smj_acts_home_only(m, l, a->up, N);
-    smj_model_linear(m, R_WUP, l, a->up, a->ln2, N, H, C);
+    if (ld == 2 * H) { /* one product over the side-by-side weights [2H, C] */
+        m->be->matmul(ex, a->gate, a->ln2, smj_model_ptr(m, m->params, R_WGATE, l), N, 2 * H, C, 0, 1, 0);
+    } else {
+        smj_model_linear(m, R_WGATE, l, g, a->ln2, N, H, C);
+        smj_model_linear(m, R_WUP, l, u, a->ln2, N, H, C);
+    }
     smj_acts_home_only(m, l, a->hsw, N);
-    be->swiglu_fwd(ex, a->hsw, a->gate, a->up, N * H);
+    be->swiglu_fwd(ex, a->hsw, g, u, N, H, ld);
     smj_model_linear(m, R_WDOWN, l, a->tmp, a->hsw, N, C, H);
     smj_acts_home(m, l, y, N);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
@@ -961,9 +980,9 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     smj_rope_prepare(m, pos0, T);
     block_qkv(m, l, a, x, N);
     smj_acts_home_only(m, l, a->q, N);
-    be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0);
+    be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0, 0);
     smj_acts_home_only(m, l, a->k, N);
-    be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0);
+    be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0, 0);
     smj_acts_home_only(m, l, a->att, N);
     smj_acts_home(m, l, a->v, N);
     be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, 0, 0, kv_bstride,
@@ -1270,16 +1289,16 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     only16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
     be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
     be->matmul(ex, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
-    only16(m, m->dgate, N * H); /* read only by their products: bf16 copies alone */
-    only16(m, m->dup, N * H);
-    be->swiglu_bwd(ex, m->dgate, m->dup, m->dh, a->gate, a->up, N * H);
+    /* dgate|dup as the forward's gate|up (trained weights are f32, side by
+     * side: one [N,2H] tensor), read only by its two products: bf16 alone */
+    float *g, *u;
+    int64_t ld = smj_gu_views(m, l, a->gate, N, &g, &u);
+    only16(m, m->dgate, 2 * N * H);
+    be->swiglu_bwd(ex, m->dgate, m->dgate + (u - g), m->dh, g, u, N, H, ld);
     drop16(m, m->dh, N * H);
-    be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, H, C, N, 1, 0, 1);
-    be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, H, 0, 0, 0);
-    drop16(m, m->dgate, N * H);
-    be->matmul(ex, DW(R_WUP), m->dup, a->ln2, H, C, N, 1, 0, 1);
-    be->matmul(ex, m->dln, m->dup, W(R_WUP), N, C, H, 0, 0, 1);
-    drop16(m, m->dup, N * H);
+    be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, 2 * H, C, N, 1, 0, 1);   /* dWg|dWu [2H,C] */
+    be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, 2 * H, 0, 0, 0);    /* over K = 2H */
+    drop16(m, m->dgate, 2 * N * H);
     be->rmsnorm_bwd(ex, m->dres, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C,
                     1);                                                    /* now dL/dres_mid */
     /* attention: res_mid = x + Wo·att */
@@ -1288,38 +1307,51 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     only16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
     /* dq, dk (after the rotation) and dv are read only by their products
-     * unless QK-norm's backward or the biases' read them */
+     * unless QK-norm's backward or the biases' read them. Then, with Wq, Wk,
+     * Wv side by side, they are one [N, QD + 2 KD] tensor (attention's
+     * backward writes its column ranges, rope_bwd rotates the q|k heads of
+     * each row) and their products are one each over the fused weight. */
     int prod_only = !c->qk_norm && !c->attn_bias;
-    if (prod_only) only16(m, m->dv, N * KD);
-    be->attention_bwd(ex, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV,
-                      HS, 0, 0, 1.0f / sqrtf((float)HS));
+    int64_t W3 = QD + 2 * KD;
+    int fused = prod_only && W(R_WK) == W(R_WQ) + QD * C && W(R_WV) == W(R_WK) + KD * C;
+    float *dq = m->dq, *dk = fused ? dq + QD : dq + N * QD, *dv = fused ? dk + KD : dk + N * KD;
+    if (prod_only && !fused) only16(m, dv, N * KD);
+    be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0,
+                      fused ? W3 : 0, fused ? W3 : 0, 1.0f / sqrtf((float)HS));
     drop16(m, m->datt, N * QD);
-    if (prod_only) only16(m, m->dq, N * QD);
-    be->rope_bwd(ex, m->dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0);
-    if (prod_only) only16(m, m->dk, N * KD);
-    be->rope_bwd(ex, m->dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0);
-    float *dq = m->dq, *dk = m->dk;
-    if (c->qk_norm) {
-        be->rmsnorm_bwd(ex, m->dqn, DW(R_Q_NORM), m->dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS, 0);
-        be->rmsnorm_bwd(ex, m->dkn, DW(R_K_NORM), m->dk, a->k_pre, W(R_K_NORM), a->k_rstd, N * NKV, HS, 0);
-        dq = m->dqn;
-        dk = m->dkn;
+    if (fused) {
+        only16(m, dq, N * W3);
+        be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH + NKV, HS, 0, W3);
+        be->matmul(ex, DW(R_WQ), dq, a->ln1, W3, C, N, 1, 0, 1);        /* dWq|dWk|dWv [W3,C] */
+        be->matmul(ex, m->dln, dq, W(R_WQ), N, C, W3, 0, 0, 0);         /* over K = W3 */
+        drop16(m, dq, N * W3);
+    } else {
+        if (prod_only) only16(m, dq, N * QD);
+        be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0, 0);
+        if (prod_only) only16(m, dk, N * KD);
+        be->rope_bwd(ex, dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0, 0);
+        if (c->qk_norm) {
+            be->rmsnorm_bwd(ex, m->dqn, DW(R_Q_NORM), dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS, 0);
+            be->rmsnorm_bwd(ex, m->dkn, DW(R_K_NORM), dk, a->k_pre, W(R_K_NORM), a->k_rstd, N * NKV, HS, 0);
+            dq = m->dqn;
+            dk = m->dkn;
+        }
+        if (c->attn_bias) {
+            bias_bwd(m, DW(R_BQ), dq, N, QD);
+            bias_bwd(m, DW(R_BK), dk, N, KD);
+            bias_bwd(m, DW(R_BV), dv, N, KD);
+        }
+        /* each gradient's two products, then it is dead */
+        be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
+        be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
+        drop16(m, dq, N * QD);
+        be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
+        be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
+        drop16(m, dk, N * KD);
+        be->matmul(ex, DW(R_WV), dv, a->ln1, KD, C, N, 1, 0, 1);
+        be->matmul(ex, m->dln, dv, W(R_WV), N, C, KD, 0, 0, 1);
+        drop16(m, dv, N * KD);
     }
-    if (c->attn_bias) {
-        bias_bwd(m, DW(R_BQ), dq, N, QD);
-        bias_bwd(m, DW(R_BK), dk, N, KD);
-        bias_bwd(m, DW(R_BV), m->dv, N, KD);
-    }
-    /* each gradient's two products, then it is dead */
-    be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
-    be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
-    drop16(m, dq, N * QD);
-    be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
-    be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
-    drop16(m, dk, N * KD);
-    be->matmul(ex, DW(R_WV), m->dv, a->ln1, KD, C, N, 1, 0, 1);
-    be->matmul(ex, m->dln, m->dv, W(R_WV), N, C, KD, 0, 0, 1);
-    drop16(m, m->dv, N * KD);
     be->rmsnorm_bwd(ex, m->dres, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C, 1); /* now dL/dx */
 #undef W
 #undef DW

@@ -82,7 +82,11 @@ typedef struct {
     float *att, *lse;              /* [N,NH*HS], [B,NH,T] */
     float *res_mid;                /* [N,C] residual after attention */
     float *ln2, *ln2_rstd;         /* [N,C], [N] */
-    float *gate, *up, *hsw;        /* [N,H] each; hsw = silu(gate) * up */
+    float *gate, *hsw;             /* Llama: gate|up, two [N,H] tensors in 2*N*H values:
+                                      fused [N,2H] (one product: up = gate + H, rows 2H
+                                      apart) where the weights sit side by side, else
+                                      gate [N,H] then up [N,H] (smj_gu_views); hsw [N,H]
+                                      = silu(gate) * up. GPT-2: gate [N,H] pre-GELU. */
     float *tmp;                    /* [N,C] scratch (shared by all blocks) */
     uint16_t *saved16;             /* fp16_activations without checkpointing: bf16 copies of
                                       the block's SAVE tensors (llama.c's block_slots) */
@@ -130,7 +134,9 @@ struct smj_model {
     int32_t *ids, *tgts;  /* [N] each, on the backend */
     /* backward scratch */
     float *bwd_mem;
-    float *dres, *dln, *datt, *dq, *dk, *dv, *dqn, *dkn, *dh, *dgate, *dup;
+    float *dres, *dln, *datt, *dqn, *dkn, *dh;
+    float *dq;       /* Llama: dq, dk, dv in N*(QD + 2*KD) values (block_backward lays them out) */
+    float *dgate;    /* Llama: dgate|dup [N,2H] (fused as the forward's gate|up); GPT-2: [N,H] */
     float *dqkv;     /* GPT-2: [N,3C] */
     float *lnf_mean; /* GPT-2: [N] (forward) */
     int32_t *pos;    /* GPT-2: [N] position ids on the backend (forward) */
@@ -175,6 +181,10 @@ void smj_spec_place(smj_tensor_spec *t, smj_role role, int layer, const char *na
  * are that many floats apart, so the head's products run on aligned shapes
  * (GPT-2's 50,257 rows put cuBLAS on kernels 3-5x slower on an H200). */
 int64_t smj_vocab_rows(const smj_model_config *c);
+/* Block l's gate and up inside gu (2*N*H values): fused [N, 2H], one
+ * product over the side-by-side weights (returns the row stride 2H), or
+ * [N, H] each, one after the other (returns H; quantized weights). */
+int64_t smj_gu_views(smj_model *m, int l, float *gu, int64_t N, float **g, float **u);
 int64_t smj_spec_pad(const smj_model_config *c, smj_role role);
 smj_status smj_model_build_specs(smj_ctx *ctx, const smj_model_config *cfg, smj_tensor_spec **specs,
                                  int *n, int64_t *n_params);

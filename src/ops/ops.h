@@ -181,12 +181,14 @@ typedef struct {
  \
     /* In place on x[B,T,NH,HS], HF half-split rotation: for i < HS/2, \
      * (x_i, x_{i+HS/2}) rotated by angle of position pos0+t, using tables \
-     * cos/sin [maxT, HS/2]. */ \
+     * cos/sin [maxT, HS/2]. Rows (one per b, t) rs elements apart (0: \
+     * dense, NH*HS); columns NH*HS..rs of a row are left as they are, so \
+     * x may be the q|k columns of a fused [B*T, QD + 2*KD] tensor. */ \
     void (*rope_fwd)(const smj_exec *ex, R *x, const R *cos, const R *sin, int B, int T, int NH, \
-                     int HS, int pos0); \
+                     int HS, int pos0, int64_t rs); \
     /* In place on dx: the inverse rotation. */ \
     void (*rope_bwd)(const smj_exec *ex, R *dx, const R *cos, const R *sin, int B, int T, int NH, \
-                     int HS, int pos0); \
+                     int HS, int pos0, int64_t rs); \
  \
     /* Causal softmax attention. q [B,Tq,NH,HS]; k, v [B,Tk,NKV,HS] whose \
      * batch stride is kv_bstride elements; query t sits at absolute position \
@@ -198,18 +200,24 @@ typedef struct {
     void (*attention_fwd)(const smj_exec *ex, R *out, R *lse, const R *q, const R *k, \
                           const R *v, int B, int Tq, int Tk, int NH, int NKV, int HS, \
                           int64_t q_rs, int64_t kv_rs, int64_t kv_bstride, float scale); \
-    /* dq, dk, dv written (Tq == Tk; k, v batch stride T rows); q and dq \
-     * rows q_rs apart, k, v, dk, dv rows kv_rs (0: dense, as above). */ \
+    /* dq, dk, dv written (Tq == Tk; k, v batch stride T rows); q's rows \
+     * q_rs apart, k's and v's kv_rs (0: dense, as above); dq's rows dq_rs \
+     * apart, dk's and dv's dkv_rs (0: as q's, as k's), so the gradients \
+     * may be column ranges of one fused [B*T, NH*HS + 2*NKV*HS] tensor \
+     * whether the inputs are or not. */ \
     void (*attention_bwd)(const smj_exec *ex, R *dq, R *dk, R *dv, const R *dout, \
                           const R *out, const R *lse, const R *q, const R *k, \
                           const R *v, int B, int T, int NH, int NKV, int HS, int64_t q_rs, \
-                          int64_t kv_rs, float scale); \
+                          int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, float scale); \
  \
-    /* out[N,H] = silu(gate) * up. */ \
-    void (*swiglu_fwd)(const smj_exec *ex, R *out, const R *gate, const R *up, int64_t n); \
-    /* dgate, dup written. */ \
+    /* out[N,H] = silu(gate) * up; gate's and up's rows ld elements apart \
+     * (0: dense, H), so they may be the two halves of one fused [N, 2H] \
+     * product (up = gate + H, ld = 2H). */ \
+    void (*swiglu_fwd)(const smj_exec *ex, R *out, const R *gate, const R *up, int64_t N, int H, \
+                       int64_t ld); \
+    /* dgate, dup written, their rows ld apart as gate's and up's. */ \
     void (*swiglu_bwd)(const smj_exec *ex, R *dgate, R *dup, const R *dout, const R *gate, \
-                       const R *up, int64_t n); \
+                       const R *up, int64_t N, int H, int64_t ld); \
  \
     /* out = a + b (out may alias a or b). */ \
     void (*add)(const smj_exec *ex, R *out, const R *a, const R *b, int64_t n); \

@@ -63,8 +63,8 @@ static void ref_decode_attention(const smj_exec *ex, float *out, float *q, float
     float *lse = malloc(sizeof(float) * (size_t)NH);
     if (!lse) return;
     if (cos) {
-        ref_rope_fwd(ex, q, cos, sin, 1, 1, NH, HS, p);
-        ref_rope_fwd(ex, k, cos, sin, 1, 1, NKV, HS, p);
+        ref_rope_fwd(ex, q, cos, sin, 1, 1, NH, HS, p, 0);
+        ref_rope_fwd(ex, k, cos, sin, 1, 1, NKV, HS, p, 0);
     }
     memcpy(kc + p * KD, k, sizeof(float) * (size_t)KD);
     memcpy(vc + p * KD, v, sizeof(float) * (size_t)KD);
@@ -112,7 +112,7 @@ static void ref_decode_one(const smj_exec *ex, float *y, const float *x, const s
     ref_dec_linear(ex, u, n2, w->wup, wt, w->bup, H, C, tmp);
     if (w->wgate) {
         ref_dec_linear(ex, g, n2, w->wgate, wt, NULL, H, C, tmp);
-        ref_swiglu_fwd(ex, hs, g, u, H);
+        ref_swiglu_fwd(ex, hs, g, u, 1, H, 0);
     } else {
         ref_gelu_fwd(ex, hs, u, H);
     }

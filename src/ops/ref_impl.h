@@ -75,12 +75,13 @@ static void RP(rmsnorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, const REAL *
 }
 
 static void RP(rope_apply)(REAL *x, const REAL *cos, const REAL *sin, int B, int T, int NH, int HS,
-                           int pos0, double sgn) {
+                           int pos0, int64_t rs, double sgn) {
     int h2 = HS / 2;
+    if (!rs) rs = (int64_t)NH * HS;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < NH; h++) {
-                REAL *v = x + (((int64_t)b * T + t) * NH + h) * HS;
+                REAL *v = x + ((int64_t)b * T + t) * rs + (int64_t)h * HS;
                 const REAL *cr = cos + (int64_t)(pos0 + t) * h2, *sr = sin + (int64_t)(pos0 + t) * h2;
                 for (int i = 0; i < h2; i++) {
                     double a = v[i], c = v[i + h2], co = cr[i], si = sgn * sr[i];
@@ -90,14 +91,14 @@ static void RP(rope_apply)(REAL *x, const REAL *cos, const REAL *sin, int B, int
             }
 }
 static void RP(rope_fwd)(const smj_exec *ex, REAL *x, const REAL *cos, const REAL *sin, int B, int T, int NH,
-                         int HS, int pos0) {
+                         int HS, int pos0, int64_t rs) {
     (void)ex;
-    RP(rope_apply)(x, cos, sin, B, T, NH, HS, pos0, 1.0);
+    RP(rope_apply)(x, cos, sin, B, T, NH, HS, pos0, rs, 1.0);
 }
 static void RP(rope_bwd)(const smj_exec *ex, REAL *dx, const REAL *cos, const REAL *sin, int B, int T, int NH,
-                         int HS, int pos0) {
+                         int HS, int pos0, int64_t rs) {
     (void)ex;
-    RP(rope_apply)(dx, cos, sin, B, T, NH, HS, pos0, -1.0);
+    RP(rope_apply)(dx, cos, sin, B, T, NH, HS, pos0, rs, -1.0);
 }
 
 static void RP(attention_fwd)(const smj_exec *ex, REAL *out, REAL *lse, const REAL *q, const REAL *k,
@@ -140,12 +141,12 @@ static void RP(attention_fwd)(const smj_exec *ex, REAL *out, REAL *lse, const RE
 static void RP(attention_bwd)(const smj_exec *ex, REAL *dq, REAL *dk, REAL *dv, const REAL *dout,
                               const REAL *out, const REAL *lse, const REAL *q, const REAL *k,
                               const REAL *v, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
-                              float scale) {
+                              int64_t dq_rs, int64_t dkv_rs, float scale) {
     (void)ex;
     int grp = NH / NKV;
-    /* dk, dv summed densely ([B, T, NKV, HS], rs), written at kv_rs */
+    /* dk, dv summed densely ([B, T, NKV, HS], rs), written at dkv_rs */
     int64_t kvn = (int64_t)B * T * NKV * HS, rs = (int64_t)NKV * HS, ors = (int64_t)NH * HS;
-    int64_t qrs = q_rs ? q_rs : ors, krs = kv_rs ? kv_rs : rs;
+    int64_t qrs = q_rs ? q_rs : ors, krs = kv_rs ? kv_rs : rs, dqrs = dq_rs ? dq_rs : qrs, dkrs = dkv_rs ? dkv_rs : krs;
     double *dkd = calloc((size_t)kvn, sizeof(double)), *dvd = calloc((size_t)kvn, sizeof(double));
     if (!dkd || !dvd) { free(dkd); free(dvd); return; }
     for (int b = 0; b < B; b++)
@@ -170,34 +171,40 @@ static void RP(attention_bwd)(const smj_exec *ex, REAL *dq, REAL *dk, REAL *dv, 
                         dvd[kd + j * rs + i] += p * dout[oo + i];
                     }
                 }
-                for (int i = 0; i < HS; i++) dq[qo + i] = (REAL)dqa[i];
+                for (int i = 0; i < HS; i++) dq[((int64_t)b * T + t) * dqrs + (int64_t)h * HS + i] = (REAL)dqa[i];
                 free(dqa);
             }
     for (int64_t r = 0; r < (int64_t)B * T; r++)
         for (int64_t i = 0; i < rs; i++) {
-            dk[r * krs + i] = (REAL)dkd[r * rs + i];
-            dv[r * krs + i] = (REAL)dvd[r * rs + i];
+            dk[r * dkrs + i] = (REAL)dkd[r * rs + i];
+            dv[r * dkrs + i] = (REAL)dvd[r * rs + i];
         }
     free(dkd);
     free(dvd);
 }
 
-static void RP(swiglu_fwd)(const smj_exec *ex, REAL *out, const REAL *gate, const REAL *up, int64_t n) {
+static void RP(swiglu_fwd)(const smj_exec *ex, REAL *out, const REAL *gate, const REAL *up, int64_t N, int H,
+                           int64_t ld) {
     (void)ex;
-    for (int64_t i = 0; i < n; i++) {
-        double g = gate[i];
-        out[i] = (REAL)(g / (1.0 + exp(-g)) * up[i]);
-    }
+    if (!ld) ld = H;
+    for (int64_t r = 0; r < N; r++)
+        for (int j = 0; j < H; j++) {
+            double g = gate[r * ld + j];
+            out[r * H + j] = (REAL)(g / (1.0 + exp(-g)) * up[r * ld + j]);
+        }
 }
 /* silu(g) = g s(g); silu'(g) = s(g) (1 + g (1 - s(g))). */
 static void RP(swiglu_bwd)(const smj_exec *ex, REAL *dgate, REAL *dup, const REAL *dout, const REAL *gate,
-                           const REAL *up, int64_t n) {
+                           const REAL *up, int64_t N, int H, int64_t ld) {
     (void)ex;
-    for (int64_t i = 0; i < n; i++) {
-        double g = gate[i], s = 1.0 / (1.0 + exp(-g));
-        dgate[i] = (REAL)(dout[i] * up[i] * s * (1.0 + g * (1.0 - s)));
-        dup[i] = (REAL)(dout[i] * g * s);
-    }
+    if (!ld) ld = H;
+    for (int64_t r = 0; r < N; r++)
+        for (int j = 0; j < H; j++) {
+            int64_t i = r * ld + j;
+            double g = gate[i], s = 1.0 / (1.0 + exp(-g)), d = dout[r * H + j];
+            dgate[i] = (REAL)(d * up[i] * s * (1.0 + g * (1.0 - s)));
+            dup[i] = (REAL)(d * g * s);
+        }
 }
 
 static void RP(add)(const smj_exec *ex, REAL *out, const REAL *a, const REAL *b, int64_t n) {

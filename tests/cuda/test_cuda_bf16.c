@@ -89,8 +89,8 @@ static void check_bf16_bind(void) {
     be->bf16_bind(ex, Gb, G16, n);
     be->bf16_bind(ex, Ub, U16, n);
     snprintf(cur_shape, sizeof cur_shape, "swiglu_bwd n%lld", (long long)n);
-    be->swiglu_bwd(ex, Xa, Ya, Dd, Ga, Ua, n);
-    be->swiglu_bwd(ex, Xb, Yb, Dd, Gb, Ub, n);
+    be->swiglu_bwd(ex, Xa, Ya, Dd, Ga, Ua, 1, (int)n, 0);
+    be->swiglu_bwd(ex, Xb, Yb, Dd, Gb, Ub, 1, (int)n, 0);
     same_d("swiglu_bwd dgate", Xa, Xb, n);
     same_d("swiglu_bwd dup", Ya, Yb, n);
     be->matmul(ex, Ca, Ga, Dw, M, NW, K, 0, 1, 0);
@@ -157,8 +157,8 @@ static void check_bf16_bind(void) {
     be->bf16_bind(ex, Kb, K16, nk);
     be->bf16_bind(ex, Vb, V16, nk);
     be->bf16_bind(ex, Ob, O16, nq);
-    be->attention_bwd(ex, r1[0], r1[1], r1[2], Ddo, Oa, L, Qa, Ka, Va, B, T, NH, NKV, HS, 0, 0, sc);
-    be->attention_bwd(ex, r2[0], r2[1], r2[2], Ddo, Ob, L, Qb, Kb, Vb, B, T, NH, NKV, HS, 0, 0, sc);
+    be->attention_bwd(ex, r1[0], r1[1], r1[2], Ddo, Oa, L, Qa, Ka, Va, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
+    be->attention_bwd(ex, r2[0], r2[1], r2[2], Ddo, Ob, L, Qb, Kb, Vb, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
     same_d("attention_bwd dq", r1[0], r2[0], nq);
     same_d("attention_bwd dk", r1[1], r2[1], nk);
     same_d("attention_bwd dv", r1[2], r2[2], nk);
@@ -219,12 +219,12 @@ static void check_bf16_only(void) {
     oc_z = junk_d(n), oc_s = junk_d(n);
     be->scale(ex, oc_z, 0.0f, n);
     snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
-    be->swiglu_bwd(ex, A1, A2, Dd, Dg, Du, n);
+    be->swiglu_bwd(ex, A1, A2, Dd, Dg, Du, 1, (int)n, 0);
     be->bf16_only(ex, B1, n);
-    be->swiglu_bwd(ex, B1, B2, Dd, Dg, Du, n);
+    be->swiglu_bwd(ex, B1, B2, Dd, Dg, Du, 1, (int)n, 0);
     only_check("swiglu_bwd dgate", A1, B1, n, NULL);
     be->bf16_only(ex, B4, n);
-    be->swiglu_bwd(ex, B3, B4, Dd, Dg, Du, n);
+    be->swiglu_bwd(ex, B3, B4, Dd, Dg, Du, 1, (int)n, 0);
     only_check("swiglu_bwd dup", A2, B4, n, NULL);
     /* xent_bwd in place over logits, 8 rows of 4096 */
     int64_t R = 8, V = n / R;
@@ -239,9 +239,9 @@ static void check_bf16_only(void) {
     float *cs, *sn;
     rope_tables(64, 64, &cs, &sn);
     float *Dc = dup_d(cs, 64 * 32), *Ds = dup_d(sn, 64 * 32), *X1d = dup_d(d, n), *X2d = dup_d(d, n);
-    be->rope_bwd(ex, X1d, Dc, Ds, 1, 64, 8, 64, 0);
+    be->rope_bwd(ex, X1d, Dc, Ds, 1, 64, 8, 64, 0, 0);
     be->bf16_only(ex, X2d, n);
-    be->rope_bwd(ex, X2d, Dc, Ds, 1, 64, 8, 64, 0);
+    be->rope_bwd(ex, X2d, Dc, Ds, 1, 64, 8, 64, 0, 0);
     only_check("rope_bwd (in place)", X1d, X2d, n, d);
     /* attention_bwd's dv (flash in bf16 mode): B 2, T 64, 4 heads (2 KV) of 64 */
     int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
@@ -250,16 +250,16 @@ static void check_bf16_only(void) {
     float *dO = dup_d(u, nq), *r[6];
     for (int i = 0; i < 6; i++) r[i] = junk_d(i % 3 == 0 ? nq : nk);
     be->attention_fwd(ex, O, Lse, Q, Kd, Vd, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, 0.125f);
-    be->attention_bwd(ex, r[0], r[1], r[2], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0, 0, 0.125f);
+    be->attention_bwd(ex, r[0], r[1], r[2], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0, 0, 0, 0, 0.125f);
     be->bf16_only(ex, r[5], nk);
-    be->attention_bwd(ex, r[3], r[4], r[5], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0, 0, 0.125f);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO, O, Lse, Q, Kd, Vd, B, T, NH, NKV, HS, 0, 0, 0, 0, 0.125f);
     only_check("attention_bwd dv", r[2], r[5], nk, NULL);
     /* a dropped promise leaves a later write alone */
     float *P = junk_d(n), *Z = junk_d(n), *S = junk_d(n);
     be->scale(ex, Z, 0.0f, n);
     be->bf16_only(ex, P, n);
     be->bf16_only(ex, B2, n);
-    be->swiglu_bwd(ex, P, B2, Dd, Dg, Du, n);
+    be->swiglu_bwd(ex, P, B2, Dd, Dg, Du, 1, (int)n, 0);
     be->bf16_drop(ex, P, n);
     be->upload(P, d, sizeof(float) * (size_t)n);
     be->add(ex, S, P, Z, n);
@@ -274,6 +274,49 @@ static void check_bf16_only(void) {
     ffree(g); ffree(u); ffree(d); ffree(w);
     printf("cuda %-14s %-6s promised outputs read as the plain ones through products%s\n", "bf16_only",
            check_failed == before ? "ok" : "FAILED", copies_kept() ? ", unwritten in 32 bits" : "");
+}
+
+/* Fused tensors' views under bf16_only: swiglu_bwd writing dgate|dup as
+ * one promised [N, 2H] tensor; rope_bwd over the q|k heads of rows of
+ * q|k|v, its copy holding the columns past the heads too (promised: read
+ * through products as the plain result; kept beside the fp32 values: a
+ * product reading it equals one casting those values afresh). */
+static void check_fused_rows(void) {
+    cur_op = "bf16_only";
+    long before = check_failed;
+    int64_t n = OC_N, N = 64, W = n / N, H = W / 2;
+    float *g = frand(n, 6), *d = frand(n, 1), *w = frand(OC_NW * 64, 1);
+    float *Dg = dup_d(g, n), *Dd = dup_d(d, n), *A = junk_d(n), *B = junk_d(n);
+    float *cs, *sn;
+    rope_tables(N, 64, &cs, &sn);
+    float *Dc = dup_d(cs, N * 32), *Ds = dup_d(sn, N * 32), *X1d = dup_d(d, n), *X2d = dup_d(d, n);
+    oc_w = dup_d(w, OC_NW * 64), oc_a = junk_d(n / 64 * OC_NW), oc_b = junk_d(n / 64 * OC_NW);
+    oc_z = junk_d(n), oc_s = junk_d(n);
+    be->scale(ex, oc_z, 0.0f, n);
+    snprintf(cur_shape, sizeof cur_shape, "N%lld H%lld (gate|up fused)", (long long)N, (long long)H);
+    be->swiglu_bwd(ex, A, A + H, Dd, Dg, Dg + H, N, (int)H, 2 * H);
+    be->bf16_only(ex, B, n);
+    be->swiglu_bwd(ex, B, B + H, Dd, Dg, Dg + H, N, (int)H, 2 * H);
+    only_check("swiglu_bwd dgate|dup", A, B, n, NULL);
+    snprintf(cur_shape, sizeof cur_shape, "T%lld, 6 heads of 64 in rows of %lld", (long long)N, (long long)W);
+    be->rope_bwd(ex, X1d, Dc, Ds, 1, (int)N, 6, 64, 0, W);
+    be->bf16_only(ex, X2d, n);
+    be->rope_bwd(ex, X2d, Dc, Ds, 1, (int)N, 6, 64, 0, W);
+    only_check("rope_bwd (rows of q|k|v)", X1d, X2d, n, d);
+    be->bf16_drop(ex, NULL, 0);
+    float *Y = dup_d(d, n);
+    be->rope_bwd(ex, Y, Dc, Ds, 1, (int)N, 6, 64, 0, W);
+    be->matmul(ex, oc_a, Y, oc_w, n / 64, OC_NW, 64, 0, 1, 0); /* through the copy rope wrote, if kept */
+    float *h = get_h(Y, n);
+    be->upload(Y, h, sizeof(float) * (size_t)n); /* a host write: no copy survives */
+    be->matmul(ex, oc_b, Y, oc_w, n / 64, OC_NW, 64, 0, 1, 0);
+    same_d("rope_bwd's copy (rows of q|k|v) against a fresh cast", oc_a, oc_b, n / 64 * OC_NW);
+    dfree(Y); ffree(h);
+    dfree(Dg); dfree(Dd); dfree(A); dfree(B); dfree(Dc); dfree(Ds); dfree(X1d); dfree(X2d);
+    dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
+    ffree(g); ffree(d); ffree(w); ffree(cs); ffree(sn);
+    printf("cuda %-14s %-6s fused gate|up and q|k|v rows: promised and kept copies of whole tensors%s\n", "bf16_only",
+           check_failed == before ? "ok" : "FAILED", copies_kept() ? "" : " (no copies kept)");
 }
 
 /* bf16_only on the forward's outputs and on products (bf16 mode).
@@ -341,16 +384,16 @@ static void check_bf16_only_fwd(void) {
     be->matmul(ex, U2, Xa, Wu, M, H, K, 0, 1, 0);
     be->bf16_only(ex, D2, nh);
     be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
-    be->swiglu_fwd(ex, F2, G2, U2, nh);
-    be->swiglu_bwd(ex, P[2], P[3], D2, G2, U2, nh);
+    be->swiglu_fwd(ex, F2, G2, U2, 1, (int)nh, 0);
+    be->swiglu_bwd(ex, P[2], P[3], D2, G2, U2, 1, (int)nh, 0);
     if (copies_kept())
         CHECK(still_junk(G2, nh) && still_junk(U2, nh) && still_junk(D2, nh),
               "cuda/bf16_only: a promised product output's fp32 values were written (by it or by swiglu)");
     be->add(ex, Ga, G2, Z, nh); /* 32-bit reads */
     be->add(ex, Ua, U2, Z, nh);
     be->add(ex, Da, D2, Z, nh);
-    be->swiglu_fwd(ex, F1, Ga, Ua, nh);
-    be->swiglu_bwd(ex, P[0], P[1], Da, Ga, Ua, nh);
+    be->swiglu_fwd(ex, F1, Ga, Ua, 1, (int)nh, 0);
+    be->swiglu_bwd(ex, P[0], P[1], Da, Ga, Ua, 1, (int)nh, 0);
     same_d("swiglu_fwd on promised gate / up", F1, F2, nh);
     same_d("swiglu_bwd dgate on a promised dout", P[0], P[2], nh);
     same_d("swiglu_bwd dup on a promised dout", P[1], P[3], nh);
@@ -377,10 +420,10 @@ static void check_bf16_only_fwd(void) {
     be->bf16_only(ex, Q2, nh);
     be->matmul(ex, Q2, Xa, Wg, M, H, K, 0, 1, 0); /* the same values as G2's */
     be->bf16_only(ex, Q2, nh);
-    be->rope_fwd(ex, Q2, Dc, Ds, 1, 256, 8, 64, 0);
+    be->rope_fwd(ex, Q2, Dc, Ds, 1, 256, 8, 64, 0, 0);
     if (copies_kept()) CHECK(still_junk(Q2, nh), "cuda/bf16_only: rope_fwd wrote a promised input's fp32 values");
     be->add(ex, Qr, Q2, Z, nh);
-    be->rope_fwd(ex, Ga, Dc, Ds, 1, 256, 8, 64, 0); /* plain, on the product's values */
+    be->rope_fwd(ex, Ga, Dc, Ds, 1, 256, 8, 64, 0, 0); /* plain, on the product's values */
     float *want = get_h(Ga, nh), *got = get_h(Qr, nh);
     if (copies_kept()) {
         uint16_t *h16 = malloc(sizeof(uint16_t) * (size_t)nh);
@@ -402,10 +445,10 @@ static void check_bf16_only_fwd(void) {
     be->attention_fwd(ex, O, Lb, G1, F1, F1 + nk, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * NKV * HS, 0.125f);
     be->bf16_only(ex, dO2, nq);
     be->matmul(ex, dO2, Xa, Wg, B * T, NH * HS, K, 0, 1, 0);
-    be->attention_bwd(ex, r[3], r[4], r[5], dO2, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0, 0, 0.125f);
+    be->attention_bwd(ex, r[3], r[4], r[5], dO2, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0, 0, 0, 0, 0.125f);
     if (copies_kept()) CHECK(still_junk(dO2, nq), "cuda/bf16_only: attention_bwd wrote a promised dO's fp32 values");
     be->add(ex, dOa, dO2, Z, nq);
-    be->attention_bwd(ex, r[0], r[1], r[2], dOa, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0, 0, 0.125f);
+    be->attention_bwd(ex, r[0], r[1], r[2], dOa, O, Lb, G1, F1, F1 + nk, B, T, NH, NKV, HS, 0, 0, 0, 0, 0.125f);
     same_d("attention_bwd dq on a promised dO", r[0], r[3], nq);
     same_d("attention_bwd dk on a promised dO", r[1], r[4], nk);
     same_d("attention_bwd dv on a promised dO", r[2], r[5], nk);
@@ -460,10 +503,19 @@ static void check_bf16_home(void) {
     be->bf16_home(ex, Dg, Hg, nh);
     be->bf16_home(ex, Du, Hu, nh);
     be->bf16_home(ex, Dh, Hh, nh);
-    be->swiglu_fwd(ex, Dh, Dg, Du, nh);
+    be->swiglu_fwd(ex, Dh, Dg, Du, 1, (int)nh, 0);
     home_check("swiglu_fwd gate (an input)", Hg, Dg, nh);
     home_check("swiglu_fwd up (an input)", Hu, Du, nh);
     home_check("swiglu_fwd out", Hh, Dh, nh);
+    /* gate|up one fused [N/2, 2H] tensor: one home for all of it */
+    float *Dh2 = junk_d(nh / 2);
+    uint16_t *Hgu = u16_d(nh), *Hh2 = u16_d(nh / 2);
+    be->bf16_home(ex, Dg, Hgu, nh);
+    be->bf16_home(ex, Dh2, Hh2, nh / 2);
+    be->swiglu_fwd(ex, Dh2, Dg, Dg + H, N / 2, H, 2 * H);
+    home_check("swiglu_fwd gate|up (fused, an input)", Hgu, Dg, nh);
+    home_check("swiglu_fwd out (gate|up fused)", Hh2, Dh2, nh / 2);
+    dfree(Dh2); be->free(Hgu); be->free(Hh2);
     be->bf16_home(ex, Dy, Hy, nc);
     be->add(ex, Dy, Da, Db, nc);
     home_check("add out", Hy, Dy, nc);
@@ -503,6 +555,7 @@ int main(void) {
     check_bf16_home();
     cuda_check_status(ctx, "bf16_home");
     check_bf16_only();
+    check_fused_rows();
     cuda_check_status(ctx, "bf16_only");
     check_bf16_only_fwd();
     cuda_check_status(ctx, "bf16_only");

@@ -48,8 +48,8 @@ static void check_decode_attention(void) {
         compare_d("key cache", Dkc, kc, nc, 1e-6);
         compare_d("value cache", Dvc, vc, nc, 0);
         if (rope) {
-            be->rope_fwd(ex, Eq, Dcs, Dsn, 1, 1, NH, HS, p);
-            be->rope_fwd(ex, Ek, Dcs, Dsn, 1, 1, NKV, HS, p);
+            be->rope_fwd(ex, Eq, Dcs, Dsn, 1, 1, NH, HS, p, 0);
+            be->rope_fwd(ex, Ek, Dcs, Dsn, 1, 1, NKV, HS, p, 0);
         }
         float *hk = get_h(Ek, KD), *hv = get_h(Dv, KD);
         be->upload(Ekc + p * KD, hk, sizeof(float) * (size_t)KD);

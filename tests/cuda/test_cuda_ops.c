@@ -172,6 +172,12 @@ static void case_rmsnorm_bwd(void) {
     }
 }
 
+static float *cols_h(const float *x, int64_t n, int64_t W, int64_t c0, int64_t w) {
+    float *d = frand(n * w, 0);
+    for (int64_t r = 0; r < n; r++) memcpy(d + r * w, x + r * W + c0, sizeof(float) * (size_t)w);
+    return d;
+}
+
 static void rope_case(int bwd) {
     static const int S[][5] = {{1, 1, 1, 2, 0}, {2, 5, 3, 8, 0}, {1, 3, 2, 18, 7}, {3, 9, 1, 64, 2}, {2, 100, 12, 64, 5}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
@@ -182,9 +188,26 @@ static void rope_case(int bwd) {
         int64_t n = (int64_t)B * T * NH * HS, nt = (int64_t)(T + p0) * (HS / 2);
         float *x1 = frand(n, 1), *x2 = fcopy(x1, n);
         float *dc = dup_d(cs, nt), *ds = dup_d(sn, nt), *dx = dup_d(x1, n);
-        (bwd ? be->rope_bwd : be->rope_fwd)(ex, dx, dc, ds, B, T, NH, HS, p0);
-        (bwd ? rf->rope_bwd : rf->rope_fwd)(X1, x2, cs, sn, B, T, NH, HS, p0);
+        (bwd ? be->rope_bwd : be->rope_fwd)(ex, dx, dc, ds, B, T, NH, HS, p0, 0);
+        (bwd ? rf->rope_bwd : rf->rope_fwd)(X1, x2, cs, sn, B, T, NH, HS, p0, 0);
         compare_d("x", dx, x2, n, 1e-6);
+        /* the heads in rows of W (the q|k columns of q|k|v), the columns past them untouched */
+        int64_t N = (int64_t)B * T, D = (int64_t)NH * HS, W = D + 2 * HS + 4;
+        snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d HS%d pos0 %d rows %lld apart", B, T, NH, HS, p0,
+                 (long long)W);
+        float *r = frand(N * W, 0);
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t c = 0; c < W; c++) r[i * W + c] = c < D ? x1[i * D + c] : 5.0f;
+        float *dr = dup_d(r, N * W);
+        (bwd ? be->rope_bwd : be->rope_fwd)(ex, dr, dc, ds, B, T, NH, HS, p0, W);
+        float *h = get_h(dr, N * W), *hx = cols_h(h, N, W, 0, D);
+        int64_t pad = 0;
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t c = D; c < W; c++) pad += h[i * W + c] != 5.0f;
+        CHECK(pad == 0, "%s %s: wrote %lld values past the heads", bwd ? "rope_bwd" : "rope_fwd", cur_shape,
+              (long long)pad);
+        compare("x (rows)", hx, x2, N * D, 1e-6);
+        dfree(dr); ffree(r); ffree(h); ffree(hx);
         dfree(dc); dfree(ds); dfree(dx);
         ffree(cs); ffree(sn); ffree(x1); ffree(x2);
     }
@@ -215,11 +238,6 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
  * pad; head size 64: the flash path in bf16 mode). */
 static const int ATT_RS[][6] = {{2, 33, 4, 2, 16, 3}, {1, 300, 4, 2, 64, 4}, {1, 100, 2, 1, 64, 3},
                                 {2, 20, 3, 3, 8, 1}}; /* (64, 4: flash reads the rows; 64, 3: odd rows, copied) */
-static float *cols_h(const float *x, int64_t n, int64_t W, int64_t c0, int64_t w) {
-    float *d = frand(n * w, 0);
-    for (int64_t r = 0; r < n; r++) memcpy(d + r * w, x + r * W + c0, sizeof(float) * (size_t)w);
-    return d;
-}
 static void attention_strided(int bwd) {
     for (size_t s = 0; s < sizeof ATT_RS / sizeof ATT_RS[0]; s++) {
         int B = ATT_RS[s][0], T = ATT_RS[s][1], NH = ATT_RS[s][2], NKV = ATT_RS[s][3], HS = ATT_RS[s][4];
@@ -242,23 +260,34 @@ static void attention_strided(int bwd) {
             dfree(Do); dfree(Dl);
         } else {
             float *d = frand(N * QD, 1), *dq = frand(N * QD, 0), *dk = frand(N * KD, 0), *dv = frand(N * KD, 0);
-            rf->attention_bwd(X1, dq, dk, dv, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
+            rf->attention_bwd(X1, dq, dk, dv, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
             float *g = frand(N * W, 0);
             for (int64_t i = 0; i < N * W; i++) g[i] = 5.0f;
-            float *Dg = dup_d(g, N * W), *Dd = dup_d(d, N * QD), *Do = dup_d(o, N * QD), *Dl = dup_d(l, nl);
-            be->attention_bwd(ex, Dg, Dg + QD, Dg + QD + KD, Dd, Do, Dl, D, D + QD, D + QD + KD, B, T, NH, NKV, HS, W,
-                              W, sc);
-            float *h = get_h(Dg, N * W);
-            float *gq = cols_h(h, N, W, 0, QD), *gk = cols_h(h, N, W, QD, KD), *gv = cols_h(h, N, W, QD + KD, KD);
-            int64_t pad = 0;
-            for (int64_t r = 0; r < N; r++)
-                for (int64_t c = QD + 2 * KD; c < W; c++) pad += h[r * W + c] != 5.0f;
-            CHECK(pad == 0, "cuda/attention_bwd %s: wrote %lld values outside dq, dk, dv", cur_shape, (long long)pad);
-            compare("dq (strided)", gq, dq, N * QD, TOL_ATTB);
-            compare("dk (strided)", gk, dk, N * KD, TOL_ATTB);
-            compare("dv (strided)", gv, dv, N * KD, TOL_ATTB);
-            dfree(Dg); dfree(Dd); dfree(Do); dfree(Dl);
-            ffree(h); ffree(gq); ffree(gk); ffree(gv); ffree(g); ffree(d); ffree(dq); ffree(dk); ffree(dv);
+            float *Dd = dup_d(d, N * QD), *Do = dup_d(o, N * QD), *Dl = dup_d(l, nl);
+            float *Dq = dup_d(q, N * QD), *Dk = dup_d(k, N * KD), *Dv = dup_d(v, N * KD);
+            for (int dense_in = 0; dense_in < 2; dense_in++) { /* inputs in qkv's rows, or dense (only dq|dk|dv fused) */
+                float *Dg = dup_d(g, N * W);
+                if (dense_in)
+                    be->attention_bwd(ex, Dg, Dg + QD, Dg + QD + KD, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0,
+                                      W, W, sc);
+                else
+                    be->attention_bwd(ex, Dg, Dg + QD, Dg + QD + KD, Dd, Do, Dl, D, D + QD, D + QD + KD, B, T, NH, NKV,
+                                      HS, W, W, 0, 0, sc);
+                float *h = get_h(Dg, N * W);
+                float *gq = cols_h(h, N, W, 0, QD), *gk = cols_h(h, N, W, QD, KD), *gv = cols_h(h, N, W, QD + KD, KD);
+                int64_t pad = 0;
+                for (int64_t r = 0; r < N; r++)
+                    for (int64_t c = QD + 2 * KD; c < W; c++) pad += h[r * W + c] != 5.0f;
+                CHECK(pad == 0, "cuda/attention_bwd %s%s: wrote %lld values outside dq, dk, dv", cur_shape,
+                      dense_in ? " (dense inputs)" : "", (long long)pad);
+                compare("dq (strided)", gq, dq, N * QD, TOL_ATTB);
+                compare("dk (strided)", gk, dk, N * KD, TOL_ATTB);
+                compare("dv (strided)", gv, dv, N * KD, TOL_ATTB);
+                dfree(Dg);
+                ffree(h); ffree(gq); ffree(gk); ffree(gv);
+            }
+            dfree(Dd); dfree(Do); dfree(Dl); dfree(Dq); dfree(Dk); dfree(Dv);
+            ffree(g); ffree(d); ffree(dq); ffree(dk); ffree(dv);
         }
         dfree(D);
         ffree(qkv); ffree(q); ffree(k); ffree(v); ffree(o); ffree(l);
@@ -295,14 +324,14 @@ static void case_attention_bwd(void) {
         float *d = frand(nq, 1), *dq2 = frand(nq, 0), *dk2 = frand(nk, 0), *dv2 = frand(nk, 0);
         float *Dq = dup_d(q, nq), *Dk = dup_d(k, nk), *Dv = dup_d(v, nk), *Do = dup_d(o, nq), *Dl = dup_d(l, nl);
         float *Dd = dup_d(d, nq), *Ddq = dup_d(dq2, nq), *Ddk = dup_d(dk2, nk), *Ddv = dup_d(dv2, nk);
-        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, sc);
-        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, sc);
+        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
+        rf->attention_bwd(X1, dq2, dk2, dv2, d, o, l, q, k, v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
         compare_d("dq", Ddq, dq2, nq, TOL_ATTB);
         compare_d("dk", Ddk, dk2, nk, TOL_ATTB);
         compare_d("dv", Ddv, dv2, nk, TOL_ATTB);
         /* determinism */
         float *a = get_h(Ddk, nk);
-        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, sc);
+        be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
         float *b = get_h(Ddk, nk);
         CHECK(memcmp(a, b, sizeof(float) * (size_t)nk) == 0, "attention_bwd %s: two runs differ", cur_shape);
         ffree(a); ffree(b);
@@ -314,17 +343,56 @@ static void case_attention_bwd(void) {
 
 static const int64_t EW[] = {1, 10, 73, 514, 3601, 1000003};
 
+/* N, H, pad: gate|up one fused [N, 2H + pad] tensor, and two tensors with
+ * rows H + pad apart; against the reference on dense copies, pads untouched */
+static const int SW_ROWS[][3] = {{1, 8, 0}, {7, 24, 3}, {3, 13, 5}, {64, 40, 0}, {512, 2048, 0}};
+static void swiglu_rows(int bwd) {
+    for (size_t s = 0; s < sizeof SW_ROWS / sizeof SW_ROWS[0]; s++)
+        for (int fused = 0; fused < 2; fused++) {
+            int64_t N = SW_ROWS[s][0], H = SW_ROWS[s][1], ld = (fused ? 2 * H : H) + SW_ROWS[s][2], n = N * H;
+            int64_t tot = N * ld * (fused ? 1 : 2), uo = fused ? H : N * ld;
+            snprintf(cur_shape, sizeof cur_shape, "N%lld H%lld rows %lld apart%s", (long long)N, (long long)H,
+                     (long long)ld, fused ? " (gate|up fused)" : "");
+            float *gu = frand(tot, 2), *d = frand(n, 1);
+            float *gd = cols_h(gu, N, ld, 0, H), *ud = cols_h(gu + uo, N, ld, 0, H);
+            float *Dgu = dup_d(gu, tot), *Dd = dup_d(d, n);
+            if (!bwd) {
+                float *o = frand(n, 0), *Do = dup_d(o, n);
+                be->swiglu_fwd(ex, Do, Dgu, Dgu + uo, N, (int)H, ld);
+                rf->swiglu_fwd(X1, o, gd, ud, N, (int)H, 0);
+                compare_d("out (rows)", Do, o, n, 1e-6);
+                ffree(o); dfree(Do);
+            } else {
+                float *a = frand(n, 0), *b = frand(n, 0), *f = frand(tot, 0);
+                for (int64_t i = 0; i < tot; i++) f[i] = 5.0f;
+                float *Df = dup_d(f, tot);
+                be->swiglu_bwd(ex, Df, Df + uo, Dd, Dgu, Dgu + uo, N, (int)H, ld);
+                rf->swiglu_bwd(X1, a, b, d, gd, ud, N, (int)H, 0);
+                float *h = get_h(Df, tot), *ha = cols_h(h, N, ld, 0, H), *hb = cols_h(h + uo, N, ld, 0, H);
+                int64_t pad = 0;
+                for (int64_t r = 0; r < tot / ld; r++)
+                    for (int64_t c = fused ? 2 * H : H; c < ld; c++) pad += h[r * ld + c] != 5.0f;
+                CHECK(pad == 0, "swiglu_bwd %s: wrote %lld values outside dgate, dup", cur_shape, (long long)pad);
+                compare("dgate (rows)", ha, a, n, 1e-6);
+                compare("dup (rows)", hb, b, n, 1e-6);
+                ffree(a); ffree(b); ffree(f); dfree(Df); ffree(h); ffree(ha); ffree(hb);
+            }
+            ffree(gu); ffree(d); ffree(gd); ffree(ud); dfree(Dgu); dfree(Dd);
+        }
+}
+
 static void case_swiglu_fwd(void) {
     for (size_t s = 0; s < sizeof EW / sizeof EW[0]; s++) {
         int64_t n = EW[s];
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *g = frand(n, 6), *u = frand(n, 2), *o2 = frand(n, 0);
         float *dg = dup_d(g, n), *du = dup_d(u, n), *d1 = dup_d(o2, n);
-        be->swiglu_fwd(ex, d1, dg, du, n);
-        rf->swiglu_fwd(X1, o2, g, u, n);
+        be->swiglu_fwd(ex, d1, dg, du, 1, (int)n, 0);
+        rf->swiglu_fwd(X1, o2, g, u, 1, (int)n, 0);
         compare_d("out", d1, o2, n, 1e-6);
         dfree(dg); dfree(du); dfree(d1); ffree(g); ffree(u); ffree(o2);
     }
+    swiglu_rows(0);
 }
 
 static void case_swiglu_bwd(void) {
@@ -333,13 +401,14 @@ static void case_swiglu_bwd(void) {
         snprintf(cur_shape, sizeof cur_shape, "n%lld", (long long)n);
         float *g = frand(n, 6), *u = frand(n, 2), *d = frand(n, 1), *a2 = frand(n, 0), *b2 = frand(n, 0);
         float *Dg = dup_d(g, n), *Du = dup_d(u, n), *Dd = dup_d(d, n), *Da = dup_d(a2, n), *Db = dup_d(b2, n);
-        be->swiglu_bwd(ex, Da, Db, Dd, Dg, Du, n);
-        rf->swiglu_bwd(X1, a2, b2, d, g, u, n);
+        be->swiglu_bwd(ex, Da, Db, Dd, Dg, Du, 1, (int)n, 0);
+        rf->swiglu_bwd(X1, a2, b2, d, g, u, 1, (int)n, 0);
         compare_d("dgate", Da, a2, n, 1e-6);
         compare_d("dup", Db, b2, n, 1e-6);
         dfree(Dg); dfree(Du); dfree(Dd); dfree(Da); dfree(Db);
         ffree(g); ffree(u); ffree(d); ffree(a2); ffree(b2);
     }
+    swiglu_rows(1);
 }
 
 static void case_add(void) {

@@ -168,7 +168,7 @@ static double rope_loss(void *p) {
     float *h = host(s->x, n); /* the forward rotates in place: on a copy */
     be->upload(s->y, h, sizeof(float) * (size_t)n);
     free(h);
-    be->rope_fwd(ex, s->y, s->cs, s->sn, s->B, s->T, s->NH, s->HS, s->p0);
+    be->rope_fwd(ex, s->y, s->cs, s->sn, s->B, s->T, s->NH, s->HS, s->p0, 0);
     return dot_dev(s->u, s->y, n);
 }
 static void case_rope(void) {
@@ -184,7 +184,7 @@ static void case_rope(void) {
     float *xh = hrand(n, 1), *u = hrand(n, 1);
     rope_st s = {dev(xh, n), dev(NULL, n), dev(cs, maxT * HS / 2), dev(sn, maxT * HS / 2), u, B, T, NH, HS, p0};
     float *dx = dev(u, n);
-    be->rope_bwd(ex, dx, s.cs, s.sn, B, T, NH, HS, p0);
+    be->rope_bwd(ex, dx, s.cs, s.sn, B, T, NH, HS, p0, 0);
     dir_check_dev("rope", "x", rope_loss, &s, s.x, xh, dx, n);
     be->free(s.x); be->free(s.y); be->free(s.cs); be->free(s.sn); be->free(dx);
     free(xh); free(u); free(cs); free(sn);
@@ -209,7 +209,7 @@ static void case_attention(void) {
                     B, T, NH, NKV, HS};
         att_loss(&s); /* out, lse for the backward */
         float *dq = dev(NULL, nq), *dk = dev(NULL, nk), *dv = dev(NULL, nk), *du = dev(u, nq);
-        be->attention_bwd(ex, dq, dk, dv, du, s.o, s.l, s.q, s.k, s.v, B, T, NH, NKV, HS, 0, 0, 1.0f / sqrtf((float)HS));
+        be->attention_bwd(ex, dq, dk, dv, du, s.o, s.l, s.q, s.k, s.v, B, T, NH, NKV, HS, 0, 0, 0, 0, 1.0f / sqrtf((float)HS));
         char what[32];
         snprintf(what, sizeof what, "T%d", T);
         float *g[3] = {host(dq, nq), host(dk, nk), host(dv, nk)};
@@ -223,22 +223,30 @@ static void case_attention(void) {
     }
 }
 
-typedef struct { float *g, *up, *y; const float *u; int64_t n; } swi_st;
+/* SwiGLU as the model runs it: gate|up one fused [N, 2H] tensor (odd H:
+ * the backend's scalar path), then two dense tensors. */
+typedef struct { float *g, *up, *y; const float *u; int64_t N, ld; int H; } swi_st;
 static double swi_loss(void *p) {
     swi_st *s = p;
-    be->swiglu_fwd(ex, s->y, s->g, s->up, s->n);
-    return dot_dev(s->u, s->y, s->n);
+    be->swiglu_fwd(ex, s->y, s->g, s->up, s->N, s->H, s->ld);
+    return dot_dev(s->u, s->y, s->N * s->H);
 }
 static void case_swiglu(void) {
-    int64_t n = 1031;
-    float *gh = hrand(n, 4), *uh = hrand(n, 2), *u = hrand(n, 1);
-    swi_st s = {dev(gh, n), dev(uh, n), dev(NULL, n), u, n};
-    float *dg = dev(NULL, n), *dup = dev(NULL, n), *du = dev(u, n);
-    be->swiglu_bwd(ex, dg, dup, du, s.g, s.up, n);
-    dir_check_dev("swiglu", "gate", swi_loss, &s, s.g, gh, dg, n);
-    dir_check_dev("swiglu", "up", swi_loss, &s, s.up, uh, dup, n);
-    be->free(s.g); be->free(s.up); be->free(s.y); be->free(dg); be->free(dup); be->free(du);
-    free(gh); free(uh); free(u);
+    static const int S[][2] = {{13, 96}, {7, 37}}; /* N, H */
+    for (int c = 0; c < 2; c++) {
+        int64_t N = S[c][0], H = S[c][1], n = N * H;
+        float *gh = hrand(2 * n, 4), *u = hrand(n, 1);
+        float *gu = dev(gh, 2 * n), *dgu = dev(NULL, 2 * n), *du = dev(u, n);
+        swi_st s = {gu, gu + H, dev(NULL, n), u, N, 2 * H, (int)H}; /* fused */
+        be->swiglu_bwd(ex, dgu, dgu + H, du, s.g, s.up, N, (int)H, 2 * H);
+        dir_check_dev("swiglu", c ? "gate|up (odd H)" : "gate|up", swi_loss, &s, gu, gh, dgu, 2 * n);
+        s.up = gu + n; /* gate [N,H], then up [N,H] */
+        s.ld = H;
+        be->swiglu_bwd(ex, dgu, dgu + n, du, s.g, s.up, N, (int)H, 0);
+        dir_check_dev("swiglu", "gate, up", swi_loss, &s, gu, gh, dgu, 2 * n);
+        be->free(gu); be->free(s.y); be->free(dgu); be->free(du);
+        free(gh); free(u);
+    }
 }
 
 typedef struct { float *lg, *loss, *lse; int32_t *t; int64_t N; int V, ld; float dl; } xe_st;
