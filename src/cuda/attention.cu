@@ -634,6 +634,51 @@ __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float
     }
 }
 
+/* attention_bwd_rope (optional op): flash_bwd with the rotation in the
+ * epilogues of Hopper's dQ and dK kernels (declines elsewhere: the model
+ * runs attention_bwd and rope_bwd). dq|dk|dv as the column ranges of one
+ * fused tensor (rows QD + 2 KD apart) are one output for the copies: a
+ * bf16_only promise of the whole tensor has all three written as bf16
+ * alone; dense gradients get their copies beside (the products read them
+ * next), as promised or kept. */
+int cu_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                          const float *lse, const float *q, const float *k, const float *v, const float *cs,
+                          const float *sn, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                          int64_t dq_rs, int64_t dkv_rs, float scale) {
+    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
+    const int64_t dqrs = dq_rs ? dq_rs : qrs, dkrs = dkv_rs ? dkv_rs : krs, N = (int64_t)B * T;
+    if (B <= 0 || T <= 0 || NKV < 1 || NH % NKV || !flash_sm90_ok(S(ex), HS) ||
+        !bwd_flash(S(ex), T, HS, qrs, krs, dqrs, dkrs, q, k, v, dout, out, dq, dk, dv))
+        return 0;
+    OP_BEGIN_L("attention_bwd");
+    fp32_in(c, cs, (int64_t)T * (HS / 2));
+    fp32_in(c, sn, (int64_t)T * (HS / 2));
+    float *f[3] = {dq, dk, dv};
+    __nv_bfloat16 *h[3] = {NULL, NULL, NULL};
+    if (dk == dq + QD && dv == dk + KD && dqrs == QD + 2 * KD && dkrs == dqrs) { /* one tensor */
+        cast_written(c, dq, N * dqrs);
+        __nv_bfloat16 *w = shadow_of(c, dq, N * dqrs);
+        float *o = fp32_out(c, dq, N * dqrs, w);
+        for (int i = 0; i < 3; i++) {
+            const int64_t at = i == 0 ? 0 : i == 1 ? QD : QD + KD;
+            f[i] = o ? o + at : NULL;
+            h[i] = w ? w + at : NULL;
+        }
+    } else {
+        const int64_t w[3] = {QD, KD, KD}, rs[3] = {dqrs, dkrs, dkrs};
+        for (int i = 0; i < 3; i++) cast_written(c, f[i], span(N, rs[i], w[i]));
+        for (int i = 0; i < 3; i++)
+            if (rs[i] == w[i]) {
+                h[i] = shadow_of(c, f[i], N * w[i]);
+                f[i] = fp32_out(c, f[i], N * w[i], h[i]);
+            }
+    }
+    flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], cs, sn, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, dqrs,
+              dkrs, scale);
+    op_end(c);
+    return 1;
+}
+
 /* qrs, krs (inputs), dqrs, dkrs (gradients): dense unless bwd_flash (the
  * other paths read and write dense rows) */
 static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
@@ -655,8 +700,8 @@ static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, co
     if (flash) {
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
         __nv_bfloat16 *dv16 = dkrs != (int64_t)NKV * HS ? NULL : shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
-        flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), dv16, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs,
-                  dqrs, dkrs, scale);
+        flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), NULL, NULL, dv16, NULL, NULL, dout, out, lse, q, k, v, B, T, NH,
+                  NKV, HS, qrs, krs, dqrs, dkrs, scale);
         op_end(c);
         return;
     }

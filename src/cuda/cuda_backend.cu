@@ -1246,6 +1246,7 @@ extern "C" const smj_backend smj_backend_cuda = {
 #undef SMJ_OP_SET
     .qmatmul = cu_qmatmul,
     .matmul_bias = cu_matmul_bias,
+    .attention_bwd_rope = cu_attention_bwd_rope,
     .decode_attention = cu_decode_attention,
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,

@@ -236,7 +236,12 @@ int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, co
 void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const float *q, const float *k,
                const float *v, int B, int Tq, int Tk, int NH, int NKV, int HS, int64_t qrs, int64_t krs,
                int64_t kv_bstride, float scale);
-void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const float *dout, const float *out,
+/* flash_bwd: dq, dk, dv (fp32, NULL: not written) and their bf16 copies
+ * dq16, dk16, dv16 (NULL: none) at rows dqrs, dkrs apart; with rope tables
+ * cs, sn (Hopper's kernels only, see flash_sm90_ok) dq, dk rotated back as
+ * rope_bwd does. */
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dq16, __nv_bfloat16 *dk16,
+               __nv_bfloat16 *dv16, const float *cs, const float *sn, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
                int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, float scale);
 /* Hopper's wgmma kernels (flash_sm90.cu): flash_sm90_ok says whether they
@@ -247,10 +252,10 @@ int flash_sm90_ok(smj_cuda *c, int HS);
 void flash_fwd_sm90(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const __nv_bfloat16 *q,
                     const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B, int Tq, int Tk, int NH, int NKV,
                     int64_t kv_bstride, float sl2);
-void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dv16, const __nv_bfloat16 *dout,
-                    const float *L2, const float *D, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                    const __nv_bfloat16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale,
-                    int64_t gqs, int64_t gks);
+void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dq16, __nv_bfloat16 *dk16,
+                    __nv_bfloat16 *dv16, const float *cs, const float *sn, const __nv_bfloat16 *dout, const float *L2,
+                    const float *D, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B,
+                    int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs, int64_t gks);
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
@@ -259,6 +264,10 @@ void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q
 void cu_attention_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                       const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                       int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, float scale);
+int cu_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                          const float *lse, const float *q, const float *k, const float *v, const float *cs,
+                          const float *sn, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                          int64_t dq_rs, int64_t dkv_rs, float scale);
 
 /* Four fp32 values stored as bf16 (round to nearest even), 8 bytes. */
 static __device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {

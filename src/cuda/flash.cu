@@ -404,9 +404,10 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
 
 /* The backward's inputs as bf16 (kept copies where valid, else casts) and
  * its row statistics, all in one scratch request: D | L2 | q | k | v | dO. */
-void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const float *dout, const float *out,
-               const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
-               int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, float scale) {
+void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
+               const float *sn, const float *dout, const float *out, const float *lse, const float *q, const float *k,
+               const float *v, int B, int T, int NH, int NKV, int HS, int64_t qrs, int64_t krs, int64_t dqrs,
+               int64_t dkrs, float scale) {
     int Tp = (T + 3) / 4 * 4;
     int64_t rows = (int64_t)B * T * NH, nq = rows * HS, nk = (int64_t)B * T * NKV * HS;
     int64_t orow = ((int64_t)B * NH * Tp + 63) / 64 * 64, oq = (nq + 63) / 64 * 64, ok = (nk + 63) / 64 * 64;
@@ -454,10 +455,12 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const f
     size_t sq = (size_t)6 * FB * (HS + 8) * sizeof(bf16), skv = sq + 4 * FB * sizeof(float);
     float sl2 = scale * LOG2E;
     if (flash_sm90_ok(c, HS)) {
-        flash_bwd_sm90(c, dq, dk, dv, dv16, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV, sl2, scale, dqrs,
-                       dkrs);
+        flash_bwd_sm90(c, dq, dk, dv, dq16, dk16, dv16, cs, sn, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV,
+                       sl2, scale, dqrs, dkrs);
         return;
     }
+    /* (the mma.sync kernels write dq, dk in fp32 unrotated: callers pass
+     * dq16, dk16, cs, sn only where flash_sm90_ok) */
 #define F(H)                                                                                                        \
     if (smem_ok(c, (const void *)k_flash_bwd_dq<H>, sq) && smem_ok(c, (const void *)k_flash_bwd_dkv<H>, skv)) {     \
         prof_phase(c, "attn bwd: flash dQ");                                                                        \

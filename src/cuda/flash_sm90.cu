@@ -269,15 +269,52 @@ __device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t pa[4][4], ui
     for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(acc, pa[kb2], wg_desc(sb + kb2 * 16 * 128));
 }
 
+/* A warp's share of a gradient's 64 columns in the accumulator layout (the
+ * thread's rows r0 and r0 + 8 at positions r0, r0 + 8, columns 8 d + 2 t
+ * and + 1), times scale; with rope tables (cs, sn [>= T, 32]; NULL: none)
+ * rotated back as rope_bwd does (rope_rot with -sin: the same rounding; the
+ * pair i, i + 32 sits in one thread, at d and d + 4); written at rows rs
+ * apart from o as fp32 and/or from o16 as bf16 (NULL: not written). */
+__device__ __forceinline__ void grad_rows(const float acc[32], float scale, int r0, int T, int t, float *o, bf16 *o16,
+                                          int64_t rs, const float *cs, const float *sn) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int r = r0 + 8 * hh;
+        if (r >= T) continue;
+        float v[16];
+#pragma unroll
+        for (int d = 0; d < 8; d++) {
+            v[2 * d] = acc[4 * d + 2 * hh] * scale;
+            v[2 * d + 1] = acc[4 * d + 2 * hh + 1] * scale;
+        }
+        if (cs) {
+#pragma unroll
+            for (int d = 0; d < 4; d++) {
+                const float2 co = *(const float2 *)(cs + (int64_t)r * 32 + 8 * d + 2 * t),
+                             si = *(const float2 *)(sn + (int64_t)r * 32 + 8 * d + 2 * t);
+                rope_rot(v[2 * d], v[2 * d + 8], co.x, -si.x, v[2 * d], v[2 * d + 8]);
+                rope_rot(v[2 * d + 1], v[2 * d + 9], co.y, -si.y, v[2 * d + 1], v[2 * d + 9]);
+            }
+        }
+#pragma unroll
+        for (int d = 0; d < 8; d++) {
+            const int64_t e = (int64_t)r * rs + 8 * d + 2 * t;
+            if (o) *(float2 *)(o + e) = make_float2(v[2 * d], v[2 * d + 1]);
+            if (o16) *(uint32_t *)(o16 + e) = pack_bf16(v[2 * d], v[2 * d + 1]);
+        }
+    }
+}
+
 /* dQ for 128 queries (two warpgroups of 64) of one head and batch: Q and dO
  * stay in shared memory, K and V tiles arrive in two buffers each (the next
  * while this one is multiplied). Every warpgroup runs every tile (a tile
  * past its rows' diagonal is fully masked: dS = 0). */
 __global__ void __launch_bounds__(256, 2)
-    k_flash_bwd_dq_wg(float *dq, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
-                      const bf16 *v, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs) {
+    k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, const float *L2,
+                      const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV,
+                      float sl2, float scale, int64_t gqs) {
 #ifdef WG_SM90
-    constexpr int HS = 64, BQ = 128, ND = 8, TB = FB * 128;
+    constexpr int HS = 64, BQ = 128, TB = FB * 128;
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t sQ = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u, sO = sQ + BQ * 128,
                    sK = sO + BQ * 128, sV = sK + 2 * TB;
@@ -326,14 +363,8 @@ __global__ void __launch_bounds__(256, 2)
         wg_wait0();
         wg_reg_fence(acc);
     }
-    float *ob = dq + (int64_t)b * T * gqs + (int64_t)h * HS; /* dq's rows gqs apart */
-#pragma unroll
-    for (int d = 0; d < ND; d++) {
-        const int c = d * 8 + 2 * t;
-        if (r0 < T) *(float2 *)(ob + (int64_t)r0 * gqs + c) = make_float2(acc[4 * d] * scale, acc[4 * d + 1] * scale);
-        if (r1 < T)
-            *(float2 *)(ob + (int64_t)r1 * gqs + c) = make_float2(acc[4 * d + 2] * scale, acc[4 * d + 3] * scale);
-    }
+    const int64_t ob = (int64_t)b * T * gqs + (int64_t)h * HS; /* dq's rows gqs apart */
+    grad_rows(acc, scale, r0, T, t, dq ? dq + ob : NULL, dq16 ? dq16 + ob : NULL, gqs, cs, sn);
 #endif
 }
 
@@ -347,11 +378,11 @@ __global__ void __launch_bounds__(256, 2)
  * buffers: i + 2's load goes where i - 1's was, which every warpgroup has
  * finished with at i's barrier. */
 __global__ void __launch_bounds__(256, 1)
-    k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dv16, const bf16 *dout, const float *L2, const float *D,
-                       const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV, float sl2,
-                       float scale, int64_t gks) {
+    k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dk16, bf16 *dv16, const float *cs, const float *sn,
+                       const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k, const bf16 *v,
+                       int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gks) {
 #ifdef WG_SM90
-    constexpr int HS = 64, BK = 128, ND = 8, TB = FB * 128, NB = 3;
+    constexpr int HS = 64, BK = 128, TB = FB * 128, NB = 3;
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem), sK = (raw + 1023) & ~1023u, sV = sK + BK * 128,
                    sQ = sV + BK * 128, sO = sQ + NB * TB;
@@ -375,7 +406,7 @@ __global__ void __launch_bounds__(256, 1)
     cp_commit();
     if (nit > 1) fetch(1);
     cp_commit();
-    const int kw = k0 + wg * 64 + w * 16, j0 = kw + g, j1 = j0 + 8; /* the warp's first key, the thread's */
+    const int kw = k0 + wg * 64 + w * 16, j0 = kw + g; /* the warp's first key, the thread's */
     const uint64_t dKd = wg_desc(sK + wg * 64 * 128), dVd = wg_desc(sV + wg * 64 * 128);
     auto issue_scores = [&](int i, float *s, float *dp) { /* S^T = K Q^T, dP^T = V dO^T */
         const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
@@ -448,21 +479,9 @@ __global__ void __launch_bounds__(256, 1)
     wg_wait0();
     wg_reg_fence(av);
     wg_reg_fence(ak);
-#pragma unroll
-    for (int d = 0; d < ND; d++) {
-        /* dk's, dv's rows gks apart (dv16: only when they are dense) */
-        const int64_t o0 = ((int64_t)b * T + j0) * gks + (int64_t)hk * HS + d * 8 + 2 * t, o1 = o0 + 8 * gks;
-        if (j0 < T) {
-            *(float2 *)(dk + o0) = make_float2(ak[4 * d] * scale, ak[4 * d + 1] * scale);
-            if (dv) *(float2 *)(dv + o0) = make_float2(av[4 * d], av[4 * d + 1]);
-            if (dv16) *(uint32_t *)(dv16 + o0) = pack_bf16(av[4 * d], av[4 * d + 1]);
-        }
-        if (j1 < T) {
-            *(float2 *)(dk + o1) = make_float2(ak[4 * d + 2] * scale, ak[4 * d + 3] * scale);
-            if (dv) *(float2 *)(dv + o1) = make_float2(av[4 * d + 2], av[4 * d + 3]);
-            if (dv16) *(uint32_t *)(dv16 + o1) = pack_bf16(av[4 * d + 2], av[4 * d + 3]);
-        }
-    }
+    const int64_t ob = (int64_t)b * T * gks + (int64_t)hk * HS; /* dk's, dv's rows gks apart */
+    grad_rows(ak, scale, j0, T, t, dk ? dk + ob : NULL, dk16 ? dk16 + ob : NULL, gks, cs, sn);
+    grad_rows(av, 1.0f, j0, T, t, dv ? dv + ob : NULL, dv16 ? dv16 + ob : NULL, gks, NULL, NULL);
 #endif
 }
 
@@ -491,19 +510,20 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
     }
 }
 
-void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dv16, const bf16 *dout, const float *L2,
-                    const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int Tp, int NH, int NKV,
-                    float sl2, float scale, int64_t gqs, int64_t gks) {
+void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
+                    const float *sn, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
+                    const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
+                    int64_t gks) {
     const unsigned nt = (unsigned)((T + 127) / 128);
     const size_t sq = (size_t)(2 * 128 + 4 * FB) * 128 + 1024;                   /* Q | dO | K x2 | V x2 */
     const size_t skv = (size_t)(2 * 128 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
     if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
     prof_phase(c, "attn bwd: flash dQ");
-    k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dout, L2, D, q, k, v, T, Tp, NH,
-                                                                                   NKV, sl2, scale, gqs);
+    k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dq16, cs, sn, dout, L2, D, q, k,
+                                                                                   v, T, Tp, NH, NKV, sl2, scale, gqs);
     LAUNCHED(c);
     prof_phase(c, "attn bwd: flash dK dV");
-    k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 256, skv, c->stream>>>(dk, dv, dv16, dout, L2, D, q, k, v,
-                                                                                      T, Tp, NH, NKV, sl2, scale, gks);
+    k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 256, skv, c->stream>>>(
+        dk, dv, dk16, dv16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gks);
     LAUNCHED(c);
 }

@@ -1315,17 +1315,27 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     int64_t W3 = QD + 2 * KD;
     int fused = prod_only && W(R_WK) == W(R_WQ) + QD * C && W(R_WV) == W(R_WK) + KD * C;
     float *dq = m->dq, *dk = fused ? dq + QD : dq + N * QD, *dv = fused ? dk + KD : dk + N * KD;
-    if (prod_only && !fused) only16(m, dv, N * KD);
-    be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0,
-                      fused ? W3 : 0, fused ? W3 : 0, 1.0f / sqrtf((float)HS));
-    drop16(m, m->datt, N * QD);
+    float sc = 1.0f / sqrtf((float)HS);
     if (fused) {
+        /* attention's backward with the rotation in one op where the
+         * backend has it, else the two ops */
         only16(m, dq, N * W3);
-        be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH + NKV, HS, 0, W3);
+        if (!be->attention_bwd_rope ||
+            !be->attention_bwd_rope(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->rope_cos,
+                                    m->rope_sin, B, T, NH, NKV, HS, 0, 0, W3, W3, sc)) {
+            be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0, W3,
+                              W3, sc);
+            only16(m, dq, N * W3);
+            be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH + NKV, HS, 0, W3);
+        }
+        drop16(m, m->datt, N * QD);
         be->matmul(ex, DW(R_WQ), dq, a->ln1, W3, C, N, 1, 0, 1);        /* dWq|dWk|dWv [W3,C] */
         be->matmul(ex, m->dln, dq, W(R_WQ), N, C, W3, 0, 0, 0);         /* over K = W3 */
         drop16(m, dq, N * W3);
     } else {
+        if (prod_only) only16(m, dv, N * KD);
+        be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
+        drop16(m, m->datt, N * QD);
         if (prod_only) only16(m, dq, N * QD);
         be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0, 0);
         if (prod_only) only16(m, dk, N * KD);

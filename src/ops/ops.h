@@ -41,8 +41,8 @@ enum {
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
  * qmatmul, tests/cuda/test_cuda_ops.c matmul_bias, the decode ops and the
  * 16-bit storage hints (the host backends' are their definitions). */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(decode_attention) X(decode_block) X(decode_linear) X(decode_argmax) \
-    X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(attention_bwd_rope) X(decode_attention) X(decode_block) \
+    X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -86,6 +86,17 @@ typedef struct {
      * modes (nothing written: run matmul and add the bias). */ \
     int (*matmul_bias)(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, \
                        int64_t M, int64_t N, int64_t K, int transA, int transB); \
+ \
+    /* attention_bwd, then dq's NH heads and dk's NKV heads rotated back as \
+     * rope_bwd does them (positions 0..T-1, tables cos/sin [>= T, HS/2]; \
+     * pos0 0) in one pass. Returns 1, or 0 when the backend does not take \
+     * these sizes or modes (nothing written: run attention_bwd, then \
+     * rope_bwd on dq and dk). */ \
+    int (*attention_bwd_rope)(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, \
+                              const float *out, const float *lse, const float *q, const float *k, \
+                              const float *v, const float *cos, const float *sin, int B, int T, int NH, \
+                              int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, \
+                              float scale); \
  \
     /* One token's attention at a position read from memory (decoding under \
      * a recorded graph, where the position must be data, not an argument): \

@@ -193,6 +193,18 @@ static int ref_matmul_bias(const smj_exec *ex, float *C, const float *A, const f
     return 1;
 }
 
+/* attention_bwd_rope (optional op): its definition, attention_bwd then
+ * rope_bwd on dq and dk. */
+static int ref_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
+                                  const float *out, const float *lse, const float *q, const float *k, const float *v,
+                                  const float *cos, const float *sin, int B, int T, int NH, int NKV, int HS,
+                                  int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, float scale) {
+    ref_attention_bwd(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, q_rs, kv_rs, dq_rs, dkv_rs, scale);
+    ref_rope_bwd(ex, dq, cos, sin, B, T, NH, HS, 0, dq_rs ? dq_rs : q_rs);
+    ref_rope_bwd(ex, dk, cos, sin, B, T, NKV, HS, 0, dkv_rs ? dkv_rs : kv_rs);
+    return 1;
+}
+
 /* bf16_bind (optional op): its definition, bf16_unpack. */
 static void ref_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n) {
     ref_bf16_unpack(ex, out, x16, n);

@@ -303,7 +303,26 @@ static void check_fused_rows(void) {
     be->bf16_only(ex, X2d, n);
     be->rope_bwd(ex, X2d, Dc, Ds, 1, (int)N, 6, 64, 0, W);
     only_check("rope_bwd (rows of q|k|v)", X1d, X2d, n, d);
-    be->bf16_drop(ex, NULL, 0);
+    /* attention_bwd_rope into fused dq|dk|dv (B 1, T 64, 4 heads, 2 KV heads,
+     * of 64: rows of 512), promised whole, against attention_bwd and
+     * rope_bwd (where the backend takes it) */
+    {
+        int T = 64, NH = 4, NKV = 2, HS = 64;
+        int64_t QD = NH * HS, KD = NKV * HS, nq = T * QD, nk = T * KD;
+        float *Q = dup_d(g, nq), *K = dup_d(d, nk), *V = dup_d(g + nq, nk), *O = junk_d(nq), *L = junk_d(NH * T);
+        float *dO = dup_d(d + nk, nq), *G1 = junk_d(n), *G2 = junk_d(n);
+        be->attention_fwd(ex, O, L, Q, K, V, 1, T, T, NH, NKV, HS, 0, 0, T * KD, 0.125f);
+        be->bf16_only(ex, G2, n);
+        if (be->attention_bwd_rope(ex, G2, G2 + QD, G2 + QD + KD, dO, O, L, Q, K, V, Dc, Ds, 1, T, NH, NKV, HS, 0, 0, W,
+                                   W, 0.125f)) {
+            be->attention_bwd(ex, G1, G1 + QD, G1 + QD + KD, dO, O, L, Q, K, V, 1, T, NH, NKV, HS, 0, 0, W, W, 0.125f);
+            be->rope_bwd(ex, G1, Dc, Ds, 1, T, NH + NKV, HS, 0, W);
+            snprintf(cur_shape, sizeof cur_shape, "T%d, dq|dk|dv in rows of %lld", T, (long long)W);
+            only_check("attention_bwd_rope (fused, promised whole)", G1, G2, n, NULL);
+        }
+        be->bf16_drop(ex, NULL, 0);
+        dfree(Q); dfree(K); dfree(V); dfree(O); dfree(L); dfree(dO); dfree(G1); dfree(G2);
+    }
     float *Y = dup_d(d, n);
     be->rope_bwd(ex, Y, Dc, Ds, 1, (int)N, 6, 64, 0, W);
     be->matmul(ex, oc_a, Y, oc_w, n / 64, OC_NW, 64, 0, 1, 0); /* through the copy rope wrote, if kept */

@@ -719,6 +719,61 @@ static const char *const NAMES[] = {
 };
 _Static_assert(sizeof CASES / sizeof CASES[0] == SMJ_OP_COUNT, "every op needs a CUDA checker case");
 
+/* attention_bwd_rope (optional op): where the backend takes it, bit for bit
+ * attention_bwd then rope_bwd on dq and dk (the same kernels, the rotation
+ * in their epilogues), with dense gradients and with dq|dk|dv the column
+ * ranges of one fused tensor; where it declines, nothing written. */
+static void check_attention_bwd_rope(void) {
+    cur_op = "attention_bwd_rope";
+    long before = check_failed;
+    int taken = 0, calls = 0;
+    static const int S[][5] = {{2, 100, 4, 2, 64}, {1, 300, 4, 4, 64}, {2, 129, 6, 2, 64}, {1, 64, 2, 1, 128}};
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
+        int B = S[s][0], T = S[s][1], NH = S[s][2], NKV = S[s][3], HS = S[s][4];
+        int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, N = (int64_t)B * T, W = QD + 2 * KD;
+        int64_t nq = N * QD, nk = N * KD, nl = (int64_t)B * NH * T, nt = (int64_t)T * (HS / 2);
+        float sc = 1.0f / sqrtf((float)HS), *cs, *sn;
+        rope_tables(T, HS, &cs, &sn);
+        float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *d = frand(nq, 1);
+        float *Dq = dup_d(q, nq), *Dk = dup_d(k, nk), *Dv = dup_d(v, nk), *Dd = dup_d(d, nq), *Do = dup_d(d, nq),
+              *Dl = dup_d(d, nl), *Dc = dup_d(cs, nt), *Ds = dup_d(sn, nt);
+        be->attention_fwd(ex, Do, Dl, Dq, Dk, Dv, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * KD, sc);
+        for (int fused = 0; fused < 2; fused++) {
+            snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d%s", B, T, NH, NKV, HS,
+                     fused ? " (dq|dk|dv fused)" : "");
+            int64_t tot = N * W, rs = fused ? W : 0;
+            float *j = frand(tot, 0);
+            for (int64_t i = 0; i < tot; i++) j[i] = 5.0f;
+            float *A = dup_d(j, tot), *Bt = dup_d(j, tot);
+            float *ak = fused ? A + QD : A + nq, *av = fused ? A + QD + KD : A + nq + nk;
+            float *bk = fused ? Bt + QD : Bt + nq, *bv = fused ? Bt + QD + KD : Bt + nq + nk;
+            int r = be->attention_bwd_rope(ex, A, ak, av, Dd, Do, Dl, Dq, Dk, Dv, Dc, Ds, B, T, NH, NKV, HS, 0, 0, rs,
+                                           rs, sc);
+            float *ha = get_h(A, tot);
+            if (r) {
+                be->attention_bwd(ex, Bt, bk, bv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, rs, rs, sc);
+                be->rope_bwd(ex, Bt, Dc, Ds, B, T, NH, HS, 0, rs);
+                be->rope_bwd(ex, bk, Dc, Ds, B, T, NKV, HS, 0, rs);
+                float *hb = get_h(Bt, tot);
+                CHECK(memcmp(ha, hb, sizeof(float) * (size_t)tot) == 0,
+                      "cuda/attention_bwd_rope %s: differs from attention_bwd then rope_bwd", cur_shape);
+                ffree(hb);
+                taken++;
+            } else {
+                int64_t w = 0;
+                for (int64_t i = 0; i < tot; i++) w += ha[i] != 5.0f;
+                CHECK(w == 0, "cuda/attention_bwd_rope %s: declined but wrote %lld values", cur_shape, (long long)w);
+            }
+            calls++;
+            ffree(ha); ffree(j); dfree(A); dfree(Bt);
+        }
+        dfree(Dq); dfree(Dk); dfree(Dv); dfree(Dd); dfree(Do); dfree(Dl); dfree(Dc); dfree(Ds);
+        ffree(q); ffree(k); ffree(v); ffree(d); ffree(cs); ffree(sn);
+    }
+    printf("cuda %-14s %-6s taken for %d of %d calls (where taken: attention_bwd + rope_bwd bit for bit)\n",
+           "attn_bwd_rope", check_failed == before ? "ok" : "FAILED", taken, calls);
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -732,6 +787,8 @@ int main(void) {
                op_worst);
         fflush(stdout);
     }
+    check_attention_bwd_rope();
+    cuda_check_status(ctx, "attention_bwd_rope");
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
