@@ -39,8 +39,10 @@ enum {
 
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
- * qmatmul, tests/cuda/test_cuda_ops.c matmul_bias, the decode ops and the
- * 16-bit storage hints (the host backends' are their definitions). */
+ * qmatmul; tests/cuda/test_cuda_model.c matmul_bias; tests/cuda/test_cuda_ops.c
+ * attention_bwd_rope; tests/cuda/test_cuda_decode.c the decode ops;
+ * tests/cuda/test_cuda_bf16.c the 16-bit storage hints (the host backends'
+ * are their definitions). */
 #define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(attention_bwd_rope) X(decode_attention) X(decode_block) \
     X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
 
