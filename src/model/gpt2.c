@@ -19,6 +19,12 @@
  * and v into its cache rows: viewed as a table of 3N rows of C, k_n and v_n
  * are rows 3n + 1, 3n + 2, so the embedding op with row ids 3n (a->idx3) on
  * the table at offsets C, 2C gathers them exactly, on every backend.
+ *
+ * Under fp16_activations the forward names the 16-bit storage of ln1, att,
+ * res_mid, ln2, the GELU output and the block's output before the ops that
+ * write them (smj_acts_home: a backend keeping bf16 copies writes them
+ * there beside the fp32 values, so the pack after the block skips them);
+ * q|k|v and the pre-GELU product, written by products, are packed.
  */
 #include <math.h>
 #include <string.h>
@@ -161,6 +167,7 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
     int C = c->dim;
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
+    smj_acts_home(m, l, a->ln1, N);
     be->layernorm_fwd(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, W(R_ATTN_NORM), W(R_ATTN_NORM_B), N, C, c->norm_eps);
     smj_model_matmul_bias(m, a->qkv, a->ln1, W(R_WQKV), W(R_BQKV), N, 3 * (int64_t)C, C, 0);
     if (!to_cache) return;
@@ -179,12 +186,16 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
     smj_model_matmul_bias(m, a->tmp, a->att, W(R_WO), W(R_BO), N, C, C, 0);
+    smj_acts_home(m, l, a->res_mid, N);
     be->add(ex, a->res_mid, x, a->tmp, N * C);
+    smj_acts_home(m, l, a->ln2, N);
     be->layernorm_fwd(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), W(R_FFN_NORM_B), N, C,
                       c->norm_eps);
     smj_model_matmul_bias(m, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0);
+    smj_acts_home(m, l, a->hsw, N);
     be->gelu_fwd(ex, a->hsw, a->gate, N * H);
     smj_model_matmul_bias(m, a->tmp, a->hsw, W(R_WDOWN), W(R_BDOWN), N, C, H, 0);
+    smj_acts_home(m, l, y, N);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
 #undef W
 }
@@ -196,6 +207,7 @@ void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float 
     int64_t N = (int64_t)B * T, C = c->dim;
     float sc = 1.0f / sqrtf((float)c->head_dim);
     block_qkv(m, l, a, x, N, kbase != NULL);
+    smj_acts_home(m, l, a->att, N);
     if (kbase) /* a session: q from the product's rows, k and v from the cache */
         m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->qkv, kbase, vbase, B, T, Tk, c->n_heads, c->n_heads,
                              c->head_dim, 3 * C, 0, kv_bstride, sc);
