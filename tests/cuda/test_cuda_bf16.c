@@ -343,8 +343,8 @@ static void check_fused_rows(void) {
  * read as the plain ones through products (only_check). A product's
  * promised output is the bf16 product: in 32 bits, bf16 values within one
  * bf16 rounding of the fp32 product, its fp32 storage unwritten while
- * copies are kept; swiglu_fwd reading promised gate / up and swiglu_bwd a
- * promised dout give, bit for bit, what they give on fp32 tensors holding
+ * copies are kept; swiglu_fwd reading promised gate / up, swiglu_bwd and
+ * rmsnorm_bwd a promised dout give, bit for bit, what they give on fp32 tensors holding
  * the same values, without writing the promised tensors' fp32 storage. */
 static int bf16_mode(void) {
     const char *mm = getenv("SMJ_CUDA_MATMUL");
@@ -405,9 +405,16 @@ static void check_bf16_only_fwd(void) {
     be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
     be->swiglu_fwd(ex, F2, G2, U2, 1, (int)nh, 0);
     be->swiglu_bwd(ex, P[2], P[3], D2, G2, U2, 1, (int)nh, 0);
+    /* rmsnorm_bwd on the promised D2 as dout ([256 rows of 512], x = G1) */
+    float *rw = frand(H, 1), *Rw = dup_d(rw, H), *Rs = junk_d(M), *Rx = junk_d(nh), *R1 = junk_d(nh), *R2 = junk_d(nh);
+    float *W1 = junk_d(H), *W2 = junk_d(H);
+    be->rmsnorm_fwd(ex, Rx, Rs, G1, Rw, M, (int)H, 1e-5f);
+    be->scale(ex, W1, 0.0f, H);
+    be->scale(ex, W2, 0.0f, H);
+    be->rmsnorm_bwd(ex, R2, W2, D2, G1, Rw, Rs, M, (int)H, 0);
     if (copies_kept())
         CHECK(still_junk(G2, nh) && still_junk(U2, nh) && still_junk(D2, nh),
-              "cuda/bf16_only: a promised product output's fp32 values were written (by it or by swiglu)");
+              "cuda/bf16_only: a promised product output's fp32 values were written (by it, swiglu or rmsnorm)");
     be->add(ex, Ga, G2, Z, nh); /* 32-bit reads */
     be->add(ex, Ua, U2, Z, nh);
     be->add(ex, Da, D2, Z, nh);
@@ -416,6 +423,10 @@ static void check_bf16_only_fwd(void) {
     same_d("swiglu_fwd on promised gate / up", F1, F2, nh);
     same_d("swiglu_bwd dgate on a promised dout", P[0], P[2], nh);
     same_d("swiglu_bwd dup on a promised dout", P[1], P[3], nh);
+    be->rmsnorm_bwd(ex, R1, W1, Da, G1, Rw, Rs, M, (int)H, 0);
+    same_d("rmsnorm_bwd dx on a promised dout", R1, R2, nh);
+    same_d("rmsnorm_bwd dw on a promised dout", W1, W2, H);
+    dfree(Rw); dfree(Rs); dfree(Rx); dfree(R1); dfree(R2); dfree(W1); dfree(W2); ffree(rw);
     float *g1 = get_h(G1, nh), *ga = get_h(Ga, nh);
     int64_t bad = 0;
     double worst = 0;
