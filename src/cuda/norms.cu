@@ -428,8 +428,8 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
  * rows' dw and db terms summed in shared memory per warp, then per block
  * into part[blockIdx, :] and part[P + blockIdx, :] (k_colsum_add sums the
  * blocks in order). V4: 16-byte accesses (C % 4 == 0, aligned rows). */
-template <bool V4>
-__global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const float *x, const float *w,
+template <bool V4, typename X>
+__global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const X *x, const float *w,
                                 const float *mean, const float *rstd, int64_t N, int C, int R, int P, int acc) {
     extern __shared__ float accw[]; /* [warps][2C]: dw terms, then db terms */
     int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -437,12 +437,13 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
     for (int i = lane; i < 2 * C; i += 32) aw[i] = 0.f;
     int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
     for (int64_t n = n0 + wi; n < n1; n += nw) {
-        const float *xr = x + n * C, *dy = dout + n * C;
+        const X *xr = x + n * C;
+        const float *dy = dout + n * C;
         float *d = dx + n * C;
         float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ld4(xr, i);
                 sg += a.x * g.x + a.y * g.y + a.z * g.z + a.w * g.w;
                 sgx += a.x * g.x * ((v.x - m) * r) + a.y * g.y * ((v.y - m) * r) + a.z * g.z * ((v.z - m) * r) +
                        a.w * g.w * ((v.w - m) * r);
@@ -451,14 +452,14 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
             for (int i = lane; i < C; i += 32) {
                 float g = w[i] * dy[i];
                 sg += g;
-                sgx += g * ((xr[i] - m) * r);
+                sgx += g * ((ld1(xr, i) - m) * r);
             }
         }
         sg = warp_sum(sg) / (float)C;
         sgx = warp_sum(sgx) / (float)C;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ld4(xr, i);
                 float4 h = {(v.x - m) * r, (v.y - m) * r, (v.z - m) * r, (v.w - m) * r};
                 float4 o = {r * (a.x * g.x - sg - h.x * sgx), r * (a.y * g.y - sg - h.y * sgx),
                             r * (a.z * g.z - sg - h.z * sgx), r * (a.w * g.w - sg - h.w * sgx)};
@@ -475,7 +476,7 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
             }
         } else {
             for (int i = lane; i < C; i += 32) {
-                float h = (xr[i] - m) * r;
+                float h = (ld1(xr, i) - m) * r;
                 d[i] = (acc ? d[i] : 0.0f) + r * (w[i] * dy[i] - sg - h * sgx);
                 aw[i] += dy[i] * h;
                 ab[i] += dy[i];
@@ -492,15 +493,24 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
 }
 
 /* dw, db: per-block column partials, then k_colsum_add sums them in fixed
- * order (no atomics: deterministic). OP_BEGIN_W: the kept bf16 copies of
- * other tensors (the block's weights) stay. */
+ * order (no atomics: deterministic). OP_BEGIN_L: x read as its exact bf16
+ * copy where there is one (a bound saved tensor under --fp16-activations),
+ * else in 32 bits, as dout, w and the statistics; other bound tensors stay
+ * unwritten. */
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                       const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc) {
-    OP_BEGIN_W("layernorm_bwd");
+    OP_BEGIN_L("layernorm_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
-    cast_written(c, dx, N * C);
+    cast_written(c, dx, N * C); /* (read too with acc: a lazy dx is written first) */
     cast_written(c, dw, C);
     if (db) cast_written(c, db, C);
+    fp32_in(c, dout, N * C);
+    fp32_in(c, w, C);
+    fp32_in(c, mean, N);
+    fp32_in(c, rstd, N);
+    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C);
+    if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
+    if (!x16) fp32_in(c, x, N * C);
     /* up to 8 warps a block, each with two shared rows of C floats (48 KiB
      * in all; one warp and the GPU's opt-in limit for rows over 6,144) */
     int nw = (int)(49152 / ((int64_t)C * 8));
@@ -508,7 +518,9 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     if (nw < 1) nw = 1;
     size_t sm = (size_t)nw * 2 * C * sizeof(float);
     bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
-    const void *fn = v4 ? (const void *)k_layernorm_bwd<true> : (const void *)k_layernorm_bwd<false>;
+    const void *fn = x16 ? (v4 ? (const void *)k_layernorm_bwd<true, __nv_bfloat16>
+                               : (const void *)k_layernorm_bwd<false, __nv_bfloat16>)
+                         : (v4 ? (const void *)k_layernorm_bwd<true, float> : (const void *)k_layernorm_bwd<false, float>);
     if (!smem_ok(c, fn, sm)) return;
     /* about four blocks per SM, each at least nw rows */
     int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
@@ -516,10 +528,15 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     int P = (int)((N + R - 1) / R);
     float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C * 2);
     if (!part) return;
-    if (v4) k_layernorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, mean, rstd, N, C,
-                                                                          (int)R, P, acc);
-    else k_layernorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, mean, rstd, N, C,
-                                                                        (int)R, P, acc);
+    cast_written(c, part, (int64_t)P * C * 2);
+#define F(V4, xs) \
+    k_layernorm_bwd<V4><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, xs, w, mean, rstd, N, C, (int)R, P, acc)
+    if (x16) {
+        if (v4) F(true, x16); else F(false, x16);
+    } else {
+        if (v4) F(true, x); else F(false, x);
+    }
+#undef F
     LAUNCHED(c);
     k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);

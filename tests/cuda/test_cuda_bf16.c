@@ -137,6 +137,40 @@ static void check_bf16_bind(void) {
     dfree(dwa); dfree(dwb); be->free(X16);
     ffree(x); ffree(wn); ffree(dy); ffree(r); ffree(o);
 
+    /* GPT-2's: layernorm_bwd and gelu_bwd reading a bound x, while another
+     * tensor stays bound (and unwritten) across them */
+    {
+        int64_t NL = 64; int CL = 768, nl = (int)(NL * CL);
+        snprintf(cur_shape, sizeof cur_shape, "layernorm_bwd / gelu_bwd N%lld C%d", (long long)NL, CL);
+        float *xl = frand(nl, 2), *wl = frand(CL, 1), *dl = frand(nl, 1), *ol = frand(nl, 0);
+        float *Dxl = dup_d(xl, nl), *Dwl = dup_d(wl, CL), *Ddl = dup_d(dl, nl), *Dol = dup_d(ol, nl);
+        float *Dm = junk_d(NL), *Drl = junk_d(NL), *Other = junk_d(nl);
+        uint16_t *XL16 = pack_d(Dxl, nl), *O16 = pack_d(Ddl, nl);
+        float *XLa, *XLb;
+        bound_pair(XL16, nl, &XLa, &XLb);
+        float *ga = junk_d(nl), *gb = junk_d(nl), *wa = dup_d(wl, CL), *wb = dup_d(wl, CL), *ba = dup_d(wl, CL),
+              *bb = dup_d(wl, CL), *ea = junk_d(nl), *eb = junk_d(nl);
+        be->layernorm_fwd(ex, Dol, Dm, Drl, XLa, Dwl, Dwl, NL, CL, 1e-5f);
+        be->bf16_bind(ex, XLb, XL16, nl);
+        be->bf16_bind(ex, Other, O16, nl);
+        be->layernorm_bwd(ex, ga, wa, ba, Ddl, XLa, Dwl, Dm, Drl, NL, CL, 0);
+        be->layernorm_bwd(ex, gb, wb, bb, Ddl, XLb, Dwl, Dm, Drl, NL, CL, 0);
+        same_d("layernorm_bwd dx", ga, gb, nl);
+        same_d("layernorm_bwd dw", wa, wb, CL);
+        same_d("layernorm_bwd db", ba, bb, CL);
+        be->gelu_bwd(ex, ea, Ddl, XLa, nl);
+        be->gelu_bwd(ex, eb, Ddl, XLb, nl);
+        same_d("gelu_bwd", ea, eb, nl);
+        if (copies_kept())
+            CHECK(still_junk(XLb, nl) && still_junk(Other, nl),
+                  "cuda/bf16_bind: layernorm_bwd / gelu_bwd wrote a bound tensor's fp32 storage");
+        be->bf16_drop(ex, NULL, 0);
+        dfree(Dxl); dfree(Dwl); dfree(Ddl); dfree(Dol); dfree(Dm); dfree(Drl); dfree(Other); dfree(XLa); dfree(XLb);
+        dfree(ga); dfree(gb); dfree(wa); dfree(wb); dfree(ba); dfree(bb); dfree(ea); dfree(eb);
+        be->free(XL16); be->free(O16);
+        ffree(xl); ffree(wl); ffree(dl); ffree(ol);
+    }
+
     /* attention_bwd reading bound q, k, v, out (the flash path in bf16 mode) */
     int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
     snprintf(cur_shape, sizeof cur_shape, "attention_bwd B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
