@@ -431,6 +431,13 @@ static void check_bf16_only_fwd(void) {
     be->scale(ex, Z, 0.0f, nh);
     snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)H, (long long)K);
     be->matmul(ex, G1, Xa, Wg, M, H, K, 0, 1, 0);
+    /* rmsnorm_bwd on the promised D2 as dout below ([256 rows of 512],
+     * x = G1): its inputs made before the promises (scale reads all in 32 bits) */
+    float *rw = frand(H, 1), *Rw = dup_d(rw, H), *Rs = junk_d(M), *Rx = junk_d(nh), *R1 = junk_d(nh), *R2 = junk_d(nh);
+    float *W1 = junk_d(H), *W2 = junk_d(H);
+    be->rmsnorm_fwd(ex, Rx, Rs, G1, Rw, M, (int)H, 1e-5f);
+    be->scale(ex, W1, 0.0f, H);
+    be->scale(ex, W2, 0.0f, H);
     be->bf16_only(ex, G2, nh);
     be->matmul(ex, G2, Xa, Wg, M, H, K, 0, 1, 0);
     be->bf16_only(ex, U2, nh);
@@ -439,12 +446,6 @@ static void check_bf16_only_fwd(void) {
     be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
     be->swiglu_fwd(ex, F2, G2, U2, 1, (int)nh, 0);
     be->swiglu_bwd(ex, P[2], P[3], D2, G2, U2, 1, (int)nh, 0);
-    /* rmsnorm_bwd on the promised D2 as dout ([256 rows of 512], x = G1) */
-    float *rw = frand(H, 1), *Rw = dup_d(rw, H), *Rs = junk_d(M), *Rx = junk_d(nh), *R1 = junk_d(nh), *R2 = junk_d(nh);
-    float *W1 = junk_d(H), *W2 = junk_d(H);
-    be->rmsnorm_fwd(ex, Rx, Rs, G1, Rw, M, (int)H, 1e-5f);
-    be->scale(ex, W1, 0.0f, H);
-    be->scale(ex, W2, 0.0f, H);
     be->rmsnorm_bwd(ex, R2, W2, D2, G1, Rw, Rs, M, (int)H, 0);
     if (copies_kept())
         CHECK(still_junk(G2, nh) && still_junk(U2, nh) && still_junk(D2, nh),
