@@ -151,10 +151,10 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
  * [p R, (p+1) R), one warp per row at a time; each warp adds dy x r of its
  * rows into its own shared row of C floats, then the block sums its warps'
  * rows in order into part[p, :] (k_colsum_add sums the blocks' rows: fixed
- * order, no atomics). x: fp32, or its exact bf16 copy (X = bf16, the same
- * values). */
-template <bool V4, typename X>
-__global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const float *dout, const X *x,
+ * order, no atomics). x and dout: fp32, or their exact bf16 copies (X, D =
+ * bf16: the same values). */
+template <bool V4, typename X, typename D>
+__global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const D *dout, const X *x,
                               const float *w, const float *rstd, int64_t N, int C, int R, int acc) {
     extern __shared__ float accw[]; /* [warps][C] */
     int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -163,21 +163,21 @@ __global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const
     int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
     for (int64_t n = n0 + wi; n < n1; n += nw) {
         const X *xr = x + n * C;
-        const float *dy = dout + n * C;
+        const D *dy = dout + n * C;
         float dot = 0;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ld4(xr, i);
+                float4 a = ((const float4 *)w)[i], d = ld4(dy, i), v = ld4(xr, i);
                 dot += a.x * d.x * v.x + a.y * d.y * v.y + a.z * d.z * v.z + a.w * d.w * v.w;
             }
         } else {
-            for (int i = lane; i < C; i += 32) dot += w[i] * dy[i] * ld1(xr, i);
+            for (int i = lane; i < C; i += 32) dot += w[i] * ld1(dy, i) * ld1(xr, i);
         }
         dot = warp_sum(dot) / (float)C;
         float r = rstd[n], r3 = r * r * r;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], d = ((const float4 *)dy)[i], v = ld4(xr, i);
+                float4 a = ((const float4 *)w)[i], d = ld4(dy, i), v = ld4(xr, i);
                 float4 o = {r * a.x * d.x - r3 * v.x * dot, r * a.y * d.y - r3 * v.y * dot,
                             r * a.z * d.z - r3 * v.z * dot, r * a.w * d.w - r3 * v.w * dot};
                 if (acc) {
@@ -195,10 +195,10 @@ __global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const
             }
         } else {
             for (int i = lane; i < C; i += 32) {
-                float xv = ld1(xr, i), o = (acc ? dx[n * C + i] : 0.0f) + (r * w[i] * dy[i] - r3 * xv * dot);
+                float xv = ld1(xr, i), e = ld1(dy, i), o = (acc ? dx[n * C + i] : 0.0f) + (r * w[i] * e - r3 * xv * dot);
                 dx[n * C + i] = o;
                 if (dx16) dx16[n * C + i] = __float2bfloat16_rn(o);
-                aw[i] += dy[i] * xv * r;
+                aw[i] += e * xv * r;
             }
         }
     }
@@ -212,8 +212,8 @@ __global__ void k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const
 /* The same for rows of C <= 128 NV values (V4 rows): each lane keeps its
  * NV float4 of dy, x (and dx with acc) in registers, all loads of a row
  * issued before the first use, w's in registers for every row. */
-template <int NV, typename X>
-__global__ void k_rmsnorm_bwd_r(float *dx, __nv_bfloat16 *dx16, float *part, const float *dout, const X *x,
+template <int NV, typename X, typename D>
+__global__ void k_rmsnorm_bwd_r(float *dx, __nv_bfloat16 *dx16, float *part, const D *dout, const X *x,
                                 const float *w, const float *rstd, int64_t N, int C, int R, int acc) {
     extern __shared__ float accw[]; /* [warps][C] */
     const int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31, C4 = C >> 2;
@@ -228,7 +228,7 @@ __global__ void k_rmsnorm_bwd_r(float *dx, __nv_bfloat16 *dx16, float *part, con
     }
     int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
     for (int64_t n = n0 + wi; n < n1; n += nw) {
-        const float4 *dy = (const float4 *)(dout + n * C);
+        const D *dy = dout + n * C;
         float4 *dxr = (float4 *)(dx + n * C);
         float4 d[NV], v[NV], p[NV];
         float dot = 0;
@@ -236,7 +236,7 @@ __global__ void k_rmsnorm_bwd_r(float *dx, __nv_bfloat16 *dx16, float *part, con
         for (int j = 0; j < NV; j++) {
             const int i = lane + 32 * j;
             if (i < C4) {
-                d[j] = dy[i];
+                d[j] = ld4(dy, i);
                 v[j] = ld4(x + n * C, i);
                 p[j] = acc ? dxr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
             }
@@ -280,19 +280,49 @@ __global__ void k_colsum_add(float *dw, const float *part, int P, int C) {
     dw[cc] += s;
 }
 
+/* Launches rmsnorm_bwd's kernel for x read as X, dout as D (fp32, or their
+ * exact bf16 copies); 0 when the shared memory cannot be had. */
+template <typename X, typename D>
+static int rms_bwd_launch(smj_cuda *c, int NV, bool v4, size_t sm, int P, int nw, float *dx, __nv_bfloat16 *dx16,
+                          float *part, const D *dout, const X *x, const float *w, const float *rstd, int64_t N, int C,
+                          int R, int acc) {
+    const void *fn = NV == 1 ? (const void *)k_rmsnorm_bwd_r<1, X, D>
+                   : NV == 2 ? (const void *)k_rmsnorm_bwd_r<2, X, D>
+                   : NV == 4 ? (const void *)k_rmsnorm_bwd_r<4, X, D>
+                   : NV == 6 ? (const void *)k_rmsnorm_bwd_r<6, X, D>
+                   : NV == 8 ? (const void *)k_rmsnorm_bwd_r<8, X, D>
+                   : v4      ? (const void *)k_rmsnorm_bwd<true, X, D>
+                             : (const void *)k_rmsnorm_bwd<false, X, D>;
+    if (!smem_ok(c, fn, sm)) return 0;
+#define F(K) K<<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, rstd, N, C, R, acc)
+    switch (NV) {
+    case 1: F((k_rmsnorm_bwd_r<1, X, D>)); break;
+    case 2: F((k_rmsnorm_bwd_r<2, X, D>)); break;
+    case 4: F((k_rmsnorm_bwd_r<4, X, D>)); break;
+    case 6: F((k_rmsnorm_bwd_r<6, X, D>)); break;
+    case 8: F((k_rmsnorm_bwd_r<8, X, D>)); break;
+    default: if (v4) F((k_rmsnorm_bwd<true, X, D>)); else F((k_rmsnorm_bwd<false, X, D>));
+    }
+#undef F
+    LAUNCHED(c);
+    return 1;
+}
+
 void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x,
                            const float *w, const float *rstd, int64_t N, int C, int acc) {
     OP_BEGIN_L("rmsnorm_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
     cast_written(c, dx, N * C); /* (read too with acc: a lazy dx is written first) */
     cast_written(c, dw, C);
-    fp32_in(c, dout, N * C);
     fp32_in(c, w, C);
     fp32_in(c, rstd, N);
-    /* x as its exact bf16 copy where one is kept (a bound saved tensor) */
-    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C);
+    /* x and dout as their exact bf16 copies where there are (a bound saved
+     * tensor; a product's output promised to be read through its copy) */
+    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C), *d16 = exact_copy(c, dout, N * C);
     if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
+    if (d16 && (uintptr_t)d16 % 8) d16 = NULL;
     if (!x16) fp32_in(c, x, N * C);
+    if (!d16) fp32_in(c, dout, N * C);
     /* up to 8 warps a block, each with a shared row of C floats (48 KiB in
      * all; one warp and the GPU's opt-in limit for rows over 12,288) */
     int nw = (int)(49152 / ((int64_t)C * 4));
@@ -302,14 +332,6 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
     bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
     /* rows of up to 1,024 values in registers (NV float4 a lane) */
     const int C4 = C / 4, NV = !v4 || C4 > 256 ? 0 : C4 <= 32 ? 1 : C4 <= 64 ? 2 : C4 <= 128 ? 4 : C4 <= 192 ? 6 : 8;
-#define FN(V, XT)                                                                                                  \
-    (NV == 1 ? (const void *)k_rmsnorm_bwd_r<1, XT> : NV == 2 ? (const void *)k_rmsnorm_bwd_r<2, XT>             \
-     : NV == 4 ? (const void *)k_rmsnorm_bwd_r<4, XT> : NV == 6 ? (const void *)k_rmsnorm_bwd_r<6, XT>            \
-     : NV == 8 ? (const void *)k_rmsnorm_bwd_r<8, XT> : V ? (const void *)k_rmsnorm_bwd<true, XT>                 \
-               : (const void *)k_rmsnorm_bwd<false, XT>)
-    const void *fn = x16 ? FN(v4, __nv_bfloat16) : FN(v4, float);
-#undef FN
-    if (!smem_ok(c, fn, sm)) return;
     /* about four blocks per SM, each at least nw rows */
     int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
     if (R < nw) R = nw;
@@ -320,20 +342,11 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
     /* dx feeds products (the residual gradient: dW and dX of the block
      * below; dq/dk under QK-norm): its bf16 copy is written beside it */
     __nv_bfloat16 *dx16 = shadow_of(c, dx, N * C);
-#define F(K, xs) K<<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, xs, w, rstd, N, C, (int)R, acc)
-#define G(xs)                                                                                                      \
-    switch (NV) {                                                                                                  \
-    case 1: F(k_rmsnorm_bwd_r<1>, xs); break;                                                                      \
-    case 2: F(k_rmsnorm_bwd_r<2>, xs); break;                                                                      \
-    case 4: F(k_rmsnorm_bwd_r<4>, xs); break;                                                                      \
-    case 6: F(k_rmsnorm_bwd_r<6>, xs); break;                                                                      \
-    case 8: F(k_rmsnorm_bwd_r<8>, xs); break;                                                                      \
-    default: if (v4) F(k_rmsnorm_bwd<true>, xs); else F(k_rmsnorm_bwd<false>, xs);                                 \
-    }
-    if (x16) { G(x16) } else { G(x) }
-#undef G
-#undef F
-    LAUNCHED(c);
+    int ok = x16 && d16   ? rms_bwd_launch(c, NV, v4, sm, P, nw, dx, dx16, part, d16, x16, w, rstd, N, C, (int)R, acc)
+             : x16        ? rms_bwd_launch(c, NV, v4, sm, P, nw, dx, dx16, part, dout, x16, w, rstd, N, C, (int)R, acc)
+             : d16        ? rms_bwd_launch(c, NV, v4, sm, P, nw, dx, dx16, part, d16, x, w, rstd, N, C, (int)R, acc)
+                          : rms_bwd_launch(c, NV, v4, sm, P, nw, dx, dx16, part, dout, x, w, rstd, N, C, (int)R, acc);
+    if (!ok) return;
     k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);
     op_end(c);
@@ -415,8 +428,8 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
  * rows' dw and db terms summed in shared memory per warp, then per block
  * into part[blockIdx, :] and part[P + blockIdx, :] (k_colsum_add sums the
  * blocks in order). V4: 16-byte accesses (C % 4 == 0, aligned rows). */
-template <bool V4>
-__global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const float *x, const float *w,
+template <bool V4, typename X>
+__global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const X *x, const float *w,
                                 const float *mean, const float *rstd, int64_t N, int C, int R, int P, int acc) {
     extern __shared__ float accw[]; /* [warps][2C]: dw terms, then db terms */
     int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -424,12 +437,13 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
     for (int i = lane; i < 2 * C; i += 32) aw[i] = 0.f;
     int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
     for (int64_t n = n0 + wi; n < n1; n += nw) {
-        const float *xr = x + n * C, *dy = dout + n * C;
+        const X *xr = x + n * C;
+        const float *dy = dout + n * C;
         float *d = dx + n * C;
         float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ld4(xr, i);
                 sg += a.x * g.x + a.y * g.y + a.z * g.z + a.w * g.w;
                 sgx += a.x * g.x * ((v.x - m) * r) + a.y * g.y * ((v.y - m) * r) + a.z * g.z * ((v.z - m) * r) +
                        a.w * g.w * ((v.w - m) * r);
@@ -438,14 +452,14 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
             for (int i = lane; i < C; i += 32) {
                 float g = w[i] * dy[i];
                 sg += g;
-                sgx += g * ((xr[i] - m) * r);
+                sgx += g * ((ld1(xr, i) - m) * r);
             }
         }
         sg = warp_sum(sg) / (float)C;
         sgx = warp_sum(sgx) / (float)C;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ((const float4 *)xr)[i];
+                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ld4(xr, i);
                 float4 h = {(v.x - m) * r, (v.y - m) * r, (v.z - m) * r, (v.w - m) * r};
                 float4 o = {r * (a.x * g.x - sg - h.x * sgx), r * (a.y * g.y - sg - h.y * sgx),
                             r * (a.z * g.z - sg - h.z * sgx), r * (a.w * g.w - sg - h.w * sgx)};
@@ -462,7 +476,7 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
             }
         } else {
             for (int i = lane; i < C; i += 32) {
-                float h = (xr[i] - m) * r;
+                float h = (ld1(xr, i) - m) * r;
                 d[i] = (acc ? d[i] : 0.0f) + r * (w[i] * dy[i] - sg - h * sgx);
                 aw[i] += dy[i] * h;
                 ab[i] += dy[i];
@@ -479,15 +493,24 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
 }
 
 /* dw, db: per-block column partials, then k_colsum_add sums them in fixed
- * order (no atomics: deterministic). OP_BEGIN_W: the kept bf16 copies of
- * other tensors (the block's weights) stay. */
+ * order (no atomics: deterministic). OP_BEGIN_L: x read as its exact bf16
+ * copy where there is one (a bound saved tensor under --fp16-activations),
+ * else in 32 bits, as dout, w and the statistics; other bound tensors stay
+ * unwritten. */
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                       const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc) {
-    OP_BEGIN_W("layernorm_bwd");
+    OP_BEGIN_L("layernorm_bwd");
     if (N <= 0 || C <= 0) { op_end(c); return; }
-    cast_written(c, dx, N * C);
+    cast_written(c, dx, N * C); /* (read too with acc: a lazy dx is written first) */
     cast_written(c, dw, C);
     if (db) cast_written(c, db, C);
+    fp32_in(c, dout, N * C);
+    fp32_in(c, w, C);
+    fp32_in(c, mean, N);
+    fp32_in(c, rstd, N);
+    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C);
+    if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
+    if (!x16) fp32_in(c, x, N * C);
     /* up to 8 warps a block, each with two shared rows of C floats (48 KiB
      * in all; one warp and the GPU's opt-in limit for rows over 6,144) */
     int nw = (int)(49152 / ((int64_t)C * 8));
@@ -495,7 +518,9 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     if (nw < 1) nw = 1;
     size_t sm = (size_t)nw * 2 * C * sizeof(float);
     bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
-    const void *fn = v4 ? (const void *)k_layernorm_bwd<true> : (const void *)k_layernorm_bwd<false>;
+    const void *fn = x16 ? (v4 ? (const void *)k_layernorm_bwd<true, __nv_bfloat16>
+                               : (const void *)k_layernorm_bwd<false, __nv_bfloat16>)
+                         : (v4 ? (const void *)k_layernorm_bwd<true, float> : (const void *)k_layernorm_bwd<false, float>);
     if (!smem_ok(c, fn, sm)) return;
     /* about four blocks per SM, each at least nw rows */
     int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
@@ -503,10 +528,15 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     int P = (int)((N + R - 1) / R);
     float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C * 2);
     if (!part) return;
-    if (v4) k_layernorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, mean, rstd, N, C,
-                                                                          (int)R, P, acc);
-    else k_layernorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, x, w, mean, rstd, N, C,
-                                                                        (int)R, P, acc);
+    cast_written(c, part, (int64_t)P * C * 2);
+#define F(V4, xs) \
+    k_layernorm_bwd<V4><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, xs, w, mean, rstd, N, C, (int)R, P, acc)
+    if (x16) {
+        if (v4) F(true, x16); else F(false, x16);
+    } else {
+        if (v4) F(true, x); else F(false, x);
+    }
+#undef F
     LAUNCHED(c);
     k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);

@@ -1297,10 +1297,12 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     be->swiglu_bwd(ex, m->dgate, m->dgate + (u - g), m->dh, g, u, N, H, ld);
     drop16(m, m->dh, N * H);
     be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, 2 * H, C, N, 1, 0, 1);   /* dWg|dWu [2H,C] */
+    only16(m, m->dln, N * C); /* one product writes dln: read through its bf16 copy, as PyTorch's autocast keeps it */
     be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, 2 * H, 0, 0, 0);    /* over K = 2H */
     drop16(m, m->dgate, 2 * N * H);
     be->rmsnorm_bwd(ex, m->dres, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C,
                     1);                                                    /* now dL/dres_mid */
+    drop16(m, m->dln, N * C);
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
     if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
@@ -1330,6 +1332,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         }
         drop16(m, m->datt, N * QD);
         be->matmul(ex, DW(R_WQ), dq, a->ln1, W3, C, N, 1, 0, 1);        /* dWq|dWk|dWv [W3,C] */
+        only16(m, m->dln, N * C); /* as the FFN's */
         be->matmul(ex, m->dln, dq, W(R_WQ), N, C, W3, 0, 0, 0);         /* over K = W3 */
         drop16(m, dq, N * W3);
     } else {
@@ -1363,6 +1366,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         drop16(m, dv, N * KD);
     }
     be->rmsnorm_bwd(ex, m->dres, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C, 1); /* now dL/dx */
+    drop16(m, m->dln, N * C);
 #undef W
 #undef DW
 }

@@ -137,6 +137,40 @@ static void check_bf16_bind(void) {
     dfree(dwa); dfree(dwb); be->free(X16);
     ffree(x); ffree(wn); ffree(dy); ffree(r); ffree(o);
 
+    /* GPT-2's: layernorm_bwd and gelu_bwd reading a bound x, while another
+     * tensor stays bound (and unwritten) across them */
+    {
+        int64_t NL = 64; int CL = 768, nl = (int)(NL * CL);
+        snprintf(cur_shape, sizeof cur_shape, "layernorm_bwd / gelu_bwd N%lld C%d", (long long)NL, CL);
+        float *xl = frand(nl, 2), *wl = frand(CL, 1), *dl = frand(nl, 1), *ol = frand(nl, 0);
+        float *Dxl = dup_d(xl, nl), *Dwl = dup_d(wl, CL), *Ddl = dup_d(dl, nl), *Dol = dup_d(ol, nl);
+        float *Dm = junk_d(NL), *Drl = junk_d(NL), *Other = junk_d(nl);
+        uint16_t *XL16 = pack_d(Dxl, nl), *O16 = pack_d(Ddl, nl);
+        float *XLa, *XLb;
+        bound_pair(XL16, nl, &XLa, &XLb);
+        float *ga = junk_d(nl), *gb = junk_d(nl), *wa = dup_d(wl, CL), *wb = dup_d(wl, CL), *ba = dup_d(wl, CL),
+              *bb = dup_d(wl, CL), *ea = junk_d(nl), *eb = junk_d(nl);
+        be->layernorm_fwd(ex, Dol, Dm, Drl, XLa, Dwl, Dwl, NL, CL, 1e-5f);
+        be->bf16_bind(ex, XLb, XL16, nl);
+        be->bf16_bind(ex, Other, O16, nl);
+        be->layernorm_bwd(ex, ga, wa, ba, Ddl, XLa, Dwl, Dm, Drl, NL, CL, 0);
+        be->layernorm_bwd(ex, gb, wb, bb, Ddl, XLb, Dwl, Dm, Drl, NL, CL, 0);
+        same_d("layernorm_bwd dx", ga, gb, nl);
+        same_d("layernorm_bwd dw", wa, wb, CL);
+        same_d("layernorm_bwd db", ba, bb, CL);
+        be->gelu_bwd(ex, ea, Ddl, XLa, nl);
+        be->gelu_bwd(ex, eb, Ddl, XLb, nl);
+        same_d("gelu_bwd", ea, eb, nl);
+        if (copies_kept())
+            CHECK(still_junk(XLb, nl) && still_junk(Other, nl),
+                  "cuda/bf16_bind: layernorm_bwd / gelu_bwd wrote a bound tensor's fp32 storage");
+        be->bf16_drop(ex, NULL, 0);
+        dfree(Dxl); dfree(Dwl); dfree(Ddl); dfree(Dol); dfree(Dm); dfree(Drl); dfree(Other); dfree(XLa); dfree(XLb);
+        dfree(ga); dfree(gb); dfree(wa); dfree(wb); dfree(ba); dfree(bb); dfree(ea); dfree(eb);
+        be->free(XL16); be->free(O16);
+        ffree(xl); ffree(wl); ffree(dl); ffree(ol);
+    }
+
     /* attention_bwd reading bound q, k, v, out (the flash path in bf16 mode) */
     int B = 2, T = 64, NH = 4, NKV = 2, HS = 64;
     snprintf(cur_shape, sizeof cur_shape, "attention_bwd B%d T%d NH%d NKV%d HS%d", B, T, NH, NKV, HS);
@@ -343,8 +377,8 @@ static void check_fused_rows(void) {
  * read as the plain ones through products (only_check). A product's
  * promised output is the bf16 product: in 32 bits, bf16 values within one
  * bf16 rounding of the fp32 product, its fp32 storage unwritten while
- * copies are kept; swiglu_fwd reading promised gate / up and swiglu_bwd a
- * promised dout give, bit for bit, what they give on fp32 tensors holding
+ * copies are kept; swiglu_fwd reading promised gate / up, swiglu_bwd and
+ * rmsnorm_bwd a promised dout give, bit for bit, what they give on fp32 tensors holding
  * the same values, without writing the promised tensors' fp32 storage. */
 static int bf16_mode(void) {
     const char *mm = getenv("SMJ_CUDA_MATMUL");
@@ -397,6 +431,13 @@ static void check_bf16_only_fwd(void) {
     be->scale(ex, Z, 0.0f, nh);
     snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)H, (long long)K);
     be->matmul(ex, G1, Xa, Wg, M, H, K, 0, 1, 0);
+    /* rmsnorm_bwd on the promised D2 as dout below ([256 rows of 512],
+     * x = G1): its inputs made before the promises (scale reads all in 32 bits) */
+    float *rw = frand(H, 1), *Rw = dup_d(rw, H), *Rs = junk_d(M), *Rx = junk_d(nh), *R1 = junk_d(nh), *R2 = junk_d(nh);
+    float *W1 = junk_d(H), *W2 = junk_d(H);
+    be->rmsnorm_fwd(ex, Rx, Rs, G1, Rw, M, (int)H, 1e-5f);
+    be->scale(ex, W1, 0.0f, H);
+    be->scale(ex, W2, 0.0f, H);
     be->bf16_only(ex, G2, nh);
     be->matmul(ex, G2, Xa, Wg, M, H, K, 0, 1, 0);
     be->bf16_only(ex, U2, nh);
@@ -405,9 +446,10 @@ static void check_bf16_only_fwd(void) {
     be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
     be->swiglu_fwd(ex, F2, G2, U2, 1, (int)nh, 0);
     be->swiglu_bwd(ex, P[2], P[3], D2, G2, U2, 1, (int)nh, 0);
+    be->rmsnorm_bwd(ex, R2, W2, D2, G1, Rw, Rs, M, (int)H, 0);
     if (copies_kept())
         CHECK(still_junk(G2, nh) && still_junk(U2, nh) && still_junk(D2, nh),
-              "cuda/bf16_only: a promised product output's fp32 values were written (by it or by swiglu)");
+              "cuda/bf16_only: a promised product output's fp32 values were written (by it, swiglu or rmsnorm)");
     be->add(ex, Ga, G2, Z, nh); /* 32-bit reads */
     be->add(ex, Ua, U2, Z, nh);
     be->add(ex, Da, D2, Z, nh);
@@ -416,6 +458,10 @@ static void check_bf16_only_fwd(void) {
     same_d("swiglu_fwd on promised gate / up", F1, F2, nh);
     same_d("swiglu_bwd dgate on a promised dout", P[0], P[2], nh);
     same_d("swiglu_bwd dup on a promised dout", P[1], P[3], nh);
+    be->rmsnorm_bwd(ex, R1, W1, Da, G1, Rw, Rs, M, (int)H, 0);
+    same_d("rmsnorm_bwd dx on a promised dout", R1, R2, nh);
+    same_d("rmsnorm_bwd dw on a promised dout", W1, W2, H);
+    dfree(Rw); dfree(Rs); dfree(Rx); dfree(R1); dfree(R2); dfree(W1); dfree(W2); ffree(rw);
     float *g1 = get_h(G1, nh), *ga = get_h(Ga, nh);
     int64_t bad = 0;
     double worst = 0;
