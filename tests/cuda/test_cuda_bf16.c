@@ -374,12 +374,13 @@ static void check_fused_rows(void) {
 
 /* bf16_only on the forward's outputs and on products (bf16 mode).
  * rmsnorm_fwd, add_rmsnorm_fwd and attention_fwd (flash): promised outputs
- * read as the plain ones through products (only_check). A product's
- * promised output is the bf16 product: in 32 bits, bf16 values within one
- * bf16 rounding of the fp32 product, its fp32 storage unwritten while
- * copies are kept; swiglu_fwd reading promised gate / up, swiglu_bwd and
- * rmsnorm_bwd a promised dout give, bit for bit, what they give on fp32 tensors holding
- * the same values, without writing the promised tensors' fp32 storage. */
+ * read as the plain ones through products (only_check). A product's (and
+ * a matmul_bias's) promised output is the bf16 product: in 32 bits, bf16
+ * values within one bf16 rounding of the fp32 product, its fp32 storage
+ * unwritten while copies are kept; swiglu_fwd reading promised gate / up,
+ * swiglu_bwd and rmsnorm_bwd a promised dout give, bit for bit, what they
+ * give on fp32 tensors holding the same values, without writing the
+ * promised tensors' fp32 storage. */
 static int bf16_mode(void) {
     const char *mm = getenv("SMJ_CUDA_MATMUL");
     return mm && strcmp(mm, "bf16") == 0;
@@ -476,6 +477,33 @@ static void check_bf16_only_fwd(void) {
     CHECK(bad == 0, "cuda/bf16_only matmul: %lld of %lld promised values are not %s (worst |diff| %.3g)",
           (long long)bad, (long long)nh, bf16_mode() ? "the product's bf16 rounding" : "the plain product", worst);
     ffree(g1); ffree(ga);
+    /* matmul_bias (GPT-2's biased products) on a promised output: taken in
+     * bf16 mode as for a plain one (fp32 mode declines both), bf16 values
+     * within one rounding of the plain output (the product plus the bias,
+     * rounded once), its fp32 storage unwritten while copies are kept */
+    {
+        float *bs = frand(H, 1), *Db = dup_d(bs, H), *B1 = junk_d(nh), *B2 = junk_d(nh), *Bb = junk_d(nh);
+        int t1 = be->matmul_bias(ex, B1, Xa, Wg, Db, M, H, K, 0, 1);
+        be->bf16_only(ex, B2, nh);
+        int t2 = be->matmul_bias(ex, B2, Xa, Wg, Db, M, H, K, 0, 1);
+        CHECK(t1 == bf16_mode() && t2 == t1, "cuda/bf16_only matmul_bias: taken %d, promised %d, want %d", t1, t2,
+              bf16_mode());
+        if (t2) {
+            if (copies_kept()) CHECK(still_junk(B2, nh), "cuda/bf16_only matmul_bias: the fp32 values were written");
+            be->add(ex, Bb, B2, Z, nh); /* a 32-bit read */
+            float *b1 = get_h(B1, nh), *bb = get_h(Bb, nh);
+            int64_t nbad = 0;
+            for (int64_t i = 0; i < nh; i++) {
+                uint32_t u;
+                memcpy(&u, &bb[i], 4);
+                if ((u & 0xffffu) || fabs((double)bb[i] - b1[i]) > fabs((double)b1[i]) / 256 * 1.001 + 1e-30) nbad++;
+            }
+            CHECK(nbad == 0, "cuda/bf16_only matmul_bias: %lld of %lld promised values are not the plain output's "
+                  "bf16 rounding", (long long)nbad, (long long)nh);
+            ffree(b1); ffree(bb);
+        }
+        dfree(Db); dfree(B1); dfree(B2); dfree(Bb); ffree(bs);
+    }
     /* rope_fwd on a promised product output (q [1, 256, 8 heads of 64]):
      * rotated in its copy in place, the fp32 storage unwritten; reads as
      * the bf16 rounding of the rotation of the product's values */
