@@ -13,9 +13,10 @@
  * products take (M, N, K >= 16) that cuBLASLt has an algorithm for;
  * anything else returns 0 and the caller runs matmul + its own bias add.
  * An output bf16_only promised is, as matmul makes it, the bf16 rounding
- * of the sum (product + bias, rounded once): stored as bf16 into its copy
- * alone, or with no copy to keep (sizes, SMJ_CUDA_BF16_KEEP) the same bf16
- * values unpacked into C. (So whether copies are kept never changes which
+ * of the sum (product + bias, rounded once; the bias in bf16 then, the type
+ * cuBLASLt's epilogue takes with a bf16 output): stored as bf16 into its
+ * copy alone, or with no copy to keep (sizes, SMJ_CUDA_BF16_KEEP) the same
+ * bf16 values unpacked into C. (So whether copies are kept never changes which
  * path runs or the values: test_cuda_model's kept == fresh runs stay bit
  * for bit.) Algorithms come from cuBLASLt's
  * heuristic, kept per shape (LT_CACHE entries); the workspace is the
@@ -66,18 +67,18 @@ static smj_lt *lt_get(smj_cuda *c) {
 }
 
 /* The cuBLASLt call for D^T [N, M] (column-major, ld N) = op(B)^T op(A)^T
- * + bias[N], the plain matmul's operand order, D of type dt (fp32, or bf16:
- * the sum rounded once). run 0: only whether cuBLASLt has an algorithm for
+ * + bias[N], the plain matmul's operand order, D and the bias of type dt
+ * (fp32, or bf16: the sum rounded once). run 0: only whether cuBLASLt has an algorithm for
  * it (nothing run; D, a16, b16 unused). Returns 1 when run (or runnable). */
 static int lt_bias(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
-                   const __nv_bfloat16 *b16, const float *bias, int64_t M, int64_t N, int64_t K, int tA, int tB,
+                   const __nv_bfloat16 *b16, const void *bias, int64_t M, int64_t N, int64_t K, int tA, int tB,
                    int run) {
     cublasOperation_t opA = tB ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tA ? CUBLAS_OP_T : CUBLAS_OP_N;
     int64_t lda = tB ? K : N, ldb = tA ? M : K; /* the column-major views of B and A */
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    cudaDataType_t bt = CUDA_R_32F;
+    cudaDataType_t bt = dt;
     int ok = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA) == 0 &&
              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB) == 0 &&
@@ -144,23 +145,27 @@ int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *B
     cast_overwritten(c, Cm, nc);
     fp32_in(c, bias, N);
     /* the operands' copies as matmul makes them: kept, or (over bc_max)
-     * cast into the scratch buffer; a rounded output's bf16 values there too */
+     * cast into the scratch buffer; a promised output's bias in bf16 there,
+     * and a rounded output's bf16 values */
     int round = promised && (nc < SHADOW_MIN || nc > c->bc_max);
     int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
-    int64_t ns = na > c->bc_max || nb > c->bc_max ? oa + nb : 0, nr = round ? nc : 0;
-    __nv_bfloat16 *s = ns + nr ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nr)) : NULL;
+    int64_t ns = na > c->bc_max || nb > c->bc_max ? oa + (nb + 127) / 128 * 128 : 0;
+    int64_t nz = promised ? (N + 127) / 128 * 128 : 0, nr = round ? nc : 0;
+    __nv_bfloat16 *s = ns + nz + nr ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nz + nr)) : NULL;
     const char *name = c->pname;
     prof_phase(c, "matmul: bf16 casts");
-    const __nv_bfloat16 *a16 = ns + nr && !s ? NULL : cast_of(c, A, na, ns ? s : NULL);
-    const __nv_bfloat16 *b16 = ns + nr && !s ? NULL : cast_of(c, Bm, nb, ns ? s + oa : NULL);
+    const __nv_bfloat16 *a16 = ns + nz + nr && !s ? NULL : cast_of(c, A, na, ns ? s : NULL);
+    const __nv_bfloat16 *b16 = ns + nz + nr && !s ? NULL : cast_of(c, Bm, nb, ns ? s + oa : NULL);
+    __nv_bfloat16 *z16 = promised && s ? s + ns : NULL;
+    if (z16) to_bf16(c, z16, bias, N, 0, 1);
     prof_phase(c, name);
-    int ok = a16 && b16;
+    int ok = a16 && b16 && (!promised || z16);
     __nv_bfloat16 *c16 = promised && !round ? shadow_of(c, Cm, nc) : NULL;
     if (ok && c16 && !fp32_out(c, Cm, nc, c16)) {
-        ok = lt_bias(c, l, c16, CUDA_R_16BF, a16, b16, bias, M, N, K, tA, tB, 1);
+        ok = lt_bias(c, l, c16, CUDA_R_16BF, a16, b16, z16, M, N, K, tA, tB, 1);
     } else if (ok && round) {
-        ok = lt_bias(c, l, s + ns, CUDA_R_16BF, a16, b16, bias, M, N, K, tA, tB, 1);
-        if (ok) bf16_to_f32(c, Cm, s + ns, nc);
+        ok = lt_bias(c, l, s + ns + nz, CUDA_R_16BF, a16, b16, z16, M, N, K, tA, tB, 1);
+        if (ok) bf16_to_f32(c, Cm, s + ns + nz, nc);
     } else if (ok) {
         if (c16) cast_written(c, Cm, nc); /* (not reached: fp32_out takes a promised output's copy) */
         ok = lt_bias(c, l, Cm, CUDA_R_32F, a16, b16, bias, M, N, K, tA, tB, 1);
