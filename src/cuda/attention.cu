@@ -634,13 +634,40 @@ __global__ void __launch_bounds__(ATHREADS) k_attention_bwd_dkv(float *dk, float
     }
 }
 
+/* Where Hopper's backward writes dq, dk, dv (f: fp32, NULL where not
+ * written; h: bf16 copies or NULL). The three as the columns of one fused
+ * tensor (rows QD + 2 KD apart) are one output for the copies: a bf16_only
+ * promise of the whole tensor has all three written as bf16 alone; dense
+ * gradients get their copies beside (the products read them next), as
+ * promised or kept. */
+static void grad_outs(smj_cuda *c, float *dq, float *dk, float *dv, int64_t N, int64_t QD, int64_t KD, int64_t dqrs,
+                      int64_t dkrs, float *f[3], __nv_bfloat16 *h[3]) {
+    f[0] = dq, f[1] = dk, f[2] = dv;
+    h[0] = h[1] = h[2] = NULL;
+    if (dk == dq + QD && dv == dk + KD && dqrs == QD + 2 * KD && dkrs == dqrs) { /* one tensor */
+        cast_written(c, dq, N * dqrs);
+        __nv_bfloat16 *w = shadow_of(c, dq, N * dqrs);
+        float *o = fp32_out(c, dq, N * dqrs, w);
+        for (int i = 0; i < 3; i++) {
+            const int64_t at = i == 0 ? 0 : i == 1 ? QD : QD + KD;
+            f[i] = o ? o + at : NULL;
+            h[i] = w ? w + at : NULL;
+        }
+        return;
+    }
+    const int64_t w[3] = {QD, KD, KD}, rs[3] = {dqrs, dkrs, dkrs};
+    for (int i = 0; i < 3; i++) cast_written(c, f[i], span(N, rs[i], w[i]));
+    for (int i = 0; i < 3; i++)
+        if (rs[i] == w[i]) {
+            h[i] = shadow_of(c, f[i], N * w[i]);
+            f[i] = fp32_out(c, f[i], N * w[i], h[i]);
+        }
+}
+
 /* attention_bwd_rope (optional op): flash_bwd with the rotation in the
  * epilogues of Hopper's dQ and dK kernels (declines elsewhere: the model
- * runs attention_bwd and rope_bwd). dq|dk|dv as the column ranges of one
- * fused tensor (rows QD + 2 KD apart) are one output for the copies: a
- * bf16_only promise of the whole tensor has all three written as bf16
- * alone; dense gradients get their copies beside (the products read them
- * next), as promised or kept. */
+ * runs attention_bwd and rope_bwd); the gradients and their copies as
+ * grad_outs says. */
 int cu_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
                           const float *lse, const float *q, const float *k, const float *v, const float *cs,
                           const float *sn, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
@@ -653,26 +680,9 @@ int cu_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, c
     OP_BEGIN_L("attention_bwd");
     fp32_in(c, cs, (int64_t)T * (HS / 2));
     fp32_in(c, sn, (int64_t)T * (HS / 2));
-    float *f[3] = {dq, dk, dv};
-    __nv_bfloat16 *h[3] = {NULL, NULL, NULL};
-    if (dk == dq + QD && dv == dk + KD && dqrs == QD + 2 * KD && dkrs == dqrs) { /* one tensor */
-        cast_written(c, dq, N * dqrs);
-        __nv_bfloat16 *w = shadow_of(c, dq, N * dqrs);
-        float *o = fp32_out(c, dq, N * dqrs, w);
-        for (int i = 0; i < 3; i++) {
-            const int64_t at = i == 0 ? 0 : i == 1 ? QD : QD + KD;
-            f[i] = o ? o + at : NULL;
-            h[i] = w ? w + at : NULL;
-        }
-    } else {
-        const int64_t w[3] = {QD, KD, KD}, rs[3] = {dqrs, dkrs, dkrs};
-        for (int i = 0; i < 3; i++) cast_written(c, f[i], span(N, rs[i], w[i]));
-        for (int i = 0; i < 3; i++)
-            if (rs[i] == w[i]) {
-                h[i] = shadow_of(c, f[i], N * w[i]);
-                f[i] = fp32_out(c, f[i], N * w[i], h[i]);
-            }
-    }
+    float *f[3];
+    __nv_bfloat16 *h[3];
+    grad_outs(c, dq, dk, dv, N, QD, KD, dqrs, dkrs, f, h);
     flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], cs, sn, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, dqrs,
               dkrs, scale);
     op_end(c);
@@ -687,19 +697,29 @@ static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, co
     OP_BEGIN_L("attention_bwd");
     if (!att_args_ok(c, NH, NKV, HS)) return;
     if (B <= 0 || T <= 0 || NH <= 0) { op_end(c); return; }
-    int64_t nq = (int64_t)B * T * NH * HS, nk = (int64_t)B * T * NKV * HS, N = (int64_t)B * T;
-    cast_written(c, dq, span(N, dqrs, (int64_t)NH * HS));
-    cast_written(c, dk, span(N, dkrs, (int64_t)NKV * HS));
-    cast_written(c, dv, span(N, dkrs, (int64_t)NKV * HS));
+    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, N = (int64_t)B * T, nq = N * QD, nk = N * KD;
+    cast_written(c, dq, span(N, dqrs, QD));
+    cast_written(c, dk, span(N, dkrs, KD));
+    cast_written(c, dv, span(N, dkrs, KD));
     int flash = bwd_flash(c, T, HS, qrs, krs, dqrs, dkrs, q, k, v, dout, out, dq, dk, dv);
     if (!flash) { /* the paths below read every input in 32 bits; flash_bwd says what it reads */
         const float *in[6] = {dout, out, lse, q, k, v};
         const int64_t len[6] = {nq, nq, (int64_t)B * T * NH, nq, nk, nk};
         for (int i = 0; i < 6; i++) fp32_in(c, in[i], len[i]);
     }
+    if (flash && flash_sm90_ok(c, HS) && dk == dq + QD && dv == dk + KD && dqrs == QD + 2 * KD && dkrs == dqrs) {
+        /* one fused dq|dk|dv (GPT-2's): its copy written beside it, or alone where promised */
+        float *f[3];
+        __nv_bfloat16 *h[3];
+        grad_outs(c, dq, dk, dv, N, QD, KD, dqrs, dkrs, f, h);
+        flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], NULL, NULL, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs,
+                  krs, dqrs, dkrs, scale);
+        op_end(c);
+        return;
+    }
     if (flash) {
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
-        __nv_bfloat16 *dv16 = dkrs != (int64_t)NKV * HS ? NULL : shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
+        __nv_bfloat16 *dv16 = dkrs != KD ? NULL : shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
         flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), NULL, NULL, dv16, NULL, NULL, dout, out, lse, q, k, v, B, T, NH,
                   NKV, HS, qrs, krs, dqrs, dkrs, scale);
         op_end(c);

@@ -310,47 +310,56 @@ void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, 
 
 /* out = gelu(x) (BWD: out = dout gelu'(x)), four values a thread with
  * 16-byte accesses where n and the pointers allow (V4); o16: out's bf16
- * copy (shadow_of: the products after read it) or NULL. */
-template <bool BWD, bool V4, typename X>
-__global__ void k_gelu(float *out, __nv_bfloat16 *o16, const float *dout, const X *x, int64_t n) {
+ * copy (shadow_of: the products after read it) or NULL; out NULL: the copy
+ * alone (an output bf16_only promised). x and dout: fp32 or their exact
+ * bf16 copies (X, D). */
+template <bool BWD, bool V4, typename X, typename D>
+__global__ void k_gelu(float *out, __nv_bfloat16 *o16, const D *dout, const X *x, int64_t n) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = V4 ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
         float4 v = ld4(x, i), o;
         if (BWD) {
-            float4 g = ((const float4 *)dout)[i];
+            float4 g = ld4(dout, i);
             o = make_float4(g.x * gelu_d(v.x), g.y * gelu_d(v.y), g.z * gelu_d(v.z), g.w * gelu_d(v.w));
         } else {
             o = make_float4(gelu_f(v.x), gelu_f(v.y), gelu_f(v.z), gelu_f(v.w));
         }
-        ((float4 *)out)[i] = o;
+        if (out) ((float4 *)out)[i] = o;
         if (o16) st_bf16x4(o16 + 4 * i, o);
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) {
-        float o = BWD ? dout[i] * gelu_d(ld1(x, i)) : gelu_f(ld1(x, i));
-        out[i] = o;
+        float o = BWD ? ld1(dout, i) * gelu_d(ld1(x, i)) : gelu_f(ld1(x, i));
+        if (out) out[i] = o;
         if (o16) o16[i] = __float2bfloat16_rn(o);
     }
 }
-/* x read as its exact bf16 copy where there is one (the backward's pre-GELU
- * product, bound under --fp16-activations), else in 32 bits; dout in 32 bits
- * (OP_BEGIN_L: other bound tensors stay unwritten). */
+template <bool BWD, typename X, typename D>
+static void gelu_go(smj_cuda *c, float *out, __nv_bfloat16 *o16, const D *dout, const X *x, int64_t n, bool v4) {
+    if (v4) k_gelu<BWD, true><<<EW_GRID((n + 3) / 4)>>>(out, o16, dout, x, n);
+    else k_gelu<BWD, false><<<EW_GRID(n)>>>(out, o16, dout, x, n);
+}
+/* x and dout read as their exact bf16 copies where there are (the
+ * backward's pre-GELU product, bound under --fp16-activations, or written
+ * as bf16 alone by its product; dout: a product's output bf16_only
+ * promised), else in 32 bits (OP_BEGIN_L: other bound tensors stay
+ * unwritten); out as bf16 alone where bf16_only promises it. */
 template <bool BWD> static void gelu_launch(smj_cuda *c, float *out, const float *dout, const float *x, int64_t n) {
-    if (dout) fp32_in(c, dout, n);
-    const __nv_bfloat16 *x16 = n > 0 ? exact_copy(c, x, n) : NULL;
+    const __nv_bfloat16 *x16 = n > 0 ? exact_copy(c, x, n) : NULL, *d16 = n > 0 && dout ? exact_copy(c, dout, n) : NULL;
     if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
+    if (d16 && (uintptr_t)d16 % 8) d16 = NULL;
     if (!x16) fp32_in(c, x, n);
+    if (dout && !d16) fp32_in(c, dout, n);
     cast_written(c, out, n);
     if (n <= 0) return;
     __nv_bfloat16 *o16 = shadow_of(c, out, n);
-    bool v4 = (((uintptr_t)out | (uintptr_t)x | (uintptr_t)dout) % 16 == 0) && (uintptr_t)o16 % 8 == 0;
-    if (x16) {
-        if (v4) k_gelu<BWD, true><<<EW_GRID((n + 3) / 4)>>>(out, o16, dout, x16, n);
-        else k_gelu<BWD, false><<<EW_GRID(n)>>>(out, o16, dout, x16, n);
-    } else {
-        if (v4) k_gelu<BWD, true><<<EW_GRID((n + 3) / 4)>>>(out, o16, dout, x, n);
-        else k_gelu<BWD, false><<<EW_GRID(n)>>>(out, o16, dout, x, n);
-    }
+    float *o = fp32_out(c, out, n, o16);
+    bool v4 = (((uintptr_t)out | (uintptr_t)x | (uintptr_t)dout) % 16 == 0) && (uintptr_t)o16 % 8 == 0 &&
+              (uintptr_t)x16 % 8 == 0 && (uintptr_t)d16 % 8 == 0;
+    if (x16 && d16) gelu_go<BWD>(c, o, o16, d16, x16, n, v4);
+    else if (x16) gelu_go<BWD>(c, o, o16, dout, x16, n, v4);
+    else if (d16) gelu_go<BWD>(c, o, o16, d16, x, n, v4);
+    else gelu_go<BWD>(c, o, o16, dout, x, n, v4);
     LAUNCHED(c);
 }
 void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n) {

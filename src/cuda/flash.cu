@@ -349,6 +349,18 @@ int flash_ok(smj_cuda *c, int Tq, int HS, int64_t kv_bstride, const void *p0, co
            al16(p2) && al16(p3);
 }
 
+/* q, k, v as the columns of one fused tensor [rows, QD + 2 KD] (rows qrs =
+ * krs apart, k = q + QD, v = k + KD, one batch stride) with a bf16 copy of
+ * the whole tensor (a product wrote it; a bound saved tensor): that copy,
+ * whose strided rows Hopper's kernels read; else NULL. */
+static const bf16 *fused_copy(smj_cuda *c, const float *q, const float *k, const float *v, int64_t rows, int64_t QD,
+                              int64_t KD, int64_t qrs, int64_t krs) {
+    if (qrs != krs || qrs != QD + 2 * KD || k != q + QD || v != k + KD || qrs % 8) return NULL;
+    const bf16 *f = exact_copy(c, q, rows * qrs);
+    if (!f) f = kept_copy(c, q, rows * qrs);
+    return f && al16(f) ? f : NULL;
+}
+
 /* bf16 q, k, v for the forward: the kept copies where ops wrote them
  * (rope_fwd writes q's and k's), else casts into the scratch buffer, k and
  * v compacted to batch stride Tk·NKV·HS. */
@@ -362,9 +374,19 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     int64_t nq = (int64_t)B * Tq * NH * HS, nkv = (int64_t)Tk * NKV * HS, oq = (nq + 63) / 64 * 64,
             okv = (B * nkv + 63) / 64 * 64;
     prof_phase(c, "attention_fwd: bf16 casts");
-    /* rows qrs / krs apart (column ranges of a fused buffer; then k's and
-     * v's batch stride is Tk krs): cast into dense rows */
     const bool qs = qrs != (int64_t)NH * HS, ks = krs != (int64_t)NKV * HS;
+    /* rows qrs / krs apart (column ranges of a fused buffer; then k's and
+     * v's batch stride is Tk krs): Hopper's kernels read the fused tensor's
+     * copy where there is one, else they are cast into dense rows */
+    const bf16 *f = qs && Tq == Tk && flash_sm90_ok(c, HS)
+                        ? fused_copy(c, q, k, v, (int64_t)B * Tq, (int64_t)NH * HS, (int64_t)NKV * HS, qrs, krs)
+                        : NULL;
+    if (f) {
+        prof_phase(c, "attention_fwd (flash)");
+        flash_fwd_sm90(c, out, out16, lse, f, f + NH * HS, f + (NH + NKV) * HS, B, Tq, Tk, NH, NKV, (int64_t)Tk * krs,
+                       sl2, qrs, krs);
+        return;
+    }
     const bf16 *qh = qs ? NULL : kept_copy(c, q, nq), *kh = NULL, *vh = NULL;
     if (!ks && (kv_bstride == nkv || B == 1)) {
         kh = kept_copy(c, k, B * nkv);
@@ -390,7 +412,7 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
     if (!vh) { fp32_in(c, v, kvn); to_bf16(c, sc + oq + okv, v, nkv, kv_bstride, B); vh = sc + oq + okv; }
     prof_phase(c, "attention_fwd (flash)");
     if (flash_sm90_ok(c, HS)) {
-        flash_fwd_sm90(c, out, out16, lse, qh, kh, vh, B, Tq, Tk, NH, NKV, nkv, sl2);
+        flash_fwd_sm90(c, out, out16, lse, qh, kh, vh, B, Tq, Tk, NH, NKV, nkv, sl2, (int64_t)NH * HS, (int64_t)NKV * HS);
         return;
     }
 #define F(H)                                                                                                   \
@@ -421,9 +443,18 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
     /* q, k, v rows qrs, krs apart (column ranges of a fused buffer): cast into dense rows */
     const int64_t w[4] = {(int64_t)NH * HS, (int64_t)NKV * HS, (int64_t)NKV * HS, (int64_t)NH * HS},
                   rs[4] = {qrs, krs, krs, (int64_t)NH * HS};
-    const bf16 *h16[4];
+    const bf16 *h16[4] = {NULL, NULL, NULL, NULL};
+    /* the columns of one fused q|k|v tensor with a copy: Hopper's kernels read its rows */
+    int64_t iqs = w[0], iks = w[1];
+    const bf16 *f = qrs != w[0] && flash_sm90_ok(c, HS) ? fused_copy(c, q, k, v, (int64_t)B * T, w[0], w[1], qrs, krs)
+                                                         : NULL;
+    if (f) {
+        h16[0] = f, h16[1] = f + w[0], h16[2] = f + w[0] + w[1];
+        iqs = iks = qrs;
+    }
     for (int i = 0; i < 4; i++) {
         const bool strided = rs[i] != w[i];
+        if (f && i < 3) continue;
         h16[i] = strided ? NULL : kept_copy(c, src[i], n[i]);
         if (!h16[i] && i < 3) {
             int64_t rows_bt = (int64_t)B * T;
@@ -456,7 +487,7 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
     float sl2 = scale * LOG2E;
     if (flash_sm90_ok(c, HS)) {
         flash_bwd_sm90(c, dq, dk, dv, dq16, dk16, dv16, cs, sn, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV,
-                       sl2, scale, dqrs, dkrs);
+                       sl2, scale, dqrs, dkrs, iqs, iks);
         return;
     }
     /* (the mma.sync kernels write dq, dk in fp32 unrotated: callers pass

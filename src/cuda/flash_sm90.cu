@@ -115,7 +115,7 @@ __device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_
 
 __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16, float *lse, const bf16 *q,
                                                       const bf16 *k, const bf16 *v, int Tq, int Tk, int NH, int NKV,
-                                                      int64_t kv_bstride, float sl2) {
+                                                      int64_t kv_bstride, float sl2, int64_t iqs, int64_t iks) {
 #ifdef WG_SM90
     /* Pipelined in FA3's order: per tile kt, S_{kt+1} = Q K_{kt+1}^T and
      * O += P_kt V_kt are issued together; the softmax of S_{kt+1} runs while
@@ -135,12 +135,12 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
     const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2;
-    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const int64_t qrs = (int64_t)NH * HS, krs = iks; /* out's rows; k's and v's (iqs: q's) */
     const bf16 *kb = k + (int64_t)b * kv_bstride + (int64_t)hk * HS;
     const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
     const int last = min(Tk - 1, off + min(q0 + BQ - 1, Tq - 1)); /* last key any row sees */
     const int nkt = last / FB + 1;
-    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * Tq + q0) * qrs + (int64_t)h * HS, qrs, min(BQ, Tq - q0));
+    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * Tq + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, Tq - q0));
     cp_tile_sw<FB>(sK, kb, krs, min(FB, Tk));
     cp_commit();
     if (nkt > 1) cp_tile_sw<FB>(sK + TB, kb + (int64_t)FB * krs, krs, min(FB, Tk - FB));
@@ -312,7 +312,7 @@ __device__ __forceinline__ void grad_rows(const float acc[32], float scale, int 
 __global__ void __launch_bounds__(256, 2)
     k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, const float *L2,
                       const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV,
-                      float sl2, float scale, int64_t gqs) {
+                      float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks) {
 #ifdef WG_SM90
     constexpr int HS = 64, BQ = 128, TB = FB * 128;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -321,10 +321,10 @@ __global__ void __launch_bounds__(256, 2)
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * BQ;
     const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const int64_t qrs = (int64_t)NH * HS, krs = iks; /* dO's rows; k's and v's (iqs: q's) */
     const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
     const bf16 *kb = k + (int64_t)b * T * krs + (int64_t)hk * HS, *vb = v + (int64_t)b * T * krs + (int64_t)hk * HS;
-    cp_tile_sw<BQ>(sQ, q + qoff, qrs, min(BQ, T - q0));
+    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * T + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, T - q0));
     cp_tile_sw<BQ>(sO, dout + qoff, qrs, min(BQ, T - q0));
     cp_tile_sw<FB>(sK, kb, krs, min(FB, T));
     cp_tile_sw<FB>(sV, vb, krs, min(FB, T));
@@ -380,7 +380,7 @@ __global__ void __launch_bounds__(256, 2)
 __global__ void __launch_bounds__(256, 1)
     k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dk16, bf16 *dv16, const float *cs, const float *sn,
                        const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k, const bf16 *v,
-                       int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gks) {
+                       int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gks, int64_t iqs, int64_t iks) {
 #ifdef WG_SM90
     constexpr int HS = 64, BK = 128, TB = FB * 128, NB = 3;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -389,13 +389,13 @@ __global__ void __launch_bounds__(256, 1)
     float *sL = (float *)(smem + (sO + NB * TB - raw)), *sD = sL + NB * FB;
     const int kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = NH / NKV, k0 = kt * BK;
     const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    const int64_t qrs = (int64_t)NH * HS, krs = (int64_t)NKV * HS;
+    const int64_t qrs = (int64_t)NH * HS, krs = iks; /* dO's rows; k's and v's (iqs: q's) */
     const int64_t koff = ((int64_t)b * T + k0) * krs + (int64_t)hk * HS;
     const int qt0 = k0 / FB, per = (T + FB - 1) / FB - qt0, nit = G * per; /* (head, query tile) pairs */
     auto fetch = [&](int i) {
         const int h = hk * G + i / per, qq = (qt0 + i % per) * FB, buf = i % NB;
         const int64_t qoff = ((int64_t)b * T + qq) * qrs + (int64_t)h * HS, st = ((int64_t)b * NH + h) * Tp;
-        cp_tile_sw<FB>(sQ + buf * TB, q + qoff, qrs, min(FB, T - qq));
+        cp_tile_sw<FB>(sQ + buf * TB, q + ((int64_t)b * T + qq) * iqs + (int64_t)h * HS, iqs, min(FB, T - qq));
         cp_tile_sw<FB>(sO + buf * TB, dout + qoff, qrs, min(FB, T - qq));
         cp_stats(sL + buf * FB, L2 + st, qq, T);
         cp_stats(sD + buf * FB, D + st, qq, T);
@@ -499,13 +499,16 @@ int flash_sm90_ok(smj_cuda *c, int HS) {
 #endif
 }
 
-/* Launches (flash_sm90_ok true): bf16 inputs as flash_fwd / flash_bwd made them. */
+/* Launches (flash_sm90_ok true): bf16 inputs as flash_fwd / flash_bwd made
+ * them, q's rows iqs apart, k's and v's iks (dense, or the columns of one
+ * fused q|k|v copy); out, dO dense. */
 void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                    int B, int Tq, int Tk, int NH, int NKV, int64_t kv_bstride, float sl2) {
+                    int B, int Tq, int Tk, int NH, int NKV, int64_t kv_bstride, float sl2, int64_t iqs, int64_t iks) {
     dim3 grid((unsigned)((Tq + 127) / 128), (unsigned)NH, (unsigned)B);
     size_t sm = (size_t)(2 * FB + 5 * FB) * 128 + 1024; /* Q | K x3 | V x2 */
     if (smem_ok(c, (const void *)k_flash_fwd_wg, sm)) {
-        k_flash_fwd_wg<<<grid, 256, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2);
+        k_flash_fwd_wg<<<grid, 256, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2, iqs,
+                                                          iks);
         LAUNCHED(c);
     }
 }
@@ -513,17 +516,17 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
                     const float *sn, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
                     const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
-                    int64_t gks) {
+                    int64_t gks, int64_t iqs, int64_t iks) {
     const unsigned nt = (unsigned)((T + 127) / 128);
     const size_t sq = (size_t)(2 * 128 + 4 * FB) * 128 + 1024;                   /* Q | dO | K x2 | V x2 */
     const size_t skv = (size_t)(2 * 128 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
     if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
     prof_phase(c, "attn bwd: flash dQ");
     k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dq16, cs, sn, dout, L2, D, q, k,
-                                                                                   v, T, Tp, NH, NKV, sl2, scale, gqs);
+                                                                                   v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks);
     LAUNCHED(c);
     prof_phase(c, "attn bwd: flash dK dV");
     k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 256, skv, c->stream>>>(
-        dk, dv, dk16, dv16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gks);
+        dk, dv, dk16, dv16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gks, iqs, iks);
     LAUNCHED(c);
 }

@@ -356,7 +356,8 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
 
 /* One warp per row, two passes as the reference: the mean, then the
  * variance of the deviations (biased, eps inside the sqrt); o16: out's
- * bf16 copy (shadow_of: the next product reads it) or NULL. */
+ * bf16 copy (shadow_of: the next product reads it) or NULL; out NULL: the
+ * copy alone. */
 __global__ void k_layernorm_fwd(float *out, __nv_bfloat16 *o16, float *mean, float *rstd, const float *x,
                                 const float *w, const float *b, int64_t N, int C, float eps) {
     int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -369,10 +370,9 @@ __global__ void k_layernorm_fwd(float *out, __nv_bfloat16 *o16, float *mean, flo
     for (int i = lane; i < C; i += 32) v += (xr[i] - m) * (xr[i] - m);
     float r = 1.0f / sqrtf(warp_sum(v) / (float)C + eps);
     if (lane == 0) { mean[n] = m; rstd[n] = r; }
-    float *o = out + n * C;
     for (int i = lane; i < C; i += 32) {
         float y = b ? (xr[i] - m) * r * w[i] + b[i] : (xr[i] - m) * r * w[i];
-        o[i] = y;
+        if (out) out[n * C + i] = y;
         if (o16) o16[n * C + i] = __float2bfloat16_rn(y);
     }
 }
@@ -407,7 +407,10 @@ __global__ void __launch_bounds__(256) k_layernorm_fwd_row(float *out, float *me
 
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                              const float *b, int64_t N, int C, float eps) {
-    OP_BEGIN_W("layernorm_fwd");
+    OP_BEGIN_L("layernorm_fwd"); /* other lazy tensors (a block's bf16-only ones) stay unwritten */
+    fp32_in(c, x, N * C);
+    fp32_in(c, w, C);
+    if (b) fp32_in(c, b, C);
     cast_written(c, out, N * C);
     cast_written(c, mean, N);
     cast_written(c, rstd, N);
@@ -415,7 +418,10 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
         k_layernorm_fwd_row<<<(unsigned)N, 256, 0, c->stream>>>(out, mean, rstd, x, w, b, C, eps);
         LAUNCHED(c);
     } else if (N > 0 && C > 0) {
-        k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(out, shadow_of(c, out, N * C), mean,
+        /* the products after read out: its bf16 copy beside it, or alone
+         * where bf16_only promises it */
+        __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(fp32_out(c, out, N * C, o16), o16, mean,
                                                                           rstd, x, w, b, N, C, eps);
         LAUNCHED(c);
     }
@@ -428,8 +434,8 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
  * rows' dw and db terms summed in shared memory per warp, then per block
  * into part[blockIdx, :] and part[P + blockIdx, :] (k_colsum_add sums the
  * blocks in order). V4: 16-byte accesses (C % 4 == 0, aligned rows). */
-template <bool V4, typename X>
-__global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const X *x, const float *w,
+template <bool V4, typename X, typename D>
+__global__ void k_layernorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const D *dout, const X *x, const float *w,
                                 const float *mean, const float *rstd, int64_t N, int C, int R, int P, int acc) {
     extern __shared__ float accw[]; /* [warps][2C]: dw terms, then db terms */
     int nw = blockDim.x >> 5, wi = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -438,19 +444,19 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
     int64_t n0 = (int64_t)blockIdx.x * R, n1 = n0 + R < N ? n0 + R : N;
     for (int64_t n = n0 + wi; n < n1; n += nw) {
         const X *xr = x + n * C;
-        const float *dy = dout + n * C;
+        const D *dy = dout + n * C;
         float *d = dx + n * C;
         float m = mean[n], r = rstd[n], sg = 0, sgx = 0;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ld4(xr, i);
+                float4 a = ((const float4 *)w)[i], g = ld4(dy, i), v = ld4(xr, i);
                 sg += a.x * g.x + a.y * g.y + a.z * g.z + a.w * g.w;
                 sgx += a.x * g.x * ((v.x - m) * r) + a.y * g.y * ((v.y - m) * r) + a.z * g.z * ((v.z - m) * r) +
                        a.w * g.w * ((v.w - m) * r);
             }
         } else {
             for (int i = lane; i < C; i += 32) {
-                float g = w[i] * dy[i];
+                float g = w[i] * ld1(dy, i);
                 sg += g;
                 sgx += g * ((ld1(xr, i) - m) * r);
             }
@@ -459,7 +465,7 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
         sgx = warp_sum(sgx) / (float)C;
         if (V4) {
             for (int i = lane; i < C / 4; i += 32) {
-                float4 a = ((const float4 *)w)[i], g = ((const float4 *)dy)[i], v = ld4(xr, i);
+                float4 a = ((const float4 *)w)[i], g = ld4(dy, i), v = ld4(xr, i);
                 float4 h = {(v.x - m) * r, (v.y - m) * r, (v.z - m) * r, (v.w - m) * r};
                 float4 o = {r * (a.x * g.x - sg - h.x * sgx), r * (a.y * g.y - sg - h.y * sgx),
                             r * (a.z * g.z - sg - h.z * sgx), r * (a.w * g.w - sg - h.w * sgx)};
@@ -468,6 +474,7 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
                     o = make_float4(p.x + o.x, p.y + o.y, p.z + o.z, p.w + o.w);
                 }
                 ((float4 *)d)[i] = o;
+                if (dx16) st_bf16x4(dx16 + n * C + 4 * i, o);
                 float4 sw = ((float4 *)aw)[i], sb = ((float4 *)ab)[i]; /* 16-byte shared accesses */
                 sw.x += g.x * h.x; sw.y += g.y * h.y; sw.z += g.z * h.z; sw.w += g.w * h.w;
                 sb.x += g.x; sb.y += g.y; sb.z += g.z; sb.w += g.w;
@@ -476,10 +483,11 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
             }
         } else {
             for (int i = lane; i < C; i += 32) {
-                float h = (ld1(xr, i) - m) * r;
-                d[i] = (acc ? d[i] : 0.0f) + r * (w[i] * dy[i] - sg - h * sgx);
-                aw[i] += dy[i] * h;
-                ab[i] += dy[i];
+                float h = (ld1(xr, i) - m) * r, e = ld1(dy, i), o = (acc ? d[i] : 0.0f) + r * (w[i] * e - sg - h * sgx);
+                d[i] = o;
+                if (dx16) dx16[n * C + i] = __float2bfloat16_rn(o);
+                aw[i] += e * h;
+                ab[i] += e;
             }
         }
     }
@@ -493,10 +501,23 @@ __global__ void k_layernorm_bwd(float *dx, float *part, const float *dout, const
 }
 
 /* dw, db: per-block column partials, then k_colsum_add sums them in fixed
- * order (no atomics: deterministic). OP_BEGIN_L: x read as its exact bf16
- * copy where there is one (a bound saved tensor under --fp16-activations),
- * else in 32 bits, as dout, w and the statistics; other bound tensors stay
- * unwritten. */
+ * order (no atomics: deterministic). OP_BEGIN_L: x and dout read as their
+ * exact bf16 copies where there are (x: a bound saved tensor under
+ * --fp16-activations; dout: a product's output bf16_only promised), else
+ * in 32 bits, as w and the statistics; other bound tensors stay
+ * unwritten. dx feeds products (the residual gradient): its bf16 copy is
+ * written beside it. */
+template <typename X, typename D>
+static int ln_bwd_launch(smj_cuda *c, bool v4, size_t sm, int P, int nw, float *dx, __nv_bfloat16 *dx16, float *part,
+                          const D *dout, const X *x, const float *w, const float *mean, const float *rstd, int64_t N,
+                          int C, int R, int acc) {
+    const void *fn = v4 ? (const void *)k_layernorm_bwd<true, X, D> : (const void *)k_layernorm_bwd<false, X, D>;
+    if (!smem_ok(c, fn, sm)) return 0;
+    if (v4) k_layernorm_bwd<true><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, mean, rstd, N, C, R, P, acc);
+    else k_layernorm_bwd<false><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, dx16, part, dout, x, w, mean, rstd, N, C, R, P, acc);
+    LAUNCHED(c);
+    return 1;
+}
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                       const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc) {
     OP_BEGIN_L("layernorm_bwd");
@@ -504,13 +525,14 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     cast_written(c, dx, N * C); /* (read too with acc: a lazy dx is written first) */
     cast_written(c, dw, C);
     if (db) cast_written(c, db, C);
-    fp32_in(c, dout, N * C);
     fp32_in(c, w, C);
     fp32_in(c, mean, N);
     fp32_in(c, rstd, N);
-    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C);
+    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C), *d16 = exact_copy(c, dout, N * C);
     if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
+    if (d16 && (uintptr_t)d16 % 8) d16 = NULL;
     if (!x16) fp32_in(c, x, N * C);
+    if (!d16) fp32_in(c, dout, N * C);
     /* up to 8 warps a block, each with two shared rows of C floats (48 KiB
      * in all; one warp and the GPU's opt-in limit for rows over 6,144) */
     int nw = (int)(49152 / ((int64_t)C * 8));
@@ -518,10 +540,6 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     if (nw < 1) nw = 1;
     size_t sm = (size_t)nw * 2 * C * sizeof(float);
     bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
-    const void *fn = x16 ? (v4 ? (const void *)k_layernorm_bwd<true, __nv_bfloat16>
-                               : (const void *)k_layernorm_bwd<false, __nv_bfloat16>)
-                         : (v4 ? (const void *)k_layernorm_bwd<true, float> : (const void *)k_layernorm_bwd<false, float>);
-    if (!smem_ok(c, fn, sm)) return;
     /* about four blocks per SM, each at least nw rows */
     int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
     if (R < nw) R = nw;
@@ -529,15 +547,13 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     float *part = (float *)scratch(c, sizeof(float) * (size_t)P * C * 2);
     if (!part) return;
     cast_written(c, part, (int64_t)P * C * 2);
-#define F(V4, xs) \
-    k_layernorm_bwd<V4><<<(unsigned)P, 32 * nw, sm, c->stream>>>(dx, part, dout, xs, w, mean, rstd, N, C, (int)R, P, acc)
-    if (x16) {
-        if (v4) F(true, x16); else F(false, x16);
-    } else {
-        if (v4) F(true, x); else F(false, x);
-    }
-#undef F
-    LAUNCHED(c);
+    __nv_bfloat16 *dx16 = shadow_of(c, dx, N * C);
+    if (dx16 && (uintptr_t)dx16 % 8) v4 = false;
+    int ok = x16 && d16 ? ln_bwd_launch(c, v4, sm, P, nw, dx, dx16, part, d16, x16, w, mean, rstd, N, C, (int)R, acc)
+             : x16      ? ln_bwd_launch(c, v4, sm, P, nw, dx, dx16, part, dout, x16, w, mean, rstd, N, C, (int)R, acc)
+             : d16      ? ln_bwd_launch(c, v4, sm, P, nw, dx, dx16, part, d16, x, w, mean, rstd, N, C, (int)R, acc)
+                        : ln_bwd_launch(c, v4, sm, P, nw, dx, dx16, part, dout, x, w, mean, rstd, N, C, (int)R, acc);
+    if (!ok) return;
     k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
     LAUNCHED(c);
     if (db) {

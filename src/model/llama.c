@@ -710,14 +710,13 @@ void smj_acts_release(smj_model *m) {
     if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, NULL, 0);
 }
 
-/* bf16_only / bf16_drop around a backward tensor that only products read
- * (bf16 mode; a backend keeping copies then writes it only as bf16). */
-static void only16(smj_model *m, const float *p, int64_t n) {
+void smj_grad_only16(smj_model *m, const float *p, int64_t n) {
     if (m->be->bf16_only && m->ctx->exec.bf16_matmul) m->be->bf16_only(&m->ctx->exec, p, n);
 }
-static void drop16(smj_model *m, const float *p, int64_t n) {
+void smj_grad_drop16(smj_model *m, const float *p, int64_t n) {
     if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, p, n);
 }
+
 
 void smj_acts_save(smj_model *m, int l, int B, int T) {
     if (!m->res16) return;
@@ -1209,7 +1208,7 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             be->bf16_pack(ex, h, m->ce_buf, n * ld);
-            drop16(m, m->ce_buf, n * ld);
+            smj_grad_drop16(m, m->ce_buf, n * ld);
         }
         m->logits = NULL;
     } else {
@@ -1286,27 +1285,27 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
     /* FFN: y = res_mid + Wd·hsw. dres holds dL/dy. */
-    only16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
+    smj_grad_only16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
     be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
     be->matmul(ex, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
     /* dgate|dup as the forward's gate|up (trained weights are f32, side by
      * side: one [N,2H] tensor), read only by its two products: bf16 alone */
     float *g, *u;
     int64_t ld = smj_gu_views(m, l, a->gate, N, &g, &u);
-    only16(m, m->dgate, 2 * N * H);
+    smj_grad_only16(m, m->dgate, 2 * N * H);
     be->swiglu_bwd(ex, m->dgate, m->dgate + (u - g), m->dh, g, u, N, H, ld);
-    drop16(m, m->dh, N * H);
+    smj_grad_drop16(m, m->dh, N * H);
     be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, 2 * H, C, N, 1, 0, 1);   /* dWg|dWu [2H,C] */
-    only16(m, m->dln, N * C); /* one product writes dln: read through its bf16 copy, as PyTorch's autocast keeps it */
+    smj_grad_only16(m, m->dln, N * C); /* one product writes dln: read through its bf16 copy (as autocast keeps it) */
     be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, 2 * H, 0, 0, 0);    /* over K = 2H */
-    drop16(m, m->dgate, 2 * N * H);
+    smj_grad_drop16(m, m->dgate, 2 * N * H);
     be->rmsnorm_bwd(ex, m->dres, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C,
                     1);                                                    /* now dL/dres_mid */
-    drop16(m, m->dln, N * C);
+    smj_grad_drop16(m, m->dln, N * C);
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
     if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
-    only16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
+    smj_grad_only16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
     /* dq, dk (after the rotation) and dv are read only by their products
      * unless QK-norm's backward or the biases' read them. Then, with Wq, Wk,
@@ -1321,27 +1320,27 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     if (fused) {
         /* attention's backward with the rotation in one op where the
          * backend has it, else the two ops */
-        only16(m, dq, N * W3);
+        smj_grad_only16(m, dq, N * W3);
         if (!be->attention_bwd_rope ||
             !be->attention_bwd_rope(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->rope_cos,
                                     m->rope_sin, B, T, NH, NKV, HS, 0, 0, W3, W3, sc)) {
             be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0, W3,
                               W3, sc);
-            only16(m, dq, N * W3);
+            smj_grad_only16(m, dq, N * W3);
             be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH + NKV, HS, 0, W3);
         }
-        drop16(m, m->datt, N * QD);
+        smj_grad_drop16(m, m->datt, N * QD);
         be->matmul(ex, DW(R_WQ), dq, a->ln1, W3, C, N, 1, 0, 1);        /* dWq|dWk|dWv [W3,C] */
-        only16(m, m->dln, N * C); /* as the FFN's */
+        smj_grad_only16(m, m->dln, N * C); /* as the FFN's */
         be->matmul(ex, m->dln, dq, W(R_WQ), N, C, W3, 0, 0, 0);         /* over K = W3 */
-        drop16(m, dq, N * W3);
+        smj_grad_drop16(m, dq, N * W3);
     } else {
-        if (prod_only) only16(m, dv, N * KD);
+        if (prod_only) smj_grad_only16(m, dv, N * KD);
         be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
-        drop16(m, m->datt, N * QD);
-        if (prod_only) only16(m, dq, N * QD);
+        smj_grad_drop16(m, m->datt, N * QD);
+        if (prod_only) smj_grad_only16(m, dq, N * QD);
         be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0, 0);
-        if (prod_only) only16(m, dk, N * KD);
+        if (prod_only) smj_grad_only16(m, dk, N * KD);
         be->rope_bwd(ex, dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0, 0);
         if (c->qk_norm) {
             be->rmsnorm_bwd(ex, m->dqn, DW(R_Q_NORM), dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS, 0);
@@ -1357,16 +1356,16 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         /* each gradient's two products, then it is dead */
         be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
         be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
-        drop16(m, dq, N * QD);
+        smj_grad_drop16(m, dq, N * QD);
         be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
         be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
-        drop16(m, dk, N * KD);
+        smj_grad_drop16(m, dk, N * KD);
         be->matmul(ex, DW(R_WV), dv, a->ln1, KD, C, N, 1, 0, 1);
         be->matmul(ex, m->dln, dv, W(R_WV), N, C, KD, 0, 0, 1);
-        drop16(m, dv, N * KD);
+        smj_grad_drop16(m, dv, N * KD);
     }
     be->rmsnorm_bwd(ex, m->dres, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C, 1); /* now dL/dx */
-    drop16(m, m->dln, N * C);
+    smj_grad_drop16(m, m->dln, N * C);
 #undef W
 #undef DW
 }
@@ -1399,11 +1398,11 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
-            only16(m, m->ce_buf, n * ld);
+            smj_grad_only16(m, m->ce_buf, n * ld);
             be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
             be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
             be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
-            drop16(m, m->ce_buf, n * ld);
+            smj_grad_drop16(m, m->ce_buf, n * ld);
         }
     } else if (m->logits16) {
         /* per block: the bf16 logits back into ce_buf (bound), dlogits in
@@ -1412,11 +1411,11 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             unpack16(m, m->ce_buf, m->logits16 + r0 * ld, n * ld);
-            only16(m, m->ce_buf, n * ld);
+            smj_grad_only16(m, m->ce_buf, n * ld);
             be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
             be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
             be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
-            drop16(m, m->ce_buf, n * ld);
+            smj_grad_drop16(m, m->ce_buf, n * ld);
         }
     } else {
         /* dlogits in place (logits are not needed after this). With bf16
@@ -1429,11 +1428,11 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             float *dl = m->logits + r0 * ld;
-            only16(m, dl, n * ld);
+            smj_grad_only16(m, dl, n * ld);
             be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
             be->matmul(ex, dW, dl, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
             be->matmul(ex, m->dln + r0 * C, dl, W, n, C, ld, 0, 0, 0);
-            drop16(m, dl, n * ld);
+            smj_grad_drop16(m, dl, n * ld);
         }
     }
     if (c->arch == SMJ_ARCH_GPT2) {

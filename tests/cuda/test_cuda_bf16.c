@@ -374,12 +374,13 @@ static void check_fused_rows(void) {
 
 /* bf16_only on the forward's outputs and on products (bf16 mode).
  * rmsnorm_fwd, add_rmsnorm_fwd and attention_fwd (flash): promised outputs
- * read as the plain ones through products (only_check). A product's
- * promised output is the bf16 product: in 32 bits, bf16 values within one
- * bf16 rounding of the fp32 product, its fp32 storage unwritten while
- * copies are kept; swiglu_fwd reading promised gate / up, swiglu_bwd and
- * rmsnorm_bwd a promised dout give, bit for bit, what they give on fp32 tensors holding
- * the same values, without writing the promised tensors' fp32 storage. */
+ * read as the plain ones through products (only_check). A product's (and
+ * a matmul_bias's) promised output is the bf16 product: in 32 bits, bf16
+ * values within one bf16 rounding of the fp32 product, its fp32 storage
+ * unwritten while copies are kept; swiglu_fwd reading promised gate / up,
+ * swiglu_bwd and rmsnorm_bwd a promised dout give, bit for bit, what they
+ * give on fp32 tensors holding the same values, without writing the
+ * promised tensors' fp32 storage. */
 static int bf16_mode(void) {
     const char *mm = getenv("SMJ_CUDA_MATMUL");
     return mm && strcmp(mm, "bf16") == 0;
@@ -476,6 +477,35 @@ static void check_bf16_only_fwd(void) {
     CHECK(bad == 0, "cuda/bf16_only matmul: %lld of %lld promised values are not %s (worst |diff| %.3g)",
           (long long)bad, (long long)nh, bf16_mode() ? "the product's bf16 rounding" : "the plain product", worst);
     ffree(g1); ffree(ga);
+    /* matmul_bias (GPT-2's biased products) on a promised output: taken in
+     * bf16 mode as for a plain one (fp32 mode declines both), bf16 values
+     * within one rounding of the plain output (the product plus the bias,
+     * rounded once; the bias itself rounded to bf16, cuBLASLt's type for a
+     * bf16 output), its fp32 storage unwritten while copies are kept */
+    {
+        float *bs = frand(H, 1), *Db = dup_d(bs, H), *B1 = junk_d(nh), *B2 = junk_d(nh), *Bb = junk_d(nh);
+        int t1 = be->matmul_bias(ex, B1, Xa, Wg, Db, M, H, K, 0, 1);
+        be->bf16_only(ex, B2, nh);
+        int t2 = be->matmul_bias(ex, B2, Xa, Wg, Db, M, H, K, 0, 1);
+        CHECK(t1 == bf16_mode() && t2 == t1, "cuda/bf16_only matmul_bias: taken %d, promised %d, want %d", t1, t2,
+              bf16_mode());
+        if (t2) {
+            if (copies_kept()) CHECK(still_junk(B2, nh), "cuda/bf16_only matmul_bias: the fp32 values were written");
+            be->add(ex, Bb, B2, Z, nh); /* a 32-bit read */
+            float *b1 = get_h(B1, nh), *bb = get_h(Bb, nh);
+            int64_t nbad = 0;
+            for (int64_t i = 0; i < nh; i++) {
+                uint32_t u;
+                memcpy(&u, &bb[i], 4);
+                double tol = (fabs((double)b1[i]) + fabs((double)bs[i % H])) / 256 * 1.001 + 1e-30;
+                if ((u & 0xffffu) || fabs((double)bb[i] - b1[i]) > tol) nbad++;
+            }
+            CHECK(nbad == 0, "cuda/bf16_only matmul_bias: %lld of %lld promised values are not the plain output's "
+                  "bf16 rounding", (long long)nbad, (long long)nh);
+            ffree(b1); ffree(bb);
+        }
+        dfree(Db); dfree(B1); dfree(B2); dfree(Bb); ffree(bs);
+    }
     /* rope_fwd on a promised product output (q [1, 256, 8 heads of 64]):
      * rotated in its copy in place, the fp32 storage unwritten; reads as
      * the bf16 rounding of the rotation of the product's values */
@@ -529,6 +559,108 @@ static void check_bf16_only_fwd(void) {
 
 /* H after the op that was told to write D's copy there, then after the
  * pack: the reference's pack of D (before the pack only when `kept`). */
+/* GPT-2's paths under bf16 copies: layernorm_fwd and gelu_fwd outputs
+ * promised (read through products as the plain ones); attention forward
+ * and backward on q|k|v read in place from a bound [N, 3C] tensor (Hopper's
+ * kernels read the copy's strided rows) give bit for bit what they give on
+ * its fp32 values, the bound tensor unwritten, and the fused dq|dk|dv's
+ * copy reads as a fresh cast; layernorm_bwd and gelu_bwd on a promised
+ * dout (a product's bf16 output) give bit for bit what they give on its
+ * 32-bit read. */
+static void check_gpt2_paths(void) {
+    cur_op = "bf16_only";
+    long before = check_failed;
+    int64_t n = OC_N, NL = 256, CL = n / NL; /* (rows enough for the training kernel: few rows are decoding's) */
+    float *x = frand(n, 2), *w = frand(CL, 1), *b = frand(CL, 1), *wm = frand(OC_NW * 64, 1);
+    float *Dx = dup_d(x, n), *Dw = dup_d(w, CL), *Db = dup_d(b, CL), *Mn = junk_d(NL), *Rs = junk_d(NL);
+    float *O1 = junk_d(n), *O2 = junk_d(n), *G1 = junk_d(n), *G2 = junk_d(n);
+    oc_w = dup_d(wm, OC_NW * 64), oc_a = junk_d(n / 64 * OC_NW), oc_b = junk_d(n / 64 * OC_NW);
+    oc_z = junk_d(n), oc_s = junk_d(n);
+    be->scale(ex, oc_z, 0.0f, n);
+    snprintf(cur_shape, sizeof cur_shape, "N%lld C%lld", (long long)NL, (long long)CL);
+    be->layernorm_fwd(ex, O1, Mn, Rs, Dx, Dw, Db, NL, (int)CL, 1e-5f);
+    be->bf16_only(ex, O2, n);
+    be->layernorm_fwd(ex, O2, Mn, Rs, Dx, Dw, Db, NL, (int)CL, 1e-5f);
+    only_check("layernorm_fwd", O1, O2, n, NULL);
+    be->gelu_fwd(ex, G1, Dx, n);
+    be->bf16_only(ex, G2, n);
+    be->gelu_fwd(ex, G2, Dx, n);
+    only_check("gelu_fwd", G1, G2, n, NULL);
+    dfree(Dx); dfree(Dw); dfree(Db); dfree(Mn); dfree(Rs); dfree(O1); dfree(O2); dfree(G1); dfree(G2);
+    dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
+    ffree(x); ffree(w); ffree(b); ffree(wm);
+
+    /* attention on a bound q|k|v [B*T, 3C] (B 2, T 128, 4 heads of 64) */
+    int B = 2, T = 128, NH = 4, HS = 64, C = NH * HS;
+    int64_t N = (int64_t)B * T, n3 = N * 3 * C, nq = N * C, nl = (int64_t)B * NH * T, NW = 32;
+    float sc = 1.0f / sqrtf((float)HS);
+    snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d HS%d, q|k|v rows of %d", B, T, NH, HS, 3 * C);
+    float *qkv = frand(n3, 1), *dout = frand(nq, 1), *wq = frand(NW * 3 * C, 1);
+    float *D0 = dup_d(qkv, n3), *Ddo = dup_d(dout, nq), *Dwq = dup_d(wq, NW * 3 * C);
+    uint16_t *H16 = pack_d(D0, n3);
+    float *Qa, *Qb, *Oa = junk_d(nq), *Ob = junk_d(nq), *La = junk_d(nl), *Lb = junk_d(nl);
+    float *Ga = junk_d(n3), *Gb = junk_d(n3), *Pa = junk_d(N * NW), *Pb = junk_d(N * NW);
+    bound_pair(H16, n3, &Qa, &Qb);
+    be->bf16_bind(ex, Qb, H16, n3);
+    be->attention_fwd(ex, Oa, La, Qa, Qa + C, Qa + 2 * C, B, T, T, NH, NH, HS, 3 * C, 3 * C, (int64_t)T * 3 * C, sc);
+    be->attention_fwd(ex, Ob, Lb, Qb, Qb + C, Qb + 2 * C, B, T, T, NH, NH, HS, 3 * C, 3 * C, (int64_t)T * 3 * C, sc);
+    same_d("attention_fwd on bound q|k|v rows: out", Oa, Ob, nq);
+    same_d("attention_fwd on bound q|k|v rows: lse", La, Lb, nl);
+    be->attention_bwd(ex, Ga, Ga + C, Ga + 2 * C, Ddo, Oa, La, Qa, Qa + C, Qa + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C,
+                      0, 0, sc);
+    be->attention_bwd(ex, Gb, Gb + C, Gb + 2 * C, Ddo, Oa, La, Qb, Qb + C, Qb + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C,
+                      0, 0, sc);
+    if (copies_kept()) CHECK(still_junk(Qb, n3), "cuda/bf16_bind: attention wrote its bound q|k|v");
+    be->matmul(ex, Pa, Gb, Dwq, N, NW, 3 * C, 0, 1, 0); /* through dq|dk|dv's copy, if kept */
+    same_d("attention_bwd into dq|dk|dv rows, on bound q|k|v", Ga, Gb, n3);
+    float *h = get_h(Gb, n3);
+    be->upload(Gb, h, sizeof(float) * (size_t)n3); /* a host write: no copy survives */
+    be->matmul(ex, Pb, Gb, Dwq, N, NW, 3 * C, 0, 1, 0);
+    same_d("dq|dk|dv's copy against a fresh cast", Pa, Pb, N * NW);
+    be->bf16_drop(ex, NULL, 0);
+    dfree(D0); dfree(Ddo); dfree(Dwq); dfree(Qa); dfree(Qb); dfree(Oa); dfree(Ob); dfree(La); dfree(Lb);
+    dfree(Ga); dfree(Gb); dfree(Pa); dfree(Pb); be->free(H16);
+    ffree(qkv); ffree(dout); ffree(wq); ffree(h);
+
+    /* layernorm_bwd and gelu_bwd on promised douts: D [256, 768] = X W^T */
+    int64_t M = 256, K = 128, H = 768, nh = M * H;
+    float *xa = frand(M * K, 1), *wd = frand(H * K, 1), *xl = frand(nh, 2), *wl = frand(H, 1);
+    float *Xa = dup_d(xa, M * K), *Wd = dup_d(wd, H * K), *Xl = dup_d(xl, nh), *Wl = dup_d(wl, H), *Z = junk_d(nh);
+    float *Lm = junk_d(M), *Lr = junk_d(M), *Lo = junk_d(nh), *D1 = junk_d(nh), *D2 = junk_d(nh), *Da = junk_d(nh);
+    float *R1 = junk_d(nh), *R2 = junk_d(nh), *E1 = junk_d(nh), *E2 = junk_d(nh);
+    float *W1 = junk_d(H), *W2 = junk_d(H), *B1 = junk_d(H), *B2 = junk_d(H);
+    be->scale(ex, Z, 0.0f, nh); /* (scale reads every tensor in 32 bits: before the promises) */
+    be->scale(ex, W1, 0.0f, H);
+    be->scale(ex, W2, 0.0f, H);
+    be->scale(ex, B1, 0.0f, H);
+    be->scale(ex, B2, 0.0f, H);
+    be->layernorm_fwd(ex, Lo, Lm, Lr, Xl, Wl, Wl, M, (int)H, 1e-5f);
+    snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)H, (long long)K);
+    be->bf16_only(ex, D1, nh);
+    be->matmul(ex, D1, Xa, Wd, M, H, K, 0, 1, 0);
+    be->layernorm_bwd(ex, R2, W2, B2, D1, Xl, Wl, Lm, Lr, M, (int)H, 0);
+    be->bf16_only(ex, D2, nh);
+    be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
+    be->gelu_bwd(ex, E2, D2, Xl, nh);
+    if (copies_kept())
+        CHECK(still_junk(D1, nh) && still_junk(D2, nh),
+              "cuda/bf16_only: layernorm_bwd / gelu_bwd wrote a promised dout's fp32 values");
+    be->add(ex, Da, D1, Z, nh); /* 32-bit reads */
+    be->layernorm_bwd(ex, R1, W1, B1, Da, Xl, Wl, Lm, Lr, M, (int)H, 0);
+    same_d("layernorm_bwd dx on a promised dout", R1, R2, nh);
+    same_d("layernorm_bwd dw on a promised dout", W1, W2, H);
+    same_d("layernorm_bwd db on a promised dout", B1, B2, H);
+    be->add(ex, Da, D2, Z, nh);
+    be->gelu_bwd(ex, E1, Da, Xl, nh);
+    same_d("gelu_bwd on a promised dout", E1, E2, nh);
+    be->bf16_drop(ex, NULL, 0);
+    dfree(Xa); dfree(Wd); dfree(Xl); dfree(Wl); dfree(Z); dfree(Lm); dfree(Lr); dfree(Lo); dfree(D1); dfree(D2);
+    dfree(Da); dfree(R1); dfree(R2); dfree(E1); dfree(E2); dfree(W1); dfree(W2); dfree(B1); dfree(B2);
+    ffree(xa); ffree(wd); ffree(xl); ffree(wl);
+    printf("cuda %-14s %-6s GPT-2's: norm / GELU outputs promised, attention on bound q|k|v rows, promised douts\n",
+           "bf16_only", check_failed == before ? "ok" : "FAILED");
+}
+
 static int home_kept;
 static void home_check(const char *what, uint16_t *H, const float *D, int64_t n) {
     float *f = get_h(D, n);
@@ -624,6 +756,8 @@ int main(void) {
     cuda_check_status(ctx, "bf16_only");
     check_bf16_only_fwd();
     cuda_check_status(ctx, "bf16_only");
+    check_gpt2_paths();
+    cuda_check_status(ctx, "bf16_only (GPT-2's)");
     smj_ctx_free(ctx);
     return check_summary("test_cuda_bf16");
 }
