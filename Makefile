@@ -143,6 +143,11 @@ $(LIB): $(CU_OBJ)
 CUDA_TESTS := $(CUTEST_SRC:tests/cuda/%.c=$(BUILD)/tests/%)
 all: $(CUDA_TESTS) $(TESTS)
 
+# The element-wise and norm kernels read their inputs in fp32 or as exact
+# bf16 copies (instantiations per type) and must round alike in every one:
+# no contraction of a*b + c into fma there, which ptxas may choose per
+# instantiation (memory-bound kernels: the extra instructions are free).
+$(BUILD)/src/cuda/norms.o $(BUILD)/src/cuda/elementwise.o: NVFLAGS += -fmad=false
 $(BUILD)/%.o: %.cu $(wildcard include/*.h src/*/*.h src/cuda/*.cuh)
 	@mkdir -p $(dir $@)
 	@echo "  NVCC  $<"

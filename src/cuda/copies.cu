@@ -221,6 +221,12 @@ const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n) {
         }
     return NULL;
 }
+const __nv_bfloat16 *exact_in(smj_cuda *c, const float *p, int64_t n) {
+    const __nv_bfloat16 *e = n > 0 ? exact_copy(c, p, n) : NULL;
+    if (e && (uintptr_t)e % 8) e = NULL;
+    if (!e) fp32_in(c, p, n);
+    return e;
+}
 int only_promised(const smj_cuda *c, const float *p, int64_t n) {
     for (int k = 0; k < c->n_only; k++)
         if (c->only[k].src == p && c->only[k].n == n) return 1;

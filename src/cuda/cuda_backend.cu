@@ -859,20 +859,12 @@ __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const
     }
 }
 
-/* The logits' exact bf16 copy when there is one the kernels can read (8-byte
- * aligned rows for V4), else NULL after fp32_in. */
-static const __nv_bfloat16 *logits_in(smj_cuda *c, const float *logits, int64_t N, int ld) {
-    const __nv_bfloat16 *le = exact_copy(c, logits, N * ld);
-    if (le && ld % 4 == 0 && (uintptr_t)le % 8) le = NULL;
-    if (!le) fp32_in(c, logits, N * ld);
-    return le;
-}
 static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
                         int64_t N, int V, int ld) {
     /* OP_BEGIN_L: the chunked LM head (--fused-ce) alternates matmul and
      * cross-entropy, and the head's bf16 weight copy stays valid across it */
     OP_BEGIN_L("xent_fwd");
-    const __nv_bfloat16 *le = logits_in(c, logits, N, ld);
+    const __nv_bfloat16 *le = exact_in(c, logits, N * ld);
     cast_written(c, losses, N);
     cast_written(c, lse, N);
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
@@ -894,7 +886,7 @@ static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits,
                         const int32_t *targets, float dloss, int64_t N, int V, int ld) {
     OP_BEGIN_L("xent_bwd"); /* see cu_xent_fwd */
     fp32_in(c, lse, N);
-    const __nv_bfloat16 *le = logits_in(c, logits, N, ld);
+    const __nv_bfloat16 *le = exact_in(c, logits, N * ld);
     /* in place over logits read through their copy: the fp32 values are
      * not wanted (a lazy tensor there goes unwritten) */
     if (le && dlogits == logits) cast_overwritten(c, dlogits, N * ld);

@@ -177,6 +177,10 @@ void fp32_in(smj_cuda *c, const float *p, int64_t n);
  * the caller's memory marked exact, or a lazy one), or NULL: an op may read
  * it in place of the fp32 values, bit for bit the same. */
 const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n);
+/* What an op reading p[0, n) calls: p's exact copy where there is one its
+ * kernels can read four values at a time (8-byte aligned), else NULL after
+ * fp32_in (the fp32 values then hold p). */
+const __nv_bfloat16 *exact_in(smj_cuda *c, const float *p, int64_t n);
 /* p's place named by bf16_home for this op (registered as p's copy, which
  * the op must then write), or NULL. */
 __nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n);

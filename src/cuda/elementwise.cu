@@ -345,17 +345,12 @@ static void gelu_go(smj_cuda *c, float *out, __nv_bfloat16 *o16, const D *dout, 
  * promised), else in 32 bits (OP_BEGIN_L: other bound tensors stay
  * unwritten); out as bf16 alone where bf16_only promises it. */
 template <bool BWD> static void gelu_launch(smj_cuda *c, float *out, const float *dout, const float *x, int64_t n) {
-    const __nv_bfloat16 *x16 = n > 0 ? exact_copy(c, x, n) : NULL, *d16 = n > 0 && dout ? exact_copy(c, dout, n) : NULL;
-    if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
-    if (d16 && (uintptr_t)d16 % 8) d16 = NULL;
-    if (!x16) fp32_in(c, x, n);
-    if (dout && !d16) fp32_in(c, dout, n);
+    const __nv_bfloat16 *x16 = exact_in(c, x, n), *d16 = dout ? exact_in(c, dout, n) : NULL;
     cast_written(c, out, n);
     if (n <= 0) return;
     __nv_bfloat16 *o16 = shadow_of(c, out, n);
     float *o = fp32_out(c, out, n, o16);
-    bool v4 = (((uintptr_t)out | (uintptr_t)x | (uintptr_t)dout) % 16 == 0) && (uintptr_t)o16 % 8 == 0 &&
-              (uintptr_t)x16 % 8 == 0 && (uintptr_t)d16 % 8 == 0;
+    bool v4 = (((uintptr_t)out | (uintptr_t)x | (uintptr_t)dout) % 16 == 0) && (uintptr_t)o16 % 8 == 0;
     if (x16 && d16) gelu_go<BWD>(c, o, o16, d16, x16, n, v4);
     else if (x16) gelu_go<BWD>(c, o, o16, dout, x16, n, v4);
     else if (d16) gelu_go<BWD>(c, o, o16, d16, x, n, v4);

@@ -160,7 +160,9 @@ __global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const DO *dout,
     float s = 0;
     if (in) {
         float4 x = ld4(dout + row * HS, i), y = ld4(out + row * HS, i);
-        s = x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+        /* explicit roundings: the same in every instantiation (dO, O as
+         * fp32 or their exact copies) */
+        s = __fmaf_rn(x.w, y.w, __fmaf_rn(x.z, y.z, __fmaf_rn(x.y, y.y, __fmul_rn(x.x, y.x))));
         if (d16) st_bf16x4(d16 + row * HS + 4 * i, x);
     }
 #pragma unroll

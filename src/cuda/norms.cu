@@ -318,11 +318,7 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
     fp32_in(c, rstd, N);
     /* x and dout as their exact bf16 copies where there are (a bound saved
      * tensor; a product's output promised to be read through its copy) */
-    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C), *d16 = exact_copy(c, dout, N * C);
-    if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
-    if (d16 && (uintptr_t)d16 % 8) d16 = NULL;
-    if (!x16) fp32_in(c, x, N * C);
-    if (!d16) fp32_in(c, dout, N * C);
+    const __nv_bfloat16 *x16 = exact_in(c, x, N * C), *d16 = exact_in(c, dout, N * C);
     /* up to 8 warps a block, each with a shared row of C floats (48 KiB in
      * all; one warp and the GPU's opt-in limit for rows over 12,288) */
     int nw = (int)(49152 / ((int64_t)C * 4));
@@ -528,11 +524,7 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     fp32_in(c, w, C);
     fp32_in(c, mean, N);
     fp32_in(c, rstd, N);
-    const __nv_bfloat16 *x16 = exact_copy(c, x, N * C), *d16 = exact_copy(c, dout, N * C);
-    if (x16 && (uintptr_t)x16 % 8) x16 = NULL;
-    if (d16 && (uintptr_t)d16 % 8) d16 = NULL;
-    if (!x16) fp32_in(c, x, N * C);
-    if (!d16) fp32_in(c, dout, N * C);
+    const __nv_bfloat16 *x16 = exact_in(c, x, N * C), *d16 = exact_in(c, dout, N * C);
     /* up to 8 warps a block, each with two shared rows of C floats (48 KiB
      * in all; one warp and the GPU's opt-in limit for rows over 6,144) */
     int nw = (int)(49152 / ((int64_t)C * 8));

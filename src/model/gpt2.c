@@ -241,11 +241,9 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     float *P = m->params, *G = m->grads;
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
-    /* MLP: y = res_mid + hsw · Wd + bd. dh and datt, each written by one
-     * product and read by one op that takes a bf16 copy, are written as bf16
-     * alone (bf16 mode). (dln is not: with it promised, layernorm_bwd reading
-     * its copy, test_cuda_model's kept-copies run differs from the fresh-casts
-     * one on the small GPT-2; not understood yet, see docs/CUDA.md.) */
+    /* MLP: y = res_mid + hsw · Wd + bd. dh, datt and dln, each written by
+     * one product and read by one op that takes a bf16 copy, are written as
+     * bf16 alone (bf16 mode) */
     be->matmul(ex, DW(R_WDOWN), a->hsw, m->dres, H, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BDOWN), m->dres, N, C);
     smj_grad_only16(m, m->dh, N * H);
@@ -254,9 +252,11 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     smj_grad_drop16(m, m->dh, N * H);
     be->matmul(ex, DW(R_WUP), a->ln2, m->dgate, C, H, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
+    smj_grad_only16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dgate, W(R_WUP), N, C, H, 0, 1, 0);
     be->layernorm_bwd(ex, m->dres, DW(R_FFN_NORM), DW(R_FFN_NORM_B), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_mean,
                       a->ln2_rstd, N, (int)C, 1); /* dres += : dL/dres_mid */
+    smj_grad_drop16(m, m->dln, N * C);
     /* attention: res_mid = x + att · Wo + bo */
     be->matmul(ex, DW(R_WO), a->att, m->dres, C, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
@@ -267,9 +267,11 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     smj_grad_drop16(m, m->datt, N * C);
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
+    smj_grad_only16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);
     be->layernorm_bwd(ex, m->dres, DW(R_ATTN_NORM), DW(R_ATTN_NORM_B), m->dln, x, W(R_ATTN_NORM), a->ln1_mean,
                       a->ln1_rstd, N, (int)C, 1); /* dres += : dL/dx */
+    smj_grad_drop16(m, m->dln, N * C);
 #undef W
 #undef DW
 }

@@ -565,8 +565,8 @@ static void check_bf16_only_fwd(void) {
  * kernels read the copy's strided rows) give bit for bit what they give on
  * its fp32 values, the bound tensor unwritten, and the fused dq|dk|dv's
  * copy reads as a fresh cast; layernorm_bwd and gelu_bwd on a promised
- * dout (a product's bf16 output) give bit for bit what they give on its
- * 32-bit read. */
+ * dout (a product's bf16 output), and the norms' backward on a promised
+ * dout with x bound too, give bit for bit what they give on 32-bit reads. */
 static void check_gpt2_paths(void) {
     cur_op = "bf16_only";
     long before = check_failed;
@@ -622,40 +622,55 @@ static void check_gpt2_paths(void) {
     dfree(Ga); dfree(Gb); dfree(Pa); dfree(Pb); be->free(H16);
     ffree(qkv); ffree(dout); ffree(wq); ffree(h);
 
-    /* layernorm_bwd and gelu_bwd on promised douts: D [256, 768] = X W^T */
+    /* layernorm_bwd and gelu_bwd on promised douts: D [256, 768] = X W^T;
+     * the norms' backward also with x bound (both inputs read as bf16) */
     int64_t M = 256, K = 128, H = 768, nh = M * H;
     float *xa = frand(M * K, 1), *wd = frand(H * K, 1), *xl = frand(nh, 2), *wl = frand(H, 1);
-    float *Xa = dup_d(xa, M * K), *Wd = dup_d(wd, H * K), *Xl = dup_d(xl, nh), *Wl = dup_d(wl, H), *Z = junk_d(nh);
+    float *Xa = dup_d(xa, M * K), *Wd = dup_d(wd, H * K), *Xl0 = dup_d(xl, nh), *Wl = dup_d(wl, H), *Z = junk_d(nh);
+    uint16_t *XL16 = pack_d(Xl0, nh);
+    float *Xl, *Xlb; /* x's bf16 values in 32 bits, and a tensor bound to them */
+    bound_pair(XL16, nh, &Xl, &Xlb);
     float *Lm = junk_d(M), *Lr = junk_d(M), *Lo = junk_d(nh), *D1 = junk_d(nh), *D2 = junk_d(nh), *Da = junk_d(nh);
-    float *R1 = junk_d(nh), *R2 = junk_d(nh), *E1 = junk_d(nh), *E2 = junk_d(nh);
-    float *W1 = junk_d(H), *W2 = junk_d(H), *B1 = junk_d(H), *B2 = junk_d(H);
-    be->scale(ex, Z, 0.0f, nh); /* (scale reads every tensor in 32 bits: before the promises) */
-    be->scale(ex, W1, 0.0f, H);
-    be->scale(ex, W2, 0.0f, H);
-    be->scale(ex, B1, 0.0f, H);
-    be->scale(ex, B2, 0.0f, H);
+    float *R1 = junk_d(nh), *R2 = junk_d(nh), *R3 = junk_d(nh), *E1 = junk_d(nh), *E2 = junk_d(nh);
+    float *Rs = junk_d(M), *S1 = junk_d(nh), *S2 = junk_d(nh);
+    float *Wv[8];
+    for (int i = 0; i < 8; i++) Wv[i] = junk_d(H);
+    be->scale(ex, Z, 0.0f, nh); /* (scale reads every tensor in 32 bits: before the bindings and promises) */
+    for (int i = 0; i < 8; i++) be->scale(ex, Wv[i], 0.0f, H);
     be->layernorm_fwd(ex, Lo, Lm, Lr, Xl, Wl, Wl, M, (int)H, 1e-5f);
+    be->rmsnorm_fwd(ex, Lo, Rs, Xl, Wl, M, (int)H, 1e-5f);
+    be->bf16_bind(ex, Xlb, XL16, nh);
     snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)H, (long long)K);
     be->bf16_only(ex, D1, nh);
     be->matmul(ex, D1, Xa, Wd, M, H, K, 0, 1, 0);
-    be->layernorm_bwd(ex, R2, W2, B2, D1, Xl, Wl, Lm, Lr, M, (int)H, 0);
+    be->layernorm_bwd(ex, R2, Wv[0], Wv[1], D1, Xl, Wl, Lm, Lr, M, (int)H, 0);
+    be->layernorm_bwd(ex, R3, Wv[2], Wv[3], D1, Xlb, Wl, Lm, Lr, M, (int)H, 0);
+    be->rmsnorm_bwd(ex, S2, Wv[4], D1, Xlb, Wl, Rs, M, (int)H, 0);
     be->bf16_only(ex, D2, nh);
     be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
     be->gelu_bwd(ex, E2, D2, Xl, nh);
     if (copies_kept())
-        CHECK(still_junk(D1, nh) && still_junk(D2, nh),
-              "cuda/bf16_only: layernorm_bwd / gelu_bwd wrote a promised dout's fp32 values");
+        CHECK(still_junk(D1, nh) && still_junk(D2, nh) && still_junk(Xlb, nh),
+              "cuda/bf16_only: layernorm_bwd / rmsnorm_bwd / gelu_bwd wrote a promised dout's or bound x's fp32 values");
     be->add(ex, Da, D1, Z, nh); /* 32-bit reads */
-    be->layernorm_bwd(ex, R1, W1, B1, Da, Xl, Wl, Lm, Lr, M, (int)H, 0);
+    be->layernorm_bwd(ex, R1, Wv[5], Wv[6], Da, Xl, Wl, Lm, Lr, M, (int)H, 0);
     same_d("layernorm_bwd dx on a promised dout", R1, R2, nh);
-    same_d("layernorm_bwd dw on a promised dout", W1, W2, H);
-    same_d("layernorm_bwd db on a promised dout", B1, B2, H);
+    same_d("layernorm_bwd dw on a promised dout", Wv[5], Wv[0], H);
+    same_d("layernorm_bwd db on a promised dout", Wv[6], Wv[1], H);
+    same_d("layernorm_bwd dx on a promised dout and a bound x", R1, R3, nh);
+    same_d("layernorm_bwd dw on a promised dout and a bound x", Wv[5], Wv[2], H);
+    be->rmsnorm_bwd(ex, S1, Wv[7], Da, Xl, Wl, Rs, M, (int)H, 0);
+    same_d("rmsnorm_bwd dx on a promised dout and a bound x", S1, S2, nh);
+    same_d("rmsnorm_bwd dw on a promised dout and a bound x", Wv[7], Wv[4], H);
     be->add(ex, Da, D2, Z, nh);
     be->gelu_bwd(ex, E1, Da, Xl, nh);
     same_d("gelu_bwd on a promised dout", E1, E2, nh);
     be->bf16_drop(ex, NULL, 0);
-    dfree(Xa); dfree(Wd); dfree(Xl); dfree(Wl); dfree(Z); dfree(Lm); dfree(Lr); dfree(Lo); dfree(D1); dfree(D2);
-    dfree(Da); dfree(R1); dfree(R2); dfree(E1); dfree(E2); dfree(W1); dfree(W2); dfree(B1); dfree(B2);
+    dfree(Xa); dfree(Wd); dfree(Xl0); dfree(Xl); dfree(Xlb); dfree(Wl); dfree(Z); dfree(Lm); dfree(Lr); dfree(Lo);
+    dfree(D1); dfree(D2); dfree(Da); dfree(R1); dfree(R2); dfree(R3); dfree(E1); dfree(E2); dfree(Rs); dfree(S1);
+    dfree(S2);
+    for (int i = 0; i < 8; i++) dfree(Wv[i]);
+    be->free(XL16);
     ffree(xa); ffree(wd); ffree(xl); ffree(wl);
     printf("cuda %-14s %-6s GPT-2's: norm / GELU outputs promised, attention on bound q|k|v rows, promised douts\n",
            "bf16_only", check_failed == before ? "ok" : "FAILED");
