@@ -632,20 +632,20 @@ static void check_gpt2_paths(void) {
     bound_pair(XL16, nh, &Xl, &Xlb);
     float *Lm = junk_d(M), *Lr = junk_d(M), *Lo = junk_d(nh), *D1 = junk_d(nh), *D2 = junk_d(nh), *Da = junk_d(nh);
     float *R1 = junk_d(nh), *R2 = junk_d(nh), *R3 = junk_d(nh), *E1 = junk_d(nh), *E2 = junk_d(nh);
-    float *Rs = junk_d(M), *S1 = junk_d(nh), *S2 = junk_d(nh);
+    float *Rq = junk_d(M), *S1 = junk_d(nh), *S2 = junk_d(nh);
     float *Wv[8];
     for (int i = 0; i < 8; i++) Wv[i] = junk_d(H);
     be->scale(ex, Z, 0.0f, nh); /* (scale reads every tensor in 32 bits: before the bindings and promises) */
     for (int i = 0; i < 8; i++) be->scale(ex, Wv[i], 0.0f, H);
     be->layernorm_fwd(ex, Lo, Lm, Lr, Xl, Wl, Wl, M, (int)H, 1e-5f);
-    be->rmsnorm_fwd(ex, Lo, Rs, Xl, Wl, M, (int)H, 1e-5f);
+    be->rmsnorm_fwd(ex, Lo, Rq, Xl, Wl, M, (int)H, 1e-5f);
     be->bf16_bind(ex, Xlb, XL16, nh);
     snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)H, (long long)K);
     be->bf16_only(ex, D1, nh);
     be->matmul(ex, D1, Xa, Wd, M, H, K, 0, 1, 0);
     be->layernorm_bwd(ex, R2, Wv[0], Wv[1], D1, Xl, Wl, Lm, Lr, M, (int)H, 0);
     be->layernorm_bwd(ex, R3, Wv[2], Wv[3], D1, Xlb, Wl, Lm, Lr, M, (int)H, 0);
-    be->rmsnorm_bwd(ex, S2, Wv[4], D1, Xlb, Wl, Rs, M, (int)H, 0);
+    be->rmsnorm_bwd(ex, S2, Wv[4], D1, Xlb, Wl, Rq, M, (int)H, 0);
     be->bf16_only(ex, D2, nh);
     be->matmul(ex, D2, Xa, Wd, M, H, K, 0, 1, 0);
     be->gelu_bwd(ex, E2, D2, Xl, nh);
@@ -659,7 +659,7 @@ static void check_gpt2_paths(void) {
     same_d("layernorm_bwd db on a promised dout", Wv[6], Wv[1], H);
     same_d("layernorm_bwd dx on a promised dout and a bound x", R1, R3, nh);
     same_d("layernorm_bwd dw on a promised dout and a bound x", Wv[5], Wv[2], H);
-    be->rmsnorm_bwd(ex, S1, Wv[7], Da, Xl, Wl, Rs, M, (int)H, 0);
+    be->rmsnorm_bwd(ex, S1, Wv[7], Da, Xl, Wl, Rq, M, (int)H, 0);
     same_d("rmsnorm_bwd dx on a promised dout and a bound x", S1, S2, nh);
     same_d("rmsnorm_bwd dw on a promised dout and a bound x", Wv[7], Wv[4], H);
     be->add(ex, Da, D2, Z, nh);
@@ -667,7 +667,7 @@ static void check_gpt2_paths(void) {
     same_d("gelu_bwd on a promised dout", E1, E2, nh);
     be->bf16_drop(ex, NULL, 0);
     dfree(Xa); dfree(Wd); dfree(Xl0); dfree(Xl); dfree(Xlb); dfree(Wl); dfree(Z); dfree(Lm); dfree(Lr); dfree(Lo);
-    dfree(D1); dfree(D2); dfree(Da); dfree(R1); dfree(R2); dfree(R3); dfree(E1); dfree(E2); dfree(Rs); dfree(S1);
+    dfree(D1); dfree(D2); dfree(Da); dfree(R1); dfree(R2); dfree(R3); dfree(E1); dfree(E2); dfree(Rq); dfree(S1);
     dfree(S2);
     for (int i = 0; i < 8; i++) dfree(Wv[i]);
     be->free(XL16);
