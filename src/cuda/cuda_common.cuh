@@ -321,6 +321,9 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
                     const float *rstd, int64_t N, int C, int acc);
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                       const float *b, int64_t N, int C, float eps);
+int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N, int H);
+/* Adds the P rows of part [P, C] to dw [C] in row order (norms.cu). */
+__global__ void k_colsum_add(float *dw, const float *part, int P, int C);
 int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, int64_t M,
                    int64_t N, int64_t K, int tA, int tB);
 void lt_free(smj_cuda *c);

@@ -357,6 +357,64 @@ template <bool BWD> static void gelu_launch(smj_cuda *c, float *out, const float
     else gelu_go<BWD>(c, o, o16, dout, x, n, v4);
     LAUNCHED(c);
 }
+/* gelu_bwd_bias: block p takes rows [p R, (p+1) R) of H values, a thread
+ * four columns at a time (16-byte rows: H % 4 == 0), each row's dx =
+ * dout gelu'(x) stored (fp32 and/or the bf16 copy), the column sums of
+ * its rows into part[p, :]; k_colsum_add then adds the blocks' rows in
+ * order (no atomics: deterministic). x and dout: fp32 or exact copies. */
+template <typename X, typename D>
+__global__ void k_gelu_bwd_bias(float *dx, __nv_bfloat16 *d16, float *part, const D *dout, const X *x, int64_t N,
+                                int H, int R) {
+    const int H4 = H / 4;
+    const int64_t r0 = (int64_t)blockIdx.x * R, r1 = r0 + R < N ? r0 + R : N;
+    for (int cg = threadIdx.x; cg < H4; cg += blockDim.x) {
+        float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t i = r * H4 + cg; /* in fours */
+            float4 v = ld4(x, i), g = ld4(dout, i);
+            float4 o = make_float4(g.x * gelu_d(v.x), g.y * gelu_d(v.y), g.z * gelu_d(v.z), g.w * gelu_d(v.w));
+            if (dx) ((float4 *)dx)[i] = o;
+            if (d16) st_bf16x4(d16 + 4 * i, o);
+            s = make_float4(s.x + o.x, s.y + o.y, s.z + o.z, s.w + o.w);
+        }
+        ((float4 *)(part + (int64_t)blockIdx.x * H))[cg] = s;
+    }
+}
+template <typename X, typename D>
+static void gelu_bias_go(smj_cuda *c, int P, float *dx, __nv_bfloat16 *d16, float *part, const D *dout, const X *x,
+                         int64_t N, int H, int R) {
+    k_gelu_bwd_bias<<<(unsigned)P, 256, 0, c->stream>>>(dx, d16, part, dout, x, N, H, R);
+}
+/* Declines (0, nothing written) rows not in fours or not 16-byte aligned. */
+int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N, int H) {
+    if (N <= 0 || H <= 0 || H % 4 || ((uintptr_t)dx | (uintptr_t)dout | (uintptr_t)x) % 16) return 0;
+    OP_BEGIN_L("gelu_bwd_bias");
+    const int64_t n = N * H;
+    cast_written(c, db, H); /* (read too) */
+    const __nv_bfloat16 *x16 = exact_in(c, x, n), *g16 = exact_in(c, dout, n);
+    cast_written(c, dx, n);
+    /* about four blocks an SM */
+    int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
+    if (R < 1) R = 1;
+    int P = (int)((N + R - 1) / R);
+    float *part = (float *)scratch(c, sizeof(float) * (size_t)P * H);
+    if (!part) return 1;
+    cast_written(c, part, (int64_t)P * H);
+    /* the products after read dx: its bf16 copy beside it, or alone where
+     * bf16_only promises it */
+    __nv_bfloat16 *o16 = shadow_of(c, dx, n);
+    float *o = fp32_out(c, dx, n, o16);
+    if (x16 && g16) gelu_bias_go(c, P, o, o16, part, g16, x16, N, H, (int)R);
+    else if (x16) gelu_bias_go(c, P, o, o16, part, dout, x16, N, H, (int)R);
+    else if (g16) gelu_bias_go(c, P, o, o16, part, g16, x, N, H, (int)R);
+    else gelu_bias_go(c, P, o, o16, part, dout, x, N, H, (int)R);
+    LAUNCHED(c);
+    k_colsum_add<<<(unsigned)((H + 127) / 128), 128, 0, c->stream>>>(db, part, P, H);
+    LAUNCHED(c);
+    op_end(c);
+    return 1;
+}
 void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n) {
     OP_BEGIN_L("gelu_fwd");
     gelu_launch<false>(c, out, NULL, x, n);

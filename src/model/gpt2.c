@@ -248,12 +248,18 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     smj_model_bias_bwd(m, DW(R_BDOWN), m->dres, N, C);
     smj_grad_only16(m, m->dh, N * H);
     be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 1, 0);
-    be->gelu_bwd(ex, m->dgate, m->dh, a->gate, N * H);
+    /* dgate and c_fc's bias gradient in one pass where the backend has it
+     * (dgate is then read only by its two products: bf16 alone) */
+    int fused = be->gelu_bwd_bias != NULL;
+    if (fused) smj_grad_only16(m, m->dgate, N * H);
+    if (fused && !be->gelu_bwd_bias(ex, m->dgate, DW(R_BUP), m->dh, a->gate, N, (int)H)) fused = 0;
+    if (!fused) be->gelu_bwd(ex, m->dgate, m->dh, a->gate, N * H);
     smj_grad_drop16(m, m->dh, N * H);
     be->matmul(ex, DW(R_WUP), a->ln2, m->dgate, C, H, N, 1, 0, 1);
-    smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
+    if (!fused) smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
     smj_grad_only16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dgate, W(R_WUP), N, C, H, 0, 1, 0);
+    smj_grad_drop16(m, m->dgate, N * H);
     be->layernorm_bwd(ex, m->dres, DW(R_FFN_NORM), DW(R_FFN_NORM_B), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_mean,
                       a->ln2_rstd, N, (int)C, 1); /* dres += : dL/dres_mid */
     smj_grad_drop16(m, m->dln, N * C);

@@ -205,6 +205,19 @@ static int ref_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, floa
     return 1;
 }
 
+/* gelu_bwd_bias (optional op): its definition, gelu_bwd then the column
+ * sums of dx (in double, added to db once). */
+static int ref_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N,
+                             int H) {
+    ref_gelu_bwd(ex, dx, dout, x, N * H);
+    for (int j = 0; j < H; j++) {
+        double s = 0;
+        for (int64_t i = 0; i < N; i++) s += dx[i * H + j];
+        db[j] += (float)s;
+    }
+    return 1;
+}
+
 /* bf16_bind (optional op): its definition, bf16_unpack. */
 static void ref_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n) {
     ref_bf16_unpack(ex, out, x16, n);

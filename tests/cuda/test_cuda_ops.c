@@ -774,6 +774,58 @@ static void check_attention_bwd_rope(void) {
            "attn_bwd_rope", check_failed == before ? "ok" : "FAILED", taken, calls);
 }
 
+/* gelu_bwd_bias (optional op): where the backend takes it, dx as gelu_bwd's
+ * (the same kernels' arithmetic: bit for bit) and db += its column sums
+ * within float summation error of the reference's double sums; where it
+ * declines (rows not in fours), nothing written. */
+static void check_gelu_bwd_bias(void) {
+    cur_op = "gelu_bwd_bias";
+    long before = check_failed;
+    int taken = 0, calls = 0;
+    static const int S[][2] = {{1, 4}, {7, 12}, {64, 3072}, {300, 768}, {1000, 100}, {5, 6}, {3, 1}};
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
+        int64_t N = S[s][0], n = N * S[s][1];
+        int H = S[s][1];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld H%d", (long long)N, H);
+        float *x = frand(n, 6), *d = frand(n, 1), *g = frand(n, 0), *b = frand(H, 1), *g2 = frand(n, 0);
+        for (int64_t i = 0; i < n; i++) g[i] = 5.0f;
+        float *Dx = dup_d(x, n), *Dd = dup_d(d, n), *Dg = dup_d(g, n), *Db = dup_d(b, H), *Dg2 = dup_d(g, n);
+        int r = be->gelu_bwd_bias(ex, Dg, Db, Dd, Dx, N, H);
+        float *hg = get_h(Dg, n), *hb = get_h(Db, H);
+        if (r) {
+            be->gelu_bwd(ex, Dg2, Dd, Dx, n);
+            float *h2 = get_h(Dg2, n);
+            CHECK(memcmp(hg, h2, sizeof(float) * (size_t)n) == 0, "cuda/gelu_bwd_bias %s: dx differs from gelu_bwd's",
+                  cur_shape);
+            float *b2 = fcopy(b, H);
+            rf->gelu_bwd_bias(X1, g2, b2, d, x, N, H);
+            double worst = 0;
+            for (int j = 0; j < H; j++) {
+                double mag = fabs((double)b[j]);
+                for (int64_t i = 0; i < N; i++) mag += fabs((double)g2[i * H + j]);
+                double e = fabs((double)hb[j] - b2[j]) / fmax(mag, 1e-30);
+                if (!(e <= worst)) worst = e;
+            }
+            CHECK(worst <= 1e-6, "cuda/gelu_bwd_bias %s: db error %.3g (of the column's magnitude)", cur_shape, worst);
+            if (worst > op_worst) op_worst = worst;
+            ffree(h2); ffree(b2);
+            taken++;
+        } else {
+            int64_t w = 0;
+            for (int64_t i = 0; i < n; i++) w += hg[i] != 5.0f;
+            for (int j = 0; j < H; j++) w += hb[j] != b[j];
+            CHECK(w == 0, "cuda/gelu_bwd_bias %s: declined but wrote %lld values", cur_shape, (long long)w);
+        }
+        calls++;
+        ffree(hg); ffree(hb);
+        dfree(Dx); dfree(Dd); dfree(Dg); dfree(Db); dfree(Dg2);
+        ffree(x); ffree(d); ffree(g); ffree(b); ffree(g2);
+    }
+    CHECK(taken >= 5, "cuda/gelu_bwd_bias: taken for %d of %d calls, want the five with rows in fours", taken, calls);
+    printf("cuda %-14s %-6s taken for %d of %d calls (dx as gelu_bwd's bit for bit, db to the reference)\n",
+           "gelu_bwd_bias", check_failed == before ? "ok" : "FAILED", taken, calls);
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -789,6 +841,8 @@ int main(void) {
     }
     check_attention_bwd_rope();
     cuda_check_status(ctx, "attention_bwd_rope");
+    check_gelu_bwd_bias();
+    cuda_check_status(ctx, "gelu_bwd_bias");
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
