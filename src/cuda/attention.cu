@@ -684,7 +684,32 @@ int cu_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, c
     __nv_bfloat16 *h[3];
     grad_outs(c, dq, dk, dv, N, QD, KD, dqrs, dkrs, f, h);
     flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], cs, sn, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, dqrs,
-              dkrs, scale);
+              dkrs, scale, NULL);
+    op_end(c);
+    return 1;
+}
+
+/* attention_bwd_bias (optional op): flash_bwd with the bias gradient's
+ * column sums in the epilogues of Hopper's kernels, each block's rows
+ * summed into a partial row, the partial rows added in order (declines
+ * elsewhere: the model runs attention_bwd and its own bias gradient); the
+ * gradients and their copies as grad_outs says. */
+int cu_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, const float *dout,
+                          const float *out, const float *lse, const float *q, const float *k, const float *v, int B,
+                          int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs,
+                          float scale) {
+    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
+    const int64_t dqrs = dq_rs ? dq_rs : qrs, dkrs = dkv_rs ? dkv_rs : krs, N = (int64_t)B * T;
+    if (B <= 0 || T <= 0 || NKV < 1 || NH % NKV || !flash_sm90_ok(S(ex), HS) ||
+        !bwd_flash(S(ex), T, HS, qrs, krs, dqrs, dkrs, q, k, v, dout, out, dq, dk, dv))
+        return 0;
+    OP_BEGIN_L("attention_bwd");
+    cast_written(c, db, QD + 2 * KD); /* (read too) */
+    float *f[3];
+    __nv_bfloat16 *h[3];
+    grad_outs(c, dq, dk, dv, N, QD, KD, dqrs, dkrs, f, h);
+    flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], NULL, NULL, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs,
+              dqrs, dkrs, scale, db);
     op_end(c);
     return 1;
 }
@@ -713,7 +738,7 @@ static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, co
         __nv_bfloat16 *h[3];
         grad_outs(c, dq, dk, dv, N, QD, KD, dqrs, dkrs, f, h);
         flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], NULL, NULL, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs,
-                  krs, dqrs, dkrs, scale);
+                  krs, dqrs, dkrs, scale, NULL);
         op_end(c);
         return;
     }
@@ -721,7 +746,7 @@ static void att_bwd_rows(const smj_exec *ex, float *dq, float *dk, float *dv, co
         /* dv's products come next (rope_bwd runs on dq, dk first): its bf16 copy is written too */
         __nv_bfloat16 *dv16 = dkrs != KD ? NULL : shadow_of(c, dv, nk); /* dv NULL below: only the copy (bf16_only) */
         flash_bwd(c, dq, dk, fp32_out(c, dv, nk, dv16), NULL, NULL, dv16, NULL, NULL, dout, out, lse, q, k, v, B, T, NH,
-                  NKV, HS, qrs, krs, dqrs, dkrs, scale);
+                  NKV, HS, qrs, krs, dqrs, dkrs, scale, NULL);
         op_end(c);
         return;
     }

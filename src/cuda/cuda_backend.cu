@@ -1239,6 +1239,7 @@ extern "C" const smj_backend smj_backend_cuda = {
     .qmatmul = cu_qmatmul,
     .matmul_bias = cu_matmul_bias,
     .attention_bwd_rope = cu_attention_bwd_rope,
+    .attention_bwd_bias = cu_attention_bwd_bias,
     .gelu_bwd_bias = cu_gelu_bwd_bias,
     .decode_attention = cu_decode_attention,
     .decode_block = cu_decode_block,

@@ -243,11 +243,13 @@ void flash_fwd(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const 
 /* flash_bwd: dq, dk, dv (fp32, NULL: not written) and their bf16 copies
  * dq16, dk16, dv16 (NULL: none) at rows dqrs, dkrs apart; with rope tables
  * cs, sn (Hopper's kernels only, see flash_sm90_ok) dq, dk rotated back as
- * rope_bwd does. */
+ * rope_bwd does; with db (Hopper's kernels only; NULL: none) their column
+ * sums added to db[0, QD), db[QD, QD + KD), db[QD + KD, QD + 2 KD) (the
+ * biases of the products q, k, v come from). */
 void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dq16, __nv_bfloat16 *dk16,
                __nv_bfloat16 *dv16, const float *cs, const float *sn, const float *dout, const float *out,
                const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
-               int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, float scale);
+               int64_t qrs, int64_t krs, int64_t dqrs, int64_t dkrs, float scale, float *db);
 /* Hopper's wgmma kernels (flash_sm90.cu): flash_sm90_ok says whether they
  * run here (a build for sm_90a, compute capability 9.0, head size 64,
  * SMJ_CUDA_ATTN auto or wgmma); the launchers take flash_fwd's / flash_bwd's
@@ -261,7 +263,7 @@ void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 
                     __nv_bfloat16 *dv16, const float *cs, const float *sn, const __nv_bfloat16 *dout, const float *L2,
                     const float *D, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B,
                     int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs, int64_t gks, int64_t iqs,
-                    int64_t iks);
+                    int64_t iks, float *pq, float *pk, float *pv);
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,
@@ -321,6 +323,10 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
                     const float *rstd, int64_t N, int C, int acc);
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                       const float *b, int64_t N, int C, float eps);
+int cu_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, const float *dout,
+                          const float *out, const float *lse, const float *q, const float *k, const float *v, int B,
+                          int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs,
+                          float scale);
 int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N, int H);
 /* Adds the P rows of part [P, C] to dw [C] in row order (norms.cu). */
 __global__ void k_colsum_add(float *dw, const float *part, int P, int C);

@@ -426,19 +426,24 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
 #undef F
 }
 
-/* The backward's inputs as bf16 (kept copies where valid, else casts) and
- * its row statistics, all in one scratch request: D | L2 | q | k | v | dO. */
+/* The backward's inputs as bf16 (kept copies where valid, else casts), its
+ * row statistics and, with db, the bias gradients' partial rows (one a
+ * block of 128 rows), all in one scratch request: D | L2 | partials | q | k
+ * | v | dO. */
 void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
                const float *sn, const float *dout, const float *out, const float *lse, const float *q, const float *k,
                const float *v, int B, int T, int NH, int NKV, int HS, int64_t qrs, int64_t krs, int64_t dqrs,
-               int64_t dkrs, float scale) {
+               int64_t dkrs, float scale, float *db) {
     int Tp = (T + 3) / 4 * 4;
     int64_t rows = (int64_t)B * T * NH, nq = rows * HS, nk = (int64_t)B * T * NKV * HS;
     int64_t orow = ((int64_t)B * NH * Tp + 63) / 64 * 64, oq = (nq + 63) / 64 * 64, ok = (nk + 63) / 64 * 64;
-    char *sc = (char *)scratch(c, sizeof(float) * 2 * (size_t)orow + sizeof(bf16) * (size_t)(2 * oq + 2 * ok));
+    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, prow = (int64_t)B * ((T + 127) / 128);
+    const int64_t opart = db ? (prow * (QD + 2 * KD) + 63) / 64 * 64 : 0;
+    char *sc = (char *)scratch(c, sizeof(float) * (2 * (size_t)orow + (size_t)opart) +
+                                      sizeof(bf16) * (size_t)(2 * oq + 2 * ok));
     if (!sc) return;
-    float *D = (float *)sc, *L2 = D + orow;
-    bf16 *b16 = (bf16 *)(L2 + orow);
+    float *D = (float *)sc, *L2 = D + orow, *part = db ? L2 + orow : NULL;
+    bf16 *b16 = (bf16 *)(L2 + orow + opart);
     prof_phase(c, "attn bwd: D, bf16 casts");
     const float *src[4] = {q, k, v, dout};
     const int64_t n[4] = {nq, nk, nk, nq}, at[4] = {0, oq, oq + ok, oq + 2 * ok};
@@ -488,8 +493,18 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
     size_t sq = (size_t)6 * FB * (HS + 8) * sizeof(bf16), skv = sq + 4 * FB * sizeof(float);
     float sl2 = scale * LOG2E;
     if (flash_sm90_ok(c, HS)) {
+        float *pq = part, *pk = part ? part + prow * QD : NULL, *pv = part ? pk + prow * KD : NULL;
         flash_bwd_sm90(c, dq, dk, dv, dq16, dk16, dv16, cs, sn, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV,
-                       sl2, scale, dqrs, dkrs, iqs, iks);
+                       sl2, scale, dqrs, dkrs, iqs, iks, pq, pk, pv);
+        if (part) { /* the partial rows added in order (no atomics) */
+            const float *pp[3] = {pq, pk, pv};
+            const int64_t wd[3] = {QD, KD, KD}, at[3] = {0, QD, QD + KD};
+            for (int i = 0; i < 3; i++) {
+                k_colsum_add<<<(unsigned)((wd[i] + 127) / 128), 128, 0, c->stream>>>(db + at[i], pp[i], (int)prow,
+                                                                                      (int)wd[i]);
+                LAUNCHED(c);
+            }
+        }
         return;
     }
     /* (the mma.sync kernels write dq, dk in fp32 unrotated: callers pass

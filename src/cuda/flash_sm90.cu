@@ -274,9 +274,11 @@ __device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t pa[4][4], ui
  * and + 1), times scale; with rope tables (cs, sn [>= T, 32]; NULL: none)
  * rotated back as rope_bwd does (rope_rot with -sin: the same rounding; the
  * pair i, i + 32 sits in one thread, at d and d + 4); written at rows rs
- * apart from o as fp32 and/or from o16 as bf16 (NULL: not written). */
+ * apart from o as fp32 and/or from o16 as bf16 (NULL: not written); the
+ * values (of rows < T) added into cols, the thread's 16 columns in the
+ * order of v (for col_sums; unused, the compiler drops it). */
 __device__ __forceinline__ void grad_rows(const float acc[32], float scale, int r0, int T, int t, float *o, bf16 *o16,
-                                          int64_t rs, const float *cs, const float *sn) {
+                                          int64_t rs, const float *cs, const float *sn, float cols[16]) {
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         const int r = r0 + 8 * hh;
@@ -302,6 +304,35 @@ __device__ __forceinline__ void grad_rows(const float acc[32], float scale, int 
             if (o) *(float2 *)(o + e) = make_float2(v[2 * d], v[2 * d + 1]);
             if (o16) *(uint32_t *)(o16 + e) = pack_bf16(v[2 * d], v[2 * d + 1]);
         }
+#pragma unroll
+        for (int j = 0; j < 16; j++) cols[j] += v[j];
+    }
+}
+
+/* The block's column sums of one gradient's 64 columns into prow[0, 64)
+ * (a bias gradient's partial row): each thread's cols (grad_rows's) summed
+ * over the warp's eight row groups by shuffles, then over the block's 8
+ * warps in order through red (8 x 64 floats of shared memory the tiles no
+ * longer need): a fixed order, no atomics. Every thread of the block calls
+ * it. */
+__device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow) {
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1)
+#pragma unroll
+        for (int j = 0; j < 16; j++) cols[j] += __shfl_xor_sync(0xffffffffu, cols[j], o);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
+    __syncthreads(); /* every warp is done with the tiles (and with red's last use) */
+    if (lane < 4)
+#pragma unroll
+        for (int d = 0; d < 8; d++) {
+            red[w * 64 + 8 * d + 2 * t] = cols[2 * d];
+            red[w * 64 + 8 * d + 2 * t + 1] = cols[2 * d + 1];
+        }
+    __syncthreads();
+    if (threadIdx.x < 64) {
+        float s = 0;
+        for (int k = 0; k < 8; k++) s += red[k * 64 + threadIdx.x];
+        prow[threadIdx.x] = s;
     }
 }
 
@@ -312,7 +343,7 @@ __device__ __forceinline__ void grad_rows(const float acc[32], float scale, int 
 __global__ void __launch_bounds__(256, 2)
     k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, const float *L2,
                       const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV,
-                      float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks) {
+                      float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks, float *pq) {
 #ifdef WG_SM90
     constexpr int HS = 64, BQ = 128, TB = FB * 128;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -364,7 +395,11 @@ __global__ void __launch_bounds__(256, 2)
         wg_reg_fence(acc);
     }
     const int64_t ob = (int64_t)b * T * gqs + (int64_t)h * HS; /* dq's rows gqs apart */
-    grad_rows(acc, scale, r0, T, t, dq ? dq + ob : NULL, dq16 ? dq16 + ob : NULL, gqs, cs, sn);
+    float cols[16] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    grad_rows(acc, scale, r0, T, t, dq ? dq + ob : NULL, dq16 ? dq16 + ob : NULL, gqs, cs, sn, cols);
+    if (pq) /* dq's column sums over the block's rows: a partial row of its bias gradient */
+        col_sums(cols, (float *)(smem + (sQ - (uint32_t)__cvta_generic_to_shared(smem))),
+                 pq + ((int64_t)b * gridDim.x + blockIdx.x) * NH * HS + (int64_t)h * HS);
 #endif
 }
 
@@ -380,7 +415,8 @@ __global__ void __launch_bounds__(256, 2)
 __global__ void __launch_bounds__(256, 1)
     k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dk16, bf16 *dv16, const float *cs, const float *sn,
                        const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k, const bf16 *v,
-                       int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gks, int64_t iqs, int64_t iks) {
+                       int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gks, int64_t iqs, int64_t iks,
+                       float *pk, float *pv) {
 #ifdef WG_SM90
     constexpr int HS = 64, BK = 128, TB = FB * 128, NB = 3;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -480,8 +516,15 @@ __global__ void __launch_bounds__(256, 1)
     wg_reg_fence(av);
     wg_reg_fence(ak);
     const int64_t ob = (int64_t)b * T * gks + (int64_t)hk * HS; /* dk's, dv's rows gks apart */
-    grad_rows(ak, scale, j0, T, t, dk ? dk + ob : NULL, dk16 ? dk16 + ob : NULL, gks, cs, sn);
-    grad_rows(av, 1.0f, j0, T, t, dv ? dv + ob : NULL, dv16 ? dv16 + ob : NULL, gks, NULL, NULL);
+    float ck[16] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    float cv[16] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    grad_rows(ak, scale, j0, T, t, dk ? dk + ob : NULL, dk16 ? dk16 + ob : NULL, gks, cs, sn, ck);
+    grad_rows(av, 1.0f, j0, T, t, dv ? dv + ob : NULL, dv16 ? dv16 + ob : NULL, gks, NULL, NULL, cv);
+    if (pk) { /* dk's and dv's column sums over the block's keys: partial rows of their bias gradients */
+        const int64_t pr = ((int64_t)b * gridDim.x + blockIdx.x) * NKV * HS + (int64_t)hk * HS;
+        col_sums(ck, (float *)(smem + (sK - raw)), pk + pr);
+        col_sums(cv, (float *)(smem + (sK - raw)), pv + pr);
+    }
 #endif
 }
 
@@ -516,17 +559,17 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
                     const float *sn, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
                     const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
-                    int64_t gks, int64_t iqs, int64_t iks) {
+                    int64_t gks, int64_t iqs, int64_t iks, float *pq, float *pk, float *pv) {
     const unsigned nt = (unsigned)((T + 127) / 128);
     const size_t sq = (size_t)(2 * 128 + 4 * FB) * 128 + 1024;                   /* Q | dO | K x2 | V x2 */
     const size_t skv = (size_t)(2 * 128 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
     if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
     prof_phase(c, "attn bwd: flash dQ");
     k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dq16, cs, sn, dout, L2, D, q, k,
-                                                                                   v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks);
+                                                                                   v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq);
     LAUNCHED(c);
     prof_phase(c, "attn bwd: flash dK dV");
     k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 256, skv, c->stream>>>(
-        dk, dv, dk16, dv16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gks, iqs, iks);
+        dk, dv, dk16, dv16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gks, iqs, iks, pk, pv);
     LAUNCHED(c);
 }

@@ -268,13 +268,23 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
     smj_grad_only16(m, m->datt, N * C);
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, C, C, 0, 1, 0);
-    be->attention_bwd(ex, m->dqkv, m->dqkv + C, m->dqkv + 2 * C, m->datt, a->att, a->lse, a->qkv, a->qkv + C,
-                      a->qkv + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C, 0, 0, 1.0f / sqrtf((float)HS));
+    /* dq|dk|dv and c_attn's bias gradient in one pass where the backend has
+     * it (dqkv is then read only by its two products: bf16 alone) */
+    float sc = 1.0f / sqrtf((float)HS);
+    int fb = be->attention_bwd_bias != NULL;
+    if (fb) smj_grad_only16(m, m->dqkv, 3 * N * C);
+    if (fb && !be->attention_bwd_bias(ex, m->dqkv, m->dqkv + C, m->dqkv + 2 * C, DW(R_BQKV), m->datt, a->att, a->lse,
+                                      a->qkv, a->qkv + C, a->qkv + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C, 0, 0, sc))
+        fb = 0;
+    if (!fb)
+        be->attention_bwd(ex, m->dqkv, m->dqkv + C, m->dqkv + 2 * C, m->datt, a->att, a->lse, a->qkv, a->qkv + C,
+                          a->qkv + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C, 0, 0, sc);
     smj_grad_drop16(m, m->datt, N * C);
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
-    smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
+    if (!fb) smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
     smj_grad_only16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);
+    smj_grad_drop16(m, m->dqkv, 3 * N * C);
     be->layernorm_bwd(ex, m->dres, DW(R_ATTN_NORM), DW(R_ATTN_NORM_B), m->dln, x, W(R_ATTN_NORM), a->ln1_mean,
                       a->ln1_rstd, N, (int)C, 1); /* dres += : dL/dx */
     smj_grad_drop16(m, m->dln, N * C);

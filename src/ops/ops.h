@@ -40,10 +40,11 @@ enum {
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
  * qmatmul; tests/cuda/test_cuda_model.c matmul_bias; tests/cuda/test_cuda_ops.c
- * attention_bwd_rope and gelu_bwd_bias; tests/cuda/test_cuda_decode.c the decode ops;
+ * attention_bwd_rope, attention_bwd_bias and gelu_bwd_bias; tests/cuda/test_cuda_decode.c the decode ops;
  * tests/cuda/test_cuda_bf16.c the 16-bit storage hints (the host backends'
  * are their definitions). */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(attention_bwd_rope) X(gelu_bwd_bias) X(decode_attention) \
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(attention_bwd_rope) X(attention_bwd_bias) \
+    X(gelu_bwd_bias) X(decode_attention) \
     X(decode_block) \
     X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
 
@@ -100,6 +101,15 @@ typedef struct {
                               const float *v, const float *cos, const float *sin, int B, int T, int NH, \
                               int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, \
                               float scale); \
+ \
+    /* attention_bwd, then db[QD + 2 KD] += the column sums of dq | dk | dv \
+     * (the biases of the products q, k, v come from, side by side: GPT-2's \
+     * c_attn). Returns 1, or 0 when the backend does not take these sizes \
+     * or modes (nothing written: run attention_bwd and the bias gradient). */ \
+    int (*attention_bwd_bias)(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, \
+                              const float *dout, const float *out, const float *lse, const float *q, \
+                              const float *k, const float *v, int B, int T, int NH, int NKV, int HS, \
+                              int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, float scale); \
  \
     /* gelu_bwd over N rows of H values (dx = dout · gelu'(x)), then db[H] += \
      * dx's column sums: the bias gradient of the product whose output x is \

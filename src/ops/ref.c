@@ -205,16 +205,36 @@ static int ref_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, floa
     return 1;
 }
 
+/* column sums of rows [N] of w values rs apart, in double, added to db */
+static void ref_colsum_add(float *db, const float *x, int64_t N, int64_t w, int64_t rs) {
+    for (int64_t j = 0; j < w; j++) {
+        double s = 0;
+        for (int64_t i = 0; i < N; i++) s += x[i * rs + j];
+        db[j] += (float)s;
+    }
+}
+
+/* attention_bwd_bias (optional op): its definition, attention_bwd then the
+ * column sums of dq, dk, dv. */
+static int ref_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, const float *dout,
+                                  const float *out, const float *lse, const float *q, const float *k, const float *v,
+                                  int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs,
+                                  int64_t dkv_rs, float scale) {
+    ref_attention_bwd(ex, dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, NKV, HS, q_rs, kv_rs, dq_rs, dkv_rs, scale);
+    int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, N = (int64_t)B * T;
+    int64_t dqs = dq_rs ? dq_rs : q_rs ? q_rs : QD, dks = dkv_rs ? dkv_rs : kv_rs ? kv_rs : KD;
+    ref_colsum_add(db, dq, N, QD, dqs);
+    ref_colsum_add(db + QD, dk, N, KD, dks);
+    ref_colsum_add(db + QD + KD, dv, N, KD, dks);
+    return 1;
+}
+
 /* gelu_bwd_bias (optional op): its definition, gelu_bwd then the column
  * sums of dx (in double, added to db once). */
 static int ref_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N,
                              int H) {
     ref_gelu_bwd(ex, dx, dout, x, N * H);
-    for (int j = 0; j < H; j++) {
-        double s = 0;
-        for (int64_t i = 0; i < N; i++) s += dx[i * H + j];
-        db[j] += (float)s;
-    }
+    ref_colsum_add(db, dx, N, H, H);
     return 1;
 }
 

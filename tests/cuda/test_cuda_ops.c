@@ -774,6 +774,80 @@ static void check_attention_bwd_rope(void) {
            "attn_bwd_rope", check_failed == before ? "ok" : "FAILED", taken, calls);
 }
 
+/* attention_bwd_bias (optional op): where the backend takes it, the
+ * gradients bit for bit attention_bwd's (the same kernels) and db += their
+ * column sums within float summation error of double sums of those
+ * gradients; dense gradients and dq|dk|dv as one fused tensor; where it
+ * declines, nothing written. */
+static void check_attention_bwd_bias(void) {
+    cur_op = "attention_bwd_bias";
+    long before = check_failed;
+    int taken = 0, calls = 0;
+    static const int S[][5] = {{2, 100, 4, 2, 64}, {1, 300, 4, 4, 64}, {2, 129, 6, 2, 64}, {1, 64, 2, 1, 128}};
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
+        int B = S[s][0], T = S[s][1], NH = S[s][2], NKV = S[s][3], HS = S[s][4];
+        int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, N = (int64_t)B * T, W = QD + 2 * KD;
+        int64_t nq = N * QD, nk = N * KD, nl = (int64_t)B * NH * T;
+        float sc = 1.0f / sqrtf((float)HS);
+        float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *d = frand(nq, 1), *b = frand(W, 1);
+        float *Dq = dup_d(q, nq), *Dk = dup_d(k, nk), *Dv = dup_d(v, nk), *Dd = dup_d(d, nq), *Do = dup_d(d, nq),
+              *Dl = dup_d(d, nl);
+        be->attention_fwd(ex, Do, Dl, Dq, Dk, Dv, B, T, T, NH, NKV, HS, 0, 0, (int64_t)T * KD, sc);
+        for (int fused = 0; fused < 2; fused++) {
+            snprintf(cur_shape, sizeof cur_shape, "B%d T%d NH%d NKV%d HS%d%s", B, T, NH, NKV, HS,
+                     fused ? " (dq|dk|dv fused)" : "");
+            int64_t tot = N * W, rs = fused ? W : 0;
+            float *j = frand(tot, 0);
+            for (int64_t i = 0; i < tot; i++) j[i] = 5.0f;
+            float *A = dup_d(j, tot), *Bt = dup_d(j, tot), *Db = dup_d(b, W);
+            float *ak = fused ? A + QD : A + nq, *av = fused ? A + QD + KD : A + nq + nk;
+            float *bk = fused ? Bt + QD : Bt + nq, *bv = fused ? Bt + QD + KD : Bt + nq + nk;
+            int r = be->attention_bwd_bias(ex, A, ak, av, Db, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, rs, rs,
+                                           sc);
+            float *ha = get_h(A, tot), *hb = get_h(Db, W);
+            if (r) {
+                be->attention_bwd(ex, Bt, bk, bv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, rs, rs, sc);
+                float *h2 = get_h(Bt, tot);
+                CHECK(memcmp(ha, h2, sizeof(float) * (size_t)tot) == 0,
+                      "cuda/attention_bwd_bias %s: gradients differ from attention_bwd's", cur_shape);
+                /* the gradients' rows: dense [N, QD], [N, KD], [N, KD] one after the other, or rows of W */
+                const int64_t off[3] = {0, fused ? QD : nq, fused ? QD + KD : nq + nk}, wd[3] = {QD, KD, KD},
+                              at[3] = {0, QD, QD + KD};
+                double worst = 0;
+                for (int g = 0; g < 3; g++) {
+                    int64_t st = fused ? W : wd[g];
+                    for (int64_t c2 = 0; c2 < wd[g]; c2++) {
+                        double sum = b[at[g] + c2], mag = fabs((double)b[at[g] + c2]);
+                        for (int64_t i = 0; i < N; i++) {
+                            double x = h2[off[g] + i * st + c2];
+                            sum += x;
+                            mag += fabs(x);
+                        }
+                        double e = fabs((double)hb[at[g] + c2] - sum) / fmax(mag, 1e-30);
+                        if (!(e <= worst)) worst = e;
+                    }
+                }
+                CHECK(worst <= 1e-6, "cuda/attention_bwd_bias %s: db error %.3g (of the column's magnitude)",
+                      cur_shape, worst);
+                if (worst > op_worst) op_worst = worst;
+                ffree(h2);
+                taken++;
+            } else {
+                int64_t w = 0;
+                for (int64_t i = 0; i < tot; i++) w += ha[i] != 5.0f;
+                for (int64_t i = 0; i < W; i++) w += hb[i] != b[i];
+                CHECK(w == 0, "cuda/attention_bwd_bias %s: declined but wrote %lld values", cur_shape, (long long)w);
+            }
+            calls++;
+            ffree(ha); ffree(hb); ffree(j); dfree(A); dfree(Bt); dfree(Db);
+        }
+        dfree(Dq); dfree(Dk); dfree(Dv); dfree(Dd); dfree(Do); dfree(Dl);
+        ffree(q); ffree(k); ffree(v); ffree(d); ffree(b);
+    }
+    printf("cuda %-14s %-6s taken for %d of %d calls (gradients as attention_bwd's bit for bit, db to their sums)\n",
+           "attn_bwd_bias", check_failed == before ? "ok" : "FAILED", taken, calls);
+}
+
 /* gelu_bwd_bias (optional op): where the backend takes it, dx as gelu_bwd's
  * (the same kernels' arithmetic: bit for bit) and db += its column sums
  * within float summation error of the reference's double sums; where it
@@ -841,6 +915,8 @@ int main(void) {
     }
     check_attention_bwd_rope();
     cuda_check_status(ctx, "attention_bwd_rope");
+    check_attention_bwd_bias();
+    cuda_check_status(ctx, "attention_bwd_bias");
     check_gelu_bwd_bias();
     cuda_check_status(ctx, "gelu_bwd_bias");
     /* The error rule: a failing op records its error; sumsq then returns
