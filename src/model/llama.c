@@ -589,7 +589,8 @@ static int block_slots(const smj_model_config *c, int64_t N, smj_block_acts *a, 
             SLOT(q_pre, N * QD, SLOT_SAVE); SLOT(k_pre, N * KD, SLOT_SAVE);
             SLOT(q_rstd, N * c->n_heads, SLOT_STAT); SLOT(k_rstd, N * c->n_kv_heads, SLOT_STAT);
         }
-        SLOT(q, N * QD, SLOT_SAVE); SLOT(k, N * KD, SLOT_SAVE); SLOT(v, N * KD, SLOT_SAVE);
+        if (a->qkv_fused) { SLOT(q, N * (QD + 2 * KD), SLOT_SAVE); } /* k, v: views (carve_acts) */
+        else { SLOT(q, N * QD, SLOT_SAVE); SLOT(k, N * KD, SLOT_SAVE); SLOT(v, N * KD, SLOT_SAVE); }
         SLOT(att, N * QD, SLOT_SAVE); SLOT(lse, N * c->n_heads, SLOT_STAT);
         SLOT(res_mid, N * C, SLOT_SAVE);
         SLOT(ln2, N * C, SLOT_SAVE); SLOT(ln2_rstd, N, SLOT_STAT);
@@ -621,11 +622,21 @@ static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_
     else res = take(cv, (L + 1) * N * C);
     float *tmp = take(cv, N * C);
     if (m) { m->res = res; m->res16 = res16; m->stage = stage; }
-    smj_block_acts a0 = {0};
+    /* q, k, v as one [N, QD + 2 KD] tensor (one product forward, attention
+     * reading its rows in place) where the weights allow; the sizes are the
+     * same either way (estimates carve with m NULL) */
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int fused = c->arch != SMJ_ARCH_GPT2 && !c->qk_norm && !c->attn_bias;
+    for (int l = 0; fused && m && l < L; l++) {
+        const float *wq = smj_model_ptr(m, m->params, R_WQ, l), *wk = smj_model_ptr(m, m->params, R_WK, l),
+                    *wv = smj_model_ptr(m, m->params, R_WV, l);
+        fused = wq && wk == wq + QD * C && wv == wk + KD * C;
+    }
+    smj_block_acts a0 = {.qkv_fused = fused};
     act_slot s0[MAX_SLOTS], s[MAX_SLOTS];
     int ns = block_slots(c, N, &a0, s0);
     for (int l = 0; l < L; l++) {
-        smj_block_acts a = {0};
+        smj_block_acts a = {.qkv_fused = fused};
         block_slots(c, N, &a, s);
         int64_t n16 = 0;
         for (int i = 0; i < ns; i++) {
@@ -634,6 +645,7 @@ static void carve_acts(const smj_model_config *c, int B, int T, const smj_train_
             if (blk16 && s[i].kind == SLOT_SAVE) n16 += saved16_len(s[i].n);
         }
         if (blk16) a.saved16 = take16(cv, n16);
+        if (fused) { a.k = a.q + QD; a.v = a.k + KD; }
         a.tmp = tmp;
         if (l == 0) a0 = a;
         if (m) m->blk[l] = a;
@@ -905,6 +917,13 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
         }
         be->rmsnorm_fwd(ex, a->q, a->q_rstd, a->q_pre, W(R_Q_NORM), N * NH, HS, c->norm_eps);
         be->rmsnorm_fwd(ex, a->k, a->k_rstd, a->k_pre, W(R_K_NORM), N * NKV, HS, c->norm_eps);
+    } else if (a->qkv_fused) {
+        /* q|k|v: one product over the side-by-side weights [QD + 2 KD, C],
+         * written as bf16 (rope rotates the q and k heads of its rows in that
+         * copy, flash reads its rows) */
+        smj_acts_home_only(m, l, a->q, N);
+        be->matmul(ex, a->q, a->ln1, W(R_WQ), N, QD + 2 * KD, C, 0, 1, 0);
+        return;
     } else {
         /* q, k written as bf16 by their products (rope rotates those) */
         if (!c->attn_bias) smj_acts_home_only(m, l, a->q, N);
@@ -978,14 +997,22 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int64_t N = (int64_t)B * T;
     smj_rope_prepare(m, pos0, T);
     block_qkv(m, l, a, x, N);
-    smj_acts_home_only(m, l, a->q, N);
-    be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0, 0);
-    smj_acts_home_only(m, l, a->k, N);
-    be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0, 0);
+    int64_t rs = 0; /* q's (and, read in place, k's and v's) row stride: dense, or q|k|v's rows */
+    if (a->qkv_fused) { /* the q and k heads of each row rotated in one pass */
+        rs = (int64_t)(NH + 2 * NKV) * HS;
+        smj_acts_home_only(m, l, a->q, N);
+        be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH + NKV, HS, pos0, rs);
+    } else {
+        smj_acts_home_only(m, l, a->q, N);
+        be->rope_fwd(ex, a->q, m->rope_cos, m->rope_sin, B, T, NH, HS, pos0, 0);
+        smj_acts_home_only(m, l, a->k, N);
+        be->rope_fwd(ex, a->k, m->rope_cos, m->rope_sin, B, T, NKV, HS, pos0, 0);
+        smj_acts_home(m, l, a->v, N);
+    }
     smj_acts_home_only(m, l, a->att, N);
-    smj_acts_home(m, l, a->v, N);
-    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, 0, 0, kv_bstride,
-                      1.0f / sqrtf((float)HS));
+    int in_place = rs && kbase == a->k; /* a training block's own k, v rows (else a session's cache) */
+    be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, rs, in_place ? rs : 0,
+                      in_place ? (int64_t)T * rs : kv_bstride, 1.0f / sqrtf((float)HS));
     block_tail(m, l, a, x, y, N);
 }
 
@@ -1317,14 +1344,15 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     int fused = prod_only && W(R_WK) == W(R_WQ) + QD * C && W(R_WV) == W(R_WK) + KD * C;
     float *dq = m->dq, *dk = fused ? dq + QD : dq + N * QD, *dv = fused ? dk + KD : dk + N * KD;
     float sc = 1.0f / sqrtf((float)HS);
+    int64_t rs = a->qkv_fused ? W3 : 0; /* q, k, v: rows of one tensor (the forward's fused product), or dense */
     if (fused) {
         /* attention's backward with the rotation in one op where the
          * backend has it, else the two ops */
         smj_grad_only16(m, dq, N * W3);
         if (!be->attention_bwd_rope ||
             !be->attention_bwd_rope(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->rope_cos,
-                                    m->rope_sin, B, T, NH, NKV, HS, 0, 0, W3, W3, sc)) {
-            be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0, W3,
+                                    m->rope_sin, B, T, NH, NKV, HS, rs, rs, W3, W3, sc)) {
+            be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, rs, rs, W3,
                               W3, sc);
             smj_grad_only16(m, dq, N * W3);
             be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH + NKV, HS, 0, W3);
@@ -1336,7 +1364,8 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         smj_grad_drop16(m, dq, N * W3);
     } else {
         if (prod_only) smj_grad_only16(m, dv, N * KD);
-        be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
+        be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, rs, rs, 0, 0,
+                          sc);
         smj_grad_drop16(m, m->datt, N * QD);
         if (prod_only) smj_grad_only16(m, dq, N * QD);
         be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0, 0);

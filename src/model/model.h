@@ -78,7 +78,11 @@ typedef struct {
     float *ln1, *ln1_rstd;         /* [N,C], [N] */
     float *q_pre, *k_pre;          /* [N,NH*HS], [N,NKV*HS] before QK-norm (qk_norm only) */
     float *q_rstd, *k_rstd;        /* [N*NH], [N*NKV] */
-    float *q, *k, *v;              /* [N,NH*HS], [N,NKV*HS] x2, after norm + RoPE */
+    float *q, *k, *v;              /* [N,NH*HS], [N,NKV*HS] x2, after norm + RoPE; with
+                                      qkv_fused the column ranges of one [N, NH*HS + 2*NKV*HS]
+                                      tensor at q (one product, rows that wide apart) */
+    int qkv_fused;                 /* Llama without QK-norm or attention biases, Wq|Wk|Wv
+                                      side by side in f32 (carve_acts decides) */
     float *att, *lse;              /* [N,NH*HS], [B,NH,T] */
     float *res_mid;                /* [N,C] residual after attention */
     float *ln2, *ln2_rstd;         /* [N,C], [N] */
