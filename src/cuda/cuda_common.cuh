@@ -344,28 +344,42 @@ static __device__ __forceinline__ void rope_rot(float a, float b, float co, floa
 }
 
 /* GELU, tanh form: 0.5 v (1 + tanh u) = v s with s = 1 / (1 + e^-2u), and
- * gelu' = s + 2 v s (1 - s) u'. u = K (v + 0.044715 v^3) in double (the
- * cubic cancels for v < 0), the rest in float: expf within an ulp and no
- * 1 + tanh u to cancel, so the result keeps ~5e-7 relative where the
- * reference's double tanh form gives its value (op checker: 1e-6). e =
- * e^-2u overflows to inf for u below ~-44: s = 0 and 1 - s = 1 there. */
+ * gelu' = s + 2 v s (1 - s) u'. All in float: -2u = c1 + c3 (the linear and
+ * cubic terms), their sum's rounding and the linear term's (with the
+ * constant's own: K1 = K1H + K1L) carried in lo and applied as
+ * e^-2u = e^hi (1 + lo); no 1 + tanh u to cancel. Checked against the
+ * reference's double tanh form on every float in [-12, 12] (on the host,
+ * glibc's expf): gelu within 2.4e-7 relative where x >= -2 (1e-7 absolute
+ * below), gelu' within 2.4e-7 absolute (op checker: 1e-6; CUDA's expf is
+ * within 2 ulp). Roundings are explicit (_rn), so any file's build gives
+ * the same bits. e overflows to inf for u below ~-44: s = 0 and 1 - s = 1
+ * there; past |x| = 16, e is 0 or inf and lo is not applied (x^3 may
+ * overflow). (Before: u in double, whose conversions run at an eighth of
+ * float's rate on Hopper.) */
 #define GELU_K 0.79788456080286535588 /* sqrt(2/pi) */
 static __device__ __forceinline__ void gelu_s(float x, float &s, float &oms) {
-    double v = x;
-    float e = expf((float)(-2.0 * GELU_K * (v + 0.044715 * v * v * v)));
-    s = 1.0f / (1.0f + e);
-    oms = isinf(e) ? 1.0f : e * s;
+    const float K1H = (float)(-2.0 * GELU_K), K1L = (float)(-2.0 * GELU_K - (double)K1H),
+                K3 = (float)(-2.0 * GELU_K * 0.044715);
+    float c1 = __fmul_rn(K1H, x), c3 = __fmul_rn(__fmul_rn(K3, __fmul_rn(x, x)), x);
+    float hi = __fadd_rn(c1, c3);
+    float lo = __fadd_rn(__fsub_rn(c3, __fsub_rn(hi, c1)), __fadd_rn(__fmaf_rn(K1H, x, -c1), __fmul_rn(K1L, x)));
+    float e = expf(hi);
+    if (fabsf(x) < 16.0f && !isinf(e)) e = __fmaf_rn(e, lo, e);
+    s = __frcp_rn(__fadd_rn(1.0f, e));
+    oms = isinf(e) ? 1.0f : __fmul_rn(e, s);
 }
 static __device__ __forceinline__ float gelu_f(float x) {
     float s, oms;
     gelu_s(x, s, oms);
-    return x * s;
+    return __fmul_rn(x, s);
 }
 static __device__ __forceinline__ float gelu_d(float x) {
     float s, oms;
     gelu_s(x, s, oms);
-    double v = x, du = GELU_K * (1.0 + 3.0 * 0.044715 * v * v); /* (finite for every float v) */
-    return s + (oms == 0.0f ? 0.0f : (float)(2.0 * v * s * oms * du));
+    if (s == 0.0f) return __fmul_rn(0.0f, x); /* (NaN for x = -inf, as the reference) */
+    if (oms == 0.0f) return s;
+    float du = __fmul_rn((float)GELU_K, __fadd_rn(1.0f, __fmul_rn((float)(3.0 * 0.044715), __fmul_rn(x, x))));
+    return __fadd_rn(s, __fmul_rn(__fmul_rn(__fmul_rn(__fmul_rn(2.0f, x), s), oms), du));
 }
 /* The layout of smj_cuda.dec_sync (unsigned words). */
 #define DEC_ARGMAX_BLOCKS 256                      /* decode_argmax's grid, at most */
