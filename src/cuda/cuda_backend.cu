@@ -40,9 +40,9 @@
  *  - SMJ_CUDA_PROFILE=1: device time per op (event pairs), printed at fini.
  *
  * Determinism: every op is deterministic run to run on one GPU model (fixed
- * reduction orders, no atomics). embedding_bwd downloads the ids (N int32),
- * groups positions by id on the host (a stable counting sort) and sums each
- * id's rows in position order: bit-identical to the reference.
+ * reduction orders, no atomics). embedding_bwd (embed_bwd.cu) groups
+ * positions by id with a stable device sort and sums each id's rows in
+ * position order: bit-identical to the reference.
  *
  * State: one smj_cuda per context (ex->impl): stream, cuBLAS handle,
  * scratch buffers, pinned host buffers and the first error. No globals.
@@ -584,70 +584,6 @@ static void cu_embedding_fwd(const smj_exec *ex, float *out, const int32_t *ids,
     op_end(c);
 }
 
-/* dwte[id, c] += dout[n, c] over the positions n of id, in increasing n
- * (the reference's order). order: positions grouped by id; off[u..u+1]:
- * the positions of unique id uid[u]. */
-__global__ void k_embedding_bwd(float *dwte, const float *dout, const int32_t *uid, const int32_t *off,
-                                const int32_t *order, int C) {
-    int u = blockIdx.y, cc = blockIdx.x * blockDim.x + threadIdx.x;
-    if (cc >= C) return;
-    float *row = dwte + (int64_t)uid[u] * C;
-    float acc = row[cc];
-    for (int k = off[u]; k < off[u + 1]; k++) acc += dout[(int64_t)order[k] * C + cc];
-    row[cc] = acc;
-}
-
-static void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C) {
-    OP_BEGIN("embedding_bwd");
-    if (N <= 0 || C <= 0) { op_end(c); return; }
-    if (N > INT32_MAX / 4) { record(c, SMJ_ERR_UNSUPPORTED, "embedding_bwd: N %lld too large", (long long)N); return; }
-    size_t need = (size_t)N * 4 + 2; /* ids [N] | order [N] | uid [<=N] | off [<=N+1] */
-    if (need > c->h_ids_n) {
-        if (c->h_ids) CK(c, cudaFreeHost(c->h_ids));
-        c->h_ids = NULL;
-        c->h_ids_n = 0;
-        if (!CK(c, cudaMallocHost((void **)&c->h_ids, need * sizeof(int32_t)))) return;
-        c->h_ids_n = need;
-    }
-    int32_t *h = c->h_ids, *ord = h + N, *uo = h + 2 * N; /* uo: uid[U] then off[U+1] */
-    if (!CK(c, cudaMemcpyAsync(h, ids, sizeof(int32_t) * (size_t)N, cudaMemcpyDeviceToHost, c->stream))) return;
-    if (!CK(c, cudaStreamSynchronize(c->stream))) return;
-    int32_t mx = 0;
-    for (int64_t n = 0; n < N; n++) mx = h[n] > mx ? h[n] : mx;
-    if ((size_t)mx + 2 > c->h_cnt_n) {
-        free(c->h_cnt);
-        c->h_cnt_n = (size_t)mx + 2;
-        c->h_cnt = (int32_t *)malloc(sizeof(int32_t) * c->h_cnt_n);
-        if (!c->h_cnt) { c->h_cnt_n = 0; record(c, SMJ_ERR_NOMEM, "embedding_bwd: out of host memory"); return; }
-    }
-    int32_t *cnt = c->h_cnt;
-    memset(cnt, 0, sizeof(int32_t) * ((size_t)mx + 2));
-    for (int64_t n = 0; n < N; n++) cnt[h[n] + 1]++;
-    int U = 0;
-    for (int32_t v = 0; v <= mx; v++) U += cnt[v + 1] > 0;
-    int32_t *uid = uo, *off = uo + U;
-    int u = 0;
-    for (int32_t v = 0; v <= mx; v++)
-        if (cnt[v + 1]) { uid[u] = v; off[u] = cnt[v]; u++; cnt[v + 1] += cnt[v]; }
-        else cnt[v + 1] = cnt[v];
-    off[U] = (int32_t)N;
-    /* cnt[v] is now the start of v's positions: scatter stably */
-    for (int64_t n = 0; n < N; n++) ord[cnt[h[n]]++] = (int32_t)n;
-    /* device copy of order | uid | off */
-    size_t dev_n = (size_t)N + 2 * (size_t)U + 1;
-    int32_t *d = (int32_t *)scratch(c, dev_n * sizeof(int32_t));
-    if (!d) return;
-    if (!CK(c, cudaMemcpyAsync(d, ord, sizeof(int32_t) * dev_n, cudaMemcpyHostToDevice, c->stream))) return;
-    for (int u0 = 0; u0 < U; u0 += 65535) {
-        int nu = U - u0 < 65535 ? U - u0 : 65535;
-        dim3 grid((unsigned)((C + 127) / 128), (unsigned)nu);
-        k_embedding_bwd<<<grid, 128, 0, c->stream>>>(dwte, dout, d + N + u0, d + N + U + u0, d, C);
-        LAUNCHED(c);
-    }
-    /* the pinned buffers are rewritten only after the next call's sync */
-    op_end(c);
-}
-
 /* ------------------------------------------------------------ rope */
 
 /* In fp32 (the rotation of a pair in float: within 1e-6 of the double
@@ -1081,8 +1017,6 @@ static void cu_fini(smj_exec *ex) {
     lt_free(c);
     for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
     if (c->h_sum) cudaFreeHost(c->h_sum);
-    if (c->h_ids) cudaFreeHost(c->h_ids);
-    free(c->h_cnt);
     free(c);
     ex->impl = NULL;
 }

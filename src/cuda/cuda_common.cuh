@@ -39,10 +39,6 @@ typedef struct {
     size_t scratch_bytes;
     unsigned long scratch_gen;   /* bumped when the scratch moves (a recorded graph holds its address) */
     double *h_sum;               /* pinned: the sumsq result */
-    int32_t *h_ids;              /* pinned: embedding_bwd ids / order / offsets */
-    size_t h_ids_n;
-    int32_t *h_cnt;              /* host: counting-sort buckets */
-    size_t h_cnt_n;
     smj_status err;              /* first failure */
     int capturing, capture_failed; /* inside graph_begin/end: failures end the capture, not the context */
     int no_graphs;               /* SMJ_CUDA_GRAPHS=0 */
@@ -328,6 +324,8 @@ int cu_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, f
                           int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs,
                           float scale);
 int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N, int H);
+/* embedding_bwd (embed_bwd.cu). */
+void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C);
 /* Adds the P rows of part [P, C] to dw [C] in row order (norms.cu). */
 __global__ void k_colsum_add(float *dw, const float *part, int P, int C);
 int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, int64_t M,
