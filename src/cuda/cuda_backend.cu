@@ -40,12 +40,12 @@
  *  - SMJ_CUDA_PROFILE=1: device time per op (event pairs), printed at fini.
  *
  * Determinism: every op is deterministic run to run on one GPU model (fixed
- * reduction orders, no atomics). embedding_bwd (embed_bwd.cu) groups
- * positions by id with a stable device sort and sums each id's rows in
- * position order: bit-identical to the reference.
+ * reduction orders, no floating-point atomics). embedding_bwd (embed_bwd.cu)
+ * groups positions by id with a stable device sort and sums each id's rows
+ * in position order: bit-identical to the reference.
  *
  * State: one smj_cuda per context (ex->impl): stream, cuBLAS handle,
- * scratch buffers, pinned host buffers and the first error. No globals.
+ * scratch buffers, a pinned host word and the first error. No globals.
  *
  * Errors: ops return nothing, so every CUDA/cuBLAS call goes through CK()
  * or CKB(), which record the FIRST failure (call, op, file:line, message) in
