@@ -664,54 +664,55 @@ static void grad_outs(smj_cuda *c, float *dq, float *dk, float *dv, int64_t N, i
         }
 }
 
-/* attention_bwd_rope (optional op): flash_bwd with the rotation in the
- * epilogues of Hopper's dQ and dK kernels (declines elsewhere: the model
- * runs attention_bwd and rope_bwd); the gradients and their copies as
- * grad_outs says. */
-int cu_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                          const float *lse, const float *q, const float *k, const float *v, const float *cs,
-                          const float *sn, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
-                          int64_t dq_rs, int64_t dkv_rs, float scale) {
+/* The fused backwards of Hopper's kernels: flash_bwd with the rotation
+ * (tables cs, sn) or the bias gradient's column sums (db) in its epilogues;
+ * 0, nothing written, where those kernels do not take the arguments. The
+ * gradients and their copies as grad_outs says. */
+static int fused_bwd(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, const float *dout,
+                     const float *out, const float *lse, const float *q, const float *k, const float *v,
+                     const float *cs, const float *sn, int B, int T, int NH, int NKV, int HS, int64_t q_rs,
+                     int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs, float scale) {
     const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
     const int64_t dqrs = dq_rs ? dq_rs : qrs, dkrs = dkv_rs ? dkv_rs : krs, N = (int64_t)B * T;
     if (B <= 0 || T <= 0 || NKV < 1 || NH % NKV || !flash_sm90_ok(S(ex), HS) ||
         !bwd_flash(S(ex), T, HS, qrs, krs, dqrs, dkrs, q, k, v, dout, out, dq, dk, dv))
         return 0;
     OP_BEGIN_L("attention_bwd");
-    fp32_in(c, cs, (int64_t)T * (HS / 2));
-    fp32_in(c, sn, (int64_t)T * (HS / 2));
+    if (cs) {
+        fp32_in(c, cs, (int64_t)T * (HS / 2));
+        fp32_in(c, sn, (int64_t)T * (HS / 2));
+    }
+    if (db) cast_written(c, db, QD + 2 * KD); /* (read too) */
     float *f[3];
     __nv_bfloat16 *h[3];
     grad_outs(c, dq, dk, dv, N, QD, KD, dqrs, dkrs, f, h);
     flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], cs, sn, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs, dqrs,
-              dkrs, scale, NULL);
+              dkrs, scale, db);
     op_end(c);
     return 1;
 }
 
-/* attention_bwd_bias (optional op): flash_bwd with the bias gradient's
- * column sums in the epilogues of Hopper's kernels, each block's rows
- * summed into a partial row, the partial rows added in order (declines
- * elsewhere: the model runs attention_bwd and its own bias gradient); the
- * gradients and their copies as grad_outs says. */
+/* attention_bwd_rope (optional op): the rotation in the epilogues of
+ * Hopper's dQ and dK kernels (declines elsewhere: the model runs
+ * attention_bwd and rope_bwd). */
+int cu_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                          const float *lse, const float *q, const float *k, const float *v, const float *cs,
+                          const float *sn, int B, int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs,
+                          int64_t dq_rs, int64_t dkv_rs, float scale) {
+    return fused_bwd(ex, dq, dk, dv, NULL, dout, out, lse, q, k, v, cs, sn, B, T, NH, NKV, HS, q_rs, kv_rs, dq_rs,
+                     dkv_rs, scale);
+}
+
+/* attention_bwd_bias (optional op): the bias gradient's column sums in the
+ * epilogues of Hopper's kernels, each block's rows summed into a partial
+ * row, the partial rows added in order (declines elsewhere: the model runs
+ * attention_bwd and its own bias gradient). */
 int cu_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, const float *dout,
                           const float *out, const float *lse, const float *q, const float *k, const float *v, int B,
                           int T, int NH, int NKV, int HS, int64_t q_rs, int64_t kv_rs, int64_t dq_rs, int64_t dkv_rs,
                           float scale) {
-    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, qrs = q_rs ? q_rs : QD, krs = kv_rs ? kv_rs : KD;
-    const int64_t dqrs = dq_rs ? dq_rs : qrs, dkrs = dkv_rs ? dkv_rs : krs, N = (int64_t)B * T;
-    if (B <= 0 || T <= 0 || NKV < 1 || NH % NKV || !flash_sm90_ok(S(ex), HS) ||
-        !bwd_flash(S(ex), T, HS, qrs, krs, dqrs, dkrs, q, k, v, dout, out, dq, dk, dv))
-        return 0;
-    OP_BEGIN_L("attention_bwd");
-    cast_written(c, db, QD + 2 * KD); /* (read too) */
-    float *f[3];
-    __nv_bfloat16 *h[3];
-    grad_outs(c, dq, dk, dv, N, QD, KD, dqrs, dkrs, f, h);
-    flash_bwd(c, f[0], f[1], f[2], h[0], h[1], h[2], NULL, NULL, dout, out, lse, q, k, v, B, T, NH, NKV, HS, qrs, krs,
-              dqrs, dkrs, scale, db);
-    op_end(c);
-    return 1;
+    return fused_bwd(ex, dq, dk, dv, db, dout, out, lse, q, k, v, NULL, NULL, B, T, NH, NKV, HS, q_rs, kv_rs, dq_rs,
+                     dkv_rs, scale);
 }
 
 /* qrs, krs (inputs), dqrs, dkrs (gradients): dense unless bwd_flash (the
