@@ -326,8 +326,8 @@ int cu_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, f
 int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N, int H);
 /* embedding_bwd (embed_bwd.cu). */
 void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C);
-/* Adds the P rows of part [P, C] to dw [C] in row order (norms.cu). */
-__global__ void k_colsum_add(float *dw, const float *part, int P, int C);
+/* Adds the P rows of part [P, C] to dw [C] in a fixed order (norms.cu). */
+void colsum_add(smj_cuda *c, float *dw, const float *part, int P, int64_t C);
 int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, int64_t M,
                    int64_t N, int64_t K, int tA, int tB);
 void lt_free(smj_cuda *c);

@@ -360,7 +360,7 @@ template <bool BWD> static void gelu_launch(smj_cuda *c, float *out, const float
 /* gelu_bwd_bias: block p takes rows [p R, (p+1) R) of H values, a thread
  * four columns at a time (16-byte rows: H % 4 == 0), each row's dx =
  * dout gelu'(x) stored (fp32 and/or the bf16 copy), the column sums of
- * its rows into part[p, :]; k_colsum_add then adds the blocks' rows in
+ * its rows into part[p, :]; colsum_add then adds the blocks' rows in
  * order (no atomics: deterministic). x and dout: fp32 or exact copies. */
 template <typename X, typename D>
 __global__ void k_gelu_bwd_bias(float *dx, __nv_bfloat16 *d16, float *part, const D *dout, const X *x, int64_t N,
@@ -410,8 +410,7 @@ int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout
     else if (g16) gelu_bias_go(c, P, o, o16, part, g16, x, N, H, (int)R);
     else gelu_bias_go(c, P, o, o16, part, dout, x, N, H, (int)R);
     LAUNCHED(c);
-    k_colsum_add<<<(unsigned)((H + 127) / 128), 128, 0, c->stream>>>(db, part, P, H);
-    LAUNCHED(c);
+    colsum_add(c, db, part, P, H);
     op_end(c);
     return 1;
 }

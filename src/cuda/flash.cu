@@ -499,11 +499,7 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
         if (part) { /* the partial rows added in order (no atomics) */
             const float *pp[3] = {pq, pk, pv};
             const int64_t wd[3] = {QD, KD, KD}, at[3] = {0, QD, QD + KD};
-            for (int i = 0; i < 3; i++) {
-                k_colsum_add<<<(unsigned)((wd[i] + 127) / 128), 128, 0, c->stream>>>(db + at[i], pp[i], (int)prow,
-                                                                                      (int)wd[i]);
-                LAUNCHED(c);
-            }
+            for (int i = 0; i < 3; i++) colsum_add(c, db + at[i], pp[i], (int)prow, wd[i]);
         }
         return;
     }

@@ -2,7 +2,7 @@
  * and backward, the residual add fused with the norm after it
  * (add_rmsnorm_fwd), and GPT-2's layernorm. One warp per row with 16-byte
  * accesses where rows allow; the weight gradients go through per-block
- * column partials summed in a fixed order (k_colsum_add: no atomics,
+ * column partials summed in a fixed order (colsum_add: no atomics,
  * deterministic). Ops that feed products write the bf16 copy of their
  * output beside it in bf16 mode (shadow_of, see cuda_common.cuh).
  */
@@ -150,7 +150,7 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
  * or NULL), and dw's partial sums in the same pass: block p takes rows
  * [p R, (p+1) R), one warp per row at a time; each warp adds dy x r of its
  * rows into its own shared row of C floats, then the block sums its warps'
- * rows in order into part[p, :] (k_colsum_add sums the blocks' rows: fixed
+ * rows in order into part[p, :] (colsum_add sums the blocks' rows: fixed
  * order, no atomics). x and dout: fp32, or their exact bf16 copies (X, D =
  * bf16: the same values). */
 template <bool V4, typename X, typename D>
@@ -272,12 +272,38 @@ __global__ void k_rmsnorm_bwd_r(float *dx, __nv_bfloat16 *dx16, float *part, con
         part[(int64_t)blockIdx.x * C + i] = s;
     }
 }
-__global__ void k_colsum_add(float *dw, const float *part, int P, int C) {
-    int cc = blockIdx.x * blockDim.x + threadIdx.x;
-    if (cc >= C) return;
+/* dw[c] += the sum of part[p, c] over p < P, in a fixed order: a block
+ * takes 32 columns, its 16 warps (threadIdx.y) rows y, y + 16, y + 32, ...
+ * (eight loads in flight a thread), then the 16 partial sums are added in
+ * warp order. One thread a column over all P rows (P ~ 4 per SM) left each
+ * sum a chain of dependent L2 round trips, tens of microseconds a call. */
+__global__ void __launch_bounds__(512) k_colsum_add(float *dw, const float *part, int P, int C) {
+    __shared__ float sh[16][33];
+    const int cc = blockIdx.x * 32 + threadIdx.x;
     float s = 0;
-    for (int p = 0; p < P; p++) s += part[(int64_t)p * C + cc];
-    dw[cc] += s;
+    if (cc < C) {
+        int p = threadIdx.y;
+        for (; p + 7 * 16 < P; p += 8 * 16) {
+            float v[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) v[u] = part[(int64_t)(p + 16 * u) * C + cc];
+#pragma unroll
+            for (int u = 0; u < 8; u++) s += v[u];
+        }
+        for (; p < P; p += 16) s += part[(int64_t)p * C + cc];
+    }
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && cc < C) {
+        float t = 0;
+        for (int k = 0; k < 16; k++) t += sh[k][threadIdx.x];
+        dw[cc] += t;
+    }
+}
+void colsum_add(smj_cuda *c, float *dw, const float *part, int P, int64_t C) {
+    if (C <= 0) return;
+    k_colsum_add<<<(unsigned)((C + 31) / 32), dim3(32, 16), 0, c->stream>>>(dw, part, P, (int)C);
+    LAUNCHED(c);
 }
 
 /* Launches rmsnorm_bwd's kernel for x read as X, dout as D (fp32, or their
@@ -343,8 +369,7 @@ void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout,
              : d16        ? rms_bwd_launch(c, NV, v4, sm, P, nw, dx, dx16, part, d16, x, w, rstd, N, C, (int)R, acc)
                           : rms_bwd_launch(c, NV, v4, sm, P, nw, dx, dx16, part, dout, x, w, rstd, N, C, (int)R, acc);
     if (!ok) return;
-    k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
-    LAUNCHED(c);
+    colsum_add(c, dw, part, P, C);
     op_end(c);
 }
 
@@ -428,7 +453,7 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
  * mean(g xh)); dw += dy xh, db += dy. One pass, as k_rmsnorm_bwd: a warp
  * per row (its values read twice, the second time from L1), the block's
  * rows' dw and db terms summed in shared memory per warp, then per block
- * into part[blockIdx, :] and part[P + blockIdx, :] (k_colsum_add sums the
+ * into part[blockIdx, :] and part[P + blockIdx, :] (colsum_add sums the
  * blocks in order). V4: 16-byte accesses (C % 4 == 0, aligned rows). */
 template <bool V4, typename X, typename D>
 __global__ void k_layernorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, const D *dout, const X *x, const float *w,
@@ -496,7 +521,7 @@ __global__ void k_layernorm_bwd(float *dx, __nv_bfloat16 *dx16, float *part, con
     }
 }
 
-/* dw, db: per-block column partials, then k_colsum_add sums them in fixed
+/* dw, db: per-block column partials, then colsum_add sums them in fixed
  * order (no atomics: deterministic). OP_BEGIN_L: x and dout read as their
  * exact bf16 copies where there are (x: a bound saved tensor under
  * --fp16-activations; dout: a product's output bf16_only promised), else
@@ -546,11 +571,9 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
              : d16      ? ln_bwd_launch(c, v4, sm, P, nw, dx, dx16, part, d16, x, w, mean, rstd, N, C, (int)R, acc)
                         : ln_bwd_launch(c, v4, sm, P, nw, dx, dx16, part, dout, x, w, mean, rstd, N, C, (int)R, acc);
     if (!ok) return;
-    k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(dw, part, P, C);
-    LAUNCHED(c);
+    colsum_add(c, dw, part, P, C);
     if (db) {
-        k_colsum_add<<<(unsigned)((C + 127) / 128), 128, 0, c->stream>>>(db, part + (int64_t)P * C, P, C);
-        LAUNCHED(c);
+        colsum_add(c, db, part + (int64_t)P * C, P, C);
     }
     op_end(c);
 }
