@@ -771,7 +771,7 @@ static __device__ __forceinline__ float4 xent_d4(float4 x, float z, int32_t t, i
 }
 template <bool V4, typename L>
 __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const float *lse,
-                           const int32_t *targets, float dloss, int V, int ld) {
+                           const int32_t *targets, float dloss, int V, int ld, int w16) {
     int64_t n = blockIdx.y;
     int j = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (j >= ld) return;
@@ -780,12 +780,20 @@ __global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const
     int64_t i = n * ld + j;
     if (V4) {
         bool two = j + 4 < ld;
-        float4 x0 = ld4(logits + i, 0), x1 = two ? ld4(logits + i + 4, 0) : x0;
+        float4 x0, x1;
+        if (sizeof(L) == 2 && w16) /* 16-byte bf16 rows (ld % 8 == 0): one load, one store of eight */
+            ld8(logits, i / 8, x0, x1);
+        else
+            x0 = ld4(logits + i, 0), x1 = two ? ld4(logits + i + 4, 0) : x0;
         float4 o0 = xent_d4(x0, z, t, j, V, dloss), o1 = xent_d4(x1, z, t, j + 4, V, dloss);
         if (dl) *(float4 *)(dl + i) = o0;
-        if (d16) st_bf16x4(d16 + i, o0);
         if (two && dl) *(float4 *)(dl + i + 4) = o1;
-        if (two && d16) st_bf16x4(d16 + i + 4, o1);
+        if (d16 && w16) {
+            st_bf16x8(d16 + i, o0, o1);
+        } else if (d16) {
+            st_bf16x4(d16 + i, o0);
+            if (two) st_bf16x4(d16 + i + 4, o1);
+        }
     } else {
         for (int e = 0; e < 8 && j + e < ld; e++) {
             float o = xent_d1(ld1(logits, i + e), z, t, j + e, V, dloss);
@@ -839,10 +847,12 @@ static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits,
         bool v4 = ld % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0;
         const float *lf = logits + n0 * ld;
         const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
-        if (lb && v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld);
-        else if (lb) k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld);
-        else if (v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld);
-        else k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld);
+        /* the bf16 rows (read, written) 16-byte aligned: eight values an access */
+        int w16 = v4 && ld % 8 == 0 && (!lb || (uintptr_t)lb % 16 == 0) && (!b || (uintptr_t)b % 16 == 0);
+        if (lb && v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld, w16);
+        else if (lb) k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld, w16);
+        else if (v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld, w16);
+        else k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld, w16);
         LAUNCHED(c);
     }
     op_end(c);

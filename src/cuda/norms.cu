@@ -71,6 +71,94 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
     }
 }
 
+/* Rows of C <= 1,024 values (V4 rows), one warp per row with the row in
+ * registers (each lane NV float4, every load of the row issued before the
+ * first use): RMSNorm (LN false; with b, add_rmsnorm_fwd: sum = x + b
+ * written as the row is read) or LayerNorm (LN: mean, then the variance of
+ * the deviations from the registers; bias may be NULL). Each lane sums its
+ * values in k_rmsnorm_fwd<true>'s order, so RMSNorm gives its bits; the
+ * second pass reads no memory. */
+template <int NV, bool LN>
+__global__ void __launch_bounds__(128)
+    k_norm_fwd_r(float *out, __nv_bfloat16 *o16, float *mean, float *rstd, const float *x, const float *w,
+                 const float *bias, int64_t N, int C, float eps, const float *b, float *sum, __nv_bfloat16 *s16) {
+    const int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, C4 = C >> 2;
+    if (n >= N) return;
+    float4 v[NV];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = lane + 32 * j;
+        if (i < C4) v[j] = ((const float4 *)(x + n * C))[i];
+    }
+    if (b) {
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            const int i = lane + 32 * j;
+            if (i >= C4) continue;
+            const float4 u = ((const float4 *)(b + n * C))[i];
+            v[j] = make_float4(v[j].x + u.x, v[j].y + u.y, v[j].z + u.z, v[j].w + u.w);
+            ((float4 *)(sum + n * C))[i] = v[j];
+            if (s16) st_bf16x4(s16 + n * C + 4 * i, v[j]);
+        }
+    }
+    float m = 0.f, ss = 0.f;
+    if (LN) {
+#pragma unroll
+        for (int j = 0; j < NV; j++)
+            if (lane + 32 * j < C4) ss += v[j].x + v[j].y + v[j].z + v[j].w;
+        m = warp_sum(ss) / (float)C;
+        ss = 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < NV; j++)
+        if (lane + 32 * j < C4) {
+            const float4 d = make_float4(v[j].x - m, v[j].y - m, v[j].z - m, v[j].w - m);
+            ss += d.x * d.x + d.y * d.y + d.z * d.z + d.w * d.w;
+        }
+    const float r = 1.0f / sqrtf(warp_sum(ss) / (float)C + eps);
+    if (lane == 0) {
+        rstd[n] = r;
+        if (LN) mean[n] = m;
+    }
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = lane + 32 * j;
+        if (i >= C4) continue;
+        const float4 g = ((const float4 *)w)[i];
+        float4 o;
+        if (LN) {
+            const float4 z = bias ? ((const float4 *)bias)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+            o = make_float4((v[j].x - m) * r * g.x, (v[j].y - m) * r * g.y, (v[j].z - m) * r * g.z,
+                            (v[j].w - m) * r * g.w);
+            if (bias) o = make_float4(o.x + z.x, o.y + z.y, o.z + z.z, o.w + z.w);
+        } else {
+            o = make_float4((v[j].x * r) * g.x, (v[j].y * r) * g.y, (v[j].z * r) * g.z, (v[j].w * r) * g.w);
+        }
+        if (out) ((float4 *)(out + n * C))[i] = o;
+        if (o16) st_bf16x4(o16 + n * C + 4 * i, o);
+    }
+}
+/* Launches k_norm_fwd_r for rows of C values: 0 (nothing launched) unless
+ * C % 4 == 0, C <= 1,024 and the pointers allow 16-byte accesses. */
+template <bool LN>
+static int norm_fwd_r(smj_cuda *c, float *out, __nv_bfloat16 *o16, float *mean, float *rstd, const float *x,
+                      const float *w, const float *bias, int64_t N, int C, float eps, const float *b, float *sum,
+                      __nv_bfloat16 *s16) {
+    const int C4 = C / 4;
+    if (!rows_v4(C, out, x, w) || !rows_v4(C, bias, b, sum) || C4 > 256) return 0;
+    const unsigned nb = blocks_for(N, 4, INT32_MAX);
+#define F(NV) k_norm_fwd_r<NV, LN><<<nb, 128, 0, c->stream>>>(out, o16, mean, rstd, x, w, bias, N, C, eps, b, sum, s16)
+    if (C4 <= 32) F(1);
+    else if (C4 <= 64) F(2);
+    else if (C4 <= 128) F(4);
+    else if (C4 <= 192) F(6);
+    else F(8);
+#undef F
+    LAUNCHED(c);
+    return 1;
+}
+
 /* The same with a block of 256 threads per row, for a few long rows
  * (decoding), where one warp walking C/32 values one after another is
  * latency-bound (~10 us for C = 768). Sums in the order warp, then warps. */
@@ -105,6 +193,10 @@ void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x,
     } else if (N > 0) {
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
         float *o = fp32_out(c, out, N * C, o16);
+        if (norm_fwd_r<false>(c, o, o16, NULL, rstd, x, w, NULL, N, C, eps, NULL, NULL, NULL)) {
+            op_end(c);
+            return;
+        }
         if (rows_v4(C, out, x, w))
             k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, x, w, N, C, eps,
                                                                                      NULL, NULL, NULL);
@@ -135,6 +227,10 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
     if (N > 0) {
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C), *s16 = home_of(c, sum, N * C);
         float *o = fp32_out(c, out, N * C, o16);
+        if (norm_fwd_r<false>(c, o, o16, NULL, rstd, a, w, NULL, N, C, eps, b, sum, s16)) {
+            op_end(c);
+            return;
+        }
         if (rows_v4(C, out, a, w) && rows_v4(C, sum, b, b))
             k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, a, w, N, C, eps,
                                                                                      b, sum, s16);
@@ -442,6 +538,10 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
         /* the products after read out: its bf16 copy beside it, or alone
          * where bf16_only promises it */
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
+        if (norm_fwd_r<true>(c, fp32_out(c, out, N * C, o16), o16, mean, rstd, x, w, b, N, C, eps, NULL, NULL, NULL)) {
+            op_end(c);
+            return;
+        }
         k_layernorm_fwd<<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(fp32_out(c, out, N * C, o16), o16, mean,
                                                                           rstd, x, w, b, N, C, eps);
         LAUNCHED(c);
