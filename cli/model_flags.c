@@ -102,10 +102,10 @@ smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_con
     o.gradient_checkpointing = mm->grad_ckpt ? 1 : 0;
     o.fp16_activations = mm->fp16_act ? 1 : 0;
     o.ce_chunk_rows = mm->ce_rows;
-    if (o.fused_ce && !o.ce_chunk_rows && ctx && strcmp(smj_ctx_backend_name(ctx), "cuda") == 0) {
-        int64_t r = ((int64_t)1 << 27) / cfg->vocab_size / 64 * 64;
-        o.ce_chunk_rows = (int)(r < 64 ? 64 : r);
-    }
+    /* the library picks the same automatic chunks for a model on a GPU;
+     * set here so that the memory estimates count them */
+    if (o.fused_ce && !o.ce_chunk_rows && ctx && strcmp(smj_ctx_backend_name(ctx), "cuda") == 0)
+        o.ce_chunk_rows = smj_ce_chunk_rows_auto(cfg, SMJ_BACKEND_CUDA);
     return o;
 }
 

@@ -221,8 +221,9 @@ typedef struct {
      * backward recomputes each block's forward right before its backward
      * (one extra forward of the blocks per step). */
     int gradient_checkpointing;
-    /* fused_ce: rows per chunk; 0 = automatic (about 32 MiB of logits,
-     * 8M / vocab_size rows, at least 1). Without fused_ce, when set, the
+    /* fused_ce: rows per chunk; 0 = automatic (smj_ce_chunk_rows_auto for
+     * the model's backend: about 32 MiB of fp32 logits on the host
+     * backends, 512 MiB on CUDA). Without fused_ce, when set, the
      * rows per block of the LM head (forward and backward), and of the
      * 16-bit logits under fp16_activations. */
     int ce_chunk_rows;
@@ -263,6 +264,15 @@ typedef struct {
  * included). detail (may be NULL) gets the breakdown. */
 int64_t smj_config_train_memory_ex(const smj_model_config *cfg, int B, int T, const smj_train_options *opts,
                                    smj_train_memory *detail);
+/* The rows of a fused-CE chunk that ce_chunk_rows = 0 (automatic) stands
+ * for on backend kind: about 32 MiB of fp32 logits on the host backends
+ * (8,388,608 / V rows, at least 1), about 512 MiB on CUDA (134,217,728 / V
+ * rows rounded down to a multiple of 64, at least 64: 4,096 at V = 32,768;
+ * smaller chunks mean more, smaller launches and a GPU waiting on the
+ * host). V: the LM head's rows (the vocabulary, padded as the model pads
+ * it). smj_config_train_memory_ex counts the host backends' automatic
+ * chunks: for a CUDA estimate pass opts with ce_chunk_rows set to this. */
+int smj_ce_chunk_rows_auto(const smj_model_config *cfg, smj_backend_kind kind);
 /* The same with every option off. */
 int64_t smj_config_train_memory(const smj_model_config *cfg, int B, int T);
 /* A device backend's own buffers when training at (B, T) with opts on

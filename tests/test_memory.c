@@ -444,6 +444,16 @@ static void misuse(smj_backend_kind kind, const char *bname) {
     CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &loss));
     CHECK(smj_model_logits(m) != NULL && loss == lp, "%s: plain again after the options were cleared", bname);
 
+    /* automatic fused-CE chunks (the backend's own): the options read back as set */
+    smj_train_options au = {.fused_ce = 1};
+    CHECK_OK(ctx, smj_model_set_train_options(m, &au));
+    smj_model_get_train_options(m, &got);
+    CHECK(memcmp(&got, &au, sizeof au) == 0, "%s: automatic chunks read back as 0", bname);
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &loss));
+    CHECK(smj_model_logits(m) == NULL && fabsf(loss - lp) <= 1e-5f * fabsf(lp),
+          "%s: automatic chunks: loss %.7f vs %.7f", bname, loss, lp);
+    CHECK_OK(ctx, smj_model_backward(m, 1.0f));
+
     /* sessions are untouched by the options */
     CHECK_OK(ctx, smj_model_set_train_options(m, &(smj_train_options){1, 1, 3, 1}));
     smj_session *se = NULL;
@@ -548,6 +558,28 @@ static void memory_estimates(void) {
     CHECK(smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_CUDA, 1) >
               smj_config_device_workspace(&w, 4, 16, NULL, SMJ_BACKEND_CUDA, 0),
           "bf16 mode's kept operand copies add to the CUDA workspace");
+    /* automatic fused-CE chunks: ~32 MiB of fp32 logits on the host
+     * backends (8M / V rows), 2^27 / V rows on CUDA (a multiple of 64, at
+     * least 64); V the head's rows (the vocabulary padded to 64) */
+    smj_model_config v = w;
+    v.vocab_size = 32768;
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU) == 256 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_REF) == 256 &&
+              smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA) == 4096,
+          "automatic chunks at V 32768: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU),
+          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA));
+    smj_train_options fa = {.fused_ce = 1}, f256 = {.fused_ce = 1, .ce_chunk_rows = 256},
+                      f4096 = {.fused_ce = 1, .ce_chunk_rows = 4096};
+    CHECK(smj_config_device_workspace(&v, 32, 1024, &fa, SMJ_BACKEND_CUDA, 1) ==
+                  smj_config_device_workspace(&v, 32, 1024, &f4096, SMJ_BACKEND_CUDA, 1) &&
+              smj_config_train_memory_ex(&v, 32, 1024, &fa, NULL) == smj_config_train_memory_ex(&v, 32, 1024, &f256, NULL),
+          "automatic chunks: CUDA's in its workspace estimate, the host's in the training estimate");
+    v.vocab_size = 50257; /* 50304 head rows */
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU) == 166 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA) == 2624,
+          "automatic chunks at V 50257: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU),
+          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA));
+    v.vocab_size = 5000000;
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU) == 1 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA) == 64,
+          "automatic chunks at V 5M: at least 1 / 64 rows");
     struct { const char *name; smj_model_config c; int B, T; } cases[] = {
         {"llama L4 GQA", {.vocab_size = 512, .dim = 64, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
                           .ffn_hidden = 192, .max_seq_len = 64, .rope_theta = 1e4f, .norm_eps = 1e-5f,

@@ -154,7 +154,9 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
          * largest of them (an upper bound: a copy already large enough is
          * reused first); the LM head's (its weight, a block of rows of the
          * logits' gradient or a fused-CE chunk of it) each into one copy */
-        int64_t hr = fused ? smj_ce_chunk_rows(c, o, N) : smj_head_bwd_rows(c, N, 1), Vr = smj_vocab_rows(c);
+        smj_train_options r = o ? *o : (smj_train_options){0}; /* automatic chunks: this backend's */
+        if (fused && !r.ce_chunk_rows) r.ce_chunk_rows = smj_ce_chunk_rows_auto(c, kind);
+        int64_t hr = fused ? smj_ce_chunk_rows(c, &r, N) : smj_head_bwd_rows(c, N, 1), Vr = smj_vocab_rows(c);
         /* and one copy for the fused gradients of Llama's gate|up and q|k|v
          * (one alive at a time) */
         int64_t fg = c->arch == SMJ_ARCH_GPT2 ? 0 : N * (2 * H > QD + 2 * KD ? 2 * H : QD + 2 * KD);

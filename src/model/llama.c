@@ -510,9 +510,21 @@ static float *take(carver *cv, int64_t n) {
     return p;
 }
 
+int smj_ce_chunk_rows_auto(const smj_model_config *c, smj_backend_kind kind) {
+    int64_t V = smj_vocab_rows(c), R;
+    if (V < 1) return 1;
+    if (kind == SMJ_BACKEND_CUDA) {
+        R = ((int64_t)1 << 27) / V / 64 * 64;
+        if (R < 64) R = 64;
+    } else {
+        R = ((int64_t)8 << 20) / V;
+        if (R < 1) R = 1;
+    }
+    return (int)R;
+}
+
 int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N) {
-    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : ((int64_t)8 << 20) / smj_vocab_rows(c);
-    if (R < 1) R = 1;
+    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CPU);
     return R < N ? R : N;
 }
 
@@ -848,13 +860,19 @@ smj_status smj_model_set_train_options(smj_model *m, const smj_train_options *o)
               "fp16_activations must be 0 or 1, not %d", o->fp16_activations);
     SMJ_CHECK(m->ctx, o->ce_chunk_rows >= 0, SMJ_ERR_INVALID, "ce_chunk_rows must be >= 0 (0 = automatic), not %d",
               o->ce_chunk_rows);
-    if (memcmp(o, &m->topt, sizeof *o) == 0) return SMJ_OK;
+    /* automatic fused-CE chunks: the model's backend's (m->topt holds the
+     * rows the walk and the forward use, topt_set what was asked) */
+    smj_train_options r = *o;
+    if (r.fused_ce && !r.ce_chunk_rows && m->be == smj_backend_get(SMJ_BACKEND_CUDA))
+        r.ce_chunk_rows = smj_ce_chunk_rows_auto(&m->cfg, SMJ_BACKEND_CUDA);
+    m->topt_set = *o;
+    if (memcmp(&r, &m->topt, sizeof r) == 0) return SMJ_OK;
     drop_acts(m); /* the layout depends on the options */
-    m->topt = *o;
+    m->topt = r;
     return SMJ_OK;
 }
 
-void smj_model_get_train_options(const smj_model *m, smj_train_options *o) { *o = m->topt; }
+void smj_model_get_train_options(const smj_model *m, smj_train_options *o) { *o = m->topt_set; }
 
 static smj_status ensure_full_logits(smj_model *m, int64_t n) {
     if (m->full_logits && n <= m->full_cap) return SMJ_OK;

@@ -155,8 +155,11 @@ struct smj_model {
      * floats). With gradient_checkpointing every blk[l] points at the same
      * single block's activations; the backward recomputes block l from its
      * input before its backward (smj_acts_load). With fp16_activations what
-     * the backward reads is kept as bf16 (see carve_acts in llama.c). */
-    smj_train_options topt;
+     * the backward reads is kept as bf16 (see carve_acts in llama.c).
+     * topt is what the walk and the forward use (ce_chunk_rows resolved
+     * where automatic means the backend's own, smj_ce_chunk_rows_auto),
+     * topt_set what smj_model_set_train_options was given. */
+    smj_train_options topt, topt_set;
     float *ce_buf;
     /* fp16_activations without fused_ce, N at least two blocks of rows
      * (logits16_rows in llama.c): a forward with targets keeps its logits as
