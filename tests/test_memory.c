@@ -702,7 +702,11 @@ static void device_estimate(const smj_model_config *c, int bf16, const smj_train
         CHECK_OK(ctx, smj_trainer_step(t, ds, B, T, 1, &st));
     }
     CHECK_OK(ctx, smj_ctx_device_memory(ctx, &used1, &tot));
-    int64_t model = smj_config_train_memory_ex(c, B, T, o, NULL),
+    /* the training estimate with CUDA's automatic fused-CE chunks, as the
+     * header says (the CLI does the same) */
+    smj_train_options r = *o;
+    if (r.fused_ce && !r.ce_chunk_rows) r.ce_chunk_rows = smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CUDA);
+    int64_t model = smj_config_train_memory_ex(c, B, T, &r, NULL),
             ws = smj_config_device_workspace(c, B, T, o, SMJ_BACKEND_CUDA, bf16);
     double added = (double)used1 - (double)used0, err = ((double)(model + ws) - added) / added;
     CHECK(fabs(err) <= 0.10, "cuda %s: estimate %.1f MiB (model %.1f + workspace %.1f) vs %.1f MiB added (%+.1f%%)",
