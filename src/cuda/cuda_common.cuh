@@ -341,29 +341,49 @@ static __device__ __forceinline__ void rope_rot(float a, float b, float co, floa
     o1 = __fadd_rn(__fmul_rn(b, co), __fmul_rn(a, si));
 }
 
+/* The special function unit's 2^t (~2 ulp; 0 below 2^-126, inf from
+ * 2^128) and 1/t (~1 ulp): one instruction each, the same bits for the same
+ * input wherever they run. */
+static __device__ __forceinline__ float ex2_sfu(float t) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(t));
+    return y;
+}
+static __device__ __forceinline__ float rcp_sfu(float t) {
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(t));
+    return y;
+}
+
 /* GELU, tanh form: 0.5 v (1 + tanh u) = v s with s = 1 / (1 + e^-2u), and
  * gelu' = s + 2 v s (1 - s) u'. All in float: -2u = c1 + c3 (the linear and
  * cubic terms), their sum's rounding and the linear term's (with the
- * constant's own: K1 = K1H + K1L) carried in lo and applied as
- * e^-2u = e^hi (1 + lo); no 1 + tanh u to cancel. Checked against the
- * reference's double tanh form on every float in [-12, 12] (on the host,
- * glibc's expf): gelu within 2.5e-7 relative where x >= -2 and 2.5e-8
- * absolute below, gelu' within 2.4e-7 absolute (the op checker's limits:
- * 1e-6, 1e-7, 1e-6; CUDA's expf is within 2 ulp). Roundings are explicit (_rn), so any file's build gives
- * the same bits. e overflows to inf for u below ~-44: s = 0 and 1 - s = 1
- * there; past |x| = 16, e is 0 or inf and lo is not applied (x^3 may
- * overflow). (Before: u in double, whose conversions run at an eighth of
- * float's rate on Hopper.) */
+ * constant's own: K1 = K1H + K1L) carried in lo; e^hi = 2^t with t =
+ * hi log2 e rounded, t's own error carried into lo too (as te ln 2), and
+ * applied as e^-2u = 2^t (1 + lo); no 1 + tanh u to cancel. 2^t and the
+ * reciprocal come from the special function unit (~2 ulp and ~1 ulp): GELU
+ * is compute-bound on a GPU at these sizes (an IEEE expf and __frcp_rn cost
+ * ~15 more instructions a value of ~60). Error bound against the
+ * reference's double tanh form: ~5e-7 relative where x >= -2, far below
+ * 1e-7 absolute elsewhere; gelu' ~5e-7 absolute (the op checker's limits:
+ * 1e-6, 1e-7, 1e-6). Other roundings are explicit (_rn), so any file's
+ * build gives the same bits. e overflows to inf for u below ~-44: s = 0 and
+ * 1 - s = 1 there; past |x| = 16, e is 0 or inf and lo is not applied (x^3
+ * may overflow). */
 #define GELU_K 0.79788456080286535588 /* sqrt(2/pi) */
+#define GELU_L2E 1.44269504088896340736 /* log2 e */
 static __device__ __forceinline__ void gelu_s(float x, float &s, float &oms) {
     const float K1H = (float)(-2.0 * GELU_K), K1L = (float)(-2.0 * GELU_K - (double)K1H),
-                K3 = (float)(-2.0 * GELU_K * 0.044715);
+                K3 = (float)(-2.0 * GELU_K * 0.044715), L2H = (float)GELU_L2E,
+                L2L = (float)(GELU_L2E - (double)L2H), LN2 = (float)0.69314718055994530942;
     float c1 = __fmul_rn(K1H, x), c3 = __fmul_rn(__fmul_rn(K3, __fmul_rn(x, x)), x);
     float hi = __fadd_rn(c1, c3);
     float lo = __fadd_rn(__fsub_rn(c3, __fsub_rn(hi, c1)), __fadd_rn(__fmaf_rn(K1H, x, -c1), __fmul_rn(K1L, x)));
-    float e = expf(hi);
-    if (fabsf(x) < 16.0f && !isinf(e)) e = __fmaf_rn(e, lo, e);
-    s = __frcp_rn(__fadd_rn(1.0f, e));
+    float t = __fmul_rn(hi, L2H);
+    float te = __fadd_rn(__fmaf_rn(hi, L2H, -t), __fmul_rn(hi, L2L)); /* hi log2 e - t */
+    float e = ex2_sfu(t);
+    if (fabsf(x) < 16.0f && !isinf(e)) e = __fmaf_rn(e, __fmaf_rn(te, LN2, lo), e);
+    s = rcp_sfu(__fadd_rn(1.0f, e));
     oms = isinf(e) ? 1.0f : __fmul_rn(e, s);
 }
 static __device__ __forceinline__ float gelu_f(float x) {
