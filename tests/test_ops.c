@@ -548,6 +548,31 @@ static void case_layernorm_fwd(const smj_backend *be, const smj_backend *rf, con
             }
 }
 
+/* alias: 0 a separate sum, 1 sum = a (in place), 2 sum = b; with and
+ * without the bias */
+static void case_add_layernorm_fwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
+    for (size_t ci = 0; ci < sizeof LN_C / sizeof LN_C[0]; ci++)
+        for (size_t ni = 0; ni < sizeof LN_N / sizeof LN_N[0]; ni++)
+            for (int k = 0; k < 6; k++) {
+                int64_t N = LN_N[ni]; int C = LN_C[ci], alias = k % 3, bias = k / 3;
+                snprintf(cur_shape, sizeof cur_shape, "N%lld C%d alias%d bias%d", (long long)N, C, alias, bias);
+                float *a = frand(N * C, 2), *b = frand(N * C, 1), *w = frand(C, 1), *bb = bias ? frand(C, 1) : NULL;
+                for (int64_t i = 0; i < N * C; i++) a[i] += 0.5f; /* an offset mean, as in a residual stream */
+                float *a2 = fcopy(a, N * C), *b2 = fcopy(b, N * C), *s1 = frand(N * C, 0), *s2 = frand(N * C, 0);
+                float *o1 = frand(N * C, 0), *o2 = frand(N * C, 0);
+                float *m1 = frand(N, 0), *m2 = frand(N, 0), *r1 = frand(N, 0), *r2 = frand(N, 0);
+                float *d1 = alias == 1 ? a : alias == 2 ? b : s1, *d2 = alias == 1 ? a2 : alias == 2 ? b2 : s2;
+                be->add_layernorm_fwd(ex, d1, o1, m1, r1, a, b, w, bb, N, C, 1e-5f);
+                rf->add_layernorm_fwd(X1, d2, o2, m2, r2, a2, b2, w, bb, N, C, 1e-5f);
+                compare("sum", d1, d2, N * C, 0);
+                compare("out", o1, o2, N * C, 1e-5);
+                compare("mean", m1, m2, N, 1e-5);
+                compare("rstd", r1, r2, N, 1e-5);
+                ffree(a); ffree(b); ffree(w); ffree(bb); ffree(a2); ffree(b2); ffree(s1); ffree(s2);
+                ffree(o1); ffree(o2); ffree(m1); ffree(m2); ffree(r1); ffree(r2);
+            }
+}
+
 static void case_layernorm_bwd(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (size_t ci = 0; ci < sizeof LN_C / sizeof LN_C[0]; ci++)
         for (size_t ni = 0; ni < sizeof LN_N / sizeof LN_N[0]; ni++)

@@ -293,27 +293,38 @@ static void cpu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 
-/* LayerNorm: one row per iteration, two passes (mean, then the variance of
- * the deviations: no cancellation when |mean| >> std). */
+/* LayerNorm of one row, two passes (mean, then the variance of the
+ * deviations: no cancellation when |mean| >> std). */
+static void ln_row(float *o, float *mean, float *rstd, const float *xr, const float *w, const float *b, int C,
+                   float eps) {
+    float s = 0, v = 0;
+    #pragma omp simd reduction(+ : s)
+    for (int c = 0; c < C; c++) s += xr[c];
+    float m = s / C;
+    #pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+    float r = 1.0f / sqrtf(v / C + eps);
+    *mean = m;
+    *rstd = r;
+    if (b)
+        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + b[c];
+    else
+        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c];
+}
 static void cpu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                               const float *b, int64_t N, int C, float eps) {
     OMP_FOR
+    for (int64_t n = 0; n < N; n++) ln_row(out + n * C, mean + n, rstd + n, x + n * C, w, b, C, eps);
+}
+/* A row at a time: the sum, then its norm (the row stays in cache). */
+static void cpu_add_layernorm_fwd(const smj_exec *ex, float *sum, float *out, float *mean, float *rstd, const float *a,
+                                  const float *b, const float *w, const float *bias, int64_t N, int C, float eps) {
+    OMP_FOR
     for (int64_t n = 0; n < N; n++) {
-        const float *xr = x + n * C;
-        float s = 0, v = 0;
-        #pragma omp simd reduction(+ : s)
-        for (int c = 0; c < C; c++) s += xr[c];
-        float m = s / C;
-        #pragma omp simd reduction(+ : v)
-        for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
-        float r = 1.0f / sqrtf(v / C + eps);
-        mean[n] = m;
-        rstd[n] = r;
-        float *o = out + n * C;
-        if (b)
-            for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + b[c];
-        else
-            for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c];
+        const float *ar = a + n * C, *br = b + n * C;
+        float *s = sum + n * C;
+        for (int c = 0; c < C; c++) s[c] = ar[c] + br[c];
+        ln_row(out + n * C, mean + n, rstd + n, s, w, bias, C, eps);
     }
 }
 

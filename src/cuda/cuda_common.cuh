@@ -317,6 +317,8 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
                         const float *w, int64_t N, int C, float eps);
 void cu_rmsnorm_bwd(const smj_exec *ex, float *dx, float *dw, const float *dout, const float *x, const float *w,
                     const float *rstd, int64_t N, int C, int acc);
+void cu_add_layernorm_fwd(const smj_exec *ex, float *sum, float *out, float *mean, float *rstd, const float *a,
+                          const float *b, const float *w, const float *bias, int64_t N, int C, float eps);
 void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, const float *x, const float *w,
                       const float *b, int64_t N, int C, float eps);
 int cu_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, const float *dout,

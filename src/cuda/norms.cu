@@ -139,14 +139,20 @@ __global__ void __launch_bounds__(128)
         if (o16) st_bf16x4(o16 + n * C + 4 * i, o);
     }
 }
+/* Whether k_norm_fwd_r takes rows of C values at these pointers (NULL:
+ * none): C % 4 == 0, C <= 1,024, 16-byte accesses. */
+static bool norm_r_fits(int C, const void *out, const void *x, const void *w, const void *bias, const void *b,
+                        const void *sum) {
+    return rows_v4(C, out, x, w) && rows_v4(C, bias, b, sum) && C / 4 <= 256;
+}
 /* Launches k_norm_fwd_r for rows of C values: 0 (nothing launched) unless
- * C % 4 == 0, C <= 1,024 and the pointers allow 16-byte accesses. */
+ * norm_r_fits. */
 template <bool LN>
 static int norm_fwd_r(smj_cuda *c, float *out, __nv_bfloat16 *o16, float *mean, float *rstd, const float *x,
                       const float *w, const float *bias, int64_t N, int C, float eps, const float *b, float *sum,
                       __nv_bfloat16 *s16) {
     const int C4 = C / 4;
-    if (!rows_v4(C, out, x, w) || !rows_v4(C, bias, b, sum) || C4 > 256) return 0;
+    if (!norm_r_fits(C, out, x, w, bias, b, sum)) return 0;
     const unsigned nb = blocks_for(N, 4, INT32_MAX);
 #define F(NV) k_norm_fwd_r<NV, LN><<<nb, 128, 0, c->stream>>>(out, o16, mean, rstd, x, w, bias, N, C, eps, b, sum, s16)
     if (C4 <= 32) F(1);
@@ -546,6 +552,31 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
                                                                           rstd, x, w, b, N, C, eps);
         LAUNCHED(c);
     }
+    op_end(c);
+}
+
+/* sum = a + b and its LayerNorm in one pass (norm_fwd_r: a warp per row
+ * held in registers, the sum written as the row is read, its 16-bit home
+ * beside it where one is named); other rows (a few long ones, as in
+ * decoding; C > 1,024; unaligned) take the add, then layernorm_fwd. */
+void cu_add_layernorm_fwd(const smj_exec *ex, float *sum, float *out, float *mean, float *rstd, const float *a,
+                          const float *b, const float *w, const float *bias, int64_t N, int C, float eps) {
+    if (N <= 0 || (N < S(ex)->n_sm && C >= 256) || !norm_r_fits(C, out, a, w, bias, b, sum)) {
+        smj_backend_cuda.add(ex, sum, a, b, N * C);
+        cu_layernorm_fwd(ex, out, mean, rstd, sum, w, bias, N, C, eps);
+        return;
+    }
+    OP_BEGIN_L("add_layernorm_fwd");
+    fp32_in(c, a, N * C);
+    fp32_in(c, b, N * C);
+    fp32_in(c, w, C);
+    if (bias) fp32_in(c, bias, C);
+    cast_written(c, sum, N * C);
+    cast_written(c, out, N * C);
+    cast_written(c, mean, N);
+    cast_written(c, rstd, N);
+    __nv_bfloat16 *o16 = shadow_of(c, out, N * C), *s16 = home_of(c, sum, N * C);
+    norm_fwd_r<true>(c, fp32_out(c, out, N * C, o16), o16, mean, rstd, a, w, bias, N, C, eps, b, sum, s16);
     op_end(c);
 }
 

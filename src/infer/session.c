@@ -161,7 +161,7 @@ static void decode_body(smj_session *s) {
     const smj_model_config *c = &m->cfg;
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
     float *x = s->x, *y = s->y;
-    if (c->arch == SMJ_ARCH_GPT2) smj_gpt2_embed(m, x, y, s->ids, s->posd, 1); /* wpe at the device position */
+    if (c->arch == SMJ_ARCH_GPT2) smj_gpt2_embed(m, x, y, s->ids, s->posd, 1, NULL); /* wpe at the device position */
     else smj_model_embed(m, x, NULL, s->ids, 1); /* f32 weights (smj_block_decode_ok): no host ids needed */
     s->a.k = s->knew;
     s->a.v = s->vnew;
@@ -236,7 +236,7 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
         if (c->arch == SMJ_ARCH_GPT2) {
             for (int i = 0; i < r; i++) s->host_pos[i] = pos + i;
             be->upload(s->pos, s->host_pos, sizeof(int32_t) * (size_t)r);
-            smj_gpt2_embed(m, s->x, s->y, s->ids, s->pos, r);
+            smj_gpt2_embed(m, s->x, s->y, s->ids, s->pos, r, NULL);
         } else {
             SMJ_TRY(smj_model_embed(m, s->x, ids + done, s->ids, r));
         }
@@ -244,14 +244,14 @@ smj_status smj_session_feed(smj_session *s, const int32_t *ids, int n, const flo
             float *kl = s->kc + (int64_t)l * s->max_len * KD, *vl = s->vc + (int64_t)l * s->max_len * KD;
             s->a.k = kl + pos * KD;
             s->a.v = vl + pos * KD;
-            smj_block_forward(m, l, &s->a, s->x, s->y, 1, r, pos, kl, vl, pos + r, 0);
+            smj_block_forward(m, l, &s->a, s->x, s->y, 1, r, pos, kl, vl, pos + r, 0, NULL, NULL);
             float *t = s->x; s->x = s->y; s->y = t;
         }
         s->len += r;
         done += r;
         if (done == n) {
             if (c->arch == SMJ_ARCH_GPT2)
-                smj_gpt2_final_norm(m, s->lnf, s->lnf_mean, s->rstd, s->x + (int64_t)(r - 1) * C, 1);
+                smj_gpt2_final_norm(m, s->lnf, s->lnf_mean, s->rstd, s->x + (int64_t)(r - 1) * C, 1, NULL);
             else
                 be->rmsnorm_fwd(ex, s->lnf, s->rstd, s->x + (int64_t)(r - 1) * C,
                                 smj_model_ptr(m, m->params, R_FINAL_NORM, -1), 1, C, c->norm_eps);

@@ -108,12 +108,14 @@ int64_t smj_gpt2_num_params(const smj_model_config *c) {
     return V * C * (c->tied_embeddings ? 1 : 2) + (int64_t)c->max_seq_len * C + c->n_layers * layer + 2 * C;
 }
 
-void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids, const int32_t *pos, int64_t N) {
+void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids, const int32_t *pos, int64_t N,
+                    smj_res_add *pend) {
     const smj_exec *ex = &m->ctx->exec;
     int C = m->cfg.dim;
     m->be->embedding_fwd(ex, out, ids, smj_model_ptr(m, m->params, R_EMBED, -1), N, C);
     m->be->embedding_fwd(ex, tmp, pos, smj_model_ptr(m, m->params, R_POS_EMBED, -1), N, C);
-    m->be->add(ex, out, out, tmp, N * C);
+    if (pend) *pend = (smj_res_add){out, out, tmp};
+    else m->be->add(ex, out, out, tmp, N * C);
 }
 
 /* The four Conv1D weights of a block, [in, out] each. */
@@ -153,15 +155,31 @@ void smj_gpt2_dec_pack(smj_model *m, void *dst, int wtype, void *tmp) {
         }
 }
 
-void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N) {
-    m->be->layernorm_fwd(&m->ctx->exec, out, mean, rstd, x, smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
-                         smj_model_ptr(m, m->params, R_FINAL_NORM_B, -1), N, m->cfg.dim, m->cfg.norm_eps);
+/* A block's first LayerNorm or the final one (role, role_b: weight and
+ * bias; l -1 for the final), of x, or with in of x = in->a + in->b (in->sum
+ * is x; block l - 1's output, whose 16-bit home it names). */
+static void norm_in(smj_model *m, int l, smj_role role, smj_role role_b, float *out, float *mean, float *rstd,
+                    const float *x, int64_t N, const smj_res_add *in) {
+    const float *w = smj_model_ptr(m, m->params, role, l), *b = smj_model_ptr(m, m->params, role_b, l);
+    int C = m->cfg.dim;
+    if (!in) {
+        m->be->layernorm_fwd(&m->ctx->exec, out, mean, rstd, x, w, b, N, C, m->cfg.norm_eps);
+        return;
+    }
+    smj_acts_home(m, (l < 0 ? m->cfg.n_layers : l) - 1, in->sum, N);
+    m->be->add_layernorm_fwd(&m->ctx->exec, in->sum, out, mean, rstd, in->a, in->b, w, b, N, C, m->cfg.norm_eps);
+}
+
+void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N,
+                         const smj_res_add *in) {
+    norm_in(m, -1, R_FINAL_NORM, R_FINAL_NORM_B, out, mean, rstd, x, N, in);
 }
 
 /* The block up to attention: ln1, the fused q|k|v product and, with
  * to_cache, k and v copied into a->k, a->v (a session's cache rows;
  * a->idx3: row n's index 3n in the [N, 3C] product). */
-static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N, int to_cache) {
+static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N, int to_cache,
+                      const smj_res_add *in) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
@@ -169,7 +187,7 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
     smj_acts_home_only(m, l, a->ln1, N);
-    be->layernorm_fwd(ex, a->ln1, a->ln1_mean, a->ln1_rstd, x, W(R_ATTN_NORM), W(R_ATTN_NORM_B), N, C, c->norm_eps);
+    norm_in(m, l, R_ATTN_NORM, R_ATTN_NORM_B, a->ln1, a->ln1_mean, a->ln1_rstd, x, N, in);
     smj_acts_home_only(m, l, a->qkv, N); /* flash reads the copy's q|k|v rows */
     smj_model_matmul_bias(m, a->qkv, a->ln1, W(R_WQKV), W(R_BQKV), N, 3 * (int64_t)C, C, 0);
     if (!to_cache) return;
@@ -179,8 +197,10 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
 }
 
 /* The block after attention (a->att): y = res_mid + MLP(ln2(res_mid)),
- * res_mid = x + Wo·att + bo. */
-static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int64_t N) {
+ * res_mid = x + Wo·att + bo (added in ln2's pass); with out, the last add
+ * is left to the op after the block. */
+static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int64_t N,
+                       smj_res_add *out) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
@@ -189,27 +209,31 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
 #define W(role) smj_model_ptr(m, P, role, l)
     smj_model_matmul_bias(m, a->tmp, a->att, W(R_WO), W(R_BO), N, C, C, 0);
     smj_acts_home(m, l, a->res_mid, N);
-    be->add(ex, a->res_mid, x, a->tmp, N * C);
     smj_acts_home_only(m, l, a->ln2, N);
-    be->layernorm_fwd(ex, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, W(R_FFN_NORM), W(R_FFN_NORM_B), N, C,
-                      c->norm_eps);
+    be->add_layernorm_fwd(ex, a->res_mid, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->tmp, W(R_FFN_NORM),
+                          W(R_FFN_NORM_B), N, C, c->norm_eps);
     smj_acts_home_only(m, l, a->gate, N); /* gelu reads the copy */
     smj_model_matmul_bias(m, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0);
     smj_acts_home_only(m, l, a->hsw, N);
     be->gelu_fwd(ex, a->hsw, a->gate, N * H);
     smj_model_matmul_bias(m, a->tmp, a->hsw, W(R_WDOWN), W(R_BDOWN), N, C, H, 0);
+    if (out) {
+        *out = (smj_res_add){y, a->res_mid, a->tmp};
+        return;
+    }
     smj_acts_home(m, l, y, N);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
 #undef W
 }
 
 void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
-                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
+                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride,
+                            const smj_res_add *in, smj_res_add *out) {
     (void)pos0; /* positions entered with wpe */
     const smj_model_config *c = &m->cfg;
     int64_t N = (int64_t)B * T, C = c->dim;
     float sc = 1.0f / sqrtf((float)c->head_dim);
-    block_qkv(m, l, a, x, N, kbase != NULL);
+    block_qkv(m, l, a, x, N, kbase != NULL, in);
     smj_acts_home_only(m, l, a->att, N);
     if (kbase) /* a session: q from the product's rows, k and v from the cache */
         m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->qkv, kbase, vbase, B, T, Tk, c->n_heads, c->n_heads,
@@ -217,17 +241,17 @@ void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float 
     else
         m->be->attention_fwd(&m->ctx->exec, a->att, a->lse, a->qkv, a->qkv + C, a->qkv + 2 * C, B, T, T,
                              c->n_heads, c->n_heads, c->head_dim, 3 * C, 3 * C, (int64_t)T * 3 * C, sc);
-    block_tail(m, l, a, x, y, N);
+    block_tail(m, l, a, x, y, N, out);
 }
 
 void smj_gpt2_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
                            int cap, const int32_t *pos) {
     const smj_model_config *c = &m->cfg;
     int64_t C = c->dim;
-    block_qkv(m, l, a, x, 1, 0);
+    block_qkv(m, l, a, x, 1, 0, NULL);
     m->be->decode_attention(&m->ctx->exec, a->att, a->qkv, a->qkv + C, a->qkv + 2 * C, kc, vc, NULL, NULL, pos,
                             c->n_heads, c->n_heads, c->head_dim, cap, 1.0f / sqrtf((float)c->head_dim));
-    block_tail(m, l, a, x, y, 1);
+    block_tail(m, l, a, x, y, 1, NULL);
 }
 
 /* x: the block's input [N,C]; dres holds dL/dy on entry and dL/dx on return. */

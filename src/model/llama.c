@@ -762,7 +762,7 @@ const float *smj_acts_load(smj_model *m, int l, int B, int T) {
         /* block l's forward again; its output (= block l+1's input) goes to
          * a->tmp, which the block's last add may overwrite in place */
         int64_t KD = (int64_t)m->cfg.n_kv_heads * m->cfg.head_dim;
-        smj_block_forward(m, l, a, x, a->tmp, B, T, 0, a->k, a->v, T, (int64_t)T * KD);
+        smj_block_forward(m, l, a, x, a->tmp, B, T, 0, a->k, a->v, T, (int64_t)T * KD, NULL, NULL);
     } else if (a->saved16) {
         block_io16(m, l, N, 1);
     }
@@ -915,8 +915,10 @@ void smj_model_matmul_bias(smj_model *m, float *out, const float *A, const float
 void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O) { bias_bwd(m, db, dout, N, O); }
 
 /* The block's first part: ln1 = norm(x), then q, k, v (a->q, a->k, a->v)
- * before the rotation; N rows. */
-static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N) {
+ * before the rotation; N rows. With in, x = in->a + in->b is written
+ * (in->sum) in the norm's pass: block l - 1's output, whose 16-bit home it
+ * names. */
+static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N, const smj_res_add *in) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
@@ -925,7 +927,12 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
     smj_acts_home_only(m, l, a->ln1, N);
-    be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
+    if (in) {
+        smj_acts_home(m, l - 1, in->sum, N);
+        be->add_rmsnorm_fwd(ex, in->sum, a->ln1, a->ln1_rstd, in->a, in->b, W(R_ATTN_NORM), N, C, c->norm_eps);
+    } else {
+        be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
+    }
     if (c->qk_norm) {
         smj_model_linear(m, R_WQ, l, a->q_pre, a->ln1, N, QD, C);
         smj_model_linear(m, R_WK, l, a->k_pre, a->ln1, N, KD, C);
@@ -972,8 +979,10 @@ int64_t smj_gu_views(smj_model *m, int l, float *gu, int64_t N, float **g, float
 }
 
 /* The block after attention (a->att): y = res_mid + FFN(norm(res_mid)),
- * res_mid = x + Wo·att; N rows. */
-static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int64_t N) {
+ * res_mid = x + Wo·att; N rows. With out, y's add is left to the op after
+ * the block. */
+static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int64_t N,
+                       smj_res_add *out) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
     const smj_exec *ex = &m->ctx->exec;
@@ -998,14 +1007,19 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     smj_acts_home_only(m, l, a->hsw, N);
     be->swiglu_fwd(ex, a->hsw, g, u, N, H, ld);
     smj_model_linear(m, R_WDOWN, l, a->tmp, a->hsw, N, C, H);
+    if (out) {
+        *out = (smj_res_add){y, a->res_mid, a->tmp};
+        return;
+    }
     smj_acts_home(m, l, y, N);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
 }
 
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
-                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride) {
+                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride,
+                       const smj_res_add *in, smj_res_add *out) {
     if (m->cfg.arch == SMJ_ARCH_GPT2) {
-        smj_gpt2_block_forward(m, l, a, x, y, B, T, pos0, kbase, vbase, Tk, kv_bstride);
+        smj_gpt2_block_forward(m, l, a, x, y, B, T, pos0, kbase, vbase, Tk, kv_bstride, in, out);
         return;
     }
     const smj_backend *be = m->be;
@@ -1014,7 +1028,7 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim;
     int64_t N = (int64_t)B * T;
     smj_rope_prepare(m, pos0, T);
-    block_qkv(m, l, a, x, N);
+    block_qkv(m, l, a, x, N, in);
     int64_t rs = 0; /* q's (and, read in place, k's and v's) row stride: dense, or q|k|v's rows */
     if (a->qkv_fused) { /* the q and k heads of each row rotated in one pass */
         rs = (int64_t)(NH + 2 * NKV) * HS;
@@ -1031,7 +1045,7 @@ void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, f
     int in_place = rs && kbase == a->k; /* a training block's own k, v rows (else a session's cache) */
     be->attention_fwd(ex, a->att, a->lse, a->q, kbase, vbase, B, T, Tk, NH, NKV, HS, rs, in_place ? rs : 0,
                       in_place ? (int64_t)T * rs : kv_bstride, 1.0f / sqrtf((float)HS));
-    block_tail(m, l, a, x, y, N);
+    block_tail(m, l, a, x, y, N, out);
 }
 
 int smj_block_decode_ok(const smj_model *m) {
@@ -1114,10 +1128,10 @@ void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, fl
         smj_gpt2_block_decode(m, l, a, x, y, kc, vc, cap, pos);
         return;
     }
-    block_qkv(m, l, a, x, 1);
+    block_qkv(m, l, a, x, 1, NULL);
     m->be->decode_attention(ex, a->att, a->q, a->k, a->v, kc, vc, cs, sn, pos, c->n_heads, c->n_kv_heads,
                             c->head_dim, cap, scale);
-    block_tail(m, l, a, x, y, 1);
+    block_tail(m, l, a, x, y, 1, NULL);
 }
 
 /* A block's tensors as byte addresses (NULL where it has none) and their
@@ -1164,7 +1178,7 @@ void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, fl
     const float *nw = smj_model_ptr(m, m->params, R_FINAL_NORM, -1);
     int gpt2 = c->arch == SMJ_ARCH_GPT2;
     if (gpt2) { /* its LayerNorm, then the product */
-        smj_gpt2_final_norm(m, lnf, mean, rstd, x, 1);
+        smj_gpt2_final_norm(m, lnf, mean, rstd, x, 1, NULL);
         x = lnf;
         nw = NULL;
     }
@@ -1204,13 +1218,17 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     m->logits_ld = ld;
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
     int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
+    /* each residual add (GPT-2's wte + wpe, every block's last) is left to
+     * the norm after it, which adds it in its own pass (smj_res_add) */
+    smj_res_add pend, *pin = NULL;
     if (gpt2) {
         int32_t *host = malloc(sizeof(int32_t) * (size_t)N);
         if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
         for (int64_t i = 0; i < N; i++) host[i] = (int32_t)(i % T);
         be->upload(m->pos, host, sizeof(int32_t) * (size_t)N);
         free(host);
-        smj_gpt2_embed(m, smj_res_fwd(m, 0, N), m->blk[0].tmp, m->ids, m->pos, N);
+        smj_gpt2_embed(m, smj_res_fwd(m, 0, N), m->blk[0].tmp, m->ids, m->pos, N, &pend);
+        pin = &pend;
     } else {
         SMJ_TRY(smj_model_embed(m, smj_res_fwd(m, 0, N), inputs, m->ids, N));
     }
@@ -1218,15 +1236,24 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     m->homing = targets && m->res16 && be->bf16_home;
     for (int l = 0; l < L; l++) {
         smj_block_acts *a = &m->blk[l];
+        smj_res_add in = pin ? *pin : (smj_res_add){0};
         smj_block_forward(m, l, a, smj_res_fwd(m, l, N), smj_res_fwd(m, l + 1, N), B, T, 0, a->k, a->v, T,
-                          (int64_t)T * KD);
+                          (int64_t)T * KD, pin ? &in : NULL, &pend);
+        pin = &pend;
         if (targets) smj_acts_save(m, l, B, T); /* only a forward with targets has a backward */
     }
-    m->homing = 0;
     float *xL = smj_res_fwd(m, L, N);
+    if (gpt2) {
+        smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, xL, N, pin);
+    } else if (pin) {
+        smj_acts_home(m, L - 1, xL, N);
+        be->add_rmsnorm_fwd(ex, xL, m->lnf, m->lnf_rstd, pin->a, pin->b, smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
+                            N, C, c->norm_eps);
+    } else {
+        be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, xL, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
+    }
+    m->homing = 0;
     if (targets) smj_acts_save(m, L, B, T);
-    if (gpt2) smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, xL, N);
-    else be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, xL, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
     m->have_targets = 0;
     if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
     if (m->topt.fused_ce && targets) {

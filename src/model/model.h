@@ -228,12 +228,25 @@ void smj_model_params_release(smj_model *m, float *host, int written);
 /* Allocates gradients if needed. */
 smj_status smj_model_ensure_grads(smj_model *m);
 
+/* A residual add left to the op after it: sum = a + b, done in the same
+ * pass as the norm that reads sum (add_rmsnorm_fwd, add_layernorm_fwd). The
+ * training forward leaves each block's last add (y = res_mid + tmp) to the
+ * next block's first norm or the final norm, and GPT-2's wte + wpe to the
+ * first block's: one pass over the residual stream a block less. */
+typedef struct {
+    float *sum;
+    const float *a, *b;
+} smj_res_add;
+
 /* One block's forward on rows [B, T] whose first query has absolute position
  * pos0. a->k/a->v receive the new keys/values; kbase/vbase (batch stride
  * kv_bstride) hold all Tk keys the queries attend to (Tk = pos0 + T for
- * training and decoding alike). x [N,C] in, y [N,C] out. */
+ * training and decoding alike). x [N,C] in, y [N,C] out. in (or NULL): x
+ * is in->sum, the block's first norm adds it. out (or NULL): y is left
+ * unwritten, *out the add that makes it (out->sum = y). */
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
-                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
+                       int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride,
+                       const smj_res_add *in, smj_res_add *out);
 
 /* A session's copy of the weights its one-token steps read through
  * decode_block and decode_linear: at params' offsets, of type wtype.
@@ -303,9 +316,12 @@ int64_t smj_gpt2_num_params(const smj_model_config *c);
  * cache, into whose rows a->k, a->v the block copies its k and v through
  * a->idx3 = 3n). */
 void smj_gpt2_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,
-                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride);
-/* out[N,C] = wte[ids] + wpe[pos] (tmp [N,C] scratch; ids, pos on the backend). */
-void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids_dev, const int32_t *pos_dev, int64_t N);
+                            int pos0, const float *kbase, const float *vbase, int Tk, int64_t kv_bstride,
+                            const smj_res_add *in, smj_res_add *out);
+/* out[N,C] = wte[ids] + wpe[pos] (tmp [N,C] scratch; ids, pos on the
+ * backend); with pend, the add is left to the first block (*pend). */
+void smj_gpt2_embed(smj_model *m, float *out, float *tmp, const int32_t *ids_dev, const int32_t *pos_dev, int64_t N,
+                    smj_res_add *pend);
 /* smj_block_decode of a GPT-2 block: the ops one by one, decode_attention
  * without rotation. */
 void smj_gpt2_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, float *kc, float *vc,
@@ -315,8 +331,9 @@ void smj_gpt2_block_decode(smj_model *m, int l, smj_block_acts *a, const float *
  * to [out, in]; tmp: host scratch of smj_gpt2_dec_scratch(c) bytes. */
 int64_t smj_gpt2_dec_scratch(const smj_model_config *c);
 void smj_gpt2_dec_pack(smj_model *m, void *dst, int wtype, void *tmp);
-/* ln_f over N rows. */
-void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N);
+/* ln_f over N rows (of x, or with in of in->a + in->b, written to in->sum = x). */
+void smj_gpt2_final_norm(smj_model *m, float *out, float *mean, float *rstd, const float *x, int64_t N,
+                         const smj_res_add *in);
 /* Backward of the blocks, ln_f and embeddings; m->dln holds dL/d(ln_f out) [N,C]. */
 void smj_gpt2_backward(smj_model *m, int B, int T);
 

@@ -28,7 +28,7 @@ typedef struct smj_backend smj_backend;
     X(matmul) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd) X(rmsnorm_bwd) X(add_rmsnorm_fwd) \
     X(rope_fwd) X(rope_bwd) X(attention_fwd) X(attention_bwd) X(swiglu_fwd) X(swiglu_bwd) \
     X(add) X(xent_fwd) X(xent_bwd) X(adamw) X(sumsq) X(scale) \
-    X(layernorm_fwd) X(layernorm_bwd) X(gelu_fwd) X(gelu_bwd) X(bf16_pack) X(bf16_unpack)
+    X(layernorm_fwd) X(add_layernorm_fwd) X(layernorm_bwd) X(gelu_fwd) X(gelu_bwd) X(bf16_pack) X(bf16_unpack)
 
 enum {
 #define SMJ_OP_ENUM(n) SMJ_OP_##n,
@@ -281,6 +281,10 @@ typedef struct {
      * saved; out = (x - mean) * rstd * w + b. b may be NULL (no bias); w not. */ \
     void (*layernorm_fwd)(const smj_exec *ex, R *out, R *mean, R *rstd, const R *x, const R *w, \
                           const R *b, int64_t N, int C, float eps); \
+    /* The residual add and the LayerNorm after it in one pass: sum = a + b \
+     * (sum may alias a or b), then out, mean, rstd = layernorm_fwd of sum. */ \
+    void (*add_layernorm_fwd)(const smj_exec *ex, R *sum, R *out, R *mean, R *rstd, const R *a, const R *b, \
+                              const R *w, const R *bias, int64_t N, int C, float eps); \
     /* dx = (acc ? dx : 0) + the gradient (as rmsnorm_bwd); dw +=, db += \
      * (db may be NULL). Uses the saved mean, rstd. */ \
     void (*layernorm_bwd)(const smj_exec *ex, R *dx, R *dw, R *db, const R *dout, const R *x, \

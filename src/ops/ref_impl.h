@@ -281,6 +281,12 @@ static void RP(layernorm_fwd)(const smj_exec *ex, REAL *out, REAL *mean, REAL *r
     }
 }
 
+static void RP(add_layernorm_fwd)(const smj_exec *ex, REAL *sum, REAL *out, REAL *mean, REAL *rstd, const REAL *a,
+                                  const REAL *b, const REAL *w, const REAL *bias, int64_t N, int C, float eps) {
+    for (int64_t i = 0; i < N * C; i++) sum[i] = a[i] + b[i];
+    RP(layernorm_fwd)(ex, out, mean, rstd, sum, w, bias, N, C, eps);
+}
+
 /* xh_c = (x_c - mean) r, g_c = w_c dy_c:
  * dx_c = r (g_c - mean_j g_j - xh_c mean_j(g_j xh_j));  dw_c += dy_c xh_c;  db_c += dy_c. */
 static void RP(layernorm_bwd)(const smj_exec *ex, REAL *dx, REAL *dw, REAL *db, const REAL *dout, const REAL *x,

@@ -555,6 +555,31 @@ static void case_layernorm_fwd(void) {
         }
 }
 
+/* alias: 0 a separate sum, 1 sum = a (in place), 2 sum = b; with and
+ * without the bias (the wide rows and the few long ones take the add, then
+ * layernorm_fwd) */
+static void case_add_layernorm_fwd(void) {
+    for (size_t s = 0; s < sizeof LN / sizeof LN[0]; s++)
+        for (int k = 0; k < 6; k++) {
+            int64_t N = LN[s][0]; int C = LN[s][1], alias = k % 3, bias = k / 3;
+            snprintf(cur_shape, sizeof cur_shape, "N%lld C%d alias%d bias%d", (long long)N, C, alias, bias);
+            float *a = frand(N * C, 2), *b = frand(N * C, 1), *w = frand(C, 1), *bb = frand(C, 1);
+            for (int64_t i = 0; i < N * C; i++) a[i] += 0.5f; /* an offset mean, as in a residual stream */
+            float *s2 = frand(N * C, 0), *o2 = frand(N * C, 0), *m2 = frand(N, 0), *r2 = frand(N, 0);
+            float *Da = dup_d(a, N * C), *Db = dup_d(b, N * C), *Dw = dup_d(w, C), *Dbb = dup_d(bb, C);
+            float *Ds = dup_d(s2, N * C), *Do = dup_d(o2, N * C), *Dm = dup_d(m2, N), *Dr = dup_d(r2, N);
+            float *Dsum = alias == 1 ? Da : alias == 2 ? Db : Ds, *sum = alias == 1 ? a : alias == 2 ? b : s2;
+            be->add_layernorm_fwd(ex, Dsum, Do, Dm, Dr, Da, Db, Dw, bias ? Dbb : NULL, N, C, 1e-5f);
+            rf->add_layernorm_fwd(X1, sum, o2, m2, r2, a, b, w, bias ? bb : NULL, N, C, 1e-5f);
+            compare_d("sum", Dsum, sum, N * C, 0);
+            compare_d("out", Do, o2, N * C, 1e-5);
+            compare_d("mean", Dm, m2, N, 1e-5);
+            compare_d("rstd", Dr, r2, N, 1e-5);
+            dfree(Da); dfree(Db); dfree(Dw); dfree(Dbb); dfree(Ds); dfree(Do); dfree(Dm); dfree(Dr);
+            ffree(a); ffree(b); ffree(w); ffree(bb); ffree(s2); ffree(o2); ffree(m2); ffree(r2);
+        }
+}
+
 static void case_layernorm_bwd(void) {
     for (size_t s = 0; s < sizeof LN / sizeof LN[0]; s++)
         for (int bias = 0; bias < 2; bias++) {
