@@ -1185,6 +1185,7 @@ extern "C" const smj_backend smj_backend_cuda = {
     .attention_bwd_rope = cu_attention_bwd_rope,
     .attention_bwd_bias = cu_attention_bwd_bias,
     .gelu_bwd_bias = cu_gelu_bwd_bias,
+    .adamw_runs = cu_adamw_runs,
     .decode_attention = cu_decode_attention,
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,

@@ -137,28 +137,33 @@ __global__ void k_scale(float *x, float s, int64_t n, int wide) {
     }
     for (int64_t i = 4 * n4 + i0; i < n; i += st) x[i] *= s;
 }
-/* AdamW in double as the reference, per element; four elements a thread
- * (16-byte accesses: 64 bytes of loads in flight) when every pointer is
- * 16-byte aligned (wide), then the tail. */
+/* AdamW per element in float, as the CPU backend computes it (bc1 = 1 -
+ * b1^t, sbc2 = sqrt(1 - b2^t)); IEEE division and square root. (In double,
+ * as the reference: ~60 instructions of the fp64 pipe and seven
+ * conversions a value.) Four elements a thread (16-byte accesses: 64 bytes
+ * of loads in flight) when every pointer is 16-byte aligned (wide), then the
+ * tail. */
 __device__ __forceinline__ void adamw1(float &p, float &m, float &v, float g, float lr, float b1, float b2, float eps,
-                                       float wd, double bc1, double bc2) {
-    double gi = g;
-    double mi = b1 * (double)m + (1.0 - b1) * gi;
-    double vi = b2 * (double)v + (1.0 - b2) * gi * gi;
-    m = (float)mi;
-    v = (float)vi;
-    p = (float)(p - lr * (mi / bc1 / (sqrt(vi / bc2) + eps) + wd * (double)p));
+                                       float wd, float bc1, float sbc2) {
+    const float mi = b1 * m + (1.0f - b1) * g, vi = b2 * v + (1.0f - b2) * g * g;
+    m = mi;
+    v = vi;
+    p -= lr * ((mi / bc1) / (sqrtf(vi) / sbc2 + eps) + wd * p);
+}
+__device__ __forceinline__ void adamw4(float4 &P, float4 &M, float4 &V, float4 G, float lr, float b1, float b2,
+                                       float eps, float wd, float bc1, float sbc2) {
+    adamw1(P.x, M.x, V.x, G.x, lr, b1, b2, eps, wd, bc1, sbc2);
+    adamw1(P.y, M.y, V.y, G.y, lr, b1, b2, eps, wd, bc1, sbc2);
+    adamw1(P.z, M.z, V.z, G.z, lr, b1, b2, eps, wd, bc1, sbc2);
+    adamw1(P.w, M.w, V.w, G.w, lr, b1, b2, eps, wd, bc1, sbc2);
 }
 __global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1, float b2,
-                        float eps, float wd, double bc1, double bc2, int wide) {
+                        float eps, float wd, float bc1, float bc2, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
         float4 P = ((float4 *)p)[i], M = ((float4 *)m)[i], Vv = ((float4 *)v)[i], G = ((const float4 *)g)[i];
-        adamw1(P.x, M.x, Vv.x, G.x, lr, b1, b2, eps, wd, bc1, bc2);
-        adamw1(P.y, M.y, Vv.y, G.y, lr, b1, b2, eps, wd, bc1, bc2);
-        adamw1(P.z, M.z, Vv.z, G.z, lr, b1, b2, eps, wd, bc1, bc2);
-        adamw1(P.w, M.w, Vv.w, G.w, lr, b1, b2, eps, wd, bc1, bc2);
+        adamw4(P, M, Vv, G, lr, b1, b2, eps, wd, bc1, bc2);
         ((float4 *)p)[i] = P;
         ((float4 *)m)[i] = M;
         ((float4 *)v)[i] = Vv;
@@ -298,12 +303,76 @@ void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
 void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1,
               float b2, float eps, float wd, int64_t t) {
     OP_BEGIN("adamw");
-    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    float bc1 = (float)(1.0 - pow(b1, (double)t)), sbc2 = sqrtf((float)(1.0 - pow(b2, (double)t)));
     if (n > 0) {
-        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, m, v, g, n, lr, b1, b2, eps, wd, bc1, bc2, al16x(p, m, v, g, p));
+        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, m, v, g, n, lr, b1, b2, eps, wd, bc1, sbc2, al16x(p, m, v, g, p));
         LAUNCHED(c);
     }
     op_end(c);
+}
+
+/* adamw_runs: blocks of ADAM_TILE elements of one run each (the runs'
+ * first blocks in tile0; a block finds its run by a search every thread of
+ * it makes alike), the table passed by value (__grid_constant__: read in
+ * place, not copied per thread). One launch for the whole update where
+ * adamw per run makes ~4 a layer. */
+#define ADAM_RUNS 512
+#define ADAM_TILE 4096
+typedef struct {
+    int64_t off[ADAM_RUNS], len[ADAM_RUNS];
+    float wd[ADAM_RUNS];
+    int tile0[ADAM_RUNS], nr;
+} adam_runs;
+__global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v, const float *g,
+                                                    const __grid_constant__ adam_runs R, float lr, float b1, float b2,
+                                                    float eps, float bc1, float sbc2, int wide) {
+    int lo = 0, hi = R.nr - 1;
+    while (lo < hi) { /* the last run whose first block is at or before this one */
+        const int mid = (lo + hi + 1) >> 1;
+        if (R.tile0[mid] <= (int)blockIdx.x) lo = mid;
+        else hi = mid - 1;
+    }
+    const int64_t s = R.off[lo] + (int64_t)((int)blockIdx.x - R.tile0[lo]) * ADAM_TILE,
+                  e = min(s + ADAM_TILE, R.off[lo] + R.len[lo]);
+    const float wd = R.wd[lo];
+    int64_t i = s + threadIdx.x;
+    if (wide && s % 4 == 0) {
+        const int64_t e4 = s + (e - s) / 4 * 4;
+#pragma unroll 4
+        for (int64_t j = s / 4 + threadIdx.x; j < e4 / 4; j += 256) {
+            float4 P = ((float4 *)p)[j], M = ((float4 *)m)[j], V = ((float4 *)v)[j], G = ((const float4 *)g)[j];
+            adamw4(P, M, V, G, lr, b1, b2, eps, wd, bc1, sbc2);
+            ((float4 *)p)[j] = P;
+            ((float4 *)m)[j] = M;
+            ((float4 *)v)[j] = V;
+        }
+        i = e4 + threadIdx.x;
+    }
+    for (; i < e; i += 256) adamw1(p[i], m[i], v[i], g[i], lr, b1, b2, eps, wd, bc1, sbc2);
+}
+int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, const int64_t *off,
+                  const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, float eps,
+                  float wd, int64_t t) {
+    if (nr > ADAM_RUNS) return 0;
+    adam_runs R; /* (12 KB, copied into the launch) */
+    int64_t tiles = 0;
+    R.nr = 0;
+    for (int r = 0; r < nr; r++) {
+        if (len[r] <= 0) continue;
+        R.off[R.nr] = off[r], R.len[R.nr] = len[r], R.wd[R.nr] = decay[r] ? wd : 0.0f, R.tile0[R.nr] = (int)tiles;
+        tiles += (len[r] + ADAM_TILE - 1) / ADAM_TILE;
+        R.nr++;
+        if (tiles > INT32_MAX / 2) return 0;
+    }
+    OP_BEGIN("adamw");
+    float bc1 = (float)(1.0 - pow(b1, (double)t)), sbc2 = sqrtf((float)(1.0 - pow(b2, (double)t)));
+    if (tiles > 0) {
+        k_adamw_runs<<<(unsigned)tiles, 256, 0, c->stream>>>(p, m, v, g, R, lr, b1, b2, eps, bc1, sbc2,
+                                                              al16x(p, m, v, g, p));
+        LAUNCHED(c);
+    }
+    op_end(c);
+    return 1;
 }
 
 /* ------------------------------------------------------------ gelu (GPT-2 family) */

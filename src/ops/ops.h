@@ -40,13 +40,13 @@ enum {
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
  * qmatmul; tests/cuda/test_cuda_model.c matmul_bias; tests/cuda/test_cuda_ops.c
- * attention_bwd_rope, attention_bwd_bias and gelu_bwd_bias; tests/cuda/test_cuda_decode.c the decode ops;
+ * attention_bwd_rope, attention_bwd_bias, gelu_bwd_bias and adamw_runs; tests/cuda/test_cuda_decode.c the decode ops;
  * tests/cuda/test_cuda_bf16.c the 16-bit storage hints (the host backends'
  * are their definitions). */
 #define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(attention_bwd_rope) X(attention_bwd_bias) \
     X(gelu_bwd_bias) X(decode_attention) \
     X(decode_block) \
-    X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop)
+    X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(adamw_runs)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -117,6 +117,15 @@ typedef struct {
      * sizes (nothing written: run gelu_bwd and the bias gradient). */ \
     int (*gelu_bwd_bias)(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N, \
                          int H); \
+ \
+    /* The optimizer step over runs of one buffer in one call: for r < nr, \
+     * adamw on elements [off[r], off[r] + len[r]) of p, m, v, g with weight \
+     * decay wd where decay[r], else 0 (runs disjoint, in any order). The \
+     * same values as those adamw calls. Returns 1, or 0 when the backend \
+     * does not take this many runs (nothing written: call adamw per run). */ \
+    int (*adamw_runs)(const smj_exec *ex, float *p, float *m, float *v, const float *g, const int64_t *off, \
+                      const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, \
+                      float eps, float wd, int64_t t); \
  \
     /* One token's attention at a position read from memory (decoding under \
      * a recorded graph, where the position must be data, not an argument): \

@@ -928,6 +928,67 @@ static void check_gelu_bwd_bias(void) {
            "gelu_bwd_bias", check_failed == before ? "ok" : "FAILED", taken, calls);
 }
 
+/* adamw_runs (optional op): where the backend takes the runs, p, m, v bit
+ * for bit adamw per run (the same arithmetic) and within adamw's limits of
+ * the reference; runs out of order, at odd offsets, shorter and longer than
+ * a block's share, with and without decay; too many runs: declined,
+ * nothing written. */
+static void check_adamw_runs(void) {
+    cur_op = "adamw_runs";
+    long before = check_failed;
+    const int64_t n = 300001;
+    static const int64_t RO[][2] = {{100, 7}, {0, 100}, {107, 4096}, {4203, 4097}, {8300, 70000}, {78301, 3},
+                                    {78304, 200000}, {278304, 21697}};
+    const int nr = (int)(sizeof RO / sizeof RO[0]);
+    int64_t off[8], len[8];
+    unsigned char dec[8];
+    for (int r = 0; r < nr; r++) off[r] = RO[r][0], len[r] = RO[r][1], dec[r] = (unsigned char)(r % 2);
+    int taken = 0;
+    for (int64_t t = 1; t <= 1000; t *= 31) {
+        snprintf(cur_shape, sizeof cur_shape, "n%lld, %d runs, t%lld", (long long)n, nr, (long long)t);
+        float *p = frand(n, 1), *m = frand(n, 0.1f), *v = frand(n, 0.01f), *g = frand(n, 1);
+        for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+        float *Dp = dup_d(p, n), *Dm = dup_d(m, n), *Dv = dup_d(v, n), *Dg = dup_d(g, n);
+        float *Ep = dup_d(p, n), *Em = dup_d(m, n), *Ev = dup_d(v, n);
+        int r0 = be->adamw_runs(ex, Dp, Dm, Dv, Dg, off, len, dec, nr, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+        CHECK(r0, "cuda/adamw_runs %s: declined", cur_shape);
+        if (!r0) continue;
+        taken++;
+        for (int r = 0; r < nr; r++) {
+            int64_t o = off[r];
+            be->adamw(ex, Ep + o, Em + o, Ev + o, Dg + o, len[r], 1e-3f, 0.9f, 0.95f, 1e-8f, dec[r] ? 0.1f : 0.0f, t);
+            rf->adamw(X1, p + o, m + o, v + o, g + o, len[r], 1e-3f, 0.9f, 0.95f, 1e-8f, dec[r] ? 0.1f : 0.0f, t);
+        }
+        const float *got[3] = {Dp, Dm, Dv}, *per[3] = {Ep, Em, Ev};
+        for (int k = 0; k < 3; k++) {
+            float *a = get_h(got[k], n), *b = get_h(per[k], n);
+            CHECK(memcmp(a - PAD, b - PAD, sizeof(float) * (size_t)(n + 2 * PAD)) == 0,
+                  "cuda/adamw_runs %s: %s differs from adamw per run", cur_shape, k == 0 ? "p" : k == 1 ? "m" : "v");
+            ffree(a); ffree(b);
+        }
+        compare_d("p", Dp, p, n, 1e-6);
+        compare_d("m", Dm, m, n, 1e-6);
+        compare_d("v", Dv, v, n, 1e-6);
+        dfree(Dp); dfree(Dm); dfree(Dv); dfree(Dg); dfree(Ep); dfree(Em); dfree(Ev);
+        ffree(p); ffree(m); ffree(v); ffree(g);
+    }
+    /* more runs than the backend takes: declined, nothing written */
+    enum { MANY = 100000 };
+    int64_t *mo = malloc(sizeof(int64_t) * MANY), *ml = malloc(sizeof(int64_t) * MANY);
+    unsigned char *md = calloc(MANY, 1);
+    for (int r = 0; r < MANY; r++) mo[r] = 3 * r, ml[r] = 3;
+    float *p = frand(3 * MANY, 1), *Dp = dup_d(p, 3 * MANY);
+    int r1 = be->adamw_runs(ex, Dp, Dp, Dp, Dp, mo, ml, md, MANY, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
+    if (!r1) {
+        float *a = get_h(Dp, 3 * MANY);
+        CHECK(memcmp(a, p, sizeof(float) * 3 * MANY) == 0, "cuda/adamw_runs: declined %d runs but wrote", MANY);
+        ffree(a);
+    }
+    dfree(Dp); ffree(p); free(mo); free(ml); free(md);
+    printf("cuda %-14s %-6s taken for %d of 3 calls (as adamw per run bit for bit, to the reference); %d runs %s\n",
+           "adamw_runs", check_failed == before ? "ok" : "FAILED", taken, MANY, r1 ? "taken" : "declined");
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -947,6 +1008,8 @@ int main(void) {
     cuda_check_status(ctx, "attention_bwd_bias");
     check_gelu_bwd_bias();
     cuda_check_status(ctx, "gelu_bwd_bias");
+    check_adamw_runs();
+    cuda_check_status(ctx, "adamw_runs");
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
