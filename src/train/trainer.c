@@ -81,6 +81,22 @@ static smj_status ensure_batch(smj_trainer *t, int B, int T) {
     return SMJ_OK;
 }
 
+/* AdamW over runs of the parameter buffer: in one call where the backend
+ * takes them (adamw_runs), else one adamw per run. */
+static void adamw_runs(smj_trainer *t, const int64_t *off, const int64_t *len, const unsigned char *dec, int nr,
+                       float lr) {
+    smj_model *m = t->m;
+    const smj_backend *be = m->be;
+    const smj_exec *ex = &m->ctx->exec;
+    const float b1 = t->o.beta1, b2 = t->o.beta2, eps = t->o.eps, wd = t->o.weight_decay;
+    if (be->adamw_runs &&
+        be->adamw_runs(ex, m->params, t->adam_m, t->adam_v, m->grads, off, len, dec, nr, lr, b1, b2, eps, wd, t->adam_t))
+        return;
+    for (int r = 0; r < nr; r++)
+        be->adamw(ex, m->params + off[r], t->adam_m + off[r], t->adam_v + off[r], m->grads + off[r], len[r], lr, b1,
+                  b2, eps, dec[r] ? wd : 0.0f, t->adam_t);
+}
+
 smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T, int grad_accum,
                             smj_step_stats *stats) {
     smj_model *m = t->m;
@@ -138,25 +154,19 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
     int64_t off[MAX_RUNS], len[MAX_RUNS];
     unsigned char dec[MAX_RUNS];
     int nr = 0;
-    const float b1 = t->o.beta1, b2 = t->o.beta2, eps = t->o.eps, wd = t->o.weight_decay;
     for (int i = 0, j; i < m->n_tensors; i = j) {
         const smj_tensor_spec *sp = &m->specs[i];
         int64_t o = sp->offset, n = sp->numel;
         for (j = i + 1; j < m->n_tensors && m->specs[j].decay == sp->decay && m->specs[j].offset == o + n; j++)
             n += m->specs[j].numel;
-        if (nr < MAX_RUNS) {
-            off[nr] = o, len[nr] = n, dec[nr] = (unsigned char)(sp->decay != 0);
-            nr++;
-        } else { /* (more runs than the table holds: this one on its own) */
-            be->adamw(ex, m->params + o, t->adam_m + o, t->adam_v + o, m->grads + o, n, lr, b1, b2, eps,
-                      sp->decay ? wd : 0.0f, t->adam_t);
+        if (nr == MAX_RUNS) { /* (a full table: its runs first) */
+            adamw_runs(t, off, len, dec, nr, lr);
+            nr = 0;
         }
+        off[nr] = o, len[nr] = n, dec[nr] = (unsigned char)(sp->decay != 0);
+        nr++;
     }
-    if (!be->adamw_runs ||
-        !be->adamw_runs(ex, m->params, t->adam_m, t->adam_v, m->grads, off, len, dec, nr, lr, b1, b2, eps, wd, t->adam_t))
-        for (int r = 0; r < nr; r++)
-            be->adamw(ex, m->params + off[r], t->adam_m + off[r], t->adam_v + off[r], m->grads + off[r], len[r], lr,
-                      b1, b2, eps, dec[r] ? wd : 0.0f, t->adam_t);
+    adamw_runs(t, off, len, dec, nr, lr);
     if (stats) *stats = s;
     return SMJ_OK;
 }
