@@ -428,7 +428,7 @@ void flash_fwd(smj_cuda *c, float *out, bf16 *out16, float *lse, const float *q,
 
 /* The backward's inputs as bf16 (kept copies where valid, else casts), its
  * row statistics and, with db, the bias gradients' partial rows (one a
- * block of 128 rows), all in one scratch request: D | L2 | partials | q | k
+ * block of 64 rows), all in one scratch request: D | L2 | partials | q | k
  * | v | dO. */
 void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
                const float *sn, const float *dout, const float *out, const float *lse, const float *q, const float *k,
@@ -437,7 +437,7 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
     int Tp = (T + 3) / 4 * 4;
     int64_t rows = (int64_t)B * T * NH, nq = rows * HS, nk = (int64_t)B * T * NKV * HS;
     int64_t orow = ((int64_t)B * NH * Tp + 63) / 64 * 64, oq = (nq + 63) / 64 * 64, ok = (nk + 63) / 64 * 64;
-    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, prow = (int64_t)B * ((T + 127) / 128);
+    const int64_t QD = (int64_t)NH * HS, KD = (int64_t)NKV * HS, prow = (int64_t)B * ((T + 63) / 64);
     const int64_t opart = db ? (prow * (QD + 2 * KD) + 63) / 64 * 64 : 0;
     char *sc = (char *)scratch(c, sizeof(float) * (2 * (size_t)orow + (size_t)opart) +
                                       sizeof(bf16) * (size_t)(2 * oq + 2 * ok));

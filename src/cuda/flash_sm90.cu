@@ -16,15 +16,22 @@
  * warp, so softmax_tile, to_frags and write_rows (flash.cuh) apply as they
  * are, and rounded scores are the register A operand of the next product.
  *
- * forward  256 threads, two warpgroups of 64 queries, 128 queries a block;
- *          pipelined in FA3's order (k_flash_fwd_wg).
- * dQ       the same block shape; per key tile S = Q K^T and dP = dO V^T
- *          (both from shared memory), dS = P (dP - D) in registers,
- *          dQ += dS K (dS from registers, K MN-major).
- * dK, dV   256 threads, two warpgroups of 64 keys, 128 keys a block; over
- *          the group's query heads and the 64-query tiles from the
- *          diagonal on: S^T = K Q^T, dP^T = V dO^T, P^T and dS^T in
- *          registers, dV += P^T dO and dK += dS^T Q (Q and dO MN-major).
+ * forward  256 threads, two warpgroups of 64 queries, 128 queries a block,
+ *          two blocks an SM; pipelined in FA3's order (k_flash_fwd_wg).
+ * dQ       one warpgroup, 64 queries a block, four blocks an SM; per key
+ *          tile S = Q K^T and dP = dO V^T (both from shared memory),
+ *          dS = P (dP - D) in registers, dQ += dS K (dS from registers,
+ *          K MN-major).
+ * dK, dV   one warpgroup, 64 keys a block, two blocks an SM; over the
+ *          group's query heads and the 64-query tiles from the diagonal
+ *          on: S^T = K Q^T, dP^T = V dO^T, P^T and dS^T in registers,
+ *          dV += P^T dO and dK += dS^T Q (Q and dO MN-major).
+ * The backward's blocks of one warpgroup run out of step with each other
+ * (one's softmax beside another's products), where two warpgroups of a
+ * block meet at every tile's barrier: on an H200 (Llama 110M, T = 1024,
+ * B = 32) dQ 2.63 -> 2.45 ms a step and dK dV 4.6 -> 4.1 against blocks of
+ * two warpgroups; the forward measured slower so (2.6 -> 2.8 ms: it spills
+ * more at four blocks an SM).
  * Deterministic: each output row has one owner block, no atomics. */
 #include "flash.cuh"
 
@@ -94,21 +101,40 @@ __device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint64_t
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 #endif
 }
-/* R rows of 64 bf16 (row stride rs, rows >= nrows zero) -> a swizzled tile at
- * shared address dst, asynchronously, by the block's 256 threads. */
-template <int R>
-__device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_t rs, int nrows) {
-    static_assert(R * 8 % 256 == 0, "whole rounds of 256 threads");
-#pragma unroll
-    for (int i = 0; i < R * 8 / 256; i++) {
-        const int e = threadIdx.x + 256 * i, r = e >> 3, ch = e & 7;
-        bool ok = r < nrows;
-        uint32_t d = dst + r * 128 + ((ch ^ (r & 7)) << 4);
-#if __CUDA_ARCH__ >= 800
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d),
-                     "l"(src + (ok ? (int64_t)r * rs : 0) + 8 * ch), "r"(ok ? 16 : 0));
-#endif
+/* A thread's part in loading tiles of 64 bf16 columns (rows rs apart) into
+ * the swizzled layout, by a block of NT threads: its 16-byte chunk ch =
+ * tid % 8 of rows tid / 8, then every NT / 8 rows on. The offsets are
+ * computed once, so a tile costs a few instructions a chunk in the loops
+ * (computing them per tile had been ~30% of the forward's instructions). */
+template <int NT> struct tile_ld {
+    int64_t o;   /* r * rs + 8 * ch, elements */
+    uint32_t so; /* r * 128 + (ch ^ (r % 8)) * 16, bytes (NT / 8 rows on: the same chunk order) */
+    int r;
+    __device__ __forceinline__ explicit tile_ld(int64_t rs) {
+        const int ch = threadIdx.x & 7;
+        r = threadIdx.x >> 3;
+        o = (int64_t)r * rs + 8 * ch;
+        so = (uint32_t)(r * 128 + ((ch ^ (r & 7)) << 4));
     }
+    /* R rows from src, rs apart as constructed (rows >= nrows zero) -> the
+     * tile at shared address dst, asynchronously */
+    template <int R> __device__ __forceinline__ void load(uint32_t dst, const bf16 *src, int64_t rs, int nrows) const {
+        static_assert(R * 8 % NT == 0 && NT % 64 == 0, "whole rounds of NT threads, 8-row steps");
+#pragma unroll
+        for (int i = 0; i < R * 8 / NT; i++) {
+            const bool ok = r + i * (NT / 8) < nrows;
+            const bf16 *g = ok ? src + o + (int64_t)i * (NT / 8) * rs : src;
+#if __CUDA_ARCH__ >= 800
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + so + i * (NT / 8) * 128),
+                         "l"(g), "r"(ok ? 16 : 0));
+#endif
+        }
+    }
+};
+/* a one-off tile: R rows of 64 bf16 -> the swizzled tile at dst */
+template <int R, int NT>
+__device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_t rs, int nrows) {
+    tile_ld<NT>(rs).template load<R>(dst, src, rs, nrows);
 }
 
 /* ------------------------------------------------------------ forward */
@@ -128,7 +154,7 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
      * no serialization). Two blocks an SM (128 registers, a small spill)
      * run faster than one (166 registers): 2.90 against 3.40 ms a step on
      * an H200 (Llama 110M, T = 1024, B = 32). */
-    constexpr int HS = 64, BQ = 128, ND = HS / 8, TB = FB * 128; /* tile bytes */
+    constexpr int HS = 64, BQ = 128, NT = 256, ND = HS / 8, TB = FB * 128; /* tile bytes */
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u;
     const uint32_t sQ = s0, sK = s0 + BQ * 128, sV = sK + 3 * TB;
@@ -140,14 +166,19 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
     const bf16 *vb = v + (int64_t)b * kv_bstride + (int64_t)hk * HS;
     const int last = min(Tk - 1, off + min(q0 + BQ - 1, Tq - 1)); /* last key any row sees */
     const int nkt = last / FB + 1;
-    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * Tq + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, Tq - q0));
-    cp_tile_sw<FB>(sK, kb, krs, min(FB, Tk));
+    /* cp.async groups: {Q, K_0}, then {K_j, V_j-1} for j >= 1, each asked
+     * for a step before it is needed (two steps ahead measured no faster) */
+    const tile_ld<NT> ld(krs); /* K's and V's rows alike */
+    auto load_kv = [&](int j) {
+        if (j < nkt) ld.load<FB>(sK + (j % 3) * TB, kb + (int64_t)j * FB * krs, krs, Tk - j * FB);
+        if (j - 1 < nkt) ld.load<FB>(sV + ((j - 1) & 1) * TB, vb + (int64_t)(j - 1) * FB * krs, krs, Tk - (j - 1) * FB);
+        cp_commit();
+    };
+    cp_tile_sw<BQ, NT>(sQ, q + ((int64_t)b * Tq + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, Tq - q0));
+    ld.load<FB>(sK, kb, krs, Tk);
     cp_commit();
-    if (nkt > 1) cp_tile_sw<FB>(sK + TB, kb + (int64_t)FB * krs, krs, min(FB, Tk - FB));
-    cp_commit();
-    cp_tile_sw<FB>(sV, vb, krs, min(FB, Tk));
-    cp_commit();
-    cp_wait<2>(); /* Q and the first K */
+    load_kv(1);
+    cp_wait<1>(); /* Q and the first K */
     wg_proxy_fence();
     __syncthreads();
     const int wr = wg * 64 + w * 16; /* the warp's first row in the tile */
@@ -195,15 +226,10 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
      * wait for S_{kt+1} (PV_kt may still run), its softmax (o is not
      * touched), wait for PV_kt, rescale o by the new factors */
     auto step = [&](int kt, float *sn, uint32_t pc[4][4], uint32_t pn[4][4]) {
-        const int k0 = kt * FB;
         cp_wait<0>(); /* K_{kt+1} and V_kt landed (asked for a step before) */
         wg_proxy_fence();
         __syncthreads();
-        if (kt + 2 < nkt)
-            cp_tile_sw<FB>(sK + ((kt + 2) % 3) * TB, kb + (int64_t)(k0 + 2 * FB) * krs, krs, min(FB, Tk - k0 - 2 * FB));
-        if (kt + 1 < nkt)
-            cp_tile_sw<FB>(sV + ((kt + 1) & 1) * TB, vb + (int64_t)(k0 + FB) * krs, krs, min(FB, Tk - k0 - FB));
-        cp_commit();
+        load_kv(kt + 2);
         issue_s(sn, sK + ((kt + 1) % 3) * TB);
         issue_pv(kt, pc);
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
@@ -315,6 +341,7 @@ __device__ __forceinline__ void grad_rows(const float acc[32], float scale, int 
  * warps in order through red (8 x 64 floats of shared memory the tiles no
  * longer need): a fixed order, no atomics. Every thread of the block calls
  * it. */
+template <int NW>
 __device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow) {
 #pragma unroll
     for (int o = 4; o < 32; o <<= 1)
@@ -331,54 +358,55 @@ __device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow
     __syncthreads();
     if (threadIdx.x < 64) {
         float s = 0;
-        for (int k = 0; k < 8; k++) s += red[k * 64 + threadIdx.x];
+        for (int k = 0; k < NW; k++) s += red[k * 64 + threadIdx.x];
         prow[threadIdx.x] = s;
     }
 }
 
-/* dQ for 128 queries (two warpgroups of 64) of one head and batch: Q and dO
- * stay in shared memory, K and V tiles arrive in two buffers each (the next
- * while this one is multiplied). Every warpgroup runs every tile (a tile
- * past its rows' diagonal is fully masked: dS = 0). */
-__global__ void __launch_bounds__(256, 2)
+/* dQ for 64 queries (one warpgroup) of one head and batch: Q and dO stay
+ * in shared memory, K and V tiles arrive in two buffers each (the next
+ * while this one is multiplied). */
+__global__ void __launch_bounds__(128, 4)
     k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, const float *L2,
                       const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV,
                       float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks, float *pq) {
 #ifdef WG_SM90
-    constexpr int HS = 64, BQ = 128, TB = FB * 128;
+    constexpr int HS = 64, BQ = 64, NT = 128, TB = FB * 128;
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t sQ = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u, sO = sQ + BQ * 128,
                    sK = sO + BQ * 128, sV = sK + 2 * TB;
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * BQ;
-    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    const int w = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = iks; /* dO's rows; k's and v's (iqs: q's) */
     const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
     const bf16 *kb = k + (int64_t)b * T * krs + (int64_t)hk * HS, *vb = v + (int64_t)b * T * krs + (int64_t)hk * HS;
-    cp_tile_sw<BQ>(sQ, q + ((int64_t)b * T + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, T - q0));
-    cp_tile_sw<BQ>(sO, dout + qoff, qrs, min(BQ, T - q0));
-    cp_tile_sw<FB>(sK, kb, krs, min(FB, T));
-    cp_tile_sw<FB>(sV, vb, krs, min(FB, T));
-    cp_commit();
-    const int wr = wg * 64 + w * 16, r0 = q0 + wr + g, r1 = r0 + 8; /* the thread's rows */
+    cp_tile_sw<BQ, NT>(sQ, q + ((int64_t)b * T + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, T - q0));
+    cp_tile_sw<BQ, NT>(sO, dout + qoff, qrs, min(BQ, T - q0));
+    const int nkt = min(T - 1, q0 + BQ - 1) / FB + 1;
+    const tile_ld<NT> ld(krs); /* K's and V's rows alike */
+    auto load_kv = [&](int j) { /* group j: K_j, V_j (group 0 also Q, dO) */
+        if (j < nkt) {
+            ld.load<FB>(sK + (j & 1) * TB, kb + (int64_t)j * FB * krs, krs, T - j * FB);
+            ld.load<FB>(sV + (j & 1) * TB, vb + (int64_t)j * FB * krs, krs, T - j * FB);
+        }
+        cp_commit();
+    };
+    load_kv(0);
+    const int wr = w * 16, r0 = q0 + wr + g, r1 = r0 + 8; /* the thread's rows */
     const int64_t st = ((int64_t)b * NH + h) * Tp;
     const float L0 = r0 < T ? L2[st + r0] : 0.f, L1 = r1 < T ? L2[st + r1] : 0.f;
     const float D0 = r0 < T ? D[st + r0] : 0.f, D1 = r1 < T ? D[st + r1] : 0.f;
-    const uint64_t dQd = wg_desc(sQ + wg * 64 * 128), dOd = wg_desc(sO + wg * 64 * 128);
-    const int nkt = min(T - 1, q0 + BQ - 1) / FB + 1;
+    const uint64_t dQd = wg_desc(sQ), dOd = wg_desc(sO);
     float acc[32];
 #pragma unroll
     for (int i = 0; i < 32; i++) acc[i] = 0.f;
     for (int kt = 0; kt < nkt; kt++) {
-        const int k0 = kt * FB, k1 = k0 + FB;
+        const int k0 = kt * FB;
         cp_wait<0>(); /* tile kt is in */
         wg_proxy_fence();
         __syncthreads(); /* ... for every thread; tile kt - 1's buffers are free */
-        if (kt + 1 < nkt) {
-            cp_tile_sw<FB>(sK + ((kt + 1) & 1) * TB, kb + (int64_t)k1 * krs, krs, min(FB, T - k1));
-            cp_tile_sw<FB>(sV + ((kt + 1) & 1) * TB, vb + (int64_t)k1 * krs, krs, min(FB, T - k1));
-        }
-        cp_commit();
+        load_kv(kt + 1);
         const uint32_t cK = sK + (kt & 1) * TB, cV = sV + (kt & 1) * TB;
         float s[32], dp[32];
         wg_two_scores(s, dp, dQd, wg_desc(cK), dOd, wg_desc(cV)); /* S = Q K^T, dP = dO V^T */
@@ -398,52 +426,53 @@ __global__ void __launch_bounds__(256, 2)
     float cols[16] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     grad_rows(acc, scale, r0, T, t, dq ? dq + ob : NULL, dq16 ? dq16 + ob : NULL, gqs, cs, sn, cols);
     if (pq) /* dq's column sums over the block's rows: a partial row of its bias gradient */
-        col_sums(cols, (float *)(smem + (sQ - (uint32_t)__cvta_generic_to_shared(smem))),
+        col_sums<NT / 32>(cols, (float *)(smem + (sQ - (uint32_t)__cvta_generic_to_shared(smem))),
                  pq + ((int64_t)b * gridDim.x + blockIdx.x) * NH * HS + (int64_t)h * HS);
 #endif
 }
 
-/* dK, dV for 128 keys (two warpgroups of 64) of one KV head and batch: K
- * and V stay in shared memory; the loop runs over the group's query heads
+/* dK, dV for 64 keys (one warpgroup) of one KV head and batch: K and V
+ * stay in shared memory; the loop runs over the group's query heads
  * and the 64-query tiles from the block's first key on. The score blocks
  * are S^T (keys x queries), so lse and D are per column. Pipelined as the
  * forward: per iteration i, S^T and dP^T of i + 1 are issued before the dV
  * and dK products of i, and P^T, dS^T of i + 1 are computed while those
  * run (two register sets each). Q, dO and the statistics are three
- * buffers: i + 2's load goes where i - 1's was, which every warpgroup has
+ * buffers: i + 2's load goes where i - 1's was, which the warpgroup has
  * finished with at i's barrier. */
-__global__ void __launch_bounds__(256, 1)
+__global__ void __launch_bounds__(128, 2)
     k_flash_bwd_dkv_wg(float *dk, float *dv, bf16 *dk16, bf16 *dv16, const float *cs, const float *sn,
                        const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k, const bf16 *v,
                        int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gks, int64_t iqs, int64_t iks,
                        float *pk, float *pv) {
 #ifdef WG_SM90
-    constexpr int HS = 64, BK = 128, TB = FB * 128, NB = 3;
+    constexpr int HS = 64, BK = 64, NT = 128, TB = FB * 128, NB = 3;
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem), sK = (raw + 1023) & ~1023u, sV = sK + BK * 128,
                    sQ = sV + BK * 128, sO = sQ + NB * TB;
     float *sL = (float *)(smem + (sO + NB * TB - raw)), *sD = sL + NB * FB;
     const int kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = NH / NKV, k0 = kt * BK;
-    const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    const int w = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = iks; /* dO's rows; k's and v's (iqs: q's) */
     const int64_t koff = ((int64_t)b * T + k0) * krs + (int64_t)hk * HS;
     const int qt0 = k0 / FB, per = (T + FB - 1) / FB - qt0, nit = G * per; /* (head, query tile) pairs */
+    const tile_ld<NT> ldq(iqs), ldo(qrs);
     auto fetch = [&](int i) {
         const int h = hk * G + i / per, qq = (qt0 + i % per) * FB, buf = i % NB;
         const int64_t qoff = ((int64_t)b * T + qq) * qrs + (int64_t)h * HS, st = ((int64_t)b * NH + h) * Tp;
-        cp_tile_sw<FB>(sQ + buf * TB, q + ((int64_t)b * T + qq) * iqs + (int64_t)h * HS, iqs, min(FB, T - qq));
-        cp_tile_sw<FB>(sO + buf * TB, dout + qoff, qrs, min(FB, T - qq));
+        ldq.load<FB>(sQ + buf * TB, q + ((int64_t)b * T + qq) * iqs + (int64_t)h * HS, iqs, T - qq);
+        ldo.load<FB>(sO + buf * TB, dout + qoff, qrs, T - qq);
         cp_stats(sL + buf * FB, L2 + st, qq, T);
         cp_stats(sD + buf * FB, D + st, qq, T);
     };
-    cp_tile_sw<BK>(sK, k + koff, krs, min(BK, T - k0));
-    cp_tile_sw<BK>(sV, v + koff, krs, min(BK, T - k0));
+    cp_tile_sw<BK, NT>(sK, k + koff, krs, min(BK, T - k0));
+    cp_tile_sw<BK, NT>(sV, v + koff, krs, min(BK, T - k0));
     fetch(0);
     cp_commit();
     if (nit > 1) fetch(1);
     cp_commit();
-    const int kw = k0 + wg * 64 + w * 16, j0 = kw + g; /* the warp's first key, the thread's */
-    const uint64_t dKd = wg_desc(sK + wg * 64 * 128), dVd = wg_desc(sV + wg * 64 * 128);
+    const int kw = k0 + w * 16, j0 = kw + g; /* the warp's first key, the thread's */
+    const uint64_t dKd = wg_desc(sK), dVd = wg_desc(sV);
     auto issue_scores = [&](int i, float *s, float *dp) { /* S^T = K Q^T, dP^T = V dO^T */
         const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
         wg_fence();
@@ -522,8 +551,8 @@ __global__ void __launch_bounds__(256, 1)
     grad_rows(av, 1.0f, j0, T, t, dv ? dv + ob : NULL, dv16 ? dv16 + ob : NULL, gks, NULL, NULL, cv);
     if (pk) { /* dk's and dv's column sums over the block's keys: partial rows of their bias gradients */
         const int64_t pr = ((int64_t)b * gridDim.x + blockIdx.x) * NKV * HS + (int64_t)hk * HS;
-        col_sums(ck, (float *)(smem + (sK - raw)), pk + pr);
-        col_sums(cv, (float *)(smem + (sK - raw)), pv + pr);
+        col_sums<NT / 32>(ck, (float *)(smem + (sK - raw)), pk + pr);
+        col_sums<NT / 32>(cv, (float *)(smem + (sK - raw)), pv + pr);
     }
 #endif
 }
@@ -551,7 +580,7 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
     size_t sm = (size_t)(2 * FB + 5 * FB) * 128 + 1024; /* Q | K x3 | V x2 */
     if (smem_ok(c, (const void *)k_flash_fwd_wg, sm)) {
         k_flash_fwd_wg<<<grid, 256, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2, iqs,
-                                                          iks);
+                                                      iks);
         LAUNCHED(c);
     }
 }
@@ -560,16 +589,16 @@ void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf
                     const float *sn, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
                     const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
                     int64_t gks, int64_t iqs, int64_t iks, float *pq, float *pk, float *pv) {
-    const unsigned nt = (unsigned)((T + 127) / 128);
-    const size_t sq = (size_t)(2 * 128 + 4 * FB) * 128 + 1024;                   /* Q | dO | K x2 | V x2 */
-    const size_t skv = (size_t)(2 * 128 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
+    const unsigned nt = (unsigned)((T + 63) / 64);
+    const size_t sq = (size_t)(2 * 64 + 4 * FB) * 128 + 1024;                          /* Q | dO | K x2 | V x2 */
+    const size_t skv = (size_t)(2 * 64 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
     if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
     prof_phase(c, "attn bwd: flash dQ");
-    k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 256, sq, c->stream>>>(dq, dq16, cs, sn, dout, L2, D, q, k,
+    k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 128, sq, c->stream>>>(dq, dq16, cs, sn, dout, L2, D, q, k,
                                                                                    v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq);
     LAUNCHED(c);
     prof_phase(c, "attn bwd: flash dK dV");
-    k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 256, skv, c->stream>>>(
+    k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 128, skv, c->stream>>>(
         dk, dv, dk16, dv16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gks, iqs, iks, pk, pv);
     LAUNCHED(c);
 }
