@@ -337,8 +337,8 @@ __device__ __forceinline__ void grad_rows(const float acc[32], float scale, int 
 
 /* The block's column sums of one gradient's 64 columns into prow[0, 64)
  * (a bias gradient's partial row): each thread's cols (grad_rows's) summed
- * over the warp's eight row groups by shuffles, then over the block's 8
- * warps in order through red (8 x 64 floats of shared memory the tiles no
+ * over the warp's eight row groups by shuffles, then over the block's NW
+ * warps in order through red (NW x 64 floats of shared memory the tiles no
  * longer need): a fixed order, no atomics. Every thread of the block calls
  * it. */
 template <int NW>
