@@ -969,6 +969,8 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
                 ok = 0;
             }
         }
+        const char *tm = getenv("SMJ_CUDA_TMA");
+        c->tma = !(tm && strcmp(tm, "0") == 0);
         const char *pr = getenv("SMJ_CUDA_PROFILE");
         c->profile = c->profile_env = pr && *pr && strcmp(pr, "0") != 0;
         /* the compute type of each product is chosen per call (gemm()) */

@@ -50,6 +50,10 @@ typedef struct {
                                     ATTN_MMA (flash.cu's mma.sync kernels on a Hopper GPU too),
                                     ATTN_WGMMA (flash_sm90.cu's, the default where they run) */
     int cc;                      /* compute capability, 10 * major + minor */
+    int tma;                     /* Hopper's attention forward and dQ kernels load their tiles by TMA
+                                    (flash_sm90.cu; SMJ_CUDA_TMA=0: by cp.async) */
+    void *tmap_encode;           /* the driver's cuTensorMapEncodeTiled (flash_sm90.cu), once looked up */
+    int tmap_looked;
     /* Device time per op from event pairs, resolved in batches: with
      * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
      * context is freed; or between smj_ctx_profile(ctx, 1) and (ctx, 0). */

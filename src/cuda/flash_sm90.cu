@@ -34,6 +34,8 @@
  * more at four blocks an SM).
  * Deterministic: each output row has one owner block, no atomics. */
 #include "flash.cuh"
+#include <cuda.h> /* CUtensorMap (the driver's entry point is looked up at run time: no libcuda link) */
+#include <cudaTypedefs.h>
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WG_SM90 1
@@ -42,11 +44,13 @@
 /* smem matrix descriptor, 128-byte swizzle: start >> 4 (bits 0-13), leading
  * byte offset >> 4 (16-29; unused here: one swizzle atom along the
  * contiguous dimension), stride byte offset >> 4 (32-45: 1024, the next
- * 8 rows), swizzle mode 1 (62-63). */
-__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
-    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           ((uint64_t)1 << 62);
-}
+ * 8 rows), swizzle mode 1 (62-63). The high word is the same for every
+ * tile here (WG_DESC_HI), so the kernels carry the low word alone (wg_lo)
+ * and step through tiles by adding to it (a byte offset >> 4), and the
+ * products pair it with the constant: fewer registers and instructions a
+ * tile than whole 64-bit descriptors computed at each use. */
+#define WG_DESC_HI 0x40000040u
+__device__ __forceinline__ uint32_t wg_lo(uint32_t saddr) { return ((saddr & 0x3FFFF) >> 4) | (1u << 16); }
 __device__ __forceinline__ void wg_fence() {
 #ifdef WG_SM90
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -82,23 +86,25 @@ __device__ __forceinline__ void wg_reg_fence(float d[32]) {
 #define WG_R32                                                                                                  \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
     "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
-/* d (64x64 fp32, accumulate when acc) += A (smem, K-major) · B^T (smem, K-major), k16 */
-__device__ __forceinline__ void wg_ss(float d[32], uint64_t da, uint64_t db, int acc) {
+/* d (64x64 fp32, accumulate when acc) += A (smem, K-major) · B^T (smem, K-major), k16;
+ * a, b: the descriptors' low words */
+__device__ __forceinline__ void wg_ss(float d[32], uint32_t a, uint32_t b, int acc) {
 #ifdef WG_SM90
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+    asm volatile("{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %34, 0;\n"
+                 "mov.b64 da, {%32, %35};\nmov.b64 db, {%33, %35};\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32 ", da, db, p, 1, 1, 0, 0;\n}\n"
                  : WG_D32(d)
-                 : "l"(da), "l"(db), "r"(acc));
+                 : "r"(a), "r"(b), "r"(acc), "r"(WG_DESC_HI));
 #endif
 }
 /* d += A (registers, the m16k16 fragments of the warp's 16 rows) · B (smem, MN-major), k16 */
-__device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint64_t db) {
+__device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint32_t b) {
 #ifdef WG_SM90
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+    asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, 1, 0;\nmov.b64 db, {%36, %37};\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 ", {%32, %33, %34, %35}, db, p, 1, 1, 1;\n}\n"
                  : WG_D32(d)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b), "r"(WG_DESC_HI));
 #endif
 }
 /* A thread's part in loading tiles of 64 bf16 columns (rows rs apart) into
@@ -137,11 +143,73 @@ __device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_
     tile_ld<NT>(rs).template load<R>(dst, src, rs, nrows);
 }
 
+/* ---- TMA (the tensor memory accelerator) and shared-memory barriers:
+ * one thread asks for a whole 64 x 64 tile, the copy engine writes it in
+ * the 128-byte swizzled layout (the same as tile_ld's) and signals an
+ * mbarrier with the bytes written; consumers wait on the barrier's phase
+ * instead of a block barrier, and arrive on an "empty" barrier when their
+ * products have read a stage. */
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+#ifdef WG_SM90
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_init_fence() {
+#ifdef WG_SM90
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+/* the producer's arrival: the barrier's phase completes when bytes more have landed */
+__device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
+#ifdef WG_SM90
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+#ifdef WG_SM90
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+#endif
+}
+/* waits until the barrier's phase with this parity has completed */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#ifdef WG_SM90
+    uint32_t done = 0;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+#endif
+}
+/* the box at (c0, c1, c2) of a 3-D tensor map -> shared dst, completing on bar */
+__device__ __forceinline__ void tma_load3(uint32_t dst, const CUtensorMap *tm, int c0, int c1, int c2, uint32_t bar) {
+#ifdef WG_SM90
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+                 "%4}], [%5];\n" ::"r"(dst),
+                 "l"((uint64_t)tm), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+#endif
+}
+/* the kernels' tensor maps (TMA): q, k, v (and dO for dQ) as
+ * [B][rows][columns] bf16, boxes of 64 rows x 64 columns, 128-byte swizzle,
+ * rows past the tensor's read as 0 (flash_fwd_sm90, flash_bwd_sm90 make
+ * them) */
+struct fwd_maps {
+    CUtensorMap q, k, v;
+};
+struct dq_maps {
+    CUtensorMap q, o, k, v;
+};
+
 /* ------------------------------------------------------------ forward */
 
-__global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16, float *lse, const bf16 *q,
-                                                      const bf16 *k, const bf16 *v, int Tq, int Tk, int NH, int NKV,
-                                                      int64_t kv_bstride, float sl2, int64_t iqs, int64_t iks) {
+template <bool TMA>
+__global__ void __launch_bounds__(256, 2)
+    k_flash_fwd_wg(float *out, bf16 *out16, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int Tq, int Tk,
+                   int NH, int NKV, int64_t kv_bstride, float sl2, int64_t iqs, int64_t iks,
+                   const __grid_constant__ fwd_maps tm) {
 #ifdef WG_SM90
     /* Pipelined in FA3's order: per tile kt, S_{kt+1} = Q K_{kt+1}^T and
      * O += P_kt V_kt are issued together; the softmax of S_{kt+1} runs while
@@ -153,11 +221,20 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
      * same on every path and the compiler keeps it pipelined (ptxas reports
      * no serialization). Two blocks an SM (128 registers, a small spill)
      * run faster than one (166 registers): 2.90 against 3.40 ms a step on
-     * an H200 (Llama 110M, T = 1024, B = 32). */
+     * an H200 (Llama 110M, T = 1024, B = 32).
+     * TMA: K and V in NS stages each, filled by thread 0 (also a consumer)
+     * through the copy engine; a warpgroup waits for a stage's "full"
+     * barrier and arrives on its "empty" one when its product has read it;
+     * K_j's stage is refilled (K_{j+NS}) at step j + 1, V_j's at step j + 2,
+     * so the two warpgroups may run up to about two steps apart, where
+     * cp.async's block barrier holds them together every tile. */
     constexpr int HS = 64, BQ = 128, NT = 256, ND = HS / 8, TB = FB * 128; /* tile bytes */
+    constexpr int NS = TMA ? 4 : 3, NSV = TMA ? 4 : 2;                     /* K, V buffers */
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u;
-    const uint32_t sQ = s0, sK = s0 + BQ * 128, sV = sK + 3 * TB;
+    const uint32_t sQ = s0, sK = s0 + BQ * 128, sV = sK + NS * TB;
+    /* (TMA) barriers: Q full, then per stage K full, V full, K empty, V empty */
+    const uint32_t bq = sV + NSV * TB, bfk = bq + 8, bfv = bfk + 8 * NS, bek = bfv + 8 * NS, bev = bek + 8 * NS;
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
     const int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, g = (threadIdx.x & 31) >> 2;
@@ -174,22 +251,61 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
         if (j - 1 < nkt) ld.load<FB>(sV + ((j - 1) & 1) * TB, vb + (int64_t)(j - 1) * FB * krs, krs, Tk - (j - 1) * FB);
         cp_commit();
     };
-    cp_tile_sw<BQ, NT>(sQ, q + ((int64_t)b * Tq + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, Tq - q0));
-    ld.load<FB>(sK, kb, krs, Tk);
-    cp_commit();
-    load_kv(1);
-    cp_wait<1>(); /* Q and the first K */
-    wg_proxy_fence();
-    __syncthreads();
+    /* (TMA, thread 0) K_j, V_j into their stages */
+    auto tma_k = [&](int j) {
+        const uint32_t st = (uint32_t)(j % NS);
+        mbar_expect(bfk + 8 * st, TB);
+        tma_load3(sK + st * TB, &tm.k, hk * HS, j * FB, b, bfk + 8 * st);
+    };
+    auto tma_v = [&](int j) {
+        const uint32_t st = (uint32_t)(j % NSV);
+        mbar_expect(bfv + 8 * st, TB);
+        tma_load3(sV + st * TB, &tm.v, hk * HS, j * FB, b, bfv + 8 * st);
+    };
+    if (TMA) {
+        if (threadIdx.x == 0) {
+            mbar_init(bq, 1);
+            for (int i = 0; i < NS; i++) {
+                mbar_init(bfk + 8 * i, 1);
+                mbar_init(bfv + 8 * i, 1);
+                mbar_init(bek + 8 * i, NT);
+                mbar_init(bev + 8 * i, NT);
+            }
+            mbar_init_fence();
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            /* (a box wholly past the rows is not asked for: the second
+             * warpgroup's rows then hold stale values, never written out) */
+            const bool two = q0 + FB < Tq;
+            mbar_expect(bq, two ? 2 * TB : TB);
+            tma_load3(sQ, &tm.q, h * HS, q0, b, bq);
+            if (two) tma_load3(sQ + TB, &tm.q, h * HS, q0 + FB, b, bq);
+            for (int j = 0; j < NS && j < nkt; j++) tma_k(j);
+            for (int j = 0; j < NSV && j < nkt; j++) tma_v(j);
+        }
+        __syncwarp();
+        mbar_wait(bq, 0);
+        mbar_wait(bfk, 0);
+    } else {
+        cp_tile_sw<BQ, NT>(sQ, q + ((int64_t)b * Tq + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, Tq - q0));
+        ld.load<FB>(sK, kb, krs, Tk);
+        cp_commit();
+        load_kv(1);
+        cp_wait<1>(); /* Q and the first K */
+        wg_proxy_fence();
+        __syncthreads();
+    }
     const int wr = wg * 64 + w * 16; /* the warp's first row in the tile */
-    const uint64_t dq = wg_desc(sQ + wg * 64 * 128);
+    constexpr uint32_t TD = TB >> 4;                 /* a tile's step in a descriptor */
+    const uint32_t dq = wg_lo(sQ + wg * 64 * 128), dk0 = wg_lo(sK), dv0 = wg_lo(sV);
     float o[32], sa[32], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
     for (int i = 0; i < 32; i++) o[i] = 0.f;
-    auto issue_s = [&](float *acc, uint32_t kbuf) {
+    auto issue_s = [&](float *acc, uint32_t dkb) { /* dkb: the K tile's descriptor */
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) wg_ss(acc, dq + 2 * kk, wg_desc(kbuf) + 2 * kk, kk);
+        for (int kk = 0; kk < HS / 16; kk++) wg_ss(acc, dq + 2 * kk, dkb + 2 * kk, kk);
         wg_commit();
     };
     auto softmax = [&](float *acc, int kt, uint32_t pa[4][4]) {
@@ -211,32 +327,57 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
         for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
         wg_fence();
 #pragma unroll
-        for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(o, pa[kb2], wg_desc(sV + (kt & 1) * TB + kb2 * 16 * 128));
+        for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(o, pa[kb2], dv0 + (kt % NSV) * TD + kb2 * 128);
         wg_commit();
     };
     /* tile 0's scores and softmax (o is 0: nothing to rescale); P in two
      * register sets, the one a PV product reads being left alone while it
      * runs */
     uint32_t pa[4][4], pb[4][4];
-    issue_s(sa, sK);
+    issue_s(sa, dk0);
     wg_wait0();
     wg_reg_fence(sa);
+    if (TMA) mbar_arrive(bek); /* K_0 read */
     softmax(sa, 0, pa);
     /* then per tile kt (FA3's order): issue S_{kt+1}, issue O += P_kt V_kt,
      * wait for S_{kt+1} (PV_kt may still run), its softmax (o is not
      * touched), wait for PV_kt, rescale o by the new factors */
+    /* (TMA) thread 0 refills K_{kt-1}'s stage with K_{kt-1+NS} and
+     * V_{kt-2}'s with V_{kt-2+NSV} once both warpgroups have read them; every
+     * thread then waits for K_{kt+1}, V_kt */
+    auto tma_step = [&](int kt, bool s_next) {
+        if (threadIdx.x == 0) {
+            if (kt >= 1 && kt - 1 + NS < nkt) {
+                mbar_wait(bek + 8 * ((kt - 1) % NS), (uint32_t)((kt - 1) / NS) & 1);
+                tma_k(kt - 1 + NS);
+            }
+            if (kt >= 2 && kt - 2 + NSV < nkt) {
+                mbar_wait(bev + 8 * ((kt - 2) % NSV), (uint32_t)((kt - 2) / NSV) & 1);
+                tma_v(kt - 2 + NSV);
+            }
+        }
+        __syncwarp();
+        if (s_next) mbar_wait(bfk + 8 * ((kt + 1) % NS), (uint32_t)((kt + 1) / NS) & 1);
+        mbar_wait(bfv + 8 * (kt % NSV), (uint32_t)(kt / NSV) & 1);
+    };
     auto step = [&](int kt, float *sn, uint32_t pc[4][4], uint32_t pn[4][4]) {
-        cp_wait<0>(); /* K_{kt+1} and V_kt landed (asked for a step before) */
-        wg_proxy_fence();
-        __syncthreads();
-        load_kv(kt + 2);
-        issue_s(sn, sK + ((kt + 1) % 3) * TB);
+        if (TMA) {
+            tma_step(kt, true);
+        } else {
+            cp_wait<0>(); /* K_{kt+1} and V_kt landed (asked for a step before) */
+            wg_proxy_fence();
+            __syncthreads();
+            load_kv(kt + 2);
+        }
+        issue_s(sn, dk0 + ((kt + 1) % NS) * TD);
         issue_pv(kt, pc);
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
         wg_reg_fence(sn);
+        if (TMA) mbar_arrive(bek + 8 * ((kt + 1) % NS)); /* K_{kt+1} read */
         float2 c = softmax(sn, kt + 1, pn);
         wg_wait0();
         wg_reg_fence(o);
+        if (TMA) mbar_arrive(bev + 8 * (kt % NSV)); /* V_kt read */
         rescale(c);
     };
     int kt = 0;
@@ -246,9 +387,13 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
     }
     /* the last tile's O += P V */
     auto last_pv = [&](int kt, uint32_t pc[4][4]) {
-        cp_wait<0>();
-        wg_proxy_fence();
-        __syncthreads();
+        if (TMA) {
+            tma_step(kt, false);
+        } else {
+            cp_wait<0>();
+            wg_proxy_fence();
+            __syncthreads();
+        }
         issue_pv(kt, pc);
     };
     if (kt + 1 < nkt) {
@@ -273,8 +418,8 @@ __global__ void __launch_bounds__(256, 2) k_flash_fwd_wg(float *out, bf16 *out16
 /* s = A1 · B1^T and dp = A2 · B2^T for a warpgroup's 64 rows, reduced over
  * the head dimension (four k16 steps each), all four operands K-major tiles
  * in shared memory (descriptors); issued together, then waited for. */
-__device__ __forceinline__ void wg_two_scores(float s[32], float dp[32], uint64_t a1, uint64_t b1, uint64_t a2,
-                                              uint64_t b2) {
+__device__ __forceinline__ void wg_two_scores(float s[32], float dp[32], uint32_t a1, uint32_t b1, uint32_t a2,
+                                              uint32_t b2) {
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wg_ss(s, a1 + 2 * kk, b1 + 2 * kk, kk);
@@ -285,14 +430,14 @@ __device__ __forceinline__ void wg_two_scores(float s[32], float dp[32], uint64_
     wg_reg_fence(s);
     wg_reg_fence(dp);
 }
-/* acc += P (64 rows as bf16 register fragments, k = 64) · B (a tile at
- * shared address sb, MN-major), issued; the caller waits. */
-__device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t pa[4][4], uint32_t sb) {
+/* acc += P (64 rows as bf16 register fragments, k = 64) · B (a tile, MN-major,
+ * its descriptor's low word db), issued; the caller waits. */
+__device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t pa[4][4], uint32_t db) {
     wg_reg_fence(acc);
 #pragma unroll
     for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
 #pragma unroll
-    for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(acc, pa[kb2], wg_desc(sb + kb2 * 16 * 128));
+    for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(acc, pa[kb2], db + kb2 * 128);
 }
 
 /* A warp's share of a gradient's 64 columns in the accumulator layout (the
@@ -365,24 +510,28 @@ __device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow
 
 /* dQ for 64 queries (one warpgroup) of one head and batch: Q and dO stay
  * in shared memory, K and V tiles arrive in two buffers each (the next
- * while this one is multiplied). */
+ * while this one is multiplied). TMA: thread 0 asks the copy engine for
+ * the tiles; a stage's "full" barrier replaces the block barrier, its
+ * "empty" one tells thread 0 the stage may take the tile after next. */
+template <bool TMA>
 __global__ void __launch_bounds__(128, 4)
     k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, const float *L2,
                       const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV,
-                      float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks, float *pq) {
+                      float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks, float *pq,
+                      const __grid_constant__ dq_maps tm) {
 #ifdef WG_SM90
     constexpr int HS = 64, BQ = 64, NT = 128, TB = FB * 128;
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t sQ = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u, sO = sQ + BQ * 128,
                    sK = sO + BQ * 128, sV = sK + 2 * TB;
+    /* (TMA) barriers: Q and dO full, then per stage K|V full, K|V empty */
+    const uint32_t bq = sV + 2 * TB, bf = bq + 8, be = bf + 16;
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (NH / NKV), q0 = qt * BQ;
     const int w = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     const int64_t qrs = (int64_t)NH * HS, krs = iks; /* dO's rows; k's and v's (iqs: q's) */
     const int64_t qoff = ((int64_t)b * T + q0) * qrs + (int64_t)h * HS;
     const bf16 *kb = k + (int64_t)b * T * krs + (int64_t)hk * HS, *vb = v + (int64_t)b * T * krs + (int64_t)hk * HS;
-    cp_tile_sw<BQ, NT>(sQ, q + ((int64_t)b * T + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, T - q0));
-    cp_tile_sw<BQ, NT>(sO, dout + qoff, qrs, min(BQ, T - q0));
     const int nkt = min(T - 1, q0 + BQ - 1) / FB + 1;
     const tile_ld<NT> ld(krs); /* K's and V's rows alike */
     auto load_kv = [&](int j) { /* group j: K_j, V_j (group 0 also Q, dO) */
@@ -392,24 +541,62 @@ __global__ void __launch_bounds__(128, 4)
         }
         cp_commit();
     };
-    load_kv(0);
+    auto tma_kv = [&](int j) { /* (TMA, thread 0) K_j, V_j into stage j % 2 */
+        const uint32_t st = (uint32_t)(j & 1);
+        mbar_expect(bf + 8 * st, 2 * TB);
+        tma_load3(sK + st * TB, &tm.k, hk * HS, j * FB, b, bf + 8 * st);
+        tma_load3(sV + st * TB, &tm.v, hk * HS, j * FB, b, bf + 8 * st);
+    };
+    if (TMA) {
+        if (threadIdx.x == 0) {
+            mbar_init(bq, 1);
+            for (int i = 0; i < 2; i++) {
+                mbar_init(bf + 8 * i, 1);
+                mbar_init(be + 8 * i, NT);
+            }
+            mbar_init_fence();
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            mbar_expect(bq, 2 * TB);
+            tma_load3(sQ, &tm.q, h * HS, q0, b, bq);
+            tma_load3(sO, &tm.o, h * HS, q0, b, bq);
+            for (int j = 0; j < 2 && j < nkt; j++) tma_kv(j);
+        }
+        __syncwarp();
+    } else {
+        cp_tile_sw<BQ, NT>(sQ, q + ((int64_t)b * T + q0) * iqs + (int64_t)h * HS, iqs, min(BQ, T - q0));
+        cp_tile_sw<BQ, NT>(sO, dout + qoff, qrs, min(BQ, T - q0));
+        load_kv(0);
+    }
     const int wr = w * 16, r0 = q0 + wr + g, r1 = r0 + 8; /* the thread's rows */
     const int64_t st = ((int64_t)b * NH + h) * Tp;
     const float L0 = r0 < T ? L2[st + r0] : 0.f, L1 = r1 < T ? L2[st + r1] : 0.f;
     const float D0 = r0 < T ? D[st + r0] : 0.f, D1 = r1 < T ? D[st + r1] : 0.f;
-    const uint64_t dQd = wg_desc(sQ), dOd = wg_desc(sO);
+    const uint32_t dQd = wg_lo(sQ), dOd = wg_lo(sO);
     float acc[32];
 #pragma unroll
     for (int i = 0; i < 32; i++) acc[i] = 0.f;
+    if (TMA) mbar_wait(bq, 0);
     for (int kt = 0; kt < nkt; kt++) {
         const int k0 = kt * FB;
-        cp_wait<0>(); /* tile kt is in */
-        wg_proxy_fence();
-        __syncthreads(); /* ... for every thread; tile kt - 1's buffers are free */
-        load_kv(kt + 1);
+        if (TMA) {
+            /* thread 0: tile kt - 1's stage, read by every thread, takes tile kt + 1 */
+            if (threadIdx.x == 0 && kt >= 1 && kt + 1 < nkt) {
+                mbar_wait(be + 8 * ((kt - 1) & 1), (uint32_t)((kt - 1) >> 1) & 1);
+                tma_kv(kt + 1);
+            }
+            __syncwarp();
+            mbar_wait(bf + 8 * (kt & 1), (uint32_t)(kt >> 1) & 1); /* tile kt is in */
+        } else {
+            cp_wait<0>(); /* tile kt is in */
+            wg_proxy_fence();
+            __syncthreads(); /* ... for every thread; tile kt - 1's buffers are free */
+            load_kv(kt + 1);
+        }
         const uint32_t cK = sK + (kt & 1) * TB, cV = sV + (kt & 1) * TB;
         float s[32], dp[32];
-        wg_two_scores(s, dp, dQd, wg_desc(cK), dOd, wg_desc(cV)); /* S = Q K^T, dP = dO V^T */
+        wg_two_scores(s, dp, dQd, wg_lo(cK), dOd, wg_lo(cV)); /* S = Q K^T, dP = dO V^T */
         if (k0 + FB - 1 > q0 + wr || k0 + FB > T) /* the diagonal or the end */
             dq_ds<true>(s, dp, L0, L1, D0, D1, k0, r0, T, sl2);
         else
@@ -417,10 +604,11 @@ __global__ void __launch_bounds__(128, 4)
         uint32_t da[4][4];
         to_frags(da, reinterpret_cast<float (*)[4]>(dp));
         wg_fence();
-        wg_issue_pb(acc, da, cK); /* dQ += dS K */
+        wg_issue_pb(acc, da, wg_lo(cK)); /* dQ += dS K */
         wg_commit();
         wg_wait0();
         wg_reg_fence(acc);
+        if (TMA) mbar_arrive(be + 8 * (kt & 1)); /* tile kt read */
     }
     const int64_t ob = (int64_t)b * T * gqs + (int64_t)h * HS; /* dq's rows gqs apart */
     float cols[16] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -472,14 +660,14 @@ __global__ void __launch_bounds__(128, 2)
     if (nit > 1) fetch(1);
     cp_commit();
     const int kw = k0 + w * 16, j0 = kw + g; /* the warp's first key, the thread's */
-    const uint64_t dKd = wg_desc(sK), dVd = wg_desc(sV);
+    const uint32_t dKd = wg_lo(sK), dVd = wg_lo(sV);
     auto issue_scores = [&](int i, float *s, float *dp) { /* S^T = K Q^T, dP^T = V dO^T */
         const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) wg_ss(s, dKd + 2 * kk, wg_desc(cQ) + 2 * kk, kk);
+        for (int kk = 0; kk < 4; kk++) wg_ss(s, dKd + 2 * kk, wg_lo(cQ) + 2 * kk, kk);
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) wg_ss(dp, dVd + 2 * kk, wg_desc(cO) + 2 * kk, kk);
+        for (int kk = 0; kk < 4; kk++) wg_ss(dp, dVd + 2 * kk, wg_lo(cO) + 2 * kk, kk);
         wg_commit();
     };
     /* P^T and dS^T of iteration i from its scores, as bf16 A fragments */
@@ -508,8 +696,8 @@ __global__ void __launch_bounds__(128, 2)
     auto issue_grads = [&](int i, uint32_t pc[4][4], uint32_t dc[4][4]) {
         const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
         wg_fence();
-        wg_issue_pb(av, pc, cO); /* dV += P^T dO */
-        wg_issue_pb(ak, dc, cQ); /* dK += dS^T Q */
+        wg_issue_pb(av, pc, wg_lo(cO)); /* dV += P^T dO */
+        wg_issue_pb(ak, dc, wg_lo(cQ)); /* dK += dS^T Q */
         wg_commit();
     };
     /* iteration i < nit - 1 (its fragments pc, dc ready): the scores of
@@ -574,13 +762,53 @@ int flash_sm90_ok(smj_cuda *c, int HS) {
 /* Launches (flash_sm90_ok true): bf16 inputs as flash_fwd / flash_bwd made
  * them, q's rows iqs apart, k's and v's iks (dense, or the columns of one
  * fused q|k|v copy); out, dO dense. */
+/* A 3-D tensor map over bf16 [B][rows][cols] at base (rows rs elements
+ * apart, batches bs), boxes of 64 x 64, the 128-byte swizzle; 0 where the
+ * driver has no cuTensorMapEncodeTiled or the layout does not fit TMA
+ * (16-byte aligned base and strides). */
+static int tmap3(smj_cuda *c, CUtensorMap *m, const bf16 *base, int64_t cols, int64_t rows, int64_t B, int64_t rs,
+                 int64_t bs) {
+    if (!c->tmap_looked) {
+        c->tmap_looked = 1;
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult qr;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &qr) ==
+                cudaSuccess &&
+            qr == cudaDriverEntryPointSuccess)
+            c->tmap_encode = fn;
+        else
+            (void)cudaGetLastError();
+    }
+    if (!c->tmap_encode || (uintptr_t)base % 16 || (rs * 2) % 16 || (bs * 2) % 16) return 0;
+    const cuuint64_t dim[3] = {(cuuint64_t)cols, (cuuint64_t)rows, (cuuint64_t)B};
+    const cuuint64_t str[2] = {(cuuint64_t)rs * 2, (cuuint64_t)bs * 2};
+    const cuuint32_t box[3] = {64, 64, 1}, es[3] = {1, 1, 1};
+    return ((PFN_cuTensorMapEncodeTiled_v12000)c->tmap_encode)(
+               m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dim, str, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                     int B, int Tq, int Tk, int NH, int NKV, int64_t kv_bstride, float sl2, int64_t iqs, int64_t iks) {
     dim3 grid((unsigned)((Tq + 127) / 128), (unsigned)NH, (unsigned)B);
+    fwd_maps tm;
+    memset(&tm, 0, sizeof tm);
+    const int64_t QD = (int64_t)NH * 64, KD = (int64_t)NKV * 64;
+    if (c->tma && tmap3(c, &tm.q, q, QD, Tq, B, iqs, (int64_t)Tq * iqs) &&
+        tmap3(c, &tm.k, k, KD, Tk, B, iks, kv_bstride) && tmap3(c, &tm.v, v, KD, Tk, B, iks, kv_bstride)) {
+        size_t sm = (size_t)(2 * FB + 8 * FB) * 128 + 1024 + 256; /* Q | K x4 | V x4 | barriers */
+        if (smem_ok(c, (const void *)k_flash_fwd_wg<true>, sm)) {
+            k_flash_fwd_wg<true><<<grid, 256, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride,
+                                                                sl2, iqs, iks, tm);
+            LAUNCHED(c);
+        }
+        return;
+    }
     size_t sm = (size_t)(2 * FB + 5 * FB) * 128 + 1024; /* Q | K x3 | V x2 */
-    if (smem_ok(c, (const void *)k_flash_fwd_wg, sm)) {
-        k_flash_fwd_wg<<<grid, 256, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2, iqs,
-                                                      iks);
+    if (smem_ok(c, (const void *)k_flash_fwd_wg<false>, sm)) {
+        k_flash_fwd_wg<false><<<grid, 256, sm, c->stream>>>(out, out16, lse, q, k, v, Tq, Tk, NH, NKV, kv_bstride, sl2,
+                                                             iqs, iks, tm);
         LAUNCHED(c);
     }
 }
@@ -590,12 +818,23 @@ void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf
                     const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
                     int64_t gks, int64_t iqs, int64_t iks, float *pq, float *pk, float *pv) {
     const unsigned nt = (unsigned)((T + 63) / 64);
-    const size_t sq = (size_t)(2 * 64 + 4 * FB) * 128 + 1024;                          /* Q | dO | K x2 | V x2 */
+    const size_t sq = (size_t)(2 * 64 + 4 * FB) * 128 + 1024 + 64;                     /* Q | dO | K x2 | V x2 (| barriers) */
     const size_t skv = (size_t)(2 * 64 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */
-    if (!smem_ok(c, (const void *)k_flash_bwd_dq_wg, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
+    dq_maps tm;
+    memset(&tm, 0, sizeof tm);
+    const int64_t QD = (int64_t)NH * 64, KD = (int64_t)NKV * 64;
+    const bool tma = c->tma && tmap3(c, &tm.q, q, QD, T, B, iqs, (int64_t)T * iqs) &&
+                     tmap3(c, &tm.o, dout, QD, T, B, QD, (int64_t)T * QD) && tmap3(c, &tm.k, k, KD, T, B, iks, (int64_t)T * iks) &&
+                     tmap3(c, &tm.v, v, KD, T, B, iks, (int64_t)T * iks);
+    const void *kq = tma ? (const void *)k_flash_bwd_dq_wg<true> : (const void *)k_flash_bwd_dq_wg<false>;
+    if (!smem_ok(c, kq, sq) || !smem_ok(c, (const void *)k_flash_bwd_dkv_wg, skv)) return;
     prof_phase(c, "attn bwd: flash dQ");
-    k_flash_bwd_dq_wg<<<dim3(nt, (unsigned)NH, (unsigned)B), 128, sq, c->stream>>>(dq, dq16, cs, sn, dout, L2, D, q, k,
-                                                                                   v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq);
+    if (tma)
+        k_flash_bwd_dq_wg<true><<<dim3(nt, (unsigned)NH, (unsigned)B), 128, sq, c->stream>>>(
+            dq, dq16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq, tm);
+    else
+        k_flash_bwd_dq_wg<false><<<dim3(nt, (unsigned)NH, (unsigned)B), 128, sq, c->stream>>>(
+            dq, dq16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq, tm);
     LAUNCHED(c);
     prof_phase(c, "attn bwd: flash dK dV");
     k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 128, skv, c->stream>>>(
