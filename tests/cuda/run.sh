@@ -67,6 +67,7 @@ step "test_cuda_ops (SMJ_CUDA_ATTN=fused)" 400 "SMJ_CUDA_ATTN=fused build-cuda/t
 step "test_cuda_ops (SMJ_CUDA_MATMUL=bf16)" 400 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_ops"
 step "test_cuda_ops (bf16, SMJ_CUDA_BF16_KEEP=3000)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_ops"
 step "test_cuda_ops (bf16, SMJ_CUDA_ATTN=mma)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_ATTN=mma build-cuda/tests/test_cuda_ops"
+step "test_cuda_ops (bf16, SMJ_CUDA_TMA=0)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_TMA=0 build-cuda/tests/test_cuda_ops"
 step "test_cuda_decode (fp32; bf16)" 300 "build-cuda/tests/test_cuda_decode && SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_decode"
 step "test_cuda_bf16 (bf16; SMJ_CUDA_BF16_KEEP=3000; fp32)" 300 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_bf16 && SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_bf16 && build-cuda/tests/test_cuda_bf16"
 step "test_cuda_grad (finite differences on the GPU, fp32)" 300 "build-cuda/tests/test_cuda_grad"
