@@ -786,10 +786,24 @@ void smj_model_matmul_bias(smj_model *m, float *out, const float *A, const float
 }
 void smj_model_bias_bwd(smj_model *m, float *db, const float *dout, int64_t N, int64_t O) { bias_bwd(m, db, dout, N, O); }
 
-/* The block's first part: ln1 = norm(x), then q, k, v (a->q, a->k, a->v)
- * before the rotation; N rows. With in, x = in->a + in->b is written
- * (in->sum) in the norm's pass: block l - 1's output, whose 16-bit home it
- * names. */
+/* A block's first RMSNorm or the final one (l = n_layers: R_FINAL_NORM),
+ * of x, or with in of x = in->a + in->b, written (in->sum) in the norm's
+ * pass: block l - 1's output, whose 16-bit home it names. */
+static void norm_in(smj_model *m, int l, float *out, float *rstd, const float *x, int64_t N, const smj_res_add *in) {
+    const smj_model_config *c = &m->cfg;
+    const smj_exec *ex = &m->ctx->exec;
+    const float *w = l < c->n_layers ? smj_model_ptr(m, m->params, R_ATTN_NORM, l)
+                                     : smj_model_ptr(m, m->params, R_FINAL_NORM, -1);
+    if (!in) {
+        m->be->rmsnorm_fwd(ex, out, rstd, x, w, N, c->dim, c->norm_eps);
+        return;
+    }
+    smj_acts_home(m, l - 1, in->sum, N);
+    m->be->add_rmsnorm_fwd(ex, in->sum, out, rstd, in->a, in->b, w, N, c->dim, c->norm_eps);
+}
+
+/* The block's first part: ln1 = norm(x) (norm_in), then q, k, v (a->q,
+ * a->k, a->v) before the rotation; N rows. */
 static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, int64_t N, const smj_res_add *in) {
     const smj_backend *be = m->be;
     const smj_model_config *c = &m->cfg;
@@ -799,12 +813,7 @@ static void block_qkv(smj_model *m, int l, smj_block_acts *a, const float *x, in
     float *P = m->params;
 #define W(role) smj_model_ptr(m, P, role, l)
     smj_acts_home_only(m, l, a->ln1, N);
-    if (in) {
-        smj_acts_home(m, l - 1, in->sum, N);
-        be->add_rmsnorm_fwd(ex, in->sum, a->ln1, a->ln1_rstd, in->a, in->b, W(R_ATTN_NORM), N, C, c->norm_eps);
-    } else {
-        be->rmsnorm_fwd(ex, a->ln1, a->ln1_rstd, x, W(R_ATTN_NORM), N, C, c->norm_eps);
-    }
+    norm_in(m, l, a->ln1, a->ln1_rstd, x, N, in);
     if (c->qk_norm) {
         smj_model_linear(m, R_WQ, l, a->q_pre, a->ln1, N, QD, C);
         smj_model_linear(m, R_WK, l, a->k_pre, a->ln1, N, KD, C);
@@ -1115,15 +1124,8 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
         if (targets) smj_acts_save(m, l, B, T); /* only a forward with targets has a backward */
     }
     float *xL = smj_res_fwd(m, L, N);
-    if (gpt2) {
-        smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, xL, N, pin);
-    } else if (pin) {
-        smj_acts_home(m, L - 1, xL, N);
-        be->add_rmsnorm_fwd(ex, xL, m->lnf, m->lnf_rstd, pin->a, pin->b, smj_model_ptr(m, m->params, R_FINAL_NORM, -1),
-                            N, C, c->norm_eps);
-    } else {
-        be->rmsnorm_fwd(ex, m->lnf, m->lnf_rstd, xL, smj_model_ptr(m, m->params, R_FINAL_NORM, -1), N, C, c->norm_eps);
-    }
+    if (gpt2) smj_gpt2_final_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, xL, N, pin);
+    else norm_in(m, L, m->lnf, m->lnf_rstd, xL, N, pin); /* (pin->sum is xL) */
     m->homing = 0;
     if (targets) smj_acts_save(m, L, B, T);
     m->have_targets = 0;
