@@ -210,7 +210,9 @@ double smj_config_flops_per_token(const smj_model_config *cfg, int T);
 typedef struct {
     /* Fused LM head + cross-entropy: a forward WITH targets computes the
      * logits in chunks of rows, takes the loss of each chunk and keeps only
-     * the per-row log-sum-exp; the backward recomputes each chunk's logits.
+     * the per-row log-sum-exp; the backward recomputes each chunk's logits
+     * (smj_model_forward_backward, the trainer's call, takes the head's
+     * gradient in its forward instead: each chunk's logits once).
      * The [B*T, V] logits buffer is never allocated, so after such a
      * forward smj_model_logits returns NULL and smj_model_get_logits fails
      * (SMJ_ERR_INVALID). A forward without targets still computes all the
@@ -346,6 +348,13 @@ smj_status smj_model_get_logits(smj_model *m, float *dst);
 /* Backward of the last forward (which must have had targets); ADDS into the
  * gradients (call smj_model_zero_grad first). loss_scale multiplies dL. */
 smj_status smj_model_backward(smj_model *m, float loss_scale);
+/* One train step's forward and backward: smj_model_forward with targets,
+ * then smj_model_backward(loss_scale), with the same loss and gradients
+ * (bit for bit on the CPU backends). Under fused_ce the LM head's gradient
+ * is taken in the forward, chunk by chunk, so each chunk's logits are
+ * computed once instead of again in the backward (the trainer's way). */
+smj_status smj_model_forward_backward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                                      float loss_scale, float *loss);
 smj_status smj_model_zero_grad(smj_model *m);
 
 /* --------------------------------------------------------------- inference */

@@ -112,11 +112,15 @@ static void fb_free(fb_result *r) {
 static void round_saved(smj_model *m, const smj_model_config *c, int B, int T, int ckpt, int logits);
 
 /* Two forward+backward passes (second with loss_scale 0.5, accumulating) on
- * fixed batches under options o; the losses and every gradient. emulate:
- * o without fp16_activations, the saved activations rounded in place
- * between forward and backward instead (round_saved). */
-static void forward_backward(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o,
-                             int emulate, int B, int T, fb_result *r) {
+ * fixed batches under options o; the losses and every gradient. mode
+ * FB_CALLS: smj_model_forward then smj_model_backward; FB_EMULATE: so, o
+ * without fp16_activations, the saved activations rounded in place between
+ * forward and backward instead (round_saved); FB_ONE_CALL: one
+ * smj_model_forward_backward a pass (the trainer's call). */
+enum { FB_CALLS, FB_EMULATE, FB_ONE_CALL };
+static void forward_backward(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o, int mode,
+                             int B, int T, fb_result *r) {
+    int emulate = mode == FB_EMULATE;
     memset(r, 0, sizeof *r);
     smj_ctx *ctx = make_ctx(kind);
     smj_model *m = make_model(ctx, c);
@@ -133,6 +137,10 @@ static void forward_backward(smj_backend_kind kind, const smj_model_config *c, c
     y[N + 1] = -1;
     CHECK_OK(ctx, smj_model_zero_grad(m));
     for (int k = 0; k < 2; k++) {
+        if (mode == FB_ONE_CALL) {
+            CHECK_OK(ctx, smj_model_forward_backward(m, x + k * N, y + k * N, B, T, k ? 0.5f : 1.0f, &r->loss[k]));
+            continue;
+        }
         CHECK_OK(ctx, smj_model_forward(m, x + k * N, y + k * N, B, T, &r->loss[k]));
         /* (16-bit logits: fp16_activations without fused_ce, blocks of
          * ce_chunk_rows rows, at least two of them) */
@@ -201,10 +209,23 @@ static void compare(const fb_result *p, const fb_result *r, int bitwise_body, in
     printf("  %-40s loss %.7f  worst non-bitwise grad rel %.2g\n", tag, (double)r->loss[0], worst);
 }
 
+/* smj_model_forward_backward under o against the two calls' result r:
+ * the same losses and gradients, bit for bit (under fused_ce it takes the
+ * head's gradient in the forward: the same ops in the same order). */
+static void one_call(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o, int B, int T,
+                     const fb_result *r, const char *tag) {
+    fb_result one;
+    char t[160];
+    snprintf(t, sizeof t, "%s, one call", tag);
+    forward_backward(kind, c, o, FB_ONE_CALL, B, T, &one);
+    compare(r, &one, 1, 1, t);
+    fb_free(&one);
+}
+
 static void equality(smj_backend_kind kind, const char *bname, const char *cname, const smj_model_config *c, int B,
                      int T) {
     fb_result plain, r;
-    forward_backward(kind, c, &OPT_PLAIN, 0, B, T, &plain);
+    forward_backward(kind, c, &OPT_PLAIN, FB_CALLS, B, T, &plain);
     int cpu = kind == SMJ_BACKEND_CPU;
     char tag[128];
     /* chunks: 1 row (the minimum), 5 (several, uneven tail), B*T-1 (a 1-row
@@ -212,21 +233,23 @@ static void equality(smj_backend_kind kind, const char *bname, const char *cname
     int chunks[] = {1, 5, B * T - 1, 0};
     for (int i = 0; i < 4; i++) {
         smj_train_options o = {.fused_ce = 1, .ce_chunk_rows = chunks[i]};
-        forward_backward(kind, c, &o, 0, B, T, &r);
+        forward_backward(kind, c, &o, FB_CALLS, B, T, &r);
         snprintf(tag, sizeof tag, "%s %s fused-ce chunk %d", bname, cname, chunks[i]);
         /* 1-row chunks take the GEMM's one-row path: equal to ~1e-7, not bitwise */
         compare(&plain, &r, cpu && chunks[i] != 1, 0, tag);
+        one_call(kind, c, &o, B, T, &r, tag);
         fb_free(&r);
     }
     smj_train_options gc = {.gradient_checkpointing = 1};
-    forward_backward(kind, c, &gc, 0, B, T, &r);
+    forward_backward(kind, c, &gc, FB_CALLS, B, T, &r);
     snprintf(tag, sizeof tag, "%s %s checkpointing", bname, cname);
     compare(&plain, &r, 1, 1, tag);
     fb_free(&r);
     smj_train_options both = {.fused_ce = 1, .gradient_checkpointing = 1, .ce_chunk_rows = 7};
-    forward_backward(kind, c, &both, 0, B, T, &r);
+    forward_backward(kind, c, &both, FB_CALLS, B, T, &r);
     snprintf(tag, sizeof tag, "%s %s both (chunk 7)", bname, cname);
     compare(&plain, &r, cpu, 0, tag);
+    one_call(kind, c, &both, B, T, &r, tag);
     fb_free(&r);
     fb_free(&plain);
 }
@@ -278,13 +301,14 @@ static void fp16_equality(smj_backend_kind kind, const char *bname, const char *
                                  {.ce_chunk_rows = 4, .fp16_activations = 1}};
     const char *on[4] = {"fp16", "fp16 + checkpointing", "fp16 + both", "fp16, 16-bit logits (blocks of 4 rows)"};
     fb_result plain, emu, r;
-    forward_backward(kind, c, &OPT_PLAIN, 0, B, T, &plain);
+    forward_backward(kind, c, &OPT_PLAIN, FB_CALLS, B, T, &plain);
     for (int i = 0; i < 4; i++) {
-        forward_backward(kind, c, &opts[i], 0, B, T, &r);
-        forward_backward(kind, c, &opts[i], 1, B, T, &emu);
+        forward_backward(kind, c, &opts[i], FB_CALLS, B, T, &r);
+        forward_backward(kind, c, &opts[i], FB_EMULATE, B, T, &emu);
         char tag[128];
         snprintf(tag, sizeof tag, "%s %s %s", bname, cname, on[i]);
         compare(&emu, &r, 1, 1, tag);
+        if (opts[i].fused_ce) one_call(kind, c, &opts[i], B, T, &r, tag);
         double worst = 0;
         int64_t differ = 0;
         /* (the head in blocks of rows, ce_chunk_rows: a GPU's library may

@@ -18,7 +18,9 @@
  *
  * Training-memory options (smj_train_options, struct smj_model in model.h):
  * fused_ce runs the LM head + cross-entropy chunk by chunk of rows and
- * recomputes each chunk in the backward; gradient_checkpointing keeps one
+ * recomputes each chunk in the backward (a train step,
+ * smj_model_forward_backward, takes the head's gradient in its forward
+ * instead: fused_head); gradient_checkpointing keeps one
  * block's activations and recomputes each block before its backward;
  * fp16_activations keeps what the backward reads as bf16 (bf16_pack after
  * each block, bf16_unpack before its backward). They change what
@@ -693,7 +695,7 @@ static void drop_acts(smj_model *m) {
     m->logits = m->ce_buf = NULL;
     m->logits16 = NULL;
     m->last_B = m->last_T = 0;
-    m->have_targets = 0;
+    m->have_targets = m->head_done = 0;
 }
 
 static smj_status ensure_acts(smj_model *m, int B, int T) {
@@ -1072,8 +1074,46 @@ void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, fl
     smj_model_linear(m, R_LM_HEAD, -1, logits, lnf, 1, c->vocab_size, c->dim);
 }
 
-smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
-                             float *loss) {
+/* The gradients and the backward's buffers (carve_bwd), made on first use. */
+static smj_status bwd_ready(smj_model *m, int B, int T) {
+    SMJ_TRY(smj_model_ensure_grads(m));
+    if (!m->bwd_mem) {
+        m->bwd_mem = m->be->alloc(sizeof(float) * (size_t)smj_bwd_floats(&m->cfg, m->act_B, m->act_T));
+        if (!m->bwd_mem) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the backward pass");
+    }
+    carver cv = {m->bwd_mem, 0};
+    carve_bwd(&m->cfg, B, T, &cv, m);
+    return SMJ_OK;
+}
+
+/* The LM head + cross-entropy under fused_ce, chunk by chunk of rows of
+ * lnf [N, C] through ce_buf: each chunk's logits, then with loss set the
+ * losses and lse (the forward), and with dloss >= 0 dlogits in place,
+ * dW_head += dlogits^T lnf and dln rows = dlogits W (the backward). A
+ * forward then a backward compute each chunk's logits twice; a train step
+ * (smj_model_forward_backward) does both halves in one pass. */
+static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
+    const smj_backend *be = m->be;
+    const smj_exec *ex = &m->ctx->exec;
+    int64_t C = m->cfg.dim, V = m->cfg.vocab_size, ld = m->logits_ld, R = smj_ce_chunk_rows(&m->cfg, &m->topt, N);
+    float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
+    for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+        n = ce_chunk(N, R, r0);
+        smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
+        if (loss) be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
+        if (dloss < 0) continue;
+        smj_grad_only16(m, m->ce_buf, n * ld);
+        be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
+        be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
+        be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
+        smj_grad_drop16(m, m->ce_buf, n * ld);
+    }
+}
+
+/* The forward; train: a train step's, which under fused_ce also takes the
+ * LM head's gradient for loss_scale (m->head_done). */
+static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, float *loss,
+                          int train, float loss_scale) {
     const smj_model_config *c = &m->cfg;
     SMJ_CHECK(m->ctx, B >= 1 && T >= 1, SMJ_ERR_INVALID, "batch %d x %d must be positive", B, T);
     SMJ_CHECK(m->ctx, T <= c->max_seq_len, SMJ_ERR_INVALID,
@@ -1091,6 +1131,7 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
         }
     }
     SMJ_TRY(ensure_acts(m, B, T));
+    m->head_done = 0;
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     /* logits [N, ld]: a training forward's rows padded (head_ld, the columns
@@ -1131,13 +1172,13 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     m->have_targets = 0;
     if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
     if (m->topt.fused_ce && targets) {
-        /* LM head + cross-entropy chunk by chunk: only lse and the losses stay */
-        int64_t R = smj_ce_chunk_rows(c, &m->topt, N);
-        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
-            n = ce_chunk(N, R, r0);
-            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
-            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
+        /* LM head + cross-entropy chunk by chunk: only lse and the losses
+         * stay (and, in a train step, the head's gradient is taken here) */
+        if (train) {
+            SMJ_TRY(bwd_ready(m, B, T));
+            m->head_done = 1;
         }
+        fused_head(m, N, 1, train ? (n_valid ? loss_scale / (float)n_valid : 0.0f) : -1.0f);
         m->logits = NULL;
     } else if (m->logits16 && targets) {
         /* 16-bit logits, a block of rows at a time through ce_buf: the loss
@@ -1184,6 +1225,11 @@ smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t 
     free(host);
     if (loss) *loss = n_valid ? (float)(s / (double)n_valid) : 0.0f;
     return SMJ_OK;
+}
+
+smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                             float *loss) {
+    return forward(m, inputs, targets, B, T, loss, 0, 0.0f);
 }
 
 const float *smj_model_logits(const smj_model *m) { return m->logits; }
@@ -1323,15 +1369,9 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
               "this model keeps its weights quantized (loaded from GGUF): inference only, no training");
     SMJ_CHECK(m->ctx, m->act_mem && m->have_targets, SMJ_ERR_INVALID,
               "backward needs a forward with targets first");
-    SMJ_TRY(smj_model_ensure_grads(m));
     const smj_model_config *c = &m->cfg;
     int B = m->last_B, T = m->last_T;
-    if (!m->bwd_mem) {
-        m->bwd_mem = m->be->alloc(sizeof(float) * (size_t)smj_bwd_floats(c, m->act_B, m->act_T));
-        if (!m->bwd_mem) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the backward pass");
-    }
-    carver cv = {m->bwd_mem, 0};
-    carve_bwd(c, B, T, &cv, m);
+    SMJ_TRY(bwd_ready(m, B, T));
     smj_rope_prepare(m, 0, T); /* dynamic RoPE: the tables of this length (a session may have changed them) */
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
@@ -1339,19 +1379,10 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     int64_t N = (int64_t)B * T;
     float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
     float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
-    if (m->topt.fused_ce) {
-        /* per chunk: the forward's logits again (same op, same bits), dlogits
-         * in place, dW_head += dlogits^T lnf, dln rows = dlogits W */
-        int64_t R = smj_ce_chunk_rows(c, &m->topt, N);
-        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
-            n = ce_chunk(N, R, r0);
-            smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
-            smj_grad_only16(m, m->ce_buf, n * ld);
-            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
-            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
-            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
-            smj_grad_drop16(m, m->ce_buf, n * ld);
-        }
+    if (m->head_done) {
+        /* (a train step took the head's gradient in its forward) */
+    } else if (m->topt.fused_ce) {
+        fused_head(m, N, 0, dloss); /* each chunk's logits again (same op, same bits) */
     } else if (m->logits16) {
         /* per block: the bf16 logits back into ce_buf (bound), dlogits in
          * place, the two products */
@@ -1397,4 +1428,13 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     be->embedding_bwd(ex, smj_model_ptr(m, m->grads, R_EMBED, -1), m->ids, m->dres, N, C);
     m->have_targets = 0; /* logits were consumed */
     return SMJ_OK;
+}
+
+smj_status smj_model_forward_backward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                                      float loss_scale, float *loss) {
+    SMJ_CHECK(m->ctx, targets, SMJ_ERR_INVALID, "a train step needs targets");
+    SMJ_CHECK(m->ctx, !m->qmem, SMJ_ERR_UNSUPPORTED,
+              "this model keeps its weights quantized (loaded from GGUF): inference only, no training");
+    SMJ_TRY(forward(m, inputs, targets, B, T, loss, 1, loss_scale));
+    return smj_model_backward(m, loss_scale);
 }

@@ -145,6 +145,7 @@ struct smj_model {
     float *lnf_mean; /* GPT-2: [N] (forward) */
     int32_t *pos;    /* GPT-2: [N] position ids on the backend (forward) */
     int last_B, last_T, have_targets;
+    int head_done;   /* the last forward (a train step's, under fused_ce) took the LM head's gradient */
     int64_t n_valid; /* targets >= 0 in the last forward */
 
     /* Training-memory options (smj_model_set_train_options). With fused_ce

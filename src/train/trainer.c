@@ -113,8 +113,7 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
     for (int a = 0; a < grad_accum; a++) {
         float loss;
         SMJ_TRY(smj_dataset_next_batch(ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets));
-        SMJ_TRY(smj_model_forward(m, t->inputs, t->targets, B, T, &loss));
-        SMJ_TRY(smj_model_backward(m, 1.0f / (float)grad_accum));
+        SMJ_TRY(smj_model_forward_backward(m, t->inputs, t->targets, B, T, 1.0f / (float)grad_accum, &loss));
         loss_sum += loss;
     }
     if (t->poison) {
