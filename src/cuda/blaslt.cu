@@ -32,7 +32,7 @@
 
 struct lt_entry {
     int64_t M, N, K;
-    int tA, tB, dt, ok; /* dt: D's type (CUDA_R_32F or CUDA_R_16BF) */
+    int tA, tB, dt, epi, ok; /* dt: D's type (CUDA_R_32F or CUDA_R_16BF); epi: the epilogue */
     cublasLtMatmulAlgo_t algo;
 };
 
@@ -66,36 +66,44 @@ static smj_lt *lt_get(smj_cuda *c) {
     return l;
 }
 
-/* The cuBLASLt call for D^T [N, M] (column-major, ld N) = op(B)^T op(A)^T
- * + bias[N], the plain matmul's operand order, D and the bias of type dt
- * (fp32, or bf16: the sum rounded once). run 0: only whether cuBLASLt has an algorithm for
- * it (nothing run; D, a16, b16 unused). Returns 1 when run (or runnable). */
-static int lt_bias(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
-                   const __nv_bfloat16 *b16, const void *bias, int64_t M, int64_t N, int64_t K, int tA, int tB,
-                   int run) {
+/* The cuBLASLt call for D^T [N, M] (column-major, ld N) = op(B)^T op(A)^T,
+ * the plain matmul's operand order, with epilogue epi: BIAS (+ bias[N]),
+ * GELU_AUX_BIAS (+ bias[N], the sum written to aux [M, N] (ld N), then
+ * GELU) or DGELU (times gelu' of aux [M, N], read). D, the bias and aux of
+ * type dt (fp32, or bf16: each value rounded once). run 0: only whether
+ * cuBLASLt has an algorithm for it (nothing run; D, a16, b16, aux unused).
+ * Returns 1 when run (or runnable). */
+static int lt_run(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
+                  const __nv_bfloat16 *b16, const void *bias, const void *aux, cublasLtEpilogue_t epi, int64_t M,
+                  int64_t N, int64_t K, int tA, int tB, int run) {
     cublasOperation_t opA = tB ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tA ? CUBLAS_OP_T : CUBLAS_OP_N;
-    int64_t lda = tB ? K : N, ldb = tA ? M : K; /* the column-major views of B and A */
+    int64_t lda = tB ? K : N, ldb = tA ? M : K, ldx = N; /* the column-major views of B and A */
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     cudaDataType_t bt = dt;
+    int has_bias = epi != CUBLASLT_EPILOGUE_DGELU, has_aux = epi != CUBLASLT_EPILOGUE_BIAS;
     int ok = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA) == 0 &&
              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB) == 0 &&
              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == 0 &&
-             cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) == 0 &&
-             cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt) == 0 &&
+             (!has_bias ||
+              (cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) == 0 &&
+               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt) == 0)) &&
+             (!has_aux ||
+              (cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux) == 0 &&
+               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldx, sizeof ldx) == 0 &&
+               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &bt, sizeof bt) == 0)) &&
              cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, tB ? K : N, tB ? N : K, lda) == 0 &&
              cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tA ? M : K, tA ? K : M, ldb) == 0 &&
              cublasLtMatrixLayoutCreate(&lc, dt, N, M, N) == 0;
     lt_entry *e = NULL;
     for (int i = 0; ok && i < l->n; i++)
         if (l->e[i].M == M && l->e[i].N == N && l->e[i].K == K && l->e[i].tA == tA && l->e[i].tB == tB &&
-            l->e[i].dt == (int)dt)
+            l->e[i].dt == (int)dt && l->e[i].epi == (int)epi)
             e = &l->e[i];
     if (ok && !e) { /* a new shape: ask the heuristic once */
         e = &l->e[l->n < LT_CACHE ? l->n++ : (l->next++ % LT_CACHE)];
-        *e = lt_entry{M, N, K, tA, tB, (int)dt, 0, {}};
+        *e = lt_entry{M, N, K, tA, tB, (int)dt, (int)epi, 0, {}};
         cublasLtMatmulPreference_t pref = NULL;
         size_t wsb = SMJ_CUDA_LT_WS;
         uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE;
@@ -121,6 +129,11 @@ static int lt_bias(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __n
     if (op) cublasLtMatmulDescDestroy(op);
     return ok;
 }
+static int lt_bias(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
+                   const __nv_bfloat16 *b16, const void *bias, int64_t M, int64_t N, int64_t K, int tA, int tB,
+                   int run) {
+    return lt_run(c, l, D, dt, a16, b16, bias, NULL, CUBLASLT_EPILOGUE_BIAS, M, N, K, tA, tB, run);
+}
 
 /* Whether matmul_bias takes these sizes (and the handle is there). */
 static smj_lt *lt_takes(smj_cuda *c, const float *bias, int64_t M, int64_t N, int64_t K) {
@@ -128,6 +141,41 @@ static smj_lt *lt_takes(smj_cuda *c, const float *bias, int64_t M, int64_t N, in
         K > INT32_MAX || (uintptr_t)bias % 16)
         return NULL;
     return lt_get(c);
+}
+
+/* The operands' bf16 copies as matmul makes them (kept, or over bc_max cast
+ * into the scratch buffer) and nb16 more bf16 values of scratch (at
+ * *extra). NULL a16 on failure. */
+static void lt_operands(smj_cuda *c, const float *A, const float *Bm, int64_t M, int64_t N, int64_t K, int64_t nb16,
+                        const __nv_bfloat16 **a16, const __nv_bfloat16 **b16, __nv_bfloat16 **extra) {
+    int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
+    int64_t ns = na > c->bc_max || nb > c->bc_max ? oa + (nb + 127) / 128 * 128 : 0;
+    __nv_bfloat16 *s = ns + nb16 ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nb16)) : NULL;
+    *a16 = *b16 = NULL;
+    *extra = s ? s + ns : NULL;
+    if (ns + nb16 && !s) return;
+    const char *name = c->pname;
+    prof_phase(c, "matmul: bf16 casts");
+    *a16 = cast_of(c, A, na, ns ? s : NULL);
+    *b16 = cast_of(c, Bm, nb, ns ? s + oa : NULL);
+    prof_phase(c, name);
+    if (!*b16) *a16 = NULL;
+}
+
+/* Where a product writes output p [nc] of type dt: fp32, p itself; bf16,
+ * its copy (shadow_of; bf16_only promised: the copy alone stands for it,
+ * else its values unpacked after the product: *unpack = p), or, with no
+ * copy to keep (sizes, SMJ_CUDA_BF16_KEEP), rounded at r and unpacked. */
+static void *lt_out(smj_cuda *c, float *p, int64_t nc, cudaDataType_t dt, __nv_bfloat16 *r, float **unpack) {
+    *unpack = NULL;
+    if (dt == CUDA_R_32F) return p;
+    __nv_bfloat16 *h = nc < SHADOW_MIN || nc > c->bc_max ? NULL : shadow_of(c, p, nc);
+    if (!h) { /* (r NULL: out of memory for the copy, recorded) */
+        *unpack = r ? p : NULL;
+        return r;
+    }
+    *unpack = fp32_out(c, p, nc, h);
+    return h;
 }
 
 int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, int64_t M,
@@ -144,34 +192,105 @@ int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *B
     c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
     cast_overwritten(c, Cm, nc);
     fp32_in(c, bias, N);
-    /* the operands' copies as matmul makes them: kept, or (over bc_max)
-     * cast into the scratch buffer; a promised output's bias in bf16 there,
-     * and a rounded output's bf16 values */
+    /* a promised output's bias in bf16 in the scratch buffer, and its
+     * rounded values where it has no copy to keep */
     int round = promised && (nc < SHADOW_MIN || nc > c->bc_max);
-    int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
-    int64_t ns = na > c->bc_max || nb > c->bc_max ? oa + (nb + 127) / 128 * 128 : 0;
     int64_t nz = promised ? (N + 127) / 128 * 128 : 0, nr = round ? nc : 0;
-    __nv_bfloat16 *s = ns + nz + nr ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nz + nr)) : NULL;
-    const char *name = c->pname;
-    prof_phase(c, "matmul: bf16 casts");
-    const __nv_bfloat16 *a16 = ns + nz + nr && !s ? NULL : cast_of(c, A, na, ns ? s : NULL);
-    const __nv_bfloat16 *b16 = ns + nz + nr && !s ? NULL : cast_of(c, Bm, nb, ns ? s + oa : NULL);
-    __nv_bfloat16 *z16 = promised && s ? s + ns : NULL;
-    if (z16) to_bf16(c, z16, bias, N, 0, 1);
-    prof_phase(c, name);
-    int ok = a16 && b16 && (!promised || z16);
-    __nv_bfloat16 *c16 = promised && !round ? shadow_of(c, Cm, nc) : NULL;
-    if (ok && c16 && !fp32_out(c, Cm, nc, c16)) {
-        ok = lt_bias(c, l, c16, CUDA_R_16BF, a16, b16, z16, M, N, K, tA, tB, 1);
-    } else if (ok && round) {
-        ok = lt_bias(c, l, s + ns + nz, CUDA_R_16BF, a16, b16, z16, M, N, K, tA, tB, 1);
-        if (ok) bf16_to_f32(c, Cm, s + ns + nz, nc);
-    } else if (ok) {
-        if (c16) cast_written(c, Cm, nc); /* (not reached: fp32_out takes a promised output's copy) */
-        ok = lt_bias(c, l, Cm, CUDA_R_32F, a16, b16, bias, M, N, K, tA, tB, 1);
-    }
-    if (!ok && a16 && b16) /* (its algorithm was there a moment ago: a device error) */
+    const __nv_bfloat16 *a16, *b16;
+    __nv_bfloat16 *z16;
+    lt_operands(c, A, Bm, M, N, K, nz + nr, &a16, &b16, &z16);
+    if (a16 && promised) to_bf16(c, z16, bias, N, 0, 1);
+    float *uc;
+    void *dC = a16 ? lt_out(c, Cm, nc, dt, round ? z16 + nz : NULL, &uc) : NULL;
+    int ok = dC && lt_bias(c, l, dC, dt, a16, b16, promised ? (const void *)z16 : bias, M, N, K, tA, tB, 1);
+    if (ok && uc) bf16_to_f32(c, uc, (const __nv_bfloat16 *)dC, nc);
+    if (!ok && dC) /* (its algorithm was there a moment ago: a device error) */
         record(c, SMJ_ERR_UNSUPPORTED, "matmul_bias: cuBLASLt failed on %lld x %lld x %lld", (long long)M,
+               (long long)N, (long long)K);
+    op_end(c);
+    return 1;
+}
+
+/* matmul_bias_gelu: pre = op(A) op(B) + bias and out = GELU(pre) from
+ * cuBLASLt's GELU_AUX_BIAS epilogue (the tanh form GPT-2 uses: checked by
+ * test_cuda_model against it and against the erf form). Both outputs
+ * promised bf16_only (--fp16-activations): written as bf16, each rounded
+ * once (the bias in bf16 then, as matmul_bias takes it), into their copies;
+ * neither promised: both fp32. Anything else (one of the two promised, N
+ * not a multiple of 8, what matmul_bias declines) is declined. */
+int cu_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float *A, const float *Bm,
+                        const float *bias, int64_t M, int64_t N, int64_t K, int tA, int tB) {
+    smj_cuda *c0 = S(ex);
+    smj_lt *l = N % 8 ? NULL : lt_takes(c0, bias, M, N, K);
+    int64_t nc = M * N;
+    int po = l && only_promised(c0, out, nc), pp = l && only_promised(c0, pre, nc);
+    cudaDataType_t dt = po ? CUDA_R_16BF : CUDA_R_32F;
+    if (!l || po != pp ||
+        !lt_run(c0, l, NULL, dt, NULL, NULL, bias, NULL, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, M, N, K, tA, tB, 0))
+        return 0; /* nothing done */
+    OP_BEGIN_L("matmul_bias_gelu");
+    c->pname = "matmul + gelu (fwd)";
+    cast_overwritten(c, out, nc);
+    cast_overwritten(c, pre, nc);
+    fp32_in(c, bias, N);
+    int round = po && (nc < SHADOW_MIN || nc > c->bc_max);
+    int64_t nz = po ? (N + 127) / 128 * 128 : 0, nr = round ? (nc + 127) / 128 * 128 : 0;
+    const __nv_bfloat16 *a16, *b16;
+    __nv_bfloat16 *z16;
+    lt_operands(c, A, Bm, M, N, K, nz + 2 * nr, &a16, &b16, &z16);
+    if (a16 && po) to_bf16(c, z16, bias, N, 0, 1);
+    float *uo, *up;
+    void *dO = a16 ? lt_out(c, out, nc, dt, round ? z16 + nz : NULL, &uo) : NULL;
+    void *dP = a16 ? lt_out(c, pre, nc, dt, round ? z16 + nz + nr : NULL, &up) : NULL;
+    int ok = dO && dP &&
+             lt_run(c, l, dO, dt, a16, b16, po ? (const void *)z16 : bias, dP, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, M,
+                    N, K, tA, tB, 1);
+    if (ok && uo) bf16_to_f32(c, uo, (const __nv_bfloat16 *)dO, nc);
+    if (ok && up) bf16_to_f32(c, up, (const __nv_bfloat16 *)dP, nc);
+    if (!ok && dO && dP) /* (its algorithm was there a moment ago: a device error) */
+        record(c, SMJ_ERR_UNSUPPORTED, "matmul_bias_gelu: cuBLASLt failed on %lld x %lld x %lld", (long long)M,
+               (long long)N, (long long)K);
+    op_end(c);
+    return 1;
+}
+
+/* matmul_dgelu: C = (op(A) op(B)) gelu'(x) from cuBLASLt's DGELU epilogue.
+ * C promised bf16_only: C as bf16 and x read in bf16, from its exact copy
+ * (the --fp16-activations storage) or cast (x's own values where they came
+ * from 16-bit storage); else fp32 C and x. Which path runs depends on the
+ * mode, the sizes and the promise alone (not on which copies are kept), so
+ * runs with and without kept copies compute the same bits. */
+int cu_matmul_dgelu(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *x, int64_t M,
+                    int64_t N, int64_t K, int tA, int tB) {
+    smj_cuda *c0 = S(ex);
+    smj_lt *l = N % 8 ? NULL : lt_takes(c0, NULL, M, N, K);
+    int64_t nc = M * N;
+    int pc = l && only_promised(c0, Cm, nc);
+    cudaDataType_t dt = pc ? CUDA_R_16BF : CUDA_R_32F;
+    if (!l || !lt_run(c0, l, NULL, dt, NULL, NULL, NULL, NULL, CUBLASLT_EPILOGUE_DGELU, M, N, K, tA, tB, 0))
+        return 0; /* nothing done */
+    OP_BEGIN_L("matmul_dgelu");
+    c->pname = "matmul + gelu (dX)";
+    cast_overwritten(c, Cm, nc);
+    const __nv_bfloat16 *x16 = pc ? exact_copy(c, x, nc) : NULL;
+    if (x16 && (uintptr_t)x16 % 16) x16 = NULL;
+    if (!x16) fp32_in(c, x, nc);
+    int round = pc && (nc < SHADOW_MIN || nc > c->bc_max);
+    int64_t nr = round ? (nc + 127) / 128 * 128 : 0, nx = pc && !x16 ? nc : 0;
+    const __nv_bfloat16 *a16, *b16;
+    __nv_bfloat16 *r16;
+    lt_operands(c, A, Bm, M, N, K, nr + nx, &a16, &b16, &r16);
+    if (a16 && nx) {
+        to_bf16(c, r16 + nr, x, nc, 0, 1);
+        x16 = r16 + nr;
+    }
+    float *uc;
+    void *dC = a16 ? lt_out(c, Cm, nc, dt, round ? r16 : NULL, &uc) : NULL;
+    int ok = dC && lt_run(c, l, dC, dt, a16, b16, NULL, pc ? (const void *)x16 : x, CUBLASLT_EPILOGUE_DGELU, M, N,
+                          K, tA, tB, 1);
+    if (ok && uc) bf16_to_f32(c, uc, (const __nv_bfloat16 *)dC, nc);
+    if (!ok && dC)
+        record(c, SMJ_ERR_UNSUPPORTED, "matmul_dgelu: cuBLASLt failed on %lld x %lld x %lld", (long long)M,
                (long long)N, (long long)K);
     op_end(c);
     return 1;

@@ -1184,6 +1184,8 @@ extern "C" const smj_backend smj_backend_cuda = {
 #undef SMJ_OP_SET
     .qmatmul = cu_qmatmul,
     .matmul_bias = cu_matmul_bias,
+    .matmul_bias_gelu = cu_matmul_bias_gelu,
+    .matmul_dgelu = cu_matmul_dgelu,
     .attention_bwd_rope = cu_attention_bwd_rope,
     .attention_bwd_bias = cu_attention_bwd_bias,
     .gelu_bwd_bias = cu_gelu_bwd_bias,

@@ -336,6 +336,10 @@ void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids, const
 void colsum_add(smj_cuda *c, float *dw, const float *part, int P, int64_t C);
 int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, int64_t M,
                    int64_t N, int64_t K, int tA, int tB);
+int cu_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float *A, const float *Bm,
+                        const float *bias, int64_t M, int64_t N, int64_t K, int tA, int tB);
+int cu_matmul_dgelu(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *x, int64_t M,
+                    int64_t N, int64_t K, int tA, int tB);
 void lt_free(smj_cuda *c);
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                       const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc);

@@ -212,10 +212,17 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     smj_acts_home_only(m, l, a->ln2, N);
     be->add_layernorm_fwd(ex, a->res_mid, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->tmp, W(R_FFN_NORM),
                           W(R_FFN_NORM_B), N, C, c->norm_eps);
-    smj_acts_home_only(m, l, a->gate, N); /* gelu reads the copy */
-    smj_model_matmul_bias(m, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0);
+    /* gate = c_fc(ln2) and hsw = gelu(gate) in one op where the backend
+     * has it (the product's epilogue); else the product, then gelu (which
+     * reads gate's copy). A declined op ran nothing: the hints stand for
+     * the product, and hsw's is made again for gelu. */
+    smj_acts_home_only(m, l, a->gate, N);
     smj_acts_home_only(m, l, a->hsw, N);
-    be->gelu_fwd(ex, a->hsw, a->gate, N * H);
+    if (!be->matmul_bias_gelu || !be->matmul_bias_gelu(ex, a->hsw, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0, 0)) {
+        smj_model_matmul_bias(m, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0);
+        smj_acts_home_only(m, l, a->hsw, N);
+        be->gelu_fwd(ex, a->hsw, a->gate, N * H);
+    }
     smj_model_matmul_bias(m, a->tmp, a->hsw, W(R_WDOWN), W(R_BDOWN), N, C, H, 0);
     if (out) {
         *out = (smj_res_add){y, a->res_mid, a->tmp};
@@ -270,17 +277,24 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
      * bf16 alone (bf16 mode) */
     be->matmul(ex, DW(R_WDOWN), a->hsw, m->dres, H, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BDOWN), m->dres, N, C);
-    smj_grad_only16(m, m->dh, N * H);
-    be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 1, 0);
-    /* dgate and c_fc's bias gradient in one pass where the backend has it
-     * (dgate is then read only by its two products: bf16 alone) */
-    int fused = be->gelu_bwd_bias != NULL;
-    if (fused) smj_grad_only16(m, m->dgate, N * H);
-    if (fused && !be->gelu_bwd_bias(ex, m->dgate, DW(R_BUP), m->dh, a->gate, N, (int)H)) fused = 0;
-    if (!fused) be->gelu_bwd(ex, m->dgate, m->dh, a->gate, N * H);
-    smj_grad_drop16(m, m->dh, N * H);
+    /* dgate = gelu'(gate) (dres Wd^T) in the product's epilogue where the
+     * backend has it (read then only by products: bf16 alone), c_fc's bias
+     * gradient after it; else dh, then gelu's backward with the bias
+     * gradient in its pass where the backend has that (a declined op ran
+     * nothing: dgate's hint stands for the product, and is made again) */
+    smj_grad_only16(m, m->dgate, N * H);
+    int fused = 2 * (be->matmul_dgelu && be->matmul_dgelu(ex, m->dgate, m->dres, W(R_WDOWN), a->gate, N, H, C, 0, 1));
+    if (!fused) {
+        smj_grad_only16(m, m->dh, N * H);
+        be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 1, 0);
+        fused = be->gelu_bwd_bias != NULL;
+        if (fused) smj_grad_only16(m, m->dgate, N * H);
+        if (fused && !be->gelu_bwd_bias(ex, m->dgate, DW(R_BUP), m->dh, a->gate, N, (int)H)) fused = 0;
+        if (!fused) be->gelu_bwd(ex, m->dgate, m->dh, a->gate, N * H);
+        smj_grad_drop16(m, m->dh, N * H);
+    }
     be->matmul(ex, DW(R_WUP), a->ln2, m->dgate, C, H, N, 1, 0, 1);
-    if (!fused) smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
+    if (fused != 1) smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
     smj_grad_only16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dgate, W(R_WUP), N, C, H, 0, 1, 0);
     smj_grad_drop16(m, m->dgate, N * H);

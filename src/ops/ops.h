@@ -39,11 +39,11 @@ enum {
 
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
- * qmatmul; tests/cuda/test_cuda_model.c matmul_bias; tests/cuda/test_cuda_ops.c
+ * qmatmul; tests/cuda/test_cuda_model.c matmul_bias, matmul_bias_gelu and matmul_dgelu; tests/cuda/test_cuda_ops.c
  * attention_bwd_rope, attention_bwd_bias, gelu_bwd_bias and adamw_runs; tests/cuda/test_cuda_decode.c the decode ops;
  * tests/cuda/test_cuda_bf16.c the 16-bit storage hints (the host backends'
  * are their definitions). */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(attention_bwd_rope) X(attention_bwd_bias) \
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(matmul_bias_gelu) X(matmul_dgelu) X(attention_bwd_rope) X(attention_bwd_bias) \
     X(gelu_bwd_bias) X(decode_attention) \
     X(decode_block) \
     X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(adamw_runs)
@@ -90,6 +90,22 @@ typedef struct {
      * modes (nothing written: run matmul and add the bias). */ \
     int (*matmul_bias)(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, \
                        int64_t M, int64_t N, int64_t K, int transA, int transB); \
+ \
+    /* pre[M,N] = op(A)·op(B) + bias[N] (matmul_bias), then out = \
+     * gelu_fwd(pre): a product and the GELU after it in one pass (GPT-2's \
+     * c_fc; pre is what gelu's backward reads). Returns 1, or 0 when the \
+     * backend does not take these sizes or modes (nothing written: run \
+     * matmul_bias, then gelu_fwd). */ \
+    int (*matmul_bias_gelu)(const smj_exec *ex, float *out, float *pre, const float *A, const float *Bm, \
+                            const float *bias, int64_t M, int64_t N, int64_t K, int transA, int transB); \
+ \
+    /* C[M,N] = op(A)·op(B) (matmul, acc 0), then C = gelu_bwd(C, x) with x \
+     * [M,N] the GELU's input: the product of GELU's output gradient and \
+     * its backward in one pass (GPT-2's c_proj dX). Returns 1, or 0 when \
+     * the backend does not take these sizes or modes (nothing written: run \
+     * matmul, then gelu_bwd). */ \
+    int (*matmul_dgelu)(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *x, int64_t M, \
+                        int64_t N, int64_t K, int transA, int transB); \
  \
     /* attention_bwd, then dq's NH heads and dk's NKV heads rotated back as \
      * rope_bwd does them (positions 0..T-1, tables cos/sin [>= T, HS/2]; \

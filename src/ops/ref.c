@@ -193,6 +193,22 @@ static int ref_matmul_bias(const smj_exec *ex, float *C, const float *A, const f
     return 1;
 }
 
+/* matmul_bias_gelu (optional op): its definition, matmul_bias then gelu_fwd. */
+static int ref_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float *A, const float *B,
+                                const float *bias, int64_t M, int64_t N, int64_t K, int tA, int tB) {
+    ref_matmul_bias(ex, pre, A, B, bias, M, N, K, tA, tB);
+    ref_gelu_fwd(ex, out, pre, M * N);
+    return 1;
+}
+
+/* matmul_dgelu (optional op): its definition, matmul then gelu_bwd in place. */
+static int ref_matmul_dgelu(const smj_exec *ex, float *C, const float *A, const float *B, const float *x, int64_t M,
+                            int64_t N, int64_t K, int tA, int tB) {
+    ref_matmul(ex, C, A, B, M, N, K, tA, tB, 0);
+    ref_gelu_bwd(ex, C, C, x, M * N);
+    return 1;
+}
+
 /* attention_bwd_rope (optional op): its definition, attention_bwd then
  * rope_bwd on dq and dk. */
 static int ref_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
