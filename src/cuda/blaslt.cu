@@ -32,7 +32,7 @@
 
 struct lt_entry {
     int64_t M, N, K;
-    int tA, tB, dt, epi, ok; /* dt: D's type (CUDA_R_32F or CUDA_R_16BF); epi: the epilogue */
+    int tA, tB, dt, xt, epi, ok; /* dt, xt: D's and aux's types (CUDA_R_32F or CUDA_R_16BF); epi: the epilogue */
     cublasLtMatmulAlgo_t algo;
 };
 
@@ -69,13 +69,13 @@ static smj_lt *lt_get(smj_cuda *c) {
 /* The cuBLASLt call for D^T [N, M] (column-major, ld N) = op(B)^T op(A)^T,
  * the plain matmul's operand order, with epilogue epi: BIAS (+ bias[N]),
  * GELU_AUX_BIAS (+ bias[N], the sum written to aux [M, N] (ld N), then
- * GELU) or DGELU (times gelu' of aux [M, N], read). D, the bias and aux of
- * type dt (fp32, or bf16: each value rounded once). run 0: only whether
+ * GELU) or DGELU (times gelu' of aux [M, N], read). D and the bias of type
+ * dt (fp32, or bf16: each value rounded once), aux of type xt. run 0: only whether
  * cuBLASLt has an algorithm for it (nothing run; D, a16, b16, aux unused).
  * Returns 1 when run (or runnable). */
 static int lt_run(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
-                  const __nv_bfloat16 *b16, const void *bias, const void *aux, cublasLtEpilogue_t epi, int64_t M,
-                  int64_t N, int64_t K, int tA, int tB, int run) {
+                  const __nv_bfloat16 *b16, const void *bias, const void *aux, cudaDataType_t xt,
+                  cublasLtEpilogue_t epi, int64_t M, int64_t N, int64_t K, int tA, int tB, int run) {
     cublasOperation_t opA = tB ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tA ? CUBLAS_OP_T : CUBLAS_OP_N;
     int64_t lda = tB ? K : N, ldb = tA ? M : K, ldx = N; /* the column-major views of B and A */
     cublasLtMatmulDesc_t op = NULL;
@@ -92,18 +92,18 @@ static int lt_run(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv
              (!has_aux ||
               (cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux) == 0 &&
                cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldx, sizeof ldx) == 0 &&
-               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &bt, sizeof bt) == 0)) &&
+               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &xt, sizeof xt) == 0)) &&
              cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, tB ? K : N, tB ? N : K, lda) == 0 &&
              cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tA ? M : K, tA ? K : M, ldb) == 0 &&
              cublasLtMatrixLayoutCreate(&lc, dt, N, M, N) == 0;
     lt_entry *e = NULL;
     for (int i = 0; ok && i < l->n; i++)
         if (l->e[i].M == M && l->e[i].N == N && l->e[i].K == K && l->e[i].tA == tA && l->e[i].tB == tB &&
-            l->e[i].dt == (int)dt && l->e[i].epi == (int)epi)
+            l->e[i].dt == (int)dt && l->e[i].xt == (int)xt && l->e[i].epi == (int)epi)
             e = &l->e[i];
     if (ok && !e) { /* a new shape: ask the heuristic once */
         e = &l->e[l->n < LT_CACHE ? l->n++ : (l->next++ % LT_CACHE)];
-        *e = lt_entry{M, N, K, tA, tB, (int)dt, (int)epi, 0, {}};
+        *e = lt_entry{M, N, K, tA, tB, (int)dt, (int)xt, (int)epi, 0, {}};
         cublasLtMatmulPreference_t pref = NULL;
         size_t wsb = SMJ_CUDA_LT_WS;
         uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE;
@@ -132,7 +132,7 @@ static int lt_run(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv
 static int lt_bias(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
                    const __nv_bfloat16 *b16, const void *bias, int64_t M, int64_t N, int64_t K, int tA, int tB,
                    int run) {
-    return lt_run(c, l, D, dt, a16, b16, bias, NULL, CUBLASLT_EPILOGUE_BIAS, M, N, K, tA, tB, run);
+    return lt_run(c, l, D, dt, a16, b16, bias, NULL, dt, CUBLASLT_EPILOGUE_BIAS, M, N, K, tA, tB, run);
 }
 
 /* Whether matmul_bias takes these sizes (and the handle is there). */
@@ -213,38 +213,38 @@ int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *B
 
 /* matmul_bias_gelu: pre = op(A) op(B) + bias and out = GELU(pre) from
  * cuBLASLt's GELU_AUX_BIAS epilogue (the tanh form GPT-2 uses: checked by
- * test_cuda_model against it and against the erf form). Both outputs
- * promised bf16_only (--fp16-activations): written as bf16, each rounded
- * once (the bias in bf16 then, as matmul_bias takes it), into their copies;
- * neither promised: both fp32. Anything else (one of the two promised, N
- * not a multiple of 8, what matmul_bias declines) is declined. */
+ * test_cuda_model against it and against the erf form), taken where both
+ * outputs are promised bf16_only (--fp16-activations): both written as
+ * bf16, each rounded once (the bias in bf16 then, as matmul_bias takes
+ * it), into their copies. Declined otherwise: with fp32 outputs the two
+ * fp32 stores and the next product's cast of out cost more than gelu_fwd's
+ * pass (GPT-2 124M on an H200: 449k -> 421k tok/s), and where N is not a
+ * multiple of 8 or matmul_bias declines. */
 int cu_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float *A, const float *Bm,
                         const float *bias, int64_t M, int64_t N, int64_t K, int tA, int tB) {
     smj_cuda *c0 = S(ex);
     smj_lt *l = N % 8 ? NULL : lt_takes(c0, bias, M, N, K);
     int64_t nc = M * N;
-    int po = l && only_promised(c0, out, nc), pp = l && only_promised(c0, pre, nc);
-    cudaDataType_t dt = po ? CUDA_R_16BF : CUDA_R_32F;
-    if (!l || po != pp ||
-        !lt_run(c0, l, NULL, dt, NULL, NULL, bias, NULL, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, M, N, K, tA, tB, 0))
+    cudaDataType_t dt = CUDA_R_16BF;
+    if (!l || !only_promised(c0, out, nc) || !only_promised(c0, pre, nc) ||
+        !lt_run(c0, l, NULL, dt, NULL, NULL, bias, NULL, dt, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, M, N, K, tA, tB, 0))
         return 0; /* nothing done */
     OP_BEGIN_L("matmul_bias_gelu");
     c->pname = "matmul + gelu (fwd)";
     cast_overwritten(c, out, nc);
     cast_overwritten(c, pre, nc);
     fp32_in(c, bias, N);
-    int round = po && (nc < SHADOW_MIN || nc > c->bc_max);
-    int64_t nz = po ? (N + 127) / 128 * 128 : 0, nr = round ? (nc + 127) / 128 * 128 : 0;
+    int round = nc < SHADOW_MIN || nc > c->bc_max;
+    int64_t nz = (N + 127) / 128 * 128, nr = round ? (nc + 127) / 128 * 128 : 0;
     const __nv_bfloat16 *a16, *b16;
     __nv_bfloat16 *z16;
     lt_operands(c, A, Bm, M, N, K, nz + 2 * nr, &a16, &b16, &z16);
-    if (a16 && po) to_bf16(c, z16, bias, N, 0, 1);
+    if (a16) to_bf16(c, z16, bias, N, 0, 1);
     float *uo, *up;
     void *dO = a16 ? lt_out(c, out, nc, dt, round ? z16 + nz : NULL, &uo) : NULL;
     void *dP = a16 ? lt_out(c, pre, nc, dt, round ? z16 + nz + nr : NULL, &up) : NULL;
     int ok = dO && dP &&
-             lt_run(c, l, dO, dt, a16, b16, po ? (const void *)z16 : bias, dP, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, M,
-                    N, K, tA, tB, 1);
+             lt_run(c, l, dO, dt, a16, b16, z16, dP, dt, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, M, N, K, tA, tB, 1);
     if (ok && uo) bf16_to_f32(c, uo, (const __nv_bfloat16 *)dO, nc);
     if (ok && up) bf16_to_f32(c, up, (const __nv_bfloat16 *)dP, nc);
     if (!ok && dO && dP) /* (its algorithm was there a moment ago: a device error) */
@@ -254,40 +254,46 @@ int cu_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float 
     return 1;
 }
 
-/* matmul_dgelu: C = (op(A) op(B)) gelu'(x) from cuBLASLt's DGELU epilogue.
- * C promised bf16_only: C as bf16 and x read in bf16, from its exact copy
- * (the --fp16-activations storage) or cast (x's own values where they came
- * from 16-bit storage); else fp32 C and x. Which path runs depends on the
- * mode, the sizes and the promise alone (not on which copies are kept), so
- * runs with and without kept copies compute the same bits. */
-int cu_matmul_dgelu(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *x, int64_t M,
-                    int64_t N, int64_t K, int tA, int tB) {
+/* matmul_dgelu: C = (op(A) op(B)) gelu'(x) from cuBLASLt's DGELU epilogue,
+ * then db += C's column sums (colsum_rows_add: the values C stands for,
+ * per-block partials summed in order). C promised bf16_only: C as bf16,
+ * x read from its exact bf16 copy (the --fp16-activations storage), else
+ * as fp32 where cuBLASLt takes a bf16 C with an fp32 x, else cast to bf16
+ * (x's own values where they came from 16-bit storage); not promised: fp32
+ * C and x. The same values whichever way x is read where x holds bf16
+ * values, so runs with and without kept copies compute the same bits. */
+int cu_matmul_dgelu(const smj_exec *ex, float *Cm, float *db, const float *A, const float *Bm, const float *x,
+                    int64_t M, int64_t N, int64_t K, int tA, int tB) {
     smj_cuda *c0 = S(ex);
     smj_lt *l = N % 8 ? NULL : lt_takes(c0, NULL, M, N, K);
     int64_t nc = M * N;
     int pc = l && only_promised(c0, Cm, nc);
     cudaDataType_t dt = pc ? CUDA_R_16BF : CUDA_R_32F;
-    if (!l || !lt_run(c0, l, NULL, dt, NULL, NULL, NULL, NULL, CUBLASLT_EPILOGUE_DGELU, M, N, K, tA, tB, 0))
-        return 0; /* nothing done */
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DGELU;
+    if (!l || !lt_run(c0, l, NULL, dt, NULL, NULL, NULL, NULL, dt, epi, M, N, K, tA, tB, 0)) return 0; /* nothing done */
     OP_BEGIN_L("matmul_dgelu");
     c->pname = "matmul + gelu (dX)";
     cast_overwritten(c, Cm, nc);
+    cast_written(c, db, N); /* (read too) */
     const __nv_bfloat16 *x16 = pc ? exact_copy(c, x, nc) : NULL;
     if (x16 && (uintptr_t)x16 % 16) x16 = NULL;
     if (!x16) fp32_in(c, x, nc);
+    cudaDataType_t xt = x16 ? CUDA_R_16BF : CUDA_R_32F;
+    int cast = pc && !x16 && !lt_run(c, l, NULL, dt, NULL, NULL, NULL, NULL, xt, epi, M, N, K, tA, tB, 0);
+    if (cast) xt = CUDA_R_16BF;
     int round = pc && (nc < SHADOW_MIN || nc > c->bc_max);
-    int64_t nr = round ? (nc + 127) / 128 * 128 : 0, nx = pc && !x16 ? nc : 0;
+    int64_t nr = round ? (nc + 127) / 128 * 128 : 0, nx = cast ? nc : 0;
     const __nv_bfloat16 *a16, *b16;
     __nv_bfloat16 *r16;
     lt_operands(c, A, Bm, M, N, K, nr + nx, &a16, &b16, &r16);
-    if (a16 && nx) {
+    if (a16 && cast) {
         to_bf16(c, r16 + nr, x, nc, 0, 1);
         x16 = r16 + nr;
     }
     float *uc;
     void *dC = a16 ? lt_out(c, Cm, nc, dt, round ? r16 : NULL, &uc) : NULL;
-    int ok = dC && lt_run(c, l, dC, dt, a16, b16, NULL, pc ? (const void *)x16 : x, CUBLASLT_EPILOGUE_DGELU, M, N,
-                          K, tA, tB, 1);
+    int ok = dC && lt_run(c, l, dC, dt, a16, b16, NULL, x16 ? (const void *)x16 : x, xt, epi, M, N, K, tA, tB, 1);
+    if (ok) colsum_rows_add(c, db, dC, pc, M, (int)N);
     if (ok && uc) bf16_to_f32(c, uc, (const __nv_bfloat16 *)dC, nc);
     if (!ok && dC)
         record(c, SMJ_ERR_UNSUPPORTED, "matmul_dgelu: cuBLASLt failed on %lld x %lld x %lld", (long long)M,

@@ -334,12 +334,15 @@ int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout
 void cu_embedding_bwd(const smj_exec *ex, float *dwte, const int32_t *ids, const float *dout, int64_t N, int C);
 /* Adds the P rows of part [P, C] to dw [C] in a fixed order (norms.cu). */
 void colsum_add(smj_cuda *c, float *dw, const float *part, int P, int64_t C);
+/* db[H] += the column sums of x [N, H] (bf16 when b16, else fp32; H % 4
+ * == 0, rows 16-byte aligned): per-block partials, then colsum_add. */
+void colsum_rows_add(smj_cuda *c, float *db, const void *x, int b16, int64_t N, int H);
 int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *bias, int64_t M,
                    int64_t N, int64_t K, int tA, int tB);
 int cu_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float *A, const float *Bm,
                         const float *bias, int64_t M, int64_t N, int64_t K, int tA, int tB);
-int cu_matmul_dgelu(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *x, int64_t M,
-                    int64_t N, int64_t K, int tA, int tB);
+int cu_matmul_dgelu(const smj_exec *ex, float *Cm, float *db, const float *A, const float *Bm, const float *x,
+                    int64_t M, int64_t N, int64_t K, int tA, int tB);
 void lt_free(smj_cuda *c);
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                       const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc);

@@ -483,6 +483,34 @@ int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout
     op_end(c);
     return 1;
 }
+/* part[p, :] = the column sums of rows [p R, (p+1) R) of x [N, H], a
+ * thread four columns at a time */
+template <typename X>
+__global__ void k_colsum_rows(float *part, const X *x, int64_t N, int H, int R) {
+    const int H4 = H / 4;
+    const int64_t r0 = (int64_t)blockIdx.x * R, r1 = r0 + R < N ? r0 + R : N;
+    for (int cg = threadIdx.x; cg < H4; cg += blockDim.x) {
+        float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+        for (int64_t r = r0; r < r1; r++) {
+            float4 v = ld4(x, r * H4 + cg);
+            s = make_float4(s.x + v.x, s.y + v.y, s.z + v.z, s.w + v.w);
+        }
+        ((float4 *)(part + (int64_t)blockIdx.x * H))[cg] = s;
+    }
+}
+void colsum_rows_add(smj_cuda *c, float *db, const void *x, int b16, int64_t N, int H) {
+    int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4); /* about four blocks an SM */
+    if (R < 1) R = 1;
+    int P = (int)((N + R - 1) / R);
+    float *part = (float *)scratch(c, sizeof(float) * (size_t)P * H);
+    if (!part) return;
+    cast_written(c, part, (int64_t)P * H);
+    if (b16) k_colsum_rows<<<(unsigned)P, 256, 0, c->stream>>>(part, (const __nv_bfloat16 *)x, N, H, (int)R);
+    else k_colsum_rows<<<(unsigned)P, 256, 0, c->stream>>>(part, (const float *)x, N, H, (int)R);
+    LAUNCHED(c);
+    colsum_add(c, db, part, P, H);
+}
 void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n) {
     OP_BEGIN_L("gelu_fwd");
     gelu_launch<false>(c, out, NULL, x, n);

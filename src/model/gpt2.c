@@ -277,13 +277,13 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
      * bf16 alone (bf16 mode) */
     be->matmul(ex, DW(R_WDOWN), a->hsw, m->dres, H, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BDOWN), m->dres, N, C);
-    /* dgate = gelu'(gate) (dres Wd^T) in the product's epilogue where the
-     * backend has it (read then only by products: bf16 alone), c_fc's bias
-     * gradient after it; else dh, then gelu's backward with the bias
-     * gradient in its pass where the backend has that (a declined op ran
-     * nothing: dgate's hint stands for the product, and is made again) */
+    /* dgate = gelu'(gate) (dres Wd^T) and c_fc's bias gradient in one op
+     * where the backend has it (the product's epilogue; dgate read then
+     * only by products: bf16 alone); else dh, then gelu's backward with the
+     * bias gradient in its pass where the backend has that (a declined op
+     * ran nothing: dgate's hint stands for the product, and is made again) */
     smj_grad_only16(m, m->dgate, N * H);
-    int fused = 2 * (be->matmul_dgelu && be->matmul_dgelu(ex, m->dgate, m->dres, W(R_WDOWN), a->gate, N, H, C, 0, 1));
+    int fused = be->matmul_dgelu && be->matmul_dgelu(ex, m->dgate, DW(R_BUP), m->dres, W(R_WDOWN), a->gate, N, H, C, 0, 1);
     if (!fused) {
         smj_grad_only16(m, m->dh, N * H);
         be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 1, 0);
@@ -294,7 +294,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         smj_grad_drop16(m, m->dh, N * H);
     }
     be->matmul(ex, DW(R_WUP), a->ln2, m->dgate, C, H, N, 1, 0, 1);
-    if (fused != 1) smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
+    if (!fused) smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
     smj_grad_only16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dgate, W(R_WUP), N, C, H, 0, 1, 0);
     smj_grad_drop16(m, m->dgate, N * H);

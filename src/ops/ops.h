@@ -100,12 +100,13 @@ typedef struct {
                             const float *bias, int64_t M, int64_t N, int64_t K, int transA, int transB); \
  \
     /* C[M,N] = op(A)·op(B) (matmul, acc 0), then C = gelu_bwd(C, x) with x \
-     * [M,N] the GELU's input: the product of GELU's output gradient and \
-     * its backward in one pass (GPT-2's c_proj dX). Returns 1, or 0 when \
-     * the backend does not take these sizes or modes (nothing written: run \
-     * matmul, then gelu_bwd). */ \
-    int (*matmul_dgelu)(const smj_exec *ex, float *Cm, const float *A, const float *Bm, const float *x, int64_t M, \
-                        int64_t N, int64_t K, int transA, int transB); \
+     * [M,N] the GELU's input, then db[N] += C's column sums: the product of \
+     * GELU's output gradient, GELU's backward and the bias gradient of the \
+     * product before it in one op (GPT-2's c_proj dX and c_fc bias). \
+     * Returns 1, or 0 when the backend does not take these sizes or modes \
+     * (nothing written: run matmul, gelu_bwd and the bias gradient). */ \
+    int (*matmul_dgelu)(const smj_exec *ex, float *Cm, float *db, const float *A, const float *Bm, const float *x, \
+                        int64_t M, int64_t N, int64_t K, int transA, int transB); \
  \
     /* attention_bwd, then dq's NH heads and dk's NKV heads rotated back as \
      * rope_bwd does them (positions 0..T-1, tables cos/sin [>= T, HS/2]; \

@@ -201,14 +201,6 @@ static int ref_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, cons
     return 1;
 }
 
-/* matmul_dgelu (optional op): its definition, matmul then gelu_bwd in place. */
-static int ref_matmul_dgelu(const smj_exec *ex, float *C, const float *A, const float *B, const float *x, int64_t M,
-                            int64_t N, int64_t K, int tA, int tB) {
-    ref_matmul(ex, C, A, B, M, N, K, tA, tB, 0);
-    ref_gelu_bwd(ex, C, C, x, M * N);
-    return 1;
-}
-
 /* attention_bwd_rope (optional op): its definition, attention_bwd then
  * rope_bwd on dq and dk. */
 static int ref_attention_bwd_rope(const smj_exec *ex, float *dq, float *dk, float *dv, const float *dout,
@@ -228,6 +220,16 @@ static void ref_colsum_add(float *db, const float *x, int64_t N, int64_t w, int6
         for (int64_t i = 0; i < N; i++) s += x[i * rs + j];
         db[j] += (float)s;
     }
+}
+
+/* matmul_dgelu (optional op): its definition, matmul, gelu_bwd in place,
+ * then the column sums of C (in double, added to db once). */
+static int ref_matmul_dgelu(const smj_exec *ex, float *C, float *db, const float *A, const float *B, const float *x,
+                            int64_t M, int64_t N, int64_t K, int tA, int tB) {
+    ref_matmul(ex, C, A, B, M, N, K, tA, tB, 0);
+    ref_gelu_bwd(ex, C, C, x, M * N);
+    ref_colsum_add(db, C, M, N, N);
+    return 1;
 }
 
 /* attention_bwd_bias (optional op): its definition, attention_bwd then the
