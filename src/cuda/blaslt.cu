@@ -293,8 +293,10 @@ int cu_matmul_dgelu(const smj_exec *ex, float *Cm, float *db, const float *A, co
     float *uc;
     void *dC = a16 ? lt_out(c, Cm, nc, dt, round ? r16 : NULL, &uc) : NULL;
     int ok = dC && lt_run(c, l, dC, dt, a16, b16, NULL, x16 ? (const void *)x16 : x, xt, epi, M, N, K, tA, tB, 1);
-    if (ok) colsum_rows_add(c, db, dC, pc, M, (int)N);
     if (ok && uc) bf16_to_f32(c, uc, (const __nv_bfloat16 *)dC, nc);
+    /* (after the unpack: dC rounded in the scratch buffer, which the sums'
+     * partials take; the unpacked values are the same) */
+    if (ok) colsum_rows_add(c, db, uc ? (const void *)uc : dC, pc && !uc, M, (int)N);
     if (!ok && dC)
         record(c, SMJ_ERR_UNSUPPORTED, "matmul_dgelu: cuBLASLt failed on %lld x %lld x %lld", (long long)M,
                (long long)N, (long long)K);
