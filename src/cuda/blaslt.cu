@@ -1,6 +1,8 @@
 /* blaslt.cu — products with a fused epilogue through cuBLASLt: matmul_bias
  * (C = op(A) op(B) + bias, the bias broadcast over C's rows), the GPT-2
- * family's and biased attention's linear layers.
+ * family's and biased attention's linear layers; matmul_bias_gelu and
+ * matmul_dgelu (GPT-2's c_fc with its GELU, the c_proj dX product with
+ * GELU's backward; below, at their definitions).
  *
  * Without it the model adds the bias as a second product over a ones
  * vector (K = 1), which reads and writes all of C in fp32 again: on GPT-2
