@@ -455,6 +455,12 @@ static void gelu_bias_go(smj_cuda *c, int P, float *dx, __nv_bfloat16 *d16, floa
                          int64_t N, int H, int R) {
     k_gelu_bwd_bias<<<(unsigned)P, 256, 0, c->stream>>>(dx, d16, part, dout, x, N, H, R);
 }
+/* The column sums' row blocks: R rows each (about four blocks an SM); returns their count. */
+static int row_blocks(const smj_cuda *c, int64_t N, int64_t *R) {
+    int64_t r = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
+    *R = r < 1 ? 1 : r;
+    return (int)((N + *R - 1) / *R);
+}
 /* Declines (0, nothing written) rows not in fours or not 16-byte aligned. */
 int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout, const float *x, int64_t N, int H) {
     if (N <= 0 || H <= 0 || H % 4 || ((uintptr_t)dx | (uintptr_t)dout | (uintptr_t)x) % 16) return 0;
@@ -463,10 +469,8 @@ int cu_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const float *dout
     cast_written(c, db, H); /* (read too) */
     const __nv_bfloat16 *x16 = exact_in(c, x, n), *g16 = exact_in(c, dout, n);
     cast_written(c, dx, n);
-    /* about four blocks an SM */
-    int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4);
-    if (R < 1) R = 1;
-    int P = (int)((N + R - 1) / R);
+    int64_t R;
+    int P = row_blocks(c, N, &R);
     float *part = (float *)scratch(c, sizeof(float) * (size_t)P * H);
     if (!part) return 1;
     cast_written(c, part, (int64_t)P * H);
@@ -500,9 +504,8 @@ __global__ void k_colsum_rows(float *part, const X *x, int64_t N, int H, int R) 
     }
 }
 void colsum_rows_add(smj_cuda *c, float *db, const void *x, int b16, int64_t N, int H) {
-    int64_t R = (N + (int64_t)c->n_sm * 4 - 1) / ((int64_t)c->n_sm * 4); /* about four blocks an SM */
-    if (R < 1) R = 1;
-    int P = (int)((N + R - 1) / R);
+    int64_t R;
+    int P = row_blocks(c, N, &R);
     float *part = (float *)scratch(c, sizeof(float) * (size_t)P * H);
     if (!part) return;
     cast_written(c, part, (int64_t)P * H);
