@@ -272,7 +272,8 @@ int cu_matmul_dgelu(const smj_exec *ex, float *Cm, float *db, const float *A, co
     int pc = l && only_promised(c0, Cm, nc);
     cudaDataType_t dt = pc ? CUDA_R_16BF : CUDA_R_32F;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DGELU;
-    if (!l || !lt_run(c0, l, NULL, dt, NULL, NULL, NULL, NULL, dt, epi, M, N, K, tA, tB, 0)) return 0; /* nothing done */
+    if (!l || !lt_run(c0, l, NULL, dt, NULL, NULL, NULL, NULL, dt, epi, M, N, K, tA, tB, 0))
+        return 0; /* nothing done */
     OP_BEGIN_L("matmul_dgelu");
     c->pname = "matmul + gelu (dX)";
     cast_overwritten(c, Cm, nc);

@@ -218,7 +218,8 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
      * the product, and hsw's is made again for gelu. */
     smj_acts_home_only(m, l, a->gate, N);
     smj_acts_home_only(m, l, a->hsw, N);
-    if (!be->matmul_bias_gelu || !be->matmul_bias_gelu(ex, a->hsw, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0, 0)) {
+    if (!be->matmul_bias_gelu ||
+        !be->matmul_bias_gelu(ex, a->hsw, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0, 0)) {
         smj_model_matmul_bias(m, a->gate, a->ln2, W(R_WUP), W(R_BUP), N, H, C, 0);
         smj_acts_home_only(m, l, a->hsw, N);
         be->gelu_fwd(ex, a->hsw, a->gate, N * H);
@@ -283,7 +284,8 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
      * bias gradient in its pass where the backend has that (a declined op
      * ran nothing: dgate's hint stands for the product, and is made again) */
     smj_grad_only16(m, m->dgate, N * H);
-    int fused = be->matmul_dgelu && be->matmul_dgelu(ex, m->dgate, DW(R_BUP), m->dres, W(R_WDOWN), a->gate, N, H, C, 0, 1);
+    int fused =
+        be->matmul_dgelu && be->matmul_dgelu(ex, m->dgate, DW(R_BUP), m->dres, W(R_WDOWN), a->gate, N, H, C, 0, 1);
     if (!fused) {
         smj_grad_only16(m, m->dh, N * H);
         be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 1, 0);

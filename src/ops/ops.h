@@ -39,12 +39,13 @@ enum {
 
 /* Optional ops: not every backend has them (the field is then NULL; callers
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
- * qmatmul; tests/cuda/test_cuda_model.c matmul_bias, matmul_bias_gelu and matmul_dgelu; tests/cuda/test_cuda_ops.c
- * attention_bwd_rope, attention_bwd_bias, gelu_bwd_bias and adamw_runs; tests/cuda/test_cuda_decode.c the decode ops;
+ * qmatmul; tests/cuda/test_cuda_model.c matmul_bias, matmul_bias_gelu and
+ * matmul_dgelu; tests/cuda/test_cuda_ops.c attention_bwd_rope,
+ * attention_bwd_bias, gelu_bwd_bias and adamw_runs; tests/cuda/test_cuda_decode.c the decode ops;
  * tests/cuda/test_cuda_bf16.c the 16-bit storage hints (the host backends'
  * are their definitions). */
-#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(matmul_bias_gelu) X(matmul_dgelu) X(attention_bwd_rope) X(attention_bwd_bias) \
-    X(gelu_bwd_bias) X(decode_attention) \
+#define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(matmul_bias_gelu) X(matmul_dgelu) X(attention_bwd_rope) \
+    X(attention_bwd_bias) X(gelu_bwd_bias) X(decode_attention) \
     X(decode_block) \
     X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(adamw_runs)
 

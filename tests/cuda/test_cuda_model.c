@@ -618,7 +618,9 @@ static double dgelu_tanh(double x) {
     double k = 0.79788456080286535588, t = tanh(k * (x + 0.044715 * x * x * x));
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
 }
-static double dgelu_erf(double x) { return 0.5 * (1 + erf(x * 0.70710678118654752440)) + x * exp(-0.5 * x * x) * 0.39894228040143267794; }
+static double dgelu_erf(double x) {
+    return 0.5 * (1 + erf(x * 0.70710678118654752440)) + x * exp(-0.5 * x * x) * 0.39894228040143267794;
+}
 static float bf16r(float v) { return smj_bf16_to_f32(smj_f32_to_bf16(v)); }
 
 /* device copies of host arrays (n floats each) */
