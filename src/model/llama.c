@@ -1086,6 +1086,21 @@ static smj_status bwd_ready(smj_model *m, int B, int T) {
     return SMJ_OK;
 }
 
+/* The LM head's backward over rows [r0, r0 + n) whose logits are at dl
+ * (ld apart): dlogits in place (a bf16 copy alone where the backend keeps
+ * one), dW_head += dlogits^T lnf, dln rows = dlogits W. */
+static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss) {
+    const smj_backend *be = m->be;
+    const smj_exec *ex = &m->ctx->exec;
+    int64_t C = m->cfg.dim, ld = m->logits_ld;
+    float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
+    smj_grad_only16(m, dl, n * ld);
+    be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, m->cfg.vocab_size, ld);
+    be->matmul(ex, dW, dl, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
+    be->matmul(ex, m->dln + r0 * C, dl, W, n, C, ld, 0, 0, 0);
+    smj_grad_drop16(m, dl, n * ld);
+}
+
 /* The LM head + cross-entropy under fused_ce, chunk by chunk of rows of
  * lnf [N, C] through ce_buf: each chunk's logits, then with loss set the
  * losses and lse (the forward), and with dloss >= 0 dlogits in place,
@@ -1096,17 +1111,11 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     int64_t C = m->cfg.dim, V = m->cfg.vocab_size, ld = m->logits_ld, R = smj_ce_chunk_rows(&m->cfg, &m->topt, N);
-    float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
         smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
         if (loss) be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
-        if (dloss < 0) continue;
-        smj_grad_only16(m, m->ce_buf, n * ld);
-        be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
-        be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
-        be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
-        smj_grad_drop16(m, m->ce_buf, n * ld);
+        if (dloss >= 0) head_grad(m, m->ce_buf, r0, n, dloss);
     }
 }
 
@@ -1375,26 +1384,21 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
     smj_rope_prepare(m, 0, T); /* dynamic RoPE: the tables of this length (a session may have changed them) */
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
-    int C = c->dim, V = c->vocab_size, ld = (int)m->logits_ld;
+    int C = c->dim, ld = (int)m->logits_ld;
     int64_t N = (int64_t)B * T;
     float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
-    float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
     if (m->head_done) {
         /* (a train step took the head's gradient in its forward) */
     } else if (m->topt.fused_ce) {
         fused_head(m, N, 0, dloss); /* each chunk's logits again (same op, same bits) */
     } else if (m->logits16) {
-        /* per block: the bf16 logits back into ce_buf (bound), dlogits in
-         * place, the two products */
+        /* per block: the bf16 logits back into ce_buf (bound), then the
+         * head's backward there */
         int64_t R = m->l16_rows;
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             unpack16(m, m->ce_buf, m->logits16 + r0 * ld, n * ld);
-            smj_grad_only16(m, m->ce_buf, n * ld);
-            be->xent_bwd(ex, m->ce_buf, m->ce_buf, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
-            be->matmul(ex, dW, m->ce_buf, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
-            be->matmul(ex, m->dln + r0 * C, m->ce_buf, W, n, C, ld, 0, 0, 0);
-            smj_grad_drop16(m, m->ce_buf, n * ld);
+            head_grad(m, m->ce_buf, r0, n, dloss);
         }
     } else {
         /* dlogits in place (logits are not needed after this). With bf16
@@ -1406,12 +1410,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         int64_t R = head_rows(c, &m->topt, N, ex->bf16_matmul && be->init); /* device backends (init hook) */
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
-            float *dl = m->logits + r0 * ld;
-            smj_grad_only16(m, dl, n * ld);
-            be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
-            be->matmul(ex, dW, dl, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
-            be->matmul(ex, m->dln + r0 * C, dl, W, n, C, ld, 0, 0, 0);
-            smj_grad_drop16(m, dl, n * ld);
+            head_grad(m, m->logits + r0 * ld, r0, n, dloss);
         }
     }
     if (c->arch == SMJ_ARCH_GPT2) {
