@@ -210,8 +210,9 @@ static void compare(const fb_result *p, const fb_result *r, int bitwise_body, in
 }
 
 /* smj_model_forward_backward under o against the two calls' result r:
- * the same losses and gradients, bit for bit (under fused_ce it takes the
- * head's gradient in the forward: the same ops in the same order). */
+ * the same losses and gradients, bit for bit (it takes the head's gradient
+ * in the forward, with xent_fwd_bwd where the backend has it: the same
+ * values in the same order). */
 static void one_call(smj_backend_kind kind, const smj_model_config *c, const smj_train_options *o, int B, int T,
                      const fb_result *r, const char *tag) {
     fb_result one;
@@ -228,6 +229,8 @@ static void equality(smj_backend_kind kind, const char *bname, const char *cname
     forward_backward(kind, c, &OPT_PLAIN, FB_CALLS, B, T, &plain);
     int cpu = kind == SMJ_BACKEND_CPU;
     char tag[128];
+    snprintf(tag, sizeof tag, "%s %s plain", bname, cname);
+    one_call(kind, c, &OPT_PLAIN, B, T, &plain, tag);
     /* chunks: 1 row (the minimum), 5 (several, uneven tail), B*T-1 (a 1-row
      * tail merged into the chunk before), automatic (one chunk here) */
     int chunks[] = {1, 5, B * T - 1, 0};
@@ -244,6 +247,7 @@ static void equality(smj_backend_kind kind, const char *bname, const char *cname
     forward_backward(kind, c, &gc, FB_CALLS, B, T, &r);
     snprintf(tag, sizeof tag, "%s %s checkpointing", bname, cname);
     compare(&plain, &r, 1, 1, tag);
+    one_call(kind, c, &gc, B, T, &r, tag);
     fb_free(&r);
     smj_train_options both = {.fused_ce = 1, .gradient_checkpointing = 1, .ce_chunk_rows = 7};
     forward_backward(kind, c, &both, FB_CALLS, B, T, &r);
@@ -308,7 +312,7 @@ static void fp16_equality(smj_backend_kind kind, const char *bname, const char *
         char tag[128];
         snprintf(tag, sizeof tag, "%s %s %s", bname, cname, on[i]);
         compare(&emu, &r, 1, 1, tag);
-        if (opts[i].fused_ce) one_call(kind, c, &opts[i], B, T, &r, tag);
+        one_call(kind, c, &opts[i], B, T, &r, tag);
         double worst = 0;
         int64_t differ = 0;
         /* (the head in blocks of rows, ce_chunk_rows: a GPU's library may

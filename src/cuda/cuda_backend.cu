@@ -2,8 +2,8 @@
  * an NVIDIA GPU, over device pointers. docs/CUDA.md is the user's guide.
  *
  * Files: cuda_common.cuh (state, error and profiler hooks, shared
- * helpers), cuda_backend.cu (this: matmul, embedding, rope,
- * cross-entropy, sumsq, lifecycle, graph hooks), elementwise.cu (swiglu,
+ * helpers), cuda_backend.cu (this: matmul, embedding, rope, sumsq,
+ * lifecycle, graph hooks), xent.cu (cross-entropy), elementwise.cu (swiglu,
  * add, scale, adamw, gelu), copies.cu (bf16 copies, lazy
  * tensors, the bf16 storage ops), norms.cu (rmsnorm, add + rmsnorm,
  * layernorm), attention.cu (attention ops and their fp32/cuBLAS paths),
@@ -696,168 +696,6 @@ static void cu_rope_bwd(const smj_exec *ex, float *dx, const float *cs, const fl
     rope(ex, "rope_bwd", dx, cs, sn, B, T, NH, HS, pos0, rs, -1.0f);
 }
 
-/* ------------------------------------------------------------ cross-entropy */
-
-/* (m, s) += (m2, s2): two partial log-sum-exps, each the sum s of exp(x - m)
- * over its values with m their max (-inf, 0: none yet). */
-static __device__ __forceinline__ void lse_add(float &m, float &s, float m2, float s2) {
-    float M = fmaxf(m, m2);
-    if (M == -INFINITY) return;
-    s = s * expf(m - M) + s2 * expf(m2 - M);
-    m = M;
-}
-
-/* One block per row, one pass over it (online: each thread keeps the max
- * of its values and the sum of exp(x - max), rescaled when the max grows),
- * 16-byte loads when V4, four of them issued before their values are used
- * (bytes in flight: one load at a time kept the kernel at half the
- * bandwidth); the partials are combined in a fixed order. exp is the
- * hardware's (__expf: ~2 ulp near the max, whose terms make the sum). The
- * logits are L: fp32, or their exact bf16 copy (the same values). */
-static __device__ __forceinline__ void lse_acc4(float &m, float &s, float4 x) {
-    float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
-    if (mx > m) { s *= __expf(m - mx); m = mx; }
-    if (m != -INFINITY) s += __expf(x.x - m) + __expf(x.y - m) + __expf(x.z - m) + __expf(x.w - m);
-}
-template <bool V4, typename L>
-__global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int32_t *targets, int V, int ld) {
-    __shared__ float shm[32], shs[32];
-    int64_t n = blockIdx.x;
-    const L *l = logits + n * ld;
-    float m = -INFINITY, s = 0;
-    int j0 = 0;
-    if (V4) {
-        const int n4 = V / 4, bd = blockDim.x;
-        int j = threadIdx.x;
-        for (; j + 3 * bd < n4; j += 4 * bd) {
-            float4 x[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) x[u] = ld4(l, j + u * bd);
-#pragma unroll
-            for (int u = 0; u < 4; u++) lse_acc4(m, s, x[u]);
-        }
-        for (; j < n4; j += bd) lse_acc4(m, s, ld4(l, j));
-        j0 = n4 * 4;
-    }
-    for (int j = j0 + threadIdx.x; j < V; j += blockDim.x) {
-        float x = ld1(l, j);
-        if (x > m) { s *= __expf(m - x); m = x; }
-        if (m != -INFINITY) s += __expf(x - m); /* (all -inf so far: nothing to add) */
-    }
-    for (int o = 16; o > 0; o >>= 1) lse_add(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-    if ((threadIdx.x & 31) == 0) { shm[threadIdx.x >> 5] = m; shs[threadIdx.x >> 5] = s; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)(blockDim.x >> 5); w++) lse_add(m, s, shm[w], shs[w]);
-        double z = (double)m + log((double)s);
-        int32_t t = targets[n];
-        lse[n] = (float)z;
-        losses[n] = t < 0 ? 0.0f : (float)(z - ld1(l, t));
-    }
-}
-
-/* dl = dloss (softmax - onehot) over columns < V, 0 over V..ld (a padded
- * head), eight values per thread (V4: ld % 4 == 0 and 16-byte aligned: two
- * 16-byte loads issued together); l - lse in float is the rounded exact
- * difference, as in double; exp as the forward's. dl NULL: not written
- * (fp32_out); d16 (or NULL): dl's bf16 copy; logits as L (fp32 or their
- * exact bf16 copy; may be d16 itself: dlogits over the copy, in place). */
-static __device__ __forceinline__ float xent_d1(float x, float z, int32_t t, int j, int V, float dloss) {
-    return t < 0 || j >= V ? 0.0f : dloss * (__expf(x - z) - (j == t ? 1.0f : 0.0f));
-}
-static __device__ __forceinline__ float4 xent_d4(float4 x, float z, int32_t t, int j, int V, float dloss) {
-    return make_float4(xent_d1(x.x, z, t, j, V, dloss), xent_d1(x.y, z, t, j + 1, V, dloss),
-                       xent_d1(x.z, z, t, j + 2, V, dloss), xent_d1(x.w, z, t, j + 3, V, dloss));
-}
-template <bool V4, typename L>
-__global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const float *lse,
-                           const int32_t *targets, float dloss, int V, int ld, int w16) {
-    int64_t n = blockIdx.y;
-    int j = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
-    if (j >= ld) return;
-    int32_t t = targets[n];
-    float z = lse[n];
-    int64_t i = n * ld + j;
-    if (V4) {
-        bool two = j + 4 < ld;
-        float4 x0, x1;
-        if (sizeof(L) == 2 && w16) /* 16-byte bf16 rows (ld % 8 == 0): one load, one store of eight */
-            ld8(logits, i / 8, x0, x1);
-        else
-            x0 = ld4(logits + i, 0), x1 = two ? ld4(logits + i + 4, 0) : x0;
-        float4 o0 = xent_d4(x0, z, t, j, V, dloss), o1 = xent_d4(x1, z, t, j + 4, V, dloss);
-        if (dl) *(float4 *)(dl + i) = o0;
-        if (two && dl) *(float4 *)(dl + i + 4) = o1;
-        if (d16 && w16) {
-            st_bf16x8(d16 + i, o0, o1);
-        } else if (d16) {
-            st_bf16x4(d16 + i, o0);
-            if (two) st_bf16x4(d16 + i + 4, o1);
-        }
-    } else {
-        for (int e = 0; e < 8 && j + e < ld; e++) {
-            float o = xent_d1(ld1(logits, i + e), z, t, j + e, V, dloss);
-            if (dl) dl[i + e] = o;
-            if (d16) d16[i + e] = __float2bfloat16_rn(o);
-        }
-    }
-}
-
-static void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
-                        int64_t N, int V, int ld) {
-    /* OP_BEGIN_L: the chunked LM head (--fused-ce) alternates matmul and
-     * cross-entropy, and the head's bf16 weight copy stays valid across it */
-    OP_BEGIN_L("xent_fwd");
-    const __nv_bfloat16 *le = exact_in(c, logits, N * ld);
-    cast_written(c, losses, N);
-    cast_written(c, lse, N);
-    for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
-        int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
-        unsigned th = V >= 16384 ? 512 : 256;
-        bool v4 = ld % 4 == 0 && (uintptr_t)logits % 16 == 0;
-        const float *lf = logits + n0 * ld;
-        const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
-        if (lb && v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
-        else if (lb) k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
-        else if (v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
-        else k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
-        LAUNCHED(c);
-    }
-    op_end(c);
-}
-
-static void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
-                        const int32_t *targets, float dloss, int64_t N, int V, int ld) {
-    OP_BEGIN_L("xent_bwd"); /* see cu_xent_fwd */
-    fp32_in(c, lse, N);
-    const __nv_bfloat16 *le = exact_in(c, logits, N * ld);
-    /* in place over logits read through their copy: the fp32 values are
-     * not wanted (a lazy tensor there goes unwritten) */
-    if (le && dlogits == logits) cast_overwritten(c, dlogits, N * ld);
-    else cast_written(c, dlogits, N * ld);
-    /* the LM head's products read dlogits: its bf16 copy is written beside
-     * it (when it is small enough to keep: the model's blocks of rows) */
-    __nv_bfloat16 *d16 = N > 0 && ld > 0 ? shadow_of(c, dlogits, N * ld) : NULL;
-    float *dl = fp32_out(c, dlogits, N * ld, d16); /* NULL: only the copy is written (bf16_only) */
-    for (int64_t n0 = 0; n0 < N; n0 += 65535) {
-        int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
-        dim3 grid((unsigned)((ld + 2047) / 2048), (unsigned)nn);
-        __nv_bfloat16 *b = d16 ? d16 + n0 * ld : NULL;
-        float *o = dl ? dl + n0 * ld : NULL;
-        bool v4 = ld % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0;
-        const float *lf = logits + n0 * ld;
-        const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
-        /* the bf16 rows (read, written) 16-byte aligned: eight values an access */
-        int w16 = v4 && ld % 8 == 0 && (!lb || (uintptr_t)lb % 16 == 0) && (!b || (uintptr_t)b % 16 == 0);
-        if (lb && v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld, w16);
-        else if (lb) k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld, w16);
-        else if (v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld, w16);
-        else k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld, w16);
-        LAUNCHED(c);
-    }
-    op_end(c);
-}
-
 /* ------------------------------------------------------------ sumsq */
 
 __global__ void k_sumsq_part(double *part, const float *x, int64_t n) {
@@ -971,6 +809,8 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         }
         const char *tm = getenv("SMJ_CUDA_TMA");
         c->tma = !(tm && strcmp(tm, "0") == 0);
+        const char *xf = getenv("SMJ_CUDA_XENT_FUSED");
+        c->xent_fused = xf && *xf ? atoi(xf) : 1;
         const char *pr = getenv("SMJ_CUDA_PROFILE");
         c->profile = c->profile_env = pr && *pr && strcmp(pr, "0") != 0;
         /* the compute type of each product is chosen per call (gemm()) */
@@ -1186,6 +1026,7 @@ extern "C" const smj_backend smj_backend_cuda = {
     .matmul_bias = cu_matmul_bias,
     .matmul_bias_gelu = cu_matmul_bias_gelu,
     .matmul_dgelu = cu_matmul_dgelu,
+    .xent_fwd_bwd = cu_xent_fwd_bwd,
     .attention_bwd_rope = cu_attention_bwd_rope,
     .attention_bwd_bias = cu_attention_bwd_bias,
     .gelu_bwd_bias = cu_gelu_bwd_bias,

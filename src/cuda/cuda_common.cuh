@@ -54,6 +54,8 @@ typedef struct {
                                     (flash_sm90.cu; SMJ_CUDA_TMA=0: by cp.async) */
     void *tmap_encode;           /* the driver's cuTensorMapEncodeTiled (flash_sm90.cu), once looked up */
     int tmap_looked;
+    int xent_fused;              /* SMJ_CUDA_XENT_FUSED: 1 (default) xent_fwd_bwd keeps rows in registers where
+                                    they fit, 2 always reads a row twice, 0 declines (xent.cu) */
     /* Device time per op from event pairs, resolved in batches: with
      * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
      * context is freed; or between smj_ctx_profile(ctx, 1) and (ctx, 0). */
@@ -286,10 +288,13 @@ static __device__ __forceinline__ void st_bf16x4(__nv_bfloat16 *p, float4 v) {
 /* Values i (ld1) or 4i..4i+3 (ld4; 16 / 8 bytes aligned) of fp32 data or of
  * its bf16 copy (kernels templated on what they read). */
 static __device__ __forceinline__ float4 ld4(const float *p, int64_t i) { return ((const float4 *)p)[i]; }
-static __device__ __forceinline__ float4 ld4(const __nv_bfloat16 *p, int64_t i) {
-    uint2 u = ((const uint2 *)p)[i];
+/* four bf16 values in 8 bytes as fp32 */
+static __device__ __forceinline__ float4 bf16x4_f32(uint2 u) {
     return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
                        __uint_as_float(u.y & 0xffff0000u));
+}
+static __device__ __forceinline__ float4 ld4(const __nv_bfloat16 *p, int64_t i) {
+    return bf16x4_f32(((const uint2 *)p)[i]);
 }
 /* Values 8i..8i+7 as two float4 (a: the first four): fp32 data 16 bytes
  * aligned, or its bf16 copy 16 bytes aligned (one 16-byte load). */
@@ -440,6 +445,13 @@ int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float 
                   float wd, int64_t t);
 void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n);
 void cu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n);
+/* Cross-entropy (xent.cu); xent_fwd_bwd is an optional op. */
+void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
+                 int64_t N, int V, int ld);
+void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                 float dloss, int64_t N, int V, int ld);
+int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogits, const float *logits,
+                    const int32_t *targets, float dloss, int64_t N, int V, int ld);
 /* qmatmul (qmatmul.cu), an optional op. */
 void cu_qmatmul(const smj_exec *ex, float *Cm, const float *A, const void *Wq, int wtype, int64_t M, int64_t N,
                 int64_t K, int acc);

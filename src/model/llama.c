@@ -1088,17 +1088,43 @@ static smj_status bwd_ready(smj_model *m, int B, int T) {
 
 /* The LM head's backward over rows [r0, r0 + n) whose logits are at dl
  * (ld apart): dlogits in place (a bf16 copy alone where the backend keeps
- * one), dW_head += dlogits^T lnf, dln rows = dlogits W. */
-static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss) {
+ * one), dW_head += dlogits^T lnf, dln rows = dlogits W. loss: the rows'
+ * losses and lse first (a train step's forward), in one pass with dlogits
+ * where the backend has xent_fwd_bwd. */
+static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss, int loss) {
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     int64_t C = m->cfg.dim, ld = m->logits_ld;
+    int V = m->cfg.vocab_size;
     float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
+    int fb = loss && be->xent_fwd_bwd;
+    if (loss && !fb) be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
     smj_grad_only16(m, dl, n * ld);
-    be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, m->cfg.vocab_size, ld);
+    if (!fb || !be->xent_fwd_bwd(ex, m->losses + r0, m->xlse + r0, dl, dl, m->tgts + r0, dloss, n, V, ld)) {
+        if (fb) { /* declined: the two ops (the bf16 hint is the next op's: set again for xent_bwd) */
+            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
+            smj_grad_only16(m, dl, n * ld);
+        }
+        be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
+    }
     be->matmul(ex, dW, dl, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
     be->matmul(ex, m->dln + r0 * C, dl, W, n, C, ld, 0, 0, 0);
     smj_grad_drop16(m, dl, n * ld);
+}
+
+/* The LM head's backward over the full logits m->logits [N, ld] (loss: a
+ * train step's forward, the losses too), dlogits in place (the logits are
+ * not needed after this). With bf16 products, in blocks of rows
+ * (smj_head_bwd_rows; ce_chunk_rows when set) whose dlogits a device
+ * backend keeps as one bf16 copy, written by xent_bwd beside its output
+ * and read by both products, instead of casting all of dlogits for each
+ * product (the blocks the backend would use). */
+static void head_bwd(smj_model *m, int64_t N, float dloss, int loss) {
+    int64_t R = head_rows(&m->cfg, &m->topt, N, m->ctx->exec.bf16_matmul && m->be->init); /* device backends (init hook) */
+    for (int64_t r0 = 0, n; r0 < N; r0 += n) {
+        n = ce_chunk(N, R, r0);
+        head_grad(m, m->logits + r0 * m->logits_ld, r0, n, dloss, loss);
+    }
 }
 
 /* The LM head + cross-entropy under fused_ce, chunk by chunk of rows of
@@ -1114,8 +1140,8 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
         smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
-        if (loss) be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
-        if (dloss >= 0) head_grad(m, m->ce_buf, r0, n, dloss);
+        if (dloss >= 0) head_grad(m, m->ce_buf, r0, n, dloss, loss);
+        else be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
     }
 }
 
@@ -1180,31 +1206,46 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
     if (targets) smj_acts_save(m, L, B, T);
     m->have_targets = 0;
     if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
+    /* a train step takes the LM head's gradient here (m->head_done), block
+     * by block of rows right after their logits: the loss and dlogits in
+     * one pass over them (xent_fwd_bwd), the full logits never read again */
+    float dloss = train ? (n_valid ? loss_scale / (float)n_valid : 0.0f) : -1.0f;
+    if (train) {
+        SMJ_TRY(bwd_ready(m, B, T));
+        m->head_done = 1;
+    }
     if (m->topt.fused_ce && targets) {
         /* LM head + cross-entropy chunk by chunk: only lse and the losses
-         * stay (and, in a train step, the head's gradient is taken here) */
-        if (train) {
-            SMJ_TRY(bwd_ready(m, B, T));
-            m->head_done = 1;
-        }
-        fused_head(m, N, 1, train ? (n_valid ? loss_scale / (float)n_valid : 0.0f) : -1.0f);
+         * stay */
+        fused_head(m, N, 1, dloss);
         m->logits = NULL;
     } else if (m->logits16 && targets) {
         /* 16-bit logits, a block of rows at a time through ce_buf: the loss
          * from the block, then its bf16 copy kept (a backend keeping copies
-         * has the product write the block as bf16 alone, into logits16) */
+         * has the product write the block as bf16 alone, into logits16:
+         * homed); a train step's head gradient from the rounded copy */
         int64_t R = m->l16_rows;
+        int homed = be->bf16_home && be->bf16_only && ex->bf16_matmul;
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             uint16_t *h = m->logits16 + r0 * ld;
-            if (be->bf16_home && ex->bf16_matmul) {
+            if (homed) {
                 be->bf16_home(ex, m->ce_buf, h, n * ld);
-                if (be->bf16_only) be->bf16_only(ex, m->ce_buf, n * ld);
+                be->bf16_only(ex, m->ce_buf, n * ld);
             }
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
+            if (train && homed) { /* (the logits are their bf16 copy's values already) */
+                head_grad(m, m->ce_buf, r0, n, dloss, 1);
+                continue;
+            }
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             be->bf16_pack(ex, h, m->ce_buf, n * ld);
-            smj_grad_drop16(m, m->ce_buf, n * ld);
+            if (train) {
+                unpack16(m, m->ce_buf, h, n * ld);
+                head_grad(m, m->ce_buf, r0, n, dloss, 0);
+            } else {
+                smj_grad_drop16(m, m->ce_buf, n * ld);
+            }
         }
         m->logits = NULL;
     } else {
@@ -1219,7 +1260,8 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
             n = ce_chunk(N, R, r0);
             smj_model_linear(m, R_LM_HEAD, -1, m->logits + r0 * ld, m->lnf + r0 * C, n, ld, C);
         }
-        if (targets) be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V, ld);
+        if (train) head_bwd(m, N, dloss, 1);
+        else if (targets) be->xent_fwd(ex, m->losses, m->xlse, m->logits, m->tgts, N, V, ld);
     }
     m->last_B = B;
     m->last_T = T;
@@ -1398,20 +1440,10 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             unpack16(m, m->ce_buf, m->logits16 + r0 * ld, n * ld);
-            head_grad(m, m->ce_buf, r0, n, dloss);
+            head_grad(m, m->ce_buf, r0, n, dloss, 0);
         }
     } else {
-        /* dlogits in place (logits are not needed after this). With bf16
-         * products, in blocks of rows (smj_head_bwd_rows; ce_chunk_rows when
-         * set) whose dlogits a device backend keeps as one bf16 copy,
-         * written by xent_bwd beside its output and read by both products,
-         * instead of casting all of dlogits for each product (the blocks
-         * the backend would use). */
-        int64_t R = head_rows(c, &m->topt, N, ex->bf16_matmul && be->init); /* device backends (init hook) */
-        for (int64_t r0 = 0, n; r0 < N; r0 += n) {
-            n = ce_chunk(N, R, r0);
-            head_grad(m, m->logits + r0 * ld, r0, n, dloss);
-        }
+        head_bwd(m, N, dloss, 0);
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         smj_gpt2_backward(m, B, T);

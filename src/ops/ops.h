@@ -41,13 +41,14 @@ enum {
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
  * qmatmul; tests/cuda/test_cuda_model.c matmul_bias, matmul_bias_gelu and
  * matmul_dgelu; tests/cuda/test_cuda_ops.c attention_bwd_rope,
- * attention_bwd_bias, gelu_bwd_bias and adamw_runs; tests/cuda/test_cuda_decode.c the decode ops;
+ * attention_bwd_bias, gelu_bwd_bias, adamw_runs and xent_fwd_bwd; tests/cuda/test_cuda_decode.c the decode ops;
  * tests/cuda/test_cuda_bf16.c the 16-bit storage hints (the host backends'
  * are their definitions). */
 #define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(matmul_bias_gelu) X(matmul_dgelu) X(attention_bwd_rope) \
     X(attention_bwd_bias) X(gelu_bwd_bias) X(decode_attention) \
     X(decode_block) \
-    X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(adamw_runs)
+    X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(adamw_runs) \
+    X(xent_fwd_bwd)
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -108,6 +109,13 @@ typedef struct {
      * (nothing written: run matmul, gelu_bwd and the bias gradient). */ \
     int (*matmul_dgelu)(const smj_exec *ex, float *Cm, float *db, const float *A, const float *Bm, const float *x, \
                         int64_t M, int64_t N, int64_t K, int transA, int transB); \
+ \
+    /* xent_fwd, then xent_bwd of the lse it wrote, in one op (a train \
+     * step, whose dloss is known in the forward: the logits read once). \
+     * dlogits may alias logits. Returns 1, or 0 when the backend does not \
+     * take these sizes or layouts (nothing written: run the two ops). */ \
+    int (*xent_fwd_bwd)(const smj_exec *ex, float *losses, float *lse, float *dlogits, const float *logits, \
+                        const int32_t *targets, float dloss, int64_t N, int V, int ld); \
  \
     /* attention_bwd, then dq's NH heads and dk's NKV heads rotated back as \
      * rope_bwd does them (positions 0..T-1, tables cos/sin [>= T, HS/2]; \

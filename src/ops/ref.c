@@ -232,6 +232,14 @@ static int ref_matmul_dgelu(const smj_exec *ex, float *C, float *db, const float
     return 1;
 }
 
+/* xent_fwd_bwd (optional op): its definition, xent_fwd then xent_bwd. */
+static int ref_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogits, const float *logits,
+                            const int32_t *targets, float dloss, int64_t N, int V, int ld) {
+    ref_xent_fwd(ex, losses, lse, logits, targets, N, V, ld);
+    ref_xent_bwd(ex, dlogits, logits, lse, targets, dloss, N, V, ld);
+    return 1;
+}
+
 /* attention_bwd_bias (optional op): its definition, attention_bwd then the
  * column sums of dq, dk, dv. */
 static int ref_attention_bwd_bias(const smj_exec *ex, float *dq, float *dk, float *dv, float *db, const float *dout,

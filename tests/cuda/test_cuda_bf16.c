@@ -213,7 +213,8 @@ static void check_bf16_bind(void) {
  * the plain output does; in bf16 mode (copies kept) its fp32 storage stays
  * unwritten and an op that reads it in 32 bits sees the bf16-rounded
  * values; bf16_drop leaves later writes alone. Outputs of swiglu_bwd,
- * xent_bwd, rope_bwd (in place) and attention_bwd's dv (flash). */
+ * xent_bwd, xent_fwd_bwd, rope_bwd (in place) and attention_bwd's dv
+ * (flash). */
 static float *oc_w, *oc_a, *oc_b, *oc_z, *oc_s; /* made before the ops: a host write would end the copies */
 enum { OC_NW = 48, OC_N = 4 * 8192 };
 /* before: the promised output's storage before the op (an in-place op's
@@ -269,6 +270,20 @@ static void check_bf16_only(void) {
     be->bf16_only(ex, L2, n);
     be->xent_bwd(ex, L2, L2, Dl, Dt, 0.5f, R, (int)V, (int)V);
     only_check("xent_bwd", L1, L2, n, g);
+    /* xent_fwd_bwd in place over a row of 32768 logits bound to bf16
+     * storage, promised (a train step's 16-bit logits), against xent_fwd
+     * and xent_bwd over their unpacked values (losses, lse bit for bit) */
+    uint16_t *HL = pack_d(Dg, n);
+    float *A, *BL, *El = junk_d(1), *Ez = junk_d(1), *Fl = junk_d(1), *Fz = junk_d(1);
+    bound_pair(HL, n, &A, &BL);
+    be->xent_fwd(ex, El, Ez, A, Dt, 1, (int)n, (int)n);
+    be->xent_bwd(ex, A, A, Ez, Dt, 0.5f, 1, (int)n, (int)n);
+    be->bf16_bind(ex, BL, HL, n);
+    be->bf16_only(ex, BL, n);
+    CHECK(be->xent_fwd_bwd(ex, Fl, Fz, BL, BL, Dt, 0.5f, 1, (int)n, (int)n), "cuda/xent_fwd_bwd: declined");
+    same_d("xent_fwd_bwd's loss", El, Fl, 1);
+    same_d("xent_fwd_bwd's lse", Ez, Fz, 1);
+    only_check("xent_fwd_bwd (bound logits, in place)", A, BL, n, NULL);
     /* rope_bwd in place: 64 rows of 8 heads of 64 */
     float *cs, *sn;
     rope_tables(64, 64, &cs, &sn);
@@ -303,6 +318,7 @@ static void check_bf16_only(void) {
     dfree(Q); dfree(Kd); dfree(Vd); dfree(O); dfree(Lse); dfree(dO); dfree(P); dfree(Z); dfree(S);
     dfree(Dc); dfree(Ds); dfree(X1d); dfree(X2d); ffree(cs); ffree(sn);
     dfree(Dl); dfree(Dz); dfree(L1); dfree(L2); be->free(Dt); free(t);
+    dfree(A); dfree(BL); dfree(El); dfree(Ez); dfree(Fl); dfree(Fz); be->free(HL);
     dfree(Dg); dfree(Du); dfree(Dd); dfree(A1); dfree(A2); dfree(B1); dfree(B2); dfree(B3); dfree(B4);
     dfree(oc_w); dfree(oc_a); dfree(oc_b); dfree(oc_z); dfree(oc_s);
     ffree(g); ffree(u); ffree(d); ffree(w);
@@ -759,6 +775,43 @@ static void check_bf16_home(void) {
            home_kept ? " (checked before the pack)" : " (bf16 copies not kept in this mode: values only)");
 }
 
+/* xent_fwd_bwd over logits bound to bf16 storage, in place (a train step's
+ * 16-bit logits), bit for bit xent_fwd then xent_bwd over the same bound
+ * logits: rows whose values a thread keeps in registers (V 32768 and
+ * GPT-2's 50,257 in rows of 50,304) and rows read twice (V 131072). */
+static void check_xent_bound(void) {
+    cur_op = "xent_fwd_bwd";
+    long before = check_failed;
+    static const int S[][3] = {{3, 32768, 32768}, {2, 50257, 50304}, {2, 131072, 131072}};
+    for (size_t s = 0; s < sizeof S / sizeof S[0]; s++) {
+        int64_t R = S[s][0], n = R * S[s][2];
+        int V = S[s][1], ld = S[s][2];
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d ld%d", (long long)R, V, ld);
+        float *g = frand(n, 8), *D = dup_d(g, n);
+        uint16_t *H1 = pack_d(D, n), *H2 = pack_d(D, n);
+        int32_t *t = targets_for(R, V), *Dt = ids_d(t, R);
+        float *B1 = junk_d(n), *B2 = junk_d(n), *Z = junk_d(n), *S1 = junk_d(n), *S2 = junk_d(n);
+        float *l1 = junk_d(R), *z1 = junk_d(R), *l2 = junk_d(R), *z2 = junk_d(R);
+        be->scale(ex, Z, 0.0f, n);
+        be->bf16_bind(ex, B1, H1, n);
+        be->xent_fwd(ex, l1, z1, B1, Dt, R, V, ld);
+        be->xent_bwd(ex, B1, B1, z1, Dt, 0.5f, R, V, ld);
+        be->bf16_bind(ex, B2, H2, n);
+        CHECK(be->xent_fwd_bwd(ex, l2, z2, B2, B2, Dt, 0.5f, R, V, ld), "cuda/xent_fwd_bwd %s: declined", cur_shape);
+        be->add(ex, S1, B1, Z, n);
+        be->add(ex, S2, B2, Z, n);
+        same_d("xent_fwd_bwd's losses (bound logits)", l1, l2, R);
+        same_d("xent_fwd_bwd's lse (bound logits)", z1, z2, R);
+        same_d("xent_fwd_bwd's dlogits (bound logits, in place)", S1, S2, n);
+        be->bf16_drop(ex, NULL, 0);
+        dfree(D); dfree(B1); dfree(B2); dfree(Z); dfree(S1); dfree(S2);
+        dfree(l1); dfree(z1); dfree(l2); dfree(z2);
+        be->free(H1); be->free(H2); be->free(Dt); free(t); ffree(g);
+    }
+    printf("cuda %-14s %-6s over bound bf16 logits, in place, as xent_fwd then xent_bwd bit for bit\n",
+           "xent_fwd_bwd", check_failed == before ? "ok" : "FAILED");
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -771,6 +824,8 @@ int main(void) {
     cuda_check_status(ctx, "bf16_only");
     check_bf16_only_fwd();
     cuda_check_status(ctx, "bf16_only");
+    check_xent_bound();
+    cuda_check_status(ctx, "xent_fwd_bwd");
     check_gpt2_paths();
     cuda_check_status(ctx, "bf16_only (GPT-2's)");
     smj_ctx_free(ctx);

@@ -25,7 +25,9 @@
  * Then: the ops said to be deterministic give bit-identical results on a
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
- * The optional ops have their own programs: test_cuda_decode.c (decoding,
+ * Then the optional ops attention_bwd_rope, attention_bwd_bias, gelu_bwd_bias,
+ * adamw_runs and xent_fwd_bwd against the ops they stand for. The other
+ * optional ops have their own programs: test_cuda_decode.c (decoding,
  * qmatmul) and test_cuda_bf16.c (bf16 copies: bind, home, promised outputs).
  */
 #include "cuda_check.h"
@@ -989,6 +991,72 @@ static void check_adamw_runs(void) {
            "adamw_runs", check_failed == before ? "ok" : "FAILED", taken, MANY, r1 ? "taken" : "declined");
 }
 
+/* xent_fwd_bwd (optional op): where the backend takes the rows, losses,
+ * lse and dlogits bit for bit those of xent_fwd then xent_bwd (the same
+ * threads, the same order), in place too, and within those ops' limits of
+ * the reference; rows not in fours: declined, nothing written. The shapes
+ * of XE (a thread's values in registers, and rows longer than that, read
+ * twice) and rows with masked logits. */
+static void check_xent_fwd_bwd(void) {
+    cur_op = "xent_fwd_bwd";
+    long before = check_failed;
+    int nx = (int)(sizeof XE / sizeof XE[0]), taken = 0, declined = 0, want = 0;
+    for (int s = 0; s < nx + 2; s++) {
+        int64_t N = s < nx ? XE[s][0] : 3; int V = s < nx ? XE[s][1] : s == nx ? 4096 : 4099;
+        int ld = s < nx ? XE[s][2] : V;
+        int64_t n = N * ld;
+        want += ld % 4 == 0;
+        snprintf(cur_shape, sizeof cur_shape, "N%lld V%d ld%d%s", (long long)N, V, ld, s < nx ? "" : " masked");
+        float *lg = xent_logits(N, V, ld), *l = frand(N, 0), *z = frand(N, 0), *d = frand(n, 1);
+        if (s >= nx) {
+            for (int j = 0; j < V / 2; j++) lg[j] = -INFINITY;
+            for (int j = 0; j < V; j += 2) lg[ld + j] = -INFINITY;
+        }
+        int32_t *t = targets_for(N, V), *Dt = ids_d(t, N);
+        if (s >= nx) { t[0] = V - 1; t[1] = 1; be->upload(Dt, t, sizeof(int32_t) * (size_t)N); }
+        float *Dlg = dup_d(lg, n), *Dl = dup_d(l, N), *Dz = dup_d(z, N), *Dd = dup_d(d, n);
+        float *El = dup_d(l, N), *Ez = dup_d(z, N), *Ed = dup_d(d, n), *Dip = dup_d(lg, n);
+        int r = be->xent_fwd_bwd(ex, Dl, Dz, Dd, Dlg, Dt, 0.37f, N, V, ld);
+        if (r) {
+            taken++;
+            be->xent_fwd(ex, El, Ez, Dlg, Dt, N, V, ld);
+            be->xent_bwd(ex, Ed, Dlg, Ez, Dt, 0.37f, N, V, ld);
+            int ip = be->xent_fwd_bwd(ex, Dl, Dz, Dip, Dip, Dt, 0.37f, N, V, ld); /* in place (the same outputs again) */
+            CHECK(ip, "cuda/xent_fwd_bwd %s: taken, then declined in place", cur_shape);
+            const float *got[4] = {Dl, Dz, Dd, Dip}, *two[4] = {El, Ez, Ed, Ed};
+            const int64_t len[4] = {N, N, n, n};
+            const char *what[4] = {"losses", "lse", "dlogits", "dlogits in place"};
+            for (int k = 0; k < 4; k++) {
+                float *a = get_h(got[k], len[k]), *b = get_h(two[k], len[k]);
+                CHECK(memcmp(a - PAD, b - PAD, sizeof(float) * (size_t)(len[k] + 2 * PAD)) == 0,
+                      "cuda/xent_fwd_bwd %s: %s differ from xent_fwd then xent_bwd", cur_shape, what[k]);
+                ffree(a); ffree(b);
+            }
+            rf->xent_fwd(X1, l, z, lg, t, N, V, ld);
+            rf->xent_bwd(X1, d, lg, z, t, 0.37f, N, V, ld);
+            compare_d("losses", Dl, l, N, 1e-5);
+            compare_d("lse", Dz, z, N, 1e-5);
+            compare_d("dlogits", Dd, d, n, 1e-6);
+        } else {
+            declined++;
+            const float *got[3] = {Dl, Dz, Dd}, *was[3] = {l, z, d};
+            const int64_t len[3] = {N, N, n};
+            for (int k = 0; k < 3; k++) {
+                float *a = get_h(got[k], len[k]);
+                CHECK(memcmp(a - PAD, was[k] - PAD, sizeof(float) * (size_t)(len[k] + 2 * PAD)) == 0,
+                      "cuda/xent_fwd_bwd %s: declined but wrote", cur_shape);
+                ffree(a);
+            }
+        }
+        be->free(Dt); dfree(Dlg); dfree(Dl); dfree(Dz); dfree(Dd); dfree(El); dfree(Ez); dfree(Ed); dfree(Dip);
+        ffree(lg); ffree(l); ffree(z); ffree(d); free(t);
+    }
+    CHECK(taken == want, "cuda/xent_fwd_bwd: taken for %d of %d shapes, want the %d with rows in fours", taken,
+          nx + 2, want);
+    printf("cuda %-14s %-6s taken for %d of %d shapes (as xent_fwd then xent_bwd bit for bit, to the reference), "
+           "%d declined\n", "xent_fwd_bwd", check_failed == before ? "ok" : "FAILED", taken, nx + 2, declined);
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -1010,6 +1078,8 @@ int main(void) {
     cuda_check_status(ctx, "gelu_bwd_bias");
     check_adamw_runs();
     cuda_check_status(ctx, "adamw_runs");
+    check_xent_fwd_bwd();
+    cuda_check_status(ctx, "xent_fwd_bwd");
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */

@@ -1,0 +1,309 @@
+/* xent.cu — cross-entropy: xent_fwd (the loss and lse of each row),
+ * xent_bwd (dlogits from them) and the optional xent_fwd_bwd (both in one
+ * pass, for a train step, whose dloss is known in the forward).
+ *
+ * Rows of logits [N, ld] (V <= ld values each; the LM head's rows are
+ * padded, the padding's dlogits written 0), fp32 or read through their
+ * exact bf16 copy (the 16-bit logits of --fp16-activations). A block per row
+ * in the forward: each thread keeps the max of its values and the sum of
+ * exp(x - max) (online), the partials combined in a fixed order.
+ * xent_fwd_bwd keeps a thread's values in registers between the two halves
+ * (the row is read from memory once), same threads, same order, so its
+ * loss, lse and dlogits are bit for bit those of xent_fwd then xent_bwd.
+ */
+#include "cuda_common.cuh"
+
+
+/* (m, s) += (m2, s2): two partial log-sum-exps, each the sum s of exp(x - m)
+ * over its values with m their max (-inf, 0: none yet). */
+static __device__ __forceinline__ void lse_add(float &m, float &s, float m2, float s2) {
+    float M = fmaxf(m, m2);
+    if (M == -INFINITY) return;
+    s = s * expf(m - M) + s2 * expf(m2 - M);
+    m = M;
+}
+
+/* One block per row, one pass over it (online: each thread keeps the max
+ * of its values and the sum of exp(x - max), rescaled when the max grows),
+ * 16-byte loads when V4, four of them issued before their values are used
+ * (bytes in flight: one load at a time kept the kernel at half the
+ * bandwidth); the partials are combined in a fixed order. exp is the
+ * hardware's (__expf: ~2 ulp near the max, whose terms make the sum). The
+ * logits are L: fp32, or their exact bf16 copy (the same values). */
+static __device__ __forceinline__ void lse_acc4(float &m, float &s, float4 x) {
+    float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
+    if (mx > m) { s *= __expf(m - mx); m = mx; }
+    if (m != -INFINITY) s += __expf(x.x - m) + __expf(x.y - m) + __expf(x.z - m) + __expf(x.w - m);
+}
+/* A thread's values 4i..4i+3 for i = threadIdx.x + k blockDim.x, k = 0,
+ * 1, ..., four loads issued before their values are used (V4 rows). */
+template <typename L> static __device__ __forceinline__ void lse_run4(float &m, float &s, const L *l, int n4) {
+    const int bd = blockDim.x;
+    int j = threadIdx.x;
+    for (; j + 3 * bd < n4; j += 4 * bd) {
+        float4 x[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) x[u] = ld4(l, j + u * bd);
+#pragma unroll
+        for (int u = 0; u < 4; u++) lse_acc4(m, s, x[u]);
+    }
+    for (; j < n4; j += bd) lse_acc4(m, s, ld4(l, j));
+}
+/* A thread's values j0 + threadIdx.x + k blockDim.x < V one at a time. */
+template <typename L> static __device__ __forceinline__ void lse_run1(float &m, float &s, const L *l, int j0, int V) {
+    for (int j = j0 + threadIdx.x; j < V; j += blockDim.x) {
+        float x = ld1(l, j);
+        if (x > m) { s *= __expf(m - x); m = x; }
+        if (m != -INFINITY) s += __expf(x - m); /* (all -inf so far: nothing to add) */
+    }
+}
+/* The threads' partials combined in a fixed order (lanes by shuffles, then
+ * the warps in order); thread 0 writes row n's lse and loss and returns
+ * lse as a float (other threads: 0). */
+template <typename L>
+static __device__ __forceinline__ float lse_row(float m, float s, float *losses, float *lse, const L *l, int32_t t,
+                                                int64_t n) {
+    __shared__ float shm[32], shs[32];
+    for (int o = 16; o > 0; o >>= 1) lse_add(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    if ((threadIdx.x & 31) == 0) { shm[threadIdx.x >> 5] = m; shs[threadIdx.x >> 5] = s; }
+    __syncthreads();
+    if (threadIdx.x != 0) return 0.0f;
+    for (int w = 1; w < (int)(blockDim.x >> 5); w++) lse_add(m, s, shm[w], shs[w]);
+    double z = (double)m + log((double)s);
+    lse[n] = (float)z;
+    losses[n] = t < 0 ? 0.0f : (float)(z - ld1(l, t));
+    return (float)z;
+}
+template <bool V4, typename L>
+__global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int32_t *targets, int V, int ld) {
+    int64_t n = blockIdx.x;
+    const L *l = logits + n * ld;
+    float m = -INFINITY, s = 0;
+    if (V4) lse_run4(m, s, l, V / 4);
+    lse_run1(m, s, l, V4 ? V / 4 * 4 : 0, V);
+    lse_row(m, s, losses, lse, l, targets[n], n);
+}
+
+/* dl = dloss (softmax - onehot) over columns < V, 0 over V..ld (a padded
+ * head), eight values per thread (V4: ld % 4 == 0 and 16-byte aligned: two
+ * 16-byte loads issued together); l - lse in float is the rounded exact
+ * difference, as in double; exp as the forward's. dl NULL: not written
+ * (fp32_out); d16 (or NULL): dl's bf16 copy; logits as L (fp32 or their
+ * exact bf16 copy; may be d16 itself: dlogits over the copy, in place). */
+static __device__ __forceinline__ float xent_d1(float x, float z, int32_t t, int j, int V, float dloss) {
+    return t < 0 || j >= V ? 0.0f : dloss * (__expf(x - z) - (j == t ? 1.0f : 0.0f));
+}
+static __device__ __forceinline__ float4 xent_d4(float4 x, float z, int32_t t, int j, int V, float dloss) {
+    return make_float4(xent_d1(x.x, z, t, j, V, dloss), xent_d1(x.y, z, t, j + 1, V, dloss),
+                       xent_d1(x.z, z, t, j + 2, V, dloss), xent_d1(x.w, z, t, j + 3, V, dloss));
+}
+template <bool V4, typename L>
+__global__ void k_xent_bwd(float *dl, __nv_bfloat16 *d16, const L *logits, const float *lse,
+                           const int32_t *targets, float dloss, int V, int ld, int w16) {
+    int64_t n = blockIdx.y;
+    int j = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
+    if (j >= ld) return;
+    int32_t t = targets[n];
+    float z = lse[n];
+    int64_t i = n * ld + j;
+    if (V4) {
+        bool two = j + 4 < ld;
+        float4 x0, x1;
+        if (sizeof(L) == 2 && w16) /* 16-byte bf16 rows (ld % 8 == 0): one load, one store of eight */
+            ld8(logits, i / 8, x0, x1);
+        else
+            x0 = ld4(logits + i, 0), x1 = two ? ld4(logits + i + 4, 0) : x0;
+        float4 o0 = xent_d4(x0, z, t, j, V, dloss), o1 = xent_d4(x1, z, t, j + 4, V, dloss);
+        if (dl) *(float4 *)(dl + i) = o0;
+        if (two && dl) *(float4 *)(dl + i + 4) = o1;
+        if (d16 && w16) {
+            st_bf16x8(d16 + i, o0, o1);
+        } else if (d16) {
+            st_bf16x4(d16 + i, o0);
+            if (two) st_bf16x4(d16 + i + 4, o1);
+        }
+    } else {
+        for (int e = 0; e < 8 && j + e < ld; e++) {
+            float o = xent_d1(ld1(logits, i + e), z, t, j + e, V, dloss);
+            if (dl) dl[i + e] = o;
+            if (d16) d16[i + e] = __float2bfloat16_rn(o);
+        }
+    }
+}
+
+void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *logits, const int32_t *targets,
+                        int64_t N, int V, int ld) {
+    /* OP_BEGIN_L: the chunked LM head (--fused-ce) alternates matmul and
+     * cross-entropy, and the head's bf16 weight copy stays valid across it */
+    OP_BEGIN_L("xent_fwd");
+    const __nv_bfloat16 *le = exact_in(c, logits, N * ld);
+    cast_written(c, losses, N);
+    cast_written(c, lse, N);
+    for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
+        int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
+        unsigned th = V >= 16384 ? 512 : 256;
+        bool v4 = ld % 4 == 0 && (uintptr_t)logits % 16 == 0;
+        const float *lf = logits + n0 * ld;
+        const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
+        if (lb && v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
+        else if (lb) k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
+        else if (v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
+        else k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const float *lse,
+                        const int32_t *targets, float dloss, int64_t N, int V, int ld) {
+    OP_BEGIN_L("xent_bwd"); /* see cu_xent_fwd */
+    fp32_in(c, lse, N);
+    const __nv_bfloat16 *le = exact_in(c, logits, N * ld);
+    /* in place over logits read through their copy: the fp32 values are
+     * not wanted (a lazy tensor there goes unwritten) */
+    if (le && dlogits == logits) cast_overwritten(c, dlogits, N * ld);
+    else cast_written(c, dlogits, N * ld);
+    /* the LM head's products read dlogits: its bf16 copy is written beside
+     * it (when it is small enough to keep: the model's blocks of rows) */
+    __nv_bfloat16 *d16 = N > 0 && ld > 0 ? shadow_of(c, dlogits, N * ld) : NULL;
+    float *dl = fp32_out(c, dlogits, N * ld, d16); /* NULL: only the copy is written (bf16_only) */
+    for (int64_t n0 = 0; n0 < N; n0 += 65535) {
+        int64_t nn = N - n0 < 65535 ? N - n0 : 65535;
+        dim3 grid((unsigned)((ld + 2047) / 2048), (unsigned)nn);
+        __nv_bfloat16 *b = d16 ? d16 + n0 * ld : NULL;
+        float *o = dl ? dl + n0 * ld : NULL;
+        bool v4 = ld % 4 == 0 && (uintptr_t)dlogits % 16 == 0 && (uintptr_t)logits % 16 == 0;
+        const float *lf = logits + n0 * ld;
+        const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
+        /* the bf16 rows (read, written) 16-byte aligned: eight values an access */
+        int w16 = v4 && ld % 8 == 0 && (!lb || (uintptr_t)lb % 16 == 0) && (!b || (uintptr_t)b % 16 == 0);
+        if (lb && v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld, w16);
+        else if (lb) k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lb, lse + n0, targets + n0, dloss, V, ld, w16);
+        else if (v4) k_xent_bwd<true><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld, w16);
+        else k_xent_bwd<false><<<grid, 256, 0, c->stream>>>(o, b, lf, lse + n0, targets + n0, dloss, V, ld, w16);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
+
+/* ------------------------------------------------------------ xent_fwd_bwd */
+
+/* Four of a thread's values kept between the two halves: fp32, or the 8
+ * bytes of their bf16 copy (half the registers). */
+template <typename L> struct grp4 {
+    float4 v;
+    __device__ __forceinline__ void load(const float *p, int64_t i) { v = ld4(p, i); }
+    __device__ __forceinline__ float4 get() const { return v; }
+};
+template <> struct grp4<__nv_bfloat16> {
+    uint2 u;
+    __device__ __forceinline__ void load(const __nv_bfloat16 *p, int64_t i) { u = ((const uint2 *)p)[i]; }
+    __device__ __forceinline__ float4 get() const { return bf16x4_f32(u); }
+};
+
+/* A row's dlogits from its values (xent_d4 / xent_d1, as k_xent_bwd), four
+ * at column j. */
+static __device__ __forceinline__ void xent_put4(float *dl, __nv_bfloat16 *d16, int64_t i, float4 o) {
+    if (dl) *(float4 *)(dl + i) = o;
+    if (d16) st_bf16x4(d16 + i, o);
+}
+
+/* k_xent_fwd's pass over row n (V4: the same threads, the same order: the
+ * same lse bit for bit), then k_xent_bwd's values. U > 0: a thread's
+ * n4 / blockDim.x <= U groups of four stay in registers (the row is read
+ * once); U = 0: read again (mostly from L2). In place (dl or d16 over the
+ * logits) is safe: each thread writes only values it has read, after the
+ * block's barrier, and thread 0 reads the target's logit before it. */
+template <int U, typename L>
+__global__ void __launch_bounds__(512)
+k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d16, const L *logits, const int32_t *targets,
+          float dloss, int V, int ld) {
+    __shared__ float zs;
+    int64_t n = blockIdx.x, row = n * ld;
+    const L *l = logits + row;
+    const int n4 = V / 4, bd = blockDim.x, tid = threadIdx.x;
+    float m = -INFINITY, s = 0;
+    grp4<L> x[U > 0 ? U : 1];
+    if (U > 0) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (tid + u * bd < n4) x[u].load(l, tid + u * bd);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (tid + u * bd < n4) lse_acc4(m, s, x[u].get());
+    } else {
+        lse_run4(m, s, l, n4);
+    }
+    lse_run1(m, s, l, 4 * n4, V);
+    int32_t t = targets[n];
+    float z = lse_row(m, s, losses, lse, l, t, n);
+    if (tid == 0) zs = z;
+    __syncthreads();
+    z = zs;
+    if (U > 0) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int i = tid + u * bd;
+            if (i < n4) xent_put4(dl ? dl + row : NULL, d16 ? d16 + row : NULL, 4 * i, xent_d4(x[u].get(), z, t, 4 * i, V, dloss));
+        }
+    } else {
+        for (int i = tid; i < n4; i += bd)
+            xent_put4(dl ? dl + row : NULL, d16 ? d16 + row : NULL, 4 * i, xent_d4(ld4(l, i), z, t, 4 * i, V, dloss));
+    }
+    for (int j = 4 * n4 + tid; j < ld; j += bd) { /* the last V % 4 values, then the padding (0) */
+        float o = xent_d1(j < V ? ld1(l, j) : 0.0f, z, t, j, V, dloss);
+        if (dl) dl[row + j] = o;
+        if (d16) d16[row + j] = __float2bfloat16_rn(o);
+    }
+}
+
+template <int U, typename L>
+static void xent_fb_launch(smj_cuda *c, unsigned th, float *losses, float *lse, float *dl, __nv_bfloat16 *d16,
+                           const L *logits, const int32_t *targets, float dloss, int64_t N, int V, int ld) {
+    for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
+        int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
+        k_xent_fb<U, L><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, dl ? dl + n0 * ld : NULL,
+                                                            d16 ? d16 + n0 * ld : NULL, logits + n0 * ld,
+                                                            targets + n0, dloss, V, ld);
+        LAUNCHED(c);
+    }
+}
+template <typename L>
+static void xent_fb_run(smj_cuda *c, int U, unsigned th, float *losses, float *lse, float *dl, __nv_bfloat16 *d16,
+                        const L *logits, const int32_t *targets, float dloss, int64_t N, int V, int ld) {
+    switch (U) {
+    case 4: xent_fb_launch<4>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
+    case 8: xent_fb_launch<8>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
+    case 16: xent_fb_launch<16>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
+    case 32: /* (bf16 rows only: 32 groups of fp32 would not fit) */
+        if constexpr (sizeof(L) == 2) xent_fb_launch<32>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld);
+        break;
+    default: xent_fb_launch<0>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
+    }
+}
+
+/* Rows that take four values at a time (ld % 4 == 0, 16-byte aligned:
+ * k_xent_fwd's V4 order) in one kernel; other rows decline. A thread's
+ * values stay in registers up to 16 groups of four in fp32 (V <= 32768)
+ * and 32 of bf16 (V <= 65536); longer rows are read twice. */
+int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogits, const float *logits,
+                    const int32_t *targets, float dloss, int64_t N, int V, int ld) {
+    const smj_cuda *c0 = S(ex);
+    if (!c0->xent_fused || N < 1 || ld % 4 != 0 || (uintptr_t)logits % 16 || (uintptr_t)dlogits % 16) return 0;
+    OP_BEGIN_L("xent_fwd_bwd"); /* see cu_xent_fwd */
+    const __nv_bfloat16 *le = exact_in(c, logits, N * ld);
+    cast_written(c, losses, N);
+    cast_written(c, lse, N);
+    if (le && dlogits == logits) cast_overwritten(c, dlogits, N * ld); /* as cu_xent_bwd */
+    else cast_written(c, dlogits, N * ld);
+    __nv_bfloat16 *d16 = shadow_of(c, dlogits, N * ld);
+    float *dl = fp32_out(c, dlogits, N * ld, d16);
+    unsigned th = V >= 16384 ? 512 : 256; /* cu_xent_fwd's */
+    int64_t g = (V / 4 + th - 1) / th;    /* groups of four a thread */
+    int U = c->xent_fused == 2 ? 0 : g <= 4 ? 4 : g <= 8 ? 8 : g <= 16 ? 16 : le && g <= 32 ? 32 : 0;
+    if (le) xent_fb_run(c, U, th, losses, lse, dl, d16, le, targets, dloss, N, V, ld);
+    else xent_fb_run(c, U, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld);
+    op_end(c);
+    return 1;
+}
