@@ -1,15 +1,16 @@
 /* xent.cu — cross-entropy: xent_fwd (the loss and lse of each row),
  * xent_bwd (dlogits from them) and the optional xent_fwd_bwd (both in one
- * pass, for a train step, whose dloss is known in the forward).
+ * kernel, for a train step, whose dloss is known in the forward).
  *
  * Rows of logits [N, ld] (V <= ld values each; the LM head's rows are
  * padded, the padding's dlogits written 0), fp32 or read through their
  * exact bf16 copy (the 16-bit logits of --fp16-activations). A block per row
  * in the forward: each thread keeps the max of its values and the sum of
  * exp(x - max) (online), the partials combined in a fixed order.
- * xent_fwd_bwd keeps a thread's values in registers between the two halves
- * (the row is read from memory once), same threads, same order, so its
- * loss, lse and dlogits are bit for bit those of xent_fwd then xent_bwd.
+ * xent_fwd_bwd runs the forward's pass, then the backward's values from a
+ * second read of the row while it is still in L2 (the same threads in the
+ * same order: its loss, lse and dlogits are bit for bit those of xent_fwd
+ * then xent_bwd).
  */
 #include "cuda_common.cuh"
 
@@ -189,104 +190,50 @@ void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const 
 
 /* ------------------------------------------------------------ xent_fwd_bwd */
 
-/* Four of a thread's values kept between the two halves: fp32, or the 8
- * bytes of their bf16 copy (half the registers). */
-template <typename L> struct grp4 {
-    float4 v;
-    __device__ __forceinline__ void load(const float *p, int64_t i) { v = ld4(p, i); }
-    __device__ __forceinline__ float4 get() const { return v; }
-};
-template <> struct grp4<__nv_bfloat16> {
-    uint2 u;
-    __device__ __forceinline__ void load(const __nv_bfloat16 *p, int64_t i) { u = ((const uint2 *)p)[i]; }
-    __device__ __forceinline__ float4 get() const { return bf16x4_f32(u); }
-};
-
-/* A row's dlogits from its values (xent_d4 / xent_d1, as k_xent_bwd), four
- * at column j. */
-static __device__ __forceinline__ void xent_put4(float *dl, __nv_bfloat16 *d16, int64_t i, float4 o) {
-    if (dl) *(float4 *)(dl + i) = o;
-    if (d16) st_bf16x4(d16 + i, o);
-}
-
-/* k_xent_fwd's pass over row n (V4: the same threads, the same order: the
- * same lse bit for bit), then k_xent_bwd's values. U > 0: a thread's
- * n4 / blockDim.x <= U groups of four stay in registers (the row is read
- * once); U = 0: read again (mostly from L2). In place (dl or d16 over the
- * logits) is safe: each thread writes only values it has read, after the
- * block's barrier, and thread 0 reads the target's logit before it. */
-template <int U, typename L>
-__global__ void __launch_bounds__(512)
-k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d16, const L *logits, const int32_t *targets,
-          float dloss, int V, int ld) {
+/* k_xent_fwd's pass over row n (V4 rows: the same threads in the same
+ * order, so the same lse bit for bit), then k_xent_bwd's values from a
+ * second read of the row, mostly from L2 (the block has just read it): each
+ * thread re-reads its own values, last read first (REV: the lines most
+ * recently brought in). In place (dl or d16 over the logits) is safe: a
+ * thread writes only values it has read, and thread 0 reads the target's
+ * logit before the barrier after which the writes start. (Keeping the
+ * values in registers between the passes measured slower: one or two
+ * blocks an SM, their loads and exps no longer overlapped.) */
+template <bool REV, typename L>
+__global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d16, const L *logits,
+                          const int32_t *targets, float dloss, int V, int ld) {
     __shared__ float zs;
     int64_t n = blockIdx.x, row = n * ld;
     const L *l = logits + row;
     const int n4 = V / 4, bd = blockDim.x, tid = threadIdx.x;
     float m = -INFINITY, s = 0;
-    grp4<L> x[U > 0 ? U : 1];
-    if (U > 0) {
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (tid + u * bd < n4) x[u].load(l, tid + u * bd);
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (tid + u * bd < n4) lse_acc4(m, s, x[u].get());
-    } else {
-        lse_run4(m, s, l, n4);
-    }
+    lse_run4(m, s, l, n4);
     lse_run1(m, s, l, 4 * n4, V);
     int32_t t = targets[n];
     float z = lse_row(m, s, losses, lse, l, t, n);
     if (tid == 0) zs = z;
     __syncthreads();
     z = zs;
-    if (U > 0) {
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            int i = tid + u * bd;
-            if (i < n4) xent_put4(dl ? dl + row : NULL, d16 ? d16 + row : NULL, 4 * i, xent_d4(x[u].get(), z, t, 4 * i, V, dloss));
-        }
-    } else {
-        for (int i = tid; i < n4; i += bd)
-            xent_put4(dl ? dl + row : NULL, d16 ? d16 + row : NULL, 4 * i, xent_d4(ld4(l, i), z, t, 4 * i, V, dloss));
-    }
+    if (dl) dl += row;
+    if (d16) d16 += row;
     for (int j = 4 * n4 + tid; j < ld; j += bd) { /* the last V % 4 values, then the padding (0) */
         float o = xent_d1(j < V ? ld1(l, j) : 0.0f, z, t, j, V, dloss);
-        if (dl) dl[row + j] = o;
-        if (d16) d16[row + j] = __float2bfloat16_rn(o);
+        if (dl) dl[j] = o;
+        if (d16) d16[j] = __float2bfloat16_rn(o);
     }
-}
-
-template <int U, typename L>
-static void xent_fb_launch(smj_cuda *c, unsigned th, float *losses, float *lse, float *dl, __nv_bfloat16 *d16,
-                           const L *logits, const int32_t *targets, float dloss, int64_t N, int V, int ld) {
-    for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
-        int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
-        k_xent_fb<U, L><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, dl ? dl + n0 * ld : NULL,
-                                                            d16 ? d16 + n0 * ld : NULL, logits + n0 * ld,
-                                                            targets + n0, dloss, V, ld);
-        LAUNCHED(c);
-    }
-}
-template <typename L>
-static void xent_fb_run(smj_cuda *c, int U, unsigned th, float *losses, float *lse, float *dl, __nv_bfloat16 *d16,
-                        const L *logits, const int32_t *targets, float dloss, int64_t N, int V, int ld) {
-    switch (U) {
-    case 4: xent_fb_launch<4>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
-    case 8: xent_fb_launch<8>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
-    case 16: xent_fb_launch<16>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
-    case 32: /* (bf16 rows only: 32 groups of fp32 would not fit) */
-        if constexpr (sizeof(L) == 2) xent_fb_launch<32>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld);
-        break;
-    default: xent_fb_launch<0>(c, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld); break;
-    }
+    auto put = [&](int i) {
+        float4 o = xent_d4(ld4(l, i), z, t, 4 * i, V, dloss);
+        if (dl) *(float4 *)(dl + 4 * i) = o;
+        if (d16) st_bf16x4(d16 + 4 * i, o);
+    };
+    if (REV)
+        for (int i = tid < n4 ? tid + (n4 - 1 - tid) / bd * bd : -1; i >= 0; i -= bd) put(i);
+    else
+        for (int i = tid; i < n4; i += bd) put(i);
 }
 
 /* Rows that take four values at a time (ld % 4 == 0, 16-byte aligned:
- * k_xent_fwd's V4 order) in one kernel; other rows decline. A thread's
- * values stay in registers up to 16 groups of four in fp32 (V <= 32768)
- * and 32 of bf16 (V <= 65536); longer rows are read twice. */
+ * k_xent_fwd's V4 order) in one kernel; other rows decline. */
 int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogits, const float *logits,
                     const int32_t *targets, float dloss, int64_t N, int V, int ld) {
     const smj_cuda *c0 = S(ex);
@@ -300,10 +247,17 @@ int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogit
     __nv_bfloat16 *d16 = shadow_of(c, dlogits, N * ld);
     float *dl = fp32_out(c, dlogits, N * ld, d16);
     unsigned th = V >= 16384 ? 512 : 256; /* cu_xent_fwd's */
-    int64_t g = (V / 4 + th - 1) / th;    /* groups of four a thread */
-    int U = c->xent_fused == 2 ? 0 : g <= 4 ? 4 : g <= 8 ? 8 : g <= 16 ? 16 : le && g <= 32 ? 32 : 0;
-    if (le) xent_fb_run(c, U, th, losses, lse, dl, d16, le, targets, dloss, N, V, ld);
-    else xent_fb_run(c, U, th, losses, lse, dl, d16, logits, targets, dloss, N, V, ld);
+    bool rev = c->xent_fused != 2;
+    for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
+        int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
+        float *o = dl ? dl + n0 * ld : NULL;
+        __nv_bfloat16 *b = d16 ? d16 + n0 * ld : NULL;
+        if (le && rev) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, le + n0 * ld, targets + n0, dloss, V, ld);
+        else if (le) k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, le + n0 * ld, targets + n0, dloss, V, ld);
+        else if (rev) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, logits + n0 * ld, targets + n0, dloss, V, ld);
+        else k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, logits + n0 * ld, targets + n0, dloss, V, ld);
+        LAUNCHED(c);
+    }
     op_end(c);
     return 1;
 }

@@ -1137,11 +1137,21 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     int64_t C = m->cfg.dim, V = m->cfg.vocab_size, ld = m->logits_ld, R = smj_ce_chunk_rows(&m->cfg, &m->topt, N);
+    /* fp16_activations with bf16 products on a backend keeping copies: a
+     * chunk's logits come out of the product as bf16 alone (as under
+     * autocast, and as the 16-bit logits do), and cross-entropy reads them
+     * so: half the bytes written and read */
+    int l16 = m->topt.fp16_activations && ex->bf16_matmul && be->bf16_only;
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
+        if (l16) be->bf16_only(ex, m->ce_buf, n * ld);
         smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
-        if (dloss >= 0) head_grad(m, m->ce_buf, r0, n, dloss, loss);
-        else be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
+        if (dloss >= 0) {
+            head_grad(m, m->ce_buf, r0, n, dloss, loss);
+        } else {
+            be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
+            smj_grad_drop16(m, m->ce_buf, n * ld);
+        }
     }
 }
 

@@ -777,8 +777,7 @@ static void check_bf16_home(void) {
 
 /* xent_fwd_bwd over logits bound to bf16 storage, in place (a train step's
  * 16-bit logits), bit for bit xent_fwd then xent_bwd over the same bound
- * logits: rows whose values a thread keeps in registers (V 32768 and
- * GPT-2's 50,257 in rows of 50,304) and rows read twice (V 131072). */
+ * logits: V 32768, GPT-2's 50,257 in rows of 50,304, and V 131072. */
 static void check_xent_bound(void) {
     cur_op = "xent_fwd_bwd";
     long before = check_failed;

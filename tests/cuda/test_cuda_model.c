@@ -27,7 +27,9 @@
  *     copy for both products), also with --fp16-activations, where the
  *     logits are kept in 16 bits (the head's product writes each block as
  *     bf16 alone, cross-entropy reads it so; blocks of 32 rows on the flash
- *     model too). Products whose outputs bf16_only promised are the bf16
+ *     model too), and --fp16-activations --fused-ce (each chunk's logits
+ *     bf16 alone). Each also with SMJ_CUDA_XENT_FUSED=0 (cross-entropy's
+ *     two ops instead of xent_fwd_bwd): the same bits. Products whose outputs bf16_only promised are the bf16
  *     products either way (written as bf16 alone, or rounded into fp32
  *     when no copy is kept), so both runs compute the same numbers.
  *  4. Decoding one token at a time through a recorded CUDA graph (the
@@ -239,24 +241,35 @@ static void cross_backend(const char *ds_path) {
     free(cuda6.params); free(cuda6b.params); free(cu_cpu.params); free(cpu6.params); free(cpu_cu.params);
 }
 
+/* (also: with SMJ_CUDA_XENT_FUSED=0, cross-entropy as xent_fwd then
+ * xent_bwd instead of xent_fwd_bwd: the same bits) */
 static void bf16_copies(const char *ds_path, const char *name, smj_model_config cfg, const smj_train_options *to) {
-    run_result kept = {0}, fresh = {0};
+    run_result kept = {0}, fresh = {0}, two = {0};
     train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, to, ds_path, NULL, NULL, 0, 6, &kept, 1);
     setenv("SMJ_CUDA_BF16_KEEP", "1", 1); /* read when the context is made */
     train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, to, ds_path, NULL, NULL, 0, 6, &fresh, 1);
     unsetenv("SMJ_CUDA_BF16_KEEP");
-    if (!kept.params || !fresh.params) {
+    setenv("SMJ_CUDA_XENT_FUSED", "0", 1);
+    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, to, ds_path, NULL, NULL, 0, 6, &two, 1);
+    unsetenv("SMJ_CUDA_XENT_FUSED");
+    if (!kept.params || !fresh.params || !two.params) {
         CHECK(0, "%s: a bf16 run failed", name);
         return;
     }
     int same = memcmp(kept.loss, fresh.loss, sizeof kept.loss) == 0 &&
                memcmp(kept.params, fresh.params, sizeof(float) * (size_t)kept.n) == 0;
+    int same2 = memcmp(kept.loss, two.loss, sizeof kept.loss) == 0 &&
+                memcmp(kept.params, two.params, sizeof(float) * (size_t)kept.n) == 0;
     CHECK(same, "%s, bf16: kept / written operand copies change the result (loss step 5 %.9g vs %.9g, params rel L2 "
           "%.2e)", name, kept.loss[5], fresh.loss[5], rel_l2(kept.params, fresh.params, kept.n));
-    printf("bf16 %s: 6 steps with kept and op-written operand copies == fresh casts, bit for bit: %s (loss %.6f -> "
-           "%.6f)\n", name, same ? "yes" : "NO", kept.loss[0], kept.loss[5]);
+    CHECK(same2, "%s, bf16: xent_fwd_bwd differs from xent_fwd + xent_bwd (loss step 5 %.9g vs %.9g, params rel L2 "
+          "%.2e)", name, kept.loss[5], two.loss[5], rel_l2(kept.params, two.params, kept.n));
+    printf("bf16 %s: 6 steps with kept and op-written operand copies == fresh casts, bit for bit: %s; == the two "
+           "cross-entropy ops: %s (loss %.6f -> %.6f)\n", name, same ? "yes" : "NO", same2 ? "yes" : "NO",
+           kept.loss[0], kept.loss[5]);
     free(kept.params);
     free(fresh.params);
+    free(two.params);
 }
 
 static void kv_decoding(smj_model_config cfg, const char *name, int ops) {
@@ -864,6 +877,10 @@ int main(void) {
     smj_train_options l16 = {.fp16_activations = 1, .ce_chunk_rows = 32};
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations, 16-bit logits in blocks of 32 rows",
                 flash_config(), &l16);
+    smj_train_options fce = {.fp16_activations = 1, .fused_ce = 1, .ce_chunk_rows = 32};
+    bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)",
+                flash_config(), &fce);
+    bf16_copies(ds_path, "GPT-2, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)", gpt2_config(), &fce);
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
     decode_graphs(gpt2_config(), "GPT-2 (decode_block)");

@@ -995,8 +995,7 @@ static void check_adamw_runs(void) {
  * lse and dlogits bit for bit those of xent_fwd then xent_bwd (the same
  * threads, the same order), in place too, and within those ops' limits of
  * the reference; rows not in fours: declined, nothing written. The shapes
- * of XE (a thread's values in registers, and rows longer than that, read
- * twice) and rows with masked logits. */
+ * of XE and rows with masked logits. */
 static void check_xent_fwd_bwd(void) {
     cur_op = "xent_fwd_bwd";
     long before = check_failed;
