@@ -810,7 +810,7 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         const char *tm = getenv("SMJ_CUDA_TMA");
         c->tma = !(tm && strcmp(tm, "0") == 0);
         const char *xf = getenv("SMJ_CUDA_XENT_FUSED");
-        c->xent_fused = xf && *xf ? atoi(xf) : 1;
+        c->xent_fused = !(xf && strcmp(xf, "0") == 0);
         const char *pr = getenv("SMJ_CUDA_PROFILE");
         c->profile = c->profile_env = pr && *pr && strcmp(pr, "0") != 0;
         /* the compute type of each product is chosen per call (gemm()) */

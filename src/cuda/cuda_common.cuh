@@ -54,8 +54,7 @@ typedef struct {
                                     (flash_sm90.cu; SMJ_CUDA_TMA=0: by cp.async) */
     void *tmap_encode;           /* the driver's cuTensorMapEncodeTiled (flash_sm90.cu), once looked up */
     int tmap_looked;
-    int xent_fused;              /* SMJ_CUDA_XENT_FUSED: 1 (default) xent_fwd_bwd's second pass over a row
-                                    last value first, 2 first value first, 0 declines (xent.cu) */
+    int xent_fused;              /* SMJ_CUDA_XENT_FUSED=0: xent_fwd_bwd declines (xent.cu) */
     /* Device time per op from event pairs, resolved in batches: with
      * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
      * context is freed; or between smj_ctx_profile(ctx, 1) and (ctx, 0). */

@@ -192,14 +192,14 @@ void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const 
 
 /* k_xent_fwd's pass over row n (V4 rows: the same threads in the same
  * order, so the same lse bit for bit), then k_xent_bwd's values from a
- * second read of the row, mostly from L2 (the block has just read it): each
- * thread re-reads its own values, last read first (REV: the lines most
+ * second read of the row, mostly from L2 (the block has just read it):
+ * each thread re-reads its own values, last read first (the lines most
  * recently brought in). In place (dl or d16 over the logits) is safe: a
  * thread writes only values it has read, and thread 0 reads the target's
  * logit before the barrier after which the writes start. (Keeping the
  * values in registers between the passes measured slower: one or two
  * blocks an SM, their loads and exps no longer overlapped.) */
-template <bool REV, typename L>
+template <typename L>
 __global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d16, const L *logits,
                           const int32_t *targets, float dloss, int V, int ld) {
     __shared__ float zs;
@@ -221,19 +221,16 @@ __global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d
         if (dl) dl[j] = o;
         if (d16) d16[j] = __float2bfloat16_rn(o);
     }
-    auto put = [&](int i) {
+    for (int i = tid < n4 ? tid + (n4 - 1 - tid) / bd * bd : -1; i >= 0; i -= bd) {
         float4 o = xent_d4(ld4(l, i), z, t, 4 * i, V, dloss);
         if (dl) *(float4 *)(dl + 4 * i) = o;
         if (d16) st_bf16x4(d16 + 4 * i, o);
-    };
-    if (REV)
-        for (int i = tid < n4 ? tid + (n4 - 1 - tid) / bd * bd : -1; i >= 0; i -= bd) put(i);
-    else
-        for (int i = tid; i < n4; i += bd) put(i);
+    }
 }
 
 /* Rows that take four values at a time (ld % 4 == 0, 16-byte aligned:
- * k_xent_fwd's V4 order) in one kernel; other rows decline. */
+ * k_xent_fwd's V4 order) in one kernel; other rows, and every row with
+ * SMJ_CUDA_XENT_FUSED=0, decline. */
 int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogits, const float *logits,
                     const int32_t *targets, float dloss, int64_t N, int V, int ld) {
     const smj_cuda *c0 = S(ex);
@@ -247,15 +244,16 @@ int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogit
     __nv_bfloat16 *d16 = shadow_of(c, dlogits, N * ld);
     float *dl = fp32_out(c, dlogits, N * ld, d16);
     unsigned th = V >= 16384 ? 512 : 256; /* cu_xent_fwd's */
-    bool rev = c->xent_fused != 2;
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
         int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
         float *o = dl ? dl + n0 * ld : NULL;
         __nv_bfloat16 *b = d16 ? d16 + n0 * ld : NULL;
-        if (le && rev) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, le + n0 * ld, targets + n0, dloss, V, ld);
-        else if (le) k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, le + n0 * ld, targets + n0, dloss, V, ld);
-        else if (rev) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, logits + n0 * ld, targets + n0, dloss, V, ld);
-        else k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, logits + n0 * ld, targets + n0, dloss, V, ld);
+        if (le)
+            k_xent_fb<<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, le + n0 * ld, targets + n0,
+                                                           dloss, V, ld);
+        else
+            k_xent_fb<<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, logits + n0 * ld, targets + n0,
+                                                           dloss, V, ld);
         LAUNCHED(c);
     }
     op_end(c);

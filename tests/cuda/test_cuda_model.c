@@ -29,9 +29,10 @@
  *     bf16 alone, cross-entropy reads it so; blocks of 32 rows on the flash
  *     model too), and --fp16-activations --fused-ce (each chunk's logits
  *     bf16 alone). Each also with SMJ_CUDA_XENT_FUSED=0 (cross-entropy's
- *     two ops instead of xent_fwd_bwd): the same bits. Products whose outputs bf16_only promised are the bf16
- *     products either way (written as bf16 alone, or rounded into fp32
- *     when no copy is kept), so both runs compute the same numbers.
+ *     two ops instead of xent_fwd_bwd): the same bits. Products whose
+ *     outputs bf16_only promised are the bf16 products either way (written
+ *     as bf16 alone, or rounded into fp32 when no copy is kept), so both
+ *     runs compute the same numbers.
  *  4. Decoding one token at a time through a recorded CUDA graph (the
  *     default) gives the same logits, bit for bit, as launching every
  *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt,
