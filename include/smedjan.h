@@ -241,7 +241,9 @@ typedef struct {
      * by bf16 rounding (about 2^-9 relative per saved value; a few 1e-3 on
      * a whole gradient). Per-row statistics (norms' rstd, attention's
      * log-sum-exp) stay fp32. With 16-bit logits, smj_model_logits is NULL
-     * after a forward with targets, as with fused_ce. */
+     * after a forward with targets, as with fused_ce. (With fused_ce and
+     * bf16_matmul on a GPU, each chunk's logits come out of the LM head's
+     * product as bf16 too, and the loss is taken from them.) */
     int fp16_activations;
 } smj_train_options;
 
@@ -350,8 +352,9 @@ smj_status smj_model_get_logits(smj_model *m, float *dst);
 smj_status smj_model_backward(smj_model *m, float loss_scale);
 /* One train step's forward and backward: smj_model_forward with targets,
  * then smj_model_backward(loss_scale), with the same loss and gradients
- * (bit for bit on the CPU backends). Under fused_ce the LM head's gradient
- * is taken in the forward, chunk by chunk, so each chunk's logits are
+ * (bit for bit). The LM head's gradient is taken in the forward, block by
+ * block of rows right after their logits (the loss and dlogits in one pass
+ * where the backend can); under fused_ce each chunk's logits are so
  * computed once instead of again in the backward (the trainer's way). */
 smj_status smj_model_forward_backward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                                       float loss_scale, float *loss);

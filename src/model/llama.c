@@ -20,7 +20,7 @@
  * fused_ce runs the LM head + cross-entropy chunk by chunk of rows and
  * recomputes each chunk in the backward (a train step,
  * smj_model_forward_backward, takes the head's gradient in its forward
- * instead: fused_head); gradient_checkpointing keeps one
+ * instead, under every option: head_grad); gradient_checkpointing keeps one
  * block's activations and recomputes each block before its backward;
  * fp16_activations keeps what the backward reads as bf16 (bf16_pack after
  * each block, bf16_unpack before its backward). They change what
@@ -1155,8 +1155,8 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
     }
 }
 
-/* The forward; train: a train step's, which under fused_ce also takes the
- * LM head's gradient for loss_scale (m->head_done). */
+/* The forward; train: a train step's, which also takes the LM head's
+ * gradient for loss_scale (m->head_done). */
 static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, float *loss,
                           int train, float loss_scale) {
     const smj_model_config *c = &m->cfg;
