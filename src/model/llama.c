@@ -1120,7 +1120,8 @@ static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dlos
  * and read by both products, instead of casting all of dlogits for each
  * product (the blocks the backend would use). */
 static void head_bwd(smj_model *m, int64_t N, float dloss, int loss) {
-    int64_t R = head_rows(&m->cfg, &m->topt, N, m->ctx->exec.bf16_matmul && m->be->init); /* device backends (init hook) */
+    /* (device backends: those with an init hook) */
+    int64_t R = head_rows(&m->cfg, &m->topt, N, m->ctx->exec.bf16_matmul && m->be->init);
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
         head_grad(m, m->logits + r0 * m->logits_ld, r0, n, dloss, loss);
