@@ -14,7 +14,6 @@
  */
 #include "cuda_common.cuh"
 
-
 /* (m, s) += (m2, s2): two partial log-sum-exps, each the sum s of exp(x - m)
  * over its values with m their max (-inf, 0: none yet). */
 static __device__ __forceinline__ void lse_add(float &m, float &s, float m2, float s2) {
