@@ -29,12 +29,33 @@
  */
 #include "cuda_common.cuh"
 #include <cublasLt.h>
+#include <pthread.h>
 
-#define LT_CACHE 32
+#define LT_CACHE 64
+#define LT_TUNE 8       /* candidates timed per shape (SMJ_CUDA_GEMM=tune) */
+#define LT_MARGIN 0.97f /* a later candidate replaces the choice only when this much faster */
+#define LT_TUNE_MIN ((int64_t)1 << 30) /* M N K of the smallest product timed (2 GFLOP, ~3 us on an H200) */
 
+/* One cuBLASLt product: row-major D [M,N] (ldc) = alpha op(A) op(B) (+ D
+ * when acc) with epilogue epi; op(A) = A^T when tA (A stored [K,M], lda), B
+ * stored [N,K] when tB (ldb). dt: D's type (fp32 or bf16), xt: aux's; cc,
+ * nsm: the GPU's. The algorithm depends on these alone, not on where the
+ * operands are (every algorithm asked for takes 16-byte aligned operands,
+ * LT_ALIGN: al), so that two runs of a model compute the same bits whichever
+ * buffers hold its operands; operands less aligned than that get their own
+ * entries (al: their alignment). */
+struct lt_shape {
+    int64_t M, N, K, lda, ldb, ldc;
+    int tA, tB, dt, xt, epi, acc, cc, nsm;
+    uint32_t al, pad; /* LT_ALIGN, or less for operands that are not (no padding bytes: compared by memcmp) */
+};
+#define LT_ALIGN 16u
+/* a shape's descriptors (made once) and algorithm */
 struct lt_entry {
-    int64_t M, N, K;
-    int tA, tB, dt, xt, epi, ok; /* dt, xt: D's and aux's types (CUDA_R_32F or CUDA_R_16BF); epi: the epilogue */
+    lt_shape s;
+    int ok, tuned;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
 };
 
@@ -45,9 +66,31 @@ struct smj_lt {
     int n, next;
 };
 
+/* The timed choices (SMJ_CUDA_GEMM=tune), shared by every context of the
+ * process under a lock: the first context to meet a shape times it, the
+ * others take its choice, so that runs in one process (two models, a
+ * resumed run, the tests' comparisons) compute the same bits. The one
+ * process-wide state of the CUDA backend. */
+#define LT_TUNED 256
+static struct {
+    pthread_mutex_t mu;
+    int n;
+    lt_shape s[LT_TUNED];
+    cublasLtMatmulAlgo_t algo[LT_TUNED];
+} lt_tuned = {PTHREAD_MUTEX_INITIALIZER, 0, {}, {}};
+
+static void lt_drop(lt_entry *e) {
+    if (e->lc) cublasLtMatrixLayoutDestroy(e->lc);
+    if (e->lb) cublasLtMatrixLayoutDestroy(e->lb);
+    if (e->la) cublasLtMatrixLayoutDestroy(e->la);
+    if (e->op) cublasLtMatmulDescDestroy(e->op);
+    memset(e, 0, sizeof *e);
+}
+
 void lt_free(smj_cuda *c) {
     smj_lt *l = c->lt;
     if (!l) return;
+    for (int i = 0; i < l->n; i++) lt_drop(&l->e[i]);
     if (l->ws) cudaFree(l->ws);
     if (l->h) cublasLtDestroy(l->h);
     free(l);
@@ -68,68 +111,188 @@ static smj_lt *lt_get(smj_cuda *c) {
     return l;
 }
 
-/* The cuBLASLt call for D^T [N, M] (column-major, ld N) = op(B)^T op(A)^T,
- * the plain matmul's operand order, with epilogue epi: BIAS (+ bias[N]),
- * GELU_AUX_BIAS (+ bias[N], the sum written to aux [M, N] (ld N), then
- * GELU) or DGELU (times gelu' of aux [M, N], read). D and the bias of type
- * dt (fp32, or bf16: each value rounded once), aux of type xt. run 0: only whether
+/* the alignment of an operand's rows, up to LT_ALIGN bytes */
+static uint32_t lt_align(const void *p, int64_t ld, int es) {
+    uint64_t v = (uint64_t)(uintptr_t)p | (uint64_t)(ld * es) | LT_ALIGN;
+    return (uint32_t)(v & (~v + 1));
+}
+
+/* e's descriptors for its shape (the epilogue's pointers are set per call) */
+static int lt_describe(lt_entry *e) {
+    const lt_shape *s = &e->s;
+    cublasOperation_t opA = s->tB ? CUBLAS_OP_T : CUBLAS_OP_N, opB = s->tA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = (cublasLtEpilogue_t)s->epi;
+    cudaDataType_t bt = (cudaDataType_t)s->dt, xt = (cudaDataType_t)s->xt;
+    int64_t ldx = s->N;
+    int has_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
+        has_aux = epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU;
+    return cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA) == 0 &&
+           cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB) == 0 &&
+           cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == 0 &&
+           (!has_bias ||
+            cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt) == 0) &&
+           (!has_aux ||
+            (cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldx, sizeof ldx) == 0 &&
+             cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &xt, sizeof xt) == 0)) &&
+           cublasLtMatrixLayoutCreate(&e->la, CUDA_R_16BF, s->tB ? s->K : s->N, s->tB ? s->N : s->K, s->ldb) == 0 &&
+           cublasLtMatrixLayoutCreate(&e->lb, CUDA_R_16BF, s->tA ? s->M : s->K, s->tA ? s->K : s->M, s->lda) == 0 &&
+           cublasLtMatrixLayoutCreate(&e->lc, bt, s->N, s->M, s->ldc) == 0;
+}
+
+/* The algorithm for e's shape, asked of the heuristic at the shape's first
+ * use. The epilogue products ask for one without a split-K reduction; the
+ * plain ones may take one (cuBLASLt's reductions add the parts in a fixed
+ * order: the same bits every run). With SMJ_CUDA_GEMM=tune (GEMM_TUNE, the
+ * default) and the operands at hand (run, not capturing a graph), the
+ * heuristic's first LT_TUNE candidates are timed on them (a warm-up, then
+ * the fastest of three) and the fastest kept, a later one only when
+ * LT_MARGIN faster than the choice so far, so that candidates within timing
+ * noise of each other leave the heuristic's order to decide; the choice
+ * goes into lt_tuned for the process. Products under LT_TUNE_MIN (a few
+ * microseconds: launch-bound, and a prompt's length makes a new shape) keep
+ * the heuristic's choice. Where the product accumulates into D,
+ * the timing runs write a temporary buffer instead. */
+static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *a, const void *b, void *D,
+                      const float *alpha, const float *beta) {
+    const lt_shape *s = &e->s;
+    int tune = c->gemm == GEMM_TUNE && run && !c->capturing && s->M * s->N * s->K >= LT_TUNE_MIN;
+    if (tune) {
+        pthread_mutex_lock(&lt_tuned.mu);
+        for (int i = 0; i < lt_tuned.n; i++)
+            if (!memcmp(&lt_tuned.s[i], s, sizeof *s)) {
+                e->algo = lt_tuned.algo[i];
+                e->ok = e->tuned = 1;
+                pthread_mutex_unlock(&lt_tuned.mu);
+                return;
+            }
+        if (lt_tuned.n == LT_TUNED) tune = 0; /* (full: the heuristic's choice) */
+    }
+    cublasLtMatmulPreference_t pref = NULL;
+    size_t wsb = SMJ_CUDA_LT_WS;
+    uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE, al = s->al;
+    cublasLtMatmulHeuristicResult_t res[LT_TUNE];
+    int got = 0;
+    e->ok = 0;
+    if (cublasLtMatmulPreferenceCreate(&pref) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb) == 0 &&
+        (s->epi == CUBLASLT_EPILOGUE_DEFAULT ||
+         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red) == 0) &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al) == 0 &&
+        cublasLtMatmulAlgoGetHeuristic(l->h, e->op, e->la, e->lb, e->lc, e->lc, pref, tune ? LT_TUNE : 1, res, &got) ==
+            0 &&
+        got > 0) {
+        e->algo = res[0].algo;
+        e->ok = 1;
+    }
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    void *tmp = NULL;
+    cudaEvent_t ev[2] = {NULL, NULL};
+    if (!e->ok || !tune ||
+        (s->acc && cudaMalloc(&tmp, (size_t)(s->M * s->ldc) * (s->dt == CUDA_R_32F ? 4 : 2)) != cudaSuccess) ||
+        cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess)
+        got = 0; /* (nothing to time, or no room to time in: the heuristic's choice) */
+    void *out = tmp ? tmp : D;
+    float best = 0;
+    for (int i = 0; i < got; i++) {
+        float t = -1;
+        for (int r = 0; r < 4; r++) {
+            float ms = -1;
+            if (cudaEventRecord(ev[0], c->stream) != cudaSuccess ||
+                cublasLtMatmul(l->h, e->op, alpha, b, e->la, a, e->lb, beta, out, e->lc, out, e->lc, &res[i].algo, l->ws,
+                               SMJ_CUDA_LT_WS, c->stream) != CUBLAS_STATUS_SUCCESS ||
+                cudaEventRecord(ev[1], c->stream) != cudaSuccess || cudaEventSynchronize(ev[1]) != cudaSuccess ||
+                cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess)
+                break;
+            if (r > 0 && (t < 0 || ms < t)) t = ms; /* run 0: the warm-up */
+        }
+        if (t < 0) continue;
+        if (best == 0 || t < LT_MARGIN * best) {
+            best = t;
+            e->algo = res[i].algo;
+        }
+    }
+    (void)cudaGetLastError(); /* (a candidate that failed to run is passed over) */
+    for (int i = 0; i < 2; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    if (tmp) cudaFree(tmp);
+    if (tune) {
+        if (e->ok) {
+            lt_tuned.s[lt_tuned.n] = *s;
+            lt_tuned.algo[lt_tuned.n++] = e->algo;
+            e->tuned = 1;
+        }
+        pthread_mutex_unlock(&lt_tuned.mu);
+    }
+}
+
+/* The cuBLASLt call for D^T [N, M] (column-major, ld ldc) = op(B)^T op(A)^T,
+ * the plain matmul's operand order, with epilogue epi: DEFAULT, BIAS (+
+ * bias[N]), GELU_AUX_BIAS (+ bias[N], the sum written to aux [M, N] (ld N),
+ * then GELU) or DGELU (times gelu' of aux [M, N], read). D and the bias of
+ * type dt (fp32, or bf16: each value rounded once), aux of type xt. acc:
+ * D += the product (alpha 1 otherwise scales it). run 0: only whether
  * cuBLASLt has an algorithm for it (nothing run; D, a16, b16, aux unused).
  * Returns 1 when run (or runnable). */
+static int lt_call(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16, int64_t lda,
+                   const __nv_bfloat16 *b16, int64_t ldb, int64_t ldc, const void *bias, const void *aux,
+                   cudaDataType_t xt, cublasLtEpilogue_t epi, int64_t M, int64_t N, int64_t K, int tA, int tB,
+                   float alpha, int acc, int run) {
+    /* (run 0: the buffers are not known, their row strides are) */
+    uint32_t al = lt_align(a16, lda, 2), bl = lt_align(b16, ldb, 2), dl = lt_align(D, ldc, dt == CUDA_R_32F ? 4 : 2);
+    al = al < bl ? al : bl;
+    lt_shape s = {M, N, K, lda, ldb, ldc, tA, tB, (int)dt, (int)xt, (int)epi, acc, c->cc, c->n_sm, al < dl ? al : dl, 0u};
+    float one = 1.0f, zero = 0.0f;
+    const float *beta = acc ? &one : &zero;
+    lt_entry *e = NULL;
+    for (int i = 0; i < l->n && !e; i++)
+        if (!memcmp(&l->e[i].s, &s, sizeof s)) e = &l->e[i];
+    int fresh = !e;
+    if (fresh) { /* a new shape */
+        e = &l->e[l->n < LT_CACHE ? l->n++ : (l->next++ % LT_CACHE)];
+        lt_drop(e);
+        e->s = s;
+    }
+    int has_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
+        has_aux = epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU;
+    int ok = (!fresh || lt_describe(e)) &&
+             (!has_bias ||
+              cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) == 0) &&
+             (!has_aux ||
+              cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux) == 0);
+    /* (an entry made by a run-0 probe is timed at its first run) */
+    if (ok && (fresh || (run && !e->tuned && c->gemm == GEMM_TUNE && !c->capturing && M * N * K >= LT_TUNE_MIN)))
+        lt_choose(c, l, e, run, a16, b16, D, &alpha, beta);
+    ok = ok && e->ok;
+    if (ok && run)
+        ok = cublasLtMatmul(l->h, e->op, &alpha, b16, e->la, a16, e->lb, beta, D, e->lc, D, e->lc, &e->algo, l->ws,
+                            SMJ_CUDA_LT_WS, c->stream) == CUBLAS_STATUS_SUCCESS;
+    return ok;
+}
+/* dense operands, beta 0: the epilogue products */
 static int lt_run(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
                   const __nv_bfloat16 *b16, const void *bias, const void *aux, cudaDataType_t xt,
                   cublasLtEpilogue_t epi, int64_t M, int64_t N, int64_t K, int tA, int tB, int run) {
-    cublasOperation_t opA = tB ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tA ? CUBLAS_OP_T : CUBLAS_OP_N;
-    int64_t lda = tB ? K : N, ldb = tA ? M : K, ldx = N; /* the column-major views of B and A */
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cudaDataType_t bt = dt;
-    int has_bias = epi != CUBLASLT_EPILOGUE_DGELU, has_aux = epi != CUBLASLT_EPILOGUE_BIAS;
-    int ok = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-             cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA) == 0 &&
-             cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB) == 0 &&
-             cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == 0 &&
-             (!has_bias ||
-              (cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) == 0 &&
-               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt) == 0)) &&
-             (!has_aux ||
-              (cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux) == 0 &&
-               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldx, sizeof ldx) == 0 &&
-               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &xt, sizeof xt) == 0)) &&
-             cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, tB ? K : N, tB ? N : K, lda) == 0 &&
-             cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tA ? M : K, tA ? K : M, ldb) == 0 &&
-             cublasLtMatrixLayoutCreate(&lc, dt, N, M, N) == 0;
-    lt_entry *e = NULL;
-    for (int i = 0; ok && i < l->n; i++)
-        if (l->e[i].M == M && l->e[i].N == N && l->e[i].K == K && l->e[i].tA == tA && l->e[i].tB == tB &&
-            l->e[i].dt == (int)dt && l->e[i].xt == (int)xt && l->e[i].epi == (int)epi)
-            e = &l->e[i];
-    if (ok && !e) { /* a new shape: ask the heuristic once */
-        e = &l->e[l->n < LT_CACHE ? l->n++ : (l->next++ % LT_CACHE)];
-        *e = lt_entry{M, N, K, tA, tB, (int)dt, (int)xt, (int)epi, 0, {}};
-        cublasLtMatmulPreference_t pref = NULL;
-        size_t wsb = SMJ_CUDA_LT_WS;
-        uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE;
-        cublasLtMatmulHeuristicResult_t res;
-        int got = 0;
-        if (cublasLtMatmulPreferenceCreate(&pref) == 0 &&
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb) == 0 &&
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red) == 0 &&
-            cublasLtMatmulAlgoGetHeuristic(l->h, op, la, lb, lc, lc, pref, 1, &res, &got) == 0 && got > 0) {
-            e->algo = res.algo;
-            e->ok = 1;
-        }
-        if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    }
-    ok = ok && e && e->ok;
-    float one = 1.0f, zero = 0.0f;
-    if (ok && run)
-        ok = cublasLtMatmul(l->h, op, &one, b16, la, a16, lb, &zero, D, lc, D, lc, &e->algo, l->ws, SMJ_CUDA_LT_WS,
-                            c->stream) == CUBLAS_STATUS_SUCCESS;
-    if (lc) cublasLtMatrixLayoutDestroy(lc);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (op) cublasLtMatmulDescDestroy(op);
-    return ok;
+    return lt_call(c, l, D, dt, a16, tA ? M : K, b16, tB ? K : N, N, bias, aux, xt, epi, M, N, K, tA, tB, 1.0f, 0,
+                   run);
+}
+
+/* The plain bf16 product through cuBLASLt (gemm(), SMJ_CUDA_GEMM=lt or
+ * tune): row-major C [M,N] (ldc) = alpha op(A) op(B) + beta C with beta 0
+ * or 1, C fp32 or bf16 (ct). Returns 0 (nothing done) where cuBLASLt has
+ * no algorithm, the operands are not 16-byte aligned, or beta is another
+ * value; the caller then calls cublasGemmEx. */
+int lt_gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+            const void *B, int64_t ldb, float beta, void *C, int64_t ldc, cudaDataType_t ct) {
+    if ((beta != 0.0f && beta != 1.0f) || M < 16 || N < 16 || K < 16 || lt_align(A, lda, 2) < LT_ALIGN ||
+        lt_align(B, ldb, 2) < LT_ALIGN || lt_align(C, ldc, ct == CUDA_R_32F ? 4 : 2) < LT_ALIGN)
+        return 0;
+    smj_lt *l = lt_get(c);
+    return l && lt_call(c, l, C, ct, (const __nv_bfloat16 *)A, lda, (const __nv_bfloat16 *)B, ldb, ldc, NULL, NULL,
+                        ct, CUBLASLT_EPILOGUE_DEFAULT, M, N, K, tA, tB, alpha, beta != 0.0f, 1);
 }
 static int lt_bias(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __nv_bfloat16 *a16,
                    const __nv_bfloat16 *b16, const void *bias, int64_t M, int64_t N, int64_t K, int tA, int tB,

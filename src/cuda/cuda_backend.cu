@@ -278,6 +278,9 @@ static int gemm_t(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, 
     cublasComputeType_t ct = CUBLAS_COMPUTE_32F;
     if (ty == CUDA_R_32F && c->prec == PREC_TF32) ct = CUBLAS_COMPUTE_32F_FAST_TF32;
     if (ty == CUDA_R_32F && c->prec == PREC_BF16X) ct = CUBLAS_COMPUTE_32F_FAST_16BF;
+    if (batch == 1 && ty == CUDA_R_16BF && c->gemm != GEMM_EX &&
+        lt_gemm(c, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, cty))
+        return 1;
     if (batch == 1)
         return CKB(c, cublasGemmEx(c->blas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,
                                    (int)M, (int)K, &alpha, B, ty, (int)ldb, A, ty, (int)lda, &beta, C, cty,
@@ -811,6 +814,18 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         c->tma = !(tm && strcmp(tm, "0") == 0);
         const char *xf = getenv("SMJ_CUDA_XENT_FUSED");
         c->xent_fused = !(xf && strcmp(xf, "0") == 0);
+        /* SMJ_CUDA_GEMM: how bf16 products are called (blaslt.cu), default tune */
+        const char *gm = getenv("SMJ_CUDA_GEMM");
+        c->gemm = GEMM_TUNE;
+        if (gm && *gm) {
+            if (strcmp(gm, "ex") == 0) c->gemm = GEMM_EX;
+            else if (strcmp(gm, "lt") == 0) c->gemm = GEMM_LT;
+            else if (strcmp(gm, "tune") == 0) c->gemm = GEMM_TUNE;
+            else {
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_GEMM=%s: want ex, lt or tune", gm);
+                ok = 0;
+            }
+        }
         const char *pr = getenv("SMJ_CUDA_PROFILE");
         c->profile = c->profile_env = pr && *pr && strcmp(pr, "0") != 0;
         /* the compute type of each product is chosen per call (gemm()) */

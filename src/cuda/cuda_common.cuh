@@ -55,6 +55,7 @@ typedef struct {
     void *tmap_encode;           /* the driver's cuTensorMapEncodeTiled (flash_sm90.cu), once looked up */
     int tmap_looked;
     int xent_fused;              /* SMJ_CUDA_XENT_FUSED=0: xent_fwd_bwd declines (xent.cu) */
+    int gemm;                    /* SMJ_CUDA_GEMM: how bf16 products are called, GEMM_* (blaslt.cu) */
     /* Device time per op from event pairs, resolved in batches: with
      * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
      * context is freed; or between smj_ctx_profile(ctx, 1) and (ctx, 0). */
@@ -117,6 +118,9 @@ typedef struct {
 } smj_cuda;
 
 enum { PREC_FP32 = 0, PREC_TF32 = 1, PREC_BF16 = 2, PREC_BF16X = 3 };
+/* bf16 products: cublasGemmEx; cuBLASLt with its heuristic's algorithm per
+ * shape; cuBLASLt with the fastest of its first candidates, timed per shape */
+enum { GEMM_EX = 0, GEMM_LT = 1, GEMM_TUNE = 2 };
 enum { ATTN_AUTO = 0, ATTN_FUSED = 1, ATTN_GEMM = 2, ATTN_MMA = 3, ATTN_WGMMA = 4 };
 /* flash kernels allowed */
 #define ATTN_FLASH(c) ((c)->attn == ATTN_AUTO || (c)->attn == ATTN_MMA || (c)->attn == ATTN_WGMMA)
@@ -348,6 +352,8 @@ int cu_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float 
 int cu_matmul_dgelu(const smj_exec *ex, float *Cm, float *db, const float *A, const float *Bm, const float *x,
                     int64_t M, int64_t N, int64_t K, int tA, int tB);
 void lt_free(smj_cuda *c);
+int lt_gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+            const void *B, int64_t ldb, float beta, void *C, int64_t ldc, cudaDataType_t ct);
 void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const float *dout, const float *x,
                       const float *w, const float *mean, const float *rstd, int64_t N, int C, int acc);
 
