@@ -6,9 +6,10 @@
 #
 # builds `make CUDA=1` (build-cuda/) and the CPU build (build/), runs every
 # CUDA test with SMJ_CUDA_REQUIRE=1 (a missing GPU fails instead of
-# skipping; the op checker five times: default, fused attention kernels,
+# skipping; the op checker seven times: default, fused attention kernels,
 # bf16 products with flash attention, with few kept copies, with the
-# mma.sync flash kernels a Hopper GPU does not run by default; the decoding
+# mma.sync flash kernels a Hopper GPU does not run by default, with cp.async
+# instead of TMA, with cublasGemmEx instead of cuBLASLt's timed choice; the decoding
 # and bf16-copy checks in fp32 and bf16 modes; finite differences of every
 # backward op and of whole models on the GPU), the parity fixtures once more with
 # SMJ_CUDA_SYNC=1, the memory options' equality tests on the GPU, the CPU
@@ -68,6 +69,7 @@ step "test_cuda_ops (SMJ_CUDA_MATMUL=bf16)" 400 "SMJ_CUDA_MATMUL=bf16 build-cuda
 step "test_cuda_ops (bf16, SMJ_CUDA_BF16_KEEP=3000)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_ops"
 step "test_cuda_ops (bf16, SMJ_CUDA_ATTN=mma)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_ATTN=mma build-cuda/tests/test_cuda_ops"
 step "test_cuda_ops (bf16, SMJ_CUDA_TMA=0)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_TMA=0 build-cuda/tests/test_cuda_ops"
+step "test_cuda_ops (bf16, SMJ_CUDA_GEMM=ex)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_GEMM=ex build-cuda/tests/test_cuda_ops"
 step "test_cuda_decode (fp32; bf16)" 300 "build-cuda/tests/test_cuda_decode && SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_decode"
 step "test_cuda_bf16 (bf16; SMJ_CUDA_BF16_KEEP=3000; fp32)" 300 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_bf16 && SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_bf16 && build-cuda/tests/test_cuda_bf16"
 step "test_cuda_grad (finite differences on the GPU, fp32)" 300 "build-cuda/tests/test_cuda_grad"

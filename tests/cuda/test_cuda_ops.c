@@ -43,12 +43,19 @@ static void case_matmul(void) {
                                    /* a few rows against a weight (decoding's NT products, K % 4 == 0) */
                                    {1, 2048, 768}, {2, 1000, 12}, {3, 130, 256}, {4, 33, 768}, {5, 64, 64},
                                    /* A · B through a [K, N] weight (GPT-2's decoding, N % 4 == 0), split over K */
-                                   {1, 2304, 768}, {1, 768, 3072}, {2, 3072, 768}, {4, 8, 4096}, {3, 132, 5}};
+                                   {1, 2304, 768}, {1, 768, 3072}, {2, 3072, 768}, {4, 8, 4096}, {3, 132, 5},
+                                   /* large enough for bf16 mode to time cuBLASLt's candidates (blaslt.cu's
+                                      LT_TUNE_MIN; acc: the timing must leave C alone) */
+                                   {1024, 1024, 1024}};
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++)
         for (int tA = 0; tA < 2; tA++)
             for (int tB = 0; tB < 2; tB++)
                 for (int acc = 0; acc < 2; acc++) {
                     int64_t M = S[s][0], N = S[s][1], K = S[s][2];
+                    /* (the large shape in bf16 mode alone, as the forward's NT and the weight gradients'
+                       accumulating TN: the reference takes seconds on it) */
+                    const char *mm = getenv("SMJ_CUDA_MATMUL");
+                    if (M * N * K >= (1 << 30) && !(mm && !strcmp(mm, "bf16") && tA != tB && tA == acc)) continue;
                     snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld tA%d tB%d acc%d", (long long)M,
                              (long long)N, (long long)K, tA, tB, acc);
                     float *A = frand(M * K, 1), *B = frand(K * N, 1), *C0 = frand(M * N, 1), *C2 = fcopy(C0, M * N);
@@ -1056,6 +1063,51 @@ static void check_xent_fwd_bwd(void) {
            "%d declined\n", "xent_fwd_bwd", check_failed == before ? "ok" : "FAILED", taken, nx + 2, declined);
 }
 
+/* bf16 mode, SMJ_CUDA_GEMM=tune (the default): a product's algorithm, timed
+ * by the first context that meets its shape, is the one every context of
+ * the process uses (blaslt.cu's lt_tuned): a second context computes the same
+ * bits. And within the bf16 rule of SMJ_CUDA_GEMM=ex's cublasGemmEx. */
+static void check_gemm_contexts(smj_ctx *ctx) {
+    const char *mm = getenv("SMJ_CUDA_MATMUL");
+    if (!mm || strcmp(mm, "bf16") != 0) return;
+    cur_op = "matmul (contexts)";
+    long before = check_failed;
+    const int64_t M = 2048, N = 1536, K = 768; /* (a shape case_matmul has not tuned) */
+    snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld tA0 tB1 acc1", (long long)M, (long long)N, (long long)K);
+    float *A = frand(M * K, 1), *B = frand(K * N, 1), *C0 = frand(M * N, 1), *C2 = fcopy(C0, M * N);
+    float *out[3] = {NULL, NULL, NULL};
+    const char *mode[3] = {NULL, NULL, "ex"};
+    for (int k = 0; k < 3; k++) {
+        if (mode[k]) setenv("SMJ_CUDA_GEMM", mode[k], 1); /* read when a context is made */
+        smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_CUDA, .bf16_matmul = 1};
+        smj_ctx *c2 = k ? smj_ctx_create(&o) : ctx;
+        if (mode[k]) unsetenv("SMJ_CUDA_GEMM");
+        if (!c2 || smj_ctx_status(c2) != SMJ_OK) {
+            CHECK(0, "cuda/matmul: a second context: %s", c2 ? smj_ctx_error(c2) : "out of memory");
+            smj_ctx_free(c2);
+            break;
+        }
+        const smj_backend *b2 = c2->backend;
+        float *dA = dup_d(A, M * K), *dB = dup_d(B, K * N), *dC = dup_d(C0, M * N);
+        b2->matmul(&c2->exec, dC, dA, dB, M, N, K, 0, 1, 1);
+        out[k] = get_h(dC, M * N);
+        cuda_check_status(c2, "matmul (contexts)");
+        dfree(dA); dfree(dB); dfree(dC);
+        if (k) smj_ctx_free(c2);
+    }
+    rf->matmul(X1, C2, A, B, M, N, K, 0, 1, 1);
+    if (out[0] && out[1] && out[2]) {
+        CHECK(memcmp(out[0], out[1], sizeof(float) * (size_t)(M * N)) == 0,
+              "cuda/matmul %s: two contexts' products differ (the timed algorithm is not shared)", cur_shape);
+        compare_floor("C (tuned)", out[0], C2, M * N, TOL_MM, 0);
+        compare_floor("C (cublasGemmEx)", out[2], C2, M * N, TOL_MM, 0);
+    }
+    for (int k = 0; k < 3; k++) ffree(out[k]);
+    ffree(A); ffree(B); ffree(C0); ffree(C2);
+    printf("cuda %-14s %-6s a second context's product the same bits; tuned and cublasGemmEx within the bf16 rule\n",
+           "matmul (ctx)", check_failed == before ? "ok" : "FAILED");
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -1079,6 +1131,7 @@ int main(void) {
     cuda_check_status(ctx, "adamw_runs");
     check_xent_fwd_bwd();
     cuda_check_status(ctx, "xent_fwd_bwd");
+    check_gemm_contexts(ctx);
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
