@@ -1,15 +1,30 @@
-/* blaslt.cu — products with a fused epilogue through cuBLASLt: matmul_bias
- * (C = op(A) op(B) + bias, the bias broadcast over C's rows), the GPT-2
- * family's and biased attention's linear layers; matmul_bias_gelu and
- * matmul_dgelu (GPT-2's c_fc with its GELU, the c_proj dX product with
- * GELU's backward; below, at their definitions).
+/* blaslt.cu — products through cuBLASLt: every bf16 product of matmul
+ * (lt_gemm, called by gemm() in bf16 mode), and the products with a fused
+ * epilogue: matmul_bias (C = op(A) op(B) + bias, the bias broadcast over
+ * C's rows), the GPT-2 family's and biased attention's linear layers;
+ * matmul_bias_gelu and matmul_dgelu (GPT-2's c_fc with its GELU, the c_proj
+ * dX product with GELU's backward; below, at their definitions).
  *
- * Without it the model adds the bias as a second product over a ones
- * vector (K = 1), which reads and writes all of C in fp32 again: on GPT-2
- * 124M (B = 32, T = 1024) ~1.8 GB a layer. cuBLASLt's BIAS epilogue adds it
- * to the fp32 accumulator before the one store: the same rounding (one,
- * of the exact product plus the bias) as the two-product path.
+ * Algorithms: one per shape and GPU, kept (LT_CACHE entries a context, their
+ * descriptors made once). SMJ_CUDA_GEMM=tune (the default) times the
+ * heuristic's first candidates on a large product's first run and keeps the
+ * fastest for the whole process (lt_choose, lt_tuned): on an H200 the Llama
+ * 110M step's products take 30.6 ms instead of cublasGemmEx's 32.1 (the
+ * heuristic's own first choice is level with cublasGemmEx; bench/gemm_step.cu
+ * times every product each way). SMJ_CUDA_GEMM=lt keeps the heuristic's
+ * choice, ex sends the plain products to cublasGemmEx. The workspace is the
+ * backend's (SMJ_CUDA_LT_WS, allocated at the first use). Deterministic:
+ * an algorithm computes the same bits every run (split-K ones add their
+ * parts in a fixed order), the choice depends on the shape and GPU alone
+ * (never on where the operands lie) and is the same for every context of a
+ * process; only two processes may time a shape's close candidates
+ * differently (docs/CUDA.md, Determinism).
  *
+ * The bias epilogue: without it the model adds the bias as a second product
+ * over a ones vector (K = 1), which reads and writes all of C in fp32 again:
+ * on GPT-2 124M (B = 32, T = 1024) ~1.8 GB a layer. cuBLASLt's BIAS epilogue
+ * adds it to the fp32 accumulator before the one store: the same rounding
+ * (one, of the exact product plus the bias) as the two-product path.
  * Taken only in bf16 mode, on the operand copies the plain matmul uses
  * (cast_of, kept or in the scratch buffer), for shapes the blocked
  * products take (M, N, K >= 16) that cuBLASLt has an algorithm for;
@@ -20,12 +35,8 @@
  * copy alone, or with no copy to keep (sizes, SMJ_CUDA_BF16_KEEP) the same
  * bf16 values unpacked into C. (So whether copies are kept never changes which
  * path runs or the values: test_cuda_model's kept == fresh runs stay bit
- * for bit.) Algorithms come from cuBLASLt's
- * heuristic, kept per shape (LT_CACHE entries); the workspace is the
- * backend's (SMJ_CUDA_LT_WS, allocated at the first use). Deterministic:
- * the heuristic's first choice for a shape is fixed for the process and
- * cuBLASLt's algorithms without split-K reduction schemes do not vary run
- * to run (the preference asks for no reduction scheme).
+ * for bit.) The epilogue products ask for algorithms without split-K
+ * reduction schemes.
  */
 #include "cuda_common.cuh"
 #include <cublasLt.h>
@@ -35,6 +46,7 @@
 #define LT_TUNE 8       /* candidates timed per shape (SMJ_CUDA_GEMM=tune) */
 #define LT_MARGIN 0.97f /* a later candidate replaces the choice only when this much faster */
 #define LT_TUNE_MIN ((int64_t)1 << 30) /* M N K of the smallest product timed (2 GFLOP, ~3 us on an H200) */
+#define LT_ALIGN 16u    /* the operand alignment (bytes) every algorithm is asked to take */
 
 /* One cuBLASLt product: row-major D [M,N] (ldc) = alpha op(A) op(B) (+ D
  * when acc) with epilogue epi; op(A) = A^T when tA (A stored [K,M], lda), B
@@ -49,7 +61,6 @@ struct lt_shape {
     int tA, tB, dt, xt, epi, acc, cc, nsm;
     uint32_t al, pad; /* LT_ALIGN, or less for operands that are not (no padding bytes: compared by memcmp) */
 };
-#define LT_ALIGN 16u
 /* a shape's descriptors (made once) and algorithm */
 struct lt_entry {
     lt_shape s;
@@ -117,6 +128,10 @@ static uint32_t lt_align(const void *p, int64_t ld, int es) {
     return (uint32_t)(v & (~v + 1));
 }
 
+/* whether the epilogue takes a bias vector; an aux matrix */
+static int lt_has_bias(int epi) { return epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+static int lt_has_aux(int epi) { return epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU; }
+
 /* e's descriptors for its shape (the epilogue's pointers are set per call) */
 static int lt_describe(lt_entry *e) {
     const lt_shape *s = &e->s;
@@ -124,15 +139,13 @@ static int lt_describe(lt_entry *e) {
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)s->epi;
     cudaDataType_t bt = (cudaDataType_t)s->dt, xt = (cudaDataType_t)s->xt;
     int64_t ldx = s->N;
-    int has_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
-        has_aux = epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU;
     return cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
            cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA) == 0 &&
            cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB) == 0 &&
            cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == 0 &&
-           (!has_bias ||
+           (!lt_has_bias(s->epi) ||
             cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt) == 0) &&
-           (!has_aux ||
+           (!lt_has_aux(s->epi) ||
             (cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldx, sizeof ldx) == 0 &&
              cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &xt, sizeof xt) == 0)) &&
            cublasLtMatrixLayoutCreate(&e->la, CUDA_R_16BF, s->tB ? s->K : s->N, s->tB ? s->N : s->K, s->ldb) == 0 &&
@@ -256,12 +269,10 @@ static int lt_call(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __n
         lt_drop(e);
         e->s = s;
     }
-    int has_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
-        has_aux = epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU;
     int ok = (!fresh || lt_describe(e)) &&
-             (!has_bias ||
+             (!lt_has_bias(epi) ||
               cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) == 0) &&
-             (!has_aux ||
+             (!lt_has_aux(epi) ||
               cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux) == 0);
     /* (an entry made by a run-0 probe is timed at its first run) */
     if (ok && (fresh || (run && !e->tuned && c->gemm == GEMM_TUNE && !c->capturing && M * N * K >= LT_TUNE_MIN)))
