@@ -228,7 +228,7 @@ static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *
             e->algo = res[i].algo;
         }
     }
-    (void)cudaGetLastError(); /* (a candidate that failed to run is passed over) */
+    if (tune) (void)cudaGetLastError(); /* (a candidate that failed to run, or no room for tmp: passed over) */
     for (int i = 0; i < 2; i++)
         if (ev[i]) cudaEventDestroy(ev[i]);
     if (tmp) cudaFree(tmp);
