@@ -169,8 +169,8 @@ static int lt_describe(lt_entry *e) {
 static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *a, const void *b, void *D,
                       const float *alpha, const float *beta) {
     const lt_shape *s = &e->s;
-    int tune = c->gemm == GEMM_TUNE && run && !c->capturing && s->M * s->N * s->K >= LT_TUNE_MIN;
-    if (tune) {
+    int tune = c->gemm == GEMM_TUNE && run && !c->capturing && s->M * s->N * s->K >= LT_TUNE_MIN, locked = tune;
+    if (locked) {
         pthread_mutex_lock(&lt_tuned.mu);
         for (int i = 0; i < lt_tuned.n; i++)
             if (!memcmp(&lt_tuned.s[i], s, sizeof *s)) {
@@ -179,7 +179,7 @@ static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *
                 pthread_mutex_unlock(&lt_tuned.mu);
                 return;
             }
-        if (lt_tuned.n == LT_TUNED) tune = 0; /* (full: the heuristic's choice) */
+        if (lt_tuned.n == LT_TUNED) tune = 0; /* (full: the heuristic's choice, untimed) */
     }
     cublasLtMatmulPreference_t pref = NULL;
     size_t wsb = SMJ_CUDA_LT_WS;
@@ -232,12 +232,12 @@ static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *
     for (int i = 0; i < 2; i++)
         if (ev[i]) cudaEventDestroy(ev[i]);
     if (tmp) cudaFree(tmp);
-    if (tune) {
-        if (e->ok) {
-            lt_tuned.s[lt_tuned.n] = *s;
-            lt_tuned.algo[lt_tuned.n++] = e->algo;
-            e->tuned = 1;
-        }
+    if (tune && e->ok) {
+        lt_tuned.s[lt_tuned.n] = *s;
+        lt_tuned.algo[lt_tuned.n++] = e->algo;
+    }
+    if (locked) {
+        e->tuned = 1; /* (decided, timed or not: never asked again) */
         pthread_mutex_unlock(&lt_tuned.mu);
     }
 }

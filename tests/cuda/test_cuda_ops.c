@@ -1108,6 +1108,33 @@ static void check_gemm_contexts(smj_ctx *ctx) {
            "matmul (ctx)", check_failed == before ? "ok" : "FAILED");
 }
 
+/* bf16 mode: more large shapes than the process keeps timed choices for
+ * (blaslt.cu's LT_TUNED, 256): the products past it take the heuristic's
+ * choice untimed and still compute the right values (and nothing waits on
+ * the table's lock). */
+static void check_gemm_many_shapes(void) {
+    const char *mm = getenv("SMJ_CUDA_MATMUL");
+    if (!mm || strcmp(mm, "bf16") != 0) return;
+    cur_op = "matmul (shapes)";
+    long before = check_failed;
+    const int n = 300;
+    const int64_t M = 1024, N = 64, K0 = 16384, KM = K0 + 16 * (n - 1); /* M N K >= 2^30: timed */
+    float *A = frand(M * KM, 1), *B = frand(KM * N, 1), *C = frand(M * N, 0);
+    float *dA = dup_d(A, M * KM), *dB = dup_d(B, KM * N), *dC = dup_d(C, M * N);
+    int64_t K = K0;
+    for (int i = 0; i < n; i++) { /* A [M, K] with row stride K: a new shape each time */
+        K = K0 + 16 * i;
+        be->matmul(ex, dC, dA, dB, M, N, K, 0, 1, 0);
+    }
+    snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld (shape %d)", (long long)M, (long long)N, (long long)K, n);
+    rf->matmul(X1, C, A, B, M, N, K, 0, 1, 0);
+    compare_d("C", dC, C, M * N, TOL_MM);
+    dfree(dA); dfree(dB); dfree(dC);
+    ffree(A); ffree(B); ffree(C);
+    printf("cuda %-14s %-6s %d large shapes, the last one past the timed choices' table to the reference\n",
+           "matmul (many)", check_failed == before ? "ok" : "FAILED", n);
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -1132,6 +1159,8 @@ int main(void) {
     check_xent_fwd_bwd();
     cuda_check_status(ctx, "xent_fwd_bwd");
     check_gemm_contexts(ctx);
+    check_gemm_many_shapes();
+    cuda_check_status(ctx, "matmul (shapes)");
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
      * by attention_fwd without touching the device.) */
