@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "gemm_common.cuh"
 
 static cublasHandle_t h;
 /* row-major C[M,N] (+)= A[M,K] op(B), B stored [N,K] (nt) or [K,N] (nn); A^T when ta (A stored [K,M]) */
@@ -22,28 +23,8 @@ static void mm(int ta, int nt, int M, int N, int K, const void *A, const void *B
     cublasGemmEx(h, nt ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one, B, CUDA_R_16BF,
                  nt ? K : N, A, CUDA_R_16BF, ta ? M : K, &beta, C, ct, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
-/* hashed values in [-1, 1) as bf16 (zeros would let the tensor cores idle at higher clocks) */
-__global__ void k_fill(__nv_bfloat16 *p, size_t n, unsigned seed) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        unsigned x = (unsigned)i * 2654435761u ^ seed;
-        x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
-        p[i] = __float2bfloat16((float)(x & 0xffff) / 32768.0f - 1.0f);
-    }
-}
-static int cmpf(const void *a, const void *b) { float x = *(const float *)a, y = *(const float *)b; return (x > y) - (x < y); }
 typedef void (*fn)(void);
-static float timeit(fn f) {
-    cudaEvent_t s, e;
-    cudaEventCreate(&s); cudaEventCreate(&e);
-    float t[20];
-    for (int i = 0; i < 5; i++) f();
-    for (int i = 0; i < 20; i++) {
-        cudaEventRecord(s); f(); cudaEventRecord(e); cudaEventSynchronize(e);
-        cudaEventElapsedTime(&t[i], s, e);
-    }
-    qsort(t, 20, sizeof(float), cmpf);
-    return t[10];
-}
+static float timeit(fn f) { return time_median(f, 5, 20); }
 enum { M = 32768, C = 768, H = 2048 };
 static void *X, *W, *G, *O32, *O16;
 /* forward */

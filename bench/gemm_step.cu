@@ -3,35 +3,30 @@
  * transposes, output types and betas the CUDA backend uses with
  * --bf16-matmul --fp16-activations --fused-ce), each timed three ways:
  * cublasGemmEx (what the backend calls), cuBLASLt's heuristic first choice
- * (32 MiB workspace, as PyTorch sets it), and the fastest of cuBLASLt's top
- * 16 timed here; then the LM head as PyTorch runs it (whole, bf16 outputs).
- * Prints ms per call, TFLOP/s, and the step's total of each way. Build and
- * run on the GPU machine:
+ * (32 MiB workspace, as PyTorch sets it), and the fastest of the heuristic's
+ * candidates (up to 16 asked for; it offers 8 on these shapes with cuBLAS
+ * 13.1), as the backend's SMJ_CUDA_GEMM=tune chooses; then the LM head as
+ * PyTorch runs it (whole, bf16 outputs). Prints ms per call, TFLOP/s, and
+ * the step's total of each way; `gst v` also each candidate's configuration
+ * (tile, stages, split-K, reduction scheme, cluster). Build and run on the
+ * GPU machine:
  *   nvcc -O2 -arch=sm_90 -o /tmp/gst bench/gemm_step.cu -lcublas -lcublasLt && /tmp/gst
  * (LD_LIBRARY_PATH may point at another cuBLAS to compare libraries.)
- * Operands are hashed values in [-1, 1) (zeros would let the tensor cores
- * idle at higher clocks); each time is the median of 15 after 3 warm-ups. */
+ * Operands are hashed values in [-1, 1) (gemm_common.cuh); each time is the
+ * median of 15 after 3 warm-ups. */
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "gemm_common.cuh"
 
 static cublasHandle_t h;
 static cublasLtHandle_t lh;
 static void *ws;
 enum { WS = 32 << 20, NALG = 16 };
 static int verbose;
-
-__global__ void k_fill(__nv_bfloat16 *p, size_t n, unsigned seed) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        unsigned x = (unsigned)i * 2654435761u ^ seed;
-        x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
-        p[i] = __float2bfloat16((float)(x & 0xffff) / 32768.0f - 1.0f);
-    }
-}
-static int cmpf(const void *a, const void *b) { float x = *(const float *)a, y = *(const float *)b; return (x > y) - (x < y); }
 
 /* one product: row-major C[M,N] (beta: accumulate) = op(A)[M,K] op(B)[K,N];
  * tA: A stored [K,M]; tB: B stored [N,K]; out16: bf16 C, else fp32 */
@@ -54,19 +49,7 @@ static void run_lt(void) {
     float one = 1.0f;
     cublasLtMatmul(lh, od, &one, B, la, A, lb, &cur->beta, C, lc, C, lc, &algo, ws, WS, 0);
 }
-static float timeit(void (*f)(void)) {
-    cudaEvent_t s, e;
-    cudaEventCreate(&s); cudaEventCreate(&e);
-    float t[15];
-    for (int i = 0; i < 3; i++) f();
-    for (int i = 0; i < 15; i++) {
-        cudaEventRecord(s); f(); cudaEventRecord(e); cudaEventSynchronize(e);
-        cudaEventElapsedTime(&t[i], s, e);
-    }
-    cudaEventDestroy(s); cudaEventDestroy(e);
-    qsort(t, 15, sizeof(float), cmpf);
-    return t[7];
-}
+static float timeit(void (*f)(void)) { return time_median(f, 3, 15); }
 
 int main(int argc, char **argv) {
     verbose = argc > 1;
