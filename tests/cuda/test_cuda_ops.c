@@ -26,7 +26,10 @@
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
  * Then the optional ops attention_bwd_rope, attention_bwd_bias, gelu_bwd_bias,
- * adamw_runs and xent_fwd_bwd against the ops they stand for. The other
+ * adamw_runs and xent_fwd_bwd against the ops they stand for; in bf16 mode
+ * the products whose algorithm is timed (blaslt.cu): a second context's the
+ * same bits, cublasGemmEx's within the bf16 rule, more large shapes than
+ * the process keeps timed choices for. The other
  * optional ops have their own programs: test_cuda_decode.c (decoding,
  * qmatmul) and test_cuda_bf16.c (bf16 copies: bind, home, promised outputs).
  */
