@@ -239,6 +239,8 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
                              {1, 520, 600, 3, 3, 64, 0}, /* (Hopper's wgmma forward: blocks of 128 over an offset) */
                              /* Hopper's blocks of 128 queries / keys: exactly one, one and a row, GQA 3:1 */
                              {1, 128, 128, 6, 2, 64, 0}, {2, 129, 129, 3, 3, 64, 0}, {1, 255, 255, 6, 2, 64, 0},
+                             /* many key tiles a query tile (16) */
+                             {2, 1000, 1000, 4, 2, 64, 0},
                              /* decoding (Tq = 1, keys split in chunks of 64): one chunk, a 1-key tail, many
                               * chunks, odd head sizes, GQA, batches with a longer cache stride */
                              {1, 1, 64, 12, 12, 128, 0}, {1, 1, 65, 3, 1, 5, 0}, {2, 1, 1000, 6, 2, 64, 40},
@@ -342,11 +344,12 @@ static void case_attention_bwd(void) {
         compare_d("dk", Ddk, dk2, nk, TOL_ATTB);
         compare_d("dv", Ddv, dv2, nk, TOL_ATTB);
         /* determinism */
-        float *a = get_h(Ddk, nk);
+        float *a = get_h(Ddk, nk), *qa = get_h(Ddq, nq);
         be->attention_bwd(ex, Ddq, Ddk, Ddv, Dd, Do, Dl, Dq, Dk, Dv, B, T, NH, NKV, HS, 0, 0, 0, 0, sc);
-        float *b = get_h(Ddk, nk);
+        float *b = get_h(Ddk, nk), *qb = get_h(Ddq, nq);
         CHECK(memcmp(a, b, sizeof(float) * (size_t)nk) == 0, "attention_bwd %s: two runs differ", cur_shape);
-        ffree(a); ffree(b);
+        CHECK(memcmp(qa, qb, sizeof(float) * (size_t)nq) == 0, "attention_bwd %s: two runs' dq differ", cur_shape);
+        ffree(a); ffree(b); ffree(qa); ffree(qb);
         dfree(Dq); dfree(Dk); dfree(Dv); dfree(Do); dfree(Dl); dfree(Dd); dfree(Ddq); dfree(Ddk); dfree(Ddv);
         ffree(q); ffree(k); ffree(v); ffree(o); ffree(l); ffree(d); ffree(dq2); ffree(dk2); ffree(dv2);
     }
