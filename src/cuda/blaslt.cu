@@ -330,11 +330,7 @@ static void lt_operands(smj_cuda *c, const float *A, const float *Bm, int64_t M,
     *a16 = *b16 = NULL;
     *extra = s ? s + ns : NULL;
     if (ns + nb16 && !s) return;
-    const char *name = c->pname;
-    prof_phase(c, "matmul: bf16 casts");
-    *a16 = cast_of(c, A, na, ns ? s : NULL);
-    *b16 = cast_of(c, Bm, nb, ns ? s + oa : NULL);
-    prof_phase(c, name);
+    cast_pair(c, A, na, ns ? s : NULL, Bm, nb, ns ? s + oa : NULL, a16, b16);
     if (!*b16) *a16 = NULL;
 }
 

@@ -68,7 +68,48 @@ static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
  * valid (same src and n, made since the last gen bump and host write, src
  * not written since), else a new cast into a slot (operands over bc_max
  * elements go to dst, a scratch area, and are not kept). NULL on failure. */
+/* The parameters' copy (smj_cuda.wm) at src[0, n) when it is valid, holds
+ * that range at a 16-byte aligned place and n is a size kept copies take
+ * (bc_max), else NULL. */
+static const __nv_bfloat16 *wm_view(smj_cuda *c, const float *src, int64_t n) {
+    auto &w = c->wm;
+    if (!w.src || src < w.src || src + n > w.src + w.n || (src - w.src) % 8 || n > c->bc_max || w.gen != c->gen)
+        return NULL;
+    if (w.hw != host_writes.load()) { /* host writes since: none into the parameters keeps it */
+        if (host_touched(w.hw, w.src, sizeof(float) * (size_t)w.n)) {
+            w.src = NULL;
+            return NULL;
+        }
+        w.hw = host_writes.load();
+    }
+    return w.b + (src - w.src);
+}
+__nv_bfloat16 *wm_for(smj_cuda *c, const float *p, int64_t n) {
+    auto &w = c->wm;
+    w.src = NULL;
+    if (c->prec != PREC_BF16 || c->capturing || n <= 0 || (uintptr_t)p % 16) return NULL;
+    if ((size_t)n > w.cap) {
+        if (w.b) CK(c, cudaFree(w.b));
+        w.b = NULL;
+        w.cap = 0;
+        if (cudaMalloc(&w.b, sizeof(__nv_bfloat16) * (size_t)n) != cudaSuccess) {
+            (void)cudaGetLastError(); /* no copy: the products cast as before */
+            return NULL;
+        }
+        w.cap = (size_t)n;
+    }
+    w.n = n;
+    return w.b;
+}
+void wm_made(smj_cuda *c, const float *p) {
+    c->wm.src = p;
+    c->wm.gen = c->gen;
+    c->wm.hw = host_writes.load();
+}
+
 const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
+    const __nv_bfloat16 *w = wm_view(c, src, n);
+    if (w) return w;
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src == src && c->bc[i].n == n && c->bc[i].gen == c->gen && c->bc[i].hw == host_writes) {
             c->bc[i].used = ++c->clock;
@@ -95,6 +136,18 @@ const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bflo
     __nv_bfloat16 *b = slot_take(c, src, n);
     if (b) to_bf16(c, b, src, n, 0, 1);
     return b;
+}
+
+void cast_pair(smj_cuda *c, const float *A, int64_t na, __nv_bfloat16 *da, const float *B, int64_t nb,
+               __nv_bfloat16 *db, const __nv_bfloat16 **a16, const __nv_bfloat16 **b16) {
+    *a16 = c->capturing ? NULL : kept_copy(c, A, na);
+    *b16 = c->capturing ? NULL : kept_copy(c, B, nb);
+    if (*a16 && *b16) return;
+    const char *name = c->pname;
+    prof_phase(c, "matmul: bf16 casts");
+    if (!*a16) *a16 = cast_of(c, A, na, da);
+    if (!*b16) *b16 = cast_of(c, B, nb, db);
+    prof_phase(c, name);
 }
 
 /* ---- lazy tensors: copies standing for unwritten fp32 values; copies in
@@ -254,6 +307,7 @@ __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
 /* An op writes C[0, n) (and may read it: a lazy tensor there is written
  * first). */
 void cast_written(smj_cuda *c, const float *C, int64_t n) {
+    if (c->wm.src && c->wm.src < C + n && C < c->wm.src + c->wm.n) c->wm.src = NULL;
     for (int i = 0; i < BC_N; i++)
         if (c->bc[i].src && c->bc[i].src < C + n && C < c->bc[i].src + c->bc[i].n) {
             materialize_bc(c, i);

@@ -18,8 +18,10 @@
  *    Row-major C = op(A)·op(B) is column-major C^T = op(B)^T·op(A)^T, so the
  *    operands are passed swapped. In bf16 mode the last BC_N operand copies
  *    are kept while only matmuls run and no host write into device memory
- *    happened (cast_of; host_writes is a process-wide counter, the only
- *    global state of the backend). A · Bᵀ with at most 4 rows (decoding),
+ *    happened (cast_of; host_writes is a process-wide counter, with the
+ *    last writes' ranges: global state, as blaslt.cu's chosen algorithms);
+ *    the parameters' copy, written by adamw_runs, outlives host writes
+ *    elsewhere (wm_view). A · Bᵀ with at most 4 rows (decoding),
  *    K % 4 == 0: our GEMV (k_gemv_nt); A · B with at most 4 rows, N % 4 ==
  *    0 (GPT-2's [in, out] weights): k_gemv_nn; both fp32 in every mode.
  *  - attention, bf16 mode, Tq >= 16, head size 64/128: flash.cu (tensor-core
@@ -65,6 +67,7 @@
  * upload -> ops -> download needs no explicit synchronization.
  */
 #include "cuda_common.cuh"
+#include <mutex>
 
 const char *const prec_name[4] = {"fp32", "tf32", "bf16", "bf16x"};
 
@@ -186,9 +189,31 @@ void *scratch(smj_cuda *c, size_t bytes) {
 
 /* Host writes into device memory (upload, zero, the clearing in alloc) by
  * any context. The memory hooks have no context, so this counter is the
- * backend's one piece of process-wide state: a kept bf16 operand copy is
- * valid only while it is unchanged (cast_of). */
+ * backend's process-wide state (with blaslt.cu's chosen algorithms): a
+ * kept bf16 operand copy is valid only while it is unchanged (cast_of). */
 std::atomic<unsigned long> host_writes{0};
+/* the last HW_RING host writes' ranges, host write k at k % HW_RING (under
+ * hw_mu, which orders the counter's increments with them) */
+#define HW_RING 64
+static struct { uintptr_t p; size_t n; } hw_ring[HW_RING];
+static std::mutex hw_mu;
+static void host_wrote(const void *p, size_t n) {
+    std::lock_guard<std::mutex> l(hw_mu);
+    const unsigned long k = host_writes.load();
+    hw_ring[k % HW_RING].p = (uintptr_t)p;
+    hw_ring[k % HW_RING].n = n;
+    host_writes.store(k + 1);
+}
+bool host_touched(unsigned long since, const void *p, size_t n) {
+    std::lock_guard<std::mutex> l(hw_mu);
+    const unsigned long now = host_writes.load();
+    if (now - since > HW_RING) return true;
+    for (unsigned long k = since; k < now; k++) {
+        const uintptr_t a = hw_ring[k % HW_RING].p, e = a + hw_ring[k % HW_RING].n;
+        if (a < (uintptr_t)p + n && (uintptr_t)p < e) return true;
+    }
+    return false;
+}
 
 static void *cu_alloc(size_t bytes) {
     void *p = NULL;
@@ -201,20 +226,20 @@ static void *cu_alloc(size_t bytes) {
         cudaFree(p);
         return NULL;
     }
-    host_writes++;
+    host_wrote(p, bytes);
     return p;
 }
 static void cu_free(void *p) { if (p) cudaFree(p); }
 static void cu_upload(void *dst, const void *src, size_t n) {
     if (n) cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
-    host_writes++;
+    host_wrote(dst, n);
 }
 static void cu_download(void *dst, const void *src, size_t n) {
     if (n && cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) != cudaSuccess) memset(dst, 0xFF, n);
 }
 static void cu_zero(void *p, size_t n) {
     if (n) cudaMemset(p, 0, n);
-    host_writes++;
+    host_wrote(p, n);
 }
 
 /* ------------------------------------------------------------ matmul */
@@ -525,10 +550,8 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
         int64_t ns = (na > c->bc_max || nb > c->bc_max ? oa + nb : 0), nr = round ? nc : 0;
         __nv_bfloat16 *s = ns + nr ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nr)) : NULL;
         if (ns + nr && !s) { op_end(c); return; }
-        const char *name = c->pname;
-        prof_phase(c, "matmul: bf16 casts");
-        const __nv_bfloat16 *a16 = cast_of(c, A, na, ns ? s : NULL), *b16 = cast_of(c, Bm, nb, ns ? s + oa : NULL);
-        prof_phase(c, name);
+        const __nv_bfloat16 *a16, *b16;
+        cast_pair(c, A, na, ns ? s : NULL, Bm, nb, ns ? s + oa : NULL, &a16, &b16);
         if (!a16 || !b16) { op_end(c); return; }
         __nv_bfloat16 *c16 = promised && !round ? shadow_of(c, Cm, nc) : NULL;
         if (c16 && !fp32_out(c, Cm, nc, c16)) {
@@ -883,6 +906,7 @@ static void cu_fini(smj_exec *ex) {
     if (c->qbuf) cudaFree(c->qbuf);
     lt_free(c);
     for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
+    if (c->wm.b) cudaFree(c->wm.b);
     if (c->h_sum) cudaFreeHost(c->h_sum);
     free(c);
     ex->impl = NULL;

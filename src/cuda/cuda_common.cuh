@@ -109,6 +109,13 @@ typedef struct {
     int n_only;
     unsigned long gen, clock, op_clock; /* op_clock: clock when the running op began */
     int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
+    /* The parameters' bf16 copy (bf16 mode, copies.cu: wm_view): made by
+     * adamw_runs beside its update (the range it updates, which is the
+     * model's parameters), so a step's products read their weights from it
+     * instead of casting each weight twice (forward, backward). Valid under
+     * the kept copies' rules, except that only host writes into its range
+     * drop it (the trainer zeroes the gradients each step: host_touched). */
+    struct { const float *src; int64_t n; __nv_bfloat16 *b; size_t cap; unsigned long gen, hw; } wm;
     unsigned *dec_sync;          /* [DEC_SYNC_N]: decode_block's barrier count (64 bits, in [0, 2)) and
                                     per-head counters [SMJ_CUDA_DEC_HEADS], decode_argmax's counter and
                                     candidates (DEC_ARGMAX_OFF); counters zero between launches (decode.cu) */
@@ -205,10 +212,23 @@ void cast_overwritten(smj_cuda *c, const float *p, int64_t n);
 /* bf16 copy of src[n] for a product (copies.cu): kept, else cast into a
  * slot (over bc_max values: into dst, not kept); NULL on failure. */
 const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst);
+/* A product's two operands (cast_of each, into da, db when over bc_max),
+ * the casts timed as the phase "matmul: bf16 casts" (entered only when one
+ * is not kept). */
+void cast_pair(smj_cuda *c, const float *A, int64_t na, __nv_bfloat16 *da, const float *B, int64_t nb,
+               __nv_bfloat16 *db, const __nv_bfloat16 **a16, const __nv_bfloat16 **b16);
 /* Host writes into device memory by any context (cuda_backend.cu's memory
  * hooks): the backend's one process-wide value; copies made before the
  * last host write are stale. */
 extern std::atomic<unsigned long> host_writes;
+/* whether a host write numbered since or later (up to host_writes now)
+ * wrote into p[0, n) (or is no longer on record: true) */
+bool host_touched(unsigned long since, const void *p, size_t n);
+/* The parameters' bf16 copy (smj_cuda.wm) for adamw_runs to write beside
+ * p[0, n)'s update (the old copy dropped), or NULL (not bf16 mode, out of
+ * memory); wm_made(c, p) after the update registers it as p's. */
+__nv_bfloat16 *wm_for(smj_cuda *c, const float *p, int64_t n);
+void wm_made(smj_cuda *c, const float *p);
 /* The bf16 storage ops (copies.cu). */
 void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n);
 void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n);

@@ -134,7 +134,8 @@ int64_t smj_config_train_memory_ex(const smj_model_config *c, int B, int T, cons
 
 /* The CUDA backend's own buffers for a training step (src/cuda: the
  * policy's numbers are in limits.h): cuBLAS's workspace; in bf16 mode
- * cuBLASLt's and the SMJ_CUDA_BC_N kept operand copies, each grown to the largest product
+ * cuBLASLt's, the parameters' bf16 copy (written by the optimizer's step)
+ * and the SMJ_CUDA_BC_N kept operand copies, each grown to the largest product
  * operand it may hold (capacity n + n/8 + 1024); and the one scratch buffer,
  * grown to the largest request (+25% + 4 KiB): with flash attention its bf16
  * copies of q, k, v, dO and row statistics, the blocks of the LM head's
@@ -148,7 +149,7 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
     int fused = o && o->fused_ce;
     int64_t ws = SMJ_CUDA_BLAS_WS, req = rows * 8;
 #define MAXTO(x, v) do { int64_t v_ = (v); if (v_ > (x)) (x) = v_; } while (0)
-    if (bf16_matmul) ws += SMJ_CUDA_LT_WS; /* cuBLASLt's, for the bf16 products */
+    if (bf16_matmul) ws += SMJ_CUDA_LT_WS + 2 * smj_config_num_params(c); /* cuBLASLt's; the weights' bf16 copy */
     if (bf16_matmul) {
         /* the blocks' operands come by the dozen, so every copy grows to the
          * largest of them (an upper bound: a copy already large enough is

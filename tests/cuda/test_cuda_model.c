@@ -47,6 +47,9 @@
  *     GELU_AUX_BIAS and DGELU epilogues), fp32 and promised bf16 outputs,
  *     and on exact products the epilogue's GELU and gelu' against the tanh
  *     form and the erf form (it must be the tanh one).
+ *  6. bf16 mode: the parameters' bf16 copy the optimizer's step writes is
+ *     read by the next step's products (fewer casts a step) and dropped by
+ *     a host write into a tensor (the next loss is a fresh model's).
  * Items 2 and 4 and greedy decoding chained on the device run on three
  * models: the QK-norm one (decode ops one by one), the flash one
  * (decode_block) and a GPT-2 (decode_block on the session's transposed
@@ -271,6 +274,79 @@ static void bf16_copies(const char *ds_path, const char *name, smj_model_config 
     free(kept.params);
     free(fresh.params);
     free(two.params);
+}
+
+/* bf16 mode: the parameters' bf16 copy, which the optimizer's step writes
+ * and the next step's products read in place of casting each weight: the
+ * third step's casts are fewer than the first's (no copy yet), and writing
+ * one tensor from the host drops the copy: the next forward's loss is a
+ * fresh model's with the same values, bit for bit (a stale copy would keep
+ * the old tensor). */
+static long cast_calls(smj_ctx *ctx) {
+    smj_profile_row rows[64];
+    int n = smj_ctx_profile_rows(ctx, rows, 64);
+    long calls = 0;
+    for (int i = 0; i < n && i < 64; i++)
+        if (strcmp(rows[i].name, "matmul: bf16 casts") == 0) calls += rows[i].calls;
+    return calls;
+}
+static void weights_copy(const char *ds_path) {
+    smj_model_config cfg = flash_config();
+    smj_ctx *ctx = make_ctx_bf16(SMJ_BACKEND_CUDA, 1), *ctx2 = make_ctx_bf16(SMJ_BACKEND_CUDA, 1);
+    smj_model *m = NULL, *m2 = NULL;
+    smj_trainer *t = NULL;
+    smj_dataset *ds = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 7, &m));
+    CHECK_OK(ctx2, smj_model_create(ctx2, &cfg, 9, &m2));
+    smj_optim_options o = optim();
+    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+    CHECK_OK(ctx, smj_dataset_open(ctx, ds_path, &ds));
+    if (!m || !m2 || !t || !ds) goto done;
+    long casts[3];
+    for (int i = 0; i < 3; i++) {
+        smj_step_stats st;
+        CHECK_OK(ctx, smj_ctx_profile(ctx, 1));
+        CHECK_OK(ctx, smj_trainer_step(t, ds, 4, 32, 1, &st));
+        CHECK_OK(ctx, smj_ctx_profile(ctx, 0));
+        casts[i] = cast_calls(ctx);
+    }
+    CHECK(casts[2] < casts[0], "products casting an operand: %ld in the third step, %ld in the first: the weights' "
+          "copy unused", casts[2], casts[0]);
+    /* the first block's first matrix x 1.5 from the host, then every tensor into m2 */
+    int nt = smj_model_num_tensors(m), changed = -1;
+    const char *cname = "-";
+    for (int i = 0; i < nt; i++) {
+        smj_tensor_view v;
+        smj_model_tensor(m, i, &v);
+        float *h = malloc(sizeof(float) * (size_t)v.numel);
+        smj_model_tensor_get(m, i, 0, h);
+        if (changed < 0 && i > 0 && v.ndim == 2) {
+            changed = i;
+            cname = v.name;
+            for (int64_t j = 0; j < v.numel; j++) h[j] *= 1.5f;
+            CHECK_OK(ctx, smj_model_tensor_set(m, i, h));
+        }
+        CHECK_OK(ctx2, smj_model_tensor_set(m2, i, h));
+        free(h);
+    }
+    int32_t in[4 * 32], tg[4 * 32];
+    for (int i = 0; i < 4 * 32; i++) in[i] = (i * 37) % 300, tg[i] = (i * 11 + 5) % 300;
+    float la = 0, lb = 0;
+    CHECK_OK(ctx, smj_model_forward(m, in, tg, 4, 32, &la));
+    CHECK_OK(ctx2, smj_model_forward(m2, in, tg, 4, 32, &lb));
+    CHECK(memcmp(&la, &lb, sizeof la) == 0, "a tensor written from the host: loss %.9g, a fresh model's %.9g (stale "
+          "bf16 weights?)", la, lb);
+    CHECK(changed > 0, "no matrix to change");
+    printf("bf16 weights' copy: products casting an operand %ld (step 1), %ld (step 2), %ld (step 3); after a host "
+           "write into %s the loss is a fresh model's: %s\n", casts[0], casts[1], casts[2], cname,
+           la == lb ? "yes" : "NO");
+done:
+    smj_dataset_free(ds);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_model_free(m2);
+    smj_ctx_free(ctx);
+    smj_ctx_free(ctx2);
 }
 
 static void kv_decoding(smj_model_config cfg, const char *name, int ops) {
@@ -882,6 +958,7 @@ int main(void) {
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)",
                 flash_config(), &fce);
     bf16_copies(ds_path, "GPT-2, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)", gpt2_config(), &fce);
+    weights_copy(ds_path);
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");
     decode_graphs(gpt2_config(), "GPT-2 (decode_block)");
