@@ -147,33 +147,49 @@ __global__ void __launch_bounds__(FTHREADS) k_flash_fwd(float *out, bf16 *out16,
 
 /* Row statistics for the backward, [B,NH,Tp] (T rounded up to 4, so each
  * row starts 16-byte aligned): D = rowsum(dO o O) and lse in the log2
- * domain; d16 (or NULL): dO's bf16 copy, written on the way. HS / 4 lanes
- * per row (HS 64 or 128: flash_ok), four values a lane, 16-byte loads. dO
- * and O: fp32, or their exact bf16 copies (the same values). */
+ * domain; d16 (or NULL): dO's bf16 copy, written on the way. A warp per 32
+ * rows t0.. of one (batch, head): HS / 4 lanes per row (HS 64 or 128:
+ * flash_ok), four values a lane, 16-byte loads, every row's loads issued
+ * before the first sum; then lane l writes row t0 + l's D and L2 (lse read
+ * and D, L2 written 128 contiguous bytes a warp; a warp per two rows of
+ * [B,T,NH] before: 53 -> 37 us a Llama 110M layer at T = 1024, B = 32 on
+ * an H200, the same bits). dO and O: fp32, or their exact bf16 copies (the
+ * same values). */
 template <int HS, typename DO, typename O>
-__global__ void k_flash_rowstats(float *D, float *L2, bf16 *d16, const DO *dout, const O *out, const float *lse,
-                                 int B, int T, int Tp, int NH) {
-    constexpr int LPR = HS / 4; /* lanes per row: 16 or 32 */
-    int64_t row = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / LPR; /* over [B, T, NH] */
-    int i = threadIdx.x % LPR;
-    bool in = row < (int64_t)B * T * NH;
-    float s = 0;
-    if (in) {
-        float4 x = ld4(dout + row * HS, i), y = ld4(out + row * HS, i);
+__global__ void __launch_bounds__(256) k_flash_rowstats(float *D, float *L2, bf16 *d16, const DO *dout, const O *out,
+                                                        const float *lse, int B, int T, int Tp, int NH) {
+    constexpr int LPR = HS / 4, RPP = 32 / LPR, NP = 32 / RPP; /* lanes a row, rows a pass, passes */
+    const int64_t wi = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5, tiles = (T + 31) / 32;
+    if (wi >= (int64_t)B * NH * tiles) return;
+    const int lane = threadIdx.x & 31, i = lane % LPR, sub = lane / LPR;
+    const int64_t bh = wi / tiles; /* b * NH + h */
+    const int t0 = (int)(wi % tiles) * 32, h = (int)(bh % NH), b = (int)(bh / NH);
+    float4 x[NP], y[NP];
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        const int t = t0 + RPP * k + sub;
+        const int64_t row = ((int64_t)b * T + (t < T ? t : 0)) * NH + h;
+        x[k] = ld4(dout + row * HS, i);
+        y[k] = ld4(out + row * HS, i);
+    }
+    float mine = 0.f;
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        const int t = t0 + RPP * k + sub;
         /* explicit roundings: the same in every instantiation (dO, O as
          * fp32 or their exact copies) */
-        s = __fmaf_rn(x.w, y.w, __fmaf_rn(x.z, y.z, __fmaf_rn(x.y, y.y, __fmul_rn(x.x, y.x))));
-        if (d16) st_bf16x4(d16 + row * HS + 4 * i, x);
-    }
+        float s = __fmaf_rn(x[k].w, y[k].w, __fmaf_rn(x[k].z, y[k].z, __fmaf_rn(x[k].y, y[k].y, __fmul_rn(x[k].x, y[k].x))));
+        if (d16 && t < T) st_bf16x4(d16 + (((int64_t)b * T + t) * NH + h) * HS + 4 * i, x[k]);
 #pragma unroll
-    for (int o = LPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (!in || i) return;
-    int h = (int)(row % NH);
-    int64_t bt = row / NH;
-    int t = (int)(bt % T), b = (int)(bt / T);
-    int64_t at = ((int64_t)b * NH + h) * Tp + t;
-    D[at] = s;
-    L2[at] = lse[((int64_t)b * NH + h) * T + t] * LOG2E;
+        for (int o = LPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        /* row t0 + RPP k + sub's sum, in its LPR lanes: lane RPP k + sub keeps it */
+        s = __shfl_sync(0xffffffffu, s, (lane % RPP) * LPR);
+        if (lane / RPP == k) mine = s;
+    }
+    const int t = t0 + lane;
+    if (t >= T) return;
+    D[bh * Tp + t] = mine;
+    L2[bh * Tp + t] = lse[bh * T + t] * LOG2E;
 }
 
 
@@ -482,7 +498,7 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
     if (de && !al16(de)) de = NULL;
     if (!o16) fp32_in(c, out, nq);
     if (!de) fp32_in(c, dout, nq);
-#define R(H)                                                                                                        do {                                                                                                                unsigned g = blocks_for(rows * (H / 4), 256, INT32_MAX);                                                        if (de && o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, o16, lse, B, T, Tp, NH);           else if (de) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, out, lse, B, T, Tp, NH);             else if (o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH);          else k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH);               } while (0)
+#define R(H)                                                                                                        do {                                                                                                                unsigned g = blocks_for((int64_t)B * NH * ((T + 31) / 32) * 32, 256, INT32_MAX);                                                        if (de && o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, o16, lse, B, T, Tp, NH);           else if (de) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, out, lse, B, T, Tp, NH);             else if (o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH);          else k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH);               } while (0)
     if (HS == 64) R(64);
     else R(128);
 #undef R
