@@ -64,10 +64,6 @@ static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
     return e.buf;
 }
 
-/* A bf16 copy of src[n] for a bf16 product: a kept copy when one is still
- * valid (same src and n, made since the last gen bump and host write, src
- * not written since), else a new cast into a slot (operands over bc_max
- * elements go to dst, a scratch area, and are not kept). NULL on failure. */
 /* The parameters' copy (smj_cuda.wm) at src[0, n) when it is valid, holds
  * that range at a 16-byte aligned place and n is a size kept copies take
  * (bc_max), else NULL. */
@@ -107,6 +103,10 @@ void wm_made(smj_cuda *c, const float *p) {
     c->wm.hw = host_writes.load();
 }
 
+/* A bf16 copy of src[n] for a bf16 product: a kept copy when one is still
+ * valid (same src and n, made since the last gen bump and host write, src
+ * not written since), else a new cast into a slot (operands over bc_max
+ * elements go to dst, a scratch area, and are not kept). NULL on failure. */
 const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
     const __nv_bfloat16 *w = wm_view(c, src, n);
     if (w) return w;

@@ -178,7 +178,8 @@ __global__ void __launch_bounds__(256) k_flash_rowstats(float *D, float *L2, bf1
         const int t = t0 + RPP * k + sub;
         /* explicit roundings: the same in every instantiation (dO, O as
          * fp32 or their exact copies) */
-        float s = __fmaf_rn(x[k].w, y[k].w, __fmaf_rn(x[k].z, y[k].z, __fmaf_rn(x[k].y, y[k].y, __fmul_rn(x[k].x, y[k].x))));
+        const float4 a = x[k], o = y[k];
+        float s = __fmaf_rn(a.w, o.w, __fmaf_rn(a.z, o.z, __fmaf_rn(a.y, o.y, __fmul_rn(a.x, o.x))));
         if (d16 && t < T) st_bf16x4(d16 + (((int64_t)b * T + t) * NH + h) * HS + 4 * i, x[k]);
 #pragma unroll
         for (int o = LPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
@@ -498,7 +499,14 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
     if (de && !al16(de)) de = NULL;
     if (!o16) fp32_in(c, out, nq);
     if (!de) fp32_in(c, dout, nq);
-#define R(H)                                                                                                        do {                                                                                                                unsigned g = blocks_for((int64_t)B * NH * ((T + 31) / 32) * 32, 256, INT32_MAX);                                                        if (de && o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, o16, lse, B, T, Tp, NH);           else if (de) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, out, lse, B, T, Tp, NH);             else if (o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH);          else k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH);               } while (0)
+#define R(H)                                                                                           \
+    do {                                                                                               \
+        unsigned g = blocks_for((int64_t)B * NH * ((T + 31) / 32) * 32, 256, INT32_MAX);               \
+        if (de && o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, o16, lse, B, T, Tp, NH); \
+        else if (de) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, de, out, lse, B, T, Tp, NH); \
+        else if (o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH); \
+        else k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH);     \
+    } while (0)
     if (HS == 64) R(64);
     else R(128);
 #undef R
