@@ -16,7 +16,10 @@
 # VAR=value settings for that side, e.g. B_ENV=SMJ_CUDA_XENT_FUSED=0),
 # ROUNDS (default 2), PROFILE (default: no per-op rows). To measure an older
 # commit, build it in a worktree beside this one (git worktree add --detach
-# /tmp/old REV; make -C /tmp/old CUDA=1) and pass A=/tmp/old/build-cuda/smedjan.
+# /tmp/old REV; make -C /tmp/old CUDA=1) and pass A=/tmp/old/build-cuda/smedjan;
+# on a machine whose copy of the tree has no git history, take the commit
+# along as an archive (git archive REV -o base.tar; there: mkdir /tmp/old &&
+# tar -xf base.tar -C /tmp/old && make -C /tmp/old CUDA=1 build-cuda/smedjan).
 set -eu
 A=${A:?set A to the first smedjan binary}
 B=${B:-$A}
