@@ -197,7 +197,6 @@ static __device__ __forceinline__ void prefetch_l2(const void *p, int64_t nb) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + o));
 }
 
-static __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 /* p + o, or NULL for a tensor the block does not have (always without the
  * extras X: biases, LayerNorm, GELU; the plain Llama kernel has no trace of
  * them) */
@@ -467,7 +466,7 @@ __global__ void __launch_bounds__(DB_THREADS, 1) k_decode_block(DecArgs a) {
                 if (!X || a.wg) {
                     warp_dot<WT, 2>(sm, unit_row<WT>(a, PH_D, l, u, 0), unit_row<WT>(a, PH_D, l, u, 1), C, a.vec,
                                     s);
-                    if (lane == 0) a.h[u] = silu(s[0]) * (s[1] + b0);
+                    if (lane == 0) a.h[u] = silu_f(s[0]) * (s[1] + b0);
                 } else {
                     warp_dot<WT, 1>(sm, unit_row<WT>(a, PH_D, l, u, 0), NULL, C, a.vec, s);
                     if (lane == 0) a.h[u] = gelu_f(s[0] + b0);
