@@ -835,6 +835,15 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         }
         const char *tm = getenv("SMJ_CUDA_TMA");
         c->tma = !(tm && strcmp(tm, "0") == 0);
+        const char *ft = getenv("SMJ_CUDA_FWD_TILE");
+        c->fwd_tile = 128;
+        if (ft && *ft) {
+            if (strcmp(ft, "64") == 0) c->fwd_tile = 64;
+            else if (strcmp(ft, "128") != 0) {
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_FWD_TILE=%s: want 64 or 128", ft);
+                ok = 0;
+            }
+        }
         const char *xf = getenv("SMJ_CUDA_XENT_FUSED");
         c->xent_fused = !(xf && strcmp(xf, "0") == 0);
         /* SMJ_CUDA_GEMM: how bf16 products are called (blaslt.cu), default tune */

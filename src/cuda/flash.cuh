@@ -186,8 +186,8 @@ __device__ __forceinline__ void cp_tile(bf16 *dst, const bf16 *src, int64_t rs, 
     }
 }
 
-/* Online softmax of a warp's 16x64 score block s (rows r0 = its first row
- * + g and r0 + 8, keys k0..k0 + 63; with MASK, keys past a row's position
+/* Online softmax of a warp's 16 x 8NJ score block s (rows r0 = its first row
+ * + g and r0 + 8, keys k0..k0 + 8NJ - 1; with MASK, keys past a row's position
  * or Tk are -inf): the raw scores' maxima, the running maxima m in the
  * scaled log2 domain (sl2 > 0), the sums l and output rows o (ND n8 tiles)
  * rescaled (unless RESCALE is false: the factors for rows r0, r0 + 8 are
@@ -195,13 +195,13 @@ __device__ __forceinline__ void cp_tile(bf16 *dst, const bf16 *src, int64_t rs, 
  * with no visible key yet keeps max -inf: scale factors 1, p 0. MASK is a
  * template argument so that tiles below the diagonal carry no masking
  * code (a runtime flag was if-converted into every element's path). */
-template <int ND, bool RESCALE, bool MASK>
-__device__ __forceinline__ float2 softmax_tile(float s[8][4], float o[ND][4], float m[2], float l[2],
-                                               uint32_t pa[4][4], int r0, int k0, int off, int Tk, float sl2) {
+template <int ND, bool RESCALE, bool MASK, int NJ = 8> /* s: [NJ][4] (NJ n8 key tiles), pa: [NJ / 2][4] */
+__device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], float m[2], float l[2],
+                                               uint32_t (*pa)[4], int r0, int k0, int off, int Tk, float sl2) {
     const int t = threadIdx.x & 3, r1 = r0 + 8;
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+    for (int j = 0; j < NJ; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             float x = s[j][e];
@@ -228,7 +228,7 @@ __device__ __forceinline__ float2 softmax_tile(float s[8][4], float o[ND][4], fl
             o[d][0] *= c0; o[d][1] *= c0; o[d][2] *= c1; o[d][3] *= c1;
         }
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; j < NJ; j++) {
         s[j][0] = ex2(fmaf(s[j][0], sl2, -b0)); s[j][1] = ex2(fmaf(s[j][1], sl2, -b0));
         s[j][2] = ex2(fmaf(s[j][2], sl2, -b1)); s[j][3] = ex2(fmaf(s[j][3], sl2, -b1));
         l[0] += s[j][0] + s[j][1];
@@ -236,7 +236,8 @@ __device__ __forceinline__ float2 softmax_tile(float s[8][4], float o[ND][4], fl
     }
     m[0] = mx0;
     m[1] = mx1;
-    to_frags(pa, s);
+#pragma unroll
+    for (int q = 0; q < NJ / 8; q++) to_frags(pa + 4 * q, s + 8 * q);
     return make_float2(c0, c1); /* (RESCALE false: the caller rescales o by these) */
 }
 
