@@ -34,7 +34,7 @@
  * (one's softmax beside another's products), where two warpgroups of a
  * block meet at every tile's barrier: on an H200 (Llama 110M, T = 1024,
  * B = 32) dQ 2.63 -> 2.45 ms a step and dK dV 4.6 -> 4.1 against blocks of
- * two warpgroups; the forward measured slower so (2.6 -> 2.8 ms: it spills
+ * two warpgroups; the 64-key forward measured slower so (2.6 -> 2.8 ms: it spills
  * more at four blocks an SM).
  * Tiles: the forward's and dQ's by TMA (thread 0 asks the copy engine for
  * each 64 x 64 tile; stages with "full" and "empty" mbarriers instead of a
