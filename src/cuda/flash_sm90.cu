@@ -171,6 +171,14 @@ __device__ __forceinline__ void mbar_init_fence() {
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 #endif
 }
+/* (one thread) a kernel's barriers, 8 bytes apart from b: Q's "full" one,
+ * nfull stages' "full" ones (one arrival: the producer's, with its bytes),
+ * then nempty "empty" ones (nt arrivals: every consumer thread) */
+__device__ __forceinline__ void mbar_init_stages(uint32_t b, int nfull, int nempty, int nt) {
+    for (int i = 0; i <= nfull; i++) mbar_init(b + 8 * i, 1);
+    for (int i = 0; i < nempty; i++) mbar_init(b + 8 * (1 + nfull + i), nt);
+    mbar_init_fence();
+}
 /* the producer's arrival: the barrier's phase completes when bytes more have landed */
 __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
 #ifdef WG_SM90
@@ -275,16 +283,7 @@ __global__ void __launch_bounds__(256, 2)
         tma_load3(sV + st * TB, &tm.v, hk * HS, j * FB, b, bfv + 8 * st);
     };
     if (TMA) {
-        if (threadIdx.x == 0) {
-            mbar_init(bq, 1);
-            for (int i = 0; i < NS; i++) {
-                mbar_init(bfk + 8 * i, 1);
-                mbar_init(bfv + 8 * i, 1);
-                mbar_init(bek + 8 * i, NT);
-                mbar_init(bev + 8 * i, NT);
-            }
-            mbar_init_fence();
-        }
+        if (threadIdx.x == 0) mbar_init_stages(bq, 2 * NS, 2 * NS, NT);
         __syncthreads();
         if (threadIdx.x == 0) {
             /* (a box wholly past the rows is not asked for: the second
@@ -483,16 +482,7 @@ __global__ void __launch_bounds__(128, 3)
         tma_load3(dst + st * KB + TB, m, hk * HS, j * BK + FB, b, bar + 8 * st);
     };
     auto phase = [](int j) { return (uint32_t)(j / NS) & 1; };
-    if (threadIdx.x == 0) {
-        mbar_init(bq, 1);
-        for (int i = 0; i < NS; i++) {
-            mbar_init(bfk + 8 * i, 1);
-            mbar_init(bfv + 8 * i, 1);
-            mbar_init(bek + 8 * i, NT);
-            mbar_init(bev + 8 * i, NT);
-        }
-        mbar_init_fence();
-    }
+    if (threadIdx.x == 0) mbar_init_stages(bq, 2 * NS, 2 * NS, NT);
     __syncthreads();
     if (threadIdx.x == 0) {
         mbar_expect(bq, TB);
@@ -703,14 +693,7 @@ __global__ void __launch_bounds__(128, 4)
         tma_load3(sV + st * TB, &tm.v, hk * HS, j * FB, b, bf + 8 * st);
     };
     if (TMA) {
-        if (threadIdx.x == 0) {
-            mbar_init(bq, 1);
-            for (int i = 0; i < 2; i++) {
-                mbar_init(bf + 8 * i, 1);
-                mbar_init(be + 8 * i, NT);
-            }
-            mbar_init_fence();
-        }
+        if (threadIdx.x == 0) mbar_init_stages(bq, 2, 2, NT);
         __syncthreads();
         if (threadIdx.x == 0) {
             mbar_expect(bq, 2 * TB);
