@@ -411,6 +411,18 @@ static void corrupt_files(smj_ctx *ctx) {
     write_bytes(bds, data, n);
     s = smj_dataset_open(ctx, bds, &ds);
     CHECK(s == SMJ_ERR_FORMAT && strstr(smj_ctx_error(ctx), "magic"), "dataset with bad magic: %s", smj_ctx_error(ctx));
+    /* an empty file and a directory (the readers map files through smj_map_file) */
+    write_bytes(bds, data, 0);
+    s = smj_dataset_open(ctx, bds, &ds);
+    CHECK(s == SMJ_ERR_FORMAT && !ds && strstr(smj_ctx_error(ctx), "too short"), "empty dataset: %s", smj_ctx_error(ctx));
+    s = smj_model_load(ctx, bds, &out);
+    CHECK(s == SMJ_ERR_FORMAT && !out && strstr(smj_ctx_error(ctx), "too short"), "empty checkpoint: %s", smj_ctx_error(ctx));
+    s = smj_dataset_open(ctx, test_tmpdir(), &ds);
+    CHECK(s == SMJ_ERR_IO && !ds && strstr(smj_ctx_error(ctx), "not a regular file"), "dataset path is a directory: %s",
+          smj_ctx_error(ctx));
+    s = smj_model_load(ctx, test_tmpdir(), &out);
+    CHECK(s == SMJ_ERR_IO && !out && strstr(smj_ctx_error(ctx), "not a regular file"),
+          "checkpoint path is a directory: %s", smj_ctx_error(ctx));
     free(data);
     /* writing over an existing file fails cleanly and leaves it intact */
     s = smj_model_save(m, path_in_tmp("no/such/dir/x.ckpt"));

@@ -2,8 +2,11 @@
  * CRC-32. See core.h for the contracts. */
 #include "core.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "../ops/ops.h"
 #ifdef _OPENMP
@@ -159,6 +162,29 @@ smj_status smj_read_file(smj_ctx *ctx, const char *path, uint8_t **data, size_t 
     *data = buf;
     *len = (size_t)n;
     return SMJ_OK;
+}
+
+smj_status smj_map_file(smj_ctx *ctx, const char *path, const uint8_t **map, size_t *len) {
+    *map = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)sb.st_size;
+    void *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    int err = errno;
+    close(fd);
+    if (m == MAP_FAILED) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: mmap failed: %s", path, strerror(err));
+    *map = m;
+    *len = n;
+    return SMJ_OK;
+}
+void smj_unmap_file(const uint8_t *map, size_t len) {
+    if (map && len) munmap((void *)map, len);
 }
 
 /* CRC-32 (IEEE 802.3, reflected, as zlib): slicing by 4 over tables built on

@@ -66,6 +66,10 @@ void smj_wfile_abort(smj_wfile *w);
 
 /* ---- reading whole files and little-endian helpers */
 smj_status smj_read_file(smj_ctx *ctx, const char *path, uint8_t **data, size_t *len);
+/* Maps a whole regular file read-only (*map NULL when it is empty); the
+ * errors name the path. smj_unmap_file undoes it (NULL: nothing). */
+smj_status smj_map_file(smj_ctx *ctx, const char *path, const uint8_t **map, size_t *len);
+void smj_unmap_file(const uint8_t *map, size_t len);
 uint32_t smj_crc32(uint32_t crc, const void *p, size_t n);
 
 static inline uint32_t smj_rd_u32(const uint8_t *p) {

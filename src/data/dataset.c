@@ -12,12 +12,7 @@
  * position pos, then pos += B*T; at the end it wraps to 0. This is what
  * makes resume exact: the cursor is two integers saved with the state.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include "../core/core.h"
 
 #define DS_MAGIC "SMJTOKS"
@@ -63,15 +58,13 @@ smj_status smj_dataset_write(smj_ctx *ctx, const char *path, const int32_t *ids,
 
 smj_status smj_dataset_open(smj_ctx *ctx, const char *path, smj_dataset **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) { close(fd); SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: cannot stat", path); }
-    size_t len = (size_t)sb.st_size;
-    if (len < DS_HEADER) { close(fd); SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: not a smedjan token file (%zu bytes, too short for the header)", path, len); }
-    const uint8_t *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    const uint8_t *map;
+    size_t len;
+    SMJ_TRY(smj_map_file(ctx, path, &map, &len));
+    if (len < DS_HEADER) {
+        smj_unmap_file(map, len);
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: not a smedjan token file (%zu bytes, too short for the header)", path, len);
+    }
     smj_status st = SMJ_OK;
     uint32_t version = smj_rd_u32(map + 8), width = smj_rd_u32(map + 12), vocab = smj_rd_u32(map + 16);
     uint64_t n = smj_rd_u64(map + 24);
@@ -88,9 +81,9 @@ smj_status smj_dataset_open(smj_ctx *ctx, const char *path, smj_dataset **out) {
                            path, (unsigned long long)n, width, len - DS_HEADER);
     else if (smj_crc32(0, map + DS_HEADER, n * width) != smj_rd_u32(map + 32))
         st = smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: checksum mismatch (the token data is corrupt)", path);
-    if (st) { munmap((void *)map, len); return st; }
+    if (st) { smj_unmap_file(map, len); return st; }
     smj_dataset *ds = calloc(1, sizeof *ds);
-    if (!ds) { munmap((void *)map, len); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
+    if (!ds) { smj_unmap_file(map, len); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
     ds->map = map; ds->map_len = len; ds->tokens = map + DS_HEADER;
     ds->n = (int64_t)n; ds->width = (int)width; ds->vocab = (int)vocab;
     for (int64_t i = 0; i < ds->n; i++)
@@ -105,7 +98,7 @@ smj_status smj_dataset_open(smj_ctx *ctx, const char *path, smj_dataset **out) {
 
 void smj_dataset_free(smj_dataset *ds) {
     if (!ds) return;
-    munmap((void *)ds->map, ds->map_len);
+    smj_unmap_file(ds->map, ds->map_len);
     free(ds);
 }
 

@@ -19,13 +19,10 @@
  * overlapping tensor data, and general.alignment that is not a u32 power of
  * two.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "gguf.h"
 #include "../core/core.h"
@@ -50,7 +47,7 @@ typedef struct {
 struct smj_gguf {
     const uint8_t *data;
     size_t len;
-    void *map;            /* mmap'd by smj_gguf_open (munmap on free) */
+    const uint8_t *map;   /* mapped by smj_gguf_open (unmapped on free) */
     uint32_t version, alignment;
     uint64_t data_off;
     int n_kv, n_tensors;
@@ -123,7 +120,7 @@ void smj_gguf_free(smj_gguf *g) {
     for (int i = 0; i < g->n_tensors; i++) free(g->t[i].name);
     free(g->kv);
     free(g->t);
-    if (g->map) munmap(g->map, g->len);
+    smj_unmap_file(g->map, g->len);
     free(g);
 }
 
@@ -340,24 +337,13 @@ fail:
 
 smj_status smj_gguf_open(smj_ctx *ctx, const char *path, smj_gguf **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    if (len < 24) {
-        close(fd);
-        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: not a GGUF file (%zu bytes, too short)", path, len);
-    }
-    void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
-    smj_status st = smj_gguf_parse(ctx, m, len, path, out);
+    const uint8_t *m;
+    size_t len;
+    SMJ_TRY(smj_map_file(ctx, path, &m, &len));
+    smj_status st = len < 24 ? smj_set_error(ctx, SMJ_ERR_FORMAT, "%s: not a GGUF file (%zu bytes, too short)", path, len)
+                             : smj_gguf_parse(ctx, m, len, path, out);
     if (st != SMJ_OK) {
-        munmap(m, len);
+        smj_unmap_file(m, len);
         return st;
     }
     (*out)->map = m;

@@ -2,10 +2,8 @@
  * fp32 conversions, sharded checkpoints and the writer. See safetensors.h. */
 #include "safetensors.h"
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "../core/core.h"
@@ -93,7 +91,7 @@ static void merge_sort(int *v, int *tmp, int n, const smj_st_tensor *t, idx_cmp 
 
 void smj_st_close(smj_st_file *f) {
     if (!f) return;
-    if (f->mapped && f->base && f->size) munmap((void *)f->base, f->size);
+    if (f->mapped) smj_unmap_file(f->base, f->size);
     smj_json_free(f->doc);
     free(f->t);
     free(f->by_name);
@@ -258,31 +256,15 @@ smj_status smj_st_parse(smj_ctx *ctx, const uint8_t *buf, size_t n, const char *
 
 smj_status smj_st_open(smj_ctx *ctx, const char *path, smj_st_file **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    const uint8_t *base = NULL;
-    if (size) {
-        void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: cannot map: %s", path, strerror(e));
-        }
-        base = m;
-    }
-    close(fd);
+    const uint8_t *base;
+    size_t size;
+    SMJ_TRY(smj_map_file(ctx, path, &base, &size));
     smj_st_file *f = calloc(1, sizeof *f);
     char *p = strdup(path);
     if (!f || !p) {
         free(f);
         free(p);
-        if (base) munmap((void *)base, size);
+        smj_unmap_file(base, size);
         SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory");
     }
     f->path = p;

@@ -1,11 +1,7 @@
 /* container.c — see container.h. */
 #include "container.h"
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define CT_MAGIC "SMEDJAN"
 #define CT_VERSION 1
@@ -68,15 +64,13 @@ smj_status smj_container_write(smj_ctx *ctx, const char *path, uint32_t kind, co
 
 smj_status smj_container_read(smj_ctx *ctx, const char *path, smj_container *c) {
     memset(c, 0, sizeof *c);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) { close(fd); SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: not a regular file", path); }
-    size_t len = (size_t)sb.st_size;
-    if (len < CT_HEADER + 4) { close(fd); SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: not a smedjan checkpoint (%zu bytes, too short)", path, len); }
-    const uint8_t *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) SMJ_FAIL(ctx, SMJ_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    const uint8_t *m;
+    size_t len;
+    SMJ_TRY(smj_map_file(ctx, path, &m, &len));
+    if (len < CT_HEADER + 4) {
+        smj_unmap_file(m, len);
+        SMJ_FAIL(ctx, SMJ_ERR_FORMAT, "%s: not a smedjan checkpoint (%zu bytes, too short)", path, len);
+    }
     c->map = m;
     c->len = len;
     smj_status st = SMJ_OK;
@@ -130,7 +124,7 @@ fail:
 }
 
 void smj_container_free(smj_container *c) {
-    if (c->map) munmap((void *)c->map, c->len);
+    smj_unmap_file(c->map, c->len);
     free(c->meta);
     free(c->e);
     memset(c, 0, sizeof *c);
