@@ -52,8 +52,8 @@ typedef struct {
     int cc;                      /* compute capability, 10 * major + minor */
     int tma;                     /* Hopper's attention forward and dQ kernels load their tiles by TMA
                                     (flash_sm90.cu; SMJ_CUDA_TMA=0: by cp.async) */
-    int fwd_tile;                /* SMJ_CUDA_FWD_TILE: keys a tile in Hopper's attention forward, 128 (one
-                                    warpgroup of 64 queries a block; needs TMA; the default) or 64 (two) */
+    int fwd_tile;                /* SMJ_CUDA_FWD_TILE: keys a tile in Hopper's attention forward, 128 (the
+                                    warp-specialized kernel; needs TMA; the default) or 64 (two warpgroups) */
     void *tmap_encode;           /* the driver's cuTensorMapEncodeTiled (flash_sm90.cu), once looked up */
     int tmap_looked;
     int xent_fused;              /* SMJ_CUDA_XENT_FUSED=0: xent_fwd_bwd declines (xent.cu) */

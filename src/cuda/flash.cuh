@@ -195,7 +195,9 @@ __device__ __forceinline__ void cp_tile(bf16 *dst, const bf16 *src, int64_t rs, 
  * with no visible key yet keeps max -inf: scale factors 1, p 0. MASK is a
  * template argument so that tiles below the diagonal carry no masking
  * code (a runtime flag was if-converted into every element's path). */
-template <int ND, bool RESCALE, bool MASK, int NJ = 8> /* s: [NJ][4] (NJ n8 key tiles), pa: [NJ / 2][4] */
+/* (FRAGS false: s is left as the probabilities, pa unwritten; the caller
+ * converts with to_frags once the registers of pa are free) */
+template <int ND, bool RESCALE, bool MASK, int NJ = 8, bool FRAGS = true> /* s: [NJ][4] (NJ n8 key tiles), pa: [NJ / 2][4] */
 __device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], float m[2], float l[2],
                                                uint32_t (*pa)[4], int r0, int k0, int off, int Tk, float sl2) {
     const int t = threadIdx.x & 3, r1 = r0 + 8;
@@ -237,7 +239,8 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], fl
     m[0] = mx0;
     m[1] = mx1;
 #pragma unroll
-    for (int q = 0; q < NJ / 8; q++) to_frags(pa + 4 * q, s + 8 * q);
+    for (int q = 0; q < NJ / 8; q++)
+        if (FRAGS) to_frags(pa + 4 * q, s + 8 * q);
     return make_float2(c0, c1); /* (RESCALE false: the caller rescales o by these) */
 }
 
@@ -246,7 +249,7 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], fl
  * head), rows qrs apart. */
 template <int ND>
 __device__ __forceinline__ void write_rows(float *ob, bf16 *ob16, float *lb, float o[ND][4], const float m[2],
-                                           const float l[2], int r0, int Tq, int64_t qrs) {
+                                           const float l[2], int r0, int Tq, int64_t qrs) { /* (rows outside [0, Tq) are not written) */
     const int t = threadIdx.x & 3, r1 = r0 + 8;
     float l0 = l[0], l1 = l[1];
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -258,13 +261,13 @@ __device__ __forceinline__ void write_rows(float *ob, bf16 *ob16, float *lb, flo
     for (int d = 0; d < ND; d++) {
         float2 v0 = make_float2(o[d][0] * i0, o[d][1] * i0), v1 = make_float2(o[d][2] * i1, o[d][3] * i1);
         int64_t e0 = (int64_t)r0 * qrs + d * 8 + 2 * t, e1 = (int64_t)r1 * qrs + d * 8 + 2 * t;
-        if (ob && r0 < Tq) *(float2 *)(ob + e0) = v0;
-        if (ob && r1 < Tq) *(float2 *)(ob + e1) = v1;
-        if (ob16 && r0 < Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
-        if (ob16 && r1 < Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
+        if (ob && (unsigned)r0 < (unsigned)Tq) *(float2 *)(ob + e0) = v0;
+        if (ob && (unsigned)r1 < (unsigned)Tq) *(float2 *)(ob + e1) = v1;
+        if (ob16 && (unsigned)r0 < (unsigned)Tq) *(uint32_t *)(ob16 + e0) = pack_bf16(v0.x, v0.y);
+        if (ob16 && (unsigned)r1 < (unsigned)Tq) *(uint32_t *)(ob16 + e1) = pack_bf16(v1.x, v1.y);
     }
-    if (t == 0 && r0 < Tq) lb[r0] = (m[0] + log2f(l0)) * LN2;
-    if (t == 0 && r1 < Tq) lb[r1] = (m[1] + log2f(l1)) * LN2;
+    if (t == 0 && (unsigned)r0 < (unsigned)Tq) lb[r0] = (m[0] + log2f(l0)) * LN2;
+    if (t == 0 && (unsigned)r1 < (unsigned)Tq) lb[r1] = (m[1] + log2f(l1)) * LN2;
 }
 
 /* 64 floats of a [.., T] statistics row from row0 -> shared (rows >= T: 0),

@@ -16,12 +16,13 @@
  * warp, so softmax_tile, to_frags and write_rows (flash.cuh) apply as they
  * are, and rounded scores are the register A operand of the next product.
  *
- * forward  one warpgroup, 64 queries a block over 128-key tiles (S as
- *          m64n128 products), three blocks an SM, one tile at a time
- *          (k_flash_fwd_wg1, by TMA); SMJ_CUDA_FWD_TILE=64 and where no
- *          tensor map can be made: 256 threads, two warpgroups of 64
- *          queries over 64-key tiles, two blocks an SM, pipelined in FA3's
- *          order (k_flash_fwd_wg).
+ * forward  warp-specialized as FA3's (k_flash_fwd_ws, by TMA): a
+ *          persistent block an SM, a producer warpgroup streaming Q and
+ *          128-key K/V tiles, three consumer warpgroups of 64 queries each
+ *          sharing them (S as m64n128 products); SMJ_CUDA_FWD_TILE=64 and
+ *          where no tensor map can be made: 256 threads, two warpgroups of
+ *          64 queries over 64-key tiles, two blocks an SM, pipelined in
+ *          FA3's order (k_flash_fwd_wg).
  * dQ       one warpgroup, 64 queries a block, four blocks an SM; per key
  *          tile S = Q K^T and dP = dO V^T (both from shared memory),
  *          dS = P (dP - D) in registers, dQ += dS K (dS from registers,
@@ -438,123 +439,175 @@ __device__ __forceinline__ void wg_ss128(float d[64], uint32_t a, uint32_t b, in
 #endif
 }
 
-/* The forward with one warpgroup of 64 queries a block over 128-key tiles
- * (cuDNN's shape on Hopper; the default where tensor maps can be made,
- * SMJ_CUDA_FWD_TILE=64: k_flash_fwd_wg): S = Q K^T as m64n128 products (a
- * 128-row K tile is two TMA boxes, one after the other in shared memory:
- * the same swizzled layout), the softmax over 16 n8 tiles, O += P V as
- * eight k16 steps (P from registers, V MN-major). One tile at a time: each
- * step issues PV_{kt-1} and S_kt together, waits for both, and runs S_kt's
- * softmax (o rescaled then: no product in flight). Three blocks an SM (154
- * registers, 73 KB of shared memory) overlap one another's softmax and
- * products. K and V in two stages each, filled by thread 0 through the
- * copy engine; a stage is refilled once every thread has arrived on its
- * "empty" barrier (K_kt's after S_kt, V_{kt-1}'s after PV_{kt-1}).
- * On an H200 (Llama 110M, B = 32 at T = 1024, B = 8 at 4096) ~5% faster
- * than k_flash_fwd_wg (2.45-2.67 against 2.62-2.80 ms a step; 7.3-7.9
- * against 7.8-8.4); FA3's order in this shape (S_{kt+1} beside PV_kt, P in
- * two register sets: 230 registers, two blocks an SM) measured slower
- * (2.91-2.99 ms), and so did four partial chains a row for the softmax's
- * maxima and sums. A product left in flight across the loop's back edge
- * (PV_kt issued at the end of step kt) made ptxas serialize every wgmma. */
-__global__ void __launch_bounds__(128, 3)
-    k_flash_fwd_wg1(float *out, bf16 *out16, float *lse, int Tq, int Tk, int NH, int NKV, float sl2,
-                    const __grid_constant__ fwd_maps tm) {
+/* The forward, warp-specialized as FA3's (the default where tensor maps
+ * can be made; SMJ_CUDA_FWD_TILE=64: k_flash_fwd_wg). A persistent block of
+ * four warpgroups on every SM. The first gives up its registers
+ * (setmaxnreg 32) and its thread 0 streams, by TMA, each work tile's Q (192
+ * rows, two buffers) and its 128-key K and V tiles (NS stages: a tile is
+ * two 64-row boxes, one after the other in shared memory, the same
+ * swizzled layout). Three consumer warpgroups (setmaxnreg 160) own 64 of
+ * the 192 queries each and share every K and V tile: S = Q K^T as m64n128
+ * products, the softmax over 16 n8 tiles, O += P V as eight k16 steps (P
+ * from registers, V MN-major), in FA3's order: S_{kt+1} issued with PV_kt,
+ * S_{kt+1}'s softmax while PV_kt runs (left as probabilities), then o
+ * rescaled and P converted once PV_kt is done (one register set for P). A
+ * stage is released per warp (12 "empty" arrivals); a warpgroup whose rows
+ * end before the block's last key tile waits for and releases the tiles it
+ * does not use. Work tiles end at Tq (a partial tile is the first rows,
+ * the shortest) and go longest first, strided over the blocks.
+ * On an H200 (Llama 110M, B = 32 at T = 1024, B = 8 at 4096; round 27)
+ * 2.44-2.51 ms a step against 2.51-2.55, and 6.71-6.79 against 7.09-7.28,
+ * for the kernel it replaced: one warpgroup of 64 queries over 128-key
+ * tiles a block, three blocks an SM, one K/V stream each. Tried: tiles
+ * starting at row 0 (the partial one last, as long as the longest: ~4%
+ * slower at T = 1024); two consumer warpgroups of 128 queries (240
+ * registers; 2.51-2.67 / 7.49-7.64 ms); five stages (no different). */
+__global__ void __launch_bounds__(512, 1)
+    k_flash_fwd_ws(float *out, bf16 *out16, float *lse, int Tq, int Tk, int NH, int NKV, int B, float sl2,
+                   const __grid_constant__ fwd_maps tm) {
 #ifdef WG_SM90
-    constexpr int HS = 64, BQ = 64, BK = 128, NT = 128, NS = 2, ND = HS / 8, TB = FB * 128, KB = 2 * TB;
+    constexpr int HS = 64, NC = 3 /* consumer warpgroups */, BQ = 64 * NC, BK = 128, NS = 4, NCW = 4 * NC, ND = HS / 8;
+    constexpr int TB = FB * 128, KB = 2 * TB, QB = NC * TB;
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(smem) + 1023) & ~1023u;
-    const uint32_t sQ = s0, sK = s0 + TB, sV = sK + NS * KB;
-    /* barriers: Q full, then per stage K full, V full, K empty, V empty */
-    const uint32_t bq = sV + NS * KB, bfk = bq + 8, bfv = bfk + 8 * NS, bek = bfv + 8 * NS, bev = bek + 8 * NS;
-    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int hk = h / (NH / NKV), q0 = qt * BQ, off = Tk - Tq;
-    const int w = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
-    const int64_t qrs = (int64_t)NH * HS;
-    const int last = min(Tk - 1, off + min(q0 + BQ - 1, Tq - 1)); /* last key any row sees */
-    const int nkt = last / BK + 1;
-    /* (thread 0) K_j or V_j into its stage: two boxes of 64 rows (rows past
-     * Tk read as 0, a box wholly past them too) */
-    auto tma_kv = [&](const CUtensorMap *m, uint32_t dst, uint32_t bar, int j) {
-        const uint32_t st = (uint32_t)(j % NS);
-        mbar_expect(bar + 8 * st, KB);
-        tma_load3(dst + st * KB, m, hk * HS, j * BK, b, bar + 8 * st);
-        tma_load3(dst + st * KB + TB, m, hk * HS, j * BK + FB, b, bar + 8 * st);
-    };
-    auto phase = [](int j) { return (uint32_t)(j / NS) & 1; };
-    if (threadIdx.x == 0) mbar_init_stages(bq, 2 * NS, 2 * NS, NT);
+    const uint32_t sQ = s0, sK = s0 + 2 * QB, sV = sK + NS * KB;
+    /* barriers: Q full x2, K full, V full (NS each), then Q empty x2, K empty, V empty */
+    const uint32_t bfq = sV + NS * KB, bfk = bfq + 16, bfv = bfk + 8 * NS;
+    const uint32_t beq = bfv + 8 * NS, bek = beq + 16, bev = bek + 8 * NS;
+    const int nqt = (Tq + BQ - 1) / BQ, ntiles = nqt * NH * B, off = Tk - Tq;
+    const int wg = threadIdx.x >> 7;
+    if (threadIdx.x == 0) mbar_init_stages(bfq, 1 + 2 * NS, 2 + 2 * NS, NCW);
     __syncthreads();
-    if (threadIdx.x == 0) {
-        mbar_expect(bq, TB);
-        tma_load3(sQ, &tm.q, h * HS, q0, b, bq);
-        for (int j = 0; j < NS && j < nkt; j++) {
-            tma_kv(&tm.k, sK, bfk, j);
-            tma_kv(&tm.v, sV, bfv, j);
-        }
-    }
-    __syncwarp();
-    mbar_wait(bq, 0);
-    const int wr = w * 16; /* the warp's first row in the tile */
-    constexpr uint32_t KD = KB >> 4; /* a stage's step in a descriptor */
-    const uint32_t dq = wg_lo(sQ), dk0 = wg_lo(sK), dv0 = wg_lo(sV);
-    float o[32], sa[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    uint32_t pa[8][4];
-#pragma unroll
-    for (int i = 0; i < 32; i++) o[i] = 0.f;
-    auto issue_pv = [&](int j) {
-        mbar_wait(bfv + 8 * (j % NS), phase(j));
-        wg_reg_fence(o);
-#pragma unroll
-        for (int i = 0; i < 32; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
-        wg_fence();
-#pragma unroll
-        for (int kb2 = 0; kb2 < 8; kb2++) wg_rs(o, pa[kb2], dv0 + (j % NS) * KD + kb2 * 128);
+    auto decode = [&](int idx, int &q0, int &h, int &b) { /* the longest tiles first */
+        const int qi = idx / (NH * B), r = idx % (NH * B);
+        q0 = Tq - (qi + 1) * BQ; /* (tiles end at Tq: a partial one is the first, the shortest) */
+        h = r % NH;
+        b = r / NH;
     };
-    for (int kt = 0; kt < nkt; kt++) {
-        if (kt > 0) issue_pv(kt - 1); /* committed with S_kt */
-        mbar_wait(bfk + 8 * (kt % NS), phase(kt));
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) wg_ss128(sa, dq + 2 * kk, dk0 + (kt % NS) * KD + 2 * kk, kk);
-        wg_commit();
-        wg_wait0(); /* S_kt and PV_{kt-1} */
-        wg_reg_fence(sa);
-        wg_reg_fence(sa + 32);
-        wg_reg_fence(o);
-        mbar_arrive(bek + 8 * (kt % NS));
-        if (kt >= 1) mbar_arrive(bev + 8 * ((kt - 1) % NS));
-        if (threadIdx.x == 0) {
-            if (kt + NS < nkt) {
-                mbar_wait(bek + 8 * (kt % NS), phase(kt));
-                tma_kv(&tm.k, sK, bfk, kt + NS);
-            }
-            if (kt >= 1 && kt - 1 + NS < nkt) {
-                mbar_wait(bev + 8 * ((kt - 1) % NS), phase(kt - 1));
-                tma_kv(&tm.v, sV, bfv, kt - 1 + NS);
+    /* key tiles rows [r0, r0 + n) see (r0 + n <= Tq; 0: none of them is a row) */
+    auto key_tiles = [&](int r0, int n) { return r0 + n <= 0 ? 0 : min(Tk - 1, off + r0 + n - 1) / BK + 1; };
+    auto phase = [](int u) { return (uint32_t)u & 1; };
+    if (wg == 0) { /* the producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 32;\n" ::: "memory");
+        if (threadIdx.x != 0) return;
+        int it = 0, n = 0;
+        for (int idx = blockIdx.x; idx < ntiles; idx += gridDim.x, n++) {
+            int q0, h, b;
+            decode(idx, q0, h, b);
+            const int hk = h / (NH / NKV), nkt = key_tiles(q0, BQ), qs = n & 1;
+            if (n >= 2) mbar_wait(beq + 8 * qs, phase((n >> 1) - 1));
+            mbar_expect(bfq + 8 * qs, QB);
+            for (int r = 0; r < NC; r++) tma_load3(sQ + qs * QB + r * TB, &tm.q, h * HS, q0 + r * FB, b, bfq + 8 * qs);
+            for (int j = 0; j < nkt; j++, it++) {
+                const int st = it % NS, u = it / NS;
+                if (u >= 1) mbar_wait(bek + 8 * st, phase(u - 1));
+                mbar_expect(bfk + 8 * st, KB);
+                tma_load3(sK + st * KB, &tm.k, hk * HS, j * BK, b, bfk + 8 * st);
+                tma_load3(sK + st * KB + TB, &tm.k, hk * HS, j * BK + FB, b, bfk + 8 * st);
+                if (u >= 1) mbar_wait(bev + 8 * st, phase(u - 1));
+                mbar_expect(bfv + 8 * st, KB);
+                tma_load3(sV + st * KB, &tm.v, hk * HS, j * BK, b, bfv + 8 * st);
+                tma_load3(sV + st * KB + TB, &tm.v, hk * HS, j * BK + FB, b, bfv + 8 * st);
             }
         }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n" ::: "memory"); /* (128 x 32 + 384 x 160 = 64 K) */
+    const int cw = wg - 1, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2;
+    const int64_t qrs = (int64_t)NH * HS;
+    constexpr uint32_t KD = KB >> 4;
+    const uint32_t dk0 = wg_lo(sK), dv0 = wg_lo(sV);
+    /* a warp's release of a stage (its part of the warpgroup's products is done) */
+    auto release = [&](uint32_t bar) {
         __syncwarp();
-        const int k0 = kt * BK;
-        float (*sc)[4] = reinterpret_cast<float (*)[4]>(sa), (*oc)[4] = reinterpret_cast<float (*)[4]>(o);
-        float2 c;
-        if (k0 + BK - 1 > off + q0 + wr || k0 + BK > Tk) /* the diagonal or the end */
-            c = softmax_tile<ND, false, true, 16>(sc, oc, m, l, pa, q0 + wr + g, k0, off, Tk, sl2);
-        else
-            c = softmax_tile<ND, false, false, 16>(sc, oc, m, l, pa, q0 + wr + g, k0, off, Tk, sl2);
+        if (lane == 0) mbar_arrive(bar);
+    };
+    auto wait_k = [&](int i) { mbar_wait(bfk + 8 * (i % NS), phase(i / NS)); };
+    auto wait_v = [&](int i) { mbar_wait(bfv + 8 * (i % NS), phase(i / NS)); };
+    int it = 0, n = 0;
+    for (int idx = blockIdx.x; idx < ntiles; idx += gridDim.x, n++) {
+        int q0, h, b;
+        decode(idx, q0, h, b);
+        const int nkt = key_tiles(q0, BQ), q0w = q0 + 64 * cw, nkw = key_tiles(q0w, 64), qs = n & 1;
+        const int wr = w * 16;
+        mbar_wait(bfq + 8 * qs, phase(n >> 1));
+        const uint32_t dq = wg_lo(sQ + qs * QB + cw * TB);
+        float o[32], sa[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+        uint32_t pa[8][4];
 #pragma unroll
-        for (int d = 0; d < ND; d++) {
-            o[4 * d] *= c.x; o[4 * d + 1] *= c.x; o[4 * d + 2] *= c.y; o[4 * d + 3] *= c.y;
+        for (int i = 0; i < 32; i++) o[i] = 0.f;
+        auto issue_s = [&](int i) { /* S = Q K_i^T (i: the stream's tile) */
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) wg_ss128(sa, dq + 2 * kk, dk0 + (i % NS) * KD + 2 * kk, kk);
+            wg_commit();
+        };
+        auto issue_pv = [&](int i) {
+            wg_reg_fence(o);
+#pragma unroll
+            for (int x = 0; x < 32; x++) asm volatile("" : "+r"(pa[x >> 2][x & 3])::"memory");
+            wg_fence();
+#pragma unroll
+            for (int kb2 = 0; kb2 < 8; kb2++) wg_rs(o, pa[kb2], dv0 + (i % NS) * KD + kb2 * 128);
+            wg_commit();
+        };
+        /* softmax of tile kt in place (FRAGS: convert to pa as well) */
+        auto softmax = [&](int kt, auto frags) -> float2 {
+            constexpr bool F = decltype(frags)::value;
+            const int k0 = kt * BK;
+            float (*sc)[4] = reinterpret_cast<float (*)[4]>(sa), (*oc)[4] = reinterpret_cast<float (*)[4]>(o);
+            if (k0 + BK - 1 > off + q0w + wr || k0 + BK > Tk)
+                return softmax_tile<ND, false, true, 16, F>(sc, oc, m, l, pa, q0w + wr + g, k0, off, Tk, sl2);
+            return softmax_tile<ND, false, false, 16, F>(sc, oc, m, l, pa, q0w + wr + g, k0, off, Tk, sl2);
+        };
+        if (nkw > 0) {
+            wait_k(it);
+            issue_s(it);
+            wg_wait0();
+            wg_reg_fence(sa);
+            wg_reg_fence(sa + 32);
+            release(bek + 8 * (it % NS));
+            softmax(0, std::true_type{});
+            for (int kt = 0; kt + 1 < nkw; kt++) {
+                wait_k(it + kt + 1);
+                issue_s(it + kt + 1);
+                wait_v(it + kt);
+                issue_pv(it + kt);
+                asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+                wg_reg_fence(sa);
+                wg_reg_fence(sa + 32);
+                release(bek + 8 * ((it + kt + 1) % NS));
+                const float2 c = softmax(kt + 1, std::false_type{});
+                wg_wait0();
+                wg_reg_fence(o);
+                release(bev + 8 * ((it + kt) % NS));
+#pragma unroll
+                for (int d = 0; d < ND; d++) {
+                    o[4 * d] *= c.x; o[4 * d + 1] *= c.x; o[4 * d + 2] *= c.y; o[4 * d + 3] *= c.y;
+                }
+                to_frags(pa, reinterpret_cast<float (*)[4]>(sa));
+                to_frags(pa + 4, reinterpret_cast<float (*)[4]>(sa + 32));
+            }
+            wait_v(it + nkw - 1);
+            issue_pv(it + nkw - 1);
+            wg_wait0();
+            wg_reg_fence(o);
+            release(bev + 8 * ((it + nkw - 1) % NS));
+        }
+        release(beq + 8 * qs); /* every S product of this warpgroup is done */
+        for (int j = nkw; j < nkt; j++) { /* tiles past this warpgroup's rows */
+            wait_k(it + j);
+            release(bek + 8 * ((it + j) % NS));
+            wait_v(it + j);
+            release(bev + 8 * ((it + j) % NS));
+        }
+        it += nkt;
+        if (nkw > 0) {
+            const int64_t oo = (int64_t)b * Tq * qrs + (int64_t)h * HS;
+            write_rows<ND>(out ? out + oo : NULL, out16 ? out16 + oo : NULL, lse + ((int64_t)b * NH + h) * Tq,
+                           reinterpret_cast<float (*)[4]>(o), m, l, q0w + wr + g, Tq, qrs);
         }
     }
-    issue_pv(nkt - 1);
-    wg_commit();
-    wg_wait0();
-    wg_reg_fence(o);
-    const int64_t oo = (int64_t)b * Tq * qrs + (int64_t)h * HS;
-    float *ob = out ? out + oo : NULL;
-    bf16 *ob16 = out16 ? out16 + oo : NULL;
-    float *lb = lse + ((int64_t)b * NH + h) * Tq;
-    write_rows<ND>(ob, ob16, lb, reinterpret_cast<float (*)[4]>(o), m, l, q0 + wr + g, Tq, qrs);
 #endif
 }
 
@@ -936,10 +989,10 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
     if (c->tma && tmap3(c, &tm.q, q, QD, Tq, B, iqs, (int64_t)Tq * iqs) &&
         tmap3(c, &tm.k, k, KD, Tk, B, iks, kv_bstride) && tmap3(c, &tm.v, v, KD, Tk, B, iks, kv_bstride)) {
         if (c->fwd_tile == 128) {
-            const dim3 g1((unsigned)((Tq + 63) / 64), (unsigned)NH, (unsigned)B);
-            size_t sm = (size_t)(FB + 8 * FB) * 128 + 1024 + 256; /* Q | K x2 | V x2 (128 rows each) | barriers */
-            if (smem_ok(c, (const void *)k_flash_fwd_wg1, sm)) {
-                k_flash_fwd_wg1<<<g1, 128, sm, c->stream>>>(out, out16, lse, Tq, Tk, NH, NKV, sl2, tm);
+            const int ntiles = (Tq + 191) / 192 * NH * B; /* persistent: at most a block an SM */
+            size_t sm = (size_t)(6 * FB + 16 * FB) * 128 + 1024 + 256; /* Q x2 (192 rows) | K x4 | V x4 | barriers */
+            if (smem_ok(c, (const void *)k_flash_fwd_ws, sm)) {
+                k_flash_fwd_ws<<<min(ntiles, c->n_sm), 512, sm, c->stream>>>(out, out16, lse, Tq, Tk, NH, NKV, B, sl2, tm);
                 LAUNCHED(c);
             }
             return;
