@@ -120,6 +120,17 @@ __device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint32_t
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b), "r"(WG_DESC_HI));
 #endif
 }
+/* acc += P (64 rows as bf16 register fragments, k = 16 K16) · B (K16 / 4
+ * tiles of 64 rows, MN-major, one after the other; the first's descriptor
+ * low word db), issued; the caller fences before and commits and waits
+ * after. */
+template <int K16> __device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t (*pa)[4], uint32_t db) {
+    wg_reg_fence(acc);
+#pragma unroll
+    for (int i = 0; i < 4 * K16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
+#pragma unroll
+    for (int kb2 = 0; kb2 < K16; kb2++) wg_rs(acc, pa[kb2], db + kb2 * 128);
+}
 /* A thread's part in loading tiles of 64 bf16 columns (rows rs apart) into
  * the swizzled layout, by a block of NT threads: its 16-byte chunk ch =
  * tid % 8 of rows tid / 8, then every NT / 8 rows on. The offsets are
@@ -334,12 +345,8 @@ __global__ void __launch_bounds__(256, 2)
         }
     };
     auto issue_pv = [&](int kt, uint32_t pa[4][4]) {
-        wg_reg_fence(o);
-#pragma unroll
-        for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
         wg_fence();
-#pragma unroll
-        for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(o, pa[kb2], dv0 + (kt % NSV) * TD + kb2 * 128);
+        wg_issue_pb<4>(o, pa, dv0 + (kt % NSV) * TD);
         wg_commit();
     };
     /* tile 0's scores and softmax (o is 0: nothing to rescale); P in two
@@ -543,12 +550,8 @@ __global__ void __launch_bounds__(512, 1)
             wg_commit();
         };
         auto issue_pv = [&](int i) {
-            wg_reg_fence(o);
-#pragma unroll
-            for (int x = 0; x < 32; x++) asm volatile("" : "+r"(pa[x >> 2][x & 3])::"memory");
             wg_fence();
-#pragma unroll
-            for (int kb2 = 0; kb2 < 8; kb2++) wg_rs(o, pa[kb2], dv0 + (i % NS) * KD + kb2 * 128);
+            wg_issue_pb<8>(o, pa, dv0 + (i % NS) * KD);
             wg_commit();
         };
         /* softmax of tile kt in place (FRAGS: convert to pa as well) */
@@ -627,15 +630,6 @@ __device__ __forceinline__ void wg_two_scores(float s[32], float dp[32], uint32_
     wg_wait0();
     wg_reg_fence(s);
     wg_reg_fence(dp);
-}
-/* acc += P (64 rows as bf16 register fragments, k = 64) · B (a tile, MN-major,
- * its descriptor's low word db), issued; the caller waits. */
-__device__ __forceinline__ void wg_issue_pb(float acc[32], uint32_t pa[4][4], uint32_t db) {
-    wg_reg_fence(acc);
-#pragma unroll
-    for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3])::"memory");
-#pragma unroll
-    for (int kb2 = 0; kb2 < 4; kb2++) wg_rs(acc, pa[kb2], db + kb2 * 128);
 }
 
 /* A warp's share of a gradient's 64 columns in the accumulator layout (the
@@ -795,7 +789,7 @@ __global__ void __launch_bounds__(128, 4)
         uint32_t da[4][4];
         to_frags(da, reinterpret_cast<float (*)[4]>(dp));
         wg_fence();
-        wg_issue_pb(acc, da, wg_lo(cK)); /* dQ += dS K */
+        wg_issue_pb<4>(acc, da, wg_lo(cK)); /* dQ += dS K */
         wg_commit();
         wg_wait0();
         wg_reg_fence(acc);
@@ -887,8 +881,8 @@ __global__ void __launch_bounds__(128, 2)
     auto issue_grads = [&](int i, uint32_t pc[4][4], uint32_t dc[4][4]) {
         const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
         wg_fence();
-        wg_issue_pb(av, pc, wg_lo(cO)); /* dV += P^T dO */
-        wg_issue_pb(ak, dc, wg_lo(cQ)); /* dK += dS^T Q */
+        wg_issue_pb<4>(av, pc, wg_lo(cO)); /* dV += P^T dO */
+        wg_issue_pb<4>(ak, dc, wg_lo(cQ)); /* dK += dS^T Q */
         wg_commit();
     };
     /* iteration i < nit - 1 (its fragments pc, dc ready): the scores of
