@@ -102,18 +102,20 @@ template <int VW, typename T> __device__ __forceinline__ void stv(float *o, __nv
     for (int i = 0; i < VW; i++) v[i] = x.f(i);
     stv<VW>(o, o16, e, v);
 }
-/* A thread's vectors U at a time (row_walk's order): every load of the U
- * issued before the first value is used. On an H200 (Llama 110M, T = 1024,
+/* A thread's vectors over N rows of nv, U at a time (row_walk's order),
+ * f(rr, vv) for each U: every load of the U issued before the first value
+ * is used. On an H200 (Llama 110M, T = 1024,
  * B = 32) two took the forward from 1.30 to 1.22 ms a step (the sigmoid
  * from the special function unit had taken it from 1.46 to 1.30: it was
  * issue-bound); four measured no faster there and slower in the backward
  * (2.13 against 1.97 ms). */
-template <int U> struct walk_u {
-    int64_t r;
-    int v;
-    __device__ __forceinline__ explicit walk_u(const row_walk &w) : r(w.r), v(w.v0) {}
-    /* the next U vectors' rows and columns (rows >= N: none) */
-    __device__ __forceinline__ void next(const row_walk &w, int nv, int64_t rr[U], int vv[U]) {
+template <int U, typename F> __device__ __forceinline__ void walk_u(int64_t N, int nv, F &&f) {
+    const row_walk w(nv);
+    int64_t r = w.r;
+    int v = w.v0;
+    while (r < N) {
+        int64_t rr[U]; /* the next U vectors' rows (>= N: none) and columns */
+        int vv[U];
 #pragma unroll
         for (int k = 0; k < U; k++) {
             rr[k] = r;
@@ -124,18 +126,13 @@ template <int U> struct walk_u {
                 r += w.rst;
             }
         }
+        f(rr, vv);
     }
-};
+}
 template <int VW, int U, typename G>
 __global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16, __nv_bfloat16 *u16, const G *gate,
                              const G *up, int64_t N, int H, int64_t ld) {
-    const int nv = H / VW;
-    const row_walk w(nv);
-    walk_u<U> it(w);
-    while (it.r < N) {
-        int64_t rr[U];
-        int vv[U];
-        it.next(w, nv, rr, vv);
+    walk_u<U>(N, H / VW, [&](const int64_t *rr, const int *vv) {
         pk<VW, G> g[U], u[U];
 #pragma unroll
         for (int k = 0; k < U; k++)
@@ -155,7 +152,7 @@ __global__ void k_swiglu_fwd(float *out, __nv_bfloat16 *o16, __nv_bfloat16 *g16,
                 if (g16) stv<VW>(NULL, g16, j, g[k]);
                 if (u16) stv<VW>(NULL, u16, j, u[k]);
             }
-    }
+    });
 }
 __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, float &du) {
     const float s = sigmoid_sfu(g);
@@ -165,13 +162,7 @@ __device__ __forceinline__ void swiglu_d(float d, float g, float u, float &dg, f
 template <int VW, int U, typename D, typename G>
 __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const D *dout,
                              const G *gate, const G *up, int64_t N, int H, int64_t ld) {
-    const int nv = H / VW;
-    const row_walk w(nv);
-    walk_u<U> it(w);
-    while (it.r < N) {
-        int64_t rr[U];
-        int vv[U];
-        it.next(w, nv, rr, vv);
+    walk_u<U>(N, H / VW, [&](const int64_t *rr, const int *vv) {
         pk<VW, D> d[U];
         pk<VW, G> g[U], u[U];
 #pragma unroll
@@ -192,7 +183,7 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, __nv_bfloat16 *dg16, __nv
                 stv<VW>(dgate, dg16, j, a);
                 stv<VW>(dup, du16, j, b);
             }
-    }
+    });
 }
 /* o16: out's copy to write (a place named by bf16_home) or NULL. */
 __global__ void k_add(float *out, __nv_bfloat16 *o16, const float *a, const float *b, int64_t n, int wide) {
