@@ -244,12 +244,12 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], fl
     return make_float2(c0, c1); /* (RESCALE false: the caller rescales o by these) */
 }
 
-/* The forward's rows r0 and r0 + 8 (< Tq): out = o / l (and its bf16 copy
- * when ob16), lse = (m + log2 l) ln 2; ob, ob16 at the block's (batch,
- * head), rows qrs apart. */
+/* The forward's rows r0 and r0 + 8 (those in [0, Tq)): out = o / l (and
+ * its bf16 copy when ob16), lse = (m + log2 l) ln 2; ob, ob16 at the
+ * block's (batch, head), rows qrs apart. */
 template <int ND>
 __device__ __forceinline__ void write_rows(float *ob, bf16 *ob16, float *lb, float o[ND][4], const float m[2],
-                                           const float l[2], int r0, int Tq, int64_t qrs) { /* (rows outside [0, Tq) are not written) */
+                                           const float l[2], int r0, int Tq, int64_t qrs) {
     const int t = threadIdx.x & 3, r1 = r0 + 8;
     float l0 = l[0], l1 = l[1];
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);

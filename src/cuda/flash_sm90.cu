@@ -986,7 +986,8 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
             const int ntiles = (Tq + 191) / 192 * NH * B; /* persistent: at most a block an SM */
             size_t sm = (size_t)(6 * FB + 16 * FB) * 128 + 1024 + 256; /* Q x2 (192 rows) | K x4 | V x4 | barriers */
             if (smem_ok(c, (const void *)k_flash_fwd_ws, sm)) {
-                k_flash_fwd_ws<<<min(ntiles, c->n_sm), 512, sm, c->stream>>>(out, out16, lse, Tq, Tk, NH, NKV, B, sl2, tm);
+                k_flash_fwd_ws<<<min(ntiles, c->n_sm), 512, sm, c->stream>>>(out, out16, lse, Tq, Tk, NH, NKV, B, sl2,
+                                                                             tm);
                 LAUNCHED(c);
             }
             return;
