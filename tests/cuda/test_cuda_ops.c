@@ -241,6 +241,10 @@ static const int ATT[][7] = {{1, 1, 1, 1, 1, 2, 0},    {2, 5, 5, 4, 2, 8, 0},   
                              {1, 128, 128, 6, 2, 64, 0}, {2, 129, 129, 3, 3, 64, 0}, {1, 255, 255, 6, 2, 64, 0},
                              /* many key tiles a query tile (16) */
                              {2, 1000, 1000, 4, 2, 64, 0},
+                             /* Hopper's persistent forward: more work tiles (192 queries) than SMs, so each block
+                              * takes several in turn (Q buffers and K/V stages reused); 288 tiles, GQA 4:1, the
+                              * partial tile's rows from -184 (a warpgroup straddling row 0); then over an offset */
+                             {9, 200, 200, 16, 4, 64, 0}, {36, 70, 160, 8, 2, 64, 0},
                              /* decoding (Tq = 1, keys split in chunks of 64): one chunk, a 1-key tail, many
                               * chunks, odd head sizes, GQA, batches with a longer cache stride */
                              {1, 1, 64, 12, 12, 128, 0}, {1, 1, 65, 3, 1, 5, 0}, {2, 1, 1000, 6, 2, 64, 40},
