@@ -6,13 +6,16 @@
 #
 # builds `make CUDA=1` (build-cuda/) and the CPU build (build/), runs every
 # CUDA test with SMJ_CUDA_REQUIRE=1 (a missing GPU fails instead of
-# skipping; the op checker seven times: default, fused attention kernels,
+# skipping; the op checker eight times: default, fused attention kernels,
 # bf16 products with flash attention, with few kept copies, with the
 # mma.sync flash kernels a Hopper GPU does not run by default, with cp.async
-# instead of TMA, with cublasGemmEx instead of cuBLASLt's timed choice; the decoding
+# instead of TMA, with Hopper's 64-key attention forward, with cublasGemmEx
+# instead of cuBLASLt's timed choice; the decoding
 # and bf16-copy checks in fp32 and bf16 modes; finite differences of every
 # backward op and of whole models on the GPU), the parity fixtures once more with
-# SMJ_CUDA_SYNC=1, the memory options' equality tests on the GPU, the CPU
+# SMJ_CUDA_SYNC=1 — these correctness checks run side by side, each with its
+# own log, as they are CPU-bound on the reference backend and measure no
+# time or device memory — the memory options' equality tests on the GPU, the CPU
 # test programs (not the fuzzers; skipped with `quick`), the PyTorch
 # reference's Llama 110M benchmarked on CUDA (fp32; bf16 at T=1024 plain,
 # --fused-ce, --gradient-checkpointing, --fp16-activations, the last three
@@ -60,23 +63,55 @@ step() {
   echo "[$r] $name (${dt}s)"
 }
 
+# pstep NAME TIMEOUT CMD...: like step, but queued; pflush runs the queued
+# steps side by side and then logs them in order.
+NQ=0
+pstep() {
+  NQ=$((NQ+1)); q=$OUT/.q$NQ
+  printf '%s\n' "$1" >"$q.name"; printf '%s\n' "$2" >"$q.lim"; shift 2; printf '%s\n' "$*" >"$q.cmd"
+}
+pflush() {
+  i=1
+  while [ "$i" -le "$NQ" ]; do
+    q=$OUT/.q$i
+    ( t0=$(date +%s); timeout "$(cat "$q.lim")" sh -c "$(cat "$q.cmd")" >"$q.out" 2>&1; echo $? >"$q.rc"
+      echo $(( $(date +%s) - t0 )) >"$q.dt" ) &
+    i=$((i+1))
+  done
+  wait
+  i=1
+  while [ "$i" -le "$NQ" ]; do
+    q=$OUT/.q$i; name=$(cat "$q.name"); rc=$(cat "$q.rc"); dt=$(cat "$q.dt")
+    printf '\n## %s\n\n```\n$ %s\n' "$name" "$(cat "$q.cmd")" >>"$LOG"
+    cat "$q.out" >>"$LOG"
+    printf '```\n\nexit %s, %ss (beside the other %s checks of its group)\n' "$rc" "$dt" "$((NQ-1))" >>"$LOG"
+    if [ "$rc" -eq 0 ]; then r=PASS; else r="FAIL($rc)"; fails=$((fails+1)); fi
+    printf '%-34s %-9s %5ss\n' "$name" "$r" "$dt" >>"$SUMMARY"
+    echo "[$r] $name (${dt}s)"
+    rm -f "$q.name" "$q.lim" "$q.cmd" "$q.out" "$q.rc" "$q.dt"
+    i=$((i+1))
+  done
+  NQ=0
+}
+
 step "build: make CUDA=1" 400 "make CUDA=1 -j$J >\$OUT/build-cuda.log 2>&1; rc=\$?; grep -v '^  [A-Z]* ' \$OUT/build-cuda.log; exit \$rc"
 step "build: make (CPU)" 300 "make -j$J 2>&1 | grep -v '^  [A-Z]* '; make -j$J \$(ls tests/test_*.c | sed 's|tests/\\(.*\\)\\.c|build/tests/\\1|') >/dev/null && echo built the CPU test programs"
 export SMJ_CUDA_REQUIRE=1
-step "test_cuda_ops" 400 "build-cuda/tests/test_cuda_ops"
-step "test_cuda_ops (SMJ_CUDA_ATTN=fused)" 400 "SMJ_CUDA_ATTN=fused build-cuda/tests/test_cuda_ops"
-step "test_cuda_ops (SMJ_CUDA_MATMUL=bf16)" 400 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_ops"
-step "test_cuda_ops (bf16, SMJ_CUDA_BF16_KEEP=3000)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_ops"
-step "test_cuda_ops (bf16, SMJ_CUDA_ATTN=mma)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_ATTN=mma build-cuda/tests/test_cuda_ops"
-step "test_cuda_ops (bf16, SMJ_CUDA_TMA=0)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_TMA=0 build-cuda/tests/test_cuda_ops"
-step "test_cuda_ops (bf16, SMJ_CUDA_FWD_TILE=64)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_FWD_TILE=64 build-cuda/tests/test_cuda_ops"
-step "test_cuda_ops (bf16, SMJ_CUDA_GEMM=ex)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_GEMM=ex build-cuda/tests/test_cuda_ops"
-step "test_cuda_decode (fp32; bf16)" 300 "build-cuda/tests/test_cuda_decode && SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_decode"
-step "test_cuda_bf16 (bf16; SMJ_CUDA_BF16_KEEP=3000; fp32)" 300 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_bf16 && SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_bf16 && build-cuda/tests/test_cuda_bf16"
-step "test_cuda_grad (finite differences on the GPU, fp32)" 300 "build-cuda/tests/test_cuda_grad"
-step "test_parity (ref, cpu, cuda)" 200 "SMJ_CUDA_REQUIRE=1 build-cuda/tests/test_parity"
-step "test_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_REQUIRE=1 SMJ_CUDA_SYNC=1 build-cuda/tests/test_parity"
-step "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
+pstep "test_cuda_ops" 400 "build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_ops (SMJ_CUDA_ATTN=fused)" 400 "SMJ_CUDA_ATTN=fused build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_ops (SMJ_CUDA_MATMUL=bf16)" 400 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_ops (bf16, SMJ_CUDA_BF16_KEEP=3000)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_ops (bf16, SMJ_CUDA_ATTN=mma)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_ATTN=mma build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_ops (bf16, SMJ_CUDA_TMA=0)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_TMA=0 build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_ops (bf16, SMJ_CUDA_FWD_TILE=64)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_FWD_TILE=64 build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_ops (bf16, SMJ_CUDA_GEMM=ex)" 400 "SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_GEMM=ex build-cuda/tests/test_cuda_ops"
+pstep "test_cuda_decode (fp32; bf16)" 300 "build-cuda/tests/test_cuda_decode && SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_decode"
+pstep "test_cuda_bf16 (bf16; SMJ_CUDA_BF16_KEEP=3000; fp32)" 300 "SMJ_CUDA_MATMUL=bf16 build-cuda/tests/test_cuda_bf16 && SMJ_CUDA_MATMUL=bf16 SMJ_CUDA_BF16_KEEP=3000 build-cuda/tests/test_cuda_bf16 && build-cuda/tests/test_cuda_bf16"
+pstep "test_cuda_grad (finite differences on the GPU, fp32)" 300 "build-cuda/tests/test_cuda_grad"
+pstep "test_parity (ref, cpu, cuda)" 200 "SMJ_CUDA_REQUIRE=1 build-cuda/tests/test_parity"
+pstep "test_parity (SMJ_CUDA_SYNC=1)" 200 "SMJ_CUDA_REQUIRE=1 SMJ_CUDA_SYNC=1 build-cuda/tests/test_parity"
+pstep "test_cuda_model" 300 "build-cuda/tests/test_cuda_model"
+pflush
 step "test_memory (cpu, ref, cuda)" 300 "build-cuda/tests/test_memory"
 step "test_probe (bench's measuring API)" 120 "build-cuda/tests/test_probe"
 step "training: cpu vs cuda, fp32 and bf16" 300 "sh tests/cuda/train_cpu_vs_cuda.sh"
