@@ -49,6 +49,13 @@ fails=0
   echo "- host: $(nproc) cores, $(uname -m)"
 } >"$LOG"
 
+# record NAME RC SECONDS: a step's pass/fail in the summary
+record() {
+  if [ "$2" -eq 0 ]; then r=PASS; else r="FAIL($2)"; fails=$((fails+1)); fi
+  printf '%-34s %-9s %5ss\n' "$1" "$r" "$3" >>"$SUMMARY"
+  echo "[$r] $1 ($3s)"
+}
+
 # step NAME TIMEOUT CMD...: runs CMD, logs its output, records pass/fail.
 step() {
   name=$1; lim=$2; shift 2
@@ -58,9 +65,7 @@ step() {
   rc=$?
   dt=$(( $(date +%s) - t0 ))
   printf '```\n\nexit %s, %ss\n' "$rc" "$dt" >>"$LOG"
-  if [ "$rc" -eq 0 ]; then r=PASS; else r="FAIL($rc)"; fails=$((fails+1)); fi
-  printf '%-34s %-9s %5ss\n' "$name" "$r" "$dt" >>"$SUMMARY"
-  echo "[$r] $name (${dt}s)"
+  record "$name" "$rc" "$dt"
 }
 
 # pstep NAME TIMEOUT CMD...: like step, but queued; pflush runs the queued
@@ -85,9 +90,7 @@ pflush() {
     printf '\n## %s\n\n```\n$ %s\n' "$name" "$(cat "$q.cmd")" >>"$LOG"
     cat "$q.out" >>"$LOG"
     printf '```\n\nexit %s, %ss (beside the other %s checks of its group)\n' "$rc" "$dt" "$((NQ-1))" >>"$LOG"
-    if [ "$rc" -eq 0 ]; then r=PASS; else r="FAIL($rc)"; fails=$((fails+1)); fi
-    printf '%-34s %-9s %5ss\n' "$name" "$r" "$dt" >>"$SUMMARY"
-    echo "[$r] $name (${dt}s)"
+    record "$name" "$rc" "$dt"
     rm -f "$q.name" "$q.lim" "$q.cmd" "$q.out" "$q.rc" "$q.dt"
     i=$((i+1))
   done
