@@ -104,11 +104,10 @@ template <int VW, typename T> __device__ __forceinline__ void stv(float *o, __nv
 }
 /* A thread's vectors over N rows of nv, U at a time (row_walk's order),
  * f(rr, vv) for each U: every load of the U issued before the first value
- * is used. On an H200 (Llama 110M, T = 1024,
- * B = 32) two took the forward from 1.30 to 1.22 ms a step (the sigmoid
- * from the special function unit had taken it from 1.46 to 1.30: it was
- * issue-bound); four measured no faster there and slower in the backward
- * (2.13 against 1.97 ms). */
+ * is used. On an H200 (Llama 110M, T = 1024, B = 32) two took the forward
+ * from 1.30 to 1.22 ms a step (the sigmoid from the special function unit
+ * had taken it from 1.46 to 1.30: it was issue-bound); four measured no
+ * faster there and slower in the backward (2.13 against 1.97 ms). */
 template <int U, typename F> __device__ __forceinline__ void walk_u(int64_t N, int nv, F &&f) {
     const row_walk w(nv);
     int64_t r = w.r;
