@@ -202,15 +202,15 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], fl
                                                uint32_t (*pa)[4], int r0, int k0, int off, int Tk, float sl2) {
     const int t = threadIdx.x & 3, r1 = r0 + 8;
     float mx0 = -INFINITY, mx1 = -INFINITY;
+    /* (MASK) each row's last visible key less the thread's first key: each
+     * element then compares a constant offset against it */
+    const int lim0 = min(off + r0, Tk - 1) - k0 - 2 * t, lim1 = min(off + r1, Tk - 1) - k0 - 2 * t;
 #pragma unroll
     for (int j = 0; j < NJ; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             float x = s[j][e];
-            if (MASK) {
-                int key = k0 + j * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r1;
-                if (key > off + row || key >= Tk) x = -INFINITY;
-            }
+            if (MASK && j * 8 + (e & 1) > (e < 2 ? lim0 : lim1)) x = -INFINITY;
             s[j][e] = x;
             if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
         }
@@ -289,14 +289,13 @@ template <bool MASK>
 __device__ __forceinline__ void dq_ds(const float s[32], float dp[32], float L0, float L1, float D0, float D1, int k0,
                                       int r0, int T, float sl2) {
     const int t = threadIdx.x & 3;
+    /* (MASK) each row's last visible key less the thread's first key */
+    const int lim0 = min(r0, T - 1) - k0 - 2 * t, lim1 = min(r0 + 8, T - 1) - k0 - 2 * t;
 #pragma unroll
     for (int i = 0; i < 32; i++) {
         const int e = i & 3;
         float p = ex2(fmaf(s[i], sl2, -(e < 2 ? L0 : L1)));
-        if (MASK) {
-            int key = k0 + (i >> 2) * 8 + 2 * t + (e & 1), row = e < 2 ? r0 : r0 + 8;
-            if (key > row || key >= T) p = 0.f;
-        }
+        if (MASK && (i >> 2) * 8 + (e & 1) > (e < 2 ? lim0 : lim1)) p = 0.f;
         dp[i] = p * (dp[i] - (e < 2 ? D0 : D1));
     }
 }
@@ -309,6 +308,9 @@ template <bool MASK>
 __device__ __forceinline__ void dkv_ds(float s[32], float dp[32], const float *cL, const float *cD, int j0, int q0,
                                        int T, float sl2) {
     const int t = threadIdx.x & 3;
+    /* (MASK) the query offsets from the thread's first, q0 + 2t: visible
+     * from each key's own (lo) up to T (hi) */
+    const int lo0 = j0 - q0 - 2 * t, lo1 = lo0 + 8, hi = T - q0 - 2 * t;
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         const float2 l2 = *(const float2 *)(cL + j * 8 + 2 * t), dd = *(const float2 *)(cD + j * 8 + 2 * t);
@@ -317,8 +319,8 @@ __device__ __forceinline__ void dkv_ds(float s[32], float dp[32], const float *c
             const int x = 4 * j + e;
             float p = ex2(fmaf(s[x], sl2, -((e & 1) ? l2.y : l2.x)));
             if (MASK) {
-                int key = e < 2 ? j0 : j0 + 8, qi = q0 + j * 8 + 2 * t + (e & 1);
-                if (key > qi || qi >= T) p = 0.f;
+                const int c = j * 8 + (e & 1);
+                if (c < (e < 2 ? lo0 : lo1) || c >= hi) p = 0.f;
             }
             s[x] = p;
             dp[x] = p * (dp[x] - ((e & 1) ? dd.y : dd.x));

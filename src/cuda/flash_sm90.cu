@@ -461,14 +461,22 @@ __device__ __forceinline__ void wg_ss128(float d[64], uint32_t a, uint32_t b, in
  * stage is released per warp (12 "empty" arrivals); a warpgroup whose rows
  * end before the block's last key tile waits for and releases the tiles it
  * does not use. Work tiles end at Tq (a partial tile is the first rows,
- * the shortest) and go longest first, strided over the blocks.
+ * the shortest) and go longest first, strided over the blocks. The
+ * warpgroup and warp indices come from lane 0 by shuffle, so the compiler
+ * knows them uniform and keeps the products' descriptors in uniform
+ * registers (computed from threadIdx, each was moved there by R2UR every
+ * product; round 28: 2.56-2.60 -> 2.28-2.34 ms at T = 1024, 6.85-7.07 ->
+ * 6.45-6.47 at T = 4096).
  * On an H200 (Llama 110M, B = 32 at T = 1024, B = 8 at 4096; round 27)
  * 2.44-2.51 ms a step against 2.51-2.55, and 6.71-6.79 against 7.09-7.28,
  * for the kernel it replaced: one warpgroup of 64 queries over 128-key
  * tiles a block, three blocks an SM, one K/V stream each. Tried: tiles
  * starting at row 0 (the partial one last, as long as the longest: ~4%
  * slower at T = 1024); two consumer warpgroups of 128 queries (240
- * registers; 2.51-2.67 / 7.49-7.64 ms); five stages (no different). */
+ * registers; 2.51-2.67 / 7.49-7.64 ms); five stages (no different);
+ * round 28: P's row sums by the tensor cores (m64n8k16 against a tile of
+ * ones; no faster), a work tile's last PV overlapped with the next tile's
+ * first S (no faster at T = 1024, within noise at 4096). */
 __global__ void __launch_bounds__(512, 1)
     k_flash_fwd_ws(float *out, bf16 *out16, float *lse, int Tq, int Tk, int NH, int NKV, int B, float sl2,
                    const __grid_constant__ fwd_maps tm) {
@@ -482,7 +490,8 @@ __global__ void __launch_bounds__(512, 1)
     const uint32_t bfq = sV + NS * KB, bfk = bfq + 16, bfv = bfk + 8 * NS;
     const uint32_t beq = bfv + 8 * NS, bek = beq + 16, bev = bek + 8 * NS;
     const int nqt = (Tq + BQ - 1) / BQ, ntiles = nqt * NH * B, off = Tk - Tq;
-    const int wg = threadIdx.x >> 7;
+    /* (from lane 0: uniform, see above) */
+    const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0);
     if (threadIdx.x == 0) mbar_init_stages(bfq, 1 + 2 * NS, 2 + 2 * NS, NCW);
     __syncthreads();
     auto decode = [&](int idx, int &q0, int &h, int &b) { /* the longest tiles first */
@@ -520,7 +529,8 @@ __global__ void __launch_bounds__(512, 1)
         return;
     }
     asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n" ::: "memory"); /* (128 x 32 + 384 x 160 = 64 K) */
-    const int cw = wg - 1, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2;
+    const int cw = wg - 1, w = __shfl_sync(0xffffffffu, ((int)threadIdx.x >> 5) & 3, 0), lane = threadIdx.x & 31,
+              g = lane >> 2;
     const int64_t qrs = (int64_t)NH * HS;
     constexpr uint32_t KD = KB >> 4;
     const uint32_t dk0 = wg_lo(sK), dv0 = wg_lo(sV);
