@@ -21,9 +21,9 @@ static bool rows_v4(int64_t C, const void *p0, const void *p1, const void *p2) {
  * (add_rmsnorm_fwd) the row is x + b, written to sum (s16: its copy, a
  * place named by bf16_home, or NULL) on the first pass and read back by the
  * same lanes on the second. */
-template <bool V4>
+template <bool V4, typename BT = float> /* BT: b's type (bf16: its exact copy) */
 __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const float *x, const float *w, int64_t N,
-                              int C, float eps, const float *b, float *sum, __nv_bfloat16 *s16) {
+                              int C, float eps, const BT *b, float *sum, __nv_bfloat16 *s16) {
     int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
@@ -33,7 +33,7 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
         for (int i = lane; i < C / 4; i += 32) {
             float4 v = ((const float4 *)xr)[i];
             if (b) {
-                float4 u = ((const float4 *)(b + n * C))[i];
+                float4 u = ld4(b + n * C, i);
                 v = make_float4(v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w);
                 ((float4 *)(sum + n * C))[i] = v;
                 if (s16) st_bf16x4(s16 + n * C + 4 * i, v);
@@ -44,7 +44,7 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
         for (int i = lane; i < C; i += 32) {
             float v = xr[i];
             if (b) {
-                v += b[n * C + i];
+                v += ld1(b + n * C, i);
                 sum[n * C + i] = v;
                 if (s16) s16[n * C + i] = __float2bfloat16_rn(v);
             }
@@ -78,10 +78,10 @@ __global__ void k_rmsnorm_fwd(float *out, __nv_bfloat16 *o16, float *rstd, const
  * the deviations from the registers; bias may be NULL). Each lane sums its
  * values in k_rmsnorm_fwd<true>'s order, so RMSNorm gives its bits; the
  * second pass reads no memory. */
-template <int NV, bool LN>
+template <int NV, bool LN, typename BT = float>
 __global__ void __launch_bounds__(128)
     k_norm_fwd_r(float *out, __nv_bfloat16 *o16, float *mean, float *rstd, const float *x, const float *w,
-                 const float *bias, int64_t N, int C, float eps, const float *b, float *sum, __nv_bfloat16 *s16) {
+                 const float *bias, int64_t N, int C, float eps, const BT *b, float *sum, __nv_bfloat16 *s16) {
     const int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, C4 = C >> 2;
     if (n >= N) return;
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(128)
         for (int j = 0; j < NV; j++) {
             const int i = lane + 32 * j;
             if (i >= C4) continue;
-            const float4 u = ((const float4 *)(b + n * C))[i];
+            const float4 u = ld4(b + n * C, i);
             v[j] = make_float4(v[j].x + u.x, v[j].y + u.y, v[j].z + u.z, v[j].w + u.w);
             ((float4 *)(sum + n * C))[i] = v[j];
             if (s16) st_bf16x4(s16 + n * C + 4 * i, v[j]);
@@ -147,14 +147,16 @@ static bool norm_r_fits(int C, const void *out, const void *x, const void *w, co
 }
 /* Launches k_norm_fwd_r for rows of C values: 0 (nothing launched) unless
  * norm_r_fits. */
-template <bool LN>
+template <bool LN, typename BT = float>
 static int norm_fwd_r(smj_cuda *c, float *out, __nv_bfloat16 *o16, float *mean, float *rstd, const float *x,
-                      const float *w, const float *bias, int64_t N, int C, float eps, const float *b, float *sum,
+                      const float *w, const float *bias, int64_t N, int C, float eps, const BT *b, float *sum,
                       __nv_bfloat16 *s16) {
     const int C4 = C / 4;
-    if (!norm_r_fits(C, out, x, w, bias, b, sum)) return 0;
+    if (!norm_r_fits(C, out, x, w, bias, sum, sum) || (b && !(sizeof(BT) == 4 ? rows_v4(C, b, b, b) : (uintptr_t)b % 8 == 0)))
+        return 0;
     const unsigned nb = blocks_for(N, 4, INT32_MAX);
-#define F(NV) k_norm_fwd_r<NV, LN><<<nb, 128, 0, c->stream>>>(out, o16, mean, rstd, x, w, bias, N, C, eps, b, sum, s16)
+#define F(NV)                                                                                                      \
+    k_norm_fwd_r<NV, LN, BT><<<nb, 128, 0, c->stream>>>(out, o16, mean, rstd, x, w, bias, N, C, eps, b, sum, s16)
     if (C4 <= 32) F(1);
     else if (C4 <= 64) F(2);
     else if (C4 <= 128) F(4);
@@ -199,16 +201,16 @@ void cu_rmsnorm_fwd(const smj_exec *ex, float *out, float *rstd, const float *x,
     } else if (N > 0) {
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
         float *o = fp32_out(c, out, N * C, o16);
-        if (norm_fwd_r<false>(c, o, o16, NULL, rstd, x, w, NULL, N, C, eps, NULL, NULL, NULL)) {
+        if (norm_fwd_r<false, float>(c, o, o16, NULL, rstd, x, w, NULL, N, C, eps, NULL, NULL, NULL)) {
             op_end(c);
             return;
         }
         if (rows_v4(C, out, x, w))
-            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, x, w, N, C, eps,
-                                                                                     NULL, NULL, NULL);
+            k_rmsnorm_fwd<true, float><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, x, w, N, C,
+                                                                                            eps, NULL, NULL, NULL);
         else
-            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, x, w, N, C, eps,
-                                                                                      NULL, NULL, NULL);
+            k_rmsnorm_fwd<false, float><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, x, w, N, C,
+                                                                                             eps, NULL, NULL, NULL);
         LAUNCHED(c);
     }
     op_end(c);
@@ -225,7 +227,9 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
     }
     OP_BEGIN_L("add_rmsnorm_fwd");
     fp32_in(c, a, N * C);
-    fp32_in(c, b, N * C);
+    /* b read as its exact bf16 copy where there is one (a product's output
+     * bf16_only promised under --fp16-activations: the block's Wo·att) */
+    const __nv_bfloat16 *b16 = exact_in(c, b, N * C);
     fp32_in(c, w, C);
     cast_written(c, sum, N * C);
     cast_written(c, out, N * C);
@@ -233,16 +237,23 @@ void cu_add_rmsnorm_fwd(const smj_exec *ex, float *sum, float *out, float *rstd,
     if (N > 0) {
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C), *s16 = home_of(c, sum, N * C);
         float *o = fp32_out(c, out, N * C, o16);
-        if (norm_fwd_r<false>(c, o, o16, NULL, rstd, a, w, NULL, N, C, eps, b, sum, s16)) {
+        if (b16 ? norm_fwd_r<false>(c, o, o16, NULL, rstd, a, w, NULL, N, C, eps, b16, sum, s16)
+                : norm_fwd_r<false>(c, o, o16, NULL, rstd, a, w, NULL, N, C, eps, b, sum, s16)) {
             op_end(c);
             return;
         }
-        if (rows_v4(C, out, a, w) && rows_v4(C, sum, b, b))
-            k_rmsnorm_fwd<true><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, a, w, N, C, eps,
-                                                                                     b, sum, s16);
-        else
-            k_rmsnorm_fwd<false><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, a, w, N, C, eps,
-                                                                                      b, sum, s16);
+        const bool v4 = rows_v4(C, out, a, w) && rows_v4(C, sum, sum, sum) &&
+                        (b16 ? (uintptr_t)b16 % 8 == 0 : rows_v4(C, b, b, b));
+#define F(V4, BP)                                                                                                  \
+    k_rmsnorm_fwd<V4><<<blocks_for(N, 4, INT32_MAX), 128, 0, c->stream>>>(o, o16, rstd, a, w, N, C, eps, BP, sum, s16)
+        if (b16) {
+            if (v4) F(true, b16);
+            else F(false, b16);
+        } else {
+            if (v4) F(true, b);
+            else F(false, b);
+        }
+#undef F
         LAUNCHED(c);
     }
     op_end(c);
@@ -544,7 +555,8 @@ void cu_layernorm_fwd(const smj_exec *ex, float *out, float *mean, float *rstd, 
         /* the products after read out: its bf16 copy beside it, or alone
          * where bf16_only promises it */
         __nv_bfloat16 *o16 = shadow_of(c, out, N * C);
-        if (norm_fwd_r<true>(c, fp32_out(c, out, N * C, o16), o16, mean, rstd, x, w, b, N, C, eps, NULL, NULL, NULL)) {
+        if (norm_fwd_r<true, float>(c, fp32_out(c, out, N * C, o16), o16, mean, rstd, x, w, b, N, C, eps, NULL, NULL,
+                                    NULL)) {
             op_end(c);
             return;
         }

@@ -608,10 +608,10 @@ void smj_acts_release(smj_model *m) {
     if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, NULL, 0);
 }
 
-void smj_grad_only16(smj_model *m, const float *p, int64_t n) {
+void smj_only16(smj_model *m, const float *p, int64_t n) {
     if (m->be->bf16_only && m->ctx->exec.bf16_matmul) m->be->bf16_only(&m->ctx->exec, p, n);
 }
-void smj_grad_drop16(smj_model *m, const float *p, int64_t n) {
+void smj_drop16(smj_model *m, const float *p, int64_t n) {
     if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, p, n);
 }
 
@@ -871,12 +871,17 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     const smj_exec *ex = &m->ctx->exec;
     int C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim;
+    /* under --fp16-activations Wo·att is bf16 alone (as autocast keeps a
+     * linear's output): the residual add reads it through its copy */
+    const int wo16 = m->topt.fp16_activations && !c->attn_out_bias;
+    if (wo16) smj_only16(m, a->tmp, N * C);
     smj_model_linear(m, R_WO, l, a->tmp, a->att, N, C, QD);
     if (c->attn_out_bias) bias_fwd(m, a->tmp, smj_model_ptr(m, m->params, R_BO, l), N, C);
     smj_acts_home(m, l, a->res_mid, N);
     smj_acts_home_only(m, l, a->ln2, N);
     be->add_rmsnorm_fwd(ex, a->res_mid, a->ln2, a->ln2_rstd, x, a->tmp, smj_model_ptr(m, m->params, R_FFN_NORM, l),
                         N, C, c->norm_eps);
+    if (wo16) smj_drop16(m, a->tmp, N * C);
     /* gate|up: written as bf16 by their product(s), swiglu reads those */
     float *g, *u;
     int64_t ld = smj_gu_views(m, l, a->gate, N, &g, &u);
@@ -1099,17 +1104,17 @@ static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dlos
     float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
     int fb = loss && be->xent_fwd_bwd;
     if (loss && !fb) be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
-    smj_grad_only16(m, dl, n * ld);
+    smj_only16(m, dl, n * ld);
     if (!fb || !be->xent_fwd_bwd(ex, m->losses + r0, m->xlse + r0, dl, dl, m->tgts + r0, dloss, n, V, ld)) {
         if (fb) { /* declined: the two ops (the bf16 hint is the next op's: set again for xent_bwd) */
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
-            smj_grad_only16(m, dl, n * ld);
+            smj_only16(m, dl, n * ld);
         }
         be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
     }
     be->matmul(ex, dW, dl, m->lnf + r0 * C, ld, C, n, 1, 0, 1);
     be->matmul(ex, m->dln + r0 * C, dl, W, n, C, ld, 0, 0, 0);
-    smj_grad_drop16(m, dl, n * ld);
+    smj_drop16(m, dl, n * ld);
 }
 
 /* The LM head's backward over the full logits m->logits [N, ld] (loss: a
@@ -1151,7 +1156,7 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
             head_grad(m, m->ce_buf, r0, n, dloss, loss);
         } else {
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
-            smj_grad_drop16(m, m->ce_buf, n * ld);
+            smj_drop16(m, m->ce_buf, n * ld);
         }
     }
 }
@@ -1255,7 +1260,7 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
                 unpack16(m, m->ce_buf, h, n * ld);
                 head_grad(m, m->ce_buf, r0, n, dloss, 0);
             } else {
-                smj_grad_drop16(m, m->ce_buf, n * ld);
+                smj_drop16(m, m->ce_buf, n * ld);
             }
         }
         m->logits = NULL;
@@ -1339,27 +1344,27 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
     /* FFN: y = res_mid + Wd·hsw. dres holds dL/dy. */
-    smj_grad_only16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
+    smj_only16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
     be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
     be->matmul(ex, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
     /* dgate|dup as the forward's gate|up (trained weights are f32, side by
      * side: one [N,2H] tensor), read only by its two products: bf16 alone */
     float *g, *u;
     int64_t ld = smj_gu_views(m, l, a->gate, N, &g, &u);
-    smj_grad_only16(m, m->dgate, 2 * N * H);
+    smj_only16(m, m->dgate, 2 * N * H);
     be->swiglu_bwd(ex, m->dgate, m->dgate + (u - g), m->dh, g, u, N, H, ld);
-    smj_grad_drop16(m, m->dh, N * H);
+    smj_drop16(m, m->dh, N * H);
     be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, 2 * H, C, N, 1, 0, 1);   /* dWg|dWu [2H,C] */
-    smj_grad_only16(m, m->dln, N * C); /* one product writes dln: read through its bf16 copy (as autocast keeps it) */
+    smj_only16(m, m->dln, N * C); /* one product writes dln: read through its bf16 copy (as autocast keeps it) */
     be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, 2 * H, 0, 0, 0);    /* over K = 2H */
-    smj_grad_drop16(m, m->dgate, 2 * N * H);
+    smj_drop16(m, m->dgate, 2 * N * H);
     be->rmsnorm_bwd(ex, m->dres, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C,
                     1);                                                    /* now dL/dres_mid */
-    smj_grad_drop16(m, m->dln, N * C);
+    smj_drop16(m, m->dln, N * C);
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
     if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
-    smj_grad_only16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
+    smj_only16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
     /* dq, dk (after the rotation) and dv are read only by their products
      * unless QK-norm's backward or the biases' read them. Then, with Wq, Wk,
@@ -1375,28 +1380,28 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     if (fused) {
         /* attention's backward with the rotation in one op where the
          * backend has it, else the two ops */
-        smj_grad_only16(m, dq, N * W3);
+        smj_only16(m, dq, N * W3);
         if (!be->attention_bwd_rope ||
             !be->attention_bwd_rope(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->rope_cos,
                                     m->rope_sin, B, T, NH, NKV, HS, rs, rs, W3, W3, sc)) {
             be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, rs, rs, W3,
                               W3, sc);
-            smj_grad_only16(m, dq, N * W3);
+            smj_only16(m, dq, N * W3);
             be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH + NKV, HS, 0, W3);
         }
-        smj_grad_drop16(m, m->datt, N * QD);
+        smj_drop16(m, m->datt, N * QD);
         be->matmul(ex, DW(R_WQ), dq, a->ln1, W3, C, N, 1, 0, 1);        /* dWq|dWk|dWv [W3,C] */
-        smj_grad_only16(m, m->dln, N * C); /* as the FFN's */
+        smj_only16(m, m->dln, N * C); /* as the FFN's */
         be->matmul(ex, m->dln, dq, W(R_WQ), N, C, W3, 0, 0, 0);         /* over K = W3 */
-        smj_grad_drop16(m, dq, N * W3);
+        smj_drop16(m, dq, N * W3);
     } else {
-        if (prod_only) smj_grad_only16(m, dv, N * KD);
+        if (prod_only) smj_only16(m, dv, N * KD);
         be->attention_bwd(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, B, T, NH, NKV, HS, rs, rs, 0, 0,
                           sc);
-        smj_grad_drop16(m, m->datt, N * QD);
-        if (prod_only) smj_grad_only16(m, dq, N * QD);
+        smj_drop16(m, m->datt, N * QD);
+        if (prod_only) smj_only16(m, dq, N * QD);
         be->rope_bwd(ex, dq, m->rope_cos, m->rope_sin, B, T, NH, HS, 0, 0);
-        if (prod_only) smj_grad_only16(m, dk, N * KD);
+        if (prod_only) smj_only16(m, dk, N * KD);
         be->rope_bwd(ex, dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, 0, 0);
         if (c->qk_norm) {
             be->rmsnorm_bwd(ex, m->dqn, DW(R_Q_NORM), dq, a->q_pre, W(R_Q_NORM), a->q_rstd, N * NH, HS, 0);
@@ -1412,16 +1417,16 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         /* each gradient's two products, then it is dead */
         be->matmul(ex, DW(R_WQ), dq, a->ln1, QD, C, N, 1, 0, 1);
         be->matmul(ex, m->dln, dq, W(R_WQ), N, C, QD, 0, 0, 0);
-        smj_grad_drop16(m, dq, N * QD);
+        smj_drop16(m, dq, N * QD);
         be->matmul(ex, DW(R_WK), dk, a->ln1, KD, C, N, 1, 0, 1);
         be->matmul(ex, m->dln, dk, W(R_WK), N, C, KD, 0, 0, 1);
-        smj_grad_drop16(m, dk, N * KD);
+        smj_drop16(m, dk, N * KD);
         be->matmul(ex, DW(R_WV), dv, a->ln1, KD, C, N, 1, 0, 1);
         be->matmul(ex, m->dln, dv, W(R_WV), N, C, KD, 0, 0, 1);
-        smj_grad_drop16(m, dv, N * KD);
+        smj_drop16(m, dv, N * KD);
     }
     be->rmsnorm_bwd(ex, m->dres, DW(R_ATTN_NORM), m->dln, x, W(R_ATTN_NORM), a->ln1_rstd, N, C, 1); /* now dL/dx */
-    smj_grad_drop16(m, m->dln, N * C);
+    smj_drop16(m, m->dln, N * C);
 #undef W
 #undef DW
 }

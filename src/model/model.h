@@ -381,10 +381,12 @@ void smj_acts_home_only(smj_model *m, int l, const float *p, int64_t N);
  * bf16-only SAVE tensors; before each block's backward, after the backward,
  * after each block's packing, before activation memory is freed. */
 void smj_acts_release(smj_model *m);
-/* Around a backward tensor that only products (and ops reading bf16 copies)
- * read: bf16_only before the op writing it (bf16 mode; a backend keeping
- * copies then writes it only as bf16), bf16_drop once it is dead. */
-void smj_grad_only16(smj_model *m, const float *p, int64_t n);
-void smj_grad_drop16(smj_model *m, const float *p, int64_t n);
+/* Around a tensor that only products (and ops reading bf16 copies) read —
+ * the backward's gradients, the forward's attention projection under
+ * --fp16-activations: bf16_only before the op writing it (bf16 mode; a
+ * backend keeping copies then writes it only as bf16), bf16_drop once it is
+ * dead. */
+void smj_only16(smj_model *m, const float *p, int64_t n);
+void smj_drop16(smj_model *m, const float *p, int64_t n);
 
 #endif
