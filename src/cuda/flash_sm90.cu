@@ -714,7 +714,10 @@ __device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow
  * in shared memory, K and V tiles arrive in two buffers each (the next
  * while this one is multiplied). TMA: thread 0 asks the copy engine for
  * the tiles; a stage's "full" barrier replaces the block barrier, its
- * "empty" one tells thread 0 the stage may take the tile after next. */
+ * "empty" one tells thread 0 the stage may take the tile after next.
+ * Tried (round 28): pipelined as dK/dV (tile kt's S and dP issued beside
+ * kt - 1's dQ product, three K/V stages, 145 registers: three blocks an
+ * SM): slower (7.5-7.8 ms a step against 6.8-7.2 at T = 4096 B = 8). */
 template <bool TMA>
 __global__ void __launch_bounds__(128, 4)
     k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, const float *L2,
@@ -842,7 +845,8 @@ __global__ void __launch_bounds__(128, 2)
     const tile_ld<NT> ldq(iqs), ldo(qrs);
     /* fetch and grads take the iterations in order: their head and query
      * tile are counted on, not divided out (a division by per was ~30
-     * instructions an iteration in the loop's critical path) */
+     * instructions an iteration in the loop's critical path; round 28:
+     * 13.25-13.55 -> 11.83-12.33 ms a step at T = 4096 B = 8 on an H200) */
     int fh = hk * G, ft = 0, fb = 0, gt = 0;
     auto fetch = [&]() { /* the next iteration's tiles into buffer fb */
         const int h = fh, qq = (qt0 + ft) * FB, buf = fb;
