@@ -874,7 +874,12 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     /* under --fp16-activations Wo·att is bf16 alone (as autocast keeps a
      * linear's output): the residual add reads it through its copy */
     const int wo16 = m->topt.fp16_activations && !c->attn_out_bias;
-    if (wo16) smj_only16(m, a->tmp, N * C);
+    if (wo16) {
+        /* the copy in y's storage, free until the block's last add (not
+         * when y is tmp itself: a block recomputed in the backward) */
+        if (m->homing && y != a->tmp && ex->bf16_matmul) be->bf16_home(ex, a->tmp, (uint16_t *)y, N * C);
+        smj_only16(m, a->tmp, N * C);
+    }
     smj_model_linear(m, R_WO, l, a->tmp, a->att, N, C, QD);
     if (c->attn_out_bias) bias_fwd(m, a->tmp, smj_model_ptr(m, m->params, R_BO, l), N, C);
     smj_acts_home(m, l, a->res_mid, N);
