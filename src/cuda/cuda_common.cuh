@@ -281,14 +281,16 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dq16
  * run here (a build for sm_90a, compute capability 9.0, head size 64,
  * SMJ_CUDA_ATTN auto or wgmma); the launchers take flash_fwd's / flash_bwd's
  * bf16 inputs and row statistics, q's rows iqs apart, k's and v's iks
- * (dense, or the columns of one fused q|k|v copy). */
+ * (dense, or the columns of one fused q|k|v copy). flash_bwd_sm90 with o16
+ * (O's exact bf16 copy) makes the statistics L2 and D itself from o16 and
+ * lse; else it reads them. */
 int flash_sm90_ok(smj_cuda *c, int HS);
 void flash_fwd_sm90(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, const __nv_bfloat16 *q,
                     const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B, int Tq, int Tk, int NH, int NKV,
                     int64_t kv_bstride, float sl2, int64_t iqs, int64_t iks);
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dq16, __nv_bfloat16 *dk16,
-                    __nv_bfloat16 *dv16, const float *cs, const float *sn, const __nv_bfloat16 *dout, const float *L2,
-                    const float *D, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B,
+                    __nv_bfloat16 *dv16, const float *cs, const float *sn, const __nv_bfloat16 *dout, float *L2, float *D,
+                    const __nv_bfloat16 *o16, const float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B,
                     int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs, int64_t gks, int64_t iqs,
                     int64_t iks, float *pq, float *pk, float *pv);
 

@@ -507,19 +507,24 @@ void flash_bwd(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *d
         else if (o16) k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, o16, lse, B, T, Tp, NH); \
         else k_flash_rowstats<H><<<g, 256, 0, c->stream>>>(D, L2, d16, dout, out, lse, B, T, Tp, NH);     \
     } while (0)
-    if (HS == 64) R(64);
-    else R(128);
+    /* Hopper's dQ kernel makes the statistics itself from exact copies of
+     * dO and O (with no dO copy to write: then rowstats' pass is saved) */
+    const bool sm90 = flash_sm90_ok(c, HS), own = sm90 && de && o16 && !d16;
+    if (!own) {
+        if (HS == 64) R(64);
+        else R(128);
+        LAUNCHED(c);
+    }
 #undef R
-    LAUNCHED(c);
     dim3 gq((unsigned)((T + FB - 1) / FB), (unsigned)NH, (unsigned)B);
     dim3 gk((unsigned)((T + FB - 1) / FB), (unsigned)NKV, (unsigned)B);
     /* dQ: Q, dO and two K, V buffers; dK dV: K, V, two Q, dO buffers and two L2, D rows */
     size_t sq = (size_t)6 * FB * (HS + 8) * sizeof(bf16), skv = sq + 4 * FB * sizeof(float);
     float sl2 = scale * LOG2E;
-    if (flash_sm90_ok(c, HS)) {
+    if (sm90) {
         float *pq = part, *pk = part ? part + prow * QD : NULL, *pv = part ? pk + prow * KD : NULL;
-        flash_bwd_sm90(c, dq, dk, dv, dq16, dk16, dv16, cs, sn, h16[3], L2, D, h16[0], h16[1], h16[2], B, T, Tp, NH, NKV,
-                       sl2, scale, dqrs, dkrs, iqs, iks, pq, pk, pv);
+        flash_bwd_sm90(c, dq, dk, dv, dq16, dk16, dv16, cs, sn, h16[3], L2, D, own ? o16 : NULL, lse, h16[0], h16[1],
+                       h16[2], B, T, Tp, NH, NKV, sl2, scale, dqrs, dkrs, iqs, iks, pq, pk, pv);
         if (part) { /* the partial rows added in order (no atomics) */
             const float *pp[3] = {pq, pk, pv};
             const int64_t wd[3] = {QD, KD, KD}, at[3] = {0, QD, QD + KD};

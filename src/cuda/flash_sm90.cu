@@ -710,6 +710,32 @@ __device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow
     }
 }
 
+/* One row's sum of dO o O (bf16 rows of HS = 64; 0 where !ok), to the bit
+ * k_flash_rowstats's: its 16 partial sums of four columns each (a mul and
+ * three fmas), added by its butterfly (i with i ^ 8, ^ 4, ^ 2, ^ 1). Here
+ * the quad's lane t holds partials 4t .. 4t + 3 (16 columns, two 16-byte
+ * loads a row): ^ 8 and ^ 4 are the quad's shuffles, ^ 2 and ^ 1 its own.
+ * Every lane of the warp calls it. */
+__device__ __forceinline__ float quad_rowdot(const bf16 *a, const bf16 *b, int t, bool ok) {
+    const uint4 *pa = (const uint4 *)a + 2 * t, *pb = (const uint4 *)b + 2 * t, z = make_uint4(0, 0, 0, 0);
+    const uint4 x[2] = {ok ? __ldg(pa) : z, ok ? __ldg(pa + 1) : z}, y[2] = {ok ? __ldg(pb) : z, ok ? __ldg(pb + 1) : z};
+    const uint32_t u[8] = {x[0].x, x[0].y, x[0].z, x[0].w, x[1].x, x[1].y, x[1].z, x[1].w};
+    const uint32_t v[8] = {y[0].x, y[0].y, y[0].z, y[0].w, y[1].x, y[1].y, y[1].z, y[1].w};
+    auto lo = [](uint32_t w) { return __uint_as_float(w << 16); };
+    auto hi = [](uint32_t w) { return __uint_as_float(w & 0xffff0000u); };
+    float p[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint32_t u0 = u[2 * j], u1 = u[2 * j + 1], v0 = v[2 * j], v1 = v[2 * j + 1];
+        p[j] = __fmaf_rn(hi(u1), hi(v1), __fmaf_rn(lo(u1), lo(v1), __fmaf_rn(hi(u0), hi(v0), __fmul_rn(lo(u0), lo(v0)))));
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) p[j] += __shfl_xor_sync(0xffffffffu, p[j], 2);
+#pragma unroll
+    for (int j = 0; j < 4; j++) p[j] += __shfl_xor_sync(0xffffffffu, p[j], 1);
+    return (p[0] + p[2]) + (p[1] + p[3]);
+}
+
 /* dQ for 64 queries (one warpgroup) of one head and batch: Q and dO stay
  * in shared memory, K and V tiles arrive in two buffers each (the next
  * while this one is multiplied). TMA: thread 0 asks the copy engine for
@@ -717,11 +743,15 @@ __device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow
  * "empty" one tells thread 0 the stage may take the tile after next.
  * Tried (round 28): pipelined as dK/dV (tile kt's S and dP issued beside
  * kt - 1's dQ product, three K/V stages, 145 registers: three blocks an
- * SM): slower (7.5-7.8 ms a step against 6.8-7.2 at T = 4096 B = 8). */
+ * SM): slower (7.5-7.8 ms a step against 6.8-7.2 at T = 4096 B = 8).
+ * With o16 (O's exact bf16 copy) the block makes its rows' statistics
+ * itself (D from dO and O, L2 from lse; k_flash_rowstats's work, one pass
+ * over dO and O less) and writes them for the dK dV kernel after it. */
 template <bool TMA>
 __global__ void __launch_bounds__(128, 4)
-    k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, const float *L2,
-                      const float *D, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp, int NH, int NKV,
+    k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, float *L2, float *D,
+                      const bf16 *o16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp,
+                      int NH, int NKV,
                       float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks, float *pq,
                       const __grid_constant__ dq_maps tm) {
 #ifdef WG_SM90
@@ -769,8 +799,20 @@ __global__ void __launch_bounds__(128, 4)
     }
     const int wr = w * 16, r0 = q0 + wr + g, r1 = r0 + 8; /* the thread's rows */
     const int64_t st = ((int64_t)b * NH + h) * Tp;
-    const float L0 = r0 < T ? L2[st + r0] : 0.f, L1 = r1 < T ? L2[st + r1] : 0.f;
-    const float D0 = r0 < T ? D[st + r0] : 0.f, D1 = r1 < T ? D[st + r1] : 0.f;
+    float L0, L1, D0, D1;
+    if (o16) {
+        const int64_t o0 = qoff + (int64_t)(wr + g) * qrs, o1 = o0 + 8 * qrs;
+        D0 = quad_rowdot(dout + o0, o16 + o0, t, r0 < T);
+        D1 = quad_rowdot(dout + o1, o16 + o1, t, r1 < T);
+        const int64_t sl = ((int64_t)b * NH + h) * T;
+        L0 = r0 < T ? lse[sl + r0] * LOG2E : 0.f;
+        L1 = r1 < T ? lse[sl + r1] * LOG2E : 0.f;
+        if (t == 0 && r0 < T) D[st + r0] = D0, L2[st + r0] = L0;
+        if (t == 0 && r1 < T) D[st + r1] = D1, L2[st + r1] = L1;
+    } else {
+        L0 = r0 < T ? L2[st + r0] : 0.f, L1 = r1 < T ? L2[st + r1] : 0.f;
+        D0 = r0 < T ? D[st + r0] : 0.f, D1 = r1 < T ? D[st + r1] : 0.f;
+    }
     const uint32_t dQd = wg_lo(sQ), dOd = wg_lo(sO);
     float acc[32];
 #pragma unroll
@@ -1030,8 +1072,8 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
 }
 
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
-                    const float *sn, const bf16 *dout, const float *L2, const float *D, const bf16 *q, const bf16 *k,
-                    const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
+                    const float *sn, const bf16 *dout, float *L2, float *D, const bf16 *o16, const float *lse,
+                    const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
                     int64_t gks, int64_t iqs, int64_t iks, float *pq, float *pk, float *pv) {
     const unsigned nt = (unsigned)((T + 63) / 64);
     const size_t sq = (size_t)(2 * 64 + 4 * FB) * 128 + 1024 + 64;                     /* Q | dO | K x2 | V x2 (| barriers) */
@@ -1047,10 +1089,10 @@ void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf
     prof_phase(c, "attn bwd: flash dQ");
     if (tma)
         k_flash_bwd_dq_wg<true><<<dim3(nt, (unsigned)NH, (unsigned)B), 128, sq, c->stream>>>(
-            dq, dq16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq, tm);
+            dq, dq16, cs, sn, dout, L2, D, o16, lse, q, k, v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq, tm);
     else
         k_flash_bwd_dq_wg<false><<<dim3(nt, (unsigned)NH, (unsigned)B), 128, sq, c->stream>>>(
-            dq, dq16, cs, sn, dout, L2, D, q, k, v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq, tm);
+            dq, dq16, cs, sn, dout, L2, D, o16, lse, q, k, v, T, Tp, NH, NKV, sl2, scale, gqs, iqs, iks, pq, tm);
     LAUNCHED(c);
     prof_phase(c, "attn bwd: flash dK dV");
     k_flash_bwd_dkv_wg<<<dim3(nt, (unsigned)NKV, (unsigned)B), 128, skv, c->stream>>>(
