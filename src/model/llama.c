@@ -298,6 +298,7 @@ void smj_model_free(smj_model *m) {
     be->free(m->params); be->free(m->grads); be->free(m->rope_cos); be->free(m->rope_sin);
     be->free(m->act_mem); be->free(m->bwd_mem); be->free(m->ones); be->free(m->qmem); be->free(m->full_logits);
     free(m->blk); free(m->specs); free(m->index); free(m->rope_row_len); free(m->rope_host);
+    free(m->loss_host);
     free(m);
 }
 
@@ -1168,6 +1169,23 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
 
 /* The forward; train: a train step's, which also takes the LM head's
  * gradient for loss_scale (m->head_done). */
+/* The mean loss over the last forward's valid targets (waits for the
+ * device). */
+static smj_status read_loss(smj_model *m, float *loss) {
+    const int64_t N = (int64_t)m->last_B * m->last_T;
+    if (N > m->loss_host_n) {
+        float *h = realloc(m->loss_host, sizeof(float) * (size_t)N);
+        if (!h) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
+        m->loss_host = h;
+        m->loss_host_n = N;
+    }
+    m->be->download(m->loss_host, m->losses, sizeof(float) * (size_t)N);
+    double s = 0;
+    for (int64_t i = 0; i < N; i++) s += m->loss_host[i];
+    if (loss) *loss = m->n_valid ? (float)(s / (double)m->n_valid) : 0.0f;
+    return SMJ_OK;
+}
+
 static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, float *loss,
                           int train, float loss_scale) {
     const smj_model_config *c = &m->cfg;
@@ -1194,7 +1212,11 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
      * past V 0), dense without targets (the caller wants the logits) */
     int C = c->dim, V = c->vocab_size, ld = targets ? (int)m->head_ld : V;
     m->logits_ld = ld;
+    /* (both uploads here, before any kernel of the step: an upload waits
+     * for the device's queue, and the targets' in mid-forward left the GPU
+     * idle while the host caught up) */
     be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
+    if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
     int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
     /* each residual add (GPT-2's wte + wpe, every block's last) is left to
      * the norm after it, which adds it in its own pass (smj_res_add) */
@@ -1226,7 +1248,6 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
     m->homing = 0;
     if (targets) smj_acts_save(m, L, B, T);
     m->have_targets = 0;
-    if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
     /* a train step takes the LM head's gradient here (m->head_done), block
      * by block of rows right after their logits: the loss and dlogits in
      * one pass over them (xent_fwd_bwd), the full logits never read again */
@@ -1288,15 +1309,9 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
     m->last_T = T;
     m->have_targets = targets != NULL;
     m->n_valid = n_valid;
-    if (!targets) return SMJ_OK;
-    float *host = malloc(sizeof(float) * (size_t)N);
-    if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
-    be->download(host, m->losses, sizeof(float) * (size_t)N);
-    double s = 0;
-    for (int64_t i = 0; i < N; i++) s += host[i];
-    free(host);
-    if (loss) *loss = n_valid ? (float)(s / (double)n_valid) : 0.0f;
-    return SMJ_OK;
+    /* a train step reads its loss after the backward is queued (reading it
+     * here would leave the GPU idle until the host queued the backward) */
+    return targets && !train ? read_loss(m, loss) : SMJ_OK;
 }
 
 smj_status smj_model_forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
@@ -1487,6 +1502,7 @@ smj_status smj_model_forward_backward(smj_model *m, const int32_t *inputs, const
     SMJ_CHECK(m->ctx, targets, SMJ_ERR_INVALID, "a train step needs targets");
     SMJ_CHECK(m->ctx, !m->qmem, SMJ_ERR_UNSUPPORTED,
               "this model keeps its weights quantized (loaded from GGUF): inference only, no training");
-    SMJ_TRY(forward(m, inputs, targets, B, T, loss, 1, loss_scale));
-    return smj_model_backward(m, loss_scale);
+    SMJ_TRY(forward(m, inputs, targets, B, T, NULL, 1, loss_scale));
+    SMJ_TRY(smj_model_backward(m, loss_scale));
+    return read_loss(m, loss);
 }

@@ -147,6 +147,9 @@ struct smj_model {
     int last_B, last_T, have_targets;
     int head_done;   /* the last forward (a train step's, under fused_ce) took the LM head's gradient */
     int64_t n_valid; /* targets >= 0 in the last forward */
+    float *loss_host;  /* [loss_host_n]: the losses read back (kept: a fresh 128 KiB
+                          buffer a step cost the GPU ~0.2 ms of idling on its pages) */
+    int64_t loss_host_n;
 
     /* Training-memory options (smj_model_set_train_options). With fused_ce
      * the activation walk carves ce_buf [ce_rows + 1 (at most N), V] instead
