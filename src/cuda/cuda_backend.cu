@@ -234,8 +234,32 @@ static void cu_upload(void *dst, const void *src, size_t n) {
     if (n) cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
     host_wrote(dst, n);
 }
+/* Downloads up to BOUNCE bytes (a train step's losses) go through a pinned
+ * buffer, copied on the legacy stream (ordered after every context's
+ * blocking stream, as cudaMemcpy is) and waited for by a stream
+ * synchronize. Process-wide as host_writes (the hooks have no context),
+ * under its own lock; made at the first use, kept for the process. */
+#define BOUNCE (1u << 20)
+static std::mutex bounce_mu;
+static void *bounce;
 static void cu_download(void *dst, const void *src, size_t n) {
-    if (n && cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) != cudaSuccess) memset(dst, 0xFF, n);
+    if (!n) return;
+    if (n <= BOUNCE) {
+        std::lock_guard<std::mutex> l(bounce_mu);
+        if (!bounce && cudaMallocHost(&bounce, BOUNCE) != cudaSuccess) {
+            (void)cudaGetLastError();
+            bounce = NULL;
+        }
+        if (bounce) {
+            if (cudaMemcpyAsync(bounce, src, n, cudaMemcpyDeviceToHost, 0) == cudaSuccess &&
+                cudaStreamSynchronize(0) == cudaSuccess)
+                memcpy(dst, bounce, n);
+            else
+                memset(dst, 0xFF, n);
+            return;
+        }
+    }
+    if (cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) != cudaSuccess) memset(dst, 0xFF, n);
 }
 static void cu_zero(void *p, size_t n) {
     if (n) cudaMemset(p, 0, n);
