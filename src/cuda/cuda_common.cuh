@@ -289,10 +289,10 @@ void flash_fwd_sm90(smj_cuda *c, float *out, __nv_bfloat16 *out16, float *lse, c
                     const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B, int Tq, int Tk, int NH, int NKV,
                     int64_t kv_bstride, float sl2, int64_t iqs, int64_t iks);
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, __nv_bfloat16 *dq16, __nv_bfloat16 *dk16,
-                    __nv_bfloat16 *dv16, const float *cs, const float *sn, const __nv_bfloat16 *dout, float *L2, float *D,
-                    const __nv_bfloat16 *o16, const float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B,
-                    int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs, int64_t gks, int64_t iqs,
-                    int64_t iks, float *pq, float *pk, float *pv);
+                    __nv_bfloat16 *dv16, const float *cs, const float *sn, const __nv_bfloat16 *dout, float *L2,
+                    float *D, const __nv_bfloat16 *o16, const float *lse, const __nv_bfloat16 *q,
+                    const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B, int T, int Tp, int NH, int NKV, float sl2,
+                    float scale, int64_t gqs, int64_t gks, int64_t iqs, int64_t iks, float *pq, float *pk, float *pv);
 
 /* Ops defined outside cuda_backend.cu (attention.cu). */
 void cu_attention_fwd(const smj_exec *ex, float *out, float *lse, const float *q, const float *k, const float *v,

@@ -718,7 +718,8 @@ __device__ __forceinline__ void col_sums(float cols[16], float *red, float *prow
  * Every lane of the warp calls it. */
 __device__ __forceinline__ float quad_rowdot(const bf16 *a, const bf16 *b, int t, bool ok) {
     const uint4 *pa = (const uint4 *)a + 2 * t, *pb = (const uint4 *)b + 2 * t, z = make_uint4(0, 0, 0, 0);
-    const uint4 x[2] = {ok ? __ldg(pa) : z, ok ? __ldg(pa + 1) : z}, y[2] = {ok ? __ldg(pb) : z, ok ? __ldg(pb + 1) : z};
+    const uint4 x[2] = {ok ? __ldg(pa) : z, ok ? __ldg(pa + 1) : z};
+    const uint4 y[2] = {ok ? __ldg(pb) : z, ok ? __ldg(pb + 1) : z};
     const uint32_t u[8] = {x[0].x, x[0].y, x[0].z, x[0].w, x[1].x, x[1].y, x[1].z, x[1].w};
     const uint32_t v[8] = {y[0].x, y[0].y, y[0].z, y[0].w, y[1].x, y[1].y, y[1].z, y[1].w};
     auto lo = [](uint32_t w) { return __uint_as_float(w << 16); };
@@ -727,7 +728,8 @@ __device__ __forceinline__ float quad_rowdot(const bf16 *a, const bf16 *b, int t
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         const uint32_t u0 = u[2 * j], u1 = u[2 * j + 1], v0 = v[2 * j], v1 = v[2 * j + 1];
-        p[j] = __fmaf_rn(hi(u1), hi(v1), __fmaf_rn(lo(u1), lo(v1), __fmaf_rn(hi(u0), hi(v0), __fmul_rn(lo(u0), lo(v0)))));
+        p[j] = __fmaf_rn(hi(u1), hi(v1),
+                         __fmaf_rn(lo(u1), lo(v1), __fmaf_rn(hi(u0), hi(v0), __fmul_rn(lo(u0), lo(v0)))));
     }
 #pragma unroll
     for (int j = 0; j < 4; j++) p[j] += __shfl_xor_sync(0xffffffffu, p[j], 2);
@@ -751,8 +753,7 @@ template <bool TMA>
 __global__ void __launch_bounds__(128, 4)
     k_flash_bwd_dq_wg(float *dq, bf16 *dq16, const float *cs, const float *sn, const bf16 *dout, float *L2, float *D,
                       const bf16 *o16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int Tp,
-                      int NH, int NKV,
-                      float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks, float *pq,
+                      int NH, int NKV, float sl2, float scale, int64_t gqs, int64_t iqs, int64_t iks, float *pq,
                       const __grid_constant__ dq_maps tm) {
 #ifdef WG_SM90
     constexpr int HS = 64, BQ = 64, NT = 128, TB = FB * 128;
@@ -1073,8 +1074,8 @@ void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16
 
 void flash_bwd_sm90(smj_cuda *c, float *dq, float *dk, float *dv, bf16 *dq16, bf16 *dk16, bf16 *dv16, const float *cs,
                     const float *sn, const bf16 *dout, float *L2, float *D, const bf16 *o16, const float *lse,
-                    const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2, float scale, int64_t gqs,
-                    int64_t gks, int64_t iqs, int64_t iks, float *pq, float *pk, float *pv) {
+                    const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int Tp, int NH, int NKV, float sl2,
+                    float scale, int64_t gqs, int64_t gks, int64_t iqs, int64_t iks, float *pq, float *pk, float *pv) {
     const unsigned nt = (unsigned)((T + 63) / 64);
     const size_t sq = (size_t)(2 * 64 + 4 * FB) * 128 + 1024 + 64;                     /* Q | dO | K x2 | V x2 (| barriers) */
     const size_t skv = (size_t)(2 * 64 + 6 * FB) * 128 + 6 * FB * sizeof(float) + 1024; /* K | V | Q, dO, L2, D x3 */

@@ -1167,8 +1167,6 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
     }
 }
 
-/* The forward; train: a train step's, which also takes the LM head's
- * gradient for loss_scale (m->head_done). */
 /* The mean loss over the last forward's valid targets (waits for the
  * device). */
 static smj_status read_loss(smj_model *m, float *loss) {
@@ -1186,6 +1184,8 @@ static smj_status read_loss(smj_model *m, float *loss) {
     return SMJ_OK;
 }
 
+/* The forward; train: a train step's, which also takes the LM head's
+ * gradient for loss_scale (m->head_done). */
 static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, float *loss,
                           int train, float loss_scale) {
     const smj_model_config *c = &m->cfg;
