@@ -289,6 +289,11 @@ int smj_stack_decode(smj_model *m, float *y, const float *x, float *kc, float *v
  * product (GPT-2: its layernorm, then the product). */
 void smj_decode_head(smj_model *m, float *logits, const float *x, float *lnf, float *mean, float *rstd,
                      const smj_dec_copy *dc);
+/* (decode.c) Block l's weights for decode_block; 0 where the backend has
+ * none or the block has QK-norm, which decode_block does not take. A
+ * decoding step's rope tables (none for GPT-2: learned positions). */
+int smj_dec_weights(smj_model *m, int l, const smj_dec_copy *dc, smj_block_weights *w);
+void smj_dec_rope(const smj_model *m, const float **cs, const float **sn);
 
 /* smj_sample's greedy choice (infer/sampler.c): the first index of the
  * largest logit, a NaN never larger (logits[0] NaN gives 0). */
