@@ -482,20 +482,33 @@ static void case_xent_bwd(const smj_backend *be, const smj_backend *rf, const sm
     }
 }
 
+/* adamw against the reference, with and without a gradient scale gs; with
+ * one, bit for bit the backend's scale of g then adamw with gs = 1 (the
+ * trainer's clipping before gs existed), g left as it was */
 static void case_adamw(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
     for (int64_t n = 1; n <= 3000; n = n * 11 + 2)
-        for (int64_t t = 1; t <= 1000; t *= 31) {
-            snprintf(cur_shape, sizeof cur_shape, "n%lld t%lld", (long long)n, (long long)t);
-            float *p1 = frand(n, 1), *m1 = frand(n, 0.1f), *v1 = frand(n, 0.01f), *g = frand(n, 1);
-            for (int64_t i = 0; i < n; i++) v1[i] = fabsf(v1[i]);
-            float *p2 = fcopy(p1, n), *m2 = fcopy(m1, n), *v2 = fcopy(v1, n);
-            be->adamw(ex, p1, m1, v1, g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
-            rf->adamw(X1, p2, m2, v2, g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
-            compare("p", p1, p2, n, 1e-6);
-            compare("m", m1, m2, n, 1e-6);
-            compare("v", v1, v2, n, 1e-6);
-            ffree(p1); ffree(m1); ffree(v1); ffree(g); ffree(p2); ffree(m2); ffree(v2);
-        }
+        for (int64_t t = 1; t <= 1000; t *= 31)
+            for (int k = 0; k < 2; k++) {
+                const float gs = k ? 0.37f : 1.0f;
+                snprintf(cur_shape, sizeof cur_shape, "n%lld t%lld gs %g", (long long)n, (long long)t, gs);
+                float *p1 = frand(n, 1), *m1 = frand(n, 0.1f), *v1 = frand(n, 0.01f), *g = frand(n, 1);
+                for (int64_t i = 0; i < n; i++) v1[i] = fabsf(v1[i]);
+                float *p2 = fcopy(p1, n), *m2 = fcopy(m1, n), *v2 = fcopy(v1, n);
+                float *p3 = fcopy(p1, n), *m3 = fcopy(m1, n), *v3 = fcopy(v1, n), *g3 = fcopy(g, n), *g0 = fcopy(g, n);
+                be->adamw(ex, p1, m1, v1, g, gs, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+                rf->adamw(X1, p2, m2, v2, g, gs, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+                compare("p", p1, p2, n, 1e-6);
+                compare("m", m1, m2, n, 1e-6);
+                compare("v", v1, v2, n, 1e-6);
+                be->scale(ex, g3, gs, n);
+                be->adamw(ex, p3, m3, v3, g3, 1.0f, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+                CHECK(memcmp(p1, p3, sizeof(float) * (size_t)n) == 0 && memcmp(m1, m3, sizeof(float) * (size_t)n) == 0 &&
+                          memcmp(v1, v3, sizeof(float) * (size_t)n) == 0,
+                      "adamw %s: differs from scale then adamw", cur_shape);
+                CHECK(memcmp(g, g0, sizeof(float) * (size_t)n) == 0, "adamw %s: wrote its gradient", cur_shape);
+                ffree(p1); ffree(m1); ffree(v1); ffree(g); ffree(p2); ffree(m2); ffree(v2);
+                ffree(p3); ffree(m3); ffree(v3); ffree(g3); ffree(g0);
+            }
 }
 
 static void case_sumsq(const smj_backend *be, const smj_backend *rf, const smj_exec *ex) {
@@ -961,7 +974,7 @@ static void adamw_vs_torch(void) {
     double tp = 0.5, tm = 0, tv = 0;
     for (int t = 1; t <= 20; t++) {
         float g = (float)sin(t * 1.3);
-        smj_backend_ref.adamw(X1, &p, &m, &v, &g, 1, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+        smj_backend_ref.adamw(X1, &p, &m, &v, &g, 1.0f, 1, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
         tp *= 1 - 1e-2 * 0.1;
         tm = 0.9 * tm + 0.1 * g;
         tv = 0.95 * tv + 0.05 * (double)g * g;

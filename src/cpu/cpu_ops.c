@@ -257,13 +257,13 @@ static void cpu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits
     }
 }
 
-static void cpu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr,
-                      float b1, float b2, float eps, float wd, int64_t t) {
+static void cpu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, int64_t n,
+                      float lr, float b1, float b2, float eps, float wd, int64_t t) {
     float bc1 = (float)(1.0 - pow(b1, (double)t)), bc2 = (float)(1.0 - pow(b2, (double)t));
     float sbc2 = sqrtf(bc2);
     OMP_FOR
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
+        float gi = g[i] * gs;
         float mi = b1 * m[i] + (1.0f - b1) * gi;
         float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
         m[i] = mi;

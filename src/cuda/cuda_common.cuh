@@ -486,9 +486,9 @@ void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *do
                    const float *up, int64_t N, int H, int64_t ld);
 void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int64_t n);
 void cu_scale(const smj_exec *ex, float *x, float s, int64_t n);
-void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1,
-              float b2, float eps, float wd, int64_t t);
-int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, const int64_t *off,
+void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, int64_t n, float lr,
+              float b1, float b2, float eps, float wd, int64_t t);
+int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const int64_t *off,
                   const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, float eps,
                   float wd, int64_t t);
 void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n);

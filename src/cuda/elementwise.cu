@@ -228,18 +228,20 @@ __device__ __forceinline__ void adamw4(float4 &P, float4 &M, float4 &V, float4 G
     adamw1(P.z, M.z, V.z, G.z, lr, b1, b2, eps, wd, bc1, sbc2);
     adamw1(P.w, M.w, V.w, G.w, lr, b1, b2, eps, wd, bc1, sbc2);
 }
-__global__ void k_adamw(float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1, float b2,
-                        float eps, float wd, float bc1, float sbc2, int wide) {
+/* the gradient times the clipping coefficient, rounded as k_scale rounds (this file: no FMA contraction) */
+__device__ __forceinline__ float4 gscaled(float4 G, float gs) { return make_float4(G.x * gs, G.y * gs, G.z * gs, G.w * gs); }
+__global__ void k_adamw(float *p, float *m, float *v, const float *g, float gs, int64_t n, float lr, float b1,
+                        float b2, float eps, float wd, float bc1, float sbc2, int wide) {
     int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
     int64_t n4 = wide ? n / 4 : 0;
     for (int64_t i = i0; i < n4; i += st) {
-        float4 P = ((float4 *)p)[i], M = ((float4 *)m)[i], Vv = ((float4 *)v)[i], G = ((const float4 *)g)[i];
+        float4 P = ((float4 *)p)[i], M = ((float4 *)m)[i], Vv = ((float4 *)v)[i], G = gscaled(((const float4 *)g)[i], gs);
         adamw4(P, M, Vv, G, lr, b1, b2, eps, wd, bc1, sbc2);
         ((float4 *)p)[i] = P;
         ((float4 *)m)[i] = M;
         ((float4 *)v)[i] = Vv;
     }
-    for (int64_t i = 4 * n4 + i0; i < n; i += st) adamw1(p[i], m[i], v[i], g[i], lr, b1, b2, eps, wd, bc1, sbc2);
+    for (int64_t i = 4 * n4 + i0; i < n; i += st) adamw1(p[i], m[i], v[i], g[i] * gs, lr, b1, b2, eps, wd, bc1, sbc2);
 }
 
 static int al16x(const void *a, const void *b, const void *c3, const void *d, const void *e) {
@@ -381,12 +383,12 @@ void cu_scale(const smj_exec *ex, float *x, float s, int64_t n) {
     if (n > 0) { k_scale<<<EW_GRID((n + 3) / 4)>>>(x, s, n, (uintptr_t)x % 16 == 0); LAUNCHED(c); }
     op_end(c);
 }
-void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, int64_t n, float lr, float b1,
-              float b2, float eps, float wd, int64_t t) {
+void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, int64_t n, float lr,
+              float b1, float b2, float eps, float wd, int64_t t) {
     OP_BEGIN("adamw");
     float bc1 = (float)(1.0 - pow(b1, (double)t)), sbc2 = sqrtf((float)(1.0 - pow(b2, (double)t)));
     if (n > 0) {
-        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, m, v, g, n, lr, b1, b2, eps, wd, bc1, sbc2, al16x(p, m, v, g, p));
+        k_adamw<<<EW_GRID((n + 3) / 4)>>>(p, m, v, g, gs, n, lr, b1, b2, eps, wd, bc1, sbc2, al16x(p, m, v, g, p));
         LAUNCHED(c);
     }
     op_end(c);
@@ -407,7 +409,7 @@ typedef struct {
     float wd[ADAM_RUNS];
     int tile0[ADAM_RUNS], nr;
 } adam_runs;
-__global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v, const float *g,
+__global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v, const float *g, float gs,
                                                     const __grid_constant__ adam_runs R, float lr, float b1, float b2,
                                                     float eps, float bc1, float sbc2, int wide, __nv_bfloat16 *pb,
                                                     int64_t pb0) {
@@ -425,7 +427,7 @@ __global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v
         const int64_t e4 = s + (e - s) / 4 * 4;
 #pragma unroll 4
         for (int64_t j = s / 4 + threadIdx.x; j < e4 / 4; j += 256) {
-            float4 P = ((float4 *)p)[j], M = ((float4 *)m)[j], V = ((float4 *)v)[j], G = ((const float4 *)g)[j];
+            float4 P = ((float4 *)p)[j], M = ((float4 *)m)[j], V = ((float4 *)v)[j], G = gscaled(((const float4 *)g)[j], gs);
             adamw4(P, M, V, G, lr, b1, b2, eps, wd, bc1, sbc2);
             ((float4 *)p)[j] = P;
             ((float4 *)m)[j] = M;
@@ -439,11 +441,11 @@ __global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v
         i = e4 + threadIdx.x;
     }
     for (; i < e; i += 256) {
-        adamw1(p[i], m[i], v[i], g[i], lr, b1, b2, eps, wd, bc1, sbc2);
+        adamw1(p[i], m[i], v[i], g[i] * gs, lr, b1, b2, eps, wd, bc1, sbc2);
         if (pb) pb[i - pb0] = __float2bfloat16_rn(p[i]);
     }
 }
-int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, const int64_t *off,
+int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const int64_t *off,
                   const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, float eps,
                   float wd, int64_t t) {
     if (nr > ADAM_RUNS) return 0;
@@ -465,7 +467,7 @@ int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float 
         /* the updated range's bf16 copy (bf16 mode): the step's products read their weights there */
         const int wide = al16x(p, m, v, g, p);
         __nv_bfloat16 *pb = wide && lo % 4 == 0 ? wm_for(c, p + lo, hi - lo) : NULL;
-        k_adamw_runs<<<(unsigned)tiles, 256, 0, c->stream>>>(p, m, v, g, R, lr, b1, b2, eps, bc1, sbc2, wide, pb, lo);
+        k_adamw_runs<<<(unsigned)tiles, 256, 0, c->stream>>>(p, m, v, g, gs, R, lr, b1, b2, eps, bc1, sbc2, wide, pb, lo);
         LAUNCHED(c);
         if (pb && c->err == SMJ_OK) wm_made(c, p + lo);
     }

@@ -149,7 +149,7 @@ typedef struct {
      * decay wd where decay[r], else 0 (runs disjoint, in any order). The \
      * same values as those adamw calls. Returns 1, or 0 when the backend \
      * does not take this many runs (nothing written: call adamw per run). */ \
-    int (*adamw_runs)(const smj_exec *ex, float *p, float *m, float *v, const float *g, const int64_t *off, \
+    int (*adamw_runs)(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const int64_t *off, \
                       const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, \
                       float eps, float wd, int64_t t); \
  \
@@ -300,10 +300,12 @@ typedef struct {
     void (*xent_bwd)(const smj_exec *ex, R *dlogits, const R *logits, const R *lse, \
                      const int32_t *targets, float dloss, int64_t N, int V, int ld); \
  \
-    /* One AdamW update of n parameters (bias-corrected, decoupled decay): \
+    /* One AdamW update of n parameters (bias-corrected, decoupled decay) \
+     * with the gradient g·gs (gs: the clipping coefficient, 1 for none; \
+     * the product rounded as scale's x *= s rounds, g left as it is): \
      * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; \
      * p -= lr * (m/bc1 / (sqrt(v/bc2) + eps) + wd * p), bc = 1 - beta^t. */ \
-    void (*adamw)(const smj_exec *ex, R *p, R *m, R *v, const R *g, int64_t n, float lr, \
+    void (*adamw)(const smj_exec *ex, R *p, R *m, R *v, const R *g, float gs, int64_t n, float lr, \
                   float beta1, float beta2, float eps, float wd, int64_t t); \
  \
     /* Returns sum of x^2 in double (NaN/Inf propagate). */ \

@@ -265,11 +265,12 @@ static int ref_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const flo
 }
 
 /* adamw_runs (optional op): its definition, adamw per run. */
-static int ref_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, const int64_t *off,
-                          const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, float eps,
-                          float wd, int64_t t) {
+static int ref_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs,
+                          const int64_t *off, const int64_t *len, const unsigned char *decay, int nr, float lr, float b1,
+                          float b2, float eps, float wd, int64_t t) {
     for (int r = 0; r < nr; r++)
-        ref_adamw(ex, p + off[r], m + off[r], v + off[r], g + off[r], len[r], lr, b1, b2, eps, decay[r] ? wd : 0.0f, t);
+        ref_adamw(ex, p + off[r], m + off[r], v + off[r], g + off[r], gs, len[r], lr, b1, b2, eps, decay[r] ? wd : 0.0f,
+                  t);
     return 1;
 }
 

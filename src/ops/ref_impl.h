@@ -238,13 +238,14 @@ static void RP(xent_bwd)(const smj_exec *ex, REAL *dlogits, const REAL *logits, 
     }
 }
 
-static void RP(adamw)(const smj_exec *ex, REAL *p, REAL *m, REAL *v, const REAL *g, int64_t n, float lr,
+static void RP(adamw)(const smj_exec *ex, REAL *p, REAL *m, REAL *v, const REAL *g, float gs, int64_t n, float lr,
                       float b1, float b2, float eps, float wd, int64_t t) {
     (void)ex;
     double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
     for (int64_t i = 0; i < n; i++) {
-        double mi = b1 * (double)m[i] + (1.0 - b1) * g[i];
-        double vi = b2 * (double)v[i] + (1.0 - b2) * (double)g[i] * g[i];
+        const REAL gr = (REAL)(g[i] * gs); /* (as scale rounds it) */
+        double mi = b1 * (double)m[i] + (1.0 - b1) * gr;
+        double vi = b2 * (double)v[i] + (1.0 - b2) * (double)gr * gr;
         m[i] = (REAL)mi;
         v[i] = (REAL)vi;
         p[i] = (REAL)(p[i] - lr * (mi / bc1 / (sqrt(vi / bc2) + eps) + wd * (double)p[i]));

@@ -81,19 +81,21 @@ static smj_status ensure_batch(smj_trainer *t, int B, int T) {
     return SMJ_OK;
 }
 
-/* AdamW over runs of the parameter buffer: in one call where the backend
- * takes them (adamw_runs), else one adamw per run. */
+/* AdamW over runs of the parameter buffer with the gradients times gs (the
+ * clipping coefficient): in one call where the backend takes them
+ * (adamw_runs), else one adamw per run. */
 static void adamw_runs(smj_trainer *t, const int64_t *off, const int64_t *len, const unsigned char *dec, int nr,
-                       float lr) {
+                       float lr, float gs) {
     smj_model *m = t->m;
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     const float b1 = t->o.beta1, b2 = t->o.beta2, eps = t->o.eps, wd = t->o.weight_decay;
     if (be->adamw_runs &&
-        be->adamw_runs(ex, m->params, t->adam_m, t->adam_v, m->grads, off, len, dec, nr, lr, b1, b2, eps, wd, t->adam_t))
+        be->adamw_runs(ex, m->params, t->adam_m, t->adam_v, m->grads, gs, off, len, dec, nr, lr, b1, b2, eps, wd,
+                       t->adam_t))
         return;
     for (int r = 0; r < nr; r++)
-        be->adamw(ex, m->params + off[r], t->adam_m + off[r], t->adam_v + off[r], m->grads + off[r], len[r], lr, b1,
+        be->adamw(ex, m->params + off[r], t->adam_m + off[r], t->adam_v + off[r], m->grads + off[r], gs, len[r], lr, b1,
                   b2, eps, dec[r] ? wd : 0.0f, t->adam_t);
 }
 
@@ -140,9 +142,10 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
         return SMJ_OK;
     }
     t->bad_consec = 0;
+    float gs = 1.0f; /* the clipping coefficient, applied inside the update (no pass over the gradients) */
     if (t->o.grad_clip > 0 && norm > t->o.grad_clip) {
         float coef = (float)(t->o.grad_clip / (norm + 1e-6));
-        if (coef < 1.0f) be->scale(ex, m->grads, coef, m->n_params);
+        if (coef < 1.0f) gs = coef;
     }
     t->adam_t++;
     /* one update per run of adjacent tensors with the same decay (the
@@ -159,13 +162,13 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
         for (j = i + 1; j < m->n_tensors && m->specs[j].decay == sp->decay && m->specs[j].offset == o + n; j++)
             n += m->specs[j].numel;
         if (nr == MAX_RUNS) { /* (a full table: its runs first) */
-            adamw_runs(t, off, len, dec, nr, lr);
+            adamw_runs(t, off, len, dec, nr, lr, gs);
             nr = 0;
         }
         off[nr] = o, len[nr] = n, dec[nr] = (unsigned char)(sp->decay != 0);
         nr++;
     }
-    adamw_runs(t, off, len, dec, nr, lr);
+    adamw_runs(t, off, len, dec, nr, lr, gs);
     if (stats) *stats = s;
     return SMJ_OK;
 }
