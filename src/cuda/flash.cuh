@@ -46,13 +46,6 @@ __device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
 }
-/* 2^x, one MUFU instruction (flush to zero; 2^-inf = 0): exp2f adds a
- * denormal range fix-up the probabilities do not need. */
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
@@ -221,7 +214,7 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], fl
     mx0 = fmaxf(m[0], mx0 * sl2);
     mx1 = fmaxf(m[1], mx1 * sl2);
     const float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-    const float c0 = ex2(m[0] - b0), c1 = ex2(m[1] - b1);
+    const float c0 = ex2_sfu(m[0] - b0), c1 = ex2_sfu(m[1] - b1);
     l[0] *= c0;
     l[1] *= c1;
     if (RESCALE)
@@ -231,8 +224,8 @@ __device__ __forceinline__ float2 softmax_tile(float (*s)[4], float o[ND][4], fl
         }
 #pragma unroll
     for (int j = 0; j < NJ; j++) {
-        s[j][0] = ex2(fmaf(s[j][0], sl2, -b0)); s[j][1] = ex2(fmaf(s[j][1], sl2, -b0));
-        s[j][2] = ex2(fmaf(s[j][2], sl2, -b1)); s[j][3] = ex2(fmaf(s[j][3], sl2, -b1));
+        s[j][0] = ex2_sfu(fmaf(s[j][0], sl2, -b0)); s[j][1] = ex2_sfu(fmaf(s[j][1], sl2, -b0));
+        s[j][2] = ex2_sfu(fmaf(s[j][2], sl2, -b1)); s[j][3] = ex2_sfu(fmaf(s[j][3], sl2, -b1));
         l[0] += s[j][0] + s[j][1];
         l[1] += s[j][2] + s[j][3];
     }
@@ -294,7 +287,7 @@ __device__ __forceinline__ void dq_ds(const float s[32], float dp[32], float L0,
 #pragma unroll
     for (int i = 0; i < 32; i++) {
         const int e = i & 3;
-        float p = ex2(fmaf(s[i], sl2, -(e < 2 ? L0 : L1)));
+        float p = ex2_sfu(fmaf(s[i], sl2, -(e < 2 ? L0 : L1)));
         if (MASK && (i >> 2) * 8 + (e & 1) > (e < 2 ? lim0 : lim1)) p = 0.f;
         dp[i] = p * (dp[i] - (e < 2 ? D0 : D1));
     }
@@ -317,7 +310,7 @@ __device__ __forceinline__ void dkv_ds(float s[32], float dp[32], const float *c
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int x = 4 * j + e;
-            float p = ex2(fmaf(s[x], sl2, -((e & 1) ? l2.y : l2.x)));
+            float p = ex2_sfu(fmaf(s[x], sl2, -((e & 1) ? l2.y : l2.x)));
             if (MASK) {
                 const int c = j * 8 + (e & 1);
                 if (c < (e < 2 ? lo0 : lo1) || c >= hi) p = 0.f;

@@ -30,11 +30,7 @@ static __device__ __forceinline__ void lse_add(float &m, float &s, float m2, flo
  * exponential (a compare, and a scaling before and after), and this
  * kernel's time is in its instructions (Nsight Compute on an H200:
  * k_xent_fb issue-bound, 83% of cycles issuing, DRAM 53%). */
-static __device__ __forceinline__ float xexp(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.44269504f));
-    return y;
-}
+static __device__ __forceinline__ float xexp(float x) { return ex2_sfu(x * 1.44269504f); }
 
 /* One block per row, one pass over it (online: each thread keeps the max
  * of its values and the sum of exp(x - max), rescaled when the max grows),
