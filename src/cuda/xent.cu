@@ -34,29 +34,47 @@ static __device__ __forceinline__ float xexp(float x) { return ex2_sfu(x * 1.442
 
 /* One block per row, one pass over it (online: each thread keeps the max
  * of its values and the sum of exp(x - max), rescaled when the max grows),
- * 16-byte loads when V4, four of them issued before their values are used
+ * in groups of eight values (V4 rows: 16-byte loads, or two 8-byte ones
+ * where a bf16 copy's rows are not 16-byte aligned: the same values in the
+ * same order), four groups' loads issued before their values are used
  * (bytes in flight: one load at a time kept the kernel at half the
  * bandwidth); the partials are combined in a fixed order. exp is the
  * hardware's (xexp: ~2 ulp near the max, whose terms make the sum). The
  * logits are L: fp32, or their exact bf16 copy (the same values). */
-static __device__ __forceinline__ void lse_acc4(float &m, float &s, float4 x) {
-    float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
-    if (mx > m) { s *= xexp(m - mx); m = mx; }
-    if (m != -INFINITY) s += xexp(x.x - m) + xexp(x.y - m) + xexp(x.z - m) + xexp(x.w - m);
+template <bool A16, typename L> static __device__ __forceinline__ void ld8x(const L *l, int64_t i, float4 &a, float4 &b) {
+    if (sizeof(L) == 4 || A16) {
+        ld8(l, i, a, b);
+    } else {
+        a = ld4(l, 2 * i);
+        b = ld4(l, 2 * i + 1);
+    }
 }
-/* A thread's values 4i..4i+3 for i = threadIdx.x + k blockDim.x, k = 0,
- * 1, ..., four loads issued before their values are used (V4 rows). */
-template <typename L> static __device__ __forceinline__ void lse_run4(float &m, float &s, const L *l, int n4) {
+static __device__ __forceinline__ void lse_acc8(float &m, float &s, float4 a, float4 b) {
+    float mx = fmaxf(fmaxf(fmaxf(a.x, a.y), fmaxf(a.z, a.w)), fmaxf(fmaxf(b.x, b.y), fmaxf(b.z, b.w)));
+    if (mx > m) { s *= xexp(m - mx); m = mx; }
+    if (m != -INFINITY)
+        s += ((xexp(a.x - m) + xexp(a.y - m)) + (xexp(a.z - m) + xexp(a.w - m))) +
+             ((xexp(b.x - m) + xexp(b.y - m)) + (xexp(b.z - m) + xexp(b.w - m)));
+}
+/* A thread's values 8i..8i+7 for i = threadIdx.x + k blockDim.x < n8, k =
+ * 0, 1, ..., UG groups' loads issued before their values are used (the
+ * order of the sums does not depend on UG). */
+constexpr int UG = 2;
+template <bool A16, typename L> static __device__ __forceinline__ void lse_run8(float &m, float &s, const L *l, int n8) {
     const int bd = blockDim.x;
     int j = threadIdx.x;
-    for (; j + 3 * bd < n4; j += 4 * bd) {
-        float4 x[4];
+    for (; j + (UG - 1) * bd < n8; j += UG * bd) {
+        float4 a[UG], b[UG];
 #pragma unroll
-        for (int u = 0; u < 4; u++) x[u] = ld4(l, j + u * bd);
+        for (int u = 0; u < UG; u++) ld8x<A16>(l, j + u * bd, a[u], b[u]);
 #pragma unroll
-        for (int u = 0; u < 4; u++) lse_acc4(m, s, x[u]);
+        for (int u = 0; u < UG; u++) lse_acc8(m, s, a[u], b[u]);
     }
-    for (; j < n4; j += bd) lse_acc4(m, s, ld4(l, j));
+    for (; j < n8; j += bd) {
+        float4 a, b;
+        ld8x<A16>(l, j, a, b);
+        lse_acc8(m, s, a, b);
+    }
 }
 /* A thread's values j0 + threadIdx.x + k blockDim.x < V one at a time. */
 template <typename L> static __device__ __forceinline__ void lse_run1(float &m, float &s, const L *l, int j0, int V) {
@@ -83,13 +101,13 @@ static __device__ __forceinline__ float lse_row(float m, float s, float *losses,
     losses[n] = t < 0 ? 0.0f : (float)(z - ld1(l, t));
     return (float)z;
 }
-template <bool V4, typename L>
+template <bool V4, bool A16, typename L>
 __global__ void k_xent_fwd(float *losses, float *lse, const L *logits, const int32_t *targets, int V, int ld) {
     int64_t n = blockIdx.x;
     const L *l = logits + n * ld;
     float m = -INFINITY, s = 0;
-    if (V4) lse_run4(m, s, l, V / 4);
-    lse_run1(m, s, l, V4 ? V / 4 * 4 : 0, V);
+    if (V4) lse_run8<A16>(m, s, l, V / 8);
+    lse_run1(m, s, l, V4 ? V / 8 * 8 : 0, V);
     lse_row(m, s, losses, lse, l, targets[n], n);
 }
 
@@ -154,10 +172,15 @@ void cu_xent_fwd(const smj_exec *ex, float *losses, float *lse, const float *log
         bool v4 = ld % 4 == 0 && (uintptr_t)logits % 16 == 0;
         const float *lf = logits + n0 * ld;
         const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
-        if (lb && v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
-        else if (lb) k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lb, targets + n0, V, ld);
-        else if (v4) k_xent_fwd<true><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
-        else k_xent_fwd<false><<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, lf, targets + n0, V, ld);
+        /* (a bf16 copy's rows 16-byte aligned: one load a group of eight) */
+        bool a16 = lb && ld % 8 == 0 && (uintptr_t)lb % 16 == 0;
+        float *lo = losses + n0, *zo = lse + n0;
+        const int32_t *to = targets + n0;
+        if (lb && a16 && v4) k_xent_fwd<true, true><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, lb, to, V, ld);
+        else if (lb && v4) k_xent_fwd<true, false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, lb, to, V, ld);
+        else if (lb) k_xent_fwd<false, false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, lb, to, V, ld);
+        else if (v4) k_xent_fwd<true, false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, lf, to, V, ld);
+        else k_xent_fwd<false, false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, lf, to, V, ld);
         LAUNCHED(c);
     }
     op_end(c);
@@ -207,16 +230,16 @@ void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const 
  * logit before the barrier after which the writes start. (Keeping the
  * values in registers between the passes measured slower: one or two
  * blocks an SM, their loads and exps no longer overlapped.) */
-template <typename L>
+template <bool A16, typename L>
 __global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d16, const L *logits,
                           const int32_t *targets, float dloss, int V, int ld) {
     __shared__ float zs;
     int64_t n = blockIdx.x, row = n * ld;
     const L *l = logits + row;
-    const int n4 = V / 4, bd = blockDim.x, tid = threadIdx.x;
+    const int n8 = V / 8, bd = blockDim.x, tid = threadIdx.x;
     float m = -INFINITY, s = 0;
-    lse_run4(m, s, l, n4);
-    lse_run1(m, s, l, 4 * n4, V);
+    lse_run8<A16>(m, s, l, n8);
+    lse_run1(m, s, l, 8 * n8, V);
     int32_t t = targets[n];
     float z = lse_row(m, s, losses, lse, l, t, n);
     if (tid == 0) zs = z;
@@ -224,24 +247,36 @@ __global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d
     z = zs;
     if (dl) dl += row;
     if (d16) d16 += row;
-    for (int j = 4 * n4 + tid; j < ld; j += bd) { /* the last V % 4 values, then the padding (0) */
+    for (int j = 8 * n8 + tid; j < ld; j += bd) { /* the last V % 8 values, then the padding (0) */
         float o = xent_d1(j < V ? ld1(l, j) : 0.0f, z, t, j, V, dloss);
         if (dl) dl[j] = o;
         if (d16) d16[j] = __float2bfloat16_rn(o);
     }
-    /* values 0 .. 4 n4 - 1 (all below V): dloss e^(x - z), the target's
+    /* values 0 .. 8 n8 - 1 (all below V): dloss e^(x - z), the target's
      * then rewritten by its thread as dloss (e^(x - z) - 1) (xent_d1's
      * values, without its checks on every value); its logit is read first,
      * as the row may be written in place */
-    const bool own = t >= 0 && t < 4 * n4 && (t >> 2) % bd == tid;
+    const bool own = t >= 0 && t < 8 * n8 && (t >> 3) % bd == tid;
     const float xt = own ? ld1(l, t) : 0.0f;
-    for (int i = tid < n4 ? tid + (n4 - 1 - tid) / bd * bd : -1; i >= 0; i -= bd) {
-        const float4 x = ld4(l, i);
-        const float4 o = t < 0 ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
-                               : make_float4(dloss * xexp(x.x - z), dloss * xexp(x.y - z), dloss * xexp(x.z - z),
-                                             dloss * xexp(x.w - z));
-        if (dl) *(float4 *)(dl + 4 * i) = o;
-        if (d16) st_bf16x4(d16 + 4 * i, o);
+    for (int i = tid < n8 ? tid + (n8 - 1 - tid) / bd * bd : -1; i >= 0; i -= bd) {
+        float4 a, b;
+        ld8x<A16>(l, i, a, b);
+        if (t < 0) {
+            a = b = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        } else {
+            a = make_float4(dloss * xexp(a.x - z), dloss * xexp(a.y - z), dloss * xexp(a.z - z), dloss * xexp(a.w - z));
+            b = make_float4(dloss * xexp(b.x - z), dloss * xexp(b.y - z), dloss * xexp(b.z - z), dloss * xexp(b.w - z));
+        }
+        if (dl) {
+            *(float4 *)(dl + 8 * i) = a;
+            *(float4 *)(dl + 8 * i + 4) = b;
+        }
+        if (d16 && A16) {
+            st_bf16x8(d16 + 8 * i, a, b);
+        } else if (d16) {
+            st_bf16x4(d16 + 8 * i, a);
+            st_bf16x4(d16 + 8 * i + 4, b);
+        }
     }
     if (own) {
         const float o = xent_d1(xt, z, t, t, V, dloss);
@@ -251,7 +286,7 @@ __global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d
 }
 
 /* Rows that take four values at a time (ld % 4 == 0, 16-byte aligned:
- * k_xent_fwd's V4 order) in one kernel; other rows, and every row with
+ * k_xent_fwd's V4 rows, in its order) in one kernel; other rows, and every row with
  * SMJ_CUDA_XENT_FUSED=0, decline. */
 int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogits, const float *logits,
                     const int32_t *targets, float dloss, int64_t N, int V, int ld) {
@@ -270,12 +305,15 @@ int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogit
         int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
         float *o = dl ? dl + n0 * ld : NULL;
         __nv_bfloat16 *b = d16 ? d16 + n0 * ld : NULL;
-        if (le)
-            k_xent_fb<<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, le + n0 * ld, targets + n0,
-                                                           dloss, V, ld);
-        else
-            k_xent_fb<<<(unsigned)nn, th, 0, c->stream>>>(losses + n0, lse + n0, o, b, logits + n0 * ld, targets + n0,
-                                                           dloss, V, ld);
+        /* the bf16 rows read and written 16-byte aligned: eight values an access */
+        const __nv_bfloat16 *lb = le ? le + n0 * ld : NULL;
+        const bool a16 = ld % 8 == 0 && (uintptr_t)lb % 16 == 0 && (uintptr_t)b % 16 == 0;
+        float *lo = losses + n0, *zo = lse + n0;
+        const int32_t *to = targets + n0;
+        if (lb && a16) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, lb, to, dloss, V, ld);
+        else if (lb) k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, lb, to, dloss, V, ld);
+        else if (a16) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, logits + n0 * ld, to, dloss, V, ld);
+        else k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, logits + n0 * ld, to, dloss, V, ld);
         LAUNCHED(c);
     }
     op_end(c);
