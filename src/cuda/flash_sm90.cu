@@ -120,6 +120,33 @@ __device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint32_t
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b), "r"(WG_DESC_HI));
 #endif
 }
+/* d (64x64 fp32, accumulate when acc) += A (registers, the m16k16 fragments
+ * of the warp's 16 rows) · B^T (smem, K-major), k16. With A from registers
+ * a product reads half the shared memory of wg_ss's (B alone): at m64n64k16
+ * wg_ss's 4 KB an instruction take as long at 128 bytes a cycle as the
+ * tensor cores take for its products. */
+__device__ __forceinline__ void wg_rs_k(float d[32], const uint32_t a[4], uint32_t b, int acc) {
+#ifdef WG_SM90
+    asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %36, 0;\nmov.b64 db, {%37, %38};\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
+                 ", {%32, %33, %34, %35}, db, p, 1, 1, 0;\n}\n"
+                 : WG_D32(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(acc), "r"(b), "r"(WG_DESC_HI));
+#endif
+}
+/* The A fragments (as to_frags makes them) of the warp's 16 rows of a 64 x
+ * 64 bf16 tile in the 128-byte swizzled layout at shared address s (1024-
+ * byte aligned): row r's 16-byte chunk c at r * 128 + (c ^ (r % 8)) * 16. */
+__device__ __forceinline__ void sw_frags(uint32_t a[4][4], uint32_t s) {
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3, r = 16 * ((threadIdx.x >> 5) & 3) + g;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const uint32_t at = s + (uint32_t)(r + 8 * (j & 1)) * 128 + (uint32_t)(((2 * kk + (j >> 1)) ^ g) << 4) + 4 * t;
+            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(a[kk][j]) : "r"(at) : "memory");
+        }
+}
 /* acc += P (64 rows as bf16 register fragments, k = 16 K16) · B (K16 / 4
  * tiles of 64 rows, MN-major, one after the other; the first's descriptor
  * low word db), issued; the caller fences before and commits and waits
@@ -908,18 +935,18 @@ __global__ void __launch_bounds__(128, 2)
     if (nit > 1) fetch();
     cp_commit();
     const int kw = k0 + w * 16, j0 = kw + g; /* the warp's first key, the thread's */
-    const uint32_t dKd = wg_lo(sK), dVd = wg_lo(sV);
+    uint32_t ka[4][4], va[4][4]; /* K and V as A fragments, for every iteration's S^T and dP^T */
     auto issue_scores = [&](int i, float *s, float *dp) { /* S^T = K Q^T, dP^T = V dO^T */
         const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) wg_ss(s, dKd + 2 * kk, wg_lo(cQ) + 2 * kk, kk);
+        for (int kk = 0; kk < 4; kk++) wg_rs_k(s, ka[kk], wg_lo(cQ) + 2 * kk, kk);
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) wg_ss(dp, dVd + 2 * kk, wg_lo(cO) + 2 * kk, kk);
+        for (int kk = 0; kk < 4; kk++) wg_rs_k(dp, va[kk], wg_lo(cO) + 2 * kk, kk);
         wg_commit();
     };
-    /* P^T and dS^T of iteration i from its scores, as bf16 A fragments */
-    auto grads = [&](int i, float *s, float *dp, uint32_t pa[4][4], uint32_t da[4][4]) {
+    /* P^T and dS^T of iteration i from its scores, in place (fp32) */
+    auto grads = [&](int i, float *s, float *dp) {
         wg_reg_fence(s);
         wg_reg_fence(dp);
         const int q0 = (qt0 + gt) * FB;
@@ -929,55 +956,53 @@ __global__ void __launch_bounds__(128, 2)
             dkv_ds<true>(s, dp, cL, cD, j0, q0, T, sl2);
         else
             dkv_ds<false>(s, dp, cL, cD, j0, q0, T, sl2);
-        to_frags(pa, reinterpret_cast<float (*)[4]>(s));
-        to_frags(da, reinterpret_cast<float (*)[4]>(dp));
     };
     float ak[32], av[32], sc[32], dp[32];
 #pragma unroll
     for (int i = 0; i < 32; i++) ak[i] = av[i] = 0.f;
-    uint32_t pa[4][4], da[4][4], pb[4][4], db[4][4];
+    uint32_t pa[4][4], da[4][4]; /* P^T, dS^T as bf16 A fragments (one set: rewritten once their products are done) */
+    auto frags = [&]() {
+#pragma unroll
+        for (int i = 0; i < 16; i++) asm volatile("" : "+r"(pa[i >> 2][i & 3]), "+r"(da[i >> 2][i & 3])::"memory");
+        to_frags(pa, reinterpret_cast<float (*)[4]>(sc));
+        to_frags(da, reinterpret_cast<float (*)[4]>(dp));
+    };
     cp_wait<1>(); /* K, V and iteration 0's tiles */
     wg_proxy_fence();
     __syncthreads();
+    sw_frags(ka, sK);
+    sw_frags(va, sV);
     issue_scores(0, sc, dp);
     wg_wait0();
-    grads(0, sc, dp, pa, da);
-    auto issue_grads = [&](int i, uint32_t pc[4][4], uint32_t dc[4][4]) {
+    grads(0, sc, dp);
+    frags();
+    auto issue_grads = [&](int i) {
         const uint32_t cQ = sQ + (i % NB) * TB, cO = sO + (i % NB) * TB;
         wg_fence();
-        wg_issue_pb<4>(av, pc, wg_lo(cO)); /* dV += P^T dO */
-        wg_issue_pb<4>(ak, dc, wg_lo(cQ)); /* dK += dS^T Q */
+        wg_issue_pb<4>(av, pa, wg_lo(cO)); /* dV += P^T dO */
+        wg_issue_pb<4>(ak, da, wg_lo(cQ)); /* dK += dS^T Q */
         wg_commit();
     };
-    /* iteration i < nit - 1 (its fragments pc, dc ready): the scores of
-     * i + 1, then dV and dK of i; i + 1's fragments while those run. The
-     * same sequence of asynchronous products on every path (ptxas keeps
-     * them pipelined). */
-    auto step = [&](int i, uint32_t pc[4][4], uint32_t dc[4][4], uint32_t pn[4][4], uint32_t dn[4][4]) {
+    /* iteration i < nit - 1 (its fragments ready): the scores of i + 1,
+     * then dV and dK of i; i + 1's P^T and dS^T while those run, its
+     * fragments once they are done. The same sequence of asynchronous
+     * products on every path (ptxas keeps them pipelined). */
+    for (int i = 0; i + 1 < nit; i++) {
         cp_wait<0>(); /* i + 1's tiles (asked for a step before) */
         wg_proxy_fence();
         __syncthreads(); /* ... for every thread; i - 1's buffers are free */
         if (i + 2 < nit) fetch();
         cp_commit();
         issue_scores(i + 1, sc, dp);
-        issue_grads(i, pc, dc);
+        issue_grads(i);
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); /* the scores of i + 1 */
-        grads(i + 1, sc, dp, pn, dn);
+        grads(i + 1, sc, dp);
         wg_wait0();
         wg_reg_fence(av);
         wg_reg_fence(ak);
-    };
-    int it = 0;
-    for (; it + 2 < nit; it += 2) {
-        step(it, pa, da, pb, db);
-        step(it + 1, pb, db, pa, da);
+        frags();
     }
-    if (it + 1 < nit) {
-        step(it, pa, da, pb, db);
-        issue_grads(it + 1, pb, db);
-    } else {
-        issue_grads(it, pa, da);
-    }
+    issue_grads(nit - 1);
     wg_wait0();
     wg_reg_fence(av);
     wg_reg_fence(ak);
