@@ -122,9 +122,9 @@ __device__ __forceinline__ void wg_rs(float d[32], const uint32_t a[4], uint32_t
 }
 /* d (64x64 fp32, accumulate when acc) += A (registers, the m16k16 fragments
  * of the warp's 16 rows) · B^T (smem, K-major), k16. With A from registers
- * a product reads half the shared memory of wg_ss's (B alone): at m64n64k16
- * wg_ss's 4 KB an instruction take as long at 128 bytes a cycle as the
- * tensor cores take for its products. */
+ * a product reads half the shared memory of wg_ss's (B alone): wg_ss reads
+ * 4 KB an instruction, 32 cycles at 128 bytes a cycle, as long as the tensor
+ * cores take for its multiply-adds. */
 __device__ __forceinline__ void wg_rs_k(float d[32], const uint32_t a[4], uint32_t b, int acc) {
 #ifdef WG_SM90
     asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %36, 0;\nmov.b64 db, {%37, %38};\n"
@@ -888,12 +888,14 @@ __global__ void __launch_bounds__(128, 4)
 }
 
 /* dK, dV for 64 keys (one warpgroup) of one KV head and batch: K and V
- * stay in shared memory; the loop runs over the group's query heads
- * and the 64-query tiles from the block's first key on. The score blocks
- * are S^T (keys x queries), so lse and D are per column. Pipelined as the
- * forward: per iteration i, S^T and dP^T of i + 1 are issued before the dV
- * and dK products of i, and P^T, dS^T of i + 1 are computed while those
- * run (two register sets each). Q, dO and the statistics are three
+ * stay in shared memory (the B operands of dK and dV's products) and in
+ * registers (the A operands of the scores'); the loop runs over the group's
+ * query heads and the 64-query tiles from the block's first key on. The
+ * score blocks are S^T (keys x queries), so lse and D are per column.
+ * Pipelined as the forward: per iteration i, S^T and dP^T of i + 1 are
+ * issued before the dV and dK products of i, and P^T, dS^T of i + 1 are
+ * computed while those run (into fp32 registers; their bf16 fragments once
+ * i's products are done, one set). Q, dO and the statistics are three
  * buffers: i + 2's load goes where i - 1's was, which the warpgroup has
  * finished with at i's barrier. */
 __global__ void __launch_bounds__(128, 2)

@@ -36,7 +36,7 @@ static __device__ __forceinline__ float xexp(float x) { return ex2_sfu(x * 1.442
  * of its values and the sum of exp(x - max), rescaled when the max grows),
  * in groups of eight values (V4 rows: 16-byte loads, or two 8-byte ones
  * where a bf16 copy's rows are not 16-byte aligned: the same values in the
- * same order), four groups' loads issued before their values are used
+ * same order), UG groups' loads issued before their values are used
  * (bytes in flight: one load at a time kept the kernel at half the
  * bandwidth); the partials are combined in a fixed order. exp is the
  * hardware's (xexp: ~2 ulp near the max, whose terms make the sum). The
