@@ -127,7 +127,9 @@ void prof_end(smj_cuda *c) {
     while (e < c->nprof && strcmp(c->prof[e].name, c->pname) != 0) e++;
     if (e == c->nprof) {
         if (c->nprof == 48) return;
-        c->prof[c->nprof].name = c->pname;
+        c->prof[c->nprof].name = c->pname; /* (a cleared table's old row: counted from zero) */
+        c->prof[c->nprof].ms = 0;
+        c->prof[c->nprof].calls = 0;
         c->nprof++;
     }
     c->prof[e].calls++;
@@ -327,6 +329,9 @@ static int gemm_t(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, 
     cublasComputeType_t ct = CUBLAS_COMPUTE_32F;
     if (ty == CUDA_R_32F && c->prec == PREC_TF32) ct = CUBLAS_COMPUTE_32F_FAST_TF32;
     if (ty == CUDA_R_32F && c->prec == PREC_BF16X) ct = CUBLAS_COMPUTE_32F_FAST_16BF;
+    if (batch == 1 && ty == CUDA_R_16BF && cty == CUDA_R_16BF && !tA && tB && alpha == 1.0f && beta == 0.0f &&
+        gemm_nt_sm90(c, M, N, K, (const __nv_bfloat16 *)A, lda, (const __nv_bfloat16 *)B, ldb, (__nv_bfloat16 *)C, ldc))
+        return 1;
     if (batch == 1 && ty == CUDA_R_16BF && c->gemm != GEMM_EX &&
         lt_gemm(c, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, cty))
         return 1;
@@ -879,6 +884,15 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
             else if (strcmp(gm, "tune") == 0) c->gemm = GEMM_TUNE;
             else {
                 record(c, SMJ_ERR_INVALID, "SMJ_CUDA_GEMM=%s: want ex, lt or tune", gm);
+                ok = 0;
+            }
+        }
+        const char *og = getenv("SMJ_CUDA_OWN_GEMM");
+        c->own_gemm = 0;
+        if (og && *og) {
+            if (strcmp(og, "0") == 0 || strcmp(og, "1") == 0 || strcmp(og, "2") == 0) c->own_gemm = og[0] - '0';
+            else {
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_OWN_GEMM=%s: want 0, 1 or 2", og);
                 ok = 0;
             }
         }

@@ -58,6 +58,9 @@ typedef struct {
     int tmap_looked;
     int xent_fused;              /* SMJ_CUDA_XENT_FUSED=0: xent_fwd_bwd declines (xent.cu) */
     int gemm;                    /* SMJ_CUDA_GEMM: how bf16 products are called, GEMM_* (blaslt.cu) */
+    int own_gemm;                /* SMJ_CUDA_OWN_GEMM: gemm_sm90.cu's forward product never (0, the default:
+                                    cuBLASLt's timed choice is faster in the step), where its tiles fill the
+                                    GPU (1), for every shape it can take (2: the tests) */
     /* Device time per op from event pairs, resolved in batches: with
      * SMJ_CUDA_PROFILE=1 for the whole run, printed to stderr when the
      * context is freed; or between smj_ctx_profile(ctx, 1) and (ctx, 0). */
@@ -254,6 +257,11 @@ int gemm(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
 /* Sets fn's dynamic shared-memory limit when bytes is over the default;
  * 0 (error recorded) when the GPU has less. */
 int smem_ok(smj_cuda *c, const void *fn, size_t bytes);
+/* gemm_sm90.cu: C[M,N] (bf16) = A[M,K] · B[N,K]^T, all bf16 row-major with
+ * leading dimensions lda, ldb, ldc, fp32 sums; 1 when launched, 0 where it
+ * declines (c->own_gemm, not Hopper sm_90a, a layout TMA cannot take) */
+int gemm_nt_sm90(smj_cuda *c, int64_t M, int64_t N, int64_t K, const __nv_bfloat16 *A, int64_t lda,
+                 const __nv_bfloat16 *B, int64_t ldb, __nv_bfloat16 *C, int64_t ldc);
 
 /* Tensor-core flash attention (flash.cu), bf16 mode: flash_ok says whether
  * it takes these arguments (sm_80+, Tq >= 16, HS 64 or 128, 16-byte aligned

@@ -47,44 +47,8 @@
  * ping-pong of the forward's two warpgroups (named barriers) slower.
  * Deterministic: each output row has one owner block, no atomics. */
 #include "flash.cuh"
-#include <cuda.h> /* CUtensorMap (the driver's entry point is looked up at run time: no libcuda link) */
-#include <cudaTypedefs.h>
+#include "wgmma.cuh"
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define WG_SM90 1
-#endif
-
-/* smem matrix descriptor, 128-byte swizzle: start >> 4 (bits 0-13), leading
- * byte offset >> 4 (16-29; unused here: one swizzle atom along the
- * contiguous dimension), stride byte offset >> 4 (32-45: 1024, the next
- * 8 rows), swizzle mode 1 (62-63). The high word is the same for every
- * tile here (WG_DESC_HI), so the kernels carry the low word alone (wg_lo)
- * and step through tiles by adding to it (a byte offset >> 4), and the
- * products pair it with the constant: fewer registers and instructions a
- * tile than whole 64-bit descriptors computed at each use. */
-#define WG_DESC_HI 0x40000040u
-__device__ __forceinline__ uint32_t wg_lo(uint32_t saddr) { return ((saddr & 0x3FFFF) >> 4) | (1u << 16); }
-__device__ __forceinline__ void wg_fence() {
-#ifdef WG_SM90
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wg_commit() {
-#ifdef WG_SM90
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wg_wait0() {
-#ifdef WG_SM90
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
-}
-/* writes by the generic proxy (cp.async) become visible to wgmma's reads */
-__device__ __forceinline__ void wg_proxy_fence() {
-#ifdef WG_SM90
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
 /* keeps the compiler from moving accumulator reads or writes across the
  * asynchronous instructions */
 __device__ __forceinline__ void wg_reg_fence(float d[32]) {
@@ -194,22 +158,7 @@ __device__ __forceinline__ void cp_tile_sw(uint32_t dst, const bf16 *src, int64_
     tile_ld<NT>(rs).template load<R>(dst, src, rs, nrows);
 }
 
-/* ---- TMA (the tensor memory accelerator) and shared-memory barriers:
- * one thread asks for a whole 64 x 64 tile, the copy engine writes it in
- * the 128-byte swizzled layout (the same as tile_ld's) and signals an
- * mbarrier with the bytes written; consumers wait on the barrier's phase
- * instead of a block barrier, and arrive on an "empty" barrier when their
- * products have read a stage. */
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-#ifdef WG_SM90
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_init_fence() {
-#ifdef WG_SM90
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
+
 /* (one thread) a kernel's barriers, 8 bytes apart from b: Q's "full" one,
  * nfull stages' "full" ones (one arrival: the producer's, with its bytes),
  * then nempty "empty" ones (nt arrivals: every consumer thread) */
@@ -217,39 +166,6 @@ __device__ __forceinline__ void mbar_init_stages(uint32_t b, int nfull, int nemp
     for (int i = 0; i <= nfull; i++) mbar_init(b + 8 * i, 1);
     for (int i = 0; i < nempty; i++) mbar_init(b + 8 * (1 + nfull + i), nt);
     mbar_init_fence();
-}
-/* the producer's arrival: the barrier's phase completes when bytes more have landed */
-__device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
-#ifdef WG_SM90
-    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar), "r"(bytes)
-                 : "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-#ifdef WG_SM90
-    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
-#endif
-}
-/* waits until the barrier's phase with this parity has completed */
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-#ifdef WG_SM90
-    uint32_t done = 0;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(bar), "r"(parity)
-                     : "memory");
-    } while (!done);
-#endif
-}
-/* the box at (c0, c1, c2) of a 3-D tensor map -> shared dst, completing on bar */
-__device__ __forceinline__ void tma_load3(uint32_t dst, const CUtensorMap *tm, int c0, int c1, int c2, uint32_t bar) {
-#ifdef WG_SM90
-    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
-                 "%4}], [%5];\n" ::"r"(dst),
-                 "l"((uint64_t)tm), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
-                 : "memory");
-#endif
 }
 /* the kernels' tensor maps (TMA): q, k, v (and dO for dQ) as
  * [B][rows][columns] bf16, boxes of 64 rows x 64 columns, 128-byte swizzle,
@@ -1044,22 +960,12 @@ int flash_sm90_ok(smj_cuda *c, int HS) {
  * (16-byte aligned base and strides). */
 static int tmap3(smj_cuda *c, CUtensorMap *m, const bf16 *base, int64_t cols, int64_t rows, int64_t B, int64_t rs,
                  int64_t bs) {
-    if (!c->tmap_looked) {
-        c->tmap_looked = 1;
-        void *fn = NULL;
-        cudaDriverEntryPointQueryResult qr;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &qr) ==
-                cudaSuccess &&
-            qr == cudaDriverEntryPointSuccess)
-            c->tmap_encode = fn;
-        else
-            (void)cudaGetLastError();
-    }
-    if (!c->tmap_encode || (uintptr_t)base % 16 || (rs * 2) % 16 || (bs * 2) % 16) return 0;
+    PFN_cuTensorMapEncodeTiled_v12000 enc = tmap_encoder(c);
+    if (!enc || (uintptr_t)base % 16 || (rs * 2) % 16 || (bs * 2) % 16) return 0;
     const cuuint64_t dim[3] = {(cuuint64_t)cols, (cuuint64_t)rows, (cuuint64_t)B};
     const cuuint64_t str[2] = {(cuuint64_t)rs * 2, (cuuint64_t)bs * 2};
     const cuuint32_t box[3] = {64, 64, 1}, es[3] = {1, 1, 1};
-    return ((PFN_cuTensorMapEncodeTiled_v12000)c->tmap_encode)(
+    return enc(
                m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dim, str, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;

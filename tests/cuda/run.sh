@@ -119,7 +119,7 @@ step "test_memory (cpu, ref, cuda)" 300 "build-cuda/tests/test_memory"
 step "test_probe (bench's measuring API)" 120 "build-cuda/tests/test_probe"
 step "training: cpu vs cuda, fp32 and bf16" 300 "sh tests/cuda/train_cpu_vs_cuda.sh"
 step "cli: --device cuda / cpu" 60 "build-cuda/smedjan bench --device cuda --size tiny --batch-size 2 --seq-len 64 --steps 2 --warmup 1 --decode-tokens 8 && build-cuda/smedjan bench --device cpu --size tiny --batch-size 2 --seq-len 64 --steps 1 --warmup 0 --decode-tokens 4 && { build/smedjan bench --device cuda --size tiny; test \$? -eq 1; }"
-step "cli: bad SMJ_CUDA_* values refused" 60 "for v in SMJ_CUDA_GEMM SMJ_CUDA_ATTN SMJ_CUDA_MATMUL SMJ_CUDA_DEVICE SMJ_CUDA_FWD_TILE; do out=\$(env \$v=99bogus build-cuda/smedjan bench --device cuda --size tiny --steps 1 --warmup 0 --decode-tokens 0 2>&1); rc=\$?; echo \"\$v=99bogus: exit \$rc: \$(echo \"\$out\" | tail -1)\"; [ \$rc -ne 0 ] && echo \"\$out\" | grep -q \"\$v\" || exit 1; done"
+step "cli: bad SMJ_CUDA_* values refused" 60 "for v in SMJ_CUDA_GEMM SMJ_CUDA_ATTN SMJ_CUDA_MATMUL SMJ_CUDA_DEVICE SMJ_CUDA_FWD_TILE SMJ_CUDA_OWN_GEMM; do out=\$(env \$v=99bogus build-cuda/smedjan bench --device cuda --size tiny --steps 1 --warmup 0 --decode-tokens 0 2>&1); rc=\$?; echo \"\$v=99bogus: exit \$rc: \$(echo \"\$out\" | tail -1)\"; [ \$rc -ne 0 ] && echo \"\$out\" | grep -q \"\$v\" || exit 1; done"
 # the PyTorch reference's Llama 110M (SwiGLU 2048 through --ffn-mult 2.6667)
 BENCH="--size custom --dim 768 --layers 12 --heads 12 --ffn-mult 2.6667 --vocab-size 32768 --steps 5 --warmup 2"
 step "bench fp32 T=1024 B=16" 300 "build-cuda/smedjan bench --device cuda $BENCH --seq-len 1024 --batch-size 16 --decode-tokens 64"

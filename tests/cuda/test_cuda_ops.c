@@ -1147,6 +1147,97 @@ static void check_gemm_many_shapes(void) {
            "matmul (many)", check_failed == before ? "ok" : "FAILED", n);
 }
 
+/* bf16 mode: gemm_sm90.cu's own product (the forward's A · B^T with a bf16
+ * output, Hopper sm_90a) in a context with SMJ_CUDA_OWN_GEMM=2 (every shape
+ * it can take), its output promised bf16 (bf16_only) as the trainer's
+ * forward products are: tiles cut by M, N and K (the copy engine's zero
+ * fill and clipped stores), several tiles an SM (the persistent loop), K
+ * under one 64-wide slice; against the reference within the bf16 rule and
+ * against cuBLASLt's product (SMJ_CUDA_OWN_GEMM=0) within one bf16 step of
+ * the output. Taken-ness from the context's profile (on a Hopper GPU the
+ * line must say "taken for 7 of 8"); elsewhere it declines and the
+ * products stay right. */
+static int own_product(smj_ctx *cx, float *out, const float *A, const float *B, int64_t M, int64_t N, int64_t K,
+                       long *calls) {
+    const smj_backend *b2 = cx->backend;
+    const smj_exec *e2 = &cx->exec;
+    float *dA = dup_d(A, M * K), *dB = dup_d(B, K * N), *dC = dup_d(out, M * N), *dZ = dup_d(out, M * N);
+    float *dS = dup_d(out, M * N);
+    b2->scale(e2, dZ, 0.0f, M * N);
+    smj_ctx_profile(cx, 1);
+    b2->bf16_only(e2, dC, M * N);
+    b2->matmul(e2, dC, dA, dB, M, N, K, 0, 1, 0);
+    b2->add(e2, dS, dC, dZ, M * N); /* a 32-bit read of the promised output: its bf16 values */
+    b2->bf16_drop(e2, NULL, 0);
+    smj_profile_row rows[64];
+    int n = smj_ctx_profile_rows(cx, rows, 64);
+    smj_ctx_profile(cx, 0);
+    *calls = 0;
+    for (int i = 0; i < n && i < 64; i++)
+        if (strcmp(rows[i].name, "matmul NT (fwd, own)") == 0) *calls += rows[i].calls;
+    b2->download(out - PAD, dS - PAD, sizeof(float) * (size_t)(M * N + 2 * PAD));
+    dfree(dA); dfree(dB); dfree(dC); dfree(dZ); dfree(dS);
+    return smj_ctx_status(cx) == SMJ_OK;
+}
+static void check_gemm_own(void) {
+    const char *mm = getenv("SMJ_CUDA_MATMUL");
+    if (!mm || strcmp(mm, "bf16") != 0) return;
+    cur_op = "matmul (own)";
+    long before = check_failed;
+    static const int64_t S[][3] = {{128, 256, 64}, {16, 8, 16},    {200, 264, 72},   {129, 520, 136},
+                                   {333, 88, 1000}, {64, 256, 8 * 3 * 5}, {2048, 2304, 768}, {50, 13, 40}};
+    const int ns = (int)(sizeof S / sizeof S[0]);
+    smj_ctx *cx[2] = {NULL, NULL};
+    const char *mode[2] = {"2", "0"};
+    for (int k = 0; k < 2; k++) {
+        setenv("SMJ_CUDA_OWN_GEMM", mode[k], 1); /* read when a context is made */
+        smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_CUDA, .bf16_matmul = 1};
+        cx[k] = smj_ctx_create(&o);
+        unsetenv("SMJ_CUDA_OWN_GEMM");
+        if (!cx[k] || smj_ctx_status(cx[k]) != SMJ_OK) {
+            CHECK(0, "cuda/matmul (own): a context with SMJ_CUDA_OWN_GEMM=%s: %s", mode[k],
+                  cx[k] ? smj_ctx_error(cx[k]) : "out of memory");
+            smj_ctx_free(cx[0]); smj_ctx_free(cx[1]);
+            return;
+        }
+    }
+    long calls[8] = {0}, lcalls = 0;
+    for (int i = 0; i < ns; i++) {
+        const int64_t M = S[i][0], N = S[i][1], K = S[i][2];
+        snprintf(cur_shape, sizeof cur_shape, "M%lld N%lld K%lld", (long long)M, (long long)N, (long long)K);
+        float *A = frand(M * K, 1), *B = frand(K * N, 1), *R = frand(M * N, 0), *O = frand(M * N, 0),
+              *L = frand(M * N, 0);
+        long lc = 0;
+        int ok = own_product(cx[0], O, A, B, M, N, K, &calls[i]) && own_product(cx[1], L, A, B, M, N, K, &lc);
+        CHECK(ok, "cuda/matmul (own) %s: device error: %s", cur_shape, smj_ctx_error(cx[0]));
+        lcalls += lc;
+        rf->matmul(X1, R, A, B, M, N, K, 0, 1, 0);
+        compare_floor("C (own, bf16 out)", O, R, M * N, TOL_MM, 0);
+        double worst = 0, mx = 1e-30;
+        for (int64_t j = 0; j < M * N; j++) mx = fmax(mx, fabs(L[j]));
+        for (int64_t j = 0; j < M * N; j++) worst = fmax(worst, fabs((double)O[j] - L[j]) / mx);
+        CHECK(worst <= 1.0 / 128, "cuda/matmul (own) %s: %.3g (normalized) from cuBLASLt's bf16 product", cur_shape,
+              worst);
+        ffree(A); ffree(B); ffree(R); ffree(O); ffree(L);
+    }
+    /* where it runs at all (a Hopper GPU, a build for sm_90a) it takes every
+     * shape whose rows TMA can address (ldc = N a multiple of 8), once */
+    int taken = 0, want = 0, runs = 0;
+    for (int i = 0; i < ns; i++) runs |= calls[i] > 0;
+    for (int i = 0; i < ns; i++) {
+        const int takes = runs && S[i][1] % 8 == 0;
+        want += takes;
+        taken += calls[i] > 0;
+        CHECK(calls[i] == takes, "cuda/matmul (own) M%lld N%lld K%lld: taken %ld times, want %d",
+              (long long)S[i][0], (long long)S[i][1], (long long)S[i][2], calls[i], takes);
+    }
+    CHECK(lcalls == 0, "cuda/matmul (own): taken %ld times with SMJ_CUDA_OWN_GEMM=0", lcalls);
+    smj_ctx_free(cx[0]);
+    smj_ctx_free(cx[1]);
+    printf("cuda %-14s %-6s taken for %d of %d shapes (want %d), to the reference and cuBLASLt's\n", "matmul (own)",
+           check_failed == before ? "ok" : "FAILED", taken, ns, want);
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -1172,6 +1263,7 @@ int main(void) {
     cuda_check_status(ctx, "xent_fwd_bwd");
     check_gemm_contexts(ctx);
     check_gemm_many_shapes();
+    check_gemm_own();
     cuda_check_status(ctx, "matmul (shapes)");
     /* The error rule: a failing op records its error; sumsq then returns
      * NaN and smj_ctx_status names the op. (A head size over 256 is refused
