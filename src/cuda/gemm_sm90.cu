@@ -25,15 +25,17 @@
  * multiples of 8, 16-byte aligned pointers) are served. Deterministic: each
  * output tile has one owner and a fixed K order.
  *
- * Measured on an H200 (bench/RESULTS.md round 33). Alone, on operands of
- * uniform [-1, 1) values (bench/gemm_wg.cu, B*T = 32768 rows), against
- * cuBLASLt's fastest of its heuristic's 8 candidates: Q|K|V 0.168 / 0.186
- * ms, gate|up 0.336 / 0.327, down 0.139 / 0.165, Wo 0.063 / 0.068, the LM
- * head (4096 x 32768 x 768) 0.444 / 0.320; the same bits. In the step (real
- * operands, the GPU at higher clocks) cuBLASLt's products run 15-20% faster
- * than alone and ours 5%: Q|K|V 182 us against 160, gate|up 318 / 274, Wo
- * 67 / 61 (train tok/s 0.964x with SMJ_CUDA_OWN_GEMM=1). Its epilogue is
- * not overlapped with the tensor cores (both consumers store at once). */
+ * Measured on an H200 (bench/RESULTS.md round 33). In the Llama 110M step
+ * (--bf16-matmul --fp16-activations --fused-ce, T = 1024, B = 32), a call:
+ * Q|K|V 182 us against cuBLASLt's 160, gate|up 318 / 274, Wo 67 / 61, the
+ * LM head's chunks ~420 / ~137 (train tok/s 0.964x with
+ * SMJ_CUDA_OWN_GEMM=1). Alone (bench/gemm_own.cu, sustained, uniform
+ * operands) it is level: 0.94, 1.00, 1.03 (down), 1.08 (Wo) of cuBLASLt's
+ * speed, the LM head chunk 0.49 (n-fastest tiles stream the 50 MB weight
+ * past each row block); the same bits. In the step cuBLASLt's products run
+ * 15-20% faster than alone (higher clocks), ours ~5%; a likely reason: its
+ * epilogue is not overlapped with the tensor cores (both consumers store
+ * at once). */
 #include "wgmma.cuh"
 
 typedef __nv_bfloat16 bf16;
