@@ -965,10 +965,9 @@ static int tmap3(smj_cuda *c, CUtensorMap *m, const bf16 *base, int64_t cols, in
     const cuuint64_t dim[3] = {(cuuint64_t)cols, (cuuint64_t)rows, (cuuint64_t)B};
     const cuuint64_t str[2] = {(cuuint64_t)rs * 2, (cuuint64_t)bs * 2};
     const cuuint32_t box[3] = {64, 64, 1}, es[3] = {1, 1, 1};
-    return enc(
-               m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dim, str, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dim, str, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+           CUDA_SUCCESS;
 }
 
 void flash_fwd_sm90(smj_cuda *c, float *out, bf16 *out16, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
