@@ -47,11 +47,11 @@ __device__ __forceinline__ void wg_proxy_fence() {
 }
 
 /* ---- TMA (the tensor memory accelerator) and shared-memory barriers:
- * one thread asks for a whole 64 x 64 tile, the copy engine writes it in
- * the 128-byte swizzled layout (the same as tile_ld's) and signals an
- * mbarrier with the bytes written; consumers wait on the barrier's phase
- * instead of a block barrier, and arrive on an "empty" barrier when their
- * products have read a stage. */
+ * one thread asks for a whole box (64 columns of bf16 by up to 256 rows),
+ * the copy engine writes it in the 128-byte swizzled layout wgmma reads
+ * and signals an mbarrier with the bytes written; consumers wait on the
+ * barrier's phase instead of a block barrier, and arrive on an "empty"
+ * barrier when their products have read a stage. */
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
 #ifdef WG_SM90
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
