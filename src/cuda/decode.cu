@@ -569,23 +569,27 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
 
 /* ------------------------------------------------------------ decode_linear */
 
-/* out[N] = W[N,K] · n: every block makes n (the norm of x, or x) in shared
- * memory, then a warp per pair of rows (both rows' loads in flight). */
+/* out[N] = W[N,K] · n: a block of 512 an SM makes n (the norm of x, or x)
+ * in shared memory, then each warp takes a contiguous range of rows, two
+ * at a time (both rows' loads in flight). One block an SM pays the norm
+ * once (eight blocks of 256, the earlier layout, paid it in four waves):
+ * the Llama 110M LM head 22.4 -> 17.9 us a token on an H200. */
 template <typename WT>
-__global__ void __launch_bounds__(256) k_decode_linear(float *out, const float *x, const float *norm, const WT *W,
-                                                       int64_t N, int K, float eps, int vec) {
+__global__ void __launch_bounds__(512, 1) k_decode_linear(float *out, const float *x, const float *norm, const WT *W,
+                                                          int64_t N, int K, float eps, int vec) {
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
-    __shared__ float red[8];
+    __shared__ float red[16];
     if (norm) {
         norm_rows(sm, x, norm, NULL, K, eps, red);
     } else {
         load_vec(sm, x, K);
     }
-    int64_t nw = (int64_t)gridDim.x * 8;
-    for (int64_t row = ((int64_t)blockIdx.x * 8 + (threadIdx.x >> 5)) * 2; row < N; row += 2 * nw) {
+    int64_t nw = (int64_t)gridDim.x * 16, gw = (int64_t)blockIdx.x * 16 + (threadIdx.x >> 5);
+    int64_t r1 = (gw + 1) * N / nw;
+    for (int64_t row = gw * N / nw; row < r1; row += 2) {
         float s[2];
-        if (row + 1 < N) {
+        if (row + 1 < r1) {
             warp_dot<WT, 2>(sm, W + row * K, W + (row + 1) * K, K, vec, s);
             if ((threadIdx.x & 31) == 0) { out[row] = s[0]; out[row + 1] = s[1]; }
         } else {
@@ -606,14 +610,14 @@ void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const floa
     cast_written(c, out, N);
     size_t smem = sizeof(float) * (size_t)((K + 3) / 4 * 4);
     int vec = K % (wtype == SMJ_WTYPE_BF16 ? 8 : 4) == 0 && al16(W);
-    unsigned grid = blocks_for(N, 16, 8 * (int64_t)c->n_sm);
+    unsigned grid = blocks_for(N, 32, c->n_sm); /* two rows a warp at least */
     if (wtype == SMJ_WTYPE_BF16) {
         if (!smem_ok(c, (const void *)k_decode_linear<__nv_bfloat16>, smem)) return;
-        k_decode_linear<__nv_bfloat16><<<grid, 256, smem, c->stream>>>(out, x, norm, (const __nv_bfloat16 *)W, N, K,
+        k_decode_linear<__nv_bfloat16><<<grid, 512, smem, c->stream>>>(out, x, norm, (const __nv_bfloat16 *)W, N, K,
                                                                         eps, vec);
     } else {
         if (!smem_ok(c, (const void *)k_decode_linear<float>, smem)) return;
-        k_decode_linear<float><<<grid, 256, smem, c->stream>>>(out, x, norm, (const float *)W, N, K, eps, vec);
+        k_decode_linear<float><<<grid, 512, smem, c->stream>>>(out, x, norm, (const float *)W, N, K, eps, vec);
     }
     LAUNCHED(c);
     op_end(c);
