@@ -336,8 +336,16 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < nprof; i++) tot += prof[i].ms;
         fprintf(stderr, "  per-op device time over %d more training steps (%.1f ms per step):\n", prof_steps,
                 tot / prof_steps);
-        for (int i = 0; i < nprof && i < 16; i++)
-            fprintf(stderr, "    %-26s %5.1f%% %9.2f ms %7ld calls\n", prof[i].name, 100 * prof[i].ms / tot,
+        /* the 16 largest rows, and past them any of 1% or more (products by
+         * shape under SMJ_CUDA_PROFILE_SHAPES=1) */
+        int shown = 0, w = 26;
+        while (shown < nprof && (shown < 16 || prof[shown].ms >= 0.01 * tot)) {
+            int len = (int)strlen(prof[shown].name);
+            if (len > w) w = len;
+            shown++;
+        }
+        for (int i = 0; i < shown; i++)
+            fprintf(stderr, "    %-*s %5.1f%% %9.2f ms %7ld calls\n", w, prof[i].name, 100 * prof[i].ms / tot,
                     prof[i].ms / prof_steps, prof[i].calls / prof_steps);
     }
     fprintf(stderr,

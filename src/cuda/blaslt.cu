@@ -361,7 +361,7 @@ int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *B
     cudaDataType_t dt = promised ? CUDA_R_16BF : CUDA_R_32F;
     if (!l || !lt_bias(c0, l, NULL, dt, NULL, NULL, bias, M, N, K, tA, tB, 0)) return 0; /* nothing done */
     OP_BEGIN_L("matmul_bias"); /* as matmul: the operands' kept copies stay valid */
-    c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
+    c->pname = prof_matmul(c, tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)", M, N, K);
     cast_overwritten(c, Cm, nc);
     fp32_in(c, bias, N);
     /* a promised output's bias in bf16 in the scratch buffer, and its

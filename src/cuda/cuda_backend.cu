@@ -126,7 +126,7 @@ void prof_end(smj_cuda *c) {
     int e = 0;
     while (e < c->nprof && strcmp(c->prof[e].name, c->pname) != 0) e++;
     if (e == c->nprof) {
-        if (c->nprof == 48) return;
+        if (c->nprof == PROF_ROWS) return;
         c->prof[c->nprof].name = c->pname; /* (a cleared table's old row: counted from zero) */
         c->prof[c->nprof].ms = 0;
         c->prof[c->nprof].calls = 0;
@@ -137,12 +137,25 @@ void prof_end(smj_cuda *c) {
     c->pidx[c->npend++] = e;
     c->pname = NULL;
 }
+/* A product's profile name: its kind ("matmul NT (fwd)"), or with
+ * SMJ_CUDA_PROFILE_SHAPES=1 the kind and its shape, M x N x K of
+ * C[M,N] = op(A)[M,K] op(B)[K,N] (past PROF_SHAPES shapes, the kind). */
+const char *prof_matmul(smj_cuda *c, const char *kind, int64_t M, int64_t N, int64_t K) {
+    if (!c->prof_shapes || !c->profile) return kind;
+    char b[sizeof c->pshape[0]];
+    snprintf(b, sizeof b, "%s %lldx%lldx%lld", kind, (long long)M, (long long)N, (long long)K);
+    for (int i = 0; i < c->npshape; i++)
+        if (strcmp(c->pshape[i], b) == 0) return c->pshape[i];
+    if (c->npshape == PROF_SHAPES) return kind;
+    memcpy(c->pshape[c->npshape], b, sizeof b);
+    return c->pshape[c->npshape++];
+}
 void prof_print(smj_cuda *c) {
     prof_flush(c);
     double tot = 0;
     for (int i = 0; i < c->nprof; i++) tot += c->prof[i].ms;
     if (tot <= 0) return;
-    int ord[48];
+    int ord[PROF_ROWS];
     for (int i = 0; i < c->nprof; i++) ord[i] = i;
     for (int i = 1; i < c->nprof; i++)
         for (int j = i; j > 0 && c->prof[ord[j]].ms > c->prof[ord[j - 1]].ms; j--) {
@@ -150,13 +163,13 @@ void prof_print(smj_cuda *c) {
         }
     fprintf(stderr, "cuda profile (SMJ_CUDA_PROFILE, matmul %s, attention %s): device time per op, whole run\n",
             prec_name[c->prec], c->attn == ATTN_FUSED ? "fused" : c->attn == ATTN_GEMM ? "gemm" : c->attn == ATTN_WGMMA ? "wgmma" : c->attn == ATTN_MMA ? "mma" : "auto");
-    fprintf(stderr, "  %-22s %10s %7s %8s\n", "op", "ms", "share", "calls");
+    fprintf(stderr, "  %-34s %10s %7s %8s\n", "op", "ms", "share", "calls");
     for (int k = 0; k < c->nprof; k++) {
         int i = ord[k];
-        fprintf(stderr, "  %-22s %10.2f %6.1f%% %8ld\n", c->prof[i].name, c->prof[i].ms, 100.0 * c->prof[i].ms / tot,
+        fprintf(stderr, "  %-34s %10.2f %6.1f%% %8ld\n", c->prof[i].name, c->prof[i].ms, 100.0 * c->prof[i].ms / tot,
                 c->prof[i].calls);
     }
-    fprintf(stderr, "  %-22s %10.2f %6.1f%%\n", "total", tot, 100.0);
+    fprintf(stderr, "  %-34s %10.2f %6.1f%%\n", "total", tot, 100.0);
 }
 
 /* Profiling only: the op's time from here on counts under name (phases of
@@ -529,7 +542,7 @@ static void gemv_nn(smj_cuda *c, float *Cm, const float *A, const float *Bm, int
 static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float *Bm, int64_t M, int64_t N,
                       int64_t K, int tA, int tB, int acc) {
     OP_BEGIN_L("matmul"); /* a matmul keeps the bf16 copies of its operands valid */
-    c->pname = tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)";
+    c->pname = prof_matmul(c, tA ? "matmul TN (dW)" : tB ? "matmul NT (fwd)" : "matmul NN (dX)", M, N, K);
     if (M <= 0 || N <= 0) { op_end(c); return; }
     if (acc) cast_written(c, Cm, M * N);
     else cast_overwritten(c, Cm, M * N);
@@ -898,6 +911,14 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         }
         const char *pr = getenv("SMJ_CUDA_PROFILE");
         c->profile = c->profile_env = pr && *pr && strcmp(pr, "0") != 0;
+        const char *ps = getenv("SMJ_CUDA_PROFILE_SHAPES");
+        if (ps && *ps) {
+            if (strcmp(ps, "0") == 0 || strcmp(ps, "1") == 0) c->prof_shapes = ps[0] == '1';
+            else {
+                record(c, SMJ_ERR_INVALID, "SMJ_CUDA_PROFILE_SHAPES=%s: want 0 or 1", ps);
+                ok = 0;
+            }
+        }
         /* the compute type of each product is chosen per call (gemm()) */
         ok = ok && CKB(c, cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
     }

@@ -27,6 +27,8 @@ extern "C" {
 #include "limits.h"
 #define BC_N SMJ_CUDA_BC_N     /* bf16 operand copies kept (smj_cuda.bc) */
 #define EXT_N 32               /* bf16 copies in the caller's memory (smj_cuda.ext) */
+#define PROF_ROWS 96           /* profile rows (ops, their phases, products by shape) */
+#define PROF_SHAPES 48         /* products' names with shapes (SMJ_CUDA_PROFILE_SHAPES=1) */
 #define HOME_N 8               /* bf16_home places for the next op */
 #define BC_MAX SMJ_CUDA_BC_MAX /* largest operand kept, elements (256 MiB as bf16) */
 
@@ -66,12 +68,16 @@ typedef struct {
      * context is freed; or between smj_ctx_profile(ctx, 1) and (ctx, 0). */
     int profile;                 /* timing now (SMJ_CUDA_PROFILE or smj_ctx_profile) */
     int profile_env;             /* SMJ_CUDA_PROFILE: print the table at fini */
-    struct { const char *name; double ms; long calls; } prof[48];
+    int prof_shapes;             /* SMJ_CUDA_PROFILE_SHAPES=1: a product's row names its shape */
+    struct { const char *name; double ms; long calls; } prof[PROF_ROWS];
     int nprof;
     cudaEvent_t *pev;            /* [2 * PROF_EV]: start/end per pending op */
     int *pidx;                   /* [PROF_EV]: prof[] entry of each pending op */
     int npend;
     const char *pname;           /* profile name of the op running now */
+    char pshape[PROF_SHAPES][48]; /* products' names with their shapes, never rewritten (the rows' names
+                                     stay valid while the context lives) */
+    int npshape;
     /* bf16 mode: bf16 copies of matmul operands, kept for the following
      * matmuls (q, k, v read the same normed input; dW and dX products the
      * same output gradient). Ops that feed products write the copy of
@@ -160,6 +166,7 @@ void launched(smj_cuda *c, const char *file, int line);
  * profiler) and ends with op_end; prof_phase splits an op's time. */
 void prof_begin(smj_cuda *c, const char *name);
 void prof_end(smj_cuda *c);
+const char *prof_matmul(smj_cuda *c, const char *kind, int64_t M, int64_t N, int64_t K);
 void prof_phase(smj_cuda *c, const char *name);
 void prof_flush(smj_cuda *c);
 void prof_print(smj_cuda *c);
