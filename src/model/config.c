@@ -126,7 +126,7 @@ int64_t smj_config_train_memory_ex(const smj_model_config *c, int B, int T, cons
     r.weights = r.grads = P;
     r.optimizer = 2 * P;
     r.activations = 4 * smj_act_floats(c, B, T, o);
-    r.scratch = 4 * (smj_bwd_floats(c, B, T) + smj_fixed_floats(c));
+    r.scratch = 4 * (smj_bwd_floats(c, B, T, o) + smj_fixed_floats(c));
     r.total = r.weights + r.grads + r.optimizer + r.activations + r.scratch;
     if (d) *d = r;
     return r.total;

@@ -433,18 +433,27 @@ static int64_t logits16_rows(const smj_model_config *c, const smj_train_options 
     return N >= 2 * R ? R : 0;
 }
 
-/* The logits [N,V]; with fused_ce the chunk buffer; with 16-bit logits
- * those and one block's fp32 logits (see struct smj_model). */
-static void take_logits(const smj_model_config *c, int64_t N, const smj_train_options *o, carver *cv, smj_model *m) {
+/* The floats of the LM head's chunk buffer ce_buf: a fused_ce chunk's
+ * logits, or with 16-bit logits one block's fp32 logits (+1 row: a last row
+ * joins the block before, ce_chunk); 0 when the logits are kept whole. */
+static int64_t ce_floats(const smj_model_config *c, int64_t N, const smj_train_options *o) {
     int64_t V = smj_vocab_rows(c), R16 = logits16_rows(c, o, N); /* (rows of a quantized head are closer) */
     if (o && o->fused_ce) {
-        int64_t R = smj_ce_chunk_rows(c, o, N), rows = R < N ? R + 1 : N;
-        float *p = take(cv, rows * V);
-        if (m) { m->ce_buf = p; m->logits = NULL; m->logits16 = NULL; }
+        int64_t R = smj_ce_chunk_rows(c, o, N);
+        return (R < N ? R + 1 : N) * V;
+    }
+    return R16 ? (R16 + 1) * V : 0;
+}
+
+/* The logits [N,V]; with fused_ce nothing (ce_buf is placed by ce_ready);
+ * with 16-bit logits their bf16 copy (see struct smj_model). */
+static void take_logits(const smj_model_config *c, int64_t N, const smj_train_options *o, carver *cv, smj_model *m) {
+    int64_t V = smj_vocab_rows(c), R16 = logits16_rows(c, o, N);
+    if (o && o->fused_ce) {
+        if (m) { m->ce_buf = NULL; m->logits = NULL; m->logits16 = NULL; }
     } else if (R16) {
-        float *p = take(cv, (R16 + 1) * V); /* (+1: a last row joins the block before, ce_chunk) */
         uint16_t *q = (uint16_t *)take(cv, (N * V + 1) / 2);
-        if (m) { m->ce_buf = p; m->logits = NULL; m->logits16 = q; m->l16_rows = R16; }
+        if (m) { m->ce_buf = NULL; m->logits = NULL; m->logits16 = q; m->l16_rows = R16; }
     } else {
         float *p = take(cv, N * V);
         if (m) { m->logits = p; m->ce_buf = NULL; m->logits16 = NULL; }
@@ -644,7 +653,12 @@ const float *smj_acts_load(smj_model *m, int l, int B, int T) {
     return x;
 }
 
-static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_model *m) {
+/* The backward's buffers. The MLP's (dh, dgate) are used only inside a
+ * block's backward, the LM head's chunk buffer (ce_buf, ce_floats) only
+ * before the blocks' backward (the head's gradient) or in a forward: they
+ * share memory, the larger of the two. */
+static void carve_bwd(const smj_model_config *c, int B, int T, const smj_train_options *o, carver *cv,
+                      smj_model *m) {
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     float *p[8];
@@ -655,10 +669,14 @@ static void carve_bwd(const smj_model_config *c, int B, int T, carver *cv, smj_m
      * them out: fused rows or three dense tensors) */
     int64_t sz[8] = {N * C, N * C, N * QD, gpt2 ? 0 : N * (QD + 2 * KD), qkn ? N * QD : 0, qkn ? N * KD : 0, N * H,
                      gpt2 ? N * H : 2 * N * H};
-    for (int i = 0; i < 8; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
+    for (int i = 0; i < 6; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
+    int64_t ce = ce_floats(c, N, o), mlp = sz[6] + sz[7];
+    p[6] = take(cv, ce > mlp ? ce : mlp);
+    p[7] = p[6] + sz[6];
     if (m) {
         m->dres = p[0]; m->dln = p[1]; m->datt = p[2]; m->dq = p[3];
         m->dqn = p[4]; m->dkn = p[5]; m->dh = p[6]; m->dgate = p[7];
+        m->ce_buf = ce ? p[6] : NULL;
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         float *dqkv = take(cv, 3 * N * C);
@@ -671,9 +689,9 @@ int64_t smj_act_floats(const smj_model_config *c, int B, int T, const smj_train_
     carve_acts(c, B, T, o, &cv, NULL);
     return cv.off;
 }
-int64_t smj_bwd_floats(const smj_model_config *c, int B, int T) {
+int64_t smj_bwd_floats(const smj_model_config *c, int B, int T, const smj_train_options *o) {
     carver cv = {0};
-    carve_bwd(c, B, T, &cv, NULL);
+    carve_bwd(c, B, T, o, &cv, NULL);
     return cv.off;
 }
 
@@ -968,11 +986,27 @@ void smj_block_decode(smj_model *m, int l, smj_block_acts *a, const float *x, fl
 static smj_status bwd_ready(smj_model *m, int B, int T) {
     SMJ_TRY(smj_model_ensure_grads(m));
     if (!m->bwd_mem) {
-        m->bwd_mem = m->be->alloc(sizeof(float) * (size_t)smj_bwd_floats(&m->cfg, m->act_B, m->act_T));
+        m->bwd_mem = m->be->alloc(sizeof(float) * (size_t)smj_bwd_floats(&m->cfg, m->act_B, m->act_T, &m->topt));
         if (!m->bwd_mem) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory for the backward pass");
     }
     carver cv = {m->bwd_mem, 0};
-    carve_bwd(&m->cfg, B, T, &cv, m);
+    carve_bwd(&m->cfg, B, T, &m->topt, &cv, m);
+    return SMJ_OK;
+}
+
+/* ce_buf for a forward with targets or a backward of B x T rows: in the
+ * backward's memory once it exists (carve_bwd), else in full_logits (a
+ * model that only evaluates). */
+static smj_status ce_ready(smj_model *m, int B, int T) {
+    int64_t n = ce_floats(&m->cfg, (int64_t)B * T, &m->topt);
+    if (!n) return SMJ_OK;
+    if (m->bwd_mem) {
+        carver cv = {m->bwd_mem, 0};
+        carve_bwd(&m->cfg, B, T, &m->topt, &cv, m);
+        return SMJ_OK;
+    }
+    SMJ_TRY(ensure_full_logits(m, n));
+    m->ce_buf = m->full_logits;
     return SMJ_OK;
 }
 
@@ -1039,6 +1073,7 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
         smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
         if (dloss >= 0) {
             head_grad(m, m->ce_buf, r0, n, dloss, loss);
+            smj_drop16(m, m->ce_buf, n * ld); /* (ce_buf is the blocks' dh, dgate next) */
         } else {
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             smj_drop16(m, m->ce_buf, n * ld);
@@ -1135,6 +1170,7 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
         SMJ_TRY(bwd_ready(m, B, T));
         m->head_done = 1;
     }
+    if (targets) SMJ_TRY(ce_ready(m, B, T));
     if (m->topt.fused_ce && targets) {
         /* LM head + cross-entropy chunk by chunk: only lse and the losses
          * stay */
@@ -1157,6 +1193,7 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
             if (train && homed) { /* (the logits are their bf16 copy's values already) */
                 head_grad(m, m->ce_buf, r0, n, dloss, 1);
+                smj_drop16(m, m->ce_buf, n * ld);
                 continue;
             }
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
@@ -1164,9 +1201,8 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
             if (train) {
                 unpack16(m, m->ce_buf, h, n * ld);
                 head_grad(m, m->ce_buf, r0, n, dloss, 0);
-            } else {
-                smj_drop16(m, m->ce_buf, n * ld);
             }
+            smj_drop16(m, m->ce_buf, n * ld);
         }
         m->logits = NULL;
     } else {
@@ -1356,6 +1392,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
             n = ce_chunk(N, R, r0);
             unpack16(m, m->ce_buf, m->logits16 + r0 * ld, n * ld);
             head_grad(m, m->ce_buf, r0, n, dloss, 0);
+            smj_drop16(m, m->ce_buf, n * ld);
         }
     } else {
         head_bwd(m, N, dloss, 0);

@@ -152,9 +152,11 @@ struct smj_model {
     int64_t loss_host_n;
 
     /* Training-memory options (smj_model_set_train_options). With fused_ce
-     * the activation walk carves ce_buf [ce_rows + 1 (at most N), V] instead
-     * of logits [N, V]: a forward with targets computes logits chunk by
-     * chunk there (m->logits is then NULL), and a forward without targets
+     * the activation walk carves no logits [N, V]: a forward with targets
+     * computes them chunk by chunk in ce_buf [ce_rows + 1 (at most N), V]
+     * (m->logits is then NULL), which shares the backward's memory with the
+     * blocks' dh and dgate (carve_bwd; in full_logits for a model that has
+     * not run a backward: ce_ready), and a forward without targets
      * writes all logits into full_logits (allocated on demand, full_cap
      * floats). With gradient_checkpointing every blk[l] points at the same
      * single block's activations; the backward recomputes block l from its
@@ -352,7 +354,7 @@ void smj_gpt2_backward(smj_model *m, int B, int T);
  * parameters, gradients and the two AdamW moments these are every byte a
  * model and its trainer allocate through the backend. */
 int64_t smj_act_floats(const smj_model_config *c, int B, int T, const smj_train_options *o);
-int64_t smj_bwd_floats(const smj_model_config *c, int B, int T);
+int64_t smj_bwd_floats(const smj_model_config *c, int B, int T, const smj_train_options *o);
 int64_t smj_fixed_floats(const smj_model_config *c);
 /* fused_ce: rows per chunk for N rows (at most N; chunks are this many rows,
  * a last chunk of 1 row is merged into the one before, so the buffer holds
