@@ -1167,10 +1167,11 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
      * one pass over them (xent_fwd_bwd), the full logits never read again */
     float dloss = train ? (n_valid ? loss_scale / (float)n_valid : 0.0f) : -1.0f;
     if (train) {
-        SMJ_TRY(bwd_ready(m, B, T));
+        SMJ_TRY(bwd_ready(m, B, T)); /* (ce_buf with the backward's buffers) */
         m->head_done = 1;
+    } else if (targets) {
+        SMJ_TRY(ce_ready(m, B, T));
     }
-    if (targets) SMJ_TRY(ce_ready(m, B, T));
     if (m->topt.fused_ce && targets) {
         /* LM head + cross-entropy chunk by chunk: only lse and the losses
          * stay */
