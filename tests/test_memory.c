@@ -552,6 +552,61 @@ static int64_t measure(const smj_model_config *c, const smj_train_options *o, in
     return peak;
 }
 
+/* Where the LM head's chunk buffer lives (fused_ce): a model that has not
+ * run a backward allocates it on its first forward with targets (one
+ * allocation, reused by the next); in a model whose first call is a train
+ * step, a forward with targets after it allocates nothing (the chunk sits
+ * in the backward's dh|dgate region) and its loss is the plain head's, bit
+ * for bit. */
+static void ce_placement(void) {
+    smj_ctx *ctx = make_ctx(SMJ_BACKEND_CPU);
+    g_counting = *ctx->backend;
+    g_counting.alloc = count_alloc;
+    g_counting.free = count_free;
+    ctx->backend = &g_counting;
+    g_live = g_peak = g_calls = 0;
+    smj_model_config c = llama_gqa();
+    int B = 2, T = 16, N = B * T;
+    smj_dataset *ds = make_dataset(ctx, "ce.bin", 4000, c.vocab_size);
+    int32_t x[32], y[32];
+    for (int i = 0; i < N; i++) { x[i] = (i * 7 + 3) % c.vocab_size; y[i] = (i * 5 + 1) % c.vocab_size; }
+    smj_model *m = make_model(ctx, &c);
+    smj_train_options fo = {.fused_ce = 1, .ce_chunk_rows = 8}, plain = {0};
+    CHECK_OK(ctx, smj_model_set_train_options(m, &fo));
+    float l0 = 0, l1 = 0, lp = 0;
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &l0));
+    int64_t calls = g_calls, live = g_live;
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &l1));
+    CHECK(g_calls == calls && g_live == live && l1 == l0,
+          "fused-ce, no backward yet: a second forward allocates again (%lld calls, %lld bytes more) or differs",
+          (long long)(g_calls - calls), (long long)(g_live - live));
+    smj_model_free(m); /* (its full_logits would serve the forward below) */
+    m = make_model(ctx, &c);
+    CHECK_OK(ctx, smj_model_set_train_options(m, &fo));
+    smj_optim_options oo;
+    smj_optim_defaults(&oo);
+    oo.total_steps = 1;
+    smj_trainer *t = NULL;
+    CHECK_OK(ctx, smj_trainer_create(m, &oo, &t));
+    smj_step_stats st;
+    CHECK_OK(ctx, smj_trainer_step(t, ds, B, T, 1, &st));
+    calls = g_calls;
+    live = g_live;
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &l1));
+    CHECK(g_calls == calls && g_live == live,
+          "fused-ce after a train step: a forward with targets allocated %lld times (%lld bytes)",
+          (long long)(g_calls - calls), (long long)(g_live - live));
+    CHECK_OK(ctx, smj_model_set_train_options(m, &plain));
+    CHECK_OK(ctx, smj_model_forward(m, x, y, B, T, &lp));
+    CHECK(l1 == lp && isfinite(lp), "fused-ce loss with the chunk in the backward's buffers %.9g vs plain %.9g",
+          (double)l1, (double)lp);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_dataset_free(ds);
+    CHECK(g_live == 0, "every backend allocation was freed (%lld bytes left)", (long long)g_live);
+    smj_ctx_free(ctx);
+}
+
 /* The LM head's backward blocks (smj_head_bwd_rows): all rows without
  * bf16 products or when the logits fit one kept copy; else the most rows,
  * a multiple of 64 (at least 64), whose logits do. */
@@ -768,6 +823,7 @@ int main(void) {
     training(SMJ_BACKEND_CPU, "cpu", &g2, "gpt2");
     training(SMJ_BACKEND_REF, "ref", &lt, "llama tied");
     memory_estimates();
+    ce_placement();
     /* CUDA builds with a GPU: the same equalities (checkpointing bitwise: the
      * ops are deterministic; fused-ce to 1e-5) */
     smj_ctx_options co = {.backend = SMJ_BACKEND_CUDA};
