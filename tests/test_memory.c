@@ -521,16 +521,21 @@ static void count_free(void *q) {
     smj_afree(p);
 }
 static smj_backend g_counting;
-
-/* Peak bytes allocated through the backend by model create + trainer create +
- * two training steps (B, T) under o. */
-static int64_t measure(const smj_model_config *c, const smj_train_options *o, int B, int T, smj_dataset *ds) {
+/* A CPU context whose allocations go through the counters (reset). */
+static smj_ctx *counting_ctx(void) {
     smj_ctx *ctx = make_ctx(SMJ_BACKEND_CPU);
     g_counting = *ctx->backend;
     g_counting.alloc = count_alloc;
     g_counting.free = count_free;
     ctx->backend = &g_counting;
     g_live = g_peak = g_calls = 0;
+    return ctx;
+}
+
+/* Peak bytes allocated through the backend by model create + trainer create +
+ * two training steps (B, T) under o. */
+static int64_t measure(const smj_model_config *c, const smj_train_options *o, int B, int T, smj_dataset *ds) {
+    smj_ctx *ctx = counting_ctx();
     smj_model *m = NULL;
     smj_trainer *t = NULL;
     smj_optim_options oo;
@@ -559,12 +564,7 @@ static int64_t measure(const smj_model_config *c, const smj_train_options *o, in
  * in the backward's dh|dgate region) and its loss is the plain head's, bit
  * for bit. */
 static void ce_placement(void) {
-    smj_ctx *ctx = make_ctx(SMJ_BACKEND_CPU);
-    g_counting = *ctx->backend;
-    g_counting.alloc = count_alloc;
-    g_counting.free = count_free;
-    ctx->backend = &g_counting;
-    g_live = g_peak = g_calls = 0;
+    smj_ctx *ctx = counting_ctx();
     smj_model_config c = llama_gqa();
     int B = 2, T = 16, N = B * T;
     smj_dataset *ds = make_dataset(ctx, "ce.bin", 4000, c.vocab_size);
