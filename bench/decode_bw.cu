@@ -10,9 +10,15 @@
  * reading 12 distinct layers (170 MB: mostly from DRAM) or one layer again
  * and again (from L2), by plain 16-byte loads (8 in flight a thread) or by
  * the copy engine (thread 0 keeping six 32 KB bulk copies in flight into
- * shared memory), and the barriers alone (no bytes). Prints us a layer.
- * The question: can one cluster (cheap barriers, DSMEM for the vectors)
- * stream a layer fast enough that ~9 us a layer (8k tok/s) is in reach?
+ * shared memory), and the barriers alone (no bytes); and by the grid with
+ * each block's share of the next layer copied into shared memory while the
+ * current one runs (k_grid_pf: two ~107 KB buffers, a bulk copy a phase;
+ * optionally later layers asked of L2 too, and the dependent read of the
+ * vector the phase before wrote after each barrier). Prints us a layer.
+ * The questions: can one cluster (cheap barriers, DSMEM for the vectors)
+ * stream a layer fast enough that ~9 us a layer (8k tok/s) is in reach,
+ * and how far below decode_block's ~24 us can weights staged a layer ahead
+ * take the grid?
  *   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/dbw bench/decode_bw.cu && /tmp/dbw
  */
 #include <cooperative_groups.h>
@@ -140,6 +146,93 @@ __global__ void __launch_bounds__(THREADS, 1) k_grid(const uint4 *w, long long n
     out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
+/* A layer's weights a layer ahead in shared memory: two buffers of a
+ * block's share of a layer (~107 KB each), thread 0 asking the copy engine
+ * for layer l + 1's share (one bulk copy a phase, an mbarrier each) when
+ * layer l starts; a phase waits for its own copy only, reads it from shared
+ * memory (every word, folded into acc) and, with XV, first reads the whole
+ * vector the phase before wrote (VN floats; each block writes its slice
+ * before the barrier) — the dependent exchange of a real phase. */
+enum { VN = 2048 };
+template <bool XV, int PF>
+__global__ void __launch_bounds__(THREADS, 1) k_grid_pf(const uint4 *w, long long nl, int nd, int L,
+                                                        unsigned long long *bar, unsigned *out, float *vec,
+                                                        long long cap16) {
+    extern __shared__ __align__(128) unsigned char sm[];
+    const uint4 *s4 = (const uint4 *)sm;
+    const uint32_t sbuf = (uint32_t)__cvta_generic_to_shared(sm), sbar = sbuf + 2 * (uint32_t)cap16 * 16;
+    const long long np = nl / PHASES;
+    const int part = blockIdx.x, parts = gridDim.x;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < 2 * PHASES; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(sbar + 8 * i) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    __shared__ unsigned long long base;
+    if (threadIdx.x == 0) {
+        unsigned long long v;
+        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(bar) : "memory");
+        base = v - v % gridDim.x;
+    }
+    __syncthreads();
+    unsigned long long tgt = base;
+    unsigned acc = 0;
+    /* layer l's phase ph: words [lo, hi) of the phase, at buffer l % 2's offset o[ph] */
+    auto ask = [&](int l) {
+        if (threadIdx.x != 0 || l >= L) return;
+        long long off = 0;
+        for (int ph = 0; ph < PHASES; ph++) {
+            const long long lo = np * part / parts, hi = np * (part + 1) / parts;
+            const uint32_t bar8 = sbar + 8 * ((l & 1) * PHASES + ph), n = (uint32_t)((hi - lo) * 16);
+            asm volatile("{\n.reg .b64 t;\nmbarrier.arrive.expect_tx.shared::cta.b64 t, [%0], %1;\n}\n" ::"r"(bar8), "r"(n)
+                         : "memory");
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                             sbuf + (uint32_t)(((l & 1) * cap16 + off) * 16)),
+                         "l"(w + (long long)(l % nd) * nl + ph * np + lo), "r"(n), "r"(bar8)
+                         : "memory");
+            off += hi - lo;
+        }
+    };
+    /* PF > 0: layers l + 2 .. l + 1 + PF asked of L2 too (cp.async.bulk.prefetch.L2) */
+    auto l2 = [&](int l) {
+        if (threadIdx.x != 0 || l >= L) return;
+        const long long lo = nl * part / parts, hi = nl * (part + 1) / parts;
+        for (long long o = lo; o < hi; o += CH / 16) {
+            const uint32_t n = (uint32_t)((hi - o < CH / 16 ? hi - o : CH / 16) * 16);
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(w + (long long)(l % nd) * nl + o), "r"(n)
+                         : "memory");
+        }
+    };
+    ask(0);
+    for (int k = 1; k <= PF; k++) l2(k);
+    for (int l = 0; l < L; l++) {
+        ask(l + 1);
+        if (PF) l2(l + 1 + PF);
+        long long off = 0;
+        for (int ph = 0; ph < PHASES; ph++) {
+            const long long lo = np * part / parts, hi = np * (part + 1) / parts;
+            if (XV && (l | ph)) /* the vector the phase before wrote */
+                for (int i = threadIdx.x; i < VN; i += blockDim.x) acc += __float_as_uint(__ldcg(vec + i));
+            const uint32_t bar8 = sbar + 8 * ((l & 1) * PHASES + ph), par = (l >> 1) & 1;
+            uint32_t done = 0;
+            while (!done)
+                asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                             : "=r"(done) : "r"(bar8), "r"(par) : "memory");
+            for (long long i = threadIdx.x; i < hi - lo; i += blockDim.x) {
+                uint4 v = s4[(l & 1) * cap16 + off + i];
+                acc += v.x ^ v.y ^ v.z ^ v.w;
+            }
+            off += hi - lo;
+            if (XV) { /* this block's slice of the phase's output */
+                const int per = (VN + parts - 1) / parts;
+                for (int i = threadIdx.x; i < per && part * per + i < VN; i += blockDim.x) vec[part * per + i] = (float)(acc & 7);
+            }
+            grid_bar(bar, tgt);
+        }
+    }
+    out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
 template <bool BULK>
 __global__ void __launch_bounds__(THREADS, 1) k_cluster(const uint4 *w, long long nl, int nd, int L, unsigned *out) {
     extern __shared__ __align__(128) unsigned char sm[];
@@ -195,6 +288,18 @@ int main(void) {
     CK(cudaFuncSetAttribute(k_cluster<true>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     CK(cudaFuncSetAttribute(k_cluster<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     CK(cudaFuncSetAttribute(k_grid<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    /* a block's share of a layer, in 16-byte words (each phase's share at most np / nsm + 1) */
+    long long cap16 = PHASES * (nl / PHASES / nsm + 1);
+    const int pf_smem = (int)(2 * cap16 * 16 + 8 * 2 * PHASES);
+    float *vec;
+    CK(cudaMalloc(&vec, VN * sizeof(float)));
+    CK(cudaMemset(vec, 0, VN * sizeof(float)));
+    CK(cudaFuncSetAttribute(k_grid_pf<false, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, pf_smem));
+    CK(cudaFuncSetAttribute(k_grid_pf<true, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, pf_smem));
+    CK(cudaFuncSetAttribute(k_grid_pf<false, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, pf_smem));
+    CK(cudaFuncSetAttribute(k_grid_pf<false, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, pf_smem));
+    CK(cudaFuncSetAttribute(k_grid_pf<true, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, pf_smem));
+    printf("a layer ahead in smem: %d bytes of shared memory a block\n", pf_smem);
 
     /* what: label; cs: cluster size (0: the grid); n: words a layer (0:
      * barriers only); nd: distinct layers (1: from L2, L: from DRAM); bulk:
@@ -206,6 +311,12 @@ int main(void) {
         {"grid, DRAM, loads 512 thr", 0, nl, L, 0, 512},
         {"grid, DRAM, loads 1024 thr", 0, nl, L, 0, 1024},
         {"grid, DRAM, bulk copies", 0, nl, L, 1, 128},
+        {"grid, DRAM, a layer ahead in smem", 0, nl, L, 2, 512},
+        {"grid, the same + vector exchange", 0, nl, L, 3, 512},
+        {"grid, L2, a layer ahead in smem", 0, nl, 1, 2, 512},
+        {"grid, DRAM, smem 1 ahead + L2 2 ahead", 0, nl, L, 4, 512},
+        {"grid, DRAM, smem 1 ahead + L2 3 ahead", 0, nl, L, 5, 512},
+        {"grid, the same + vector exchange", 0, nl, L, 6, 512},
         {"cluster 8, barriers only", 8, 0, 1, 0, 512},
         {"cluster 8, L2, loads 1024 thr", 8, nl, 1, 0, 1024},
         {"cluster 8, DRAM, loads 1024 thr", 8, nl, L, 0, 1024},
@@ -224,7 +335,14 @@ int main(void) {
         for (int it = 0; it < 9 && ok; it++) {
             CK(cudaEventRecord(e0));
             cudaError_t e;
-            if (!R.cs) {
+            if (!R.cs && R.bulk >= 2) {
+                void *args[] = {(void *)&w, (void *)&R.n, (void *)&R.nd, (void *)&L, (void *)&bar, (void *)&out,
+                                (void *)&vec, (void *)&cap16};
+                void *fn = R.bulk == 2 ? (void *)k_grid_pf<false, 0> : R.bulk == 3 ? (void *)k_grid_pf<true, 0>
+                         : R.bulk == 4 ? (void *)k_grid_pf<false, 1> : R.bulk == 5 ? (void *)k_grid_pf<false, 2>
+                                       : (void *)k_grid_pf<true, 2>;
+                e = cudaLaunchCooperativeKernel(fn, dim3(nsm), dim3(R.th), args, pf_smem, 0);
+            } else if (!R.cs) {
                 void *args[] = {(void *)&w, (void *)&R.n, (void *)&R.nd, (void *)&L, (void *)&bar, (void *)&out};
                 e = cudaLaunchCooperativeKernel(R.bulk ? (void *)k_grid<true> : (void *)k_grid<false>, dim3(nsm),
                                                 dim3(R.th), args, R.bulk ? smem : 0, 0);
