@@ -55,6 +55,14 @@ __device__ __forceinline__ unsigned stream(const uint4 *w, long long n16, int pa
     return acc;
 }
 
+/* waits until the mbarrier at shared address bar has completed the phase of parity par */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t par) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(bar), "r"(par) : "memory");
+}
+
 /* The same bytes by the copy engine: thread 0 keeps NB bulk copies of up
  * to CH bytes in flight into shared memory (cp.async.bulk, an mbarrier a
  * stage); nothing reads them (the bytes' arrival is what is timed). c: the
@@ -69,10 +77,7 @@ __device__ __forceinline__ void bulk(const uint4 *w, long long n16, int part, in
         const uint32_t st = c % NB, bar = sbar + 8 * st, n = (uint32_t)(hi - o < CH ? hi - o : CH);
         if (c >= NB) { /* the stage's previous copy has landed */
             const uint32_t par = ((c / NB) - 1) & 1;
-            uint32_t done = 0;
-            while (!done)
-                asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                             : "=r"(done) : "r"(bar), "r"(par) : "memory");
+            mbar_wait(bar, par);
         }
         asm volatile("{\n.reg .b64 t;\nmbarrier.arrive.expect_tx.shared::cta.b64 t, [%0], %1;\n}\n" ::"r"(bar), "r"(n)
                      : "memory");
@@ -87,15 +92,12 @@ __device__ __forceinline__ void bulk_drain(uint32_t sbar, unsigned c) {
     if (threadIdx.x != 0) return;
     for (unsigned k = c > NB ? c - NB : 0; k < c; k++) {
         const uint32_t bar = sbar + 8 * (k % NB), par = (k / NB) & 1;
-        uint32_t done = 0;
-        while (!done)
-            asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                         : "=r"(done) : "r"(bar), "r"(par) : "memory");
+        mbar_wait(bar, par);
     }
 }
-__device__ __forceinline__ void bulk_init(uint32_t sbar) {
+__device__ __forceinline__ void bulk_init(uint32_t sbar, int n = NB) {
     if (threadIdx.x == 0) {
-        for (int i = 0; i < NB; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(sbar + 8 * i) : "memory");
+        for (int i = 0; i < n; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(sbar + 8 * i) : "memory");
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -163,11 +165,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_grid_pf(const uint4 *w, long lon
     const uint32_t sbuf = (uint32_t)__cvta_generic_to_shared(sm), sbar = sbuf + 2 * (uint32_t)cap16 * 16;
     const long long np = nl / PHASES;
     const int part = blockIdx.x, parts = gridDim.x;
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < 2 * PHASES; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(sbar + 8 * i) : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    bulk_init(sbar, 2 * PHASES);
     __shared__ unsigned long long base;
     if (threadIdx.x == 0) {
         unsigned long long v;
@@ -214,10 +212,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_grid_pf(const uint4 *w, long lon
             if (XV && (l | ph)) /* the vector the phase before wrote */
                 for (int i = threadIdx.x; i < VN; i += blockDim.x) acc += __float_as_uint(__ldcg(vec + i));
             const uint32_t bar8 = sbar + 8 * ((l & 1) * PHASES + ph), par = (l >> 1) & 1;
-            uint32_t done = 0;
-            while (!done)
-                asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                             : "=r"(done) : "r"(bar8), "r"(par) : "memory");
+            mbar_wait(bar8, par);
             for (long long i = threadIdx.x; i < hi - lo; i += blockDim.x) {
                 uint4 v = s4[(l & 1) * cap16 + off + i];
                 acc += v.x ^ v.y ^ v.z ^ v.w;
