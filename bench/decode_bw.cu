@@ -116,6 +116,19 @@ __device__ __forceinline__ void grid_bar(unsigned long long *bar, unsigned long 
     __syncthreads();
 }
 
+/* The launch's base count of the barrier (every block alike: none passes the
+ * first barrier before all have started) */
+__device__ __forceinline__ unsigned long long bar_base(unsigned long long *bar) {
+    __shared__ unsigned long long base;
+    if (threadIdx.x == 0) {
+        unsigned long long v;
+        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(bar) : "memory");
+        base = v - v % gridDim.x;
+    }
+    __syncthreads();
+    return base;
+}
+
 /* L layers of nl 16-byte words each (layer l at w + (l % nd) nl: nd
  * distinct layers), PHASES phases a layer, a barrier after each */
 template <bool BULK>
@@ -125,14 +138,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_grid(const uint4 *w, long long n
     const uint32_t sbuf = (uint32_t)__cvta_generic_to_shared(sm), sbar = sbuf + NB * CH;
     unsigned c = 0;
     if (BULK) bulk_init(sbar);
-    __shared__ unsigned long long base;
-    if (threadIdx.x == 0) {
-        unsigned long long v;
-        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(bar) : "memory");
-        base = v - v % gridDim.x;
-    }
-    __syncthreads();
-    unsigned long long tgt = base;
+    unsigned long long tgt = bar_base(bar);
     unsigned acc = 0;
     const long long np = nl / PHASES;
     for (int l = 0; l < L; l++)
@@ -166,16 +172,9 @@ __global__ void __launch_bounds__(THREADS, 1) k_grid_pf(const uint4 *w, long lon
     const long long np = nl / PHASES;
     const int part = blockIdx.x, parts = gridDim.x;
     bulk_init(sbar, 2 * PHASES);
-    __shared__ unsigned long long base;
-    if (threadIdx.x == 0) {
-        unsigned long long v;
-        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(bar) : "memory");
-        base = v - v % gridDim.x;
-    }
-    __syncthreads();
-    unsigned long long tgt = base;
+    unsigned long long tgt = bar_base(bar);
     unsigned acc = 0;
-    /* layer l's phase ph: words [lo, hi) of the phase, at buffer l % 2's offset o[ph] */
+    /* layer l's share into buffer l % 2: phase ph's words [lo, hi) after the phases before */
     auto ask = [&](int l) {
         if (threadIdx.x != 0 || l >= L) return;
         long long off = 0;
