@@ -189,8 +189,9 @@ typedef struct {
 /* The library options for mm, for a model of cfg on ctx (NULL: a host
  * estimate). --fused-ce without --ce-chunk-rows on a GPU: the library's
  * automatic chunks there, smj_ce_chunk_rows_auto (2^27 / V rows, 4096 at
- * V = 32768: ~18% faster than the host's 32 MiB chunks), set explicitly so
- * that the memory estimates count them. */
+ * V = 32768: ~18% faster than the host's 32 MiB chunks; twice that with
+ * --fp16-activations and --bf16-matmul), set explicitly so that the memory
+ * estimates count them. */
 smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_config *cfg, const smj_ctx *ctx);
 /* 0, or the usage error (printed) of flags that do not go together
  * (--ce-chunk-rows without --fused-ce). */

@@ -105,7 +105,7 @@ smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_con
     /* the library picks the same automatic chunks for a model on a GPU;
      * set here so that the memory estimates count them */
     if (o.fused_ce && !o.ce_chunk_rows && ctx && strcmp(smj_ctx_backend_name(ctx), "cuda") == 0)
-        o.ce_chunk_rows = smj_ce_chunk_rows_auto(cfg, SMJ_BACKEND_CUDA);
+        o.ce_chunk_rows = smj_ce_chunk_rows_auto(cfg, SMJ_BACKEND_CUDA, o.fp16_activations && smj_ctx_bf16_matmul(ctx));
     return o;
 }
 

@@ -73,6 +73,8 @@ const char *smj_ctx_error(const smj_ctx *ctx);
 smj_status smj_ctx_status(smj_ctx *ctx);
 const char *smj_ctx_backend_name(const smj_ctx *ctx);
 int smj_ctx_threads(const smj_ctx *ctx);
+/* smj_ctx_options.bf16_matmul as given (the host backends ignore it). */
+int smj_ctx_bf16_matmul(const smj_ctx *ctx);
 /* Memory the library allocates on behalf of the caller (encode results,
  * decoded text) is released with smj_free. */
 void smj_free(void *p);
@@ -225,7 +227,7 @@ typedef struct {
     int gradient_checkpointing;
     /* fused_ce: rows per chunk; 0 = automatic (smj_ce_chunk_rows_auto for
      * the model's backend: about 32 MiB of fp32 logits on the host
-     * backends, 512 MiB on CUDA). Without fused_ce, when set, the
+     * backends, 512 MiB of logits on CUDA). Without fused_ce, when set, the
      * rows per block of the LM head (forward and backward), and of the
      * 16-bit logits under fp16_activations. */
     int ce_chunk_rows;
@@ -270,13 +272,16 @@ int64_t smj_config_train_memory_ex(const smj_model_config *cfg, int B, int T, co
                                    smj_train_memory *detail);
 /* The rows of a fused-CE chunk that ce_chunk_rows = 0 (automatic) stands
  * for on backend kind: about 32 MiB of fp32 logits on the host backends
- * (8,388,608 / V rows, at least 1), about 512 MiB on CUDA (134,217,728 / V
- * rows rounded down to a multiple of 64, at least 64: 4,096 at V = 32,768;
- * smaller chunks mean more, smaller launches and a GPU waiting on the
- * host). V: the LM head's rows (the vocabulary, padded as the model pads
- * it). smj_config_train_memory_ex counts the host backends' automatic
- * chunks: for a CUDA estimate pass opts with ce_chunk_rows set to this. */
-int smj_ce_chunk_rows_auto(const smj_model_config *cfg, smj_backend_kind kind);
+ * (8,388,608 / V rows, at least 1), about 512 MiB of logits on CUDA
+ * (134,217,728 / V rows rounded down to a multiple of 64, at least 64:
+ * 4,096 at V = 32,768; twice that with bf16_logits, fp16_activations with
+ * smj_ctx_options.bf16_matmul, where the chunk's logits and their gradient
+ * are bf16 alone, kept in the chunk buffer's first half; smaller chunks
+ * mean more, smaller launches and a GPU waiting on the host). V: the LM
+ * head's rows (the vocabulary, padded as the model pads it).
+ * smj_config_train_memory_ex counts the host backends' automatic chunks:
+ * for a CUDA estimate pass opts with ce_chunk_rows set to this. */
+int smj_ce_chunk_rows_auto(const smj_model_config *cfg, smj_backend_kind kind, int bf16_logits);
 /* The same with every option off. */
 int64_t smj_config_train_memory(const smj_model_config *cfg, int B, int T);
 /* A device backend's own buffers when training at (B, T) with opts on

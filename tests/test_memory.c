@@ -646,10 +646,13 @@ static void memory_estimates(void) {
      * least 64); V the head's rows (the vocabulary padded to 64) */
     smj_model_config v = w;
     v.vocab_size = 32768;
-    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU) == 256 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_REF) == 256 &&
-              smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA) == 4096,
-          "automatic chunks at V 32768: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU),
-          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA));
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0) == 256 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_REF, 0) == 256 &&
+              smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0) == 4096,
+          "automatic chunks at V 32768: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0),
+          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0));
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1) == 8192 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 1) == 256,
+          "automatic chunks of bf16 logits at V 32768: %d rows on CUDA (twice the fp32 ones'), the host's unchanged",
+          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1));
     smj_train_options fa = {.fused_ce = 1}, f256 = {.fused_ce = 1, .ce_chunk_rows = 256},
                       f4096 = {.fused_ce = 1, .ce_chunk_rows = 4096};
     CHECK(smj_config_device_workspace(&v, 32, 1024, &fa, SMJ_BACKEND_CUDA, 1) ==
@@ -657,11 +660,13 @@ static void memory_estimates(void) {
               smj_config_train_memory_ex(&v, 32, 1024, &fa, NULL) == smj_config_train_memory_ex(&v, 32, 1024, &f256, NULL),
           "automatic chunks: CUDA's in its workspace estimate, the host's in the training estimate");
     v.vocab_size = 50257; /* 50304 head rows */
-    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU) == 166 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA) == 2624,
-          "automatic chunks at V 50257: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU),
-          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA));
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0) == 166 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0) == 2624,
+          "automatic chunks at V 50257: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0),
+          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0));
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1) == 5312, "automatic chunks of bf16 logits at V 50257: %d rows",
+          smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1));
     v.vocab_size = 5000000;
-    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU) == 1 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA) == 64,
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0) == 1 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0) == 64,
           "automatic chunks at V 5M: at least 1 / 64 rows");
     struct { const char *name; smj_model_config c; int B, T; } cases[] = {
         {"llama L4 GQA", {.vocab_size = 512, .dim = 64, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
@@ -718,12 +723,16 @@ static void memory_estimates(void) {
         int64_t e0 = smj_config_train_memory_ex(&cases[1].c, cases[1].B, cases[1].T, &opts[0], NULL);
         int64_t e1 = smj_config_train_memory_ex(&cases[1].c, cases[1].B, cases[1].T, &opts[1], NULL);
         int64_t logits = 4LL * cases[1].B * cases[1].T * cases[1].c.vocab_size;
-        /* the chunk (17 rows) shares the backward's memory with dh and
-         * dgate [N, 3H]; here it is the larger by chunk - mlp */
-        int64_t chunk = 4LL * 17 * cases[1].c.vocab_size, mlp = 4LL * 3 * cases[1].B * cases[1].T * cases[1].c.ffn_hidden;
-        CHECK(chunk > mlp && e0 - e1 == logits - (chunk - mlp),
+        /* the chunk (17 rows) starts at datt and spans datt [N, QD], dq
+         * [N, QD + 2 KD] and the MLP's dh, dgate [N, 3H] (carve_bwd); here
+         * it is the larger by chunk - span */
+        const smj_model_config *c1 = &cases[1].c;
+        int64_t N = (int64_t)cases[1].B * cases[1].T, QD = (int64_t)c1->n_heads * c1->head_dim,
+                KD = (int64_t)c1->n_kv_heads * c1->head_dim;
+        int64_t chunk = 4LL * 17 * c1->vocab_size, span = 4 * (N * QD + N * (QD + 2 * KD) + 3 * N * c1->ffn_hidden);
+        CHECK(chunk > span && e0 - e1 == logits - (chunk - span),
               "fused-ce saves exactly the logits minus what the chunk adds to the backward's buffers (%lld vs %lld)",
-              (long long)(e0 - e1), (long long)(logits - (chunk - mlp)));
+              (long long)(e0 - e1), (long long)(logits - (chunk - span)));
         int64_t g0 = measure(&cases[1].c, &opts[0], cases[1].B, cases[1].T, ds);
         int64_t g1 = measure(&cases[1].c, &opts[1], cases[1].B, cases[1].T, ds);
         CHECK(g1 < g0 * 0.85, "fused-ce lowers the allocation: %lld -> %lld", (long long)g0, (long long)g1);
@@ -793,7 +802,8 @@ static void device_estimate(const smj_model_config *c, int bf16, const smj_train
     /* the training estimate with CUDA's automatic fused-CE chunks, as the
      * header says (the CLI does the same) */
     smj_train_options r = *o;
-    if (r.fused_ce && !r.ce_chunk_rows) r.ce_chunk_rows = smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CUDA);
+    if (r.fused_ce && !r.ce_chunk_rows)
+        r.ce_chunk_rows = smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CUDA, r.fp16_activations && bf16);
     int64_t model = smj_config_train_memory_ex(c, B, T, &r, NULL),
             ws = smj_config_device_workspace(c, B, T, o, SMJ_BACKEND_CUDA, bf16);
     double added = (double)used1 - (double)used0, err = ((double)(model + ws) - added) / added;

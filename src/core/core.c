@@ -79,6 +79,7 @@ smj_status smj_ctx_status(smj_ctx *ctx) {
 const char *smj_ctx_error(const smj_ctx *ctx) { return ctx ? ctx->err : "no context"; }
 const char *smj_ctx_backend_name(const smj_ctx *ctx) { return ctx->backend->name; }
 int smj_ctx_threads(const smj_ctx *ctx) { return ctx->exec.nt; }
+int smj_ctx_bf16_matmul(const smj_ctx *ctx) { return ctx->exec.bf16_matmul; }
 void smj_free(void *p) { free(p); }
 
 void *smj_alloc(size_t n) {

@@ -325,7 +325,7 @@ static smj_lt *lt_takes(smj_cuda *c, const float *bias, int64_t M, int64_t N, in
 static void lt_operands(smj_cuda *c, const float *A, const float *Bm, int64_t M, int64_t N, int64_t K, int64_t nb16,
                         const __nv_bfloat16 **a16, const __nv_bfloat16 **b16, __nv_bfloat16 **extra) {
     int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
-    int64_t ns = na > c->bc_max || nb > c->bc_max ? oa + (nb + 127) / 128 * 128 : 0;
+    int64_t ns = cast_big(c, A, na) || cast_big(c, Bm, nb) ? oa + (nb + 127) / 128 * 128 : 0;
     __nv_bfloat16 *s = ns + nb16 ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nb16)) : NULL;
     *a16 = *b16 = NULL;
     *extra = s ? s + ns : NULL;
@@ -341,7 +341,7 @@ static void lt_operands(smj_cuda *c, const float *A, const float *Bm, int64_t M,
 static void *lt_out(smj_cuda *c, float *p, int64_t nc, cudaDataType_t dt, __nv_bfloat16 *r, float **unpack) {
     *unpack = NULL;
     if (dt == CUDA_R_32F) return p;
-    __nv_bfloat16 *h = nc < SHADOW_MIN || nc > c->bc_max ? NULL : shadow_of(c, p, nc);
+    __nv_bfloat16 *h = copy_room(c, p, nc) ? shadow_of(c, p, nc) : NULL;
     if (!h) { /* (r NULL: out of memory for the copy, recorded) */
         *unpack = r ? p : NULL;
         return r;
@@ -366,7 +366,7 @@ int cu_matmul_bias(const smj_exec *ex, float *Cm, const float *A, const float *B
     fp32_in(c, bias, N);
     /* a promised output's bias in bf16 in the scratch buffer, and its
      * rounded values where it has no copy to keep */
-    int round = promised && (nc < SHADOW_MIN || nc > c->bc_max);
+    int round = promised && !copy_room(c, Cm, nc);
     int64_t nz = promised ? (N + 127) / 128 * 128 : 0, nr = round ? nc : 0;
     const __nv_bfloat16 *a16, *b16;
     __nv_bfloat16 *z16;
@@ -406,7 +406,7 @@ int cu_matmul_bias_gelu(const smj_exec *ex, float *out, float *pre, const float 
     cast_overwritten(c, out, nc);
     cast_overwritten(c, pre, nc);
     fp32_in(c, bias, N);
-    int round = nc < SHADOW_MIN || nc > c->bc_max;
+    int round = !copy_room(c, out, nc) || !copy_room(c, pre, nc);
     int64_t nz = (N + 127) / 128 * 128, nr = round ? (nc + 127) / 128 * 128 : 0;
     const __nv_bfloat16 *a16, *b16;
     __nv_bfloat16 *z16;
@@ -454,7 +454,7 @@ int cu_matmul_dgelu(const smj_exec *ex, float *Cm, float *db, const float *A, co
     cudaDataType_t xt = x16 ? CUDA_R_16BF : CUDA_R_32F;
     int cast = pc && !x16 && !lt_run(c, l, NULL, dt, NULL, NULL, NULL, NULL, xt, epi, M, N, K, tA, tB, 0);
     if (cast) xt = CUDA_R_16BF;
-    int round = pc && (nc < SHADOW_MIN || nc > c->bc_max);
+    int round = pc && !copy_room(c, Cm, nc);
     int64_t nr = round ? (nc + 127) / 128 * 128 : 0, nx = cast ? nc : 0;
     const __nv_bfloat16 *a16, *b16;
     __nv_bfloat16 *r16;

@@ -155,10 +155,27 @@ void cast_pair(smj_cuda *c, const float *A, int64_t na, __nv_bfloat16 *da, const
 
 __global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide);
 static int wide_ok(const void *f32, const void *b16) { return (uintptr_t)f32 % 16 == 0 && (uintptr_t)b16 % 8 == 0; }
-static void unpack_launch(smj_cuda *c, const float *dst, const __nv_bfloat16 *b, int64_t n) {
+static void unpack_run(smj_cuda *c, const float *dst, const __nv_bfloat16 *b, int64_t n) {
     k_bf16_unpack<<<blocks_for((n + 3) / 4, 256, (int64_t)c->n_sm * 32), 256, 0, c->stream>>>(
         (float *)dst, (const uint16_t *)b, n, wide_ok(dst, b));
     LAUNCHED(c);
+}
+/* dst[0, n) = the values of b[0, n): storage apart, or b at dst itself (a
+ * copy kept in its own tensor's first half: the LM head's chunks). In place
+ * value i is written over the copy's values 2i and 2i + 1, which have been
+ * read when the launches take [n/2, n), then [n/4, n/2), ..., then [0, 1):
+ * a launch reads [a, 2a) and writes [4a, 8a) bytes, past what it and the
+ * launches after it read. */
+static void unpack_launch(smj_cuda *c, const float *dst, const __nv_bfloat16 *b, int64_t n) {
+    if ((const void *)b != (const void *)dst) {
+        unpack_run(c, dst, b, n);
+        return;
+    }
+    for (int64_t hi = n; hi > 0;) {
+        int64_t lo = hi / 2;
+        unpack_run(c, dst + lo, b + lo, hi - lo);
+        hi = lo;
+    }
 }
 void bf16_to_f32(smj_cuda *c, float *dst, const __nv_bfloat16 *b, int64_t n) {
     if (n > 0) unpack_launch(c, dst, b, n);
@@ -174,18 +191,20 @@ static void materialize_bc(smj_cuda *c, int i) {
 static bool ext_valid(const smj_cuda *c, int i) {
     return c->ext[i].src && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes;
 }
-/* A lazy entry's fp32 values written (it stays, an exact copy). */
+static void ext_drop(smj_cuda *c, int i) {
+    if (c->ext[i].lazy) c->n_lazy--;
+    c->ext[i].src = NULL;
+    c->ext[i].lazy = 0;
+}
+/* A lazy entry's fp32 values written (it stays, an exact copy, unless it
+ * was kept at its tensor's start: written over, it goes). */
 static void materialize(smj_cuda *c, int i) {
     auto &e = c->ext[i];
     if (!e.lazy) return;
     e.lazy = 0;
     c->n_lazy--;
     unpack_launch(c, e.src, e.b, e.n);
-}
-static void ext_drop(smj_cuda *c, int i) {
-    if (c->ext[i].lazy) c->n_lazy--;
-    c->ext[i].src = NULL;
-    c->ext[i].lazy = 0;
+    if ((const void *)e.b == (const void *)e.src) ext_drop(c, i);
 }
 /* Registers b as the bf16 copy of src[0, n), in a free or stale entry when
  * there is one, else in the oldest (a lazy one written first). */
@@ -285,16 +304,31 @@ int only_promised(const smj_cuda *c, const float *p, int64_t n) {
         if (c->only[k].src == p && c->only[k].n == n) return 1;
     return 0;
 }
-__nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n) {
-    if (c->prec != PREC_BF16 || n > c->bc_max || c->capturing) return NULL;
+/* The home named for p[0, n) (any size: the caller's memory), 16-byte
+ * aligned, apart from p's storage or at its start (unpack_launch); -1: none. */
+static int home_find(const smj_cuda *c, const float *p, int64_t n) {
+    if (c->prec != PREC_BF16 || c->capturing) return -1;
     for (int i = 0; i < c->n_home; i++) {
-        __nv_bfloat16 *b = c->home[i].b;
-        if (c->home[i].src != p || c->home[i].n != n || (uintptr_t)b % 16) continue;
-        claim16(c, b, n);
-        ext_add(c, p, n, b, 0, 0);
-        return b;
+        const __nv_bfloat16 *b = c->home[i].b;
+        const bool apart = (const void *)(b + n) <= (const void *)p || (const void *)(p + n) <= (const void *)b;
+        if (c->home[i].src == p && c->home[i].n == n && (uintptr_t)b % 16 == 0 && (apart || (const void *)b == p))
+            return i;
     }
-    return NULL;
+    return -1;
+}
+__nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n) {
+    int i = home_find(c, p, n);
+    if (i < 0) return NULL;
+    __nv_bfloat16 *b = c->home[i].b;
+    claim16(c, b, n);
+    ext_add(c, p, n, b, 0, 0);
+    return b;
+}
+int copy_room(const smj_cuda *c, const float *p, int64_t n) {
+    return home_find(c, p, n) >= 0 || (n >= SHADOW_MIN && n <= c->bc_max);
+}
+int cast_big(smj_cuda *c, const float *p, int64_t n) {
+    return n > c->bc_max && (c->capturing || !kept_copy(c, p, n));
 }
 
 __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
@@ -369,9 +403,10 @@ void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) 
     op_end(c);
 }
 static void unpack(smj_cuda *c, float *out, const uint16_t *x, int64_t n, int lazy) {
-    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing;
+    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing &&
+               (lazy || (const void *)x != (const void *)out); /* (in place: written over) */
     cast_overwritten(c, out, n);
-    if (n > 0 && !(keep && lazy)) { k_bf16_unpack<<<EW_GRID((n + 3) / 4)>>>(out, x, n, wide_ok(out, x)); LAUNCHED(c); }
+    if (n > 0 && !(keep && lazy)) unpack_launch(c, out, (const __nv_bfloat16 *)x, n);
     if (keep) ext_add(c, out, n, (const __nv_bfloat16 *)x, 1, lazy);
 }
 void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {

@@ -575,7 +575,8 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
     if (bf16) {
         /* bf16 copies of both operands (kept or new), fp32 C */
         int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
-        if (na > c->bc_max && nb <= c->bc_max) { /* the LM head's dlogits: A in blocks, see below */
+        const int big_a = cast_big(c, A, na), big_b = cast_big(c, Bm, nb);
+        if (big_a && !big_b) { /* the LM head's dlogits: A in blocks, see below */
             matmul_big_a(c, Cm, A, Bm, M, N, K, tA, tB, acc);
             op_end(c);
             return;
@@ -588,8 +589,8 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
          * the scratch buffer. */
         int64_t nc = M * N;
         int promised = !acc && only_promised(c, Cm, nc);
-        int round = promised && (nc < SHADOW_MIN || nc > c->bc_max);
-        int64_t ns = (na > c->bc_max || nb > c->bc_max ? oa + nb : 0), nr = round ? nc : 0;
+        int round = promised && !copy_room(c, Cm, nc);
+        int64_t ns = (big_a || big_b ? oa + nb : 0), nr = round ? nc : 0;
         __nv_bfloat16 *s = ns + nr ? (__nv_bfloat16 *)scratch(c, 2 * (size_t)(ns + nr)) : NULL;
         if (ns + nr && !s) { op_end(c); return; }
         const __nv_bfloat16 *a16, *b16;

@@ -185,7 +185,7 @@ void op_end(smj_cuda *c);
  * buffer for the bf16 copy of p[0, n) that the calling op (an OP_BEGIN_W
  * op, after its cast_written calls) writes beside its fp32 output, kept as
  * if a matmul had cast it; NULL when none is wanted (fp32 modes, n under
- * SHADOW_MIN or over bc_max, out of memory): the op then writes fp32 only
+ * SHADOW_MIN or over bc_max with no home, out of memory): the op then writes fp32 only
  * and a product reading p casts as before. */
 #define SHADOW_MIN 4096
 void cast_written(smj_cuda *c, const float *p, int64_t n);
@@ -208,6 +208,12 @@ const __nv_bfloat16 *exact_in(smj_cuda *c, const float *p, int64_t n);
 /* p's place named by bf16_home for this op (registered as p's copy, which
  * the op must then write), or NULL. */
 __nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n);
+/* Whether shadow_of gives output p[0, n) a copy: a home named for it (any
+ * size), or a size kept copies take. */
+int copy_room(const smj_cuda *c, const float *p, int64_t n);
+/* Whether a product casts operand p[0, n) into the scratch buffer: over
+ * bc_max with no copy kept (the LM head's chunk kept in its home has one). */
+int cast_big(smj_cuda *c, const float *p, int64_t n);
 /* Where the op stores output p[0, n)'s fp32 values, given the copy it
  * writes (shadow_of's; NULL: none): p, or NULL when bf16_only promised p
  * is read only through the copy, which then stands for it (lazy). */

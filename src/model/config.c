@@ -154,10 +154,14 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
         /* the blocks' operands come by the dozen, so every copy grows to the
          * largest of them (an upper bound: a copy already large enough is
          * reused first); the LM head's (its weight, a block of rows of the
-         * logits' gradient or a fused-CE chunk of it) each into one copy */
+         * logits' gradient or a fused-CE chunk of it) each into one copy;
+         * a chunk of bf16 logits (fused_ce with fp16_activations) is kept in
+         * the chunk buffer instead (llama.c, fused_head) */
         smj_train_options r = o ? *o : (smj_train_options){0}; /* automatic chunks: this backend's */
-        if (fused && !r.ce_chunk_rows) r.ce_chunk_rows = smj_ce_chunk_rows_auto(c, kind);
+        int l16 = fused && r.fp16_activations;
+        if (fused && !r.ce_chunk_rows) r.ce_chunk_rows = smj_ce_chunk_rows_auto(c, kind, l16);
         int64_t hr = fused ? smj_ce_chunk_rows(c, &r, N) : smj_head_bwd_rows(c, N, 1), Vr = smj_vocab_rows(c);
+        if (l16) hr = 0;
         /* and one copy for the fused gradients of Llama's gate|up and q|k|v
          * (one alive at a time) */
         int64_t fg = c->arch == SMJ_ARCH_GPT2 ? 0 : N * (2 * H > QD + 2 * KD ? 2 * H : QD + 2 * KD);

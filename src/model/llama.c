@@ -385,11 +385,11 @@ static float *take(carver *cv, int64_t n) {
     return p;
 }
 
-int smj_ce_chunk_rows_auto(const smj_model_config *c, smj_backend_kind kind) {
+int smj_ce_chunk_rows_auto(const smj_model_config *c, smj_backend_kind kind, int bf16_logits) {
     int64_t V = smj_vocab_rows(c), R;
     if (V < 1) return 1;
     if (kind == SMJ_BACKEND_CUDA) {
-        R = ((int64_t)1 << 27) / V / 64 * 64;
+        R = ((int64_t)1 << (bf16_logits ? 28 : 27)) / V / 64 * 64;
         if (R < 64) R = 64;
     } else {
         R = ((int64_t)8 << 20) / V;
@@ -399,7 +399,7 @@ int smj_ce_chunk_rows_auto(const smj_model_config *c, smj_backend_kind kind) {
 }
 
 int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N) {
-    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CPU);
+    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CPU, 0);
     return R < N ? R : N;
 }
 
@@ -653,10 +653,11 @@ const float *smj_acts_load(smj_model *m, int l, int B, int T) {
     return x;
 }
 
-/* The backward's buffers. The MLP's (dh, dgate) are used only inside a
- * block's backward, the LM head's chunk buffer (ce_buf, ce_floats) only
- * before the blocks' backward (the head's gradient) or in a forward: they
- * share memory, the larger of the two. */
+/* The backward's buffers. datt, dq (dqn, dkn) and the MLP's dh, dgate are
+ * used only inside a block's backward, the LM head's chunk buffer (ce_buf,
+ * ce_floats) only before the blocks' backward (the head's gradient, which
+ * writes dln) or in a forward: ce_buf starts at datt and spans those
+ * buffers, the last (dh, dgate's) as large as it needs. */
 static void carve_bwd(const smj_model_config *c, int B, int T, const smj_train_options *o, carver *cv,
                       smj_model *m) {
     int64_t N = (int64_t)B * T, C = c->dim, H = c->ffn_hidden;
@@ -669,14 +670,18 @@ static void carve_bwd(const smj_model_config *c, int B, int T, const smj_train_o
      * them out: fused rows or three dense tensors) */
     int64_t sz[8] = {N * C, N * C, N * QD, gpt2 ? 0 : N * (QD + 2 * KD), qkn ? N * QD : 0, qkn ? N * KD : 0, N * H,
                      gpt2 ? N * H : 2 * N * H};
-    for (int i = 0; i < 6; i++) p[i] = sz[i] ? take(cv, sz[i]) : NULL;
-    int64_t ce = ce_floats(c, N, o), mlp = sz[6] + sz[7];
-    p[6] = take(cv, ce > mlp ? ce : mlp);
+    int64_t at = 0; /* (datt's offset) */
+    for (int i = 0; i < 6; i++) {
+        if (i == 2) at = cv->off;
+        p[i] = sz[i] ? take(cv, sz[i]) : NULL;
+    }
+    int64_t ce = ce_floats(c, N, o), mlp = sz[6] + sz[7], room = ce - (cv->off - at);
+    p[6] = take(cv, room > mlp ? room : mlp);
     p[7] = p[6] + sz[6];
     if (m) {
         m->dres = p[0]; m->dln = p[1]; m->datt = p[2]; m->dq = p[3];
         m->dqn = p[4]; m->dkn = p[5]; m->dh = p[6]; m->dgate = p[7];
-        m->ce_buf = ce ? p[6] : NULL;
+        m->ce_buf = ce ? p[2] : NULL;
     }
     if (c->arch == SMJ_ARCH_GPT2) {
         float *dqkv = take(cv, 3 * N * C);
@@ -757,7 +762,8 @@ smj_status smj_model_set_train_options(smj_model *m, const smj_train_options *o)
      * rows the walk and the forward use, topt_set what was asked) */
     smj_train_options r = *o;
     if (r.fused_ce && !r.ce_chunk_rows && m->be == smj_backend_get(SMJ_BACKEND_CUDA))
-        r.ce_chunk_rows = smj_ce_chunk_rows_auto(&m->cfg, SMJ_BACKEND_CUDA);
+        r.ce_chunk_rows = smj_ce_chunk_rows_auto(&m->cfg, SMJ_BACKEND_CUDA,
+                                                 r.fp16_activations && m->ctx->exec.bf16_matmul);
     m->topt_set = *o;
     if (memcmp(&r, &m->topt, sizeof r) == 0) return SMJ_OK;
     drop_acts(m); /* the layout depends on the options */
@@ -1015,7 +1021,14 @@ static smj_status ce_ready(smj_model *m, int B, int T) {
  * one), dW_head += dlogits^T lnf, dln rows = dlogits W. loss: the rows'
  * losses and lse first (a train step's forward), in one pass with dlogits
  * where the backend has xent_fwd_bwd. */
-static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss, int loss) {
+/* The hints for the op writing dlogits dl [n, ld]: bf16 alone, into h16
+ * when given (else where the backend keeps copies). */
+static void dl_hints(smj_model *m, float *dl, int64_t n, uint16_t *h16) {
+    if (h16) m->be->bf16_home(&m->ctx->exec, dl, h16, n * m->logits_ld);
+    smj_only16(m, dl, n * m->logits_ld);
+}
+
+static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss, int loss, uint16_t *h16) {
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     int64_t C = m->cfg.dim, ld = m->logits_ld;
@@ -1023,11 +1036,11 @@ static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dlos
     float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
     int fb = loss && be->xent_fwd_bwd;
     if (loss && !fb) be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
-    smj_only16(m, dl, n * ld);
+    dl_hints(m, dl, n, h16);
     if (!fb || !be->xent_fwd_bwd(ex, m->losses + r0, m->xlse + r0, dl, dl, m->tgts + r0, dloss, n, V, ld)) {
-        if (fb) { /* declined: the two ops (the bf16 hint is the next op's: set again for xent_bwd) */
+        if (fb) { /* declined: the two ops (the hints are the next op's: set again for xent_bwd) */
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
-            smj_only16(m, dl, n * ld);
+            dl_hints(m, dl, n, h16);
         }
         be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
     }
@@ -1048,7 +1061,7 @@ static void head_bwd(smj_model *m, int64_t N, float dloss, int loss) {
     int64_t R = head_rows(&m->cfg, &m->topt, N, m->ctx->exec.bf16_matmul && m->be->init);
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
-        head_grad(m, m->logits + r0 * m->logits_ld, r0, n, dloss, loss);
+        head_grad(m, m->logits + r0 * m->logits_ld, r0, n, dloss, loss, NULL);
     }
 }
 
@@ -1067,13 +1080,19 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
      * autocast, and as the 16-bit logits do), and cross-entropy reads them
      * so: half the bytes written and read */
     int l16 = m->topt.fp16_activations && ex->bf16_matmul && be->bf16_only;
+    /* where the backend takes a home, the chunk's bf16 logits, then its
+     * dlogits over them, are kept in ce_buf itself (its first half: the
+     * fp32 values are never written), not in the backend's copies: chunks
+     * of twice the rows in the same memory (smj_ce_chunk_rows_auto) */
+    uint16_t *h16 = l16 && be->bf16_home ? (uint16_t *)m->ce_buf : NULL;
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
+        if (h16) be->bf16_home(ex, m->ce_buf, h16, n * ld);
         if (l16) be->bf16_only(ex, m->ce_buf, n * ld);
         smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
         if (dloss >= 0) {
-            head_grad(m, m->ce_buf, r0, n, dloss, loss);
-            smj_drop16(m, m->ce_buf, n * ld); /* (ce_buf is the blocks' dh, dgate next) */
+            head_grad(m, m->ce_buf, r0, n, dloss, loss, h16);
+            smj_drop16(m, m->ce_buf, n * ld); /* (ce_buf is the blocks' datt .. dgate next) */
         } else {
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             smj_drop16(m, m->ce_buf, n * ld);
@@ -1193,7 +1212,7 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
             }
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
             if (train && homed) { /* (the logits are their bf16 copy's values already) */
-                head_grad(m, m->ce_buf, r0, n, dloss, 1);
+                head_grad(m, m->ce_buf, r0, n, dloss, 1, NULL);
                 smj_drop16(m, m->ce_buf, n * ld);
                 continue;
             }
@@ -1201,7 +1220,7 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
             be->bf16_pack(ex, h, m->ce_buf, n * ld);
             if (train) {
                 unpack16(m, m->ce_buf, h, n * ld);
-                head_grad(m, m->ce_buf, r0, n, dloss, 0);
+                head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL);
             }
             smj_drop16(m, m->ce_buf, n * ld);
         }
@@ -1392,7 +1411,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             unpack16(m, m->ce_buf, m->logits16 + r0 * ld, n * ld);
-            head_grad(m, m->ce_buf, r0, n, dloss, 0);
+            head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL);
             smj_drop16(m, m->ce_buf, n * ld);
         }
     } else {

@@ -155,7 +155,7 @@ struct smj_model {
      * the activation walk carves no logits [N, V]: a forward with targets
      * computes them chunk by chunk in ce_buf [ce_rows + 1 (at most N), V]
      * (m->logits is then NULL), which shares the backward's memory with the
-     * blocks' dh and dgate (carve_bwd; in full_logits for a model that has
+     * blocks' datt, dq, dh and dgate (carve_bwd; in full_logits for a model that has
      * not run a backward: ce_ready), and a forward without targets
      * writes all logits into full_logits (allocated on demand, full_cap
      * floats). With gradient_checkpointing every blk[l] points at the same

@@ -204,6 +204,8 @@ typedef struct {
      * bf16_bind: out = the value of x16 (what bf16_unpack gives), where the \
      * backend may keep x16 as out's value and leave out's storage unwritten \
      * until an op reads out in 32 bits. \
+     * (x16 lies apart from x's storage, or at its start: a tensor whose \
+     * values live as bf16 in its own memory's first half.) \
      * bf16_only: a promise about the next op's output x[0, n) (like \
      * bf16_home, for that op only): its values will be read only rounded \
      * to bf16 (by products in bf16 mode, by bf16_pack), so a backend that \

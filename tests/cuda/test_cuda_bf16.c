@@ -112,6 +112,20 @@ static void check_bf16_bind(void) {
     be->add(ex, Xb, R, Dz, n);
     same_d("unpack over a bound tensor", Ua, Xb, n);
     be->bf16_drop(ex, NULL, 0);
+    /* the bf16 values at the tensor's own start (the LM head's chunks):
+     * read in 32 bits, bound or unpacked, they unpack in place */
+    uint16_t *u16 = malloc(sizeof(uint16_t) * (size_t)n);
+    be->download(u16, U16, sizeof(uint16_t) * (size_t)n);
+    be->upload(R, u16, sizeof(uint16_t) * (size_t)n);
+    be->bf16_bind(ex, R, (const uint16_t *)R, n);
+    be->add(ex, Xb, R, Dz, n);
+    same_d("add reading a tensor bound to its own storage", Ua, Xb, n);
+    same_d("a tensor bound to its own storage, read", Ua, R, n);
+    be->upload(R, u16, sizeof(uint16_t) * (size_t)n);
+    be->bf16_unpack(ex, R, (const uint16_t *)R, n);
+    same_d("unpack in place", Ua, R, n);
+    be->bf16_drop(ex, NULL, 0);
+    free(u16);
     dfree(Ga); dfree(Gb); dfree(Ua); dfree(Ub); dfree(Xa); dfree(Xb); dfree(Ya); dfree(Yb); dfree(Ca); dfree(Cb);
     dfree(Dg); dfree(Du); dfree(Dd); dfree(Dw); dfree(Dz); dfree(R);
     be->free(G16); be->free(U16);
