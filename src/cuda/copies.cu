@@ -162,17 +162,17 @@ static void unpack_run(smj_cuda *c, const float *dst, const __nv_bfloat16 *b, in
 }
 /* dst[0, n) = the values of b[0, n): storage apart, or b at dst itself (a
  * copy kept in its own tensor's first half: the LM head's chunks). In place
- * value i is written over the copy's values 2i and 2i + 1, which have been
- * read when the launches take [n/2, n), then [n/4, n/2), ..., then [0, 1):
- * a launch reads [a, 2a) and writes [4a, 8a) bytes, past what it and the
- * launches after it read. */
+ * value i is written over the copy's values 2i and 2i + 1, so the launches
+ * take values [lo, hi) from the top down, lo = ceil(hi / 2): a launch reads
+ * bytes [2 lo, 2 hi) and writes [4 lo, 4 hi), past what it and the launches
+ * after it read; value 0 last, alone (its thread reads, then writes). */
 static void unpack_launch(smj_cuda *c, const float *dst, const __nv_bfloat16 *b, int64_t n) {
     if ((const void *)b != (const void *)dst) {
         unpack_run(c, dst, b, n);
         return;
     }
     for (int64_t hi = n; hi > 0;) {
-        int64_t lo = hi / 2;
+        int64_t lo = hi > 1 ? (hi + 1) / 2 : 0;
         unpack_run(c, dst + lo, b + lo, hi - lo);
         hi = lo;
     }
