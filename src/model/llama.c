@@ -577,8 +577,12 @@ static void block_io16(smj_model *m, int l, int64_t N, int dir) {
     uint16_t *p = a->saved16;
     for (int i = 0; i < ns; i++) {
         if (s[i].kind != SLOT_SAVE) continue;
-        if (dir == 0) m->be->bf16_pack(&m->ctx->exec, p, *s[i].p, s[i].n);
-        else unpack16(m, *s[i].p, p, s[i].n);
+        if (dir == 0) { /* (a bf16-only one, smj_acts_home_only, lives on here alone) */
+            m->be->bf16_pack(&m->ctx->exec, p, *s[i].p, s[i].n);
+            smj_drop16(m, *s[i].p, s[i].n);
+        } else {
+            unpack16(m, *s[i].p, p, s[i].n);
+        }
         p += saved16_len(s[i].n);
     }
 }
@@ -630,8 +634,13 @@ void smj_acts_save(smj_model *m, int l, int B, int T) {
     if (!m->res16) return;
     int64_t N = (int64_t)B * T, C = m->cfg.dim;
     m->be->bf16_pack(&m->ctx->exec, m->res16 + l * N * C, smj_res_fwd(m, l, N), N * C);
-    if (l < m->cfg.n_layers && m->blk[l].saved16) block_io16(m, l, N, 0);
-    smj_acts_release(m); /* the block's bf16-only tensors (smj_acts_home_only) live on in saved16 */
+    if (l == m->cfg.n_layers) {
+        smj_acts_release(m);
+        return;
+    }
+    /* only block l's own tensors end here: its output's last term (Wdown·h,
+     * bf16 alone under fp16_activations) waits for the next block's norm */
+    if (m->blk[l].saved16) block_io16(m, l, N, 0);
 }
 
 const float *smj_acts_load(smj_model *m, int l, int B, int T) {
@@ -827,6 +836,7 @@ static void norm_in(smj_model *m, int l, float *out, float *rstd, const float *x
     }
     smj_acts_home(m, l - 1, in->sum, N);
     m->be->add_rmsnorm_fwd(ex, in->sum, out, rstd, in->a, in->b, w, N, c->dim, c->norm_eps);
+    smj_drop16(m, in->b, N * c->dim); /* (a block's Wdown·h: forward-only, bf16 alone under fp16_activations) */
 }
 
 /* The block's first part: ln1 = norm(x) (norm_in), then q, k, v (a->q,
@@ -924,6 +934,10 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     }
     smj_acts_home_only(m, l, a->hsw, N);
     be->swiglu_fwd(ex, a->hsw, g, u, N, H, ld);
+    /* Wdown·h too is bf16 alone under --fp16-activations: the next norm
+     * (norm_in) adds it through its copy */
+    const int dn16 = m->topt.fp16_activations && y != a->tmp;
+    if (dn16) smj_only16(m, a->tmp, N * C);
     smj_model_linear(m, R_WDOWN, l, a->tmp, a->hsw, N, C, H);
     if (out) {
         *out = (smj_res_add){y, a->res_mid, a->tmp};
@@ -931,6 +945,7 @@ static void block_tail(smj_model *m, int l, smj_block_acts *a, const float *x, f
     }
     smj_acts_home(m, l, y, N);
     be->add(ex, y, a->res_mid, a->tmp, N * C);
+    if (dn16) smj_drop16(m, a->tmp, N * C);
 }
 
 void smj_block_forward(smj_model *m, int l, smj_block_acts *a, const float *x, float *y, int B, int T,

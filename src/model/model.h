@@ -370,7 +370,9 @@ int64_t smj_head_bwd_rows(const smj_model_config *c, int64_t N, int bf16_matmul)
 float *smj_res_fwd(smj_model *m, int l, int64_t N);
 /* After block l's forward (and for l = L after the last block): keeps what
  * the backward needs (with fp16_activations the bf16 copies of the block's
- * input and, without checkpointing, of its SAVE tensors; nothing else). */
+ * input and, without checkpointing, of its SAVE tensors; nothing else)
+ * and ends its SAVE tensors' bf16-only state; for l = L, every lazy
+ * tensor's (smj_acts_release). */
 void smj_acts_save(smj_model *m, int l, int B, int T);
 /* Before block l's backward (l = L: the final norm's): returns block l's
  * fp32 input and puts the block's activations in place: from the bf16
@@ -389,7 +391,7 @@ void smj_acts_home_only(smj_model *m, int l, const float *p, int64_t N);
 /* Declares every lazily kept tensor dead (bf16_drop(NULL)): the bindings of
  * smj_acts_load and the backward's bf16-only gradients, the forward's
  * bf16-only SAVE tensors; before each block's backward, after the backward,
- * after each block's packing, before activation memory is freed. */
+ * after the forward's last packing, before activation memory is freed. */
 void smj_acts_release(smj_model *m);
 /* Around a tensor that only products (and ops reading bf16 copies) read —
  * the backward's gradients, the forward's attention projection under
