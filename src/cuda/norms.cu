@@ -701,8 +701,8 @@ void cu_layernorm_bwd(const smj_exec *ex, float *dx, float *dw, float *db, const
     if (nw < 1) nw = 1;
     size_t sm = (size_t)nw * 2 * C * sizeof(float);
     bool v4 = rows_v4(C, dx, dout, x) && (uintptr_t)w % 16 == 0;
-    /* two blocks per SM (one wave), each at least nw rows: on an H200 (Llama
-     * 110M, T = 1024, B = 32) 2.54 -> 2.47 ms a step against four (round 37) */
+    /* two blocks per SM (one wave), each at least nw rows, as rmsnorm_bwd
+     * (there measured; GPT-2's step not timed apart with it, round 38) */
     int64_t R = (N + (int64_t)c->n_sm * 2 - 1) / ((int64_t)c->n_sm * 2);
     if (R < nw) R = nw;
     int P = (int)((N + R - 1) / R);
