@@ -387,7 +387,7 @@ __global__ void k_bf16_unpack(float *out, const uint16_t *x, int64_t n, int wide
 /* pack writes no fp32 data: the kept copies stay, except those in the
  * caller's memory it overwrites; nothing to do when the op that wrote x
  * left its copy there (bf16_home). unpack's source becomes its output's
- * exact copy (smj_cuda.ext; sizes as shadow_of takes them); bind registers
+ * exact copy (smj_cuda.ext; from SHADOW_MIN values on, any size: ext_max); bind registers
  * the same without writing out (lazy) or, with n = 0, ends every binding. */
 void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) {
     OP_BEGIN_L("bf16_pack");
@@ -403,7 +403,7 @@ void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) 
     op_end(c);
 }
 static void unpack(smj_cuda *c, float *out, const uint16_t *x, int64_t n, int lazy) {
-    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->bc_max && !c->capturing &&
+    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->ext_max && !c->capturing &&
                (lazy || (const void *)x != (const void *)out); /* (in place: written over) */
     cast_overwritten(c, out, n);
     if (n > 0 && !(keep && lazy)) unpack_launch(c, out, (const __nv_bfloat16 *)x, n);

@@ -845,9 +845,11 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
             }
         }
         /* SMJ_CUDA_BF16_KEEP=n: largest operand kept as a bf16 copy (elements;
-         * small values let the op checker reach the blocked paths) */
+         * small values let the op checker reach the blocked paths), copies in
+         * the caller's memory too (by default those take no memory: any size) */
         const char *kp = getenv("SMJ_CUDA_BF16_KEEP");
         c->bc_max = kp && atol(kp) > 0 ? (int64_t)atol(kp) : BC_MAX;
+        c->ext_max = kp && atol(kp) > 0 ? c->bc_max : INT64_MAX;
         /* SMJ_CUDA_GRAPHS=0: no graphs (decoding launches every kernel) */
         const char *gr = getenv("SMJ_CUDA_GRAPHS");
         c->no_graphs = gr && strcmp(gr, "0") == 0;

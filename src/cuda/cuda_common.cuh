@@ -119,7 +119,8 @@ typedef struct {
     struct { const float *src; int64_t n; } only[HOME_N];
     int n_only;
     unsigned long gen, clock, op_clock; /* op_clock: clock when the running op began */
-    int64_t bc_max;              /* largest operand kept (BC_MAX; SMJ_CUDA_BF16_KEEP) */
+    int64_t bc_max;              /* largest operand kept in a slot (BC_MAX; SMJ_CUDA_BF16_KEEP) */
+    int64_t ext_max;             /* largest copy in the caller's memory kept (any; SMJ_CUDA_BF16_KEEP) */
     /* The parameters' bf16 copy (bf16 mode, copies.cu: wm_view): made by
      * adamw_runs beside its update (the range it updates, which is the
      * model's parameters), so a step's products read their weights from it

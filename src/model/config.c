@@ -162,10 +162,9 @@ int64_t smj_config_device_workspace(const smj_model_config *c, int B, int T, con
         if (fused && !r.ce_chunk_rows) r.ce_chunk_rows = smj_ce_chunk_rows_auto(c, kind, l16);
         int64_t hr = fused ? smj_ce_chunk_rows(c, &r, N) : smj_head_bwd_rows(c, N, 1), Vr = smj_vocab_rows(c);
         if (l16) hr = 0;
-        /* and one copy for the fused gradients of Llama's gate|up and q|k|v
-         * (one alive at a time) */
-        int64_t fg = c->arch == SMJ_ARCH_GPT2 ? 0 : N * (2 * H > QD + 2 * KD ? 2 * H : QD + 2 * KD);
-        int64_t blk[] = {N * H, N * C, N * QD, N * KD, 2 * H * C, (QD + 2 * KD) * C}, head[] = {Vr * C, hr * Vr, fg};
+        /* (the backward's gradients read only by products keep their bf16
+         * copies in their own storage: smj_fresh16) */
+        int64_t blk[] = {N * H, N * C, N * QD, N * KD, 2 * H * C, (QD + 2 * KD) * C}, head[] = {Vr * C, hr * Vr};
         int64_t big = 0, sum = 0;
         int n = SMJ_CUDA_BC_N;
         for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)

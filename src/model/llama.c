@@ -625,6 +625,11 @@ void smj_acts_release(smj_model *m) {
 void smj_only16(smj_model *m, const float *p, int64_t n) {
     if (m->be->bf16_only && m->ctx->exec.bf16_matmul) m->be->bf16_only(&m->ctx->exec, p, n);
 }
+void smj_fresh16(smj_model *m, float *p, int64_t n) {
+    if (!m->be->bf16_only || !m->ctx->exec.bf16_matmul) return;
+    if (m->be->bf16_home) m->be->bf16_home(&m->ctx->exec, p, (uint16_t *)p, n);
+    m->be->bf16_only(&m->ctx->exec, p, n);
+}
 void smj_drop16(smj_model *m, const float *p, int64_t n) {
     if (m->be->bf16_drop) m->be->bf16_drop(&m->ctx->exec, p, n);
 }
@@ -1314,18 +1319,18 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
     /* FFN: y = res_mid + Wd·hsw. dres holds dL/dy. */
-    smj_only16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
+    smj_fresh16(m, m->dh, N * H); /* read only by swiglu_bwd, through its bf16 copy */
     be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 0, 0);          /* dhsw [N,H] */
     be->matmul(ex, DW(R_WDOWN), m->dres, a->hsw, C, H, N, 1, 0, 1);        /* dWd [C,H] */
     /* dgate|dup as the forward's gate|up (trained weights are f32, side by
      * side: one [N,2H] tensor), read only by its two products: bf16 alone */
     float *g, *u;
     int64_t ld = smj_gu_views(m, l, a->gate, N, &g, &u);
-    smj_only16(m, m->dgate, 2 * N * H);
+    smj_fresh16(m, m->dgate, 2 * N * H);
     be->swiglu_bwd(ex, m->dgate, m->dgate + (u - g), m->dh, g, u, N, H, ld);
     smj_drop16(m, m->dh, N * H);
     be->matmul(ex, DW(R_WGATE), m->dgate, a->ln2, 2 * H, C, N, 1, 0, 1);   /* dWg|dWu [2H,C] */
-    smj_only16(m, m->dln, N * C); /* one product writes dln: read through its bf16 copy (as autocast keeps it) */
+    smj_fresh16(m, m->dln, N * C); /* one product writes dln: read through its bf16 copy (as autocast keeps it) */
     be->matmul(ex, m->dln, m->dgate, W(R_WGATE), N, C, 2 * H, 0, 0, 0);    /* over K = 2H */
     smj_drop16(m, m->dgate, 2 * N * H);
     be->rmsnorm_bwd(ex, m->dres, DW(R_FFN_NORM), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_rstd, N, C,
@@ -1334,7 +1339,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     /* attention: res_mid = x + Wo·att */
     be->matmul(ex, DW(R_WO), m->dres, a->att, C, QD, N, 1, 0, 1);
     if (c->attn_out_bias) bias_bwd(m, DW(R_BO), m->dres, N, C);
-    smj_only16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
+    smj_fresh16(m, m->datt, N * QD); /* attention's backward reads dO through its bf16 copy */
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, QD, C, 0, 0, 0);
     /* dq, dk (after the rotation) and dv are read only by their products
      * unless QK-norm's backward or the biases' read them. Then, with Wq, Wk,
@@ -1350,7 +1355,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     if (fused) {
         /* attention's backward with the rotation in one op where the
          * backend has it, else the two ops */
-        smj_only16(m, dq, N * W3);
+        smj_fresh16(m, dq, N * W3); /* (declined, the promise and home go to attention_bwd, which writes dq too) */
         if (!be->attention_bwd_rope ||
             !be->attention_bwd_rope(ex, dq, dk, dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->rope_cos,
                                     m->rope_sin, B, T, NH, NKV, HS, rs, rs, W3, W3, sc)) {
@@ -1361,7 +1366,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
         }
         smj_drop16(m, m->datt, N * QD);
         be->matmul(ex, DW(R_WQ), dq, a->ln1, W3, C, N, 1, 0, 1);        /* dWq|dWk|dWv [W3,C] */
-        smj_only16(m, m->dln, N * C); /* as the FFN's */
+        smj_fresh16(m, m->dln, N * C); /* as the FFN's */
         be->matmul(ex, m->dln, dq, W(R_WQ), N, C, W3, 0, 0, 0);         /* over K = W3 */
         smj_drop16(m, dq, N * W3);
     } else {

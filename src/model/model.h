@@ -399,6 +399,11 @@ void smj_acts_release(smj_model *m);
  * backend keeping copies then writes it only as bf16), bf16_drop once it is
  * dead. */
 void smj_only16(smj_model *m, const float *p, int64_t n);
+/* smj_only16 for an output the next op writes without reading it (a
+ * product's, swiglu's or attention's gradient): its bf16 copy may live in
+ * the first half of its own storage (bf16_home at p), so no copy slot of
+ * the backend holds it, whatever its size. */
+void smj_fresh16(smj_model *m, float *p, int64_t n);
 void smj_drop16(smj_model *m, const float *p, int64_t n);
 
 #endif
