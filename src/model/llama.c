@@ -1111,8 +1111,7 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
         if (l16) be->bf16_only(ex, m->ce_buf, n * ld);
         smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
         if (dloss >= 0) {
-            head_grad(m, m->ce_buf, r0, n, dloss, loss, h16);
-            smj_drop16(m, m->ce_buf, n * ld); /* (ce_buf is the blocks' datt .. dgate next) */
+            head_grad(m, m->ce_buf, r0, n, dloss, loss, h16); /* (drops the chunk: ce_buf is datt .. dgate next) */
         } else {
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             smj_drop16(m, m->ce_buf, n * ld);
@@ -1232,17 +1231,17 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
             }
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
             if (train && homed) { /* (the logits are their bf16 copy's values already) */
-                head_grad(m, m->ce_buf, r0, n, dloss, 1, NULL);
-                smj_drop16(m, m->ce_buf, n * ld);
+                head_grad(m, m->ce_buf, r0, n, dloss, 1, NULL); /* (drops the chunk) */
                 continue;
             }
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             be->bf16_pack(ex, h, m->ce_buf, n * ld);
             if (train) {
                 unpack16(m, m->ce_buf, h, n * ld);
-                head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL);
+                head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL); /* (drops the chunk) */
+            } else {
+                smj_drop16(m, m->ce_buf, n * ld);
             }
-            smj_drop16(m, m->ce_buf, n * ld);
         }
         m->logits = NULL;
     } else {
