@@ -304,10 +304,13 @@ int only_promised(const smj_cuda *c, const float *p, int64_t n) {
         if (c->only[k].src == p && c->only[k].n == n) return 1;
     return 0;
 }
-/* The home named for p[0, n) (any size: the caller's memory), 16-byte
- * aligned, apart from p's storage or at its start (unpack_launch); -1: none. */
+/* The home named for p[0, n) (the caller's memory: any size unless
+ * SMJ_CUDA_BF16_KEEP lowers ext_max, as for bound copies, so that with it
+ * no copy of any kind is kept and every product casts both operands the
+ * same way), 16-byte aligned, apart from p's storage or at its start
+ * (unpack_launch); -1: none. */
 static int home_find(const smj_cuda *c, const float *p, int64_t n) {
-    if (c->prec != PREC_BF16 || c->capturing) return -1;
+    if (c->prec != PREC_BF16 || c->capturing || n > c->ext_max) return -1;
     for (int i = 0; i < c->n_home; i++) {
         const __nv_bfloat16 *b = c->home[i].b;
         const bool apart = (const void *)(b + n) <= (const void *)p || (const void *)(p + n) <= (const void *)b;

@@ -273,9 +273,10 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     float *P = m->params, *G = m->grads;
 #define W(role) smj_model_ptr(m, P, role, l)
 #define DW(role) smj_model_ptr(m, G, role, l)
-    /* MLP: y = res_mid + hsw · Wd + bd. dh, datt and dln, each written by
-     * one product and read by one op that takes a bf16 copy, are written as
-     * bf16 alone (bf16 mode) */
+    /* MLP: y = res_mid + hsw · Wd + bd. The gradients written fresh and
+     * read only through bf16 copies (dh, dgate, dln, datt, dqkv) are written
+     * as bf16 alone in bf16 mode, in the first half of their own storage
+     * (smj_fresh16: no copy slot, at any size) */
     be->matmul(ex, DW(R_WDOWN), a->hsw, m->dres, H, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BDOWN), m->dres, N, C);
     /* dgate = gelu'(gate) (dres Wd^T) and c_fc's bias gradient in one op
@@ -283,21 +284,21 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
      * only by products: bf16 alone); else dh, then gelu's backward with the
      * bias gradient in its pass where the backend has that (a declined op
      * ran nothing: dgate's hint stands for the product, and is made again) */
-    smj_only16(m, m->dgate, N * H);
+    smj_fresh16(m, m->dgate, N * H);
     int fused =
         be->matmul_dgelu && be->matmul_dgelu(ex, m->dgate, DW(R_BUP), m->dres, W(R_WDOWN), a->gate, N, H, C, 0, 1);
     if (!fused) {
-        smj_only16(m, m->dh, N * H);
+        smj_fresh16(m, m->dh, N * H);
         be->matmul(ex, m->dh, m->dres, W(R_WDOWN), N, H, C, 0, 1, 0);
         fused = be->gelu_bwd_bias != NULL;
-        if (fused) smj_only16(m, m->dgate, N * H);
+        if (fused) smj_fresh16(m, m->dgate, N * H);
         if (fused && !be->gelu_bwd_bias(ex, m->dgate, DW(R_BUP), m->dh, a->gate, N, (int)H)) fused = 0;
         if (!fused) be->gelu_bwd(ex, m->dgate, m->dh, a->gate, N * H);
         smj_drop16(m, m->dh, N * H);
     }
     be->matmul(ex, DW(R_WUP), a->ln2, m->dgate, C, H, N, 1, 0, 1);
     if (!fused) smj_model_bias_bwd(m, DW(R_BUP), m->dgate, N, H);
-    smj_only16(m, m->dln, N * C);
+    smj_fresh16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dgate, W(R_WUP), N, C, H, 0, 1, 0);
     smj_drop16(m, m->dgate, N * H);
     be->layernorm_bwd(ex, m->dres, DW(R_FFN_NORM), DW(R_FFN_NORM_B), m->dln, a->res_mid, W(R_FFN_NORM), a->ln2_mean,
@@ -306,13 +307,13 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     /* attention: res_mid = x + att · Wo + bo */
     be->matmul(ex, DW(R_WO), a->att, m->dres, C, C, N, 1, 0, 1);
     smj_model_bias_bwd(m, DW(R_BO), m->dres, N, C);
-    smj_only16(m, m->datt, N * C);
+    smj_fresh16(m, m->datt, N * C);
     be->matmul(ex, m->datt, m->dres, W(R_WO), N, C, C, 0, 1, 0);
     /* dq|dk|dv and c_attn's bias gradient in one pass where the backend has
      * it (dqkv is then read only by its two products: bf16 alone) */
     float sc = 1.0f / sqrtf((float)HS);
     int fb = be->attention_bwd_bias != NULL;
-    if (fb) smj_only16(m, m->dqkv, 3 * N * C);
+    if (fb) smj_fresh16(m, m->dqkv, 3 * N * C);
     if (fb && !be->attention_bwd_bias(ex, m->dqkv, m->dqkv + C, m->dqkv + 2 * C, DW(R_BQKV), m->datt, a->att, a->lse,
                                       a->qkv, a->qkv + C, a->qkv + 2 * C, B, T, NH, NH, HS, 3 * C, 3 * C, 0, 0, sc))
         fb = 0;
@@ -322,7 +323,7 @@ static void block_backward(smj_model *m, int l, int B, int T, const float *x) {
     smj_drop16(m, m->datt, N * C);
     be->matmul(ex, DW(R_WQKV), a->ln1, m->dqkv, C, 3 * C, N, 1, 0, 1);
     if (!fb) smj_model_bias_bwd(m, DW(R_BQKV), m->dqkv, N, 3 * C);
-    smj_only16(m, m->dln, N * C);
+    smj_fresh16(m, m->dln, N * C);
     be->matmul(ex, m->dln, m->dqkv, W(R_WQKV), N, C, 3 * C, 0, 1, 0);
     smj_drop16(m, m->dqkv, 3 * N * C);
     be->layernorm_bwd(ex, m->dres, DW(R_ATTN_NORM), DW(R_ATTN_NORM_B), m->dln, x, W(R_ATTN_NORM), a->ln1_mean,
