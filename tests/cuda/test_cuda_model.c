@@ -28,7 +28,9 @@
  *     logits are kept in 16 bits (the head's product writes each block as
  *     bf16 alone, cross-entropy reads it so; blocks of 32 rows on the flash
  *     model too), and --fp16-activations --fused-ce (each chunk's logits
- *     bf16 alone). Each also with SMJ_CUDA_XENT_FUSED=0 (cross-entropy's
+ *     bf16 alone); GPT-2 at head sizes 16 and 64 (flash attention, whose
+ *     backward takes c_attn's bias gradient), with and without
+ *     --fp16-activations. Each also with SMJ_CUDA_XENT_FUSED=0 (cross-entropy's
  *     two ops instead of xent_fwd_bwd): the same bits. Products whose
  *     outputs bf16_only promised are the bf16 products either way (written
  *     as bf16 alone, or rounded into fp32 when no copy is kept), so both
@@ -120,6 +122,16 @@ static smj_model_config gpt2_config(void) {
     c.ffn_hidden = 4 * c.dim;
     c.qk_norm = 0;
     c.tied_embeddings = 1;
+    return c;
+}
+/* GPT-2 with head size 64: flash attention, whose backward takes c_attn's
+ * bias gradient in its epilogues (attention_bwd_bias) */
+static smj_model_config gpt2_flash_config(void) {
+    smj_model_config c = gpt2_config();
+    c.dim = 128;
+    c.n_heads = c.n_kv_heads = 2;
+    c.head_dim = 64;
+    c.ffn_hidden = 4 * c.dim;
     return c;
 }
 
@@ -951,6 +963,8 @@ int main(void) {
                 &f16);
     bf16_copies(ds_path, "GPT-2 (layernorm and gelu write their outputs' copies)", gpt2_config(), NULL);
     bf16_copies(ds_path, "GPT-2, --fp16-activations", gpt2_config(), &f16);
+    bf16_copies(ds_path, "GPT-2, head size 64 (flash attention with the bias gradient)", gpt2_flash_config(), NULL);
+    bf16_copies(ds_path, "GPT-2, head size 64, --fp16-activations", gpt2_flash_config(), &f16);
     smj_train_options l16 = {.fp16_activations = 1, .ce_chunk_rows = 32};
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations, 16-bit logits in blocks of 32 rows",
                 flash_config(), &l16);
