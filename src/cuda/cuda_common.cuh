@@ -210,7 +210,7 @@ const __nv_bfloat16 *exact_in(smj_cuda *c, const float *p, int64_t n);
  * the op must then write), or NULL. */
 __nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n);
 /* Whether shadow_of gives output p[0, n) a copy: a home named for it (any
- * size), or a size kept copies take. */
+ * size unless SMJ_CUDA_BF16_KEEP lowers ext_max), or a size kept copies take. */
 int copy_room(const smj_cuda *c, const float *p, int64_t n);
 /* Whether a product casts operand p[0, n) into the scratch buffer: over
  * bc_max with no copy kept (the LM head's chunk kept in its home has one). */
