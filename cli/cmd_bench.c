@@ -201,6 +201,7 @@ int cmd_bench(int argc, char **argv) {
         if (i >= warmup) times[i - warmup] = cli_now() - t0;
     }
     double train_tok_s = why[0] ? 0 : (double)B * T / median(times, steps);
+    int64_t gsteps = why[0] ? 0 : smj_trainer_graph_steps(t); /* (of the warm-up and timed steps) */
     if (on_device) smj_ctx_device_memory(ctx, &mem1, &mem_total);
 
     /* Per-op device time over a few more steps (device backends). */
@@ -320,9 +321,12 @@ int cmd_bench(int argc, char **argv) {
     char b5[32];
     if (why[0])
         fprintf(stderr, "  train     refused (quantized weights)\n");
-    else
-        fprintf(stderr, "  train     %s tok/s (median step %.1f ms), %.1f GFLOP/s\n",
-                cli_fmt_count(b1, sizeof b1, (int64_t)train_tok_s), 1e3 * B * T / train_tok_s, gflops);
+    else {
+        char gr[64] = "";
+        if (gsteps > 0) snprintf(gr, sizeof gr, "; %lld of %d steps one recorded graph", (long long)gsteps, warmup + steps);
+        fprintf(stderr, "  train     %s tok/s (median step %.1f ms%s), %.1f GFLOP/s\n",
+                cli_fmt_count(b1, sizeof b1, (int64_t)train_tok_s), 1e3 * B * T / train_tok_s, gr, gflops);
+    }
     double mfu = on_device ? gflops / (1e3 * peak_tflops) : 0, mfu_ceil = mm_tflops > 0 ? gflops / (1e3 * mm_tflops) : 0;
     if (!why[0] && mm_tflops > 0)
         fprintf(stderr, "  MFU       %.1f%% of the matmul ceiling (%.*f %s, %d^3 through the matmul op)%s",

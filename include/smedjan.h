@@ -360,7 +360,8 @@ smj_status smj_model_backward(smj_model *m, float loss_scale);
  * (bit for bit). The LM head's gradient is taken in the forward, block by
  * block of rows right after their logits (the loss and dlogits in one pass
  * where the backend can); under fused_ce each chunk's logits are so
- * computed once instead of again in the backward (the trainer's way). */
+ * computed once instead of again in the backward (the trainer's way).
+ * loss NULL: the loss is not read (nothing waits for the device). */
 smj_status smj_model_forward_backward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                                       float loss_scale, float *loss);
 smj_status smj_model_zero_grad(smj_model *m);
@@ -445,13 +446,19 @@ typedef struct {
 smj_status smj_trainer_create(smj_model *m, const smj_optim_options *o, smj_trainer **out);
 void smj_trainer_free(smj_trainer *t);
 /* One optimizer step over grad_accum micro-batches of [B, T] drawn from ds
- * (the same update as one batch grad_accum times larger). */
+ * (the same update as one batch grad_accum times larger). On a device
+ * backend with one micro-batch a step's work is recorded as a graph once
+ * two steps ran alike, and replayed after (the same numbers, one launch);
+ * any other work on the context in between makes the next step record it
+ * again. */
 smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T, int grad_accum,
                             smj_step_stats *stats);
 /* Mean loss over n_batches batches of ds from position 0 (no update). */
 smj_status smj_trainer_eval(smj_trainer *t, const smj_dataset *ds, int B, int T, int n_batches,
                             float *loss);
 int64_t smj_trainer_step_count(const smj_trainer *t);
+/* Steps this trainer ran as a recorded graph (0 on host backends). */
+int64_t smj_trainer_graph_steps(const smj_trainer *t);
 /* Injects a NaN into the gradients of the next step (for tests of the skip). */
 void smj_trainer_debug_poison_next(smj_trainer *t);
 

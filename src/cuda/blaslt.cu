@@ -169,7 +169,8 @@ static int lt_describe(lt_entry *e) {
 static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *a, const void *b, void *D,
                       const float *alpha, const float *beta) {
     const lt_shape *s = &e->s;
-    int tune = c->gemm == GEMM_TUNE && run && !c->capturing && s->M * s->N * s->K >= LT_TUNE_MIN, locked = tune;
+    /* (recording a graph: a choice timed before is taken, nothing is timed) */
+    int tune = c->gemm == GEMM_TUNE && run && s->M * s->N * s->K >= LT_TUNE_MIN, locked = tune;
     if (locked) {
         pthread_mutex_lock(&lt_tuned.mu);
         for (int i = 0; i < lt_tuned.n; i++)
@@ -179,7 +180,7 @@ static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *
                 pthread_mutex_unlock(&lt_tuned.mu);
                 return;
             }
-        if (lt_tuned.n == LT_TUNED) tune = 0; /* (full: the heuristic's choice, untimed) */
+        if (lt_tuned.n == LT_TUNED || c->capturing) tune = 0; /* (full: the heuristic's choice, untimed) */
     }
     cublasLtMatmulPreference_t pref = NULL;
     size_t wsb = SMJ_CUDA_LT_WS;
@@ -237,7 +238,7 @@ static void lt_choose(smj_cuda *c, smj_lt *l, lt_entry *e, int run, const void *
         lt_tuned.algo[lt_tuned.n++] = e->algo;
     }
     if (locked) {
-        e->tuned = 1; /* (decided, timed or not: never asked again) */
+        e->tuned = !c->capturing; /* (decided, timed or not: never asked again; a recording's: at the next run) */
         pthread_mutex_unlock(&lt_tuned.mu);
     }
 }
@@ -278,6 +279,13 @@ static int lt_call(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __n
     if (ok && (fresh || (run && !e->tuned && c->gemm == GEMM_TUNE && !c->capturing && M * N * K >= LT_TUNE_MIN)))
         lt_choose(c, l, e, run, a16, b16, D, &alpha, beta);
     ok = ok && e->ok;
+    if (ok && run) { /* (graph_trace: the product's operands and algorithm) */
+        trace_mix(c, (uint64_t)(uintptr_t)a16, "cuBLASLt A, K", (int)K);
+        trace_mix(c, (uint64_t)(uintptr_t)b16, "cuBLASLt B, K", (int)K);
+        trace_mix(c, (uint64_t)(uintptr_t)D, "cuBLASLt D, K", (int)K);
+        for (int i = 0; i < (int)(sizeof e->algo.data / sizeof e->algo.data[0]); i++)
+            trace_mix(c, e->algo.data[i], "cuBLASLt algorithm", i);
+    }
     if (ok && run)
         ok = cublasLtMatmul(l->h, e->op, &alpha, b16, e->la, a16, e->lb, beta, D, e->lc, D, e->lc, &e->algo, l->ws,
                             SMJ_CUDA_LT_WS, c->stream) == CUBLAS_STATUS_SUCCESS;
@@ -313,7 +321,7 @@ static int lt_bias(smj_cuda *c, smj_lt *l, void *D, cudaDataType_t dt, const __n
 
 /* Whether matmul_bias takes these sizes (and the handle is there). */
 static smj_lt *lt_takes(smj_cuda *c, const float *bias, int64_t M, int64_t N, int64_t K) {
-    if (c->prec != PREC_BF16 || c->capturing || M < 16 || N < 16 || K < 16 || M > INT32_MAX || N > INT32_MAX ||
+    if (c->prec != PREC_BF16 || CAPTURE_NOCOPY(c) || M < 16 || N < 16 || K < 16 || M > INT32_MAX || N > INT32_MAX ||
         K > INT32_MAX || (uintptr_t)bias % 16)
         return NULL;
     return lt_get(c);

@@ -25,26 +25,40 @@
 
 static void materialize_bc(smj_cuda *c, int i);
 
-/* The kept-copy slot for src[0, n): the least recently used one of those
- * not allocated yet or already holding n values (so the blocks of a larger
- * operand, the LM head's dlogits, take turns in one grown slot), else of
- * all, grown to n; a lazy one (its fp32 values written first) only when
- * every other is the running op's; never one the running op has used (its
- * other operand may be there); registered as valid now. NULL on failure. */
+/* The kept-copy slot for src[0, n): of those not allocated yet or already
+ * holding n values (so the blocks of a larger operand, the LM head's
+ * dlogits, take turns in one grown slot), else of all (grown to n), the
+ * first whose copy is no longer valid, else the least recently used one;
+ * a lazy one (its fp32 values written first) only when every other is the
+ * running op's; never one the running op has used (its other operand may
+ * be there); registered as valid now. NULL on failure. (Stale ones first,
+ * in index order, rather than by age: a step that starts with every copy
+ * stale then takes the same slots as the step before, which a recorded
+ * train step needs; by age the choices cycled over several steps.) */
 static __nv_bfloat16 *slot_take(smj_cuda *c, const float *src, int64_t n) {
     int lru = -1;
+    bool lru_stale = false;
     for (int pass = 0; pass < 3 && lru < 0; pass++)
         for (int i = 0; i < BC_N; i++) {
             auto &e = c->bc[i];
             bool fits = !e.cap || e.cap >= (size_t)n;
             if (e.used > c->op_clock || (pass < 2 && e.lazy) || (pass == 0 && !fits)) continue;
-            if (lru < 0 || e.used < c->bc[lru].used) lru = i;
+            const bool stale = !e.lazy && (!e.src || e.gen != c->gen || e.hw != host_writes);
+            if (lru < 0 || (stale && !lru_stale) || (!stale && !lru_stale && e.used < c->bc[lru].used)) {
+                lru = i;
+                lru_stale = stale;
+            }
         }
     if (lru < 0) {
         lru = 0;
         for (int i = 1; i < BC_N; i++)
             if (c->bc[i].used < c->bc[lru].used) lru = i;
     }
+    if ((size_t)n > c->bc[lru].cap && c->capturing) { /* a graph cannot hold memory freed after it */
+        capture_fail(c, "a copy slot would grow");
+        return NULL;
+    }
+    trace_mix(c, (uint64_t)lru, "slot", lru);
     if (c->bc[lru].src && c->bc[lru].lazy) materialize_bc(c, lru); /* its fp32 values live only here */
     auto &e = c->bc[lru];
     e.src = NULL;
@@ -83,8 +97,12 @@ static const __nv_bfloat16 *wm_view(smj_cuda *c, const float *src, int64_t n) {
 __nv_bfloat16 *wm_for(smj_cuda *c, const float *p, int64_t n) {
     auto &w = c->wm;
     w.src = NULL;
-    if (c->prec != PREC_BF16 || c->capturing || n <= 0 || (uintptr_t)p % 16) return NULL;
+    if (c->prec != PREC_BF16 || CAPTURE_NOCOPY(c) || n <= 0 || (uintptr_t)p % 16) return NULL;
     if ((size_t)n > w.cap) {
+        if (c->capturing) { /* a graph cannot hold memory freed after it */
+            capture_fail(c, "the parameters' copy would grow");
+            return NULL;
+        }
         if (w.b) CK(c, cudaFree(w.b));
         w.b = NULL;
         w.cap = 0;
@@ -122,8 +140,8 @@ const __nv_bfloat16 *kept_copy(smj_cuda *c, const float *src, int64_t n) {
 }
 
 const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bfloat16 *dst) {
-    if (c->capturing) { /* a graph must not hold a copy slot, which later ops reassign */
-        c->capture_failed = 1;
+    if (CAPTURE_NOCOPY(c)) { /* a graph must not hold a copy slot, which later ops reassign */
+        capture_fail(c, "a product would cast");
         return NULL;
     }
     const __nv_bfloat16 *k = kept_copy(c, src, n);
@@ -140,8 +158,8 @@ const __nv_bfloat16 *cast_of(smj_cuda *c, const float *src, int64_t n, __nv_bflo
 
 void cast_pair(smj_cuda *c, const float *A, int64_t na, __nv_bfloat16 *da, const float *B, int64_t nb,
                __nv_bfloat16 *db, const __nv_bfloat16 **a16, const __nv_bfloat16 **b16) {
-    *a16 = c->capturing ? NULL : kept_copy(c, A, na);
-    *b16 = c->capturing ? NULL : kept_copy(c, B, nb);
+    *a16 = CAPTURE_NOCOPY(c) ? NULL : kept_copy(c, A, na);
+    *b16 = CAPTURE_NOCOPY(c) ? NULL : kept_copy(c, B, nb);
     if (*a16 && *b16) return;
     const char *name = c->pname;
     prof_phase(c, "matmul: bf16 casts");
@@ -310,7 +328,7 @@ int only_promised(const smj_cuda *c, const float *p, int64_t n) {
  * same way), 16-byte aligned, apart from p's storage or at its start
  * (unpack_launch); -1: none. */
 static int home_find(const smj_cuda *c, const float *p, int64_t n) {
-    if (c->prec != PREC_BF16 || c->capturing || n > c->ext_max) return -1;
+    if (c->prec != PREC_BF16 || CAPTURE_NOCOPY(c) || n > c->ext_max) return -1;
     for (int i = 0; i < c->n_home; i++) {
         const __nv_bfloat16 *b = c->home[i].b;
         const bool apart = (const void *)(b + n) <= (const void *)p || (const void *)(p + n) <= (const void *)b;
@@ -331,13 +349,13 @@ int copy_room(const smj_cuda *c, const float *p, int64_t n) {
     return home_find(c, p, n) >= 0 || (n >= SHADOW_MIN && n <= c->bc_max);
 }
 int cast_big(smj_cuda *c, const float *p, int64_t n) {
-    return n > c->bc_max && (c->capturing || !kept_copy(c, p, n));
+    return n > c->bc_max && (CAPTURE_NOCOPY(c) || !kept_copy(c, p, n));
 }
 
 __nv_bfloat16 *shadow_of(smj_cuda *c, const float *p, int64_t n) {
     __nv_bfloat16 *h = home_of(c, p, n);
     if (h) return h;
-    if (c->prec != PREC_BF16 || n < SHADOW_MIN || n > c->bc_max || c->capturing) return NULL;
+    if (c->prec != PREC_BF16 || n < SHADOW_MIN || n > c->bc_max || CAPTURE_NOCOPY(c)) return NULL;
     return slot_take(c, p, n);
 }
 
@@ -406,7 +424,7 @@ void cu_bf16_pack(const smj_exec *ex, uint16_t *out, const float *x, int64_t n) 
     op_end(c);
 }
 static void unpack(smj_cuda *c, float *out, const uint16_t *x, int64_t n, int lazy) {
-    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->ext_max && !c->capturing &&
+    int keep = c->prec == PREC_BF16 && n >= SHADOW_MIN && n <= c->ext_max && !CAPTURE_NOCOPY(c) &&
                (lazy || (const void *)x != (const void *)out); /* (in place: written over) */
     cast_overwritten(c, out, n);
     if (n > 0 && !(keep && lazy)) unpack_launch(c, out, (const __nv_bfloat16 *)x, n);

@@ -71,10 +71,19 @@
 
 const char *const prec_name[4] = {"fp32", "tf32", "bf16", "bf16x"};
 
+/* SMJ_CUDA_GRAPH_LOG=1: what each trace hashed (the last TL_N values), the
+ * current one's and the one before's, so that a train step's recording
+ * that is not kept says on stderr where it parted from the step before. */
+#define TL_N 16384
+struct trace_log {
+    struct { uint64_t v; const char *tag; int n; } cur[TL_N], prev[TL_N];
+    int ncur, nprev;
+};
+
 /* ------------------------------------------------------------ errors, profiler, scratch */
 void record(smj_cuda *c, smj_status st, const char *fmt, ...) {
     if (c->capturing) { /* the graph is dropped and the ops run again without one */
-        c->capture_failed = 1;
+        capture_fail(c, c->op ? c->op : "an error");
         return;
     }
     if (c->err != SMJ_OK) return;
@@ -100,6 +109,7 @@ int ck_blas(smj_cuda *c, cublasStatus_t e, const char *what, const char *file, i
     return 0;
 }
 void launched(smj_cuda *c, const char *file, int line) {
+    trace_mix(c, ((uint64_t)(uintptr_t)file << 16) ^ (uint64_t)line, file, line);
     ck_cuda(c, cudaGetLastError(), "kernel launch", file, line);
     if (c->sync_each) ck_cuda(c, cudaStreamSynchronize(c->stream), "SMJ_CUDA_SYNC", file, line);
 }
@@ -190,6 +200,10 @@ void op_end(smj_cuda *c) {
 
 void *scratch(smj_cuda *c, size_t bytes) {
     if (bytes <= c->scratch_bytes) return c->scratch;
+    if (c->capturing) { /* a graph cannot hold memory freed after it */
+        capture_fail(c, "the scratch buffer would grow");
+        return NULL;
+    }
     if (c->scratch) CK(c, cudaFree(c->scratch)); /* synchronizes: no kernel still reads it */
     c->scratch = NULL;
     c->scratch_bytes = 0;
@@ -245,10 +259,6 @@ static void *cu_alloc(size_t bytes) {
     return p;
 }
 static void cu_free(void *p) { if (p) cudaFree(p); }
-static void cu_upload(void *dst, const void *src, size_t n) {
-    if (n) cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
-    host_wrote(dst, n);
-}
 /* Downloads up to BOUNCE bytes (a train step's losses) go through a pinned
  * buffer, copied on the legacy stream (ordered after every context's
  * blocking stream, as cudaMemcpy is) and waited for by a stream
@@ -257,6 +267,45 @@ static void cu_upload(void *dst, const void *src, size_t n) {
 #define BOUNCE (1u << 20)
 static std::mutex bounce_mu;
 static void *bounce;
+/* Uploads up to BOUNCE bytes (a step's tokens) go through a ring of UP_N
+ * pinned buffers, copied on the legacy stream without waiting: the host
+ * returns at once, and the copy stays ordered between the work queued
+ * before and after it, as cudaMemcpy's. A buffer is written again only
+ * once its last copy has completed (its event). A pageable cudaMemcpy
+ * waits for the device's queue first: two of them before a step's first
+ * kernel left the GPU idle ~90 us a Llama 110M step (bench/RESULTS.md
+ * round 41). */
+#define UP_N 4
+static struct { void *buf; cudaEvent_t ev; int used; } up_ring[UP_N];
+static int up_next, up_broken;
+static int upload_async(void *dst, const void *src, size_t n) {
+    std::lock_guard<std::mutex> l(bounce_mu);
+    if (up_broken) return 0;
+    auto &u = up_ring[up_next];
+    if (!u.buf) {
+        if (cudaMallocHost(&u.buf, BOUNCE) != cudaSuccess ||
+            cudaEventCreateWithFlags(&u.ev, cudaEventDisableTiming) != cudaSuccess) {
+            (void)cudaGetLastError();
+            if (u.buf) cudaFreeHost(u.buf);
+            u.buf = NULL;
+            up_broken = 1;
+            return 0;
+        }
+    } else if (u.used && cudaEventSynchronize(u.ev) != cudaSuccess) {
+        return 0;
+    }
+    memcpy(u.buf, src, n);
+    if (cudaMemcpyAsync(dst, u.buf, n, cudaMemcpyHostToDevice, 0) != cudaSuccess ||
+        cudaEventRecord(u.ev, 0) != cudaSuccess)
+        return 0;
+    u.used = 1;
+    up_next = (up_next + 1) % UP_N;
+    return 1;
+}
+static void cu_upload(void *dst, const void *src, size_t n) {
+    if (n && !(n <= BOUNCE && upload_async(dst, src, n))) cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
+    host_wrote(dst, n);
+}
 static void cu_download(void *dst, const void *src, size_t n) {
     if (!n) return;
     if (n <= BOUNCE) {
@@ -339,6 +388,10 @@ static int gemm_t(smj_cuda *c, int tA, int tB, int64_t M, int64_t N, int64_t K, 
                (long long)N, (long long)K);
         return 0;
     }
+    trace_mix(c, (uint64_t)(uintptr_t)A, "product A, K", (int)K);
+    trace_mix(c, (uint64_t)(uintptr_t)B, "product B, K", (int)K);
+    trace_mix(c, (uint64_t)(uintptr_t)C, "product C, K", (int)K);
+    trace_mix(c, (uint64_t)(M * 31 + N * 17 + K), "product shape, K", (int)K);
     cublasComputeType_t ct = CUBLAS_COMPUTE_32F;
     if (ty == CUDA_R_32F && c->prec == PREC_TF32) ct = CUBLAS_COMPUTE_32F_FAST_TF32;
     if (ty == CUDA_R_32F && c->prec == PREC_BF16X) ct = CUBLAS_COMPUTE_32F_FAST_16BF;
@@ -805,6 +858,48 @@ static double cu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
     return c->err != SMJ_OK ? NAN : *c->h_sum;
 }
 
+/* grad_ctl: sumsq's two kernels, the second also checking the losses and
+ * writing the trainer's decision into the control block (one thread, the
+ * same double arithmetic as the host's). */
+__global__ void k_grad_ctl(smj_step_ctl *ctl, const double *part, int P, const float *losses, int64_t nl, float clip,
+                           int skip_nonfinite) {
+    __shared__ double sh[32];
+    double s = 0;
+    for (int i = threadIdx.x; i < P; i += blockDim.x) s += part[i];
+    s = block_sum_d(s, sh); /* (as k_sum_parts: the same value) */
+    int bad = 0;
+    for (int64_t i = threadIdx.x; i < nl; i += blockDim.x) bad |= !isfinite(losses[i]);
+    bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0) {
+        const double norm = sqrt(s);
+        float gs = 1.0f;
+        if (clip > 0 && norm > clip) {
+            const float coef = (float)((double)clip / (norm + 1e-6));
+            if (coef < 1.0f) gs = coef;
+        }
+        ctl->sumsq = s;
+        ctl->gs = gs;
+        ctl->skip = skip_nonfinite && (bad || !isfinite(norm));
+    }
+}
+static void cu_grad_ctl(const smj_exec *ex, smj_step_ctl *ctl, const float *g, int64_t n, const float *losses,
+                       int64_t nl, float clip, int skip_nonfinite) {
+    OP_BEGIN("sumsq");
+    unsigned P = blocks_for(n, 256, (int64_t)c->n_sm * 4);
+    double *d = c->err == SMJ_OK ? (double *)scratch(c, sizeof(double) * (P + 1)) : NULL;
+    if (!d) { /* after an error: no update (as sumsq's NaN) */
+        CK(c, cudaMemsetAsync(&ctl->skip, 0xFF, sizeof ctl->skip, c->stream));
+    } else {
+        if (n > 0) {
+            k_sumsq_part<<<P, 256, 0, c->stream>>>(d + 1, g, n);
+            LAUNCHED(c);
+        }
+        k_grad_ctl<<<1, 256, 0, c->stream>>>(ctl, d + 1, n > 0 ? (int)P : 0, losses, nl, clip, skip_nonfinite);
+        LAUNCHED(c);
+    }
+    op_end(c);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
@@ -850,9 +945,12 @@ static smj_status cu_init(smj_exec *ex, char *err, size_t errlen) {
         const char *kp = getenv("SMJ_CUDA_BF16_KEEP");
         c->bc_max = kp && atol(kp) > 0 ? (int64_t)atol(kp) : BC_MAX;
         c->ext_max = kp && atol(kp) > 0 ? c->bc_max : INT64_MAX;
-        /* SMJ_CUDA_GRAPHS=0: no graphs (decoding launches every kernel) */
+        /* SMJ_CUDA_GRAPHS=0: no graphs (decoding and training launch every kernel) */
         const char *gr = getenv("SMJ_CUDA_GRAPHS");
         c->no_graphs = gr && strcmp(gr, "0") == 0;
+        /* SMJ_CUDA_GRAPH_LOG=1: why a train step's recording was not kept, on stderr */
+        const char *gl = getenv("SMJ_CUDA_GRAPH_LOG");
+        if (gl && strcmp(gl, "0") != 0) c->tlog = (trace_log *)calloc(1, sizeof(trace_log));
         /* SMJ_CUDA_DECODE_BLOCK=0: one-token steps run the ops one by one */
         const char *db = getenv("SMJ_CUDA_DECODE_BLOCK");
         c->no_dec_block = db && strcmp(db, "0") == 0;
@@ -979,6 +1077,8 @@ static void cu_fini(smj_exec *ex) {
     for (int i = 0; i < BC_N; i++) if (c->bc[i].buf) cudaFree(c->bc[i].buf);
     if (c->wm.b) cudaFree(c->wm.b);
     if (c->h_sum) cudaFreeHost(c->h_sum);
+    free(c->snap);
+    free(c->tlog);
     free(c);
     ex->impl = NULL;
 }
@@ -1034,33 +1134,99 @@ static int cu_mem_info(const smj_exec *ex, size_t *used, size_t *total) {
     return 1;
 }
 
-/* Graphs (decoding): the ops between graph_begin and graph_end are captured
- * from the context's stream (not run) and instantiated as one CUDA graph,
- * which graph_launch replays with one call instead of a launch per kernel.
- * Not while profiling or in sync mode (both synchronize inside ops), nor
- * after an error. A capture that fails leaves no error behind: the caller
- * runs the ops again without a graph. Ops that allocate or synchronize must
- * not be captured; the session runs one step without a graph first, so
- * every buffer a step needs is allocated before the capture. A graph holds
- * addresses: the bf16 copy slots, which later ops reassign, are kept out of
- * it (a product that would cast ends the capture; no op writes a copy
- * beside its output while capturing), and the scratch buffer's, which moves
- * when it grows: graph_launch refuses (returns 0) once it has moved, and
- * the caller records the step again. */
+/* Graphs: the ops between graph_begin and graph_end are captured from the
+ * context's stream (not run) and instantiated as one CUDA graph, which
+ * graph_launch replays with one call instead of a launch per kernel. Not
+ * while profiling or in sync mode (both synchronize inside ops), nor after
+ * an error. A capture that fails leaves no error behind: the caller runs
+ * the ops again without a graph. Ops that allocate or synchronize must not
+ * be captured (a slot, the parameters' copy or the scratch buffer that
+ * would grow ends the capture); the callers run the work once without a
+ * graph first, so every buffer it needs is allocated before the capture.
+ * A graph holds addresses:
+ *  - a decoding step's (graph_begin(ex, NULL)) keeps the bf16 copy slots,
+ *    which later ops reassign, out of it: a product that would cast ends
+ *    the capture, and no op writes a copy beside its output;
+ *  - a train step's (graph_begin(ex, &trace)) is recorded as it would run,
+ *    kept copies and all: the copies' bookkeeping advances as if the step
+ *    ran, and the recording is kept only if its launches (kernel sites,
+ *    slots, products' operands and algorithms) hash to the trace of the
+ *    same step run just before (graph_trace): then every step starts from
+ *    the same state (the step's first host write drops every kept copy but
+ *    the parameters' copy, which each update rewrites), and replaying the
+ *    recording is running the step again. Otherwise the bookkeeping goes
+ *    back to its state at graph_begin. Such a graph is refused once any op
+ *    ran since its last launch (its slots may hold other data; buffers may
+ *    have moved) or the host wrote into the parameters (their bf16 copy
+ *    would be stale);
+ *  - both are refused once the scratch buffer has moved.
+ * The caller then records again. */
+typedef struct {
+    decltype(smj_cuda::bc) bc;
+    decltype(smj_cuda::ext) ext;
+    decltype(smj_cuda::wm) wm;
+    int ext_next, n_lazy;
+    unsigned long gen, clock, op_clock;
+} copy_state;
+static void copies_save(smj_cuda *c, copy_state *k) {
+    memcpy(k->bc, c->bc, sizeof k->bc);
+    memcpy(k->ext, c->ext, sizeof k->ext);
+    k->wm = c->wm;
+    k->ext_next = c->ext_next, k->n_lazy = c->n_lazy;
+    k->gen = c->gen, k->clock = c->clock, k->op_clock = c->op_clock;
+}
+static void copies_restore(smj_cuda *c, const copy_state *k) {
+    memcpy(c->bc, k->bc, sizeof k->bc);
+    memcpy(c->ext, k->ext, sizeof k->ext);
+    c->wm = k->wm;
+    c->ext_next = k->ext_next, c->n_lazy = k->n_lazy;
+    c->gen = k->gen, c->clock = k->clock, c->op_clock = k->op_clock;
+}
+#define TRACE0 0xcbf29ce484222325ull /* (FNV-1a's offset basis) */
+
+void trace_log_add(smj_cuda *c, uint64_t v, const char *tag, int n) {
+    trace_log *t = c->tlog;
+    if (t->ncur < TL_N) t->cur[t->ncur] = {v, tag, n};
+    t->ncur++;
+}
+static void trace_log_why(const smj_cuda *c, const char *what) {
+    const trace_log *t = c->tlog;
+    int n = t->ncur < t->nprev ? t->ncur : t->nprev, i = 0;
+    if (n > TL_N) n = TL_N;
+    while (i < n && t->cur[i].v == t->prev[i].v) i++;
+    if (i == n)
+        fprintf(stderr, "smedjan: graph: %s: %d hashed values, %d the step before\n", what, t->ncur, t->nprev);
+    else
+        fprintf(stderr, "smedjan: graph: %s: value %d of %d differs: %s %d (%#llx), the step before %s %d (%#llx) (of %d)\n",
+                what, i, t->ncur, t->cur[i].tag, t->cur[i].n, (unsigned long long)t->cur[i].v, t->prev[i].tag,
+                t->prev[i].n, (unsigned long long)t->prev[i].v, t->nprev);
+}
+
 typedef struct {
     cudaGraphExec_t exec;
     unsigned long scratch_gen; /* the scratch buffer the graph was recorded with */
+    int keep;                  /* a train step's: the two below hold */
+    unsigned long ops, hw;     /* n_ops and host_writes after its recording or last launch */
 } cu_graph;
 
-static int cu_graph_begin(const smj_exec *ex) {
+static int cu_graph_begin(const smj_exec *ex, const uint64_t *trace) {
     smj_cuda *c = S(ex);
     if (c->no_graphs || c->profile || c->sync_each || c->err != SMJ_OK) return 0;
+    if (trace) {
+        if (!c->snap && !(c->snap = malloc(sizeof(copy_state)))) return 0;
+        copies_save(c, (copy_state *)c->snap);
+        c->trace_want = *trace;
+        c->trace = TRACE0;
+        if (c->tlog) c->tlog->ncur = 0;
+    }
     if (cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         (void)cudaGetLastError();
         return 0;
     }
     c->capturing = 1;
+    c->capture_keep = trace != NULL;
     c->capture_failed = 0;
+    c->capture_why = NULL;
     return 1;
 }
 static void *cu_graph_end(const smj_exec *ex) {
@@ -1068,28 +1234,59 @@ static void *cu_graph_end(const smj_exec *ex) {
     cudaGraph_t g = NULL;
     cudaGraphExec_t e = NULL;
     cudaError_t r = cudaStreamEndCapture(c->stream, &g);
-    c->capturing = 0;
+    const int keep = c->capture_keep;
+    c->capturing = c->capture_keep = 0;
+    if (keep && !c->capture_failed && c->trace != c->trace_want) {
+        capture_fail(c, "the step's launches differ from the step's before");
+        if (c->tlog) trace_log_why(c, "recording not kept");
+    }
+    if (r != cudaSuccess && !c->capture_failed) capture_fail(c, cudaGetErrorString(r));
     if (r == cudaSuccess && !c->capture_failed) r = cudaGraphInstantiate(&e, g, 0);
+    if (c->tlog && keep && (c->capture_failed || r != cudaSuccess))
+        fprintf(stderr, "smedjan: graph: a train step's recording not kept: %s\n",
+                c->capture_failed ? c->capture_why : cudaGetErrorString(r));
     if (g) cudaGraphDestroy(g);
     cu_graph *h = r == cudaSuccess && !c->capture_failed && e ? (cu_graph *)malloc(sizeof *h) : NULL;
     if (!h) {
         (void)cudaGetLastError();
         if (e) cudaGraphExecDestroy(e);
+        if (keep) copies_restore(c, (const copy_state *)c->snap);
         return NULL;
     }
     h->exec = e;
     h->scratch_gen = c->scratch_gen;
+    h->keep = keep;
+    h->ops = c->n_ops;
+    h->hw = host_writes.load();
     return h;
 }
 static int cu_graph_launch(const smj_exec *ex, void *g) {
     smj_cuda *c = S(ex);
     cu_graph *h = (cu_graph *)g;
     if (h->scratch_gen != c->scratch_gen) return 0;
+    if (h->keep && (c->n_ops != h->ops || c->profile || c->sync_each || c->err != SMJ_OK ||
+                    (c->wm.src && host_touched(h->hw, c->wm.src, sizeof(float) * (size_t)c->wm.n))))
+        return 0;
     c->op = "graph";
     CK(c, cudaGraphLaunch(h->exec, c->stream));
     if (c->sync_each) CK(c, cudaStreamSynchronize(c->stream));
     c->op = NULL;
+    h->hw = host_writes.load();
     return 1;
+}
+static uint64_t cu_graph_trace(const smj_exec *ex) {
+    smj_cuda *c = S(ex);
+    const uint64_t t = c->trace;
+    c->trace = TRACE0;
+    if (c->tlog && c->tlog->ncur) { /* (an empty one, nothing run since the last call, is not kept) */
+        trace_log *l = c->tlog;
+        if (t != c->tlog_prev) trace_log_why(c, "launches differ from the last hashed");
+        c->tlog_prev = t;
+        memcpy(l->prev, l->cur, sizeof(l->cur[0]) * (size_t)(l->ncur < TL_N ? l->ncur : TL_N));
+        l->nprev = l->ncur;
+        l->ncur = 0;
+    }
+    return t;
 }
 static void cu_graph_free(void *g) {
     if (!g) return;
@@ -1129,6 +1326,7 @@ extern "C" const smj_backend smj_backend_cuda = {
     .graph_end = cu_graph_end,
     .graph_launch = cu_graph_launch,
     .graph_free = cu_graph_free,
+    .graph_trace = cu_graph_trace,
 #define SMJ_OP_SET(n) .n = cu_##n,
     SMJ_OPS(SMJ_OP_SET)
 #undef SMJ_OP_SET
@@ -1141,6 +1339,7 @@ extern "C" const smj_backend smj_backend_cuda = {
     .attention_bwd_bias = cu_attention_bwd_bias,
     .gelu_bwd_bias = cu_gelu_bwd_bias,
     .adamw_runs = cu_adamw_runs,
+    .grad_ctl = cu_grad_ctl,
     .decode_attention = cu_decode_attention,
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,

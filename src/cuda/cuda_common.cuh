@@ -43,6 +43,14 @@ typedef struct {
     double *h_sum;               /* pinned: the sumsq result */
     smj_status err;              /* first failure */
     int capturing, capture_failed; /* inside graph_begin/end: failures end the capture, not the context */
+    int capture_keep;            /* a train step's capture: copies kept as in a run (graph_begin) */
+    unsigned long n_ops;         /* ops begun (a train step's graph is refused once others ran) */
+    uint64_t trace;              /* hash of the launches since graph_trace (trace_mix) */
+    uint64_t trace_want;         /* a train step's capture: the trace it must match */
+    void *snap;                  /* the copies' bookkeeping at graph_begin (cuda_backend.cu) */
+    const char *capture_why;     /* what ended the capture (SMJ_CUDA_GRAPH_LOG) */
+    struct trace_log *tlog;      /* SMJ_CUDA_GRAPH_LOG=1: what the trace hashed, to say where two differ */
+    uint64_t tlog_prev;          /* the last nonempty trace (the log's prev) */
     int no_graphs;               /* SMJ_CUDA_GRAPHS=0 */
     int no_dec_block;            /* SMJ_CUDA_DECODE_BLOCK=0: decode_block declines */
     char errmsg[512];
@@ -173,13 +181,28 @@ void prof_flush(smj_cuda *c);
 void prof_print(smj_cuda *c);
 void op_end(smj_cuda *c);
 #define OP_BEGIN(name) \
-    smj_cuda *c = S(ex); c->op = name; prof_begin(c, name); lazy_all(c); c->gen++; c->op_clock = c->clock
+    smj_cuda *c = S(ex); c->op = name; c->n_ops++; prof_begin(c, name); lazy_all(c); c->gen++; c->op_clock = c->clock
 /* The same for an op that names each range it writes with cast_written
  * before its kernels run (the kept bf16 copies of other data survive it). */
-#define OP_BEGIN_W(name) smj_cuda *c = S(ex); c->op = name; c->op_clock = c->clock; prof_begin(c, name); lazy_all(c)
+#define OP_BEGIN_W(name) \
+    smj_cuda *c = S(ex); c->op = name; c->n_ops++; c->op_clock = c->clock; prof_begin(c, name); lazy_all(c)
 /* The same for an op that also calls fp32_in for every range it reads in
  * 32 bits (bound tensors stay unwritten, see smj_cuda.ext). */
-#define OP_BEGIN_L(name) smj_cuda *c = S(ex); c->op = name; c->op_clock = c->clock; prof_begin(c, name)
+#define OP_BEGIN_L(name) smj_cuda *c = S(ex); c->op = name; c->n_ops++; c->op_clock = c->clock; prof_begin(c, name)
+/* Recording a graph that must not hold the backend's own bf16 copies (a
+ * decoding step's: later ops reassign them); a train step's keeps them. */
+#define CAPTURE_NOCOPY(c) ((c)->capturing && !(c)->capture_keep)
+/* Mixes v into the launch hash (graph_trace); tag and n name it in the log. */
+void trace_log_add(smj_cuda *c, uint64_t v, const char *tag, int n);
+static inline void trace_mix(smj_cuda *c, uint64_t v, const char *tag, int n) {
+    c->trace = (c->trace ^ v) * 0x100000001b3ull;
+    if (c->tlog) trace_log_add(c, v, tag, n);
+}
+/* Ends the graph being recorded (it is dropped; the caller runs the ops). */
+static inline void capture_fail(smj_cuda *c, const char *why) {
+    if (!c->capture_failed) c->capture_why = why;
+    c->capture_failed = 1;
+}
 
 /* bf16 operand copies (cuda_backend.cu). cast_written: an op writes
  * p[0, n), copies overlapping it are dropped. shadow_of: in bf16 mode, a
@@ -510,9 +533,9 @@ void cu_add(const smj_exec *ex, float *out, const float *a, const float *b, int6
 void cu_scale(const smj_exec *ex, float *x, float s, int64_t n);
 void cu_adamw(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, int64_t n, float lr,
               float b1, float b2, float eps, float wd, int64_t t);
-int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const int64_t *off,
-                  const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, float eps,
-                  float wd, int64_t t);
+int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const smj_step_ctl *ctl,
+                  const int64_t *off, const int64_t *len, const unsigned char *decay, int nr, float lr, float b1,
+                  float b2, float eps, float wd, int64_t t);
 void cu_gelu_fwd(const smj_exec *ex, float *out, const float *x, int64_t n);
 void cu_gelu_bwd(const smj_exec *ex, float *dx, const float *dout, const float *x, int64_t n);
 /* Cross-entropy (xent.cu); xent_fwd_bwd is an optional op. */

@@ -410,9 +410,9 @@ typedef struct {
     int tile0[ADAM_RUNS], nr;
 } adam_runs;
 __global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v, const float *g, float gs,
-                                                    const __grid_constant__ adam_runs R, float lr, float b1, float b2,
-                                                    float eps, float bc1, float sbc2, int wide, __nv_bfloat16 *pb,
-                                                    int64_t pb0) {
+                                                    const smj_step_ctl *ctl, const __grid_constant__ adam_runs R,
+                                                    float lr, float b1, float b2, float eps, float bc1, float sbc2,
+                                                    int wide, __nv_bfloat16 *pb, int64_t pb0) {
     int lo = 0, hi = R.nr - 1;
     while (lo < hi) { /* the last run whose first block is at or before this one */
         const int mid = (lo + hi + 1) >> 1;
@@ -423,6 +423,13 @@ __global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v
                   e = min(s + ADAM_TILE, R.off[lo] + R.len[lo]);
     const float wd = R.wd[lo];
     int64_t i = s + threadIdx.x;
+    if (ctl) { /* the trainer's decision, made on the device (grad_ctl) */
+        if (ctl->skip) { /* no update; the copy still made (the host counts it made) */
+            for (; pb && i < e; i += 256) pb[i - pb0] = __float2bfloat16_rn(p[i]);
+            return;
+        }
+        gs = ctl->gs, lr = ctl->lr, bc1 = ctl->bc1, sbc2 = ctl->sbc2;
+    }
     if (wide && s % 4 == 0) {
         const int64_t e4 = s + (e - s) / 4 * 4;
 #pragma unroll 4
@@ -445,9 +452,9 @@ __global__ void __launch_bounds__(256) k_adamw_runs(float *p, float *m, float *v
         if (pb) pb[i - pb0] = __float2bfloat16_rn(p[i]);
     }
 }
-int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const int64_t *off,
-                  const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, float eps,
-                  float wd, int64_t t) {
+int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const smj_step_ctl *ctl,
+                  const int64_t *off, const int64_t *len, const unsigned char *decay, int nr, float lr, float b1,
+                  float b2, float eps, float wd, int64_t t) {
     if (nr > ADAM_RUNS) return 0;
     adam_runs R; /* (12 KB, copied into the launch) */
     int64_t tiles = 0, lo = INT64_MAX, hi = 0;
@@ -467,7 +474,7 @@ int cu_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float 
         /* the updated range's bf16 copy (bf16 mode): the step's products read their weights there */
         const int wide = al16x(p, m, v, g, p);
         __nv_bfloat16 *pb = wide && lo % 4 == 0 ? wm_for(c, p + lo, hi - lo) : NULL;
-        k_adamw_runs<<<(unsigned)tiles, 256, 0, c->stream>>>(p, m, v, g, gs, R, lr, b1, b2, eps, bc1, sbc2, wide, pb, lo);
+        k_adamw_runs<<<(unsigned)tiles, 256, 0, c->stream>>>(p, m, v, g, gs, ctl, R, lr, b1, b2, eps, bc1, sbc2, wide, pb, lo);
         LAUNCHED(c);
         if (pb && c->err == SMJ_OK) wm_made(c, p + lo);
     }

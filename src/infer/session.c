@@ -200,7 +200,7 @@ static void decode_step(smj_session *s, const int32_t *id) {
     }
     if (s->graph) {
         /* replayed */
-    } else if (s->warm && !s->graph_failed && be->graph_begin && be->graph_begin(ex)) {
+    } else if (s->warm && !s->graph_failed && be->graph_begin && be->graph_begin(ex, NULL)) {
         decode_body(s);
         s->graph = be->graph_end(ex);
         s->graph_failed = !s->graph;

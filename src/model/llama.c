@@ -734,6 +734,7 @@ static void drop_acts(smj_model *m) {
     m->logits16 = NULL;
     m->last_B = m->last_T = 0;
     m->have_targets = m->head_done = 0;
+    m->staged = 0;
 }
 
 static smj_status ensure_acts(smj_model *m, int B, int T) {
@@ -1136,10 +1137,13 @@ static smj_status read_loss(smj_model *m, float *loss) {
     return SMJ_OK;
 }
 
-/* The forward; train: a train step's, which also takes the LM head's
- * gradient for loss_scale (m->head_done). */
-static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, float *loss,
-                          int train, float loss_scale) {
+/* A batch's tokens checked and uploaded (with GPT-2's positions) for the
+ * forward after: its count of valid targets. All of a forward's host
+ * copies are here, before any kernel of the step (an upload waits for the
+ * device's queue, and the targets' in mid-forward left the GPU idle while
+ * the host caught up). */
+static smj_status stage_batch(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                              int64_t *n_valid_out) {
     const smj_model_config *c = &m->cfg;
     SMJ_CHECK(m->ctx, B >= 1 && T >= 1, SMJ_ERR_INVALID, "batch %d x %d must be positive", B, T);
     SMJ_CHECK(m->ctx, T <= c->max_seq_len, SMJ_ERR_INVALID,
@@ -1157,6 +1161,43 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
         }
     }
     SMJ_TRY(ensure_acts(m, B, T));
+    const smj_backend *be = m->be;
+    be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
+    if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
+    if (c->arch == SMJ_ARCH_GPT2) {
+        int32_t *host = malloc(sizeof(int32_t) * (size_t)N);
+        if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
+        for (int64_t i = 0; i < N; i++) host[i] = (int32_t)(i % T);
+        be->upload(m->pos, host, sizeof(int32_t) * (size_t)N);
+        free(host);
+    }
+    *n_valid_out = n_valid;
+    return SMJ_OK;
+}
+
+smj_status smj_model_stage_batch(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T) {
+    m->staged = 0;
+    SMJ_TRY(stage_batch(m, inputs, targets, B, T, &m->staged_valid));
+    m->staged = 1;
+    m->staged_B = B, m->staged_T = T, m->staged_targets = targets != NULL;
+    return SMJ_OK;
+}
+
+/* The forward; train: a train step's, which also takes the LM head's
+ * gradient for loss_scale (m->head_done). The batch staged by
+ * smj_model_stage_batch, or checked and uploaded here. */
+static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, float *loss,
+                          int train, float loss_scale) {
+    const smj_model_config *c = &m->cfg;
+    int64_t N = (int64_t)B * T, n_valid = 0;
+    if (m->staged) {
+        m->staged = 0;
+        SMJ_CHECK(m->ctx, m->staged_B == B && m->staged_T == T && m->staged_targets == (targets != NULL),
+                  SMJ_ERR_INVALID, "the staged batch is %d x %d, not %d x %d", m->staged_B, m->staged_T, B, T);
+        n_valid = m->staged_valid;
+    } else {
+        SMJ_TRY(stage_batch(m, inputs, targets, B, T, &n_valid));
+    }
     m->head_done = 0;
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
@@ -1164,21 +1205,11 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
      * past V 0), dense without targets (the caller wants the logits) */
     int C = c->dim, V = c->vocab_size, ld = targets ? (int)m->head_ld : V;
     m->logits_ld = ld;
-    /* (both uploads here, before any kernel of the step: an upload waits
-     * for the device's queue, and the targets' in mid-forward left the GPU
-     * idle while the host caught up) */
-    be->upload(m->ids, inputs, sizeof(int32_t) * (size_t)N);
-    if (targets) be->upload(m->tgts, targets, sizeof(int32_t) * (size_t)N);
     int L = c->n_layers, gpt2 = c->arch == SMJ_ARCH_GPT2;
     /* each residual add (GPT-2's wte + wpe, every block's last) is left to
      * the norm after it, which adds it in its own pass (smj_res_add) */
     smj_res_add pend, *pin = NULL;
     if (gpt2) {
-        int32_t *host = malloc(sizeof(int32_t) * (size_t)N);
-        if (!host) SMJ_FAIL(m->ctx, SMJ_ERR_NOMEM, "out of memory");
-        for (int64_t i = 0; i < N; i++) host[i] = (int32_t)(i % T);
-        be->upload(m->pos, host, sizeof(int32_t) * (size_t)N);
-        free(host);
         smj_gpt2_embed(m, smj_res_fwd(m, 0, N), m->blk[0].tmp, m->ids, m->pos, N, &pend);
         pin = &pend;
     } else {
@@ -1459,5 +1490,7 @@ smj_status smj_model_forward_backward(smj_model *m, const int32_t *inputs, const
               "this model keeps its weights quantized (loaded from GGUF): inference only, no training");
     SMJ_TRY(forward(m, inputs, targets, B, T, NULL, 1, loss_scale));
     SMJ_TRY(smj_model_backward(m, loss_scale));
-    return read_loss(m, loss);
+    return loss ? read_loss(m, loss) : SMJ_OK;
 }
+
+smj_status smj_model_read_loss(smj_model *m, float *loss) { return read_loss(m, loss); }

@@ -16,6 +16,7 @@
 #ifndef SMJ_OPS_H
 #define SMJ_OPS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "../core/core.h"
@@ -41,14 +42,39 @@ enum {
  * check). Not covered by tests/test_ops.c: tests/test_qmatmul.c checks
  * qmatmul; tests/cuda/test_cuda_model.c matmul_bias, matmul_bias_gelu and
  * matmul_dgelu; tests/cuda/test_cuda_ops.c attention_bwd_rope,
- * attention_bwd_bias, gelu_bwd_bias, adamw_runs and xent_fwd_bwd; tests/cuda/test_cuda_decode.c the decode ops;
+ * attention_bwd_bias, gelu_bwd_bias, adamw_runs, grad_ctl and xent_fwd_bwd; tests/cuda/test_cuda_decode.c the decode ops;
  * tests/cuda/test_cuda_bf16.c the 16-bit storage hints (the host backends'
  * are their definitions). */
 #define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(matmul_bias_gelu) X(matmul_dgelu) X(attention_bwd_rope) \
     X(attention_bwd_bias) X(gelu_bwd_bias) X(decode_attention) \
     X(decode_block) \
     X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(adamw_runs) \
-    X(xent_fwd_bwd)
+    X(xent_fwd_bwd) X(grad_ctl)
+
+/* The end of a train step on the device (grad_ctl, adamw_runs with a
+ * control block): the trainer writes lr, t and AdamW's bias corrections
+ * for the update (smj_step_ctl_set) before the step's ops; grad_ctl writes
+ * sumsq, gs and skip from the step's gradients and losses; adamw_runs
+ * reads them there, so the update is queued behind the backward without a
+ * host round trip (the trainer reads the block after). Backend memory. */
+typedef struct {
+    double sumsq;     /* sum of the gradients' squares (as sumsq) */
+    float gs;         /* clipping coefficient (1: none) */
+    int32_t skip;     /* 1: no update (a non-finite loss or norm, skipping on) */
+    int64_t t;        /* the update's AdamW step count */
+    float lr, bc1, sbc2; /* learning rate; 1 - b1^t and sqrt(1 - b2^t) as float */
+    int32_t pad;
+} smj_step_ctl;
+static inline void smj_step_ctl_set(smj_step_ctl *c, float lr, float b1, float b2, int64_t t) {
+    c->sumsq = 0;
+    c->gs = 1.0f;
+    c->skip = 0;
+    c->t = t;
+    c->lr = lr;
+    c->bc1 = (float)(1.0 - pow(b1, (double)t));
+    c->sbc2 = sqrtf((float)(1.0 - pow(b2, (double)t)));
+    c->pad = 0;
+}
 
 /* Weight types of qmatmul: the GGML type ids (ggml.h's enum ggml_type), with
  * GGML's block layouts (see src/gguf/gguf.h):
@@ -147,11 +173,22 @@ typedef struct {
     /* The optimizer step over runs of one buffer in one call: for r < nr, \
      * adamw on elements [off[r], off[r] + len[r]) of p, m, v, g with weight \
      * decay wd where decay[r], else 0 (runs disjoint, in any order). The \
-     * same values as those adamw calls. Returns 1, or 0 when the backend \
-     * does not take this many runs (nothing written: call adamw per run). */ \
-    int (*adamw_runs)(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, const int64_t *off, \
-                      const int64_t *len, const unsigned char *decay, int nr, float lr, float b1, float b2, \
-                      float eps, float wd, int64_t t); \
+     * same values as those adamw calls. With a control block ctl (NULL: \
+     * none) gs, lr and t are its (the arguments are ignored) and nothing is \
+     * updated where ctl->skip, all read when the update runs. Returns 1, or \
+     * 0 when the backend does not take this many runs (nothing written: \
+     * call adamw per run). */ \
+    int (*adamw_runs)(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs, \
+                      const smj_step_ctl *ctl, const int64_t *off, const int64_t *len, const unsigned char *decay, \
+                      int nr, float lr, float b1, float b2, float eps, float wd, int64_t t); \
+ \
+    /* A train step's end on the device: ctl->sumsq = sumsq(g, n) (the same \
+     * value), ctl->skip = skip_nonfinite and the norm sqrt(sumsq) or one of \
+     * losses[0, nl) not finite, ctl->gs = clip / (norm + 1e-6) as float \
+     * where clip > 0, norm > clip and that is < 1, else 1 (the trainer's \
+     * rule); the other fields stay. */ \
+    void (*grad_ctl)(const smj_exec *ex, smj_step_ctl *ctl, const float *g, int64_t n, const float *losses, \
+                    int64_t nl, float clip, int skip_nonfinite); \
  \
     /* One token's attention at a position read from memory (decoding under \
      * a recorded graph, where the position must be data, not an argument): \
@@ -376,11 +413,23 @@ struct smj_backend {
      * what changes between runs must be data, e.g. decode_attention's
      * position) and returns 1, or 0 without running anything when the
      * recording no longer fits the backend's buffers (free it, run the ops,
-     * record again), graph_free drops it. */
-    int (*graph_begin)(const smj_exec *ex);
+     * record again), graph_free drops it.
+     * trace NULL (decoding): the recording keeps no bf16 operand copies of
+     * the backend's own (a product that would cast ends it). trace non-NULL
+     * (a train step): the ops are recorded as they would run, kept copies
+     * included, and graph_end fails unless the recording's launches hash to
+     * *trace (graph_trace of the same work run just before: the step is in
+     * a steady state, which replaying repeats); a failed recording leaves
+     * the backend's bookkeeping as it was at graph_begin. Such a graph is
+     * refused once other ops have run or the parameters were written from
+     * the host since its last launch. graph_trace returns the hash of the
+     * launches (kernel sites, copy slots, product algorithms) since its
+     * last call and starts a new one. */
+    int (*graph_begin)(const smj_exec *ex, const uint64_t *trace);
     void *(*graph_end)(const smj_exec *ex);
     int (*graph_launch)(const smj_exec *ex, void *graph);
     void (*graph_free)(void *graph);
+    uint64_t (*graph_trace)(const smj_exec *ex);
     /* ex: the context's execution state (threads; device stream/handles). */
 
     SMJ_OP_FIELDS(float)

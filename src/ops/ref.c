@@ -264,14 +264,35 @@ static int ref_gelu_bwd_bias(const smj_exec *ex, float *dx, float *db, const flo
     return 1;
 }
 
-/* adamw_runs (optional op): its definition, adamw per run. */
+/* adamw_runs (optional op): its definition, adamw per run (with a control
+ * block: its gs, lr and t, nothing where it says skip). */
 static int ref_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, const float *g, float gs,
-                          const int64_t *off, const int64_t *len, const unsigned char *decay, int nr, float lr, float b1,
-                          float b2, float eps, float wd, int64_t t) {
+                          const smj_step_ctl *ctl, const int64_t *off, const int64_t *len, const unsigned char *decay,
+                          int nr, float lr, float b1, float b2, float eps, float wd, int64_t t) {
+    if (ctl) {
+        if (ctl->skip) return 1;
+        gs = ctl->gs, lr = ctl->lr, t = ctl->t;
+    }
     for (int r = 0; r < nr; r++)
         ref_adamw(ex, p + off[r], m + off[r], v + off[r], g + off[r], gs, len[r], lr, b1, b2, eps, decay[r] ? wd : 0.0f,
                   t);
     return 1;
+}
+
+/* grad_ctl (optional op): its definition, sumsq and the trainer's rule. */
+static void ref_grad_ctl(const smj_exec *ex, smj_step_ctl *ctl, const float *g, int64_t n, const float *losses,
+                        int64_t nl, float clip, int skip_nonfinite) {
+    double s = ref_sumsq(ex, g, n), norm = sqrt(s);
+    int bad = !isfinite(norm);
+    for (int64_t i = 0; i < nl; i++) bad |= !isfinite(losses[i]);
+    float gs = 1.0f;
+    if (clip > 0 && norm > clip) {
+        float coef = (float)(clip / (norm + 1e-6));
+        if (coef < 1.0f) gs = coef;
+    }
+    ctl->sumsq = s;
+    ctl->skip = skip_nonfinite && bad;
+    ctl->gs = gs;
 }
 
 /* bf16_bind (optional op): its definition, bf16_unpack. */

@@ -9,6 +9,17 @@
  * AdamW tensor by tensor, with weight decay only on tensors the model table
  * marks (2-D ones).
  *
+ * Two paths to the same numbers:
+ *  - host: the host reads the loss and the norm, decides, then queues the
+ *    update (host backends; grad accumulation);
+ *  - device (a backend with grad_ctl, one micro-batch): the batch is staged
+ *    (checked, uploaded) first, then forward, backward, the norm and the
+ *    decision (grad_ctl, into a control block) and the update reading it
+ *    are queued back to back, and the host reads the block and the loss
+ *    after. With graph hooks that whole sequence is recorded once it has
+ *    run twice alike (graph_trace) and replayed each step after: one launch
+ *    instead of ~500, and no host round trip inside the step.
+ *
  * Everything that decides the next step — weights, moments, step count,
  * AdamW's own step count, data cursor, RNG, bad-step counters — is saved by
  * smj_trainer_save, so a resumed run continues bit-identically (for the same
@@ -30,7 +41,36 @@ struct smj_trainer {
     int poison;
     int32_t *inputs, *targets; /* [B*T] host batch */
     int64_t batch_cap;
+    /* AdamW's runs: adjacent tensors with the same decay (make_runs) */
+    int64_t *run_off, *run_len;
+    unsigned char *run_dec;
+    int nr;
+    /* the device path (see the top) */
+    smj_step_ctl *ctl;         /* on the backend */
+    int runs_declined;         /* the backend's adamw_runs declined the runs: per-run updates after */
+    void *graph;               /* the recorded step, for graph_B x graph_T with graph_valid targets */
+    int graph_B, graph_T, graph_fails;
+    int64_t graph_valid;
+    uint64_t trace[2];         /* the last two plain steps' launch hashes (n_trace of them) */
+    int n_trace;
+    int64_t graph_steps;       /* steps run as the recorded graph */
 };
+
+/* AdamW's runs: one per run of adjacent tensors with the same decay (the
+ * element-wise update does not care where a tensor ends): ~4 per layer
+ * instead of one per tensor. */
+static void make_runs(smj_trainer *t) {
+    const smj_model *m = t->m;
+    t->nr = 0;
+    for (int i = 0, j; i < m->n_tensors; i = j) {
+        const smj_tensor_spec *sp = &m->specs[i];
+        int64_t o = sp->offset, n = sp->numel;
+        for (j = i + 1; j < m->n_tensors && m->specs[j].decay == sp->decay && m->specs[j].offset == o + n; j++)
+            n += m->specs[j].numel;
+        t->run_off[t->nr] = o, t->run_len[t->nr] = n, t->run_dec[t->nr] = (unsigned char)(sp->decay != 0);
+        t->nr++;
+    }
+}
 
 smj_status smj_trainer_create(smj_model *m, const smj_optim_options *o, smj_trainer **out) {
     *out = NULL;
@@ -49,9 +89,16 @@ smj_status smj_trainer_create(smj_model *m, const smj_optim_options *o, smj_trai
     size_t bytes = sizeof(float) * (size_t)m->n_params;
     t->adam_m = m->be->alloc(bytes);
     t->adam_v = m->be->alloc(bytes);
+    if (m->be->grad_ctl) t->ctl = m->be->alloc(sizeof *t->ctl);
+    size_t nt = (size_t)(m->n_tensors > 0 ? m->n_tensors : 1);
+    t->run_off = malloc(nt * sizeof *t->run_off);
+    t->run_len = malloc(nt * sizeof *t->run_len);
+    t->run_dec = malloc(nt);
     smj_status st = smj_model_ensure_grads(m);
-    if (!st && (!t->adam_m || !t->adam_v)) st = smj_set_error(ctx, SMJ_ERR_NOMEM, "out of memory for the optimizer state");
+    if (!st && (!t->adam_m || !t->adam_v || (m->be->grad_ctl && !t->ctl) || !t->run_off || !t->run_len || !t->run_dec))
+        st = smj_set_error(ctx, SMJ_ERR_NOMEM, "out of memory for the optimizer state");
     if (st) { smj_trainer_free(t); return st; }
+    make_runs(t);
     smj_rng_seed(&t->rng, 0x5eedull);
     *out = t;
     return SMJ_OK;
@@ -59,14 +106,20 @@ smj_status smj_trainer_create(smj_model *m, const smj_optim_options *o, smj_trai
 
 void smj_trainer_free(smj_trainer *t) {
     if (!t) return;
+    if (t->graph) t->m->be->graph_free(t->graph);
     t->m->be->free(t->adam_m);
     t->m->be->free(t->adam_v);
+    t->m->be->free(t->ctl);
+    free(t->run_off);
+    free(t->run_len);
+    free(t->run_dec);
     free(t->inputs);
     free(t->targets);
     free(t);
 }
 
 int64_t smj_trainer_step_count(const smj_trainer *t) { return t->step; }
+int64_t smj_trainer_graph_steps(const smj_trainer *t) { return t->graph_steps; }
 void smj_trainer_debug_poison_next(smj_trainer *t) { t->poison = 1; }
 
 static smj_status ensure_batch(smj_trainer *t, int B, int T) {
@@ -81,40 +134,57 @@ static smj_status ensure_batch(smj_trainer *t, int B, int T) {
     return SMJ_OK;
 }
 
-/* AdamW over runs of the parameter buffer with the gradients times gs (the
- * clipping coefficient): in one call where the backend takes them
- * (adamw_runs), else one adamw per run. */
-static void adamw_runs(smj_trainer *t, const int64_t *off, const int64_t *len, const unsigned char *dec, int nr,
-                       float lr, float gs) {
+/* AdamW over the runs with the gradients times gs (the clipping
+ * coefficient), or with the control block's decision (ctl): in one call
+ * where the backend takes them (adamw_runs; 1), else (0) nothing done
+ * with a control block, one adamw per run without. */
+static int update(smj_trainer *t, float lr, float gs, const smj_step_ctl *ctl) {
     smj_model *m = t->m;
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     const float b1 = t->o.beta1, b2 = t->o.beta2, eps = t->o.eps, wd = t->o.weight_decay;
-    if (be->adamw_runs &&
-        be->adamw_runs(ex, m->params, t->adam_m, t->adam_v, m->grads, gs, off, len, dec, nr, lr, b1, b2, eps, wd,
-                       t->adam_t))
-        return;
-    for (int r = 0; r < nr; r++)
-        be->adamw(ex, m->params + off[r], t->adam_m + off[r], t->adam_v + off[r], m->grads + off[r], gs, len[r], lr, b1,
-                  b2, eps, dec[r] ? wd : 0.0f, t->adam_t);
+    const int64_t *off = t->run_off, *len = t->run_len;
+    if (be->adamw_runs && be->adamw_runs(ex, m->params, t->adam_m, t->adam_v, m->grads, gs, ctl, off, len, t->run_dec,
+                                         t->nr, lr, b1, b2, eps, wd, t->adam_t + 1))
+        return 1;
+    if (ctl) return 0;
+    for (int r = 0; r < t->nr; r++)
+        be->adamw(ex, m->params + off[r], t->adam_m + off[r], t->adam_v + off[r], m->grads + off[r], gs, len[r], lr,
+                  b1, b2, eps, t->run_dec[r] ? wd : 0.0f, t->adam_t + 1);
+    return 1;
 }
 
-smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T, int grad_accum,
+/* The step's outcome: counters and stats (shared by both paths). */
+static smj_status step_done(smj_trainer *t, float loss, double norm, float lr, int skip, smj_step_stats *stats) {
+    t->step++;
+    smj_step_stats s = {loss, (float)norm, lr, 0, t->step, t->bad_total};
+    if (skip) {
+        t->bad_consec++;
+        t->bad_total++;
+        s.skipped = 1;
+        s.bad_steps_total = t->bad_total;
+        if (stats) *stats = s;
+        if (t->bad_consec >= t->o.max_bad_steps)
+            SMJ_FAIL(t->m->ctx, SMJ_ERR_DIVERGED,
+                     "%lld consecutive steps had a non-finite loss or gradient (last at step %lld); "
+                     "try a lower --lr, a longer --warmup, a smaller --grad-clip, or check the data",
+                     (long long)t->bad_consec, (long long)t->step);
+        return SMJ_OK;
+    }
+    t->bad_consec = 0;
+    t->adam_t++;
+    if (stats) *stats = s;
+    return SMJ_OK;
+}
+
+static smj_status step_host(smj_trainer *t, const smj_dataset *ds, int B, int T, int grad_accum,
                             smj_step_stats *stats) {
     smj_model *m = t->m;
-    smj_ctx *ctx = m->ctx;
     const smj_backend *be = m->be;
-    const smj_exec *ex = &ctx->exec;
-    SMJ_CHECK(ctx, grad_accum >= 1, SMJ_ERR_INVALID, "grad accumulation must be >= 1");
-    SMJ_CHECK(ctx, smj_dataset_vocab_size(ds) <= m->cfg.vocab_size, SMJ_ERR_INVALID,
-              "the dataset's vocabulary (%d) is larger than the model's (%d)", smj_dataset_vocab_size(ds),
-              m->cfg.vocab_size);
-    SMJ_TRY(ensure_batch(t, B, T));
-    SMJ_TRY(smj_model_zero_grad(m));
     double loss_sum = 0;
     for (int a = 0; a < grad_accum; a++) {
         float loss;
-        SMJ_TRY(smj_dataset_next_batch(ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets));
+        SMJ_TRY(smj_dataset_next_batch(m->ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets));
         SMJ_TRY(smj_model_forward_backward(m, t->inputs, t->targets, B, T, 1.0f / (float)grad_accum, &loss));
         loss_sum += loss;
     }
@@ -124,53 +194,109 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
         t->poison = 0;
     }
     float loss = (float)(loss_sum / grad_accum);
-    double norm = sqrt(be->sumsq(ex, m->grads, m->n_params));
+    double norm = sqrt(be->sumsq(&m->ctx->exec, m->grads, m->n_params));
     float lr = smj_lr_at(&t->o, t->step);
-    t->step++;
-    smj_step_stats s = {loss, (float)norm, lr, 0, t->step, t->bad_total};
-    if (t->o.skip_nonfinite && (!isfinite(loss) || !isfinite(norm))) {
-        t->bad_consec++;
-        t->bad_total++;
-        s.skipped = 1;
-        s.bad_steps_total = t->bad_total;
-        if (stats) *stats = s;
-        if (t->bad_consec >= t->o.max_bad_steps)
-            SMJ_FAIL(ctx, SMJ_ERR_DIVERGED,
-                     "%lld consecutive steps had a non-finite loss or gradient (last at step %lld); "
-                     "try a lower --lr, a longer --warmup, a smaller --grad-clip, or check the data",
-                     (long long)t->bad_consec, (long long)t->step);
-        return SMJ_OK;
-    }
-    t->bad_consec = 0;
+    int skip = t->o.skip_nonfinite && (!isfinite(loss) || !isfinite(norm));
     float gs = 1.0f; /* the clipping coefficient, applied inside the update (no pass over the gradients) */
     if (t->o.grad_clip > 0 && norm > t->o.grad_clip) {
         float coef = (float)(t->o.grad_clip / (norm + 1e-6));
         if (coef < 1.0f) gs = coef;
     }
-    t->adam_t++;
-    /* one update per run of adjacent tensors with the same decay (the
-     * element-wise update does not care where a tensor ends): ~4 per layer
-     * instead of one per tensor, and all of them in one call where the
-     * backend takes them (adamw_runs) */
-    enum { MAX_RUNS = 1024 };
-    int64_t off[MAX_RUNS], len[MAX_RUNS];
-    unsigned char dec[MAX_RUNS];
-    int nr = 0;
-    for (int i = 0, j; i < m->n_tensors; i = j) {
-        const smj_tensor_spec *sp = &m->specs[i];
-        int64_t o = sp->offset, n = sp->numel;
-        for (j = i + 1; j < m->n_tensors && m->specs[j].decay == sp->decay && m->specs[j].offset == o + n; j++)
-            n += m->specs[j].numel;
-        if (nr == MAX_RUNS) { /* (a full table: its runs first) */
-            adamw_runs(t, off, len, dec, nr, lr, gs);
-            nr = 0;
-        }
-        off[nr] = o, len[nr] = n, dec[nr] = (unsigned char)(sp->decay != 0);
-        nr++;
+    if (!skip) update(t, lr, gs, NULL);
+    return step_done(t, loss, norm, lr, skip, stats);
+}
+
+/* The device path's work after the batch is staged: forward, backward,
+ * the decision, the update (recorded as a graph, or run). */
+static smj_status device_work(smj_trainer *t, int B, int T) {
+    smj_model *m = t->m;
+    const smj_backend *be = m->be;
+    const smj_exec *ex = &m->ctx->exec;
+    SMJ_TRY(smj_model_forward_backward(m, t->inputs, t->targets, B, T, 1.0f, NULL));
+    if (t->poison) {
+        float nan = NAN;
+        be->upload(m->grads, &nan, sizeof nan);
+        t->poison = 0;
     }
-    adamw_runs(t, off, len, dec, nr, lr, gs);
-    if (stats) *stats = s;
+    be->grad_ctl(ex, t->ctl, m->grads, m->n_params, m->losses, (int64_t)B * T, t->o.grad_clip, t->o.skip_nonfinite);
+    t->runs_declined = !update(t, 0.0f, 1.0f, t->ctl);
     return SMJ_OK;
+}
+
+static smj_status step_device(smj_trainer *t, const smj_dataset *ds, int B, int T, smj_step_stats *stats) {
+    smj_model *m = t->m;
+    const smj_backend *be = m->be;
+    const smj_exec *ex = &m->ctx->exec;
+    SMJ_TRY(smj_dataset_next_batch(m->ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets));
+    SMJ_TRY(smj_model_stage_batch(m, t->inputs, t->targets, B, T));
+    const int64_t valid = m->staged_valid;
+    const float lr = smj_lr_at(&t->o, t->step);
+    smj_step_ctl hc;
+    smj_step_ctl_set(&hc, lr, t->o.beta1, t->o.beta2, t->adam_t + 1);
+    be->upload(t->ctl, &hc, sizeof hc);
+    /* graphs: not for a step with a debug poison, nor where the backend
+     * declined the runs (the update would be missing from the recording) */
+    const int graphs = be->graph_begin && be->graph_trace && !t->poison && !t->runs_declined;
+    int ran = 0;
+    if (t->graph) {
+        if (graphs && B == t->graph_B && T == t->graph_T && valid == t->graph_valid && be->graph_launch(ex, t->graph)) {
+            m->staged = 0; /* (the recorded forward's) */
+            ran = 1;
+        } else {
+            be->graph_free(t->graph);
+            t->graph = NULL;
+            t->n_trace = 0;
+        }
+    }
+    if (!ran && graphs && t->n_trace == 2 && t->trace[0] == t->trace[1] && t->graph_fails < 3 &&
+        be->graph_begin(ex, &t->trace[1])) {
+        smj_status st = device_work(t, B, T);
+        void *g = be->graph_end(ex);
+        if (st != SMJ_OK) {
+            if (g) be->graph_free(g);
+            return st;
+        }
+        if (g && be->graph_launch(ex, g)) {
+            t->graph = g;
+            t->graph_B = B, t->graph_T = T, t->graph_valid = valid;
+            ran = 1;
+        } else { /* nothing ran, the backend's bookkeeping is back: run the step */
+            if (g) be->graph_free(g);
+            t->graph_fails++;
+            t->n_trace = 0;
+            m->staged = 1; /* (the batch is still uploaded) */
+        }
+    }
+    t->graph_steps += ran;
+    if (!ran) {
+        if (graphs) be->graph_trace(ex); /* (a new hash from here) */
+        SMJ_TRY(device_work(t, B, T));
+        if (graphs) {
+            t->trace[0] = t->trace[1];
+            t->trace[1] = be->graph_trace(ex);
+            t->n_trace += t->n_trace < 2;
+        }
+    }
+    smj_step_ctl out;
+    be->download(&out, t->ctl, sizeof out);
+    float loss;
+    SMJ_TRY(smj_model_read_loss(m, &loss));
+    if (t->runs_declined && !out.skip) update(t, lr, out.gs, NULL);
+    return step_done(t, loss, sqrt(out.sumsq), lr, out.skip != 0, stats);
+}
+
+smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T, int grad_accum,
+                            smj_step_stats *stats) {
+    smj_model *m = t->m;
+    smj_ctx *ctx = m->ctx;
+    SMJ_CHECK(ctx, grad_accum >= 1, SMJ_ERR_INVALID, "grad accumulation must be >= 1");
+    SMJ_CHECK(ctx, smj_dataset_vocab_size(ds) <= m->cfg.vocab_size, SMJ_ERR_INVALID,
+              "the dataset's vocabulary (%d) is larger than the model's (%d)", smj_dataset_vocab_size(ds),
+              m->cfg.vocab_size);
+    SMJ_TRY(ensure_batch(t, B, T));
+    SMJ_TRY(smj_model_zero_grad(m));
+    if (t->ctl && grad_accum == 1) return step_device(t, ds, B, T, stats);
+    return step_host(t, ds, B, T, grad_accum, stats);
 }
 
 smj_status smj_trainer_eval(smj_trainer *t, const smj_dataset *ds, int B, int T, int n_batches, float *loss) {
@@ -252,6 +378,11 @@ static void upload_moment(smj_model *m, float *dst, const smj_ct_entry *e) {
 
 smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra *x) {
     smj_model *m = t->m;
+    if (t->graph) { /* (recorded before the state changed: record again) */
+        m->be->graph_free(t->graph);
+        t->graph = NULL;
+    }
+    t->n_trace = 0;
     smj_ctx *ctx = m->ctx;
     smj_container c;
     SMJ_TRY(smj_container_read(ctx, path, &c));

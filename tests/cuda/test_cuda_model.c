@@ -39,7 +39,11 @@
  *     default) gives the same logits, bit for bit, as launching every
  *     kernel (SMJ_CUDA_GRAPHS=0), over 60 tokens after a 40-token prompt,
  *     with a batch forward halfway that grows the backend's scratch buffer
- *     (the graph holds its address: it is recorded again).
+ *     (the graph holds its address: it is recorded again). And a train
+ *     step recorded as a graph (the trainer's default on CUDA): 9 steps with
+ *     an evaluation (the graph recorded again) and a skipped NaN step in
+ *     between equal, bit for bit, 9 steps with every kernel launched, on
+ *     five models (fp32, bf16, --fp16-activations, --fused-ce, GPT-2).
  *  5. The biased products of GPT-2 (matmul_bias, cuBLASLt's bias epilogue in
  *     bf16 mode): against the reference's matmul + bias within a bf16
  *     product's tolerance, every transpose pair, with shapes the blocked
@@ -286,6 +290,82 @@ static void bf16_copies(const char *ds_path, const char *name, smj_model_config 
     free(kept.params);
     free(fresh.params);
     free(two.params);
+}
+
+/* A train step recorded as a CUDA graph and replayed (the trainer's device
+ * path, the default) computes what launching every kernel does
+ * (SMJ_CUDA_GRAPHS=0): 9 steps, an evaluation before step 6 (other ops:
+ * the graph is refused and recorded again) and a NaN gradient injected at
+ * step 7 (skipped on the device, nothing updated), the same losses, skips
+ * and parameters bit for bit; and the graph did run (>= 3 steps). */
+typedef struct {
+    float loss[9];
+    int skipped[9];
+    float *params;
+    int64_t n, graph_steps;
+} graph_run;
+static void graph_train(const smj_model_config *cf, int bf16, const smj_train_options *to, const char *ds_path,
+                        int graphs, graph_run *r) {
+    if (!graphs) setenv("SMJ_CUDA_GRAPHS", "0", 1); /* read when the context is made */
+    smj_ctx *ctx = make_ctx_bf16(SMJ_BACKEND_CUDA, bf16);
+    unsetenv("SMJ_CUDA_GRAPHS");
+    smj_model_config cfg = *cf;
+    smj_model *m = NULL;
+    smj_trainer *t = NULL;
+    smj_dataset *ds = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 7, &m));
+    if (m && to) CHECK_OK(ctx, smj_model_set_train_options(m, to));
+    smj_optim_options o = optim();
+    o.total_steps = 9;
+    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+    CHECK_OK(ctx, smj_dataset_open(ctx, ds_path, &ds));
+    if (!m || !t || !ds) goto done;
+    for (int i = 0; i < 9; i++) {
+        smj_step_stats st;
+        if (i == 6) {
+            float l;
+            CHECK_OK(ctx, smj_trainer_eval(t, ds, 4, 32, 1, &l));
+        }
+        if (i == 7) smj_trainer_debug_poison_next(t);
+        CHECK_OK(ctx, smj_trainer_step(t, ds, 4, 32, 1, &st));
+        r->loss[i] = st.loss;
+        r->skipped[i] = st.skipped;
+    }
+    run_result pr = {0};
+    fetch_params(m, &pr);
+    r->params = pr.params;
+    r->n = pr.n;
+    r->graph_steps = smj_trainer_graph_steps(t);
+    CHECK(smj_ctx_status(ctx) == SMJ_OK, "device error: %s", smj_ctx_error(ctx));
+done:
+    smj_dataset_free(ds);
+    smj_trainer_free(t);
+    smj_model_free(m);
+    smj_ctx_free(ctx);
+}
+static void step_graphs(const char *ds_path, const char *name, smj_model_config cfg, int bf16,
+                        const smj_train_options *to) {
+    graph_run g = {0}, p = {0};
+    graph_train(&cfg, bf16, to, ds_path, 1, &g);
+    graph_train(&cfg, bf16, to, ds_path, 0, &p);
+    if (!g.params || !p.params) {
+        CHECK(0, "%s: a run failed", name);
+        free(g.params);
+        free(p.params);
+        return;
+    }
+    int same = memcmp(g.loss, p.loss, sizeof g.loss) == 0 && memcmp(g.skipped, p.skipped, sizeof g.skipped) == 0 &&
+               memcmp(g.params, p.params, sizeof(float) * (size_t)g.n) == 0;
+    CHECK(same, "%s: graph steps differ from launched ones (loss step 8 %.9g vs %.9g, params rel L2 %.2e)", name,
+          g.loss[8], p.loss[8], rel_l2(g.params, p.params, g.n));
+    CHECK(g.graph_steps >= 3 && p.graph_steps == 0, "%s: %lld steps ran as a graph (%lld with SMJ_CUDA_GRAPHS=0)",
+          name, (long long)g.graph_steps, (long long)p.graph_steps);
+    CHECK(g.skipped[7] && !g.skipped[6] && !g.skipped[8], "%s: the NaN step skipped %d (steps 6, 8: %d %d)", name,
+          g.skipped[7], g.skipped[6], g.skipped[8]);
+    printf("graphs %s: %lld of 9 steps replayed, == every kernel launched, bit for bit: %s (loss %.6f -> %.6f)\n",
+           name, (long long)g.graph_steps, same ? "yes" : "NO", g.loss[0], g.loss[8]);
+    free(g.params);
+    free(p.params);
 }
 
 /* bf16 mode: the parameters' bf16 copy, which the optimizer's step writes
@@ -972,6 +1052,11 @@ int main(void) {
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)",
                 flash_config(), &fce);
     bf16_copies(ds_path, "GPT-2, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)", gpt2_config(), &fce);
+    step_graphs(ds_path, "QK-norm, fp32", small_config(), 0, NULL);
+    step_graphs(ds_path, "head size 64 + GQA, bf16", flash_config(), 1, NULL);
+    step_graphs(ds_path, "head size 64 + GQA, bf16 --fp16-activations --fused-ce (32 rows)", flash_config(), 1, &fce);
+    step_graphs(ds_path, "vocab 1.1M, bf16 --fp16-activations", big_vocab_config(), 1, &f16);
+    step_graphs(ds_path, "GPT-2, bf16 --fp16-activations --fused-ce", gpt2_config(), 1, &fce);
     weights_copy(ds_path);
     decode_graphs(small_config(), "QK-norm (decode ops one by one)");
     decode_graphs(flash_config(), "plain block (decode_block)");

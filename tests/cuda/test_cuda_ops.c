@@ -26,7 +26,7 @@
  * second run, and the error rule (docs/CUDA.md): an op that fails records
  * the error, sumsq returns NaN and smj_ctx_status reports it.
  * Then the optional ops attention_bwd_rope, attention_bwd_bias, gelu_bwd_bias,
- * adamw_runs and xent_fwd_bwd against the ops they stand for; in bf16 mode
+ * adamw_runs, grad_ctl and xent_fwd_bwd against the ops they stand for; in bf16 mode
  * the products whose algorithm is timed (blaslt.cu): a second context's the
  * same bits, cublasGemmEx's within the bf16 rule, more large shapes than
  * the process keeps timed choices for. The other
@@ -971,22 +971,44 @@ static void check_adamw_runs(void) {
         float *Dp = dup_d(p, n), *Dm = dup_d(m, n), *Dv = dup_d(v, n), *Dg = dup_d(g, n);
         float *Ep = dup_d(p, n), *Em = dup_d(m, n), *Ev = dup_d(v, n);
         const float gs = t == 31 ? 0.37f : 1.0f;
-        int r0 = be->adamw_runs(ex, Dp, Dm, Dv, Dg, gs, off, len, dec, nr, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+        int r0 = be->adamw_runs(ex, Dp, Dm, Dv, Dg, gs, NULL, off, len, dec, nr, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
         CHECK(r0, "cuda/adamw_runs %s: declined", cur_shape);
         if (!r0) continue;
         taken++;
+        /* with a control block (grad_ctl's): its gs, lr and t, the arguments
+         * ignored; then a block saying skip: nothing changes */
+        float *Cp = dup_d(p, n), *Cm = dup_d(m, n), *Cv = dup_d(v, n);
+        smj_step_ctl hc, *Dc = be->alloc(sizeof hc);
+        smj_step_ctl_set(&hc, 1e-3f, 0.9f, 0.95f, t);
+        hc.gs = gs;
+        be->upload(Dc, &hc, sizeof hc);
+        CHECK(be->adamw_runs(ex, Cp, Cm, Cv, Dg, 0.5f, Dc, off, len, dec, nr, 7.0f, 0.9f, 0.95f, 1e-8f, 0.1f, t + 5),
+              "cuda/adamw_runs %s: declined with a control block", cur_shape);
         for (int r = 0; r < nr; r++) {
             int64_t o = off[r];
             be->adamw(ex, Ep + o, Em + o, Ev + o, Dg + o, gs, len[r], 1e-3f, 0.9f, 0.95f, 1e-8f, dec[r] ? 0.1f : 0.0f, t);
             rf->adamw(X1, p + o, m + o, v + o, g + o, gs, len[r], 1e-3f, 0.9f, 0.95f, 1e-8f, dec[r] ? 0.1f : 0.0f, t);
         }
-        const float *got[3] = {Dp, Dm, Dv}, *per[3] = {Ep, Em, Ev};
+        const float *got[3] = {Dp, Dm, Dv}, *per[3] = {Ep, Em, Ev}, *ctl[3] = {Cp, Cm, Cv};
         for (int k = 0; k < 3; k++) {
-            float *a = get_h(got[k], n), *b = get_h(per[k], n);
+            float *a = get_h(got[k], n), *b = get_h(per[k], n), *c = get_h(ctl[k], n);
             CHECK(memcmp(a - PAD, b - PAD, sizeof(float) * (size_t)(n + 2 * PAD)) == 0,
                   "cuda/adamw_runs %s: %s differs from adamw per run", cur_shape, k == 0 ? "p" : k == 1 ? "m" : "v");
-            ffree(a); ffree(b);
+            CHECK(memcmp(c - PAD, b - PAD, sizeof(float) * (size_t)(n + 2 * PAD)) == 0,
+                  "cuda/adamw_runs %s: %s with a control block differs from adamw per run", cur_shape,
+                  k == 0 ? "p" : k == 1 ? "m" : "v");
+            ffree(a); ffree(b); ffree(c);
         }
+        hc.skip = 1;
+        be->upload(Dc, &hc, sizeof hc);
+        float *p1 = get_h(Cp, n);
+        be->adamw_runs(ex, Cp, Cm, Cv, Dg, gs, Dc, off, len, dec, nr, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+        float *p2 = get_h(Cp, n);
+        CHECK(memcmp(p1 - PAD, p2 - PAD, sizeof(float) * (size_t)(n + 2 * PAD)) == 0,
+              "cuda/adamw_runs %s: a control block saying skip, but p changed", cur_shape);
+        ffree(p1); ffree(p2);
+        be->free(Dc);
+        dfree(Cp); dfree(Cm); dfree(Cv);
         compare_d("p", Dp, p, n, 1e-6);
         compare_d("m", Dm, m, n, 1e-6);
         compare_d("v", Dv, v, n, 1e-6);
@@ -999,7 +1021,7 @@ static void check_adamw_runs(void) {
     unsigned char *md = calloc(MANY, 1);
     for (int r = 0; r < MANY; r++) mo[r] = 3 * r, ml[r] = 3;
     float *p = frand(3 * MANY, 1), *Dp = dup_d(p, 3 * MANY);
-    int r1 = be->adamw_runs(ex, Dp, Dp, Dp, Dp, 1.0f, mo, ml, md, MANY, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
+    int r1 = be->adamw_runs(ex, Dp, Dp, Dp, Dp, 1.0f, NULL, mo, ml, md, MANY, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
     if (!r1) {
         float *a = get_h(Dp, 3 * MANY);
         CHECK(memcmp(a, p, sizeof(float) * 3 * MANY) == 0, "cuda/adamw_runs: declined %d runs but wrote", MANY);
@@ -1008,6 +1030,61 @@ static void check_adamw_runs(void) {
     dfree(Dp); ffree(p); free(mo); free(ml); free(md);
     printf("cuda %-14s %-6s taken for %d of 3 calls (as adamw per run bit for bit, to the reference); %d runs %s\n",
            "adamw_runs", check_failed == before ? "ok" : "FAILED", taken, MANY, r1 ? "taken" : "declined");
+}
+
+/* grad_ctl (optional op): sumsq the same bits as the sumsq op's, the
+ * decision as the trainer's host path takes it from that sum (clipping
+ * coefficient, skip on a NaN/Inf gradient or loss only with skipping on),
+ * the fields it does not own untouched; against the reference's. */
+static void check_grad_ctl(void) {
+    cur_op = "grad_ctl";
+    long before = check_failed;
+    static const int64_t NS[] = {0, 1, 7, 4097, 300001, 3000017};
+    int cases = 0;
+    for (int ni = 0; ni < (int)(sizeof NS / sizeof NS[0]); ni++)
+        for (int kind = 0; kind < 5; kind++) { /* 0 no clip, 1 clip, 2 NaN grad, 3 Inf loss, 4 NaN grad, no skipping */
+            const int64_t n = NS[ni], nl = 1000;
+            if (n == 0 && kind == 2) continue;
+            snprintf(cur_shape, sizeof cur_shape, "n%lld, case %d", (long long)n, kind);
+            float *g = frand(n, 1), *l = frand(nl, 5);
+            if ((kind == 2 || kind == 4) && n) g[n / 2] = NAN;
+            if (kind == 3) l[nl - 1] = INFINITY;
+            const float clip = kind == 1 ? 0.5f : kind == 0 ? 1e30f : 1.0f;
+            const int skipping = kind != 4;
+            float *Dg = dup_d(g, n), *Dl = dup_d(l, nl);
+            smj_step_ctl hc, got, ref, *Dc = be->alloc(sizeof hc);
+            smj_step_ctl_set(&hc, 3e-4f, 0.9f, 0.95f, 17);
+            hc.skip = 5; /* (overwritten) */
+            be->upload(Dc, &hc, sizeof hc);
+            be->grad_ctl(ex, Dc, Dg, n, Dl, nl, clip, skipping);
+            be->download(&got, Dc, sizeof got);
+            ref = hc;
+            rf->grad_ctl(X1, &ref, g, n, l, nl, clip, skipping);
+            const double s = be->sumsq(ex, Dg, n), norm = sqrt(got.sumsq);
+            CHECK(memcmp(&got.sumsq, &s, sizeof s) == 0, "cuda/grad_ctl %s: sumsq %.17g, the sumsq op %.17g", cur_shape,
+                  got.sumsq, s);
+            CHECK(isnan(s) ? isnan(ref.sumsq) : fabs(got.sumsq - ref.sumsq) <= 1e-12 * (ref.sumsq + 1),
+                  "cuda/grad_ctl %s: sumsq %.17g vs the reference's %.17g", cur_shape, got.sumsq, ref.sumsq);
+            float gs = 1.0f;
+            if (clip > 0 && norm > clip) {
+                float coef = (float)(clip / (norm + 1e-6));
+                if (coef < 1.0f) gs = coef;
+            }
+            const int want_skip = skipping && (kind == 2 || kind == 3) && (kind != 2 || n > 0);
+            CHECK(got.skip == want_skip && ref.skip == want_skip, "cuda/grad_ctl %s: skip %d (reference %d), want %d",
+                  cur_shape, got.skip, ref.skip, want_skip);
+            CHECK(want_skip || kind == 4 || memcmp(&got.gs, &gs, sizeof gs) == 0,
+                  "cuda/grad_ctl %s: gs %.9g, the host rule %.9g", cur_shape, got.gs, gs);
+            CHECK(kind != 1 || n < 7 || (got.gs < 1.0f && fabsf(got.gs - ref.gs) <= 1e-6f * ref.gs),
+                  "cuda/grad_ctl %s: gs %.9g vs the reference's %.9g", cur_shape, got.gs, ref.gs);
+            CHECK(got.t == hc.t && got.lr == hc.lr && got.bc1 == hc.bc1 && got.sbc2 == hc.sbc2,
+                  "cuda/grad_ctl %s: wrote fields it does not own", cur_shape);
+            cases++;
+            be->free(Dc);
+            dfree(Dg); dfree(Dl); ffree(g); ffree(l);
+        }
+    printf("cuda %-14s %-6s %d cases (sumsq as the op's bits, the trainer's rule, the reference's decision)\n",
+           "grad_ctl", check_failed == before ? "ok" : "FAILED", cases);
 }
 
 /* xent_fwd_bwd (optional op): where the backend takes the rows, losses,
@@ -1258,6 +1335,7 @@ int main(void) {
     check_gelu_bwd_bias();
     cuda_check_status(ctx, "gelu_bwd_bias");
     check_adamw_runs();
+    check_grad_ctl();
     cuda_check_status(ctx, "adamw_runs");
     check_xent_fwd_bwd();
     cuda_check_status(ctx, "xent_fwd_bwd");
