@@ -4,7 +4,8 @@
  *    accumulated in double) on a tiny GQA + QK-norm config, both backends;
  *  - two half-size micro-batches accumulate the gradient of one full batch,
  *    and the trainer's --grad-accum 2 step equals the 2x batch step;
- *  - resume is bit-identical: 3 steps + save + load + 3 steps == 6 steps;
+ *  - resume is bit-identical: 3 steps + save + load + 3 steps == 6 steps
+ *    (also on the reference backend, whose trainer takes the device path);
  *  - an injected NaN gradient skips the step (weights and moments untouched)
  *    and is counted; repeated ones stop training with advice;
  *  - corrupt, truncated and wrong-kind checkpoints and datasets fail with
@@ -640,6 +641,14 @@ int main(void) {
     corrupt_files(ctx);
     sessions(ctx);
     schedules_and_sampler();
+    smj_ctx_free(ctx);
+    /* the reference backend has grad_ctl, so its trainer takes the device
+     * path (the decision on the device, the next batch drawn during the
+     * step): resume and the NaN skip as above */
+    smj_ctx_options r = {.threads = 1, .backend = SMJ_BACKEND_REF};
+    ctx = smj_ctx_create(&r);
+    resume(ctx);
+    nonfinite(ctx);
     smj_ctx_free(ctx);
     run_cmd("rm -rf '%s'", test_tmpdir());
     return check_summary("test_model");

@@ -858,18 +858,18 @@ static double cu_sumsq(const smj_exec *ex, const float *x, int64_t n) {
     return c->err != SMJ_OK ? NAN : *c->h_sum;
 }
 
-/* grad_ctl: sumsq's two kernels, the second also checking the losses and
- * writing the trainer's decision into the control block (one thread, the
- * same double arithmetic as the host's). */
+/* grad_ctl: sumsq's two kernels, the second also summing the losses (in
+ * double, a fixed order) and writing the trainer's decision into the
+ * control block (one thread, the same double arithmetic as the host's). */
 __global__ void k_grad_ctl(smj_step_ctl *ctl, const double *part, int P, const float *losses, int64_t nl, float clip,
                            int skip_nonfinite) {
     __shared__ double sh[32];
-    double s = 0;
+    double s = 0, ls = 0;
     for (int i = threadIdx.x; i < P; i += blockDim.x) s += part[i];
     s = block_sum_d(s, sh); /* (as k_sum_parts: the same value) */
-    int bad = 0;
-    for (int64_t i = threadIdx.x; i < nl; i += blockDim.x) bad |= !isfinite(losses[i]);
-    bad = __syncthreads_or(bad);
+    for (int64_t i = threadIdx.x; i < nl; i += blockDim.x) ls += (double)losses[i];
+    ls = block_sum_d(ls, sh);
+    const int bad = !isfinite(ls);
     if (threadIdx.x == 0) {
         const double norm = sqrt(s);
         float gs = 1.0f;
@@ -878,6 +878,7 @@ __global__ void k_grad_ctl(smj_step_ctl *ctl, const double *part, int P, const f
             if (coef < 1.0f) gs = coef;
         }
         ctl->sumsq = s;
+        ctl->loss_sum = ls;
         ctl->gs = gs;
         ctl->skip = skip_nonfinite && (bad || !isfinite(norm));
     }

@@ -1179,23 +1179,25 @@ smj_status smj_model_stage_batch(smj_model *m, const int32_t *inputs, const int3
     m->staged = 0;
     SMJ_TRY(stage_batch(m, inputs, targets, B, T, &m->staged_valid));
     m->staged = 1;
-    m->staged_B = B, m->staged_T = T, m->staged_targets = targets != NULL;
+    m->staged_B = B, m->staged_T = T, m->staged_in = inputs, m->staged_tg = targets;
     return SMJ_OK;
 }
 
 /* The forward; train: a train step's, which also takes the LM head's
- * gradient for loss_scale (m->head_done). The batch staged by
- * smj_model_stage_batch, or checked and uploaded here. */
+ * gradient for loss_scale (m->head_done). A train step's batch staged by
+ * smj_model_stage_batch from the same arrays is taken as it is; any other
+ * is checked and uploaded here (and a staged one dropped: its buffers are
+ * overwritten). */
 static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, float *loss,
                           int train, float loss_scale) {
     const smj_model_config *c = &m->cfg;
     int64_t N = (int64_t)B * T, n_valid = 0;
-    if (m->staged) {
+    if (m->staged && train && m->staged_in == inputs && m->staged_tg == targets && m->staged_B == B &&
+        m->staged_T == T) {
         m->staged = 0;
-        SMJ_CHECK(m->ctx, m->staged_B == B && m->staged_T == T && m->staged_targets == (targets != NULL),
-                  SMJ_ERR_INVALID, "the staged batch is %d x %d, not %d x %d", m->staged_B, m->staged_T, B, T);
         n_valid = m->staged_valid;
     } else {
+        m->staged = 0;
         SMJ_TRY(stage_batch(m, inputs, targets, B, T, &n_valid));
     }
     m->head_done = 0;
@@ -1493,4 +1495,3 @@ smj_status smj_model_forward_backward(smj_model *m, const int32_t *inputs, const
     return loss ? read_loss(m, loss) : SMJ_OK;
 }
 
-smj_status smj_model_read_loss(smj_model *m, float *loss) { return read_loss(m, loss); }

@@ -148,7 +148,8 @@ struct smj_model {
     int head_done;   /* the last forward (a train step's, under fused_ce) took the LM head's gradient */
     int64_t n_valid; /* targets >= 0 in the last forward */
     /* a batch uploaded ahead of its forward (smj_model_stage_batch) */
-    int staged, staged_B, staged_T, staged_targets;
+    int staged, staged_B, staged_T;
+    const int32_t *staged_in, *staged_tg; /* the host arrays it came from */
     int64_t staged_valid;
     float *loss_host;  /* [loss_host_n]: the losses read back (kept: a fresh 128 KiB
                           buffer a step cost the GPU ~0.2 ms of idling on its pages) */
@@ -217,12 +218,11 @@ smj_status smj_model_alloc_typed(smj_ctx *ctx, const smj_model_config *cfg, cons
 float *smj_model_ptr(const smj_model *m, float *buf, smj_role role, int layer);
 /* A train step's batch without a host copy between its kernels (the
  * trainer's device path, whose step may be a recorded graph): stage_batch
- * checks the tokens and uploads them before the step's work, the forward
- * of the same shape after it uses them; smj_model_forward_backward with
- * loss NULL leaves the loss on the device (m->losses) and read_loss reads
- * the last forward's mean loss (waits for the device). */
+ * checks the tokens and uploads them before the step's work (n_valid in
+ * m->staged_valid), the forward of the same shape after it uses them;
+ * smj_model_forward_backward with loss NULL leaves the per-row losses on
+ * the device (m->losses). */
 smj_status smj_model_stage_batch(smj_model *m, const int32_t *inputs, const int32_t *targets, int B, int T);
-smj_status smj_model_read_loss(smj_model *m, float *loss);
 /* out[N,C] = rows ids of the token embedding (ids_host on the host,
  * ids_dev the same ids on the backend): the embedding op for an f32 table,
  * or the looked-up rows dequantized from their GGML blocks for a typed one. */

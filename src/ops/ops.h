@@ -54,11 +54,12 @@ enum {
 /* The end of a train step on the device (grad_ctl, adamw_runs with a
  * control block): the trainer writes lr, t and AdamW's bias corrections
  * for the update (smj_step_ctl_set) before the step's ops; grad_ctl writes
- * sumsq, gs and skip from the step's gradients and losses; adamw_runs
+ * sumsq, loss_sum, gs and skip from the step's gradients and losses; adamw_runs
  * reads them there, so the update is queued behind the backward without a
  * host round trip (the trainer reads the block after). Backend memory. */
 typedef struct {
     double sumsq;     /* sum of the gradients' squares (as sumsq) */
+    double loss_sum;  /* sum of the step's per-row losses */
     float gs;         /* clipping coefficient (1: none) */
     int32_t skip;     /* 1: no update (a non-finite loss or norm, skipping on) */
     int64_t t;        /* the update's AdamW step count */
@@ -66,7 +67,7 @@ typedef struct {
     int32_t pad;
 } smj_step_ctl;
 static inline void smj_step_ctl_set(smj_step_ctl *c, float lr, float b1, float b2, int64_t t) {
-    c->sumsq = 0;
+    c->sumsq = c->loss_sum = 0;
     c->gs = 1.0f;
     c->skip = 0;
     c->t = t;
@@ -183,8 +184,9 @@ typedef struct {
                       int nr, float lr, float b1, float b2, float eps, float wd, int64_t t); \
  \
     /* A train step's end on the device: ctl->sumsq = sumsq(g, n) (the same \
-     * value), ctl->skip = skip_nonfinite and the norm sqrt(sumsq) or one of \
-     * losses[0, nl) not finite, ctl->gs = clip / (norm + 1e-6) as float \
+     * value), ctl->loss_sum = the sum of losses[0, nl) in double, \
+     * ctl->skip = skip_nonfinite and the norm sqrt(sumsq) or loss_sum \
+     * not finite, ctl->gs = clip / (norm + 1e-6) as float \
      * where clip > 0, norm > clip and that is < 1, else 1 (the trainer's \
      * rule); the other fields stay. */ \
     void (*grad_ctl)(const smj_exec *ex, smj_step_ctl *ctl, const float *g, int64_t n, const float *losses, \

@@ -282,15 +282,16 @@ static int ref_adamw_runs(const smj_exec *ex, float *p, float *m, float *v, cons
 /* grad_ctl (optional op): its definition, sumsq and the trainer's rule. */
 static void ref_grad_ctl(const smj_exec *ex, smj_step_ctl *ctl, const float *g, int64_t n, const float *losses,
                         int64_t nl, float clip, int skip_nonfinite) {
-    double s = ref_sumsq(ex, g, n), norm = sqrt(s);
-    int bad = !isfinite(norm);
-    for (int64_t i = 0; i < nl; i++) bad |= !isfinite(losses[i]);
+    double s = ref_sumsq(ex, g, n), norm = sqrt(s), ls = 0;
+    for (int64_t i = 0; i < nl; i++) ls += losses[i];
+    int bad = !isfinite(norm) || !isfinite(ls);
     float gs = 1.0f;
     if (clip > 0 && norm > clip) {
         float coef = (float)(clip / (norm + 1e-6));
         if (coef < 1.0f) gs = coef;
     }
     ctl->sumsq = s;
+    ctl->loss_sum = ls;
     ctl->skip = skip_nonfinite && bad;
     ctl->gs = gs;
 }

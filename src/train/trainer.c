@@ -15,8 +15,8 @@
  *  - device (a backend with grad_ctl, one micro-batch): the batch is staged
  *    (checked, uploaded) first, then forward, backward, the norm and the
  *    decision (grad_ctl, into a control block) and the update reading it
- *    are queued back to back, and the host reads the block and the loss
- *    after. With graph hooks that whole sequence is recorded once it has
+ *    are queued back to back, and the host reads the block (the loss's sum
+ *    in it) after. With graph hooks that whole sequence is recorded once it has
  *    run twice alike (graph_trace) and replayed each step after: one launch
  *    instead of ~500, and no host round trip inside the step.
  *
@@ -54,7 +54,21 @@ struct smj_trainer {
     uint64_t trace[2];         /* the last two plain steps' launch hashes (n_trace of them) */
     int n_trace;
     int64_t graph_steps;       /* steps run as the recorded graph */
+    /* the next step's batch, drawn and staged while a step's work runs
+     * (device path): in inputs/targets, pre_B x pre_T from pre_ds; the
+     * cursor before it was drawn is what a save records */
+    int pre, pre_B, pre_T;
+    const smj_dataset *pre_ds;
+    int64_t pre_pos, pre_epoch;
 };
+
+/* The drawn next batch is given back (the cursor rewound). */
+static void drop_pre(smj_trainer *t) {
+    if (!t->pre) return;
+    t->pre = 0;
+    t->data_pos = t->pre_pos;
+    t->epoch = t->pre_epoch;
+}
 
 /* AdamW's runs: one per run of adjacent tensors with the same decay (the
  * element-wise update does not care where a tensor ends): ~4 per layer
@@ -227,8 +241,14 @@ static smj_status step_device(smj_trainer *t, const smj_dataset *ds, int B, int 
     smj_model *m = t->m;
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
-    SMJ_TRY(smj_dataset_next_batch(m->ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets));
-    SMJ_TRY(smj_model_stage_batch(m, t->inputs, t->targets, B, T));
+    if (t->pre && t->pre_B == B && t->pre_T == T && t->pre_ds == ds) {
+        t->pre = 0; /* (drawn during the step before; staged again if the model's buffers were used since) */
+        if (!m->staged) SMJ_TRY(smj_model_stage_batch(m, t->inputs, t->targets, B, T));
+    } else {
+        drop_pre(t);
+        SMJ_TRY(smj_dataset_next_batch(m->ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets));
+        SMJ_TRY(smj_model_stage_batch(m, t->inputs, t->targets, B, T));
+    }
     const int64_t valid = m->staged_valid;
     const float lr = smj_lr_at(&t->o, t->step);
     smj_step_ctl hc;
@@ -277,10 +297,22 @@ static smj_status step_device(smj_trainer *t, const smj_dataset *ds, int B, int 
             t->n_trace += t->n_trace < 2;
         }
     }
+    /* the next batch, drawn and staged (its uploads queued behind this
+     * step) while the device works: host time the GPU does not wait for
+     * between steps. On any trouble it is drawn again at the next step,
+     * which then reports it. */
+    t->pre_pos = t->data_pos, t->pre_epoch = t->epoch;
+    if (smj_dataset_next_batch(m->ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets) == SMJ_OK &&
+        smj_model_stage_batch(m, t->inputs, t->targets, B, T) == SMJ_OK) {
+        t->pre = 1;
+        t->pre_B = B, t->pre_T = T, t->pre_ds = ds;
+    } else {
+        t->data_pos = t->pre_pos, t->epoch = t->pre_epoch;
+        m->staged = 0;
+    }
     smj_step_ctl out;
     be->download(&out, t->ctl, sizeof out);
-    float loss;
-    SMJ_TRY(smj_model_read_loss(m, &loss));
+    const float loss = valid ? (float)(out.loss_sum / (double)valid) : 0.0f; /* (as the model's read_loss) */
     if (t->runs_declined && !out.skip) update(t, lr, out.gs, NULL);
     return step_done(t, loss, sqrt(out.sumsq), lr, out.skip != 0, stats);
 }
@@ -296,11 +328,13 @@ smj_status smj_trainer_step(smj_trainer *t, const smj_dataset *ds, int B, int T,
     SMJ_TRY(ensure_batch(t, B, T));
     SMJ_TRY(smj_model_zero_grad(m));
     if (t->ctl && grad_accum == 1) return step_device(t, ds, B, T, stats);
+    drop_pre(t);
     return step_host(t, ds, B, T, grad_accum, stats);
 }
 
 smj_status smj_trainer_eval(smj_trainer *t, const smj_dataset *ds, int B, int T, int n_batches, float *loss) {
     SMJ_CHECK(t->m->ctx, n_batches >= 1, SMJ_ERR_INVALID, "need at least one evaluation batch");
+    drop_pre(t); /* (its batch buffers are taken) */
     SMJ_TRY(ensure_batch(t, B, T));
     int64_t pos = 0, epoch = 0;
     double sum = 0;
@@ -327,7 +361,8 @@ smj_status smj_trainer_save(smj_trainer *t, const char *path, const smj_trainer_
              "step=%lld\nadam_t=%lld\ndata_pos=%lld\nepoch=%lld\nrng=%llu,%llu,%llu,%llu\nbad_consec=%lld\n"
              "bad_total=%lld\nbest_val_loss=%a\npatience_left=%lld\nuser=%lld,%lld,%lld,%lld,%lld,%lld\n"
              "lr=%a\nschedule=%d\ntotal_steps=%d\nwarmup_steps=%d\n",
-             (long long)t->step, (long long)t->adam_t, (long long)t->data_pos, (long long)t->epoch,
+             (long long)t->step, (long long)t->adam_t, (long long)(t->pre ? t->pre_pos : t->data_pos),
+             (long long)(t->pre ? t->pre_epoch : t->epoch),
              (unsigned long long)t->rng.s[0], (unsigned long long)t->rng.s[1], (unsigned long long)t->rng.s[2],
              (unsigned long long)t->rng.s[3], (long long)t->bad_consec, (long long)t->bad_total,
              x->best_val_loss, (long long)x->patience_left, (long long)x->user[0], (long long)x->user[1],
@@ -383,6 +418,7 @@ smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra 
         t->graph = NULL;
     }
     t->n_trace = 0;
+    t->pre = 0; /* (the cursor comes from the file) */
     smj_ctx *ctx = m->ctx;
     smj_container c;
     SMJ_TRY(smj_container_read(ctx, path, &c));

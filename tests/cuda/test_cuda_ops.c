@@ -1033,7 +1033,8 @@ static void check_adamw_runs(void) {
 }
 
 /* grad_ctl (optional op): sumsq the same bits as the sumsq op's, the
- * decision as the trainer's host path takes it from that sum (clipping
+ * losses' sum the reference's within 1e-12, the decision as the trainer's
+ * host path takes it from that sum (clipping
  * coefficient, skip on a NaN/Inf gradient or loss only with skipping on),
  * the fields it does not own untouched; against the reference's. */
 static void check_grad_ctl(void) {
@@ -1065,6 +1066,9 @@ static void check_grad_ctl(void) {
                   got.sumsq, s);
             CHECK(isnan(s) ? isnan(ref.sumsq) : fabs(got.sumsq - ref.sumsq) <= 1e-12 * (ref.sumsq + 1),
                   "cuda/grad_ctl %s: sumsq %.17g vs the reference's %.17g", cur_shape, got.sumsq, ref.sumsq);
+            CHECK(kind == 3 ? isinf(got.loss_sum) && isinf(ref.loss_sum)
+                            : fabs(got.loss_sum - ref.loss_sum) <= 1e-12 * (fabs(ref.loss_sum) + 1),
+                  "cuda/grad_ctl %s: loss_sum %.17g vs the reference's %.17g", cur_shape, got.loss_sum, ref.loss_sum);
             float gs = 1.0f;
             if (clip > 0 && norm > clip) {
                 float coef = (float)(clip / (norm + 1e-6));
