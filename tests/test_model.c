@@ -160,6 +160,53 @@ static void accumulation(smj_ctx *ctx) {
     smj_dataset_free(ds);
 }
 
+/* The device path draws the next batch while a step runs: a step that
+ * comes with another dataset (here the first one freed, a second opened,
+ * perhaps at the same address), after an evaluation, or after a save and
+ * load must take its batch as a trainer without that would. Each second
+ * step is compared with the same step taken by a trainer resumed from the
+ * state saved after the first (which draws nothing ahead). */
+static void batch_ahead(smj_ctx *ctx) {
+    smj_model_config c = tiny_cfg();
+    smj_optim_options o;
+    smj_optim_defaults(&o);
+    o.lr = 3e-3f;
+    const char *state = path_in_tmp("ahead.bin");
+    for (int kind = 0; kind < 2; kind++) { /* 0: another dataset, 1: an evaluation in between */
+        smj_dataset *d1 = make_dataset(ctx, "ahead1.bin", 2000, 50, 3);
+        smj_model *m = NULL;
+        smj_trainer *t = NULL;
+        smj_step_stats st;
+        float second = 0, again = 0, ev;
+        CHECK_OK(ctx, smj_model_create(ctx, &c, 5, &m));
+        CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+        CHECK_OK(ctx, smj_trainer_step(t, d1, 2, 16, 1, &st));
+        CHECK_OK(ctx, smj_trainer_save(t, state, NULL));
+        smj_dataset *d2 = d1;
+        if (kind == 0) {
+            smj_dataset_free(d1);
+            d2 = make_dataset(ctx, "ahead2.bin", 2000, 50, 77);
+        } else {
+            CHECK_OK(ctx, smj_trainer_eval(t, d1, 3, 8, 2, &ev));
+        }
+        CHECK_OK(ctx, smj_trainer_step(t, d2, 2, 16, 1, &st));
+        second = st.loss;
+        smj_trainer_free(t);
+        smj_model_free(m);
+        CHECK_OK(ctx, smj_model_create(ctx, &c, 999, &m));
+        CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
+        CHECK_OK(ctx, smj_trainer_load(t, state, NULL));
+        CHECK_OK(ctx, smj_trainer_step(t, d2, 2, 16, 1, &st));
+        again = st.loss;
+        CHECK(memcmp(&second, &again, sizeof second) == 0,
+              "%s: the second step took another batch than a resumed trainer (%.9g vs %.9g)",
+              kind ? "an evaluation in between" : "another dataset", second, again);
+        smj_trainer_free(t);
+        smj_model_free(m);
+        smj_dataset_free(d2);
+    }
+}
+
 static void resume(smj_ctx *ctx) {
     smj_model_config c = tiny_cfg();
     smj_dataset *ds = make_dataset(ctx, "resume.bin", 3000, 50, 9);
@@ -649,6 +696,7 @@ int main(void) {
     ctx = smj_ctx_create(&r);
     resume(ctx);
     nonfinite(ctx);
+    batch_ahead(ctx);
     smj_ctx_free(ctx);
     run_cmd("rm -rf '%s'", test_tmpdir());
     return check_summary("test_model");

@@ -48,6 +48,11 @@ smj_status smj_set_error(smj_ctx *ctx, smj_status s, const char *fmt, ...)
 void *smj_alloc(size_t n);
 void smj_afree(void *p);
 
+/* ---- datasets (src/data/dataset.c): a number no other dataset opened in
+ * this process has (a freed one's memory may come back at the same
+ * address: the trainer tells its datasets apart by this). */
+uint64_t smj_dataset_serial(const smj_dataset *ds);
+
 /* ---- RNG: xoshiro256** seeded by splitmix64; state is the caller's. */
 typedef struct { uint64_t s[4]; } smj_rng;
 void smj_rng_seed(smj_rng *r, uint64_t seed);

@@ -12,6 +12,7 @@
  * position pos, then pos += B*T; at the end it wraps to 0. This is what
  * makes resume exact: the cursor is two integers saved with the state.
  */
+#include <stdatomic.h>
 #include <string.h>
 #include "../core/core.h"
 
@@ -25,7 +26,9 @@ struct smj_dataset {
     const uint8_t *tokens;
     int64_t n;
     int width, vocab;
+    uint64_t serial; /* unique in the process (smj_dataset_serial) */
 };
+static atomic_uint_fast64_t ds_serials;
 
 smj_status smj_dataset_write(smj_ctx *ctx, const char *path, const int32_t *ids, int64_t n, int vocab) {
     SMJ_CHECK(ctx, vocab >= 1 && vocab <= (1 << 30), SMJ_ERR_INVALID, "%s: bad vocab size %d", path, vocab);
@@ -86,6 +89,7 @@ smj_status smj_dataset_open(smj_ctx *ctx, const char *path, smj_dataset **out) {
     if (!ds) { smj_unmap_file(map, len); SMJ_FAIL(ctx, SMJ_ERR_NOMEM, "out of memory"); }
     ds->map = map; ds->map_len = len; ds->tokens = map + DS_HEADER;
     ds->n = (int64_t)n; ds->width = (int)width; ds->vocab = (int)vocab;
+    ds->serial = atomic_fetch_add(&ds_serials, 1) + 1;
     for (int64_t i = 0; i < ds->n; i++)
         if (smj_dataset_token(ds, i) >= ds->vocab) {
             int32_t t = smj_dataset_token(ds, i);
@@ -104,6 +108,7 @@ void smj_dataset_free(smj_dataset *ds) {
 
 int64_t smj_dataset_num_tokens(const smj_dataset *ds) { return ds->n; }
 int smj_dataset_vocab_size(const smj_dataset *ds) { return ds->vocab; }
+uint64_t smj_dataset_serial(const smj_dataset *ds) { return ds->serial; }
 int32_t smj_dataset_token(const smj_dataset *ds, int64_t i) {
     const uint8_t *p = ds->tokens + i * ds->width;
     return ds->width == 2 ? (int32_t)(p[0] | p[1] << 8) : (int32_t)smj_rd_u32(p);

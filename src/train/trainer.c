@@ -58,7 +58,7 @@ struct smj_trainer {
      * (device path): in inputs/targets, pre_B x pre_T from pre_ds; the
      * cursor before it was drawn is what a save records */
     int pre, pre_B, pre_T;
-    const smj_dataset *pre_ds;
+    uint64_t pre_ds; /* the dataset's serial */
     int64_t pre_pos, pre_epoch;
 };
 
@@ -241,7 +241,7 @@ static smj_status step_device(smj_trainer *t, const smj_dataset *ds, int B, int 
     smj_model *m = t->m;
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
-    if (t->pre && t->pre_B == B && t->pre_T == T && t->pre_ds == ds) {
+    if (t->pre && t->pre_B == B && t->pre_T == T && t->pre_ds == smj_dataset_serial(ds)) {
         t->pre = 0; /* (drawn during the step before; staged again if the model's buffers were used since) */
         if (!m->staged) SMJ_TRY(smj_model_stage_batch(m, t->inputs, t->targets, B, T));
     } else {
@@ -305,7 +305,7 @@ static smj_status step_device(smj_trainer *t, const smj_dataset *ds, int B, int 
     if (smj_dataset_next_batch(m->ctx, ds, B, T, &t->data_pos, &t->epoch, t->inputs, t->targets) == SMJ_OK &&
         smj_model_stage_batch(m, t->inputs, t->targets, B, T) == SMJ_OK) {
         t->pre = 1;
-        t->pre_B = B, t->pre_T = T, t->pre_ds = ds;
+        t->pre_B = B, t->pre_T = T, t->pre_ds = smj_dataset_serial(ds);
     } else {
         t->data_pos = t->pre_pos, t->epoch = t->pre_epoch;
         m->staged = 0;
