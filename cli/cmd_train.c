@@ -364,6 +364,9 @@ static int run_loop(const char *cmd, train_args *a, train_run *r, int64_t start)
             cli_fmt_count(b1, sizeof b1, step * tok_per_step),
             cli_fmt_count(b2, sizeof b2, (step - start) * tok_per_step));
     fprintf(stderr, "  time            %s\n", cli_fmt_duration(b1, sizeof b1, elapsed));
+    if (smj_trainer_graph_steps(r->t) > 0) /* (a device backend's recorded step; SMJ_CUDA_GRAPHS=0: none) */
+        fprintf(stderr, "  graph steps     %lld of %lld this run replayed as one recorded graph\n",
+                (long long)smj_trainer_graph_steps(r->t), (long long)(step - start));
     fprintf(stderr, "  model           %s\n  training state  %s\n", r->model_path, r->state_path);
     if (r->extra.best_val_loss < HUGE_VAL) fprintf(stderr, "  best model      %s\n", r->best_path);
     fprintf(stderr, "  metrics         %s\n", r->metrics_path);
