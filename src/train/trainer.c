@@ -168,6 +168,14 @@ static int update(smj_trainer *t, float lr, float gs, const smj_step_ctl *ctl) {
     return 1;
 }
 
+/* The debug poison (smj_trainer_debug_poison_next): a NaN gradient. */
+static void poison_grads(smj_trainer *t) {
+    if (!t->poison) return;
+    float nan = NAN;
+    t->m->be->upload(t->m->grads, &nan, sizeof nan);
+    t->poison = 0;
+}
+
 /* The step's outcome: counters and stats (shared by both paths). */
 static smj_status step_done(smj_trainer *t, float loss, double norm, float lr, int skip, smj_step_stats *stats) {
     t->step++;
@@ -202,11 +210,7 @@ static smj_status step_host(smj_trainer *t, const smj_dataset *ds, int B, int T,
         SMJ_TRY(smj_model_forward_backward(m, t->inputs, t->targets, B, T, 1.0f / (float)grad_accum, &loss));
         loss_sum += loss;
     }
-    if (t->poison) {
-        float nan = NAN;
-        be->upload(m->grads, &nan, sizeof nan);
-        t->poison = 0;
-    }
+    poison_grads(t);
     float loss = (float)(loss_sum / grad_accum);
     double norm = sqrt(be->sumsq(&m->ctx->exec, m->grads, m->n_params));
     float lr = smj_lr_at(&t->o, t->step);
@@ -227,11 +231,7 @@ static smj_status device_work(smj_trainer *t, int B, int T) {
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     SMJ_TRY(smj_model_forward_backward(m, t->inputs, t->targets, B, T, 1.0f, NULL));
-    if (t->poison) {
-        float nan = NAN;
-        be->upload(m->grads, &nan, sizeof nan);
-        t->poison = 0;
-    }
+    poison_grads(t);
     be->grad_ctl(ex, t->ctl, m->grads, m->n_params, m->losses, (int64_t)B * T, t->o.grad_clip, t->o.skip_nonfinite);
     t->runs_declined = !update(t, 0.0f, 1.0f, t->ctl);
     return SMJ_OK;
