@@ -192,7 +192,9 @@ void op_end(smj_cuda *c);
 /* Recording a graph that must not hold the backend's own bf16 copies (a
  * decoding step's: later ops reassign them); a train step's keeps them. */
 #define CAPTURE_NOCOPY(c) ((c)->capturing && !(c)->capture_keep)
-/* Mixes v into the launch hash (graph_trace); tag and n name it in the log. */
+/* Mixes v into the launch hash (graph_trace); tag and n name it in the log
+ * (graphs.cu). */
+struct trace_log *trace_log_new(void);
 void trace_log_add(smj_cuda *c, uint64_t v, const char *tag, int n);
 static inline void trace_mix(smj_cuda *c, uint64_t v, const char *tag, int n) {
     c->trace = (c->trace ^ v) * 0x100000001b3ull;
@@ -525,6 +527,12 @@ int cu_decode_block(const smj_exec *ex, float *y, const float *x, const smj_bloc
 void cu_decode_linear(const smj_exec *ex, float *out, const float *x, const float *norm, const void *W, int wtype,
                       int64_t N, int K, float eps);
 void cu_decode_argmax(const smj_exec *ex, int32_t *next, int32_t *hist, int32_t *pos, const float *logits, int V);
+/* The graph hooks (graphs.cu). */
+int cu_graph_begin(const smj_exec *ex, const uint64_t *trace);
+void *cu_graph_end(const smj_exec *ex);
+int cu_graph_launch(const smj_exec *ex, void *g);
+void cu_graph_free(void *g);
+uint64_t cu_graph_trace(const smj_exec *ex);
 /* The element-wise ops (elementwise.cu). */
 void cu_swiglu_fwd(const smj_exec *ex, float *out, const float *gate, const float *up, int64_t N, int H, int64_t ld);
 void cu_swiglu_bwd(const smj_exec *ex, float *dgate, float *dup, const float *dout, const float *gate,

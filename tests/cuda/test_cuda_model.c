@@ -173,38 +173,56 @@ static smj_optim_options optim(void) {
     return o;
 }
 
-/* steps [first, last) on backend k; starts from seed weights or from state
- * file `load`; saves to `save` after the steps when not NULL. */
-/* Steps first..last-1 of a training run (to: training-memory options or NULL). */
+/* A training run's pieces: model cf (seed 7, memory options to or NULL),
+ * AdamW (optim(), total_steps steps), the dataset at ds_path. tr_open: 1
+ * when all were made; tr_close checks the device and frees them. */
+typedef struct {
+    smj_ctx *ctx;
+    smj_model *m;
+    smj_trainer *t;
+    smj_dataset *ds;
+} train_run;
+static int tr_open(train_run *tr, smj_backend_kind k, const smj_model_config *cf, int bf16,
+                   const smj_train_options *to, const char *ds_path, int total_steps) {
+    smj_ctx *ctx = tr->ctx = make_ctx_bf16(k, bf16);
+    smj_model_config cfg = *cf;
+    tr->m = NULL, tr->t = NULL, tr->ds = NULL;
+    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 7, &tr->m));
+    if (tr->m && to) CHECK_OK(ctx, smj_model_set_train_options(tr->m, to));
+    smj_optim_options o = optim();
+    o.total_steps = total_steps;
+    if (tr->m) CHECK_OK(ctx, smj_trainer_create(tr->m, &o, &tr->t));
+    CHECK_OK(ctx, smj_dataset_open(ctx, ds_path, &tr->ds));
+    return tr->m && tr->t && tr->ds;
+}
+static void tr_close(train_run *tr) {
+    CHECK(smj_ctx_status(tr->ctx) == SMJ_OK, "device error: %s", smj_ctx_error(tr->ctx));
+    smj_dataset_free(tr->ds);
+    smj_trainer_free(tr->t);
+    smj_model_free(tr->m);
+    smj_ctx_free(tr->ctx);
+}
+
+/* Steps first..last-1 of a training run on backend k (to: training-memory
+ * options or NULL); starts from seed weights or from state file `load`;
+ * saves to `save` after the steps when not NULL. */
 static void train_cfg(smj_backend_kind k, const smj_model_config *cf, int bf16, const smj_train_options *to,
                       const char *ds_path, const char *load, const char *save, int first, int last, run_result *r,
                       int fetch) {
-    smj_ctx *ctx = make_ctx_bf16(k, bf16);
-    smj_model_config cfg = *cf;
-    smj_model *m = NULL;
-    smj_trainer *t = NULL;
-    smj_dataset *ds = NULL;
-    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 7, &m));
-    if (m && to) CHECK_OK(ctx, smj_model_set_train_options(m, to));
-    smj_optim_options o = optim();
-    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
-    CHECK_OK(ctx, smj_dataset_open(ctx, ds_path, &ds));
-    if (!m || !t || !ds) goto done;
-    if (load) CHECK_OK(ctx, smj_trainer_load(t, load, NULL));
-    for (int i = first; i < last; i++) {
-        smj_step_stats st;
-        CHECK_OK(ctx, smj_trainer_step(t, ds, 4, 32, 1, &st));
-        CHECK(!st.skipped, "%s step %d skipped", smj_ctx_backend_name(ctx), i);
-        r->loss[i] = st.loss;
+    train_run tr;
+    if (tr_open(&tr, k, cf, bf16, to, ds_path, 6)) {
+        smj_ctx *ctx = tr.ctx;
+        if (load) CHECK_OK(ctx, smj_trainer_load(tr.t, load, NULL));
+        for (int i = first; i < last; i++) {
+            smj_step_stats st;
+            CHECK_OK(ctx, smj_trainer_step(tr.t, tr.ds, 4, 32, 1, &st));
+            CHECK(!st.skipped, "%s step %d skipped", smj_ctx_backend_name(ctx), i);
+            r->loss[i] = st.loss;
+        }
+        if (save) CHECK_OK(ctx, smj_trainer_save(tr.t, save, NULL));
+        if (fetch) fetch_params(tr.m, r);
     }
-    if (save) CHECK_OK(ctx, smj_trainer_save(t, save, NULL));
-    if (fetch) fetch_params(m, r);
-    CHECK(smj_ctx_status(ctx) == SMJ_OK, "device error: %s", smj_ctx_error(ctx));
-done:
-    smj_dataset_free(ds);
-    smj_trainer_free(t);
-    smj_model_free(m);
-    smj_ctx_free(ctx);
+    tr_close(&tr);
 }
 
 static void train(smj_backend_kind k, const char *ds_path, const char *load, const char *save, int first, int last,
@@ -306,42 +324,29 @@ typedef struct {
 } graph_run;
 static void graph_train(const smj_model_config *cf, int bf16, const smj_train_options *to, const char *ds_path,
                         int graphs, graph_run *r) {
+    train_run tr;
     if (!graphs) setenv("SMJ_CUDA_GRAPHS", "0", 1); /* read when the context is made */
-    smj_ctx *ctx = make_ctx_bf16(SMJ_BACKEND_CUDA, bf16);
+    int ok = tr_open(&tr, SMJ_BACKEND_CUDA, cf, bf16, to, ds_path, 9);
     unsetenv("SMJ_CUDA_GRAPHS");
-    smj_model_config cfg = *cf;
-    smj_model *m = NULL;
-    smj_trainer *t = NULL;
-    smj_dataset *ds = NULL;
-    CHECK_OK(ctx, smj_model_create(ctx, &cfg, 7, &m));
-    if (m && to) CHECK_OK(ctx, smj_model_set_train_options(m, to));
-    smj_optim_options o = optim();
-    o.total_steps = 9;
-    CHECK_OK(ctx, smj_trainer_create(m, &o, &t));
-    CHECK_OK(ctx, smj_dataset_open(ctx, ds_path, &ds));
-    if (!m || !t || !ds) goto done;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; ok && i < 9; i++) {
         smj_step_stats st;
         if (i == 6) {
             float l;
-            CHECK_OK(ctx, smj_trainer_eval(t, ds, 4, 32, 1, &l));
+            CHECK_OK(tr.ctx, smj_trainer_eval(tr.t, tr.ds, 4, 32, 1, &l));
         }
-        if (i == 7) smj_trainer_debug_poison_next(t);
-        CHECK_OK(ctx, smj_trainer_step(t, ds, 4, 32, 1, &st));
+        if (i == 7) smj_trainer_debug_poison_next(tr.t);
+        CHECK_OK(tr.ctx, smj_trainer_step(tr.t, tr.ds, 4, 32, 1, &st));
         r->loss[i] = st.loss;
         r->skipped[i] = st.skipped;
     }
-    run_result pr = {0};
-    fetch_params(m, &pr);
-    r->params = pr.params;
-    r->n = pr.n;
-    r->graph_steps = smj_trainer_graph_steps(t);
-    CHECK(smj_ctx_status(ctx) == SMJ_OK, "device error: %s", smj_ctx_error(ctx));
-done:
-    smj_dataset_free(ds);
-    smj_trainer_free(t);
-    smj_model_free(m);
-    smj_ctx_free(ctx);
+    if (ok) {
+        run_result pr = {0};
+        fetch_params(tr.m, &pr);
+        r->params = pr.params;
+        r->n = pr.n;
+        r->graph_steps = smj_trainer_graph_steps(tr.t);
+    }
+    tr_close(&tr);
 }
 static void step_graphs(const char *ds_path, const char *name, smj_model_config cfg, int bf16,
                         const smj_train_options *to) {
