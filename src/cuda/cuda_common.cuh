@@ -383,6 +383,25 @@ static __device__ __forceinline__ void ld8(const __nv_bfloat16 *p, int64_t i, fl
     b = make_float4(__uint_as_float(u.z << 16), __uint_as_float(u.z & 0xffff0000u), __uint_as_float(u.w << 16),
                     __uint_as_float(u.w & 0xffff0000u));
 }
+/* cp.async: 16 bytes global -> shared without registers; src_bytes 0
+ * fills zeros (rows past the end). Groups: commit, then wait until at most
+ * N groups are still in flight. */
+static __device__ __forceinline__ void cp16(void *dst, const void *src, int src_bytes) {
+#if __CUDA_ARCH__ >= 800
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+static __device__ __forceinline__ void cp_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> static __device__ __forceinline__ void cp_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
 /* Eight fp32 values (a, then b) stored as bf16 (round to nearest even), 16 bytes. */
 static __device__ __forceinline__ void st_bf16x8(__nv_bfloat16 *p, float4 a, float4 b) {
     __nv_bfloat162 q0 = __floats2bfloat162_rn(a.x, a.y), q1 = __floats2bfloat162_rn(a.z, a.w);

@@ -147,25 +147,7 @@ __device__ __forceinline__ void to_frags(uint32_t pa[4][4], const float s[8][4])
 
 /* ------------------------------------------------------------ loads */
 
-/* cp.async: 16 bytes global -> shared without registers; src_bytes 0
- * fills zeros (rows past the end). Groups: commit, then wait until at most
- * N groups are still in flight. */
-__device__ __forceinline__ void cp16(void *dst, const void *src, int src_bytes) {
-#if __CUDA_ARCH__ >= 800
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#endif
-}
-__device__ __forceinline__ void cp_commit() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-template <int N> __device__ __forceinline__ void cp_wait() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
+/* (cp16, cp_commit, cp_wait: cuda_common.cuh) */
 /* R rows of HS bf16 (row stride rs elements, a multiple of 8; rows >=
  * nrows zero) -> shared [R][LDS], asynchronously. */
 template <int R, int HS>

@@ -60,6 +60,9 @@ static __device__ __forceinline__ void lse_acc8(float &m, float &s, float4 a, fl
  * 0, 1, ..., UG groups' loads issued before their values are used (the
  * order of the sums does not depend on UG). */
 constexpr int UG = 2;
+/* k_xent_fb stages a bf16 row of up to this many bytes in shared memory
+ * (two blocks an SM at most: GPT-2's 50,304-value rows take 100,608) */
+constexpr size_t XENT_SM = 112 * 1024;
 template <bool A16, typename L> static __device__ __forceinline__ void lse_run8(float &m, float &s, const L *l, int n8) {
     const int bd = blockDim.x;
     int j = threadIdx.x;
@@ -223,22 +226,34 @@ void cu_xent_bwd(const smj_exec *ex, float *dlogits, const float *logits, const 
 
 /* k_xent_fwd's pass over row n (V4 rows: the same threads in the same
  * order, so the same lse bit for bit), then k_xent_bwd's values from a
- * second read of the row, mostly from L2 (the block has just read it):
- * each thread re-reads its own values, last read first (the lines most
- * recently brought in). In place (dl or d16 over the logits) is safe: a
- * thread writes only values it has read, and thread 0 reads the target's
- * logit before the barrier after which the writes start. (Keeping the
- * values in registers between the passes measured slower: one or two
- * blocks an SM, their loads and exps no longer overlapped.) */
-template <bool A16, typename L>
+ * second read of the row. SM (bf16 rows read 16 bytes at a time, up to
+ * XENT_SM bytes of them): the row's first 8 n8 values are copied into
+ * shared memory first (cp.async, every thread its own groups) and both
+ * passes read them there, so the row comes from memory once; otherwise the
+ * second read is mostly from L2 (the block has just read it): each thread
+ * re-reads its own values, last read first (the lines most recently
+ * brought in). In place (dl or d16 over the logits) is safe: a thread
+ * writes only values it has read, and thread 0 reads the target's logit
+ * before the barrier after which the writes start. (Keeping the values in
+ * registers between the passes measured slower: one or two blocks an SM,
+ * their loads and exps no longer overlapped.) */
+template <bool A16, typename L, bool SM = false>
 __global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d16, const L *logits,
                           const int32_t *targets, float dloss, int V, int ld) {
     __shared__ float zs;
+    extern __shared__ uint4 srow[];
     int64_t n = blockIdx.x, row = n * ld;
     const L *l = logits + row;
     const int n8 = V / 8, bd = blockDim.x, tid = threadIdx.x;
+    if (SM) {
+        for (int i = tid; i < n8; i += bd) cp16(srow + i, (const uint4 *)l + i, 16);
+        cp_commit();
+        cp_wait<0>();
+        __syncthreads();
+    }
+    const L *r = SM ? (const L *)srow : l; /* the first 8 n8 values, read by both passes */
     float m = -INFINITY, s = 0;
-    lse_run8<A16>(m, s, l, n8);
+    lse_run8<A16>(m, s, r, n8);
     lse_run1(m, s, l, 8 * n8, V);
     int32_t t = targets[n];
     float z = lse_row(m, s, losses, lse, l, t, n);
@@ -260,7 +275,7 @@ __global__ void k_xent_fb(float *losses, float *lse, float *dl, __nv_bfloat16 *d
     const float xt = own ? ld1(l, t) : 0.0f;
     for (int i = tid < n8 ? tid + (n8 - 1 - tid) / bd * bd : -1; i >= 0; i -= bd) {
         float4 a, b;
-        ld8x<A16>(l, i, a, b);
+        ld8x<A16>(r, i, a, b);
         if (t < 0) {
             a = b = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         } else {
@@ -301,6 +316,9 @@ int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogit
     __nv_bfloat16 *d16 = shadow_of(c, dlogits, N * ld);
     float *dl = fp32_out(c, dlogits, N * ld, d16);
     unsigned th = V >= 16384 ? 512 : 256; /* cu_xent_fwd's */
+    /* a bf16 row staged in shared memory (k_xent_fb's SM): up to two an SM */
+    const size_t srow = (size_t)(V / 8) * 16;
+    const bool sm = srow <= XENT_SM && srow <= c->smem_optin;
     for (int64_t n0 = 0; n0 < N; n0 += INT32_MAX) {
         int64_t nn = N - n0 < INT32_MAX ? N - n0 : INT32_MAX;
         float *o = dl ? dl + n0 * ld : NULL;
@@ -310,7 +328,9 @@ int cu_xent_fwd_bwd(const smj_exec *ex, float *losses, float *lse, float *dlogit
         const bool a16 = ld % 8 == 0 && (uintptr_t)lb % 16 == 0 && (uintptr_t)b % 16 == 0;
         float *lo = losses + n0, *zo = lse + n0;
         const int32_t *to = targets + n0;
-        if (lb && a16) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, lb, to, dloss, V, ld);
+        if (lb && a16 && sm && smem_ok(c, (const void *)k_xent_fb<true, __nv_bfloat16, true>, srow))
+            k_xent_fb<true, __nv_bfloat16, true><<<(unsigned)nn, th, srow, c->stream>>>(lo, zo, o, b, lb, to, dloss, V, ld);
+        else if (lb && a16) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, lb, to, dloss, V, ld);
         else if (lb) k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, lb, to, dloss, V, ld);
         else if (a16) k_xent_fb<true><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, logits + n0 * ld, to, dloss, V, ld);
         else k_xent_fb<false><<<(unsigned)nn, th, 0, c->stream>>>(lo, zo, o, b, logits + n0 * ld, to, dloss, V, ld);
