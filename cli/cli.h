@@ -184,13 +184,13 @@ typedef struct {
     FLAG_SET("fp16-activations", &(mm).fp16_act, \
              "keep what the backward reads as bf16 (less activation memory; gradients to bf16 rounding)"), \
     FLAG_INT("ce-chunk-rows", &(mm).ce_rows, 0, 1 << 30, \
-             "rows per --fused-ce chunk (default 0: about 32 MiB of logits a chunk; on a GPU 512 MiB, 1 GiB as bf16)")
+             "rows per --fused-ce chunk (default 0: about 32 MiB of logits a chunk, 512 MiB on a GPU)")
 
 /* The library options for mm, for a model of cfg on ctx (NULL: a host
  * estimate). --fused-ce without --ce-chunk-rows on a GPU: the library's
  * automatic chunks there, smj_ce_chunk_rows_auto (2^27 / V rows, 4096 at
- * V = 32768: ~18% faster than the host's 32 MiB chunks; four times that
- * with --fp16-activations and --bf16-matmul), set explicitly so that the memory
+ * V = 32768: ~18% faster than the host's 32 MiB chunks; twice that with
+ * --fp16-activations and --bf16-matmul), set explicitly so that the memory
  * estimates count them. */
 smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_config *cfg, const smj_ctx *ctx);
 /* 0, or the usage error (printed) of flags that do not go together

@@ -274,11 +274,10 @@ int64_t smj_config_train_memory_ex(const smj_model_config *cfg, int B, int T, co
  * for on backend kind: about 32 MiB of fp32 logits on the host backends
  * (8,388,608 / V rows, at least 1), about 512 MiB of logits on CUDA
  * (134,217,728 / V rows rounded down to a multiple of 64, at least 64:
- * 4,096 at V = 32,768; four times that with bf16_logits, fp16_activations
- * with smj_ctx_options.bf16_matmul, where the chunk's logits and their
- * gradient are bf16 alone, kept in the chunk buffer's first half: 1 GiB of
- * bf16 logits, 16,384 rows at V = 32,768; smaller chunks mean more, smaller
- * launches and products). V: the LM
+ * 4,096 at V = 32,768; twice that with bf16_logits, fp16_activations with
+ * smj_ctx_options.bf16_matmul, where the chunk's logits and their gradient
+ * are bf16 alone, kept in the chunk buffer's first half; smaller chunks
+ * mean more, smaller launches and a GPU waiting on the host). V: the LM
  * head's rows (the vocabulary, padded as the model pads it).
  * smj_config_train_memory_ex counts the host backends' automatic chunks:
  * for a CUDA estimate pass opts with ce_chunk_rows set to this. */

@@ -643,16 +643,15 @@ static void memory_estimates(void) {
           "bf16 mode's kept operand copies add to the CUDA workspace");
     /* automatic fused-CE chunks: ~32 MiB of fp32 logits on the host
      * backends (8M / V rows), 2^27 / V rows on CUDA (a multiple of 64, at
-     * least 64), 2^29 / V there with bf16 logits; V the head's rows (the
-     * vocabulary padded to 64) */
+     * least 64); V the head's rows (the vocabulary padded to 64) */
     smj_model_config v = w;
     v.vocab_size = 32768;
     CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0) == 256 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_REF, 0) == 256 &&
               smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0) == 4096,
           "automatic chunks at V 32768: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0),
           smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0));
-    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1) == 16384 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 1) == 256,
-          "automatic chunks of bf16 logits at V 32768: %d rows on CUDA (four times the fp32 ones'), the host's unchanged",
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1) == 8192 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 1) == 256,
+          "automatic chunks of bf16 logits at V 32768: %d rows on CUDA (twice the fp32 ones'), the host's unchanged",
           smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1));
     smj_train_options fa = {.fused_ce = 1}, f256 = {.fused_ce = 1, .ce_chunk_rows = 256},
                       f4096 = {.fused_ce = 1, .ce_chunk_rows = 4096};
@@ -664,7 +663,7 @@ static void memory_estimates(void) {
     CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0) == 166 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0) == 2624,
           "automatic chunks at V 50257: %d / %d rows", smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0),
           smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0));
-    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1) == 10624, "automatic chunks of bf16 logits at V 50257: %d rows",
+    CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1) == 5312, "automatic chunks of bf16 logits at V 50257: %d rows",
           smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 1));
     v.vocab_size = 5000000;
     CHECK(smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CPU, 0) == 1 && smj_ce_chunk_rows_auto(&v, SMJ_BACKEND_CUDA, 0) == 64,

@@ -389,7 +389,7 @@ int smj_ce_chunk_rows_auto(const smj_model_config *c, smj_backend_kind kind, int
     int64_t V = smj_vocab_rows(c), R;
     if (V < 1) return 1;
     if (kind == SMJ_BACKEND_CUDA) {
-        R = ((int64_t)1 << (bf16_logits ? 29 : 27)) / V / 64 * 64;
+        R = ((int64_t)1 << (bf16_logits ? 28 : 27)) / V / 64 * 64;
         if (R < 64) R = 64;
     } else {
         R = ((int64_t)8 << 20) / V;
@@ -1104,7 +1104,7 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
     /* where the backend takes a home, the chunk's bf16 logits, then its
      * dlogits over them, are kept in ce_buf itself (its first half: the
      * fp32 values are never written), not in the backend's copies: chunks
-     * of more rows (smj_ce_chunk_rows_auto) */
+     * of twice the rows in the same memory (smj_ce_chunk_rows_auto) */
     uint16_t *h16 = l16 && be->bf16_home ? (uint16_t *)m->ce_buf : NULL;
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
