@@ -70,6 +70,14 @@ static void drop_pre(smj_trainer *t) {
     t->epoch = t->pre_epoch;
 }
 
+/* The recorded step dropped, and the launch hashes that led to it: the
+ * next step records again once two plain steps hash alike. */
+static void drop_graph(smj_trainer *t) {
+    if (t->graph) t->m->be->graph_free(t->graph);
+    t->graph = NULL;
+    t->n_trace = 0;
+}
+
 /* AdamW's runs: one per run of adjacent tensors with the same decay (the
  * element-wise update does not care where a tensor ends): ~4 per layer
  * instead of one per tensor. */
@@ -120,7 +128,7 @@ smj_status smj_trainer_create(smj_model *m, const smj_optim_options *o, smj_trai
 
 void smj_trainer_free(smj_trainer *t) {
     if (!t) return;
-    if (t->graph) t->m->be->graph_free(t->graph);
+    drop_graph(t);
     t->m->be->free(t->adam_m);
     t->m->be->free(t->adam_v);
     t->m->be->free(t->ctl);
@@ -263,9 +271,7 @@ static smj_status step_device(smj_trainer *t, const smj_dataset *ds, int B, int 
             m->staged = 0; /* (the recorded forward's) */
             ran = 1;
         } else {
-            be->graph_free(t->graph);
-            t->graph = NULL;
-            t->n_trace = 0;
+            drop_graph(t);
         }
     }
     if (!ran && graphs && t->n_trace == 2 && t->trace[0] == t->trace[1] && t->graph_fails < 3 &&
@@ -413,11 +419,7 @@ static void upload_moment(smj_model *m, float *dst, const smj_ct_entry *e) {
 
 smj_status smj_trainer_load(smj_trainer *t, const char *path, smj_trainer_extra *x) {
     smj_model *m = t->m;
-    if (t->graph) { /* (recorded before the state changed: record again) */
-        m->be->graph_free(t->graph);
-        t->graph = NULL;
-    }
-    t->n_trace = 0;
+    drop_graph(t); /* (recorded before the state changed: record again) */
     t->pre = 0; /* (the cursor comes from the file) */
     smj_ctx *ctx = m->ctx;
     smj_container c;
