@@ -212,31 +212,46 @@ static bool ext_valid(const smj_cuda *c, int i) {
 static void ext_drop(smj_cuda *c, int i) {
     if (c->ext[i].lazy) c->n_lazy--;
     c->ext[i].src = NULL;
-    c->ext[i].lazy = 0;
+    c->ext[i].lazy = c->ext[i].tight = 0;
 }
 /* A lazy entry's fp32 values written (it stays, an exact copy, unless it
- * was kept at its tensor's start: written over, it goes). */
+ * was kept at its tensor's start: written over, it goes). A tight one has
+ * no room for them: the running op broke bf16_tight's promise (an error;
+ * the entry goes, nothing written). */
 static void materialize(smj_cuda *c, int i) {
     auto &e = c->ext[i];
     if (!e.lazy) return;
+    if (e.tight) {
+        record(c, SMJ_ERR_INVALID, "%s would write the fp32 values of a bf16-only tensor with no room for them "
+               "(%lld values, bf16_tight)", c->op ? c->op : "an op", (long long)e.n);
+        ext_drop(c, i);
+        return;
+    }
     e.lazy = 0;
     c->n_lazy--;
     unpack_launch(c, e.src, e.b, e.n);
     if ((const void *)e.b == (const void *)e.src) ext_drop(c, i);
 }
 /* Registers b as the bf16 copy of src[0, n), in a free or stale entry when
- * there is one, else in the oldest (a lazy one written first). */
-static void ext_add(smj_cuda *c, const float *src, int64_t n, const __nv_bfloat16 *b, int exact, int lazy) {
+ * there is one, else in the oldest but a tight lazy one (a lazy one
+ * written first). */
+static void ext_add(smj_cuda *c, const float *src, int64_t n, const __nv_bfloat16 *b, int exact, int lazy,
+                    int tight) {
     int at = -1;
     for (int i = 0; i < EXT_N && at < 0; i++)
         if (!c->ext[i].lazy && !ext_valid(c, i)) at = i;
-    if (at < 0) {
-        at = c->ext_next;
-        c->ext_next = (at + 1) % EXT_N;
-        materialize(c, at);
+    for (int k = 0; k < EXT_N && at < 0; k++) {
+        int i = c->ext_next;
+        c->ext_next = (i + 1) % EXT_N;
+        if (!(c->ext[i].tight && c->ext[i].lazy)) at = i;
     }
+    if (at < 0) { /* (EXT_N tight tensors alive: not reached) */
+        record(c, SMJ_ERR_INVALID, "%s: no entry left to keep a bf16 copy in", c->op ? c->op : "an op");
+        return;
+    }
+    materialize(c, at);
     ext_drop(c, at);
-    c->ext[at] = {src, n, b, c->gen, host_writes, exact, lazy};
+    c->ext[at] = {src, n, b, c->gen, host_writes, exact, lazy, tight};
     if (lazy) c->n_lazy++;
 }
 /* The bf16 storage b[0, n) is about to be written: entries stored there
@@ -299,6 +314,9 @@ float *fp32_out(smj_cuda *c, float *p, int64_t n, const __nv_bfloat16 *copy) {
                 return NULL;
             }
     }
+    if (tight_out(c, p, n))
+        record(c, SMJ_ERR_INVALID, "%s would write the fp32 values of a bf16-only output with no room for them "
+               "(%lld values, bf16_tight)", c->op ? c->op : "an op", (long long)n);
     return p;
 }
 const __nv_bfloat16 *exact_copy(smj_cuda *c, const float *p, int64_t n) {
@@ -325,24 +343,34 @@ int only_promised(const smj_cuda *c, const float *p, int64_t n) {
 /* The home named for p[0, n) (the caller's memory: any size unless
  * SMJ_CUDA_BF16_KEEP lowers ext_max, as for bound copies, so that with it
  * no copy of any kind is kept and every product casts both operands the
- * same way), 16-byte aligned, apart from p's storage or at its start
- * (unpack_launch); -1: none. */
+ * same way; a tight one at any size, being p's only storage), 16-byte
+ * aligned, apart from p's storage or at its start (unpack_launch); -1: none. */
 static int home_find(const smj_cuda *c, const float *p, int64_t n) {
-    if (c->prec != PREC_BF16 || CAPTURE_NOCOPY(c) || n > c->ext_max) return -1;
+    if (c->prec != PREC_BF16 || CAPTURE_NOCOPY(c)) return -1;
     for (int i = 0; i < c->n_home; i++) {
         const __nv_bfloat16 *b = c->home[i].b;
         const bool apart = (const void *)(b + n) <= (const void *)p || (const void *)(p + n) <= (const void *)b;
-        if (c->home[i].src == p && c->home[i].n == n && (uintptr_t)b % 16 == 0 && (apart || (const void *)b == p))
+        if (c->home[i].src == p && c->home[i].n == n && (uintptr_t)b % 16 == 0 && (apart || (const void *)b == p) &&
+            (n <= c->ext_max || c->home[i].tight))
             return i;
     }
     return -1;
+}
+int tight_out(const smj_cuda *c, const float *p, int64_t n) {
+    int i = home_find(c, p, n);
+    return i >= 0 && c->home[i].tight;
+}
+int tight_in(const smj_cuda *c, const float *p, int64_t n) {
+    for (int i = 0; c->n_lazy && i < EXT_N; i++)
+        if (c->ext[i].tight && c->ext[i].lazy && c->ext[i].src == p && c->ext[i].n == n) return 1;
+    return 0;
 }
 __nv_bfloat16 *home_of(smj_cuda *c, const float *p, int64_t n) {
     int i = home_find(c, p, n);
     if (i < 0) return NULL;
     __nv_bfloat16 *b = c->home[i].b;
     claim16(c, b, n);
-    ext_add(c, p, n, b, 0, 0);
+    ext_add(c, p, n, b, 0, 0, c->home[i].tight);
     return b;
 }
 int copy_room(const smj_cuda *c, const float *p, int64_t n) {
@@ -428,7 +456,7 @@ static void unpack(smj_cuda *c, float *out, const uint16_t *x, int64_t n, int la
                (lazy || (const void *)x != (const void *)out); /* (in place: written over) */
     cast_overwritten(c, out, n);
     if (n > 0 && !(keep && lazy)) unpack_launch(c, out, (const __nv_bfloat16 *)x, n);
-    if (keep) ext_add(c, out, n, (const __nv_bfloat16 *)x, 1, lazy);
+    if (keep) ext_add(c, out, n, (const __nv_bfloat16 *)x, 1, lazy, 0);
 }
 void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) {
     OP_BEGIN_L("bf16_unpack");
@@ -444,11 +472,24 @@ void cu_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x, int64_t n) 
  * forgets them); drop discards lazy tensors inside x[0, n) (NULL: all). */
 void cu_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n) {
     smj_cuda *c = S(ex);
-    if (c->n_home < HOME_N) c->home[c->n_home++] = {x, n, (__nv_bfloat16 *)x16};
+    if (c->n_home < HOME_N) c->home[c->n_home++] = {x, n, (__nv_bfloat16 *)x16, 0};
 }
 void cu_bf16_only(const smj_exec *ex, const float *x, int64_t n) {
     smj_cuda *c = S(ex);
     if (c->n_only < HOME_N) c->only[c->n_only++] = {x, n};
+}
+/* Taken in bf16 mode (not while recording a decoding step), for x 16-byte
+ * aligned: home_find then finds the home at any size, and the ops that
+ * write such outputs (matmul, xent_bwd, xent_fwd_bwd) write them as bf16
+ * alone (tight_out). */
+int cu_bf16_tight(const smj_exec *ex, const float *x, int64_t n) {
+    smj_cuda *c = S(ex);
+    if (c->prec != PREC_BF16 || CAPTURE_NOCOPY(c) || (uintptr_t)x % 16 || n < 1 || c->n_home >= HOME_N ||
+        c->n_only >= HOME_N)
+        return 0;
+    c->home[c->n_home++] = {x, n, (__nv_bfloat16 *)x, 1};
+    c->only[c->n_only++] = {x, n};
+    return 1;
 }
 void cu_bf16_drop(const smj_exec *ex, const float *x, int64_t n) {
     smj_cuda *c = S(ex);

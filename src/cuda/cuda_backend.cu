@@ -597,18 +597,21 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
         return;
     }
     int64_t lda = tA ? M : K, ldb = tB ? K : N;
-    int bf16 = c->prec == PREC_BF16 && K >= 16 && M >= 16 && !gemv_ok(M, K, tA, tB, A, Bm);
+    /* (an output bf16_tight named is the bf16 product at every shape, and
+     * such a tensor is read as bf16 by every product) */
+    const int tight = (!acc && tight_out(c, Cm, M * N)) || tight_in(c, A, M * K) || tight_in(c, Bm, K * N);
+    int bf16 = c->prec == PREC_BF16 && (tight || (K >= 16 && M >= 16 && !gemv_ok(M, K, tA, tB, A, Bm)));
     if (!bf16) { /* the fp32 data itself (bf16 operands come through cast_of) */
         fp32_in(c, A, M * K);
         fp32_in(c, Bm, K * N);
     }
-    if (gemv_ok(M, K, tA, tB, A, Bm)) {
+    if (!tight && gemv_ok(M, K, tA, tB, A, Bm)) {
         c->pname = "matmul NT (gemv)";
         gemv_nt(c, Cm, A, Bm, M, N, K, acc);
         op_end(c);
         return;
     }
-    if (gemv_nn_ok(M, N, tA, tB, Bm)) {
+    if (!tight && gemv_nn_ok(M, N, tA, tB, Bm)) {
         c->pname = "matmul NN (gemv)";
         gemv_nn(c, Cm, A, Bm, M, N, K, acc);
         op_end(c);
@@ -621,7 +624,7 @@ static void cu_matmul(const smj_exec *ex, float *Cm, const float *A, const float
         /* bf16 copies of both operands (kept or new), fp32 C */
         int64_t na = M * K, nb = K * N, oa = (na + 127) / 128 * 128;
         const int big_a = cast_big(c, A, na), big_b = cast_big(c, Bm, nb);
-        if (big_a && !big_b) { /* the LM head's dlogits: A in blocks, see below */
+        if (big_a && !big_b && !tight) { /* the LM head's dlogits: A in blocks, see below */
             matmul_big_a(c, Cm, A, Bm, M, N, K, tA, tB, acc);
             op_end(c);
             return;
@@ -1177,6 +1180,7 @@ extern "C" const smj_backend smj_backend_cuda = {
     .decode_block = cu_decode_block,
     .decode_linear = cu_decode_linear,
     .decode_argmax = cu_decode_argmax,
+    .bf16_tight = cu_bf16_tight,
     .bf16_home = cu_bf16_home,
     .bf16_bind = cu_bf16_bind,
     .bf16_only = cu_bf16_only,

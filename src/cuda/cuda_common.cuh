@@ -113,12 +113,16 @@ typedef struct {
      *    what they read in 32 bits; every other op writes all lazy tensors
      *    first. bf16_drop drops lazy ones unwritten.
      * Writing a copy's storage (bf16_pack, a home) drops it, writing a lazy
-     * one's first. The oldest entry is replaced when all are taken. */
+     * one's first. The oldest entry is replaced when all are taken.
+     *  - tight: a home bf16_tight named (at src, whose storage holds only
+     *    the n bf16 values): never written as fp32; where the rules above
+     *    would write it, an error is recorded instead (materialize), and it
+     *    is never the entry replaced. */
     struct {
-        const float *src; int64_t n; const __nv_bfloat16 *b; unsigned long gen, hw; int exact, lazy;
+        const float *src; int64_t n; const __nv_bfloat16 *b; unsigned long gen, hw; int exact, lazy, tight;
     } ext[EXT_N];
     int ext_next, n_lazy;
-    struct { const float *src; int64_t n; __nv_bfloat16 *b; } home[HOME_N]; /* for the next op */
+    struct { const float *src; int64_t n; __nv_bfloat16 *b; int tight; } home[HOME_N]; /* for the next op */
     int n_home;
     /* bf16_only's promises for the next op: an op that writes the copy of
      * such an output (fp32_out) leaves its fp32 values unwritten and the
@@ -249,6 +253,13 @@ void bf16_to_f32(smj_cuda *c, float *dst, const __nv_bfloat16 *b, int64_t n);
 /* Whether bf16_only promised p[0, n) for the running op (products whose
  * output is promised write it in bf16 alone). */
 int only_promised(const smj_cuda *c, const float *p, int64_t n);
+/* Whether bf16_tight named output p[0, n) for the running op: the op must
+ * write it as bf16 alone, in its home, whatever its shape (p has no room
+ * for the fp32 values). */
+int tight_out(const smj_cuda *c, const float *p, int64_t n);
+/* Whether p[0, n) is such a tensor, bf16 alone (products read it through
+ * its copy, whatever their shape). */
+int tight_in(const smj_cuda *c, const float *p, int64_t n);
 /* cast_written for an output the op does not read: a lazy tensor wholly
  * inside it is dropped unwritten. */
 void cast_overwritten(smj_cuda *c, const float *p, int64_t n);
@@ -279,6 +290,7 @@ void cu_bf16_unpack(const smj_exec *ex, float *out, const uint16_t *x, int64_t n
 void cu_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x, int64_t n);
 void cu_bf16_home(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n);
 void cu_bf16_only(const smj_exec *ex, const float *x, int64_t n);
+int cu_bf16_tight(const smj_exec *ex, const float *x, int64_t n);
 void cu_bf16_drop(const smj_exec *ex, const float *x, int64_t n);
 /* The grid of the element-wise kernels: 256 threads, at most 32 blocks an SM. */
 #define EW_GRID(n) blocks_for((n), 256, (int64_t)c->n_sm * 32), 256, 0, c->stream

@@ -1043,13 +1043,17 @@ static smj_status ce_ready(smj_model *m, int B, int T) {
  * losses and lse first (a train step's forward), in one pass with dlogits
  * where the backend has xent_fwd_bwd. */
 /* The hints for the op writing dlogits dl [n, ld]: bf16 alone, into h16
- * when given (else where the backend keeps copies). */
-static void dl_hints(smj_model *m, float *dl, int64_t n, uint16_t *h16) {
+ * when given (else where the backend keeps copies); tight: in dl's own
+ * storage, which has room for nothing more (bf16_tight, taken before for
+ * the logits there). */
+static void dl_hints(smj_model *m, float *dl, int64_t n, uint16_t *h16, int tight) {
+    if (tight && m->be->bf16_tight(&m->ctx->exec, dl, n * m->logits_ld)) return;
     if (h16) m->be->bf16_home(&m->ctx->exec, dl, h16, n * m->logits_ld);
     smj_only16(m, dl, n * m->logits_ld);
 }
 
-static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss, int loss, uint16_t *h16) {
+static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss, int loss, uint16_t *h16,
+                      int tight) {
     const smj_backend *be = m->be;
     const smj_exec *ex = &m->ctx->exec;
     int64_t C = m->cfg.dim, ld = m->logits_ld;
@@ -1057,11 +1061,11 @@ static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dlos
     float *dW = smj_model_ptr(m, m->grads, R_LM_HEAD, -1), *W = smj_model_ptr(m, m->params, R_LM_HEAD, -1);
     int fb = loss && be->xent_fwd_bwd;
     if (loss && !fb) be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
-    dl_hints(m, dl, n, h16);
+    dl_hints(m, dl, n, h16, tight);
     if (!fb || !be->xent_fwd_bwd(ex, m->losses + r0, m->xlse + r0, dl, dl, m->tgts + r0, dloss, n, V, ld)) {
         if (fb) { /* declined: the two ops (the hints are the next op's: set again for xent_bwd) */
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, dl, m->tgts + r0, n, V, ld);
-            dl_hints(m, dl, n, h16);
+            dl_hints(m, dl, n, h16, tight);
         }
         be->xent_bwd(ex, dl, dl, m->xlse + r0, m->tgts + r0, dloss, n, V, ld);
     }
@@ -1082,7 +1086,7 @@ static void head_bwd(smj_model *m, int64_t N, float dloss, int loss) {
     int64_t R = head_rows(&m->cfg, &m->topt, N, m->ctx->exec.bf16_matmul && m->be->init);
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
         n = ce_chunk(N, R, r0);
-        head_grad(m, m->logits + r0 * m->logits_ld, r0, n, dloss, loss, NULL);
+        head_grad(m, m->logits + r0 * m->logits_ld, r0, n, dloss, loss, NULL, 0);
     }
 }
 
@@ -1103,16 +1107,23 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
     int l16 = m->topt.fp16_activations && ex->bf16_matmul && be->bf16_only;
     /* where the backend takes a home, the chunk's bf16 logits, then its
      * dlogits over them, are kept in ce_buf itself (its first half: the
-     * fp32 values are never written), not in the backend's copies: chunks
-     * of twice the rows in the same memory (smj_ce_chunk_rows_auto) */
+     * fp32 values are never written), not in the backend's copies; where
+     * it takes bf16_tight's promise too, the chunk has twice the rows
+     * (ce_buf holds R + 1 rows of fp32 logits, so 2R + 1 rows of bf16 ones;
+     * ce_chunk gives at most 2R + 1) */
     uint16_t *h16 = l16 && be->bf16_home ? (uint16_t *)m->ce_buf : NULL;
+    int t16 = h16 && be->bf16_tight;
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
-        n = ce_chunk(N, R, r0);
-        if (h16) be->bf16_home(ex, m->ce_buf, h16, n * ld);
-        if (l16) be->bf16_only(ex, m->ce_buf, n * ld);
+        n = ce_chunk(N, 2 * R, r0);
+        int tight = t16 && be->bf16_tight(ex, m->ce_buf, n * ld);
+        if (!tight) {
+            n = ce_chunk(N, R, r0);
+            if (h16) be->bf16_home(ex, m->ce_buf, h16, n * ld);
+            if (l16) be->bf16_only(ex, m->ce_buf, n * ld);
+        }
         smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
         if (dloss >= 0) {
-            head_grad(m, m->ce_buf, r0, n, dloss, loss, h16); /* (drops the chunk: ce_buf is datt .. dgate next) */
+            head_grad(m, m->ce_buf, r0, n, dloss, loss, h16, tight); /* (drops the chunk: ce_buf is datt .. dgate next) */
         } else {
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             smj_drop16(m, m->ce_buf, n * ld);
@@ -1264,14 +1275,14 @@ static smj_status forward(smj_model *m, const int32_t *inputs, const int32_t *ta
             }
             smj_model_linear(m, R_LM_HEAD, -1, m->ce_buf, m->lnf + r0 * C, n, ld, C);
             if (train && homed) { /* (the logits are their bf16 copy's values already) */
-                head_grad(m, m->ce_buf, r0, n, dloss, 1, NULL); /* (drops the chunk) */
+                head_grad(m, m->ce_buf, r0, n, dloss, 1, NULL, 0); /* (drops the chunk) */
                 continue;
             }
             be->xent_fwd(ex, m->losses + r0, m->xlse + r0, m->ce_buf, m->tgts + r0, n, V, ld);
             be->bf16_pack(ex, h, m->ce_buf, n * ld);
             if (train) {
                 unpack16(m, m->ce_buf, h, n * ld);
-                head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL); /* (drops the chunk) */
+                head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL, 0); /* (drops the chunk) */
             } else {
                 smj_drop16(m, m->ce_buf, n * ld);
             }
@@ -1463,7 +1474,7 @@ smj_status smj_model_backward(smj_model *m, float loss_scale) {
         for (int64_t r0 = 0, n; r0 < N; r0 += n) {
             n = ce_chunk(N, R, r0);
             unpack16(m, m->ce_buf, m->logits16 + r0 * ld, n * ld);
-            head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL);
+            head_grad(m, m->ce_buf, r0, n, dloss, 0, NULL, 0);
             smj_drop16(m, m->ce_buf, n * ld);
         }
     } else {

@@ -48,7 +48,7 @@ enum {
 #define SMJ_OPS_OPTIONAL(X) X(qmatmul) X(matmul_bias) X(matmul_bias_gelu) X(matmul_dgelu) X(attention_bwd_rope) \
     X(attention_bwd_bias) X(gelu_bwd_bias) X(decode_attention) \
     X(decode_block) \
-    X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(adamw_runs) \
+    X(decode_linear) X(decode_argmax) X(bf16_home) X(bf16_bind) X(bf16_only) X(bf16_drop) X(bf16_tight) X(adamw_runs) \
     X(xent_fwd_bwd) X(grad_ctl)
 
 /* The end of a train step on the device (grad_ctl, adamw_runs with a
@@ -254,7 +254,17 @@ typedef struct {
      * NULL: no tensor will): a backend may discard the fp32 values it has \
      * not written (bound or bf16-only tensors). The caller reads such \
      * tensors only through ops (never download) and drops them before \
-     * freeing their memory. */ \
+     * freeing their memory. \
+     * bf16_tight: bf16_home(x, x, n) and bf16_only(x, n) for the next op, \
+     * whose output x[0, n) then has only n bf16 values of storage (half \
+     * its fp32 size): 1 when the backend takes that promise: the next op (a \
+     * product, xent_bwd or xent_fwd_bwd) writes the output as bf16 alone, \
+     * at x, and no op ever writes its fp32 values (an op reading it in 32 \
+     * bits, or writing over its storage before bf16_drop, is an error the \
+     * backend records instead); 0 when it cannot (nothing was registered: \
+     * give x its fp32 storage). The same answer for the same context and \
+     * arguments. (Backends without the op, NULL, never take it.) */ \
+    int (*bf16_tight)(const smj_exec *ex, const float *x, int64_t n); \
     void (*bf16_home)(const smj_exec *ex, const float *x, uint16_t *x16, int64_t n); \
     void (*bf16_bind)(const smj_exec *ex, float *out, const uint16_t *x16, int64_t n); \
     void (*bf16_only)(const smj_exec *ex, const float *x, int64_t n); \

@@ -305,6 +305,11 @@ static void ref_bf16_bind(const smj_exec *ex, float *out, const uint16_t *x16, i
  * (it keeps every value exact; its readers see what rounding readers see). */
 static void ref_bf16_only(const smj_exec *ex, const float *x, int64_t n) { (void)ex; (void)x; (void)n; }
 static void ref_bf16_drop(const smj_exec *ex, const float *x, int64_t n) { (void)ex; (void)x; (void)n; }
+/* bf16_tight (optional op): never taken (the reference writes fp32 values). */
+static int ref_bf16_tight(const smj_exec *ex, const float *x, int64_t n) {
+    (void)ex; (void)x; (void)n;
+    return 0;
+}
 
 const smj_backend smj_backend_ref = {
     .name = "ref", SMJ_HOST_MEMORY,

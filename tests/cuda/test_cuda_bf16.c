@@ -4,7 +4,8 @@
  * rule). bf16_bind: ops reading a bound tensor give bit for bit what they
  * give on its values in 32 bits; bf16_home: the named storage holds the
  * reference's pack; bf16_only: promised outputs read through products as
- * the plain ones do, in 32 bits as their bf16 rounding. Meant to run in
+ * the plain ones do, in 32 bits as their bf16 rounding; bf16_tight: such
+ * outputs in half their storage. Meant to run in
  * bf16 mode (SMJ_CUDA_MATMUL=bf16, with and without SMJ_CUDA_BF16_KEEP),
  * where the copies are kept; in other modes the values alone are checked. */
 #include "cuda_check.h"
@@ -825,6 +826,139 @@ static void check_xent_bound(void) {
            "xent_fwd_bwd", check_failed == before ? "ok" : "FAILED");
 }
 
+/* bf16_tight (bf16 mode): a product's output named tight is the bf16
+ * product, written as bf16 alone into the first half of the output's
+ * storage at every shape (one row: the gemv path otherwise; under 16 rows
+ * or depth: the fp32 path otherwise), the storage past those values left
+ * alone; products read it at any shape as its bf16 values; xent_fwd,
+ * xent_bwd and xent_fwd_bwd read it the same way and write dlogits over it
+ * as bf16 alone (the two ways bit for bit alike); an op reading it in 32
+ * bits is an error its context reports (a context of its own), with
+ * nothing written past the values. In other modes the backend declines
+ * (0). References: the reference backend on the unpacked bf16 values. */
+static float *tight_vals(const float *T, int64_t n) { /* T's bf16 values as floats */
+    return unpacked_h((const uint16_t *)T, n);
+}
+/* each |got - want| within rel of |want| (plus abs) */
+static void near_h(const char *what, const float *got, const float *want, int64_t n, double rel, double abs) {
+    int64_t bad = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        if (!(e <= rel * fabs((double)want[i]) + abs)) bad++;
+        if (e > worst) worst = e;
+    }
+    CHECK(bad == 0, "cuda/bf16_tight %s: %lld of %lld values off (worst |diff| %.3g)", what, (long long)bad,
+          (long long)n, worst);
+}
+static float *rounded(const float *x, int64_t n) { /* bf16(x) as floats */
+    float *r = frand(n, 0);
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+    rf->bf16_pack(X1, h, x, n);
+    rf->bf16_unpack(X1, r, h, n);
+    free(h);
+    return r;
+}
+static void tight_shape(int64_t M, int64_t K, int64_t N) {
+    const int64_t n = M * N, half = (n + 1) / 2, K2 = 24;
+    snprintf(cur_shape, sizeof cur_shape, "M%lld K%lld N%lld", (long long)M, (long long)K, (long long)N);
+    float *a = frand(M * K, 1), *w = frand(N * K, 1), *v = frand(N * K2, 1);
+    float *ar = rounded(a, M * K), *wr = rounded(w, N * K), *vr = rounded(v, N * K2);
+    int32_t *tg = targets_for(M, (int)N);
+    float *Da = dup_d(a, M * K), *Dw = dup_d(w, N * K), *Dv = dup_d(v, N * K2), *T = junk_d(half);
+    float *X = junk_d(M * K2), *Y = junk_d(N * K), *L = junk_d(M), *Z = junk_d(M), *L2 = junk_d(M), *Z2 = junk_d(M);
+    int32_t *Dt = ids_d(tg, M);
+    int took = be->bf16_tight(ex, T, n);
+    CHECK(took == bf16_mode(), "cuda/bf16_tight %s: taken %d, want %d", cur_shape, took, bf16_mode());
+    if (took) {
+        /* the product, then two products reading it (X = T V, Y = T^T A) */
+        be->matmul(ex, T, Da, Dw, M, N, K, 0, 1, 0);
+        float *t = tight_vals(T, n), *want = frand(n, 0), *tr = rounded(t, n);
+        rf->matmul(X1, want, ar, wr, M, N, K, 0, 1, 0);
+        CHECK(memcmp(t, tr, sizeof(float) * (size_t)n) == 0, "cuda/bf16_tight %s: the output is not bf16", cur_shape);
+        near_h("product", t, want, n, 1.0 / 256 * 1.01, 1e-4);
+        be->matmul(ex, X, T, Dv, M, K2, N, 0, 0, 0);
+        be->matmul(ex, Y, T, Da, N, K, M, 1, 0, 0);
+        float *x = get_h(X, M * K2), *y = get_h(Y, N * K), *xw = frand(M * K2, 0), *yw = frand(N * K, 0);
+        rf->matmul(X1, xw, t, vr, M, K2, N, 0, 0, 0);
+        rf->matmul(X1, yw, t, ar, N, K, M, 1, 0, 0);
+        near_h("read by a product (T V)", x, xw, M * K2, 1e-3, 1e-4);
+        near_h("read by a product (T^T A)", y, yw, N * K, 1e-3, 1e-4);
+        /* cross-entropy over it as logits [M, N]: the loss, then dlogits
+         * in place (xent_bwd), both against the reference's */
+        float *lw = frand(M, 0), *zw = frand(M, 0), *dw = frand(n, 0);
+        rf->xent_fwd(X1, lw, zw, t, tg, M, (int)N, (int)N);
+        rf->xent_bwd(X1, dw, t, zw, tg, 0.25f, M, (int)N, (int)N);
+        be->xent_fwd(ex, L, Z, T, Dt, M, (int)N, (int)N);
+        float *l = get_h(L, M);
+        near_h("xent_fwd losses", l, lw, M, 1e-5, 1e-5);
+        CHECK(be->bf16_tight(ex, T, n) == 1, "cuda/bf16_tight %s: not taken for xent_bwd", cur_shape);
+        be->xent_bwd(ex, T, T, Z, Dt, 0.25f, M, (int)N, (int)N);
+        float *d = tight_vals(T, n);
+        near_h("xent_bwd dlogits", d, dw, n, 1.0 / 256 * 1.01, 1e-6);
+        be->bf16_drop(ex, T, n);
+        /* the same logits again, then xent_fwd_bwd (rows of a multiple of
+         * 4; it declines others before any hint is given): the same bits */
+        if (N % 4 == 0) {
+            be->bf16_tight(ex, T, n);
+            be->matmul(ex, T, Da, Dw, M, N, K, 0, 1, 0);
+            be->bf16_tight(ex, T, n);
+            int fb = be->xent_fwd_bwd(ex, L2, Z2, T, T, Dt, 0.25f, M, (int)N, (int)N);
+            float *d2 = tight_vals(T, n), *l2 = get_h(L2, M);
+            CHECK(fb && memcmp(d, d2, sizeof(float) * (size_t)n) == 0 && memcmp(l, l2, sizeof(float) * (size_t)M) == 0,
+                  "cuda/bf16_tight %s: xent_fwd_bwd (taken %d) differs from xent_fwd + xent_bwd", cur_shape, fb);
+            ffree(d2); ffree(l2);
+            be->bf16_drop(ex, T, n);
+        }
+        /* past the bf16 values: untouched (the canaries past the buffer:
+         * get_h's, checked by the tensor's full download) */
+        float *all = get_h(T, half);
+        int intact = 1;
+        for (int i = 0; i < PAD; i++) intact &= all[half + i] == CANARY;
+        CHECK(intact, "cuda/bf16_tight %s: a write past the bf16 values", cur_shape);
+        ffree(all); ffree(t); ffree(want); ffree(tr); ffree(x); ffree(y); ffree(xw); ffree(yw);
+        ffree(lw); ffree(zw); ffree(dw); ffree(l); ffree(d);
+    }
+    ffree(a); ffree(w); ffree(v); ffree(ar); ffree(wr); ffree(vr); free(tg);
+    dfree(Da); dfree(Dw); dfree(Dv); dfree(T); dfree(X); dfree(Y); dfree(L); dfree(Z); dfree(L2); dfree(Z2);
+    be->free(Dt);
+}
+static void check_bf16_tight(void) {
+    cur_op = "bf16_tight";
+    long before = check_failed;
+    tight_shape(96, 64, 320); /* the blocked bf16 product */
+    tight_shape(5, 8, 40);    /* under 16 rows and depth: fp32 otherwise; read with depth 5 */
+    tight_shape(1, 64, 256);  /* one row: the gemv path otherwise */
+    tight_shape(33, 24, 50);  /* rows of 50: xent_fwd_bwd declines */
+    if (bf16_mode()) {
+        /* a 32-bit read (add) breaks the promise: an error, and nothing
+         * written past the bf16 values (the tensor has its fp32 storage
+         * here, so that add's read stays inside it) */
+        int64_t M = 32, K = 64, N = 128, n = M * N;
+        smj_ctx_options o = {.threads = 1, .backend = SMJ_BACKEND_CUDA};
+        smj_ctx *c2 = smj_ctx_create(&o);
+        float *a = frand(M * K, 1), *w = frand(N * K, 1), *Da = dup_d(a, M * K), *Dw = dup_d(w, N * K);
+        float *T = junk_d(n), *S = junk_d(n), *Zr = junk_d(n);
+        const smj_exec *e2 = &c2->exec;
+        be->bf16_tight(e2, T, n);
+        be->matmul(e2, T, Da, Dw, M, N, K, 0, 1, 0);
+        be->add(e2, S, T, Zr, n);
+        float *all = get_h(T, n);
+        int intact = 1;
+        for (int64_t i = n / 2; i < n; i++) intact &= all[i] == JUNK;
+        CHECK(smj_ctx_status(c2) != SMJ_OK && strstr(smj_ctx_error(c2), "bf16_tight"),
+              "cuda/bf16_tight: a 32-bit read was not an error (%s)", smj_ctx_error(c2));
+        CHECK(intact, "cuda/bf16_tight: a 32-bit read wrote past the bf16 values");
+        printf("cuda %-14s %-6s a 32-bit read of a tight tensor: \"%s\"\n", "bf16_tight", "", smj_ctx_error(c2));
+        ffree(a); ffree(w); ffree(all);
+        dfree(Da); dfree(Dw); dfree(T); dfree(S); dfree(Zr);
+        smj_ctx_free(c2);
+    }
+    printf("cuda %-14s %-6s %s\n", "bf16_tight", check_failed == before ? "ok" : "FAILED",
+           bf16_mode() ? "products, their readers and cross-entropy in half the storage, 4 shapes"
+                       : "declined (not bf16 mode)");
+}
+
 int main(void) {
     smj_ctx *ctx = cuda_check_open();
     if (!ctx) return cuda_check_skip();
@@ -841,6 +975,8 @@ int main(void) {
     cuda_check_status(ctx, "xent_fwd_bwd");
     check_gpt2_paths();
     cuda_check_status(ctx, "bf16_only (GPT-2's)");
+    check_bf16_tight();
+    cuda_check_status(ctx, "bf16_tight");
     smj_ctx_free(ctx);
     return check_summary("test_cuda_bf16");
 }

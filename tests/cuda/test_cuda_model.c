@@ -310,6 +310,35 @@ static void bf16_copies(const char *ds_path, const char *name, smj_model_config 
     free(two.params);
 }
 
+/* --fused-ce with --fp16-activations in bf16 mode: the chunks' logits are
+ * bf16 alone, in the chunk buffer's storage of R + 1 fp32 rows, so the
+ * CUDA backend (bf16_tight) takes chunks of 2R rows (64, 80 + 48, and
+ * thirteen of 10 or fewer: products under 16 rows and depth). Each run's
+ * losses follow the 16-bit-logits run's (the loss from fp32 logits): step
+ * 0 within 1e-3 (the logits' bf16 rounding), the next five within 5e-3 (a
+ * wrong gradient would leave them). */
+static void tight_chunks(const char *ds_path) {
+    smj_model_config cfg = flash_config();
+    smj_train_options f16 = {.fp16_activations = 1};
+    run_result ref = {0};
+    train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, &f16, ds_path, NULL, NULL, 0, 6, &ref, 0);
+    const int rows[] = {32, 40, 5};
+    for (int i = 0; i < 3; i++) {
+        smj_train_options fce = {.fp16_activations = 1, .fused_ce = 1, .ce_chunk_rows = rows[i]};
+        run_result r = {0};
+        train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, &fce, ds_path, NULL, NULL, 0, 6, &r, 0);
+        double worst = 0;
+        for (int s = 1; s < 6; s++) worst = fmax(worst, rel(r.loss[s], ref.loss[s]));
+        CHECK(rel(r.loss[0], ref.loss[0]) <= 1e-3 && worst <= 5e-3,
+              "--fused-ce (%d-row buffer) bf16: losses %.6f .. %.6f vs %.6f .. %.6f", rows[i], r.loss[0], r.loss[5],
+              ref.loss[0], ref.loss[5]);
+        printf("bf16 --fused-ce --fp16-activations, a %d-row chunk buffer (chunks of up to %d rows): loss %.6f -> "
+               "%.6f vs 16-bit logits %.6f -> %.6f (worst rel %.2e)\n",
+               rows[i], 2 * rows[i] + 1, r.loss[0], r.loss[5], ref.loss[0], ref.loss[5],
+               fmax(worst, rel(r.loss[0], ref.loss[0])));
+    }
+}
+
 /* A train step recorded as a CUDA graph and replayed (the trainer's device
  * path, the default) computes what launching every kernel does
  * (SMJ_CUDA_GRAPHS=0): 9 steps, an evaluation before step 6 (other ops:
@@ -1057,6 +1086,7 @@ int main(void) {
     bf16_copies(ds_path, "head size 64 + GQA, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)",
                 flash_config(), &fce);
     bf16_copies(ds_path, "GPT-2, --fp16-activations --fused-ce (bf16 chunk logits, 32 rows)", gpt2_config(), &fce);
+    tight_chunks(ds_path);
     step_graphs(ds_path, "QK-norm, fp32", small_config(), 0, NULL);
     step_graphs(ds_path, "head size 64 + GQA, bf16", flash_config(), 1, NULL);
     step_graphs(ds_path, "head size 64 + GQA, bf16 --fp16-activations --fused-ce (32 rows)", flash_config(), 1, &fce);
