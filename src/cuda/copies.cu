@@ -206,6 +206,11 @@ static void materialize_bc(smj_cuda *c, int i) {
     unpack_launch(c, c->bc[i].src, c->bc[i].buf, c->bc[i].n);
 }
 
+/* The end of entry i's tensor storage: src + n, or for a tight one (bf16
+ * alone in its own storage) the end of its n bf16 values. */
+static const float *ext_hi(const smj_cuda *c, int i) {
+    return c->ext[i].src + (c->ext[i].tight ? (c->ext[i].n + 1) / 2 : c->ext[i].n);
+}
 static bool ext_valid(const smj_cuda *c, int i) {
     return c->ext[i].src && c->ext[i].gen == c->gen && c->ext[i].hw == host_writes;
 }
@@ -272,7 +277,7 @@ void lazy_all(smj_cuda *c) {
 }
 void fp32_in(smj_cuda *c, const float *p, int64_t n) {
     for (int i = 0; c->n_lazy && i < EXT_N; i++)
-        if (c->ext[i].lazy && c->ext[i].src < p + n && p < c->ext[i].src + c->ext[i].n) materialize(c, i);
+        if (c->ext[i].lazy && c->ext[i].src < p + n && p < ext_hi(c, i)) materialize(c, i);
     for (int i = 0; c->n_lazy && i < BC_N; i++)
         if (c->bc[i].lazy && c->bc[i].src < p + n && p < c->bc[i].src + c->bc[i].n) materialize_bc(c, i);
 }
@@ -281,8 +286,8 @@ void fp32_in(smj_cuda *c, const float *p, int64_t n) {
 static void lazy_out(smj_cuda *c, const float *p, int64_t n, int drop) {
     for (int i = 0; c->n_lazy && i < EXT_N; i++) {
         auto &e = c->ext[i];
-        if (!e.lazy || !(e.src < p + n && p < e.src + e.n)) continue;
-        if (!drop || e.src < p || e.src + e.n > p + n) materialize(c, i);
+        if (!e.lazy || !(e.src < p + n && p < ext_hi(c, i))) continue;
+        if (!drop || e.src < p || ext_hi(c, i) > p + n) materialize(c, i);
         ext_drop(c, i);
     }
     for (int i = 0; c->n_lazy && i < BC_N; i++) {
@@ -397,7 +402,7 @@ void cast_written(smj_cuda *c, const float *C, int64_t n) {
             c->bc[i].src = NULL;
         }
     for (int i = 0; i < EXT_N; i++)
-        if (c->ext[i].src && c->ext[i].src < C + n && C < c->ext[i].src + c->ext[i].n) {
+        if (c->ext[i].src && c->ext[i].src < C + n && C < ext_hi(c, i)) {
             materialize(c, i);
             ext_drop(c, i);
         }

@@ -315,8 +315,9 @@ static void bf16_copies(const char *ds_path, const char *name, smj_model_config 
  * CUDA backend (bf16_tight) takes chunks of 2R rows (64, 80 + 48, and
  * thirteen of 10 or fewer: products under 16 rows and depth). Each run's
  * losses follow the 16-bit-logits run's (the loss from fp32 logits): step
- * 0 within 1e-3 (the logits' bf16 rounding), the next five within 5e-3 (a
- * wrong gradient would leave them). */
+ * 0 within 1e-4 (the logits' bf16 rounding; 2e-6 measured on an H200),
+ * the next five within 1e-3 (7e-5 measured; a wrong gradient would leave
+ * them). */
 static void tight_chunks(const char *ds_path) {
     smj_model_config cfg = flash_config();
     smj_train_options f16 = {.fp16_activations = 1};
@@ -329,7 +330,7 @@ static void tight_chunks(const char *ds_path) {
         train_cfg(SMJ_BACKEND_CUDA, &cfg, 1, &fce, ds_path, NULL, NULL, 0, 6, &r, 0);
         double worst = 0;
         for (int s = 1; s < 6; s++) worst = fmax(worst, rel(r.loss[s], ref.loss[s]));
-        CHECK(rel(r.loss[0], ref.loss[0]) <= 1e-3 && worst <= 5e-3,
+        CHECK(rel(r.loss[0], ref.loss[0]) <= 1e-4 && worst <= 1e-3,
               "--fused-ce (%d-row buffer) bf16: losses %.6f .. %.6f vs %.6f .. %.6f", rows[i], r.loss[0], r.loss[5],
               ref.loss[0], ref.loss[5]);
         printf("bf16 --fused-ce --fp16-activations, a %d-row chunk buffer (chunks of up to %d rows): loss %.6f -> "
