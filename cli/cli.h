@@ -184,14 +184,16 @@ typedef struct {
     FLAG_SET("fp16-activations", &(mm).fp16_act, \
              "keep what the backward reads as bf16 (less activation memory; gradients to bf16 rounding)"), \
     FLAG_INT("ce-chunk-rows", &(mm).ce_rows, 0, 1 << 30, \
-             "rows per --fused-ce chunk (default 0: about 32 MiB of logits a chunk, 512 MiB on a GPU)")
+             "rows per --fused-ce chunk (default 0: about 32 MiB of logits a chunk, 512 MiB on a GPU; " \
+             "twice the rows on a GPU with --fp16-activations --bf16-matmul, whose chunks are bf16)")
 
 /* The library options for mm, for a model of cfg on ctx (NULL: a host
  * estimate). --fused-ce without --ce-chunk-rows on a GPU: the library's
  * automatic chunks there, smj_ce_chunk_rows_auto (2^27 / V rows, 4096 at
  * V = 32768: ~18% faster than the host's 32 MiB chunks; twice that with
- * --fp16-activations and --bf16-matmul), set explicitly so that the memory
- * estimates count them. */
+ * --fp16-activations and --bf16-matmul, and there the backend puts twice
+ * the rows in each chunk), set explicitly so that the memory estimates
+ * count them. */
 smj_train_options cli_train_options(const cli_mem_flags *mm, const smj_model_config *cfg, const smj_ctx *ctx);
 /* 0, or the usage error (printed) of flags that do not go together
  * (--ce-chunk-rows without --fused-ce). */

@@ -225,11 +225,14 @@ typedef struct {
      * backward recomputes each block's forward right before its backward
      * (one extra forward of the blocks per step). */
     int gradient_checkpointing;
-    /* fused_ce: rows per chunk; 0 = automatic (smj_ce_chunk_rows_auto for
-     * the model's backend: about 32 MiB of fp32 logits on the host
-     * backends, 512 MiB of logits on CUDA). Without fused_ce, when set, the
-     * rows per block of the LM head (forward and backward), and of the
-     * 16-bit logits under fp16_activations. */
+    /* fused_ce: rows per chunk (the rows of fp32 logits the chunk buffer
+     * holds; on CUDA with fp16_activations and bf16_matmul, where a chunk's
+     * logits are bf16 alone, each chunk takes twice these rows in the same
+     * memory); 0 = automatic (smj_ce_chunk_rows_auto for the model's
+     * backend: about 32 MiB of fp32 logits on the host backends, 512 MiB of
+     * logits on CUDA). Without fused_ce, when set, the rows per block of
+     * the LM head (forward and backward), and of the 16-bit logits under
+     * fp16_activations. */
     int ce_chunk_rows;
     /* 16-bit activations: what a training forward keeps for the backward
      * (the residual stream, each block's [rows, width] tensors unless
@@ -276,7 +279,8 @@ int64_t smj_config_train_memory_ex(const smj_model_config *cfg, int B, int T, co
  * (134,217,728 / V rows rounded down to a multiple of 64, at least 64:
  * 4,096 at V = 32,768; twice that with bf16_logits, fp16_activations with
  * smj_ctx_options.bf16_matmul, where the chunk's logits and their gradient
- * are bf16 alone, kept in the chunk buffer's first half; smaller chunks
+ * are bf16 alone, kept in the chunk buffer's own storage, so that each
+ * chunk then takes twice these rows: 16,384 at V = 32,768; smaller chunks
  * mean more, smaller launches and a GPU waiting on the host). V: the LM
  * head's rows (the vocabulary, padded as the model pads it).
  * smj_config_train_memory_ex counts the host backends' automatic chunks:
