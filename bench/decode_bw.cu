@@ -20,6 +20,7 @@
  * and how far below decode_block's ~24 us can weights staged a layer ahead
  * take the grid?
  *   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/dbw bench/decode_bw.cu && /tmp/dbw
+ * (-DDBW_PHASES=P for P phases a layer instead of 5).
  */
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -36,7 +37,12 @@ namespace cg = cooperative_groups;
         }                                                                                      \
     } while (0)
 
-enum { THREADS = 1024, UN = 8, PHASES = 5 };
+/* PHASES: barriers a layer (decode_block has 5); -DDBW_PHASES=2 or 3 asks
+ * what a design with fewer phases a layer could reach */
+#ifndef DBW_PHASES
+#define DBW_PHASES 5
+#endif
+enum { THREADS = 1024, UN = 8, PHASES = DBW_PHASES };
 
 /* block `part` of `parts` reads its share of n16 16-byte words at w, UN
  * loads a thread in flight; the words folded into acc (kept: no dead code) */
