@@ -114,6 +114,31 @@ double smj_config_flops_per_token(const smj_model_config *c, int T) {
     return 6.0 * (double)smj_config_num_params(c) + 12.0 * c->n_layers * (double)T * c->dim;
 }
 
+/* Rows of the LM head's chunks and blocks (llama.c lays them out). */
+int smj_ce_chunk_rows_auto(const smj_model_config *c, smj_backend_kind kind, int bf16_logits) {
+    int64_t V = smj_vocab_rows(c), R;
+    if (V < 1) return 1;
+    if (kind == SMJ_BACKEND_CUDA) {
+        R = ((int64_t)1 << (bf16_logits ? 28 : 27)) / V / 64 * 64;
+        if (R < 64) R = 64;
+    } else {
+        R = ((int64_t)8 << 20) / V;
+        if (R < 1) R = 1;
+    }
+    return (int)R;
+}
+
+int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N) {
+    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CPU, 0);
+    return R < N ? R : N;
+}
+
+int64_t smj_head_bwd_rows(const smj_model_config *c, int64_t N, int bf16_matmul) {
+    int64_t V = smj_vocab_rows(c), R = SMJ_CUDA_BC_MAX / V / 64 * 64;
+    if (!bf16_matmul || N * V <= SMJ_CUDA_BC_MAX) return N;
+    return R < 64 ? 64 : R;
+}
+
 /* Every buffer the model and trainer allocate through the backend, sized
  * by the same walks that lay them out in llama.c: parameters, gradients and
  * the two AdamW moments (one float each per parameter), the activation

@@ -31,7 +31,6 @@
 #include <string.h>
 #include "model.h"
 #include "../gguf/gguf.h"
-#include "../cuda/limits.h"
 
 /* Rows of the bias ones vector: a bias add or gradient over more rows runs
  * in chunks of this many (256 KiB of ones; one chunk at B·T = 32768). */
@@ -383,30 +382,6 @@ static float *take(carver *cv, int64_t n) {
     float *p = cv->base ? cv->base + cv->off : NULL;
     cv->off += (n + 15) & ~(int64_t)15;
     return p;
-}
-
-int smj_ce_chunk_rows_auto(const smj_model_config *c, smj_backend_kind kind, int bf16_logits) {
-    int64_t V = smj_vocab_rows(c), R;
-    if (V < 1) return 1;
-    if (kind == SMJ_BACKEND_CUDA) {
-        R = ((int64_t)1 << (bf16_logits ? 28 : 27)) / V / 64 * 64;
-        if (R < 64) R = 64;
-    } else {
-        R = ((int64_t)8 << 20) / V;
-        if (R < 1) R = 1;
-    }
-    return (int)R;
-}
-
-int64_t smj_ce_chunk_rows(const smj_model_config *c, const smj_train_options *o, int64_t N) {
-    int64_t R = o && o->ce_chunk_rows > 0 ? o->ce_chunk_rows : smj_ce_chunk_rows_auto(c, SMJ_BACKEND_CPU, 0);
-    return R < N ? R : N;
-}
-
-int64_t smj_head_bwd_rows(const smj_model_config *c, int64_t N, int bf16_matmul) {
-    int64_t V = smj_vocab_rows(c), R = SMJ_CUDA_BC_MAX / V / 64 * 64;
-    if (!bf16_matmul || N * V <= SMJ_CUDA_BC_MAX) return N;
-    return R < 64 ? 64 : R;
 }
 
 /* Rows of the fused-CE chunk starting at row r0 of N (chunks of R rows; a
@@ -1037,21 +1012,20 @@ static smj_status ce_ready(smj_model *m, int B, int T) {
     return SMJ_OK;
 }
 
-/* The LM head's backward over rows [r0, r0 + n) whose logits are at dl
- * (ld apart): dlogits in place (a bf16 copy alone where the backend keeps
- * one), dW_head += dlogits^T lnf, dln rows = dlogits W. loss: the rows'
- * losses and lse first (a train step's forward), in one pass with dlogits
- * where the backend has xent_fwd_bwd. */
 /* The hints for the op writing dlogits dl [n, ld]: bf16 alone, into h16
- * when given (else where the backend keeps copies); tight: in dl's own
- * storage, which has room for nothing more (bf16_tight, taken before for
- * the logits there). */
+ * when given (else where the backend keeps copies), or with tight (the
+ * logits there were bf16_tight) in dl's storage, which holds no more. */
 static void dl_hints(smj_model *m, float *dl, int64_t n, uint16_t *h16, int tight) {
     if (tight && m->be->bf16_tight(&m->ctx->exec, dl, n * m->logits_ld)) return;
     if (h16) m->be->bf16_home(&m->ctx->exec, dl, h16, n * m->logits_ld);
     smj_only16(m, dl, n * m->logits_ld);
 }
 
+/* The LM head's backward over rows [r0, r0 + n) whose logits are at dl
+ * (ld apart): dlogits in place (a bf16 copy alone where the backend keeps
+ * one), dW_head += dlogits^T lnf, dln rows = dlogits W. loss: the rows'
+ * losses and lse first (a train step's forward), in one pass with dlogits
+ * where the backend has xent_fwd_bwd. */
 static void head_grad(smj_model *m, float *dl, int64_t r0, int64_t n, float dloss, int loss, uint16_t *h16,
                       int tight) {
     const smj_backend *be = m->be;
@@ -1106,11 +1080,9 @@ static void fused_head(smj_model *m, int64_t N, int loss, float dloss) {
      * so: half the bytes written and read */
     int l16 = m->topt.fp16_activations && ex->bf16_matmul && be->bf16_only;
     /* where the backend takes a home, the chunk's bf16 logits, then its
-     * dlogits over them, are kept in ce_buf itself (its first half: the
-     * fp32 values are never written), not in the backend's copies; where
-     * it takes bf16_tight's promise too, the chunk has twice the rows
-     * (ce_buf holds R + 1 rows of fp32 logits, so 2R + 1 rows of bf16 ones;
-     * ce_chunk gives at most 2R + 1) */
+     * dlogits over them, are kept in ce_buf itself (its first half), not
+     * in its copies; where it takes bf16_tight too, in chunks of up to
+     * 2R + 1 rows (ce_buf holds R + 1 fp32 rows) */
     uint16_t *h16 = l16 && be->bf16_home ? (uint16_t *)m->ce_buf : NULL;
     int t16 = h16 && be->bf16_tight;
     for (int64_t r0 = 0, n; r0 < N; r0 += n) {
