@@ -28,14 +28,7 @@
 #include <stdlib.h>
 namespace cg = cooperative_groups;
 
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "bench_check.cuh"
 
 /* PHASES: barriers a layer (decode_block has 5); -DDBW_PHASES=2 or 3 asks
  * what a design with fewer phases a layer could reach */
